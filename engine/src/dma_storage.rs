@@ -1,0 +1,144 @@
+//! `DmaStorage`: [`Storage`] on glommio DMA files, O_DIRECT through io_uring. Every glommio
+//! file call lives here, so a fix or a swap of the runtime stays in this file.
+//!
+//! Must be used from a glommio executor whose first DMA file was opened by
+//! [`warm_iopoll_probe`] (glommio#605/#670: otherwise every DMA read fails with EOPNOTSUPP).
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use glommio::io::{DmaFile, OpenOptions};
+
+use crate::segment::BLOCK_SIZE;
+use crate::storage::{OpenMode, Storage, StorageFile};
+
+/// The real storage: glommio DMA files.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DmaStorage;
+
+/// A glommio DMA file.
+#[derive(Debug)]
+pub struct DmaStorageFile {
+    file: DmaFile,
+}
+
+fn glommio_err(err: glommio::GlommioError<()>) -> io::Error {
+    err.into()
+}
+
+fn blocking_io<T: Send + 'static>(
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> impl Future<Output = io::Result<T>> {
+    // Directory listing and creation have no io_uring form in glommio; its blocking pool
+    // keeps them off the executor thread.
+    glommio::executor().spawn_blocking(f)
+}
+
+impl Storage for DmaStorage {
+    type File = DmaStorageFile;
+
+    async fn open(&self, path: &Path, mode: OpenMode) -> io::Result<DmaStorageFile> {
+        let mut options = OpenOptions::new();
+        options.read(true).write(true);
+        if mode == OpenMode::CreateNew {
+            options.create_new(true);
+        }
+        let file = options.dma_open(path).await.map_err(glommio_err)?;
+        assert!(file.alignment() as usize <= BLOCK_SIZE, "device alignment {}", file.alignment());
+        Ok(DmaStorageFile { file })
+    }
+
+    async fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        let path = path.to_path_buf();
+        blocking_io(move || std::fs::create_dir_all(path)).await
+    }
+
+    async fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
+        let path = path.to_path_buf();
+        blocking_io(move || {
+            let mut names = Vec::new();
+            for entry in std::fs::read_dir(path)? {
+                names.push(entry?.file_name().to_string_lossy().into_owned());
+            }
+            names.sort();
+            Ok(names)
+        })
+        .await
+    }
+
+    async fn remove_file(&self, path: &Path) -> io::Result<()> {
+        glommio::io::remove(path).await.map_err(glommio_err)
+    }
+
+    async fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        glommio::io::rename(from, to).await.map_err(glommio_err)
+    }
+
+    async fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        let dir = glommio::io::Directory::open(path).await.map_err(glommio_err)?;
+        dir.sync().await.map_err(glommio_err)?;
+        dir.close().await.map_err(glommio_err)
+    }
+}
+
+impl StorageFile for DmaStorageFile {
+    async fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes> {
+        let result = self.file.read_at(pos, len).await.map_err(glommio_err)?;
+        Ok(Bytes::copy_from_slice(&result))
+    }
+
+    async fn write_at(&self, pos: u64, data: &[u8]) -> io::Result<()> {
+        assert!(pos % BLOCK_SIZE as u64 == 0, "unaligned write position {pos}");
+        assert!(data.len() % BLOCK_SIZE == 0, "unaligned write length {}", data.len());
+        let mut buffer = self.file.alloc_dma_buffer(data.len());
+        buffer.as_bytes_mut().copy_from_slice(data);
+        let written = self.file.write_at(buffer, pos).await.map_err(glommio_err)?;
+        if written != data.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                format!("short write: {written} of {} bytes at {pos}", data.len()),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn sync_data(&self) -> io::Result<()> {
+        self.file.fdatasync().await.map_err(glommio_err)
+    }
+
+    async fn size(&self) -> io::Result<u64> {
+        self.file.file_size().await.map_err(glommio_err)
+    }
+
+    async fn truncate(&self, len: u64) -> io::Result<()> {
+        self.file.truncate(len).await.map_err(glommio_err)
+    }
+
+    async fn preallocate(&self, len: u64) -> io::Result<()> {
+        self.file.pre_allocate(len, false).await.map_err(glommio_err)
+    }
+
+    async fn close(self) -> io::Result<()> {
+        self.file.close().await.map_err(glommio_err)
+    }
+}
+
+/// Opens one non-empty DMA file in `dir` so that glommio's per-thread iopoll probe hits the
+/// device and turns the poll ring off (glommio#605/#670). Call it first in every executor
+/// that will read DMA files, before any other DMA file is opened.
+pub async fn warm_iopoll_probe(dir: &Path) -> io::Result<()> {
+    let probe: PathBuf = dir.join(".iopoll-probe");
+    let tmp = dir.join(format!(".iopoll-probe.tmp{}", glommio::executor().id()));
+    blocking_io(move || {
+        std::fs::create_dir_all(probe.parent().unwrap_or(Path::new(".")))?;
+        if std::fs::metadata(&probe).map(|m| m.len()).unwrap_or(0) < BLOCK_SIZE as u64 {
+            std::fs::write(&tmp, vec![0u8; BLOCK_SIZE])?;
+            std::fs::rename(&tmp, &probe)?;
+        }
+        Ok(())
+    })
+    .await?;
+    let file = DmaFile::open(dir.join(".iopoll-probe")).await.map_err(glommio_err)?;
+    file.close().await.map_err(glommio_err)
+}

@@ -1,0 +1,373 @@
+//! The partition log's exclusive operations: roll, truncate, retention, checkpoint and
+//! close. Each one first takes the log's exclusive flag (appends wait), flushes and
+//! syncs everything appended, then changes files and state.
+
+use std::path::Path;
+use std::rc::Rc;
+
+use crate::batch::BatchHeader;
+use crate::checkpoint::CHECKPOINT_FILE;
+use crate::config::FlushPolicy;
+use crate::error::{Error, Result};
+use crate::ids::{Offset, TimestampMs};
+use crate::log_open::create_segment;
+use crate::partition_log::PartitionLog;
+use crate::retention::{self, SegmentSummary};
+use crate::segment::{self, BLOCK_SIZE, INDEX_SUFFIX, LOG_SUFFIX, Segment, TIME_INDEX_SUFFIX};
+use crate::storage::{OpenMode, Storage, StorageFile};
+
+/// Releases the exclusive flag when an exclusive operation ends, even by error.
+struct Exclusive<'a, S: Storage> {
+    log: &'a PartitionLog<S>,
+}
+
+impl<S: Storage> Drop for Exclusive<'_, S> {
+    fn drop(&mut self) {
+        self.log.state.borrow_mut().exclusive = false;
+        self.log.changed.notify_all();
+    }
+}
+
+impl<S: Storage> PartitionLog<S> {
+    async fn exclusive(&self) -> Result<Exclusive<'_, S>> {
+        loop {
+            {
+                let mut state = self.state.borrow_mut();
+                if state.stopped {
+                    return Err(Error::Stopped);
+                }
+                if !state.exclusive {
+                    state.exclusive = true;
+                    break;
+                }
+            }
+            self.changed.changed().await;
+        }
+        let guard = Exclusive { log: self };
+        self.sync().await?;
+        Ok(guard)
+    }
+
+    /// Seals the active segment (if it holds anything) and starts a new one at the log end.
+    pub async fn roll(&self) -> Result<()> {
+        let _guard = self.exclusive().await?;
+        let (sealing, base) = {
+            let state = self.state.borrow();
+            let active = state.active();
+            if active.data_len == 0 {
+                return Ok(());
+            }
+            (active.base, state.log_end)
+        };
+        {
+            let state = self.state.borrow();
+            let active = state.active();
+            let path = segment::segment_path(&self.dir, sealing, LOG_SUFFIX);
+            let file = active.file.clone();
+            let keep = segment::align_up(active.data_len);
+            drop(state);
+            // Give back the preallocated space past the data, durably.
+            file.truncate(keep).await.map_err(Error::io(&path))?;
+            file.sync_data().await.map_err(Error::io(&path))?;
+        }
+        {
+            let mut state = self.state.borrow_mut();
+            state.active_mut().sealed = true;
+        }
+        let written = {
+            let state = self.state.borrow();
+            let sealed = state.segments.get(&sealing).expect("sealing segment");
+            let index = sealed.index.encode(&sealed.sealed_meta());
+            let time_index = sealed.time_index.encode(sealed.max_timestamp.unwrap_or_default());
+            (index, time_index)
+        };
+        write_index_files(&self.storage, &self.dir, sealing, written).await?;
+        let next = create_segment(&self.storage, &self.dir, &self.config, base).await?;
+        {
+            let mut state = self.state.borrow_mut();
+            state.segments.insert(base, next);
+            state.pending.clear();
+            state.pending_start = 0;
+            state.written_pos = 0;
+            state.stats.rolls += 1;
+            self.invariants(&state);
+        }
+        self.write_checkpoint_locked().await
+    }
+
+    /// Removes every record at or after `to`. If `to` falls inside a batch, that whole
+    /// batch goes. Returns the new log end. Replication truncates a diverged follower
+    /// with it; `to` at or below the log start empties the log and restarts it at `to`.
+    pub async fn truncate(&self, to: Offset) -> Result<Offset> {
+        let _guard = self.exclusive().await?;
+        let (log_start, log_end) = {
+            let state = self.state.borrow();
+            (state.log_start(), state.log_end)
+        };
+        if to >= log_end {
+            return Ok(log_end);
+        }
+        if to <= log_start {
+            self.restart_at(to).await?;
+            return Ok(to);
+        }
+        // Drop whole segments at or after the cut, newest first.
+        loop {
+            let doomed = {
+                let state = self.state.borrow();
+                let last = state.active();
+                (last.base >= to).then_some(last.base)
+            };
+            let Some(base) = doomed else { break };
+            let segment = self.state.borrow_mut().segments.remove(&base).expect("doomed segment");
+            delete_segment_files(&self.storage, &self.dir, segment).await?;
+        }
+        let (position, new_end, removed) = self.find_cut(to).await?;
+        self.cut_active(position, new_end, removed).await?;
+        self.write_checkpoint_locked().await?;
+        Ok(new_end)
+    }
+
+    /// Byte position and offset of the first batch in the last segment that holds any
+    /// offset at or after `to`, and the batches and records from there on.
+    async fn find_cut(&self, to: Offset) -> Result<(u64, Offset, (u64, u64))> {
+        let (file, segment_id, start, data_len, end) = {
+            let state = self.state.borrow();
+            let last = state.active();
+            let start = last.scan_start(to);
+            (last.file.clone(), last.id(), u64::from(start.position), last.data_len, last.next_offset)
+        };
+        let path = segment::segment_path(&self.dir, segment_id.0, LOG_SUFFIX);
+        let len = usize::try_from(data_len - start).map_err(|_| Error::io(&path)(std::io::Error::other("segment too large")))?;
+        let bytes = file.read_at(start, len).await.map_err(Error::io(&path))?;
+        let mut at = 0usize;
+        let mut cut = None;
+        let (mut batches, mut records) = (0u64, 0u64);
+        while at < bytes.len() {
+            let header = BatchHeader::parse(bytes.get(at..).unwrap_or_default())
+                .map_err(|reason| Error::CorruptBatch { segment: segment_id, position: start + at as u64, reason })?;
+            if cut.is_none() && header.next_offset() > to {
+                cut = Some((start + at as u64, header.base_offset));
+            }
+            if cut.is_some() {
+                batches += 1;
+                records += u64::from(header.record_count);
+            }
+            at += header.size as usize;
+        }
+        // `to` may lie at or past this segment's end (a gap, or its exact end).
+        let (position, new_end) = cut.unwrap_or((data_len, end));
+        Ok((position, new_end, (batches, records)))
+    }
+
+    /// Cuts the last segment at byte `position` (offset `new_end`), zeroing what follows.
+    async fn cut_active(&self, position: u64, new_end: Offset, removed: (u64, u64)) -> Result<()> {
+        let (file, base, was_sealed) = {
+            let state = self.state.borrow();
+            let last = state.active();
+            (last.file.clone(), last.base, last.sealed)
+        };
+        let path = segment::segment_path(&self.dir, base, LOG_SUFFIX);
+        let keep = segment::align_down(position);
+        let prefix_len = usize::try_from(position - keep).unwrap_or(0);
+        let prefix = file.read_at(keep, prefix_len).await.map_err(Error::io(&path))?;
+        async {
+            file.truncate(keep).await?;
+            if !prefix.is_empty() {
+                let mut block = prefix.to_vec();
+                block.resize(BLOCK_SIZE, 0);
+                file.write_at(keep, &block).await?;
+            }
+            file.preallocate(self.config.segment_bytes).await?;
+            file.sync_data().await
+        }
+        .await
+        .map_err(Error::io(&path))?;
+        if was_sealed {
+            // Its index files describe data that is gone; it is rebuilt when sealed again.
+            for suffix in [INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+                let index = segment::segment_path(&self.dir, base, suffix);
+                remove_if_exists(&self.storage, &index).await?;
+            }
+        }
+        self.storage.sync_dir(&self.dir).await.map_err(Error::io(&self.dir))?;
+        let mut state = self.state.borrow_mut();
+        state.active_mut().truncate_to(position, new_end, removed);
+        state.log_end = new_end;
+        state.written_end = new_end;
+        state.durable_end = new_end;
+        state.written_pos = position;
+        state.pending = prefix.to_vec();
+        state.pending_start = keep;
+        state.cache.truncate(new_end);
+        state.checkpoint.truncate(new_end);
+        self.invariants(&state);
+        Ok(())
+    }
+
+    /// Deletes every segment and starts an empty log at `start`.
+    async fn restart_at(&self, start: Offset) -> Result<()> {
+        let segments = std::mem::take(&mut self.state.borrow_mut().segments);
+        for segment in segments.into_values() {
+            delete_segment_files(&self.storage, &self.dir, segment).await?;
+        }
+        let fresh = create_segment(&self.storage, &self.dir, &self.config, start).await?;
+        {
+            let mut state = self.state.borrow_mut();
+            state.segments.insert(start, fresh);
+            state.log_end = start;
+            state.written_end = start;
+            state.durable_end = start;
+            state.written_pos = 0;
+            state.pending.clear();
+            state.pending_start = 0;
+            state.cache.clear();
+            state.checkpoint.truncate(start);
+            state.checkpoint.epochs.clear();
+            state.checkpoint.high_watermark = start;
+            self.invariants(&state);
+        }
+        self.write_checkpoint_locked().await
+    }
+
+    /// Deletes the oldest sealed segments beyond the retention limits; returns how many.
+    pub async fn apply_retention(&self, now: TimestampMs) -> Result<usize> {
+        let _guard = self.exclusive().await?;
+        let doomed: Vec<Offset> = {
+            let state = self.state.borrow();
+            let summaries: Vec<SegmentSummary> = state
+                .segments
+                .values()
+                .map(|s| SegmentSummary { bytes: s.data_len, max_timestamp: s.max_timestamp })
+                .collect();
+            let count = retention::segments_to_delete(
+                &summaries,
+                self.config.retention_bytes,
+                self.config.retention_age,
+                now,
+            );
+            state.segments.keys().take(count).copied().collect()
+        };
+        for base in &doomed {
+            let segment = self.state.borrow_mut().segments.remove(base).expect("doomed segment");
+            tracing::info!(segment = %segment.id(), "retention deletes segment");
+            delete_segment_files(&self.storage, &self.dir, segment).await?;
+        }
+        if !doomed.is_empty() {
+            let mut state = self.state.borrow_mut();
+            let log_start = state.log_start();
+            state.checkpoint.high_watermark = state.checkpoint.high_watermark.max(log_start);
+            self.invariants(&state);
+        }
+        Ok(doomed.len())
+    }
+
+    /// Periodic upkeep, called by the owner every few milliseconds: the interval sync,
+    /// roll by age and retention.
+    pub async fn tick(&self, now: TimestampMs) -> Result<()> {
+        if let FlushPolicy::Interval(every) = self.config.flush {
+            let due = {
+                let state = self.state.borrow();
+                state.durable_end < state.log_end && state.last_sync.elapsed() >= every
+            };
+            if due {
+                self.sync().await?;
+            }
+        }
+        let too_old = {
+            let state = self.state.borrow();
+            let first = state.active().first_timestamp;
+            match (first, self.config.segment_age) {
+                (Some(first), Some(age)) => {
+                    now.0.saturating_sub(first.0) >= i64::try_from(age.as_millis()).unwrap_or(i64::MAX)
+                }
+                _ => false,
+            }
+        };
+        if too_old {
+            self.roll().await?;
+        }
+        let has_sealed = self.state.borrow().segments.len() > 1;
+        if has_sealed {
+            self.apply_retention(now).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes the checkpoint (high watermark, epochs) atomically.
+    pub async fn write_checkpoint(&self) -> Result<()> {
+        let _guard = self.exclusive().await?;
+        self.write_checkpoint_locked().await
+    }
+
+    async fn write_checkpoint_locked(&self) -> Result<()> {
+        let bytes = self.state.borrow().checkpoint.encode();
+        let tmp = self.dir.join(format!("{CHECKPOINT_FILE}.tmp"));
+        let path = self.dir.join(CHECKPOINT_FILE);
+        write_file(&self.storage, &tmp, &bytes).await?;
+        self.storage.rename(&tmp, &path).await.map_err(Error::io(&path))?;
+        self.storage.sync_dir(&self.dir).await.map_err(Error::io(&self.dir))
+    }
+
+    /// Flushes and syncs everything, writes the checkpoint and closes the files.
+    pub async fn close(self) -> Result<()> {
+        {
+            let _guard = self.exclusive().await?;
+            self.write_checkpoint_locked().await?;
+        }
+        let segments = std::mem::take(&mut self.state.borrow_mut().segments);
+        for segment in segments.into_values() {
+            let path = segment::segment_path(&self.dir, segment.base, LOG_SUFFIX);
+            if let Ok(file) = Rc::try_unwrap(segment.file) {
+                file.close().await.map_err(Error::io(&path))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes both index files of a sealed segment and makes them durable.
+pub(crate) async fn write_indexes<S: Storage>(storage: &S, dir: &Path, segment: &Segment<S::File>) -> Result<()> {
+    let index = segment.index.encode(&segment.sealed_meta());
+    let time_index = segment.time_index.encode(segment.max_timestamp.unwrap_or_default());
+    write_index_files(storage, dir, segment.base, (index, time_index)).await
+}
+
+async fn write_index_files<S: Storage>(storage: &S, dir: &Path, base: Offset, files: (Vec<u8>, Vec<u8>)) -> Result<()> {
+    let (index, time_index) = files;
+    write_file(storage, &segment::segment_path(dir, base, INDEX_SUFFIX), &index).await?;
+    write_file(storage, &segment::segment_path(dir, base, TIME_INDEX_SUFFIX), &time_index).await?;
+    storage.sync_dir(dir).await.map_err(Error::io(dir))
+}
+
+/// Replaces `path` with `bytes` (block-padded) and syncs it; the caller syncs the directory.
+async fn write_file<S: Storage>(storage: &S, path: &Path, bytes: &[u8]) -> Result<()> {
+    assert!(bytes.len() % BLOCK_SIZE == 0, "{} bytes", bytes.len());
+    remove_if_exists(storage, path).await?;
+    let file = storage.open(path, OpenMode::CreateNew).await.map_err(Error::io(path))?;
+    let io = Error::io(path);
+    async {
+        file.write_at(0, bytes).await?;
+        file.sync_data().await?;
+        file.close().await
+    }
+    .await
+    .map_err(io)
+}
+
+async fn remove_if_exists<S: Storage>(storage: &S, path: &Path) -> Result<()> {
+    match storage.remove_file(path).await {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(path)(e)),
+        _ => Ok(()),
+    }
+}
+
+async fn delete_segment_files<S: Storage>(storage: &S, dir: &Path, segment: Segment<S::File>) -> Result<()> {
+    for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+        remove_if_exists(storage, &segment::segment_path(dir, segment.base, suffix)).await?;
+    }
+    if let Ok(file) = Rc::try_unwrap(segment.file) {
+        let _ = file.close().await;
+    }
+    storage.sync_dir(dir).await.map_err(Error::io(dir))
+}

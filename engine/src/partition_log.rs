@@ -1,0 +1,580 @@
+//! `PartitionLog`: one partition's ordered segments. Appends, group commit, reads.
+//! Opening and recovery live in `log_open.rs`; roll, truncation, retention and close in
+//! `log_maintenance.rs`.
+//!
+//! Owned by one shard and `!Send`: every method takes `&self` and the state sits in a
+//! `RefCell` that is never borrowed across an `.await`.
+//!
+//! Writes: an append copies its batch into the pending buffer of the active segment
+//! (positions `[pending_start, data_len)`, `pending_start` block-aligned, so the buffer
+//! starts with the already-written part of the last block). Whoever needs a flush and finds
+//! none running becomes the flusher: it takes the whole buffer, writes it as whole blocks
+//! (re-writing the partial last block), fdatasyncs if the policy says so, and wakes every
+//! waiter. Batches appended meanwhile ride the next flush: one write and one sync serve
+//! them all (group commit).
+//!
+//! Invariants (checked by [`PartitionLog::invariants`] after every change):
+//! `log_start <= high_watermark <= log_end`, `durable_end <= written_end <= log_end`,
+//! segments are contiguous or leave gaps only upward, only the last is unsealed, and
+//! `pending_start + pending.len() == active.data_len`.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::batch::{self, BatchHeader};
+use crate::checkpoint::Checkpoint;
+use crate::config::{EngineConfig, FlushPolicy};
+use crate::error::{Error, Result};
+use crate::ids::{LeaderEpoch, Offset, SegmentId, TimestampMs};
+use crate::record::RecordIter;
+use crate::segment::{self, BLOCK_SIZE, LOG_SUFFIX, Segment};
+use crate::signal::Signal;
+use crate::storage::{Storage, StorageFile};
+use crate::tail_cache::TailCache;
+
+/// Disk reads ask for at least this much, so one read serves a few batches.
+const READ_SIZE_MIN: usize = 64 << 10;
+
+/// Offsets given to an appended batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Appended {
+    /// Offset of the batch's first record.
+    pub base_offset: Offset,
+    /// The offset after its last record (the log end right after it).
+    pub next_offset: Offset,
+}
+
+/// Whole batches returned by a read.
+#[derive(Clone, Debug, Default)]
+pub struct ReadBatches {
+    /// Byte runs, each one or more whole batches, in offset order.
+    pub chunks: Vec<Bytes>,
+    /// The offset to read next.
+    pub next_offset: Offset,
+}
+
+impl ReadBatches {
+    /// Total bytes.
+    #[must_use]
+    pub fn bytes(&self) -> usize {
+        self.chunks.iter().map(Bytes::len).sum()
+    }
+
+    /// Iterates the batches: each item is one whole batch, already validated.
+    pub fn batches(&self) -> impl Iterator<Item = (BatchHeader, &[u8])> {
+        self.chunks.iter().flat_map(|chunk| {
+            let mut rest: &[u8] = chunk;
+            std::iter::from_fn(move || {
+                let header = BatchHeader::parse(rest).ok()?;
+                let (bytes, tail) = rest.split_at((header.size as usize).min(rest.len()));
+                rest = tail;
+                Some((header, bytes))
+            })
+        })
+    }
+}
+
+/// Counters since open.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogStats {
+    /// Batches appended.
+    pub batches_appended: u64,
+    /// Flushes that wrote data (each may be several concurrent block writes).
+    pub flushes: u64,
+    /// fdatasync calls on segment files.
+    pub syncs: u64,
+    /// Bytes written to segment files, padding and rewritten blocks included.
+    pub bytes_written: u64,
+    /// Segments rolled.
+    pub rolls: u64,
+}
+
+/// A summary of one segment, for tools and tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SegmentInfo {
+    /// The segment.
+    pub id: SegmentId,
+    /// Offset after its last batch.
+    pub next_offset: Offset,
+    /// Bytes of batches.
+    pub data_len: u64,
+    /// Batches.
+    pub batch_count: u64,
+    /// Records.
+    pub record_count: u64,
+    /// Newest timestamp.
+    pub max_timestamp: Option<TimestampMs>,
+    /// Read-only.
+    pub sealed: bool,
+}
+
+pub(crate) struct LogState<F> {
+    pub(crate) segments: BTreeMap<Offset, Segment<F>>,
+    pub(crate) log_end: Offset,
+    pub(crate) written_end: Offset,
+    pub(crate) durable_end: Offset,
+    /// Bytes of the active segment in the file: reads from disk stop here.
+    pub(crate) written_pos: u64,
+    pub(crate) pending: Vec<u8>,
+    pub(crate) pending_start: u64,
+    pub(crate) spare: Vec<u8>,
+    pub(crate) flushing: bool,
+    /// A roll, truncation, retention pass or close is running: appends wait.
+    pub(crate) exclusive: bool,
+    pub(crate) stopped: bool,
+    pub(crate) last_sync: Instant,
+    pub(crate) cache: TailCache,
+    pub(crate) checkpoint: Checkpoint,
+    pub(crate) stats: LogStats,
+}
+
+impl<F> LogState<F> {
+    pub(crate) fn active(&self) -> &Segment<F> {
+        self.segments.values().next_back().expect("a log always has an active segment")
+    }
+
+    pub(crate) fn active_mut(&mut self) -> &mut Segment<F> {
+        self.segments.values_mut().next_back().expect("a log always has an active segment")
+    }
+
+    pub(crate) fn log_start(&self) -> Offset {
+        self.segments.values().next().map_or(self.log_end, |s| s.base)
+    }
+}
+
+/// One partition's log. See the module docs.
+pub struct PartitionLog<S: Storage> {
+    pub(crate) storage: S,
+    pub(crate) dir: PathBuf,
+    pub(crate) config: EngineConfig,
+    pub(crate) state: RefCell<LogState<S::File>>,
+    pub(crate) changed: Signal,
+}
+
+impl<S: Storage> PartitionLog<S> {
+    /// Appends a batch as the leader: validates it (CRC and every record), gives it the
+    /// next offsets and `epoch`, and resolves once the flush policy's promise holds: with
+    /// `always`, the batch and the file's length are on disk.
+    pub async fn append(&self, mut batch: BytesMut, epoch: LeaderEpoch) -> Result<Appended> {
+        let header = batch::validate_with_records(&batch).map_err(Error::InvalidBatch)?;
+        self.admit(header.size).await?;
+        let next = {
+            let mut state = self.state.borrow_mut();
+            let base = state.log_end;
+            batch::patch_base(&mut batch, base, epoch);
+            let header = BatchHeader { base_offset: base, leader_epoch: epoch, ..header };
+            self.insert(&mut state, batch.freeze(), &header)
+        };
+        self.wait_acked(next.next_offset).await?;
+        Ok(next)
+    }
+
+    /// Appends a batch that already carries its offsets (a follower copying its leader,
+    /// or an import): it must start exactly at the log end.
+    pub async fn append_replicated(&self, batch: Bytes) -> Result<Appended> {
+        let header = batch::validate(&batch).map_err(Error::InvalidBatch)?;
+        self.admit(header.size).await?;
+        let appended = {
+            let mut state = self.state.borrow_mut();
+            if header.base_offset != state.log_end {
+                return Err(Error::NotContiguous { log_end: state.log_end, found: header.base_offset });
+            }
+            self.insert(&mut state, batch, &header)
+        };
+        self.wait_acked(appended.next_offset).await?;
+        Ok(appended)
+    }
+
+    /// Waits until a batch of `size` bytes may be inserted: no exclusive operation running,
+    /// room in the active segment (rolling it if not) and in the write buffer.
+    async fn admit(&self, size: u32) -> Result<()> {
+        loop {
+            let (roll, flush_to) = {
+                let state = self.state.borrow();
+                if state.stopped {
+                    return Err(Error::Stopped);
+                }
+                if state.exclusive {
+                    (false, None)
+                } else {
+                    let active = state.active();
+                    let full = active.data_len > 0
+                        && active.data_len + u64::from(size) > self.config.segment_bytes;
+                    if !full && state.pending.len() <= self.config.write_buffer_bytes {
+                        return Ok(());
+                    }
+                    (full, Some(state.log_end))
+                }
+            };
+            match (roll, flush_to) {
+                (true, _) => self.roll().await?,
+                (false, Some(end)) => self.flush_to(end, false).await?,
+                (false, None) => self.changed.changed().await,
+            }
+        }
+    }
+
+    fn insert(&self, state: &mut LogState<S::File>, bytes: Bytes, header: &BatchHeader) -> Appended {
+        let base = header.base_offset;
+        let next = header.next_offset();
+        let interval = self.config.index_interval_bytes;
+        let active = state.active_mut();
+        let position = active.data_len;
+        active.track_batch(position, header, interval);
+        state.pending.extend_from_slice(&bytes);
+        state.cache.push(base, next, bytes);
+        let written_end = state.written_end;
+        state.cache.evict(self.config.tail_cache_bytes, written_end);
+        state.checkpoint.observe_epoch(header.leader_epoch, base);
+        state.log_end = next;
+        state.stats.batches_appended += 1;
+        self.invariants(state);
+        Appended { base_offset: base, next_offset: next }
+    }
+
+    /// Resolves once the batch ending at `next` is acknowledged under the flush policy.
+    async fn wait_acked(&self, next: Offset) -> Result<()> {
+        let sync = self.config.flush == FlushPolicy::Always;
+        self.flush_to(next, sync).await
+    }
+
+    /// Resolves once everything below `target` is written and, if `sync`, synced.
+    pub(crate) async fn flush_to(&self, target: Offset, sync: bool) -> Result<()> {
+        loop {
+            let become_flusher = {
+                let state = self.state.borrow();
+                if state.stopped {
+                    return Err(Error::Stopped);
+                }
+                let done = if sync { state.durable_end >= target } else { state.written_end >= target };
+                if done {
+                    return Ok(());
+                }
+                !state.flushing
+            };
+            if become_flusher {
+                self.flush_once(sync).await?;
+            } else {
+                self.changed.changed().await;
+            }
+        }
+    }
+
+    /// One group-commit round: writes everything pending, then syncs if `sync`, the
+    /// policy, or the interval says so.
+    async fn flush_once(&self, sync: bool) -> Result<()> {
+        let (file, path, start, mut data, target, written_len, sync) = {
+            let mut state = self.state.borrow_mut();
+            assert!(!state.flushing, "two flushers");
+            state.flushing = true;
+            let target = state.log_end;
+            let sync = sync || self.sync_due(&state);
+            let mut data = std::mem::take(&mut state.spare);
+            std::mem::swap(&mut data, &mut state.pending);
+            let start = state.pending_start;
+            let written_len = start + data.len() as u64;
+            let tail = data.len() % BLOCK_SIZE;
+            state.pending.extend_from_slice(&data[data.len() - tail..]);
+            state.pending_start = written_len - tail as u64;
+            let active = state.active();
+            let path = segment::segment_path(&self.dir, active.base, LOG_SUFFIX);
+            let need_write = state.written_end < target;
+            if !need_write {
+                data.clear();
+            }
+            (active.file.clone(), path, start, data, target, written_len, sync)
+        };
+        let wrote = !data.is_empty();
+        let result = async {
+            if wrote {
+                data.resize(data.len().next_multiple_of(BLOCK_SIZE), 0);
+                let chunk = self.config.write_chunk_bytes;
+                let writes = data.chunks(chunk).enumerate().map(|(i, part)| {
+                    file.write_at(start + (i * chunk) as u64, part)
+                });
+                futures::future::try_join_all(writes).await?;
+            }
+            if sync {
+                file.sync_data().await?;
+            }
+            Ok(())
+        }
+        .await;
+        let mut state = self.state.borrow_mut();
+        state.flushing = false;
+        if let Err(source) = result {
+            state.stopped = true;
+            drop(state);
+            self.changed.notify_all();
+            tracing::error!(path = %path.display(), %source, "log write or sync failed; stopping the log");
+            return Err(Error::SyncFailed { path, source });
+        }
+        if wrote {
+            state.stats.flushes += 1;
+            state.stats.bytes_written += data.len() as u64;
+            state.written_end = target;
+            state.written_pos = written_len;
+        }
+        if sync {
+            state.stats.syncs += 1;
+            state.durable_end = state.written_end;
+            state.last_sync = Instant::now();
+        }
+        let written_end = state.written_end;
+        state.cache.evict(self.config.tail_cache_bytes, written_end);
+        data.clear();
+        state.spare = data;
+        self.invariants(&state);
+        drop(state);
+        self.changed.notify_all();
+        Ok(())
+    }
+
+    fn sync_due(&self, state: &LogState<S::File>) -> bool {
+        match self.config.flush {
+            FlushPolicy::Always => true,
+            FlushPolicy::Interval(every) => state.last_sync.elapsed() >= every,
+            FlushPolicy::Never => false,
+        }
+    }
+
+    /// Writes and fdatasyncs everything appended so far, whatever the policy.
+    pub async fn sync(&self) -> Result<()> {
+        let end = self.state.borrow().log_end;
+        self.flush_to(end, true).await
+    }
+
+    /// Whole batches from the one holding `from`, up to about `bytes_max` (always at
+    /// least one batch), below the log end. Batches read from disk are CRC-checked.
+    /// Reading at the log end returns nothing; outside `[log_start, log_end]` is an error.
+    pub async fn read(&self, from: Offset, bytes_max: usize) -> Result<ReadBatches> {
+        let (file, segment, limit, position, from) = {
+            let state = self.state.borrow();
+            let (log_start, log_end) = (state.log_start(), state.log_end);
+            if from < log_start || from > log_end {
+                return Err(Error::OffsetOutOfRange { offset: from, log_start, log_end });
+            }
+            let mut out = ReadBatches { chunks: Vec::new(), next_offset: from };
+            if from == log_end {
+                return Ok(out);
+            }
+            if let Some(next) = state.cache.read(from, bytes_max, &mut out.chunks) {
+                out.next_offset = next;
+                return Ok(out);
+            }
+            // The segment holding `from`, or the first after a gap left by repair.
+            let holding = state.segments.range(..=from).next_back().map(|(_, s)| s);
+            let segment = match holding {
+                Some(s) if from < s.next_offset => s,
+                _ => state.segments.range(from..).next().map(|(_, s)| s).ok_or(
+                    Error::OffsetOutOfRange { offset: from, log_start, log_end },
+                )?,
+            };
+            let from = from.max(segment.base);
+            let limit = if segment.sealed { segment.data_len } else { state.written_pos };
+            let start = segment.scan_start(from);
+            (segment.file.clone(), segment.id(), limit, u64::from(start.position), from)
+        };
+        read_segment(&*file, segment, position, limit, from, bytes_max).await
+    }
+
+    /// The first offset whose record timestamp is at or after `target` (Kafka's
+    /// ListOffsets by time), or `None` if every record is older.
+    pub async fn offset_for_timestamp(&self, target: TimestampMs) -> Result<Option<Offset>> {
+        let mut from = {
+            let state = self.state.borrow();
+            let found = state.segments.values().find(|s| s.max_timestamp.is_some_and(|t| t >= target));
+            let Some(segment) = found else { return Ok(None) };
+            let start = segment.time_index.lookup(target).map_or(0, |e| e.relative_offset);
+            segment.base.advance(u64::from(start))
+        };
+        loop {
+            let read = self.read(from, 1 << 20).await?;
+            if read.chunks.is_empty() {
+                return Ok(None);
+            }
+            for (header, bytes) in read.batches() {
+                if header.max_timestamp < target {
+                    continue;
+                }
+                if header.compression() != batch::Compression::None {
+                    return Ok(Some(header.base_offset));
+                }
+                for record in RecordIter::new(&header, bytes).flatten() {
+                    if record.timestamp(&header) >= target {
+                        return Ok(Some(record.offset(&header)));
+                    }
+                }
+            }
+            from = read.next_offset;
+        }
+    }
+
+    /// The first offset held.
+    #[must_use]
+    pub fn log_start(&self) -> Offset {
+        self.state.borrow().log_start()
+    }
+
+    /// The offset the next appended record gets.
+    #[must_use]
+    pub fn log_end(&self) -> Offset {
+        self.state.borrow().log_end
+    }
+
+    /// Everything below it is written to the device.
+    #[must_use]
+    pub fn written_end(&self) -> Offset {
+        self.state.borrow().written_end
+    }
+
+    /// Everything below it is fdatasync'ed.
+    #[must_use]
+    pub fn durable_end(&self) -> Offset {
+        self.state.borrow().durable_end
+    }
+
+    /// The high watermark as last set (replication owns it; see `set_high_watermark`).
+    #[must_use]
+    pub fn high_watermark(&self) -> Offset {
+        self.state.borrow().checkpoint.high_watermark
+    }
+
+    /// Sets the high watermark; it reaches disk with the next checkpoint write.
+    pub fn set_high_watermark(&self, high_watermark: Offset) {
+        let mut state = self.state.borrow_mut();
+        assert!(high_watermark <= state.log_end, "{high_watermark} > {}", state.log_end);
+        state.checkpoint.high_watermark = high_watermark.max(state.log_start());
+    }
+
+    /// The high watermark and leader-epoch history.
+    #[must_use]
+    pub fn checkpoint(&self) -> Checkpoint {
+        self.state.borrow().checkpoint.clone()
+    }
+
+    /// Counters since open.
+    #[must_use]
+    pub fn stats(&self) -> LogStats {
+        self.state.borrow().stats
+    }
+
+    /// The partition directory.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// One summary per segment, oldest first.
+    #[must_use]
+    pub fn segments(&self) -> Vec<SegmentInfo> {
+        let state = self.state.borrow();
+        state
+            .segments
+            .values()
+            .map(|s| SegmentInfo {
+                id: s.id(),
+                next_offset: s.next_offset,
+                data_len: s.data_len,
+                batch_count: s.batch_count,
+                record_count: s.record_count,
+                max_timestamp: s.max_timestamp,
+                sealed: s.sealed,
+            })
+            .collect()
+    }
+
+    /// Checks the log's invariants: always in tests, under feature `verify` in release.
+    pub(crate) fn invariants(&self, state: &LogState<S::File>) {
+        if !cfg!(any(test, debug_assertions, feature = "verify")) {
+            return;
+        }
+        let hw = state.checkpoint.high_watermark;
+        assert!(state.log_start() <= hw || hw == Offset(0), "{} > {hw}", state.log_start());
+        assert!(hw <= state.log_end, "{hw} > {}", state.log_end);
+        assert!(state.durable_end <= state.written_end, "{} > {}", state.durable_end, state.written_end);
+        assert!(state.written_end <= state.log_end, "{} > {}", state.written_end, state.log_end);
+        let active = state.active();
+        assert!(!active.sealed, "active segment sealed");
+        assert!(active.next_offset == state.log_end, "{} != {}", active.next_offset, state.log_end);
+        assert!(
+            state.pending_start + state.pending.len() as u64 == active.data_len,
+            "{} + {} != {}",
+            state.pending_start,
+            state.pending.len(),
+            active.data_len
+        );
+        assert!(state.pending_start % BLOCK_SIZE as u64 == 0, "{}", state.pending_start);
+        let mut previous: Option<&Segment<S::File>> = None;
+        for segment in state.segments.values() {
+            if let Some(prev) = previous {
+                assert!(prev.sealed, "segment {} before the active one is not sealed", prev.base);
+                assert!(prev.next_offset <= segment.base, "{} > {}", prev.next_offset, segment.base);
+            }
+            previous = Some(segment);
+        }
+    }
+}
+
+/// Reads whole batches of one segment from `position` (a batch start at or before
+/// `from`) up to byte `limit`, checking each batch returned.
+async fn read_segment<F: StorageFile>(
+    file: &F,
+    segment: SegmentId,
+    mut position: u64,
+    limit: u64,
+    from: Offset,
+    bytes_max: usize,
+) -> Result<ReadBatches> {
+    let mut want = bytes_max.max(READ_SIZE_MIN);
+    let corrupt = |position, reason| Error::CorruptBatch { segment, position, reason };
+    loop {
+        let len = usize::try_from(limit.saturating_sub(position)).unwrap_or(usize::MAX).min(want);
+        if len == 0 {
+            return Ok(ReadBatches { chunks: Vec::new(), next_offset: from });
+        }
+        let io_path = PathBuf::from(segment.to_string());
+        let buffer = file.read_at(position, len).await.map_err(Error::io(io_path))?;
+        let mut at = 0usize;
+        let mut taken: Option<(usize, usize)> = None;
+        let mut next_offset = from;
+        while at < buffer.len() {
+            let rest = buffer.get(at..).unwrap_or_default();
+            let header = match BatchHeader::parse(rest) {
+                Ok(header) => header,
+                Err(batch::Corruption::Truncated { .. }) => break,
+                Err(reason) => return Err(corrupt(position + at as u64, reason)),
+            };
+            let size = header.size as usize;
+            let Some(bytes) = rest.get(..size) else { break };
+            if header.next_offset() > from {
+                if taken.is_some_and(|(first, end)| end - first + size > bytes_max) {
+                    break;
+                }
+                batch::validate(bytes).map_err(|r| corrupt(position + at as u64, r))?;
+                taken = Some((taken.map_or(at, |(first, _)| first), at + size));
+                next_offset = header.next_offset();
+            }
+            at += size;
+        }
+        if let Some((first, end)) = taken {
+            return Ok(ReadBatches { chunks: vec![buffer.slice(first..end)], next_offset });
+        }
+        if at == 0 {
+            // The batch at `position` is bigger than the read: read exactly it.
+            let header = BatchHeader::parse(&buffer).map_err(|r| corrupt(position, r))?;
+            if position + u64::from(header.size) > limit {
+                let available = limit - position;
+                let reason = batch::Corruption::Truncated { needed: header.size.into(), available };
+                return Err(corrupt(position, reason));
+            }
+            want = header.size as usize;
+        } else {
+            position += at as u64;
+        }
+    }
+}

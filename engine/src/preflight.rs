@@ -1,0 +1,110 @@
+//! Start-up checks, each failing with the fix to apply: io_uring available, locked-memory
+//! limit high enough for glommio, and a data directory whose filesystem supports O_DIRECT.
+
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// glommio refuses to start an executor below this RLIMIT_MEMLOCK.
+pub const MEMLOCK_MIN_BYTES: u64 = 512 << 10;
+
+/// What the checks found that is worth a warning but not a refusal.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct PreflightReport {
+    /// RLIMIT_MEMLOCK in bytes (`None`: unlimited).
+    pub memlock_bytes: Option<u64>,
+    /// Whether CAP_IPC_LOCK lets io_uring register buffers beyond the limit.
+    pub can_lock_beyond_limit: bool,
+}
+
+/// Runs every check against `data_dir` (created if missing).
+pub fn preflight(data_dir: &Path) -> Result<PreflightReport> {
+    check_io_uring()?;
+    let report = check_memlock()?;
+    check_o_direct(data_dir)?;
+    Ok(report)
+}
+
+fn check_io_uring() -> Result<()> {
+    io_uring::IoUring::new(2).map(drop).map_err(|e| Error::Preflight {
+        check: "io_uring",
+        detail: e.to_string(),
+        fix: "run on Linux >= 5.8 with io_uring enabled (sysctl kernel.io_uring_disabled=0; \
+              in a container, allow io_uring_setup in the seccomp profile)",
+    })
+}
+
+fn check_memlock() -> Result<PreflightReport> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct we pass and reads nothing else.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &raw mut limit) };
+    if rc != 0 {
+        return Err(Error::Preflight {
+            check: "RLIMIT_MEMLOCK",
+            detail: std::io::Error::last_os_error().to_string(),
+            fix: "check the process limits (ulimit -l)",
+        });
+    }
+    let memlock = (limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur);
+    if memlock.is_some_and(|bytes| bytes < MEMLOCK_MIN_BYTES) {
+        return Err(Error::Preflight {
+            check: "RLIMIT_MEMLOCK",
+            detail: format!("locked-memory limit is {} KiB, glommio needs 512 KiB", memlock.unwrap_or(0) >> 10),
+            fix: "raise it: `ulimit -l 8192` in the shell, LimitMEMLOCK=8M in a systemd unit, \
+                  or --ulimit memlock=8388608 for a container",
+        });
+    }
+    Ok(PreflightReport { memlock_bytes: memlock, can_lock_beyond_limit: has_cap_ipc_lock() })
+}
+
+fn has_cap_ipc_lock() -> bool {
+    const CAP_IPC_LOCK: u32 = 14;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("CapEff:"))?;
+            u64::from_str_radix(line.trim_start_matches("CapEff:").trim(), 16).ok()
+        })
+        .is_some_and(|caps| caps & (1 << CAP_IPC_LOCK) != 0)
+}
+
+fn check_o_direct(data_dir: &Path) -> Result<()> {
+    let fail = |detail: String| Error::Preflight {
+        check: "O_DIRECT on the data directory",
+        detail,
+        fix: "put --data-dir on a filesystem that supports O_DIRECT (ext4, xfs, btrfs); \
+              tmpfs and some overlay filesystems do not",
+    };
+    std::fs::create_dir_all(data_dir).map_err(|e| fail(format!("{}: {e}", data_dir.display())))?;
+    let probe = data_dir.join(".o_direct-probe");
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&probe);
+    let _ = std::fs::remove_file(&probe);
+    opened.map(drop).map_err(|e| fail(format!("{}: {e}", data_dir.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passes_on_a_real_filesystem() {
+        let root = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/shardlog-test"));
+        std::fs::create_dir_all(&root).unwrap();
+        let dir = tempfile::tempdir_in(root).unwrap();
+        let report = preflight(dir.path()).unwrap();
+        assert!(report.memlock_bytes.is_none_or(|b| b >= MEMLOCK_MIN_BYTES));
+    }
+
+    #[test]
+    fn names_the_fix_when_the_directory_is_unusable() {
+        let err = check_o_direct(Path::new("/proc/self/no-such-dir")).unwrap_err();
+        assert!(err.to_string().contains("Fix: put --data-dir"), "{err}");
+    }
+}

@@ -1,0 +1,71 @@
+//! Which sealed segments retention deletes: a pure decision over segment summaries.
+//! Whole sealed segments only, oldest first, never the active one.
+
+use std::time::Duration;
+
+use crate::ids::TimestampMs;
+
+/// What retention needs to know of a segment, oldest first; the last is the active one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SegmentSummary {
+    /// Bytes of data.
+    pub bytes: u64,
+    /// Newest record timestamp, if any record.
+    pub max_timestamp: Option<TimestampMs>,
+}
+
+/// How many of the oldest segments to delete so that the log holds at most
+/// `retention_bytes` and no sealed segment is entirely older than `now - retention_age`.
+#[must_use]
+pub fn segments_to_delete(
+    segments: &[SegmentSummary],
+    retention_bytes: Option<u64>,
+    retention_age: Option<Duration>,
+    now: TimestampMs,
+) -> usize {
+    let sealed = segments.len().saturating_sub(1);
+    let mut total: u64 = segments.iter().map(|s| s.bytes).sum();
+    let cutoff = retention_age.map(|age| {
+        TimestampMs(now.0.saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX)))
+    });
+    let mut delete = 0;
+    for segment in segments.iter().take(sealed) {
+        let too_big = retention_bytes.is_some_and(|max| total > max);
+        let too_old = cutoff.is_some_and(|cut| segment.max_timestamp.is_none_or(|t| t < cut));
+        if !too_big && !too_old {
+            break;
+        }
+        total -= segment.bytes;
+        delete += 1;
+    }
+    delete
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seg(bytes: u64, ts: i64) -> SegmentSummary {
+        SegmentSummary { bytes, max_timestamp: Some(TimestampMs(ts)) }
+    }
+
+    #[test]
+    fn table() {
+        let hour = Duration::from_secs(3600);
+        let now = TimestampMs(10 * 3_600_000);
+        let log = [seg(100, 1), seg(100, 3_600_000 * 8), seg(100, 3_600_000 * 9), seg(100, now.0)];
+        let cases: [(Option<u64>, Option<Duration>, usize); 7] = [
+            (None, None, 0),
+            (Some(1000), None, 0),
+            (Some(250), None, 2),
+            (Some(0), None, 3), // never the active segment
+            (None, Some(hour * 5), 1),
+            (None, Some(hour / 2), 3),
+            (Some(350), Some(hour * 5), 1),
+        ];
+        for (bytes, age, want) in cases {
+            assert_eq!(segments_to_delete(&log, bytes, age, now), want, "{bytes:?} {age:?}");
+        }
+        assert_eq!(segments_to_delete(&[], Some(0), None, now), 0);
+    }
+}

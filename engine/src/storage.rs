@@ -1,0 +1,59 @@
+//! `Storage`, the engine's only I/O seam: the partition log reaches files and directories
+//! through it and nothing else. [`crate::DmaStorage`] is the real one (glommio, O_DIRECT,
+//! io_uring); [`crate::SimStorage`] is in memory and can crash, tear and flip bits.
+//!
+//! Writes go to block-aligned positions in block-multiple lengths (the O_DIRECT rule).
+//! Nothing written is durable until [`StorageFile::sync_data`] resolves; a directory
+//! entry (create, rename, remove) is durable only after [`Storage::sync_dir`].
+#![allow(async_fn_in_trait)] // Futures here are !Send by design: one shard owns the log.
+
+use std::io;
+use std::path::Path;
+
+use bytes::Bytes;
+
+/// How to open a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Create it; fail if it exists. Read and write.
+    CreateNew,
+    /// Open an existing file for reading and writing.
+    ReadWrite,
+}
+
+/// Files and directories.
+pub trait Storage: Clone + 'static {
+    /// An open file.
+    type File: StorageFile;
+
+    /// Opens `path`.
+    async fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Self::File>;
+    /// Creates a directory and its parents.
+    async fn create_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// Names of the entries of a directory, sorted.
+    async fn list_dir(&self, path: &Path) -> io::Result<Vec<String>>;
+    /// Removes a file.
+    async fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Renames a file, replacing `to`.
+    async fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Makes the directory's entries durable (fsync of the directory).
+    async fn sync_dir(&self, path: &Path) -> io::Result<()>;
+}
+
+/// An open file.
+pub trait StorageFile: 'static {
+    /// Reads up to `len` bytes at `pos`; fewer at the end of the file.
+    async fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes>;
+    /// Writes `data` at `pos`; both block-aligned.
+    async fn write_at(&self, pos: u64, data: &[u8]) -> io::Result<()>;
+    /// fdatasync: everything written so far, and the file's length, is on disk.
+    async fn sync_data(&self) -> io::Result<()>;
+    /// The file's length.
+    async fn size(&self) -> io::Result<u64>;
+    /// Sets the length to `len` (block-aligned), dropping what lies past it.
+    async fn truncate(&self, len: u64) -> io::Result<()>;
+    /// Allocates blocks up to `len`, extending the length; new bytes read as zeros.
+    async fn preallocate(&self, len: u64) -> io::Result<()>;
+    /// Closes the file.
+    async fn close(self) -> io::Result<()>;
+}

@@ -1,0 +1,2 @@
+//! `shardlog`: the operator CLI (placeholder until the tools land in this change).
+fn main() {}
