@@ -205,6 +205,13 @@ impl<S: Storage> PartitionLog<S> {
         Ok(())
     }
 
+    /// Deletes every segment and starts an empty log at `start` (a follower whose
+    /// whole log diverged, or an import of a partition that does not start at 0).
+    pub async fn reset(&self, start: Offset) -> Result<()> {
+        let _guard = self.exclusive().await?;
+        self.restart_at(start).await
+    }
+
     /// Deletes every segment and starts an empty log at `start`.
     async fn restart_at(&self, start: Offset) -> Result<()> {
         let segments = std::mem::take(&mut self.state.borrow_mut().segments);
