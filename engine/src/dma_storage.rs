@@ -45,7 +45,7 @@ impl Storage for DmaStorage {
             options.create_new(true);
         }
         let file = options.dma_open(path).await.map_err(glommio_err)?;
-        assert!(file.alignment() as usize <= BLOCK_SIZE, "device alignment {}", file.alignment());
+        assert!(file.alignment() <= BLOCK_SIZE as u64, "device alignment {}", file.alignment());
         Ok(DmaStorageFile { file })
     }
 

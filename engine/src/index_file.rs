@@ -61,7 +61,9 @@ pub(crate) fn encode(magic: [u8; 4], meta: [u64; META_WORDS], entry_size: usize,
 /// Decodes an index file, returning its meta words and entry bytes.
 pub(crate) fn decode(magic: [u8; 4], entry_size: usize, bytes: &[u8]) -> Result<([u64; META_WORDS], &[u8]), IndexError> {
     let header = bytes.get(..HEADER_SIZE).ok_or(IndexError::Truncated)?;
-    let word16 = |at: usize| header.get(at..at + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let word16 = |at: usize| {
+        header.get(at..at + 2).and_then(|b| b.try_into().ok()).map(u16::from_le_bytes)
+    };
     let word32 = |at: usize| {
         header.get(at..at + 4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes)
     };

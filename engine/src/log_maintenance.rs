@@ -59,17 +59,15 @@ impl<S: Storage> PartitionLog<S> {
             }
             (active.base, state.log_end)
         };
-        {
+        let (file, keep) = {
             let state = self.state.borrow();
             let active = state.active();
-            let path = segment::segment_path(&self.dir, sealing, LOG_SUFFIX);
-            let file = active.file.clone();
-            let keep = segment::align_up(active.data_len);
-            drop(state);
-            // Give back the preallocated space past the data, durably.
-            file.truncate(keep).await.map_err(Error::io(&path))?;
-            file.sync_data().await.map_err(Error::io(&path))?;
-        }
+            (active.file.clone(), segment::align_up(active.data_len))
+        };
+        // Give back the preallocated space past the data, durably.
+        let path = segment::segment_path(&self.dir, sealing, LOG_SUFFIX);
+        file.truncate(keep).await.map_err(Error::io(&path))?;
+        file.sync_data().await.map_err(Error::io(&path))?;
         {
             let mut state = self.state.borrow_mut();
             state.active_mut().sealed = true;

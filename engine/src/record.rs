@@ -271,10 +271,8 @@ impl BatchBuilder {
     /// An empty builder.
     #[must_use]
     pub fn new() -> BatchBuilder {
-        let mut buf = Vec::with_capacity(BATCH_HEADER_SIZE);
-        buf.resize(BATCH_HEADER_SIZE, 0);
         BatchBuilder {
-            buf,
+            buf: vec![0; BATCH_HEADER_SIZE],
             record_count: 0,
             base_timestamp: None,
             max_timestamp: TimestampMs(i64::MIN),

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The README's test command: formatting, lints, and every test of the workspace, including
+# the SIGKILL crash test and the corruption tests. CI runs exactly this (`.ci/run`).
+# Installs what it needs on a clean Debian machine with a Rust toolchain.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Tests drive O_DIRECT files under target/ (a real filesystem, not tmpfs).
+export SHARDLOG_TEST_DIR="${SHARDLOG_TEST_DIR:-$PWD/target/shardlog-test}"
+mkdir -p "$SHARDLOG_TEST_DIR"
+jobs=2
+
+echo "== fmt"
+cargo fmt --all -- --check
+echo "== clippy"
+cargo clippy --workspace --all-targets -j "$jobs" -- -D warnings
+echo "== tests"
+if ! cargo nextest --version >/dev/null 2>&1; then
+  cargo install --locked cargo-nextest
+fi
+# nextest's slow-timeout (.config/nextest.toml) turns a hang into a failure.
+cargo nextest run --workspace -j "$jobs" --no-fail-fast
+cargo test --workspace --doc -j "$jobs"
