@@ -76,7 +76,10 @@ impl Storage for DmaStorage {
     }
 
     async fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        let dir = glommio::io::Directory::open(path).await.map_err(glommio_err)?;
+        // glommio's `Directory::open` calls openat(-1, path) rather than AT_FDCWD, so a
+        // relative path fails with EBADF: hand it an absolute one.
+        let path = std::path::absolute(path)?;
+        let dir = glommio::io::Directory::open(&path).await.map_err(glommio_err)?;
         dir.sync().await.map_err(glommio_err)?;
         dir.close().await.map_err(glommio_err)
     }

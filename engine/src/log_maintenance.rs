@@ -29,6 +29,20 @@ impl<S: Storage> Drop for Exclusive<'_, S> {
 }
 
 impl<S: Storage> PartitionLog<S> {
+    /// Fail-stop: a roll, truncation or retention pass that failed half-way leaves files
+    /// and state that may disagree, so the log refuses further work; the owner reopens it,
+    /// and recovery reads the truth from disk.
+    fn stop_on_error<T>(&self, result: Result<T>) -> Result<T> {
+        if let Err(error) = &result {
+            if !matches!(error, Error::Stopped) {
+                tracing::error!(dir = %self.dir.display(), %error, "log maintenance failed; stopping the log");
+            }
+            self.state.borrow_mut().stopped = true;
+            self.changed.notify_all();
+        }
+        result
+    }
+
     async fn exclusive(&self) -> Result<Exclusive<'_, S>> {
         loop {
             {
@@ -50,6 +64,11 @@ impl<S: Storage> PartitionLog<S> {
 
     /// Seals the active segment (if it holds anything) and starts a new one at the log end.
     pub async fn roll(&self) -> Result<()> {
+        let result = self.roll_inner().await;
+        self.stop_on_error(result)
+    }
+
+    async fn roll_inner(&self) -> Result<()> {
         let _guard = self.exclusive().await?;
         let (sealing, base) = {
             let state = self.state.borrow();
@@ -80,23 +99,29 @@ impl<S: Storage> PartitionLog<S> {
             (index, time_index)
         };
         write_index_files(&self.storage, &self.dir, sealing, written).await?;
+        // Before the next segment exists: once it does, the sealed one is no longer scanned
+        // on open, and the epochs that started in it live only in the checkpoint.
+        self.write_checkpoint_locked().await?;
         let next = create_segment(&self.storage, &self.dir, &self.config, base).await?;
-        {
-            let mut state = self.state.borrow_mut();
-            state.segments.insert(base, next);
-            state.pending.clear();
-            state.pending_start = 0;
-            state.written_pos = 0;
-            state.stats.rolls += 1;
-            self.invariants(&state);
-        }
-        self.write_checkpoint_locked().await
+        let mut state = self.state.borrow_mut();
+        state.segments.insert(base, next);
+        state.pending.clear();
+        state.pending_start = 0;
+        state.written_pos = 0;
+        state.stats.rolls += 1;
+        self.invariants(&state);
+        Ok(())
     }
 
     /// Removes every record at or after `to`. If `to` falls inside a batch, that whole
     /// batch goes. Returns the new log end. Replication truncates a diverged follower
     /// with it; `to` at or below the log start empties the log and restarts it at `to`.
     pub async fn truncate(&self, to: Offset) -> Result<Offset> {
+        let result = self.truncate_inner(to).await;
+        self.stop_on_error(result)
+    }
+
+    async fn truncate_inner(&self, to: Offset) -> Result<Offset> {
         let _guard = self.exclusive().await?;
         let (log_start, log_end) = {
             let state = self.state.borrow();
@@ -206,6 +231,11 @@ impl<S: Storage> PartitionLog<S> {
     /// Deletes every segment and starts an empty log at `start` (a follower whose
     /// whole log diverged, or an import of a partition that does not start at 0).
     pub async fn reset(&self, start: Offset) -> Result<()> {
+        let result = self.reset_inner(start).await;
+        self.stop_on_error(result)
+    }
+
+    async fn reset_inner(&self, start: Offset) -> Result<()> {
         let _guard = self.exclusive().await?;
         self.restart_at(start).await
     }
@@ -237,6 +267,11 @@ impl<S: Storage> PartitionLog<S> {
 
     /// Deletes the oldest sealed segments beyond the retention limits; returns how many.
     pub async fn apply_retention(&self, now: TimestampMs) -> Result<usize> {
+        let result = self.apply_retention_inner(now).await;
+        self.stop_on_error(result)
+    }
+
+    async fn apply_retention_inner(&self, now: TimestampMs) -> Result<usize> {
         let _guard = self.exclusive().await?;
         let doomed: Vec<Offset> = {
             let state = self.state.borrow();

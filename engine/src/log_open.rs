@@ -90,6 +90,9 @@ impl<S: Storage> PartitionLog<S> {
             segments,
             log_end,
             written_end: log_end,
+            appended_bytes: 0,
+            written_bytes: 0,
+            durable_bytes: 0,
             durable_end: log_end,
             pending: tail.to_vec(),
             pending_start,
@@ -215,6 +218,11 @@ async fn recover_tail<F: StorageFile>(
     checkpoint: &mut Checkpoint,
 ) -> Result<()> {
     let path = segment::segment_path(dir, segment.base, LOG_SUFFIX);
+    // The scan re-derives every epoch that starts in this segment. Entries the checkpoint
+    // holds from its base on may describe batches a cut or an unfinished truncation
+    // removed (the checkpoint is rewritten only by exclusive operations), and keeping
+    // them would put an epoch after one that starts later.
+    checkpoint.epochs.retain(|e| e.start_offset < segment.base);
     let stop = scan_segment(dir, config, segment, checkpoint).await?;
     if stop.kind != StopKind::End {
         tracing::warn!(

@@ -116,6 +116,12 @@ pub(crate) struct LogState<F> {
     pub(crate) segments: BTreeMap<Offset, Segment<F>>,
     pub(crate) log_end: Offset,
     pub(crate) written_end: Offset,
+    /// Bytes of batches appended since open: an append's flush ticket. Monotonic.
+    pub(crate) appended_bytes: u64,
+    /// Bytes of batches written since open. Monotonic.
+    pub(crate) written_bytes: u64,
+    /// Bytes of batches synced since open. Monotonic.
+    pub(crate) durable_bytes: u64,
     pub(crate) durable_end: Offset,
     /// Bytes of the active segment in the file: reads from disk stop here.
     pub(crate) written_pos: u64,
@@ -161,15 +167,15 @@ impl<S: Storage> PartitionLog<S> {
     /// `always`, the batch and the file's length are on disk.
     pub async fn append(&self, mut batch: BytesMut, epoch: LeaderEpoch) -> Result<Appended> {
         let header = batch::validate_with_records(&batch).map_err(Error::InvalidBatch)?;
-        self.admit(header.size).await?;
-        let next = {
+        self.admit(&header).await?;
+        let (next, ticket) = {
             let mut state = self.state.borrow_mut();
             let base = state.log_end;
             batch::patch_base(&mut batch, base, epoch);
             let header = BatchHeader { base_offset: base, leader_epoch: epoch, ..header };
             self.insert(&mut state, batch.freeze(), &header)
         };
-        self.wait_acked(next.next_offset).await?;
+        self.wait_acked(ticket).await?;
         Ok(next)
     }
 
@@ -177,21 +183,24 @@ impl<S: Storage> PartitionLog<S> {
     /// or an import): it must start exactly at the log end.
     pub async fn append_replicated(&self, batch: Bytes) -> Result<Appended> {
         let header = batch::validate(&batch).map_err(Error::InvalidBatch)?;
-        self.admit(header.size).await?;
-        let appended = {
+        self.admit(&header).await?;
+        let (appended, ticket) = {
             let mut state = self.state.borrow_mut();
             if header.base_offset != state.log_end {
                 return Err(Error::NotContiguous { log_end: state.log_end, found: header.base_offset });
             }
             self.insert(&mut state, batch, &header)
         };
-        self.wait_acked(appended.next_offset).await?;
+        self.wait_acked(ticket).await?;
         Ok(appended)
     }
 
-    /// Waits until a batch of `size` bytes may be inserted: no exclusive operation running,
-    /// room in the active segment (rolling it if not) and in the write buffer.
-    async fn admit(&self, size: u32) -> Result<()> {
+    /// Waits until a batch may be inserted: no exclusive operation running, room in the
+    /// active segment (rolling it if not) and in the write buffer. Room means bytes, and
+    /// offsets too: the segment's index stores offsets relative to its base as u32.
+    async fn admit(&self, header: &BatchHeader) -> Result<()> {
+        let size = header.size;
+        let span = u64::from(header.last_offset_delta) + 1;
         loop {
             let (roll, flush_to) = {
                 let state = self.state.borrow();
@@ -203,11 +212,12 @@ impl<S: Storage> PartitionLog<S> {
                 } else {
                     let active = state.active();
                     let full = active.data_len > 0
-                        && active.data_len + u64::from(size) > self.config.segment_bytes;
+                        && (active.data_len + u64::from(size) > self.config.segment_bytes
+                            || state.log_end.distance_from(active.base) + span > u64::from(u32::MAX));
                     if !full && state.pending.len() <= self.config.write_buffer_bytes {
                         return Ok(());
                     }
-                    (full, Some(state.log_end))
+                    (full, Some(state.appended_bytes))
                 }
             };
             match (roll, flush_to) {
@@ -218,7 +228,13 @@ impl<S: Storage> PartitionLog<S> {
         }
     }
 
-    fn insert(&self, state: &mut LogState<S::File>, bytes: Bytes, header: &BatchHeader) -> Appended {
+    /// Adds a batch to the active segment; returns its offsets and its flush ticket.
+    fn insert(
+        &self,
+        state: &mut LogState<S::File>,
+        bytes: Bytes,
+        header: &BatchHeader,
+    ) -> (Appended, u64) {
         let base = header.base_offset;
         let next = header.next_offset();
         let interval = self.config.index_interval_bytes;
@@ -231,26 +247,29 @@ impl<S: Storage> PartitionLog<S> {
         state.cache.evict(self.config.tail_cache_bytes, written_end);
         state.checkpoint.observe_epoch(header.leader_epoch, base);
         state.log_end = next;
+        state.appended_bytes += u64::from(header.size);
         state.stats.batches_appended += 1;
         self.invariants(state);
-        Appended { base_offset: base, next_offset: next }
+        (Appended { base_offset: base, next_offset: next }, state.appended_bytes)
     }
 
-    /// Resolves once the batch ending at `next` is acknowledged under the flush policy.
-    async fn wait_acked(&self, next: Offset) -> Result<()> {
+    /// Resolves once the batch with `ticket` is acknowledged under the flush policy.
+    async fn wait_acked(&self, ticket: u64) -> Result<()> {
         let sync = self.config.flush == FlushPolicy::Always;
-        self.flush_to(next, sync).await
+        self.flush_to(ticket, sync).await
     }
 
-    /// Resolves once everything below `target` is written and, if `sync`, synced.
-    pub(crate) async fn flush_to(&self, target: Offset, sync: bool) -> Result<()> {
+    /// Resolves once the first `ticket` bytes ever appended are written and, if `sync`,
+    /// synced. Tickets count bytes, not offsets, because a truncation moves offsets back
+    /// while a waiter's batch (made durable before the cut) must still resolve.
+    pub(crate) async fn flush_to(&self, ticket: u64, sync: bool) -> Result<()> {
         loop {
             let become_flusher = {
                 let state = self.state.borrow();
                 if state.stopped {
                     return Err(Error::Stopped);
                 }
-                let done = if sync { state.durable_end >= target } else { state.written_end >= target };
+                let done = if sync { state.durable_bytes >= ticket } else { state.written_bytes >= ticket };
                 if done {
                     return Ok(());
                 }
@@ -271,7 +290,7 @@ impl<S: Storage> PartitionLog<S> {
             let mut state = self.state.borrow_mut();
             assert!(!state.flushing, "two flushers");
             state.flushing = true;
-            let target = state.log_end;
+            let target = (state.log_end, state.appended_bytes);
             let sync = sync || self.sync_due(&state);
             let mut data = std::mem::take(&mut state.spare);
             std::mem::swap(&mut data, &mut state.pending);
@@ -282,7 +301,7 @@ impl<S: Storage> PartitionLog<S> {
             state.pending_start = written_len - tail as u64;
             let active = state.active();
             let path = segment::segment_path(&self.dir, active.base, LOG_SUFFIX);
-            let need_write = state.written_end < target;
+            let need_write = state.written_bytes < target.1;
             if !need_write {
                 data.clear();
             }
@@ -316,12 +335,13 @@ impl<S: Storage> PartitionLog<S> {
         if wrote {
             state.stats.flushes += 1;
             state.stats.bytes_written += data.len() as u64;
-            state.written_end = target;
+            (state.written_end, state.written_bytes) = target;
             state.written_pos = written_len;
         }
         if sync {
             state.stats.syncs += 1;
             state.durable_end = state.written_end;
+            state.durable_bytes = state.written_bytes;
             state.last_sync = Instant::now();
         }
         let written_end = state.written_end;
@@ -344,8 +364,8 @@ impl<S: Storage> PartitionLog<S> {
 
     /// Writes and fdatasyncs everything appended so far, whatever the policy.
     pub async fn sync(&self) -> Result<()> {
-        let end = self.state.borrow().log_end;
-        self.flush_to(end, true).await
+        let ticket = self.state.borrow().appended_bytes;
+        self.flush_to(ticket, true).await
     }
 
     /// Whole batches from the one holding `from`, up to about `bytes_max` (always at
@@ -377,7 +397,8 @@ impl<S: Storage> PartitionLog<S> {
             let from = from.max(segment.base);
             let limit = if segment.sealed { segment.data_len } else { state.written_pos };
             let start = segment.scan_start(from);
-            (segment.file.clone(), segment.id(), limit, u64::from(start.position), from)
+            let expected = segment.base.advance(u64::from(start.relative_offset));
+            (segment.file.clone(), segment.id(), limit, (u64::from(start.position), expected), from)
         };
         read_segment(&*file, segment, position, limit, from, bytes_max).await
     }
@@ -498,6 +519,8 @@ impl<S: Storage> PartitionLog<S> {
         assert!(hw <= state.log_end, "{hw} > {}", state.log_end);
         assert!(state.durable_end <= state.written_end, "{} > {}", state.durable_end, state.written_end);
         assert!(state.written_end <= state.log_end, "{} > {}", state.written_end, state.log_end);
+        assert!(state.durable_bytes <= state.written_bytes, "{} > {}", state.durable_bytes, state.written_bytes);
+        assert!(state.written_bytes <= state.appended_bytes, "{} > {}", state.written_bytes, state.appended_bytes);
         let active = state.active();
         assert!(!active.sealed, "active segment sealed");
         assert!(active.next_offset == state.log_end, "{} != {}", active.next_offset, state.log_end);
@@ -520,16 +543,19 @@ impl<S: Storage> PartitionLog<S> {
     }
 }
 
-/// Reads whole batches of one segment from `position` (a batch start at or before
-/// `from`) up to byte `limit`, checking each batch returned.
+/// Reads whole batches of one segment from `start = (position, offset)` (a batch start at
+/// or before `from`, and the offset that batch must carry) up to byte `limit`, checking
+/// each batch returned and the offset continuity of every batch passed (the base offset is
+/// outside the CRC).
 async fn read_segment<F: StorageFile>(
     file: &F,
     segment: SegmentId,
-    mut position: u64,
+    start: (u64, Offset),
     limit: u64,
     from: Offset,
     bytes_max: usize,
 ) -> Result<ReadBatches> {
+    let (mut position, mut expected) = start;
     let mut want = bytes_max.max(READ_SIZE_MIN);
     let corrupt = |position, reason| Error::CorruptBatch { segment, position, reason };
     loop {
@@ -544,9 +570,15 @@ async fn read_segment<F: StorageFile>(
         let mut next_offset = from;
         while at < buffer.len() {
             let rest = buffer.get(at..).unwrap_or_default();
-            let header = match BatchHeader::parse(rest) {
+            let checked = BatchHeader::parse(rest).and_then(|header| match header.base_offset {
+                found if found == expected => Ok(header),
+                found => Err(batch::Corruption::OffsetMismatch { expected, found }),
+            });
+            // A bad batch after good ones ends the read; the next read reports it.
+            let header = match checked {
                 Ok(header) => header,
                 Err(batch::Corruption::Truncated { .. }) => break,
+                Err(_) if taken.is_some() => break,
                 Err(reason) => return Err(corrupt(position + at as u64, reason)),
             };
             let size = header.size as usize;
@@ -555,10 +587,15 @@ async fn read_segment<F: StorageFile>(
                 if taken.is_some_and(|(first, end)| end - first + size > bytes_max) {
                     break;
                 }
-                batch::validate(bytes).map_err(|r| corrupt(position + at as u64, r))?;
+                match batch::validate(bytes) {
+                    Ok(_) => {}
+                    Err(_) if taken.is_some() => break,
+                    Err(reason) => return Err(corrupt(position + at as u64, reason)),
+                }
                 taken = Some((taken.map_or(at, |(first, _)| first), at + size));
                 next_offset = header.next_offset();
             }
+            expected = header.next_offset();
             at += size;
         }
         if let Some((first, end)) = taken {

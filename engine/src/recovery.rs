@@ -25,6 +25,9 @@ pub enum Step {
 #[derive(Clone, Debug)]
 pub struct Scanner {
     position: u64,
+    /// The offset the scan started at: a segment's base. A segment's batches must start
+    /// within `u32::MAX` offsets of it (index entries store the relative offset as a u32).
+    base: Offset,
     next_offset: Offset,
     batch_count: u64,
     record_count: u64,
@@ -38,6 +41,7 @@ impl Scanner {
     pub fn new(position: u64, next_offset: Offset) -> Scanner {
         Scanner {
             position,
+            base: next_offset,
             next_offset,
             batch_count: 0,
             record_count: 0,
@@ -113,6 +117,12 @@ impl Scanner {
                     expected: self.next_offset,
                     found: header.base_offset,
                 });
+            }
+            if header.next_offset().distance_from(self.base) > u64::from(u32::MAX) {
+                // A CRC-valid batch whose offset deltas carry the segment past what its
+                // index can address: corruption (the engine rolls before this happens).
+                let value = i64::from(header.last_offset_delta);
+                return Step::Invalid(Corruption::BadField { field: "last_offset_delta", value });
             }
             on_batch(self.position, &header);
             self.position += size as u64;

@@ -1,2 +1,47 @@
-//! `shardlog`: the operator CLI (placeholder until the tools land in this change).
-fn main() {}
+//! `shardlog`: the operator CLI. Offline subcommands (dump, verify, stats, repair, export,
+//! import) read partition directories with plain file I/O while no `shardlogd` runs.
+//!
+//! This file only parses the command line, runs the subcommand and maps its result to the
+//! exit code: 0 success, 1 problems found in the data, 2 usage or I/O error (clap's own
+//! usage errors also exit 2). Each subcommand lives in `command/<name>.rs`.
+
+mod args;
+mod check;
+mod command;
+mod error;
+mod exported_record;
+mod progress;
+mod scan;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// What a subcommand that finished found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing wrong (exit 0).
+    Clean,
+    /// Problems in the data, reported on stdout (exit 1).
+    ProblemsFound,
+}
+
+fn main() -> ExitCode {
+    let args = args::Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match command::run(args.command) {
+        Ok(Outcome::Clean) => ExitCode::SUCCESS,
+        Ok(Outcome::ProblemsFound) => ExitCode::from(1),
+        Err(error) => {
+            // Display already carries the source (path and OS error); a chain would repeat it.
+            eprintln!("shardlog: {error}");
+            ExitCode::from(2)
+        }
+    }
+}

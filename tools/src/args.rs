@@ -1,0 +1,100 @@
+//! The command line of `shardlog` (clap derive). Every subcommand here is offline: it
+//! reads the data directory with plain file I/O while no `shardlogd` runs on it.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success (verify: no problems found; repair: nothing to do, or everything repaired)
+  1  problems found (verify: any finding; repair: repairs needed but --apply not given,
+     or problems left that need manual work)
+  2  usage error or I/O error (missing directory, unreadable file, bad input)";
+
+/// shardlog's offline operator CLI: inspect, verify, repair, back up and restore partition
+/// logs on disk. Run it only while no shardlogd uses the data directory.
+#[derive(Debug, Parser)]
+#[command(name = "shardlog", version, after_help = EXIT_CODES)]
+pub struct Args {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print batches and records of a segment file or a partition directory.
+    #[command(after_help = EXIT_CODES)]
+    Dump(DumpArgs),
+    /// Check every batch's CRC, offset continuity and the indexes of every partition.
+    #[command(after_help = EXIT_CODES)]
+    Verify(DirArgs),
+    /// Per partition: segments, bytes, records, offset range and time range.
+    #[command(after_help = EXIT_CODES)]
+    Stats(DirArgs),
+    /// Print a repair plan (cut torn tails, rebuild indexes, set damaged data aside);
+    /// act on it only with --apply.
+    #[command(after_help = EXIT_CODES)]
+    Repair(RepairArgs),
+    /// Write a partition's records as JSON lines (backup), offsets preserved.
+    #[command(after_help = EXIT_CODES)]
+    Export(ExportArgs),
+    /// Rebuild a partition directory from JSON lines written by export (restore).
+    #[command(after_help = EXIT_CODES)]
+    Import(ImportArgs),
+}
+
+/// Arguments of `dump`.
+#[derive(Debug, clap::Args)]
+pub struct DumpArgs {
+    /// A segment file (`<20 digits>.log`) or a partition directory.
+    pub path: PathBuf,
+    /// Skip records below this offset.
+    #[arg(long)]
+    pub from_offset: Option<u64>,
+    /// Stop after this many records.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// One JSON object per line (`"type"`: `batch`, `record` or `stop`) instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `verify` and `stats`.
+#[derive(Debug, clap::Args)]
+pub struct DirArgs {
+    /// A data directory (`DIR/<topic>/<partition>/`) or one partition directory.
+    pub dir: PathBuf,
+}
+
+/// Arguments of `repair`.
+#[derive(Debug, clap::Args)]
+pub struct RepairArgs {
+    /// A data directory (`DIR/<topic>/<partition>/`) or one partition directory.
+    pub dir: PathBuf,
+    /// Carry out the plan (without it, repair only prints the plan and changes nothing).
+    #[arg(long)]
+    pub apply: bool,
+}
+
+/// Arguments of `export`.
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    /// The partition directory to export.
+    pub partition_dir: PathBuf,
+    /// Write here instead of stdout (the file must not exist).
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+}
+
+/// Arguments of `import`.
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    /// The partition directory to create (it must not exist or be empty).
+    pub partition_dir: PathBuf,
+    /// Read JSON lines from here instead of stdin.
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+}
