@@ -165,8 +165,10 @@ impl BatchHeader {
             return Err(Corruption::BadMagic(magic));
         }
         let base_offset = non_negative("base_offset", be_i64(header, BASE_OFFSET_AT))?;
-        let last_offset_delta =
-            non_negative("last_offset_delta", i64::from(be_i32(header, LAST_OFFSET_DELTA_AT)))?;
+        let last_offset_delta = non_negative(
+            "last_offset_delta",
+            i64::from(be_i32(header, LAST_OFFSET_DELTA_AT)),
+        )?;
         let record_count =
             non_negative("record_count", i64::from(be_i32(header, RECORD_COUNT_AT)))?;
         Ok(BatchHeader {
@@ -182,8 +184,7 @@ impl BatchHeader {
             producer_id: be_i64(header, PRODUCER_ID_AT),
             producer_epoch: be_i16(header, PRODUCER_EPOCH_AT),
             base_sequence: be_i32(header, BASE_SEQUENCE_AT),
-            record_count: u32::try_from(record_count)
-                .map_err(|_| bad("record_count", i64::MAX))?,
+            record_count: u32::try_from(record_count).map_err(|_| bad("record_count", i64::MAX))?,
         })
     }
 
@@ -229,7 +230,10 @@ pub fn validate(bytes: &[u8]) -> Result<BatchHeader, Corruption> {
     let covered = bytes.get(ATTRIBUTES_AT..).unwrap_or_default();
     let computed = crc32c::crc32c(covered);
     if computed != header.crc {
-        return Err(Corruption::CrcMismatch { stored: header.crc, computed });
+        return Err(Corruption::CrcMismatch {
+            stored: header.crc,
+            computed,
+        });
     }
     Ok(header)
 }
@@ -252,7 +256,10 @@ pub fn validate_with_records(bytes: &[u8]) -> Result<BatchHeader, Corruption> {
         let index = u32::try_from(index).unwrap_or(u32::MAX);
         let record = item.map_err(|reason| Corruption::BadRecord { index, reason })?;
         if last_delta.is_some_and(|last| record.offset_delta <= last) {
-            return Err(Corruption::BadRecord { index, reason: record::RecordError::OffsetDelta });
+            return Err(Corruption::BadRecord {
+                index,
+                reason: record::RecordError::OffsetDelta,
+            });
         }
         last_delta = Some(record.offset_delta);
         count += 1;
@@ -261,7 +268,10 @@ pub fn validate_with_records(bytes: &[u8]) -> Result<BatchHeader, Corruption> {
         return Err(bad("record_count", i64::from(header.record_count)));
     }
     if last_delta != Some(header.last_offset_delta) {
-        return Err(bad("last_offset_delta", i64::from(header.last_offset_delta)));
+        return Err(bad(
+            "last_offset_delta",
+            i64::from(header.last_offset_delta),
+        ));
     }
     Ok(header)
 }
@@ -270,7 +280,11 @@ pub fn validate_with_records(bytes: &[u8]) -> Result<BatchHeader, Corruption> {
 /// either field, so the batch stays valid: this is how the leader assigns offsets
 /// without re-encoding.
 pub fn patch_base(bytes: &mut [u8], base_offset: Offset, epoch: LeaderEpoch) {
-    assert!(bytes.len() >= BATCH_HEADER_SIZE, "patching {} bytes", bytes.len());
+    assert!(
+        bytes.len() >= BATCH_HEADER_SIZE,
+        "patching {} bytes",
+        bytes.len()
+    );
     let base = i64::try_from(base_offset.0).expect("offset fits i64");
     if let Some(field) = bytes.get_mut(BASE_OFFSET_AT..BASE_OFFSET_AT + 8) {
         field.copy_from_slice(&base.to_be_bytes());
@@ -283,21 +297,41 @@ pub fn patch_base(bytes: &mut [u8], base_offset: Offset, epoch: LeaderEpoch) {
 /// Writes the header fields of a batch into `out[..BATCH_HEADER_SIZE]` and its CRC over
 /// `out[21..]`. `out` already holds the records after the header.
 pub(crate) fn write_header(out: &mut [u8], header: &BatchHeader) {
-    assert!(out.len() == header.size as usize, "{} != {}", out.len(), header.size);
+    assert!(
+        out.len() == header.size as usize,
+        "{} != {}",
+        out.len(),
+        header.size
+    );
     let batch_length = i32::try_from(out.len() - BATCH_LENGTH_PREFIX).expect("batch size bound");
     let fields: [(usize, &[u8]); 12] = [
-        (BASE_OFFSET_AT, &i64::try_from(header.base_offset.0).unwrap_or(i64::MAX).to_be_bytes()),
+        (
+            BASE_OFFSET_AT,
+            &i64::try_from(header.base_offset.0)
+                .unwrap_or(i64::MAX)
+                .to_be_bytes(),
+        ),
         (BATCH_LENGTH_AT, &batch_length.to_be_bytes()),
         (LEADER_EPOCH_AT, &header.leader_epoch.0.to_be_bytes()),
         (MAGIC_AT, &[MAGIC_V2]),
         (ATTRIBUTES_AT, &header.attributes.to_be_bytes()),
-        (LAST_OFFSET_DELTA_AT, &i32::try_from(header.last_offset_delta).unwrap_or(-1).to_be_bytes()),
+        (
+            LAST_OFFSET_DELTA_AT,
+            &i32::try_from(header.last_offset_delta)
+                .unwrap_or(-1)
+                .to_be_bytes(),
+        ),
         (BASE_TIMESTAMP_AT, &header.base_timestamp.0.to_be_bytes()),
         (MAX_TIMESTAMP_AT, &header.max_timestamp.0.to_be_bytes()),
         (PRODUCER_ID_AT, &header.producer_id.to_be_bytes()),
         (PRODUCER_EPOCH_AT, &header.producer_epoch.to_be_bytes()),
         (BASE_SEQUENCE_AT, &header.base_sequence.to_be_bytes()),
-        (RECORD_COUNT_AT, &i32::try_from(header.record_count).unwrap_or(-1).to_be_bytes()),
+        (
+            RECORD_COUNT_AT,
+            &i32::try_from(header.record_count)
+                .unwrap_or(-1)
+                .to_be_bytes(),
+        ),
     ];
     for (at, value) in fields {
         if let Some(field) = out.get_mut(at..at + value.len()) {

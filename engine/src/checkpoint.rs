@@ -45,9 +45,15 @@ impl Checkpoint {
             return;
         }
         if let Some(last) = self.epochs.last() {
-            assert!(last.start_offset <= start_offset, "{last:?} then {epoch} at {start_offset}");
+            assert!(
+                last.start_offset <= start_offset,
+                "{last:?} then {epoch} at {start_offset}"
+            );
         }
-        self.epochs.push(EpochEntry { epoch, start_offset });
+        self.epochs.push(EpochEntry {
+            epoch,
+            start_offset,
+        });
     }
 
     /// Drops what a truncation to `log_end` removed.
@@ -62,8 +68,14 @@ impl Checkpoint {
     pub fn end_offset_for_epoch(&self, epoch: LeaderEpoch, log_end: Offset) -> Option<EpochEntry> {
         let after = self.epochs.partition_point(|e| e.epoch <= epoch);
         let found = after.checked_sub(1).and_then(|i| self.epochs.get(i))?;
-        let end = self.epochs.get(after).map_or(log_end, |next| next.start_offset);
-        Some(EpochEntry { epoch: found.epoch, start_offset: end })
+        let end = self
+            .epochs
+            .get(after)
+            .map_or(log_end, |next| next.start_offset);
+        Some(EpochEntry {
+            epoch: found.epoch,
+            start_offset: end,
+        })
     }
 
     /// The file bytes, padded to a block.
@@ -73,7 +85,11 @@ impl Checkpoint {
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&1u32.to_le_bytes());
         out.extend_from_slice(&self.high_watermark.0.to_le_bytes());
-        out.extend_from_slice(&u32::try_from(self.epochs.len()).expect("epoch count").to_le_bytes());
+        out.extend_from_slice(
+            &u32::try_from(self.epochs.len())
+                .expect("epoch count")
+                .to_le_bytes(),
+        );
         out.extend_from_slice(&[0; 4]);
         for entry in &self.epochs {
             out.extend_from_slice(&entry.epoch.0.to_le_bytes());
@@ -103,7 +119,10 @@ impl Checkpoint {
         if u32::from_le_bytes(le(20, 4)?.try_into().ok()?) != crc32c::crc32c(entries) {
             return None;
         }
-        let mut checkpoint = Checkpoint { high_watermark, epochs: Vec::with_capacity(count) };
+        let mut checkpoint = Checkpoint {
+            high_watermark,
+            epochs: Vec::with_capacity(count),
+        };
         for chunk in entries.chunks_exact(ENTRY_SIZE) {
             let epoch = LeaderEpoch(i32::from_le_bytes(chunk.get(..4)?.try_into().ok()?));
             let start_offset = Offset(u64::from_le_bytes(chunk.get(4..)?.try_into().ok()?));
@@ -114,19 +133,26 @@ impl Checkpoint {
             if !ordered {
                 return None;
             }
-            checkpoint.epochs.push(EpochEntry { epoch, start_offset });
+            checkpoint.epochs.push(EpochEntry {
+                epoch,
+                start_offset,
+            });
         }
         Some(checkpoint)
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::cast_possible_truncation, clippy::cast_possible_wrap)]
 mod tests {
     use super::*;
 
     #[test]
     fn roundtrip_rejects_damage_and_answers_epoch_queries() {
-        let mut cp = Checkpoint { high_watermark: Offset(40), epochs: Vec::new() };
+        let mut cp = Checkpoint {
+            high_watermark: Offset(40),
+            epochs: Vec::new(),
+        };
         cp.observe_epoch(LeaderEpoch(1), Offset(0));
         cp.observe_epoch(LeaderEpoch(1), Offset(10));
         cp.observe_epoch(LeaderEpoch(3), Offset(20));
@@ -139,7 +165,10 @@ mod tests {
             bad[at] ^= 4;
             assert_ne!(Checkpoint::decode(&bad), Some(cp.clone()), "flip at {at}");
         }
-        let end = |e| cp.end_offset_for_epoch(LeaderEpoch(e), Offset(50)).map(|x| (x.epoch.0, x.start_offset.0));
+        let end = |e| {
+            cp.end_offset_for_epoch(LeaderEpoch(e), Offset(50))
+                .map(|x| (x.epoch.0, x.start_offset.0))
+        };
         assert_eq!(end(0), None);
         assert_eq!(end(1), Some((1, 20)));
         assert_eq!(end(2), Some((1, 20)));

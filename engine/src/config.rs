@@ -29,10 +29,12 @@ impl FromStr for FlushPolicy {
             "always" => Ok(FlushPolicy::Always),
             "never" => Ok(FlushPolicy::Never),
             _ => {
-                let ms = s
-                    .strip_prefix("interval=")
-                    .ok_or_else(|| format!("flush policy {s:?}: expected always, interval=MS or never"))?;
-                let ms: u64 = ms.parse().map_err(|e| format!("flush interval {ms:?}: {e}"))?;
+                let ms = s.strip_prefix("interval=").ok_or_else(|| {
+                    format!("flush policy {s:?}: expected always, interval=MS or never")
+                })?;
+                let ms: u64 = ms
+                    .parse()
+                    .map_err(|e| format!("flush interval {ms:?}: {e}"))?;
                 if ms == 0 {
                     return Err("flush interval must be at least 1 ms".into());
                 }
@@ -121,6 +123,7 @@ impl EngineConfig {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::cast_possible_truncation, clippy::cast_possible_wrap)]
 mod tests {
     use super::*;
 
@@ -137,7 +140,16 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_bounds_are_enforced() {
         EngineConfig::default().validate().unwrap();
-        let bad = EngineConfig { segment_bytes: 5000, ..EngineConfig::default() };
-        assert!(matches!(bad.validate(), Err(Error::Config { field: "segment_bytes", .. })));
+        let bad = EngineConfig {
+            segment_bytes: 5000,
+            ..EngineConfig::default()
+        };
+        assert!(matches!(
+            bad.validate(),
+            Err(Error::Config {
+                field: "segment_bytes",
+                ..
+            })
+        ));
     }
 }

@@ -45,7 +45,11 @@ impl Storage for DmaStorage {
             options.create_new(true);
         }
         let file = options.dma_open(path).await.map_err(glommio_err)?;
-        assert!(file.alignment() <= BLOCK_SIZE as u64, "device alignment {}", file.alignment());
+        assert!(
+            file.alignment() <= BLOCK_SIZE as u64,
+            "device alignment {}",
+            file.alignment()
+        );
         Ok(DmaStorageFile { file })
     }
 
@@ -79,7 +83,9 @@ impl Storage for DmaStorage {
         // glommio's `Directory::open` calls openat(-1, path) rather than AT_FDCWD, so a
         // relative path fails with EBADF: hand it an absolute one.
         let path = std::path::absolute(path)?;
-        let dir = glommio::io::Directory::open(&path).await.map_err(glommio_err)?;
+        let dir = glommio::io::Directory::open(&path)
+            .await
+            .map_err(glommio_err)?;
         dir.sync().await.map_err(glommio_err)?;
         dir.close().await.map_err(glommio_err)
     }
@@ -92,8 +98,15 @@ impl StorageFile for DmaStorageFile {
     }
 
     async fn write_at(&self, pos: u64, data: &[u8]) -> io::Result<()> {
-        assert!(pos % BLOCK_SIZE as u64 == 0, "unaligned write position {pos}");
-        assert!(data.len() % BLOCK_SIZE == 0, "unaligned write length {}", data.len());
+        assert!(
+            pos % BLOCK_SIZE as u64 == 0,
+            "unaligned write position {pos}"
+        );
+        assert!(
+            data.len() % BLOCK_SIZE == 0,
+            "unaligned write length {}",
+            data.len()
+        );
         let mut buffer = self.file.alloc_dma_buffer(data.len());
         buffer.as_bytes_mut().copy_from_slice(data);
         let written = self.file.write_at(buffer, pos).await.map_err(glommio_err)?;
@@ -119,7 +132,10 @@ impl StorageFile for DmaStorageFile {
     }
 
     async fn preallocate(&self, len: u64) -> io::Result<()> {
-        self.file.pre_allocate(len, false).await.map_err(glommio_err)
+        self.file
+            .pre_allocate(len, false)
+            .await
+            .map_err(glommio_err)
     }
 
     async fn close(self) -> io::Result<()> {
@@ -142,6 +158,8 @@ pub async fn warm_iopoll_probe(dir: &Path) -> io::Result<()> {
         Ok(())
     })
     .await?;
-    let file = DmaFile::open(dir.join(".iopoll-probe")).await.map_err(glommio_err)?;
+    let file = DmaFile::open(dir.join(".iopoll-probe"))
+        .await
+        .map_err(glommio_err)?;
     file.close().await.map_err(glommio_err)
 }

@@ -37,13 +37,27 @@ pub enum IndexError {
 }
 
 /// Encodes an index file: `entries` holds `entry_count` entries of `entry_size` bytes.
-pub(crate) fn encode(magic: [u8; 4], meta: [u64; META_WORDS], entry_size: usize, entries: &[u8]) -> Vec<u8> {
-    assert!(entries.len() % entry_size == 0, "{} % {entry_size}", entries.len());
-    let entry_count = u32::try_from(entries.len() / entry_size).expect("index entry count fits u32");
+pub(crate) fn encode(
+    magic: [u8; 4],
+    meta: [u64; META_WORDS],
+    entry_size: usize,
+    entries: &[u8],
+) -> Vec<u8> {
+    assert!(
+        entries.len() % entry_size == 0,
+        "{} % {entry_size}",
+        entries.len()
+    );
+    let entry_count =
+        u32::try_from(entries.len() / entry_size).expect("index entry count fits u32");
     let mut out = Vec::with_capacity((HEADER_SIZE + entries.len()).next_multiple_of(BLOCK_SIZE));
     out.extend_from_slice(&magic);
     out.extend_from_slice(&VERSION.to_le_bytes());
-    out.extend_from_slice(&u16::try_from(entry_size).expect("entry size fits u16").to_le_bytes());
+    out.extend_from_slice(
+        &u16::try_from(entry_size)
+            .expect("entry size fits u16")
+            .to_le_bytes(),
+    );
     out.extend_from_slice(&entry_count.to_le_bytes());
     out.extend_from_slice(&[0; 4]);
     for word in meta {
@@ -59,13 +73,23 @@ pub(crate) fn encode(magic: [u8; 4], meta: [u64; META_WORDS], entry_size: usize,
 }
 
 /// Decodes an index file, returning its meta words and entry bytes.
-pub(crate) fn decode(magic: [u8; 4], entry_size: usize, bytes: &[u8]) -> Result<([u64; META_WORDS], &[u8]), IndexError> {
+pub(crate) fn decode(
+    magic: [u8; 4],
+    entry_size: usize,
+    bytes: &[u8],
+) -> Result<([u64; META_WORDS], &[u8]), IndexError> {
     let header = bytes.get(..HEADER_SIZE).ok_or(IndexError::Truncated)?;
     let word16 = |at: usize| {
-        header.get(at..at + 2).and_then(|b| b.try_into().ok()).map(u16::from_le_bytes)
+        header
+            .get(at..at + 2)
+            .and_then(|b| b.try_into().ok())
+            .map(u16::from_le_bytes)
     };
     let word32 = |at: usize| {
-        header.get(at..at + 4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes)
+        header
+            .get(at..at + 4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_le_bytes)
     };
     if header.get(..4) != Some(&magic[..])
         || word16(4) != Some(VERSION)
@@ -95,6 +119,7 @@ pub(crate) fn decode(magic: [u8; 4], entry_size: usize, bytes: &[u8]) -> Result<
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::cast_possible_truncation, clippy::cast_possible_wrap)]
 mod tests {
     use super::*;
 

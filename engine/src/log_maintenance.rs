@@ -95,7 +95,9 @@ impl<S: Storage> PartitionLog<S> {
             let state = self.state.borrow();
             let sealed = state.segments.get(&sealing).expect("sealing segment");
             let index = sealed.index.encode(&sealed.sealed_meta());
-            let time_index = sealed.time_index.encode(sealed.max_timestamp.unwrap_or_default());
+            let time_index = sealed
+                .time_index
+                .encode(sealed.max_timestamp.unwrap_or_default());
             (index, time_index)
         };
         write_index_files(&self.storage, &self.dir, sealing, written).await?;
@@ -142,7 +144,12 @@ impl<S: Storage> PartitionLog<S> {
                 (last.base >= to).then_some(last.base)
             };
             let Some(base) = doomed else { break };
-            let segment = self.state.borrow_mut().segments.remove(&base).expect("doomed segment");
+            let segment = self
+                .state
+                .borrow_mut()
+                .segments
+                .remove(&base)
+                .expect("doomed segment");
             delete_segment_files(&self.storage, &self.dir, segment).await?;
         }
         let (position, new_end, removed) = self.find_cut(to).await?;
@@ -158,17 +165,30 @@ impl<S: Storage> PartitionLog<S> {
             let state = self.state.borrow();
             let last = state.active();
             let start = last.scan_start(to);
-            (last.file.clone(), last.id(), u64::from(start.position), last.data_len, last.next_offset)
+            (
+                last.file.clone(),
+                last.id(),
+                u64::from(start.position),
+                last.data_len,
+                last.next_offset,
+            )
         };
         let path = segment::segment_path(&self.dir, segment_id.0, LOG_SUFFIX);
-        let len = usize::try_from(data_len - start).map_err(|_| Error::io(&path)(std::io::Error::other("segment too large")))?;
+        let len = usize::try_from(data_len - start)
+            .map_err(|_| Error::io(&path)(std::io::Error::other("segment too large")))?;
         let bytes = file.read_at(start, len).await.map_err(Error::io(&path))?;
         let mut at = 0usize;
         let mut cut = None;
         let (mut batches, mut records) = (0u64, 0u64);
         while at < bytes.len() {
-            let header = BatchHeader::parse(bytes.get(at..).unwrap_or_default())
-                .map_err(|reason| Error::CorruptBatch { segment: segment_id, position: start + at as u64, reason })?;
+            let header =
+                BatchHeader::parse(bytes.get(at..).unwrap_or_default()).map_err(|reason| {
+                    Error::CorruptBatch {
+                        segment: segment_id,
+                        position: start + at as u64,
+                        reason,
+                    }
+                })?;
             if cut.is_none() && header.next_offset() > to {
                 cut = Some((start + at as u64, header.base_offset));
             }
@@ -193,7 +213,10 @@ impl<S: Storage> PartitionLog<S> {
         let path = segment::segment_path(&self.dir, base, LOG_SUFFIX);
         let keep = segment::align_down(position);
         let prefix_len = usize::try_from(position - keep).unwrap_or(0);
-        let prefix = file.read_at(keep, prefix_len).await.map_err(Error::io(&path))?;
+        let prefix = file
+            .read_at(keep, prefix_len)
+            .await
+            .map_err(Error::io(&path))?;
         async {
             file.truncate(keep).await?;
             if !prefix.is_empty() {
@@ -213,7 +236,10 @@ impl<S: Storage> PartitionLog<S> {
                 remove_if_exists(&self.storage, &index).await?;
             }
         }
-        self.storage.sync_dir(&self.dir).await.map_err(Error::io(&self.dir))?;
+        self.storage
+            .sync_dir(&self.dir)
+            .await
+            .map_err(Error::io(&self.dir))?;
         let mut state = self.state.borrow_mut();
         state.active_mut().truncate_to(position, new_end, removed);
         state.log_end = new_end;
@@ -278,7 +304,10 @@ impl<S: Storage> PartitionLog<S> {
             let summaries: Vec<SegmentSummary> = state
                 .segments
                 .values()
-                .map(|s| SegmentSummary { bytes: s.data_len, max_timestamp: s.max_timestamp })
+                .map(|s| SegmentSummary {
+                    bytes: s.data_len,
+                    max_timestamp: s.max_timestamp,
+                })
                 .collect();
             let count = retention::segments_to_delete(
                 &summaries,
@@ -289,7 +318,12 @@ impl<S: Storage> PartitionLog<S> {
             state.segments.keys().take(count).copied().collect()
         };
         for base in &doomed {
-            let segment = self.state.borrow_mut().segments.remove(base).expect("doomed segment");
+            let segment = self
+                .state
+                .borrow_mut()
+                .segments
+                .remove(base)
+                .expect("doomed segment");
             tracing::info!(segment = %segment.id(), "retention deletes segment");
             delete_segment_files(&self.storage, &self.dir, segment).await?;
         }
@@ -319,7 +353,8 @@ impl<S: Storage> PartitionLog<S> {
             let first = state.active().first_timestamp;
             match (first, self.config.segment_age) {
                 (Some(first), Some(age)) => {
-                    now.0.saturating_sub(first.0) >= i64::try_from(age.as_millis()).unwrap_or(i64::MAX)
+                    now.0.saturating_sub(first.0)
+                        >= i64::try_from(age.as_millis()).unwrap_or(i64::MAX)
                 }
                 _ => false,
             }
@@ -345,8 +380,14 @@ impl<S: Storage> PartitionLog<S> {
         let tmp = self.dir.join(format!("{CHECKPOINT_FILE}.tmp"));
         let path = self.dir.join(CHECKPOINT_FILE);
         write_file(&self.storage, &tmp, &bytes).await?;
-        self.storage.rename(&tmp, &path).await.map_err(Error::io(&path))?;
-        self.storage.sync_dir(&self.dir).await.map_err(Error::io(&self.dir))
+        self.storage
+            .rename(&tmp, &path)
+            .await
+            .map_err(Error::io(&path))?;
+        self.storage
+            .sync_dir(&self.dir)
+            .await
+            .map_err(Error::io(&self.dir))
     }
 
     /// Flushes and syncs everything, writes the checkpoint and closes the files.
@@ -367,16 +408,37 @@ impl<S: Storage> PartitionLog<S> {
 }
 
 /// Writes both index files of a sealed segment and makes them durable.
-pub(crate) async fn write_indexes<S: Storage>(storage: &S, dir: &Path, segment: &Segment<S::File>) -> Result<()> {
+pub(crate) async fn write_indexes<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    segment: &Segment<S::File>,
+) -> Result<()> {
     let index = segment.index.encode(&segment.sealed_meta());
-    let time_index = segment.time_index.encode(segment.max_timestamp.unwrap_or_default());
+    let time_index = segment
+        .time_index
+        .encode(segment.max_timestamp.unwrap_or_default());
     write_index_files(storage, dir, segment.base, (index, time_index)).await
 }
 
-async fn write_index_files<S: Storage>(storage: &S, dir: &Path, base: Offset, files: (Vec<u8>, Vec<u8>)) -> Result<()> {
+async fn write_index_files<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    base: Offset,
+    files: (Vec<u8>, Vec<u8>),
+) -> Result<()> {
     let (index, time_index) = files;
-    write_file(storage, &segment::segment_path(dir, base, INDEX_SUFFIX), &index).await?;
-    write_file(storage, &segment::segment_path(dir, base, TIME_INDEX_SUFFIX), &time_index).await?;
+    write_file(
+        storage,
+        &segment::segment_path(dir, base, INDEX_SUFFIX),
+        &index,
+    )
+    .await?;
+    write_file(
+        storage,
+        &segment::segment_path(dir, base, TIME_INDEX_SUFFIX),
+        &time_index,
+    )
+    .await?;
     storage.sync_dir(dir).await.map_err(Error::io(dir))
 }
 
@@ -384,7 +446,10 @@ async fn write_index_files<S: Storage>(storage: &S, dir: &Path, base: Offset, fi
 async fn write_file<S: Storage>(storage: &S, path: &Path, bytes: &[u8]) -> Result<()> {
     assert!(bytes.len() % BLOCK_SIZE == 0, "{} bytes", bytes.len());
     remove_if_exists(storage, path).await?;
-    let file = storage.open(path, OpenMode::CreateNew).await.map_err(Error::io(path))?;
+    let file = storage
+        .open(path, OpenMode::CreateNew)
+        .await
+        .map_err(Error::io(path))?;
     let io = Error::io(path);
     async {
         file.write_at(0, bytes).await?;
@@ -402,7 +467,11 @@ async fn remove_if_exists<S: Storage>(storage: &S, path: &Path) -> Result<()> {
     }
 }
 
-async fn delete_segment_files<S: Storage>(storage: &S, dir: &Path, segment: Segment<S::File>) -> Result<()> {
+async fn delete_segment_files<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    segment: Segment<S::File>,
+) -> Result<()> {
     for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
         remove_if_exists(storage, &segment::segment_path(dir, segment.base, suffix)).await?;
     }

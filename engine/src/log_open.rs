@@ -42,16 +42,26 @@ struct ScanStop {
 impl<S: Storage> PartitionLog<S> {
     /// Opens (creating if needed) the partition log in `dir`, recovering from whatever a
     /// crash left: see the module docs.
-    pub async fn open(storage: S, dir: impl Into<PathBuf>, config: EngineConfig) -> Result<PartitionLog<S>> {
+    pub async fn open(
+        storage: S,
+        dir: impl Into<PathBuf>,
+        config: EngineConfig,
+    ) -> Result<PartitionLog<S>> {
         config.validate()?;
         let dir = dir.into();
-        storage.create_dir_all(&dir).await.map_err(Error::io(&dir))?;
+        storage
+            .create_dir_all(&dir)
+            .await
+            .map_err(Error::io(&dir))?;
         let bases = clean_directory(&storage, &dir).await?;
         let mut checkpoint = read_checkpoint(&storage, &dir).await?;
         let mut segments = BTreeMap::new();
         for (i, base) in bases.iter().enumerate() {
             let path = segment::segment_path(&dir, *base, LOG_SUFFIX);
-            let file = storage.open(&path, OpenMode::ReadWrite).await.map_err(Error::io(&path))?;
+            let file = storage
+                .open(&path, OpenMode::ReadWrite)
+                .await
+                .map_err(Error::io(&path))?;
             let mut segment = Segment::new(*base, Rc::new(file));
             if i + 1 < bases.len() {
                 load_sealed(&storage, &dir, &config, &mut segment).await?;
@@ -82,7 +92,11 @@ impl<S: Storage> PartitionLog<S> {
         let pending_start = segment::align_down(active.data_len);
         let tail_len = usize::try_from(active.data_len - pending_start).unwrap_or(0);
         let path = segment::segment_path(&dir, active.base, LOG_SUFFIX);
-        let tail = active.file.read_at(pending_start, tail_len).await.map_err(Error::io(&path))?;
+        let tail = active
+            .file
+            .read_at(pending_start, tail_len)
+            .await
+            .map_err(Error::io(&path))?;
         checkpoint.truncate(log_end);
         checkpoint.high_watermark = checkpoint.high_watermark.max(log_start);
         let state = LogState {
@@ -105,7 +119,13 @@ impl<S: Storage> PartitionLog<S> {
             checkpoint,
             stats: LogStats::default(),
         };
-        let log = PartitionLog { storage, dir, config, state: RefCell::new(state), changed: Signal::default() };
+        let log = PartitionLog {
+            storage,
+            dir,
+            config,
+            state: RefCell::new(state),
+            changed: Signal::default(),
+        };
         log.invariants(&log.state.borrow());
         Ok(log)
     }
@@ -115,7 +135,10 @@ impl<S: Storage> PartitionLog<S> {
 /// returns the segment base offsets, ascending.
 async fn clean_directory<S: Storage>(storage: &S, dir: &Path) -> Result<Vec<Offset>> {
     let names = storage.list_dir(dir).await.map_err(Error::io(dir))?;
-    let mut bases: Vec<Offset> = names.iter().filter_map(|n| segment::parse_segment_name(n)).collect();
+    let mut bases: Vec<Offset> = names
+        .iter()
+        .filter_map(|n| segment::parse_segment_name(n))
+        .collect();
     bases.sort();
     let mut removed = false;
     for name in &names {
@@ -154,7 +177,8 @@ async fn read_checkpoint<S: Storage>(storage: &S, dir: &Path) -> Result<Checkpoi
 
 pub(crate) async fn read_whole<F: StorageFile>(file: &F, path: &Path) -> Result<bytes::Bytes> {
     let size = file.size().await.map_err(Error::io(path))?;
-    let size = usize::try_from(size).map_err(|_| Error::io(path)(std::io::Error::other("file too large")))?;
+    let size = usize::try_from(size)
+        .map_err(|_| Error::io(path)(std::io::Error::other("file too large")))?;
     file.read_at(0, size).await.map_err(Error::io(path))
 }
 
@@ -181,7 +205,10 @@ async fn load_sealed<S: Storage>(
         return Err(Error::CorruptBatch {
             segment: segment.id(),
             position: stop.position,
-            reason: stop.reason.unwrap_or(crate::batch::Corruption::Truncated { needed: 0, available: 0 }),
+            reason: stop.reason.unwrap_or(crate::batch::Corruption::Truncated {
+                needed: 0,
+                available: 0,
+            }),
         });
     }
     segment.sealed = true;
@@ -193,20 +220,35 @@ async fn read_indexes<S: Storage>(
     dir: &Path,
     base: Offset,
     file_size: u64,
-) -> std::result::Result<(OffsetIndex, TimeIndex, crate::offset_index::SealedMeta, crate::ids::TimestampMs), &'static str> {
+) -> std::result::Result<
+    (
+        OffsetIndex,
+        TimeIndex,
+        crate::offset_index::SealedMeta,
+        crate::ids::TimestampMs,
+    ),
+    &'static str,
+> {
     let read = |suffix: &'static str| async move {
         let path = segment::segment_path(dir, base, suffix);
-        let file = storage.open(&path, OpenMode::ReadWrite).await.map_err(|_| "index file missing")?;
-        let bytes = read_whole(&file, &path).await.map_err(|_| "index file unreadable")?;
+        let file = storage
+            .open(&path, OpenMode::ReadWrite)
+            .await
+            .map_err(|_| "index file missing")?;
+        let bytes = read_whole(&file, &path)
+            .await
+            .map_err(|_| "index file unreadable")?;
         let _ = file.close().await;
         Ok::<_, &'static str>(bytes)
     };
-    let (index, meta) = OffsetIndex::decode(&read(INDEX_SUFFIX).await?).map_err(|_| "offset index damaged")?;
+    let (index, meta) =
+        OffsetIndex::decode(&read(INDEX_SUFFIX).await?).map_err(|_| "offset index damaged")?;
     if meta.data_len > file_size || meta.next_offset < base.0 {
         return Err("offset index disagrees with the log file");
     }
     let (time_index, max_timestamp) =
-        TimeIndex::decode(&read(TIME_INDEX_SUFFIX).await?, meta.data_len).map_err(|_| "time index damaged")?;
+        TimeIndex::decode(&read(TIME_INDEX_SUFFIX).await?, meta.data_len)
+            .map_err(|_| "time index damaged")?;
     Ok((index, time_index, meta, max_timestamp))
 }
 
@@ -238,7 +280,11 @@ async fn recover_tail<F: StorageFile>(
     // keep the segment preallocated, and make the cut durable before serving anything.
     let keep = segment::align_down(stop.position);
     let block_len = usize::try_from(stop.position - keep).unwrap_or(0);
-    let block = segment.file.read_at(keep, block_len).await.map_err(Error::io(&path))?;
+    let block = segment
+        .file
+        .read_at(keep, block_len)
+        .await
+        .map_err(Error::io(&path))?;
     let file = &segment.file;
     let io = Error::io(&path);
     async {
@@ -248,7 +294,8 @@ async fn recover_tail<F: StorageFile>(
             padded.resize(BLOCK_SIZE, 0);
             file.write_at(keep, &padded).await?;
         }
-        file.preallocate(config.segment_bytes.max(segment::align_up(stop.position))).await?;
+        file.preallocate(config.segment_bytes.max(segment::align_up(stop.position)))
+            .await?;
         file.sync_data().await
     }
     .await
@@ -270,7 +317,11 @@ async fn scan_segment<F: StorageFile>(
     let mut read_at = 0u64;
     let interval = config.index_interval_bytes;
     let reason = loop {
-        let chunk = segment.file.read_at(read_at, SCAN_CHUNK).await.map_err(Error::io(&path))?;
+        let chunk = segment
+            .file
+            .read_at(read_at, SCAN_CHUNK)
+            .await
+            .map_err(Error::io(&path))?;
         let at_end = chunk.is_empty();
         read_at += chunk.len() as u64;
         carry.extend_from_slice(&chunk);
@@ -288,9 +339,17 @@ async fn scan_segment<F: StorageFile>(
         }
     };
     let position = scanner.position();
-    let window = segment.file.read_at(position, CLASSIFY_WINDOW).await.map_err(Error::io(&path))?;
+    let window = segment
+        .file
+        .read_at(position, CLASSIFY_WINDOW)
+        .await
+        .map_err(Error::io(&path))?;
     let kind = recovery::classify_stop(&window, reason);
-    Ok(ScanStop { position, kind, reason })
+    Ok(ScanStop {
+        position,
+        kind,
+        reason,
+    })
 }
 
 /// Creates an empty, preallocated segment at `base` and makes its entry durable.
@@ -301,8 +360,13 @@ pub(crate) async fn create_segment<S: Storage>(
     base: Offset,
 ) -> Result<Segment<S::File>> {
     let path = segment::segment_path(dir, base, LOG_SUFFIX);
-    let file = storage.open(&path, OpenMode::CreateNew).await.map_err(Error::io(&path))?;
-    file.preallocate(config.segment_bytes).await.map_err(Error::io(&path))?;
+    let file = storage
+        .open(&path, OpenMode::CreateNew)
+        .await
+        .map_err(Error::io(&path))?;
+    file.preallocate(config.segment_bytes)
+        .await
+        .map_err(Error::io(&path))?;
     file.sync_data().await.map_err(Error::io(&path))?;
     storage.sync_dir(dir).await.map_err(Error::io(dir))?;
     Ok(Segment::new(base, Rc::new(file)))

@@ -45,7 +45,10 @@ impl OffsetIndex {
     /// Adds an entry after every existing one.
     pub fn push(&mut self, entry: IndexEntry) {
         if let Some(last) = self.entries.last() {
-            assert!(last.relative_offset < entry.relative_offset, "{last:?} then {entry:?}");
+            assert!(
+                last.relative_offset < entry.relative_offset,
+                "{last:?} then {entry:?}"
+            );
             assert!(last.position < entry.position, "{last:?} then {entry:?}");
         }
         self.entries.push(entry);
@@ -54,8 +57,13 @@ impl OffsetIndex {
     /// The last entry at or before `relative_offset`: where a scan for it starts.
     #[must_use]
     pub fn lookup(&self, relative_offset: u32) -> Option<IndexEntry> {
-        let after = self.entries.partition_point(|e| e.relative_offset <= relative_offset);
-        after.checked_sub(1).and_then(|i| self.entries.get(i)).copied()
+        let after = self
+            .entries
+            .partition_point(|e| e.relative_offset <= relative_offset);
+        after
+            .checked_sub(1)
+            .and_then(|i| self.entries.get(i))
+            .copied()
     }
 
     /// The last entry.
@@ -95,7 +103,13 @@ impl OffsetIndex {
             entries.extend_from_slice(&entry.relative_offset.to_le_bytes());
             entries.extend_from_slice(&entry.position.to_le_bytes());
         }
-        let words = [meta.data_len, meta.next_offset, meta.batch_count, meta.record_count, 0];
+        let words = [
+            meta.data_len,
+            meta.next_offset,
+            meta.batch_count,
+            meta.record_count,
+            0,
+        ];
         index_file::encode(MAGIC, words, ENTRY_SIZE, &entries)
     }
 
@@ -111,7 +125,10 @@ impl OffsetIndex {
         let mut index = OffsetIndex::default();
         for chunk in raw.chunks_exact(ENTRY_SIZE) {
             let word = |at: usize| {
-                chunk.get(at..at + 4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes)
+                chunk
+                    .get(at..at + 4)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u32::from_le_bytes)
             };
             let entry = IndexEntry {
                 relative_offset: word(0).ok_or(IndexError::Truncated)?,
@@ -130,6 +147,7 @@ impl OffsetIndex {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::cast_possible_truncation, clippy::cast_possible_wrap)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
@@ -157,9 +175,21 @@ mod tests {
     #[test]
     fn decode_rejects_entries_past_data() {
         let mut index = OffsetIndex::default();
-        index.push(IndexEntry { relative_offset: 0, position: 0 });
-        index.push(IndexEntry { relative_offset: 5, position: 9000 });
-        let meta = SealedMeta { data_len: 9000, ..SealedMeta::default() };
-        assert_eq!(OffsetIndex::decode(&index.encode(&meta)), Err(IndexError::Inconsistent));
+        index.push(IndexEntry {
+            relative_offset: 0,
+            position: 0,
+        });
+        index.push(IndexEntry {
+            relative_offset: 5,
+            position: 9000,
+        });
+        let meta = SealedMeta {
+            data_len: 9000,
+            ..SealedMeta::default()
+        };
+        assert_eq!(
+            OffsetIndex::decode(&index.encode(&meta)),
+            Err(IndexError::Inconsistent)
+        );
     }
 }

@@ -21,6 +21,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -112,6 +113,20 @@ pub struct SegmentInfo {
     pub sealed: bool,
 }
 
+/// One flush's share of the pending bytes.
+struct FlushJob<F> {
+    file: Rc<F>,
+    path: PathBuf,
+    /// Block-aligned file position of `data`.
+    start: u64,
+    data: Vec<u8>,
+    /// `(log_end, appended_bytes)` when the flush took the data.
+    target: (Offset, u64),
+    /// Bytes of the active segment on disk once the write lands.
+    written_len: u64,
+    sync: bool,
+}
+
 pub(crate) struct LogState<F> {
     pub(crate) segments: BTreeMap<Offset, Segment<F>>,
     pub(crate) log_end: Offset,
@@ -140,15 +155,24 @@ pub(crate) struct LogState<F> {
 
 impl<F> LogState<F> {
     pub(crate) fn active(&self) -> &Segment<F> {
-        self.segments.values().next_back().expect("a log always has an active segment")
+        self.segments
+            .values()
+            .next_back()
+            .expect("a log always has an active segment")
     }
 
     pub(crate) fn active_mut(&mut self) -> &mut Segment<F> {
-        self.segments.values_mut().next_back().expect("a log always has an active segment")
+        self.segments
+            .values_mut()
+            .next_back()
+            .expect("a log always has an active segment")
     }
 
     pub(crate) fn log_start(&self) -> Offset {
-        self.segments.values().next().map_or(self.log_end, |s| s.base)
+        self.segments
+            .values()
+            .next()
+            .map_or(self.log_end, |s| s.base)
     }
 }
 
@@ -172,7 +196,11 @@ impl<S: Storage> PartitionLog<S> {
             let mut state = self.state.borrow_mut();
             let base = state.log_end;
             batch::patch_base(&mut batch, base, epoch);
-            let header = BatchHeader { base_offset: base, leader_epoch: epoch, ..header };
+            let header = BatchHeader {
+                base_offset: base,
+                leader_epoch: epoch,
+                ..header
+            };
             self.insert(&mut state, batch.freeze(), &header)
         };
         self.wait_acked(ticket).await?;
@@ -187,7 +215,10 @@ impl<S: Storage> PartitionLog<S> {
         let (appended, ticket) = {
             let mut state = self.state.borrow_mut();
             if header.base_offset != state.log_end {
-                return Err(Error::NotContiguous { log_end: state.log_end, found: header.base_offset });
+                return Err(Error::NotContiguous {
+                    log_end: state.log_end,
+                    found: header.base_offset,
+                });
             }
             self.insert(&mut state, batch, &header)
         };
@@ -213,7 +244,8 @@ impl<S: Storage> PartitionLog<S> {
                     let active = state.active();
                     let full = active.data_len > 0
                         && (active.data_len + u64::from(size) > self.config.segment_bytes
-                            || state.log_end.distance_from(active.base) + span > u64::from(u32::MAX));
+                            || state.log_end.distance_from(active.base) + span
+                                > u64::from(u32::MAX));
                     if !full && state.pending.len() <= self.config.write_buffer_bytes {
                         return Ok(());
                     }
@@ -250,7 +282,13 @@ impl<S: Storage> PartitionLog<S> {
         state.appended_bytes += u64::from(header.size);
         state.stats.batches_appended += 1;
         self.invariants(state);
-        (Appended { base_offset: base, next_offset: next }, state.appended_bytes)
+        (
+            Appended {
+                base_offset: base,
+                next_offset: next,
+            },
+            state.appended_bytes,
+        )
     }
 
     /// Resolves once the batch with `ticket` is acknowledged under the flush policy.
@@ -269,7 +307,11 @@ impl<S: Storage> PartitionLog<S> {
                 if state.stopped {
                     return Err(Error::Stopped);
                 }
-                let done = if sync { state.durable_bytes >= ticket } else { state.written_bytes >= ticket };
+                let done = if sync {
+                    state.durable_bytes >= ticket
+                } else {
+                    state.written_bytes >= ticket
+                };
                 if done {
                     return Ok(());
                 }
@@ -286,59 +328,83 @@ impl<S: Storage> PartitionLog<S> {
     /// One group-commit round: writes everything pending, then syncs if `sync`, the
     /// policy, or the interval says so.
     async fn flush_once(&self, sync: bool) -> Result<()> {
-        let (file, path, start, mut data, target, written_len, sync) = {
-            let mut state = self.state.borrow_mut();
-            assert!(!state.flushing, "two flushers");
-            state.flushing = true;
-            let target = (state.log_end, state.appended_bytes);
-            let sync = sync || self.sync_due(&state);
-            let mut data = std::mem::take(&mut state.spare);
-            std::mem::swap(&mut data, &mut state.pending);
-            let start = state.pending_start;
-            let written_len = start + data.len() as u64;
-            let tail = data.len() % BLOCK_SIZE;
-            state.pending.extend_from_slice(&data[data.len() - tail..]);
-            state.pending_start = written_len - tail as u64;
-            let active = state.active();
-            let path = segment::segment_path(&self.dir, active.base, LOG_SUFFIX);
-            let need_write = state.written_bytes < target.1;
-            if !need_write {
-                data.clear();
-            }
-            (active.file.clone(), path, start, data, target, written_len, sync)
-        };
-        let wrote = !data.is_empty();
+        let mut job = self.take_flush(sync);
+        let wrote = !job.data.is_empty();
         let result = async {
             if wrote {
-                data.resize(data.len().next_multiple_of(BLOCK_SIZE), 0);
+                job.data
+                    .resize(job.data.len().next_multiple_of(BLOCK_SIZE), 0);
                 let chunk = self.config.write_chunk_bytes;
-                let writes = data.chunks(chunk).enumerate().map(|(i, part)| {
-                    file.write_at(start + (i * chunk) as u64, part)
-                });
+                let writes = job
+                    .data
+                    .chunks(chunk)
+                    .enumerate()
+                    .map(|(i, part)| job.file.write_at(job.start + (i * chunk) as u64, part));
                 futures::future::try_join_all(writes).await?;
             }
-            if sync {
-                file.sync_data().await?;
+            if job.sync {
+                job.file.sync_data().await?;
             }
             Ok(())
         }
         .await;
+        self.finish_flush(job, wrote, result)
+    }
+
+    /// Takes the pending bytes for one flush, keeping the partial last block pending.
+    fn take_flush(&self, sync: bool) -> FlushJob<S::File> {
+        let mut state = self.state.borrow_mut();
+        assert!(!state.flushing, "two flushers");
+        state.flushing = true;
+        let target = (state.log_end, state.appended_bytes);
+        let sync = sync || self.sync_due(&state);
+        let mut data = std::mem::take(&mut state.spare);
+        std::mem::swap(&mut data, &mut state.pending);
+        let start = state.pending_start;
+        let written_len = start + data.len() as u64;
+        let tail = data.len() % BLOCK_SIZE;
+        state.pending.extend_from_slice(&data[data.len() - tail..]);
+        state.pending_start = written_len - tail as u64;
+        if state.written_bytes == target.1 {
+            data.clear(); // Only the already-written partial block: nothing to write.
+        }
+        let active = state.active();
+        let path = segment::segment_path(&self.dir, active.base, LOG_SUFFIX);
+        FlushJob {
+            file: active.file.clone(),
+            path,
+            start,
+            data,
+            target,
+            written_len,
+            sync,
+        }
+    }
+
+    /// Publishes a flush's outcome and wakes every waiter; a failure stops the log.
+    fn finish_flush(
+        &self,
+        mut job: FlushJob<S::File>,
+        wrote: bool,
+        result: std::io::Result<()>,
+    ) -> Result<()> {
         let mut state = self.state.borrow_mut();
         state.flushing = false;
         if let Err(source) = result {
             state.stopped = true;
             drop(state);
             self.changed.notify_all();
+            let path = job.path;
             tracing::error!(path = %path.display(), %source, "log write or sync failed; stopping the log");
             return Err(Error::SyncFailed { path, source });
         }
         if wrote {
             state.stats.flushes += 1;
-            state.stats.bytes_written += data.len() as u64;
-            (state.written_end, state.written_bytes) = target;
-            state.written_pos = written_len;
+            state.stats.bytes_written += job.data.len() as u64;
+            (state.written_end, state.written_bytes) = job.target;
+            state.written_pos = job.written_len;
         }
-        if sync {
+        if job.sync {
             state.stats.syncs += 1;
             state.durable_end = state.written_end;
             state.durable_bytes = state.written_bytes;
@@ -346,8 +412,8 @@ impl<S: Storage> PartitionLog<S> {
         }
         let written_end = state.written_end;
         state.cache.evict(self.config.tail_cache_bytes, written_end);
-        data.clear();
-        state.spare = data;
+        job.data.clear();
+        state.spare = job.data;
         self.invariants(&state);
         drop(state);
         self.changed.notify_all();
@@ -376,9 +442,16 @@ impl<S: Storage> PartitionLog<S> {
             let state = self.state.borrow();
             let (log_start, log_end) = (state.log_start(), state.log_end);
             if from < log_start || from > log_end {
-                return Err(Error::OffsetOutOfRange { offset: from, log_start, log_end });
+                return Err(Error::OffsetOutOfRange {
+                    offset: from,
+                    log_start,
+                    log_end,
+                });
             }
-            let mut out = ReadBatches { chunks: Vec::new(), next_offset: from };
+            let mut out = ReadBatches {
+                chunks: Vec::new(),
+                next_offset: from,
+            };
             if from == log_end {
                 return Ok(out);
             }
@@ -391,14 +464,28 @@ impl<S: Storage> PartitionLog<S> {
             let segment = match holding {
                 Some(s) if from < s.next_offset => s,
                 _ => state.segments.range(from..).next().map(|(_, s)| s).ok_or(
-                    Error::OffsetOutOfRange { offset: from, log_start, log_end },
+                    Error::OffsetOutOfRange {
+                        offset: from,
+                        log_start,
+                        log_end,
+                    },
                 )?,
             };
             let from = from.max(segment.base);
-            let limit = if segment.sealed { segment.data_len } else { state.written_pos };
+            let limit = if segment.sealed {
+                segment.data_len
+            } else {
+                state.written_pos
+            };
             let start = segment.scan_start(from);
             let expected = segment.base.advance(u64::from(start.relative_offset));
-            (segment.file.clone(), segment.id(), limit, (u64::from(start.position), expected), from)
+            (
+                segment.file.clone(),
+                segment.id(),
+                limit,
+                (u64::from(start.position), expected),
+                from,
+            )
         };
         read_segment(&*file, segment, position, limit, from, bytes_max).await
     }
@@ -408,9 +495,17 @@ impl<S: Storage> PartitionLog<S> {
     pub async fn offset_for_timestamp(&self, target: TimestampMs) -> Result<Option<Offset>> {
         let mut from = {
             let state = self.state.borrow();
-            let found = state.segments.values().find(|s| s.max_timestamp.is_some_and(|t| t >= target));
-            let Some(segment) = found else { return Ok(None) };
-            let start = segment.time_index.lookup(target).map_or(0, |e| e.relative_offset);
+            let found = state
+                .segments
+                .values()
+                .find(|s| s.max_timestamp.is_some_and(|t| t >= target));
+            let Some(segment) = found else {
+                return Ok(None);
+            };
+            let start = segment
+                .time_index
+                .lookup(target)
+                .map_or(0, |e| e.relative_offset);
             segment.base.advance(u64::from(start))
         };
         loop {
@@ -468,7 +563,11 @@ impl<S: Storage> PartitionLog<S> {
     /// Sets the high watermark; it reaches disk with the next checkpoint write.
     pub fn set_high_watermark(&self, high_watermark: Offset) {
         let mut state = self.state.borrow_mut();
-        assert!(high_watermark <= state.log_end, "{high_watermark} > {}", state.log_end);
+        assert!(
+            high_watermark <= state.log_end,
+            "{high_watermark} > {}",
+            state.log_end
+        );
         state.checkpoint.high_watermark = high_watermark.max(state.log_start());
     }
 
@@ -515,15 +614,44 @@ impl<S: Storage> PartitionLog<S> {
             return;
         }
         let hw = state.checkpoint.high_watermark;
-        assert!(state.log_start() <= hw || hw == Offset(0), "{} > {hw}", state.log_start());
+        assert!(
+            state.log_start() <= hw || hw == Offset(0),
+            "{} > {hw}",
+            state.log_start()
+        );
         assert!(hw <= state.log_end, "{hw} > {}", state.log_end);
-        assert!(state.durable_end <= state.written_end, "{} > {}", state.durable_end, state.written_end);
-        assert!(state.written_end <= state.log_end, "{} > {}", state.written_end, state.log_end);
-        assert!(state.durable_bytes <= state.written_bytes, "{} > {}", state.durable_bytes, state.written_bytes);
-        assert!(state.written_bytes <= state.appended_bytes, "{} > {}", state.written_bytes, state.appended_bytes);
+        assert!(
+            state.durable_end <= state.written_end,
+            "{} > {}",
+            state.durable_end,
+            state.written_end
+        );
+        assert!(
+            state.written_end <= state.log_end,
+            "{} > {}",
+            state.written_end,
+            state.log_end
+        );
+        assert!(
+            state.durable_bytes <= state.written_bytes,
+            "{} > {}",
+            state.durable_bytes,
+            state.written_bytes
+        );
+        assert!(
+            state.written_bytes <= state.appended_bytes,
+            "{} > {}",
+            state.written_bytes,
+            state.appended_bytes
+        );
         let active = state.active();
         assert!(!active.sealed, "active segment sealed");
-        assert!(active.next_offset == state.log_end, "{} != {}", active.next_offset, state.log_end);
+        assert!(
+            active.next_offset == state.log_end,
+            "{} != {}",
+            active.next_offset,
+            state.log_end
+        );
         assert!(
             state.pending_start + state.pending.len() as u64 == active.data_len,
             "{} + {} != {}",
@@ -531,12 +659,29 @@ impl<S: Storage> PartitionLog<S> {
             state.pending.len(),
             active.data_len
         );
-        assert!(state.pending_start % BLOCK_SIZE as u64 == 0, "{}", state.pending_start);
+        assert!(
+            state.pending_start % BLOCK_SIZE as u64 == 0,
+            "{}",
+            state.pending_start
+        );
+        Self::segment_invariants(state);
+    }
+
+    fn segment_invariants(state: &LogState<S::File>) {
         let mut previous: Option<&Segment<S::File>> = None;
         for segment in state.segments.values() {
             if let Some(prev) = previous {
-                assert!(prev.sealed, "segment {} before the active one is not sealed", prev.base);
-                assert!(prev.next_offset <= segment.base, "{} > {}", prev.next_offset, segment.base);
+                assert!(
+                    prev.sealed,
+                    "segment {} before the active one is not sealed",
+                    prev.base
+                );
+                assert!(
+                    prev.next_offset <= segment.base,
+                    "{} > {}",
+                    prev.next_offset,
+                    segment.base
+                );
             }
             previous = Some(segment);
         }
@@ -557,56 +702,43 @@ async fn read_segment<F: StorageFile>(
 ) -> Result<ReadBatches> {
     let (mut position, mut expected) = start;
     let mut want = bytes_max.max(READ_SIZE_MIN);
-    let corrupt = |position, reason| Error::CorruptBatch { segment, position, reason };
+    let corrupt = |position, reason| Error::CorruptBatch {
+        segment,
+        position,
+        reason,
+    };
     loop {
-        let len = usize::try_from(limit.saturating_sub(position)).unwrap_or(usize::MAX).min(want);
+        let len = usize::try_from(limit.saturating_sub(position))
+            .unwrap_or(usize::MAX)
+            .min(want);
         if len == 0 {
-            return Ok(ReadBatches { chunks: Vec::new(), next_offset: from });
+            return Ok(ReadBatches {
+                chunks: Vec::new(),
+                next_offset: from,
+            });
         }
         let io_path = PathBuf::from(segment.to_string());
-        let buffer = file.read_at(position, len).await.map_err(Error::io(io_path))?;
-        let mut at = 0usize;
-        let mut taken: Option<(usize, usize)> = None;
-        let mut next_offset = from;
-        while at < buffer.len() {
-            let rest = buffer.get(at..).unwrap_or_default();
-            let checked = BatchHeader::parse(rest).and_then(|header| match header.base_offset {
-                found if found == expected => Ok(header),
-                found => Err(batch::Corruption::OffsetMismatch { expected, found }),
+        let buffer = file
+            .read_at(position, len)
+            .await
+            .map_err(Error::io(io_path))?;
+        let (taken, at) = take_batches(&buffer, position, &mut expected, from, bytes_max)
+            .map_err(|(at, reason)| corrupt(at, reason))?;
+        if let Some((first, end, next_offset)) = taken {
+            return Ok(ReadBatches {
+                chunks: vec![buffer.slice(first..end)],
+                next_offset,
             });
-            // A bad batch after good ones ends the read; the next read reports it.
-            let header = match checked {
-                Ok(header) => header,
-                Err(batch::Corruption::Truncated { .. }) => break,
-                Err(_) if taken.is_some() => break,
-                Err(reason) => return Err(corrupt(position + at as u64, reason)),
-            };
-            let size = header.size as usize;
-            let Some(bytes) = rest.get(..size) else { break };
-            if header.next_offset() > from {
-                if taken.is_some_and(|(first, end)| end - first + size > bytes_max) {
-                    break;
-                }
-                match batch::validate(bytes) {
-                    Ok(_) => {}
-                    Err(_) if taken.is_some() => break,
-                    Err(reason) => return Err(corrupt(position + at as u64, reason)),
-                }
-                taken = Some((taken.map_or(at, |(first, _)| first), at + size));
-                next_offset = header.next_offset();
-            }
-            expected = header.next_offset();
-            at += size;
-        }
-        if let Some((first, end)) = taken {
-            return Ok(ReadBatches { chunks: vec![buffer.slice(first..end)], next_offset });
         }
         if at == 0 {
             // The batch at `position` is bigger than the read: read exactly it.
             let header = BatchHeader::parse(&buffer).map_err(|r| corrupt(position, r))?;
             if position + u64::from(header.size) > limit {
                 let available = limit - position;
-                let reason = batch::Corruption::Truncated { needed: header.size.into(), available };
+                let reason = batch::Corruption::Truncated {
+                    needed: header.size.into(),
+                    available,
+                };
                 return Err(corrupt(position, reason));
             }
             want = header.size as usize;
@@ -614,4 +746,56 @@ async fn read_segment<F: StorageFile>(
             position += at as u64;
         }
     }
+}
+
+/// A run of whole batches in a read buffer: `[first, end)` and the offset after it.
+type BatchRun = (usize, usize, Offset);
+
+/// Walks the batches of `buffer` (read at byte `position`; its first batch must carry
+/// `expected`) and returns the run holding offsets from `from` on, at most `bytes_max`
+/// bytes but at least one batch, and how many bytes it walked. A bad batch after good
+/// ones ends the run (the next read reports it); a bad first batch is the error
+/// `(its position, reason)`.
+fn take_batches(
+    buffer: &[u8],
+    position: u64,
+    expected: &mut Offset,
+    from: Offset,
+    bytes_max: usize,
+) -> std::result::Result<(Option<BatchRun>, usize), (u64, batch::Corruption)> {
+    let mut at = 0usize;
+    let mut taken: Option<BatchRun> = None;
+    while at < buffer.len() {
+        let rest = buffer.get(at..).unwrap_or_default();
+        let checked = BatchHeader::parse(rest).and_then(|header| match header.base_offset {
+            found if found == *expected => Ok(header),
+            found => Err(batch::Corruption::OffsetMismatch {
+                expected: *expected,
+                found,
+            }),
+        });
+        let header = match checked {
+            Ok(header) => header,
+            Err(batch::Corruption::Truncated { .. }) => break,
+            Err(_) if taken.is_some() => break,
+            Err(reason) => return Err((position + at as u64, reason)),
+        };
+        let size = header.size as usize;
+        let Some(bytes) = rest.get(..size) else { break };
+        if header.next_offset() > from {
+            if taken.is_some_and(|(first, end, _)| end - first + size > bytes_max) {
+                break;
+            }
+            match batch::validate(bytes) {
+                Ok(_) => {}
+                Err(_) if taken.is_some() => break,
+                Err(reason) => return Err((position + at as u64, reason)),
+            }
+            let first = taken.map_or(at, |(first, _, _)| first);
+            taken = Some((first, at + size, header.next_offset()));
+        }
+        *expected = header.next_offset();
+        at += size;
+    }
+    Ok((taken, at))
 }

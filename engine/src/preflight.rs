@@ -27,16 +27,21 @@ pub fn preflight(data_dir: &Path) -> Result<PreflightReport> {
 }
 
 fn check_io_uring() -> Result<()> {
-    io_uring::IoUring::new(2).map(drop).map_err(|e| Error::Preflight {
-        check: "io_uring",
-        detail: e.to_string(),
-        fix: "run on Linux >= 5.8 with io_uring enabled (sysctl kernel.io_uring_disabled=0; \
+    io_uring::IoUring::new(2)
+        .map(drop)
+        .map_err(|e| Error::Preflight {
+            check: "io_uring",
+            detail: e.to_string(),
+            fix: "run on Linux >= 5.8 with io_uring enabled (sysctl kernel.io_uring_disabled=0; \
               in a container, allow io_uring_setup in the seccomp profile)",
-    })
+        })
 }
 
 fn check_memlock() -> Result<PreflightReport> {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit writes into the struct we pass and reads nothing else.
     let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &raw mut limit) };
     if rc != 0 {
@@ -50,12 +55,18 @@ fn check_memlock() -> Result<PreflightReport> {
     if memlock.is_some_and(|bytes| bytes < MEMLOCK_MIN_BYTES) {
         return Err(Error::Preflight {
             check: "RLIMIT_MEMLOCK",
-            detail: format!("locked-memory limit is {} KiB, glommio needs 512 KiB", memlock.unwrap_or(0) >> 10),
+            detail: format!(
+                "locked-memory limit is {} KiB, glommio needs 512 KiB",
+                memlock.unwrap_or(0) >> 10
+            ),
             fix: "raise it: `ulimit -l 8192` in the shell, LimitMEMLOCK=8M in a systemd unit, \
                   or --ulimit memlock=8388608 for a container",
         });
     }
-    Ok(PreflightReport { memlock_bytes: memlock, can_lock_beyond_limit: has_cap_ipc_lock() })
+    Ok(PreflightReport {
+        memlock_bytes: memlock,
+        can_lock_beyond_limit: has_cap_ipc_lock(),
+    })
 }
 
 fn has_cap_ipc_lock() -> bool {
@@ -86,16 +97,22 @@ fn check_o_direct(data_dir: &Path) -> Result<()> {
         .custom_flags(libc::O_DIRECT)
         .open(&probe);
     let _ = std::fs::remove_file(&probe);
-    opened.map(drop).map_err(|e| fail(format!("{}: {e}", data_dir.display())))
+    opened
+        .map(drop)
+        .map_err(|e| fail(format!("{}: {e}", data_dir.display())))
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::cast_possible_truncation, clippy::cast_possible_wrap)]
 mod tests {
     use super::*;
 
     #[test]
     fn passes_on_a_real_filesystem() {
-        let root = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/shardlog-test"));
+        let root = std::path::PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../target/shardlog-test"
+        ));
         std::fs::create_dir_all(&root).unwrap();
         let dir = tempfile::tempdir_in(root).unwrap();
         let report = preflight(dir.path()).unwrap();

@@ -67,7 +67,9 @@ impl<'a> Record<'a> {
 
     /// Iterates `(key, value)` of the headers; the bytes were checked when the record was.
     pub fn headers(&self) -> impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)> + 'a {
-        let mut cursor = Cursor { bytes: self.headers };
+        let mut cursor = Cursor {
+            bytes: self.headers,
+        };
         (0..self.header_count).map_while(move |_| {
             let key = cursor.bytes_field().ok()??;
             let value = cursor.bytes_field().ok()?;
@@ -90,7 +92,9 @@ impl<'a> RecordIter<'a> {
     pub fn new(header: &BatchHeader, batch: &'a [u8]) -> RecordIter<'a> {
         let end = (header.size as usize).min(batch.len());
         RecordIter {
-            cursor: Cursor { bytes: batch.get(BATCH_HEADER_SIZE..end).unwrap_or_default() },
+            cursor: Cursor {
+                bytes: batch.get(BATCH_HEADER_SIZE..end).unwrap_or_default(),
+            },
             remaining: header.record_count,
             failed: false,
         }
@@ -115,7 +119,14 @@ impl<'a> RecordIter<'a> {
         if !check.bytes.is_empty() {
             return Err(RecordError::Trailing);
         }
-        Ok(Record { offset_delta, timestamp_delta, key, value, header_count, headers })
+        Ok(Record {
+            offset_delta,
+            timestamp_delta,
+            key,
+            value,
+            header_count,
+            headers,
+        })
     }
 }
 
@@ -170,7 +181,9 @@ impl<'a> Cursor<'a> {
     fn bytes_field(&mut self) -> Result<Option<&'a [u8]>, RecordError> {
         match self.varint()? {
             -1 => Ok(None),
-            len => Ok(Some(self.take(usize::try_from(len).map_err(|_| RecordError::Length)?)?)),
+            len => Ok(Some(
+                self.take(usize::try_from(len).map_err(|_| RecordError::Length)?)?,
+            )),
         }
     }
 }
@@ -243,8 +256,11 @@ pub struct ProducerFields {
 
 impl ProducerFields {
     /// A producer that is not idempotent.
-    pub const NONE: ProducerFields =
-        ProducerFields { producer_id: -1, producer_epoch: -1, base_sequence: -1 };
+    pub const NONE: ProducerFields = ProducerFields {
+        producer_id: -1,
+        producer_epoch: -1,
+        base_sequence: -1,
+    };
 }
 
 /// A record's headers: `(key, value)` pairs.
@@ -318,7 +334,10 @@ impl BatchBuilder {
         self.max_timestamp = self.max_timestamp.max(timestamp);
         let timestamp_delta = timestamp.0.saturating_sub(base.0);
         let offset_delta = i64::from(self.record_count);
-        let header_bytes: usize = headers.iter().map(|(k, v)| field_len(Some(k)) + field_len(*v)).sum();
+        let header_bytes: usize = headers
+            .iter()
+            .map(|(k, v)| field_len(Some(k)) + field_len(*v))
+            .sum();
         let header_count = i64::try_from(headers.len()).expect("header count fits i64");
         let body = 1
             + varint_len(timestamp_delta)
@@ -328,7 +347,10 @@ impl BatchBuilder {
             + varint_len(header_count)
             + header_bytes;
         self.buf.reserve(body + 5);
-        put_varint(&mut self.buf, i64::try_from(body).expect("record size fits i64"));
+        put_varint(
+            &mut self.buf,
+            i64::try_from(body).expect("record size fits i64"),
+        );
         self.buf.push(0);
         put_varint(&mut self.buf, timestamp_delta);
         put_varint(&mut self.buf, offset_delta);
@@ -377,6 +399,7 @@ impl BatchBuilder {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::cast_possible_truncation, clippy::cast_possible_wrap)]
 mod tests {
     use super::*;
     use crate::batch::{validate, validate_with_records};
@@ -384,7 +407,18 @@ mod tests {
 
     #[test]
     fn varint_roundtrip_edges() {
-        for value in [0i64, -1, 1, 63, -64, 64, 300, i64::from(i32::MAX), i64::MIN, i64::MAX] {
+        for value in [
+            0i64,
+            -1,
+            1,
+            63,
+            -64,
+            64,
+            300,
+            i64::from(i32::MAX),
+            i64::MIN,
+            i64::MAX,
+        ] {
             let mut out = Vec::new();
             put_varint(&mut out, value);
             assert_eq!(out.len(), varint_len(value), "{value}");
@@ -445,6 +479,9 @@ mod tests {
         assert_eq!(header.leader_epoch, LeaderEpoch(7));
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
-        assert!(matches!(validate(&bytes), Err(batch::Corruption::CrcMismatch { .. })));
+        assert!(matches!(
+            validate(&bytes),
+            Err(batch::Corruption::CrcMismatch { .. })
+        ));
     }
 }

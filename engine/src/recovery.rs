@@ -88,11 +88,7 @@ impl Scanner {
 
     /// Verifies the whole batches in `chunk`, which starts at [`Scanner::position`], calling
     /// `on_batch(position, header)` for each valid one, in order.
-    pub fn feed(
-        &mut self,
-        chunk: &[u8],
-        mut on_batch: impl FnMut(u64, &BatchHeader),
-    ) -> Step {
+    pub fn feed(&mut self, chunk: &[u8], mut on_batch: impl FnMut(u64, &BatchHeader)) -> Step {
         let mut at = 0usize;
         loop {
             let rest = chunk.get(at..).unwrap_or_default();
@@ -122,16 +118,20 @@ impl Scanner {
                 // A CRC-valid batch whose offset deltas carry the segment past what its
                 // index can address: corruption (the engine rolls before this happens).
                 let value = i64::from(header.last_offset_delta);
-                return Step::Invalid(Corruption::BadField { field: "last_offset_delta", value });
+                return Step::Invalid(Corruption::BadField {
+                    field: "last_offset_delta",
+                    value,
+                });
             }
             on_batch(self.position, &header);
             self.position += size as u64;
             self.next_offset = header.next_offset();
             self.batch_count += 1;
             self.record_count += u64::from(header.record_count);
-            self.max_timestamp = Some(self.max_timestamp.map_or(header.max_timestamp, |t| {
-                t.max(header.max_timestamp)
-            }));
+            self.max_timestamp = Some(
+                self.max_timestamp
+                    .map_or(header.max_timestamp, |t| t.max(header.max_timestamp)),
+            );
             self.first_timestamp.get_or_insert(header.base_timestamp);
             at += size;
         }
@@ -166,7 +166,12 @@ pub fn classify_stop(rest: &[u8], reason: Option<Corruption>) -> StopKind {
         }
         (_, Some(size)) => size,
     };
-    if rest.get(after..).unwrap_or_default().iter().all(|&b| b == 0) {
+    if rest
+        .get(after..)
+        .unwrap_or_default()
+        .iter()
+        .all(|&b| b == 0)
+    {
         StopKind::TornTail
     } else {
         StopKind::Damaged
@@ -174,6 +179,7 @@ pub fn classify_stop(rest: &[u8], reason: Option<Corruption>) -> StopKind {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::cast_possible_truncation, clippy::cast_possible_wrap)]
 mod tests {
     use super::*;
     use crate::ids::LeaderEpoch;
@@ -255,13 +261,18 @@ mod tests {
         let mut damaged = padded.clone();
         damaged[starts[1].0 as usize + 80] ^= 0x10;
         let (scanner, step) = scan_all(&damaged);
-        let Step::Invalid(reason) = step else { panic!("{step:?}") };
+        let Step::Invalid(reason) = step else {
+            panic!("{step:?}")
+        };
         let rest = &damaged[scanner.position() as usize..];
         assert_eq!(classify_stop(rest, Some(reason)), StopKind::Damaged);
         // Clean end.
         let (scanner, step) = scan_all(&padded);
         let rest = &padded[scanner.position() as usize..];
-        let reason = match step { Step::Invalid(r) => Some(r), Step::NeedMore => None };
+        let reason = match step {
+            Step::Invalid(r) => Some(r),
+            Step::NeedMore => None,
+        };
         assert_eq!(classify_stop(rest, reason), StopKind::End);
         assert_eq!(scanner.batch_count(), 3);
     }

@@ -26,7 +26,10 @@ pub fn segments_to_delete(
     let sealed = segments.len().saturating_sub(1);
     let mut total: u64 = segments.iter().map(|s| s.bytes).sum();
     let cutoff = retention_age.map(|age| {
-        TimestampMs(now.0.saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX)))
+        TimestampMs(
+            now.0
+                .saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX)),
+        )
     });
     let mut delete = 0;
     for segment in segments.iter().take(sealed) {
@@ -42,18 +45,27 @@ pub fn segments_to_delete(
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::cast_possible_truncation, clippy::cast_possible_wrap)]
 mod tests {
     use super::*;
 
     fn seg(bytes: u64, ts: i64) -> SegmentSummary {
-        SegmentSummary { bytes, max_timestamp: Some(TimestampMs(ts)) }
+        SegmentSummary {
+            bytes,
+            max_timestamp: Some(TimestampMs(ts)),
+        }
     }
 
     #[test]
     fn table() {
         let hour = Duration::from_secs(3600);
         let now = TimestampMs(10 * 3_600_000);
-        let log = [seg(100, 1), seg(100, 3_600_000 * 8), seg(100, 3_600_000 * 9), seg(100, now.0)];
+        let log = [
+            seg(100, 1),
+            seg(100, 3_600_000 * 8),
+            seg(100, 3_600_000 * 9),
+            seg(100, now.0),
+        ];
         let cases: [(Option<u64>, Option<Duration>, usize); 7] = [
             (None, None, 0),
             (Some(1000), None, 0),
@@ -64,7 +76,11 @@ mod tests {
             (Some(350), Some(hour * 5), 1),
         ];
         for (bytes, age, want) in cases {
-            assert_eq!(segments_to_delete(&log, bytes, age, now), want, "{bytes:?} {age:?}");
+            assert_eq!(
+                segments_to_delete(&log, bytes, age, now),
+                want,
+                "{bytes:?} {age:?}"
+            );
         }
         assert_eq!(segments_to_delete(&[], Some(0), None, now), 0);
     }

@@ -112,8 +112,17 @@ impl<F> Segment<F> {
     /// Accounts for a batch stored at byte `position`, adding index entries every
     /// `index_interval_bytes`. Batches arrive in order.
     pub fn track_batch(&mut self, position: u64, header: &BatchHeader, index_interval_bytes: u32) {
-        assert!(position == self.data_len, "batch at {position}, segment ends at {}", self.data_len);
-        assert!(header.base_offset == self.next_offset, "{} != {}", header.base_offset, self.next_offset);
+        assert!(
+            position == self.data_len,
+            "batch at {position}, segment ends at {}",
+            self.data_len
+        );
+        assert!(
+            header.base_offset == self.next_offset,
+            "{} != {}",
+            header.base_offset,
+            self.next_offset
+        );
         let at = IndexEntry {
             relative_offset: u32::try_from(header.base_offset.distance_from(self.base))
                 .expect("segment offset span fits u32"),
@@ -122,14 +131,20 @@ impl<F> Segment<F> {
         if self.index.is_empty() || self.bytes_since_index >= u64::from(index_interval_bytes) {
             self.index.push(at);
             let before = self.max_timestamp.unwrap_or(TimestampMs(i64::MIN));
-            self.time_index.maybe_push(TimeEntry { max_timestamp_before: before, at });
+            self.time_index.maybe_push(TimeEntry {
+                max_timestamp_before: before,
+                at,
+            });
             self.bytes_since_index = 0;
         }
         self.bytes_since_index += u64::from(header.size);
         self.data_len += u64::from(header.size);
         self.next_offset = header.next_offset();
         self.first_timestamp.get_or_insert(header.base_timestamp);
-        self.max_timestamp = Some(self.max_timestamp.map_or(header.max_timestamp, |t| t.max(header.max_timestamp)));
+        self.max_timestamp = Some(
+            self.max_timestamp
+                .map_or(header.max_timestamp, |t| t.max(header.max_timestamp)),
+        );
         self.batch_count += 1;
         self.record_count += u64::from(header.record_count);
     }
@@ -139,7 +154,10 @@ impl<F> Segment<F> {
     #[must_use]
     pub fn scan_start(&self, offset: Offset) -> IndexEntry {
         let relative = u32::try_from(offset.0.saturating_sub(self.base.0)).unwrap_or(u32::MAX);
-        self.index.lookup(relative).unwrap_or(IndexEntry { relative_offset: 0, position: 0 })
+        self.index.lookup(relative).unwrap_or(IndexEntry {
+            relative_offset: 0,
+            position: 0,
+        })
     }
 
     /// What the offset index file records about this segment.
@@ -154,7 +172,13 @@ impl<F> Segment<F> {
     }
 
     /// Restores a sealed segment's accounting from its index files.
-    pub fn restore(&mut self, index: OffsetIndex, time_index: TimeIndex, meta: &SealedMeta, max_timestamp: TimestampMs) {
+    pub fn restore(
+        &mut self,
+        index: OffsetIndex,
+        time_index: TimeIndex,
+        meta: &SealedMeta,
+        max_timestamp: TimestampMs,
+    ) {
         self.index = index;
         self.time_index = time_index;
         self.data_len = meta.data_len;
@@ -171,7 +195,11 @@ impl<F> Segment<F> {
     /// scan further and retention keep the segment longer.
     pub fn truncate_to(&mut self, position: u64, next_offset: Offset, removed: (u64, u64)) {
         assert!(position <= self.data_len, "{position} > {}", self.data_len);
-        assert!(next_offset <= self.next_offset, "{next_offset} > {}", self.next_offset);
+        assert!(
+            next_offset <= self.next_offset,
+            "{next_offset} > {}",
+            self.next_offset
+        );
         self.index.truncate_to_position(position);
         self.time_index.truncate_to_position(position);
         self.data_len = position;
@@ -188,6 +216,7 @@ impl<F> Segment<F> {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::cast_possible_truncation, clippy::cast_possible_wrap)]
 mod tests {
     use super::*;
 
@@ -196,7 +225,11 @@ mod tests {
         let name = segment_file_name(Offset(1234), LOG_SUFFIX);
         assert_eq!(name, "00000000000000001234.log");
         assert_eq!(parse_segment_name(&name), Some(Offset(1234)));
-        for bad in ["1234.log", "00000000000000001234.index", "0000000000000000123x.log"] {
+        for bad in [
+            "1234.log",
+            "00000000000000001234.index",
+            "0000000000000000123x.log",
+        ] {
             assert_eq!(parse_segment_name(bad), None, "{bad}");
         }
     }

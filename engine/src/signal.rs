@@ -29,7 +29,10 @@ impl Signal {
 
     /// Resolves after the next [`Signal::notify_all`].
     pub(crate) fn changed(&self) -> Changed<'_> {
-        Changed { signal: self, generation: self.generation.get() }
+        Changed {
+            signal: self,
+            generation: self.generation.get(),
+        }
     }
 }
 

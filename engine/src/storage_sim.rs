@@ -75,7 +75,10 @@ pub struct SimFile {
 }
 
 fn not_found(path: &Path) -> io::Error {
-    io::Error::new(io::ErrorKind::NotFound, format!("{} not found", path.display()))
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{} not found", path.display()),
+    )
 }
 
 /// A small deterministic PRNG (splitmix64), so a crash is replayed by its seed.
@@ -111,8 +114,15 @@ impl SimStorage {
                 SimFileData::apply(&mut bytes, op);
             }
             if let Some(Op::Write { pos, data }) = ops.get(keep) {
-                let torn = usize::try_from(splitmix(&mut rng) % (data.len() as u64 + 1)).unwrap_or(0);
-                SimFileData::apply(&mut bytes, &Op::Write { pos: *pos, data: data[..torn].to_vec() });
+                let torn =
+                    usize::try_from(splitmix(&mut rng) % (data.len() as u64 + 1)).unwrap_or(0);
+                SimFileData::apply(
+                    &mut bytes,
+                    &Op::Write {
+                        pos: *pos,
+                        data: data[..torn].to_vec(),
+                    },
+                );
             }
             file.visible = bytes.clone();
             file.durable = bytes;
@@ -190,7 +200,10 @@ impl Storage for SimStorage {
         let mut fs = self.fs.borrow_mut();
         let data = match (mode, fs.names.get(path)) {
             (OpenMode::CreateNew, Some(_)) => {
-                return Err(io::Error::new(io::ErrorKind::AlreadyExists, path.display().to_string()));
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    path.display().to_string(),
+                ));
             }
             (OpenMode::CreateNew, None) => {
                 let parent = path.parent().unwrap_or(Path::new(""));
@@ -204,7 +217,10 @@ impl Storage for SimStorage {
             (OpenMode::ReadWrite, Some(data)) => data.clone(),
             (OpenMode::ReadWrite, None) => return Err(not_found(path)),
         };
-        Ok(SimFile { data, fs: self.fs.clone() })
+        Ok(SimFile {
+            data,
+            fs: self.fs.clone(),
+        })
     }
 
     async fn create_dir_all(&self, path: &Path) -> io::Result<()> {
@@ -230,7 +246,10 @@ impl Storage for SimStorage {
 
     async fn remove_file(&self, path: &Path) -> io::Result<()> {
         let mut fs = self.fs.borrow_mut();
-        fs.names.remove(path).map(|_| ()).ok_or_else(|| not_found(path))
+        fs.names
+            .remove(path)
+            .map(|_| ())
+            .ok_or_else(|| not_found(path))
     }
 
     async fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
@@ -247,8 +266,12 @@ impl Storage for SimStorage {
         }
         let in_dir = |p: &PathBuf| p.parent() == Some(path);
         fs.durable_names.retain(|p, _| !in_dir(p));
-        let entries: Vec<_> =
-            fs.names.iter().filter(|(p, _)| in_dir(p)).map(|(p, d)| (p.clone(), d.clone())).collect();
+        let entries: Vec<_> = fs
+            .names
+            .iter()
+            .filter(|(p, _)| in_dir(p))
+            .map(|(p, d)| (p.clone(), d.clone()))
+            .collect();
         fs.durable_names.extend(entries);
         Ok(())
     }
@@ -269,15 +292,27 @@ impl SimFile {
 impl StorageFile for SimFile {
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes> {
         let data = self.data.borrow();
-        let start = usize::try_from(pos).unwrap_or(usize::MAX).min(data.visible.len());
+        let start = usize::try_from(pos)
+            .unwrap_or(usize::MAX)
+            .min(data.visible.len());
         let end = start.saturating_add(len).min(data.visible.len());
         Ok(Bytes::copy_from_slice(&data.visible[start..end]))
     }
 
     async fn write_at(&self, pos: u64, data: &[u8]) -> io::Result<()> {
-        assert!(pos % BLOCK_SIZE as u64 == 0, "unaligned write position {pos}");
-        assert!(data.len() % BLOCK_SIZE == 0, "unaligned write length {}", data.len());
-        self.push(Op::Write { pos, data: data.to_vec() })?;
+        assert!(
+            pos % BLOCK_SIZE as u64 == 0,
+            "unaligned write position {pos}"
+        );
+        assert!(
+            data.len() % BLOCK_SIZE == 0,
+            "unaligned write length {}",
+            data.len()
+        );
+        self.push(Op::Write {
+            pos,
+            data: data.to_vec(),
+        })?;
         self.fs.borrow_mut().writes += 1;
         Ok(())
     }

@@ -89,6 +89,7 @@ impl TailCache {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::cast_possible_truncation, clippy::cast_possible_wrap)]
 mod tests {
     use super::*;
 
@@ -96,7 +97,11 @@ mod tests {
     fn keeps_unwritten_and_serves_from_the_holding_batch() {
         let mut cache = TailCache::default();
         for i in 0..10u64 {
-            cache.push(Offset(i * 2), Offset(i * 2 + 2), Bytes::from(vec![0u8; 100]));
+            cache.push(
+                Offset(i * 2),
+                Offset(i * 2 + 2),
+                Bytes::from(vec![0u8; 100]),
+            );
         }
         cache.evict(300, Offset(4));
         assert_eq!(cache.bytes(), 800, "only written batches may go");

@@ -39,7 +39,10 @@ impl TimeIndex {
             if entry.max_timestamp_before <= last.max_timestamp_before {
                 return;
             }
-            assert!(last.at.position < entry.at.position, "{last:?} then {entry:?}");
+            assert!(
+                last.at.position < entry.at.position,
+                "{last:?} then {entry:?}"
+            );
         }
         self.entries.push(entry);
     }
@@ -48,8 +51,13 @@ impl TimeIndex {
     /// means the start of the segment.
     #[must_use]
     pub fn lookup(&self, target: TimestampMs) -> Option<IndexEntry> {
-        let after = self.entries.partition_point(|e| e.max_timestamp_before < target);
-        after.checked_sub(1).and_then(|i| self.entries.get(i)).map(|e| e.at)
+        let after = self
+            .entries
+            .partition_point(|e| e.max_timestamp_before < target);
+        after
+            .checked_sub(1)
+            .and_then(|i| self.entries.get(i))
+            .map(|e| e.at)
     }
 
     /// Drops entries at or after byte `position`.
@@ -82,7 +90,10 @@ impl TimeIndex {
             let pos = u32::from_le_bytes(le(12, 4)?.try_into().map_err(|_| IndexError::Truncated)?);
             let entry = TimeEntry {
                 max_timestamp_before: TimestampMs(ts),
-                at: IndexEntry { relative_offset: rel, position: pos },
+                at: IndexEntry {
+                    relative_offset: rel,
+                    position: pos,
+                },
             };
             let ordered = index.entries.last().is_none_or(|last| {
                 last.max_timestamp_before < entry.max_timestamp_before
@@ -100,6 +111,7 @@ impl TimeIndex {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::cast_possible_truncation, clippy::cast_possible_wrap)]
 mod tests {
     use super::*;
 
@@ -107,8 +119,14 @@ mod tests {
     fn lookup_finds_last_entry_below_target() {
         let mut index = TimeIndex::default();
         for (ts, pos) in [(10, 100), (10, 150), (20, 200), (35, 300)] {
-            let at = IndexEntry { relative_offset: pos, position: pos };
-            index.maybe_push(TimeEntry { max_timestamp_before: TimestampMs(ts), at });
+            let at = IndexEntry {
+                relative_offset: pos,
+                position: pos,
+            };
+            index.maybe_push(TimeEntry {
+                max_timestamp_before: TimestampMs(ts),
+                at,
+            });
         }
         assert_eq!(index.lookup(TimestampMs(5)), None);
         assert_eq!(index.lookup(TimestampMs(10)), None);

@@ -20,7 +20,7 @@ fn wide_batch(base: u64) -> Vec<u8> {
     bytes[17..21].copy_from_slice(&crc.to_be_bytes());
     batch::patch_base(&mut bytes, Offset(base), LeaderEpoch(1));
     assert_eq!(
-        batch::validate(&bytes).unwrap().next_offset(),
+        batch::validate(&bytes).expect("valid").next_offset(),
         Offset(base + (1 << 31))
     );
     bytes

@@ -10,15 +10,22 @@ use std::path::{Path, PathBuf};
 const BLOCKING_ALLOWED: &[&str] = &["engine/src/preflight.rs", "engine/src/dma_storage.rs"];
 /// Directories whose code runs on a shard's executor.
 const EXECUTOR_CODE: &[&str] = &["engine/src"];
-const BANNED_STEMS: &[&str] = &["utils", "util", "common", "helpers", "helper", "misc", "types", "manager"];
+const BANNED_STEMS: &[&str] = &[
+    "utils", "util", "common", "helpers", "helper", "misc", "types", "manager",
+];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         let name = entry.file_name().to_string_lossy().into_owned();
         if path.is_dir() {
-            if !matches!(name.as_str(), "target" | ".git" | "fixtures" | "corpus" | "artifacts") {
+            if !matches!(
+                name.as_str(),
+                "target" | ".git" | "fixtures" | "corpus" | "artifacts"
+            ) {
                 rust_files(&path, out);
             }
         } else if name.ends_with(".rs") {
@@ -53,26 +60,48 @@ fn tidy() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut files = Vec::new();
     rust_files(&root, &mut files);
-    assert!(files.len() > 10, "found only {} files under {}", files.len(), root.display());
+    assert!(
+        files.len() > 10,
+        "found only {} files under {}",
+        files.len(),
+        root.display()
+    );
     let mut problems = Vec::new();
     for path in &files {
-        let rel = path.strip_prefix(&root).unwrap_or(path).to_string_lossy().replace('\\', "/");
+        let rel = path
+            .strip_prefix(&root)
+            .unwrap_or(path)
+            .to_string_lossy()
+            .replace('\\', "/");
         let text = std::fs::read_to_string(path).unwrap_or_default();
-        let stem = path.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+        let stem = path
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         if BANNED_STEMS.contains(&stem.as_str()) {
             problems.push(format!("{rel}: banned file name (say what the file holds)"));
         }
-        if stem.chars().last().is_some_and(|c| c.is_ascii_digit()) && stem.chars().any(|c| c.is_ascii_alphabetic()) {
+        if stem.chars().last().is_some_and(|c| c.is_ascii_digit())
+            && stem.chars().any(|c| c.is_ascii_alphabetic())
+        {
             problems.push(format!("{rel}: numbered copy"));
         }
         if !text.trim_start().starts_with("//!") {
             problems.push(format!("{rel}: no //! header saying what the file owns"));
         }
         // This file names the markers it looks for.
-        let lines = if rel == "engine/tests/tidy.rs" { "" } else { text.as_str() };
+        let lines = if rel == "engine/tests/tidy.rs" {
+            ""
+        } else {
+            text.as_str()
+        };
         for (i, line) in lines.lines().enumerate() {
             if let Some(marker) = untracked_marker(line) {
-                problems.push(format!("{rel}:{}: {marker} without an issue number (#N)", i + 1));
+                problems.push(format!(
+                    "{rel}:{}: {marker} without an issue number (#N)",
+                    i + 1
+                ));
             }
         }
         let executor = EXECUTOR_CODE.iter().any(|dir| rel.starts_with(dir));
