@@ -14,10 +14,11 @@ pub enum FlushPolicy {
     /// Append resolves after the batch is written and fdatasync'ed (default):
     /// acknowledged means on disk.
     Always,
-    /// Append resolves after the write reaches the device; fdatasync runs at most every
-    /// interval, from the flush path and from [`crate::PartitionLog::tick`].
+    /// Append resolves after the write reaches the device; fdatasync runs every interval
+    /// in the background, from [`crate::PartitionLog::tick`].
     Interval(Duration),
-    /// Append resolves after the write; fdatasync only on roll and close.
+    /// Append resolves after the write; fdatasync on roll and close, and from
+    /// [`crate::PartitionLog::tick`] once 32 MiB are unsynced (to keep rolls short).
     Never,
 }
 
@@ -123,7 +124,11 @@ impl EngineConfig {
 }
 
 #[cfg(test)]
-#[allow(clippy::indexing_slicing, clippy::cast_possible_truncation, clippy::cast_possible_wrap)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap
+)]
 mod tests {
     use super::*;
 

@@ -7,7 +7,6 @@ use std::rc::Rc;
 
 use crate::batch::BatchHeader;
 use crate::checkpoint::CHECKPOINT_FILE;
-use crate::config::FlushPolicy;
 use crate::error::{Error, Result};
 use crate::ids::{Offset, TimestampMs};
 use crate::log_open::create_segment;
@@ -336,17 +335,13 @@ impl<S: Storage> PartitionLog<S> {
         Ok(doomed.len())
     }
 
-    /// Periodic upkeep, called by the owner every few milliseconds: the interval sync,
-    /// roll by age and retention.
+    /// Periodic upkeep, called by the owner every few milliseconds (10 ms is plenty):
+    /// the background sync of `interval` and `never` (when the interval is up, or 32 MiB
+    /// are unsynced), roll by age and retention. Under `interval`, this is the only
+    /// place the interval sync happens.
     pub async fn tick(&self, now: TimestampMs) -> Result<()> {
-        if let FlushPolicy::Interval(every) = self.config.flush {
-            let due = {
-                let state = self.state.borrow();
-                state.durable_end < state.log_end && state.last_sync.elapsed() >= every
-            };
-            if due {
-                self.sync().await?;
-            }
+        if self.background_sync_due() {
+            self.sync().await?;
         }
         let too_old = {
             let state = self.state.borrow();

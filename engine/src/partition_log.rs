@@ -37,6 +37,14 @@ use crate::signal::Signal;
 use crate::storage::{Storage, StorageFile};
 use crate::tail_cache::TailCache;
 
+/// Flushes under way at once under `interval` and `never`: enough to keep the device
+/// busy while the next flush's bytes are prepared.
+const FLUSHES_IN_FLIGHT_MAX: usize = 4;
+
+/// Under `interval` and `never`, `tick` syncs once this much is appended but not synced,
+/// so that a roll's sync stays short.
+const UNSYNCED_BYTES_MAX: u64 = 32 << 20;
+
 /// Disk reads ask for at least this much, so one read serves a few batches.
 const READ_SIZE_MIN: usize = 64 << 10;
 
@@ -119,6 +127,8 @@ struct FlushJob<F> {
     path: PathBuf,
     /// Block-aligned file position of `data`.
     start: u64,
+    /// Ticket of the first byte of `data` that no earlier flush wrote.
+    start_ticket: u64,
     data: Vec<u8>,
     /// `(log_end, appended_bytes)` when the flush took the data.
     target: (Offset, u64),
@@ -143,7 +153,17 @@ pub(crate) struct LogState<F> {
     pub(crate) pending: Vec<u8>,
     pub(crate) pending_start: u64,
     pub(crate) spare: Vec<u8>,
-    pub(crate) flushing: bool,
+    /// Flushes under way. `always` runs one at a time (group commit); `interval` and
+    /// `never` pipeline up to `FLUSHES_IN_FLIGHT_MAX`.
+    pub(crate) flushes_in_flight: usize,
+    /// Bytes appended that some flush has taken (written or being written).
+    pub(crate) reserved_bytes: u64,
+    /// The largest ticket an fdatasync under way will cover.
+    pub(crate) syncing_to: u64,
+    /// Flushes whose writes finished before an earlier flush's did, keyed by their
+    /// first byte (ticket space): `(log end, end ticket, written_len)`. Merged into
+    /// `written_*` once the prefix before them is written.
+    pub(crate) written_ahead: BTreeMap<u64, (Offset, u64, u64)>,
     /// A roll, truncation, retention pass or close is running: appends wait.
     pub(crate) exclusive: bool,
     pub(crate) stopped: bool,
@@ -302,7 +322,7 @@ impl<S: Storage> PartitionLog<S> {
     /// while a waiter's batch (made durable before the cut) must still resolve.
     pub(crate) async fn flush_to(&self, ticket: u64, sync: bool) -> Result<()> {
         loop {
-            let become_flusher = {
+            let start = {
                 let state = self.state.borrow();
                 if state.stopped {
                     return Err(Error::Stopped);
@@ -315,9 +335,12 @@ impl<S: Storage> PartitionLog<S> {
                 if done {
                     return Ok(());
                 }
-                !state.flushing
+                let room = state.flushes_in_flight < self.flushes_in_flight_max();
+                let unwritten = state.appended_bytes > state.reserved_bytes;
+                let unsynced = sync && state.syncing_to < ticket;
+                room && (unwritten || unsynced)
             };
-            if become_flusher {
+            if start {
                 self.flush_once(sync).await?;
             } else {
                 self.changed.changed().await;
@@ -325,39 +348,85 @@ impl<S: Storage> PartitionLog<S> {
         }
     }
 
-    /// One group-commit round: writes everything pending, then syncs if `sync`, the
-    /// policy, or the interval says so.
+    fn flushes_in_flight_max(&self) -> usize {
+        match self.config.flush {
+            FlushPolicy::Always => 1,
+            FlushPolicy::Interval(_) | FlushPolicy::Never => FLUSHES_IN_FLIGHT_MAX,
+        }
+    }
+
+    /// One flush: writes what is pending as whole blocks, then syncs if `sync` or the
+    /// policy is `always`. Flushes may overlap (see `flushes_in_flight`):
+    /// a flush's first block is the previous flush's partial last block, so it is
+    /// written only once every earlier flush's writes are done; the rest goes at once.
     async fn flush_once(&self, sync: bool) -> Result<()> {
         let mut job = self.take_flush(sync);
-        let wrote = !job.data.is_empty();
         let result = async {
-            if wrote {
+            if !job.data.is_empty() {
                 job.data
                     .resize(job.data.len().next_multiple_of(BLOCK_SIZE), 0);
+                let (first, rest) = job.data.split_at(BLOCK_SIZE);
                 let chunk = self.config.write_chunk_bytes;
-                let writes = job
-                    .data
-                    .chunks(chunk)
-                    .enumerate()
-                    .map(|(i, part)| job.file.write_at(job.start + (i * chunk) as u64, part));
-                futures::future::try_join_all(writes).await?;
+                let rest_writes = rest.chunks(chunk).enumerate().map(|(i, part)| {
+                    let position = job.start + (BLOCK_SIZE + i * chunk) as u64;
+                    job.file.write_at(position, part)
+                });
+                let first_write = async {
+                    self.wait_written(job.start_ticket).await?;
+                    job.file.write_at(job.start, first).await
+                };
+                futures::future::try_join(first_write, futures::future::try_join_all(rest_writes))
+                    .await?;
+                self.mark_written(&job);
             }
             if job.sync {
+                // What fdatasync makes durable is what was written when it was called: the
+                // written prefix, once it reaches this flush's data.
+                self.wait_written(job.target.1).await?;
+                let covered = {
+                    let state = self.state.borrow();
+                    (state.written_end, state.written_bytes)
+                };
                 job.file.sync_data().await?;
+                self.mark_synced(covered);
             }
             Ok(())
         }
         .await;
-        self.finish_flush(job, wrote, result)
+        self.finish_flush(job, result)
+    }
+
+    /// Waits until every byte before `ticket` is written (by this or earlier flushes).
+    async fn wait_written(&self, ticket: u64) -> std::io::Result<()> {
+        loop {
+            {
+                let state = self.state.borrow();
+                if state.stopped {
+                    return Err(std::io::Error::other("log stopped by an earlier failure"));
+                }
+                if state.written_bytes >= ticket {
+                    return Ok(());
+                }
+            }
+            self.changed.changed().await;
+        }
     }
 
     /// Takes the pending bytes for one flush, keeping the partial last block pending.
     fn take_flush(&self, sync: bool) -> FlushJob<S::File> {
         let mut state = self.state.borrow_mut();
-        assert!(!state.flushing, "two flushers");
-        state.flushing = true;
+        assert!(
+            state.flushes_in_flight < self.flushes_in_flight_max(),
+            "too many flushes"
+        );
+        state.flushes_in_flight += 1;
+        let start_ticket = state.reserved_bytes;
         let target = (state.log_end, state.appended_bytes);
-        let sync = sync || self.sync_due(&state);
+        state.reserved_bytes = state.appended_bytes;
+        let sync = sync || self.config.flush == FlushPolicy::Always;
+        if sync {
+            state.syncing_to = state.syncing_to.max(target.1);
+        }
         let mut data = std::mem::take(&mut state.spare);
         std::mem::swap(&mut data, &mut state.pending);
         let start = state.pending_start;
@@ -365,7 +434,7 @@ impl<S: Storage> PartitionLog<S> {
         let tail = data.len() % BLOCK_SIZE;
         state.pending.extend_from_slice(&data[data.len() - tail..]);
         state.pending_start = written_len - tail as u64;
-        if state.written_bytes == target.1 {
+        if start_ticket == target.1 {
             data.clear(); // Only the already-written partial block: nothing to write.
         }
         let active = state.active();
@@ -374,6 +443,7 @@ impl<S: Storage> PartitionLog<S> {
             file: active.file.clone(),
             path,
             start,
+            start_ticket,
             data,
             target,
             written_len,
@@ -381,37 +451,58 @@ impl<S: Storage> PartitionLog<S> {
         }
     }
 
-    /// Publishes a flush's outcome and wakes every waiter; a failure stops the log.
-    fn finish_flush(
-        &self,
-        mut job: FlushJob<S::File>,
-        wrote: bool,
-        result: std::io::Result<()>,
-    ) -> Result<()> {
+    /// Records that a flush's writes are done, advancing the written prefix over it and
+    /// over any later flush that finished first.
+    fn mark_written(&self, job: &FlushJob<S::File>) {
         let mut state = self.state.borrow_mut();
-        state.flushing = false;
+        state.stats.flushes += 1;
+        state.stats.bytes_written += job.data.len() as u64;
+        let (end, end_ticket) = job.target;
+        state
+            .written_ahead
+            .insert(job.start_ticket, (end, end_ticket, job.written_len));
+        loop {
+            let written_bytes = state.written_bytes;
+            let Some((end, end_ticket, written_len)) = state.written_ahead.remove(&written_bytes)
+            else {
+                break;
+            };
+            state.written_end = end;
+            state.written_bytes = end_ticket;
+            state.written_pos = written_len;
+        }
+        let written_end = state.written_end;
+        state.cache.evict(self.config.tail_cache_bytes, written_end);
+        drop(state);
+        self.changed.notify_all();
+    }
+
+    fn mark_synced(&self, (end, ticket): (Offset, u64)) {
+        let mut state = self.state.borrow_mut();
+        state.stats.syncs += 1;
+        if ticket > state.durable_bytes {
+            state.durable_end = end;
+            state.durable_bytes = ticket;
+        }
+        state.last_sync = Instant::now();
+    }
+
+    /// Ends a flush and wakes every waiter; a failure stops the log.
+    fn finish_flush(&self, mut job: FlushJob<S::File>, result: std::io::Result<()>) -> Result<()> {
+        let mut state = self.state.borrow_mut();
+        state.flushes_in_flight -= 1;
         if let Err(source) = result {
+            let first = !state.stopped;
             state.stopped = true;
             drop(state);
             self.changed.notify_all();
+            if !first {
+                return Err(Error::Stopped);
+            }
             let path = job.path;
             tracing::error!(path = %path.display(), %source, "log write or sync failed; stopping the log");
             return Err(Error::SyncFailed { path, source });
         }
-        if wrote {
-            state.stats.flushes += 1;
-            state.stats.bytes_written += job.data.len() as u64;
-            (state.written_end, state.written_bytes) = job.target;
-            state.written_pos = job.written_len;
-        }
-        if job.sync {
-            state.stats.syncs += 1;
-            state.durable_end = state.written_end;
-            state.durable_bytes = state.written_bytes;
-            state.last_sync = Instant::now();
-        }
-        let written_end = state.written_end;
-        state.cache.evict(self.config.tail_cache_bytes, written_end);
         job.data.clear();
         state.spare = job.data;
         self.invariants(&state);
@@ -420,11 +511,17 @@ impl<S: Storage> PartitionLog<S> {
         Ok(())
     }
 
-    fn sync_due(&self, state: &LogState<S::File>) -> bool {
+    /// Whether `tick` should sync in the background: the interval is up, or so much is
+    /// written but unsynced that a roll's sync (which appends wait for) would be long.
+    pub(crate) fn background_sync_due(&self) -> bool {
+        let state = self.state.borrow();
+        let backlog = state.appended_bytes - state.syncing_to.max(state.durable_bytes);
         match self.config.flush {
-            FlushPolicy::Always => true,
-            FlushPolicy::Interval(every) => state.last_sync.elapsed() >= every,
-            FlushPolicy::Never => false,
+            FlushPolicy::Always => false,
+            FlushPolicy::Interval(every) => {
+                backlog > 0 && (state.last_sync.elapsed() >= every || backlog >= UNSYNCED_BYTES_MAX)
+            }
+            FlushPolicy::Never => backlog >= UNSYNCED_BYTES_MAX,
         }
     }
 

@@ -179,7 +179,11 @@ pub fn classify_stop(rest: &[u8], reason: Option<Corruption>) -> StopKind {
 }
 
 #[cfg(test)]
-#[allow(clippy::indexing_slicing, clippy::cast_possible_truncation, clippy::cast_possible_wrap)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap
+)]
 mod tests {
     use super::*;
     use crate::ids::LeaderEpoch;

@@ -32,8 +32,8 @@ use shardlog_engine::batch::{self, BatchHeader};
 use shardlog_engine::record::{BatchBuilder, RecordIter};
 use shardlog_engine::retention::{self, SegmentSummary};
 use shardlog_engine::{
-    EngineConfig, Error, LeaderEpoch, Offset, OpenMode, PartitionLog, SimFile, SimStorage, Storage,
-    StorageFile, TimestampMs,
+    EngineConfig, Error, FlushPolicy, LeaderEpoch, Offset, OpenMode, PartitionLog, SimFile,
+    SimStorage, Storage, StorageFile, TimestampMs,
 };
 
 const DIR: &str = "/data/topic/0";
@@ -731,6 +731,9 @@ struct Concurrent {
     crash_seed: u64,
     /// Value size of every record.
     value_size: usize,
+    /// Flush policy: `always` runs one flush at a time, `interval` and `never` pipeline
+    /// several (overlapping partial blocks, out-of-order completions).
+    flush: FlushPolicy,
 }
 
 /// The epoch of a task's `i`th batch: tasks move through epochs at their own pace, so the
@@ -849,6 +852,7 @@ fn run_concurrent(case: &Concurrent) -> Result<(), TestCaseError> {
     };
     let config = EngineConfig {
         tail_cache_bytes: 2048,
+        flush: case.flush,
         ..config_of(0)
     };
     let log = block_on(PartitionLog::open(storage.clone(), DIR, config.clone()))
@@ -857,8 +861,16 @@ fn run_concurrent(case: &Concurrent) -> Result<(), TestCaseError> {
     let errors: RefCell<Vec<String>> = RefCell::new(Vec::new());
     let finished = run_workload(&log, case, &acked, &errors);
     prop_assert!(errors.borrow().is_empty(), "errors: {:?}", errors.borrow());
-    let acked = acked.into_inner();
-    if finished {
+    let mut acked = acked.into_inner();
+    if case.flush != FlushPolicy::Always {
+        if finished {
+            // Acknowledged under `interval`/`never` means written: a sync makes it durable.
+            block_on(log.sync()).map_err(|e| fail(format!("sync: {e}")))?;
+        } else {
+            acked.clear(); // Written, not promised durable: the crash may take any suffix.
+        }
+    }
+    if finished && case.flush == FlushPolicy::Always {
         prop_assert_eq!(log.log_end().0, case.tasks * case.per_task * 2);
         // Group commit: with several appenders some syncs serve more than one batch.
         let stats = log.stats();
@@ -957,15 +969,21 @@ fn concurrent_strategy() -> impl Strategy<Value = Concurrent> {
         1u64..4000,
         any::<u64>(),
         prop_oneof![10usize..200, 1000usize..3000],
+        prop_oneof![
+            Just(FlushPolicy::Always),
+            Just(FlushPolicy::Never),
+            Just(FlushPolicy::Interval(Duration::from_millis(1))),
+        ],
     )
         .prop_map(
-            |(seed, tasks, per_task, polls, crash_seed, value_size)| Concurrent {
+            |(seed, tasks, per_task, polls, crash_seed, value_size, flush)| Concurrent {
                 seed,
                 tasks,
                 per_task,
                 polls,
                 crash_seed,
                 value_size,
+                flush,
             },
         )
 }
@@ -991,8 +1009,26 @@ fn concurrent_appends_to_completion() {
         polls: u64::MAX,
         crash_seed: 1,
         value_size: 800,
+        flush: FlushPolicy::Always,
     };
     run_concurrent(&case).unwrap();
+}
+
+/// The same, with pipelined flushes (`never`): every batch is there after a sync.
+#[test]
+fn pipelined_appends_to_completion() {
+    for seed in 0..50 {
+        let case = Concurrent {
+            seed,
+            tasks: 6,
+            per_task: 30,
+            polls: u64::MAX,
+            crash_seed: seed,
+            value_size: 700 + usize::try_from(seed).expect("small") * 37,
+            flush: FlushPolicy::Never,
+        };
+        run_concurrent(&case).unwrap();
+    }
 }
 
 /// Regression: a crash after a roll created the next segment but before it rewrote the
@@ -1007,6 +1043,7 @@ fn regression_crash_during_roll_keeps_epoch_history() {
         polls: 247,
         crash_seed: 0,
         value_size: 2663,
+        flush: FlushPolicy::Always,
     };
     run_concurrent(&case).unwrap();
 }
@@ -1064,6 +1101,7 @@ fn appends_racing_a_truncation_all_resolve() {
             polls: 0,
             crash_seed: 0,
             value_size: 300,
+            flush: FlushPolicy::Always,
         };
         block_on(check_after_crash(&log, &[], &case))
             .unwrap_or_else(|e| panic!("seed {seed}: {e}"));

@@ -1,0 +1,3 @@
+//! Workloads `shardlog-bench` can run: the engine alone for now.
+
+pub mod engine;
