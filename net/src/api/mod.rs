@@ -1,0 +1,111 @@
+//! The apis and their messages. Each message is an rkyv archive in a frame's meta region
+//! (see `frame.rs`); record batches ride in the frame's data region, untouched.
+//! Every response carries an `error` (an `ErrorCode` number, 0 for success).
+
+mod fetch;
+mod list_offsets;
+mod metadata;
+mod produce;
+mod topics;
+
+pub use fetch::{ArchivedFetchRequest, ArchivedFetchResponse, FetchRequest, FetchResponse};
+pub use list_offsets::{
+    ArchivedListOffsetsRequest, ArchivedListOffsetsResponse, ListOffsetsRequest,
+    ListOffsetsResponse, OffsetSpec,
+};
+pub use metadata::{
+    ArchivedMetadataRequest, ArchivedMetadataResponse, BrokerMetadata, MetadataRequest,
+    MetadataResponse, PartitionMetadata, TopicMetadata,
+};
+pub use produce::{
+    Acks, ArchivedProduceRequest, ArchivedProduceResponse, ProduceRequest, ProduceResponse,
+};
+pub use topics::{
+    ArchivedCreateTopicRequest, ArchivedDeleteTopicRequest, CreateTopicRequest, DeleteTopicRequest,
+    TopicConfig, TopicResponse,
+};
+
+/// Api numbers. Stable: never reuse one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum Api {
+    /// Brokers, topics, partitions and their leaders.
+    Metadata = 1,
+    /// Create a topic.
+    CreateTopic = 2,
+    /// Delete a topic.
+    DeleteTopic = 3,
+    /// Append one batch to a partition.
+    Produce = 4,
+    /// Read batches from a partition.
+    Fetch = 5,
+    /// Earliest, latest, or by-timestamp offset of a partition.
+    ListOffsets = 6,
+}
+
+impl Api {
+    /// The api with number `n`, if any.
+    #[must_use]
+    pub fn from_u16(n: u16) -> Option<Api> {
+        Some(match n {
+            1 => Api::Metadata,
+            2 => Api::CreateTopic,
+            3 => Api::DeleteTopic,
+            4 => Api::Produce,
+            5 => Api::Fetch,
+            6 => Api::ListOffsets,
+            _ => return None,
+        })
+    }
+}
+
+/// The only message version so far, of every api.
+pub const VERSION: u16 = 1;
+
+/// The meta of a response frame with `FLAG_ERROR`: the request could not be served at all
+/// (unknown api or version, undecodable meta, a limit broken).
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct ErrorResponse {
+    /// `ErrorCode` number.
+    pub error: u16,
+    /// Human context.
+    pub message: String,
+}
+
+/// Longest topic name (Kafka's limit).
+pub const TOPIC_NAME_MAX: usize = 249;
+
+/// Kafka's topic naming rule: 1..=249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
+#[must_use]
+pub fn valid_topic_name(name: &str) -> bool {
+    (1..=TOPIC_NAME_MAX).contains(&name.len())
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names() {
+        for good in ["orders", "a", "A.b_c-9"] {
+            assert!(valid_topic_name(good), "{good}");
+        }
+        for bad in ["", ".", "..", "a/b", "a b", "ü", &"x".repeat(250)] {
+            assert!(!valid_topic_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn api_numbers_roundtrip() {
+        for n in 0..10u16 {
+            if let Some(api) = Api::from_u16(n) {
+                assert_eq!(api as u16, n);
+            }
+        }
+    }
+}

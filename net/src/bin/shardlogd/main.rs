@@ -1,0 +1,2 @@
+//! `shardlogd`: placeholder until the server lands.
+fn main() {}

@@ -1,0 +1,128 @@
+//! `ErrorCode`: the error codes the wire carries. Stable numbers: never reuse one.
+//! Converted from engine errors with `From<&engine::Error>`; display strings are never codes.
+
+use shardlog_engine::Error as EngineError;
+
+/// An error code on the wire (`0` is success).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u16)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// Success.
+    None = 0,
+    /// An error the server could not classify; the message says more.
+    Unknown = 1,
+    /// The topic does not exist.
+    UnknownTopic = 2,
+    /// The topic exists, the partition does not.
+    UnknownPartition = 3,
+    /// This node does not lead the partition; the response names the leader if known.
+    NotLeader = 4,
+    /// The offset is outside `[log_start, log_end]`.
+    OffsetOutOfRange = 5,
+    /// `acks=all` could not be met: fewer in-sync replicas than `min_insync`.
+    NotEnoughReplicas = 6,
+    /// A batch failed its CRC or record checks (in a request, or on disk).
+    CorruptBatch = 7,
+    /// The request does not decode or breaks a limit; the message says which.
+    InvalidRequest = 8,
+    /// CreateTopic for a topic that exists.
+    TopicExists = 9,
+    /// The frame or a field is larger than the server accepts.
+    RequestTooLarge = 10,
+    /// The request's timeout passed.
+    Timeout = 11,
+    /// The api exists but not in this version.
+    UnsupportedVersion = 12,
+    /// No such api.
+    UnknownApi = 13,
+    /// The partition's storage failed; the partition is stopped.
+    StorageError = 14,
+    /// The server is shutting down.
+    ShuttingDown = 15,
+    /// A topic name breaks the naming rules.
+    InvalidTopic = 16,
+}
+
+impl ErrorCode {
+    /// Whether retrying the same request (after refreshing metadata) can succeed.
+    #[must_use]
+    pub fn is_retriable(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::NotLeader
+                | ErrorCode::NotEnoughReplicas
+                | ErrorCode::Timeout
+                | ErrorCode::ShuttingDown
+                | ErrorCode::UnknownPartition
+        )
+    }
+
+    /// The code's number.
+    #[must_use]
+    pub fn as_u16(self) -> u16 {
+        self as u16
+    }
+}
+
+impl From<u16> for ErrorCode {
+    fn from(code: u16) -> ErrorCode {
+        const ALL: [ErrorCode; 17] = [
+            ErrorCode::None,
+            ErrorCode::Unknown,
+            ErrorCode::UnknownTopic,
+            ErrorCode::UnknownPartition,
+            ErrorCode::NotLeader,
+            ErrorCode::OffsetOutOfRange,
+            ErrorCode::NotEnoughReplicas,
+            ErrorCode::CorruptBatch,
+            ErrorCode::InvalidRequest,
+            ErrorCode::TopicExists,
+            ErrorCode::RequestTooLarge,
+            ErrorCode::Timeout,
+            ErrorCode::UnsupportedVersion,
+            ErrorCode::UnknownApi,
+            ErrorCode::StorageError,
+            ErrorCode::ShuttingDown,
+            ErrorCode::InvalidTopic,
+        ];
+        ALL.get(usize::from(code))
+            .copied()
+            .unwrap_or(ErrorCode::Unknown)
+    }
+}
+
+impl From<&EngineError> for ErrorCode {
+    fn from(error: &EngineError) -> ErrorCode {
+        match error {
+            EngineError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+            EngineError::CorruptBatch { .. } | EngineError::InvalidBatch(_) => {
+                ErrorCode::CorruptBatch
+            }
+            EngineError::NotContiguous { .. } => ErrorCode::InvalidRequest,
+            EngineError::Io { .. } | EngineError::SyncFailed { .. } | EngineError::Stopped => {
+                ErrorCode::StorageError
+            }
+            _ => ErrorCode::Unknown,
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self:?}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_roundtrip() {
+        for n in 0..17u16 {
+            assert_eq!(ErrorCode::from(n).as_u16(), n);
+        }
+        assert_eq!(ErrorCode::from(999), ErrorCode::Unknown);
+    }
+}

@@ -1,0 +1,11 @@
+//! shardlog's network layer: the wire protocol (`frame`, `api`, `error_code`), the client
+//! library and the thread-per-core server behind `shardlogd`. See the README's protocol
+//! section and DESIGN.md (Wire protocol, Threading model).
+
+pub mod api;
+pub mod error_code;
+pub mod frame;
+
+pub use error_code::ErrorCode;
+pub mod client;
+pub mod server;

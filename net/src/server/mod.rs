@@ -1,0 +1,1 @@
+//! The thread-per-core server runtime (being written).
