@@ -38,6 +38,8 @@ pub use config::{EngineConfig, FlushPolicy};
 pub use dma_storage::{DmaStorage, DmaStorageFile, warm_iopoll_probe};
 pub use error::{Error, Result};
 pub use ids::{LeaderEpoch, Offset, PartitionId, SegmentId, TimestampMs};
-pub use partition_log::{Appended, LogStats, PartitionLog, ReadBatches, SegmentInfo};
+pub use partition_log::{
+    Appended, LogStats, PartitionLog, PendingAppend, ReadBatches, SegmentInfo,
+};
 pub use storage::{OpenMode, Storage, StorageFile};
 pub use storage_sim::{SimFile, SimStorage};

@@ -57,6 +57,16 @@ pub struct Appended {
     pub next_offset: Offset,
 }
 
+/// A batch given its offsets by [`PartitionLog::append_start`], not yet acknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use = "await PartitionLog::append_wait: the waiter drives the flush"]
+pub struct PendingAppend {
+    /// Its offsets.
+    pub appended: Appended,
+    /// Bytes appended up to and including it (see `flush_to`).
+    ticket: u64,
+}
+
 /// Whole batches returned by a read.
 #[derive(Clone, Debug, Default)]
 pub struct ReadBatches {
@@ -209,22 +219,40 @@ impl<S: Storage> PartitionLog<S> {
     /// Appends a batch as the leader: validates it (CRC and every record), gives it the
     /// next offsets and `epoch`, and resolves once the flush policy's promise holds: with
     /// `always`, the batch and the file's length are on disk.
-    pub async fn append(&self, mut batch: BytesMut, epoch: LeaderEpoch) -> Result<Appended> {
+    pub async fn append(&self, batch: BytesMut, epoch: LeaderEpoch) -> Result<Appended> {
+        let pending = self.append_start(batch, epoch).await?;
+        self.append_wait(&pending).await
+    }
+
+    /// The first half of [`PartitionLog::append`]: validates the batch and gives it its
+    /// offsets, waiting only for room in the write buffer. Batches get offsets in the
+    /// order their `append_start` calls resolve, so a server that awaits these in request
+    /// order and [`PartitionLog::append_wait`] concurrently keeps a connection's batches in
+    /// order while one flush serves them all.
+    pub async fn append_start(
+        &self,
+        mut batch: BytesMut,
+        epoch: LeaderEpoch,
+    ) -> Result<PendingAppend> {
         let header = batch::validate_with_records(&batch).map_err(Error::InvalidBatch)?;
         self.admit(&header).await?;
-        let (next, ticket) = {
-            let mut state = self.state.borrow_mut();
-            let base = state.log_end;
-            batch::patch_base(&mut batch, base, epoch);
-            let header = BatchHeader {
-                base_offset: base,
-                leader_epoch: epoch,
-                ..header
-            };
-            self.insert(&mut state, batch.freeze(), &header)
+        let mut state = self.state.borrow_mut();
+        let base = state.log_end;
+        batch::patch_base(&mut batch, base, epoch);
+        let header = BatchHeader {
+            base_offset: base,
+            leader_epoch: epoch,
+            ..header
         };
-        self.wait_acked(ticket).await?;
-        Ok(next)
+        let (appended, ticket) = self.insert(&mut state, batch.freeze(), &header);
+        Ok(PendingAppend { appended, ticket })
+    }
+
+    /// The second half of [`PartitionLog::append`]: resolves once the flush policy's
+    /// promise holds for `pending`. Someone must await it: the waiter drives the flush.
+    pub async fn append_wait(&self, pending: &PendingAppend) -> Result<Appended> {
+        self.wait_acked(pending.ticket).await?;
+        Ok(pending.appended)
     }
 
     /// Appends a batch that already carries its offsets (a follower copying its leader,
@@ -649,6 +677,23 @@ impl<S: Storage> PartitionLog<S> {
     #[must_use]
     pub fn durable_end(&self) -> Offset {
         self.state.borrow().durable_end
+    }
+
+    /// Everything below it is acknowledged under the flush policy: synced under
+    /// `always`, written otherwise. A single replica's high watermark.
+    #[must_use]
+    pub fn acked_end(&self) -> Offset {
+        let state = self.state.borrow();
+        match self.config.flush {
+            FlushPolicy::Always => state.durable_end,
+            FlushPolicy::Interval(_) | FlushPolicy::Never => state.written_end,
+        }
+    }
+
+    /// Resolves after the log's state next changes (a flush finished, a roll, a
+    /// truncation): long-polling readers check their condition, then await this.
+    pub fn changed(&self) -> impl std::future::Future<Output = ()> + '_ {
+        self.changed.changed()
     }
 
     /// The high watermark as last set (replication owns it; see `set_high_watermark`).

@@ -24,8 +24,6 @@ use rkyv::rancor;
 use rkyv::ser::allocator::ArenaHandle;
 use rkyv::util::AlignedVec;
 
-use crate::api::Api;
-
 /// Bytes of the fixed header, length field included.
 pub const HEADER_SIZE: usize = 24;
 /// The largest frame accepted, header included.
@@ -84,22 +82,32 @@ impl FrameHeader {
 
     /// Decodes the header of a whole frame and checks its lengths.
     pub fn parse(frame: &[u8]) -> Result<FrameHeader, FrameError> {
-        let field = |at: usize, n: usize| frame.get(at..at + n).ok_or(FrameError::Truncated);
-        let frame_bytes = FrameHeader::frame_bytes(le(field(0, 4)?))?;
-        if frame.len() < frame_bytes {
+        let head: &[u8; HEADER_SIZE] = frame
+            .get(..HEADER_SIZE)
+            .and_then(|h| h.try_into().ok())
+            .ok_or(FrameError::Truncated)?;
+        let header = FrameHeader::parse_head(head)?;
+        if frame.len() < header.frame_bytes {
             return Err(FrameError::Truncated);
         }
-        let meta_len = u32::from_le_bytes(le(field(16, 4)?)) as usize;
+        Ok(header)
+    }
+
+    /// Decodes the fixed header alone (the rest of the frame still on the wire) and checks
+    /// its lengths against the limits and each other.
+    pub fn parse_head(head: &[u8; HEADER_SIZE]) -> Result<FrameHeader, FrameError> {
+        let frame_bytes = FrameHeader::frame_bytes(le(&head[0..4]))?;
+        let meta_len = u32::from_le_bytes(le(&head[16..20])) as usize;
         if meta_len > META_BYTES_MAX || HEADER_SIZE + meta_len.next_multiple_of(8) > frame_bytes {
             return Err(FrameError::BadMetaLength(meta_len as u64));
         }
         Ok(FrameHeader {
             frame_bytes,
-            api: u16::from_le_bytes(le(field(4, 2)?)),
-            version: u16::from_le_bytes(le(field(6, 2)?)),
-            correlation: u64::from_le_bytes(le(field(8, 8)?)),
+            api: u16::from_le_bytes(le(&head[4..6])),
+            version: u16::from_le_bytes(le(&head[6..8])),
+            correlation: u64::from_le_bytes(le(&head[8..16])),
             meta_len,
-            flags: u16::from_le_bytes(le(field(20, 2)?)),
+            flags: u16::from_le_bytes(le(&head[20..22])),
         })
     }
 
@@ -163,7 +171,7 @@ where
 /// the frame.
 pub fn encode_head<T>(
     out: &mut Vec<u8>,
-    api: Api,
+    api: u16,
     version: u16,
     correlation: u64,
     flags: u16,
@@ -189,7 +197,7 @@ where
         u32::try_from(meta_len).map_err(|_| FrameError::BadMetaLength(meta_len as u64))?;
     out.clear();
     out.extend_from_slice(&len_field.to_le_bytes());
-    out.extend_from_slice(&(api as u16).to_le_bytes());
+    out.extend_from_slice(&api.to_le_bytes());
     out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(&correlation.to_le_bytes());
     out.extend_from_slice(&meta_field.to_le_bytes());
@@ -204,7 +212,7 @@ where
 #[allow(clippy::indexing_slicing, clippy::cast_possible_truncation)]
 mod tests {
     use super::*;
-    use crate::api::{Acks, ProduceRequest};
+    use crate::api::{Acks, Api, ProduceRequest};
     use proptest::prelude::*;
 
     fn aligned(bytes: &[u8]) -> AlignedVec<16> {
@@ -222,7 +230,7 @@ mod tests {
             timeout_ms: 500,
         };
         let mut head = Vec::new();
-        encode_head(&mut head, Api::Produce, 1, 77, 0, &request, 5).unwrap();
+        encode_head(&mut head, Api::Produce as u16, 1, 77, 0, &request, 5).unwrap();
         head.extend_from_slice(b"batch");
         let frame = aligned(&head);
         let header = FrameHeader::parse(&frame).unwrap();

@@ -1,11 +1,13 @@
-//! shardlog's network layer: the wire protocol (`frame`, `api`, `error_code`), the client
-//! library and the thread-per-core server behind `shardlogd`. See the README's protocol
-//! section and DESIGN.md (Wire protocol, Threading model).
+//! shardlog's network layer: the wire protocol (`frame`, `wire`, `api`, `error_code`), the
+//! client library and the thread-per-core server behind `shardlogd`. See the README's
+//! protocol section and DESIGN.md (Wire protocol, Threading model).
 
 pub mod api;
+pub mod client;
 pub mod error_code;
 pub mod frame;
+pub mod server;
+pub mod testing;
+pub mod wire;
 
 pub use error_code::ErrorCode;
-pub mod client;
-pub mod server;

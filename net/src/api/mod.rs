@@ -10,15 +10,16 @@ mod topics;
 
 pub use fetch::{ArchivedFetchRequest, ArchivedFetchResponse, FetchRequest, FetchResponse};
 pub use list_offsets::{
-    ArchivedListOffsetsRequest, ArchivedListOffsetsResponse, ListOffsetsRequest,
-    ListOffsetsResponse, OffsetSpec,
+    ArchivedListOffsetsRequest, ArchivedListOffsetsResponse, ArchivedOffsetSpec,
+    ListOffsetsRequest, ListOffsetsResponse, OffsetSpec,
 };
 pub use metadata::{
     ArchivedMetadataRequest, ArchivedMetadataResponse, BrokerMetadata, MetadataRequest,
     MetadataResponse, PartitionMetadata, TopicMetadata,
 };
 pub use produce::{
-    Acks, ArchivedProduceRequest, ArchivedProduceResponse, ProduceRequest, ProduceResponse,
+    Acks, ArchivedAcks, ArchivedProduceRequest, ArchivedProduceResponse, ProduceRequest,
+    ProduceResponse,
 };
 pub use topics::{
     ArchivedCreateTopicRequest, ArchivedDeleteTopicRequest, CreateTopicRequest, DeleteTopicRequest,

@@ -1,1 +1,0 @@
-//! The async client library (being written).

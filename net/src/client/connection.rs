@@ -1,0 +1,186 @@
+//! One pipelined connection to a broker: any number of requests outstanding, matched to
+//! their replies by correlation id. A writer task batches queued frames into few socket
+//! writes; a reader task hands each reply to its waiter. When the socket fails, every
+//! outstanding request fails with it and the connection is marked dead (the client opens
+//! a new one on the next request).
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::channel::{mpsc, oneshot};
+use futures::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use glommio::net::{Preallocated, TcpStream};
+
+use crate::client::ClientError;
+use crate::wire::{self, Frame};
+
+/// Socket receive buffer: most replies are read from it without a syscall each.
+const READ_BUFFER_BYTES: usize = 64 << 10;
+/// Writes below this size are gathered before reaching the socket.
+const WRITE_BUFFER_BYTES: usize = 64 << 10;
+
+/// A request ready for the wire: head (header + meta) and data chunks.
+struct Outgoing {
+    head: Vec<u8>,
+    data: Bytes,
+}
+
+type Waiters = RefCell<HashMap<u64, oneshot::Sender<Result<Frame, ClientError>>>>;
+
+struct Shared {
+    waiters: Waiters,
+    dead: Cell<bool>,
+    addr: String,
+}
+
+impl Shared {
+    fn fail_all(&self, why: &str) {
+        self.dead.set(true);
+        let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
+        for (_, waiter) in waiters {
+            let _ = waiter.send(Err(ClientError::Io(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                format!("{}: {why}", self.addr),
+            ))));
+        }
+    }
+}
+
+/// A connection; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Connection {
+    shared: Rc<Shared>,
+    outgoing: mpsc::UnboundedSender<Outgoing>,
+}
+
+impl Connection {
+    /// Connects to `addr` and starts the reader and writer tasks.
+    pub(crate) async fn open(addr: &str) -> Result<Connection, ClientError> {
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| ClientError::NoBroker(format!("{addr}: {e}")))?;
+        stream.set_nodelay(true).map_err(std::io::Error::from)?;
+        let stream = stream.buffered_with(Preallocated::new(READ_BUFFER_BYTES));
+        let (reader, writer) = stream.split();
+        let shared = Rc::new(Shared {
+            waiters: RefCell::new(HashMap::new()),
+            dead: Cell::new(false),
+            addr: addr.to_owned(),
+        });
+        let (tx, rx) = mpsc::unbounded();
+        glommio::spawn_local(write_loop(shared.clone(), writer, rx)).detach();
+        glommio::spawn_local(read_loop(shared.clone(), reader)).detach();
+        Ok(Connection {
+            shared,
+            outgoing: tx,
+        })
+    }
+
+    /// Whether the socket failed; a dead connection is replaced.
+    pub(crate) fn is_dead(&self) -> bool {
+        self.shared.dead.get()
+    }
+
+    /// Queues a request (synchronously: requests leave in call order) and returns the
+    /// receiver of its reply. `head` is a frame head from `encode_head` whose correlation
+    /// is `correlation`.
+    pub(crate) fn send(
+        &self,
+        correlation: u64,
+        head: Vec<u8>,
+        data: Bytes,
+        expect_reply: bool,
+    ) -> Result<Option<oneshot::Receiver<Result<Frame, ClientError>>>, ClientError> {
+        if self.is_dead() {
+            return Err(ClientError::Io(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                format!("{}: connection closed", self.shared.addr),
+            )));
+        }
+        let receiver = expect_reply.then(|| {
+            let (tx, rx) = oneshot::channel();
+            self.shared.waiters.borrow_mut().insert(correlation, tx);
+            rx
+        });
+        if self
+            .outgoing
+            .unbounded_send(Outgoing { head, data })
+            .is_err()
+        {
+            self.shared.waiters.borrow_mut().remove(&correlation);
+            self.shared.fail_all("writer stopped");
+            return Err(ClientError::Protocol("connection writer stopped".into()));
+        }
+        Ok(receiver)
+    }
+
+    /// Forgets a request whose caller gave up (timeout): a late reply is dropped.
+    pub(crate) fn forget(&self, correlation: u64) {
+        self.shared.waiters.borrow_mut().remove(&correlation);
+    }
+}
+
+async fn write_loop<W: futures::io::AsyncWrite + Unpin>(
+    shared: Rc<Shared>,
+    writer: W,
+    mut queue: mpsc::UnboundedReceiver<Outgoing>,
+) {
+    let mut writer = BufWriter::with_capacity(WRITE_BUFFER_BYTES, writer);
+    while let Some(first) = queue.next().await {
+        let mut next = Some(first);
+        let mut result = Ok(());
+        // Everything queued meanwhile goes out with one flush.
+        while let Some(out) = next.take() {
+            result = write_one(&mut writer, &out).await;
+            if result.is_err() {
+                break;
+            }
+            next = queue.try_recv().ok();
+        }
+        if result.is_ok() {
+            result = writer.flush().await;
+        }
+        if let Err(e) = result {
+            shared.fail_all(&e.to_string());
+            return;
+        }
+        if shared.dead.get() {
+            return;
+        }
+    }
+}
+
+async fn write_one<W: futures::io::AsyncWrite + Unpin>(
+    writer: &mut W,
+    out: &Outgoing,
+) -> std::io::Result<()> {
+    writer.write_all(&out.head).await?;
+    writer.write_all(&out.data).await
+}
+
+async fn read_loop<R: futures::io::AsyncRead + Unpin>(shared: Rc<Shared>, mut reader: R) {
+    loop {
+        match wire::read_frame(&mut reader).await {
+            Ok(Some(frame)) => {
+                let waiter = shared
+                    .waiters
+                    .borrow_mut()
+                    .remove(&frame.header.correlation);
+                if let Some(waiter) = waiter {
+                    let _ = waiter.send(Ok(frame));
+                }
+            }
+            Ok(None) => {
+                shared.fail_all("closed by the broker");
+                return;
+            }
+            Err(e) => {
+                shared.fail_all(&e.to_string());
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! One client connection on a shard. The read loop takes frames in order and begins each
+//! request (see `dispatch`); each completion runs as its own task and hands its reply to
+//! the writer task, which gathers replies into few socket writes. At most
+//! `IN_FLIGHT_MAX` requests per connection are outstanding: past that, reading pauses.
+//! A frame whose header breaks a limit closes the connection (the stream cannot be
+//! resynchronised); a frame whose meta does not decode gets an error reply.
+
+use std::rc::Rc;
+
+use futures::StreamExt;
+use futures::channel::mpsc;
+use futures::future::{Either, select};
+use futures::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use glommio::net::{Preallocated, TcpStream};
+
+use crate::server::dispatch;
+use crate::server::reply::Reply;
+use crate::server::shard::Shard;
+use crate::wire::{self, ReadError};
+
+/// Requests begun and not yet answered, per connection.
+const IN_FLIGHT_MAX: u64 = 4096;
+/// Socket receive buffer.
+const READ_BUFFER_BYTES: usize = 64 << 10;
+/// Replies below this size are gathered before reaching the socket.
+const WRITE_BUFFER_BYTES: usize = 64 << 10;
+
+/// Serves a connection until the client leaves, the stream breaks, or the shard stops.
+pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+    let peer = stream
+        .peer_addr()
+        .map_or_else(|_| "?".to_owned(), |a| a.to_string());
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(%peer, error = %e, "set_nodelay");
+    }
+    let stream = stream.buffered_with(Preallocated::new(READ_BUFFER_BYTES));
+    let (mut reader, writer) = stream.split();
+    let (replies, queue) = mpsc::unbounded::<Reply>();
+    let writer = glommio::spawn_local(write_loop(writer, queue));
+    let permits = Rc::new(glommio::sync::Semaphore::new(IN_FLIGHT_MAX));
+    let mut stopping = shard.stopping();
+    loop {
+        let frame = match select(std::pin::pin!(wire::read_frame(&mut reader)), &mut stopping).await
+        {
+            Either::Left((Ok(Some(frame)), _)) => frame,
+            Either::Left((Ok(None), _)) => break,
+            Either::Left((Err(ReadError::Io(e)), _)) => {
+                tracing::debug!(%peer, error = %e, "connection read failed");
+                break;
+            }
+            Either::Left((Err(ReadError::Frame(e)), _)) => {
+                tracing::warn!(%peer, error = %e, "bad frame; closing the connection");
+                break;
+            }
+            Either::Right(_) => break,
+        };
+        let Ok(permit) = permits.acquire_static_permit(1).await else {
+            break;
+        };
+        shard.in_flight.set(shard.in_flight.get() + 1);
+        let completion = dispatch::begin(&shard, frame).await;
+        let replies = replies.clone();
+        let task_shard = shard.clone();
+        glommio::spawn_local(async move {
+            if let Some(reply) = completion.await {
+                let _ = replies.unbounded_send(reply);
+            }
+            drop(permit);
+            task_shard.in_flight.set(task_shard.in_flight.get() - 1);
+        })
+        .detach();
+    }
+    // Replies still owed go out; the writer ends when the last completion is done.
+    drop(replies);
+    writer.await;
+}
+
+async fn write_loop<W: futures::io::AsyncWrite + Unpin>(
+    writer: W,
+    mut queue: mpsc::UnboundedReceiver<Reply>,
+) {
+    let mut writer = BufWriter::with_capacity(WRITE_BUFFER_BYTES, writer);
+    let mut broken = false;
+    while let Some(first) = queue.next().await {
+        if broken {
+            continue;
+        }
+        let mut next = Some(first);
+        let mut result = Ok(());
+        while let Some(reply) = next.take() {
+            result = write_reply(&mut writer, &reply).await;
+            if result.is_err() {
+                break;
+            }
+            next = queue.try_recv().ok();
+        }
+        if result.is_ok() {
+            result = writer.flush().await;
+        }
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "connection write failed");
+            // Keep draining so completions never block on a dead connection.
+            broken = true;
+        }
+    }
+    let _ = writer.close().await;
+}
+
+async fn write_reply<W: futures::io::AsyncWrite + Unpin>(
+    writer: &mut W,
+    reply: &Reply,
+) -> std::io::Result<()> {
+    writer.write_all(&reply.head).await?;
+    for chunk in &reply.data {
+        writer.write_all(chunk).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,72 @@
+//! `Reply`: an encoded response frame (head + data chunks), ready for a connection's
+//! writer, and the helpers that build one. `Reply` is `Send`: forwarded requests come
+//! back from their owner shard as one.
+
+use bytes::Bytes;
+use rkyv::api::high::HighSerializer;
+use rkyv::rancor;
+use rkyv::ser::allocator::ArenaHandle;
+use rkyv::util::AlignedVec;
+
+use crate::api::{ErrorResponse, VERSION};
+use crate::error_code::ErrorCode;
+use crate::frame::{FLAG_ERROR, FrameHeader, encode_head};
+
+/// A response frame.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    /// Header and meta.
+    pub(crate) head: Vec<u8>,
+    /// The data region, chunk by chunk (batches as stored).
+    pub(crate) data: Vec<Bytes>,
+}
+
+/// Encodes `meta` (and `data`) as the response to the request with `header`.
+pub(crate) fn reply<T>(header: &FrameHeader, meta: &T, data: Vec<Bytes>) -> Reply
+where
+    T: for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>,
+{
+    let data_len = data.iter().map(Bytes::len).sum();
+    let mut head = Vec::new();
+    match encode_head(
+        &mut head,
+        header.api,
+        VERSION,
+        header.correlation,
+        0,
+        meta,
+        data_len,
+    ) {
+        Ok(()) => Reply { head, data },
+        // Only a reply over the frame limit gets here; the fetch path caps its bytes well
+        // below it, so this is a bug, answered rather than dropped.
+        Err(e) => error_reply(header, ErrorCode::Unknown, &format!("encoding reply: {e}")),
+    }
+}
+
+/// An `ErrorResponse` frame (`FLAG_ERROR`): the request could not be served at all.
+pub(crate) fn error_reply(header: &FrameHeader, code: ErrorCode, message: &str) -> Reply {
+    let meta = ErrorResponse {
+        error: code.as_u16(),
+        message: message.to_owned(),
+    };
+    let mut head = Vec::new();
+    // An ErrorResponse with a short message always fits.
+    if encode_head(
+        &mut head,
+        header.api,
+        VERSION,
+        header.correlation,
+        FLAG_ERROR,
+        &meta,
+        0,
+    )
+    .is_err()
+    {
+        head.clear();
+    }
+    Reply {
+        head,
+        data: Vec::new(),
+    }
+}

@@ -1,0 +1,114 @@
+//! Frames on a byte stream: reading one frame from a socket (header, then the meta archive
+//! into an aligned buffer, then the data region into its own buffer, so record batches
+//! never need a second copy), and writing one (head, then the data chunks as they are).
+//! Used by the server and the client alike.
+
+use bytes::{Bytes, BytesMut};
+use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use rkyv::api::high::{HighSerializer, HighValidator};
+use rkyv::bytecheck::CheckBytes;
+use rkyv::rancor;
+use rkyv::ser::allocator::ArenaHandle;
+use rkyv::util::AlignedVec;
+
+use crate::frame::{FrameError, FrameHeader, HEADER_SIZE, encode_head};
+
+/// One frame read from a stream.
+#[derive(Debug)]
+pub struct Frame {
+    /// The fixed header.
+    pub header: FrameHeader,
+    /// The meta archive, exactly `header.meta_len` bytes, 16-aligned.
+    pub meta: AlignedVec<16>,
+    /// The data region.
+    pub data: BytesMut,
+}
+
+impl Frame {
+    /// Validates the meta archive in place (bytecheck) and returns the archived message.
+    pub fn access<T>(&self) -> Result<&T, FrameError>
+    where
+        T: rkyv::Portable + for<'b> CheckBytes<HighValidator<'b, rancor::Error>>,
+    {
+        rkyv::access::<T, rancor::Error>(&self.meta)
+            .map_err(|e| FrameError::InvalidMessage(e.to_string()))
+    }
+
+    /// Validates and deserializes the meta archive into an owned message.
+    pub fn decode<T>(&self) -> Result<T, FrameError>
+    where
+        T: rkyv::Archive,
+        T::Archived: for<'b> CheckBytes<HighValidator<'b, rancor::Error>>
+            + rkyv::Deserialize<T, rkyv::api::high::HighDeserializer<rancor::Error>>,
+    {
+        rkyv::from_bytes::<T, rancor::Error>(&self.meta)
+            .map_err(|e| FrameError::InvalidMessage(e.to_string()))
+    }
+}
+
+/// Why a frame could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The stream failed or ended inside a frame.
+    #[error("connection: {0}")]
+    Io(#[from] std::io::Error),
+    /// The header breaks a limit; the stream cannot be resynchronised.
+    #[error("bad frame: {0}")]
+    Frame(#[from] FrameError),
+}
+
+/// Reads the next frame. `Ok(None)` at a clean end of stream (between frames).
+pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Option<Frame>, ReadError> {
+    let mut head = [0u8; HEADER_SIZE];
+    let first = reader.read(&mut head).await?;
+    if first == 0 {
+        return Ok(None);
+    }
+    if first < HEADER_SIZE {
+        reader.read_exact(&mut head[first..]).await?;
+    }
+    let header = FrameHeader::parse_head(&head)?;
+    let mut meta = AlignedVec::<16>::with_capacity(header.meta_len);
+    meta.resize(header.meta_len, 0);
+    reader.read_exact(&mut meta).await?;
+    let padding = header.meta_len.next_multiple_of(8) - header.meta_len;
+    if padding > 0 {
+        reader.read_exact(&mut [0u8; 8][..padding]).await?;
+    }
+    let mut data = BytesMut::zeroed(header.frame_bytes - header.data_start());
+    reader.read_exact(&mut data).await?;
+    Ok(Some(Frame { header, meta, data }))
+}
+
+/// Writes one frame: `scratch` receives the head (reused between calls), then `data`'s
+/// chunks follow as they are. The caller flushes.
+#[allow(clippy::too_many_arguments)]
+pub async fn write_frame<W, T>(
+    writer: &mut W,
+    scratch: &mut Vec<u8>,
+    api: u16,
+    correlation: u64,
+    flags: u16,
+    meta: &T,
+    data: &[Bytes],
+) -> Result<(), ReadError>
+where
+    W: AsyncWrite + Unpin,
+    T: for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>,
+{
+    let data_len = data.iter().map(Bytes::len).sum();
+    encode_head(
+        scratch,
+        api,
+        crate::api::VERSION,
+        correlation,
+        flags,
+        meta,
+        data_len,
+    )?;
+    writer.write_all(scratch).await?;
+    for chunk in data {
+        writer.write_all(chunk).await?;
+    }
+    Ok(())
+}

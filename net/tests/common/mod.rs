@@ -1,0 +1,62 @@
+//! Shared by the server tests: data directories on a real filesystem, a glommio executor
+//! to run client code in, and batch building.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::future::Future;
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use shardlog_engine::TimestampMs;
+use shardlog_engine::record::BatchBuilder;
+
+/// A fresh directory under `$SHARDLOG_TEST_DIR` (O_DIRECT needs a real filesystem), else
+/// under the system temp dir.
+pub fn data_dir() -> tempfile::TempDir {
+    let root = std::env::var_os("SHARDLOG_TEST_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
+    std::fs::create_dir_all(&root).unwrap();
+    tempfile::tempdir_in(root).unwrap()
+}
+
+/// Runs `f` on a small glommio executor of its own and returns its output.
+pub fn run<F, Fut, T>(f: F) -> T
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = T> + 'static,
+    T: Send + 'static,
+{
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .io_memory(1 << 20)
+        .spawn(f)
+        .unwrap()
+        .join()
+        .unwrap()
+}
+
+/// Milliseconds since the epoch, now. (Records must be recent: retention deletes week-old
+/// segments.)
+pub fn now_ms() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    i64::try_from(since.as_millis()).unwrap()
+}
+
+/// A batch of `values`, keyed `k<i>`, record `i` stamped now + i ms.
+pub fn batch(values: &[Vec<u8>]) -> Bytes {
+    batch_at(now_ms(), values)
+}
+
+/// A batch of `values`, keyed `k<i>`, record `i` stamped `base + i` ms.
+pub fn batch_at(base: i64, values: &[Vec<u8>]) -> Bytes {
+    let mut builder = BatchBuilder::new();
+    for (i, value) in values.iter().enumerate() {
+        let key = format!("k{i}");
+        builder.push(
+            TimestampMs(base + i as i64),
+            Some(key.as_bytes()),
+            Some(value),
+            &[],
+        );
+    }
+    Bytes::from(builder.finish())
+}

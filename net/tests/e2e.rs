@@ -1,0 +1,302 @@
+//! End to end against a real `shardlogd` child process on 127.0.0.1: topics, produce
+//! across partitions, consume back in order byte for byte, list offsets, long polls, and
+//! four shards on two cores with every partition reachable from any connection.
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation
+)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use shardlog_engine::record::RecordIter;
+use shardlog_net::ErrorCode;
+use shardlog_net::api::{Acks, OffsetSpec, TopicConfig};
+use shardlog_net::client::{Client, ClientConfig, FetchOptions};
+use shardlog_net::testing::Shardlogd;
+
+/// Every record of a partition from `from` up to the high watermark: (offset, value).
+async fn consume_all(
+    client: &Client,
+    topic: &str,
+    partition: u32,
+    from: u64,
+) -> Vec<(u64, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut offset = from;
+    loop {
+        let fetched = client
+            .fetch(topic, partition, offset, FetchOptions::default())
+            .await
+            .unwrap();
+        for batch in fetched.batches() {
+            let (header, bytes) = batch.unwrap();
+            for record in RecordIter::new(&header, bytes) {
+                let record = record.unwrap();
+                let at = record.offset(&header).0;
+                if at >= offset {
+                    out.push((at, record.value.unwrap().to_vec()));
+                }
+            }
+        }
+        if fetched.next_offset >= fetched.high_watermark {
+            return out;
+        }
+        offset = fetched.next_offset;
+    }
+}
+
+fn value(partition: u32, i: usize) -> Vec<u8> {
+    let mut v = format!("p{partition}-r{i}-").into_bytes();
+    v.extend((0..(i % 300)).map(|j| (j * 7 + i) as u8));
+    v
+}
+
+#[test]
+fn produce_and_consume_across_partitions() {
+    let dir = common::data_dir();
+    let server = Shardlogd::start(dir.path(), &["--shards", "2"]).unwrap();
+    let brokers = server.brokers();
+    common::run(move || async move {
+        let client = Client::connect(&brokers, ClientConfig::default())
+            .await
+            .unwrap();
+        client
+            .create_topic("orders", 3, 1, TopicConfig::default())
+            .await
+            .unwrap();
+        let again = client
+            .create_topic("orders", 3, 1, TopicConfig::default())
+            .await;
+        assert_eq!(again.unwrap_err().code(), Some(ErrorCode::TopicExists));
+        assert_eq!(client.partition_count("orders").await.unwrap(), 3);
+
+        // 3 partitions x 20 batches of 10 records, all in flight at once; record i of a
+        // partition is stamped base + i ms.
+        let base_ms = common::now_ms();
+        let mut sends = Vec::new();
+        for partition in 0..3u32 {
+            for b in 0..20usize {
+                let values: Vec<Vec<u8>> = (0..10).map(|r| value(partition, b * 10 + r)).collect();
+                sends.push((
+                    partition,
+                    b,
+                    client.produce(
+                        "orders",
+                        partition,
+                        Acks::Leader,
+                        common::batch_at(base_ms + (b * 10) as i64, &values),
+                    ),
+                ));
+            }
+        }
+        for (partition, b, send) in sends {
+            let base = send.await.unwrap().unwrap();
+            assert_eq!(
+                base,
+                (b * 10) as u64,
+                "partition {partition}: batches appended in send order"
+            );
+        }
+        for partition in 0..3u32 {
+            let records = consume_all(&client, "orders", partition, 0).await;
+            assert_eq!(records.len(), 200);
+            for (i, (offset, v)) in records.iter().enumerate() {
+                assert_eq!(*offset, i as u64);
+                assert_eq!(v, &value(partition, i), "partition {partition} offset {i}");
+            }
+            assert_eq!(
+                client
+                    .list_offset("orders", partition, OffsetSpec::Earliest)
+                    .await
+                    .unwrap(),
+                Some(0)
+            );
+            assert_eq!(
+                client
+                    .list_offset("orders", partition, OffsetSpec::Latest)
+                    .await
+                    .unwrap(),
+                Some(200)
+            );
+            assert_eq!(
+                client
+                    .list_offset("orders", partition, OffsetSpec::Timestamp(base_ms + 5))
+                    .await
+                    .unwrap(),
+                Some(5),
+                "the first record at or after the time, in the first batch"
+            );
+            assert_eq!(
+                client
+                    .list_offset("orders", partition, OffsetSpec::Timestamp(i64::MAX))
+                    .await
+                    .unwrap(),
+                None
+            );
+        }
+        // Reading from the middle of a batch starts at that batch; offsets past the end fail.
+        let records = consume_all(&client, "orders", 1, 55).await;
+        assert_eq!(records.first().unwrap().0, 55);
+        let past = client
+            .fetch("orders", 1, 201, FetchOptions::default())
+            .await;
+        assert_eq!(past.unwrap_err().code(), Some(ErrorCode::OffsetOutOfRange));
+        let unknown = client.fetch("nope", 0, 0, FetchOptions::default()).await;
+        assert_eq!(unknown.unwrap_err().code(), Some(ErrorCode::UnknownTopic));
+        let partition = client
+            .produce("orders", 7, Acks::Leader, common::batch(&[b"x".to_vec()]))
+            .await;
+        assert_eq!(
+            partition.unwrap_err().code(),
+            Some(ErrorCode::UnknownPartition)
+        );
+
+        client.delete_topic("orders").await.unwrap();
+        let gone = client.fetch("orders", 0, 0, FetchOptions::default()).await;
+        assert_eq!(gone.unwrap_err().code(), Some(ErrorCode::UnknownTopic));
+    });
+    drop(server);
+}
+
+#[test]
+fn long_poll_waits_for_data_at_the_tail() {
+    let dir = common::data_dir();
+    let server = Shardlogd::start(dir.path(), &["--shards", "1"]).unwrap();
+    let brokers = server.brokers();
+    common::run(move || async move {
+        let client = Client::connect(&brokers, ClientConfig::default())
+            .await
+            .unwrap();
+        client
+            .create_topic("tail", 1, 1, TopicConfig::default())
+            .await
+            .unwrap();
+        // Nothing there: the poll waits about max_wait, then answers empty.
+        let started = Instant::now();
+        let options = FetchOptions {
+            max_wait: Duration::from_millis(300),
+            ..FetchOptions::default()
+        };
+        let empty = client.fetch("tail", 0, 0, options).await.unwrap();
+        assert!(empty.data.is_empty());
+        assert!(
+            started.elapsed() >= Duration::from_millis(250),
+            "the poll waited"
+        );
+        // A producer during the poll wakes it with the record.
+        let poller = client.clone();
+        let poll = glommio::spawn_local(async move {
+            let options = FetchOptions {
+                max_wait: Duration::from_secs(20),
+                ..FetchOptions::default()
+            };
+            poller.fetch("tail", 0, 0, options).await.unwrap()
+        });
+        glommio::timer::sleep(Duration::from_millis(100)).await;
+        client
+            .produce("tail", 0, Acks::Leader, common::batch(&[b"hello".to_vec()]))
+            .await
+            .unwrap();
+        let fetched = poll.await;
+        assert_eq!(fetched.high_watermark, 1);
+        let (header, bytes) = fetched.batches().next().unwrap().unwrap();
+        let record = RecordIter::new(&header, bytes).next().unwrap().unwrap();
+        assert_eq!(record.value.unwrap(), b"hello");
+    });
+    drop(server);
+}
+
+/// Four shards on two cores: every partition is served through a connection to any
+/// shard (most requests cross shards, through the forwarding inboxes).
+#[test]
+fn four_shards_every_partition_from_every_connection() {
+    let dir = common::data_dir();
+    let server =
+        Shardlogd::start(dir.path(), &["--shards", "4", "--io-memory", "1048576"]).unwrap();
+    let brokers = server.brokers();
+    common::run(move || async move {
+        let admin = Client::connect(&brokers, ClientConfig::default())
+            .await
+            .unwrap();
+        admin
+            .create_topic("wide", 8, 1, TopicConfig::default())
+            .await
+            .unwrap();
+        // Many clients: SO_REUSEPORT spreads their connections over the four shards.
+        let mut clients = Vec::new();
+        for _ in 0..8 {
+            clients.push(
+                Client::connect(&brokers, ClientConfig::default())
+                    .await
+                    .unwrap(),
+            );
+        }
+        for (c, client) in clients.iter().enumerate() {
+            for partition in 0..8u32 {
+                let values = vec![format!("c{c}-p{partition}").into_bytes()];
+                let base = client
+                    .produce("wide", partition, Acks::All, common::batch(&values))
+                    .await
+                    .unwrap();
+                assert_eq!(base, Some(c as u64));
+            }
+        }
+        for client in &clients {
+            for partition in 0..8u32 {
+                let records = consume_all(client, "wide", partition, 0).await;
+                let expected: Vec<(u64, Vec<u8>)> = (0..8)
+                    .map(|c| (c as u64, format!("c{c}-p{partition}").into_bytes()))
+                    .collect();
+                assert_eq!(records, expected);
+            }
+        }
+    });
+    drop(server);
+}
+
+#[test]
+fn restart_reopens_every_topic() {
+    let dir = common::data_dir();
+    let mut server = Shardlogd::start(dir.path(), &["--shards", "2"]).unwrap();
+    let brokers = server.brokers();
+    common::run(move || async move {
+        let client = Client::connect(&brokers, ClientConfig::default())
+            .await
+            .unwrap();
+        for topic in ["a", "b"] {
+            client
+                .create_topic(topic, 2, 1, TopicConfig::default())
+                .await
+                .unwrap();
+            for partition in 0..2 {
+                let values = vec![format!("{topic}{partition}").into_bytes()];
+                client
+                    .produce(topic, partition, Acks::Leader, common::batch(&values))
+                    .await
+                    .unwrap();
+            }
+        }
+    });
+    let status = server.terminate().unwrap();
+    assert!(status.success(), "clean stop on SIGTERM: {status}");
+    let server = Shardlogd::start(dir.path(), &["--shards", "3"]).unwrap();
+    let brokers = server.brokers();
+    common::run(move || async move {
+        let client = Client::connect(&brokers, ClientConfig::default())
+            .await
+            .unwrap();
+        for topic in ["a", "b"] {
+            for partition in 0..2 {
+                let records = consume_all(&client, topic, partition, 0).await;
+                assert_eq!(
+                    records,
+                    vec![(0, format!("{topic}{partition}").into_bytes())]
+                );
+            }
+        }
+    });
+    drop(server);
+}
