@@ -1,0 +1,237 @@
+//! Bad input against a real `shardlogd`: random bytes, oversized lengths, truncated
+//! frames, unknown apis and versions, invalid archives, corrupt batches. Each gets an
+//! error reply or a closed connection; the server keeps serving the other connections and
+//! never panics.
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation
+)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use rkyv::util::AlignedVec;
+use shardlog_net::ErrorCode;
+use shardlog_net::api::{
+    Acks, Api, ErrorResponse, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse,
+    TopicConfig,
+};
+use shardlog_net::client::{Client, ClientConfig};
+use shardlog_net::frame::{FLAG_ERROR, FrameHeader, encode_head};
+use shardlog_net::testing::Shardlogd;
+
+fn connect(server: &Shardlogd) -> TcpStream {
+    let stream = TcpStream::connect(server.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+}
+
+fn frame<T>(api: u16, version: u16, correlation: u64, meta: &T, data: &[u8]) -> Vec<u8>
+where
+    T: for<'a> rkyv::Serialize<
+            rkyv::api::high::HighSerializer<
+                AlignedVec,
+                rkyv::ser::allocator::ArenaHandle<'a>,
+                rkyv::rancor::Error,
+            >,
+        >,
+{
+    let mut out = Vec::new();
+    encode_head(&mut out, api, version, correlation, 0, meta, data.len()).unwrap();
+    out.extend_from_slice(data);
+    out
+}
+
+/// Reads one response frame: (header, whole frame).
+fn read_reply(stream: &mut TcpStream) -> Option<(FrameHeader, AlignedVec<16>)> {
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).ok()?;
+    let total = FrameHeader::frame_bytes(len).unwrap();
+    let mut buf = vec![0u8; total];
+    buf[..4].copy_from_slice(&len);
+    stream.read_exact(&mut buf[4..]).unwrap();
+    let mut aligned = AlignedVec::<16>::new();
+    aligned.extend_from_slice(&buf);
+    Some((FrameHeader::parse(&aligned).unwrap(), aligned))
+}
+
+fn error_of(header: &FrameHeader, frame: &AlignedVec<16>) -> ErrorCode {
+    assert_ne!(header.flags & FLAG_ERROR, 0, "an ErrorResponse");
+    let error: ErrorResponse = shardlog_net::frame::decode_meta(header, frame).unwrap();
+    ErrorCode::from(error.error)
+}
+
+fn metadata_frame(correlation: u64) -> Vec<u8> {
+    frame(
+        Api::Metadata as u16,
+        1,
+        correlation,
+        &MetadataRequest { topics: vec![] },
+        &[],
+    )
+}
+
+/// The connection still answers a good request.
+fn still_answers(stream: &mut TcpStream, correlation: u64) {
+    stream.write_all(&metadata_frame(correlation)).unwrap();
+    let (header, frame) = read_reply(stream).unwrap();
+    assert_eq!(header.correlation, correlation);
+    let _: MetadataResponse = shardlog_net::frame::decode_meta(&header, &frame).unwrap();
+}
+
+/// The server closes the connection (EOF, or a reset).
+fn closed(stream: &mut TcpStream) {
+    let mut buf = [0u8; 64];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+fn produce_request() -> ProduceRequest {
+    ProduceRequest {
+        topic: "t".into(),
+        partition: 0,
+        acks: Acks::Leader,
+        timeout_ms: 1000,
+    }
+}
+
+#[test]
+fn bad_frames_get_errors_or_closed_connections() {
+    let dir = common::data_dir();
+    let mut server = Shardlogd::start(dir.path(), &["--shards", "2"]).unwrap();
+    let brokers = server.brokers();
+    common::run({
+        let brokers = brokers.clone();
+        move || async move {
+            let client = Client::connect(&brokers, ClientConfig::default())
+                .await
+                .unwrap();
+            client
+                .create_topic("t", 1, 1, TopicConfig::default())
+                .await
+                .unwrap();
+        }
+    });
+
+    // Unknown api and version: an error reply, and the connection goes on.
+    let mut s = connect(&server);
+    s.write_all(&frame(999, 1, 1, &MetadataRequest { topics: vec![] }, &[]))
+        .unwrap();
+    let (h, f) = read_reply(&mut s).unwrap();
+    assert_eq!(
+        (h.correlation, error_of(&h, &f)),
+        (1, ErrorCode::UnknownApi)
+    );
+    s.write_all(&frame(
+        Api::Metadata as u16,
+        7,
+        2,
+        &MetadataRequest { topics: vec![] },
+        &[],
+    ))
+    .unwrap();
+    let (h, f) = read_reply(&mut s).unwrap();
+    assert_eq!(error_of(&h, &f), ErrorCode::UnsupportedVersion);
+    still_answers(&mut s, 3);
+
+    // An archive that does not validate: InvalidRequest, connection goes on.
+    let mut bogus = frame(Api::Produce as u16, 1, 4, &produce_request(), &[]);
+    for b in &mut bogus[24..] {
+        *b = 0xff;
+    }
+    s.write_all(&bogus).unwrap();
+    let (h, f) = read_reply(&mut s).unwrap();
+    assert_eq!(error_of(&h, &f), ErrorCode::InvalidRequest);
+    still_answers(&mut s, 5);
+
+    // A batch with a flipped byte: CorruptBatch in the produce response.
+    let mut batch = common::batch(&[b"hello".to_vec()]).to_vec();
+    let last = batch.len() - 1;
+    batch[last] ^= 0x40;
+    s.write_all(&frame(
+        Api::Produce as u16,
+        1,
+        6,
+        &produce_request(),
+        &batch,
+    ))
+    .unwrap();
+    let (h, f) = read_reply(&mut s).unwrap();
+    let response: ProduceResponse = shardlog_net::frame::decode_meta(&h, &f).unwrap();
+    assert_eq!(ErrorCode::from(response.error), ErrorCode::CorruptBatch);
+    // Not a batch at all, and no batch.
+    for (i, data) in [&b"garbage"[..], &[]].into_iter().enumerate() {
+        s.write_all(&frame(
+            Api::Produce as u16,
+            1,
+            7 + i as u64,
+            &produce_request(),
+            data,
+        ))
+        .unwrap();
+        let (h, f) = read_reply(&mut s).unwrap();
+        let response: ProduceResponse = shardlog_net::frame::decode_meta(&h, &f).unwrap();
+        assert_eq!(ErrorCode::from(response.error), ErrorCode::CorruptBatch);
+    }
+    still_answers(&mut s, 9);
+
+    // Lengths over the limits: the connection is closed.
+    for len in [u32::MAX, 100 << 20, 3] {
+        let mut s = connect(&server);
+        let mut head = metadata_frame(1);
+        head[..4].copy_from_slice(&len.to_le_bytes());
+        s.write_all(&head).unwrap();
+        closed(&mut s);
+    }
+    let mut s = connect(&server);
+    let mut head = metadata_frame(1);
+    head[16..20].copy_from_slice(&(2u32 << 20).to_le_bytes());
+    s.write_all(&head).unwrap();
+    closed(&mut s);
+
+    // A truncated frame, then the client leaves.
+    let mut s = connect(&server);
+    s.write_all(&metadata_frame(1)[..30]).unwrap();
+    drop(s);
+
+    // Random bytes on many connections.
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    for _ in 0..200 {
+        let bytes = proptest::collection::vec(any::<u8>(), 0..512)
+            .new_tree(&mut runner)
+            .unwrap()
+            .current();
+        let mut s = connect(&server);
+        let _ = s.write_all(&bytes);
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut sink = Vec::new();
+        let _ = s.read_to_end(&mut sink);
+    }
+
+    // The server is alive and serves a normal client.
+    assert!(server.is_running(), "the server survived every bad input");
+    common::run(move || async move {
+        let client = Client::connect(&brokers, ClientConfig::default())
+            .await
+            .unwrap();
+        let base = client
+            .produce("t", 0, Acks::Leader, common::batch(&[b"ok".to_vec()]))
+            .await
+            .unwrap();
+        assert_eq!(base, Some(0), "no bad input appended anything");
+    });
+}
