@@ -75,9 +75,22 @@ pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Option<F
     if padding > 0 {
         reader.read_exact(&mut [0u8; 8][..padding]).await?;
     }
-    let mut data = BytesMut::zeroed(header.frame_bytes - header.data_start());
-    reader.read_exact(&mut data).await?;
+    let data = read_data(reader, header.frame_bytes - header.data_start()).await?;
     Ok(Some(Frame { header, meta, data }))
+}
+
+/// Reads `len` bytes, growing the buffer as they arrive: a header that announces 64 MiB
+/// costs the sender 64 MiB of traffic before it costs the receiver 64 MiB of memory.
+async fn read_data<R: AsyncRead + Unpin>(reader: &mut R, len: usize) -> std::io::Result<BytesMut> {
+    const STEP: usize = 1 << 20;
+    let mut data = BytesMut::zeroed(len.min(STEP));
+    reader.read_exact(&mut data).await?;
+    while data.len() < len {
+        let filled = data.len();
+        data.resize(len.min(filled + STEP.max(filled)), 0);
+        reader.read_exact(&mut data[filled..]).await?;
+    }
+    Ok(data)
 }
 
 /// Writes one frame: `scratch` receives the head (reused between calls), then `data`'s

@@ -1,19 +1,32 @@
-//! The command line of `shardlog` (clap derive). Every subcommand here is offline: it
-//! reads the data directory with plain file I/O while no `shardlogd` runs on it.
+//! The command line of `shardlog` (clap derive). Two kinds of subcommands:
+//! - online (`topic`, `produce`, `consume`; arguments in `args/online.rs`): talk to running
+//!   `shardlogd` brokers over the wire protocol;
+//! - offline (`dump`, `verify`, `stats`, `repair`, `export`, `import`): read a data
+//!   directory with plain file I/O while no `shardlogd` runs on it.
+
+mod online;
+
+pub use online::{
+    Acks, BrokerArgs, ConsumeArgs, ConsumeFrom, OutputFormat, ProduceArgs, TopicArgs, TopicCommand,
+    TopicCreateArgs, TopicDeleteArgs, TopicNameArgs,
+};
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-const EXIT_CODES: &str = "\
+pub(crate) const EXIT_CODES: &str = "\
 Exit codes:
   0  success (verify: no problems found; repair: nothing to do, or everything repaired)
-  1  problems found (verify: any finding; repair: repairs needed but --apply not given,
-     or problems left that need manual work)
-  2  usage error or I/O error (missing directory, unreadable file, bad input)";
+  1  problems found or a request failed (verify: any finding; repair: repairs needed but
+     --apply not given, or problems left that need manual work; online commands: a server
+     error such as an unknown topic, or records that failed)
+  2  usage error, I/O error or connection error (missing directory, unreadable file, bad
+     input, brokers unreachable)";
 
-/// shardlog's offline operator CLI: inspect, verify, repair, back up and restore partition
-/// logs on disk. Run it only while no shardlogd uses the data directory.
+/// shardlog's operator CLI: create, list, describe and delete topics, produce and consume
+/// records on running brokers; offline, inspect, verify, repair, back up and restore
+/// partition logs on disk (only while no shardlogd uses the data directory).
 #[derive(Debug, Parser)]
 #[command(name = "shardlog", version, after_help = EXIT_CODES)]
 pub struct Args {
@@ -25,6 +38,15 @@ pub struct Args {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Create, list, describe or delete topics on the brokers.
+    #[command(after_help = EXIT_CODES)]
+    Topic(TopicArgs),
+    /// Send records read from stdin lines (`key<TAB>value` with --keyed) to a topic.
+    #[command(after_help = EXIT_CODES)]
+    Produce(ProduceArgs),
+    /// Print a topic's records, one value per line, in offset order per partition.
+    #[command(after_help = EXIT_CODES)]
+    Consume(ConsumeArgs),
     /// Print batches and records of a segment file or a partition directory.
     #[command(after_help = EXIT_CODES)]
     Dump(DumpArgs),

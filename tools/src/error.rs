@@ -1,11 +1,14 @@
-//! `ToolError`: why a subcommand could not do its job (exit code 2). Problems found *in*
-//! the data (verify findings, a repair left undone) are not errors: they are reported and
-//! mapped to exit code 1 through [`crate::Outcome`].
+//! `ToolError`: why a subcommand could not do its job. [`ToolError::exit_code`] is 1 for a
+//! request the server refused or failed (unknown topic, topic exists, ...) and 2 for
+//! everything else (usage, I/O, brokers unreachable). Problems found *in* the data (verify
+//! findings, a repair left undone) and records that failed to produce are not errors: they
+//! are reported and mapped to exit code 1 through [`crate::Outcome`].
 
 use std::io;
 use std::path::{Path, PathBuf};
 
 use shardlog_engine::Offset;
+use shardlog_net::client::ClientError;
 
 /// Errors of the `shardlog` subcommands.
 #[derive(Debug, thiserror::Error)]
@@ -50,12 +53,55 @@ pub enum ToolError {
     /// The glommio executor could not start or panicked.
     #[error("executor: {0}")]
     Executor(String),
+    /// The brokers could not be reached (exit code 2).
+    #[error("cannot connect to {brokers}: {source}")]
+    Connect {
+        /// The `--brokers` list.
+        brokers: String,
+        /// Why.
+        #[source]
+        source: ClientError,
+    },
+    /// A request failed: exit code 1 for an error reply, 2 if the connection failed.
+    #[error("{what}: {source}")]
+    Request {
+        /// What was asked, e.g. `topic "orders"`.
+        what: String,
+        /// Why it failed.
+        #[source]
+        source: ClientError,
+    },
+    /// Arguments that parse but do not fit together (exit code 2).
+    #[error("{0}")]
+    Usage(String),
 }
 
 impl ToolError {
+    /// The process exit code for this error: 1 for a request the server answered with an
+    /// error, 2 for everything else.
+    #[must_use]
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ToolError::Request { source, .. } if !is_connection_error(source) => 1,
+            _ => 2,
+        }
+    }
+
+    /// A failed request about `what`.
+    pub fn request(what: impl Into<String>) -> impl FnOnce(ClientError) -> ToolError {
+        let what = what.into();
+        move |source| ToolError::Request { what, source }
+    }
+
     /// Wraps an `io::Error` with the path it happened on.
     pub fn io(path: impl AsRef<Path>) -> impl FnOnce(io::Error) -> ToolError {
         let path = path.as_ref().to_path_buf();
         move |source| ToolError::Io { path, source }
     }
+}
+
+/// Whether a client error means the brokers could not be reached (rather than an answer).
+#[must_use]
+pub fn is_connection_error(error: &ClientError) -> bool {
+    matches!(error, ClientError::Io(_) | ClientError::NoBroker(_))
 }

@@ -1,15 +1,20 @@
-//! `shardlog`: the operator CLI. Offline subcommands (dump, verify, stats, repair, export,
-//! import) read partition directories with plain file I/O while no `shardlogd` runs.
+//! `shardlog`: the operator CLI. Online subcommands (topic, produce, consume) talk to
+//! running brokers through `shardlog_net::client` on one glommio executor (`online.rs`).
+//! Offline subcommands (dump, verify, stats, repair, export, import) read partition
+//! directories with plain file I/O while no `shardlogd` runs.
 //!
 //! This file only parses the command line, runs the subcommand and maps its result to the
-//! exit code: 0 success, 1 problems found in the data, 2 usage or I/O error (clap's own
-//! usage errors also exit 2). Each subcommand lives in `command/<name>.rs`.
+//! exit code: 0 success, 1 problems found in the data or a request the server refused or
+//! records that failed, 2 usage, I/O or connection error (clap's own usage errors also
+//! exit 2). Each subcommand lives in `command/<name>.rs`.
 
 mod args;
 mod check;
 mod command;
 mod error;
 mod exported_record;
+mod online;
+mod partitioner;
 mod progress;
 mod scan;
 
@@ -22,7 +27,8 @@ use clap::Parser;
 pub enum Outcome {
     /// Nothing wrong (exit 0).
     Clean,
-    /// Problems in the data, reported on stdout (exit 1).
+    /// Problems in the data reported on stdout, or records that failed reported on
+    /// stderr (exit 1).
     ProblemsFound,
 }
 
@@ -41,7 +47,7 @@ fn main() -> ExitCode {
         Err(error) => {
             // Display already carries the source (path and OS error); a chain would repeat it.
             eprintln!("shardlog: {error}");
-            ExitCode::from(2)
+            ExitCode::from(error.exit_code())
         }
     }
 }

@@ -1,10 +1,14 @@
-//! One module per subcommand; [`run`] dispatches to them.
+//! One module per subcommand (online: topic, produce, consume; offline: the rest);
+//! [`run`] dispatches to them.
 
+mod consume;
 mod dump;
 mod export;
 mod import;
+mod produce;
 mod repair;
 mod stats;
+mod topic;
 mod verify;
 
 use crate::Outcome;
@@ -14,6 +18,9 @@ use crate::error::ToolError;
 /// Runs one subcommand.
 pub fn run(command: Command) -> Result<Outcome, ToolError> {
     match command {
+        Command::Topic(args) => topic::run(args),
+        Command::Produce(args) => produce::run(args),
+        Command::Consume(args) => consume::run(args),
         Command::Dump(args) => dump::run(&args),
         Command::Verify(args) => verify::run(&args.dir),
         Command::Stats(args) => stats::run(&args.dir),

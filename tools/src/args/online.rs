@@ -1,0 +1,197 @@
+//! Arguments of the online subcommands (`topic`, `produce`, `consume`): the ones that talk
+//! to running brokers. Every one takes `--brokers HOST:PORT[,HOST:PORT...]` (or the
+//! `SHARDLOG_BROKERS` environment variable).
+
+use std::num::NonZeroU32;
+
+use clap::builder::NonEmptyStringValueParser;
+
+use super::EXIT_CODES;
+
+/// The brokers to bootstrap from.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BrokerArgs {
+    /// Brokers to connect to: `HOST:PORT[,HOST:PORT...]`.
+    #[arg(long, env = "SHARDLOG_BROKERS", value_name = "HOST:PORT,...", value_parser = NonEmptyStringValueParser::new())]
+    pub brokers: String,
+}
+
+/// Arguments of `topic`.
+#[derive(Debug, clap::Args)]
+pub struct TopicArgs {
+    /// Which topic operation.
+    #[command(subcommand)]
+    pub command: TopicCommand,
+}
+
+/// The `topic` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum TopicCommand {
+    /// Create a topic.
+    #[command(after_help = EXIT_CODES)]
+    Create(TopicCreateArgs),
+    /// Print the names of all topics, one per line, sorted.
+    #[command(after_help = EXIT_CODES)]
+    List(BrokerArgs),
+    /// Print a topic's partitions: leader, epoch, replicas, ISR, log start, high watermark.
+    #[command(after_help = EXIT_CODES)]
+    Describe(TopicNameArgs),
+    /// Delete a topic and all its records.
+    #[command(after_help = EXIT_CODES)]
+    Delete(TopicDeleteArgs),
+}
+
+/// Arguments of `topic create`.
+#[derive(Debug, clap::Args)]
+pub struct TopicCreateArgs {
+    /// Where to connect.
+    #[command(flatten)]
+    pub brokers: BrokerArgs,
+    /// Topic name: 1 to 249 of `[a-zA-Z0-9._-]`.
+    pub name: String,
+    /// Number of partitions.
+    #[arg(long)]
+    pub partitions: NonZeroU32,
+    /// Replicas per partition.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub replication_factor: u16,
+    /// Segment size in bytes (`segment.bytes`; default: the server's).
+    #[arg(long)]
+    pub segment_bytes: Option<u64>,
+    /// Bytes kept per partition before old segments are deleted (`retention.bytes`).
+    #[arg(long)]
+    pub retention_bytes: Option<u64>,
+    /// Age after which old segments are deleted, in ms (`retention.ms`).
+    #[arg(long)]
+    pub retention_ms: Option<u64>,
+    /// Succeed (exit 0) if the topic already exists.
+    #[arg(long)]
+    pub if_not_exists: bool,
+}
+
+/// Arguments of `topic describe`.
+#[derive(Debug, clap::Args)]
+pub struct TopicNameArgs {
+    /// Where to connect.
+    #[command(flatten)]
+    pub brokers: BrokerArgs,
+    /// Topic name.
+    pub name: String,
+}
+
+/// Arguments of `topic delete`.
+#[derive(Debug, clap::Args)]
+pub struct TopicDeleteArgs {
+    /// Where to connect.
+    #[command(flatten)]
+    pub brokers: BrokerArgs,
+    /// Topic name.
+    pub name: String,
+    /// Succeed (exit 0) if the topic does not exist.
+    #[arg(long)]
+    pub if_exists: bool,
+}
+
+/// When the producer is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Acks {
+    /// Once the in-sync replicas hold the records.
+    All,
+    /// Once the leader has written them.
+    Leader,
+    /// Never: fire and forget (no offsets to report).
+    None,
+}
+
+/// Arguments of `produce`.
+#[derive(Debug, clap::Args)]
+pub struct ProduceArgs {
+    /// Where to connect.
+    #[command(flatten)]
+    pub brokers: BrokerArgs,
+    /// Topic to write to.
+    #[arg(long)]
+    pub topic: String,
+    /// Write every record to this partition. Without it, keyed records go to
+    /// murmur2(key) % partitions (Kafka's default partitioner), unkeyed batches round-robin.
+    #[arg(long)]
+    pub partition: Option<u32>,
+    /// When the broker answers.
+    #[arg(long, value_enum, default_value_t = Acks::All)]
+    pub acks: Acks,
+    /// Each line is `key<TAB>value` (split at the first TAB); a line without a TAB fails.
+    #[arg(long)]
+    pub keyed: bool,
+    /// Print `partition<TAB>offset` on stdout for each acknowledged record, in input order
+    /// (nothing for a record that failed). Not with `--acks none`.
+    #[arg(long)]
+    pub report_offsets: bool,
+    /// Most lines per batch; a batch is also sent as soon as stdin has no more lines ready.
+    #[arg(long, default_value = "1000")]
+    pub batch_records: NonZeroU32,
+    /// Most batches waiting for their answer at once (pipelined on one connection).
+    #[arg(long, default_value = "8")]
+    pub inflight: NonZeroU32,
+}
+
+/// Where `consume` starts in each partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsumeFrom {
+    /// The log start.
+    Beginning,
+    /// The high watermark: only records produced from now on.
+    End,
+    /// This offset.
+    Offset(u64),
+}
+
+impl std::str::FromStr for ConsumeFrom {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<ConsumeFrom, String> {
+        match s {
+            "beginning" => Ok(ConsumeFrom::Beginning),
+            "end" => Ok(ConsumeFrom::End),
+            _ => s
+                .parse()
+                .map(ConsumeFrom::Offset)
+                .map_err(|_| format!("`{s}` is not beginning, end or an offset")),
+        }
+    }
+}
+
+/// How `consume` prints a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// The value alone.
+    Value,
+    /// `partition<TAB>offset<TAB>timestamp_ms<TAB>key<TAB>value`.
+    Full,
+}
+
+/// Arguments of `consume`.
+#[derive(Debug, clap::Args)]
+pub struct ConsumeArgs {
+    /// Where to connect.
+    #[command(flatten)]
+    pub brokers: BrokerArgs,
+    /// Topic to read.
+    #[arg(long)]
+    pub topic: String,
+    /// Read only this partition (default: all, one after the other without --follow).
+    #[arg(long)]
+    pub partition: Option<u32>,
+    /// Where to start in each partition: `beginning`, `end` or an offset.
+    #[arg(long, default_value = "beginning", value_name = "beginning|end|OFFSET")]
+    pub from: ConsumeFrom,
+    /// Keep waiting for new records at the tail (until --count, SIGINT/SIGTERM or a closed
+    /// stdout). Without it, each partition is read up to the high watermark seen at start.
+    #[arg(long)]
+    pub follow: bool,
+    /// Stop after this many records.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// What to print per record.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Value)]
+    pub format: OutputFormat,
+}

@@ -1,0 +1,356 @@
+//! `shardlog consume --brokers B --topic T ...`: prints records, one per line.
+//!
+//! Each partition starts at `--from` (`beginning`: its log start, `end`: its high
+//! watermark, or an offset). Without `--follow`, the partitions are read one after the
+//! other, each up to the high watermark seen when the command started, so the output is
+//! per partition in offset order and the command ends. With `--follow`, every partition
+//! long-polls at its tail at once (fetch `max_wait` 500 ms) and records are printed as
+//! they arrive (still in offset order within a partition) until `--count` records,
+//! SIGINT/SIGTERM, or a closed stdout (`| head`), each of which ends with exit code 0.
+//!
+//! `--format value` prints the value; `full` prints
+//! `partition<TAB>offset<TAB>timestamp_ms<TAB>key<TAB>value`. Bytes that are not UTF-8
+//! are printed lossily (U+FFFD); a null key or value prints as nothing.
+
+use std::io::{self, BufWriter, StdoutLock, Write};
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use shardlog_engine::batch::{BatchHeader, Compression};
+use shardlog_engine::record::RecordIter;
+use shardlog_net::ErrorCode;
+use shardlog_net::api::OffsetSpec;
+use shardlog_net::client::{Client, ClientError, FetchOptions, Fetched};
+
+use crate::Outcome;
+use crate::args::{ConsumeArgs, ConsumeFrom, OutputFormat};
+use crate::error::ToolError;
+use crate::online;
+
+/// How long a fetch at the tail may wait for records with `--follow`.
+const FOLLOW_MAX_WAIT: Duration = Duration::from_millis(500);
+
+/// Runs `consume`.
+pub fn run(args: ConsumeArgs) -> Result<Outcome, ToolError> {
+    if args.follow {
+        online::catch_stop_signals()?;
+    }
+    let brokers = args.brokers.clone();
+    online::run(&brokers, move |client| consume(client, args))
+}
+
+/// Where one partition is read.
+#[derive(Clone, Copy, Debug)]
+struct Cursor {
+    partition: u32,
+    /// The next offset to print.
+    next: u64,
+    /// Stop before this offset (the high watermark at start), or never (`--follow`).
+    end: Option<u64>,
+}
+
+impl Cursor {
+    fn finished(&self) -> bool {
+        self.end.is_some_and(|end| self.next >= end)
+    }
+}
+
+/// Whether to go on after printing a fetch's records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    /// `--count` reached or stdout closed.
+    Stop,
+}
+
+async fn consume(client: Client, args: ConsumeArgs) -> Result<Outcome, ToolError> {
+    let what = format!("topic {}", args.topic);
+    let partitions = client
+        .partition_count(&args.topic)
+        .await
+        .map_err(ToolError::request(&what))?;
+    let chosen: Vec<u32> = match args.partition {
+        Some(p) if p < partitions => vec![p],
+        Some(p) => {
+            return Err(ToolError::request(what)(ClientError::Server {
+                code: ErrorCode::UnknownPartition,
+                message: format!("no partition {p}: the topic has {partitions}"),
+            }));
+        }
+        None => (0..partitions).collect(),
+    };
+    let mut printer = Printer::new(args.format, args.count);
+    if args.count == Some(0) {
+        return Ok(Outcome::Clean);
+    }
+    let mut cursors = Vec::with_capacity(chosen.len());
+    for partition in chosen {
+        cursors.push(start(&client, &args, partition).await?);
+    }
+    let reader = Reader {
+        client: &client,
+        topic: &args.topic,
+    };
+    if args.follow {
+        reader.follow(cursors, &mut printer).await?;
+    } else {
+        for cursor in cursors {
+            if reader.drain(cursor, &mut printer).await? == Flow::Stop {
+                break;
+            }
+        }
+    }
+    printer.flush()?;
+    Ok(printer.outcome)
+}
+
+/// The cursor of `partition` at `--from`, ending at today's high watermark unless
+/// `--follow`.
+async fn start(client: &Client, args: &ConsumeArgs, partition: u32) -> Result<Cursor, ToolError> {
+    let list = |spec| async move {
+        client
+            .list_offset(&args.topic, partition, spec)
+            .await
+            .map_err(ToolError::request(format!(
+                "topic {} partition {partition}: list offsets",
+                args.topic
+            )))
+            .map(|offset| offset.unwrap_or(0))
+    };
+    let high_watermark = list(OffsetSpec::Latest).await?;
+    let next = match args.from {
+        ConsumeFrom::Beginning => list(OffsetSpec::Earliest).await?,
+        ConsumeFrom::End => high_watermark,
+        ConsumeFrom::Offset(offset) => offset,
+    };
+    Ok(Cursor {
+        partition,
+        next,
+        end: (!args.follow).then_some(high_watermark),
+    })
+}
+
+/// Fetches for one topic.
+struct Reader<'a> {
+    client: &'a Client,
+    topic: &'a str,
+}
+
+impl Reader<'_> {
+    /// Prints one partition from its cursor to its end.
+    async fn drain(&self, mut cursor: Cursor, printer: &mut Printer) -> Result<Flow, ToolError> {
+        while !cursor.finished() {
+            let fetched = self.fetch(cursor, FetchOptions::default()).await?;
+            let before = cursor.next;
+            if printer.print(&fetched, &mut cursor)? == Flow::Stop {
+                return Ok(Flow::Stop);
+            }
+            if cursor.next == before && !cursor.finished() {
+                eprintln!(
+                    "shardlog: topic {} partition {}: no records at offset {} below the high \
+                     watermark {}; stopping this partition",
+                    self.topic, cursor.partition, cursor.next, fetched.high_watermark
+                );
+                printer.outcome = Outcome::ProblemsFound;
+                break;
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// Long-polls every partition at once until `--count`, a stop signal or closed stdout.
+    async fn follow(&self, cursors: Vec<Cursor>, printer: &mut Printer) -> Result<(), ToolError> {
+        let options = FetchOptions {
+            max_wait: FOLLOW_MAX_WAIT,
+            min_bytes: 1,
+            ..FetchOptions::default()
+        };
+        let fetch = |cursor: Cursor| async move { (cursor, self.fetch(cursor, options).await) };
+        let mut pending: FuturesUnordered<_> = cursors.into_iter().map(fetch).collect();
+        while let Some((mut cursor, fetched)) = pending.next().await {
+            if printer.print(&fetched?, &mut cursor)? == Flow::Stop || online::stop_requested() {
+                break;
+            }
+            pending.push(fetch(cursor));
+        }
+        Ok(())
+    }
+
+    async fn fetch(&self, cursor: Cursor, options: FetchOptions) -> Result<Fetched, ToolError> {
+        self.client
+            .fetch(self.topic, cursor.partition, cursor.next, options)
+            .await
+            .map_err(ToolError::request(format!(
+                "topic {} partition {} offset {}",
+                self.topic, cursor.partition, cursor.next
+            )))
+    }
+}
+
+/// Writes records to stdout in the chosen format and counts them.
+struct Printer {
+    out: BufWriter<StdoutLock<'static>>,
+    format: OutputFormat,
+    /// Records still to print with `--count`.
+    remaining: Option<u64>,
+    /// Stdout was closed by the reader.
+    closed: bool,
+    outcome: Outcome,
+}
+
+impl Printer {
+    fn new(format: OutputFormat, count: Option<u64>) -> Printer {
+        Printer {
+            out: BufWriter::new(io::stdout().lock()),
+            format,
+            remaining: count,
+            closed: false,
+            outcome: Outcome::Clean,
+        }
+    }
+
+    /// Prints the records of `fetched` from `cursor.next` on (up to its end) and moves the
+    /// cursor past them.
+    fn print(&mut self, fetched: &Fetched, cursor: &mut Cursor) -> Result<Flow, ToolError> {
+        for batch in fetched.batches() {
+            let (header, bytes) = batch.map_err(ToolError::request(format!(
+                "partition {} offset {}",
+                cursor.partition, cursor.next
+            )))?;
+            if self.print_batch(&header, bytes, cursor)? == Flow::Stop {
+                self.flush()?;
+                return Ok(Flow::Stop);
+            }
+            if cursor.finished() {
+                break;
+            }
+        }
+        if !cursor.finished() {
+            cursor.next = cursor.next.max(fetched.next_offset);
+            if let Some(end) = cursor.end {
+                cursor.next = cursor.next.min(end);
+            }
+        }
+        self.flush()
+    }
+
+    fn print_batch(
+        &mut self,
+        header: &BatchHeader,
+        bytes: &[u8],
+        cursor: &mut Cursor,
+    ) -> Result<Flow, ToolError> {
+        let batch_end = header.next_offset().0;
+        if batch_end <= cursor.next {
+            return Ok(Flow::Continue);
+        }
+        if header.is_control() || header.compression() != Compression::None {
+            if !header.is_control() {
+                eprintln!(
+                    "shardlog: partition {}: skipping the compressed batch at offsets {}..{}",
+                    cursor.partition, header.base_offset.0, batch_end
+                );
+                self.outcome = Outcome::ProblemsFound;
+            }
+            cursor.next = cursor.end.map_or(batch_end, |end| batch_end.min(end));
+            return Ok(Flow::Continue);
+        }
+        for record in RecordIter::new(header, bytes) {
+            let record = record.map_err(|e| {
+                ToolError::request(format!("partition {}", cursor.partition))(
+                    ClientError::Protocol(format!(
+                        "undecodable record in the batch at offset {}: {e}",
+                        header.base_offset.0
+                    )),
+                )
+            })?;
+            let offset = record.offset(header).0;
+            if offset < cursor.next {
+                continue;
+            }
+            if cursor.end.is_some_and(|end| offset >= end) {
+                cursor.next = offset;
+                return Ok(Flow::Continue);
+            }
+            let line = Line {
+                partition: cursor.partition,
+                offset,
+                timestamp: record.timestamp(header).0,
+                key: record.key,
+                value: record.value,
+            };
+            cursor.next = offset + 1;
+            if self.write(&line)? == Flow::Stop {
+                return Ok(Flow::Stop);
+            }
+        }
+        cursor.next = cursor
+            .next
+            .max(cursor.end.map_or(batch_end, |e| batch_end.min(e)));
+        Ok(Flow::Continue)
+    }
+
+    fn write(&mut self, line: &Line<'_>) -> Result<Flow, ToolError> {
+        if self.remaining == Some(0) || self.closed {
+            return Ok(Flow::Stop);
+        }
+        let written = match self.format {
+            OutputFormat::Value => writeln!(self.out, "{}", text(line.value)),
+            OutputFormat::Full => writeln!(
+                self.out,
+                "{}\t{}\t{}\t{}\t{}",
+                line.partition,
+                line.offset,
+                line.timestamp,
+                text(line.key),
+                text(line.value)
+            ),
+        };
+        if let Err(e) = written {
+            return self.closed_is_stop(e);
+        }
+        self.remaining = self.remaining.map(|n| n - 1);
+        Ok(if self.remaining == Some(0) {
+            Flow::Stop
+        } else {
+            Flow::Continue
+        })
+    }
+
+    /// Flushes stdout; `Stop` once it is closed.
+    fn flush(&mut self) -> Result<Flow, ToolError> {
+        if self.closed {
+            return Ok(Flow::Stop);
+        }
+        match self.out.flush() {
+            Ok(()) => Ok(Flow::Continue),
+            Err(e) => self.closed_is_stop(e),
+        }
+    }
+
+    /// A closed stdout (`| head`) ends the output quietly; any other write error is an
+    /// error.
+    fn closed_is_stop(&mut self, error: io::Error) -> Result<Flow, ToolError> {
+        if error.kind() == io::ErrorKind::BrokenPipe {
+            self.closed = true;
+            Ok(Flow::Stop)
+        } else {
+            Err(ToolError::io("stdout")(error))
+        }
+    }
+}
+
+/// Bytes as text, lossily; a null field prints as nothing.
+fn text(bytes: Option<&[u8]>) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(bytes.unwrap_or_default())
+}
+
+/// One record to print.
+struct Line<'a> {
+    partition: u32,
+    offset: u64,
+    timestamp: i64,
+    key: Option<&'a [u8]>,
+    value: Option<&'a [u8]>,
+}

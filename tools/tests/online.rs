@@ -1,0 +1,495 @@
+//! End-to-end tests of the online `shardlog` commands (topic, produce, consume) against a
+//! real `shardlogd` child process (`shardlog_net::testing::Shardlogd`, on 127.0.0.1 with
+//! an ephemeral port). Data directories live under `SHARDLOG_TEST_DIR` (default
+//! `<repo>/target/shardlog-test`): O_DIRECT needs a real filesystem, not tmpfs.
+//!
+//! `shardlogd` must be built in the same target directory (`cargo build -p shardlog-net`,
+//! which `cargo nextest run --workspace` does) or named by `SHARDLOGD_BIN`.
+#![cfg(test)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use shardlog_net::testing::Shardlogd;
+
+fn test_root() -> PathBuf {
+    let root = std::env::var_os("SHARDLOG_TEST_DIR").map_or_else(
+        || {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../target/shardlog-test"
+            ))
+        },
+        PathBuf::from,
+    );
+    fs::create_dir_all(&root).unwrap();
+    root
+}
+
+/// A running server and its data directory (removed when dropped, after the server).
+struct Server {
+    shardlogd: Shardlogd,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start() -> Server {
+        let binary = Shardlogd::binary();
+        assert!(
+            binary.exists(),
+            "{} is missing: build it first (cargo build -p shardlog-net) or set SHARDLOGD_BIN",
+            binary.display()
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("tools-online-")
+            .tempdir_in(test_root())
+            .unwrap();
+        let shardlogd = Shardlogd::start(dir.path(), &["--shards", "2"]).unwrap();
+        Server {
+            shardlogd,
+            _dir: dir,
+        }
+    }
+
+    fn brokers(&self) -> String {
+        self.shardlogd.brokers()
+    }
+
+    /// `shardlog SUBCOMMAND... --brokers B ARGS...` with `stdin` as input.
+    fn run(&self, args: &[&str], stdin: &str) -> Output {
+        let brokers = self.brokers();
+        let mut full: Vec<&str> = args.to_vec();
+        full.extend(["--brokers", &brokers]);
+        shardlog(&full, stdin)
+    }
+
+    /// Like `run`, and the command must succeed.
+    fn ok(&self, args: &[&str], stdin: &str) -> String {
+        let output = self.run(args, stdin);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            describe(&output)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    fn create(&self, topic: &str, partitions: u32) {
+        let partitions = partitions.to_string();
+        self.ok(&["topic", "create", topic, "--partitions", &partitions], "");
+    }
+}
+
+fn shardlog(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shardlog"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut pipe = child.stdin.take().unwrap();
+    let input = stdin.to_owned();
+    let writer = std::thread::spawn(move || {
+        // The command may exit before reading (usage errors): a broken pipe is fine.
+        let _ = pipe.write_all(input.as_bytes());
+    });
+    let output = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    output
+}
+
+fn describe(output: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn lines(text: &str) -> Vec<&str> {
+    text.lines().collect()
+}
+
+/// `partition<TAB>offset` lines of `--report-offsets`.
+fn reported(text: &str) -> Vec<(u32, u64)> {
+    text.lines()
+        .map(|line| {
+            let (p, o) = line.split_once('\t').unwrap();
+            (p.parse().unwrap(), o.parse().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn topic_create_list_describe_delete() {
+    let server = Server::start();
+    server.ok(
+        &[
+            "topic",
+            "create",
+            "orders",
+            "--partitions",
+            "3",
+            "--replication-factor",
+            "1",
+            "--segment-bytes",
+            "1048576",
+            "--retention-ms",
+            "86400000",
+        ],
+        "",
+    );
+    server.create("audit", 1);
+
+    let again = server.run(&["topic", "create", "orders", "--partitions", "3"], "");
+    assert_eq!(again.status.code(), Some(1), "{}", describe(&again));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("TopicExists"),
+        "{}",
+        describe(&again)
+    );
+    server.ok(
+        &[
+            "topic",
+            "create",
+            "orders",
+            "--partitions",
+            "3",
+            "--if-not-exists",
+        ],
+        "",
+    );
+
+    assert_eq!(
+        lines(&server.ok(&["topic", "list"], "")),
+        ["audit", "orders"]
+    );
+
+    server.ok(
+        &["produce", "--topic", "orders", "--partition", "1"],
+        "a\nb\n",
+    );
+    check_describe(&server);
+
+    server.ok(&["topic", "delete", "orders"], "");
+    assert_eq!(lines(&server.ok(&["topic", "list"], "")), ["audit"]);
+    for args in [
+        &["topic", "describe", "orders"][..],
+        &["topic", "delete", "orders"],
+    ] {
+        let gone = server.run(args, "");
+        assert_eq!(gone.status.code(), Some(1), "{args:?}: {}", describe(&gone));
+        assert!(String::from_utf8_lossy(&gone.stderr).contains("UnknownTopic"));
+    }
+    server.ok(&["topic", "delete", "orders", "--if-exists"], "");
+
+    let bad_name = server.run(&["topic", "create", "a/b", "--partitions", "1"], "");
+    assert_eq!(bad_name.status.code(), Some(2), "{}", describe(&bad_name));
+}
+
+/// `topic describe orders` after two records went to partition 1 of its 3.
+fn check_describe(server: &Server) {
+    let described = server.ok(&["topic", "describe", "orders"], "");
+    let rows = lines(&described);
+    assert_eq!(rows.len(), 5, "{described}");
+    assert!(rows[0].contains("orders") && rows[0].contains("3 partitions"));
+    assert_eq!(
+        rows[1],
+        "partition\tleader\tepoch\treplicas\tisr\tlog_start\thigh_watermark"
+    );
+    for (partition, row) in rows[2..].iter().enumerate() {
+        let fields: Vec<&str> = row.split('\t').collect();
+        assert_eq!(fields.len(), 7, "{row}");
+        assert_eq!(fields[0], partition.to_string());
+        assert_eq!(fields[3].split(',').count(), 1, "one replica: {row}");
+        assert_eq!(fields[5], "0", "log start: {row}");
+        let high_watermark = if partition == 1 { "2" } else { "0" };
+        assert_eq!(fields[6], high_watermark, "{row}");
+    }
+}
+
+#[test]
+fn produce_reports_offsets_in_order_and_consume_reads_them_back() {
+    let server = Server::start();
+    server.create("events", 1);
+    let input: String = (0..250).map(|i| format!("value-{i}\n")).collect();
+    let out = server.ok(
+        &[
+            "produce",
+            "--topic",
+            "events",
+            "--report-offsets",
+            "--batch-records",
+            "16",
+            "--inflight",
+            "4",
+        ],
+        &input,
+    );
+    let expected: Vec<(u32, u64)> = (0..250).map(|i| (0, i)).collect();
+    assert_eq!(reported(&out), expected);
+
+    let all = server.ok(&["consume", "--topic", "events", "--from", "beginning"], "");
+    assert_eq!(all, input);
+    let tail = server.ok(&["consume", "--topic", "events", "--from", "245"], "");
+    assert_eq!(
+        lines(&tail),
+        [
+            "value-245",
+            "value-246",
+            "value-247",
+            "value-248",
+            "value-249"
+        ]
+    );
+    let counted = server.ok(
+        &[
+            "consume", "--topic", "events", "--from", "10", "--count", "3",
+        ],
+        "",
+    );
+    assert_eq!(lines(&counted), ["value-10", "value-11", "value-12"]);
+    let at_end = server.ok(&["consume", "--topic", "events", "--from", "end"], "");
+    assert_eq!(at_end, "");
+
+    let full = server.ok(
+        &[
+            "consume", "--topic", "events", "--from", "7", "--count", "1", "--format", "full",
+        ],
+        "",
+    );
+    let fields: Vec<&str> = full.trim_end_matches('\n').split('\t').collect();
+    assert_eq!(fields.len(), 5, "{full}");
+    assert_eq!(
+        (fields[0], fields[1], fields[3], fields[4]),
+        ("0", "7", "", "value-7")
+    );
+    assert!(
+        fields[2].parse::<i64>().unwrap() > 1_600_000_000_000,
+        "{full}"
+    );
+}
+
+#[test]
+fn keyed_records_of_one_key_share_a_partition() {
+    let server = Server::start();
+    server.create("keyed", 4);
+    let keys = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta"];
+    let input: String = (0..300)
+        .map(|i| format!("{}\tv{i}\n", keys[i % keys.len()]))
+        .collect();
+    let out = server.ok(
+        &[
+            "produce",
+            "--topic",
+            "keyed",
+            "--keyed",
+            "--report-offsets",
+            "--batch-records",
+            "7",
+        ],
+        &input,
+    );
+    let offsets = reported(&out);
+    assert_eq!(offsets.len(), 300);
+    let mut partition_of_key = BTreeMap::new();
+    let mut next_offset: BTreeMap<u32, u64> = BTreeMap::new();
+    let mut expected_values: BTreeMap<(u32, u64), String> = BTreeMap::new();
+    for (i, &(partition, offset)) in offsets.iter().enumerate() {
+        let key = keys[i % keys.len()];
+        assert_eq!(*partition_of_key.entry(key).or_insert(partition), partition);
+        // One producer, in order: each partition's offsets run 0, 1, 2, ... in input order.
+        let next = next_offset.entry(partition).or_insert(0);
+        assert_eq!(offset, *next, "line {i}");
+        *next += 1;
+        expected_values.insert((partition, offset), format!("{key}\tv{i}"));
+    }
+    assert!(
+        partition_of_key.values().collect::<BTreeSet<_>>().len() > 1,
+        "six keys all hashed to one partition: {partition_of_key:?}"
+    );
+
+    let full = server.ok(&["consume", "--topic", "keyed", "--format", "full"], "");
+    let mut seen = BTreeMap::new();
+    for line in full.lines() {
+        let fields: Vec<&str> = line.split('\t').collect();
+        let at = (fields[0].parse().unwrap(), fields[1].parse().unwrap());
+        seen.insert(at, format!("{}\t{}", fields[3], fields[4]));
+    }
+    assert_eq!(seen, expected_values);
+
+    // A line without a TAB fails alone: exit 1, no offset for it, the others reported.
+    let output = server.run(
+        &["produce", "--topic", "keyed", "--keyed", "--report-offsets"],
+        "alpha\tx\nno-tab-here\nbeta\ty\n",
+    );
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    assert_eq!(reported(&String::from_utf8_lossy(&output.stdout)).len(), 2);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("line 2"));
+}
+
+#[test]
+fn consume_follow_receives_records_produced_later() {
+    let server = Server::start();
+    server.create("live", 2);
+    server.ok(
+        &["produce", "--topic", "live", "--partition", "0"],
+        "old-0\nold-1\n",
+    );
+
+    // From offset 2 of partition 0 (its end now): only records produced after this start.
+    let brokers = server.brokers();
+    let follower = Command::new(env!("CARGO_BIN_EXE_shardlog"))
+        .args(["consume", "--brokers", &brokers, "--topic", "live"])
+        .args([
+            "--partition",
+            "0",
+            "--from",
+            "2",
+            "--follow",
+            "--count",
+            "3",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    server.ok(
+        &["produce", "--topic", "live", "--partition", "0"],
+        "new-0\n",
+    );
+    server.ok(
+        &["produce", "--topic", "live", "--partition", "0"],
+        "new-1\nnew-2\n",
+    );
+    let output = follower.wait_with_output().unwrap();
+    assert!(output.status.success());
+    assert_eq!(
+        String::from_utf8(output.stdout).unwrap(),
+        "new-0\nnew-1\nnew-2\n"
+    );
+
+    // All partitions, from the end, until SIGTERM.
+    let mut follower = Command::new(env!("CARGO_BIN_EXE_shardlog"))
+        .args(["consume", "--brokers", &brokers, "--topic", "live"])
+        .args(["--from", "end", "--follow"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let first = produce_until_seen(&server, &mut follower);
+    assert!(first.starts_with("tick-"), "{first}");
+    terminate(&follower);
+    let status = follower.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+/// Produces a record to every partition now and then until the follower prints a line
+/// (it may start after the first ones: `--from end` is read when it starts). Bounded so a
+/// broken follower fails instead of hanging.
+fn produce_until_seen(server: &Server, follower: &mut Child) -> String {
+    let stdout = follower.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        let _ = reader.read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    for i in 0..600 {
+        for partition in ["0", "1"] {
+            server.ok(
+                &["produce", "--topic", "live", "--partition", partition],
+                &format!("tick-{i}\n"),
+            );
+        }
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
+            return line;
+        }
+    }
+    panic!("the follower printed nothing");
+}
+
+fn terminate(child: &Child) {
+    let pid = i32::try_from(child.id()).unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn unknown_topic_fails_with_exit_code_1() {
+    let server = Server::start();
+    for args in [
+        &["produce", "--topic", "nope"][..],
+        &["consume", "--topic", "nope"],
+        &["topic", "describe", "nope"],
+    ] {
+        let output = server.run(args, "x\n");
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{args:?}: {}",
+            describe(&output)
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("nope") && stderr.contains("UnknownTopic"),
+            "{args:?}: {stderr}"
+        );
+    }
+    server.create("small", 2);
+    let output = server.run(&["consume", "--topic", "small", "--partition", "5"], "");
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+}
+
+#[test]
+fn usage_and_connection_errors_exit_2() {
+    // Port 1 on localhost: nothing listens there.
+    for brokers in ["127.0.0.1:1", "not-an-address"] {
+        let output = shardlog(&["topic", "list", "--brokers", brokers], "");
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{brokers}: {}",
+            describe(&output)
+        );
+        assert!(String::from_utf8_lossy(&output.stderr).contains("cannot connect"));
+    }
+    let output = shardlog(
+        &[
+            "produce",
+            "--brokers",
+            "127.0.0.1:1",
+            "--topic",
+            "t",
+            "--acks",
+            "none",
+            "--report-offsets",
+        ],
+        "",
+    );
+    assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+    let output = shardlog(
+        &[
+            "consume",
+            "--brokers",
+            "127.0.0.1:1",
+            "--topic",
+            "t",
+            "--from",
+            "later",
+        ],
+        "",
+    );
+    assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+}
