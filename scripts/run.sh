@@ -1,13 +1,12 @@
 #!/usr/bin/env bash
-# The README's "set up and run" command. Builds the release binaries and, until the
-# network server lands (shardlogd, next issue), runs the storage engine on ./data: a
-# 10-second engine benchmark that keeps its data, then the offline tools over it.
+# The README's "set up and run" command: builds the release binaries and runs a one-node
+# shardlogd in the foreground on ./data, listening on 127.0.0.1:9092 (override with
+# SHARDLOG_DATA and SHARDLOG_LISTEN). Stop it with Ctrl-C; it flushes and closes its logs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data="${SHARDLOG_DATA:-$PWD/data}"
+listen="${SHARDLOG_LISTEN:-127.0.0.1:9092}"
 
-cargo build --release -p shardlog-bench -p shardlog-tools
+cargo build --release -p shardlog-net -p shardlog-tools -p shardlog-bench
 mkdir -p "$data"
-./target/release/shardlog-bench engine --data-dir "$data" --duration 10 --keep
-./target/release/shardlog stats "$data"
-./target/release/shardlog verify "$data"
+exec ./target/release/shardlogd --data-dir "$data" --listen "$listen" "$@"

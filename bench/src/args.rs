@@ -1,9 +1,9 @@
-//! Command-line arguments of `shardlog-bench` (clap derive). The network workloads
-//! (`produce`, `consume`, `e2e`) join this enum with the server.
+//! Command-line arguments of `shardlog-bench` (clap derive): the engine alone, and the
+//! network workloads (`produce`, `consume`, `e2e`) against a running `shardlogd`.
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use shardlog_engine::FlushPolicy;
 
 /// shardlog's load generator.
@@ -20,6 +20,12 @@ pub struct Cli {
 pub enum Command {
     /// The storage engine alone, no network: concurrent appenders on partition logs.
     Engine(EngineArgs),
+    /// Producers over the network: throughput and produce latency.
+    Produce(NetArgs),
+    /// Consumers over the network: read throughput.
+    Consume(NetArgs),
+    /// Producers and consumers at once: end-to-end latency per record.
+    E2e(NetArgs),
 }
 
 /// `shardlog-bench engine`.
@@ -64,4 +70,92 @@ pub struct EngineArgs {
     /// glommio I/O memory of the shard, in bytes.
     #[arg(long, default_value_t = 8 << 20)]
     pub io_memory: usize,
+}
+
+/// Acknowledgement level of the produce requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AcksArg {
+    /// No reply awaited beyond the write to the socket.
+    None,
+    /// The leader appended (and flushed under its policy).
+    Leader,
+    /// All in-sync replicas have it.
+    All,
+}
+
+/// Where consumers start reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FromArg {
+    /// Each partition's log start.
+    Beginning,
+    /// Each partition's end when the run starts.
+    End,
+}
+
+/// `shardlog-bench produce|consume|e2e`: one option set; each workload uses what applies.
+#[derive(Debug, Clone, Args)]
+pub struct NetArgs {
+    /// A broker to bootstrap from, HOST:PORT.
+    #[arg(long)]
+    pub brokers: String,
+    /// Topic to write or read; created with --partitions when missing.
+    #[arg(long)]
+    pub topic: String,
+    /// Partitions of the topic when the bench creates it.
+    #[arg(long, default_value_t = 4)]
+    pub partitions: u32,
+    /// Bytes of each record's value (e2e: at least 8, the send time).
+    #[arg(long, default_value_t = 1024)]
+    pub record_size: usize,
+    /// Records per batch (one produce request = one batch).
+    #[arg(long, default_value_t = 100)]
+    pub batch_records: usize,
+    /// Records to produce (rounded up to whole batches) or to consume; overrides
+    /// --duration.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Seconds to run when no --count is given (warm-up included).
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Seconds at the start left out of the results (default: 1 for duration runs, 0 for
+    /// --count runs).
+    #[arg(long)]
+    pub warmup: Option<f64>,
+    /// Open loop: records per second in total over all producers (default: closed loop).
+    /// Latency is timed from each request's intended send time.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Producers, each with its own connection.
+    #[arg(long, default_value_t = 1)]
+    pub producers: usize,
+    /// Consumers, each with its own connection; partitions are dealt out among them.
+    #[arg(long, default_value_t = 1)]
+    pub consumers: usize,
+    /// Produce requests outstanding per connection (pipelined).
+    #[arg(long, default_value_t = 4)]
+    pub inflight: usize,
+    /// Acknowledgement level.
+    #[arg(long, value_enum, default_value_t = AcksArg::All)]
+    pub acks: AcksArg,
+    /// glommio executors (threads) the producers are spread over; consumers get one more.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// consume: where to start in each partition.
+    #[arg(long, value_enum, default_value_t = FromArg::Beginning)]
+    pub from: FromArg,
+    /// Largest fetch reply, bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub fetch_max_bytes: u32,
+    /// Longest a fetch waits at the tail for data (long poll), milliseconds.
+    #[arg(long, default_value_t = 100)]
+    pub fetch_max_wait_ms: u64,
+    /// e2e: seconds consumers keep reading after the producers stop, for stragglers.
+    #[arg(long, default_value_t = 5.0)]
+    pub drain: f64,
+    /// Write the command line, configuration and results as JSON to FILE.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Draw the latency percentile curve as SVG to FILE.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
 }

@@ -3,10 +3,15 @@
 
 mod args;
 mod latency;
+mod net_report;
+mod plot;
 mod report;
 mod workload;
 
 use clap::Parser;
+
+use crate::args::NetArgs;
+use crate::net_report::Outcome;
 
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
@@ -27,6 +32,9 @@ fn main() -> std::process::ExitCode {
                 }
             })
         }
+        args::Command::Produce(net) => net_run(net, workload::produce::run),
+        args::Command::Consume(net) => net_run(net, workload::consume::run),
+        args::Command::E2e(net) => net_run(net, workload::e2e::run),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -35,4 +43,22 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::from(1)
         }
     }
+}
+
+/// Runs a network workload, prints its table and writes `--json` / `--plot`.
+fn net_run(args: NetArgs, workload: fn(NetArgs) -> anyhow::Result<Outcome>) -> anyhow::Result<()> {
+    let (json, plot) = (args.json.clone(), args.plot.clone());
+    let outcome = workload(args)?;
+    outcome.report.print();
+    if let Some(path) = json {
+        outcome.report.write_json(&path)?;
+    }
+    if let Some(path) = plot {
+        let title = format!(
+            "shardlog-bench {}: latency by percentile",
+            outcome.report.workload
+        );
+        plot::write_svg(&path, &title, &outcome.curves)?;
+    }
+    Ok(())
 }

@@ -1,3 +1,9 @@
-//! Workloads `shardlog-bench` can run: the engine alone for now.
+//! Workloads `shardlog-bench` can run: the engine alone, and producers/consumers against a
+//! running `shardlogd`.
 
+pub mod consume;
+pub mod e2e;
 pub mod engine;
+pub mod net_common;
+pub mod produce;
+pub mod progress;

@@ -1,0 +1,272 @@
+//! `shardlog-bench produce | consume | e2e` against a real `shardlogd` child process
+//! (`shardlog_net::testing::Shardlogd` on 127.0.0.1, ephemeral port): small counted runs
+//! exit 0, print the table, and write a JSON report with exactly the records asked for and
+//! an SVG plot. A failed run exits 1. No timing is asserted.
+//!
+//! `shardlogd` must be built in the same target directory (`cargo build -p shardlog-net`,
+//! which `cargo nextest run --workspace` does) or named by `SHARDLOGD_BIN`. Data lives
+//! under `SHARDLOG_TEST_DIR` (default `<repo>/target/shardlog-test`): O_DIRECT needs a real
+//! filesystem, not tmpfs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use shardlog_net::testing::Shardlogd;
+
+fn test_root() -> PathBuf {
+    let root = std::env::var_os("SHARDLOG_TEST_DIR").map_or_else(
+        || {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../target/shardlog-test"
+            ))
+        },
+        PathBuf::from,
+    );
+    std::fs::create_dir_all(&root).expect("test dir");
+    root
+}
+
+/// A running server and its data directory (removed after the server, when dropped).
+struct Server {
+    shardlogd: Shardlogd,
+    _dir: tempfile::TempDir,
+}
+
+fn start_server() -> Server {
+    let binary = Shardlogd::binary();
+    assert!(
+        binary.exists(),
+        "{} is missing: build it first (cargo build -p shardlog-net) or set SHARDLOGD_BIN",
+        binary.display()
+    );
+    let dir = tempfile::Builder::new()
+        .prefix("bench-net-")
+        .tempdir_in(test_root())
+        .expect("temp dir");
+    let shardlogd = Shardlogd::start(dir.path(), &["--shards", "2"]).expect("start shardlogd");
+    Server {
+        shardlogd,
+        _dir: dir,
+    }
+}
+
+fn bench(server: &Server, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_shardlog-bench"))
+        .args(args)
+        .args(["--brokers", &server.shardlogd.brokers()])
+        .output()
+        .expect("run shardlog-bench")
+}
+
+/// Runs a workload that must succeed; returns its stdout and parsed JSON report.
+fn run_ok(server: &Server, dir: &Path, name: &str, args: &[&str]) -> (String, serde_json::Value) {
+    let json = dir.join(format!("{name}.json"));
+    let plot = dir.join(format!("{name}.svg"));
+    let mut full = args.to_vec();
+    full.extend([
+        "--json",
+        json.to_str().expect("utf-8 path"),
+        "--plot",
+        plot.to_str().expect("utf-8 path"),
+    ]);
+    let out = bench(server, &full);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{full:?}\nstdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for column in [
+        "records/s",
+        "MiB/s",
+        "p50",
+        "p90",
+        "p99",
+        "p99.9",
+        "p99.99",
+        "max",
+    ] {
+        assert!(stdout.contains(column), "{column} missing from:\n{stdout}");
+    }
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("json report")).expect("valid json");
+    assert_eq!(report["workload"], name.split('-').next().expect("name"));
+    assert!(report["command"].as_array().is_some_and(|c| !c.is_empty()));
+    let svg = std::fs::read_to_string(&plot).expect("svg plot");
+    assert!(svg.contains("<svg") && svg.contains("</svg>"), "{svg}");
+    assert!(svg.contains("99.9%"), "percentile axis labels missing");
+    (stdout, report)
+}
+
+fn assert_latency(latency: &serde_json::Value, count: u64) {
+    assert_eq!(latency["count"], count, "{latency}");
+    for key in ["p50", "p90", "p99", "p999", "p9999", "max"] {
+        assert!(
+            latency[key].as_u64().is_some_and(|v| v > 0),
+            "{key}: {latency}"
+        );
+    }
+}
+
+#[test]
+fn produce_then_consume_then_e2e() {
+    let server = start_server();
+    let dir = tempfile::tempdir_in(test_root()).expect("temp dir");
+    produce_runs(&server, dir.path());
+    consume_run(&server, dir.path());
+    e2e_run(&server, dir.path());
+}
+
+/// 2000 records closed loop creating the topic, then 500 more open loop.
+fn produce_runs(server: &Server, dir: &Path) {
+    let (stdout, report) = run_ok(
+        server,
+        dir,
+        "produce",
+        &[
+            "produce",
+            "--topic",
+            "smoke",
+            "--partitions",
+            "3",
+            "--count",
+            "2000",
+            "--batch-records",
+            "10",
+            "--record-size",
+            "100",
+            "--producers",
+            "3",
+            "--threads",
+            "2",
+            "--inflight",
+            "4",
+            "--acks",
+            "leader",
+        ],
+    );
+    assert!(stdout.contains("produce"), "{stdout}");
+    assert_eq!(report["config"]["partitions"], 3);
+    assert_eq!(report["config"]["acks"], "leader");
+    assert_eq!(report["config"]["load"], "closed");
+    let produce = &report["produce"];
+    assert_eq!(produce["records"], 2000);
+    assert_eq!(produce["requests"], 200);
+    assert_eq!(
+        produce["bytes"].as_u64(),
+        report["config"]["batch_bytes"].as_u64().map(|b| b * 200)
+    );
+    assert_latency(&produce["latency_us"], 200);
+    assert!(report["consume"].is_null());
+
+    // The topic exists now: a second produce is fine (open loop this time).
+    let (_, report) = run_ok(
+        server,
+        dir,
+        "produce-again",
+        &[
+            "produce",
+            "--topic",
+            "smoke",
+            "--count",
+            "500",
+            "--batch-records",
+            "10",
+            "--record-size",
+            "100",
+            "--rate",
+            "20000",
+        ],
+    );
+    assert_eq!(report["config"]["load"], "open");
+    assert_eq!(report["config"]["partitions"], 3);
+    assert_eq!(report["produce"]["records"], 500);
+}
+
+/// Everything produced, from the beginning, by two consumers.
+fn consume_run(server: &Server, dir: &Path) {
+    let (_, report) = run_ok(
+        server,
+        dir,
+        "consume",
+        &[
+            "consume",
+            "--topic",
+            "smoke",
+            "--from",
+            "beginning",
+            "--count",
+            "2500",
+            "--consumers",
+            "2",
+        ],
+    );
+    let consume = &report["consume"];
+    assert_eq!(consume["records"], 2500);
+    assert!(consume["bytes"].as_u64().is_some_and(|b| b >= 2500 * 100));
+    assert!(report["produce"].is_null());
+}
+
+/// Open-loop e2e on a fresh topic: every record read once, each with its latency.
+fn e2e_run(server: &Server, dir: &Path) {
+    let (stdout, report) = run_ok(
+        server,
+        dir,
+        "e2e",
+        &[
+            "e2e",
+            "--topic",
+            "smoke-e2e",
+            "--partitions",
+            "2",
+            "--count",
+            "1000",
+            "--batch-records",
+            "10",
+            "--record-size",
+            "64",
+            "--producers",
+            "2",
+            "--consumers",
+            "2",
+            "--rate",
+            "10000",
+        ],
+    );
+    assert!(stdout.contains("e2e"), "{stdout}");
+    assert_eq!(report["produce"]["records"], 1000);
+    assert_eq!(report["consume"]["records"], 1000);
+    assert_eq!(report["e2e_missing_records"], 0);
+    assert_latency(&report["e2e_latency_us"], 1000);
+}
+
+#[test]
+fn failures_exit_1() {
+    let server = start_server();
+    let out = bench(
+        &server,
+        &["consume", "--topic", "no-such-topic", "--count", "10"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = bench(
+        &server,
+        &[
+            "e2e",
+            "--topic",
+            "tiny",
+            "--count",
+            "10",
+            "--record-size",
+            "4",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("record-size"));
+}
