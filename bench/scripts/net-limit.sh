@@ -61,18 +61,30 @@ shardlogd="$target/release/shardlogd"
 
 echo "== iperf3: loopback, one stream, ${seconds} s" >&2
 iperf_port=5299
-iperf3 -s -1 -p "$iperf_port" >/dev/null 2>&1 &
+iperf3 -s -p "$iperf_port" >"$out/iperf3-server.log" 2>&1 &
 iperf_pid=$!
+iperf_ok=""
 for _ in $(seq 50); do
-  iperf3 -c 127.0.0.1 -p "$iperf_port" -t "$seconds" -J > "$out/iperf3.json" 2>/dev/null && break
-  sleep 0.1
+  # iperf3 -J may exit 0 on "connection refused" (server not up yet): check the JSON.
+  if timeout $((seconds + 30)) iperf3 -c 127.0.0.1 -p "$iperf_port" -t "$seconds" -J \
+      > "$out/iperf3.json" 2>/dev/null && ! grep -q '"error"' "$out/iperf3.json"; then
+    iperf_ok=1; break
+  fi
+  sleep 0.2
 done
+kill "$iperf_pid" 2>/dev/null || true
 wait "$iperf_pid" 2>/dev/null || true
 iperf_pid=""
+if [ -z "$iperf_ok" ]; then
+  echo "iperf3 failed; see $out/iperf3.json and $out/iperf3-server.log" >&2
+  exit 1
+fi
 
+starts=0
 start_server() { # waits for the ready line, sets $server_pid and $brokers
-  local log="$out/shardlogd.log"
-  "$shardlogd" --data-dir "$data" --listen 127.0.0.1:0 --flush always 2>> "$log" &
+  starts=$((starts + 1))
+  local log="$out/shardlogd-$starts.log"
+  "$shardlogd" --data-dir "$data" --listen 127.0.0.1:0 --flush always 2> "$log" &
   server_pid=$!
   brokers=""
   for _ in $(seq 300); do
@@ -99,7 +111,6 @@ run() { # name, shardlog-bench args...
   cat "$out/$name.txt" >&2
 }
 
-: > "$out/shardlogd.log"
 start_server
 common=(--duration "$seconds" --record-size 1024 --acks leader)
 run produce-batch produce --topic limit-batch --partitions 4 "${common[@]}" \

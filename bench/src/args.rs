@@ -137,7 +137,8 @@ pub struct NetArgs {
     /// Acknowledgement level.
     #[arg(long, value_enum, default_value_t = AcksArg::All)]
     pub acks: AcksArg,
-    /// glommio executors (threads) the producers are spread over; consumers get one more.
+    /// glommio executors (threads) the producers are spread over (consume: the consumers);
+    /// in e2e the consumers get one more.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
     /// consume: where to start in each partition.

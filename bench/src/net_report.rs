@@ -93,6 +93,9 @@ pub struct NetReport {
     pub consume: Option<SideResults>,
     /// e2e: consume time - send time per record, microseconds.
     pub e2e_latency_us: Option<Percentiles>,
+    /// Open loop: how late each request was sent after its intended time (the bench's own
+    /// delay, in the produce and e2e latencies), microseconds.
+    pub send_lag_us: Option<Percentiles>,
     /// e2e: records produced (warm-up included) but never consumed.
     pub e2e_missing_records: Option<u64>,
 }
@@ -119,13 +122,13 @@ impl NetReport {
         let mut curves = Vec::new();
         let produce = produces.then(|| {
             let latency = run.produce.latency();
-            let side = side_results(run, &run.produce, &latency);
+            let side = side_results(args, run, &run.produce, &latency);
             curves.push(("produce".to_string(), latency));
             side
         });
         let consume = consumes.then(|| {
             let latency = run.consume.latency();
-            let side = side_results(run, &run.consume, &latency);
+            let side = side_results(args, run, &run.consume, &latency);
             if workload == "consume" {
                 curves.push(("fetch".to_string(), latency));
             }
@@ -143,6 +146,7 @@ impl NetReport {
                 .records()
                 .saturating_sub(run.consume.all.records())
         });
+        let send_lag = (produces && args.rate.is_some()).then(|| Percentiles::of(&run.send_lag()));
         let report = NetReport {
             workload,
             command: std::env::args().collect(),
@@ -151,6 +155,7 @@ impl NetReport {
             produce,
             consume,
             e2e_latency_us: e2e,
+            send_lag_us: send_lag,
             e2e_missing_records: missing,
         };
         Outcome { report, curves }
@@ -201,6 +206,7 @@ impl NetReport {
             ("produce", self.produce.as_ref().map(|s| s.latency_us)),
             ("fetch", self.consume.as_ref().map(|s| s.latency_us)),
             ("e2e", self.e2e_latency_us),
+            ("send lag", self.send_lag_us),
         ];
         for (name, latency) in rows {
             if let Some(l) = latency.filter(|l| l.count > 0) {
@@ -228,8 +234,13 @@ impl NetReport {
     }
 }
 
-fn side_results(run: &Run, side: &Side, latency: &Histogram<u64>) -> SideResults {
-    let secs = run.measured_secs(side).max(1e-9);
+fn side_results(args: &NetArgs, run: &Run, side: &Side, latency: &Histogram<u64>) -> SideResults {
+    // A duration run measures at least its whole window, even if the side went idle.
+    let window = match args.count {
+        Some(_) => 0.0,
+        None => args.duration - run.warmup.as_secs_f64(),
+    };
+    let secs = run.measured_secs(side).max(window).max(1e-9);
     let (records, bytes, requests) = (
         side.measured.records(),
         side.measured.bytes(),

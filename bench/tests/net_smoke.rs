@@ -181,6 +181,7 @@ fn produce_runs(server: &Server, dir: &Path) {
         ],
     );
     assert_eq!(report["config"]["load"], "open");
+    assert_eq!(report["send_lag_us"]["count"], 50);
     assert_eq!(report["config"]["partitions"], 3);
     assert_eq!(report["produce"]["records"], 500);
 }

@@ -146,6 +146,9 @@ pub struct Run {
     pub consume: Side,
     /// e2e: end-to-end latency per record after the warm-up, microseconds.
     pub e2e: Mutex<Histogram<u64>>,
+    /// Open loop: how late producers sent each request after its intended time
+    /// (the bench's own scheduling delay and window waits), microseconds.
+    pub send_lag: Mutex<Histogram<u64>>,
     /// Why the run was stopped early, when no task failed (e.g. nothing left to read).
     failure: Mutex<Option<String>>,
 }
@@ -163,6 +166,7 @@ impl Run {
             produce: Side::default(),
             consume: Side::default(),
             e2e: Mutex::new(histogram()),
+            send_lag: Mutex::new(histogram()),
             failure: Mutex::new(None),
         }
     }
@@ -182,6 +186,17 @@ impl Run {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
+    }
+
+    /// Adds a producer's send lags.
+    pub fn add_send_lag(&self, lag: &Histogram<u64>) {
+        // Same bounds on both sides: adding cannot fail.
+        let _ = lock(&self.send_lag).add(lag);
+    }
+
+    /// A copy of the send-lag histogram.
+    pub fn send_lag(&self) -> Histogram<u64> {
+        lock(&self.send_lag).clone()
     }
 
     /// A copy of the measured e2e histogram.

@@ -18,6 +18,7 @@ use shardlog_net::api::{Acks, TopicConfig};
 use shardlog_net::client::{Client, ClientConfig, ClientError};
 
 use crate::args::NetArgs;
+use crate::latency::histogram;
 use crate::net_report::{NetReport, Outcome};
 use crate::workload::net_common::{
     Run, acks, build_batch, join_tasks, micros, on_executor, spawn_tasks, start_when_ready,
@@ -181,34 +182,26 @@ async fn producer(run: Arc<Run>, config: Arc<ProducerConfig>, index: usize) -> a
     let mut builder = BatchBuilder::new();
     let mut value = value_bytes(config.record_size);
     let template = build_batch(&mut builder, config.batch_records, &value);
-    let batches = config.batches_of(index);
     run.set_ready();
     let Some(start) = run.wait_start().await else {
         return Ok(());
     };
-    let deadline = start + config.duration;
-    // Open loop: producers spread their requests evenly over one interval.
-    let phase = config.interval.map_or(Duration::ZERO, |i| {
-        i.mul_f64(index as f64 / config.producers as f64)
-    });
+    let schedule = Schedule::new(&config, index, start);
     let mut partition = u32::try_from(index).unwrap_or(0) % config.partitions;
     let mut inflight = FuturesUnordered::new();
     let mut sent = 0u64;
+    let mut lag = histogram();
     loop {
         let now = Instant::now();
-        let intended = match config.interval {
-            Some(interval) => start + phase + interval.mul_f64(sent as f64),
-            None => now,
-        };
-        let more = !run.stopped()
-            && match batches {
-                Some(limit) => sent < limit,
-                None => intended < deadline,
-            };
+        let intended = schedule.due(sent, now);
+        let more = !run.stopped() && schedule.wanted(sent, intended);
         if !more || inflight.len() >= config.inflight {
             match inflight.next().await {
                 Some(done) => complete(&run, &config, done)?,
-                None => return Ok(()),
+                None => {
+                    run.add_send_lag(&lag);
+                    return Ok(());
+                }
             }
             continue;
         }
@@ -229,6 +222,9 @@ async fn producer(run: Arc<Run>, config: Arc<ProducerConfig>, index: usize) -> a
         } else {
             template.clone()
         };
+        if config.interval.is_some() && run.measured(intended) {
+            lag.saturating_record(micros(intended, Instant::now()));
+        }
         let (client, topic, acks) = (&client, config.topic.as_str(), config.acks);
         inflight.push(async move {
             let len = batch.len();
@@ -237,6 +233,47 @@ async fn producer(run: Arc<Run>, config: Arc<ProducerConfig>, index: usize) -> a
         });
         partition = (partition + 1) % config.partitions;
         sent += 1;
+    }
+}
+
+/// When a producer's requests are due, and how many it sends.
+struct Schedule {
+    start: Instant,
+    /// Open loop: this producer's offset into the interval (producers spread evenly).
+    phase: Duration,
+    interval: Option<Duration>,
+    deadline: Instant,
+    batches: Option<u64>,
+}
+
+impl Schedule {
+    fn new(config: &ProducerConfig, index: usize, start: Instant) -> Schedule {
+        let phase = config.interval.map_or(Duration::ZERO, |i| {
+            i.mul_f64(index as f64 / config.producers as f64)
+        });
+        Schedule {
+            start,
+            phase,
+            interval: config.interval,
+            deadline: start + config.duration,
+            batches: config.batches_of(index),
+        }
+    }
+
+    /// The intended send time of request `sent`: on the schedule in open loop, else now.
+    fn due(&self, sent: u64, now: Instant) -> Instant {
+        match self.interval {
+            Some(interval) => self.start + self.phase + interval.mul_f64(sent as f64),
+            None => now,
+        }
+    }
+
+    /// Whether request `sent`, due at `intended`, is to be sent at all.
+    fn wanted(&self, sent: u64, intended: Instant) -> bool {
+        match self.batches {
+            Some(limit) => sent < limit,
+            None => intended < self.deadline,
+        }
     }
 }
 
