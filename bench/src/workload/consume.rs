@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use shardlog_engine::batch::{BatchHeader, Corruption, validate};
+use shardlog_engine::batch::BatchHeader;
 use shardlog_engine::record::RecordIter;
 use shardlog_net::api::OffsetSpec;
 use shardlog_net::client::{Client, ClientConfig, FetchOptions};
@@ -189,7 +189,7 @@ async fn read_partition(
             .with_context(|| format!("fetching {topic}/{partition} at {offset}"))?;
         let done = Instant::now();
         let (mut records, mut bytes) = (0u64, 0u64);
-        for batch in batches(&fetched.data) {
+        for batch in fetched.batches() {
             let (header, data) =
                 batch.with_context(|| format!("a batch of {topic}/{partition}"))?;
             let base = header.base_offset.0;
@@ -223,35 +223,6 @@ async fn read_partition(
     Ok(())
 }
 
-/// The whole batches of a fetch reply, each checked (length, CRC32C) before use: what
-/// `Fetched::batches` promises, with each batch's own bytes validated.
-fn batches(data: &[u8]) -> impl Iterator<Item = Result<(BatchHeader, &[u8]), Corruption>> {
-    let mut rest = data;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
-        }
-        let checked = BatchHeader::parse(rest).and_then(|header| {
-            let bytes = rest
-                .get(..header.size as usize)
-                .ok_or(Corruption::Truncated {
-                    needed: u64::from(header.size),
-                    available: rest.len() as u64,
-                })?;
-            validate(bytes).map(|header| (header, bytes))
-        });
-        match checked {
-            Ok((header, bytes)) => {
-                rest = &rest[bytes.len()..];
-                Some(Ok((header, bytes)))
-            }
-            Err(error) => {
-                rest = &[];
-                Some(Err(error))
-            }
-        }
-    })
-}
 
 /// e2e: the latency of each record at or after `from` whose send time falls after the
 /// warm-up, from its send time to `done`.
