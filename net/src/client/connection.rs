@@ -2,11 +2,14 @@
 //! their replies by correlation id. A writer task batches queued frames into few socket
 //! writes; a reader task hands each reply to its waiter. When the socket fails, every
 //! outstanding request fails with it and the connection is marked dead (the client opens
-//! a new one on the next request).
+//! a new one on the next request). Request timeouts are enforced by one sweeper task per
+//! connection, not a timer per request: a timer armed and cancelled per request costs
+//! io_uring work on every request.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -28,7 +31,11 @@ struct Outgoing {
     data: Bytes,
 }
 
-type Waiters = RefCell<HashMap<u64, oneshot::Sender<Result<Frame, ClientError>>>>;
+/// How often the sweeper looks for requests past their deadline.
+const SWEEP_EVERY: Duration = Duration::from_millis(100);
+
+type Reply = oneshot::Sender<Result<Frame, ClientError>>;
+type Waiters = RefCell<HashMap<u64, (Instant, Reply)>>;
 
 struct Shared {
     waiters: Waiters,
@@ -40,7 +47,7 @@ impl Shared {
     fn fail_all(&self, why: &str) {
         self.dead.set(true);
         let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
-        for (_, waiter) in waiters {
+        for (_, (_, waiter)) in waiters {
             let _ = waiter.send(Err(ClientError::Io(std::io::Error::new(
                 std::io::ErrorKind::ConnectionAborted,
                 format!("{}: {why}", self.addr),
@@ -53,12 +60,13 @@ impl Shared {
 #[derive(Clone)]
 pub(crate) struct Connection {
     shared: Rc<Shared>,
+    timeout: Duration,
     outgoing: mpsc::UnboundedSender<Outgoing>,
 }
 
 impl Connection {
     /// Connects to `addr` and starts the reader and writer tasks.
-    pub(crate) async fn open(addr: &str) -> Result<Connection, ClientError> {
+    pub(crate) async fn open(addr: &str, timeout: Duration) -> Result<Connection, ClientError> {
         let stream = TcpStream::connect(addr)
             .await
             .map_err(|e| ClientError::NoBroker(format!("{addr}: {e}")))?;
@@ -73,8 +81,10 @@ impl Connection {
         let (tx, rx) = mpsc::unbounded();
         glommio::spawn_local(write_loop(shared.clone(), writer, rx)).detach();
         glommio::spawn_local(read_loop(shared.clone(), reader)).detach();
+        glommio::spawn_local(sweep(Rc::downgrade(&shared))).detach();
         Ok(Connection {
             shared,
+            timeout,
             outgoing: tx,
         })
     }
@@ -102,7 +112,11 @@ impl Connection {
         }
         let receiver = expect_reply.then(|| {
             let (tx, rx) = oneshot::channel();
-            self.shared.waiters.borrow_mut().insert(correlation, tx);
+            let deadline = Instant::now() + self.timeout;
+            self.shared
+                .waiters
+                .borrow_mut()
+                .insert(correlation, (deadline, tx));
             rx
         });
         if self
@@ -115,11 +129,6 @@ impl Connection {
             return Err(ClientError::Protocol("connection writer stopped".into()));
         }
         Ok(receiver)
-    }
-
-    /// Forgets a request whose caller gave up (timeout): a late reply is dropped.
-    pub(crate) fn forget(&self, correlation: u64) {
-        self.shared.waiters.borrow_mut().remove(&correlation);
     }
 }
 
@@ -169,7 +178,7 @@ async fn read_loop<R: futures::io::AsyncRead + Unpin>(shared: Rc<Shared>, mut re
                     .waiters
                     .borrow_mut()
                     .remove(&frame.header.correlation);
-                if let Some(waiter) = waiter {
+                if let Some((_, waiter)) = waiter {
                     let _ = waiter.send(Ok(frame));
                 }
             }
@@ -180,6 +189,32 @@ async fn read_loop<R: futures::io::AsyncRead + Unpin>(shared: Rc<Shared>, mut re
             Err(e) => {
                 shared.fail_all(&e.to_string());
                 return;
+            }
+        }
+    }
+}
+
+/// Fails every request past its deadline with `Timeout`, until the connection is gone.
+async fn sweep(shared: std::rc::Weak<Shared>) {
+    loop {
+        glommio::timer::sleep(SWEEP_EVERY).await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        if shared.dead.get() {
+            return;
+        }
+        let now = Instant::now();
+        let expired: Vec<u64> = shared
+            .waiters
+            .borrow()
+            .iter()
+            .filter(|(_, (deadline, _))| *deadline <= now)
+            .map(|(correlation, _)| *correlation)
+            .collect();
+        for correlation in expired {
+            if let Some((_, waiter)) = shared.waiters.borrow_mut().remove(&correlation) {
+                let _ = waiter.send(Err(ClientError::Timeout));
             }
         }
     }

@@ -14,12 +14,10 @@ mod connection;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::pin::pin;
 use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::future::{Either, select};
 use rkyv::api::high::{HighSerializer, HighValidator};
 use rkyv::bytecheck::CheckBytes;
 use rkyv::rancor;
@@ -470,7 +468,7 @@ impl Client {
         {
             return Ok(conn.clone());
         }
-        let conn = Connection::open(addr).await?;
+        let conn = Connection::open(addr, self.inner.config.request_timeout).await?;
         self.inner
             .connections
             .borrow_mut()
@@ -521,17 +519,9 @@ impl Client {
         let Some(reply) = conn.send(correlation, head, data, true)? else {
             return Err(ClientError::Protocol("no reply channel".into()));
         };
-        let timer = glommio::timer::sleep(self.inner.config.request_timeout);
-        let frame = match select(reply, pin!(timer)).await {
-            Either::Left((Ok(frame), _)) => frame?,
-            Either::Left((Err(_), _)) => {
-                return Err(ClientError::Protocol("reply channel dropped".into()));
-            }
-            Either::Right(((), _)) => {
-                conn.forget(correlation);
-                return Err(ClientError::Timeout);
-            }
-        };
+        let frame = reply
+            .await
+            .map_err(|_| ClientError::Protocol("reply channel dropped".into()))??;
         decode_reply(api, frame)
     }
 }
