@@ -18,6 +18,25 @@ pub struct PreflightReport {
     pub can_lock_beyond_limit: bool,
 }
 
+impl PreflightReport {
+    /// Warns when glommio cannot lock `io_memory` bytes per executor: it then runs without
+    /// registered buffers (slower, still correct).
+    pub fn warn_if_memlock_below(&self, io_memory: usize) {
+        if self
+            .memlock_bytes
+            .is_some_and(|limit| limit < io_memory as u64)
+            && !self.can_lock_beyond_limit
+        {
+            tracing::warn!(
+                memlock = ?self.memlock_bytes,
+                io_memory,
+                "locked-memory limit below io_memory: glommio runs without registered \
+                 buffers (raise `ulimit -l` for full speed)"
+            );
+        }
+    }
+}
+
 /// Runs every check against `data_dir` (created if missing).
 pub fn preflight(data_dir: &Path) -> Result<PreflightReport> {
     check_io_uring()?;

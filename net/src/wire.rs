@@ -1,10 +1,12 @@
 //! Frames on a byte stream: reading one frame from a socket (header, then the meta archive
 //! into an aligned buffer, then the data region into its own buffer, so record batches
 //! never need a second copy), and writing one (head, then the data chunks as they are).
-//! Used by the server and the client alike.
+//! Used by the server and the client alike, as is the queue-draining writer.
 
 use bytes::{Bytes, BytesMut};
-use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures::StreamExt;
+use futures::channel::mpsc;
+use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use rkyv::api::high::{HighSerializer, HighValidator};
 use rkyv::bytecheck::CheckBytes;
 use rkyv::rancor;
@@ -124,4 +126,38 @@ where
         writer.write_all(chunk).await?;
     }
     Ok(())
+}
+
+/// A frame ready for the wire: header and meta, then the data chunks as they are.
+#[derive(Debug, Default)]
+pub struct Outgoing {
+    /// Header and meta (`encode_head`).
+    pub head: Vec<u8>,
+    /// The data region, chunk by chunk (batches as stored).
+    pub data: Vec<Bytes>,
+}
+
+/// Writes below this size are gathered before reaching the socket.
+const WRITE_BUFFER_BYTES: usize = 64 << 10;
+
+/// Writes every frame queued, gathering what was queued meanwhile into one flush, until
+/// the queue's senders are all gone (`Ok`) or the stream fails (`Err`; the queue is left
+/// to the caller).
+pub async fn write_queue<W: AsyncWrite + Unpin>(
+    writer: W,
+    queue: &mut mpsc::UnboundedReceiver<Outgoing>,
+) -> std::io::Result<()> {
+    let mut writer = BufWriter::with_capacity(WRITE_BUFFER_BYTES, writer);
+    while let Some(first) = queue.next().await {
+        let mut next = Some(first);
+        while let Some(out) = next.take() {
+            writer.write_all(&out.head).await?;
+            for chunk in &out.data {
+                writer.write_all(chunk).await?;
+            }
+            next = queue.try_recv().ok();
+        }
+        writer.flush().await?;
+    }
+    writer.close().await
 }

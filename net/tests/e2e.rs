@@ -18,37 +18,6 @@ use shardlog_net::api::{Acks, OffsetSpec, TopicConfig};
 use shardlog_net::client::{Client, ClientConfig, FetchOptions};
 use shardlog_net::testing::Shardlogd;
 
-/// Every record of a partition from `from` up to the high watermark: (offset, value).
-async fn consume_all(
-    client: &Client,
-    topic: &str,
-    partition: u32,
-    from: u64,
-) -> Vec<(u64, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut offset = from;
-    loop {
-        let fetched = client
-            .fetch(topic, partition, offset, FetchOptions::default())
-            .await
-            .unwrap();
-        for batch in fetched.batches() {
-            let (header, bytes) = batch.unwrap();
-            for record in RecordIter::new(&header, bytes) {
-                let record = record.unwrap();
-                let at = record.offset(&header).0;
-                if at >= offset {
-                    out.push((at, record.value.unwrap().to_vec()));
-                }
-            }
-        }
-        if fetched.next_offset >= fetched.high_watermark {
-            return out;
-        }
-        offset = fetched.next_offset;
-    }
-}
-
 fn value(partition: u32, i: usize) -> Vec<u8> {
     let mut v = format!("p{partition}-r{i}-").into_bytes();
     v.extend((0..(i % 300)).map(|j| (j * 7 + i) as u8));
@@ -102,7 +71,7 @@ fn produce_and_consume_across_partitions() {
             );
         }
         for partition in 0..3u32 {
-            let records = consume_all(&client, "orders", partition, 0).await;
+            let records = common::consume_all(&client, "orders", partition, 0).await;
             assert_eq!(records.len(), 200);
             for (i, (offset, v)) in records.iter().enumerate() {
                 assert_eq!(*offset, i as u64);
@@ -139,7 +108,7 @@ fn produce_and_consume_across_partitions() {
             );
         }
         // Reading from the middle of a batch starts at that batch; offsets past the end fail.
-        let records = consume_all(&client, "orders", 1, 55).await;
+        let records = common::consume_all(&client, "orders", 1, 55).await;
         assert_eq!(records.first().unwrap().0, 55);
         let past = client
             .fetch("orders", 1, 201, FetchOptions::default())
@@ -247,7 +216,7 @@ fn four_shards_every_partition_from_every_connection() {
         }
         for client in &clients {
             for partition in 0..8u32 {
-                let records = consume_all(client, "wide", partition, 0).await;
+                let records = common::consume_all(client, "wide", partition, 0).await;
                 let expected: Vec<(u64, Vec<u8>)> = (0..8)
                     .map(|c| (c as u64, format!("c{c}-p{partition}").into_bytes()))
                     .collect();
@@ -291,7 +260,7 @@ fn restart_reopens_every_topic() {
             .unwrap();
         for topic in ["a", "b"] {
             for partition in 0..2 {
-                let records = consume_all(&client, topic, partition, 0).await;
+                let records = common::consume_all(&client, topic, partition, 0).await;
                 assert_eq!(
                     records,
                     vec![(0, format!("{topic}{partition}").into_bytes())]

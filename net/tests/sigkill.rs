@@ -15,9 +15,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use shardlog_engine::record::RecordIter;
 use shardlog_net::api::{Acks, TopicConfig};
-use shardlog_net::client::{Client, ClientConfig, FetchOptions};
+use shardlog_net::client::{Client, ClientConfig};
 use shardlog_net::testing::Shardlogd;
 
 const PARTITIONS: u32 = 4;
@@ -98,25 +97,7 @@ fn read_back(brokers: String) -> BTreeMap<u32, Vec<(u64, Vec<u8>)>> {
             .unwrap();
         let mut out = BTreeMap::new();
         for partition in 0..PARTITIONS {
-            let mut records = Vec::new();
-            let mut offset = 0;
-            loop {
-                let fetched = client
-                    .fetch("durable", partition, offset, FetchOptions::default())
-                    .await
-                    .unwrap();
-                for batch in fetched.batches() {
-                    let (header, bytes) = batch.unwrap();
-                    for record in RecordIter::new(&header, bytes) {
-                        let record = record.unwrap();
-                        records.push((record.offset(&header).0, record.value.unwrap().to_vec()));
-                    }
-                }
-                if fetched.next_offset >= fetched.high_watermark {
-                    break;
-                }
-                offset = fetched.next_offset;
-            }
+            let records = common::consume_all(&client, "durable", partition, 0).await;
             out.insert(partition, records);
         }
         out

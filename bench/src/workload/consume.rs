@@ -223,7 +223,6 @@ async fn read_partition(
     Ok(())
 }
 
-
 /// e2e: the latency of each record at or after `from` whose send time falls after the
 /// warm-up, from its send time to `done`.
 fn send_times(

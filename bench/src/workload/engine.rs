@@ -26,17 +26,7 @@ type Log = PartitionLog<DmaStorage>;
 
 /// Runs the engine benchmark and returns its report.
 pub fn run(args: EngineArgs) -> anyhow::Result<Report> {
-    let report = preflight::preflight(&args.data_dir)?;
-    if report
-        .memlock_bytes
-        .is_some_and(|b| b < args.io_memory as u64)
-        && !report.can_lock_beyond_limit
-    {
-        tracing::warn!(
-            memlock = ?report.memlock_bytes,
-            "locked-memory limit below --io-memory: glommio will run without registered buffers"
-        );
-    }
+    preflight::preflight(&args.data_dir)?.warn_if_memlock_below(args.io_memory);
     let root = args.data_dir.join("bench");
     if !args.open_only && root.exists() {
         std::fs::remove_dir_all(&root).with_context(|| format!("clearing {}", root.display()))?;

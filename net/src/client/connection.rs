@@ -12,24 +12,15 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::StreamExt;
 use futures::channel::{mpsc, oneshot};
-use futures::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use futures::io::AsyncReadExt;
 use glommio::net::{Preallocated, TcpStream};
 
 use crate::client::ClientError;
-use crate::wire::{self, Frame};
+use crate::wire::{self, Frame, Outgoing};
 
 /// Socket receive buffer: most replies are read from it without a syscall each.
 const READ_BUFFER_BYTES: usize = 64 << 10;
-/// Writes below this size are gathered before reaching the socket.
-const WRITE_BUFFER_BYTES: usize = 64 << 10;
-
-/// A request ready for the wire: head (header + meta) and data chunks.
-struct Outgoing {
-    head: Vec<u8>,
-    data: Bytes,
-}
 
 /// How often the sweeper looks for requests past their deadline.
 const SWEEP_EVERY: Duration = Duration::from_millis(100);
@@ -121,7 +112,14 @@ impl Connection {
         });
         if self
             .outgoing
-            .unbounded_send(Outgoing { head, data })
+            .unbounded_send(Outgoing {
+                head,
+                data: if data.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![data]
+                },
+            })
             .is_err()
         {
             self.shared.waiters.borrow_mut().remove(&correlation);
@@ -137,37 +135,9 @@ async fn write_loop<W: futures::io::AsyncWrite + Unpin>(
     writer: W,
     mut queue: mpsc::UnboundedReceiver<Outgoing>,
 ) {
-    let mut writer = BufWriter::with_capacity(WRITE_BUFFER_BYTES, writer);
-    while let Some(first) = queue.next().await {
-        let mut next = Some(first);
-        let mut result = Ok(());
-        // Everything queued meanwhile goes out with one flush.
-        while let Some(out) = next.take() {
-            result = write_one(&mut writer, &out).await;
-            if result.is_err() {
-                break;
-            }
-            next = queue.try_recv().ok();
-        }
-        if result.is_ok() {
-            result = writer.flush().await;
-        }
-        if let Err(e) = result {
-            shared.fail_all(&e.to_string());
-            return;
-        }
-        if shared.dead.get() {
-            return;
-        }
+    if let Err(e) = wire::write_queue(writer, &mut queue).await {
+        shared.fail_all(&e.to_string());
     }
-}
-
-async fn write_one<W: futures::io::AsyncWrite + Unpin>(
-    writer: &mut W,
-    out: &Outgoing,
-) -> std::io::Result<()> {
-    writer.write_all(&out.head).await?;
-    writer.write_all(&out.data).await
 }
 
 async fn read_loop<R: futures::io::AsyncRead + Unpin>(shared: Rc<Shared>, mut reader: R) {

@@ -10,7 +10,7 @@ use std::rc::Rc;
 use futures::StreamExt;
 use futures::channel::mpsc;
 use futures::future::{Either, select};
-use futures::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use futures::io::AsyncReadExt;
 use glommio::net::{Preallocated, TcpStream};
 
 use crate::server::dispatch;
@@ -22,8 +22,6 @@ use crate::wire::{self, ReadError};
 const IN_FLIGHT_MAX: u64 = 4096;
 /// Socket receive buffer.
 const READ_BUFFER_BYTES: usize = 64 << 10;
-/// Replies below this size are gathered before reaching the socket.
-const WRITE_BUFFER_BYTES: usize = 64 << 10;
 
 /// Serves a connection until the client leaves, the stream breaks, or the shard stops.
 pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
@@ -79,40 +77,9 @@ async fn write_loop<W: futures::io::AsyncWrite + Unpin>(
     writer: W,
     mut queue: mpsc::UnboundedReceiver<Reply>,
 ) {
-    let mut writer = BufWriter::with_capacity(WRITE_BUFFER_BYTES, writer);
-    let mut broken = false;
-    while let Some(first) = queue.next().await {
-        if broken {
-            continue;
-        }
-        let mut next = Some(first);
-        let mut result = Ok(());
-        while let Some(reply) = next.take() {
-            result = write_reply(&mut writer, &reply).await;
-            if result.is_err() {
-                break;
-            }
-            next = queue.try_recv().ok();
-        }
-        if result.is_ok() {
-            result = writer.flush().await;
-        }
-        if let Err(e) = result {
-            tracing::debug!(error = %e, "connection write failed");
-            // Keep draining so completions never block on a dead connection.
-            broken = true;
-        }
+    if let Err(e) = wire::write_queue(writer, &mut queue).await {
+        tracing::debug!(error = %e, "connection write failed");
+        // Keep draining so completions never block on a dead connection.
+        while queue.next().await.is_some() {}
     }
-    let _ = writer.close().await;
-}
-
-async fn write_reply<W: futures::io::AsyncWrite + Unpin>(
-    writer: &mut W,
-    reply: &Reply,
-) -> std::io::Result<()> {
-    writer.write_all(&reply.head).await?;
-    for chunk in &reply.data {
-        writer.write_all(chunk).await?;
-    }
-    Ok(())
 }

@@ -123,19 +123,7 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
 fn prepare(config: &ServerConfig) -> anyhow::Result<(BTreeMap<String, TopicSpec>, SocketAddr)> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating {}", config.data_dir.display()))?;
-    let report = preflight::preflight(&config.data_dir)?;
-    if report
-        .memlock_bytes
-        .is_some_and(|limit| limit < config.io_memory as u64)
-        && !report.can_lock_beyond_limit
-    {
-        tracing::warn!(
-            memlock = ?report.memlock_bytes,
-            io_memory = config.io_memory,
-            "locked-memory limit below io_memory: glommio runs without registered buffers \
-             (raise `ulimit -l` for full speed)"
-        );
-    }
+    preflight::preflight(&config.data_dir)?.warn_if_memlock_below(config.io_memory);
     let catalog = catalog::load(&config.data_dir)
         .with_context(|| format!("loading topics from {}", config.data_dir.display()))?;
     let listen = resolve(&config.listen)?;

@@ -11,15 +11,10 @@ use rkyv::util::AlignedVec;
 use crate::api::{ErrorResponse, VERSION};
 use crate::error_code::ErrorCode;
 use crate::frame::{FLAG_ERROR, FrameHeader, encode_head};
+use crate::wire::Outgoing;
 
-/// A response frame.
-#[derive(Debug)]
-pub(crate) struct Reply {
-    /// Header and meta.
-    pub(crate) head: Vec<u8>,
-    /// The data region, chunk by chunk (batches as stored).
-    pub(crate) data: Vec<Bytes>,
-}
+/// A response frame, ready for a connection's writer.
+pub(crate) type Reply = Outgoing;
 
 /// Encodes `meta` (and `data`) as the response to the request with `header`.
 pub(crate) fn reply<T>(header: &FrameHeader, meta: &T, data: Vec<Bytes>) -> Reply

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use bytes::Bytes;
 use shardlog_engine::TimestampMs;
 use shardlog_engine::record::BatchBuilder;
+use shardlog_engine::record::RecordIter;
+use shardlog_net::client::{Client, FetchOptions};
 
 /// A fresh directory under `$SHARDLOG_TEST_DIR` (O_DIRECT needs a real filesystem), else
 /// under the system temp dir.
@@ -59,4 +61,35 @@ pub fn batch_at(base: i64, values: &[Vec<u8>]) -> Bytes {
         );
     }
     Bytes::from(builder.finish())
+}
+
+/// Every record of a partition from `from` up to the high watermark: (offset, value).
+pub async fn consume_all(
+    client: &Client,
+    topic: &str,
+    partition: u32,
+    from: u64,
+) -> Vec<(u64, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut offset = from;
+    loop {
+        let fetched = client
+            .fetch(topic, partition, offset, FetchOptions::default())
+            .await
+            .unwrap();
+        for batch in fetched.batches() {
+            let (header, bytes) = batch.unwrap();
+            for record in RecordIter::new(&header, bytes) {
+                let record = record.unwrap();
+                let at = record.offset(&header).0;
+                if at >= offset {
+                    out.push((at, record.value.unwrap().to_vec()));
+                }
+            }
+        }
+        if fetched.next_offset >= fetched.high_watermark {
+            return out;
+        }
+        offset = fetched.next_offset;
+    }
 }
