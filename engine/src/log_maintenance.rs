@@ -13,6 +13,9 @@ use crate::log_open::create_segment;
 use crate::partition_log::PartitionLog;
 use crate::retention::{self, SegmentSummary};
 use crate::segment::{self, BLOCK_SIZE, INDEX_SUFFIX, LOG_SUFFIX, Segment, TIME_INDEX_SUFFIX};
+
+/// The next segment's file while it waits for its roll (a `.tmp`: removed on open).
+const NEXT_SEGMENT_FILE: &str = "next-segment.log.tmp";
 use crate::storage::{OpenMode, Storage, StorageFile};
 
 /// Releases the exclusive flag when an exclusive operation ends, even by error.
@@ -99,11 +102,19 @@ impl<S: Storage> PartitionLog<S> {
                 .encode(sealed.max_timestamp.unwrap_or_default());
             (index, time_index)
         };
-        write_index_files(&self.storage, &self.dir, sealing, written).await?;
+        // One directory sync below covers the index names and the next segment's.
+        write_index_files(&self.storage, &self.dir, sealing, written, false).await?;
         // Before the next segment exists: once it does, the sealed one is no longer scanned
-        // on open, and the epochs that started in it live only in the checkpoint.
-        self.write_checkpoint_locked().await?;
-        let next = create_segment(&self.storage, &self.dir, &self.config, base).await?;
+        // on open, and the epochs that started in it live only in the checkpoint. Unchanged
+        // epochs need no rewrite (the high watermark in it is advisory on open).
+        let epochs_changed = {
+            let state = self.state.borrow();
+            state.persisted_epochs.as_ref() != Some(&state.checkpoint.epochs)
+        };
+        if epochs_changed {
+            self.write_checkpoint_locked().await?;
+        }
+        let next = self.next_segment_file(base).await?;
         let mut state = self.state.borrow_mut();
         state.segments.insert(base, next);
         state.pending.clear();
@@ -343,6 +354,7 @@ impl<S: Storage> PartitionLog<S> {
         if self.background_sync_due() {
             self.sync().await?;
         }
+        self.prepare_next_segment().await;
         let too_old = {
             let state = self.state.borrow();
             let first = state.active().first_timestamp;
@@ -364,6 +376,59 @@ impl<S: Storage> PartitionLog<S> {
         Ok(())
     }
 
+    /// The next active segment at `base`: the file `tick` prepared, renamed, or a new one.
+    /// Either way its name is durable when this returns.
+    async fn next_segment_file(&self, base: Offset) -> Result<Segment<S::File>> {
+        let prepared = self.state.borrow_mut().next_segment.take();
+        let Some(file) = prepared else {
+            return create_segment(&self.storage, &self.dir, &self.config, base).await;
+        };
+        let from = self.dir.join(NEXT_SEGMENT_FILE);
+        let to = segment::segment_path(&self.dir, base, LOG_SUFFIX);
+        self.storage
+            .rename(&from, &to)
+            .await
+            .map_err(Error::io(&to))?;
+        self.storage
+            .sync_dir(&self.dir)
+            .await
+            .map_err(Error::io(&self.dir))?;
+        Ok(Segment::new(base, Rc::new(file)))
+    }
+
+    /// Creates and preallocates the next segment's file under a temporary name (removed on
+    /// open if a crash leaves it), off the append path, so a roll only renames it. A
+    /// failure here only warns: the roll then creates the file itself. `tick` calls it.
+    pub async fn prepare_next_segment(&self) {
+        {
+            let mut state = self.state.borrow_mut();
+            if state.next_segment.is_some() || state.next_segment_creating || state.stopped {
+                return;
+            }
+            state.next_segment_creating = true;
+        }
+        let path = self.dir.join(NEXT_SEGMENT_FILE);
+        let created = async {
+            remove_if_exists(&self.storage, &path).await?;
+            let file = self
+                .storage
+                .open(&path, OpenMode::CreateNew)
+                .await
+                .map_err(Error::io(&path))?;
+            file.preallocate(self.config.segment_bytes)
+                .await
+                .map_err(Error::io(&path))?;
+            Ok::<_, Error>(file)
+        }
+        .await;
+        let mut state = self.state.borrow_mut();
+        state.next_segment_creating = false;
+        match created {
+            Ok(file) => state.next_segment = Some(file),
+            Err(error) => tracing::warn!(%error, "preparing the next segment failed"),
+        }
+    }
+
     /// Writes the checkpoint (high watermark, epochs) atomically.
     pub async fn write_checkpoint(&self) -> Result<()> {
         let _guard = self.exclusive().await?;
@@ -382,7 +447,10 @@ impl<S: Storage> PartitionLog<S> {
         self.storage
             .sync_dir(&self.dir)
             .await
-            .map_err(Error::io(&self.dir))
+            .map_err(Error::io(&self.dir))?;
+        let mut state = self.state.borrow_mut();
+        state.persisted_epochs = Some(state.checkpoint.epochs.clone());
+        Ok(())
     }
 
     /// Flushes and syncs everything, writes the checkpoint and closes the files.
@@ -398,6 +466,12 @@ impl<S: Storage> PartitionLog<S> {
                 file.close().await.map_err(Error::io(&path))?;
             }
         }
+        let next = self.state.borrow_mut().next_segment.take();
+        if let Some(file) = next {
+            let path = self.dir.join(NEXT_SEGMENT_FILE);
+            file.close().await.map_err(Error::io(&path))?;
+            remove_if_exists(&self.storage, &path).await?;
+        }
         Ok(())
     }
 }
@@ -412,7 +486,7 @@ pub(crate) async fn write_indexes<S: Storage>(
     let time_index = segment
         .time_index
         .encode(segment.max_timestamp.unwrap_or_default());
-    write_index_files(storage, dir, segment.base, (index, time_index)).await
+    write_index_files(storage, dir, segment.base, (index, time_index), true).await
 }
 
 async fn write_index_files<S: Storage>(
@@ -420,6 +494,7 @@ async fn write_index_files<S: Storage>(
     dir: &Path,
     base: Offset,
     files: (Vec<u8>, Vec<u8>),
+    sync_dir: bool,
 ) -> Result<()> {
     let (index, time_index) = files;
     write_file(
@@ -434,7 +509,10 @@ async fn write_index_files<S: Storage>(
         &time_index,
     )
     .await?;
-    storage.sync_dir(dir).await.map_err(Error::io(dir))
+    if sync_dir {
+        storage.sync_dir(dir).await.map_err(Error::io(dir))?;
+    }
+    Ok(())
 }
 
 /// Replaces `path` with `bytes` (block-padded) and syncs it; the caller syncs the directory.

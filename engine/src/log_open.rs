@@ -120,6 +120,9 @@ impl<S: Storage> PartitionLog<S> {
             last_sync: Instant::now(),
             cache: TailCache::default(),
             checkpoint,
+            persisted_epochs: None,
+            next_segment: None,
+            next_segment_creating: false,
             stats: LogStats::default(),
         };
         let log = PartitionLog {

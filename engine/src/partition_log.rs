@@ -180,6 +180,13 @@ pub(crate) struct LogState<F> {
     pub(crate) last_sync: Instant,
     pub(crate) cache: TailCache,
     pub(crate) checkpoint: Checkpoint,
+    /// The epochs of the checkpoint file as last written by this process (`None` before
+    /// the first write): a roll rewrites the checkpoint only when they changed.
+    pub(crate) persisted_epochs: Option<Vec<crate::checkpoint::EpochEntry>>,
+    /// The next segment's file, created and preallocated ahead of the roll by `tick` under
+    /// a temporary name, so a roll only renames it.
+    pub(crate) next_segment: Option<F>,
+    pub(crate) next_segment_creating: bool,
     pub(crate) stats: LogStats,
 }
 

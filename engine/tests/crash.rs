@@ -182,7 +182,19 @@ fn crash_child() {
                     }
                 }
             });
-            futures::future::join_all(appenders).await;
+            // The next segment is prepared ahead of rolls, as the server's upkeep does, so
+            // kills also land while it is created or renamed into place.
+            let preparer = async {
+                loop {
+                    log.prepare_next_segment().await;
+                    glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+                }
+            };
+            futures::future::select(
+                std::pin::pin!(futures::future::join_all(appenders)),
+                std::pin::pin!(preparer),
+            )
+            .await;
         });
     executor
         .expect("child executor")

@@ -50,6 +50,8 @@ enum Op {
     Read { from: u64, bytes_max: usize },
     /// Seal the active segment.
     Roll,
+    /// Create the next segment's file ahead of the roll.
+    PrepareNext,
     /// Truncate to an offset picked in `[log_start - 2, log_end + 2]`.
     Truncate { to: u64 },
     /// Apply retention at time `now`.
@@ -437,6 +439,7 @@ async fn apply(
             check_read(&log, model, from, *bytes_max).await?;
         }
         Op::Roll => log.roll().await.map_err(|e| fail(format!("roll: {e}")))?,
+        Op::PrepareNext => log.prepare_next_segment().await,
         Op::Truncate { to } => {
             let to = pick(*to, model.start.0.saturating_sub(2), model.end().0 + 2);
             let got = log
@@ -549,6 +552,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         14 => (records, prop::bool::weighted(0.1)).prop_map(|(records, bump_epoch)| Op::Append { records, bump_epoch }),
         3 => (any::<u64>(), prop_oneof![Just(1usize), 1usize..20_000]).prop_map(|(from, bytes_max)| Op::Read { from, bytes_max }),
         2 => Just(Op::Roll),
+        2 => Just(Op::PrepareNext),
         2 => any::<u64>().prop_map(|to| Op::Truncate { to }),
         1 => (0i64..20_000).prop_map(|now| Op::Retention { now }),
         1 => Just(Op::Reopen),
@@ -589,8 +593,10 @@ fn fixed_sequence_across_segment_boundaries() {
     };
     let mut ops: Vec<Op> = (0..40).map(big).collect();
     ops.extend([
+        Op::PrepareNext,
         Op::Roll,
         Op::Reopen,
+        Op::PrepareNext,
         Op::Truncate { to: 250 },
         Op::Crash { seed: 3 },
     ]);
@@ -830,7 +836,9 @@ fn run_workload(
     };
     let roller = async {
         for round in 0..3 {
-            YieldTimes(20 + round * 40).await;
+            YieldTimes(10 + round * 40).await;
+            log.prepare_next_segment().await;
+            YieldTimes(10).await;
             if let Err(e) = log.roll().await {
                 errors.borrow_mut().push(format!("roll: {e}"));
             }
