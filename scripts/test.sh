@@ -13,11 +13,12 @@ jobs=2
 echo "== fmt"
 cargo fmt --all -- --check
 echo "== clippy"
-cargo clippy --workspace --all-targets -j "$jobs" -- -D warnings
+# --all-features: the replicator's seeded simulation tests sit behind `simulation`.
+cargo clippy --workspace --all-targets --all-features -j "$jobs" -- -D warnings
 echo "== tests"
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi
 # nextest's slow-timeout (.config/nextest.toml) turns a hang into a failure.
-cargo nextest run --workspace -j "$jobs" --no-fail-fast
-cargo test --workspace --doc -j "$jobs"
+cargo nextest run --workspace --all-features -j "$jobs" --no-fail-fast
+cargo test --workspace --all-features --doc -j "$jobs"

@@ -1,0 +1,210 @@
+//! The follower's side: reconcile with a new leader by leader epoch, then append the
+//! leader's ships if they continue the log, and ack log end and durable end.
+//!
+//! On becoming a follower of epoch E, the replica asks the leader where the latest epoch
+//! of its own log ends there (EpochQuery) and truncates to the answer, repeating with
+//! older epochs until both logs hold the same epoch (KIP-101, KIP-279; decision in
+//! `leader_epoch.rs`). Only then does it ack, and the leader ships from its log end.
+//! A ship continues the log if it starts at the log end and its `prev_epoch` is the
+//! epoch of the follower's last batch; a ship starting past the log end gets a `resend`
+//! ack, one starting before it has its known prefix skipped. Every batch is validated
+//! (length, CRC, offsets, epochs) before it is appended: bytes from a peer are input.
+//! Ships of an older epoch are answered `Fenced`.
+
+use shardlog_engine::batch::{self, BatchHeader};
+use shardlog_engine::{LeaderEpoch, Offset};
+
+use crate::ids::{NodeId, Tick};
+use crate::leader_epoch::Reconcile;
+use crate::message::{EpochAnswer, EpochQuery, Fenced, Message, Ship, ShipAck};
+use crate::replica::{Action, Step};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for the answer about `query`.
+    Reconciling { query: LeaderEpoch, sent_at: Tick },
+    /// The log is a prefix of the leader's.
+    Following,
+}
+
+/// A follower of one leader epoch.
+#[derive(Debug)]
+pub struct Follower {
+    epoch: LeaderEpoch,
+    leader: NodeId,
+    phase: Phase,
+}
+
+impl Follower {
+    pub(crate) fn new(step: &mut Step<'_>, epoch: LeaderEpoch, leader: NodeId) -> Follower {
+        let mut follower = Follower {
+            epoch,
+            leader,
+            phase: Phase::Following,
+        };
+        follower.query(step, step.log.epochs.last_epoch());
+        follower
+    }
+
+    fn query(&mut self, step: &mut Step<'_>, query: LeaderEpoch) {
+        self.phase = Phase::Reconciling {
+            query,
+            sent_at: step.now,
+        };
+        let message = Message::EpochQuery(EpochQuery {
+            leader_epoch: self.epoch.0,
+            incarnation: step.incarnation.0,
+            epoch: query.0,
+        });
+        step.send(self.leader, message);
+    }
+
+    /// Tells the leader the log end and durable end.
+    pub(crate) fn ack(&self, step: &mut Step<'_>, resend: bool) {
+        if self.phase != Phase::Following {
+            return;
+        }
+        let ack = ShipAck {
+            leader_epoch: self.epoch.0,
+            incarnation: step.incarnation.0,
+            log_end: step.log.log_end.0,
+            durable_end: step.log.durable_end.0,
+            resend,
+        };
+        step.send(self.leader, Message::ShipAck(ack));
+    }
+
+    pub(crate) fn on_message(&mut self, step: &mut Step<'_>, from: NodeId, message: Message) {
+        match message {
+            Message::Ship(ship) => self.on_ship(step, from, &ship),
+            Message::EpochAnswer(answer) if from == self.leader => self.on_answer(step, answer),
+            Message::EpochQuery(query) if LeaderEpoch(query.leader_epoch) < self.epoch => {
+                let leader_epoch = self.epoch.0;
+                step.send(from, Message::Fenced(Fenced { leader_epoch }));
+            }
+            Message::EpochAnswer(_)
+            | Message::EpochQuery(_)
+            | Message::ShipAck(_)
+            | Message::Fenced(_) => {}
+        }
+    }
+
+    fn on_answer(&mut self, step: &mut Step<'_>, answer: EpochAnswer) {
+        let Phase::Reconciling { query, .. } = self.phase else {
+            return;
+        };
+        if LeaderEpoch(answer.leader_epoch) != self.epoch
+            || LeaderEpoch(answer.query_epoch) != query
+        {
+            return;
+        }
+        let decision = step.log.epochs.reconcile(
+            step.log.log_end,
+            LeaderEpoch(answer.epoch),
+            Offset(answer.end_offset),
+        );
+        match decision {
+            Reconcile::Done { log_end } => {
+                step.truncate(log_end);
+                self.phase = Phase::Following;
+                self.ack(step, false);
+            }
+            Reconcile::Again { log_end, query } => {
+                step.truncate(log_end);
+                self.query(step, query);
+            }
+        }
+    }
+
+    fn on_ship(&mut self, step: &mut Step<'_>, from: NodeId, ship: &Ship) {
+        if ship.epoch() < self.epoch {
+            let leader_epoch = self.epoch.0;
+            return step.send(from, Message::Fenced(Fenced { leader_epoch }));
+        }
+        if ship.epoch() > self.epoch || from != self.leader || self.phase != Phase::Following {
+            return;
+        }
+        let log_end = step.log.log_end;
+        let prev_offset = Offset(ship.prev_offset);
+        if prev_offset > log_end {
+            return self.ack(step, true);
+        }
+        if prev_offset == log_end
+            && LeaderEpoch(ship.prev_epoch) != step.log.epochs.epoch_before(log_end)
+        {
+            // Divergence the reconciliation missed (a defence, not a path): do it again.
+            let last = step.log.epochs.last_epoch();
+            return self.query(step, last);
+        }
+        let Some((bytes, headers)) = self.new_batches(step, ship) else {
+            return;
+        };
+        for header in &headers {
+            step.log.appended(header);
+        }
+        if !bytes.is_empty() {
+            let log_end = step.log.log_end;
+            step.actions.push(Action::Append {
+                batches: bytes,
+                log_end,
+            });
+        }
+        step.log.raise_high_watermark(Offset(ship.high_watermark));
+        self.ack(step, false);
+    }
+
+    /// The ship's batches past the log end, checked; `None` if any is corrupt or out of
+    /// place (the ship is dropped and will be sent again).
+    fn new_batches(&self, step: &Step<'_>, ship: &Ship) -> Option<(Vec<u8>, Vec<BatchHeader>)> {
+        let log_end = step.log.log_end;
+        let mut expected = Offset(ship.prev_offset);
+        let mut last_epoch = step.log.epochs.last_epoch();
+        let mut rest = ship.batches.as_slice();
+        let mut headers = Vec::new();
+        let mut start = None;
+        let mut position = 0usize;
+        while !rest.is_empty() {
+            let header = BatchHeader::parse(rest).ok()?;
+            let size = header.size as usize;
+            let one = rest.get(..size)?;
+            batch::validate(one).ok()?;
+            if header.base_offset != expected || header.leader_epoch > self.epoch {
+                return None;
+            }
+            expected = header.next_offset();
+            if header.base_offset >= log_end {
+                if header.leader_epoch < last_epoch {
+                    return None;
+                }
+                last_epoch = header.leader_epoch;
+                start.get_or_insert(position);
+                headers.push(header);
+            } else if header.next_offset() > log_end {
+                return None;
+            }
+            position += size;
+            rest = rest.get(size..)?;
+        }
+        let bytes = start.map_or_else(Vec::new, |at| {
+            ship.batches.get(at..).unwrap_or_default().to_vec()
+        });
+        Some((bytes, headers))
+    }
+
+    pub(crate) fn tick(&mut self, step: &mut Step<'_>) {
+        if let Phase::Reconciling { query, sent_at } = self.phase {
+            if step.now.since(sent_at) >= step.config.retry_ms {
+                self.query(step, query);
+            }
+        }
+    }
+
+    pub(crate) fn invariants(&self, id: NodeId) {
+        assert!(self.leader != id, "{id} follows itself");
+        assert!(
+            self.epoch >= LeaderEpoch(0),
+            "follower of epoch {}",
+            self.epoch
+        );
+    }
+}

@@ -1,0 +1,558 @@
+//! The leader's side: follower progress, pipelined ships of the stored batch bytes, the
+//! high watermark over the ISR, the producers' answers and the ISR proposals.
+//!
+//! Each follower has a `next_offset` the leader ships from; a new batch is shipped to
+//! every follower whose pipeline is at the log end at once, without waiting for acks (up
+//! to `ships_inflight_max`). A follower that says a ship did not continue its log
+//! (`resend`), or is silent for `retry_ms`, is shipped again from its acked log end.
+//! Empty ships every `heartbeat_ms` carry the high watermark.
+//!
+//! The high watermark is the smallest durable end over the *maximal* ISR (the committed
+//! one plus members a pending proposal adds or removes), so that an ISR change the
+//! controller has not confirmed never lets it outrun a replica the controller could
+//! elect; it does not advance while the committed ISR is below `min_insync` (quorum.rs).
+//! Invariants: the leader is in its ISR; the high watermark never moves back; a leader
+//! never truncates.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use shardlog_engine::batch::{self, BatchHeader};
+use shardlog_engine::{LeaderEpoch, Offset};
+
+use crate::config::ReplicaConfig;
+use crate::error::ProduceError;
+use crate::ids::{Incarnation, NodeId, RequestId, Tick};
+use crate::isr::{self, Lag};
+use crate::local_log::LocalLog;
+use crate::message::{EpochAnswer, EpochQuery, Fenced, Message, Ship, ShipAck};
+use crate::producer_state::SequenceCheck;
+use crate::quorum::{self, AckDecision};
+use crate::replica::{Acks, Action, Produced, Step};
+
+/// What the leader knows of one follower.
+#[derive(Clone, Debug)]
+struct Progress {
+    /// The incarnation heard from; `None` before the first message.
+    incarnation: Option<Incarnation>,
+    /// It restarted while in the ISR and must leave it before it may rejoin (KIP-903).
+    restarted: bool,
+    log_end: Offset,
+    durable_end: Offset,
+    /// Where the next ship starts; `None` until the follower has reconciled and acked.
+    next_offset: Option<Offset>,
+    inflight: u32,
+    last_ship_at: Tick,
+    caught_up_at: Tick,
+    /// The leader's log end at `probe_at`: acking it proves the follower caught up then.
+    probe: Offset,
+    probe_at: Tick,
+}
+
+#[derive(Clone, Debug)]
+struct Waiter {
+    request: RequestId,
+    acks: Acks,
+    produced: Produced,
+    deadline: Tick,
+}
+
+#[derive(Clone, Debug)]
+struct Proposal {
+    isr: Vec<NodeId>,
+    sent_at: Tick,
+}
+
+/// A leader of one leader epoch.
+#[derive(Debug)]
+pub struct Leader {
+    epoch: LeaderEpoch,
+    isr: Vec<NodeId>,
+    isr_version: u64,
+    proposal: Option<Proposal>,
+    /// The log end at election: everything below it may be committed by an earlier leader.
+    epoch_start: Offset,
+    followers: BTreeMap<NodeId, Progress>,
+    waiters: VecDeque<Waiter>,
+    /// Where the storage has written up to (acks=leader answers).
+    written_end: Offset,
+    deposed: bool,
+}
+
+impl Leader {
+    pub(crate) fn new(
+        step: &mut Step<'_>,
+        epoch: LeaderEpoch,
+        replicas: Vec<NodeId>,
+        mut isr: Vec<NodeId>,
+        isr_version: u64,
+    ) -> Leader {
+        assert!(isr.contains(&step.id), "{} not in its ISR {isr:?}", step.id);
+        assert!(replicas.contains(&step.id), "{} not a replica", step.id);
+        isr.sort_unstable();
+        let epoch_start = step.log.log_end;
+        step.log.epochs.observe(epoch, epoch_start);
+        let progress = Progress {
+            incarnation: None,
+            restarted: false,
+            log_end: Offset(0),
+            durable_end: Offset(0),
+            next_offset: None,
+            inflight: 0,
+            last_ship_at: step.now,
+            caught_up_at: step.now,
+            probe: epoch_start,
+            probe_at: step.now,
+        };
+        let followers = replicas
+            .iter()
+            .filter(|&&node| node != step.id)
+            .map(|&node| (node, progress.clone()))
+            .collect();
+        Leader {
+            epoch,
+            isr,
+            isr_version,
+            proposal: None,
+            epoch_start,
+            followers,
+            waiters: VecDeque::new(),
+            written_end: step.log.durable_end,
+            deposed: false,
+        }
+    }
+
+    pub(crate) fn deposed(&self) -> bool {
+        self.deposed
+    }
+
+    pub(crate) fn isr(&self) -> &[NodeId] {
+        &self.isr
+    }
+
+    /// Answers every waiting producer `NotLeader`: this replica no longer leads.
+    pub(crate) fn step_down(&mut self, step: &mut Step<'_>) {
+        self.deposed = true;
+        for waiter in self.waiters.drain(..) {
+            step.answer(waiter.request, Err(ProduceError::NotLeader));
+        }
+    }
+
+    pub(crate) fn produce(
+        &mut self,
+        step: &mut Step<'_>,
+        request: RequestId,
+        acks: Acks,
+        mut bytes: Vec<u8>,
+    ) {
+        let header = match self.admit(step, acks, &bytes) {
+            Ok(header) => header,
+            Err(error) => return step.answer(request, Err(error)),
+        };
+        let produced = match step.log.producers.check(&header) {
+            SequenceCheck::Append => {
+                let base_offset = step.log.log_end;
+                batch::patch_base(&mut bytes, base_offset, self.epoch);
+                let header = BatchHeader {
+                    base_offset,
+                    leader_epoch: self.epoch,
+                    ..header
+                };
+                step.log.appended(&header);
+                let log_end = step.log.log_end;
+                step.actions.push(Action::Append {
+                    batches: bytes,
+                    log_end,
+                });
+                self.ship_all(step);
+                Produced {
+                    base_offset,
+                    last_offset: header.last_offset(),
+                    duplicate: false,
+                }
+            }
+            SequenceCheck::Duplicate {
+                base_offset,
+                last_offset,
+            } => Produced {
+                base_offset,
+                last_offset,
+                duplicate: true,
+            },
+            SequenceCheck::OutOfOrder { expected } => {
+                let found = header.base_sequence;
+                return step.answer(
+                    request,
+                    Err(ProduceError::OutOfOrderSequence { expected, found }),
+                );
+            }
+            SequenceCheck::Fenced { current } => {
+                return step.answer(request, Err(ProduceError::ProducerFenced { current }));
+            }
+        };
+        self.waiters.push_back(Waiter {
+            request,
+            acks,
+            produced,
+            deadline: step.now.after(step.config.request_timeout_ms),
+        });
+        self.settle(step);
+    }
+
+    fn admit(
+        &self,
+        step: &Step<'_>,
+        acks: Acks,
+        bytes: &[u8],
+    ) -> Result<BatchHeader, ProduceError> {
+        if self.deposed {
+            return Err(ProduceError::NotLeader);
+        }
+        let header = batch::validate(bytes).map_err(ProduceError::CorruptBatch)?;
+        if acks == Acks::All && !quorum::admits_acks_all(self.isr.len(), step.config.min_insync) {
+            return Err(ProduceError::NotEnoughReplicas);
+        }
+        if self.waiters.len() >= step.config.waiters_max {
+            return Err(ProduceError::Busy);
+        }
+        Ok(header)
+    }
+
+    /// Answers the waiters whose batches are committed (or written, for acks=leader), and
+    /// those past their deadline.
+    fn settle(&mut self, step: &mut Step<'_>) {
+        let high_watermark = step.log.high_watermark;
+        let written_end = self.written_end;
+        let now = step.now;
+        let mut kept = VecDeque::with_capacity(self.waiters.len());
+        for waiter in self.waiters.drain(..) {
+            let last = waiter.produced.last_offset;
+            let done = match waiter.acks {
+                Acks::All => quorum::acks_all(last, high_watermark) == AckDecision::Ack,
+                Acks::Leader => last < written_end,
+            };
+            if done {
+                step.answer(waiter.request, Ok(waiter.produced));
+            } else if now >= waiter.deadline {
+                let base_offset = waiter.produced.base_offset;
+                step.answer(waiter.request, Err(ProduceError::Timeout { base_offset }));
+            } else {
+                kept.push_back(waiter);
+            }
+        }
+        self.waiters = kept;
+    }
+
+    pub(crate) fn on_appended(&mut self, step: &mut Step<'_>, log_end: Offset) {
+        self.written_end = self.written_end.max(log_end.min(step.log.log_end));
+        self.advance(step);
+    }
+
+    pub(crate) fn on_isr_updated(
+        &mut self,
+        step: &mut Step<'_>,
+        epoch: LeaderEpoch,
+        isr_version: u64,
+        mut isr: Vec<NodeId>,
+    ) {
+        if epoch != self.epoch || isr_version <= self.isr_version {
+            return;
+        }
+        isr.sort_unstable();
+        if !isr.contains(&step.id) {
+            // The controller no longer counts this leader in sync: it is being replaced.
+            self.step_down(step);
+        }
+        self.isr = isr;
+        self.isr_version = isr_version;
+        self.proposal = None;
+        for (node, progress) in &mut self.followers {
+            if !self.isr.contains(node) {
+                progress.restarted = false;
+            }
+        }
+        self.advance(step);
+    }
+
+    pub(crate) fn on_message(&mut self, step: &mut Step<'_>, from: NodeId, message: Message) {
+        match message {
+            Message::ShipAck(ack) => self.on_ack(step, from, ack),
+            Message::EpochQuery(query) => self.on_query(step, from, query),
+            Message::Fenced(fenced) if LeaderEpoch(fenced.leader_epoch) > self.epoch => {
+                self.step_down(step);
+            }
+            Message::Ship(ship) if ship.epoch() < self.epoch => {
+                let leader_epoch = self.epoch.0;
+                step.send(from, Message::Fenced(Fenced { leader_epoch }));
+            }
+            Message::Ship(_) | Message::EpochAnswer(_) | Message::Fenced(_) => {}
+        }
+    }
+
+    /// Takes a message's incarnation; false if it is older than the one known.
+    fn meet(&mut self, from: NodeId, incarnation: Incarnation) -> bool {
+        let in_isr = self.isr.contains(&from);
+        let Some(progress) = self.followers.get_mut(&from) else {
+            return false;
+        };
+        match progress.incarnation {
+            Some(known) if known > incarnation => false,
+            Some(known) if known == incarnation => true,
+            known => {
+                progress.restarted = known.is_some() && in_isr;
+                progress.incarnation = Some(incarnation);
+                progress.log_end = Offset(0);
+                progress.durable_end = Offset(0);
+                progress.next_offset = None;
+                progress.inflight = 0;
+                true
+            }
+        }
+    }
+
+    fn on_query(&mut self, step: &mut Step<'_>, from: NodeId, query: EpochQuery) {
+        if LeaderEpoch(query.leader_epoch) != self.epoch || self.deposed {
+            return;
+        }
+        if !self.meet(from, Incarnation(query.incarnation)) {
+            return;
+        }
+        if let Some(progress) = self.followers.get_mut(&from) {
+            // It is reconciling: ship nothing until it acks its log end.
+            progress.next_offset = None;
+            progress.inflight = 0;
+        }
+        let entry = step
+            .log
+            .epochs
+            .end_offset_for_epoch(LeaderEpoch(query.epoch), step.log.log_end);
+        let answer = EpochAnswer {
+            leader_epoch: self.epoch.0,
+            query_epoch: query.epoch,
+            epoch: entry.epoch.0,
+            end_offset: entry.start_offset.0,
+        };
+        step.send(from, Message::EpochAnswer(answer));
+    }
+
+    fn on_ack(&mut self, step: &mut Step<'_>, from: NodeId, ack: ShipAck) {
+        if LeaderEpoch(ack.leader_epoch) != self.epoch || self.deposed {
+            return;
+        }
+        if !self.meet(from, Incarnation(ack.incarnation)) {
+            return;
+        }
+        let leader_end = step.log.log_end;
+        let now = step.now;
+        let Some(progress) = self.followers.get_mut(&from) else {
+            return;
+        };
+        let log_end = Offset(ack.log_end).min(leader_end);
+        progress.log_end = progress.log_end.max(log_end);
+        progress.durable_end = progress
+            .durable_end
+            .max(Offset(ack.durable_end).min(log_end));
+        progress.inflight = progress.inflight.saturating_sub(1);
+        match progress.next_offset {
+            Some(next) if ack.resend && log_end < next => {
+                progress.next_offset = Some(log_end);
+                progress.inflight = 0;
+            }
+            Some(_) => {}
+            None => progress.next_offset = Some(log_end),
+        }
+        if log_end >= leader_end {
+            progress.caught_up_at = now;
+            progress.probe = leader_end;
+            progress.probe_at = now;
+        } else if log_end >= progress.probe {
+            progress.caught_up_at = progress.caught_up_at.max(progress.probe_at);
+            progress.probe = leader_end;
+            progress.probe_at = now;
+        }
+        self.ship_to(step, from);
+        self.advance(step);
+    }
+
+    /// Recomputes the high watermark, answers producers, proposes ISR changes.
+    fn advance(&mut self, step: &mut Step<'_>) {
+        if self.deposed {
+            return;
+        }
+        let mut maximal = self.isr.clone();
+        if let Some(proposal) = &self.proposal {
+            maximal.extend(proposal.isr.iter().copied());
+        }
+        maximal.sort_unstable();
+        maximal.dedup();
+        let durable_ends = maximal.iter().map(|node| {
+            if *node == step.id {
+                step.log.durable_end
+            } else {
+                self.followers
+                    .get(node)
+                    .map_or(Offset(0), |p| p.durable_end)
+            }
+        });
+        let candidate =
+            quorum::high_watermark(durable_ends, self.isr.len(), step.config.min_insync);
+        if let Some(candidate) = candidate {
+            step.log.raise_high_watermark(candidate);
+        }
+        self.settle(step);
+        self.propose_isr(step);
+    }
+
+    fn lags(&self) -> Vec<Lag> {
+        self.followers
+            .iter()
+            .map(|(&node, p)| Lag {
+                node,
+                caught_up_at: p.caught_up_at,
+                durable_end: p.durable_end,
+                known: p.incarnation.is_some() && !p.restarted,
+            })
+            .collect()
+    }
+
+    fn propose_isr(&mut self, step: &mut Step<'_>) {
+        if self.proposal.is_some() {
+            return;
+        }
+        let lags = self.lags();
+        let lag_ms = step.config.replica_lag_ms;
+        let floor = step.log.high_watermark.max(self.epoch_start);
+        let changed = isr::shrink(step.id, &self.isr, &lags, step.now, lag_ms)
+            .or_else(|| isr::expand(&self.isr, &lags, step.now, lag_ms, floor));
+        if let Some(isr) = changed {
+            self.proposal = Some(Proposal {
+                isr: isr.clone(),
+                sent_at: step.now,
+            });
+            step.actions.push(Action::ProposeIsr {
+                epoch: self.epoch,
+                isr_version: self.isr_version,
+                isr,
+            });
+        }
+    }
+
+    fn ship_all(&mut self, step: &mut Step<'_>) {
+        let nodes: Vec<NodeId> = self.followers.keys().copied().collect();
+        for node in nodes {
+            self.ship_to(step, node);
+        }
+    }
+
+    /// Ships `[next_offset, log_end)` to `node` if its pipeline has room.
+    fn ship_to(&mut self, step: &mut Step<'_>, node: NodeId) {
+        let log_end = step.log.log_end;
+        let Some(progress) = self.followers.get_mut(&node) else {
+            return;
+        };
+        let Some(next) = progress.next_offset else {
+            return;
+        };
+        if next >= log_end || progress.inflight >= step.config.ships_inflight_max || self.deposed {
+            return;
+        }
+        progress.next_offset = Some(log_end);
+        progress.inflight += 1;
+        progress.last_ship_at = step.now;
+        let ship = self.ship_head(step.log, next);
+        step.actions.push(Action::Ship {
+            to: node,
+            ship,
+            until: log_end,
+        });
+    }
+
+    fn ship_head(&self, log: &LocalLog, prev_offset: Offset) -> Ship {
+        Ship {
+            leader_epoch: self.epoch.0,
+            prev_offset: prev_offset.0,
+            prev_epoch: log.epochs.epoch_before(prev_offset).0,
+            high_watermark: log.high_watermark.0,
+            batches: Vec::new(),
+        }
+    }
+
+    pub(crate) fn tick(&mut self, step: &mut Step<'_>) {
+        if self.deposed {
+            return;
+        }
+        let nodes: Vec<NodeId> = self.followers.keys().copied().collect();
+        for node in nodes {
+            self.resend_or_heartbeat(step, node);
+        }
+        if let Some(proposal) = &mut self.proposal {
+            if step.now.since(proposal.sent_at) >= step.config.retry_ms {
+                proposal.sent_at = step.now;
+                step.actions.push(Action::ProposeIsr {
+                    epoch: self.epoch,
+                    isr_version: self.isr_version,
+                    isr: proposal.isr.clone(),
+                });
+            }
+        }
+        self.advance(step);
+    }
+
+    fn resend_or_heartbeat(&mut self, step: &mut Step<'_>, node: NodeId) {
+        let now = step.now;
+        let Some(progress) = self.followers.get_mut(&node) else {
+            return;
+        };
+        let Some(next) = progress.next_offset else {
+            return;
+        };
+        let silent_ms = now.since(progress.last_ship_at);
+        if next > progress.log_end && silent_ms >= step.config.retry_ms {
+            progress.next_offset = Some(progress.log_end);
+            progress.inflight = 0;
+        }
+        self.ship_to(step, node);
+        let Some(progress) = self.followers.get_mut(&node) else {
+            return;
+        };
+        if now.since(progress.last_ship_at) >= step.config.heartbeat_ms {
+            progress.last_ship_at = now;
+            let at = progress.next_offset.unwrap_or(progress.log_end);
+            let ship = self.ship_head(step.log, at);
+            step.actions.push(Action::Ship {
+                to: node,
+                ship,
+                until: at,
+            });
+        }
+    }
+
+    pub(crate) fn invariants(&self, id: NodeId, config: &ReplicaConfig, log: &LocalLog) {
+        assert!(
+            self.isr.contains(&id) || self.deposed,
+            "leader {id} not in ISR {:?}",
+            self.isr
+        );
+        assert!(
+            self.waiters.len() <= config.waiters_max,
+            "{} waiters",
+            self.waiters.len()
+        );
+        assert!(
+            self.epoch_start <= log.log_end,
+            "{} > {}",
+            self.epoch_start,
+            log.log_end
+        );
+        for (node, progress) in &self.followers {
+            assert!(*node != id, "leader tracks itself");
+            assert!(
+                progress.durable_end <= progress.log_end,
+                "{node}: {progress:?}"
+            );
+            assert!(
+                progress.inflight <= config.ships_inflight_max,
+                "{node}: {progress:?}"
+            );
+        }
+    }
+}

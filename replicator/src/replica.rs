@@ -1,0 +1,425 @@
+//! [`PartitionReplica`]: one partition's replica on one node, as a state machine.
+//!
+//! `step(now, input)` takes one [`Input`] and queues [`Action`]s, which the driver takes
+//! with `drain_actions` and performs in order: appends and truncations on the log,
+//! messages to peers, answers to producers, ISR proposals to the controller. The driver
+//! reports what the storage made durable with [`Input::Appended`], in order with the
+//! actions it performed. Pure: no I/O, no clock, no randomness. Owned by the shard that
+//! owns the partition; not shared between threads.
+//!
+//! Roles: unattached (after a start, until the controller says), leader (`leader.rs`) or
+//! follower (`follower.rs`). A replica only moves to a higher leader epoch (or takes its
+//! first role at the epoch it already knows), so a stale controller message is ignored.
+
+use shardlog_engine::batch::BatchHeader;
+use shardlog_engine::{LeaderEpoch, Offset};
+
+use crate::config::ReplicaConfig;
+use crate::error::ProduceError;
+use crate::follower::Follower;
+use crate::ids::{Incarnation, NodeId, RequestId, Tick};
+use crate::leader::Leader;
+use crate::local_log::LocalLog;
+use crate::message::{Message, Ship};
+
+/// When a producer is answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Acks {
+    /// After the leader's local write.
+    Leader,
+    /// After the high watermark passes the batch (every ISR member holds it durably) and
+    /// the ISR has at least `min_insync` members.
+    All,
+}
+
+/// What happens to a replica.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// The controller made this replica the leader of `epoch`.
+    BecomeLeader {
+        /// The new leader epoch.
+        epoch: LeaderEpoch,
+        /// Every replica of the partition, this one included.
+        replicas: Vec<NodeId>,
+        /// The committed ISR.
+        isr: Vec<NodeId>,
+        /// The ISR's version at the controller.
+        isr_version: u64,
+    },
+    /// The controller made this replica a follower of `leader` in `epoch`.
+    BecomeFollower {
+        /// The leader epoch.
+        epoch: LeaderEpoch,
+        /// The leader.
+        leader: NodeId,
+    },
+    /// The controller's ISR for `epoch`, after a proposal or a fencing.
+    IsrUpdated {
+        /// The leader epoch it belongs to.
+        epoch: LeaderEpoch,
+        /// Its version.
+        isr_version: u64,
+        /// The members.
+        isr: Vec<NodeId>,
+    },
+    /// A producer's batch.
+    Produce {
+        /// Echoed in the answer.
+        request: RequestId,
+        /// When to answer.
+        acks: Acks,
+        /// One record batch as the client sent it.
+        batch: Vec<u8>,
+    },
+    /// The storage's report: the log holds `log_end`, of which `durable_end` is durable.
+    Appended {
+        /// The log end the storage holds.
+        log_end: Offset,
+        /// The durable end.
+        durable_end: Offset,
+    },
+    /// A message from a peer.
+    Received {
+        /// The sender.
+        from: NodeId,
+        /// The message (decoded and validated).
+        message: Message,
+    },
+    /// Time passed.
+    Tick,
+}
+
+/// Where a produced batch landed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Produced {
+    /// Offset of its first record.
+    pub base_offset: Offset,
+    /// Offset of its last record.
+    pub last_offset: Offset,
+    /// It had been appended before: these are the original offsets.
+    pub duplicate: bool,
+}
+
+/// What the driver must do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Append whole batches (offsets already assigned) at the log end; it becomes `log_end`.
+    Append {
+        /// Concatenated batches.
+        batches: Vec<u8>,
+        /// The log end after them.
+        log_end: Offset,
+    },
+    /// Cut the log to `log_end`.
+    Truncate {
+        /// The new log end.
+        log_end: Offset,
+    },
+    /// Send a message to a peer.
+    Send {
+        /// The peer.
+        to: NodeId,
+        /// The message.
+        message: Message,
+    },
+    /// Send `ship` to a peer with the stored batches of `[ship.prev_offset, until)` as its
+    /// `batches` (read from the log; both ends are batch boundaries).
+    Ship {
+        /// The follower.
+        to: NodeId,
+        /// The ship, `batches` empty.
+        ship: Ship,
+        /// End of the range to read.
+        until: Offset,
+    },
+    /// Answer a produce request.
+    Answer {
+        /// The request.
+        request: RequestId,
+        /// The answer.
+        result: Result<Produced, ProduceError>,
+    },
+    /// Ask the controller to change the ISR from version `isr_version` to `isr`.
+    ProposeIsr {
+        /// The proposer's leader epoch.
+        epoch: LeaderEpoch,
+        /// The committed version the proposal builds on.
+        isr_version: u64,
+        /// The proposed members.
+        isr: Vec<NodeId>,
+    },
+}
+
+/// What a role's code may touch during one step.
+pub(crate) struct Step<'a> {
+    pub(crate) id: NodeId,
+    pub(crate) incarnation: Incarnation,
+    pub(crate) now: Tick,
+    pub(crate) config: &'a ReplicaConfig,
+    pub(crate) log: &'a mut LocalLog,
+    pub(crate) actions: &'a mut Vec<Action>,
+}
+
+impl Step<'_> {
+    pub(crate) fn send(&mut self, to: NodeId, message: Message) {
+        self.actions.push(Action::Send { to, message });
+    }
+
+    pub(crate) fn answer(&mut self, request: RequestId, result: Result<Produced, ProduceError>) {
+        self.actions.push(Action::Answer { request, result });
+    }
+
+    pub(crate) fn truncate(&mut self, log_end: Offset) {
+        if log_end < self.log.log_end {
+            self.log.truncate(log_end);
+            self.actions.push(Action::Truncate { log_end });
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Role {
+    Unattached,
+    Leader(Leader),
+    Follower(Follower),
+}
+
+/// One partition's replica on one node.
+#[derive(Debug)]
+pub struct PartitionReplica {
+    config: ReplicaConfig,
+    id: NodeId,
+    incarnation: Incarnation,
+    epoch: LeaderEpoch,
+    log: LocalLog,
+    role: Role,
+    actions: Vec<Action>,
+    now: Tick,
+}
+
+impl PartitionReplica {
+    /// A replica of an empty log; feed an existing log with
+    /// [`PartitionReplica::recover_batch`] before the first step.
+    pub fn new(config: ReplicaConfig, id: NodeId, incarnation: Incarnation) -> Self {
+        assert!(config.validate().is_ok(), "{:?}", config.validate());
+        PartitionReplica {
+            config,
+            id,
+            incarnation,
+            epoch: LeaderEpoch::NONE,
+            log: LocalLog::default(),
+            role: Role::Unattached,
+            actions: Vec::new(),
+            now: Tick(0),
+        }
+    }
+
+    /// Replays one batch of the recovered (durable) log, in order, before the first step.
+    pub fn recover_batch(&mut self, header: &BatchHeader) {
+        assert!(
+            matches!(self.role, Role::Unattached),
+            "recovery after a role"
+        );
+        self.log.appended(header);
+        self.log.durable_end = self.log.log_end;
+        self.epoch = self.epoch.max(header.leader_epoch);
+    }
+
+    /// Takes one input at time `now` (never earlier than the last step's).
+    pub fn step(&mut self, now: Tick, input: Input) {
+        assert!(now >= self.now, "time went back: {now} < {}", self.now);
+        self.now = now;
+        match input {
+            Input::BecomeLeader {
+                epoch,
+                replicas,
+                isr,
+                isr_version,
+            } => self.become_leader(epoch, replicas, isr, isr_version),
+            Input::BecomeFollower { epoch, leader } => self.become_follower(epoch, leader),
+            Input::IsrUpdated {
+                epoch,
+                isr_version,
+                isr,
+            } => {
+                let (mut step, role) = self.split();
+                if let Role::Leader(leader) = role {
+                    leader.on_isr_updated(&mut step, epoch, isr_version, isr);
+                }
+            }
+            Input::Produce {
+                request,
+                acks,
+                batch,
+            } => self.produce(request, acks, batch),
+            Input::Appended {
+                log_end,
+                durable_end,
+            } => self.appended(log_end, durable_end),
+            Input::Received { from, message } => self.received(from, message),
+            Input::Tick => self.tick(),
+        }
+        self.invariants();
+    }
+
+    /// Moves the queued actions into `into`, in the order they must be performed.
+    pub fn drain_actions(&mut self, into: &mut Vec<Action>) {
+        into.append(&mut self.actions);
+    }
+
+    fn split(&mut self) -> (Step<'_>, &mut Role) {
+        (
+            Step {
+                id: self.id,
+                incarnation: self.incarnation,
+                now: self.now,
+                config: &self.config,
+                log: &mut self.log,
+                actions: &mut self.actions,
+            },
+            &mut self.role,
+        )
+    }
+
+    fn takes_epoch(&self, epoch: LeaderEpoch) -> bool {
+        epoch > self.epoch || (epoch == self.epoch && matches!(self.role, Role::Unattached))
+    }
+
+    fn become_leader(
+        &mut self,
+        epoch: LeaderEpoch,
+        replicas: Vec<NodeId>,
+        isr: Vec<NodeId>,
+        isr_version: u64,
+    ) {
+        if !self.takes_epoch(epoch) {
+            return;
+        }
+        self.epoch = epoch;
+        let (mut step, role) = self.split();
+        if let Role::Leader(old) = role {
+            old.step_down(&mut step);
+        }
+        let leader = Leader::new(&mut step, epoch, replicas, isr, isr_version);
+        *role = Role::Leader(leader);
+    }
+
+    fn become_follower(&mut self, epoch: LeaderEpoch, leader: NodeId) {
+        if !self.takes_epoch(epoch) || leader == self.id {
+            return;
+        }
+        self.epoch = epoch;
+        let (mut step, role) = self.split();
+        if let Role::Leader(old) = role {
+            old.step_down(&mut step);
+        }
+        let follower = Follower::new(&mut step, epoch, leader);
+        *role = Role::Follower(follower);
+    }
+
+    fn produce(&mut self, request: RequestId, acks: Acks, batch: Vec<u8>) {
+        let (mut step, role) = self.split();
+        match role {
+            Role::Leader(leader) => leader.produce(&mut step, request, acks, batch),
+            Role::Follower(_) | Role::Unattached => {
+                step.answer(request, Err(ProduceError::NotLeader));
+            }
+        }
+    }
+
+    fn appended(&mut self, log_end: Offset, durable_end: Offset) {
+        assert!(durable_end <= log_end, "durable {durable_end} > {log_end}");
+        let before = self.log.durable_end;
+        self.log.durable(durable_end);
+        let (mut step, role) = self.split();
+        match role {
+            Role::Leader(leader) => leader.on_appended(&mut step, log_end),
+            Role::Follower(follower) if step.log.durable_end > before => {
+                follower.ack(&mut step, false);
+            }
+            Role::Follower(_) | Role::Unattached => {}
+        }
+    }
+
+    fn received(&mut self, from: NodeId, message: Message) {
+        let (mut step, role) = self.split();
+        match role {
+            Role::Leader(leader) => leader.on_message(&mut step, from, message),
+            Role::Follower(follower) => follower.on_message(&mut step, from, message),
+            Role::Unattached => {}
+        }
+    }
+
+    fn tick(&mut self) {
+        let (mut step, role) = self.split();
+        match role {
+            Role::Leader(leader) => leader.tick(&mut step),
+            Role::Follower(follower) => follower.tick(&mut step),
+            Role::Unattached => {}
+        }
+    }
+
+    /// Checks the replica's invariants; called at the end of every step.
+    pub fn invariants(&self) {
+        self.log.invariants();
+        assert!(
+            self.log.epochs.last_epoch() <= self.epoch,
+            "log epoch {} > {}",
+            self.log.epochs.last_epoch(),
+            self.epoch
+        );
+        match &self.role {
+            Role::Leader(leader) => leader.invariants(self.id, &self.config, &self.log),
+            Role::Follower(follower) => follower.invariants(self.id),
+            Role::Unattached => {}
+        }
+    }
+
+    /// The node this replica lives on.
+    #[must_use]
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The latest leader epoch this replica knows.
+    #[must_use]
+    pub fn epoch(&self) -> LeaderEpoch {
+        self.epoch
+    }
+
+    /// Offsets below it are committed: consumers may read them, no further.
+    #[must_use]
+    pub fn high_watermark(&self) -> Offset {
+        self.log.high_watermark
+    }
+
+    /// The next offset to assign.
+    #[must_use]
+    pub fn log_end(&self) -> Offset {
+        self.log.log_end
+    }
+
+    /// The durable end.
+    #[must_use]
+    pub fn durable_end(&self) -> Offset {
+        self.log.durable_end
+    }
+
+    /// The epoch this replica leads, if it leads and has not learnt it is deposed.
+    #[must_use]
+    pub fn leading(&self) -> Option<LeaderEpoch> {
+        match &self.role {
+            Role::Leader(leader) if !leader.deposed() => Some(self.epoch),
+            _ => None,
+        }
+    }
+
+    /// The committed ISR this replica knows, if it leads.
+    #[must_use]
+    pub fn isr(&self) -> Option<&[NodeId]> {
+        match &self.role {
+            Role::Leader(leader) => Some(leader.isr()),
+            _ => None,
+        }
+    }
+}
