@@ -1,13 +1,20 @@
 //! Client behaviour that needs no real server: a broker that never answers makes requests
-//! fail with `Timeout` (the per-connection sweeper), one that is not there with `NoBroker`.
-#![allow(clippy::unwrap_used)]
+//! fail with `Timeout` (the per-connection sweeper), one that is not there with `NoBroker`;
+//! scripted brokers check routing and `NotLeader` hints.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
 mod common;
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
+use rkyv::util::AlignedVec;
+use shardlog_net::ErrorCode;
+use shardlog_net::api::{
+    Acks, Api, BrokerMetadata, MetadataResponse, PartitionMetadata, ProduceResponse, TopicMetadata,
+};
 use shardlog_net::client::{Client, ClientConfig, ClientError};
+use shardlog_net::frame::{FrameHeader, encode_head};
 
 #[test]
 fn a_silent_broker_times_out() {
@@ -52,5 +59,140 @@ fn no_broker_listening() {
     assert!(
         matches!(result, Err(ClientError::NoBroker(_))),
         "{result:?}"
+    );
+}
+
+/// A scripted broker on a std thread: answers each request with what `answer` returns
+/// (`None`: no reply), until the client leaves. Returns its address.
+fn fake_broker<F>(answer: F) -> String
+where
+    F: Fn(&FrameHeader, &AlignedVec<16>) -> Option<Vec<u8>> + Send + Sync + 'static,
+{
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let answer = std::sync::Arc::new(answer);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let mut stream = stream.unwrap();
+            let answer = answer.clone();
+            std::thread::spawn(move || {
+                loop {
+                    let mut len = [0u8; 4];
+                    if stream.read_exact(&mut len).is_err() {
+                        return;
+                    }
+                    let total = FrameHeader::frame_bytes(len).unwrap();
+                    let mut frame = AlignedVec::<16>::new();
+                    frame.extend_from_slice(&len);
+                    frame.resize(total, 0);
+                    stream.read_exact(&mut frame[4..]).unwrap();
+                    let header = FrameHeader::parse(&frame).unwrap();
+                    if let Some(reply) = answer(&header, &frame) {
+                        stream.write_all(&reply).unwrap();
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn encode<T>(header: &FrameHeader, meta: &T) -> Vec<u8>
+where
+    T: for<'a> rkyv::Serialize<
+            rkyv::api::high::HighSerializer<
+                AlignedVec,
+                rkyv::ser::allocator::ArenaHandle<'a>,
+                rkyv::rancor::Error,
+            >,
+        >,
+{
+    let mut out = Vec::new();
+    encode_head(&mut out, header.api, 1, header.correlation, 0, meta, 0).unwrap();
+    out
+}
+
+fn metadata(brokers: &[(u32, &str)], leader: u32) -> MetadataResponse {
+    MetadataResponse {
+        node_id: 0,
+        brokers: brokers
+            .iter()
+            .map(|(id, addr)| {
+                let (host, port) = addr.rsplit_once(':').unwrap();
+                BrokerMetadata {
+                    node_id: *id,
+                    host: host.to_owned(),
+                    port: port.parse().unwrap(),
+                }
+            })
+            .collect(),
+        topics: vec![TopicMetadata {
+            name: "t".into(),
+            error: 0,
+            partitions: vec![PartitionMetadata {
+                partition: 0,
+                leader,
+                leader_epoch: 1,
+                replicas: vec![0, 1],
+                isr: vec![0, 1],
+            }],
+        }],
+    }
+}
+
+/// Node 0 says it leads t/0 but answers produces with `NotLeader` and a hint of node 1;
+/// the client follows the hint without asking for metadata again, and node 1 appends.
+#[test]
+fn follows_not_leader_hints() {
+    let node1 = fake_broker(|header, _| {
+        (header.api == Api::Produce as u16).then(|| {
+            let ok = ProduceResponse {
+                error: 0,
+                base_offset: 42,
+                leader_hint: None,
+                message: String::new(),
+            };
+            encode(header, &ok)
+        })
+    });
+    let metadata_calls = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let node0 = {
+        let (node1, calls) = (node1.clone(), metadata_calls.clone());
+        let me = std::sync::Arc::new(std::sync::OnceLock::<String>::new());
+        let me_inner = me.clone();
+        let addr = fake_broker(move |header, _| match Api::from_u16(header.api) {
+            Some(Api::Metadata) => {
+                calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let me = me_inner.get().unwrap();
+                Some(encode(header, &metadata(&[(0, me), (1, &node1)], 0)))
+            }
+            Some(Api::Produce) => {
+                let moved = ProduceResponse {
+                    error: ErrorCode::NotLeader.as_u16(),
+                    base_offset: 0,
+                    leader_hint: Some(1),
+                    message: "moved".into(),
+                };
+                Some(encode(header, &moved))
+            }
+            _ => None,
+        });
+        me.set(addr.clone()).unwrap();
+        addr
+    };
+    let base = common::run(move || async move {
+        let config = ClientConfig {
+            retry_backoff: Duration::from_millis(1),
+            ..ClientConfig::default()
+        };
+        let client = Client::connect(&node0, config).await.unwrap();
+        let batch = common::batch(&[b"v".to_vec()]);
+        client.produce("t", 0, Acks::All, batch).await.unwrap()
+    });
+    assert_eq!(base, Some(42));
+    assert_eq!(
+        metadata_calls.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the hint was enough: no metadata refresh"
     );
 }

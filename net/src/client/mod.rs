@@ -342,7 +342,8 @@ impl Client {
             let (response, _) = self
                 .call::<_, ProduceResponse>(&addr, Api::Produce, &request, batch.clone())
                 .await?;
-            self.check_partition(topic, response.error, &response.message)?;
+            let hint = response.leader_hint;
+            self.check_partition(topic, partition, response.error, hint, &response.message)?;
             Ok(Some(response.base_offset))
         })
         .await
@@ -369,7 +370,8 @@ impl Client {
             let (response, data) = self
                 .call::<_, FetchResponse>(&addr, Api::Fetch, &request, Bytes::new())
                 .await?;
-            self.check_partition(topic, response.error, &response.message)?;
+            let hint = response.leader_hint;
+            self.check_partition(topic, partition, response.error, hint, &response.message)?;
             Ok(Fetched {
                 high_watermark: response.high_watermark,
                 log_start: response.log_start,
@@ -398,22 +400,65 @@ impl Client {
             let (response, _) = self
                 .call::<_, ListOffsetsResponse>(&addr, Api::ListOffsets, &request, Bytes::new())
                 .await?;
-            self.check_partition(topic, response.error, &response.message)?;
+            let hint = response.leader_hint;
+            self.check_partition(topic, partition, response.error, hint, &response.message)?;
             Ok(response.offset)
         })
         .await
     }
 
-    /// An error reply that says the cached metadata is stale drops the topic from the
-    /// cache, so the retry asks again.
-    fn check_partition(&self, topic: &str, error: u16, message: &str) -> Result<(), ClientError> {
+    /// An error reply that says the cached metadata is stale: `NotLeader` with a hint of a
+    /// known broker moves the partition's cached leader there (the retry goes straight to
+    /// it); any other retriable error drops the topic from the cache, so the retry asks
+    /// for fresh metadata.
+    fn check_partition(
+        &self,
+        topic: &str,
+        partition: u32,
+        error: u16,
+        leader_hint: Option<u32>,
+        message: &str,
+    ) -> Result<(), ClientError> {
         let result = check(error, message);
         if let Err(e) = &result
             && e.is_retriable()
         {
-            self.inner.topics.borrow_mut().remove(topic);
+            let hinted = e.code() == Some(ErrorCode::NotLeader)
+                && leader_hint.is_some_and(|node| self.follow_hint(topic, partition, node));
+            if !hinted {
+                self.inner.topics.borrow_mut().remove(topic);
+            }
         }
         result
+    }
+
+    /// Makes `node` the cached leader of the partition, if the broker is known.
+    fn follow_hint(&self, topic: &str, partition: u32, node: u32) -> bool {
+        if !self.inner.brokers.borrow().contains_key(&node) {
+            return false;
+        }
+        let mut topics = self.inner.topics.borrow_mut();
+        let Some(meta) = topics.get_mut(topic) else {
+            return false;
+        };
+        let mut updated = TopicMetadata::clone(meta);
+        let Some(p) = updated
+            .partitions
+            .iter_mut()
+            .find(|p| p.partition == partition)
+        else {
+            return false;
+        };
+        tracing::debug!(
+            topic,
+            partition,
+            from = p.leader,
+            to = node,
+            "following a NotLeader hint"
+        );
+        p.leader = node;
+        *meta = Rc::new(updated);
+        true
     }
 
     async fn with_retries<T, F, Fut>(&self, mut attempt: F) -> Result<T, ClientError>
