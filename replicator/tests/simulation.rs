@@ -1,5 +1,5 @@
 //! The seed sweep: a fixed range of seeds through the deterministic simulation, every
-//! checker after every step. A failure prints its seed; `SHARDLOG_SIM_SEED=<n> cargo test
+//! checker after every step. A failure prints its seed; `SHARDLOG_SEED=<n> cargo test
 //! -p shardlog-replicator --features simulation --test simulation` replays exactly it.
 //! `SHARDLOG_SIM_SEEDS=<count>` widens the sweep (a soak).
 
@@ -14,7 +14,7 @@ fn run_seed(seed: u64, config: &SimConfig) -> Report {
         Ok(Ok(report)) => report,
         Ok(Err(failure)) => panic!("{failure}"),
         Err(_) => {
-            panic!("seed {seed} panicked (assertion above); replay with SHARDLOG_SIM_SEED={seed}")
+            panic!("seed {seed} panicked (assertion above); replay with SHARDLOG_SEED={seed}")
         }
     }
 }
@@ -26,7 +26,7 @@ fn env_u64(name: &str) -> Option<u64> {
 #[test]
 fn seed_sweep() {
     let config = SimConfig::default();
-    let seeds: Vec<u64> = match env_u64("SHARDLOG_SIM_SEED") {
+    let seeds: Vec<u64> = match env_u64("SHARDLOG_SEED") {
         Some(seed) => vec![seed],
         None => (0..env_u64("SHARDLOG_SIM_SEEDS").unwrap_or(SEEDS_CI)).collect(),
     };

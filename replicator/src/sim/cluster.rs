@@ -97,7 +97,7 @@ impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "seed {} failed at step {} ({}): {}; replay with SHARDLOG_SIM_SEED={}",
+            "seed {} failed at step {} ({}): {}; replay with SHARDLOG_SEED={}",
             self.seed, self.step, self.at, self.message, self.seed
         )
     }
