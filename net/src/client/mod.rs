@@ -79,6 +79,16 @@ pub enum ClientError {
     /// No broker could be reached.
     #[error("no broker reachable: {0}")]
     NoBroker(String),
+    /// Fresh metadata says the topic has no such partition (not retried).
+    #[error("{topic} has {partitions} partitions; there is no partition {partition}")]
+    NoSuchPartition {
+        /// The topic.
+        topic: String,
+        /// The partition asked for.
+        partition: u32,
+        /// How many the topic has.
+        partitions: u32,
+    },
 }
 
 impl ClientError {
@@ -87,6 +97,7 @@ impl ClientError {
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
             ClientError::Server { code, .. } => Some(*code),
+            ClientError::NoSuchPartition { .. } => Some(ErrorCode::UnknownPartition),
             _ => None,
         }
     }
@@ -95,7 +106,7 @@ impl ClientError {
         match self {
             ClientError::Server { code, .. } => code.is_retriable(),
             ClientError::Io(_) | ClientError::Timeout | ClientError::NoBroker(_) => true,
-            ClientError::Protocol(_) => false,
+            ClientError::Protocol(_) | ClientError::NoSuchPartition { .. } => false,
         }
     }
 
@@ -482,12 +493,18 @@ impl Client {
     }
 
     /// The address of the partition's leader.
+    /// A partition missing from cached metadata is looked up once more in fresh metadata.
     async fn leader(&self, topic: &str, partition: u32) -> Result<String, ClientError> {
-        let meta = self.topic(topic).await?;
+        let mut meta = self.topic(topic).await?;
+        if !meta.partitions.iter().any(|p| p.partition == partition) {
+            self.inner.topics.borrow_mut().remove(topic);
+            meta = self.topic(topic).await?;
+        }
         let Some(p) = meta.partitions.iter().find(|p| p.partition == partition) else {
-            return Err(ClientError::Server {
-                code: ErrorCode::UnknownPartition,
-                message: format!("{topic}/{partition}"),
+            return Err(ClientError::NoSuchPartition {
+                topic: topic.to_owned(),
+                partition,
+                partitions: u32::try_from(meta.partitions.len()).unwrap_or(u32::MAX),
             });
         };
         self.inner
