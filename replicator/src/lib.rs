@@ -18,6 +18,7 @@
 //! See the README (replication) and DESIGN.md (Replication) for the tour.
 
 pub mod config;
+pub mod controller;
 pub mod error;
 pub mod follower;
 pub mod ids;

@@ -1,0 +1,138 @@
+//! Controller commands: what a committed Raft entry says, and its rkyv encoding.
+//!
+//! Ids are plain integers on the wire (`u32` node ids and partitions, `i32` leader
+//! epochs) so the archive does not depend on the newtypes' crates. Entry bytes come from
+//! peers, so decoding validates the archive (bytecheck) and bounds its size first.
+
+use rkyv::rancor;
+use rkyv::util::AlignedVec;
+
+/// Largest encoded command accepted, in bytes.
+pub const MAX_COMMAND_BYTES: usize = 1 << 20;
+
+pub use wire::Command;
+
+/// The command enum with its rkyv derive: the derived resolver's fields carry no docs, so
+/// the lint is allowed in here only (every field of [`Command`] is documented).
+mod wire {
+    #![allow(missing_docs)]
+
+    /// One change to the cluster metadata, proposed to the controller's Raft log and applied,
+    /// in log order, by every controller node.
+    #[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+    pub enum Command {
+        /// A node joins (or rejoins) the cluster; a fenced node is unfenced.
+        RegisterNode {
+            /// The node id.
+            node: u32,
+            /// Where peers and clients reach it (`host:port`).
+            address: String,
+            /// Its session expiry (ms on the controller leader's clock), for display only:
+            /// the leader's in-memory session tracker is the authority.
+            session_expires_ms: u64,
+        },
+        /// A fenced node is back (its heartbeat reached the controller leader): unfence it.
+        /// Heartbeats of live nodes are not logged; they only renew the leader's session.
+        Heartbeat {
+            /// The node id.
+            node: u32,
+            /// Its new session expiry (ms), for display only.
+            session_expires_ms: u64,
+        },
+        /// The node missed its session timeout: fence it and move its leaderships.
+        FenceNode {
+            /// The node id.
+            node: u32,
+        },
+        /// Create a topic; replicas are assigned when the command is applied.
+        CreateTopic {
+            /// Topic name (1..=249 bytes of `[A-Za-z0-9._-]`).
+            name: String,
+            /// Number of partitions (1..=4096).
+            partitions: u32,
+            /// Replicas per partition (1..=live nodes).
+            replication_factor: u16,
+            /// Smallest ISR that may advance the high watermark (1..=replication_factor).
+            min_insync: u16,
+            /// Opaque topic configuration, key-value pairs.
+            config: Vec<(String, String)>,
+        },
+        /// Delete a topic.
+        DeleteTopic {
+            /// Topic name.
+            name: String,
+        },
+        /// A partition leader asks for a new ISR; refused unless `leader_epoch` is current.
+        ChangeIsr {
+            /// Topic name.
+            topic: String,
+            /// Partition number.
+            partition: u32,
+            /// The proposer's leader epoch; a stale leader is refused.
+            leader_epoch: i32,
+            /// The whole new ISR (node ids).
+            new_isr: Vec<u32>,
+        },
+        /// Elect a leader: the preferred replica if it is live and in sync and the leader is
+        /// not, or any live ISR (then ELR) member if the partition has no live leader.
+        ElectLeader {
+            /// Topic name.
+            topic: String,
+            /// Partition number.
+            partition: u32,
+        },
+    }
+}
+
+/// A command's bytes could not be decoded.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// More than [`MAX_COMMAND_BYTES`].
+    #[error("command of {0} bytes is too large")]
+    TooLarge(usize),
+    /// Not a valid archive of a [`Command`].
+    #[error("invalid command: {0}")]
+    Invalid(String),
+}
+
+impl Command {
+    /// Encodes the command for a Raft entry.
+    pub fn encode(&self) -> Result<Vec<u8>, CommandError> {
+        let bytes = rkyv::to_bytes::<rancor::Error>(self)
+            .map_err(|e| CommandError::Invalid(e.to_string()))?;
+        if bytes.len() > MAX_COMMAND_BYTES {
+            return Err(CommandError::TooLarge(bytes.len()));
+        }
+        Ok(bytes.to_vec())
+    }
+
+    /// Validates and decodes untrusted entry bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Command, CommandError> {
+        if bytes.len() > MAX_COMMAND_BYTES {
+            return Err(CommandError::TooLarge(bytes.len()));
+        }
+        let mut aligned = AlignedVec::<16>::with_capacity(bytes.len());
+        aligned.extend_from_slice(bytes);
+        rkyv::from_bytes::<Command, rancor::Error>(&aligned)
+            .map_err(|e| CommandError::Invalid(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_garbage() {
+        let cmd = Command::ChangeIsr {
+            topic: "t".into(),
+            partition: 3,
+            leader_epoch: 7,
+            new_isr: vec![1, 2],
+        };
+        let bytes = cmd.encode().unwrap();
+        assert_eq!(Command::decode(&bytes).unwrap(), cmd);
+        assert!(Command::decode(&[0xff; 7]).is_err());
+        assert!(Command::decode(&vec![0; MAX_COMMAND_BYTES + 1]).is_err());
+    }
+}

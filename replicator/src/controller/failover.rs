@@ -1,0 +1,125 @@
+//! Leader election rules, applied inside [`Metadata::apply`](super::Metadata::apply).
+//!
+//! - A fenced node's leaderships move to the first live ISR member in replica (preferred)
+//!   order, with the leader epoch + 1. It leaves every ISR it is in, except as the last
+//!   member: an ISR is never empty.
+//! - No unclean election: if no live ISR member exists, the partition becomes leaderless
+//!   (epoch + 1) and waits for an ISR member to come back.
+//! - ELR (KIP-966, simplified): a member removed while the ISR is below `min_insync` joins
+//!   the partition's ELR. The high watermark does not advance below `min_insync`, so it
+//!   holds every committed record; it may be elected when no ISR member is live. The ELR
+//!   is cleared once the ISR is back at `min_insync`. Not modelled yet: dropping an ELR
+//!   member that restarted with an unclean shutdown.
+//! - A live leader only ever moves to its preferred replica, once that replica is live
+//!   and back in the ISR (preferred-leader rebalance, proposed by the controller leader).
+
+use super::metadata::{Metadata, MetadataChange, PartitionState, leader_changed};
+use crate::ids::NodeId;
+
+/// Who should lead `p` given the live nodes: the current leader, its preferred replica
+/// (rebalance), or after a failure the first live ISR then ELR member; `None` if nobody.
+#[must_use]
+pub fn choose_leader(p: &PartitionState, live: &[NodeId]) -> Option<NodeId> {
+    let live_in = |set: &[NodeId], n: &NodeId| set.contains(n) && live.contains(n);
+    if let Some(leader) = p.leader.filter(|l| live_in(&p.isr, l)) {
+        return match p.preferred() {
+            Some(preferred) if live_in(&p.isr, &preferred) => Some(preferred),
+            _ => Some(leader),
+        };
+    }
+    let first_in = |set: &[NodeId]| p.replicas.iter().copied().find(|n| live_in(set, n));
+    first_in(&p.isr).or_else(|| first_in(&p.elr))
+}
+
+/// Sets the leader with a new leader epoch; an ELR member elected joins the ISR.
+pub fn set_leader(p: &mut PartitionState, leader: Option<NodeId>) {
+    if let Some(l) = leader {
+        if !p.isr.contains(&l) {
+            p.elr.retain(|n| *n != l);
+            p.isr.push(l);
+            p.isr = in_replica_order(p, &p.isr);
+        }
+    }
+    p.leader = leader;
+    p.leader_epoch.0 += 1;
+    p.partition_epoch += 1;
+}
+
+/// Replaces the ISR, maintaining the ELR (see the module doc).
+pub fn set_isr(p: &mut PartitionState, isr: Vec<NodeId>, min_insync: u16) {
+    let removed: Vec<NodeId> = p.isr.iter().copied().filter(|n| !isr.contains(n)).collect();
+    p.isr = isr;
+    let below = p.isr.len() < usize::from(min_insync);
+    if below {
+        p.elr.extend(removed); // de-duplicated by in_replica_order below
+    }
+    p.elr.retain(|n| !p.isr.contains(n));
+    if !below {
+        p.elr.clear();
+    }
+    p.elr = in_replica_order(p, &p.elr);
+    p.partition_epoch += 1;
+}
+
+fn in_replica_order(p: &PartitionState, set: &[NodeId]) -> Vec<NodeId> {
+    p.replicas
+        .iter()
+        .copied()
+        .filter(|n| set.contains(n))
+        .collect()
+}
+
+/// `node` was just fenced: shrink ISRs, move its leaderships.
+pub fn on_fenced(meta: &mut Metadata, node: NodeId, changes: &mut Vec<MetadataChange>) {
+    let live = meta.live_nodes();
+    for (topic, index, min_insync, p) in meta.partitions_mut() {
+        let mut isr_changed = false;
+        if p.isr.contains(&node) && p.isr.len() > 1 {
+            let isr = p.isr.iter().copied().filter(|n| *n != node).collect();
+            set_isr(p, isr, min_insync);
+            isr_changed = true;
+        }
+        if p.leader == Some(node) {
+            set_leader(p, choose_leader(p, &live));
+            changes.push(leader_changed(topic, index, p));
+        } else if isr_changed {
+            changes.push(MetadataChange::IsrChanged {
+                topic: topic.to_owned(),
+                partition: shardlog_engine::PartitionId(index),
+                leader_epoch: p.leader_epoch,
+                isr: p.isr.clone(),
+            });
+        }
+    }
+}
+
+/// `node` is back: leaderless partitions it can lead elect it (or a better member).
+pub fn on_unfenced(meta: &mut Metadata, node: NodeId, changes: &mut Vec<MetadataChange>) {
+    let live = meta.live_nodes();
+    for (topic, index, _, p) in meta.partitions_mut() {
+        if p.leader.is_some() || !(p.isr.contains(&node) || p.elr.contains(&node)) {
+            continue;
+        }
+        if let Some(leader) = choose_leader(p, &live) {
+            set_leader(p, Some(leader));
+            changes.push(leader_changed(topic, index, p));
+        }
+    }
+}
+
+/// Partitions whose leader should change (preferred replica back in sync, or a
+/// leaderless partition with an eligible live member): `(topic, partition)`.
+#[must_use]
+pub fn elections_due(meta: &Metadata) -> Vec<(String, u32)> {
+    let live = meta.live_nodes();
+    let mut due = Vec::new();
+    for (name, t) in meta.topics() {
+        for (index, p) in (0u32..).zip(&t.partitions) {
+            let next = choose_leader(p, &live);
+            if next.is_some() && next != p.leader {
+                due.push((name.clone(), index));
+            }
+        }
+    }
+    due
+}

@@ -1,0 +1,578 @@
+//! The cluster metadata, applied from committed entries of the controller's Raft log.
+//!
+//! Applying is deterministic (ordered maps, no clock, no randomness): every controller
+//! node that applies the same log holds the same [`Metadata`]. A command that does not
+//! fit the current state is refused at apply time, with the same [`Refusal`] everywhere.
+//! Invariants (checked after every apply in debug builds and with feature `verify`):
+//! replicas are distinct, the ISR is a non-empty subset of them, the leader is in the
+//! ISR, the ELR is disjoint from the ISR, and leader epochs never go back.
+
+use std::collections::BTreeMap;
+
+use shardlog_engine::{LeaderEpoch, PartitionId};
+
+use super::command::Command;
+use super::{failover, placement};
+use crate::ids::{NodeId, Tick};
+
+/// Longest topic name (Kafka's limit).
+pub const MAX_TOPIC_NAME: usize = 249;
+/// Most partitions per topic.
+pub const MAX_PARTITIONS: u32 = 4096;
+
+/// A registered node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// Where it is reached (`host:port`).
+    pub address: String,
+    /// Fenced: missed its session; leads nothing and may not join an ISR.
+    pub fenced: bool,
+    /// Session expiry as last logged (display only; the leader's tracker decides).
+    pub session_expires: Tick,
+}
+
+/// One partition's assignment and leadership.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionState {
+    /// Replicas, preferred leader first; distinct nodes.
+    pub replicas: Vec<NodeId>,
+    /// The leader, `None` while no eligible replica is live (no unclean election).
+    pub leader: Option<NodeId>,
+    /// Bumped whenever the leader changes (also to `None`).
+    pub leader_epoch: LeaderEpoch,
+    /// In-sync replicas, in replica order; never empty.
+    pub isr: Vec<NodeId>,
+    /// Eligible leader replicas (KIP-966, simplified): members removed from the ISR while
+    /// it was below `min_insync`, so they hold everything below the high watermark.
+    pub elr: Vec<NodeId>,
+    /// Bumped on every change of leader or ISR (KIP-497's partition epoch).
+    pub partition_epoch: u64,
+}
+
+impl PartitionState {
+    /// The preferred leader: the first replica.
+    #[must_use]
+    pub fn preferred(&self) -> Option<NodeId> {
+        self.replicas.first().copied()
+    }
+}
+
+/// A topic.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicInfo {
+    /// Unique per creation: a re-created topic gets a new id.
+    pub id: u64,
+    /// Replicas per partition.
+    pub replication_factor: u16,
+    /// Smallest ISR that may advance the high watermark.
+    pub min_insync: u16,
+    /// Opaque configuration.
+    pub config: Vec<(String, String)>,
+    /// Partitions, indexed by partition number.
+    pub partitions: Vec<PartitionState>,
+}
+
+/// Why a committed command changed nothing.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The entry's bytes are not a command.
+    #[error("undecodable command")]
+    Undecodable,
+    /// No such node.
+    #[error("unknown node {0}")]
+    UnknownNode(NodeId),
+    /// No such topic or partition.
+    #[error("unknown topic or partition")]
+    UnknownPartition,
+    /// The topic exists already.
+    #[error("topic exists")]
+    TopicExists,
+    /// Bad topic parameters.
+    #[error("invalid topic: {0}")]
+    InvalidTopic(&'static str),
+    /// Fewer live nodes than the replication factor.
+    #[error("{needed} replicas need {needed} live nodes, {live} are live")]
+    NotEnoughNodes {
+        /// Replication factor asked for.
+        needed: u16,
+        /// Live (unfenced) nodes.
+        live: usize,
+    },
+    /// A leader of another epoch proposed this (a stale or unknown leader).
+    #[error("stale leader epoch {proposed}, current {current}")]
+    StaleLeaderEpoch {
+        /// Current epoch.
+        current: LeaderEpoch,
+        /// The proposal's epoch.
+        proposed: LeaderEpoch,
+    },
+    /// The proposed ISR breaks a rule.
+    #[error("invalid ISR: {0}")]
+    InvalidIsr(&'static str),
+    /// No live ISR or ELR member to elect.
+    #[error("no eligible leader")]
+    NoEligibleLeader,
+    /// The command would change nothing.
+    #[error("no change")]
+    NoChange,
+}
+
+/// A change for the driver to publish (to brokers' replicas, metadata caches, clients).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MetadataChange {
+    /// A node registered (or re-registered).
+    NodeRegistered {
+        /// The node.
+        node: NodeId,
+        /// Its address.
+        address: String,
+    },
+    /// A node was fenced.
+    NodeFenced(NodeId),
+    /// A fenced node is back.
+    NodeUnfenced(NodeId),
+    /// A topic was created (its partitions follow as `LeaderChanged`).
+    TopicCreated(String),
+    /// A topic was deleted.
+    TopicDeleted(String),
+    /// A partition's leader and epoch changed (or it was created).
+    LeaderChanged {
+        /// Topic name.
+        topic: String,
+        /// Partition.
+        partition: PartitionId,
+        /// New leader, `None` if leaderless.
+        leader: Option<NodeId>,
+        /// New leader epoch.
+        leader_epoch: LeaderEpoch,
+        /// ISR.
+        isr: Vec<NodeId>,
+    },
+    /// Only a partition's ISR changed.
+    IsrChanged {
+        /// Topic name.
+        topic: String,
+        /// Partition.
+        partition: PartitionId,
+        /// Leader epoch (unchanged).
+        leader_epoch: LeaderEpoch,
+        /// New ISR.
+        isr: Vec<NodeId>,
+    },
+}
+
+/// The replicated cluster state.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Metadata {
+    nodes: BTreeMap<NodeId, NodeInfo>,
+    topics: BTreeMap<String, TopicInfo>,
+    topics_created: u64,
+}
+
+impl Metadata {
+    /// Registered nodes.
+    #[must_use]
+    pub fn nodes(&self) -> &BTreeMap<NodeId, NodeInfo> {
+        &self.nodes
+    }
+
+    /// Topics by name.
+    #[must_use]
+    pub fn topics(&self) -> &BTreeMap<String, TopicInfo> {
+        &self.topics
+    }
+
+    /// One partition.
+    #[must_use]
+    pub fn partition(&self, topic: &str, partition: u32) -> Option<&PartitionState> {
+        let index = usize::try_from(partition).ok()?;
+        self.topics.get(topic)?.partitions.get(index)
+    }
+
+    /// Registered and not fenced.
+    #[must_use]
+    pub fn is_live(&self, node: NodeId) -> bool {
+        self.nodes.get(&node).is_some_and(|n| !n.fenced)
+    }
+
+    /// Live nodes, by id.
+    #[must_use]
+    pub fn live_nodes(&self) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| !n.fenced)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Applies one committed command; changes are appended to `changes`.
+    pub fn apply(
+        &mut self,
+        command: &Command,
+        changes: &mut Vec<MetadataChange>,
+    ) -> Result<(), Refusal> {
+        let before = verify_enabled().then(|| self.clone());
+        let outcome = match command {
+            Command::RegisterNode {
+                node,
+                address,
+                session_expires_ms,
+            } => {
+                self.register(NodeId(*node), address, Tick(*session_expires_ms), changes);
+                Ok(())
+            }
+            Command::Heartbeat {
+                node,
+                session_expires_ms,
+            } => self.heartbeat(NodeId(*node), Tick(*session_expires_ms), changes),
+            Command::FenceNode { node } => self.fence(NodeId(*node), changes),
+            Command::CreateTopic {
+                name,
+                partitions,
+                replication_factor,
+                min_insync,
+                config,
+            } => {
+                let spec = TopicSpec {
+                    partitions: *partitions,
+                    replication_factor: *replication_factor,
+                    min_insync: *min_insync,
+                };
+                self.create_topic(name, spec, config, changes)
+            }
+            Command::DeleteTopic { name } => self.delete_topic(name, changes),
+            Command::ChangeIsr {
+                topic,
+                partition,
+                leader_epoch,
+                new_isr,
+            } => {
+                let epoch = LeaderEpoch(*leader_epoch);
+                self.change_isr(topic, *partition, epoch, new_isr, changes)
+            }
+            Command::ElectLeader { topic, partition } => {
+                self.elect_leader(topic, *partition, changes)
+            }
+        };
+        if let Some(before) = before {
+            if let Err(broken) = self.invariants(Some(&before)) {
+                panic!("controller metadata invariant broken after {command:?}: {broken}");
+            }
+        }
+        outcome
+    }
+
+    fn register(
+        &mut self,
+        node: NodeId,
+        address: &str,
+        expires: Tick,
+        changes: &mut Vec<MetadataChange>,
+    ) {
+        let was_fenced = self.nodes.get(&node).is_some_and(|n| n.fenced);
+        self.nodes.insert(
+            node,
+            NodeInfo {
+                address: address.to_owned(),
+                fenced: false,
+                session_expires: expires,
+            },
+        );
+        changes.push(MetadataChange::NodeRegistered {
+            node,
+            address: address.to_owned(),
+        });
+        if was_fenced {
+            changes.push(MetadataChange::NodeUnfenced(node));
+            failover::on_unfenced(self, node, changes);
+        }
+    }
+
+    fn heartbeat(
+        &mut self,
+        node: NodeId,
+        expires: Tick,
+        changes: &mut Vec<MetadataChange>,
+    ) -> Result<(), Refusal> {
+        let info = self
+            .nodes
+            .get_mut(&node)
+            .ok_or(Refusal::UnknownNode(node))?;
+        info.session_expires = expires;
+        if !info.fenced {
+            return Ok(());
+        }
+        info.fenced = false;
+        changes.push(MetadataChange::NodeUnfenced(node));
+        failover::on_unfenced(self, node, changes);
+        Ok(())
+    }
+
+    fn fence(&mut self, node: NodeId, changes: &mut Vec<MetadataChange>) -> Result<(), Refusal> {
+        let info = self
+            .nodes
+            .get_mut(&node)
+            .ok_or(Refusal::UnknownNode(node))?;
+        if info.fenced {
+            return Err(Refusal::NoChange);
+        }
+        info.fenced = true;
+        changes.push(MetadataChange::NodeFenced(node));
+        failover::on_fenced(self, node, changes);
+        Ok(())
+    }
+
+    fn create_topic(
+        &mut self,
+        name: &str,
+        spec: TopicSpec,
+        config: &[(String, String)],
+        changes: &mut Vec<MetadataChange>,
+    ) -> Result<(), Refusal> {
+        spec.validate(name)?;
+        if self.topics.contains_key(name) {
+            return Err(Refusal::TopicExists);
+        }
+        let live = self.live_nodes();
+        if live.len() < usize::from(spec.replication_factor) {
+            return Err(Refusal::NotEnoughNodes {
+                needed: spec.replication_factor,
+                live: live.len(),
+            });
+        }
+        let assignment = placement::assign(
+            &live,
+            spec.partitions,
+            spec.replication_factor,
+            self.topics_created,
+        );
+        let partitions: Vec<PartitionState> = assignment
+            .into_iter()
+            .map(|replicas| PartitionState {
+                leader: replicas.first().copied(),
+                leader_epoch: LeaderEpoch(0),
+                isr: replicas.clone(),
+                elr: Vec::new(),
+                partition_epoch: 0,
+                replicas,
+            })
+            .collect();
+        changes.push(MetadataChange::TopicCreated(name.to_owned()));
+        for (index, p) in (0u32..).zip(&partitions) {
+            changes.push(leader_changed(name, index, p));
+        }
+        self.topics.insert(
+            name.to_owned(),
+            TopicInfo {
+                id: self.topics_created,
+                replication_factor: spec.replication_factor,
+                min_insync: spec.min_insync,
+                config: config.to_vec(),
+                partitions,
+            },
+        );
+        self.topics_created += 1;
+        Ok(())
+    }
+
+    fn delete_topic(
+        &mut self,
+        name: &str,
+        changes: &mut Vec<MetadataChange>,
+    ) -> Result<(), Refusal> {
+        self.topics.remove(name).ok_or(Refusal::UnknownPartition)?;
+        changes.push(MetadataChange::TopicDeleted(name.to_owned()));
+        Ok(())
+    }
+
+    fn change_isr(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        proposed: LeaderEpoch,
+        new_isr: &[u32],
+        changes: &mut Vec<MetadataChange>,
+    ) -> Result<(), Refusal> {
+        let live: Vec<NodeId> = self.live_nodes();
+        let (min_insync, p) = self.partition_mut(topic, partition)?;
+        if proposed != p.leader_epoch {
+            return Err(Refusal::StaleLeaderEpoch {
+                current: p.leader_epoch,
+                proposed,
+            });
+        }
+        let leader = p
+            .leader
+            .ok_or(Refusal::InvalidIsr("partition has no leader"))?;
+        let wanted: Vec<NodeId> = new_isr.iter().map(|n| NodeId(*n)).collect();
+        if !wanted.contains(&leader) {
+            return Err(Refusal::InvalidIsr("leader not in ISR"));
+        }
+        if wanted.iter().any(|n| !p.replicas.contains(n)) {
+            return Err(Refusal::InvalidIsr("ISR member is not a replica"));
+        }
+        if (1..wanted.len()).any(|i| wanted[i..].contains(&wanted[i - 1])) {
+            return Err(Refusal::InvalidIsr("duplicate ISR member"));
+        }
+        if wanted
+            .iter()
+            .any(|n| !p.isr.contains(n) && !live.contains(n))
+        {
+            return Err(Refusal::InvalidIsr("a fenced node may not join the ISR"));
+        }
+        let isr: Vec<NodeId> = p
+            .replicas
+            .iter()
+            .copied()
+            .filter(|n| wanted.contains(n))
+            .collect();
+        if isr == p.isr {
+            return Err(Refusal::NoChange);
+        }
+        failover::set_isr(p, isr, min_insync);
+        changes.push(MetadataChange::IsrChanged {
+            topic: topic.to_owned(),
+            partition: PartitionId(partition),
+            leader_epoch: p.leader_epoch,
+            isr: p.isr.clone(),
+        });
+        Ok(())
+    }
+
+    fn elect_leader(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        changes: &mut Vec<MetadataChange>,
+    ) -> Result<(), Refusal> {
+        let live = self.live_nodes();
+        let (_, p) = self.partition_mut(topic, partition)?;
+        let leader = failover::choose_leader(p, &live).ok_or(Refusal::NoEligibleLeader)?;
+        if p.leader == Some(leader) {
+            return Err(Refusal::NoChange);
+        }
+        failover::set_leader(p, Some(leader));
+        changes.push(leader_changed(topic, partition, p));
+        Ok(())
+    }
+
+    fn partition_mut(
+        &mut self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<(u16, &mut PartitionState), Refusal> {
+        let t = self
+            .topics
+            .get_mut(topic)
+            .ok_or(Refusal::UnknownPartition)?;
+        let index = usize::try_from(partition).map_err(|_| Refusal::UnknownPartition)?;
+        let p = t
+            .partitions
+            .get_mut(index)
+            .ok_or(Refusal::UnknownPartition)?;
+        Ok((t.min_insync, p))
+    }
+
+    /// Every partition, mutably, with its topic's name and `min_insync` (failover's view).
+    pub(crate) fn partitions_mut(
+        &mut self,
+    ) -> impl Iterator<Item = (&str, u32, u16, &mut PartitionState)> {
+        self.topics.iter_mut().flat_map(|(name, t)| {
+            let min_insync = t.min_insync;
+            (0u32..)
+                .zip(t.partitions.iter_mut())
+                .map(move |(i, p)| (name.as_str(), i, min_insync, p))
+        })
+    }
+
+    /// Checks the invariants; with `before`, also that no leader epoch went back.
+    pub fn invariants(&self, before: Option<&Metadata>) -> Result<(), String> {
+        for (name, t) in &self.topics {
+            for (i, p) in t.partitions.iter().enumerate() {
+                check_partition(p).map_err(|e| format!("{name}/{i}: {e}"))?;
+                let old = before
+                    .and_then(|b| b.topics.get(name))
+                    .filter(|o| o.id == t.id)
+                    .and_then(|o| o.partitions.get(i));
+                if let Some(old) = old {
+                    if p.leader_epoch < old.leader_epoch || p.partition_epoch < old.partition_epoch
+                    {
+                        return Err(format!("{name}/{i}: epoch went back"));
+                    }
+                    if p.leader != old.leader && p.leader_epoch == old.leader_epoch {
+                        return Err(format!("{name}/{i}: leader changed without a new epoch"));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parameters of a topic to create.
+#[derive(Clone, Copy, Debug)]
+struct TopicSpec {
+    partitions: u32,
+    replication_factor: u16,
+    min_insync: u16,
+}
+
+impl TopicSpec {
+    fn validate(&self, name: &str) -> Result<(), Refusal> {
+        let name_ok = !name.is_empty()
+            && name.len() <= MAX_TOPIC_NAME
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if !name_ok {
+            return Err(Refusal::InvalidTopic("bad name"));
+        }
+        if self.partitions == 0 || self.partitions > MAX_PARTITIONS {
+            return Err(Refusal::InvalidTopic("partitions out of range"));
+        }
+        if self.replication_factor == 0 {
+            return Err(Refusal::InvalidTopic("replication factor 0"));
+        }
+        if self.min_insync == 0 || self.min_insync > self.replication_factor {
+            return Err(Refusal::InvalidTopic("min_insync out of range"));
+        }
+        Ok(())
+    }
+}
+
+fn check_partition(p: &PartitionState) -> Result<(), &'static str> {
+    if p.replicas.is_empty() {
+        return Err("no replicas");
+    }
+    if (1..p.replicas.len()).any(|i| p.replicas[i..].contains(&p.replicas[i - 1])) {
+        return Err("replicas not distinct");
+    }
+    if p.isr.is_empty() {
+        return Err("empty ISR");
+    }
+    if p.isr.iter().chain(&p.elr).any(|n| !p.replicas.contains(n)) {
+        return Err("ISR or ELR member is not a replica");
+    }
+    if p.elr.iter().any(|n| p.isr.contains(n)) {
+        return Err("ELR overlaps ISR");
+    }
+    if p.leader.is_some_and(|l| !p.isr.contains(&l)) {
+        return Err("leader not in ISR");
+    }
+    Ok(())
+}
+
+/// The change that publishes a partition's leadership.
+pub(crate) fn leader_changed(topic: &str, partition: u32, p: &PartitionState) -> MetadataChange {
+    MetadataChange::LeaderChanged {
+        topic: topic.to_owned(),
+        partition: PartitionId(partition),
+        leader: p.leader,
+        leader_epoch: p.leader_epoch,
+        isr: p.isr.clone(),
+    }
+}
+
+fn verify_enabled() -> bool {
+    cfg!(any(debug_assertions, feature = "verify"))
+}

@@ -1,0 +1,484 @@
+//! The cluster controller: cluster metadata replicated with tikv's raft-rs, run sans-IO.
+//!
+//! One Raft voter per node; a single node runs a one-member controller that elects
+//! itself at once. The driver feeds inputs and performs the actions of [`Controller::ready`]:
+//!
+//! - Inputs: [`Controller::tick`] (time as data, ms), [`Controller::step`] (raft message
+//!   bytes from a peer), [`Controller::propose`] (a [`Command`]), and on the controller
+//!   leader [`Controller::heartbeat`] / [`Controller::register`] from nodes.
+//! - Actions ([`Action`]): raft messages to send, each committed command with its
+//!   outcome, [`MetadataChange`]s to publish, and controller leadership changes.
+//!
+//! The controller leader tracks node sessions ([`heartbeat`]) and proposes `FenceNode`
+//! for expired ones; applying it moves leaderships by the rules of [`failover`]. It also
+//! proposes `ElectLeader` where the preferred replica is back in sync.
+//!
+//! Determinism: raft-rs draws its election timeout from `thread_rng` in
+//! `[min_election_tick, max_election_tick)`. The range is one tick wide here, staggered by
+//! the voter's position (`election_ticks + 2 * position`), so a seeded simulation replays
+//! exactly and voters do not time out in lockstep.
+//!
+//! Not yet: persistence (the Raft log and hard state live in raft-rs's in-memory
+//! `MemStorage`, so a restarted controller node rejoins empty and must be caught up by
+//! the others), log compaction and snapshots, and membership changes (voters are fixed at
+//! start).
+
+pub mod command;
+pub mod failover;
+pub mod heartbeat;
+pub mod metadata;
+pub mod placement;
+
+pub use command::{Command, CommandError};
+pub use metadata::{Metadata, MetadataChange, NodeInfo, PartitionState, Refusal, TopicInfo};
+
+use protobuf::Message as _;
+use raft::eraftpb::{ConfState, Entry, EntryType, Message as RaftMessage};
+use raft::storage::MemStorage;
+use raft::{RawNode, StateRole};
+
+use crate::ids::{NodeId, Tick};
+use heartbeat::Sessions;
+
+/// Controller settings; [`ControllerConfig::new`] gives the defaults.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ControllerConfig {
+    /// This node.
+    pub node: NodeId,
+    /// Every controller voter (one per node), including this node.
+    pub voters: Vec<NodeId>,
+    /// Milliseconds per Raft tick (default 50).
+    pub tick_ms: u64,
+    /// Raft ticks without a leader before a campaign (default 10).
+    pub election_ticks: usize,
+    /// Raft ticks between leader heartbeats (default 2).
+    pub heartbeat_ticks: usize,
+    /// A node that has not heartbeated for this long is fenced (default 1000 ms).
+    pub session_timeout_ms: u64,
+    /// How often the leader looks for preferred-leader elections (default 5000 ms).
+    pub rebalance_interval_ms: u64,
+}
+
+impl ControllerConfig {
+    /// Defaults for `node` among `voters`.
+    #[must_use]
+    pub fn new(node: NodeId, voters: Vec<NodeId>) -> ControllerConfig {
+        ControllerConfig {
+            node,
+            voters,
+            tick_ms: 50,
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            session_timeout_ms: 1000,
+            rebalance_interval_ms: 5000,
+        }
+    }
+}
+
+/// Identifies a proposal in the [`Action::Applied`] of its entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ProposalId {
+    /// The proposing node.
+    pub node: NodeId,
+    /// Its sequence number there.
+    pub seq: u64,
+}
+
+/// What the driver does after [`Controller::ready`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Send raft message bytes to a peer (then [`Controller::step`] there).
+    Send {
+        /// The peer.
+        to: NodeId,
+        /// The encoded raft message.
+        bytes: Vec<u8>,
+    },
+    /// A committed entry was applied to the metadata.
+    Applied {
+        /// Its Raft log index.
+        index: u64,
+        /// The proposal, if it carried an id.
+        proposal: Option<ProposalId>,
+        /// The command, `None` if undecodable.
+        command: Option<Command>,
+        /// Applied, or why it changed nothing.
+        outcome: Result<(), Refusal>,
+    },
+    /// Publish this change.
+    Changed(MetadataChange),
+    /// The controller leader (as this node knows it) changed.
+    ControllerLeader {
+        /// The leader, `None` during an election.
+        leader: Option<NodeId>,
+        /// Raft term.
+        term: u64,
+    },
+}
+
+/// Why an input was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    /// Proposals and heartbeats go to the controller leader.
+    #[error("not the controller leader (leader: {leader:?})")]
+    NotLeader {
+        /// The leader, if known.
+        leader: Option<NodeId>,
+    },
+    /// The node has not registered.
+    #[error("unknown node {0}")]
+    UnknownNode(NodeId),
+    /// Bad configuration.
+    #[error("invalid controller config: {0}")]
+    Config(&'static str),
+    /// Raft message bytes could not be encoded or decoded, or were for another node.
+    #[error("raft message codec: {0}")]
+    Codec(String),
+    /// The command could not be encoded.
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    /// raft-rs refused.
+    #[error(transparent)]
+    Raft(#[from] raft::Error),
+}
+
+/// One node's controller: a raft-rs `RawNode` over in-memory storage plus the applied
+/// [`Metadata`] and, while leading, the node sessions.
+pub struct Controller {
+    config: ControllerConfig,
+    raw: RawNode<MemStorage>,
+    metadata: Metadata,
+    sessions: Sessions,
+    now: Tick,
+    next_raft_tick: Tick,
+    next_seq: u64,
+    seen_leader: (u64, u64),
+    leading: bool,
+    last_rebalance: Tick,
+}
+
+fn raft_id(node: NodeId) -> u64 {
+    u64::from(node.0) + 1
+}
+
+fn node_of(raft_id: u64) -> Option<NodeId> {
+    raft_id
+        .checked_sub(1)
+        .and_then(|v| u32::try_from(v).ok())
+        .map(NodeId)
+}
+
+impl Controller {
+    /// A controller for `config.node`, at time `now`.
+    pub fn new(config: ControllerConfig, now: Tick) -> Result<Controller, ControllerError> {
+        let mut voters = config.voters.clone();
+        voters.sort();
+        voters.dedup();
+        if voters.len() != config.voters.len() {
+            return Err(ControllerError::Config("duplicate voter"));
+        }
+        let position = voters
+            .iter()
+            .position(|v| *v == config.node)
+            .ok_or(ControllerError::Config("node is not a voter"))?;
+        if config.tick_ms == 0 {
+            return Err(ControllerError::Config("tick_ms is 0"));
+        }
+        let min_election_tick = config.election_ticks + 2 * position;
+        let raft_config = raft::Config {
+            id: raft_id(config.node),
+            election_tick: config.election_ticks,
+            heartbeat_tick: config.heartbeat_ticks,
+            min_election_tick,
+            max_election_tick: min_election_tick + 1,
+            pre_vote: true,
+            check_quorum: true,
+            ..raft::Config::default()
+        };
+        raft_config.validate()?;
+        let ids: Vec<u64> = voters.iter().map(|v| raft_id(*v)).collect();
+        let storage = MemStorage::new_with_conf_state(ConfState::from((ids, vec![])));
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let mut raw = RawNode::new(&raft_config, storage, &logger)?;
+        if voters.len() == 1 {
+            raw.campaign()?;
+        }
+        Ok(Controller {
+            sessions: Sessions::new(config.session_timeout_ms),
+            next_raft_tick: now.after(config.tick_ms),
+            config,
+            raw,
+            metadata: Metadata::default(),
+            now,
+            next_seq: 0,
+            seen_leader: (0, 0),
+            leading: false,
+            last_rebalance: now,
+        })
+    }
+
+    /// This node.
+    #[must_use]
+    pub fn node(&self) -> NodeId {
+        self.config.node
+    }
+
+    /// The applied metadata.
+    #[must_use]
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    /// Whether this node leads the controller.
+    #[must_use]
+    pub fn is_leader(&self) -> bool {
+        self.raw.raft.state == StateRole::Leader
+    }
+
+    /// The controller leader as this node knows it.
+    #[must_use]
+    pub fn leader(&self) -> Option<NodeId> {
+        match self.raw.raft.leader_id {
+            raft::INVALID_ID => None,
+            id => node_of(id),
+        }
+    }
+
+    /// The Raft index of the last applied entry: how current [`Controller::metadata`] is.
+    #[must_use]
+    pub fn applied_index(&self) -> u64 {
+        self.raw.raft.raft_log.applied
+    }
+
+    /// The current Raft term.
+    #[must_use]
+    pub fn term(&self) -> u64 {
+        self.raw.raft.term
+    }
+
+    /// Time passes: runs the Raft ticks due by `now` (at most one election timeout's
+    /// worth after a long pause) and, on the leader, fences expired sessions and
+    /// proposes preferred-leader elections.
+    pub fn tick(&mut self, now: Tick) {
+        self.now = self.now.max(now);
+        let mut budget = self.config.election_ticks * 3;
+        while self.next_raft_tick <= self.now && budget > 0 {
+            self.raw.tick();
+            self.next_raft_tick = self.next_raft_tick.after(self.config.tick_ms);
+            budget -= 1;
+        }
+        if self.next_raft_tick <= self.now {
+            self.next_raft_tick = self.now.after(self.config.tick_ms);
+        }
+        // Decide only on metadata that includes everything committed before this term.
+        if self.is_leader() && self.raw.raft.commit_to_current_term() {
+            self.fence_expired();
+            self.rebalance();
+        }
+    }
+
+    fn fence_expired(&mut self) {
+        let live = self.metadata.live_nodes();
+        for node in self.sessions.expired(self.now, &live) {
+            if self.propose(Command::FenceNode { node: node.0 }).is_err() {
+                self.sessions.settled(node); // retried on a later tick
+            }
+        }
+    }
+
+    fn rebalance(&mut self) {
+        if self.now.since(self.last_rebalance) < self.config.rebalance_interval_ms {
+            return;
+        }
+        self.last_rebalance = self.now;
+        for (topic, partition) in failover::elections_due(&self.metadata) {
+            // A refusal or a lost proposal is retried at the next interval.
+            let _ = self.propose(Command::ElectLeader { topic, partition });
+        }
+    }
+
+    /// A raft message from a peer.
+    pub fn step(&mut self, bytes: &[u8]) -> Result<(), ControllerError> {
+        let message = RaftMessage::parse_from_bytes(bytes)
+            .map_err(|e| ControllerError::Codec(e.to_string()))?;
+        if message.to != raft_id(self.config.node) {
+            return Err(ControllerError::Codec(format!(
+                "message for raft id {}",
+                message.to
+            )));
+        }
+        self.raw.step(message)?;
+        Ok(())
+    }
+
+    /// Proposes `command`; only the controller leader takes proposals. Its outcome comes
+    /// as an [`Action::Applied`] with the returned id (a proposal can be lost if the
+    /// leadership moves: then no such action comes and the caller retries).
+    pub fn propose(&mut self, command: Command) -> Result<ProposalId, ControllerError> {
+        self.check_leader()?;
+        let data = command.encode()?;
+        let id = ProposalId {
+            node: self.config.node,
+            seq: self.next_seq,
+        };
+        self.next_seq += 1;
+        let mut context = Vec::with_capacity(12);
+        context.extend_from_slice(&id.node.0.to_le_bytes());
+        context.extend_from_slice(&id.seq.to_le_bytes());
+        self.raw.propose(context, data)?;
+        Ok(id)
+    }
+
+    fn check_leader(&self) -> Result<(), ControllerError> {
+        if self.is_leader() {
+            Ok(())
+        } else {
+            Err(ControllerError::NotLeader {
+                leader: self.leader(),
+            })
+        }
+    }
+
+    /// A node registers (or re-registers) with the controller leader at `address`.
+    pub fn register(&mut self, node: NodeId, address: &str) -> Result<ProposalId, ControllerError> {
+        self.check_leader()?;
+        self.sessions.heartbeat(node, self.now);
+        self.propose(Command::RegisterNode {
+            node: node.0,
+            address: address.to_owned(),
+            session_expires_ms: self.sessions.expiry_from(self.now).0,
+        })
+    }
+
+    /// A heartbeat from a registered node renews its session; a fenced node's heartbeat
+    /// proposes its unfencing (once).
+    pub fn heartbeat(&mut self, node: NodeId) -> Result<(), ControllerError> {
+        self.check_leader()?;
+        let fenced = self
+            .metadata
+            .nodes()
+            .get(&node)
+            .ok_or(ControllerError::UnknownNode(node))?
+            .fenced;
+        self.sessions.heartbeat(node, self.now);
+        if fenced && self.sessions.propose_unfence(node) {
+            let expires = self.sessions.expiry_from(self.now).0;
+            if let Err(e) = self.propose(Command::Heartbeat {
+                node: node.0,
+                session_expires_ms: expires,
+            }) {
+                self.sessions.settled(node);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Drives raft-rs's Ready cycle: the actions to perform, in order.
+    pub fn ready(&mut self) -> Result<Vec<Action>, ControllerError> {
+        let mut out = Vec::new();
+        if self.raw.has_ready() {
+            let store = self.raw.raft.raft_log.store.clone();
+            let mut rd = self.raw.ready();
+            self.send(rd.take_messages(), &mut out)?;
+            if !rd.snapshot().is_empty() {
+                store.wl().apply_snapshot(rd.snapshot().clone())?;
+            }
+            self.apply(rd.take_committed_entries(), &mut out);
+            if !rd.entries().is_empty() {
+                store.wl().append(rd.entries())?; // the fsync point, once persisted
+            }
+            if let Some(hs) = rd.hs() {
+                store.wl().set_hardstate(hs.clone());
+            }
+            self.send(rd.take_persisted_messages(), &mut out)?;
+            let mut light = self.raw.advance(rd);
+            if let Some(commit) = light.commit_index() {
+                store.wl().mut_hard_state().set_commit(commit);
+            }
+            self.send(light.take_messages(), &mut out)?;
+            self.apply(light.take_committed_entries(), &mut out);
+            self.raw.advance_apply();
+        }
+        self.observe_role(&mut out);
+        Ok(out)
+    }
+
+    fn send(
+        &self,
+        messages: Vec<RaftMessage>,
+        out: &mut Vec<Action>,
+    ) -> Result<(), ControllerError> {
+        for message in messages {
+            let Some(to) = node_of(message.to) else {
+                continue;
+            };
+            let bytes = message
+                .write_to_bytes()
+                .map_err(|e| ControllerError::Codec(e.to_string()))?;
+            out.push(Action::Send { to, bytes });
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>, out: &mut Vec<Action>) {
+        for entry in entries {
+            if entry.data.is_empty() || entry.entry_type != EntryType::EntryNormal {
+                continue; // the new leader's empty entry; no conf changes are proposed
+            }
+            let proposal = decode_context(&entry.context);
+            let (command, outcome, changes) = match Command::decode(&entry.data) {
+                Ok(command) => {
+                    let mut changes = Vec::new();
+                    let outcome = self.metadata.apply(&command, &mut changes);
+                    self.settle_session(&command);
+                    (Some(command), outcome, changes)
+                }
+                Err(_) => (None, Err(Refusal::Undecodable), Vec::new()),
+            };
+            out.push(Action::Applied {
+                index: entry.index,
+                proposal,
+                command,
+                outcome,
+            });
+            out.extend(changes.into_iter().map(Action::Changed));
+        }
+    }
+
+    fn settle_session(&mut self, command: &Command) {
+        match command {
+            Command::RegisterNode { node, .. }
+            | Command::Heartbeat { node, .. }
+            | Command::FenceNode { node } => self.sessions.settled(NodeId(*node)),
+            _ => {}
+        }
+    }
+
+    fn observe_role(&mut self, out: &mut Vec<Action>) {
+        let seen = (self.raw.raft.leader_id, self.raw.raft.term);
+        if seen != self.seen_leader {
+            self.seen_leader = seen;
+            out.push(Action::ControllerLeader {
+                leader: self.leader(),
+                term: seen.1,
+            });
+        }
+        let leading = self.is_leader();
+        if leading != self.leading {
+            // A new leader gives every node a full session (grace) before fencing it.
+            self.sessions.clear();
+            self.last_rebalance = self.now;
+            self.leading = leading;
+        }
+    }
+}
+
+fn decode_context(context: &[u8]) -> Option<ProposalId> {
+    let node = u32::from_le_bytes(context.get(0..4)?.try_into().ok()?);
+    let seq = u64::from_le_bytes(context.get(4..12)?.try_into().ok()?);
+    Some(ProposalId {
+        node: NodeId(node),
+        seq,
+    })
+}

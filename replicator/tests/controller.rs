@@ -1,0 +1,494 @@
+//! The Raft controller: a one-node controller, and a 3-node in-memory cluster whose raft
+//! messages go through a seeded network that drops and reorders them.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use shardlog_engine::LeaderEpoch;
+use shardlog_replicator::controller::{
+    Action, Command, Controller, ControllerConfig, Metadata, MetadataChange, PartitionState,
+    ProposalId, Refusal,
+};
+use shardlog_replicator::{NodeId, Tick};
+
+const STEP_MS: u64 = 10;
+
+/// The seeds to run: `SHARDLOG_SEED=<n>` replays one, else `0..count`.
+fn seeds(count: u64) -> std::ops::Range<u64> {
+    match std::env::var("SHARDLOG_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        Some(seed) => seed..seed + 1,
+        None => 0..count,
+    }
+}
+
+/// Controllers of a cluster plus a lossy, reordering network; seeded, one thread.
+struct Cluster {
+    controllers: BTreeMap<NodeId, Controller>,
+    /// Controllers that are down (their messages are dropped, they get no ticks).
+    down: BTreeSet<NodeId>,
+    /// Nodes whose broker heartbeats have stopped.
+    silent: BTreeSet<NodeId>,
+    network: Vec<(NodeId, Vec<u8>)>,
+    outcomes: BTreeMap<ProposalId, Result<(), Refusal>>,
+    now: Tick,
+    rng: u64,
+    drop_percent: u64,
+}
+
+impl Cluster {
+    fn new(n: u32, seed: u64, drop_percent: u64) -> Cluster {
+        let voters: Vec<NodeId> = (0..n).map(NodeId).collect();
+        let controllers = voters
+            .iter()
+            .map(|v| {
+                let mut config = ControllerConfig::new(*v, voters.clone());
+                config.rebalance_interval_ms = 300;
+                (*v, Controller::new(config, Tick(0)).expect("valid config"))
+            })
+            .collect();
+        Cluster {
+            controllers,
+            down: BTreeSet::new(),
+            silent: BTreeSet::new(),
+            network: Vec::new(),
+            outcomes: BTreeMap::new(),
+            now: Tick(0),
+            rng: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+            drop_percent,
+        }
+    }
+
+    fn next_random(&mut self) -> u64 {
+        // xorshift64*
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn leader(&self) -> Option<NodeId> {
+        self.controllers
+            .iter()
+            .filter(|(id, c)| !self.down.contains(id) && c.is_leader())
+            .max_by_key(|(_, c)| c.term())
+            .map(|(id, _)| *id)
+    }
+
+    fn controller(&mut self, id: NodeId) -> &mut Controller {
+        self.controllers
+            .get_mut(&id)
+            .expect("a node of the cluster")
+    }
+
+    fn leader_mut(&mut self) -> Option<&mut Controller> {
+        let id = self.leader()?;
+        self.controllers.get_mut(&id)
+    }
+
+    fn round(&mut self) {
+        self.now = self.now.after(STEP_MS);
+        let now = self.now;
+        let up: Vec<NodeId> = self
+            .controllers
+            .keys()
+            .copied()
+            .filter(|n| !self.down.contains(n))
+            .collect();
+        for id in &up {
+            self.controller(*id).tick(now);
+        }
+        let beating: Vec<NodeId> = up
+            .iter()
+            .copied()
+            .filter(|n| !self.silent.contains(n))
+            .collect();
+        if let Some(leader) = self.leader_mut() {
+            for node in beating {
+                let _ = leader.heartbeat(node); // unknown before it registers
+            }
+        }
+        for id in &up {
+            let actions = self.controller(*id).ready().expect("ready");
+            self.perform(*id, actions);
+        }
+        self.deliver();
+    }
+
+    fn perform(&mut self, id: NodeId, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Send { to, bytes } if self.next_random() % 100 >= self.drop_percent => {
+                    self.network.push((to, bytes));
+                }
+                Action::Applied {
+                    proposal: Some(p),
+                    outcome,
+                    ..
+                } if p.node == id => {
+                    self.outcomes.insert(p, outcome);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn deliver(&mut self) {
+        let mut messages = std::mem::take(&mut self.network);
+        // Fisher-Yates: reorder everything in flight.
+        for i in (1..messages.len()).rev() {
+            let j = usize::try_from(self.next_random() % (i as u64 + 1)).expect("small");
+            messages.swap(i, j);
+        }
+        for (to, bytes) in messages {
+            if !self.down.contains(&to) {
+                let _ = self.controller(to).step(&bytes);
+            }
+        }
+    }
+
+    fn run_until(&mut self, max_rounds: u32, mut done: impl FnMut(&Cluster) -> bool) -> bool {
+        for _ in 0..max_rounds {
+            if done(self) {
+                return true;
+            }
+            self.round();
+        }
+        done(self)
+    }
+
+    /// Proposes on the current leader until the command is applied; its outcome.
+    fn commit(&mut self, command: &Command) -> Result<(), Refusal> {
+        for _ in 0..20 {
+            self.run_until(500, |c| c.leader().is_some());
+            let Ok(id) = self
+                .leader_mut()
+                .expect("a leader")
+                .propose(command.clone())
+            else {
+                continue;
+            };
+            if self.run_until(200, |c| c.outcomes.contains_key(&id)) {
+                return self.outcomes[&id].clone();
+            }
+        }
+        panic!("{command:?} was never applied");
+    }
+
+    fn metadata(&self) -> &Metadata {
+        // The most recently applied view among the controllers that are up.
+        let (_, c) = self
+            .controllers
+            .iter()
+            .filter(|(id, _)| !self.down.contains(id))
+            .max_by_key(|(_, c)| c.applied_index())
+            .expect("a controller up");
+        c.metadata()
+    }
+
+    fn partition(&self, p: u32) -> PartitionState {
+        self.metadata()
+            .partition("t", p)
+            .expect("partition")
+            .clone()
+    }
+
+    /// Every controller that is up has applied the same metadata.
+    fn converged(&self) -> bool {
+        let mut up = self
+            .controllers
+            .iter()
+            .filter(|(id, _)| !self.down.contains(id));
+        let first = up.next().expect("a controller up").1.metadata();
+        up.all(|(_, c)| c.metadata() == first)
+    }
+
+    fn start(n: u32, seed: u64, drop_percent: u64, rf: u16, min_insync: u16) -> Cluster {
+        let mut cluster = Cluster::new(n, seed, drop_percent);
+        assert!(
+            cluster.run_until(1000, |c| c.leader().is_some()),
+            "seed {seed}: no leader"
+        );
+        for node in 0..n {
+            let address = format!("127.0.0.1:{}", 9000 + node);
+            let cmd = Command::RegisterNode {
+                node,
+                address,
+                session_expires_ms: 0,
+            };
+            assert_eq!(cluster.commit(&cmd), Ok(()));
+        }
+        let create = Command::CreateTopic {
+            name: "t".into(),
+            partitions: 6,
+            replication_factor: rf,
+            min_insync,
+            config: vec![],
+        };
+        assert_eq!(cluster.commit(&create), Ok(()));
+        assert!(
+            cluster.run_until(1000, Cluster::converged),
+            "seed {seed}: diverged"
+        );
+        cluster
+    }
+}
+
+#[test]
+fn one_node_controller_elects_itself_and_creates_a_topic() {
+    let config = ControllerConfig::new(NodeId(7), vec![NodeId(7)]);
+    let mut c = Controller::new(config, Tick(0)).expect("valid config");
+    assert!(c.is_leader(), "a one-member controller leads at once");
+    let actions = c.ready().unwrap();
+    assert!(actions.iter().all(|a| !matches!(a, Action::Send { .. })));
+    c.register(NodeId(7), "127.0.0.1:9092").unwrap();
+    let create = Command::CreateTopic {
+        name: "t".into(),
+        partitions: 2,
+        replication_factor: 1,
+        min_insync: 1,
+        config: vec![("retention.ms".into(), "1000".into())],
+    };
+    let id = c.propose(create).unwrap();
+    let mut applied = None;
+    let mut changes = Vec::new();
+    for _ in 0..10 {
+        for action in c.ready().unwrap() {
+            match action {
+                Action::Applied {
+                    proposal: Some(p),
+                    outcome,
+                    ..
+                } if p == id => {
+                    applied = Some(outcome);
+                }
+                Action::Changed(change) => changes.push(change),
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(applied, Some(Ok(())));
+    let p = c.metadata().partition("t", 1).unwrap();
+    assert_eq!(
+        (p.replicas.clone(), p.leader, p.leader_epoch),
+        (vec![NodeId(7)], Some(NodeId(7)), LeaderEpoch(0))
+    );
+    assert!(changes.contains(&MetadataChange::TopicCreated("t".into())));
+}
+
+#[test]
+fn three_nodes_elect_and_spread_a_topic() {
+    for seed in seeds(4) {
+        let c = Cluster::start(3, seed, 10, 3, 2);
+        let t = &c.metadata().topics()["t"];
+        let mut leads = BTreeMap::new();
+        for p in &t.partitions {
+            let mut r = p.replicas.clone();
+            r.sort();
+            r.dedup();
+            assert_eq!(r.len(), 3, "seed {seed}: replicas on distinct nodes");
+            assert_eq!(p.isr.len(), 3);
+            *leads.entry(p.leader.unwrap()).or_insert(0) += 1;
+        }
+        assert_eq!(
+            leads.values().copied().collect::<Vec<_>>(),
+            vec![2, 2, 2],
+            "seed {seed}"
+        );
+        let mut c = c;
+        assert!(
+            c.run_until(300, Cluster::converged),
+            "seed {seed}: controllers diverged"
+        );
+    }
+}
+
+#[test]
+fn failover_when_heartbeats_stop_then_rebalance_back() {
+    for seed in seeds(4) {
+        let mut c = Cluster::start(3, seed, 10, 3, 2);
+        let controller_leader = c.leader().unwrap();
+        // A partition led by a node that is not the controller leader.
+        let p = (0..6)
+            .find(|p| c.partition(*p).leader != Some(controller_leader))
+            .unwrap();
+        let before = c.partition(p);
+        let victim = before.leader.unwrap();
+        c.silent.insert(victim);
+        assert!(
+            c.run_until(1000, |c| c.partition(p).leader != Some(victim)),
+            "seed {seed}: no failover"
+        );
+        let after = c.partition(p);
+        let new_leader = after.leader.unwrap();
+        assert!(
+            before.isr.contains(&new_leader),
+            "seed {seed}: new leader from the ISR"
+        );
+        assert!(after.leader_epoch > before.leader_epoch);
+        assert!(!after.isr.contains(&victim));
+        assert!(c.metadata().nodes()[&victim].fenced);
+
+        // The old leader's epoch is stale now.
+        let stale = Command::ChangeIsr {
+            topic: "t".into(),
+            partition: p,
+            leader_epoch: before.leader_epoch.0,
+            new_isr: vec![victim.0],
+        };
+        assert!(matches!(
+            c.commit(&stale),
+            Err(Refusal::StaleLeaderEpoch { .. })
+        ));
+
+        // The node comes back, the leader takes it into the ISR again, and the preferred
+        // leader is rebalanced back to it (with another new epoch).
+        c.silent.remove(&victim);
+        assert!(c.run_until(1000, |c| !c.metadata().nodes()[&victim].fenced));
+        let mut isr: Vec<u32> = c.partition(p).isr.iter().map(|n| n.0).collect();
+        isr.push(victim.0);
+        let rejoin = Command::ChangeIsr {
+            topic: "t".into(),
+            partition: p,
+            leader_epoch: after.leader_epoch.0,
+            new_isr: isr,
+        };
+        assert_eq!(c.commit(&rejoin), Ok(()));
+        assert!(
+            c.run_until(1000, |c| c.partition(p).leader == Some(victim)),
+            "seed {seed}: no preferred-leader rebalance"
+        );
+        assert!(c.partition(p).leader_epoch > after.leader_epoch);
+        assert!(
+            c.run_until(300, Cluster::converged),
+            "seed {seed}: controllers diverged"
+        );
+    }
+}
+
+#[test]
+fn no_unclean_election_when_only_the_dead_node_is_in_sync() {
+    let mut c = Cluster::start(3, 11, 5, 3, 1);
+    let controller_leader = c.leader().unwrap();
+    let p = (0..6)
+        .find(|p| c.partition(*p).leader != Some(controller_leader))
+        .unwrap();
+    let before = c.partition(p);
+    let only = before.leader.unwrap();
+    let shrink = Command::ChangeIsr {
+        topic: "t".into(),
+        partition: p,
+        leader_epoch: before.leader_epoch.0,
+        new_isr: vec![only.0],
+    };
+    assert_eq!(c.commit(&shrink), Ok(()));
+    c.silent.insert(only);
+    assert!(c.run_until(1000, |c| c.metadata().nodes()[&only].fenced));
+    let after = c.partition(p);
+    assert_eq!(after.leader, None, "no out-of-sync replica may lead");
+    assert_eq!(after.isr, vec![only]);
+    assert!(after.leader_epoch > before.leader_epoch);
+    let elect = Command::ElectLeader {
+        topic: "t".into(),
+        partition: p,
+    };
+    assert_eq!(c.commit(&elect), Err(Refusal::NoEligibleLeader));
+    // Its return makes it leader again.
+    c.silent.remove(&only);
+    assert!(c.run_until(1000, |c| c.partition(p).leader == Some(only)));
+    assert!(c.partition(p).leader_epoch > after.leader_epoch);
+}
+
+#[test]
+fn controller_leader_killed_another_takes_over_with_the_metadata() {
+    for seed in seeds(3) {
+        let mut c = Cluster::start(3, seed, 10, 3, 2);
+        let old = c.leader().unwrap();
+        let term = c.controllers[&old].term();
+        let topics = c.metadata().topics().clone();
+        let led: Vec<u32> = (0..6)
+            .filter(|p| c.partition(*p).leader == Some(old))
+            .collect();
+        c.down.insert(old);
+        c.silent.insert(old);
+        assert!(
+            c.run_until(2000, |c| c.leader().is_some_and(|l| l != old)),
+            "seed {seed}: no new controller leader"
+        );
+        let new = c.leader().unwrap();
+        assert!(c.controllers[&new].term() > term);
+        // The partitions of the dead node fail over under the new controller leader.
+        assert!(
+            c.run_until(2000, |c| led.iter().all(|p| {
+                let now = c.metadata().partition("t", *p);
+                now.is_some_and(|now| now.leader != Some(old))
+            })),
+            "seed {seed}: no failover after controller failover"
+        );
+        let m = c.metadata();
+        assert_eq!(
+            m.topics().keys().collect::<Vec<_>>(),
+            topics.keys().collect::<Vec<_>>()
+        );
+        for p in &led {
+            let now = m.partition("t", *p).unwrap();
+            assert!(now.leader_epoch > topics["t"].partitions[*p as usize].leader_epoch);
+        }
+        assert!(
+            c.run_until(300, Cluster::converged),
+            "seed {seed}: controllers diverged"
+        );
+    }
+}
+
+#[test]
+fn elr_member_may_lead_when_the_isr_is_gone() {
+    // Pure metadata (no Raft): KIP-966's eligible leader replicas, simplified.
+    let mut m = Metadata::default();
+    let mut changes = Vec::new();
+    for node in 0..3 {
+        let cmd = Command::RegisterNode {
+            node,
+            address: String::new(),
+            session_expires_ms: 0,
+        };
+        m.apply(&cmd, &mut changes).unwrap();
+    }
+    let create = Command::CreateTopic {
+        name: "t".into(),
+        partitions: 1,
+        replication_factor: 3,
+        min_insync: 2,
+        config: vec![],
+    };
+    m.apply(&create, &mut changes).unwrap();
+    let p = m.partition("t", 0).unwrap().clone();
+    let leader = p.leader.unwrap();
+    let [a, b] = [p.replicas[1], p.replicas[2]];
+    // The ISR shrinks to the leader and one follower, then to the leader alone: that
+    // follower was removed below min_insync, so it joins the ELR.
+    let shrink = |isr: Vec<NodeId>| Command::ChangeIsr {
+        topic: "t".into(),
+        partition: 0,
+        leader_epoch: 0,
+        new_isr: isr.iter().map(|n| n.0).collect(),
+    };
+    m.apply(&shrink(vec![leader, a]), &mut changes).unwrap();
+    m.apply(&shrink(vec![leader]), &mut changes).unwrap();
+    assert_eq!(m.partition("t", 0).unwrap().elr, vec![a]);
+    assert_eq!(
+        m.apply(&shrink(vec![leader, b, b]), &mut changes),
+        Err(Refusal::InvalidIsr("duplicate ISR member"))
+    );
+    m.apply(&Command::FenceNode { node: leader.0 }, &mut changes)
+        .unwrap();
+    let after = m.partition("t", 0).unwrap();
+    assert_eq!(
+        after.leader,
+        Some(a),
+        "the ELR member leads; b (out of sync) does not"
+    );
+    assert_eq!(after.leader_epoch, LeaderEpoch(1));
+    m.invariants(None).unwrap();
+}
