@@ -19,6 +19,7 @@
 
 pub mod config;
 pub mod controller;
+pub mod driver;
 pub mod error;
 pub mod follower;
 pub mod ids;

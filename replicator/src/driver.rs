@@ -1,0 +1,434 @@
+//! [`ReplicaDriver`]: the only async code of the replicator. It feeds inputs to one
+//! [`PartitionReplica`] and performs its actions on a real [`PartitionLog`] and on a
+//! [`Transport`], which `net` implements.
+//!
+//! ```text
+//!  produce / receive / become_* / isr_updated / tick        (any task, never awaits the log)
+//!        |  step(now, input), drain_actions
+//!        v
+//!  action queue (in order) --> run(): the one worker task, one action at a time
+//!        Append   -> append_replicated per batch -> step(Appended{..})
+//!        Truncate -> log.truncate
+//!        Ship     -> log.read [prev_offset, until) -> transport.send
+//!        Send     -> transport.send
+//!        Answer   -> the waiting produce future (oneshot per RequestId)
+//!  ProposeIsr -> proposals outbox, drained by the caller (the controller client)
+//! ```
+//!
+//! Order: the replica's actions are performed strictly in the order it queued them, by
+//! one task (`run`), so a ship never reads a batch whose append has not been performed
+//! and a truncation never overtakes an append. The price: appends are not pipelined
+//! into the engine's group commit (each waits for its flush before the next starts);
+//! the engine has no start/wait split for replicated appends (`append_start` exists only
+//! for leader appends that still need offsets).
+//!
+//! Storage reports: after each append the worker steps `Appended { log_end, durable_end }`
+//! from the log; `tick` reports again when the log's acknowledged or durable end moved
+//! (flush policies `interval` and `never` sync in the background). No report is made
+//! while a queued truncation is not yet performed: the log's durable end would then
+//! cover offsets the replica has already cut, and their replacements would count as
+//! durable before they are written.
+//!
+//! Single-threaded: the replica sits in a `RefCell` that is never borrowed across an
+//! `.await`; share the driver as `Rc<ReplicaDriver<..>>` and spawn [`ReplicaDriver::run`]
+//! on the shard's executor.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::channel::{mpsc, oneshot};
+use shardlog_engine::batch::BatchHeader;
+use shardlog_engine::{Error as EngineError, LeaderEpoch, Offset, PartitionLog, Storage};
+
+use crate::config::ReplicaConfig;
+use crate::error::ProduceError;
+use crate::ids::{Incarnation, NodeId, RequestId, Tick};
+use crate::message::Message;
+use crate::replica::{Acks, Action, Input, PartitionReplica, Produced};
+
+/// Bytes asked of one log read while assembling a ship.
+const SHIP_READ_BYTES: usize = 1 << 20;
+
+/// Where a replica's messages go. `send` only enqueues: it never blocks and never fails
+/// (a message that cannot be delivered is dropped; the replica retries on its timers).
+/// Not `Send`: an implementation may hold `Rc`s of the shard.
+pub trait Transport {
+    /// Enqueues `message` for the replica of this partition on node `to`.
+    fn send(&self, to: NodeId, message: Message);
+}
+
+/// An ISR change the replica asks the controller for (its `ProposeIsr` action).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IsrProposal {
+    /// The proposer's leader epoch.
+    pub epoch: LeaderEpoch,
+    /// The committed ISR version the proposal builds on.
+    pub isr_version: u64,
+    /// The proposed members.
+    pub isr: Vec<NodeId>,
+}
+
+/// Why the worker stopped: the log failed. The partition must be closed and reopened
+/// (the replica restarts from what the log recovers); nothing else is safe.
+#[derive(Debug, thiserror::Error)]
+#[error("replica {node}: storage failed: {source}")]
+pub struct DriverError {
+    /// The node.
+    pub node: NodeId,
+    /// The engine's error.
+    #[source]
+    pub source: EngineError,
+}
+
+struct State {
+    replica: PartitionReplica,
+    now: Tick,
+    next_request: u64,
+    waiters: BTreeMap<RequestId, oneshot::Sender<Result<Produced, ProduceError>>>,
+    proposals: Vec<IsrProposal>,
+    /// Truncations queued and not yet performed.
+    truncates_pending: usize,
+    /// The last `(log_end, durable_end)` reported to the replica.
+    reported: (Offset, Offset),
+    scratch: Vec<Action>,
+}
+
+/// Drives one partition replica against its log. See the module docs.
+pub struct ReplicaDriver<S: Storage, T: Transport> {
+    log: Rc<PartitionLog<S>>,
+    transport: T,
+    state: RefCell<State>,
+    queue: mpsc::UnboundedSender<Action>,
+    receiver: RefCell<Option<mpsc::UnboundedReceiver<Action>>>,
+    failed: Cell<bool>,
+}
+
+impl<S: Storage, T: Transport> ReplicaDriver<S, T> {
+    /// A driver for the replica `id` (in its `incarnation`) of the partition held by
+    /// `log`, as opened (and recovered) by the engine. Replays the log's batches into the
+    /// replica (`recover_batch`) before anything else, so the replica knows its log end,
+    /// epochs and producers. `now` is the caller's clock at start.
+    ///
+    /// A log whose start is above offset 0 (retention deleted its head) is refused: the
+    /// replica's view starts at 0 (`Error::OffsetOutOfRange`).
+    pub async fn open(
+        log: Rc<PartitionLog<S>>,
+        transport: T,
+        config: ReplicaConfig,
+        id: NodeId,
+        incarnation: Incarnation,
+        now: Tick,
+    ) -> Result<Self, EngineError> {
+        let mut replica = PartitionReplica::new(config, id, incarnation);
+        let (log_start, log_end) = (log.log_start(), log.log_end());
+        if log_start != Offset(0) {
+            return Err(EngineError::OffsetOutOfRange {
+                offset: Offset(0),
+                log_start,
+                log_end,
+            });
+        }
+        let mut at = log_start;
+        while at < log_end {
+            let read = log.read(at, SHIP_READ_BYTES).await?;
+            for (header, _) in read.batches() {
+                replica.recover_batch(&header);
+            }
+            assert!(read.next_offset > at, "read made no progress at {at}");
+            at = read.next_offset;
+        }
+        assert_eq!(replica.log_end(), log_end, "recovered log end");
+        let (queue, receiver) = mpsc::unbounded();
+        Ok(ReplicaDriver {
+            log,
+            transport,
+            state: RefCell::new(State {
+                replica,
+                now,
+                next_request: 0,
+                waiters: BTreeMap::new(),
+                proposals: Vec::new(),
+                truncates_pending: 0,
+                reported: (log_end, log_end),
+                scratch: Vec::new(),
+            }),
+            queue,
+            receiver: RefCell::new(Some(receiver)),
+            failed: Cell::new(false),
+        })
+    }
+
+    /// Performs the replica's actions until [`ReplicaDriver::stop`] or a storage failure.
+    /// Spawn it once, on the executor that owns the log.
+    pub async fn run(&self) -> Result<(), DriverError> {
+        let mut receiver = self
+            .receiver
+            .borrow_mut()
+            .take()
+            .expect("ReplicaDriver::run called twice");
+        while let Some(action) = receiver.next().await {
+            if let Err(source) = self.perform(action).await {
+                self.failed.set(true);
+                receiver.close();
+                // Dropping the waiters answers their produce calls (NotLeader).
+                self.state.borrow_mut().waiters.clear();
+                return Err(DriverError {
+                    node: self.id(),
+                    source,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends `run` once the actions queued so far are performed.
+    pub fn stop(&self) {
+        self.queue.close_channel();
+    }
+
+    /// Produces `batch` (one record batch as the client sent it); resolves with the
+    /// replica's answer. If the driver stops first, the answer is `NotLeader`.
+    pub async fn produce(&self, acks: Acks, batch: Vec<u8>) -> Result<Produced, ProduceError> {
+        if self.failed.get() {
+            return Err(ProduceError::NotLeader);
+        }
+        let (sender, receiver) = oneshot::channel();
+        let request = {
+            let mut state = self.state.borrow_mut();
+            state.next_request += 1;
+            let request = RequestId(state.next_request);
+            state.waiters.insert(request, sender);
+            request
+        };
+        self.step(Input::Produce {
+            request,
+            acks,
+            batch,
+        });
+        receiver.await.unwrap_or(Err(ProduceError::NotLeader))
+    }
+
+    /// A message from the replica on node `from` (decoded and validated by the caller).
+    pub fn receive(&self, from: NodeId, message: Message) {
+        self.step(Input::Received { from, message });
+    }
+
+    /// The controller made this replica the leader of `epoch`.
+    pub fn become_leader(
+        &self,
+        epoch: LeaderEpoch,
+        replicas: Vec<NodeId>,
+        isr: Vec<NodeId>,
+        isr_version: u64,
+    ) {
+        self.step(Input::BecomeLeader {
+            epoch,
+            replicas,
+            isr,
+            isr_version,
+        });
+    }
+
+    /// The controller made this replica a follower of `leader` in `epoch`.
+    pub fn become_follower(&self, epoch: LeaderEpoch, leader: NodeId) {
+        self.step(Input::BecomeFollower { epoch, leader });
+    }
+
+    /// The controller's ISR for `epoch` (after a proposal or a fencing).
+    pub fn isr_updated(&self, epoch: LeaderEpoch, isr_version: u64, isr: Vec<NodeId>) {
+        self.step(Input::IsrUpdated {
+            epoch,
+            isr_version,
+            isr,
+        });
+    }
+
+    /// Time passed: `now` is the caller's monotonic clock in ms (an earlier value than the
+    /// last is taken as the last). Also reports the log's progress if it moved.
+    pub fn tick(&self, now: Tick) {
+        {
+            let mut state = self.state.borrow_mut();
+            state.now = state.now.max(now);
+        }
+        self.step(Input::Tick);
+        self.report_storage(self.log.acked_end());
+    }
+
+    /// The ISR changes the replica asked for since the last call, oldest first.
+    pub fn take_proposals(&self) -> Vec<IsrProposal> {
+        std::mem::take(&mut self.state.borrow_mut().proposals)
+    }
+
+    /// The node.
+    #[must_use]
+    pub fn id(&self) -> NodeId {
+        self.state.borrow().replica.id()
+    }
+
+    /// The replica's high watermark.
+    #[must_use]
+    pub fn high_watermark(&self) -> Offset {
+        self.state.borrow().replica.high_watermark()
+    }
+
+    /// The replica's log end (appends queued included).
+    #[must_use]
+    pub fn log_end(&self) -> Offset {
+        self.state.borrow().replica.log_end()
+    }
+
+    /// The epoch this replica leads, if it does.
+    #[must_use]
+    pub fn leading(&self) -> Option<LeaderEpoch> {
+        self.state.borrow().replica.leading()
+    }
+
+    /// The committed ISR, if this replica leads.
+    #[must_use]
+    pub fn isr(&self) -> Option<Vec<NodeId>> {
+        self.state.borrow().replica.isr().map(<[NodeId]>::to_vec)
+    }
+
+    /// The log.
+    #[must_use]
+    pub fn log(&self) -> &Rc<PartitionLog<S>> {
+        &self.log
+    }
+
+    /// The storage failed and the worker stopped.
+    #[must_use]
+    pub fn failed(&self) -> bool {
+        self.failed.get()
+    }
+
+    /// Steps the replica and queues its actions. Never awaits.
+    fn step(&self, input: Input) {
+        let mut state = self.state.borrow_mut();
+        let state = &mut *state;
+        state.replica.step(state.now, input);
+        state.replica.drain_actions(&mut state.scratch);
+        for action in state.scratch.drain(..) {
+            match action {
+                Action::ProposeIsr {
+                    epoch,
+                    isr_version,
+                    isr,
+                } => state.proposals.push(IsrProposal {
+                    epoch,
+                    isr_version,
+                    isr,
+                }),
+                action => {
+                    if matches!(action, Action::Truncate { .. }) {
+                        state.truncates_pending += 1;
+                    }
+                    // Fails only once stopped: the actions are dropped with the driver.
+                    let _ = self.queue.unbounded_send(action);
+                }
+            }
+        }
+        // The log keeps the high watermark for its checkpoint: raise it, never past what
+        // the log holds (a follower's replica may be ahead of appends still queued).
+        let high_watermark = state.replica.high_watermark().min(self.log.log_end());
+        if high_watermark > self.log.high_watermark() {
+            self.log.set_high_watermark(high_watermark);
+        }
+    }
+
+    /// Tells the replica how far the log is acknowledged (`log_end`) and durable, if that
+    /// moved and no truncation is pending.
+    fn report_storage(&self, log_end: Offset) {
+        let durable_end = self.log.durable_end().min(log_end);
+        {
+            let mut state = self.state.borrow_mut();
+            if state.truncates_pending > 0 || state.reported == (log_end, durable_end) {
+                return;
+            }
+            state.reported = (log_end, durable_end);
+        }
+        self.step(Input::Appended {
+            log_end,
+            durable_end,
+        });
+    }
+
+    async fn perform(&self, action: Action) -> Result<(), EngineError> {
+        match action {
+            Action::Append { batches, log_end } => {
+                let batches = Bytes::from(batches);
+                let mut rest = batches.clone();
+                while !rest.is_empty() {
+                    let header =
+                        BatchHeader::parse(&rest).map_err(shardlog_engine::Error::InvalidBatch)?;
+                    let size = (header.size as usize).min(rest.len());
+                    let one = rest.split_to(size);
+                    self.log.append_replicated(one).await?;
+                }
+                let end = self.log.log_end();
+                assert_eq!(end, log_end, "{}: append ends at {end}", self.id());
+                self.report_storage(end);
+            }
+            Action::Truncate { log_end } => {
+                let end = self.log.truncate(log_end).await?;
+                assert_eq!(end, log_end, "{}: truncation inside a batch", self.id());
+                self.state.borrow_mut().truncates_pending -= 1;
+                self.report_storage(end);
+            }
+            Action::Send { to, message } => self.transport.send(to, message),
+            Action::Ship {
+                to,
+                mut ship,
+                until,
+            } => {
+                if let Some(batches) = self.read_range(Offset(ship.prev_offset), until).await? {
+                    ship.batches = batches;
+                    self.transport.send(to, Message::Ship(ship));
+                }
+            }
+            Action::Answer { request, result } => {
+                let waiter = self.state.borrow_mut().waiters.remove(&request);
+                if let Some(waiter) = waiter {
+                    // The producer may have gone away: nobody to tell.
+                    let _ = waiter.send(result);
+                }
+            }
+            Action::ProposeIsr { .. } => unreachable!("proposals bypass the queue"),
+        }
+        Ok(())
+    }
+
+    /// The stored batches of `[from, until)`, concatenated; `None` if the log no longer
+    /// holds exactly that range (truncated meanwhile): the replica resends on its timer.
+    async fn read_range(
+        &self,
+        from: Offset,
+        until: Offset,
+    ) -> Result<Option<Vec<u8>>, EngineError> {
+        let mut out = Vec::new();
+        let mut at = from;
+        while at < until {
+            let read = match self.log.read(at, SHIP_READ_BYTES).await {
+                Ok(read) => read,
+                Err(EngineError::OffsetOutOfRange { .. }) => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            if read.chunks.is_empty() {
+                return Ok(None);
+            }
+            for (header, bytes) in read.batches() {
+                if header.base_offset >= until {
+                    break;
+                }
+                if header.base_offset != at {
+                    return Ok(None);
+                }
+                out.extend_from_slice(bytes);
+                at = header.next_offset();
+            }
+        }
+        Ok((at == until).then_some(out))
+    }
+}
