@@ -265,20 +265,25 @@ impl<S: Storage> PartitionLog<S> {
     /// Appends a batch that already carries its offsets (a follower copying its leader,
     /// or an import): it must start exactly at the log end.
     pub async fn append_replicated(&self, batch: Bytes) -> Result<Appended> {
+        let pending = self.append_replicated_start(batch).await?;
+        self.append_wait(&pending).await
+    }
+
+    /// The first half of [`PartitionLog::append_replicated`], as [`PartitionLog::append_start`]
+    /// is of `append`: batches are inserted in the order these calls resolve, and one
+    /// flush serves every batch whose [`PartitionLog::append_wait`] runs meanwhile.
+    pub async fn append_replicated_start(&self, batch: Bytes) -> Result<PendingAppend> {
         let header = batch::validate(&batch).map_err(Error::InvalidBatch)?;
         self.admit(&header).await?;
-        let (appended, ticket) = {
-            let mut state = self.state.borrow_mut();
-            if header.base_offset != state.log_end {
-                return Err(Error::NotContiguous {
-                    log_end: state.log_end,
-                    found: header.base_offset,
-                });
-            }
-            self.insert(&mut state, batch, &header)
-        };
-        self.wait_acked(ticket).await?;
-        Ok(appended)
+        let mut state = self.state.borrow_mut();
+        if header.base_offset != state.log_end {
+            return Err(Error::NotContiguous {
+                log_end: state.log_end,
+                found: header.base_offset,
+            });
+        }
+        let (appended, ticket) = self.insert(&mut state, batch, &header);
+        Ok(PendingAppend { appended, ticket })
     }
 
     /// Waits until a batch may be inserted: no exclusive operation running, room in the

@@ -7,7 +7,9 @@
 //!        |  step(now, input), drain_actions
 //!        v
 //!  action queue (in order) --> run(): the one worker task, one action at a time
-//!        Append   -> append_replicated per batch -> step(Appended{..})
+//!        Append   -> append_replicated_start per batch -> step(Appended{..})
+//!                    the flusher (beside the worker) waits for the newest append to be
+//!                    durable -> step(Appended{..}) again
 //!        Truncate -> log.truncate
 //!        Ship     -> log.read [prev_offset, until) -> transport.send
 //!        Send     -> transport.send
@@ -17,10 +19,9 @@
 //!
 //! Order: the replica's actions are performed strictly in the order it queued them, by
 //! one task (`run`), so a ship never reads a batch whose append has not been performed
-//! and a truncation never overtakes an append. The price: appends are not pipelined
-//! into the engine's group commit (each waits for its flush before the next starts);
-//! the engine has no start/wait split for replicated appends (`append_start` exists only
-//! for leader appends that still need offsets).
+//! and a truncation never overtakes an append. Appends are only *inserted* in order;
+//! their flush is awaited beside the worker, so one flush (and fdatasync) serves every
+//! batch appended meanwhile, as on the leader.
 //!
 //! Storage reports: after each append the worker steps `Appended { log_end, durable_end }`
 //! from the log; `tick` reports again when the log's acknowledged or durable end moved
@@ -35,13 +36,17 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
+use std::pin::pin;
 use std::rc::Rc;
 
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::channel::{mpsc, oneshot};
+use futures::future::{Either, select};
 use shardlog_engine::batch::BatchHeader;
-use shardlog_engine::{Error as EngineError, LeaderEpoch, Offset, PartitionLog, Storage};
+use shardlog_engine::{
+    Error as EngineError, LeaderEpoch, Offset, PartitionLog, PendingAppend, Storage,
+};
 
 use crate::config::ReplicaConfig;
 use crate::error::ProduceError;
@@ -103,6 +108,9 @@ pub struct ReplicaDriver<S: Storage, T: Transport> {
     state: RefCell<State>,
     queue: mpsc::UnboundedSender<Action>,
     receiver: RefCell<Option<mpsc::UnboundedReceiver<Action>>>,
+    /// Appends started and not yet known durable: the flusher waits for the newest.
+    flushes: mpsc::UnboundedSender<PendingAppend>,
+    flush_receiver: RefCell<Option<mpsc::UnboundedReceiver<PendingAppend>>>,
     failed: Cell<bool>,
 }
 
@@ -142,6 +150,7 @@ impl<S: Storage, T: Transport> ReplicaDriver<S, T> {
         }
         assert_eq!(replica.log_end(), log_end, "recovered log end");
         let (queue, receiver) = mpsc::unbounded();
+        let (flushes, flush_receiver) = mpsc::unbounded();
         Ok(ReplicaDriver {
             log,
             transport,
@@ -157,6 +166,8 @@ impl<S: Storage, T: Transport> ReplicaDriver<S, T> {
             }),
             queue,
             receiver: RefCell::new(Some(receiver)),
+            flushes,
+            flush_receiver: RefCell::new(Some(flush_receiver)),
             failed: Cell::new(false),
         })
     }
@@ -169,17 +180,47 @@ impl<S: Storage, T: Transport> ReplicaDriver<S, T> {
             .borrow_mut()
             .take()
             .expect("ReplicaDriver::run called twice");
-        while let Some(action) = receiver.next().await {
-            if let Err(source) = self.perform(action).await {
-                self.failed.set(true);
-                receiver.close();
-                // Dropping the waiters answers their produce calls (NotLeader).
-                self.state.borrow_mut().waiters.clear();
-                return Err(DriverError {
-                    node: self.id(),
-                    source,
-                });
+        let mut flushes = self
+            .flush_receiver
+            .borrow_mut()
+            .take()
+            .expect("ReplicaDriver::run called twice");
+        let actions = async {
+            while let Some(action) = receiver.next().await {
+                self.perform(action).await?;
             }
+            Ok(())
+        };
+        let flusher = async {
+            loop {
+                let Some(mut newest) = flushes.next().await else {
+                    return Ok(());
+                };
+                // Waiting for the newest covers every append before it.
+                while let Ok(next) = flushes.try_recv() {
+                    newest = next;
+                }
+                self.log.append_wait(&newest).await?;
+                self.report_storage(self.log.log_end());
+            }
+        };
+        let result = match select(pin!(actions), pin!(flusher)).await {
+            // Stopped: what was appended becomes durable (and reported) before `run` ends.
+            Either::Left((Ok(()), _)) => self.log.sync().await.map(|()| {
+                self.report_storage(self.log.log_end());
+            }),
+            Either::Left((Err(e), _)) | Either::Right((Err(e), _)) => Err(e),
+            Either::Right((Ok(()), _)) => unreachable!("the driver holds the flush sender"),
+        };
+        if let Err(source) = result {
+            self.failed.set(true);
+            receiver.close();
+            // Dropping the waiters answers their produce calls (NotLeader).
+            self.state.borrow_mut().waiters.clear();
+            return Err(DriverError {
+                node: self.id(),
+                source,
+            });
         }
         Ok(())
     }
@@ -358,18 +399,27 @@ impl<S: Storage, T: Transport> ReplicaDriver<S, T> {
     async fn perform(&self, action: Action) -> Result<(), EngineError> {
         match action {
             Action::Append { batches, log_end } => {
-                let batches = Bytes::from(batches);
-                let mut rest = batches.clone();
+                let mut rest = Bytes::from(batches);
+                let mut newest = None;
+                // Inserted in order here; made durable by the flusher, so one flush
+                // serves every batch appended meanwhile (group commit).
                 while !rest.is_empty() {
                     let header =
                         BatchHeader::parse(&rest).map_err(shardlog_engine::Error::InvalidBatch)?;
                     let size = (header.size as usize).min(rest.len());
-                    let one = rest.split_to(size);
-                    self.log.append_replicated(one).await?;
+                    newest = Some(
+                        self.log
+                            .append_replicated_start(rest.split_to(size))
+                            .await?,
+                    );
                 }
                 let end = self.log.log_end();
                 assert_eq!(end, log_end, "{}: append ends at {end}", self.id());
                 self.report_storage(end);
+                if let Some(pending) = newest {
+                    // The receiver lives as long as `run`, which performs this.
+                    let _ = self.flushes.unbounded_send(pending);
+                }
             }
             Action::Truncate { log_end } => {
                 let end = self.log.truncate(log_end).await?;
