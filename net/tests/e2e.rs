@@ -273,3 +273,101 @@ fn restart_reopens_every_topic() {
     });
     drop(server);
 }
+
+/// Topic settings reach the partitions, and the shard's upkeep applies them: small
+/// segments roll, and retention by size deletes the oldest ones, moving the log start.
+#[test]
+fn topic_retention_runs_in_the_background() {
+    let dir = common::data_dir();
+    let server = Shardlogd::start(dir.path(), &["--shards", "1"]).unwrap();
+    let brokers = server.brokers();
+    common::run(move || async move {
+        let client = Client::connect(&brokers, ClientConfig::default())
+            .await
+            .unwrap();
+        let config = TopicConfig {
+            segment_bytes: Some(64 << 10),
+            retention_bytes: Some(256 << 10),
+            retention_ms: None,
+        };
+        client.create_topic("short", 1, 1, config).await.unwrap();
+        let values: Vec<Vec<u8>> = (0..10).map(|_| vec![7u8; 1000]).collect();
+        for _ in 0..100 {
+            client
+                .produce("short", 0, Acks::Leader, common::batch(&values))
+                .await
+                .unwrap();
+        }
+        let mut earliest = 0;
+        for _ in 0..100 {
+            earliest = client
+                .list_offset("short", 0, OffsetSpec::Earliest)
+                .await
+                .unwrap()
+                .unwrap();
+            if earliest > 0 {
+                break;
+            }
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(earliest > 0, "retention moved the log start");
+        let latest = client
+            .list_offset("short", 0, OffsetSpec::Latest)
+            .await
+            .unwrap();
+        assert_eq!(latest, Some(1000));
+        let records = common::consume_all(&client, "short", 0, earliest).await;
+        assert_eq!(records.first().map(|r| r.0), Some(earliest));
+        assert_eq!(records.last().map(|r| r.0), Some(999));
+    });
+    drop(server);
+}
+
+/// Under `flush=never` a produce is acknowledged once written, consumers see it, and a
+/// clean stop syncs it: a restart finds every record.
+#[test]
+fn flush_never_is_visible_and_survives_a_clean_stop() {
+    let dir = common::data_dir();
+    let mut server = Shardlogd::start(dir.path(), &["--shards", "2", "--flush", "never"]).unwrap();
+    let brokers = server.brokers();
+    common::run(move || async move {
+        let client = Client::connect(&brokers, ClientConfig::default())
+            .await
+            .unwrap();
+        client
+            .create_topic("fast", 2, 1, TopicConfig::default())
+            .await
+            .unwrap();
+        for i in 0..50u32 {
+            let values = vec![format!("v{i}").into_bytes()];
+            client
+                .produce("fast", i % 2, Acks::Leader, common::batch(&values))
+                .await
+                .unwrap();
+        }
+        for partition in 0..2 {
+            assert_eq!(
+                common::consume_all(&client, "fast", partition, 0)
+                    .await
+                    .len(),
+                25
+            );
+        }
+    });
+    assert!(server.terminate().unwrap().success());
+    let server = Shardlogd::start(dir.path(), &["--shards", "2"]).unwrap();
+    let brokers = server.brokers();
+    common::run(move || async move {
+        let client = Client::connect(&brokers, ClientConfig::default())
+            .await
+            .unwrap();
+        for partition in 0..2 {
+            assert_eq!(
+                common::consume_all(&client, "fast", partition, 0)
+                    .await
+                    .len(),
+                25
+            );
+        }
+    });
+}
