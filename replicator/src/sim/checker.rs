@@ -62,10 +62,10 @@ impl Checker {
         let bytes = leader
             .batch_at(base, false)
             .ok_or_else(|| format!("acked offset {base} not in the acking leader's log"))?;
-        if sequence_of(bytes) != Some(sequence) {
+        if sequence_of(&bytes) != Some(sequence) {
             return Err(format!(
                 "acked {sequence:?} at {base}, log holds {:?}",
-                sequence_of(bytes)
+                sequence_of(&bytes)
             ));
         }
         if let Some(first) = self.acked_by_sequence.insert(sequence, base) {
@@ -103,7 +103,7 @@ impl Checker {
         }
         let durable = all
             .iter()
-            .filter(|n| n.log.batch_at(base, true) == Some(bytes))
+            .filter(|n| n.log.batch_at(base, true).as_deref() == Some(bytes))
             .count();
         if durable < min_insync {
             return Err(format!(
@@ -171,7 +171,7 @@ impl Checker {
     fn check_in_leader(&self, node: &NodeView<'_>, base: Offset) -> Result<(), String> {
         let expected = self.acked.get(&base).or_else(|| self.consumed.get(&base));
         let found = node.log.batch_at(base, false);
-        if expected.map(Vec::as_slice) != found {
+        if expected.map(Vec::as_slice) != found.as_deref() {
             return Err(format!(
                 "leader {} (epoch {}) lost or changed committed offset {base}",
                 node.id,
@@ -194,7 +194,7 @@ impl Checker {
         }
         let high_watermark = node.replica.high_watermark();
         let mut at = *verified;
-        for (base, bytes) in node.log.batches_from(at) {
+        for (base, bytes) in &node.log.batches_from(at) {
             if *base >= high_watermark {
                 break;
             }

@@ -612,9 +612,9 @@ impl Cluster {
             let reads: Vec<(Offset, Vec<u8>)> = node
                 .log
                 .batches_from(at)
+                .into_iter()
                 .take(5)
                 .take_while(|(base, _)| *base < high_watermark)
-                .map(|(base, bytes)| (*base, bytes.clone()))
                 .collect();
             for (base, bytes) in reads {
                 if base != at {
@@ -776,7 +776,7 @@ impl Cluster {
         node.alive = true;
         node.incarnation = Incarnation(node.incarnation.0 + 1);
         let mut replica = PartitionReplica::new(config, id, node.incarnation);
-        for (_, bytes) in node.log.batches_from(Offset(0)) {
+        for (_, bytes) in &node.log.batches_from(Offset(0)) {
             if let Ok(header) = BatchHeader::parse(bytes) {
                 replica.recover_batch(&header);
             }

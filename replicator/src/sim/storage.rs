@@ -1,107 +1,173 @@
-//! The simulated partition log of one node: whole batches in memory with a durable
-//! prefix. A crash loses the unsynced suffix, as a real crash loses unsynced pages.
+//! The simulated partition log of one node: the engine's real [`PartitionLog`] on its
+//! in-memory, crashable [`SimStorage`], driven synchronously (every storage operation
+//! of `SimStorage` completes at once, so `block_on` never waits).
+//!
+//! The flush policy is `never` and the simulation syncs on its own schedule, so a crash
+//! loses an unsynced suffix the way a real one does: `SimStorage::crash` keeps the synced
+//! bytes, a random prefix of the unsynced writes and possibly a torn last write, and
+//! reopening runs the engine's recovery (scan, cut at the first bad batch). The recovered
+//! log may therefore hold more than the durable prefix: batches a replica wrote and never
+//! acknowledged, which replication must reconcile.
 
-use shardlog_engine::Offset;
+use std::fmt;
+
+use bytes::Bytes;
+use futures::executor::block_on;
 use shardlog_engine::batch::BatchHeader;
+use shardlog_engine::{EngineConfig, FlushPolicy, Offset, PartitionLog, SimStorage};
+
+/// Where the log lives in the in-memory storage.
+const DIR: &str = "/sim/partition";
+/// Bytes asked of one read.
+const READ_BYTES: usize = 256 << 10;
 
 /// One node's log.
-#[derive(Clone, Debug, Default)]
 pub struct SimLog {
-    batches: Vec<(Offset, Vec<u8>)>,
-    durable_batches: usize,
+    storage: SimStorage,
+    log: Option<PartitionLog<SimStorage>>,
+    crashes: u64,
+}
+
+impl fmt::Debug for SimLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SimLog")
+            .field("log_end", &self.log_end())
+            .field("durable_end", &self.durable_end())
+            .field("crashes", &self.crashes)
+            .finish()
+    }
+}
+
+impl Default for SimLog {
+    fn default() -> Self {
+        let storage = SimStorage::new();
+        let log = open(&storage);
+        SimLog {
+            storage,
+            log: Some(log),
+            crashes: 0,
+        }
+    }
+}
+
+/// Small segments and a small tail cache, so rolls happen and reads reach the storage.
+fn config() -> EngineConfig {
+    EngineConfig {
+        flush: FlushPolicy::Never,
+        segment_bytes: 64 << 10,
+        tail_cache_bytes: 16 << 10,
+        write_buffer_bytes: 64 << 10,
+        ..EngineConfig::default()
+    }
+}
+
+fn open(storage: &SimStorage) -> PartitionLog<SimStorage> {
+    block_on(PartitionLog::open(storage.clone(), DIR, config()))
+        .expect("the engine recovers any crash of SimStorage")
 }
 
 impl SimLog {
+    fn log(&self) -> &PartitionLog<SimStorage> {
+        self.log
+            .as_ref()
+            .expect("the log is open between operations")
+    }
+
     /// The next offset.
     #[must_use]
     pub fn log_end(&self) -> Offset {
-        self.end_of(self.batches.len())
+        self.log().log_end()
     }
 
     /// End of the synced prefix.
     #[must_use]
     pub fn durable_end(&self) -> Offset {
-        self.end_of(self.durable_batches)
-    }
-
-    fn end_of(&self, count: usize) -> Offset {
-        count
-            .checked_sub(1)
-            .and_then(|i| self.batches.get(i))
-            .and_then(|(_, bytes)| BatchHeader::parse(bytes).ok())
-            .map_or(Offset(0), |h| h.next_offset())
+        self.log().durable_end()
     }
 
     /// Appends concatenated batches, which must continue the log.
-    pub fn append(&mut self, mut bytes: &[u8]) {
-        while !bytes.is_empty() {
-            let header = BatchHeader::parse(bytes).expect("batch the replica validated");
-            assert_eq!(header.base_offset, self.log_end(), "append out of place");
-            let (one, rest) = bytes.split_at(header.size as usize);
-            self.batches.push((header.base_offset, one.to_vec()));
-            bytes = rest;
+    pub fn append(&mut self, bytes: &[u8]) {
+        let mut rest = Bytes::copy_from_slice(bytes);
+        while !rest.is_empty() {
+            let header = BatchHeader::parse(&rest).expect("batch the replica validated");
+            let one = rest.split_to((header.size as usize).min(rest.len()));
+            block_on(self.log().append_replicated(one)).expect("append continues the log");
         }
     }
 
     /// Cuts the log to `log_end`, a batch boundary.
     pub fn truncate(&mut self, log_end: Offset) {
-        let keep = self.batches.partition_point(|(base, _)| *base < log_end);
-        self.batches.truncate(keep);
-        assert_eq!(self.log_end(), log_end, "truncation inside a batch");
-        self.durable_batches = self.durable_batches.min(keep);
+        let end = block_on(self.log().truncate(log_end)).expect("truncate");
+        assert_eq!(end, log_end, "truncation inside a batch");
     }
 
     /// Makes everything durable.
     pub fn sync(&mut self) {
-        self.durable_batches = self.batches.len();
+        block_on(self.log().sync()).expect("sync");
     }
 
-    /// Loses the unsynced suffix.
+    /// Crashes the storage (losing unsynced writes, maybe tearing the last one) and
+    /// reopens the log through the engine's recovery.
     pub fn crash(&mut self) {
-        self.batches.truncate(self.durable_batches);
-    }
-
-    /// Index of the batch starting at `offset`, or where it would be.
-    fn index_of(&self, offset: Offset) -> usize {
-        self.batches.partition_point(|(base, _)| *base < offset)
+        drop(self.log.take());
+        self.crashes += 1;
+        self.storage
+            .crash(self.crashes.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        self.log = Some(open(&self.storage));
     }
 
     /// The stored batches in `[from, until)`, concatenated; `None` if `from` is not a
     /// batch boundary of this log.
     #[must_use]
     pub fn read(&self, from: Offset, until: Offset) -> Option<Vec<u8>> {
-        let start = self.index_of(from);
-        if from != self.log_end() && self.batches.get(start).is_none_or(|(b, _)| *b != from) {
+        let batches = self.batches_from(from);
+        if from != self.log_end() && batches.first().is_none_or(|(b, _)| *b != from) {
             return None;
         }
         let mut out = Vec::new();
-        for (base, bytes) in self.batches.get(start..).unwrap_or_default() {
-            if *base >= until {
+        for (base, bytes) in batches {
+            if base >= until {
                 break;
             }
-            out.extend_from_slice(bytes);
+            out.extend_from_slice(&bytes);
         }
         Some(out)
     }
 
     /// Batches starting at or after `from`, in order.
-    pub fn batches_from(&self, from: Offset) -> impl Iterator<Item = &(Offset, Vec<u8>)> {
-        self.batches
-            .get(self.index_of(from)..)
-            .unwrap_or_default()
-            .iter()
+    #[must_use]
+    pub fn batches_from(&self, from: Offset) -> Vec<(Offset, Vec<u8>)> {
+        let log = self.log();
+        let mut out = Vec::new();
+        let mut at = from.max(log.log_start());
+        while at < log.log_end() {
+            let read = block_on(log.read(at, READ_BYTES)).expect("read of a held offset");
+            if read.chunks.is_empty() {
+                break;
+            }
+            for (header, bytes) in read.batches() {
+                if header.base_offset >= from {
+                    out.push((header.base_offset, bytes.to_vec()));
+                }
+            }
+            at = read.next_offset;
+        }
+        out
     }
 
     /// The batch starting exactly at `base`, if durable (`durable_only`) or present.
     #[must_use]
-    pub fn batch_at(&self, base: Offset, durable_only: bool) -> Option<&[u8]> {
-        let at = self.index_of(base);
-        if durable_only && at >= self.durable_batches {
+    pub fn batch_at(&self, base: Offset, durable_only: bool) -> Option<Vec<u8>> {
+        let log = self.log();
+        if base < log.log_start() || base >= log.log_end() {
             return None;
         }
-        match self.batches.get(at) {
-            Some((b, bytes)) if *b == base => Some(bytes),
-            _ => None,
+        let read = block_on(log.read(base, 1)).ok()?;
+        let (header, bytes) = read.batches().next()?;
+        if header.base_offset != base || (durable_only && header.next_offset() > self.durable_end())
+        {
+            return None;
         }
+        Some(bytes.to_vec())
     }
 }
