@@ -24,7 +24,7 @@ use shardlog_net::api::{
     TopicConfig,
 };
 use shardlog_net::client::{Client, ClientConfig};
-use shardlog_net::frame::{FLAG_ERROR, FrameHeader, encode_head};
+use shardlog_net::frame::{FLAG_ERROR, FrameHeader};
 use shardlog_net::testing::Shardlogd;
 
 fn connect(server: &Shardlogd) -> TcpStream {
@@ -33,22 +33,6 @@ fn connect(server: &Shardlogd) -> TcpStream {
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     stream
-}
-
-fn frame<T>(api: u16, version: u16, correlation: u64, meta: &T, data: &[u8]) -> Vec<u8>
-where
-    T: for<'a> rkyv::Serialize<
-            rkyv::api::high::HighSerializer<
-                AlignedVec,
-                rkyv::ser::allocator::ArenaHandle<'a>,
-                rkyv::rancor::Error,
-            >,
-        >,
-{
-    let mut out = Vec::new();
-    encode_head(&mut out, api, version, correlation, 0, meta, data.len()).unwrap();
-    out.extend_from_slice(data);
-    out
 }
 
 /// Reads one response frame: (header, whole frame).
@@ -71,7 +55,7 @@ fn error_of(header: &FrameHeader, frame: &AlignedVec<16>) -> ErrorCode {
 }
 
 fn metadata_frame(correlation: u64) -> Vec<u8> {
-    frame(
+    common::frame(
         Api::Metadata as u16,
         1,
         correlation,
@@ -128,14 +112,20 @@ fn bad_frames_get_errors_or_closed_connections() {
 
     // Unknown api and version: an error reply, and the connection goes on.
     let mut s = connect(&server);
-    s.write_all(&frame(999, 1, 1, &MetadataRequest { topics: vec![] }, &[]))
-        .unwrap();
+    s.write_all(&common::frame(
+        999,
+        1,
+        1,
+        &MetadataRequest { topics: vec![] },
+        &[],
+    ))
+    .unwrap();
     let (h, f) = read_reply(&mut s).unwrap();
     assert_eq!(
         (h.correlation, error_of(&h, &f)),
         (1, ErrorCode::UnknownApi)
     );
-    s.write_all(&frame(
+    s.write_all(&common::frame(
         Api::Metadata as u16,
         7,
         2,
@@ -148,7 +138,7 @@ fn bad_frames_get_errors_or_closed_connections() {
     still_answers(&mut s, 3);
 
     // An archive that does not validate: InvalidRequest, connection goes on.
-    let mut bogus = frame(Api::Produce as u16, 1, 4, &produce_request(), &[]);
+    let mut bogus = common::frame(Api::Produce as u16, 1, 4, &produce_request(), &[]);
     for b in &mut bogus[24..] {
         *b = 0xff;
     }
@@ -161,7 +151,7 @@ fn bad_frames_get_errors_or_closed_connections() {
     let mut batch = common::batch(&[b"hello".to_vec()]).to_vec();
     let last = batch.len() - 1;
     batch[last] ^= 0x40;
-    s.write_all(&frame(
+    s.write_all(&common::frame(
         Api::Produce as u16,
         1,
         6,
@@ -174,7 +164,7 @@ fn bad_frames_get_errors_or_closed_connections() {
     assert_eq!(ErrorCode::from(response.error), ErrorCode::CorruptBatch);
     // Not a batch at all, and no batch.
     for (i, data) in [&b"garbage"[..], &[]].into_iter().enumerate() {
-        s.write_all(&frame(
+        s.write_all(&common::frame(
             Api::Produce as u16,
             1,
             7 + i as u64,

@@ -14,7 +14,7 @@ use shardlog_net::api::{
     Acks, Api, BrokerMetadata, MetadataResponse, PartitionMetadata, ProduceResponse, TopicMetadata,
 };
 use shardlog_net::client::{Client, ClientConfig, ClientError};
-use shardlog_net::frame::{FrameHeader, encode_head};
+use shardlog_net::frame::FrameHeader;
 
 #[test]
 fn a_silent_broker_times_out() {
@@ -97,21 +97,6 @@ where
     addr
 }
 
-fn encode<T>(header: &FrameHeader, meta: &T) -> Vec<u8>
-where
-    T: for<'a> rkyv::Serialize<
-            rkyv::api::high::HighSerializer<
-                AlignedVec,
-                rkyv::ser::allocator::ArenaHandle<'a>,
-                rkyv::rancor::Error,
-            >,
-        >,
-{
-    let mut out = Vec::new();
-    encode_head(&mut out, header.api, 1, header.correlation, 0, meta, 0).unwrap();
-    out
-}
-
 fn metadata(brokers: &[(u32, &str)], leader: u32) -> MetadataResponse {
     MetadataResponse {
         node_id: 0,
@@ -152,7 +137,7 @@ fn follows_not_leader_hints() {
                 leader_hint: None,
                 message: String::new(),
             };
-            encode(header, &ok)
+            common::frame(header.api, 1, header.correlation, &ok, &[])
         })
     });
     let metadata_calls = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
@@ -164,7 +149,13 @@ fn follows_not_leader_hints() {
             Some(Api::Metadata) => {
                 calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let me = me_inner.get().unwrap();
-                Some(encode(header, &metadata(&[(0, me), (1, &node1)], 0)))
+                Some(common::frame(
+                    header.api,
+                    1,
+                    header.correlation,
+                    &metadata(&[(0, me), (1, &node1)], 0),
+                    &[],
+                ))
             }
             Some(Api::Produce) => {
                 let moved = ProduceResponse {
@@ -173,7 +164,13 @@ fn follows_not_leader_hints() {
                     leader_hint: Some(1),
                     message: "moved".into(),
                 };
-                Some(encode(header, &moved))
+                Some(common::frame(
+                    header.api,
+                    1,
+                    header.correlation,
+                    &moved,
+                    &[],
+                ))
             }
             _ => None,
         });

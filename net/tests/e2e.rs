@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use shardlog_engine::record::RecordIter;
 use shardlog_net::ErrorCode;
 use shardlog_net::api::{Acks, OffsetSpec, TopicConfig};
-use shardlog_net::client::{Client, ClientConfig, FetchOptions};
+use shardlog_net::client::FetchOptions;
 use shardlog_net::testing::Shardlogd;
 
 fn value(partition: u32, i: usize) -> Vec<u8> {
@@ -30,9 +30,7 @@ fn produce_and_consume_across_partitions() {
     let server = Shardlogd::start(dir.path(), &["--shards", "2"]).unwrap();
     let brokers = server.brokers();
     common::run(move || async move {
-        let client = Client::connect(&brokers, ClientConfig::default())
-            .await
-            .unwrap();
+        let client = common::connect(&brokers).await;
         client
             .create_topic("orders", 3, 1, TopicConfig::default())
             .await
@@ -137,9 +135,7 @@ fn long_poll_waits_for_data_at_the_tail() {
     let server = Shardlogd::start(dir.path(), &["--shards", "1"]).unwrap();
     let brokers = server.brokers();
     common::run(move || async move {
-        let client = Client::connect(&brokers, ClientConfig::default())
-            .await
-            .unwrap();
+        let client = common::connect(&brokers).await;
         client
             .create_topic("tail", 1, 1, TopicConfig::default())
             .await
@@ -189,9 +185,7 @@ fn four_shards_every_partition_from_every_connection() {
         Shardlogd::start(dir.path(), &["--shards", "4", "--io-memory", "1048576"]).unwrap();
     let brokers = server.brokers();
     common::run(move || async move {
-        let admin = Client::connect(&brokers, ClientConfig::default())
-            .await
-            .unwrap();
+        let admin = common::connect(&brokers).await;
         admin
             .create_topic("wide", 8, 1, TopicConfig::default())
             .await
@@ -201,11 +195,7 @@ fn four_shards_every_partition_from_every_connection() {
         // about 4e-5. Each connection reaches 6 of the 8 partitions through another shard.
         let mut clients = Vec::new();
         for _ in 0..CLIENTS {
-            clients.push(
-                Client::connect(&brokers, ClientConfig::default())
-                    .await
-                    .unwrap(),
-            );
+            clients.push(common::connect(&brokers).await);
         }
         for (c, client) in clients.iter().enumerate() {
             for partition in 0..8u32 {
@@ -236,9 +226,7 @@ fn restart_reopens_every_topic() {
     let mut server = Shardlogd::start(dir.path(), &["--shards", "2"]).unwrap();
     let brokers = server.brokers();
     common::run(move || async move {
-        let client = Client::connect(&brokers, ClientConfig::default())
-            .await
-            .unwrap();
+        let client = common::connect(&brokers).await;
         for topic in ["a", "b"] {
             client
                 .create_topic(topic, 2, 1, TopicConfig::default())
@@ -258,9 +246,7 @@ fn restart_reopens_every_topic() {
     let server = Shardlogd::start(dir.path(), &["--shards", "3"]).unwrap();
     let brokers = server.brokers();
     common::run(move || async move {
-        let client = Client::connect(&brokers, ClientConfig::default())
-            .await
-            .unwrap();
+        let client = common::connect(&brokers).await;
         for topic in ["a", "b"] {
             for partition in 0..2 {
                 let records = common::consume_all(&client, topic, partition, 0).await;
@@ -282,9 +268,7 @@ fn topic_retention_runs_in_the_background() {
     let server = Shardlogd::start(dir.path(), &["--shards", "1"]).unwrap();
     let brokers = server.brokers();
     common::run(move || async move {
-        let client = Client::connect(&brokers, ClientConfig::default())
-            .await
-            .unwrap();
+        let client = common::connect(&brokers).await;
         let config = TopicConfig {
             segment_bytes: Some(64 << 10),
             retention_bytes: Some(256 << 10),
@@ -331,9 +315,7 @@ fn flush_never_is_visible_and_survives_a_clean_stop() {
     let mut server = Shardlogd::start(dir.path(), &["--shards", "2", "--flush", "never"]).unwrap();
     let brokers = server.brokers();
     common::run(move || async move {
-        let client = Client::connect(&brokers, ClientConfig::default())
-            .await
-            .unwrap();
+        let client = common::connect(&brokers).await;
         client
             .create_topic("fast", 2, 1, TopicConfig::default())
             .await
@@ -358,9 +340,7 @@ fn flush_never_is_visible_and_survives_a_clean_stop() {
     let server = Shardlogd::start(dir.path(), &["--shards", "2"]).unwrap();
     let brokers = server.brokers();
     common::run(move || async move {
-        let client = Client::connect(&brokers, ClientConfig::default())
-            .await
-            .unwrap();
+        let client = common::connect(&brokers).await;
         for partition in 0..2 {
             assert_eq!(
                 common::consume_all(&client, "fast", partition, 0)

@@ -93,3 +93,28 @@ pub async fn consume_all(
         offset = fetched.next_offset;
     }
 }
+
+/// A whole frame: header and `meta`, then `data`.
+pub fn frame<T>(api: u16, version: u16, correlation: u64, meta: &T, data: &[u8]) -> Vec<u8>
+where
+    T: for<'a> rkyv::Serialize<
+            rkyv::api::high::HighSerializer<
+                rkyv::util::AlignedVec,
+                rkyv::ser::allocator::ArenaHandle<'a>,
+                rkyv::rancor::Error,
+            >,
+        >,
+{
+    let mut out = Vec::new();
+    shardlog_net::frame::encode_head(&mut out, api, version, correlation, 0, meta, data.len())
+        .unwrap();
+    out.extend_from_slice(data);
+    out
+}
+
+/// A client of `brokers` with the default settings.
+pub async fn connect(brokers: &str) -> Client {
+    Client::connect(brokers, shardlog_net::client::ClientConfig::default())
+        .await
+        .unwrap()
+}
