@@ -5,16 +5,14 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::time::{Duration, Instant};
 
-use rkyv::util::AlignedVec;
 use shardlog_net::ErrorCode;
 use shardlog_net::api::{
     Acks, Api, BrokerMetadata, MetadataResponse, PartitionMetadata, ProduceResponse, TopicMetadata,
 };
 use shardlog_net::client::{Client, ClientConfig, ClientError};
-use shardlog_net::frame::FrameHeader;
 
 #[test]
 fn a_silent_broker_times_out() {
@@ -62,41 +60,6 @@ fn no_broker_listening() {
     );
 }
 
-/// A scripted broker on a std thread: answers each request with what `answer` returns
-/// (`None`: no reply), until the client leaves. Returns its address.
-fn fake_broker<F>(answer: F) -> String
-where
-    F: Fn(&FrameHeader, &AlignedVec<16>) -> Option<Vec<u8>> + Send + Sync + 'static,
-{
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let answer = std::sync::Arc::new(answer);
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let mut stream = stream.unwrap();
-            let answer = answer.clone();
-            std::thread::spawn(move || {
-                loop {
-                    let mut len = [0u8; 4];
-                    if stream.read_exact(&mut len).is_err() {
-                        return;
-                    }
-                    let total = FrameHeader::frame_bytes(len).unwrap();
-                    let mut frame = AlignedVec::<16>::new();
-                    frame.extend_from_slice(&len);
-                    frame.resize(total, 0);
-                    stream.read_exact(&mut frame[4..]).unwrap();
-                    let header = FrameHeader::parse(&frame).unwrap();
-                    if let Some(reply) = answer(&header, &frame) {
-                        stream.write_all(&reply).unwrap();
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
-
 fn metadata(brokers: &[(u32, &str)], leader: u32) -> MetadataResponse {
     MetadataResponse {
         node_id: 0,
@@ -129,7 +92,7 @@ fn metadata(brokers: &[(u32, &str)], leader: u32) -> MetadataResponse {
 /// the client follows the hint without asking for metadata again, and node 1 appends.
 #[test]
 fn follows_not_leader_hints() {
-    let node1 = fake_broker(|header, _| {
+    let node1 = common::fake_broker(|header, _| {
         (header.api == Api::Produce as u16).then(|| {
             let ok = ProduceResponse {
                 error: 0,
@@ -145,7 +108,7 @@ fn follows_not_leader_hints() {
         let (node1, calls) = (node1.clone(), metadata_calls.clone());
         let me = std::sync::Arc::new(std::sync::OnceLock::<String>::new());
         let me_inner = me.clone();
-        let addr = fake_broker(move |header, _| match Api::from_u16(header.api) {
+        let addr = common::fake_broker(move |header, _| match Api::from_u16(header.api) {
             Some(Api::Metadata) => {
                 calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let me = me_inner.get().unwrap();

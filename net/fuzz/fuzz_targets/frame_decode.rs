@@ -63,11 +63,24 @@ fuzz_target!(|data: &[u8]| {
         Some(Api::Produce) => produce(&header, frame),
         Some(Api::Fetch) => drop(check::<FetchRequest>(&header, frame)),
         Some(Api::ListOffsets) => drop(check::<ListOffsetsRequest>(&header, frame)),
+        Some(Api::Replicate) => replicate(&header, frame),
         None => {}
     }
     every_message(&header, frame);
     fetched_batches(header.data(frame));
 });
+
+/// The receiving node's path for a Replicate frame: meta, then the replicator's envelope.
+fn replicate(header: &FrameHeader, frame: &[u8]) {
+    let mut meta = rkyv::util::AlignedVec::<16>::new();
+    meta.extend_from_slice(header.meta(frame));
+    let frame = shardlog_net::wire::Frame {
+        header: *header,
+        meta,
+        data: bytes::BytesMut::from(header.data(frame)),
+    };
+    let _ = shardlog_net::peer::decode(&frame);
+}
 
 /// The server's path for a Produce frame: the request, the topic name, the batch.
 fn produce(header: &FrameHeader, frame: &[u8]) {

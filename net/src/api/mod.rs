@@ -6,6 +6,7 @@ mod fetch;
 mod list_offsets;
 mod metadata;
 mod produce;
+mod replicate;
 mod topics;
 
 pub use fetch::{ArchivedFetchRequest, ArchivedFetchResponse, FetchRequest, FetchResponse};
@@ -21,6 +22,7 @@ pub use produce::{
     Acks, ArchivedAcks, ArchivedProduceRequest, ArchivedProduceResponse, ProduceRequest,
     ProduceResponse,
 };
+pub use replicate::{ArchivedReplicateRequest, ReplicateRequest};
 pub use topics::{
     ArchivedCreateTopicRequest, ArchivedDeleteTopicRequest, CreateTopicRequest, DeleteTopicRequest,
     TopicConfig, TopicResponse,
@@ -42,6 +44,8 @@ pub enum Api {
     Fetch = 5,
     /// Earliest, latest, or by-timestamp offset of a partition.
     ListOffsets = 6,
+    /// Node to node: a replication message (no reply).
+    Replicate = 7,
 }
 
 impl Api {
@@ -55,6 +59,7 @@ impl Api {
             4 => Api::Produce,
             5 => Api::Fetch,
             6 => Api::ListOffsets,
+            7 => Api::Replicate,
             _ => return None,
         })
     }

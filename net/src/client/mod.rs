@@ -10,7 +10,7 @@
 //! polled, so produce requests to one partition from one client reach the broker, and are
 //! appended, in the order their futures were first polled, unless a retry intervenes.
 
-mod connection;
+pub(crate) mod connection;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;

@@ -58,6 +58,15 @@ pub(crate) async fn begin(shard: &std::rc::Rc<Shard>, frame: Frame) -> Completio
         Api::Produce => produce::begin(shard, frame).await,
         Api::Fetch => reads::fetch(shard, frame).await,
         Api::ListOffsets => reads::list_offsets(shard, frame).await,
+        // Replication messages need cluster mode, which this server does not run yet;
+        // they are never answered, so one arriving here is only logged and dropped.
+        Api::Replicate => {
+            tracing::warn!(
+                correlation = header.correlation,
+                "replication message for a single node; dropped"
+            );
+            ready(None).boxed_local()
+        }
     }
 }
 

@@ -1,8 +1,9 @@
 //! Shared by the server tests: data directories on a real filesystem, a glommio executor
 //! to run client code in, and batch building.
-#![allow(dead_code, clippy::unwrap_used)]
+#![allow(dead_code, clippy::unwrap_used, clippy::indexing_slicing)]
 
 use std::future::Future;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 
 use bytes::Bytes;
@@ -117,4 +118,42 @@ pub async fn connect(brokers: &str) -> Client {
     Client::connect(brokers, shardlog_net::client::ClientConfig::default())
         .await
         .unwrap()
+}
+
+/// A scripted broker on a std thread: answers each request with what `answer` returns
+/// (`None`: no reply), until the client leaves. Returns its address.
+pub fn fake_broker<F>(answer: F) -> String
+where
+    F: Fn(&shardlog_net::frame::FrameHeader, &rkyv::util::AlignedVec<16>) -> Option<Vec<u8>>
+        + Send
+        + Sync
+        + 'static,
+{
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let answer = std::sync::Arc::new(answer);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let mut stream = stream.unwrap();
+            let answer = answer.clone();
+            std::thread::spawn(move || {
+                loop {
+                    let mut len = [0u8; 4];
+                    if stream.read_exact(&mut len).is_err() {
+                        return;
+                    }
+                    let total = shardlog_net::frame::FrameHeader::frame_bytes(len).unwrap();
+                    let mut frame = rkyv::util::AlignedVec::<16>::new();
+                    frame.extend_from_slice(&len);
+                    frame.resize(total, 0);
+                    stream.read_exact(&mut frame[4..]).unwrap();
+                    let header = shardlog_net::frame::FrameHeader::parse(&frame).unwrap();
+                    if let Some(reply) = answer(&header, &frame) {
+                        stream.write_all(&reply).unwrap();
+                    }
+                }
+            });
+        }
+    });
+    addr
 }
