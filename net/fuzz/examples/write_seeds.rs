@@ -11,8 +11,10 @@ use shardlog_net::api::{
     Acks, Api, BrokerMetadata, CreateTopicRequest, DeleteTopicRequest, ErrorResponse,
     FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
     MetadataResponse, OffsetSpec, PartitionMetadata, ProduceRequest, ProduceResponse,
-    TopicConfig, TopicMetadata, TopicResponse, VERSION,
+    ReplicateRequest, TopicConfig, TopicMetadata, TopicResponse, VERSION,
 };
+use shardlog_replicator::NodeId;
+use shardlog_replicator::message::{self, Message, Ship};
 use shardlog_net::frame::{FLAG_ERROR, encode_head};
 
 fn main() {
@@ -45,11 +47,30 @@ fn main() {
         ("fetch_response", frame(Api::Fetch, 0, &fetch_response(), &two_batches)),
         ("list_offsets_response", frame(Api::ListOffsets, 0, &list_response(), &[])),
         ("error_response", frame(Api::Produce, FLAG_ERROR, &error_response(), &[])),
+        ("replicate_ship", replicate(&batch)),
     ];
     for (name, bytes) in seeds {
         std::fs::write(dir.join(name), bytes).expect("write a seed");
     }
     println!("seeds written to {}", dir.display());
+}
+
+/// A Replicate frame carrying a ship of `batch`, as a peer would send it.
+fn replicate(batch: &[u8]) -> Vec<u8> {
+    let ship = Message::Ship(Ship {
+        leader_epoch: 2,
+        prev_offset: 0,
+        prev_epoch: 1,
+        high_watermark: 0,
+        batches: batch.to_vec(),
+    });
+    let envelope = message::envelope(3, NodeId(1), NodeId(2), ship);
+    let body = message::encode(&envelope).expect("encode the envelope");
+    let meta = ReplicateRequest {
+        topic: "orders".into(),
+        partition: 3,
+    };
+    frame(Api::Replicate, 0, &meta, &body)
 }
 
 fn frame<T>(api: Api, flags: u16, meta: &T, data: &[u8]) -> Vec<u8>
