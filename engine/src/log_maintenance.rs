@@ -354,7 +354,15 @@ impl<S: Storage> PartitionLog<S> {
         if self.background_sync_due() {
             self.sync().await?;
         }
-        self.prepare_next_segment().await;
+        // Only once the active segment is half full: an idle partition should not hold a
+        // second preallocated segment's worth of disk.
+        let half_full = {
+            let state = self.state.borrow();
+            state.active().data_len >= self.config.segment_bytes / 2
+        };
+        if half_full {
+            self.prepare_next_segment().await;
+        }
         let too_old = {
             let state = self.state.borrow();
             let first = state.active().first_timestamp;
@@ -398,7 +406,8 @@ impl<S: Storage> PartitionLog<S> {
 
     /// Creates and preallocates the next segment's file under a temporary name (removed on
     /// open if a crash leaves it), off the append path, so a roll only renames it. A
-    /// failure here only warns: the roll then creates the file itself. `tick` calls it.
+    /// failure here only warns: the roll then creates the file itself. `tick` calls it
+    /// once the active segment is half full.
     pub async fn prepare_next_segment(&self) {
         {
             let mut state = self.state.borrow_mut();
