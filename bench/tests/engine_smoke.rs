@@ -2,21 +2,10 @@
 //! the configuration and exactly the records asked for, `--keep` leaves data that
 //! `--open-only` reopens, and a bad flag is a usage error. No timing is asserted.
 
-use std::path::PathBuf;
 use std::process::Command;
 
 fn test_dir() -> tempfile::TempDir {
-    let root = std::env::var_os("SHARDLOG_TEST_DIR").map_or_else(
-        || {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../target/shardlog-test"
-            ))
-        },
-        PathBuf::from,
-    );
-    std::fs::create_dir_all(&root).expect("test dir");
-    tempfile::tempdir_in(root).expect("temp dir")
+    tempfile::tempdir_in(shardlog_net::testing::test_root().expect("test dir")).expect("temp dir")
 }
 
 fn bench(args: &[&str]) -> std::process::Output {

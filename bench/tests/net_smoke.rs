@@ -8,24 +8,10 @@
 //! under `SHARDLOG_TEST_DIR` (default `<repo>/target/shardlog-test`): O_DIRECT needs a real
 //! filesystem, not tmpfs.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-use shardlog_net::testing::Shardlogd;
-
-fn test_root() -> PathBuf {
-    let root = std::env::var_os("SHARDLOG_TEST_DIR").map_or_else(
-        || {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../target/shardlog-test"
-            ))
-        },
-        PathBuf::from,
-    );
-    std::fs::create_dir_all(&root).expect("test dir");
-    root
-}
+use shardlog_net::testing::{Shardlogd, test_root};
 
 /// A running server and its data directory (removed after the server, when dropped).
 struct Server {
@@ -34,15 +20,9 @@ struct Server {
 }
 
 fn start_server() -> Server {
-    let binary = Shardlogd::binary();
-    assert!(
-        binary.exists(),
-        "{} is missing: build it first (cargo build -p shardlog-net) or set SHARDLOGD_BIN",
-        binary.display()
-    );
     let dir = tempfile::Builder::new()
         .prefix("bench-net-")
-        .tempdir_in(test_root())
+        .tempdir_in(test_root().expect("test dir"))
         .expect("temp dir");
     let shardlogd = Shardlogd::start(dir.path(), &["--shards", "2"]).expect("start shardlogd");
     Server {
@@ -113,7 +93,7 @@ fn assert_latency(latency: &serde_json::Value, count: u64) {
 #[test]
 fn produce_then_consume_then_e2e() {
     let server = start_server();
-    let dir = tempfile::tempdir_in(test_root()).expect("temp dir");
+    let dir = tempfile::tempdir_in(test_root().expect("test dir")).expect("temp dir");
     produce_runs(&server, dir.path());
     consume_run(&server, dir.path());
     e2e_run(&server, dir.path());

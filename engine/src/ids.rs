@@ -71,6 +71,15 @@ impl fmt::Display for SegmentId {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TimestampMs(pub i64);
 
+impl TimestampMs {
+    /// The wall clock now (0 before the epoch, saturating far after it).
+    #[must_use]
+    pub fn now() -> TimestampMs {
+        let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        TimestampMs(since.map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
+    }
+}
+
 impl fmt::Display for TimestampMs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)

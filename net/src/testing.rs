@@ -14,6 +14,23 @@ pub const READY_PREFIX: &str = "shardlogd ready: listening on ";
 /// How long `start` waits for the ready line.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Where tests of every crate put their data: `$SHARDLOG_TEST_DIR`, else the workspace's
+/// `target/shardlog-test` (O_DIRECT needs a real filesystem, which `/tmp` may not be).
+/// Created if missing.
+pub fn test_root() -> std::io::Result<PathBuf> {
+    let root = std::env::var_os("SHARDLOG_TEST_DIR").map_or_else(
+        || {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../target/shardlog-test"
+            ))
+        },
+        PathBuf::from,
+    );
+    std::fs::create_dir_all(&root)?;
+    Ok(root)
+}
+
 /// A running `shardlogd`.
 #[derive(Debug)]
 pub struct Shardlogd {
@@ -54,7 +71,9 @@ impl Shardlogd {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| {
-                std::io::Error::new(e.kind(), format!("starting {}: {e}", binary.display()))
+                let hint = "build it first (cargo build -p shardlog-net) or set SHARDLOGD_BIN";
+                let message = format!("starting {}: {e}; {hint}", binary.display());
+                std::io::Error::new(e.kind(), message)
             })?;
         let stderr = child.stderr.take().ok_or_else(|| other("no stderr pipe"))?;
         let (tx, rx) = mpsc::channel();

@@ -20,6 +20,7 @@ use shardlog_engine::{
     DmaStorage, EngineConfig, FlushPolicy, LeaderEpoch, Offset, PartitionLog, TimestampMs,
     warm_iopoll_probe,
 };
+use shardlog_net::testing::test_root;
 
 const BATCHES: u64 = 500;
 const RECORDS_PER_BATCH: u64 = 3;
@@ -32,24 +33,10 @@ fn config() -> EngineConfig {
     }
 }
 
-fn test_root() -> PathBuf {
-    let root = std::env::var_os("SHARDLOG_TEST_DIR").map_or_else(
-        || {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../target/shardlog-test"
-            ))
-        },
-        PathBuf::from,
-    );
-    fs::create_dir_all(&root).unwrap();
-    root
-}
-
 fn data_dir() -> tempfile::TempDir {
     tempfile::Builder::new()
         .prefix("tools-cli-")
-        .tempdir_in(test_root())
+        .tempdir_in(test_root().expect("test dir"))
         .unwrap()
 }
 

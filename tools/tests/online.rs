@@ -8,27 +8,11 @@
 #![cfg(test)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs;
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use shardlog_net::testing::Shardlogd;
-
-fn test_root() -> PathBuf {
-    let root = std::env::var_os("SHARDLOG_TEST_DIR").map_or_else(
-        || {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../target/shardlog-test"
-            ))
-        },
-        PathBuf::from,
-    );
-    fs::create_dir_all(&root).unwrap();
-    root
-}
+use shardlog_net::testing::{Shardlogd, test_root};
 
 /// A running server and its data directory (removed when dropped, after the server).
 struct Server {
@@ -38,15 +22,9 @@ struct Server {
 
 impl Server {
     fn start() -> Server {
-        let binary = Shardlogd::binary();
-        assert!(
-            binary.exists(),
-            "{} is missing: build it first (cargo build -p shardlog-net) or set SHARDLOGD_BIN",
-            binary.display()
-        );
         let dir = tempfile::Builder::new()
             .prefix("tools-online-")
-            .tempdir_in(test_root())
+            .tempdir_in(test_root().expect("test dir"))
             .unwrap();
         let shardlogd = Shardlogd::start(dir.path(), &["--shards", "2"]).unwrap();
         Server {

@@ -6,7 +6,7 @@
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bytes::BytesMut;
@@ -87,7 +87,7 @@ fn engine_config(args: &EngineArgs) -> EngineConfig {
 
 /// One batch of `batch_records` records with `record_size`-byte values of varied bytes.
 fn template_batch(args: &EngineArgs) -> Vec<u8> {
-    let now = now_ms();
+    let now = TimestampMs::now();
     let mut builder = BatchBuilder::new();
     let value: Vec<u8> = (0..args.record_size)
         .map(|i| ((i * 31) % 251).to_le_bytes()[0])
@@ -97,13 +97,6 @@ fn template_batch(args: &EngineArgs) -> Vec<u8> {
         builder.push(now, Some(key.as_bytes()), Some(&value), &[]);
     }
     builder.finish()
-}
-
-fn now_ms() -> TimestampMs {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
-    TimestampMs(i64::try_from(ms).unwrap_or(i64::MAX))
 }
 
 fn partition_dir(root: &Path, partition: usize) -> PathBuf {
@@ -218,7 +211,7 @@ async fn upkeep(logs: Vec<Rc<Log>>, progress: Rc<Progress>, flush: FlushPolicy) 
     while !progress.done.get() {
         glommio::timer::sleep(tick).await;
         for log in &logs {
-            if let Err(error) = log.tick(now_ms()).await {
+            if let Err(error) = log.tick(TimestampMs::now()).await {
                 tracing::error!(%error, "log upkeep failed");
             }
         }

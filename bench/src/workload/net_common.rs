@@ -415,11 +415,9 @@ pub fn value_bytes(size: usize) -> Vec<u8> {
 
 /// One batch of `records` records of `value` each, timestamped `now`.
 pub fn build_batch(builder: &mut BatchBuilder, records: usize, value: &[u8]) -> Bytes {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let now = TimestampMs::now();
     for _ in 0..records {
-        builder.push(TimestampMs(now), None, Some(value), &[]);
+        builder.push(now, None, Some(value), &[]);
     }
     Bytes::from(builder.finish())
 }

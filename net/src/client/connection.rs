@@ -26,6 +26,8 @@ const READ_BUFFER_BYTES: usize = 64 << 10;
 const SWEEP_EVERY: Duration = Duration::from_millis(100);
 
 type Reply = oneshot::Sender<Result<Frame, ClientError>>;
+/// Where a request's reply arrives.
+pub(crate) type ReplyReceiver = oneshot::Receiver<Result<Frame, ClientError>>;
 type Waiters = RefCell<HashMap<u64, (Instant, Reply)>>;
 
 struct Shared {
@@ -94,7 +96,7 @@ impl Connection {
         head: Vec<u8>,
         data: Bytes,
         expect_reply: bool,
-    ) -> Result<Option<oneshot::Receiver<Result<Frame, ClientError>>>, ClientError> {
+    ) -> Result<Option<ReplyReceiver>, ClientError> {
         if self.is_dead() {
             return Err(ClientError::Io(std::io::Error::new(
                 std::io::ErrorKind::NotConnected,

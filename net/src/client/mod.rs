@@ -33,7 +33,7 @@ use crate::api::{
 use crate::error_code::ErrorCode;
 use crate::frame::{FLAG_ERROR, encode_head};
 use crate::wire::Frame;
-use connection::Connection;
+use connection::{Connection, ReplyReceiver};
 
 /// Client settings.
 #[derive(Clone, Debug)]
@@ -544,6 +544,26 @@ impl Client {
         c
     }
 
+    /// Queues the request on the connection to `addr`; the receiver of its reply when
+    /// `expect_reply`.
+    async fn enqueue<Req>(
+        &self,
+        addr: &str,
+        api: Api,
+        request: &Req,
+        data: Bytes,
+        expect_reply: bool,
+    ) -> Result<Option<ReplyReceiver>, ClientError>
+    where
+        Req: for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>,
+    {
+        let conn = self.connection(addr).await?;
+        let correlation = self.next_correlation();
+        let head = head(api, correlation, request, data.len())?;
+        conn.send(correlation, head, data, expect_reply)
+    }
+
+    /// Sends a request that gets no reply (`acks=none`).
     async fn send_only<Req>(
         &self,
         addr: &str,
@@ -554,11 +574,9 @@ impl Client {
     where
         Req: for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>,
     {
-        let conn = self.connection(addr).await?;
-        let correlation = self.next_correlation();
-        let head = head(api, correlation, request, data.len())?;
-        conn.send(correlation, head, data, false)?;
-        Ok(())
+        self.enqueue(addr, api, request, data, false)
+            .await
+            .map(drop)
     }
 
     /// One attempt: sends the request to `addr` and decodes the reply's meta and data.
@@ -575,10 +593,7 @@ impl Client {
         Resp::Archived: for<'b> CheckBytes<HighValidator<'b, rancor::Error>>
             + rkyv::Deserialize<Resp, rkyv::api::high::HighDeserializer<rancor::Error>>,
     {
-        let conn = self.connection(addr).await?;
-        let correlation = self.next_correlation();
-        let head = head(api, correlation, request, data.len())?;
-        let Some(reply) = conn.send(correlation, head, data, true)? else {
+        let Some(reply) = self.enqueue(addr, api, request, data, true).await? else {
             return Err(ClientError::Protocol("no reply channel".into()));
         };
         let frame = reply

@@ -39,15 +39,22 @@ where
     }
 }
 
+/// The longest message an `ErrorResponse` carries: well inside the meta limit, so the
+/// frame always encodes.
+const ERROR_MESSAGE_MAX: usize = 1024;
+
 /// An `ErrorResponse` frame (`FLAG_ERROR`): the request could not be served at all.
 pub(crate) fn error_reply(header: &FrameHeader, code: ErrorCode, message: &str) -> Reply {
+    let mut cut = message.len().min(ERROR_MESSAGE_MAX);
+    while !message.is_char_boundary(cut) {
+        cut -= 1;
+    }
     let meta = ErrorResponse {
         error: code.as_u16(),
-        message: message.to_owned(),
+        message: message[..cut].to_owned(),
     };
     let mut head = Vec::new();
-    // An ErrorResponse with a short message always fits.
-    if encode_head(
+    encode_head(
         &mut head,
         header.api,
         VERSION,
@@ -56,10 +63,7 @@ pub(crate) fn error_reply(header: &FrameHeader, code: ErrorCode, message: &str) 
         &meta,
         0,
     )
-    .is_err()
-    {
-        head.clear();
-    }
+    .expect("a short ErrorResponse always encodes");
     Reply {
         head,
         data: Vec::new(),

@@ -6,7 +6,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures::FutureExt;
 use futures::channel::oneshot;
@@ -169,7 +169,7 @@ impl Shard {
                 .flatten()
                 .cloned()
                 .collect();
-            let now = now_ms();
+            let now = TimestampMs::now();
             for log in logs {
                 log.set_high_watermark(Shard::visible_end(&log));
                 if let Err(e) = log.tick(now).await {
@@ -203,12 +203,4 @@ async fn close_log(log: Rc<Log>) {
     if let Err(e) = result {
         tracing::error!(dir = %dir.display(), error = %e, "closing partition failed");
     }
-}
-
-/// Wall-clock milliseconds since the epoch.
-pub(crate) fn now_ms() -> TimestampMs {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
-    TimestampMs(i64::try_from(ms).unwrap_or(i64::MAX))
 }

@@ -4,7 +4,6 @@
 
 use std::future::Future;
 use std::io::{Read, Write};
-use std::path::PathBuf;
 
 use bytes::Bytes;
 use shardlog_engine::TimestampMs;
@@ -15,9 +14,7 @@ use shardlog_net::client::{Client, FetchOptions};
 /// A fresh directory under `$SHARDLOG_TEST_DIR` (O_DIRECT needs a real filesystem), else
 /// under the system temp dir.
 pub fn data_dir() -> tempfile::TempDir {
-    let root = std::env::var_os("SHARDLOG_TEST_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
-    std::fs::create_dir_all(&root).unwrap();
-    tempfile::tempdir_in(root).unwrap()
+    tempfile::tempdir_in(shardlog_net::testing::test_root().unwrap()).unwrap()
 }
 
 /// Runs `f` on a small glommio executor of its own and returns its output.
@@ -38,10 +35,7 @@ where
 /// Milliseconds since the epoch, now. (Records must be recent: retention deletes week-old
 /// segments.)
 pub fn now_ms() -> i64 {
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap();
-    i64::try_from(since.as_millis()).unwrap()
+    TimestampMs::now().0
 }
 
 /// A batch of `values`, keyed `k<i>`, record `i` stamped now + i ms.

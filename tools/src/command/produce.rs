@@ -18,7 +18,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, BufRead, BufReader, Write};
 use std::rc::Rc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -272,7 +271,7 @@ impl Sender {
     /// Groups the chunk's records by partition into batches; lines that cannot be records
     /// get an error.
     fn batches(&mut self, lines: &[Line], errors: &mut Vec<String>) -> Vec<Batch> {
-        let now = TimestampMs(now_ms());
+        let now = TimestampMs::now();
         let mut batches = Vec::new();
         for (partition, records) in self.group(lines, errors) {
             let mut builder = BatchBuilder::new();
@@ -351,12 +350,6 @@ fn line_span(lines: &[Line], members: &[usize]) -> String {
     } else {
         format!("lines {first}-{last} ({} records)", members.len())
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Prints answers: offsets on stdout, errors on stderr; counts failures.
