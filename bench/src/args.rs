@@ -26,6 +26,34 @@ pub enum Command {
     Consume(NetArgs),
     /// Producers and consumers at once: end-to-end latency per record.
     E2e(NetArgs),
+    /// Kill a partition's leader again and again: time until a new leader acknowledges.
+    Failover(FailoverArgs),
+}
+
+/// `shardlog-bench failover`.
+#[derive(Debug, Clone, Args)]
+pub struct FailoverArgs {
+    /// A broker to bootstrap from, HOST:PORT[,HOST:PORT...] (list several: one will die).
+    #[arg(long)]
+    pub brokers: String,
+    /// Topic whose partition 0 is measured; created with one partition when missing.
+    #[arg(long, default_value = "failover")]
+    pub topic: String,
+    /// Rounds: leaders killed.
+    #[arg(long, default_value_t = 20)]
+    pub kills: usize,
+    /// Shell command killing node `{node}`, e.g. `bench/scripts/cluster.sh kill {node}`.
+    #[arg(long)]
+    pub kill_cmd: String,
+    /// Shell command starting node `{node}` again and waiting until it serves.
+    #[arg(long)]
+    pub restart_cmd: String,
+    /// Bytes of each record's value.
+    #[arg(long, default_value_t = 1024)]
+    pub record_size: usize,
+    /// Write the rounds and summary as JSON to FILE.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 /// `shardlog-bench engine`.
@@ -98,7 +126,8 @@ pub struct NetArgs {
     /// A broker to bootstrap from, HOST:PORT.
     #[arg(long)]
     pub brokers: String,
-    /// Topic to write or read; created with --partitions when missing.
+    /// Topic to write or read; created with --partitions (and the server's default
+    /// replication factor) when missing.
     #[arg(long)]
     pub topic: String,
     /// Partitions of the topic when the bench creates it.

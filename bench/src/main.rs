@@ -8,6 +8,7 @@ mod plot;
 mod report;
 mod workload;
 
+use anyhow::Context;
 use clap::Parser;
 
 use crate::args::NetArgs;
@@ -35,6 +36,17 @@ fn main() -> std::process::ExitCode {
         args::Command::Produce(net) => net_run(net, workload::produce::run),
         args::Command::Consume(net) => net_run(net, workload::consume::run),
         args::Command::E2e(net) => net_run(net, workload::e2e::run),
+        args::Command::Failover(failover) => {
+            let json = failover.json.clone();
+            workload::failover::run(failover).and_then(|report| {
+                report.print();
+                match json {
+                    Some(path) => std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
+                        .with_context(|| format!("writing {}", path.display())),
+                    None => Ok(()),
+                }
+            })
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

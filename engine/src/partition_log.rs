@@ -714,7 +714,8 @@ impl<S: Storage> PartitionLog<S> {
         self.state.borrow().checkpoint.high_watermark
     }
 
-    /// Sets the high watermark; it reaches disk with the next checkpoint write.
+    /// Sets the high watermark; it reaches disk with the next checkpoint write. Raising it
+    /// wakes [`PartitionLog::changed`] waiters.
     pub fn set_high_watermark(&self, high_watermark: Offset) {
         let mut state = self.state.borrow_mut();
         assert!(
@@ -722,7 +723,14 @@ impl<S: Storage> PartitionLog<S> {
             "{high_watermark} > {}",
             state.log_end
         );
-        state.checkpoint.high_watermark = high_watermark.max(state.log_start());
+        let high_watermark = high_watermark.max(state.log_start());
+        let raised = high_watermark > state.checkpoint.high_watermark;
+        state.checkpoint.high_watermark = high_watermark;
+        drop(state);
+        if raised {
+            // Readers waiting at the committed end (long polls) may go on.
+            self.changed.notify_all();
+        }
     }
 
     /// The high watermark and leader-epoch history.

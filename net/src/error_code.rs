@@ -42,6 +42,15 @@ pub enum ErrorCode {
     ShuttingDown = 15,
     /// A topic name breaks the naming rules.
     InvalidTopic = 16,
+    /// The partition has no leader right now (an election is under way or no in-sync
+    /// replica is live).
+    LeaderNotAvailable = 17,
+    /// An idempotent producer's batch does not follow its last sequence number.
+    OutOfOrderSequence = 18,
+    /// A newer epoch of this producer id exists.
+    ProducerFenced = 19,
+    /// Too many produce requests are waiting on the partition.
+    Busy = 20,
 }
 
 impl ErrorCode {
@@ -55,6 +64,8 @@ impl ErrorCode {
                 | ErrorCode::Timeout
                 | ErrorCode::ShuttingDown
                 | ErrorCode::UnknownPartition
+                | ErrorCode::LeaderNotAvailable
+                | ErrorCode::Busy
         )
     }
 
@@ -67,7 +78,7 @@ impl ErrorCode {
 
 impl From<u16> for ErrorCode {
     fn from(code: u16) -> ErrorCode {
-        const ALL: [ErrorCode; 17] = [
+        const ALL: [ErrorCode; 21] = [
             ErrorCode::None,
             ErrorCode::Unknown,
             ErrorCode::UnknownTopic,
@@ -85,6 +96,10 @@ impl From<u16> for ErrorCode {
             ErrorCode::StorageError,
             ErrorCode::ShuttingDown,
             ErrorCode::InvalidTopic,
+            ErrorCode::LeaderNotAvailable,
+            ErrorCode::OutOfOrderSequence,
+            ErrorCode::ProducerFenced,
+            ErrorCode::Busy,
         ];
         ALL.get(usize::from(code))
             .copied()
@@ -120,7 +135,7 @@ mod tests {
 
     #[test]
     fn numbers_roundtrip() {
-        for n in 0..17u16 {
+        for n in 0..21u16 {
             assert_eq!(ErrorCode::from(n).as_u16(), n);
         }
         assert_eq!(ErrorCode::from(999), ErrorCode::Unknown);

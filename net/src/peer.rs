@@ -18,12 +18,15 @@ use shardlog_replicator::driver::Transport;
 use shardlog_replicator::message::{self, Envelope, Message};
 
 use crate::api::{Api, ArchivedReplicateRequest, ReplicateRequest, VERSION};
+use crate::client::ClientError;
 use crate::client::connection::Connection;
 use crate::frame::{FrameError, encode_head};
 use crate::wire::Frame;
 
 /// How long a connection attempt to a peer may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a request to a peer (`Peers::call`) may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(15);
 
 enum Link {
     Up(Connection),
@@ -60,7 +63,37 @@ impl Peers {
     /// Sends `envelope` about `topic` to node `envelope.to`, or drops it (see the module
     /// docs). Must run on a glommio executor.
     pub fn send(self: &Rc<Self>, topic: &str, envelope: &Envelope) {
-        let to = envelope.to;
+        let body = match message::encode(envelope) {
+            Ok(body) => body,
+            Err(e) => {
+                tracing::error!(error = %e, "encoding a replication message");
+                return;
+            }
+        };
+        let meta = ReplicateRequest {
+            topic: topic.to_owned(),
+            partition: envelope.partition,
+        };
+        self.send_frame(
+            envelope.to,
+            Api::Replicate,
+            &meta,
+            Bytes::copy_from_slice(&body),
+        );
+    }
+
+    /// Sends a fire-and-forget frame (`api`, `meta`, `data`) to node `to`, or drops it
+    /// (see the module docs). Must run on a glommio executor.
+    pub fn send_frame<M>(self: &Rc<Self>, to: u32, api: Api, meta: &M, data: Bytes)
+    where
+        M: for<'a> rkyv::Serialize<
+                rkyv::api::high::HighSerializer<
+                    rkyv::util::AlignedVec,
+                    rkyv::ser::allocator::ArenaHandle<'a>,
+                    rkyv::rancor::Error,
+                >,
+            >,
+    {
         let connection = match self.links.borrow().get(&to) {
             Some(Link::Up(connection)) if !connection.is_dead() => Some(connection.clone()),
             Some(Link::Connecting) => {
@@ -75,16 +108,79 @@ impl Peers {
             return;
         };
         let correlation = self.next_correlation();
-        let (head, data) = match encode(topic, envelope, correlation) {
-            Ok(frame) => frame,
-            Err(e) => {
-                tracing::error!(error = %e, "encoding a replication message");
-                return;
-            }
-        };
+        let mut head = Vec::new();
+        if let Err(e) = encode_head(
+            &mut head,
+            api as u16,
+            VERSION,
+            correlation,
+            0,
+            meta,
+            data.len(),
+        ) {
+            tracing::error!(error = %e, ?api, "encoding a peer frame");
+            return;
+        }
         if connection.send(correlation, head, data, false).is_err() {
             self.dropped.set(self.dropped.get() + 1);
         }
+    }
+
+    /// Sends a request frame to node `to` and waits for its reply, connecting first if
+    /// needed (unlike `send_frame`, which drops instead of waiting for a link).
+    pub async fn call<M>(
+        self: &Rc<Self>,
+        to: u32,
+        api: Api,
+        meta: &M,
+        data: Bytes,
+    ) -> Result<Frame, ClientError>
+    where
+        M: for<'a> rkyv::Serialize<
+                rkyv::api::high::HighSerializer<
+                    rkyv::util::AlignedVec,
+                    rkyv::ser::allocator::ArenaHandle<'a>,
+                    rkyv::rancor::Error,
+                >,
+            >,
+    {
+        let address = self
+            .addresses
+            .get(&to)
+            .ok_or_else(|| ClientError::NoBroker(format!("node {to} is not a peer")))?;
+        let live = match self.links.borrow().get(&to) {
+            Some(Link::Up(connection)) if !connection.is_dead() => Some(connection.clone()),
+            _ => None,
+        };
+        let connection = match live {
+            Some(connection) => connection,
+            None => {
+                let connection = Connection::open(address, CALL_TIMEOUT).await?;
+                // Kept as the link to that node: later messages reuse it.
+                self.links
+                    .borrow_mut()
+                    .insert(to, Link::Up(connection.clone()));
+                connection
+            }
+        };
+        let correlation = self.next_correlation();
+        let mut head = Vec::new();
+        encode_head(
+            &mut head,
+            api as u16,
+            VERSION,
+            correlation,
+            0,
+            meta,
+            data.len(),
+        )
+        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let reply = connection
+            .send(correlation, head, data, true)?
+            .ok_or_else(|| ClientError::Protocol("no reply channel".into()))?;
+        reply
+            .await
+            .map_err(|_| ClientError::Protocol("reply channel dropped".into()))?
     }
 
     fn next_correlation(&self) -> u64 {
@@ -95,7 +191,7 @@ impl Peers {
 
     fn connect(self: &Rc<Self>, to: u32) {
         let Some(address) = self.addresses.get(&to).cloned() else {
-            tracing::warn!(node = to, "replication message for an unknown node");
+            tracing::debug!(node = to, "peer message for an unknown node; dropped");
             return;
         };
         self.links.borrow_mut().insert(to, Link::Connecting);
@@ -113,30 +209,6 @@ impl Peers {
         })
         .detach();
     }
-}
-
-/// Encodes a `Replicate` frame: head, and the envelope as the data region.
-fn encode(
-    topic: &str,
-    envelope: &Envelope,
-    correlation: u64,
-) -> Result<(Vec<u8>, Bytes), FrameError> {
-    let body = message::encode(envelope).map_err(|e| FrameError::InvalidMessage(e.to_string()))?;
-    let meta = ReplicateRequest {
-        topic: topic.to_owned(),
-        partition: envelope.partition,
-    };
-    let mut head = Vec::new();
-    encode_head(
-        &mut head,
-        Api::Replicate as u16,
-        VERSION,
-        correlation,
-        0,
-        &meta,
-        body.len(),
-    )?;
-    Ok((head, Bytes::copy_from_slice(&body)))
 }
 
 /// Decodes a received `Replicate` frame: the topic and the validated envelope.

@@ -63,6 +63,7 @@ fn no_broker_listening() {
 fn metadata(brokers: &[(u32, &str)], leader: u32) -> MetadataResponse {
     MetadataResponse {
         node_id: 0,
+        controller: Some(0),
         brokers: brokers
             .iter()
             .map(|(id, addr)| {
@@ -71,6 +72,7 @@ fn metadata(brokers: &[(u32, &str)], leader: u32) -> MetadataResponse {
                     node_id: *id,
                     host: host.to_owned(),
                     port: port.parse().unwrap(),
+                    live: true,
                 }
             })
             .collect(),
@@ -79,7 +81,7 @@ fn metadata(brokers: &[(u32, &str)], leader: u32) -> MetadataResponse {
             error: 0,
             partitions: vec![PartitionMetadata {
                 partition: 0,
-                leader,
+                leader: Some(leader),
                 leader_epoch: 1,
                 replicas: vec![0, 1],
                 isr: vec![0, 1],

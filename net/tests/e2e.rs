@@ -273,6 +273,7 @@ fn topic_retention_runs_in_the_background() {
             segment_bytes: Some(64 << 10),
             retention_bytes: Some(256 << 10),
             retention_ms: None,
+            min_insync: None,
         };
         client.create_topic("short", 1, 1, config).await.unwrap();
         let values: Vec<Vec<u8>> = (0..10).map(|_| vec![7u8; 1000]).collect();

@@ -233,23 +233,35 @@ impl<S: Storage, T: Transport> ReplicaDriver<S, T> {
     /// Produces `batch` (one record batch as the client sent it); resolves with the
     /// replica's answer. If the driver stops first, the answer is `NotLeader`.
     pub async fn produce(&self, acks: Acks, batch: Vec<u8>) -> Result<Produced, ProduceError> {
-        if self.failed.get() {
-            return Err(ProduceError::NotLeader);
-        }
+        self.submit(acks, batch).await
+    }
+
+    /// [`ReplicaDriver::produce`] split for callers that must keep request order: the
+    /// replica takes the batch (and gives it its offsets) before this returns; the future
+    /// only waits for the answer.
+    pub fn submit(
+        &self,
+        acks: Acks,
+        batch: Vec<u8>,
+    ) -> impl Future<Output = Result<Produced, ProduceError>> + 'static {
         let (sender, receiver) = oneshot::channel();
-        let request = {
-            let mut state = self.state.borrow_mut();
-            state.next_request += 1;
-            let request = RequestId(state.next_request);
-            state.waiters.insert(request, sender);
-            request
-        };
-        self.step(Input::Produce {
-            request,
-            acks,
-            batch,
-        });
-        receiver.await.unwrap_or(Err(ProduceError::NotLeader))
+        if self.failed.get() {
+            let _ = sender.send(Err(ProduceError::NotLeader));
+        } else {
+            let request = {
+                let mut state = self.state.borrow_mut();
+                state.next_request += 1;
+                let request = RequestId(state.next_request);
+                state.waiters.insert(request, sender);
+                request
+            };
+            self.step(Input::Produce {
+                request,
+                acks,
+                batch,
+            });
+        }
+        async move { receiver.await.unwrap_or(Err(ProduceError::NotLeader)) }
     }
 
     /// A message from the replica on node `from` (decoded and validated by the caller).

@@ -6,7 +6,9 @@
 //! holds durably everything committed and everything this leader inherited at election
 //! (the epoch start offset, KAFKA-7128), and only as the incarnation the leader has
 //! heard from since its restart (KIP-903): a replica that lost data rejoins only after it
-//! has caught up again.
+//! has caught up again. A member that restarted leaves at once; one a new leader has not
+//! heard from yet keeps its place for `replica_lag_ms` (until it answers, it holds the
+//! high watermark back, which is safe).
 
 use shardlog_engine::Offset;
 
@@ -23,6 +25,8 @@ pub struct Lag {
     pub durable_end: Offset,
     /// Whether the leader has heard from this incarnation since it last restarted.
     pub known: bool,
+    /// Whether it restarted (a new incarnation) since the leader last counted it in sync.
+    pub restarted: bool,
 }
 
 /// Whether a follower last caught up at `caught_up_at` is out of sync at `now`.
@@ -46,8 +50,10 @@ pub fn shrink(
         .filter(|&node| {
             node == leader
                 || lags.iter().any(|lag| {
+                    // A member not heard from yet (a new leader's followers) keeps its
+                    // place for `replica_lag_ms`; one that restarted leaves at once.
                     lag.node == node
-                        && lag.known
+                        && !lag.restarted
                         && !out_of_sync(now, lag.caught_up_at, replica_lag_ms)
                 })
         })
@@ -88,6 +94,7 @@ mod tests {
             caught_up_at: Tick(caught_up_at),
             durable_end: Offset(durable_end),
             known,
+            restarted: !known,
         }
     }
 
@@ -104,6 +111,18 @@ mod tests {
         let lags = [lag(1, 950, 10, false), lag(2, 990, 10, true)];
         assert_eq!(
             shrink(NodeId(0), &isr, &lags, Tick(1000), 500),
+            Some(vec![NodeId(0), NodeId(2)])
+        );
+        // One not heard from yet (a new leader's follower) keeps its place until the lag.
+        let silent = Lag {
+            known: false,
+            restarted: false,
+            ..lag(1, 900, 0, true)
+        };
+        let lags = [silent, lag(2, 990, 10, true)];
+        assert_eq!(shrink(NodeId(0), &isr, &lags, Tick(1000), 500), None);
+        assert_eq!(
+            shrink(NodeId(0), &isr, &lags, Tick(1401), 500),
             Some(vec![NodeId(0), NodeId(2)])
         );
         // Joining needs the durable floor, recency and a known incarnation.

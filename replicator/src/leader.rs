@@ -410,6 +410,7 @@ impl Leader {
                 caught_up_at: p.caught_up_at,
                 durable_end: p.durable_end,
                 known: p.incarnation.is_some() && !p.restarted,
+                restarted: p.restarted,
             })
             .collect()
     }

@@ -1,12 +1,17 @@
 //! The Raft controller: a one-node controller, and a 3-node in-memory cluster whose raft
-//! messages go through a seeded network that drops and reorders them.
+//! messages go through a seeded network that drops and reorders them. Each node's `Persist`
+//! records go to an in-memory file, from which a restarted node recovers; every message
+//! that promises persisted state is checked against that file as it is sent.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use protobuf::Message as _;
+use raft::eraftpb::{Message as RaftMessage, MessageType};
 use shardlog_engine::LeaderEpoch;
+use shardlog_replicator::controller::raft_file::{self, Recovered};
 use shardlog_replicator::controller::{
-    Action, Command, Controller, ControllerConfig, Metadata, MetadataChange, PartitionState,
-    ProposalId, Refusal,
+    Action, Command, Controller, ControllerConfig, ControllerError, Metadata, MetadataChange,
+    PartitionState, ProposalId, Refusal,
 };
 use shardlog_replicator::{NodeId, Tick};
 
@@ -23,9 +28,85 @@ fn seeds(count: u64) -> std::ops::Range<u64> {
     }
 }
 
+/// Checks one ready's actions in order against the node's file, appending its `Persist`
+/// records: a message that promises persisted state (an append acknowledgement, a vote, a
+/// vote request) is sent only once that state is in the file, and a follower's append
+/// acknowledgement never comes before the `Persist` of its list.
+/// The number of append acknowledgements that came after a `Persist` of their list.
+fn persist_in_order(file: &mut Vec<u8>, actions: &[Action]) -> u64 {
+    let mut acknowledged = 0;
+    let persist_at = actions
+        .iter()
+        .position(|a| matches!(a, Action::Persist { .. }));
+    let mut durable = raft_file::recover(file);
+    for (position, action) in actions.iter().enumerate() {
+        match action {
+            Action::Persist { bytes } => {
+                file.extend_from_slice(bytes);
+                durable = raft_file::recover(file);
+                assert_eq!(durable.torn, None);
+                assert_eq!(durable.valid_len, file.len());
+            }
+            Action::Send { bytes, .. } => {
+                let message = RaftMessage::parse_from_bytes(bytes).expect("a raft message");
+                if message.msg_type == MessageType::MsgAppendResponse {
+                    assert!(
+                        persist_at.is_none_or(|p| p < position),
+                        "append response at {position} before Persist at {persist_at:?}"
+                    );
+                    acknowledged += u64::from(persist_at.is_some());
+                }
+                check_promise(&durable, &message);
+            }
+            _ => {}
+        }
+    }
+    acknowledged
+}
+
+/// What `message` tells its peer is already in the sender's `durable` state.
+fn check_promise(durable: &Recovered, message: &RaftMessage) {
+    let hard_state = &durable.hard_state;
+    match message.msg_type {
+        MessageType::MsgAppendResponse if !message.reject => {
+            let last = durable.entries.last().map_or(0, |e| e.index);
+            assert!(
+                message.index <= last,
+                "acknowledges index {} with {last} durable",
+                message.index
+            );
+        }
+        MessageType::MsgRequestVoteResponse if !message.reject => {
+            assert_eq!(
+                (hard_state.term, hard_state.vote),
+                (message.term, message.to),
+                "a vote sent before it was durable"
+            );
+        }
+        MessageType::MsgRequestVote => {
+            assert_eq!(
+                (hard_state.term, hard_state.vote),
+                (message.term, message.from),
+                "a vote request sent before its own vote was durable"
+            );
+        }
+        _ => {}
+    }
+}
+
+fn config(node: NodeId, n: u32) -> ControllerConfig {
+    let mut config = ControllerConfig::new(node, (0..n).map(NodeId).collect());
+    config.rebalance_interval_ms = 300;
+    config
+}
+
 /// Controllers of a cluster plus a lossy, reordering network; seeded, one thread.
 struct Cluster {
     controllers: BTreeMap<NodeId, Controller>,
+    /// Each node's Raft file: the bytes of its `Persist` actions.
+    files: BTreeMap<NodeId, Vec<u8>>,
+    /// Append acknowledgements sent after the `Persist` of their ready.
+    acknowledged_after_persist: u64,
     /// Controllers that are down (their messages are dropped, they get no ticks).
     down: BTreeSet<NodeId>,
     /// Nodes whose broker heartbeats have stopped.
@@ -39,17 +120,16 @@ struct Cluster {
 
 impl Cluster {
     fn new(n: u32, seed: u64, drop_percent: u64) -> Cluster {
-        let voters: Vec<NodeId> = (0..n).map(NodeId).collect();
-        let controllers = voters
-            .iter()
+        let controllers = (0..n)
             .map(|v| {
-                let mut config = ControllerConfig::new(*v, voters.clone());
-                config.rebalance_interval_ms = 300;
-                (*v, Controller::new(config, Tick(0)).expect("valid config"))
+                let controller = Controller::new(config(NodeId(v), n), Tick(0));
+                (NodeId(v), controller.expect("valid config"))
             })
             .collect();
         Cluster {
             controllers,
+            files: (0..n).map(|v| (NodeId(v), Vec::new())).collect(),
+            acknowledged_after_persist: 0,
             down: BTreeSet::new(),
             silent: BTreeSet::new(),
             network: Vec::new(),
@@ -117,6 +197,8 @@ impl Cluster {
     }
 
     fn perform(&mut self, id: NodeId, actions: Vec<Action>) {
+        let file = self.files.get_mut(&id).expect("a file");
+        self.acknowledged_after_persist += persist_in_order(file, &actions);
         for action in actions {
             match action {
                 Action::Send { to, bytes } if self.next_random() % 100 >= self.drop_percent => {
@@ -169,6 +251,10 @@ impl Cluster {
             else {
                 continue;
             };
+            assert!(
+                !self.outcomes.contains_key(&id),
+                "proposal id {id:?} reused"
+            );
             if self.run_until(200, |c| c.outcomes.contains_key(&id)) {
                 return self.outcomes[&id].clone();
             }
@@ -202,6 +288,43 @@ impl Cluster {
             .filter(|(id, _)| !self.down.contains(id));
         let first = up.next().expect("a controller up").1.metadata();
         up.all(|(_, c)| c.metadata() == first)
+    }
+
+    /// Every controller that is up has applied the same metadata, to the same index.
+    fn settled(&self) -> bool {
+        let mut applied = self
+            .controllers
+            .iter()
+            .filter(|(id, _)| !self.down.contains(id))
+            .map(|(_, c)| c.applied_index());
+        let first = applied.next();
+        self.converged() && applied.all(|a| Some(a) == first)
+    }
+
+    /// Every controller stops and starts again from its file (messages in flight are lost).
+    /// Its first ready, from the file alone, applies again what it had applied.
+    fn restart_all(&mut self, first_proposal_seq: u64) {
+        self.network.clear();
+        let n = u32::try_from(self.controllers.len()).expect("small");
+        let ids: Vec<NodeId> = self.controllers.keys().copied().collect();
+        for id in ids {
+            let old = self.controllers.remove(&id).expect("a controller");
+            let (metadata, applied) = (old.metadata().clone(), old.applied_index());
+            drop(old);
+            let recovered = raft_file::recover(&self.files[&id]);
+            assert_eq!(recovered.torn, None);
+            assert_eq!(recovered.hard_state.commit, applied, "{id}");
+            let mut config = config(id, n);
+            config.first_proposal_seq = first_proposal_seq;
+            let restarted = Controller::recover(config, self.now, recovered).expect("recovers");
+            assert_eq!(restarted.applied_index(), 0);
+            self.controllers.insert(id, restarted);
+            let actions = self.controller(id).ready().expect("ready");
+            self.perform(id, actions);
+            let restarted = &self.controllers[&id];
+            assert_eq!(restarted.applied_index(), applied, "{id}");
+            assert_eq!(restarted.metadata(), &metadata, "{id}");
+        }
     }
 
     fn start(n: u32, seed: u64, drop_percent: u64, rf: u16, min_insync: u16) -> Cluster {
@@ -412,10 +535,12 @@ fn controller_leader_killed_another_takes_over_with_the_metadata() {
             .collect();
         c.down.insert(old);
         c.silent.insert(old);
+        let killed_at = c.now;
         assert!(
             c.run_until(2000, |c| c.leader().is_some_and(|l| l != old)),
             "seed {seed}: no new controller leader"
         );
+        let elected_after = c.now.since(killed_at);
         let new = c.leader().unwrap();
         assert!(c.controllers[&new].term() > term);
         // The partitions of the dead node fail over under the new controller leader.
@@ -425,6 +550,16 @@ fn controller_leader_killed_another_takes_over_with_the_metadata() {
                 now.is_some_and(|now| now.leader != Some(old))
             })),
             "seed {seed}: no failover after controller failover"
+        );
+        // The new controller leader counts the old one's session from when it last heard
+        // from it, not from its own election: the failover comes one session timeout
+        // (1000 ms) after the death or right after the election, whichever is later, not a
+        // whole session after the election.
+        let took = c.now.since(killed_at);
+        eprintln!("seed {seed}: elected after {elected_after} ms, failed over after {took} ms");
+        assert!(
+            took < elected_after.max(1000) + 300,
+            "seed {seed}: elected after {elected_after} ms, failover took {took} ms"
         );
         let m = c.metadata();
         assert_eq!(
@@ -491,4 +626,157 @@ fn elr_member_may_lead_when_the_isr_is_gone() {
     );
     assert_eq!(after.leader_epoch, LeaderEpoch(1));
     m.invariants(None).unwrap();
+}
+
+/// Runs one ready of a lone controller, its `Persist` records going to `file`.
+fn drive(c: &mut Controller, file: &mut Vec<u8>) -> Vec<Action> {
+    let actions = c.ready().expect("ready");
+    persist_in_order(file, &actions);
+    actions
+}
+
+fn applied_proposals(actions: &[Action]) -> Vec<ProposalId> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Applied { proposal, .. } => *proposal,
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn one_node_controller_recovers_from_its_file() {
+    let config = ControllerConfig::new(NodeId(7), vec![NodeId(7)]);
+    let mut file = Vec::new();
+    let mut c = Controller::new(config.clone(), Tick(0)).unwrap();
+    let mut applied = Vec::new();
+    applied.extend(applied_proposals(&drive(&mut c, &mut file)));
+    c.register(NodeId(7), "127.0.0.1:9092").unwrap();
+    let create = Command::CreateTopic {
+        name: "t".into(),
+        partitions: 2,
+        replication_factor: 1,
+        min_insync: 1,
+        config: vec![],
+    };
+    let created = c.propose(create).unwrap();
+    for _ in 0..10 {
+        applied.extend(applied_proposals(&drive(&mut c, &mut file)));
+    }
+    assert!(applied.contains(&created));
+    let (before, term) = (c.metadata().clone(), c.term());
+    assert!(before.topics().contains_key("t"));
+    drop(c);
+
+    // A torn write after the last record changes nothing but the length to keep.
+    let mut torn = file.clone();
+    torn.extend_from_slice(&[200, 0, 0, 0, 1, 2]);
+    let recovered = raft_file::recover(&torn);
+    assert_eq!(recovered.valid_len, file.len());
+    assert!(recovered.torn.is_some());
+
+    let mut config = config;
+    config.first_proposal_seq = 1_000;
+    let mut c = Controller::recover(config, Tick(0), recovered).unwrap();
+    let actions = drive(&mut c, &mut file);
+    assert_eq!(c.metadata(), &before, "the committed entries applied again");
+    assert!(applied_proposals(&actions).contains(&created));
+    c.tick(Tick(50));
+    drive(&mut c, &mut file);
+    assert!(c.is_leader());
+    assert!(c.term() > term);
+
+    let again = Command::CreateTopic {
+        name: "u".into(),
+        partitions: 1,
+        replication_factor: 1,
+        min_insync: 1,
+        config: vec![],
+    };
+    let id = c.propose(again).unwrap();
+    assert!(!applied.contains(&id), "{id:?} is an old proposal's id");
+    let mut outcome = None;
+    for _ in 0..10 {
+        for action in drive(&mut c, &mut file) {
+            if let Action::Applied {
+                proposal: Some(p),
+                outcome: o,
+                ..
+            } = action
+            {
+                if p == id {
+                    outcome = Some(o);
+                }
+            }
+        }
+    }
+    assert_eq!(outcome, Some(Ok(())));
+    assert!(c.metadata().topics().contains_key("u"));
+    assert_eq!(c.metadata().topics()["t"], before.topics()["t"]);
+}
+
+#[test]
+fn recovering_an_inconsistent_state_is_an_error() {
+    let config = ControllerConfig::new(NodeId(0), vec![NodeId(0)]);
+    let mut recovered = Recovered::default();
+    recovered.hard_state.commit = 3;
+    assert!(matches!(
+        Controller::recover(config, Tick(0), recovered),
+        Err(ControllerError::Recovered(_))
+    ));
+}
+
+#[test]
+fn all_controllers_restart_from_their_files_with_the_metadata() {
+    for seed in seeds(3) {
+        let mut c = Cluster::start(3, seed, 10, 3, 2);
+        let more = Command::CreateTopic {
+            name: "u".into(),
+            partitions: 3,
+            replication_factor: 2,
+            min_insync: 1,
+            config: vec![],
+        };
+        assert_eq!(c.commit(&more), Ok(()));
+        let victim = NodeId((c.leader().unwrap().0 + 1) % 3);
+        c.silent.insert(victim);
+        assert!(
+            c.run_until(1000, |c| c.metadata().nodes()[&victim].fenced),
+            "seed {seed}: not fenced"
+        );
+        assert!(c.run_until(1000, Cluster::settled), "seed {seed}: diverged");
+        let before = c.metadata().clone();
+        let term = c.controllers.values().map(Controller::term).max().unwrap();
+
+        c.restart_all(1_000_000);
+        assert!(
+            c.run_until(2000, |c| c.leader().is_some()),
+            "seed {seed}: no leader after the restart"
+        );
+        assert!(c.controllers[&c.leader().unwrap()].term() > term);
+        assert!(c.run_until(1000, Cluster::settled), "seed {seed}: diverged");
+        for (id, node) in &c.controllers {
+            assert_eq!(node.metadata(), &before, "seed {seed}: node {id}");
+        }
+        let after = Command::CreateTopic {
+            name: "v".into(),
+            partitions: 2,
+            replication_factor: 2,
+            min_insync: 1,
+            config: vec![],
+        };
+        assert_eq!(c.commit(&after), Ok(()));
+        assert!(c.run_until(1000, Cluster::settled), "seed {seed}: diverged");
+        assert!(c.metadata().topics().contains_key("v"));
+        assert_eq!(c.metadata().nodes(), before.nodes());
+    }
+}
+
+#[test]
+fn append_acknowledgements_follow_their_persist() {
+    // The check itself runs on every ready of every cluster test; this one makes sure it
+    // saw acknowledgements.
+    let c = Cluster::start(3, 5, 0, 3, 2);
+    assert!(c.acknowledged_after_persist > 0);
 }

@@ -1,14 +1,14 @@
 //! The command line of `shardlog` (clap derive). Two kinds of subcommands:
-//! - online (`topic`, `produce`, `consume`; arguments in `args/online.rs`): talk to running
-//!   `shardlogd` brokers over the wire protocol;
+//! - online (`topic`, `produce`, `consume`, `cluster`; arguments in `args/online.rs`): talk
+//!   to running `shardlogd` brokers over the wire protocol;
 //! - offline (`dump`, `verify`, `stats`, `repair`, `export`, `import`): read a data
 //!   directory with plain file I/O while no `shardlogd` runs on it.
 
 mod online;
 
 pub use online::{
-    Acks, BrokerArgs, ConsumeArgs, ConsumeFrom, OutputFormat, ProduceArgs, TopicArgs, TopicCommand,
-    TopicCreateArgs, TopicDeleteArgs, TopicNameArgs,
+    Acks, BrokerArgs, ClusterArgs, ClusterCommand, ConsumeArgs, ConsumeFrom, OutputFormat,
+    ProduceArgs, TopicArgs, TopicCommand, TopicCreateArgs, TopicDeleteArgs, TopicNameArgs,
 };
 
 use std::path::PathBuf;
@@ -20,12 +20,12 @@ Exit codes:
   0  success (verify: no problems found; repair: nothing to do, or everything repaired)
   1  problems found or a request failed (verify: any finding; repair: repairs needed but
      --apply not given, or problems left that need manual work; online commands: a server
-     error such as an unknown topic, or records that failed)
+     error such as an unknown topic, records that failed, a broker not live)
   2  usage error, I/O error or connection error (missing directory, unreadable file, bad
      input, brokers unreachable)";
 
 /// shardlog's operator CLI: create, list, describe and delete topics, produce and consume
-/// records on running brokers; offline, inspect, verify, repair, back up and restore
+/// records, show the cluster's brokers on running brokers; offline, inspect, verify, repair, back up and restore
 /// partition logs on disk (only while no shardlogd uses the data directory).
 #[derive(Debug, Parser)]
 #[command(name = "shardlog", version, after_help = EXIT_CODES)]
@@ -47,6 +47,9 @@ pub enum Command {
     /// Print a topic's records, one value per line, in offset order per partition.
     #[command(after_help = EXIT_CODES)]
     Consume(ConsumeArgs),
+    /// Show the cluster: controller and brokers.
+    #[command(after_help = EXIT_CODES)]
+    Cluster(ClusterArgs),
     /// Print batches and records of a segment file or a partition directory.
     #[command(after_help = EXIT_CODES)]
     Dump(DumpArgs),

@@ -1,5 +1,5 @@
-//! `shardlog`: the operator CLI. Online subcommands (topic, produce, consume) talk to
-//! running brokers through `shardlog_net::client` on one glommio executor (`online.rs`).
+//! `shardlog`: the operator CLI. Online subcommands (topic, produce, consume, cluster) talk
+//! to running brokers through `shardlog_net::client` on one glommio executor (`online.rs`).
 //! Offline subcommands (dump, verify, stats, repair, export, import) read partition
 //! directories with plain file I/O while no `shardlogd` runs.
 //!

@@ -23,12 +23,22 @@ where
     F: FnOnce(Client) -> Fut + Send + 'static,
     Fut: Future<Output = Result<T, ToolError>> + 'static,
 {
+    run_with(brokers, ClientConfig::default(), f)
+}
+
+/// [`run`] with client settings other than the defaults.
+pub fn run_with<T, F, Fut>(brokers: &BrokerArgs, config: ClientConfig, f: F) -> Result<T, ToolError>
+where
+    T: Send + 'static,
+    F: FnOnce(Client) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T, ToolError>> + 'static,
+{
     let brokers = brokers.brokers.clone();
     let handle = LocalExecutorBuilder::new(Placement::Unbound)
         .name("shardlog-client")
         .io_memory(IO_MEMORY)
         .spawn(move || async move {
-            let client = Client::connect(&brokers, ClientConfig::default())
+            let client = Client::connect(&brokers, config)
                 .await
                 .map_err(|source| ToolError::Connect { brokers, source })?;
             f(client).await

@@ -1,7 +1,7 @@
-//! End-to-end tests of the online `shardlog` commands (topic, produce, consume) against a
-//! real `shardlogd` child process (`shardlog_net::testing::Shardlogd`, on 127.0.0.1 with
-//! an ephemeral port). Data directories live under `SHARDLOG_TEST_DIR` (default
-//! `<repo>/target/shardlog-test`): O_DIRECT needs a real filesystem, not tmpfs.
+//! End-to-end tests of the online `shardlog` commands (topic, produce, consume, cluster)
+//! against a real `shardlogd` child process (`shardlog_net::testing::Shardlogd`, on
+//! 127.0.0.1 with an ephemeral port). Data directories live under `SHARDLOG_TEST_DIR`
+//! (default `<repo>/target/shardlog-test`): O_DIRECT needs a real filesystem, not tmpfs.
 //!
 //! `shardlogd` must be built in the same target directory (`cargo build -p shardlog-net`,
 //! which `cargo nextest run --workspace` does) or named by `SHARDLOGD_BIN`.
@@ -191,6 +191,75 @@ fn check_describe(server: &Server) {
         let high_watermark = if partition == 1 { "2" } else { "0" };
         assert_eq!(fields[6], high_watermark, "{row}");
     }
+}
+
+#[test]
+fn topic_create_min_insync_and_server_default_replication() {
+    let server = Server::start();
+    // No --replication-factor: the server picks (1 on a node without peers), and the
+    // line reports what the metadata shows.
+    let created = server.ok(
+        &[
+            "topic",
+            "create",
+            "safe",
+            "--partitions",
+            "2",
+            "--min-insync",
+            "1",
+        ],
+        "",
+    );
+    assert_eq!(
+        created,
+        "created topic safe (2 partitions, replication factor 1, min insync 1)\n"
+    );
+    let described = server.ok(&["topic", "describe", "safe"], "");
+    assert_eq!(
+        lines(&described)[0],
+        "topic safe: 2 partitions, replication factor 1",
+        "{described}"
+    );
+
+    for (args, why) in [
+        (
+            &["--min-insync", "2", "--replication-factor", "1"][..],
+            "more than --replication-factor",
+        ),
+        (&["--min-insync", "0"], "--min-insync"),
+        (&["--replication-factor", "0"], "--replication-factor"),
+    ] {
+        let mut full = vec!["topic", "create", "other", "--partitions", "1"];
+        full.extend(args);
+        let output = server.run(&full, "");
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            describe(&output)
+        );
+        assert!(
+            String::from_utf8_lossy(&output.stderr).contains(why),
+            "{args:?}: {}",
+            describe(&output)
+        );
+    }
+    assert_eq!(lines(&server.ok(&["topic", "list"], "")), ["safe"]);
+}
+
+#[test]
+fn cluster_status_on_one_node() {
+    let server = Server::start();
+    let status = server.ok(&["cluster", "status"], "");
+    let rows = lines(&status);
+    assert_eq!(rows.len(), 3, "{status}");
+    // A node without peers has no controller today; cluster mode may name itself.
+    assert!(
+        ["controller: none", "controller: 0"].contains(&rows[0]),
+        "{status}"
+    );
+    assert_eq!(rows[1], "node\taddress\tlive");
+    assert_eq!(rows[2], format!("0\t{}\tyes", server.brokers()));
 }
 
 #[test]

@@ -4,6 +4,7 @@
 pub mod consume;
 pub mod e2e;
 pub mod engine;
+pub mod failover;
 pub mod net_common;
 pub mod produce;
 pub mod progress;

@@ -106,7 +106,7 @@ pub async fn ensure_topic(brokers: &str, topic: &str, partitions: u32) -> anyhow
         .await
         .with_context(|| format!("connecting to {brokers}"))?;
     match client
-        .create_topic(topic, partitions, 1, TopicConfig::default())
+        .create_topic(topic, partitions, 0, TopicConfig::default())
         .await
     {
         Ok(()) => tracing::info!(topic, partitions, "created the topic"),

@@ -17,6 +17,8 @@ pub struct BrokerMetadata {
     pub host: String,
     /// Port.
     pub port: u16,
+    /// Registered and not fenced (its heartbeats reach the controller).
+    pub live: bool,
 }
 
 /// One partition.
@@ -24,8 +26,8 @@ pub struct BrokerMetadata {
 pub struct PartitionMetadata {
     /// Partition number.
     pub partition: u32,
-    /// Node id of the leader.
-    pub leader: u32,
+    /// Node id of the leader; `None` while no in-sync replica is live.
+    pub leader: Option<u32>,
     /// The leader's epoch.
     pub leader_epoch: i32,
     /// Node ids of all replicas, preferred leader first.
@@ -50,6 +52,8 @@ pub struct TopicMetadata {
 pub struct MetadataResponse {
     /// Node id of the node answering.
     pub node_id: u32,
+    /// The controller leader as the answering node knows it (`None` during an election).
+    pub controller: Option<u32>,
     /// All brokers.
     pub brokers: Vec<BrokerMetadata>,
     /// The topics.

@@ -2,6 +2,7 @@
 //! (see `frame.rs`); record batches ride in the frame's data region, untouched.
 //! Every response carries an `error` (an `ErrorCode` number, 0 for success).
 
+mod controller;
 mod fetch;
 mod list_offsets;
 mod metadata;
@@ -9,6 +10,7 @@ mod produce;
 mod replicate;
 mod topics;
 
+pub use controller::{ArchivedControllerRequest, ControllerRequest};
 pub use fetch::{ArchivedFetchRequest, ArchivedFetchResponse, FetchRequest, FetchResponse};
 pub use list_offsets::{
     ArchivedListOffsetsRequest, ArchivedListOffsetsResponse, ArchivedOffsetSpec,
@@ -46,6 +48,8 @@ pub enum Api {
     ListOffsets = 6,
     /// Node to node: a replication message (no reply).
     Replicate = 7,
+    /// Node to node: a controller message (no reply).
+    Controller = 8,
 }
 
 impl Api {
@@ -60,6 +64,7 @@ impl Api {
             5 => Api::Fetch,
             6 => Api::ListOffsets,
             7 => Api::Replicate,
+            8 => Api::Controller,
             _ => return None,
         })
     }

@@ -11,6 +11,8 @@ pub struct TopicConfig {
     pub retention_bytes: Option<u64>,
     /// `retention.ms`.
     pub retention_ms: Option<u64>,
+    /// `min.insync.replicas`: the smallest ISR that acknowledges `acks=all` (cluster mode).
+    pub min_insync: Option<u16>,
 }
 
 /// Request meta; no data.
@@ -20,7 +22,7 @@ pub struct CreateTopicRequest {
     pub name: String,
     /// Partitions, at least 1.
     pub partitions: u32,
-    /// Replicas per partition (1 until replication lands).
+    /// Replicas per partition; 0 takes the server's default.
     pub replication_factor: u16,
     /// Settings.
     pub config: TopicConfig,

@@ -34,11 +34,15 @@ struct Shared {
     waiters: Waiters,
     dead: Cell<bool>,
     addr: String,
+    /// Closed when the connection dies, so the writer task ends and the socket is closed
+    /// even while a holder keeps the `Connection` (else it would sit in CLOSE-WAIT).
+    outgoing: mpsc::UnboundedSender<Outgoing>,
 }
 
 impl Shared {
     fn fail_all(&self, why: &str) {
         self.dead.set(true);
+        self.outgoing.close_channel();
         let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
         for (_, (_, waiter)) in waiters {
             let _ = waiter.send(Err(ClientError::Io(std::io::Error::new(
@@ -66,12 +70,13 @@ impl Connection {
         stream.set_nodelay(true).map_err(std::io::Error::from)?;
         let stream = stream.buffered_with(Preallocated::new(READ_BUFFER_BYTES));
         let (reader, writer) = stream.split();
+        let (tx, rx) = mpsc::unbounded();
         let shared = Rc::new(Shared {
             waiters: RefCell::new(HashMap::new()),
             dead: Cell::new(false),
             addr: addr.to_owned(),
+            outgoing: tx.clone(),
         });
-        let (tx, rx) = mpsc::unbounded();
         glommio::spawn_local(write_loop(shared.clone(), writer, rx)).detach();
         glommio::spawn_local(read_loop(shared.clone(), reader)).detach();
         glommio::spawn_local(sweep(Rc::downgrade(&shared))).detach();

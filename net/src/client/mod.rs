@@ -42,8 +42,10 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     /// Further attempts after a retriable error.
     pub retries: u32,
-    /// Pause before the first retry; doubled each time, at most 2 s.
+    /// Pause before the first retry; doubled each time, up to `retry_backoff_max`.
     pub retry_backoff: Duration,
+    /// Longest pause between retries.
+    pub retry_backoff_max: Duration,
 }
 
 impl Default for ClientConfig {
@@ -52,6 +54,7 @@ impl Default for ClientConfig {
             request_timeout: Duration::from_secs(30),
             retries: 8,
             retry_backoff: Duration::from_millis(100),
+            retry_backoff_max: Duration::from_secs(1),
         }
     }
 }
@@ -79,6 +82,10 @@ pub enum ClientError {
     /// No broker could be reached.
     #[error("no broker reachable: {0}")]
     NoBroker(String),
+    /// A broker that metadata named as the leader does not know the topic; retried with
+    /// fresh metadata.
+    #[error("stale metadata: {0}")]
+    StaleMetadata(String),
     /// Fresh metadata says the topic has no such partition (not retried).
     #[error("{topic} has {partitions} partitions; there is no partition {partition}")]
     NoSuchPartition {
@@ -105,7 +112,10 @@ impl ClientError {
     fn is_retriable(&self) -> bool {
         match self {
             ClientError::Server { code, .. } => code.is_retriable(),
-            ClientError::Io(_) | ClientError::Timeout | ClientError::NoBroker(_) => true,
+            ClientError::Io(_)
+            | ClientError::Timeout
+            | ClientError::NoBroker(_)
+            | ClientError::StaleMetadata(_) => true,
             ClientError::Protocol(_) | ClientError::NoSuchPartition { .. } => false,
         }
     }
@@ -216,7 +226,8 @@ impl Client {
                 correlation: Cell::new(1),
             }),
         };
-        client.metadata(&[]).await?;
+        // A cluster that just started may still be electing its controller: retried.
+        client.with_retries(|| client.metadata(&[])).await?;
         Ok(client)
     }
 
@@ -277,8 +288,22 @@ impl Client {
             config,
         };
         self.admin(Api::CreateTopic, &request).await?;
-        self.metadata(&[name.to_owned()]).await?;
-        Ok(())
+        // In a cluster the other nodes learn of the topic a moment later: wait until the
+        // metadata names it, so the caller can use it at once.
+        let deadline = std::time::Instant::now() + self.inner.config.request_timeout;
+        let mut pause = Duration::from_millis(5);
+        loop {
+            let response = self.metadata(&[name.to_owned()]).await?;
+            let known = response
+                .topics
+                .iter()
+                .any(|t| t.name == name && t.error == ErrorCode::None as u16);
+            if known || std::time::Instant::now() >= deadline {
+                return Ok(());
+            }
+            glommio::timer::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
     }
 
     /// Deletes a topic and every record in it.
@@ -351,7 +376,13 @@ impl Client {
                 return Ok(None);
             }
             let (response, _) = self
-                .call::<_, ProduceResponse>(&addr, Api::Produce, &request, batch.clone())
+                .call_leader::<_, ProduceResponse>(
+                    topic,
+                    &addr,
+                    Api::Produce,
+                    &request,
+                    batch.clone(),
+                )
                 .await?;
             let hint = response.leader_hint;
             self.check_partition(topic, partition, response.error, hint, &response.message)?;
@@ -379,7 +410,7 @@ impl Client {
         self.with_retries(|| async {
             let addr = self.leader(topic, partition).await?;
             let (response, data) = self
-                .call::<_, FetchResponse>(&addr, Api::Fetch, &request, Bytes::new())
+                .call_leader::<_, FetchResponse>(topic, &addr, Api::Fetch, &request, Bytes::new())
                 .await?;
             let hint = response.leader_hint;
             self.check_partition(topic, partition, response.error, hint, &response.message)?;
@@ -409,7 +440,13 @@ impl Client {
         self.with_retries(|| async {
             let addr = self.leader(topic, partition).await?;
             let (response, _) = self
-                .call::<_, ListOffsetsResponse>(&addr, Api::ListOffsets, &request, Bytes::new())
+                .call_leader::<_, ListOffsetsResponse>(
+                    topic,
+                    &addr,
+                    Api::ListOffsets,
+                    &request,
+                    Bytes::new(),
+                )
                 .await?;
             let hint = response.leader_hint;
             self.check_partition(topic, partition, response.error, hint, &response.message)?;
@@ -430,7 +467,14 @@ impl Client {
         leader_hint: Option<u32>,
         message: &str,
     ) -> Result<(), ClientError> {
-        let result = check(error, message);
+        let mut result = check(error, message);
+        if let Err(e) = &result
+            && e.code() == Some(ErrorCode::UnknownTopic)
+        {
+            // Metadata named this broker, which does not know the topic (yet, or any more):
+            // the cache is stale. The retry's metadata lookup tells which.
+            result = Err(ClientError::StaleMetadata(format!("{topic}: {message}")));
+        }
         if let Err(e) = &result
             && e.is_retriable()
         {
@@ -463,11 +507,11 @@ impl Client {
         tracing::debug!(
             topic,
             partition,
-            from = p.leader,
+            from = ?p.leader,
             to = node,
             "following a NotLeader hint"
         );
-        p.leader = node;
+        p.leader = Some(node);
         *meta = Rc::new(updated);
         true
     }
@@ -485,7 +529,7 @@ impl Client {
                     left -= 1;
                     tracing::debug!(error = %e, "retrying");
                     glommio::timer::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    backoff = (backoff * 2).min(self.inner.config.retry_backoff_max);
                 }
                 result => return result,
             }
@@ -507,12 +551,20 @@ impl Client {
                 partitions: u32::try_from(meta.partitions.len()).unwrap_or(u32::MAX),
             });
         };
+        let Some(leader) = p.leader else {
+            // An election is under way: ask again after the backoff.
+            self.inner.topics.borrow_mut().remove(topic);
+            return Err(ClientError::Server {
+                code: ErrorCode::LeaderNotAvailable,
+                message: format!("{topic}/{partition} has no leader"),
+            });
+        };
         self.inner
             .brokers
             .borrow()
-            .get(&p.leader)
+            .get(&leader)
             .cloned()
-            .ok_or_else(|| ClientError::NoBroker(format!("leader {} of {topic}", p.leader)))
+            .ok_or_else(|| ClientError::NoBroker(format!("leader {leader} of {topic}")))
     }
 
     fn any_broker(&self) -> String {
@@ -580,6 +632,30 @@ impl Client {
     }
 
     /// One attempt: sends the request to `addr` and decodes the reply's meta and data.
+    /// `call` to a partition's leader: when the leader cannot be reached, the topic's
+    /// cached metadata is dropped, so the retry asks where the leader is now (it may have
+    /// failed over).
+    async fn call_leader<Req, Resp>(
+        &self,
+        topic: &str,
+        addr: &str,
+        api: Api,
+        request: &Req,
+        data: Bytes,
+    ) -> Result<(Resp, Bytes), ClientError>
+    where
+        Req: for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>,
+        Resp: rkyv::Archive,
+        Resp::Archived: for<'b> CheckBytes<HighValidator<'b, rancor::Error>>
+            + rkyv::Deserialize<Resp, rkyv::api::high::HighDeserializer<rancor::Error>>,
+    {
+        let result = self.call(addr, api, request, data).await;
+        if let Err(ClientError::Io(_) | ClientError::NoBroker(_) | ClientError::Timeout) = &result {
+            self.inner.topics.borrow_mut().remove(topic);
+        }
+        result
+    }
+
     async fn call<Req, Resp>(
         &self,
         addr: &str,

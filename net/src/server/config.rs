@@ -14,8 +14,15 @@
 //! retention_ms = 604800000
 //! tail_cache_bytes = 8388608           # per partition
 //! io_memory = 10485760                 # per shard, for glommio's registered buffers
+//! # cluster mode (all nodes list the same peers, themselves included):
+//! peers = "0=10.0.0.1:9092,1=10.0.0.2:9092,2=10.0.0.3:9092"
+//! replication_factor = 3               # default of new topics: min(3, nodes)
+//! min_insync = 2                       # default of new topics: min(2, replication_factor)
+//! session_timeout_ms = 750             # a node silent this long is fenced
+//! replica_lag_ms = 10000               # a follower this far behind leaves the ISR
 //! ```
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -48,6 +55,16 @@ pub struct FileConfig {
     pub tail_cache_bytes: Option<usize>,
     /// glommio io_memory per shard.
     pub io_memory: Option<usize>,
+    /// Cluster nodes, `ID=HOST:PORT,...`; absent: a single node without replication.
+    pub peers: Option<String>,
+    /// Default replication factor of new topics.
+    pub replication_factor: Option<u16>,
+    /// Default `min_insync` of new topics.
+    pub min_insync: Option<u16>,
+    /// Controller session timeout.
+    pub session_timeout_ms: Option<u64>,
+    /// Replica lag allowed before a follower leaves the ISR.
+    pub replica_lag_ms: Option<u64>,
 }
 
 impl FileConfig {
@@ -73,6 +90,11 @@ impl FileConfig {
             retention_ms: other.retention_ms.or(self.retention_ms),
             tail_cache_bytes: other.tail_cache_bytes.or(self.tail_cache_bytes),
             io_memory: other.io_memory.or(self.io_memory),
+            peers: other.peers.or(self.peers),
+            replication_factor: other.replication_factor.or(self.replication_factor),
+            min_insync: other.min_insync.or(self.min_insync),
+            session_timeout_ms: other.session_timeout_ms.or(self.session_timeout_ms),
+            replica_lag_ms: other.replica_lag_ms.or(self.replica_lag_ms),
         }
     }
 }
@@ -95,6 +117,76 @@ pub struct ServerConfig {
     pub engine: EngineConfig,
     /// glommio io_memory per shard.
     pub io_memory: usize,
+    /// Cluster mode, if peers are configured.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// Cluster mode: the nodes, and the replication defaults.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// Every node (this one included) by id: where peers reach it.
+    pub peers: BTreeMap<u32, String>,
+    /// Default replication factor of new topics.
+    pub replication_factor: u16,
+    /// Default `min_insync` of new topics.
+    pub min_insync: u16,
+    /// A node whose heartbeats stop for this long is fenced and loses its leaderships.
+    pub session_timeout_ms: u64,
+    /// A follower behind the leader's log end this long leaves the ISR.
+    pub replica_lag_ms: u64,
+}
+
+/// Parses `ID=HOST:PORT,...`.
+pub fn parse_peers(text: &str) -> anyhow::Result<BTreeMap<u32, String>> {
+    let mut peers = BTreeMap::new();
+    for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (id, address) = item
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("peer {item:?}: expected ID=HOST:PORT"))?;
+        let id: u32 = id
+            .parse()
+            .map_err(|e| anyhow::anyhow!("peer {item:?}: node id: {e}"))?;
+        if address
+            .rsplit_once(':')
+            .is_none_or(|(_, port)| port.parse::<u16>().is_err())
+        {
+            anyhow::bail!("peer {item:?}: expected ID=HOST:PORT");
+        }
+        if peers.insert(id, address.to_owned()).is_some() {
+            anyhow::bail!("peer {id} listed twice");
+        }
+    }
+    Ok(peers)
+}
+
+fn cluster_config(file: &FileConfig, node_id: u32) -> anyhow::Result<Option<ClusterConfig>> {
+    let Some(text) = &file.peers else {
+        return Ok(None);
+    };
+    let peers = parse_peers(text)?;
+    if !peers.contains_key(&node_id) {
+        anyhow::bail!("--peers must list this node ({node_id}) too");
+    }
+    let nodes = u16::try_from(peers.len()).unwrap_or(u16::MAX);
+    let replication_factor = file.replication_factor.unwrap_or(nodes.min(3));
+    let min_insync = file.min_insync.unwrap_or(replication_factor.min(2));
+    if !(1..=nodes).contains(&replication_factor) {
+        anyhow::bail!("replication factor {replication_factor}: 1 to {nodes} (the nodes)");
+    }
+    if !(1..=replication_factor).contains(&min_insync) {
+        anyhow::bail!("min_insync {min_insync}: 1 to {replication_factor}");
+    }
+    let session_timeout_ms = file.session_timeout_ms.unwrap_or(750);
+    if !(300..=60_000).contains(&session_timeout_ms) {
+        anyhow::bail!("session_timeout_ms {session_timeout_ms}: 300 to 60000");
+    }
+    Ok(Some(ClusterConfig {
+        peers,
+        replication_factor,
+        min_insync,
+        session_timeout_ms,
+        replica_lag_ms: file.replica_lag_ms.unwrap_or(10_000),
+    }))
 }
 
 /// Defaults: listen 127.0.0.1:9092, one shard per core, node 0, flush always.
@@ -104,6 +196,8 @@ impl TryFrom<FileConfig> for ServerConfig {
     type Error = anyhow::Error;
 
     fn try_from(file: FileConfig) -> anyhow::Result<ServerConfig> {
+        let node_id = file.node_id.unwrap_or(0);
+        let cluster = cluster_config(&file, node_id)?;
         let data_dir = file
             .data_dir
             .ok_or_else(|| anyhow::anyhow!("no data directory: pass --data-dir DIR"))?;
@@ -132,9 +226,10 @@ impl TryFrom<FileConfig> for ServerConfig {
             listen: file.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_owned()),
             advertise: file.advertise,
             shards,
-            node_id: file.node_id.unwrap_or(0),
+            node_id,
             engine,
             io_memory: file.io_memory.unwrap_or(10 << 20),
+            cluster,
         })
     }
 }
@@ -167,5 +262,39 @@ mod tests {
         };
         assert!(ServerConfig::try_from(file).is_err());
         assert!(ServerConfig::try_from(FileConfig::default()).is_err());
+    }
+
+    #[test]
+    fn cluster_defaults_and_checks() {
+        let file = |peers: &str, node: u32| FileConfig {
+            data_dir: Some("/d".into()),
+            node_id: Some(node),
+            peers: Some(peers.into()),
+            ..FileConfig::default()
+        };
+        let three = "0=127.0.0.1:1,1=127.0.0.1:2, 2=127.0.0.1:3";
+        let cluster = ServerConfig::try_from(file(three, 1))
+            .unwrap()
+            .cluster
+            .unwrap();
+        assert_eq!(cluster.peers.len(), 3);
+        assert_eq!((cluster.replication_factor, cluster.min_insync), (3, 2));
+        let one = ServerConfig::try_from(file("0=h:1", 0))
+            .unwrap()
+            .cluster
+            .unwrap();
+        assert_eq!((one.replication_factor, one.min_insync), (1, 1));
+        assert!(
+            ServerConfig::try_from(file(three, 7)).is_err(),
+            "self missing"
+        );
+        assert!(
+            ServerConfig::try_from(file("0=h:1,0=h:2", 0)).is_err(),
+            "twice"
+        );
+        assert!(ServerConfig::try_from(file("0=h", 0)).is_err(), "no port");
+        let mut rf4 = file(three, 0);
+        rf4.replication_factor = Some(4);
+        assert!(ServerConfig::try_from(rf4).is_err());
     }
 }

@@ -8,10 +8,11 @@ use futures::FutureExt;
 use futures::channel::oneshot;
 use futures::future::{LocalBoxFuture, ready};
 
-use crate::api::{Api, VERSION};
+use crate::api::{Api, ControllerRequest, VERSION};
 use crate::error_code::ErrorCode;
 use crate::frame::FrameHeader;
 use crate::server::admin;
+use crate::server::cluster::ClusterRoute;
 use crate::server::inbox::ShardMsg;
 use crate::server::produce;
 use crate::server::reads;
@@ -58,15 +59,57 @@ pub(crate) async fn begin(shard: &std::rc::Rc<Shard>, frame: Frame) -> Completio
         Api::Produce => produce::begin(shard, frame).await,
         Api::Fetch => reads::fetch(shard, frame).await,
         Api::ListOffsets => reads::list_offsets(shard, frame).await,
-        // Replication messages need cluster mode, which this server does not run yet;
-        // they are never answered, so one arriving here is only logged and dropped.
-        Api::Replicate => {
-            tracing::warn!(
-                correlation = header.correlation,
-                "replication message for a single node; dropped"
-            );
+        Api::Replicate => replicate(shard, frame).await,
+        Api::Controller if shard.id == 0 => {
+            controller(shard, &frame);
             ready(None).boxed_local()
         }
+        Api::Controller => forward(shard, 0, frame).await,
+    }
+}
+
+/// A replication message: to the shard that owns the partition, then its replica. Never
+/// answered (the replicas resend on their timers), so anything wrong is logged and dropped.
+async fn replicate(shard: &std::rc::Rc<Shard>, frame: Frame) -> Completion {
+    let none = || ready(None).boxed_local();
+    let Some(cluster) = &shard.cluster else {
+        tracing::warn!("replication message for a node without --peers; dropped");
+        return none();
+    };
+    let route = match frame.access::<crate::api::ArchivedReplicateRequest>() {
+        Ok(meta) => cluster.route(
+            shard.id,
+            shard.node.shards,
+            meta.topic.as_str(),
+            meta.partition.to_native(),
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "invalid replication message; dropped");
+            return none();
+        }
+    };
+    match route {
+        ClusterRoute::Shard(owner) => forward(shard, owner, frame).await,
+        ClusterRoute::Replica(_) => {
+            match crate::peer::decode(&frame) {
+                Ok((topic, envelope)) => cluster.receive(&topic, envelope),
+                Err(e) => tracing::warn!(error = %e, "invalid replication message; dropped"),
+            }
+            none()
+        }
+        _ => none(),
+    }
+}
+
+/// A controller message, on shard 0.
+fn controller(shard: &Shard, frame: &Frame) {
+    let Some(service) = shard.cluster.as_ref().and_then(|c| c.controller.as_ref()) else {
+        tracing::warn!("controller message for a node without --peers; dropped");
+        return;
+    };
+    match frame.decode::<ControllerRequest>() {
+        Ok(request) => service.handle(request, &frame.data.clone().freeze()),
+        Err(e) => tracing::warn!(error = %e, "invalid controller message; dropped"),
     }
 }
 

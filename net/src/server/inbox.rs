@@ -3,10 +3,14 @@
 //! requests forwarded from one connection keep their order.
 
 use std::rc::Rc;
+use std::sync::Arc;
 
+use bytes::Bytes;
 use futures::channel::oneshot;
 
+use crate::api::ControllerRequest;
 use crate::server::catalog::TopicSpec;
+use crate::server::cluster::ClusterView;
 use crate::server::dispatch;
 use crate::server::reply::Reply;
 use crate::server::shard::Shard;
@@ -37,6 +41,10 @@ pub(crate) enum ShardMsg {
     },
     /// From the main thread: stop (SIGTERM/SIGINT, or another shard failed).
     Stop,
+    /// Cluster mode, to shard 0: a controller message from a shard of this node.
+    Controller(ControllerRequest, Bytes),
+    /// Cluster mode, from shard 0: the controller's newest view.
+    View(Arc<ClusterView>),
 }
 
 /// Bounded depth of an inbox: a slow shard pushes back on the shards forwarding to it.
@@ -65,6 +73,16 @@ pub(crate) async fn serve(shard: Rc<Shard>, inbox: flume::Receiver<ShardMsg>) {
                 let _ = done.send(());
             }
             ShardMsg::Stop => shard.begin_stop(),
+            ShardMsg::Controller(request, data) => {
+                if let Some(service) = shard.cluster.as_ref().and_then(|c| c.controller.as_ref()) {
+                    service.handle(request, &data);
+                }
+            }
+            ShardMsg::View(view) => {
+                if let Some(cluster) = &shard.cluster {
+                    cluster.set_view(view);
+                }
+            }
         }
     }
 }

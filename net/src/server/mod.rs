@@ -13,6 +13,7 @@
 
 mod admin;
 pub mod catalog;
+mod cluster;
 pub mod config;
 mod connection;
 mod dispatch;
@@ -32,6 +33,9 @@ use anyhow::Context;
 use futures::future::{Either, select};
 use glommio::{LocalExecutorBuilder, Placement};
 use shardlog_engine::{preflight, warm_iopoll_probe};
+use shardlog_replicator::NodeId;
+use shardlog_replicator::controller::ControllerConfig;
+use shardlog_replicator::controller::raft_file::Recovered;
 
 pub use config::{FileConfig, ServerConfig};
 
@@ -39,6 +43,9 @@ use crate::testing::READY_PREFIX;
 use catalog::TopicSpec;
 use inbox::{INBOX_DEPTH, ShardMsg};
 use shard::{NodeInfo, Shard};
+
+/// Milliseconds per controller Raft tick (election after 10 ticks, heartbeats every 2).
+const CONTROLLER_TICK_MS: u64 = 25;
 
 /// How long a stopping shard waits for requests in flight before closing its logs.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -51,7 +58,8 @@ enum Event {
 
 /// Runs the server until SIGTERM/SIGINT or a shard fails.
 pub fn run(config: ServerConfig) -> anyhow::Result<()> {
-    let (catalog, listen) = prepare(&config)?;
+    let (catalog, listen, mut raft) = prepare(&config)?;
+    let started = Instant::now();
     let mut signals = signal_hook::iterator::Signals::new([libc::SIGTERM, libc::SIGINT])
         .context("installing signal handlers")?;
     let (events, events_rx) = mpsc::channel();
@@ -72,6 +80,8 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
             inbox,
             listen: bound,
             events: events.clone(),
+            raft: if id == 0 { raft.take() } else { None },
+            started,
         };
         let placement = if cores >= config.shards {
             Placement::Fixed(id)
@@ -118,22 +128,45 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
     result
 }
 
-/// Start-up checks (with the fix for each failure), the topics on disk, and the address to
-/// listen on.
-fn prepare(config: &ServerConfig) -> anyhow::Result<(BTreeMap<String, TopicSpec>, SocketAddr)> {
+/// What start-up read: the topics on disk (one node) or the controller's Raft state
+/// (cluster mode), and the address to listen on.
+type Prepared = (
+    BTreeMap<String, TopicSpec>,
+    SocketAddr,
+    Option<(Recovered, std::fs::File)>,
+);
+
+/// Start-up checks (with the fix for each failure) and what the shards start from.
+fn prepare(config: &ServerConfig) -> anyhow::Result<Prepared> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating {}", config.data_dir.display()))?;
     preflight::preflight(&config.data_dir)?.warn_if_memlock_below(config.io_memory);
-    let catalog = catalog::load(&config.data_dir)
-        .with_context(|| format!("loading topics from {}", config.data_dir.display()))?;
+    // In cluster mode the topics are the controller's (its Raft log), not topic.json files.
+    let catalog = match config.cluster {
+        Some(_) => BTreeMap::new(),
+        None => catalog::load(&config.data_dir)
+            .with_context(|| format!("loading topics from {}", config.data_dir.display()))?,
+    };
     let listen = resolve(&config.listen)?;
     if listen.port() != 0 {
         // glommio listeners set SO_REUSEPORT, which would silently share the port with a
-        // server already running: refuse to start instead.
-        std::net::TcpListener::bind(listen)
-            .with_context(|| format!("listening on {listen} (another server running?)"))?;
+        // server already running: refuse to start if something answers there. (A trial
+        // bind would also trip over the sockets a killed predecessor left closing.)
+        let probe = match listen.ip() {
+            ip if ip.is_unspecified() => {
+                SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), listen.port())
+            }
+            _ => listen,
+        };
+        if std::net::TcpStream::connect_timeout(&probe, Duration::from_millis(500)).is_ok() {
+            anyhow::bail!("listening on {listen}: another server answers there");
+        }
     }
-    Ok((catalog, listen))
+    let raft = match config.cluster {
+        Some(_) => Some(cluster::controller::open_raft_file(&config.data_dir)?),
+        None => None,
+    };
+    Ok((catalog, listen, raft))
 }
 
 /// Waits for every shard to be ready (then prints the ready line), forwards signals as
@@ -219,6 +252,9 @@ struct ShardStart {
     inbox: flume::Receiver<ShardMsg>,
     listen: SocketAddr,
     events: mpsc::Sender<Event>,
+    /// Shard 0 in cluster mode: the controller's Raft state and file.
+    raft: Option<(Recovered, std::fs::File)>,
+    started: Instant,
 }
 
 async fn shard_main(start: ShardStart) -> anyhow::Result<()> {
@@ -230,6 +266,8 @@ async fn shard_main(start: ShardStart) -> anyhow::Result<()> {
         inbox,
         listen,
         events,
+        raft,
+        started,
     } = start;
     warm_iopoll_probe(&config.data_dir)
         .await
@@ -242,16 +280,7 @@ async fn shard_main(start: ShardStart) -> anyhow::Result<()> {
     if id == 0 {
         let _ = events.send(Event::Bound(bound));
     }
-    let advertised = match &config.advertise {
-        Some(addr) => split_host_port(addr)?,
-        None => {
-            let ip = match bound.ip() {
-                ip if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-                ip => ip,
-            };
-            (ip.to_string(), bound.port())
-        }
-    };
+    let advertised = advertised(&config, bound)?;
     let node = NodeInfo {
         node_id: config.node_id,
         advertised,
@@ -259,7 +288,18 @@ async fn shard_main(start: ShardStart) -> anyhow::Result<()> {
         defaults: config.engine.clone(),
         shards: config.shards,
     };
-    let shard = Rc::new(Shard::new(id, node, peers));
+    let cluster = match &config.cluster {
+        Some(cluster_config) => Some(Rc::new(cluster_node(
+            id,
+            &config,
+            cluster_config,
+            &node.advertised,
+            raft,
+            started,
+        )?)),
+        None => None,
+    };
+    let shard = Rc::new(Shard::new(id, node, peers, cluster));
     for spec in catalog.values() {
         shard
             .open_topic(spec)
@@ -268,7 +308,17 @@ async fn shard_main(start: ShardStart) -> anyhow::Result<()> {
     }
     glommio::spawn_local(inbox::serve(shard.clone(), inbox)).detach();
     let upkeep = glommio::spawn_local(shard.clone().upkeep());
+    if let Some(cluster) = &shard.cluster {
+        start_cluster_tasks(&shard, cluster, &config);
+    }
     let _ = events.send(Event::Ready);
+    accept_until_stopped(&shard, listener).await;
+    drain_and_close(&shard, upkeep).await;
+    Ok(())
+}
+
+/// Serves each connection as its own task until the shard is told to stop.
+async fn accept_until_stopped(shard: &Rc<Shard>, listener: glommio::net::TcpListener) {
     let mut stopping = shard.stopping();
     loop {
         match select(std::pin::pin!(listener.accept()), &mut stopping).await {
@@ -277,20 +327,99 @@ async fn shard_main(start: ShardStart) -> anyhow::Result<()> {
             }
             Either::Left((Err(e), _)) => {
                 // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(shard = id, error = %e, "accept failed");
+                tracing::warn!(shard = shard.id, error = %e, "accept failed");
                 glommio::timer::sleep(Duration::from_millis(50)).await;
             }
             Either::Right(_) => break,
         }
     }
-    drop(listener);
+}
+
+/// Waits for requests in flight (at most `DRAIN_TIMEOUT`) and the upkeep, then closes
+/// every log.
+async fn drain_and_close(shard: &Shard, upkeep: glommio::Task<()>) {
     let deadline = Instant::now() + DRAIN_TIMEOUT;
     while shard.in_flight.get() > 0 && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(5)).await;
     }
     upkeep.await;
     shard.close_all().await;
-    Ok(())
+}
+
+/// This shard's cluster state; shard 0 also runs the controller voter.
+fn cluster_node(
+    id: usize,
+    config: &ServerConfig,
+    cluster: &config::ClusterConfig,
+    advertised: &(String, u16),
+    raft: Option<(Recovered, std::fs::File)>,
+    started: Instant,
+) -> anyhow::Result<cluster::ClusterNode> {
+    let mut node = cluster::ClusterNode::new(config.node_id, cluster.clone(), None, started);
+    if id == 0 {
+        let raft = raft.context("shard 0 needs the controller's Raft file")?;
+        let voters = cluster.peers.keys().copied().map(NodeId).collect();
+        let mut controller = ControllerConfig::new(NodeId(config.node_id), voters);
+        controller.session_timeout_ms = cluster.session_timeout_ms;
+        // Raft ticks of 25 ms: a controller election takes 250-400 ms, well inside the
+        // session timeout, so losing the controller leader costs no more than a session.
+        controller.tick_ms = CONTROLLER_TICK_MS;
+        let service = cluster::controller::ControllerService::new(
+            controller,
+            format!("{}:{}", advertised.0, advertised.1),
+            raft,
+            node.peers.clone(),
+            node.now(),
+        )?;
+        node.controller = Some(Rc::new(service));
+    }
+    Ok(node)
+}
+
+fn start_cluster_tasks(
+    shard: &Rc<Shard>,
+    cluster: &Rc<cluster::ClusterNode>,
+    config: &ServerConfig,
+) {
+    let place = cluster::Placement {
+        shard: shard.id,
+        shards: config.shards,
+        data_dir: config.data_dir.clone(),
+        defaults: config.engine.clone(),
+    };
+    glommio::spawn_local(cluster.clone().reconcile_loop(place)).detach();
+    let stopped = {
+        let shard = shard.clone();
+        move || shard.is_stopping()
+    };
+    glommio::spawn_local(
+        cluster
+            .clone()
+            .tick_loop(shard.peers[0].clone(), stopped.clone()),
+    )
+    .detach();
+    if let Some(service) = &cluster.controller {
+        let clock = {
+            let cluster = cluster.clone();
+            move || cluster.now()
+        };
+        glommio::spawn_local(service.clone().run(shard.peers.clone(), clock, stopped)).detach();
+    }
+}
+
+/// The `HOST:PORT` clients are told to use: `--advertise`, else the bound address (with
+/// 127.0.0.1 for an unspecified host).
+fn advertised(config: &ServerConfig, bound: SocketAddr) -> anyhow::Result<(String, u16)> {
+    Ok(match &config.advertise {
+        Some(addr) => split_host_port(addr)?,
+        None => {
+            let ip = match bound.ip() {
+                ip if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                ip => ip,
+            };
+            (ip.to_string(), bound.port())
+        }
+    })
 }
 
 fn split_host_port(addr: &str) -> anyhow::Result<(String, u16)> {

@@ -7,10 +7,12 @@
 use std::rc::Rc;
 
 use futures::FutureExt;
+use shardlog_replicator::{Acks as ReplicaAcks, ProduceError};
 
 use crate::api::{Acks, ArchivedAcks, ArchivedProduceRequest, ProduceResponse};
 use crate::error_code::ErrorCode;
 use crate::frame::FrameHeader;
+use crate::server::cluster::Replica;
 use crate::server::dispatch::{self, Completion, done, forward};
 use crate::server::reply::{Reply, reply};
 use crate::server::shard::{Route, SINGLE_NODE_EPOCH, Shard};
@@ -32,6 +34,8 @@ pub(crate) async fn begin(shard: &Rc<Shard>, frame: Frame) -> Completion {
     };
     let log = match route {
         Route::Local(log) => log,
+        Route::Replica(replica) => return replicated(shard, &header, acks, replica, &frame.data),
+        Route::Elsewhere(leader) => return answer(&header, acks, not_here(&header, leader)),
         Route::Shard(owner) => return forward(shard, owner, frame).await,
         Route::UnknownTopic => {
             return answer(
@@ -78,6 +82,84 @@ pub(crate) async fn begin(shard: &Rc<Shard>, frame: Frame) -> Completion {
         })
     }
     .boxed_local()
+}
+
+/// Cluster mode: the replica takes the batch now (its offsets follow request order); the
+/// completion waits for its answer (`acks=all`: the in-sync replicas hold it).
+fn replicated(
+    shard: &Shard,
+    header: &FrameHeader,
+    acks: Acks,
+    replica: Rc<Replica>,
+    batch: &[u8],
+) -> Completion {
+    let wanted = match acks {
+        Acks::All => ReplicaAcks::All,
+        Acks::Leader | Acks::None => ReplicaAcks::Leader,
+    };
+    let answer = replica.driver.submit(wanted, batch.to_vec());
+    let header = *header;
+    let cluster = shard.cluster.clone();
+    async move {
+        let result = answer.await;
+        if acks == Acks::None {
+            return None;
+        }
+        Some(match result {
+            Ok(produced) => reply(
+                &header,
+                &ProduceResponse {
+                    error: ErrorCode::None.as_u16(),
+                    base_offset: produced.base_offset.0,
+                    leader_hint: None,
+                    message: String::new(),
+                },
+                Vec::new(),
+            ),
+            Err(ProduceError::NotLeader) => {
+                let leader = cluster.and_then(|c| c.leader_of(&replica.topic, replica.partition));
+                not_here(&header, leader)
+            }
+            Err(e) => failed(&header, produce_error_code(&e), &e.to_string()),
+        })
+    }
+    .boxed_local()
+}
+
+/// The wire code of a replica's refusal.
+pub(crate) fn produce_error_code(error: &ProduceError) -> ErrorCode {
+    match error {
+        ProduceError::NotLeader => ErrorCode::NotLeader,
+        ProduceError::NotEnoughReplicas => ErrorCode::NotEnoughReplicas,
+        ProduceError::CorruptBatch(_) => ErrorCode::CorruptBatch,
+        ProduceError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequence,
+        ProduceError::ProducerFenced { .. } => ErrorCode::ProducerFenced,
+        ProduceError::Timeout { .. } => ErrorCode::Timeout,
+        ProduceError::Busy => ErrorCode::Busy,
+        _ => ErrorCode::Unknown,
+    }
+}
+
+/// This node holds no replica of the partition: `NotLeader` naming the leader, or
+/// `LeaderNotAvailable` while there is none (or it is this node, still opening it).
+fn not_here(header: &FrameHeader, leader: Option<u32>) -> Reply {
+    match leader {
+        Some(leader) => reply(
+            header,
+            &ProduceResponse {
+                error: ErrorCode::NotLeader.as_u16(),
+                base_offset: 0,
+                leader_hint: Some(leader),
+                message: format!("node {leader} leads this partition"),
+            },
+            Vec::new(),
+        ),
+        None => failed(
+            header,
+            ErrorCode::LeaderNotAvailable,
+            "the partition has no leader",
+        ),
+    }
 }
 
 /// `acks=none` is never answered, not even with an error: the producer is not listening.

@@ -53,8 +53,19 @@ pub(crate) async fn fetch(shard: &Rc<Shard>, frame: Frame) -> Completion {
         }
         Err(e) => return dispatch::invalid(&header, &e),
     };
-    let log = match route {
-        Route::Local(log) => log,
+    let (log, replica) = match route {
+        Route::Local(log) => (log, None),
+        Route::Replica(replica) if replica.driver.leading().is_some() => {
+            (replica.log().clone(), Some(replica))
+        }
+        Route::Replica(replica) => {
+            let hint = shard
+                .cluster
+                .as_ref()
+                .and_then(|c| c.leader_of(&replica.topic, replica.partition));
+            return done(fetch_not_here(&header, hint));
+        }
+        Route::Elsewhere(hint) => return done(fetch_not_here(&header, hint)),
         Route::Shard(owner) => return forward(shard, owner, frame).await,
         Route::UnknownTopic => {
             return done(fetch_failed(
@@ -72,11 +83,40 @@ pub(crate) async fn fetch(shard: &Rc<Shard>, frame: Frame) -> Completion {
         }
     };
     let stopping = shard.stopping();
-    async move { Some(serve_fetch(&log, &header, args, stopping).await) }.boxed_local()
+    async move {
+        let visible = || match &replica {
+            Some(replica) => replica.visible_end(),
+            None => Shard::visible_end(&log),
+        };
+        Some(serve_fetch(&log, visible, &header, args, stopping).await)
+    }
+    .boxed_local()
+}
+
+fn fetch_not_here(header: &FrameHeader, leader: Option<u32>) -> Reply {
+    match leader {
+        Some(leader) => {
+            let meta = FetchResponse {
+                error: ErrorCode::NotLeader.as_u16(),
+                high_watermark: 0,
+                log_start: 0,
+                next_offset: 0,
+                leader_hint: Some(leader),
+                message: format!("node {leader} leads this partition"),
+            };
+            reply(header, &meta, Vec::new())
+        }
+        None => fetch_failed(
+            header,
+            ErrorCode::LeaderNotAvailable,
+            "the partition has no leader",
+        ),
+    }
 }
 
 async fn serve_fetch(
     log: &Log,
+    visible_end: impl Fn() -> Offset,
     header: &FrameHeader,
     args: FetchArgs,
     mut stopping: futures::future::LocalBoxFuture<'static, ()>,
@@ -84,7 +124,7 @@ async fn serve_fetch(
     let deadline = Instant::now() + args.max_wait;
     loop {
         let (log_start, log_end) = (log.log_start(), log.log_end());
-        let visible = Shard::visible_end(log);
+        let visible = visible_end();
         if args.offset < log_start || args.offset > log_end {
             let message = format!("offset {} outside [{log_start}, {log_end}]", args.offset);
             return fetch_failed(header, ErrorCode::OffsetOutOfRange, &message);
@@ -179,8 +219,19 @@ pub(crate) async fn list_offsets(shard: &Rc<Shard>, frame: Frame) -> Completion 
         }
         Err(e) => return dispatch::invalid(&header, &e),
     };
-    let log = match route {
-        Route::Local(log) => log,
+    let (log, replica) = match route {
+        Route::Local(log) => (log, None),
+        Route::Replica(replica) if replica.driver.leading().is_some() => {
+            (replica.log().clone(), Some(replica))
+        }
+        Route::Replica(replica) => {
+            let hint = shard
+                .cluster
+                .as_ref()
+                .and_then(|c| c.leader_of(&replica.topic, replica.partition));
+            return done(offsets_not_here(&header, hint));
+        }
+        Route::Elsewhere(hint) => return done(offsets_not_here(&header, hint)),
         Route::Shard(owner) => return forward(shard, owner, frame).await,
         Route::UnknownTopic => {
             return done(offsets(
@@ -196,7 +247,10 @@ pub(crate) async fn list_offsets(shard: &Rc<Shard>, frame: Frame) -> Completion 
         }
     };
     async move {
-        let visible = Shard::visible_end(&log);
+        let visible = match &replica {
+            Some(replica) => replica.visible_end(),
+            None => Shard::visible_end(&log),
+        };
         let result = match spec {
             None => Ok(Some(log.log_start())),
             Some(None) => Ok(Some(visible)),
@@ -209,6 +263,20 @@ pub(crate) async fn list_offsets(shard: &Rc<Shard>, frame: Frame) -> Completion 
         Some(offsets(&header, result))
     }
     .boxed_local()
+}
+
+fn offsets_not_here(header: &FrameHeader, leader: Option<u32>) -> Reply {
+    let meta = ListOffsetsResponse {
+        error: match leader {
+            Some(_) => ErrorCode::NotLeader,
+            None => ErrorCode::LeaderNotAvailable,
+        }
+        .as_u16(),
+        offset: None,
+        leader_hint: leader,
+        message: String::new(),
+    };
+    reply(header, &meta, Vec::new())
 }
 
 fn offsets(header: &FrameHeader, result: Result<Option<Offset>, (ErrorCode, String)>) -> Reply {

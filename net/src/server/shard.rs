@@ -16,6 +16,7 @@ use shardlog_engine::{
 };
 
 use crate::server::catalog::{self, TopicSpec};
+use crate::server::cluster::{ClusterNode, ClusterRoute, Replica};
 use crate::server::inbox::ShardMsg;
 
 /// A partition log on a shard.
@@ -52,6 +53,8 @@ pub(crate) struct Shard {
     pub(crate) admin: glommio::sync::Semaphore,
     /// Requests begun and not yet answered.
     pub(crate) in_flight: Cell<usize>,
+    /// Cluster mode: the controller's view and this shard's replicas.
+    pub(crate) cluster: Option<Rc<ClusterNode>>,
     stop: RefCell<Option<oneshot::Sender<()>>>,
     stopped: Shared<oneshot::Receiver<()>>,
 }
@@ -66,10 +69,19 @@ pub(crate) enum Route {
     Local(Rc<Log>),
     /// Another shard of this node owns it.
     Shard(usize),
+    /// Cluster mode: this shard holds a replica of it.
+    Replica(Rc<Replica>),
+    /// Cluster mode: this node holds no replica of it; the leader, if any.
+    Elsewhere(Option<u32>),
 }
 
 impl Shard {
-    pub(crate) fn new(id: usize, node: NodeInfo, peers: Vec<flume::Sender<ShardMsg>>) -> Shard {
+    pub(crate) fn new(
+        id: usize,
+        node: NodeInfo,
+        peers: Vec<flume::Sender<ShardMsg>>,
+        cluster: Option<Rc<ClusterNode>>,
+    ) -> Shard {
         let (tx, rx) = oneshot::channel();
         Shard {
             id,
@@ -79,6 +91,7 @@ impl Shard {
             peers,
             admin: glommio::sync::Semaphore::new(1),
             in_flight: Cell::new(0),
+            cluster,
             stop: RefCell::new(Some(tx)),
             stopped: rx.shared(),
         }
@@ -116,6 +129,15 @@ impl Shard {
 
     /// Where `partition` of `topic` lives.
     pub(crate) fn route(&self, topic: &str, partition: u32) -> Route {
+        if let Some(cluster) = &self.cluster {
+            return match cluster.route(self.id, self.node.shards, topic, partition) {
+                ClusterRoute::UnknownTopic => Route::UnknownTopic,
+                ClusterRoute::UnknownPartition => Route::UnknownPartition,
+                ClusterRoute::Shard(owner) => Route::Shard(owner),
+                ClusterRoute::Replica(replica) => Route::Replica(replica),
+                ClusterRoute::Elsewhere(leader) => Route::Elsewhere(leader),
+            };
+        }
         let logs = self.logs.borrow();
         let Some(slots) = logs.get(topic) else {
             return Route::UnknownTopic;
@@ -181,6 +203,9 @@ impl Shard {
 
     /// Closes every log: flush, checkpoint, release the files.
     pub(crate) async fn close_all(&self) {
+        if let Some(cluster) = &self.cluster {
+            cluster.close_all().await;
+        }
         let all: Vec<Vec<Option<Rc<Log>>>> =
             self.logs.borrow_mut().drain().map(|(_, v)| v).collect();
         for log in all.into_iter().flatten().flatten() {
@@ -191,6 +216,11 @@ impl Shard {
 
 async fn close_log(log: Rc<Log>) {
     log.set_high_watermark(Shard::visible_end(&log));
+    finish_log(log).await;
+}
+
+/// Closes a log as it is (its high watermark is left as set).
+pub(crate) async fn finish_log(log: Rc<Log>) {
     let dir = log.dir().to_path_buf();
     let result = match Rc::try_unwrap(log) {
         Ok(log) => log.close().await,

@@ -6,8 +6,9 @@
 //! - Inputs: [`Controller::tick`] (time as data, ms), [`Controller::step`] (raft message
 //!   bytes from a peer), [`Controller::propose`] (a [`Command`]), and on the controller
 //!   leader [`Controller::heartbeat`] / [`Controller::register`] from nodes.
-//! - Actions ([`Action`]): raft messages to send, each committed command with its
-//!   outcome, [`MetadataChange`]s to publish, and controller leadership changes.
+//! - Actions ([`Action`]): records to make durable, raft messages to send, each committed
+//!   command with its outcome, [`MetadataChange`]s to publish, and controller leadership
+//!   changes.
 //!
 //! The controller leader tracks node sessions ([`heartbeat`]) and proposes `FenceNode`
 //! for expired ones; applying it moves leaderships by the rules of [`failover`]. It also
@@ -18,9 +19,16 @@
 //! the voter's position (`election_ticks + 2 * position`), so a seeded simulation replays
 //! exactly and voters do not time out in lockstep.
 //!
-//! Not yet: persistence (the Raft log and hard state live in raft-rs's in-memory
-//! `MemStorage`, so a restarted controller node rejoins empty and must be caught up by
-//! the others), log compaction and snapshots, and membership changes (voters are fixed at
+//! Durability: raft-rs works on an in-memory `MemStorage`; what it must keep across a
+//! restart (log entries and hard state) leaves as [`Action::Persist`] records
+//! ([`raft_file`]), which the driver appends to a file and fdatasyncs before it performs
+//! the actions after them (the messages that promise them to peers, and the outcomes). A
+//! restarted node reads the file back ([`raft_file::recover`]) and starts with
+//! [`Controller::recover`]: raft-rs resumes its term, vote and log, and the metadata is
+//! rebuilt by applying the committed entries again.
+//!
+//! Not yet: log compaction and snapshots (the file and the in-memory log grow without
+//! bound, and a restart replays every entry), and membership changes (voters are fixed at
 //! start).
 
 pub mod command;
@@ -28,9 +36,11 @@ pub mod failover;
 pub mod heartbeat;
 pub mod metadata;
 pub mod placement;
+pub mod raft_file;
 
 pub use command::{Command, CommandError};
 pub use metadata::{Metadata, MetadataChange, NodeInfo, PartitionState, Refusal, TopicInfo};
+pub use raft_file::Recovered;
 
 use protobuf::Message as _;
 use raft::eraftpb::{ConfState, Entry, EntryType, Message as RaftMessage};
@@ -39,6 +49,7 @@ use raft::{RawNode, StateRole};
 
 use crate::ids::{NodeId, Tick};
 use heartbeat::Sessions;
+use raft_file::ENTRY_BYTES_MAX;
 
 /// Controller settings; [`ControllerConfig::new`] gives the defaults.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,6 +68,11 @@ pub struct ControllerConfig {
     pub session_timeout_ms: u64,
     /// How often the leader looks for preferred-leader elections (default 5000 ms).
     pub rebalance_interval_ms: u64,
+    /// The sequence number of this start's first [`ProposalId`] (default 0). Give each
+    /// start of the process a distinct, increasing base (wall-clock microseconds, say):
+    /// a restarted node applies its old entries again, and a new proposal must not carry
+    /// the id of one of them.
+    pub first_proposal_seq: u64,
 }
 
 impl ControllerConfig {
@@ -71,6 +87,7 @@ impl ControllerConfig {
             heartbeat_ticks: 2,
             session_timeout_ms: 1000,
             rebalance_interval_ms: 5000,
+            first_proposal_seq: 0,
         }
     }
 }
@@ -87,6 +104,14 @@ pub struct ProposalId {
 /// What the driver does after [`Controller::ready`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
+    /// Append `bytes` (records of [`raft_file`]) to this node's Raft file and make them
+    /// durable (fdatasync) before performing any later action of the list: those after it
+    /// may promise the records to peers or report entries they hold. A failed write or
+    /// sync stops the node; it never retries.
+    Persist {
+        /// Whole records, to append as they are.
+        bytes: Vec<u8>,
+    },
     /// Send raft message bytes to a peer (then [`Controller::step`] there).
     Send {
         /// The peer.
@@ -137,13 +162,19 @@ pub enum ControllerError {
     /// The command could not be encoded.
     #[error(transparent)]
     Command(#[from] CommandError),
+    /// The Raft state given to [`Controller::recover`] is not one raft-rs can start from.
+    #[error("recovered raft state is inconsistent: {0}")]
+    Recovered(&'static str),
+    /// Log entries could not be encoded as Raft file records.
+    #[error(transparent)]
+    Persist(#[from] raft_file::EncodeError),
     /// raft-rs refused.
     #[error(transparent)]
     Raft(#[from] raft::Error),
 }
 
-/// One node's controller: a raft-rs `RawNode` over in-memory storage plus the applied
-/// [`Metadata`] and, while leading, the node sessions.
+/// One node's controller: a raft-rs `RawNode` over in-memory storage (made durable through
+/// [`Action::Persist`]) plus the applied [`Metadata`] and, while leading, the node sessions.
 pub struct Controller {
     config: ControllerConfig,
     raw: RawNode<MemStorage>,
@@ -155,6 +186,8 @@ pub struct Controller {
     seen_leader: (u64, u64),
     leading: bool,
     last_rebalance: Tick,
+    /// The controller leader this node last heard from, and when.
+    leader_heard: Option<(NodeId, Tick)>,
 }
 
 fn raft_id(node: NodeId) -> u64 {
@@ -169,8 +202,21 @@ fn node_of(raft_id: u64) -> Option<NodeId> {
 }
 
 impl Controller {
-    /// A controller for `config.node`, at time `now`.
+    /// A controller for `config.node` with an empty Raft state, at time `now`: the same as
+    /// [`Controller::recover`] from [`Recovered::default`].
     pub fn new(config: ControllerConfig, now: Tick) -> Result<Controller, ControllerError> {
+        Controller::recover(config, now, Recovered::default())
+    }
+
+    /// A controller for `config.node` that resumes the Raft state read back from its file,
+    /// at time `now`. raft-rs resumes its term, vote and log; the first [`Controller::ready`]
+    /// applies the committed entries again (up to the recovered commit index), rebuilding
+    /// the metadata, and the rest is learned from the leader.
+    pub fn recover(
+        config: ControllerConfig,
+        now: Tick,
+        recovered: Recovered,
+    ) -> Result<Controller, ControllerError> {
         let mut voters = config.voters.clone();
         voters.sort();
         voters.dedup();
@@ -184,7 +230,10 @@ impl Controller {
         if config.tick_ms == 0 {
             return Err(ControllerError::Config("tick_ms is 0"));
         }
+        recovered.check().map_err(ControllerError::Recovered)?;
         let min_election_tick = config.election_ticks + 2 * position;
+        // `applied` stays 0: raft-rs then hands out every committed entry again (from index
+        // 1 up to the recovered commit), which rebuilds the metadata.
         let raft_config = raft::Config {
             id: raft_id(config.node),
             election_tick: config.election_ticks,
@@ -198,6 +247,12 @@ impl Controller {
         raft_config.validate()?;
         let ids: Vec<u64> = voters.iter().map(|v| raft_id(*v)).collect();
         let storage = MemStorage::new_with_conf_state(ConfState::from((ids, vec![])));
+        {
+            let mut core = storage.wl();
+            // `check` made these consecutive from index 1: MemStorage's gap panic cannot fire.
+            core.append(&recovered.entries)?;
+            core.set_hardstate(recovered.hard_state);
+        }
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let mut raw = RawNode::new(&raft_config, storage, &logger)?;
         if voters.len() == 1 {
@@ -206,14 +261,15 @@ impl Controller {
         Ok(Controller {
             sessions: Sessions::new(config.session_timeout_ms),
             next_raft_tick: now.after(config.tick_ms),
+            next_seq: config.first_proposal_seq,
             config,
             raw,
             metadata: Metadata::default(),
             now,
-            next_seq: 0,
             seen_leader: (0, 0),
             leading: false,
             last_rebalance: now,
+            leader_heard: None,
         })
     }
 
@@ -248,6 +304,16 @@ impl Controller {
     #[must_use]
     pub fn applied_index(&self) -> u64 {
         self.raw.raft.raft_log.applied
+    }
+
+    /// Whether this node's metadata is current as far as it can tell: it knows a controller
+    /// leader of this term (it heard from it, or is it) and has applied everything it
+    /// knows committed. A restarted node replays its own log first, which may be old: its
+    /// metadata is not to be acted on before this holds.
+    #[must_use]
+    pub fn caught_up(&self) -> bool {
+        self.leader().is_some()
+            && self.raw.raft.raft_log.applied >= self.raw.raft.raft_log.committed
     }
 
     /// The current Raft term.
@@ -307,7 +373,24 @@ impl Controller {
                 message.to
             )));
         }
+        // Refused here, as input, so that persisting an entry in `ready` cannot fail.
+        if let Some(entry) = message
+            .entries
+            .iter()
+            .find(|e| usize::try_from(e.compute_size()).unwrap_or(usize::MAX) > ENTRY_BYTES_MAX)
+        {
+            return Err(ControllerError::Codec(format!(
+                "raft entry {} over {ENTRY_BYTES_MAX} bytes",
+                entry.index
+            )));
+        }
+        let from = message.from;
         self.raw.step(message)?;
+        if from == self.raw.raft.leader_id
+            && let Some(node) = node_of(from)
+        {
+            self.leader_heard = Some((node, self.now));
+        }
         Ok(())
     }
 
@@ -375,27 +458,49 @@ impl Controller {
     }
 
     /// Drives raft-rs's Ready cycle: the actions to perform, in order.
+    ///
+    /// The order: messages the leader may send while it persists (raft thesis 10.2.1);
+    /// then one [`Action::Persist`] with this cycle's new entries and changed hard state
+    /// (commit index included); then the outcomes of committed entries and the messages
+    /// that depend on the persisted state (votes, append acknowledgements). After an error
+    /// the controller is unusable (raft-rs's Ready was taken but not advanced): the driver
+    /// stops it, and a restart recovers from the file.
     pub fn ready(&mut self) -> Result<Vec<Action>, ControllerError> {
         let mut out = Vec::new();
         if self.raw.has_ready() {
             let store = self.raw.raft.raft_log.store.clone();
             let mut rd = self.raw.ready();
+            let mut persist = Vec::new();
+            raft_file::encode_entries(rd.entries(), &mut persist)?;
             self.send(rd.take_messages(), &mut out)?;
             if !rd.snapshot().is_empty() {
                 store.wl().apply_snapshot(rd.snapshot().clone())?;
             }
-            self.apply(rd.take_committed_entries(), &mut out);
+            let committed = rd.take_committed_entries();
             if !rd.entries().is_empty() {
-                store.wl().append(rd.entries())?; // the fsync point, once persisted
+                store.wl().append(rd.entries())?;
             }
-            if let Some(hs) = rd.hs() {
-                store.wl().set_hardstate(hs.clone());
+            let mut hard_state_changed = false;
+            if let Some(hard_state) = rd.hs() {
+                store.wl().set_hardstate(hard_state.clone());
+                hard_state_changed = true;
             }
-            self.send(rd.take_persisted_messages(), &mut out)?;
+            let persisted_messages = rd.take_persisted_messages();
             let mut light = self.raw.advance(rd);
             if let Some(commit) = light.commit_index() {
                 store.wl().mut_hard_state().set_commit(commit);
+                hard_state_changed = true;
             }
+            // After the entries: a torn write may lose the hard state, never leave a commit
+            // index beyond the log.
+            if hard_state_changed {
+                raft_file::encode_hard_state(store.rl().hard_state(), &mut persist);
+            }
+            if !persist.is_empty() {
+                out.push(Action::Persist { bytes: persist });
+            }
+            self.apply(committed, &mut out);
+            self.send(persisted_messages, &mut out)?;
             self.send(light.take_messages(), &mut out)?;
             self.apply(light.take_committed_entries(), &mut out);
             self.raw.advance_apply();
@@ -466,8 +571,17 @@ impl Controller {
         }
         let leading = self.is_leader();
         if leading != self.leading {
-            // A new leader gives every node a full session (grace) before fencing it.
+            // A new leader gives every node a full session (grace) before fencing it,
+            // except the leader it replaces: that one's session runs from when this node
+            // last heard from it, so a dead controller leader is fenced (and its
+            // partitions fail over) one session after its death, not after the election.
             self.sessions.clear();
+            if leading
+                && let Some((old, heard)) = self.leader_heard.take()
+                && old != self.config.node
+            {
+                self.sessions.heartbeat(old, heard);
+            }
             self.last_rebalance = self.now;
             self.leading = leading;
         }

@@ -1,5 +1,5 @@
-//! Arguments of the online subcommands (`topic`, `produce`, `consume`): the ones that talk
-//! to running brokers. Every one takes `--brokers HOST:PORT[,HOST:PORT...]` (or the
+//! Arguments of the online subcommands (`topic`, `produce`, `consume`, `cluster`): the ones
+//! that talk to running brokers. Every one takes `--brokers HOST:PORT[,HOST:PORT...]` (or the
 //! `SHARDLOG_BROKERS` environment variable).
 
 use std::num::NonZeroU32;
@@ -52,9 +52,13 @@ pub struct TopicCreateArgs {
     /// Number of partitions.
     #[arg(long)]
     pub partitions: NonZeroU32,
-    /// Replicas per partition.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
-    pub replication_factor: u16,
+    /// Replicas per partition (default: the server's, which is 1 on a single node).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub replication_factor: Option<u16>,
+    /// Smallest ISR that acknowledges `--acks all` (`min.insync.replicas`; default: the
+    /// server's). At most the replication factor.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub min_insync: Option<u16>,
     /// Segment size in bytes (`segment.bytes`; default: the server's).
     #[arg(long)]
     pub segment_bytes: Option<u64>,
@@ -90,6 +94,23 @@ pub struct TopicDeleteArgs {
     /// Succeed (exit 0) if the topic does not exist.
     #[arg(long)]
     pub if_exists: bool,
+}
+
+/// Arguments of `cluster`.
+#[derive(Debug, clap::Args)]
+pub struct ClusterArgs {
+    /// Which cluster operation.
+    #[command(subcommand)]
+    pub command: ClusterCommand,
+}
+
+/// The `cluster` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum ClusterCommand {
+    /// Print the controller and every broker (node id, address, live) as one broker sees
+    /// them; exit 1 if a broker is not live.
+    #[command(after_help = EXIT_CODES)]
+    Status(BrokerArgs),
 }
 
 /// When the producer is answered.

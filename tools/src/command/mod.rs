@@ -1,6 +1,7 @@
-//! One module per subcommand (online: topic, produce, consume; offline: the rest);
+//! One module per subcommand (online: topic, produce, consume, cluster; offline: the rest);
 //! [`run`] dispatches to them.
 
+mod cluster;
 mod consume;
 mod dump;
 mod export;
@@ -21,6 +22,7 @@ pub fn run(command: Command) -> Result<Outcome, ToolError> {
         Command::Topic(args) => topic::run(args),
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),
+        Command::Cluster(args) => cluster::run(args),
         Command::Dump(args) => dump::run(&args),
         Command::Verify(args) => verify::run(&args.dir),
         Command::Stats(args) => stats::run(&args.dir),

@@ -1,9 +1,12 @@
 //! `shardlog topic create|list|describe|delete --brokers B ...`: topic administration.
 //!
-//! `list` prints one topic name per line, sorted. `describe` prints a title line, then a
-//! tab-separated table with a header row: partition, leader, epoch, replicas, isr (node
-//! ids, comma-separated), log_start and high_watermark (from ListOffsets; `?` where the
-//! partition did not answer, which also makes the exit code 1).
+//! `create` prints one line with the partitions and the replication factor the brokers'
+//! metadata shows afterwards (the server picks it when `--replication-factor` is absent;
+//! "server's default" if the metadata does not show the topic yet). `list` prints one
+//! topic name per line, sorted. `describe` prints a title line, then a tab-separated table
+//! with a header row: partition, leader (`-` while there is none), epoch, replicas, isr
+//! (node ids, comma-separated), log_start and high_watermark (from ListOffsets; `?` where
+//! the partition did not answer, which also makes the exit code 1).
 
 use std::io::{self, Write};
 
@@ -36,22 +39,44 @@ fn create(args: TopicCreateArgs) -> Result<Outcome, ToolError> {
             args.name
         )));
     }
+    if let (Some(min_insync), Some(factor)) = (args.min_insync, args.replication_factor)
+        && min_insync > factor
+    {
+        return Err(ToolError::Usage(format!(
+            "--min-insync {min_insync} is more than --replication-factor {factor}"
+        )));
+    }
     let brokers = args.brokers.clone();
     online::run(&brokers, move |client| async move {
         let config = TopicConfig {
             segment_bytes: args.segment_bytes,
             retention_bytes: args.retention_bytes,
             retention_ms: args.retention_ms,
+            min_insync: args.min_insync,
         };
         let partitions = args.partitions.get();
+        // 0 asks for the server's default.
+        let requested = args.replication_factor.unwrap_or(0);
         let created = client
-            .create_topic(&args.name, partitions, args.replication_factor, config)
+            .create_topic(&args.name, partitions, requested, config)
             .await;
         let line = match created {
-            Ok(()) => format!(
-                "created topic {} ({partitions} partitions, replication factor {})",
-                args.name, args.replication_factor
-            ),
+            Ok(()) => {
+                let replication = created_replication(&client, &args.name)
+                    .await
+                    .or(args.replication_factor);
+                let replication = replication.map_or_else(
+                    || "server's default replication factor".to_owned(),
+                    |factor| format!("replication factor {factor}"),
+                );
+                let min_insync = args
+                    .min_insync
+                    .map_or_else(String::new, |n| format!(", min insync {n}"));
+                format!(
+                    "created topic {} ({partitions} partitions, {replication}{min_insync})",
+                    args.name
+                )
+            }
             Err(ClientError::Server {
                 code: ErrorCode::TopicExists,
                 ..
@@ -61,6 +86,15 @@ fn create(args: TopicCreateArgs) -> Result<Outcome, ToolError> {
         print_lines([line])?;
         Ok(Outcome::Clean)
     })
+}
+
+/// The replication factor the metadata shows for a topic just created (the replicas of
+/// its first partition); `None` if the metadata does not show the topic: creating it
+/// succeeded, so that is no reason to fail.
+async fn created_replication(client: &Client, name: &str) -> Option<u16> {
+    let topic = client.topic(name).await.ok()?;
+    let replicas = topic.partitions.first()?.replicas.len();
+    u16::try_from(replicas).ok()
 }
 
 async fn list(client: &Client) -> Result<Outcome, ToolError> {
@@ -144,7 +178,9 @@ fn partition_row(partition: &PartitionMetadata, start: &str, end: &str) -> Strin
     format!(
         "{}\t{}\t{}\t{}\t{}\t{start}\t{end}",
         partition.partition,
-        partition.leader,
+        partition
+            .leader
+            .map_or_else(|| "-".to_owned(), |l| l.to_string()),
         partition.leader_epoch,
         ids(&partition.replicas),
         ids(&partition.isr),
@@ -173,4 +209,31 @@ pub(crate) fn print_lines(lines: impl IntoIterator<Item = String>) -> Result<(),
         writeln!(out, "{line}").map_err(ToolError::io("stdout"))?;
     }
     out.flush().map_err(ToolError::io("stdout"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn partition(leader: Option<u32>) -> PartitionMetadata {
+        PartitionMetadata {
+            partition: 4,
+            leader,
+            leader_epoch: 7,
+            replicas: vec![2, 0, 1],
+            isr: vec![2, 1],
+        }
+    }
+
+    #[test]
+    fn partition_row_shows_leader_or_dash() {
+        assert_eq!(
+            partition_row(&partition(Some(2)), "10", "25"),
+            "4\t2\t7\t2,0,1\t2,1\t10\t25"
+        );
+        assert_eq!(
+            partition_row(&partition(None), "?", "?"),
+            "4\t-\t7\t2,0,1\t2,1\t?\t?"
+        );
+    }
 }

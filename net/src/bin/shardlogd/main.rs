@@ -52,6 +52,23 @@ struct Args {
     /// glommio io_memory per shard, bytes.
     #[arg(long, env = "SHARDLOGD_IO_MEMORY")]
     io_memory: Option<usize>,
+    /// Cluster mode: every node as ID=HOST:PORT,... (this one included, the same list on
+    /// every node). Without it the node runs alone, without replication.
+    #[arg(long, env = "SHARDLOGD_PEERS")]
+    peers: Option<String>,
+    /// Default replication factor of new topics. Default min(3, nodes).
+    #[arg(long, env = "SHARDLOGD_REPLICATION_FACTOR")]
+    replication_factor: Option<u16>,
+    /// Default min_insync of new topics. Default min(2, replication factor).
+    #[arg(long, env = "SHARDLOGD_MIN_INSYNC")]
+    min_insync: Option<u16>,
+    /// A node whose heartbeats stop for this long is fenced and loses its leaderships, ms
+    /// (300 to 60000). Default 750.
+    #[arg(long, env = "SHARDLOGD_SESSION_TIMEOUT_MS")]
+    session_timeout_ms: Option<u64>,
+    /// A follower this far behind leaves the ISR, ms. Default 10000.
+    #[arg(long, env = "SHARDLOGD_REPLICA_LAG_MS")]
+    replica_lag_ms: Option<u64>,
 }
 
 impl Args {
@@ -72,6 +89,11 @@ impl Args {
             retention_ms: self.retention_ms,
             tail_cache_bytes: self.tail_cache_bytes,
             io_memory: self.io_memory,
+            peers: self.peers,
+            replication_factor: self.replication_factor,
+            min_insync: self.min_insync,
+            session_timeout_ms: self.session_timeout_ms,
+            replica_lag_ms: self.replica_lag_ms,
         };
         ServerConfig::try_from(file.overridden_by(flags))
     }

@@ -1,0 +1,32 @@
+//! Controller (node to node, cluster mode): messages for the shard 0 of a node, each fire
+//! and forget like `Replicate`. Raft traffic between the controller voters, and what nodes
+//! tell the controller leader: heartbeats (with the address to register) and the ISR
+//! changes partition leaders ask for. Lost messages are resent on the senders' timers.
+
+/// Request meta. For `Raft` the data region is one encoded raft-rs message; otherwise empty.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum ControllerRequest {
+    /// A raft message between controller voters.
+    Raft {
+        /// The sending node.
+        from: u32,
+    },
+    /// A node is alive; the controller leader registers it at `address` if it is new.
+    Heartbeat {
+        /// The node.
+        node: u32,
+        /// Where clients and peers reach it (`HOST:PORT`).
+        address: String,
+    },
+    /// A partition leader asks for a new ISR.
+    ChangeIsr {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: u32,
+        /// The proposer's leader epoch; a stale leader is refused.
+        leader_epoch: i32,
+        /// The whole proposed ISR.
+        isr: Vec<u32>,
+    },
+}

@@ -1,0 +1,378 @@
+//! The controller service on shard 0: runs this node's raft-rs voter
+//! ([`Controller`], sans-IO) and performs its actions: raft messages to the other voters,
+//! the Raft log and hard state appended to `DATA/controller/raft.log` and synced before
+//! anything that depends on them, proposals answered, and the applied metadata published
+//! to every shard as a [`ClusterView`].
+//!
+//! It also keeps this node's session: a heartbeat to the controller leader every
+//! `HEARTBEAT_EVERY_MS` (the leader registers a node it does not know). ISR proposals and
+//! heartbeats reaching a node that does not lead the controller are passed on to the
+//! leader it knows.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::channel::{mpsc, oneshot};
+use futures::future::{Either, select};
+use shardlog_replicator::controller::raft_file::{self, Recovered};
+use shardlog_replicator::controller::{
+    Action, Command, Controller, ControllerConfig, ControllerError, ProposalId, Refusal,
+};
+use shardlog_replicator::{NodeId, Tick};
+
+use crate::api::{Api, ControllerRequest};
+use crate::peer::Peers;
+use crate::server::cluster::ClusterView;
+use crate::server::inbox::ShardMsg;
+
+/// How often this node heartbeats to the controller leader, ms.
+const HEARTBEAT_EVERY_MS: u64 = 100;
+/// How often the controller's clock is advanced without other input.
+const TICK_EVERY: Duration = Duration::from_millis(10);
+/// A node's registration is proposed at most this often.
+const REGISTER_EVERY_MS: u64 = 1000;
+/// How long a proposal may take to be applied.
+const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The file of the controller's Raft state, under the data directory.
+#[must_use]
+pub fn raft_file_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("controller").join("raft.log")
+}
+
+/// Reads (and repairs) the controller's Raft file before the shards start (blocking):
+/// what it holds, and the file opened for appending.
+pub fn open_raft_file(data_dir: &Path) -> anyhow::Result<(Recovered, std::fs::File)> {
+    use anyhow::Context;
+    let path = raft_file_path(data_dir);
+    let dir = path.parent().context("controller directory")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let recovered = raft_file::recover(&bytes);
+    if let Some(why) = &recovered.torn {
+        tracing::warn!(file = %path.display(), valid = recovered.valid_len, total = bytes.len(), why, "controller log: dropping an unsynced tail");
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    file.set_len(recovered.valid_len as u64)
+        .with_context(|| format!("truncating {}", path.display()))?;
+    file.sync_all()?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok((recovered, file))
+}
+
+/// This node's controller voter and its IO.
+pub(crate) struct ControllerService {
+    node: NodeId,
+    /// Where clients and peers reach this node (registered with the controller).
+    address: String,
+    controller: RefCell<Controller>,
+    peers: Rc<Peers>,
+    waiters: RefCell<HashMap<ProposalId, oneshot::Sender<Result<(), Refusal>>>>,
+    kick: mpsc::UnboundedSender<()>,
+    kicks: RefCell<Option<mpsc::UnboundedReceiver<()>>>,
+    file: RefCell<Option<std::fs::File>>,
+    /// When the leader last proposed each node's registration.
+    registering: RefCell<HashMap<NodeId, Tick>>,
+    last_heartbeat: Cell<Option<Tick>>,
+    /// The clock as of the last loop turn.
+    now: Cell<Tick>,
+}
+
+impl ControllerService {
+    /// The voter of `config.node`, registered with the controller at `address`, resuming
+    /// from `recovered` (read from `file`, which it appends to).
+    pub(crate) fn new(
+        mut config: ControllerConfig,
+        address: String,
+        (recovered, file): (Recovered, std::fs::File),
+        peers: Rc<Peers>,
+        now: Tick,
+    ) -> anyhow::Result<ControllerService> {
+        let node = config.node.0;
+        // Proposal ids must not repeat across restarts: start from the wall clock.
+        config.first_proposal_seq = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        let controller = Controller::recover(config, now, recovered)
+            .map_err(|e| anyhow::anyhow!("controller: {e}"))?;
+        let (kick, kicks) = mpsc::unbounded();
+        Ok(ControllerService {
+            node: NodeId(node),
+            address,
+            controller: RefCell::new(controller),
+            peers,
+            waiters: RefCell::new(HashMap::new()),
+            kick,
+            kicks: RefCell::new(Some(kicks)),
+            file: RefCell::new(Some(file)),
+            registering: RefCell::new(HashMap::new()),
+            last_heartbeat: Cell::new(None),
+            now: Cell::new(now),
+        })
+    }
+
+    /// The controller leader as this node knows it.
+    pub(crate) fn leader(&self) -> Option<NodeId> {
+        self.controller.borrow().leader()
+    }
+
+    /// Whether this node leads the controller.
+    pub(crate) fn is_leader(&self) -> bool {
+        self.controller.borrow().is_leader()
+    }
+
+    /// A controller message from a peer (or from a shard of this node).
+    pub(crate) fn handle(self: &Rc<Self>, request: ControllerRequest, data: &Bytes) {
+        match request {
+            ControllerRequest::Raft { from } => {
+                if let Err(e) = self.controller.borrow_mut().step(data) {
+                    tracing::debug!(from, error = %e, "raft message refused");
+                }
+            }
+            ControllerRequest::Heartbeat { node, address } => {
+                if self.is_leader() {
+                    self.session(NodeId(node), &address);
+                } else {
+                    self.pass_on(&ControllerRequest::Heartbeat { node, address });
+                }
+            }
+            ControllerRequest::ChangeIsr {
+                topic,
+                partition,
+                leader_epoch,
+                isr,
+            } => {
+                if self.is_leader() {
+                    let command = Command::ChangeIsr {
+                        topic,
+                        partition,
+                        leader_epoch,
+                        new_isr: isr,
+                    };
+                    // Lost if leadership moves: the replica proposes again on its timer.
+                    if let Err(e) = self.controller.borrow_mut().propose(command) {
+                        tracing::debug!(error = %e, "ISR proposal not taken");
+                    }
+                } else {
+                    self.pass_on(&ControllerRequest::ChangeIsr {
+                        topic,
+                        partition,
+                        leader_epoch,
+                        isr,
+                    });
+                }
+            }
+        }
+        let _ = self.kick.unbounded_send(());
+    }
+
+    /// Proposes `command` (on the controller leader only) and waits until it is applied.
+    pub(crate) async fn propose(&self, command: Command) -> Result<Result<(), Refusal>, String> {
+        let (tx, rx) = oneshot::channel();
+        let id = self
+            .controller
+            .borrow_mut()
+            .propose(command)
+            .map_err(|e| e.to_string())?;
+        self.waiters.borrow_mut().insert(id, tx);
+        let _ = self.kick.unbounded_send(());
+        let timeout = glommio::timer::sleep(PROPOSAL_TIMEOUT);
+        match select(rx, std::pin::pin!(timeout)).await {
+            Either::Left((Ok(outcome), _)) => Ok(outcome),
+            Either::Left((Err(_), _)) => Err("the controller stopped".into()),
+            Either::Right(_) => {
+                self.waiters.borrow_mut().remove(&id);
+                Err("the proposal was not applied in time (controller leadership moved?)".into())
+            }
+        }
+    }
+
+    /// Renews (or registers) `node`'s session; on the controller leader only.
+    fn session(&self, node: NodeId, address: &str) {
+        let mut controller = self.controller.borrow_mut();
+        match controller.heartbeat(node) {
+            Ok(()) => {}
+            Err(ControllerError::UnknownNode(_)) => {
+                let now = self.now.get();
+                let due = self
+                    .registering
+                    .borrow()
+                    .get(&node)
+                    .is_none_or(|at| now.since(*at) >= REGISTER_EVERY_MS);
+                if due {
+                    self.registering.borrow_mut().insert(node, now);
+                    if let Err(e) = controller.register(node, address) {
+                        tracing::debug!(%node, error = %e, "registration not proposed");
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(%node, error = %e, "heartbeat not taken"),
+        }
+    }
+
+    fn pass_on(self: &Rc<Self>, request: &ControllerRequest) {
+        if let Some(leader) = self.leader().filter(|l| *l != self.node) {
+            self.peers
+                .send_frame(leader.0, Api::Controller, request, Bytes::new());
+        }
+    }
+
+    /// Drives the controller until the shard stops: clock, heartbeats, the Ready cycle.
+    pub(crate) async fn run(
+        self: Rc<Self>,
+        shards: Vec<flume::Sender<ShardMsg>>,
+        clock: impl Fn() -> Tick,
+        stopped: impl Fn() -> bool,
+    ) {
+        let Some(mut kicks) = self.kicks.borrow_mut().take() else {
+            return;
+        };
+        // The controller leader last published; `None` before the first view.
+        let mut published: Option<Option<NodeId>> = None;
+        while !stopped() {
+            let timer = glommio::timer::sleep(TICK_EVERY);
+            let _ = select(kicks.next(), std::pin::pin!(timer)).await;
+            while kicks.try_recv().is_ok() {}
+            let now = clock();
+            self.now.set(now);
+            self.controller.borrow_mut().tick(now);
+            self.heartbeat(now);
+            let ready = self.controller.borrow_mut().ready();
+            let actions = match ready {
+                Ok(actions) => actions,
+                Err(e) => {
+                    // raft-rs's Ready was taken and not advanced: this voter cannot go on.
+                    tracing::error!(error = %e, "controller failed; stopping");
+                    stop_all(&shards).await;
+                    return;
+                }
+            };
+            let Ok(mut changed) = self.perform(actions).await else {
+                stop_all(&shards).await;
+                return;
+            };
+            // A restarted node replays its own, possibly old, log: shards act on the
+            // metadata only once it is current (before, they answer "not available").
+            if published.is_none() && !self.controller.borrow().caught_up() {
+                continue;
+            }
+            changed |= published.is_none();
+            let leader = self.leader();
+            if published.is_some_and(|l| l != leader) {
+                changed = true;
+            }
+            if changed {
+                let view = Arc::new(ClusterView {
+                    metadata: self.controller.borrow().metadata().clone(),
+                    controller: leader,
+                });
+                for shard in &shards {
+                    let _ = shard.send_async(ShardMsg::View(view.clone())).await;
+                }
+                published = Some(leader);
+            }
+        }
+    }
+
+    /// Performs one Ready's actions in order; whether the metadata or the controller
+    /// leader changed. `Err` if the node must stop: the Raft log could not be written.
+    async fn perform(&self, actions: Vec<Action>) -> Result<bool, ()> {
+        let mut changed = false;
+        for action in actions {
+            match action {
+                Action::Send { to, bytes } => {
+                    let request = ControllerRequest::Raft { from: self.node.0 };
+                    self.peers
+                        .send_frame(to.0, Api::Controller, &request, Bytes::from(bytes));
+                }
+                Action::Persist { bytes } => {
+                    if let Err(e) = self.persist(bytes).await {
+                        // Raft may not go on without its log.
+                        tracing::error!(error = %e, "controller log write failed; stopping");
+                        return Err(());
+                    }
+                }
+                Action::Applied {
+                    proposal, outcome, ..
+                } => {
+                    let waiter = proposal.and_then(|id| self.waiters.borrow_mut().remove(&id));
+                    if let Some(waiter) = waiter {
+                        let _ = waiter.send(outcome);
+                    }
+                }
+                Action::Changed(change) => {
+                    tracing::info!(?change, "cluster metadata");
+                    changed = true;
+                }
+                Action::ControllerLeader { leader, term } => {
+                    tracing::info!(?leader, term, "controller leader");
+                    changed = true;
+                }
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Heartbeats this node's session, every `HEARTBEAT_EVERY_MS`.
+    fn heartbeat(self: &Rc<Self>, now: Tick) {
+        let due = self
+            .last_heartbeat
+            .get()
+            .is_none_or(|at| now.since(at) >= HEARTBEAT_EVERY_MS);
+        if !due {
+            return;
+        }
+        self.last_heartbeat.set(Some(now));
+        match self.leader() {
+            Some(leader) if leader == self.node => self.session(self.node, &self.address.clone()),
+            Some(leader) => {
+                let request = ControllerRequest::Heartbeat {
+                    node: self.node.0,
+                    address: self.address.clone(),
+                };
+                self.peers
+                    .send_frame(leader.0, Api::Controller, &request, Bytes::new());
+            }
+            None => {}
+        }
+    }
+
+    /// Appends `bytes` to the Raft file and syncs it (off the executor).
+    async fn persist(&self, bytes: Vec<u8>) -> std::io::Result<()> {
+        let file = self
+            .file
+            .borrow_mut()
+            .take()
+            .ok_or_else(|| std::io::Error::other("controller log unavailable"))?;
+        let (file, result) = glommio::executor()
+            .spawn_blocking(move || {
+                let mut file = file;
+                let result = file.write_all(&bytes).and_then(|()| file.sync_data());
+                (file, result)
+            })
+            .await;
+        *self.file.borrow_mut() = Some(file);
+        result
+    }
+}
+
+async fn stop_all(shards: &[flume::Sender<ShardMsg>]) {
+    for shard in shards {
+        let _ = shard.send_async(ShardMsg::Stop).await;
+    }
+}
