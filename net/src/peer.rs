@@ -94,33 +94,21 @@ impl Peers {
                 >,
             >,
     {
-        let connection = match self.links.borrow().get(&to) {
-            Some(Link::Up(connection)) if !connection.is_dead() => Some(connection.clone()),
-            Some(Link::Connecting) => {
-                self.dropped.set(self.dropped.get() + 1);
+        let connecting = matches!(self.links.borrow().get(&to), Some(Link::Connecting));
+        let Some(connection) = self.live_link(to) else {
+            self.dropped.set(self.dropped.get() + 1);
+            if !connecting {
+                self.connect(to);
+            }
+            return;
+        };
+        let (correlation, head) = match self.head(api, meta, data.len()) {
+            Ok(head) => head,
+            Err(e) => {
+                tracing::error!(error = %e, ?api, "encoding a peer frame");
                 return;
             }
-            _ => None,
         };
-        let Some(connection) = connection else {
-            self.dropped.set(self.dropped.get() + 1);
-            self.connect(to);
-            return;
-        };
-        let correlation = self.next_correlation();
-        let mut head = Vec::new();
-        if let Err(e) = encode_head(
-            &mut head,
-            api as u16,
-            VERSION,
-            correlation,
-            0,
-            meta,
-            data.len(),
-        ) {
-            tracing::error!(error = %e, ?api, "encoding a peer frame");
-            return;
-        }
         if connection.send(correlation, head, data, false).is_err() {
             self.dropped.set(self.dropped.get() + 1);
         }
@@ -148,11 +136,7 @@ impl Peers {
             .addresses
             .get(&to)
             .ok_or_else(|| ClientError::NoBroker(format!("node {to} is not a peer")))?;
-        let live = match self.links.borrow().get(&to) {
-            Some(Link::Up(connection)) if !connection.is_dead() => Some(connection.clone()),
-            _ => None,
-        };
-        let connection = match live {
+        let connection = match self.live_link(to) {
             Some(connection) => connection,
             None => {
                 let connection = Connection::open(address, CALL_TIMEOUT).await?;
@@ -163,6 +147,36 @@ impl Peers {
                 connection
             }
         };
+        let (correlation, head) = self
+            .head(api, meta, data.len())
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let reply = connection
+            .send(correlation, head, data, true)?
+            .ok_or_else(|| ClientError::Protocol("no reply channel".into()))?;
+        reply
+            .await
+            .map_err(|_| ClientError::Protocol("reply channel dropped".into()))?
+    }
+
+    /// The connection to `to`, if one is up.
+    fn live_link(&self, to: u32) -> Option<Connection> {
+        match self.links.borrow().get(&to) {
+            Some(Link::Up(connection)) if !connection.is_dead() => Some(connection.clone()),
+            _ => None,
+        }
+    }
+
+    /// A frame head with a fresh correlation id.
+    fn head<M>(&self, api: Api, meta: &M, data_len: usize) -> Result<(u64, Vec<u8>), FrameError>
+    where
+        M: for<'a> rkyv::Serialize<
+                rkyv::api::high::HighSerializer<
+                    rkyv::util::AlignedVec,
+                    rkyv::ser::allocator::ArenaHandle<'a>,
+                    rkyv::rancor::Error,
+                >,
+            >,
+    {
         let correlation = self.next_correlation();
         let mut head = Vec::new();
         encode_head(
@@ -172,15 +186,9 @@ impl Peers {
             correlation,
             0,
             meta,
-            data.len(),
-        )
-        .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        let reply = connection
-            .send(correlation, head, data, true)?
-            .ok_or_else(|| ClientError::Protocol("no reply channel".into()))?;
-        reply
-            .await
-            .map_err(|_| ClientError::Protocol("reply channel dropped".into()))?
+            data_len,
+        )?;
+        Ok((correlation, head))
     }
 
     fn next_correlation(&self) -> u64 {

@@ -195,6 +195,8 @@ struct Inner {
     brokers: RefCell<HashMap<u32, String>>,
     topics: RefCell<HashMap<String, Rc<TopicMetadata>>>,
     correlation: Cell<u64>,
+    /// Metadata refreshes so far: where the next one starts among the brokers.
+    metadata_turn: Cell<usize>,
 }
 
 /// A client; see the module docs.
@@ -224,6 +226,7 @@ impl Client {
                 brokers: RefCell::new(HashMap::new()),
                 topics: RefCell::new(HashMap::new()),
                 correlation: Cell::new(1),
+                metadata_turn: Cell::new(0),
             }),
         };
         // A cluster that just started may still be electing its controller: retried.
@@ -237,7 +240,25 @@ impl Client {
             topics: topics.to_vec(),
         };
         let mut last = ClientError::NoBroker("no broker tried".into());
-        let mut candidates: Vec<String> = self.inner.brokers.borrow().values().cloned().collect();
+        let mut known: Vec<(u32, String)> = self
+            .inner
+            .brokers
+            .borrow()
+            .iter()
+            .map(|(id, addr)| (*id, addr.clone()))
+            .collect();
+        // Each refresh starts at the next broker. A broker cut off from the controller
+        // still answers, with its stale view (naming itself the leader of what it led);
+        // asking the same broker first every time (a `HashMap` keeps its order) could pin
+        // this client to it for as long as the partition lasts.
+        known.sort_unstable();
+        let turn = self.inner.metadata_turn.get();
+        self.inner.metadata_turn.set(turn.wrapping_add(1));
+        if !known.is_empty() {
+            let start = turn % known.len();
+            known.rotate_left(start);
+        }
+        let mut candidates: Vec<String> = known.into_iter().map(|(_, addr)| addr).collect();
         candidates.extend(self.inner.bootstrap.iter().cloned());
         for addr in candidates {
             match self

@@ -181,17 +181,7 @@ pub(crate) async fn change(shard: Rc<Shard>, frame: Frame) -> Option<Reply> {
             Err(e) => Err((ErrorCode::InvalidRequest, e.to_string())),
         }
     };
-    let response = match result {
-        Ok(()) => TopicResponse {
-            error: ErrorCode::None.as_u16(),
-            message: String::new(),
-        },
-        Err((code, message)) => TopicResponse {
-            error: code.as_u16(),
-            message,
-        },
-    };
-    Some(reply(&header, &response, Vec::new()))
+    Some(topic_response(&header, result))
 }
 
 type AdminResult = Result<(), (ErrorCode, String)>;

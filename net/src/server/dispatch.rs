@@ -89,15 +89,26 @@ async fn replicate(shard: &std::rc::Rc<Shard>, frame: Frame) -> Completion {
         }
     };
     match route {
-        ClusterRoute::Shard(owner) => forward(shard, owner, frame).await,
-        ClusterRoute::Replica(_) => {
-            match crate::peer::decode(&frame) {
-                Ok((topic, envelope)) => cluster.receive(&topic, envelope),
-                Err(e) => tracing::warn!(error = %e, "invalid replication message; dropped"),
+        ClusterRoute::Shard(owner) => {
+            if let Some(peer) = shard.peers.get(owner) {
+                // Dropped if the owner stopped: the replicas resend.
+                let _ = peer.send_async(ShardMsg::Replicate(frame)).await;
             }
-            none()
         }
-        _ => none(),
+        ClusterRoute::Replica(_) => replicate_here(shard, &frame),
+        _ => {}
+    }
+    none()
+}
+
+/// A replication message for a replica of this shard: decoded (validated) and handed over.
+pub(crate) fn replicate_here(shard: &Shard, frame: &Frame) {
+    let Some(cluster) = &shard.cluster else {
+        return;
+    };
+    match crate::peer::decode(frame) {
+        Ok((topic, envelope)) => cluster.receive(&topic, envelope),
+        Err(e) => tracing::warn!(error = %e, "invalid replication message; dropped"),
     }
 }
 

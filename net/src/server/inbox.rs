@@ -41,6 +41,9 @@ pub(crate) enum ShardMsg {
     },
     /// From the main thread: stop (SIGTERM/SIGINT, or another shard failed).
     Stop,
+    /// Cluster mode: a `Replicate` frame for a partition the receiving shard owns (no
+    /// reply: replication messages are fire and forget).
+    Replicate(Frame),
     /// Cluster mode, to shard 0: a controller message from a shard of this node.
     Controller(ControllerRequest, Bytes),
     /// Cluster mode, from shard 0: the controller's newest view.
@@ -73,6 +76,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, inbox: flume::Receiver<ShardMsg>) {
                 let _ = done.send(());
             }
             ShardMsg::Stop => shard.begin_stop(),
+            ShardMsg::Replicate(frame) => dispatch::replicate_here(&shard, &frame),
             ShardMsg::Controller(request, data) => {
                 if let Some(service) = shard.cluster.as_ref().and_then(|c| c.controller.as_ref()) {
                     service.handle(request, &data);

@@ -18,6 +18,7 @@ use crate::api::{
 };
 use crate::error_code::ErrorCode;
 use crate::frame::FrameHeader;
+use crate::server::cluster::Replica;
 use crate::server::dispatch::{self, Completion, done, forward};
 use crate::server::reply::{Reply, reply};
 use crate::server::shard::{Log, Route, Shard};
@@ -27,6 +28,29 @@ use crate::wire::Frame;
 const FETCH_BYTES_MAX: u32 = 16 << 20;
 /// The longest long poll.
 const FETCH_WAIT_MAX: Duration = Duration::from_secs(30);
+
+/// The log a read is served from and, in cluster mode, its leading replica; or the route
+/// when this shard does not serve it (another shard, a replica that does not lead, no
+/// such partition). A replica that does not lead answers as `Elsewhere` with the leader.
+fn readable(shard: &Shard, route: Route) -> Result<(Rc<Log>, Option<Rc<Replica>>), Route> {
+    match route {
+        Route::Local(log) => Ok((log, None)),
+        Route::Replica(replica) if replica.driver.leading().is_some() => {
+            Ok((replica.log().clone(), Some(replica)))
+        }
+        Route::Replica(replica) => {
+            Err(Route::Elsewhere(shard.cluster.as_ref().and_then(|c| {
+                c.leader_of(&replica.topic, replica.partition)
+            })))
+        }
+        other => Err(other),
+    }
+}
+
+/// Offsets below it are readable: the high watermark.
+fn visible_end(log: &Log, replica: Option<&Replica>) -> Offset {
+    replica.map_or_else(|| Shard::visible_end(log), Replica::visible_end)
+}
 
 #[derive(Clone, Copy)]
 struct FetchArgs {
@@ -53,28 +77,19 @@ pub(crate) async fn fetch(shard: &Rc<Shard>, frame: Frame) -> Completion {
         }
         Err(e) => return dispatch::invalid(&header, &e),
     };
-    let (log, replica) = match route {
-        Route::Local(log) => (log, None),
-        Route::Replica(replica) if replica.driver.leading().is_some() => {
-            (replica.log().clone(), Some(replica))
-        }
-        Route::Replica(replica) => {
-            let hint = shard
-                .cluster
-                .as_ref()
-                .and_then(|c| c.leader_of(&replica.topic, replica.partition));
-            return done(fetch_not_here(&header, hint));
-        }
-        Route::Elsewhere(hint) => return done(fetch_not_here(&header, hint)),
-        Route::Shard(owner) => return forward(shard, owner, frame).await,
-        Route::UnknownTopic => {
+    let (log, replica) = match readable(shard, route) {
+        Ok(served) => served,
+        Err(Route::Elsewhere(hint)) => return done(fetch_not_here(&header, hint)),
+        Err(Route::Local(_) | Route::Replica(_)) => unreachable!("readable serves these"),
+        Err(Route::Shard(owner)) => return forward(shard, owner, frame).await,
+        Err(Route::UnknownTopic) => {
             return done(fetch_failed(
                 &header,
                 ErrorCode::UnknownTopic,
                 "unknown topic",
             ));
         }
-        Route::UnknownPartition => {
+        Err(Route::UnknownPartition) => {
             return done(fetch_failed(
                 &header,
                 ErrorCode::UnknownPartition,
@@ -84,10 +99,7 @@ pub(crate) async fn fetch(shard: &Rc<Shard>, frame: Frame) -> Completion {
     };
     let stopping = shard.stopping();
     async move {
-        let visible = || match &replica {
-            Some(replica) => replica.visible_end(),
-            None => Shard::visible_end(&log),
-        };
+        let visible = || visible_end(&log, replica.as_deref());
         Some(serve_fetch(&log, visible, &header, args, stopping).await)
     }
     .boxed_local()
@@ -219,27 +231,18 @@ pub(crate) async fn list_offsets(shard: &Rc<Shard>, frame: Frame) -> Completion 
         }
         Err(e) => return dispatch::invalid(&header, &e),
     };
-    let (log, replica) = match route {
-        Route::Local(log) => (log, None),
-        Route::Replica(replica) if replica.driver.leading().is_some() => {
-            (replica.log().clone(), Some(replica))
-        }
-        Route::Replica(replica) => {
-            let hint = shard
-                .cluster
-                .as_ref()
-                .and_then(|c| c.leader_of(&replica.topic, replica.partition));
-            return done(offsets_not_here(&header, hint));
-        }
-        Route::Elsewhere(hint) => return done(offsets_not_here(&header, hint)),
-        Route::Shard(owner) => return forward(shard, owner, frame).await,
-        Route::UnknownTopic => {
+    let (log, replica) = match readable(shard, route) {
+        Ok(served) => served,
+        Err(Route::Elsewhere(hint)) => return done(offsets_not_here(&header, hint)),
+        Err(Route::Local(_) | Route::Replica(_)) => unreachable!("readable serves these"),
+        Err(Route::Shard(owner)) => return forward(shard, owner, frame).await,
+        Err(Route::UnknownTopic) => {
             return done(offsets(
                 &header,
                 Err((ErrorCode::UnknownTopic, "unknown topic".into())),
             ));
         }
-        Route::UnknownPartition => {
+        Err(Route::UnknownPartition) => {
             return done(offsets(
                 &header,
                 Err((ErrorCode::UnknownPartition, "unknown partition".into())),
@@ -247,10 +250,7 @@ pub(crate) async fn list_offsets(shard: &Rc<Shard>, frame: Frame) -> Completion 
         }
     };
     async move {
-        let visible = match &replica {
-            Some(replica) => replica.visible_end(),
-            None => Shard::visible_end(&log),
-        };
+        let visible = visible_end(&log, replica.as_deref());
         let result = match spec {
             None => Ok(Some(log.log_start())),
             Some(None) => Ok(Some(visible)),

@@ -352,18 +352,13 @@ impl ClusterNode {
         while !stopped() {
             glommio::timer::sleep(TICK_EVERY).await;
             let now = self.now();
-            let replicas: Vec<((String, u32), Rc<Replica>)> = self
-                .replicas
-                .borrow()
-                .iter()
-                .map(|(k, r)| (k.clone(), r.clone()))
-                .collect();
-            for ((topic, partition), replica) in &replicas {
+            let replicas: Vec<Rc<Replica>> = self.replicas.borrow().values().cloned().collect();
+            for replica in &replicas {
                 replica.driver.tick(now);
                 for proposal in replica.driver.take_proposals() {
                     let request = ControllerRequest::ChangeIsr {
-                        topic: topic.clone(),
-                        partition: *partition,
+                        topic: replica.topic.to_string(),
+                        partition: replica.partition,
                         leader_epoch: proposal.epoch.0,
                         isr: proposal.isr.iter().map(|n| n.0).collect(),
                     };
@@ -375,7 +370,7 @@ impl ClusterNode {
             if last_upkeep.elapsed() >= LOG_UPKEEP_EVERY {
                 last_upkeep = Instant::now();
                 let wall = TimestampMs::now();
-                for (_, replica) in &replicas {
+                for replica in &replicas {
                     if let Err(e) = replica.log().tick(wall).await {
                         tracing::error!(dir = %replica.log().dir().display(), error = %e, "partition upkeep failed");
                     }
