@@ -22,6 +22,11 @@ pub struct ReplicaConfig {
     pub request_timeout_ms: u64,
     /// Produce requests waiting for acknowledgement at once. Default 65 536; >= 1.
     pub waiters_max: usize,
+    /// The driver reports as durable what the log's flush policy acknowledges (written,
+    /// under `never`) instead of only what is synced. For logs that never sync on their
+    /// own: `acks=all` then means "in every ISR member's log", as with Redpanda's write
+    /// caching. Default false.
+    pub durable_when_acked: bool,
 }
 
 impl Default for ReplicaConfig {
@@ -34,6 +39,7 @@ impl Default for ReplicaConfig {
             ships_inflight_max: 16,
             request_timeout_ms: 30_000,
             waiters_max: 65_536,
+            durable_when_acked: false,
         }
     }
 }

@@ -112,6 +112,8 @@ pub struct ReplicaDriver<S: Storage, T: Transport> {
     flushes: mpsc::UnboundedSender<PendingAppend>,
     flush_receiver: RefCell<Option<mpsc::UnboundedReceiver<PendingAppend>>>,
     failed: Cell<bool>,
+    /// `ReplicaConfig::durable_when_acked`.
+    durable_when_acked: bool,
 }
 
 impl<S: Storage, T: Transport> ReplicaDriver<S, T> {
@@ -130,6 +132,7 @@ impl<S: Storage, T: Transport> ReplicaDriver<S, T> {
         incarnation: Incarnation,
         now: Tick,
     ) -> Result<Self, EngineError> {
+        let durable_when_acked = config.durable_when_acked;
         let mut replica = PartitionReplica::new(config, id, incarnation);
         let (log_start, log_end) = (log.log_start(), log.log_end());
         if log_start != Offset(0) {
@@ -169,6 +172,7 @@ impl<S: Storage, T: Transport> ReplicaDriver<S, T> {
             flushes,
             flush_receiver: RefCell::new(Some(flush_receiver)),
             failed: Cell::new(false),
+            durable_when_acked,
         })
     }
 
@@ -394,7 +398,12 @@ impl<S: Storage, T: Transport> ReplicaDriver<S, T> {
     /// Tells the replica how far the log is acknowledged (`log_end`) and durable, if that
     /// moved and no truncation is pending.
     fn report_storage(&self, log_end: Offset) {
-        let durable_end = self.log.durable_end().min(log_end);
+        let durable = if self.durable_when_acked {
+            self.log.acked_end()
+        } else {
+            self.log.durable_end()
+        };
+        let durable_end = durable.min(log_end);
         {
             let mut state = self.state.borrow_mut();
             if state.truncates_pending > 0 || state.reported == (log_end, durable_end) {

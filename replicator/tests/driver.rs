@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use glommio::{LocalExecutorBuilder, Placement};
 use shardlog_engine::record::BatchBuilder;
-use shardlog_engine::{EngineConfig, LeaderEpoch, Offset, PartitionLog, SimStorage, TimestampMs};
+use shardlog_engine::{
+    EngineConfig, FlushPolicy, LeaderEpoch, Offset, PartitionLog, SimStorage, TimestampMs,
+};
 use shardlog_replicator::driver::{ReplicaDriver, Transport};
 use shardlog_replicator::message::{self, Message};
 use shardlog_replicator::{Acks, Incarnation, NodeId, ReplicaConfig, Tick};
@@ -36,6 +38,8 @@ struct Net {
     drivers: RefCell<BTreeMap<NodeId, Rc<Driver>>>,
     start: Cell<Option<Instant>>,
     stop: Cell<bool>,
+    /// Logs with `flush=never`, reporting what is written as durable.
+    never: Cell<bool>,
 }
 
 impl Net {
@@ -79,7 +83,7 @@ struct Controller {
     version: u64,
 }
 
-fn replica_config() -> ReplicaConfig {
+fn replica_config(never: bool) -> ReplicaConfig {
     ReplicaConfig {
         replica_lag_ms: 300,
         min_insync: 2,
@@ -88,13 +92,19 @@ fn replica_config() -> ReplicaConfig {
         ships_inflight_max: 8,
         request_timeout_ms: 20_000,
         waiters_max: 4096,
+        durable_when_acked: never,
     }
 }
 
-fn engine_config() -> EngineConfig {
+fn engine_config(never: bool) -> EngineConfig {
     EngineConfig {
         segment_bytes: 1 << 20,
         tail_cache_bytes: 64 << 10,
+        flush: if never {
+            FlushPolicy::Never
+        } else {
+            FlushPolicy::Always
+        },
         ..EngineConfig::default()
     }
 }
@@ -119,7 +129,7 @@ async fn open_driver(
     id: NodeId,
     incarnation: Incarnation,
 ) -> (Rc<Driver>, glommio::task::JoinHandle<()>) {
-    let log = PartitionLog::open(storage.clone(), DIR, engine_config())
+    let log = PartitionLog::open(storage.clone(), DIR, engine_config(net.never.get()))
         .await
         .unwrap();
     let transport = MemTransport {
@@ -129,7 +139,7 @@ async fn open_driver(
     let driver = ReplicaDriver::open(
         Rc::new(log),
         transport,
-        replica_config(),
+        replica_config(net.never.get()),
         id,
         incarnation,
         net.now(),
@@ -287,7 +297,13 @@ struct Cluster {
 impl Cluster {
     /// Three replicas, node 1 leading epoch 1, the ISR all three.
     async fn start() -> Cluster {
+        Cluster::start_with(false).await
+    }
+
+    /// `start`, with `flush=never` logs if `never`.
+    async fn start_with(never: bool) -> Cluster {
         let net = Rc::new(Net::default());
+        net.never.set(never);
         net.start.set(Some(Instant::now()));
         let nodes = [NodeId(1), NodeId(2), NodeId(3)];
         let storages: Vec<SimStorage> = nodes.iter().map(|_| SimStorage::new()).collect();
@@ -384,6 +400,35 @@ fn three_replicas_replicate_shrink_and_catch_up() {
         })
         .await;
         drop(leader);
+        cluster.shutdown().await;
+    });
+}
+
+#[test]
+fn flush_never_acks_all_once_every_isr_member_wrote_it() {
+    // Logs that never sync on their own (flush=never, far below the unsynced-bytes limit):
+    // with `durable_when_acked`, acks=all is answered once the ISR members wrote the batch.
+    // Without it nothing would ever count as durable and the produce would time out.
+    let executor = LocalExecutorBuilder::new(Placement::Unbound)
+        .io_memory(1 << 20)
+        .make()
+        .unwrap();
+    executor.run(async {
+        let cluster = Cluster::start_with(true).await;
+        let (net, nodes) = (cluster.net.clone(), cluster.nodes);
+        let leader = net.driver(LEADER);
+        let produce = std::pin::pin!(produce_all(&leader, 0..50));
+        let timeout = std::pin::pin!(glommio::timer::sleep(Duration::from_secs(5)));
+        let produced = futures::future::select(produce, timeout).await;
+        assert!(
+            matches!(produced, futures::future::Either::Left(_)),
+            "acks=all not answered within 5 s under flush=never"
+        );
+        assert!(
+            leader.log().durable_end() < leader.log().log_end(),
+            "nothing synced"
+        );
+        converged(&net, LEADER, &nodes).await;
         cluster.shutdown().await;
     });
 }

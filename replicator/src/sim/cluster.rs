@@ -52,6 +52,8 @@ impl Default for SimConfig {
                 ships_inflight_max: 4,
                 request_timeout_ms: 1_500,
                 waiters_max: 1024,
+                // The checkers want acks=all durable on disk: synced, not written.
+                durable_when_acked: false,
             },
             session_ms: 150,
             client_timeout_ms: 600,

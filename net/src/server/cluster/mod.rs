@@ -26,7 +26,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
 use futures::channel::mpsc;
-use shardlog_engine::{DmaStorage, EngineConfig, LeaderEpoch, Offset, PartitionLog, TimestampMs};
+use shardlog_engine::{
+    DmaStorage, EngineConfig, FlushPolicy, LeaderEpoch, Offset, PartitionLog, TimestampMs,
+};
 use shardlog_replicator::controller::{Metadata, PartitionState, TopicInfo};
 use shardlog_replicator::driver::ReplicaDriver;
 use shardlog_replicator::{Incarnation, NodeId, ReplicaConfig, Tick};
@@ -273,6 +275,9 @@ impl ClusterNode {
             replica_lag_ms: self.config.replica_lag_ms,
             min_insync: usize::from(info.min_insync),
             request_timeout_ms: PRODUCE_TIMEOUT_MS,
+            // `never` syncs only when much is unsynced: waiting for syncs would stall
+            // acks=all; written (the policy's promise) is what counts there.
+            durable_when_acked: place.defaults.flush == FlushPolicy::Never,
             ..ReplicaConfig::default()
         };
         config.validate()?;
