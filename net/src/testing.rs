@@ -1,11 +1,14 @@
-//! A real `shardlogd` child process for tests of every crate: started on 127.0.0.1 with an
-//! ephemeral port, its ready line awaited, killed when dropped.
+//! A real `shardlogd` child process for tests of every crate: started on 127.0.0.1 (an
+//! ephemeral port unless told otherwise), its ready line awaited, killed when dropped.
+//! Its stderr is copied to the test's stderr, or kept as a [`LogTail`] that a test prints
+//! when it fails (cluster tests run several nodes whose full logs would drown the cause).
 
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 /// The line prefix `shardlogd` prints on stderr once every shard listens.
@@ -29,6 +32,69 @@ pub fn test_root() -> std::io::Result<PathBuf> {
     );
     std::fs::create_dir_all(&root)?;
     Ok(root)
+}
+
+/// The last lines a child printed on stderr, shared with the thread reading them. One tail
+/// may outlive its child: a restarted node appends to the tail of the one before it.
+#[derive(Clone, Debug)]
+pub struct LogTail {
+    lines: Arc<Mutex<VecDeque<String>>>,
+    lines_max: usize,
+}
+
+impl LogTail {
+    /// A tail that keeps the last `lines_max` lines.
+    #[must_use]
+    pub fn new(lines_max: usize) -> LogTail {
+        LogTail {
+            lines: Arc::new(Mutex::new(VecDeque::with_capacity(lines_max))),
+            lines_max,
+        }
+    }
+
+    /// Appends a line, dropping the oldest past `lines_max`.
+    pub fn push(&self, line: String) {
+        let mut lines = self
+            .lines
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if lines.len() == self.lines_max {
+            lines.pop_front();
+        }
+        lines.push_back(line);
+    }
+
+    /// The lines kept, oldest first.
+    #[must_use]
+    pub fn lines(&self) -> Vec<String> {
+        let lines = self
+            .lines
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        lines.iter().cloned().collect()
+    }
+}
+
+/// Where a child's stderr goes.
+#[derive(Clone, Debug)]
+pub enum StderrTo {
+    /// Copied to this process's stderr, each line prefixed with `[shardlogd]`.
+    Echo,
+    /// Kept in a tail (and not copied).
+    Tail(LogTail),
+}
+
+/// How to start a `shardlogd`: [`Shardlogd::launch`].
+#[derive(Clone, Debug)]
+pub struct Launch<'a> {
+    /// Its data directory.
+    pub data_dir: &'a Path,
+    /// `--listen`: `127.0.0.1:0` picks a free port (the ready line names it).
+    pub listen: &'a str,
+    /// Further flags.
+    pub args: &'a [&'a str],
+    /// Where its stderr goes.
+    pub stderr: StderrTo,
 }
 
 /// A running `shardlogd`.
@@ -60,12 +126,24 @@ impl Shardlogd {
     /// Starts `shardlogd --data-dir DATA_DIR --listen 127.0.0.1:0 EXTRA_ARGS...` and waits
     /// for its ready line. Its stderr is copied to this process's stderr.
     pub fn start(data_dir: &Path, extra_args: &[&str]) -> std::io::Result<Shardlogd> {
+        Shardlogd::launch(&Launch {
+            data_dir,
+            listen: "127.0.0.1:0",
+            args: extra_args,
+            stderr: StderrTo::Echo,
+        })
+    }
+
+    /// Starts `shardlogd --data-dir DATA_DIR --listen LISTEN ARGS...` and waits for its
+    /// ready line.
+    pub fn launch(launch: &Launch<'_>) -> std::io::Result<Shardlogd> {
         let binary = Shardlogd::binary();
+        let data_dir = launch.data_dir;
         let mut child = Command::new(&binary)
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--listen", "127.0.0.1:0"])
-            .args(extra_args)
+            .args(["--listen", launch.listen])
+            .args(launch.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -77,14 +155,19 @@ impl Shardlogd {
             })?;
         let stderr = child.stderr.take().ok_or_else(|| other("no stderr pipe"))?;
         let (tx, rx) = mpsc::channel();
+        let sink = launch.stderr.clone();
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("[shardlogd] {line}");
-                if let Some(addr) = line.strip_prefix(READY_PREFIX)
+                let ready = line.strip_prefix(READY_PREFIX).map(|a| a.trim().to_owned());
+                match &sink {
+                    StderrTo::Echo => eprintln!("[shardlogd] {line}"),
+                    StderrTo::Tail(tail) => tail.push(line),
+                }
+                if let Some(addr) = ready
                     && let Some(tx) = tx.take()
                 {
-                    let _ = tx.send(addr.trim().to_owned());
+                    let _ = tx.send(addr);
                 }
             }
         });
@@ -131,13 +214,32 @@ impl Shardlogd {
 
     /// SIGTERM, then wait for the exit.
     pub fn terminate(&mut self) -> std::io::Result<ExitStatus> {
+        self.signal(libc::SIGTERM)?;
+        self.child.wait()
+    }
+
+    /// SIGSTOP: the process stays, frozen (its sockets stay open and silent).
+    pub fn pause(&mut self) -> std::io::Result<()> {
+        self.signal(libc::SIGSTOP)
+    }
+
+    /// SIGCONT after [`Shardlogd::pause`].
+    pub fn resume(&mut self) -> std::io::Result<()> {
+        self.signal(libc::SIGCONT)
+    }
+
+    fn signal(&mut self, signal: libc::c_int) -> std::io::Result<()> {
+        // A reaped child's pid may name another process by now: never signal it.
+        if let Some(status) = self.child.try_wait()? {
+            return Err(other(&format!("shardlogd already exited ({status})")));
+        }
         let pid = libc::pid_t::try_from(self.child.id()).map_err(|_| other("pid range"))?;
         // SAFETY: kill(2) on our own child's pid; no memory is touched.
-        let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
+        let rc = unsafe { libc::kill(pid, signal) };
         if rc != 0 {
             return Err(std::io::Error::last_os_error());
         }
-        self.child.wait()
+        Ok(())
     }
 }
 

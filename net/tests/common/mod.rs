@@ -1,6 +1,10 @@
 //! Shared by the server tests: data directories on a real filesystem, a glommio executor
-//! to run client code in, and batch building.
+//! to run client code in, and batch building; for replication tests, a cluster of nodes
+//! (`cluster.rs`) whose links can run through fault-injecting proxies (`proxy.rs`).
 #![allow(dead_code, clippy::unwrap_used, clippy::indexing_slicing)]
+
+pub mod cluster;
+pub mod proxy;
 
 use std::future::Future;
 use std::io::{Read, Write};

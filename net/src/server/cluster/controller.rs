@@ -89,6 +89,8 @@ pub(crate) struct ControllerService {
     /// When the leader last proposed each node's registration.
     registering: RefCell<HashMap<NodeId, Tick>>,
     last_heartbeat: Cell<Option<Tick>>,
+    /// Whether this process may heartbeat: see [`ControllerService::may_heartbeat`].
+    rejoined: Cell<bool>,
     /// The clock as of the last loop turn.
     now: Cell<Tick>,
 }
@@ -122,6 +124,7 @@ impl ControllerService {
             file: RefCell::new(Some(file)),
             registering: RefCell::new(HashMap::new()),
             last_heartbeat: Cell::new(None),
+            rejoined: Cell::new(false),
             now: Cell::new(now),
         })
     }
@@ -244,6 +247,7 @@ impl ControllerService {
         };
         // The controller leader last published; `None` before the first view.
         let mut published: Option<Option<NodeId>> = None;
+        let mut published_rejoined = false;
         while !stopped() {
             let timer = glommio::timer::sleep(TICK_EVERY);
             let _ = select(kicks.next(), std::pin::pin!(timer)).await;
@@ -276,15 +280,19 @@ impl ControllerService {
             if published.is_some_and(|l| l != leader) {
                 changed = true;
             }
+            let rejoined = self.rejoined.get();
+            changed |= rejoined != published_rejoined;
             if changed {
                 let view = Arc::new(ClusterView {
                     metadata: self.controller.borrow().metadata().clone(),
                     controller: leader,
+                    rejoined,
                 });
                 for shard in &shards {
                     let _ = shard.send_async(ShardMsg::View(view.clone())).await;
                 }
                 published = Some(leader);
+                published_rejoined = rejoined;
             }
         }
     }
@@ -334,7 +342,7 @@ impl ControllerService {
             .last_heartbeat
             .get()
             .is_none_or(|at| now.since(at) >= HEARTBEAT_EVERY_MS);
-        if !due {
+        if !due || !self.may_heartbeat() {
             return;
         }
         self.last_heartbeat.set(Some(now));
@@ -350,6 +358,37 @@ impl ControllerService {
             }
             None => {}
         }
+    }
+
+    /// Whether this process may heartbeat yet. A node that restarts while the controller
+    /// still counts the session of its previous run (registered and not fenced) first
+    /// lets that session expire: the fencing gives every partition the node led a new
+    /// leader epoch (and takes it out of every ISR until it caught up again). Until then
+    /// its shards lead nothing. Leading its old epoch again
+    /// would be unsafe and would stall: a follower may hold batches the node shipped but
+    /// lost in the crash, and would keep them where the node now writes others (same
+    /// epoch, same offsets, other bytes); and followers that stayed up keep waiting for
+    /// ships from a leader that no longer knows them, so they never rejoin the ISR.
+    /// Every view published carries the answer (`ClusterView::rejoined`).
+    fn may_heartbeat(&self) -> bool {
+        if self.rejoined.get() {
+            return true;
+        }
+        let controller = self.controller.borrow();
+        // Until the metadata is current, the session it shows may be an old one.
+        if !controller.caught_up() {
+            return false;
+        }
+        let previous_session_over = controller
+            .metadata()
+            .nodes()
+            .get(&self.node)
+            .is_none_or(|info| info.fenced);
+        if previous_session_over {
+            tracing::info!(node = %self.node, "no session of a previous run left: heartbeating");
+            self.rejoined.set(true);
+        }
+        previous_session_over
     }
 
     /// Appends `bytes` to the Raft file and syncs it (off the executor).

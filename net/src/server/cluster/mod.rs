@@ -57,6 +57,10 @@ pub(crate) struct ClusterView {
     pub(crate) metadata: Metadata,
     /// The controller leader, if known.
     pub(crate) controller: Option<NodeId>,
+    /// Whether the session of this node's previous run is over (it was fenced, or this
+    /// is its first run): only then may its replicas lead. See
+    /// `ControllerService::may_heartbeat`.
+    pub(crate) rejoined: bool,
 }
 
 /// One partition replica on this shard.
@@ -253,7 +257,7 @@ impl ClusterNode {
                         }
                     },
                 };
-                self.apply_leadership(&replica, state);
+                self.apply_leadership(&replica, state, view.rejoined);
             }
         }
     }
@@ -313,7 +317,7 @@ impl ClusterNode {
 
     /// Hands the controller's decision to the replica, once per (leader epoch, partition
     /// epoch).
-    fn apply_leadership(&self, replica: &Replica, state: &PartitionState) {
+    fn apply_leadership(&self, replica: &Replica, state: &PartitionState, rejoined: bool) {
         let now = (state.leader_epoch, state.partition_epoch);
         let before = replica.applied.get();
         if before == Some(now) {
@@ -321,6 +325,12 @@ impl ClusterNode {
         }
         let new_epoch = before.is_none_or(|(epoch, _)| epoch != state.leader_epoch);
         let driver = &replica.driver;
+        if state.leader == Some(self.id) && !rejoined {
+            // A leadership of this node's previous run: the controller moves it once the
+            // old session is fenced (see `ClusterView::rejoined`). Not marked applied: a
+            // later view decides again.
+            return;
+        }
         match state.leader {
             Some(leader) if leader == self.id => {
                 if new_epoch {
