@@ -375,8 +375,22 @@ cmd_restart() {
   pid="$(node_pid "$id")"
   [ -z "$pid" ] || fail "node $id is $(node_state "$id") (pid $pid); kill or stop it first"
   [ -x "$shardlogd" ] || fail "$shardlogd (from $cluster_env) is missing"
+  wait_port_free "$id"
   offset="$(launch_node "$id")"
   wait_ready "$id:$offset"
+}
+
+# A killed node's port may accept connections for a few ms after its process is gone
+# (the kernel tears its io_uring down late); shardlogd refuses a port where something
+# answers. Waits up to 2 s for it to go quiet.
+wait_port_free() {
+  local port tries=0
+  port="$(node_port "$1")"
+  while (exec 3<>"/dev/tcp/$HOST/$port") 2>/dev/null; do
+    tries=$((tries + 1))
+    [ "$tries" -lt 200 ] || fail "port $port still answers; is another server on it?"
+    sleep 0.01
+  done
 }
 
 # Sends signal $1 to node $2 and waits until it is in state $3.
