@@ -7,6 +7,10 @@
 //! back exactly: each remembered batch keeps the producer's state from before it.
 //! Bounds: `PRODUCERS_MAX` producer ids, `RECENT_MAX` batches each (Kafka keeps 5, the
 //! most a producer may have in flight; more here lets a truncation restore the state).
+//! A new producer id beyond `PRODUCERS_MAX` evicts the one whose last batch is oldest in
+//! the log (Kafka expires producer state by age instead): decided by the log alone, so
+//! every replica evicts the same one. An evicted producer's next batch is `OutOfOrder`
+//! unless it starts a sequence at 0; a truncation does not bring an evicted one back.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -122,11 +126,8 @@ impl ProducerTable {
             return;
         }
         let before = self.producers.get(&header.producer_id).map(|e| e.position);
-        if before.is_none() {
-            assert!(
-                self.producers.len() < PRODUCERS_MAX,
-                "more than {PRODUCERS_MAX} producers"
-            );
+        if before.is_none() && self.producers.len() >= PRODUCERS_MAX {
+            self.evict_oldest();
         }
         let entry = self
             .producers
@@ -151,6 +152,18 @@ impl ProducerTable {
             last_offset: header.last_offset(),
             before,
         });
+    }
+
+    /// Forgets the producer whose last batch is the oldest in the log.
+    fn evict_oldest(&mut self) {
+        let oldest = self
+            .producers
+            .iter()
+            .min_by_key(|(id, entry)| (entry.recent.back().map(|b| b.last_offset), **id))
+            .map(|(id, _)| *id);
+        if let Some(id) = oldest {
+            self.producers.remove(&id);
+        }
     }
 
     /// Forgets batches at or after `log_end`, restoring each producer's position from
@@ -247,5 +260,30 @@ mod tests {
             table.check(&header(-1, -1, -1, 1, 0)),
             SequenceCheck::Append
         );
+    }
+
+    #[test]
+    fn a_full_table_evicts_the_producer_last_seen_earliest() {
+        let mut table = ProducerTable::default();
+        let max = i64::try_from(PRODUCERS_MAX).unwrap();
+        for pid in 0..max {
+            // Producer 0 appends last, so producer 1's batch is the oldest.
+            let base = if pid == 0 {
+                10 * max as u64
+            } else {
+                pid as u64
+            };
+            table.apply(&header(pid, 0, 0, 1, base));
+        }
+        assert_eq!(table.len(), PRODUCERS_MAX);
+        table.apply(&header(max, 0, 0, 1, 10 * max as u64 + 1));
+        assert_eq!(table.len(), PRODUCERS_MAX, "bounded");
+        assert_eq!(
+            table.check(&header(1, 0, 1, 1, 0)),
+            SequenceCheck::OutOfOrder { expected: 0 },
+            "producer 1 was evicted"
+        );
+        assert_eq!(table.check(&header(0, 0, 1, 1, 0)), SequenceCheck::Append);
+        assert_eq!(table.check(&header(max, 0, 1, 1, 0)), SequenceCheck::Append);
     }
 }
