@@ -780,3 +780,47 @@ fn append_acknowledgements_follow_their_persist() {
     let c = Cluster::start(3, 5, 0, 3, 2);
     assert!(c.acknowledged_after_persist > 0);
 }
+
+#[test]
+fn raft_messages_no_voter_sends_are_refused_not_panicked_on() {
+    let mut c = Cluster::start(3, 0, 10, 3, 2);
+    let leader = c.leader().unwrap();
+    let follower = *c.controllers.keys().find(|n| **n != leader).unwrap();
+    let term = c.controllers[&follower].term();
+    let raft_id = |n: NodeId| u64::from(n.0) + 1;
+    let forged = |from: u64, msg_type: MessageType, commit: u64| {
+        let mut m = RaftMessage::default();
+        m.set_msg_type(msg_type);
+        m.from = from;
+        m.to = raft_id(follower);
+        m.term = term;
+        m.commit = commit;
+        m.write_to_bytes().unwrap()
+    };
+    // raft-rs would panic ("to_commit is out of range") on this heartbeat.
+    let bad_commit = forged(raft_id(leader), MessageType::MsgHeartbeat, 1 << 40);
+    let stranger = forged(99, MessageType::MsgHeartbeat, 0);
+    let snapshot = forged(raft_id(leader), MessageType::MsgSnapshot, 0);
+    let node = c.controllers.get_mut(&follower).unwrap();
+    for (what, bytes) in [
+        ("commit", bad_commit),
+        ("stranger", stranger),
+        ("snapshot", snapshot),
+    ] {
+        assert!(
+            matches!(node.step(&bytes), Err(ControllerError::Codec(_))),
+            "{what} accepted"
+        );
+    }
+    // The cluster goes on.
+    let before = c.metadata().topics().len();
+    c.commit(&Command::CreateTopic {
+        name: "after".into(),
+        partitions: 1,
+        replication_factor: 3,
+        min_insync: 2,
+        config: Vec::new(),
+    })
+    .unwrap();
+    assert_eq!(c.metadata().topics().len(), before + 1);
+}

@@ -43,7 +43,7 @@ pub use metadata::{Metadata, MetadataChange, NodeInfo, PartitionState, Refusal, 
 pub use raft_file::Recovered;
 
 use protobuf::Message as _;
-use raft::eraftpb::{ConfState, Entry, EntryType, Message as RaftMessage};
+use raft::eraftpb::{ConfState, Entry, EntryType, Message as RaftMessage, MessageType};
 use raft::storage::MemStorage;
 use raft::{RawNode, StateRole};
 
@@ -188,6 +188,8 @@ pub struct Controller {
     last_rebalance: Tick,
     /// The controller leader this node last heard from, and when.
     leader_heard: Option<(NodeId, Tick)>,
+    /// Raft ids of the voters.
+    voter_ids: Vec<u64>,
 }
 
 fn raft_id(node: NodeId) -> u64 {
@@ -270,6 +272,7 @@ impl Controller {
             leading: false,
             last_rebalance: now,
             leader_heard: None,
+            voter_ids: voters.iter().map(|v| raft_id(*v)).collect(),
         })
     }
 
@@ -383,6 +386,30 @@ impl Controller {
                 "raft entry {} over {ENTRY_BYTES_MAX} bytes",
                 entry.index
             )));
+        }
+        // raft-rs panics on some messages no correct voter sends (a heartbeat committing
+        // past this log's end); such bytes come from a socket, so they are refused here.
+        // (Peers are not authenticated: a sender that speaks Raft correctly is believed.)
+        if !self.voter_ids.contains(&message.from) {
+            return Err(ControllerError::Codec(format!(
+                "raft message from raft id {}, not a voter",
+                message.from
+            )));
+        }
+        match message.msg_type {
+            MessageType::MsgHeartbeat if message.commit > self.raw.raft.raft_log.last_index() => {
+                return Err(ControllerError::Codec(format!(
+                    "heartbeat commits {} past this log's end {}",
+                    message.commit,
+                    self.raw.raft.raft_log.last_index()
+                )));
+            }
+            MessageType::MsgSnapshot => {
+                return Err(ControllerError::Codec(
+                    "snapshots are not used by this controller".into(),
+                ));
+            }
+            _ => {}
         }
         let from = message.from;
         self.raw.step(message)?;
