@@ -54,6 +54,12 @@ impl Peers {
         })
     }
 
+    /// Whether `node` is one of the configured peers (`--peers`).
+    #[must_use]
+    pub fn is_peer(&self, node: u32) -> bool {
+        self.addresses.contains_key(&node)
+    }
+
     /// Messages dropped so far because no live link to their node existed.
     #[must_use]
     pub fn dropped(&self) -> u64 {

@@ -1459,3 +1459,59 @@ fn partitioned_leader_is_replaced_acknowledges_nothing_and_rejoins() {
     );
     eprintln!("test time {:?}", started.elapsed());
 }
+
+/// Peer frames are accepted from any connection, so they are untrusted input: a heartbeat
+/// for a node outside `--peers`, raft bytes that do not decode, a raft heartbeat that
+/// would commit past the log's end (raft-rs panics on it), a Replicate envelope of
+/// garbage. None may crash the node or change its membership.
+#[test]
+fn forged_peer_frames_change_nothing_and_crash_nothing() {
+    use protobuf::Message as _;
+    use shardlog_net::api::{ControllerRequest, ReplicateRequest};
+
+    let mut cluster = Cluster::start(1, Links::Direct);
+    cluster.wait_for_controller(Duration::from_secs(20));
+    let mut stream = TcpStream::connect(cluster.addr(0)).unwrap();
+    let controller = |request: &ControllerRequest, data: &[u8]| {
+        common::frame(Api::Controller as u16, 1, 7, request, data)
+    };
+    let mut heartbeat = raft::eraftpb::Message::default();
+    heartbeat.set_msg_type(raft::eraftpb::MessageType::MsgHeartbeat);
+    heartbeat.from = 1;
+    heartbeat.to = 1;
+    heartbeat.term = 1_000;
+    heartbeat.commit = 1 << 40;
+    let frames = [
+        controller(
+            &ControllerRequest::Heartbeat {
+                node: 99,
+                address: "127.0.0.1:1".into(),
+            },
+            &[],
+        ),
+        controller(&ControllerRequest::Raft { from: 0 }, &[0xff; 64]),
+        controller(
+            &ControllerRequest::Raft { from: 0 },
+            &heartbeat.write_to_bytes().unwrap(),
+        ),
+        common::frame(
+            Api::Replicate as u16,
+            1,
+            8,
+            &ReplicateRequest {
+                topic: "t".into(),
+                partition: 0,
+            },
+            &[0xab; 100],
+        ),
+    ];
+    for frame in &frames {
+        stream.write_all(frame).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    cluster.assert_running();
+    let meta = cluster.metadata(0).unwrap();
+    let nodes: Vec<u32> = meta.brokers.iter().map(|b| b.node_id).collect();
+    assert_eq!(nodes, vec![0], "only the --peers node is a member");
+    assert_eq!(meta.controller, Some(0));
+}

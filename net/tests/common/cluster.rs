@@ -39,10 +39,6 @@ const NODE_PORTS: std::ops::Range<u16> = 20_000..32_000;
 
 /// Flags every node gets besides its id, address, peers and data directory.
 pub const NODE_ARGS: &[&str] = &[
-    "--replication-factor",
-    "3",
-    "--min-insync",
-    "2",
     "--session-timeout-ms",
     "1000",
     "--replica-lag-ms",
@@ -162,11 +158,17 @@ impl Cluster {
                 let listen = self.addr(node);
                 let tail = self.tails[node].clone();
                 tail.push(format!("---- test: starting node {node} ----"));
+                // Replication factor 3 and min_insync 2 (fewer on a smaller cluster).
+                let n = self.nodes.len();
                 let mut args: Vec<String> = vec![
                     "--node-id".into(),
                     node.to_string(),
                     "--peers".into(),
                     self.peers[node].clone(),
+                    "--replication-factor".into(),
+                    n.min(3).to_string(),
+                    "--min-insync".into(),
+                    n.min(2).to_string(),
                 ];
                 args.extend(NODE_ARGS.iter().map(|a| (*a).to_owned()));
                 let handle = std::thread::spawn(move || {

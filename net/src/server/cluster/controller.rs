@@ -207,6 +207,11 @@ impl ControllerService {
 
     /// Renews (or registers) `node`'s session; on the controller leader only.
     fn session(&self, node: NodeId, address: &str) {
+        if !self.peers.is_peer(node.0) {
+            // Only the nodes of `--peers` are members (the frame may come from anyone).
+            tracing::warn!(%node, address, "heartbeat from a node not in --peers; ignored");
+            return;
+        }
         let mut controller = self.controller.borrow_mut();
         match controller.heartbeat(node) {
             Ok(()) => {}
