@@ -62,6 +62,21 @@ struct Proposal {
     sent_at: Tick,
 }
 
+/// Producers waiting for their acknowledgement.
+#[derive(Debug, Default)]
+struct Waiters {
+    /// `acks=all`: answered when the high watermark passes the batch.
+    all: VecDeque<Waiter>,
+    /// `acks=leader`: answered when the leader's storage has it.
+    leader: VecDeque<Waiter>,
+}
+
+impl Waiters {
+    fn len(&self) -> usize {
+        self.all.len() + self.leader.len()
+    }
+}
+
 /// A leader of one leader epoch.
 #[derive(Debug)]
 pub struct Leader {
@@ -72,7 +87,8 @@ pub struct Leader {
     /// The log end at election: everything below it may be committed by an earlier leader.
     epoch_start: Offset,
     followers: BTreeMap<NodeId, Progress>,
-    waiters: VecDeque<Waiter>,
+    /// Producers waiting, per acks level, in arrival order: see `settle`.
+    waiters: Waiters,
     /// Where the storage has written up to (acks=leader answers).
     written_end: Offset,
     deposed: bool,
@@ -115,7 +131,7 @@ impl Leader {
             proposal: None,
             epoch_start,
             followers,
-            waiters: VecDeque::new(),
+            waiters: Waiters::default(),
             written_end: step.log.durable_end,
             deposed: false,
         }
@@ -132,7 +148,12 @@ impl Leader {
     /// Answers every waiting producer `NotLeader`: this replica no longer leads.
     pub(crate) fn step_down(&mut self, step: &mut Step<'_>) {
         self.deposed = true;
-        for waiter in self.waiters.drain(..) {
+        for waiter in self
+            .waiters
+            .all
+            .drain(..)
+            .chain(self.waiters.leader.drain(..))
+        {
             step.answer(waiter.request, Err(ProduceError::NotLeader));
         }
     }
@@ -189,12 +210,16 @@ impl Leader {
                 return step.answer(request, Err(ProduceError::ProducerFenced { current }));
             }
         };
-        self.waiters.push_back(Waiter {
+        let waiter = Waiter {
             request,
             acks,
             produced,
             deadline: step.now.after(step.config.request_timeout_ms),
-        });
+        };
+        match acks {
+            Acks::All => self.waiters.all.push_back(waiter),
+            Acks::Leader => self.waiters.leader.push_back(waiter),
+        }
         self.settle(step);
     }
 
@@ -218,28 +243,37 @@ impl Leader {
     }
 
     /// Answers the waiters whose batches are committed (or written, for acks=leader), and
-    /// those past their deadline.
+    /// those past their deadline. Each queue is in arrival order, which is offset order
+    /// (a new batch gets the log end) and deadline order (a fixed timeout after arrival),
+    /// so only its front is looked at: this runs on every produce and every ack. A retried
+    /// duplicate answered with older offsets is in the queue out of offset order; it is
+    /// answered no later than the waiter ahead of it (the high watermark only grows).
     fn settle(&mut self, step: &mut Step<'_>) {
         let high_watermark = step.log.high_watermark;
         let written_end = self.written_end;
         let now = step.now;
-        let mut kept = VecDeque::with_capacity(self.waiters.len());
-        for waiter in self.waiters.drain(..) {
+        let done = |waiter: &Waiter| {
             let last = waiter.produced.last_offset;
-            let done = match waiter.acks {
+            match waiter.acks {
                 Acks::All => quorum::acks_all(last, high_watermark) == AckDecision::Ack,
                 Acks::Leader => last < written_end,
-            };
-            if done {
-                step.answer(waiter.request, Ok(waiter.produced));
-            } else if now >= waiter.deadline {
-                let base_offset = waiter.produced.base_offset;
-                step.answer(waiter.request, Err(ProduceError::Timeout { base_offset }));
-            } else {
-                kept.push_back(waiter);
+            }
+        };
+        for queue in [&mut self.waiters.all, &mut self.waiters.leader] {
+            while let Some(front) = queue.front() {
+                let result = if done(front) {
+                    Ok(front.produced)
+                } else if now >= front.deadline {
+                    let base_offset = front.produced.base_offset;
+                    Err(ProduceError::Timeout { base_offset })
+                } else {
+                    break;
+                };
+                let request = front.request;
+                queue.pop_front();
+                step.answer(request, result);
             }
         }
-        self.waiters = kept;
     }
 
     pub(crate) fn on_appended(&mut self, step: &mut Step<'_>, log_end: Offset) {
