@@ -278,17 +278,8 @@ fn create_command(
     cluster: &ClusterNode,
     request: &CreateTopicRequest,
 ) -> Result<Command, (ErrorCode, String)> {
+    check_name_and_partitions(request)?;
     let name = request.name.as_str();
-    if !valid_topic_name(name) {
-        return Err((
-            ErrorCode::InvalidTopic,
-            format!("topic name {name:?}: 1 to 249 of [a-zA-Z0-9._-], not . or .."),
-        ));
-    }
-    if !(1..=PARTITIONS_MAX).contains(&request.partitions) {
-        let message = format!("partitions {}: 1 to {PARTITIONS_MAX}", request.partitions);
-        return Err((ErrorCode::InvalidRequest, message));
-    }
     let replication_factor = match request.replication_factor {
         0 => cluster.config.replication_factor,
         n => n,
@@ -398,11 +389,8 @@ async fn create(shard: &Shard, request: CreateTopicRequest) -> AdminResult {
     }
 }
 
-/// The checks of a create request, and the topic it makes.
-fn check_create(
-    shard: &Shard,
-    request: &CreateTopicRequest,
-) -> Result<TopicSpec, (ErrorCode, String)> {
+/// The checks every create request gets: a valid name and a partition count in range.
+fn check_name_and_partitions(request: &CreateTopicRequest) -> AdminResult {
     let name = request.name.as_str();
     if !valid_topic_name(name) {
         return Err((
@@ -414,6 +402,16 @@ fn check_create(
         let message = format!("partitions {}: 1 to {PARTITIONS_MAX}", request.partitions);
         return Err((ErrorCode::InvalidRequest, message));
     }
+    Ok(())
+}
+
+/// The checks of a create request, and the topic it makes.
+fn check_create(
+    shard: &Shard,
+    request: &CreateTopicRequest,
+) -> Result<TopicSpec, (ErrorCode, String)> {
+    check_name_and_partitions(request)?;
+    let name = request.name.as_str();
     if request.replication_factor > 1 {
         let message = format!(
             "replication factor {} needs as many nodes; this node runs alone",
