@@ -166,6 +166,18 @@ where
         .map_err(|e| FrameError::InvalidMessage(e.to_string()))
 }
 
+/// What can be a frame's meta: a message rkyv serializes (every request and response
+/// type). One name for the long serializer bound.
+pub trait Meta:
+    for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>
+{
+}
+
+impl<T> Meta for T where
+    T: ?Sized + for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>
+{
+}
+
 /// Encodes a frame's header and meta into `out` (cleared first); the data region, `data_len`
 /// bytes, is written after it by the caller (vectored), so batches are never copied into
 /// the frame.
@@ -179,7 +191,7 @@ pub fn encode_head<T>(
     data_len: usize,
 ) -> Result<(), FrameError>
 where
-    T: for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>,
+    T: Meta,
 {
     let archive = rkyv::to_bytes::<rancor::Error>(meta)
         .map_err(|e| FrameError::InvalidMessage(e.to_string()))?;

@@ -92,13 +92,7 @@ impl Peers {
     /// (see the module docs). Must run on a glommio executor.
     pub fn send_frame<M>(self: &Rc<Self>, to: u32, api: Api, meta: &M, data: Bytes)
     where
-        M: for<'a> rkyv::Serialize<
-                rkyv::api::high::HighSerializer<
-                    rkyv::util::AlignedVec,
-                    rkyv::ser::allocator::ArenaHandle<'a>,
-                    rkyv::rancor::Error,
-                >,
-            >,
+        M: crate::frame::Meta,
     {
         let connecting = matches!(self.links.borrow().get(&to), Some(Link::Connecting));
         let Some(connection) = self.live_link(to) else {
@@ -130,13 +124,7 @@ impl Peers {
         data: Bytes,
     ) -> Result<Frame, ClientError>
     where
-        M: for<'a> rkyv::Serialize<
-                rkyv::api::high::HighSerializer<
-                    rkyv::util::AlignedVec,
-                    rkyv::ser::allocator::ArenaHandle<'a>,
-                    rkyv::rancor::Error,
-                >,
-            >,
+        M: crate::frame::Meta,
     {
         let address = self
             .addresses
@@ -175,13 +163,7 @@ impl Peers {
     /// A frame head with a fresh correlation id.
     fn head<M>(&self, api: Api, meta: &M, data_len: usize) -> Result<(u64, Vec<u8>), FrameError>
     where
-        M: for<'a> rkyv::Serialize<
-                rkyv::api::high::HighSerializer<
-                    rkyv::util::AlignedVec,
-                    rkyv::ser::allocator::ArenaHandle<'a>,
-                    rkyv::rancor::Error,
-                >,
-            >,
+        M: crate::frame::Meta,
     {
         let correlation = self.next_correlation();
         let mut head = Vec::new();

@@ -7,10 +7,9 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use futures::channel::mpsc;
 use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
-use rkyv::api::high::{HighSerializer, HighValidator};
+use rkyv::api::high::HighValidator;
 use rkyv::bytecheck::CheckBytes;
 use rkyv::rancor;
-use rkyv::ser::allocator::ArenaHandle;
 use rkyv::util::AlignedVec;
 
 use crate::frame::{FrameError, FrameHeader, HEADER_SIZE, encode_head};
@@ -109,7 +108,7 @@ pub async fn write_frame<W, T>(
 ) -> Result<(), ReadError>
 where
     W: AsyncWrite + Unpin,
-    T: for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>,
+    T: crate::frame::Meta,
 {
     let data_len = data.iter().map(Bytes::len).sum();
     encode_head(

@@ -8,14 +8,14 @@ use std::path::PathBuf;
 use shardlog_engine::TimestampMs;
 use shardlog_engine::record::BatchBuilder;
 use shardlog_net::api::{
-    Acks, Api, BrokerMetadata, CreateTopicRequest, DeleteTopicRequest, ErrorResponse,
-    FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
-    MetadataResponse, OffsetSpec, PartitionMetadata, ProduceRequest, ProduceResponse,
-    ReplicateRequest, TopicConfig, TopicMetadata, TopicResponse, VERSION,
+    Acks, Api, BrokerMetadata, CreateTopicRequest, DeleteTopicRequest, ErrorResponse, FetchRequest,
+    FetchResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse,
+    OffsetSpec, PartitionMetadata, ProduceRequest, ProduceResponse, ReplicateRequest, TopicConfig,
+    TopicMetadata, TopicResponse, VERSION,
 };
+use shardlog_net::frame::{FLAG_ERROR, encode_head};
 use shardlog_replicator::NodeId;
 use shardlog_replicator::message::{self, Message, Ship};
-use shardlog_net::frame::{FLAG_ERROR, encode_head};
 
 fn main() {
     let dir = PathBuf::from(
@@ -27,26 +27,70 @@ fn main() {
     let batch = record_batch(3);
     let two_batches = [record_batch(1), record_batch(2)].concat();
     let seeds: Vec<(&str, Vec<u8>)> = vec![
-        ("metadata_all", frame(Api::Metadata, 0, &MetadataRequest { topics: vec![] }, &[])),
+        (
+            "metadata_all",
+            frame(Api::Metadata, 0, &MetadataRequest { topics: vec![] }, &[]),
+        ),
         (
             "metadata_one",
-            frame(Api::Metadata, 0, &MetadataRequest { topics: vec!["orders".into()] }, &[]),
+            frame(
+                Api::Metadata,
+                0,
+                &MetadataRequest {
+                    topics: vec!["orders".into()],
+                },
+                &[],
+            ),
         ),
-        ("create_topic", frame(Api::CreateTopic, 0, &create_topic(), &[])),
+        (
+            "create_topic",
+            frame(Api::CreateTopic, 0, &create_topic(), &[]),
+        ),
         (
             "delete_topic",
-            frame(Api::DeleteTopic, 0, &DeleteTopicRequest { name: "orders".into() }, &[]),
+            frame(
+                Api::DeleteTopic,
+                0,
+                &DeleteTopicRequest {
+                    name: "orders".into(),
+                },
+                &[],
+            ),
         ),
         ("produce", frame(Api::Produce, 0, &produce(), &batch)),
         ("fetch", frame(Api::Fetch, 0, &fetch(), &[])),
-        ("list_offsets_earliest", frame(Api::ListOffsets, 0, &list(OffsetSpec::Earliest), &[])),
-        ("list_offsets_time", frame(Api::ListOffsets, 0, &list(OffsetSpec::Timestamp(7)), &[])),
-        ("metadata_response", frame(Api::Metadata, 0, &metadata_response(), &[])),
-        ("topic_response", frame(Api::CreateTopic, 0, &topic_response(), &[])),
-        ("produce_response", frame(Api::Produce, 0, &produce_response(), &[])),
-        ("fetch_response", frame(Api::Fetch, 0, &fetch_response(), &two_batches)),
-        ("list_offsets_response", frame(Api::ListOffsets, 0, &list_response(), &[])),
-        ("error_response", frame(Api::Produce, FLAG_ERROR, &error_response(), &[])),
+        (
+            "list_offsets_earliest",
+            frame(Api::ListOffsets, 0, &list(OffsetSpec::Earliest), &[]),
+        ),
+        (
+            "list_offsets_time",
+            frame(Api::ListOffsets, 0, &list(OffsetSpec::Timestamp(7)), &[]),
+        ),
+        (
+            "metadata_response",
+            frame(Api::Metadata, 0, &metadata_response(), &[]),
+        ),
+        (
+            "topic_response",
+            frame(Api::CreateTopic, 0, &topic_response(), &[]),
+        ),
+        (
+            "produce_response",
+            frame(Api::Produce, 0, &produce_response(), &[]),
+        ),
+        (
+            "fetch_response",
+            frame(Api::Fetch, 0, &fetch_response(), &two_batches),
+        ),
+        (
+            "list_offsets_response",
+            frame(Api::ListOffsets, 0, &list_response(), &[]),
+        ),
+        (
+            "error_response",
+            frame(Api::Produce, FLAG_ERROR, &error_response(), &[]),
+        ),
         ("replicate_ship", replicate(&batch)),
     ];
     for (name, bytes) in seeds {
@@ -75,13 +119,7 @@ fn replicate(batch: &[u8]) -> Vec<u8> {
 
 fn frame<T>(api: Api, flags: u16, meta: &T, data: &[u8]) -> Vec<u8>
 where
-    T: for<'a> rkyv::Serialize<
-            rkyv::api::high::HighSerializer<
-                rkyv::util::AlignedVec,
-                rkyv::ser::allocator::ArenaHandle<'a>,
-                rkyv::rancor::Error,
-            >,
-        >,
+    T: shardlog_net::frame::Meta,
 {
     let mut out = Vec::new();
     encode_head(&mut out, api as u16, VERSION, 42, flags, meta, data.len()).expect("encode");
@@ -115,6 +153,7 @@ fn create_topic() -> CreateTopicRequest {
             segment_bytes: Some(1 << 20),
             retention_bytes: None,
             retention_ms: Some(86_400_000),
+            min_insync: Some(2),
         },
     }
 }
@@ -150,17 +189,19 @@ fn list(spec: OffsetSpec) -> ListOffsetsRequest {
 fn metadata_response() -> MetadataResponse {
     MetadataResponse {
         node_id: 0,
+        controller: Some(0),
         brokers: vec![BrokerMetadata {
             node_id: 0,
             host: "127.0.0.1".into(),
             port: 9092,
+            live: true,
         }],
         topics: vec![TopicMetadata {
             name: "orders".into(),
             error: 0,
             partitions: vec![PartitionMetadata {
                 partition: 0,
-                leader: 0,
+                leader: Some(0),
                 leader_epoch: 1,
                 replicas: vec![0],
                 isr: vec![0],

@@ -17,17 +17,16 @@ use std::fmt::Debug;
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use rkyv::api::high::{HighDeserializer, HighSerializer, HighValidator};
+use rkyv::api::high::{HighDeserializer, HighValidator};
 use rkyv::bytecheck::CheckBytes;
 use rkyv::rancor;
-use rkyv::ser::allocator::ArenaHandle;
 use rkyv::util::AlignedVec;
 use shardlog_engine::batch::{self, BatchHeader, Compression};
 use shardlog_engine::record::RecordIter;
 use shardlog_net::api::{
-    Api, CreateTopicRequest, DeleteTopicRequest, ErrorResponse, FetchRequest, FetchResponse,
-    ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse, ProduceRequest,
-    ProduceResponse, TopicResponse, valid_topic_name,
+    Api, ControllerRequest, CreateTopicRequest, DeleteTopicRequest, ErrorResponse, FetchRequest,
+    FetchResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse,
+    ProduceRequest, ProduceResponse, TopicResponse, valid_topic_name,
 };
 use shardlog_net::client::Fetched;
 use shardlog_net::frame::{
@@ -48,7 +47,10 @@ fuzz_target!(|data: &[u8]| {
     };
     assert!(header.frame_bytes <= buffer.len(), "frame past the buffer");
     assert!(header.meta_len <= META_BYTES_MAX);
-    assert!(header.data_start() <= header.frame_bytes, "meta past the frame");
+    assert!(
+        header.data_start() <= header.frame_bytes,
+        "meta past the frame"
+    );
     let head: &[u8; HEADER_SIZE] = buffer[..HEADER_SIZE].try_into().expect("24 bytes");
     assert_eq!(FrameHeader::parse_head(head), Ok(header));
     let frame = &buffer[..header.frame_bytes];
@@ -64,6 +66,7 @@ fuzz_target!(|data: &[u8]| {
         Some(Api::Fetch) => drop(check::<FetchRequest>(&header, frame)),
         Some(Api::ListOffsets) => drop(check::<ListOffsetsRequest>(&header, frame)),
         Some(Api::Replicate) => replicate(&header, frame),
+        Some(Api::Controller) => drop(check::<ControllerRequest>(&header, frame)),
         None => {}
     }
     every_message(&header, frame);
@@ -108,6 +111,7 @@ fn every_message(header: &FrameHeader, frame: &[u8]) {
     drop(check::<ProduceRequest>(header, frame));
     drop(check::<FetchRequest>(header, frame));
     drop(check::<ListOffsetsRequest>(header, frame));
+    drop(check::<ControllerRequest>(header, frame));
     drop(check::<MetadataResponse>(header, frame));
     drop(check::<TopicResponse>(header, frame));
     drop(check::<ProduceResponse>(header, frame));
@@ -120,10 +124,7 @@ fn every_message(header: &FrameHeader, frame: &[u8]) {
 /// decodes must re-encode into a frame that decodes to the same value.
 fn check<T>(header: &FrameHeader, frame: &[u8]) -> Option<T>
 where
-    T: rkyv::Archive
-        + PartialEq
-        + Debug
-        + for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>,
+    T: rkyv::Archive + PartialEq + Debug + shardlog_net::frame::Meta,
     T::Archived: rkyv::Portable
         + for<'b> CheckBytes<HighValidator<'b, rancor::Error>>
         + rkyv::Deserialize<T, HighDeserializer<rancor::Error>>,
@@ -204,7 +205,10 @@ fn fetched_batches(data: &[u8]) {
     for (index, expected) in valid.iter().enumerate() {
         let item = yielded.next();
         let Some(Ok((batch_header, bytes))) = item else {
-            panic!("Fetched::batches rejected valid batch {index} of {}: {item:?}", valid.len());
+            panic!(
+                "Fetched::batches rejected valid batch {index} of {}: {item:?}",
+                valid.len()
+            );
         };
         assert_eq!(bytes, *expected, "batch {index} differs");
         assert_eq!(batch::validate(bytes), Ok(batch_header));

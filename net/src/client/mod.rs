@@ -18,11 +18,9 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rkyv::api::high::{HighSerializer, HighValidator};
+use rkyv::api::high::HighValidator;
 use rkyv::bytecheck::CheckBytes;
 use rkyv::rancor;
-use rkyv::ser::allocator::ArenaHandle;
-use rkyv::util::AlignedVec;
 use shardlog_engine::batch::{self, BatchHeader};
 
 use crate::api::{
@@ -339,7 +337,7 @@ impl Client {
 
     async fn admin<T>(&self, api: Api, request: &T) -> Result<(), ClientError>
     where
-        T: for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>,
+        T: crate::frame::Meta,
     {
         self.with_retries(|| async {
             let addr = self.any_broker();
@@ -628,7 +626,7 @@ impl Client {
         expect_reply: bool,
     ) -> Result<Option<ReplyReceiver>, ClientError>
     where
-        Req: for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>,
+        Req: crate::frame::Meta,
     {
         let conn = self.connection(addr).await?;
         let correlation = self.next_correlation();
@@ -645,7 +643,7 @@ impl Client {
         data: Bytes,
     ) -> Result<(), ClientError>
     where
-        Req: for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>,
+        Req: crate::frame::Meta,
     {
         self.enqueue(addr, api, request, data, false)
             .await
@@ -665,7 +663,7 @@ impl Client {
         data: Bytes,
     ) -> Result<(Resp, Bytes), ClientError>
     where
-        Req: for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>,
+        Req: crate::frame::Meta,
         Resp: rkyv::Archive,
         Resp::Archived: for<'b> CheckBytes<HighValidator<'b, rancor::Error>>
             + rkyv::Deserialize<Resp, rkyv::api::high::HighDeserializer<rancor::Error>>,
@@ -685,7 +683,7 @@ impl Client {
         data: Bytes,
     ) -> Result<(Resp, Bytes), ClientError>
     where
-        Req: for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>,
+        Req: crate::frame::Meta,
         Resp: rkyv::Archive,
         Resp::Archived: for<'b> CheckBytes<HighValidator<'b, rancor::Error>>
             + rkyv::Deserialize<Resp, rkyv::api::high::HighDeserializer<rancor::Error>>,
@@ -707,7 +705,7 @@ fn head<Req>(
     data_len: usize,
 ) -> Result<Vec<u8>, ClientError>
 where
-    Req: for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>,
+    Req: crate::frame::Meta,
 {
     let mut head = Vec::new();
     encode_head(

@@ -355,7 +355,7 @@ fn cluster_node(
     raft: Option<(Recovered, std::fs::File)>,
     started: Instant,
 ) -> anyhow::Result<cluster::ClusterNode> {
-    let mut node = cluster::ClusterNode::new(config.node_id, cluster.clone(), None, started);
+    let mut node = cluster::ClusterNode::new(config.node_id, cluster.clone(), started);
     if id == 0 {
         let raft = raft.context("shard 0 needs the controller's Raft file")?;
         let voters = cluster.peers.keys().copied().map(NodeId).collect();

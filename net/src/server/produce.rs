@@ -34,7 +34,9 @@ pub(crate) async fn begin(shard: &Rc<Shard>, frame: Frame) -> Completion {
     };
     let log = match route {
         Route::Local(log) => log,
-        Route::Replica(replica) => return replicated(shard, &header, acks, replica, &frame.data),
+        Route::Replica(replica) => {
+            return replicated(shard, &header, acks, replica, frame.data.into());
+        }
         Route::Elsewhere(leader) => return answer(&header, acks, not_here(&header, leader)),
         Route::Shard(owner) => return forward(shard, owner, frame).await,
         Route::UnknownTopic => {
@@ -84,20 +86,21 @@ pub(crate) async fn begin(shard: &Rc<Shard>, frame: Frame) -> Completion {
     .boxed_local()
 }
 
-/// Cluster mode: the replica takes the batch now (its offsets follow request order); the
+/// Cluster mode: the replica takes the batch (the frame's data buffer, turned into a `Vec`
+/// without a copy: the reader allocated it alone) now (its offsets follow request order); the
 /// completion waits for its answer (`acks=all`: the in-sync replicas hold it).
 fn replicated(
     shard: &Shard,
     header: &FrameHeader,
     acks: Acks,
     replica: Rc<Replica>,
-    batch: &[u8],
+    batch: Vec<u8>,
 ) -> Completion {
     let wanted = match acks {
         Acks::All => ReplicaAcks::All,
         Acks::Leader | Acks::None => ReplicaAcks::Leader,
     };
-    let answer = replica.driver.submit(wanted, batch.to_vec());
+    let answer = replica.driver.submit(wanted, batch);
     let header = *header;
     let cluster = shard.cluster.clone();
     async move {

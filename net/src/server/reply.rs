@@ -3,10 +3,6 @@
 //! back from their owner shard as one.
 
 use bytes::Bytes;
-use rkyv::api::high::HighSerializer;
-use rkyv::rancor;
-use rkyv::ser::allocator::ArenaHandle;
-use rkyv::util::AlignedVec;
 
 use crate::api::{ErrorResponse, VERSION};
 use crate::error_code::ErrorCode;
@@ -19,7 +15,7 @@ pub(crate) type Reply = Outgoing;
 /// Encodes `meta` (and `data`) as the response to the request with `header`.
 pub(crate) fn reply<T>(header: &FrameHeader, meta: &T, data: Vec<Bytes>) -> Reply
 where
-    T: for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>,
+    T: crate::frame::Meta,
 {
     let data_len = data.iter().map(Bytes::len).sum();
     let mut head = Vec::new();

@@ -416,13 +416,7 @@ pub fn high_watermark(addr: &str, topic: &str, partition: u32) -> std::io::Resul
 /// One request on a fresh blocking connection, and its decoded reply.
 fn call<Req, Resp>(addr: &str, api: Api, request: &Req) -> std::io::Result<Resp>
 where
-    Req: for<'a> rkyv::Serialize<
-            rkyv::api::high::HighSerializer<
-                rkyv::util::AlignedVec,
-                rkyv::ser::allocator::ArenaHandle<'a>,
-                rkyv::rancor::Error,
-            >,
-        >,
+    Req: shardlog_net::frame::Meta,
     Resp: rkyv::Archive,
     Resp::Archived: for<'b> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'b, rkyv::rancor::Error>>
         + rkyv::Deserialize<Resp, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,

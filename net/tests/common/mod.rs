@@ -96,13 +96,7 @@ pub async fn consume_all(
 /// A whole frame: header and `meta`, then `data`.
 pub fn frame<T>(api: u16, version: u16, correlation: u64, meta: &T, data: &[u8]) -> Vec<u8>
 where
-    T: for<'a> rkyv::Serialize<
-            rkyv::api::high::HighSerializer<
-                rkyv::util::AlignedVec,
-                rkyv::ser::allocator::ArenaHandle<'a>,
-                rkyv::rancor::Error,
-            >,
-        >,
+    T: shardlog_net::frame::Meta,
 {
     let mut out = Vec::new();
     shardlog_net::frame::encode_head(&mut out, api, version, correlation, 0, meta, data.len())

@@ -250,9 +250,8 @@ impl ControllerService {
         let Some(mut kicks) = self.kicks.borrow_mut().take() else {
             return;
         };
-        // The controller leader last published; `None` before the first view.
-        let mut published: Option<Option<NodeId>> = None;
-        let mut published_rejoined = false;
+        // The controller leader and `rejoined` last published; `None` before the first view.
+        let mut published: Option<(Option<NodeId>, bool)> = None;
         while !stopped() {
             let timer = glommio::timer::sleep(TICK_EVERY);
             let _ = select(kicks.next(), std::pin::pin!(timer)).await;
@@ -271,7 +270,7 @@ impl ControllerService {
                     return;
                 }
             };
-            let Ok(mut changed) = self.perform(actions).await else {
+            let Ok(changed) = self.perform(actions).await else {
                 stop_all(&shards).await;
                 return;
             };
@@ -280,14 +279,8 @@ impl ControllerService {
             if published.is_none() && !self.controller.borrow().caught_up() {
                 continue;
             }
-            changed |= published.is_none();
-            let leader = self.leader();
-            if published.is_some_and(|l| l != leader) {
-                changed = true;
-            }
-            let rejoined = self.rejoined.get();
-            changed |= rejoined != published_rejoined;
-            if changed {
+            let (leader, rejoined) = (self.leader(), self.rejoined.get());
+            if changed || published != Some((leader, rejoined)) {
                 let view = Arc::new(ClusterView {
                     metadata: self.controller.borrow().metadata().clone(),
                     controller: leader,
@@ -296,8 +289,7 @@ impl ControllerService {
                 for shard in &shards {
                     let _ = shard.send_async(ShardMsg::View(view.clone())).await;
                 }
-                published = Some(leader);
-                published_rejoined = rejoined;
+                published = Some((leader, rejoined));
             }
         }
     }

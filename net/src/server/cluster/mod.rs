@@ -111,17 +111,12 @@ pub(crate) struct ClusterNode {
     replicas: RefCell<HashMap<(String, u32), Rc<Replica>>>,
     started: Instant,
     incarnation: Incarnation,
-    /// Shard 0 only.
+    /// Shard 0 only; set right after `new` (the service sends through this node's `peers`).
     pub(crate) controller: Option<Rc<controller::ControllerService>>,
 }
 
 impl ClusterNode {
-    pub(crate) fn new(
-        id: u32,
-        config: ClusterConfig,
-        controller: Option<Rc<controller::ControllerService>>,
-        started: Instant,
-    ) -> ClusterNode {
+    pub(crate) fn new(id: u32, config: ClusterConfig, started: Instant) -> ClusterNode {
         let peers = Peers::new(config.peers.clone());
         let (view_changed, view_changes) = mpsc::unbounded();
         // Each start is a new incarnation (KIP-903): wall-clock ms keeps it increasing.
@@ -138,7 +133,7 @@ impl ClusterNode {
             replicas: RefCell::new(HashMap::new()),
             started,
             incarnation: Incarnation(incarnation),
-            controller,
+            controller: None,
         }
     }
 
