@@ -138,21 +138,18 @@ is_count() {
 node_dir() { printf '%s/node-%s\n' "$cluster_dir" "$1"; }
 node_port() { echo $((base_port + $1)); }
 
-brokers_list() {
+# Every node's address, comma-separated, each prefixed with "$1" (a format taking the id).
+node_list() {
   local i list=""
   for ((i = 0; i < nodes; i++)); do
-    list="${list:+$list,}$HOST:$(node_port "$i")"
+    # shellcheck disable=SC2059 # the prefix is a format on purpose
+    list="${list:+$list,}$(printf "$1" "$i")$HOST:$(node_port "$i")"
   done
   echo "$list"
 }
 
-peers_list() {
-  local i list=""
-  for ((i = 0; i < nodes; i++)); do
-    list="${list:+$list,}$i=$HOST:$(node_port "$i")"
-  done
-  echo "$list"
-}
+brokers_list() { node_list ""; }
+peers_list() { node_list "%s="; }
 
 # The node id argument: a number below the node count.
 node_id_arg() {
