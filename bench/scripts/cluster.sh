@@ -247,7 +247,9 @@ wait_ready() {
       id="${entry%%:*}"
       offset="${entry#*:}"
       log="$(node_dir "$id")/log"
-      if tail -c "+$((offset + 1))" "$log" | grep -qF "$READY_LINE"; then
+      # Not `grep -q`: it would exit at the match and, with more than a pipe's worth of
+      # log after it, `tail` would die of SIGPIPE and fail the pipeline (pipefail).
+      if tail -c "+$((offset + 1))" "$log" | grep -F "$READY_LINE" >/dev/null; then
         echo "cluster.sh: node $id ready on $HOST:$(node_port "$id") (pid $(node_pid "$id"))" >&2
         continue
       fi

@@ -273,19 +273,22 @@ impl<S: Storage, T: Transport> ReplicaDriver<S, T> {
         self.step(Input::Received { from, message });
     }
 
-    /// The controller made this replica the leader of `epoch`.
+    /// The controller made this replica the leader of `epoch`; `offline` are the
+    /// replicas it has fenced.
     pub fn become_leader(
         &self,
         epoch: LeaderEpoch,
         replicas: Vec<NodeId>,
         isr: Vec<NodeId>,
         isr_version: u64,
+        offline: Vec<NodeId>,
     ) {
         self.step(Input::BecomeLeader {
             epoch,
             replicas,
             isr,
             isr_version,
+            offline,
         });
     }
 
@@ -294,12 +297,20 @@ impl<S: Storage, T: Transport> ReplicaDriver<S, T> {
         self.step(Input::BecomeFollower { epoch, leader });
     }
 
-    /// The controller's ISR for `epoch` (after a proposal or a fencing).
-    pub fn isr_updated(&self, epoch: LeaderEpoch, isr_version: u64, isr: Vec<NodeId>) {
+    /// The controller's ISR for `epoch` at a new version (after a proposal, or a replica
+    /// fenced or back); `offline` are the replicas it has fenced.
+    pub fn isr_updated(
+        &self,
+        epoch: LeaderEpoch,
+        isr_version: u64,
+        isr: Vec<NodeId>,
+        offline: Vec<NodeId>,
+    ) {
         self.step(Input::IsrUpdated {
             epoch,
             isr_version,
             isr,
+            offline,
         });
     }
 

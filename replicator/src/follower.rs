@@ -33,6 +33,10 @@ pub struct Follower {
     epoch: LeaderEpoch,
     leader: NodeId,
     phase: Phase,
+    /// When the leader was last heard from, or this follower last acked. A leader ships
+    /// nothing to a follower until it acks once after reconciling, so a lost ack would
+    /// leave both waiting: silent for `retry_ms`, the follower acks again.
+    last_contact: Tick,
 }
 
 impl Follower {
@@ -41,6 +45,7 @@ impl Follower {
             epoch,
             leader,
             phase: Phase::Following,
+            last_contact: step.now,
         };
         follower.query(step, step.log.epochs.last_epoch());
         follower
@@ -60,10 +65,11 @@ impl Follower {
     }
 
     /// Tells the leader the log end and durable end.
-    pub(crate) fn ack(&self, step: &mut Step<'_>, resend: bool) {
+    pub(crate) fn ack(&mut self, step: &mut Step<'_>, resend: bool) {
         if self.phase != Phase::Following {
             return;
         }
+        self.last_contact = step.now;
         let ack = ShipAck {
             leader_epoch: self.epoch.0,
             incarnation: step.incarnation.0,
@@ -124,6 +130,7 @@ impl Follower {
         if ship.epoch() > self.epoch || from != self.leader || self.phase != Phase::Following {
             return;
         }
+        self.last_contact = step.now;
         let log_end = step.log.log_end;
         let prev_offset = Offset(ship.prev_offset);
         if prev_offset > log_end {
@@ -192,9 +199,16 @@ impl Follower {
     }
 
     pub(crate) fn tick(&mut self, step: &mut Step<'_>) {
-        if let Phase::Reconciling { query, sent_at } = self.phase {
-            if step.now.since(sent_at) >= step.config.retry_ms {
-                self.query(step, query);
+        match self.phase {
+            Phase::Reconciling { query, sent_at } => {
+                if step.now.since(sent_at) >= step.config.retry_ms {
+                    self.query(step, query);
+                }
+            }
+            Phase::Following => {
+                if step.now.since(self.last_contact) >= step.config.retry_ms {
+                    self.ack(step, false);
+                }
             }
         }
     }

@@ -8,7 +8,8 @@
 //! heard from since its restart (KIP-903): a replica that lost data rejoins only after it
 //! has caught up again. A member that restarted leaves at once; one a new leader has not
 //! heard from yet keeps its place for `replica_lag_ms` (until it answers, it holds the
-//! high watermark back, which is safe).
+//! high watermark back, which is safe). A replica the controller has fenced never joins:
+//! it may have caught up just before it died, and the controller would refuse it.
 
 use shardlog_engine::Offset;
 
@@ -27,6 +28,8 @@ pub struct Lag {
     pub known: bool,
     /// Whether it restarted (a new incarnation) since the leader last counted it in sync.
     pub restarted: bool,
+    /// Whether the controller has fenced it (it missed its session): it may not join.
+    pub offline: bool,
 }
 
 /// Whether a follower last caught up at `caught_up_at` is out of sync at `now`.
@@ -73,6 +76,7 @@ pub fn expand(
     let mut grown = isr.to_vec();
     for lag in lags {
         let joins = lag.known
+            && !lag.offline
             && !isr.contains(&lag.node)
             && lag.durable_end >= join_floor
             && !out_of_sync(now, lag.caught_up_at, replica_lag_ms);
@@ -95,6 +99,7 @@ mod tests {
             durable_end: Offset(durable_end),
             known,
             restarted: !known,
+            offline: false,
         }
     }
 
@@ -137,5 +142,11 @@ mod tests {
             Some(vec![NodeId(0), NodeId(1)])
         );
         assert_eq!(expand(&isr, &lags, Tick(1000), 500, Offset(11)), None);
+        // A fenced replica never joins, however caught up it looked when it died.
+        let fenced = Lag {
+            offline: true,
+            ..lag(1, 990, 10, true)
+        };
+        assert_eq!(expand(&isr, &[fenced], Tick(1000), 500, Offset(10)), None);
     }
 }

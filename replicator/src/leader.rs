@@ -77,12 +77,29 @@ impl Waiters {
     }
 }
 
+/// The controller's word on a partition's replicas, as a leader takes it.
+#[derive(Clone, Debug)]
+pub(crate) struct Membership {
+    /// Every replica, the leader included.
+    pub(crate) replicas: Vec<NodeId>,
+    /// The committed ISR.
+    pub(crate) isr: Vec<NodeId>,
+    /// Its version (the partition epoch).
+    pub(crate) isr_version: u64,
+    /// Replicas the controller has fenced.
+    pub(crate) offline: Vec<NodeId>,
+}
+
 /// A leader of one leader epoch.
 #[derive(Debug)]
 pub struct Leader {
     epoch: LeaderEpoch,
     isr: Vec<NodeId>,
     isr_version: u64,
+    /// Replicas the controller has fenced: never proposed for the ISR, which the
+    /// controller would refuse, leaving the proposal (and with it the high watermark,
+    /// which counts proposed members) stuck until they return.
+    offline: Vec<NodeId>,
     proposal: Option<Proposal>,
     /// The log end at election: everything below it may be committed by an earlier leader.
     epoch_start: Offset,
@@ -95,13 +112,13 @@ pub struct Leader {
 }
 
 impl Leader {
-    pub(crate) fn new(
-        step: &mut Step<'_>,
-        epoch: LeaderEpoch,
-        replicas: Vec<NodeId>,
-        mut isr: Vec<NodeId>,
-        isr_version: u64,
-    ) -> Leader {
+    pub(crate) fn new(step: &mut Step<'_>, epoch: LeaderEpoch, membership: Membership) -> Leader {
+        let Membership {
+            replicas,
+            mut isr,
+            isr_version,
+            offline,
+        } = membership;
         assert!(isr.contains(&step.id), "{} not in its ISR {isr:?}", step.id);
         assert!(replicas.contains(&step.id), "{} not a replica", step.id);
         isr.sort_unstable();
@@ -128,6 +145,7 @@ impl Leader {
             epoch,
             isr,
             isr_version,
+            offline,
             proposal: None,
             epoch_start,
             followers,
@@ -287,10 +305,12 @@ impl Leader {
         epoch: LeaderEpoch,
         isr_version: u64,
         mut isr: Vec<NodeId>,
+        offline: Vec<NodeId>,
     ) {
         if epoch != self.epoch || isr_version <= self.isr_version {
             return;
         }
+        self.offline = offline;
         isr.sort_unstable();
         if !isr.contains(&step.id) {
             // The controller no longer counts this leader in sync: it is being replaced.
@@ -298,6 +318,8 @@ impl Leader {
         }
         self.isr = isr;
         self.isr_version = isr_version;
+        // The controller refuses a proposal built on an older version, so one still
+        // pending can never be applied now: forget it.
         self.proposal = None;
         for (node, progress) in &mut self.followers {
             if !self.isr.contains(node) {
@@ -445,6 +467,7 @@ impl Leader {
                 durable_end: p.durable_end,
                 known: p.incarnation.is_some() && !p.restarted,
                 restarted: p.restarted,
+                offline: self.offline.contains(&node),
             })
             .collect()
     }

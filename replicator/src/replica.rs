@@ -43,8 +43,10 @@ pub enum Input {
         replicas: Vec<NodeId>,
         /// The committed ISR.
         isr: Vec<NodeId>,
-        /// The ISR's version at the controller.
+        /// The ISR's version at the controller (its partition epoch).
         isr_version: u64,
+        /// Replicas the controller has fenced: they may not join the ISR.
+        offline: Vec<NodeId>,
     },
     /// The controller made this replica a follower of `leader` in `epoch`.
     BecomeFollower {
@@ -53,7 +55,9 @@ pub enum Input {
         /// The leader.
         leader: NodeId,
     },
-    /// The controller's ISR for `epoch`, after a proposal or a fencing.
+    /// The controller's ISR for `epoch` at a new version: after a proposal, or after a
+    /// replica was fenced or came back (each bumps the version, so a proposal built on an
+    /// older one is refused by the controller and may be forgotten).
     IsrUpdated {
         /// The leader epoch it belongs to.
         epoch: LeaderEpoch,
@@ -61,6 +65,8 @@ pub enum Input {
         isr_version: u64,
         /// The members.
         isr: Vec<NodeId>,
+        /// Replicas the controller has fenced: they may not join the ISR.
+        offline: Vec<NodeId>,
     },
     /// A producer's batch.
     Produce {
@@ -173,6 +179,12 @@ impl Step<'_> {
         if log_end < self.log.log_end {
             self.log.truncate(log_end);
             self.actions.push(Action::Truncate { log_end });
+        } else {
+            // Nothing to cut, but an epoch this replica began as a leader without
+            // appending to it starts right here: no batch holds it, and kept as the last
+            // epoch it would make every older-epoch batch the new leader ships look out
+            // of order (found by the simulation: a follower stuck for good).
+            self.log.epochs.truncate(log_end);
         }
     }
 }
@@ -235,16 +247,18 @@ impl PartitionReplica {
                 replicas,
                 isr,
                 isr_version,
-            } => self.become_leader(epoch, replicas, isr, isr_version),
+                offline,
+            } => self.become_leader(epoch, replicas, isr, isr_version, offline),
             Input::BecomeFollower { epoch, leader } => self.become_follower(epoch, leader),
             Input::IsrUpdated {
                 epoch,
                 isr_version,
                 isr,
+                offline,
             } => {
                 let (mut step, role) = self.split();
                 if let Role::Leader(leader) = role {
-                    leader.on_isr_updated(&mut step, epoch, isr_version, isr);
+                    leader.on_isr_updated(&mut step, epoch, isr_version, isr, offline);
                 }
             }
             Input::Produce {
@@ -291,6 +305,7 @@ impl PartitionReplica {
         replicas: Vec<NodeId>,
         isr: Vec<NodeId>,
         isr_version: u64,
+        offline: Vec<NodeId>,
     ) {
         if !self.takes_epoch(epoch) {
             return;
@@ -300,7 +315,13 @@ impl PartitionReplica {
         if let Role::Leader(old) = role {
             old.step_down(&mut step);
         }
-        let leader = Leader::new(&mut step, epoch, replicas, isr, isr_version);
+        let membership = crate::leader::Membership {
+            replicas,
+            isr,
+            isr_version,
+            offline,
+        };
+        let leader = Leader::new(&mut step, epoch, membership);
         *role = Role::Leader(leader);
     }
 

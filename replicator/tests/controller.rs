@@ -458,6 +458,7 @@ fn failover_when_heartbeats_stop_then_rebalance_back() {
             topic: "t".into(),
             partition: p,
             leader_epoch: before.leader_epoch.0,
+            partition_epoch: epoch_u32(after.partition_epoch),
             new_isr: vec![victim.0],
         };
         assert!(matches!(
@@ -471,10 +472,24 @@ fn failover_when_heartbeats_stop_then_rebalance_back() {
         assert!(c.run_until(1000, |c| !c.metadata().nodes()[&victim].fenced));
         let mut isr: Vec<u32> = c.partition(p).isr.iter().map(|n| n.0).collect();
         isr.push(victim.0);
+        // Built on the epoch before the node came back: refused, as a delayed proposal
+        // must be (its return is a new partition epoch).
+        let delayed = Command::ChangeIsr {
+            topic: "t".into(),
+            partition: p,
+            leader_epoch: after.leader_epoch.0,
+            partition_epoch: epoch_u32(after.partition_epoch),
+            new_isr: isr.clone(),
+        };
+        assert!(matches!(
+            c.commit(&delayed),
+            Err(Refusal::StalePartitionEpoch { .. })
+        ));
         let rejoin = Command::ChangeIsr {
             topic: "t".into(),
             partition: p,
             leader_epoch: after.leader_epoch.0,
+            partition_epoch: epoch_u32(c.partition(p).partition_epoch),
             new_isr: isr,
         };
         assert_eq!(c.commit(&rejoin), Ok(()));
@@ -503,6 +518,7 @@ fn no_unclean_election_when_only_the_dead_node_is_in_sync() {
         topic: "t".into(),
         partition: p,
         leader_epoch: before.leader_epoch.0,
+        partition_epoch: epoch_u32(before.partition_epoch),
         new_isr: vec![only.0],
     };
     assert_eq!(c.commit(&shrink), Ok(()));
@@ -603,17 +619,18 @@ fn elr_member_may_lead_when_the_isr_is_gone() {
     let [a, b] = [p.replicas[1], p.replicas[2]];
     // The ISR shrinks to the leader and one follower, then to the leader alone: that
     // follower was removed below min_insync, so it joins the ELR.
-    let shrink = |isr: Vec<NodeId>| Command::ChangeIsr {
+    let shrink = |m: &Metadata, isr: Vec<NodeId>| Command::ChangeIsr {
         topic: "t".into(),
         partition: 0,
         leader_epoch: 0,
+        partition_epoch: epoch_u32(m.partition("t", 0).unwrap().partition_epoch),
         new_isr: isr.iter().map(|n| n.0).collect(),
     };
-    m.apply(&shrink(vec![leader, a]), &mut changes).unwrap();
-    m.apply(&shrink(vec![leader]), &mut changes).unwrap();
+    m.apply(&shrink(&m, vec![leader, a]), &mut changes).unwrap();
+    m.apply(&shrink(&m, vec![leader]), &mut changes).unwrap();
     assert_eq!(m.partition("t", 0).unwrap().elr, vec![a]);
     assert_eq!(
-        m.apply(&shrink(vec![leader, b, b]), &mut changes),
+        m.apply(&shrink(&m, vec![leader, b, b]), &mut changes),
         Err(Refusal::InvalidIsr("duplicate ISR member"))
     );
     m.apply(&Command::FenceNode { node: leader.0 }, &mut changes)
@@ -823,4 +840,85 @@ fn raft_messages_no_voter_sends_are_refused_not_panicked_on() {
     })
     .unwrap();
     assert_eq!(c.metadata().topics().len(), before + 1);
+}
+
+fn epoch_u32(epoch: u64) -> u32 {
+    u32::try_from(epoch).expect("a partition epoch fits the command's u32")
+}
+
+/// A replica fenced or back is a new partition epoch for every partition it holds, in
+/// the ISR or not, so the leader learns it and a proposal built before is refused: an
+/// expand retried after a later shrink never puts a lagging replica back.
+#[test]
+fn liveness_changes_bump_the_partition_epoch_and_stale_proposals_are_refused() {
+    let mut m = Metadata::default();
+    let mut changes = Vec::new();
+    for node in 0..3 {
+        let register = Command::RegisterNode {
+            node,
+            address: format!("n{node}"),
+            session_expires_ms: 0,
+        };
+        m.apply(&register, &mut changes).unwrap();
+    }
+    let create = Command::CreateTopic {
+        name: "t".into(),
+        partitions: 1,
+        replication_factor: 3,
+        min_insync: 2,
+        config: vec![],
+    };
+    m.apply(&create, &mut changes).unwrap();
+    let p = m.partition("t", 0).unwrap().clone();
+    let leader = p.leader.unwrap();
+    let [a, b] = [p.replicas[1], p.replicas[2]];
+    let change = |m: &Metadata, epoch: u64, isr: &[NodeId]| Command::ChangeIsr {
+        topic: "t".into(),
+        partition: 0,
+        leader_epoch: m.partition("t", 0).unwrap().leader_epoch.0,
+        partition_epoch: epoch_u32(epoch),
+        new_isr: isr.iter().map(|n| n.0).collect(),
+    };
+    // The leader shrinks the ISR (b lags) at epoch 0; an expand built on epoch 0 that
+    // arrives after it is refused.
+    m.apply(&change(&m, 0, &[leader, a]), &mut changes).unwrap();
+    assert_eq!(
+        m.apply(&change(&m, 0, &[leader, a, b]), &mut changes),
+        Err(Refusal::StalePartitionEpoch {
+            current: 1,
+            proposed: 0
+        })
+    );
+    // b, out of the ISR, is fenced: a new epoch all the same.
+    m.apply(&Command::FenceNode { node: b.0 }, &mut changes)
+        .unwrap();
+    assert_eq!(m.partition("t", 0).unwrap().partition_epoch, 2);
+    // A fenced node may not join even on the current epoch.
+    assert_eq!(
+        m.apply(&change(&m, 2, &[leader, a, b]), &mut changes),
+        Err(Refusal::InvalidIsr("a fenced node may not join the ISR"))
+    );
+    // Back: another epoch; proposals built on 2 are refused, on 3 taken.
+    let back = Command::Heartbeat {
+        node: b.0,
+        session_expires_ms: 0,
+    };
+    m.apply(&back, &mut changes).unwrap();
+    assert_eq!(m.partition("t", 0).unwrap().partition_epoch, 3);
+    assert!(matches!(
+        m.apply(&change(&m, 2, &[leader, a, b]), &mut changes),
+        Err(Refusal::StalePartitionEpoch { .. })
+    ));
+    m.apply(&change(&m, 3, &[leader, a, b]), &mut changes)
+        .unwrap();
+    // An entry of the previous release (no partition epoch) still applies as it did.
+    let legacy = Command::LegacyChangeIsr {
+        topic: "t".into(),
+        partition: 0,
+        leader_epoch: 0,
+        new_isr: vec![leader.0, a.0],
+    };
+    m.apply(&legacy, &mut changes).unwrap();
+    assert_eq!(m.partition("t", 0).unwrap().isr, vec![leader, a]);
+    m.invariants(None).unwrap();
 }

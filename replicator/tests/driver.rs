@@ -197,7 +197,7 @@ async fn ticker(net: Rc<Net>, controller: Rc<RefCell<Controller>>) {
                     }
                     (c.epoch, c.version, c.isr.clone())
                 };
-                driver.isr_updated(update.0, update.1, update.2);
+                driver.isr_updated(update.0, update.1, update.2, Vec::new());
             }
         }
         glommio::timer::sleep(Duration::from_millis(2)).await;
@@ -323,7 +323,7 @@ impl Cluster {
             glommio::spawn_local(ticker(net.clone(), controller.clone())).detach(),
         ];
         let leader = net.driver(LEADER);
-        leader.become_leader(EPOCH, nodes.to_vec(), nodes.to_vec(), 1);
+        leader.become_leader(EPOCH, nodes.to_vec(), nodes.to_vec(), 1, Vec::new());
         for &n in &nodes[1..] {
             net.driver(n).become_follower(EPOCH, LEADER);
         }
@@ -465,7 +465,7 @@ fn deposed_leader_truncates_its_unreplicated_suffix() {
         }
         let version = cluster.controller.borrow().version;
         let leader = net.driver(new_leader);
-        leader.become_leader(epoch, nodes.to_vec(), isr, version);
+        leader.become_leader(epoch, nodes.to_vec(), isr, version, Vec::new());
         net.driver(NodeId(3)).become_follower(epoch, new_leader);
         produce_all(&leader, 100..110).await;
 

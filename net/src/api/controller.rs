@@ -26,6 +26,8 @@ pub enum ControllerRequest {
         partition: u32,
         /// The proposer's leader epoch; a stale leader is refused.
         leader_epoch: i32,
+        /// The partition epoch the proposal builds on; a stale one is refused.
+        partition_epoch: u64,
         /// The whole proposed ISR.
         isr: Vec<u32>,
     },

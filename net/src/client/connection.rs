@@ -53,6 +53,22 @@ impl Shared {
     }
 }
 
+/// Refuses a socket connected to itself. Dialling `127.0.0.1:P` while nothing listens
+/// there, the kernel may pick `P` itself as the source port (when `P` is in the
+/// ephemeral range), and the two ends meet in a TCP simultaneous open: the socket then
+/// talks to itself and holds the port its peer needs to restart on. Seen with a node
+/// redialling a dead peer; dropping the socket frees the port.
+pub(crate) fn refuse_self_connection(stream: &TcpStream) -> std::io::Result<()> {
+    let (local, peer) = (stream.local_addr()?, stream.peer_addr()?);
+    if local == peer {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            format!("connected to itself ({local}): nothing listens there"),
+        ));
+    }
+    Ok(())
+}
+
 /// A connection; cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Connection {
@@ -66,6 +82,8 @@ impl Connection {
     pub(crate) async fn open(addr: &str, timeout: Duration) -> Result<Connection, ClientError> {
         let stream = TcpStream::connect(addr)
             .await
+            .map_err(|e| ClientError::NoBroker(format!("{addr}: {e}")))?;
+        refuse_self_connection(&stream)
             .map_err(|e| ClientError::NoBroker(format!("{addr}: {e}")))?;
         stream.set_nodelay(true).map_err(std::io::Error::from)?;
         let stream = stream.buffered_with(Preallocated::new(READ_BUFFER_BYTES));
@@ -194,5 +212,57 @@ async fn sweep(shared: std::rc::Weak<Shared>) {
                 let _ = waiter.send(Err(ClientError::Timeout));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::FromRawFd;
+
+    use super::*;
+
+    /// A socket bound to a port and connected to that same port: what the kernel can
+    /// hand a client dialling a dead peer's ephemeral port.
+    fn self_connected() -> std::net::TcpStream {
+        // SAFETY: plain socket calls on a descriptor this function owns; every result is
+        // checked, and the descriptor is handed to a TcpStream that closes it.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+            assert!(fd >= 0);
+            let mut addr: libc::sockaddr_in = std::mem::zeroed();
+            addr.sin_family = libc::sa_family_t::try_from(libc::AF_INET).unwrap();
+            addr.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+            let len = libc::socklen_t::try_from(std::mem::size_of::<libc::sockaddr_in>()).unwrap();
+            let ptr = (&raw const addr).cast::<libc::sockaddr>();
+            assert_eq!(libc::bind(fd, ptr, len), 0);
+            let mut bound: libc::sockaddr_in = std::mem::zeroed();
+            let mut bound_len = len;
+            let bound_ptr = (&raw mut bound).cast::<libc::sockaddr>();
+            assert_eq!(libc::getsockname(fd, bound_ptr, &raw mut bound_len), 0);
+            assert_eq!(libc::connect(fd, bound_ptr, bound_len), 0, "self-connect");
+            std::net::TcpStream::from_raw_fd(fd)
+        }
+    }
+
+    #[test]
+    fn a_socket_connected_to_itself_is_refused() {
+        let socket = self_connected();
+        assert_eq!(socket.local_addr().unwrap(), socket.peer_addr().unwrap());
+        let fd = std::os::fd::IntoRawFd::into_raw_fd(socket);
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                // SAFETY: `fd` was just released by the std stream, so this owns it.
+                let stream = unsafe { TcpStream::from_raw_fd(fd) };
+                let error = refuse_self_connection(&stream).unwrap_err();
+                assert!(error.to_string().contains("connected to itself"), "{error}");
+                let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                let normal = TcpStream::connect(listener.local_addr().unwrap())
+                    .await
+                    .unwrap();
+                refuse_self_connection(&normal).unwrap();
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 }

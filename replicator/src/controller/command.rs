@@ -62,8 +62,9 @@ mod wire {
             /// Topic name.
             name: String,
         },
-        /// A partition leader asks for a new ISR; refused unless `leader_epoch` is current.
-        ChangeIsr {
+        /// The ISR change of earlier releases, without the partition epoch: only read
+        /// back from their Raft logs (and applied as they were), never proposed.
+        LegacyChangeIsr {
             /// Topic name.
             topic: String,
             /// Partition number.
@@ -80,6 +81,22 @@ mod wire {
             topic: String,
             /// Partition number.
             partition: u32,
+        },
+        /// A partition leader asks for a new ISR; refused unless `leader_epoch` and
+        /// `partition_epoch` are current (KIP-497), so a delayed or retried proposal
+        /// never undoes a later change. (Last in the enum so older entries keep their
+        /// tags; `u32` keeps the archive at its old size.)
+        ChangeIsr {
+            /// Topic name.
+            topic: String,
+            /// Partition number.
+            partition: u32,
+            /// The proposer's leader epoch; a stale leader is refused.
+            leader_epoch: i32,
+            /// The partition epoch the proposal builds on.
+            partition_epoch: u32,
+            /// The whole new ISR (node ids).
+            new_isr: Vec<u32>,
         },
     }
 }
@@ -128,11 +145,31 @@ mod tests {
             topic: "t".into(),
             partition: 3,
             leader_epoch: 7,
+            partition_epoch: 9,
             new_isr: vec![1, 2],
         };
         let bytes = cmd.encode().unwrap();
         assert_eq!(Command::decode(&bytes).unwrap(), cmd);
         assert!(Command::decode(&[0xff; 7]).is_err());
         assert!(Command::decode(&vec![0; MAX_COMMAND_BYTES + 1]).is_err());
+    }
+
+    /// A `ChangeIsr` as the previous release wrote it into its Raft log still reads back.
+    #[test]
+    fn entries_of_the_previous_release_decode() {
+        let hex =
+            "0100000002000000050000006f7264657273ffff0300000007000000e4ffffff0200000000000000";
+        let bytes: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
+        let expected = Command::LegacyChangeIsr {
+            topic: "orders".into(),
+            partition: 3,
+            leader_epoch: 7,
+            new_isr: vec![1, 2],
+        };
+        assert_eq!(Command::decode(&bytes).unwrap(), expected);
+        assert_eq!(std::mem::size_of::<wire::ArchivedCommand>(), 32);
     }
 }

@@ -69,10 +69,14 @@ fn in_replica_order(p: &PartitionState, set: &[NodeId]) -> Vec<NodeId> {
         .collect()
 }
 
-/// `node` was just fenced: shrink ISRs, move its leaderships.
+/// `node` was just fenced: shrink ISRs, move its leaderships. Every partition it is a
+/// replica of gets a new partition epoch, so its leader learns the node is offline.
 pub fn on_fenced(meta: &mut Metadata, node: NodeId, changes: &mut Vec<MetadataChange>) {
     let live = meta.live_nodes();
     for (topic, index, min_insync, p) in meta.partitions_mut() {
+        if !p.replicas.contains(&node) {
+            continue;
+        }
         let mut isr_changed = false;
         if p.isr.contains(&node) && p.isr.len() > 1 {
             let isr = p.isr.iter().copied().filter(|n| *n != node).collect();
@@ -82,7 +86,9 @@ pub fn on_fenced(meta: &mut Metadata, node: NodeId, changes: &mut Vec<MetadataCh
         if p.leader == Some(node) {
             set_leader(p, choose_leader(p, &live));
             changes.push(leader_changed(topic, index, p));
-        } else if isr_changed {
+        } else if !isr_changed {
+            p.partition_epoch += 1;
+        } else {
             changes.push(MetadataChange::IsrChanged {
                 topic: topic.to_owned(),
                 partition: shardlog_engine::PartitionId(index),
@@ -93,16 +99,22 @@ pub fn on_fenced(meta: &mut Metadata, node: NodeId, changes: &mut Vec<MetadataCh
     }
 }
 
-/// `node` is back: leaderless partitions it can lead elect it (or a better member).
+/// `node` is back: leaderless partitions it can lead elect it (or a better member); the
+/// others it is a replica of get a new partition epoch, so their leader learns it may
+/// join the ISR again.
 pub fn on_unfenced(meta: &mut Metadata, node: NodeId, changes: &mut Vec<MetadataChange>) {
     let live = meta.live_nodes();
     for (topic, index, _, p) in meta.partitions_mut() {
-        if p.leader.is_some() || !(p.isr.contains(&node) || p.elr.contains(&node)) {
+        if !p.replicas.contains(&node) {
             continue;
         }
-        if let Some(leader) = choose_leader(p, &live) {
-            set_leader(p, Some(leader));
-            changes.push(leader_changed(topic, index, p));
+        let eligible = p.isr.contains(&node) || p.elr.contains(&node);
+        match choose_leader(p, &live) {
+            Some(leader) if p.leader.is_none() && eligible => {
+                set_leader(p, Some(leader));
+                changes.push(leader_changed(topic, index, p));
+            }
+            _ => p.partition_epoch += 1,
         }
     }
 }

@@ -45,7 +45,9 @@ pub struct PartitionState {
     /// Eligible leader replicas (KIP-966, simplified): members removed from the ISR while
     /// it was below `min_insync`, so they hold everything below the high watermark.
     pub elr: Vec<NodeId>,
-    /// Bumped on every change of leader or ISR (KIP-497's partition epoch).
+    /// Bumped on every change of leader or ISR (KIP-497's partition epoch), and when a
+    /// replica is fenced or comes back: an ISR proposal built on an older one is refused,
+    /// so a leader that sees a newer one knows its pending proposal is dead.
     pub partition_epoch: u64,
 }
 
@@ -105,6 +107,14 @@ pub enum Refusal {
         current: LeaderEpoch,
         /// The proposal's epoch.
         proposed: LeaderEpoch,
+    },
+    /// An ISR change built on another partition epoch (a delayed or retried proposal).
+    #[error("stale partition epoch {proposed}, current {current}")]
+    StalePartitionEpoch {
+        /// Current partition epoch.
+        current: u64,
+        /// The one the proposal built on.
+        proposed: u64,
     },
     /// The proposed ISR breaks a rule.
     #[error("invalid ISR: {0}")]
@@ -245,10 +255,23 @@ impl Metadata {
                 topic,
                 partition,
                 leader_epoch,
+                partition_epoch,
                 new_isr,
             } => {
-                let epoch = LeaderEpoch(*leader_epoch);
-                self.change_isr(topic, *partition, epoch, new_isr, changes)
+                let epochs = (
+                    LeaderEpoch(*leader_epoch),
+                    Some(u64::from(*partition_epoch)),
+                );
+                self.change_isr(topic, *partition, epochs, new_isr, changes)
+            }
+            Command::LegacyChangeIsr {
+                topic,
+                partition,
+                leader_epoch,
+                new_isr,
+            } => {
+                let epochs = (LeaderEpoch(*leader_epoch), None);
+                self.change_isr(topic, *partition, epochs, new_isr, changes)
             }
             Command::ElectLeader { topic, partition } => {
                 self.elect_leader(topic, *partition, changes)
@@ -385,20 +408,29 @@ impl Metadata {
         Ok(())
     }
 
+    /// `epochs`: the proposer's leader epoch and the partition epoch its proposal builds
+    /// on (`None` in entries of earlier releases, which did not check it).
     fn change_isr(
         &mut self,
         topic: &str,
         partition: u32,
-        proposed: LeaderEpoch,
+        epochs: (LeaderEpoch, Option<u64>),
         new_isr: &[u32],
         changes: &mut Vec<MetadataChange>,
     ) -> Result<(), Refusal> {
         let live: Vec<NodeId> = self.live_nodes();
         let (min_insync, p) = self.partition_mut(topic, partition)?;
+        let (proposed, builds_on) = epochs;
         if proposed != p.leader_epoch {
             return Err(Refusal::StaleLeaderEpoch {
                 current: p.leader_epoch,
                 proposed,
+            });
+        }
+        if let Some(builds_on) = builds_on.filter(|e| *e != p.partition_epoch) {
+            return Err(Refusal::StalePartitionEpoch {
+                current: p.partition_epoch,
+                proposed: builds_on,
             });
         }
         let leader = p

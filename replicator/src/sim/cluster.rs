@@ -37,6 +37,11 @@ pub struct SimConfig {
     pub session_ms: u64,
     /// A producer retries a request unanswered this long.
     pub client_timeout_ms: u64,
+    /// After `duration_ms`: faults stop, the network heals, crashed nodes restart and
+    /// producers send nothing new; by the end of this every batch sent must be
+    /// acknowledged and every live replica hold the whole committed log (liveness: a
+    /// cluster that lost nothing must not stay stuck).
+    pub settle_ms: u64,
 }
 
 impl Default for SimConfig {
@@ -57,6 +62,7 @@ impl Default for SimConfig {
             },
             session_ms: 150,
             client_timeout_ms: 600,
+            settle_ms: 4_000,
         }
     }
 }
@@ -144,6 +150,7 @@ enum Event {
     },
     Restart(NodeId),
     Heal,
+    Settle,
 }
 
 #[derive(Debug)]
@@ -172,6 +179,8 @@ pub struct Cluster {
     requests: BTreeMap<RequestId, (usize, i32)>,
     next_request: u64,
     consumer_at: Offset,
+    /// Past `duration_ms`: no faults, no new batches (see `SimConfig::settle_ms`).
+    settling: bool,
     report: Report,
 }
 
@@ -179,8 +188,9 @@ pub struct Cluster {
 pub fn run(seed: u64, config: &SimConfig) -> Result<Report, Failure> {
     let mut cluster = Cluster::new(seed, config.clone());
     cluster.start();
+    let end = cluster.config.duration_ms + cluster.config.settle_ms;
     while let Some(((at, _), event)) = cluster.events.pop_first() {
-        if at.0 > cluster.config.duration_ms {
+        if at.0 > end {
             break;
         }
         cluster.now = at;
@@ -194,6 +204,14 @@ pub fn run(seed: u64, config: &SimConfig) -> Result<Report, Failure> {
                 message,
             });
         }
+    }
+    if let Err(message) = cluster.settled() {
+        return Err(Failure {
+            seed,
+            step: cluster.report.steps,
+            at: cluster.now,
+            message,
+        });
     }
     Ok(cluster.finish())
 }
@@ -237,6 +255,7 @@ impl Cluster {
             requests: BTreeMap::new(),
             next_request: 0,
             consumer_at: Offset(0),
+            settling: false,
             report: Report {
                 seed,
                 ..Report::default()
@@ -266,6 +285,7 @@ impl Cluster {
         self.schedule(20, Event::Consume);
         let delay = self.rng.between(200, 500);
         self.schedule(delay, Event::Fault);
+        self.schedule(self.config.duration_ms, Event::Settle);
     }
 
     fn start_node_timers(&mut self, index: usize) {
@@ -336,6 +356,7 @@ impl Cluster {
             Event::Fence { node, incarnation } => self.fence(node, incarnation),
             Event::Restart(node) => self.restart(node),
             Event::Heal => self.heal(),
+            Event::Settle => self.settle(),
         }
         Ok(())
     }
@@ -527,6 +548,11 @@ impl Cluster {
             Ok(produced) => {
                 self.report.answers[0] += 1;
                 producer.outstanding.remove(&sequence);
+                // The leader appends a sequence only after the ones before it, so those
+                // are in the log too (and committed, under acks=all): a batch whose
+                // answer was lost in a crash is resolved here, as Kafka's producer does,
+                // instead of being retried once it is past the leader's dedup window.
+                producer.outstanding.retain(|s, _| *s > sequence);
                 if producer.acks == Acks::All {
                     let id = producer.producer_id;
                     let log = &self.nodes.get(index).ok_or("no node")?.log;
@@ -555,7 +581,9 @@ impl Cluster {
         let Some(producer) = self.producers.get_mut(p) else {
             return Ok(());
         };
-        producer.make_batch(records, now);
+        if !self.settling {
+            producer.make_batch(records, now);
+        }
         let stale: Vec<i32> = producer
             .outstanding
             .iter()
@@ -651,6 +679,9 @@ fn views(nodes: &[Node]) -> Vec<NodeView<'_>> {
 // Faults: crashes, restarts, partitions, leader moves.
 impl Cluster {
     fn fault(&mut self) {
+        if self.settling {
+            return;
+        }
         let ids: Vec<NodeId> = self
             .nodes
             .iter()
@@ -768,6 +799,9 @@ impl Cluster {
     }
 
     fn restart(&mut self, id: NodeId) {
+        if self.nodes.iter().any(|n| n.id == id && n.alive) {
+            return;
+        }
         let config = self.config.replica.clone();
         let Some(index) = self.node_index(id) else {
             return;
@@ -799,6 +833,77 @@ impl Cluster {
             }
         }
         self.announce();
+    }
+
+    /// The end of the faults: heal, restart the crashed, stop making new batches.
+    fn settle(&mut self) {
+        self.settling = true;
+        self.heal();
+        let down: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|n| !n.alive)
+            .map(|n| n.id)
+            .collect();
+        for id in down {
+            self.restart(id);
+        }
+    }
+
+    /// The controller and every replica, for a failure message.
+    fn describe(&self) -> String {
+        let nodes: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("{}: alive {} {:?}", n.id, n.alive, n.replica))
+            .collect();
+        format!("controller {:?}; nodes {nodes:#?}", self.controller)
+    }
+
+    /// Liveness after the settle phase: every acks=all batch acknowledged, and the
+    /// leader's log committed and held by every replica. (An acks=leader producer may be
+    /// refused for good: a batch acknowledged by a leader that crashed before syncing it
+    /// is gone, and its later sequences are out of order until the producer starts a new
+    /// epoch, which this one does not.)
+    fn settled(&self) -> Result<(), String> {
+        for producer in self.producers.iter().filter(|p| p.acks == Acks::All) {
+            if let Some((sequence, _)) = producer.outstanding.first_key_value() {
+                return Err(format!(
+                    "stuck: producer {} still waits for sequence {sequence} after {} ms of \
+                     calm; {}",
+                    producer.producer_id,
+                    self.config.settle_ms,
+                    self.describe()
+                ));
+            }
+        }
+        let leader = self
+            .controller
+            .leader
+            .ok_or("stuck: no leader after the calm")?;
+        let node = self
+            .nodes
+            .iter()
+            .find(|n| n.id == leader)
+            .ok_or("no leader node")?;
+        let end = node.replica.log_end();
+        if node.replica.high_watermark() != end {
+            return Err(format!(
+                "stuck: leader {leader} high watermark {} below its log end {end}",
+                node.replica.high_watermark()
+            ));
+        }
+        for other in &self.nodes {
+            if other.replica.log_end() != end {
+                return Err(format!(
+                    "stuck: node {} log end {} != leader's {end}; {}",
+                    other.id,
+                    other.replica.log_end(),
+                    self.describe()
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn check(&mut self) -> Result<(), String> {

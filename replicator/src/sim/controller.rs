@@ -2,7 +2,8 @@
 //! the leader, leader epoch and ISR with its version; it fences a node that missed its
 //! session, electing a new leader from the ISR with a higher epoch (never an out-of-sync
 //! replica: no unclean election); it applies a leader's ISR proposal only if it comes
-//! from the current epoch and builds on the current ISR version.
+//! from the current epoch, builds on the current ISR version and adds no fenced node.
+//! Fencing and unfencing bump the version, as the real controller's partition epoch.
 
 use std::collections::BTreeSet;
 
@@ -69,8 +70,9 @@ impl Controller {
         self.fenced.insert(node);
         if self.isr.len() > 1 && self.isr.contains(&node) {
             self.isr.retain(|n| *n != node);
-            self.isr_version += 1;
         }
+        // As the real controller: a replica fenced is a new partition epoch.
+        self.isr_version += 1;
         if self.leader == Some(node) {
             self.leader = None;
             self.elect(rng, None);
@@ -83,6 +85,7 @@ impl Controller {
     /// the ISR. Returns whether the leadership changed.
     pub fn unfence(&mut self, rng: &mut Rng, node: NodeId) -> bool {
         self.fenced.remove(&node);
+        self.isr_version += 1;
         self.leader.is_none() && self.elect(rng, None)
     }
 
@@ -98,7 +101,10 @@ impl Controller {
             && epoch == self.epoch
             && isr_version == self.isr_version
             && isr.contains(&from)
-            && isr.iter().all(|n| self.replicas.contains(n));
+            && isr.iter().all(|n| self.replicas.contains(n))
+            && isr
+                .iter()
+                .all(|n| self.isr.contains(n) || !self.fenced.contains(n));
         if valid {
             self.isr = isr.to_vec();
             self.isr_version += 1;
@@ -119,6 +125,7 @@ impl Controller {
                 replicas: self.replicas.clone(),
                 isr: self.isr.clone(),
                 isr_version: self.isr_version,
+                offline: self.offline(),
             }
         } else {
             Input::BecomeFollower {
@@ -135,6 +142,11 @@ impl Controller {
             epoch: self.epoch,
             isr_version: self.isr_version,
             isr: self.isr.clone(),
+            offline: self.offline(),
         }
+    }
+
+    fn offline(&self) -> Vec<NodeId> {
+        self.fenced.iter().copied().collect()
     }
 }

@@ -158,13 +158,24 @@ impl ControllerService {
                 topic,
                 partition,
                 leader_epoch,
+                partition_epoch,
                 isr,
             } => {
                 if self.is_leader() {
+                    let Ok(partition_epoch) = u32::try_from(partition_epoch) else {
+                        tracing::warn!(
+                            topic,
+                            partition,
+                            partition_epoch,
+                            "ISR proposal with a partition epoch out of range; ignored"
+                        );
+                        return;
+                    };
                     let command = Command::ChangeIsr {
                         topic,
                         partition,
                         leader_epoch,
+                        partition_epoch,
                         new_isr: isr,
                     };
                     // Lost if leadership moves: the replica proposes again on its timer.
@@ -176,6 +187,7 @@ impl ControllerService {
                         topic,
                         partition,
                         leader_epoch,
+                        partition_epoch,
                         isr,
                     });
                 }

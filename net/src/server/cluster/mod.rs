@@ -252,7 +252,7 @@ impl ClusterNode {
                         }
                     },
                 };
-                self.apply_leadership(&replica, state, view.rejoined);
+                self.apply_leadership(&replica, state, &view);
             }
         }
     }
@@ -312,7 +312,8 @@ impl ClusterNode {
 
     /// Hands the controller's decision to the replica, once per (leader epoch, partition
     /// epoch).
-    fn apply_leadership(&self, replica: &Replica, state: &PartitionState, rejoined: bool) {
+    fn apply_leadership(&self, replica: &Replica, state: &PartitionState, view: &ClusterView) {
+        let rejoined = view.rejoined;
         let now = (state.leader_epoch, state.partition_epoch);
         let before = replica.applied.get();
         if before == Some(now) {
@@ -328,18 +329,26 @@ impl ClusterNode {
         }
         match state.leader {
             Some(leader) if leader == self.id => {
+                let offline: Vec<NodeId> = state
+                    .replicas
+                    .iter()
+                    .copied()
+                    .filter(|n| !view.metadata.is_live(*n))
+                    .collect();
                 if new_epoch {
                     driver.become_leader(
                         state.leader_epoch,
                         state.replicas.clone(),
                         state.isr.clone(),
                         state.partition_epoch,
+                        offline,
                     );
                 } else {
                     driver.isr_updated(
                         state.leader_epoch,
                         state.partition_epoch,
                         state.isr.clone(),
+                        offline,
                     );
                 }
             }
@@ -370,6 +379,7 @@ impl ClusterNode {
                         topic: replica.topic.to_string(),
                         partition: replica.partition,
                         leader_epoch: proposal.epoch.0,
+                        partition_epoch: proposal.isr_version,
                         isr: proposal.isr.iter().map(|n| n.0).collect(),
                     };
                     // A full inbox drops it: the replica proposes again on its timer.

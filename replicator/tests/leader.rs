@@ -1,0 +1,188 @@
+//! The leader's state machine alone, driven input by input: the controller's decisions
+//! as a real controller makes them (partition epochs bumped on fencing), followers'
+//! acks by hand, the storage's reports by hand.
+
+#![allow(clippy::unwrap_used)]
+
+use shardlog_engine::record::BatchBuilder;
+use shardlog_engine::{LeaderEpoch, Offset, TimestampMs};
+use shardlog_replicator::message::ShipAck;
+use shardlog_replicator::{
+    Acks, Action, Incarnation, Input, Message, NodeId, PartitionReplica, ReplicaConfig, RequestId,
+    Tick,
+};
+
+const LEADER: NodeId = NodeId(0);
+const A: NodeId = NodeId(1);
+const B: NodeId = NodeId(2);
+const EPOCH: LeaderEpoch = LeaderEpoch(0);
+
+fn config() -> ReplicaConfig {
+    ReplicaConfig {
+        replica_lag_ms: 10_000,
+        min_insync: 2,
+        ..ReplicaConfig::default()
+    }
+}
+
+fn batch() -> Vec<u8> {
+    let mut builder = BatchBuilder::new();
+    builder.push(TimestampMs(1_700_000_000_000), None, Some(b"v"), &[]);
+    builder.finish()
+}
+
+struct Harness {
+    replica: PartitionReplica,
+    now: u64,
+    actions: Vec<Action>,
+}
+
+impl Harness {
+    fn leader(isr: Vec<NodeId>) -> Harness {
+        let mut h = Harness {
+            replica: PartitionReplica::new(config(), LEADER, Incarnation(1)),
+            now: 0,
+            actions: Vec::new(),
+        };
+        h.step(Input::BecomeLeader {
+            epoch: EPOCH,
+            replicas: vec![LEADER, A, B],
+            isr,
+            isr_version: 0,
+            offline: Vec::new(),
+        });
+        h
+    }
+
+    fn step(&mut self, input: Input) {
+        self.replica.step(Tick(self.now), input);
+        self.replica.drain_actions(&mut self.actions);
+    }
+
+    fn wait(&mut self, ms: u64) {
+        for _ in 0..ms / 10 {
+            self.now += 10;
+            self.step(Input::Tick);
+        }
+    }
+
+    /// Performs the leader's appends at once (written and durable).
+    fn storage_keeps_up(&mut self) {
+        let end = self.replica.log_end();
+        self.step(Input::Appended {
+            log_end: end,
+            durable_end: end,
+        });
+    }
+
+    fn ack(&mut self, from: NodeId, end: Offset) {
+        let ack = ShipAck {
+            leader_epoch: EPOCH.0,
+            incarnation: 7,
+            log_end: end.0,
+            durable_end: end.0,
+            resend: false,
+        };
+        self.step(Input::Received {
+            from,
+            message: Message::ShipAck(ack),
+        });
+    }
+
+    fn produce(&mut self, request: u64) {
+        self.step(Input::Produce {
+            request: RequestId(request),
+            acks: Acks::All,
+            batch: batch(),
+        });
+        self.storage_keeps_up();
+    }
+
+    fn answered_ok(&self, request: u64) -> bool {
+        self.actions.iter().any(|a| {
+            matches!(a, Action::Answer { request: r, result: Ok(_) } if *r == RequestId(request))
+        })
+    }
+
+    fn proposals(&self) -> Vec<Vec<NodeId>> {
+        self.actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::ProposeIsr { isr, .. } => Some(isr.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Found with real nodes: a follower, fully caught up, dies while the partition is idle.
+/// The controller fences it and shrinks the ISR at the same leader epoch. The leader
+/// must commit with the survivor: before, it proposed the dead follower back at once
+/// (it looked caught up within the lag), the controller refused, and the high watermark,
+/// which counts a pending proposal's members, waited for the dead node until it returned.
+#[test]
+fn a_dead_follower_removed_by_the_controller_does_not_stall_the_leader() {
+    let mut h = Harness::leader(vec![LEADER, A, B]);
+    h.produce(1);
+    h.ack(A, Offset(1));
+    h.ack(B, Offset(1));
+    assert!(h.answered_ok(1));
+    h.wait(200); // idle: heartbeats only, both followers caught up
+
+    // A dies; 750 ms later the controller fences it: ISR [0, 2], a new partition epoch.
+    h.wait(750);
+    h.actions.clear();
+    h.step(Input::IsrUpdated {
+        epoch: EPOCH,
+        isr_version: 1,
+        isr: vec![LEADER, B],
+        offline: vec![A],
+    });
+    assert_eq!(h.replica.isr().unwrap(), &[LEADER, B]);
+    h.produce(2);
+    h.ack(B, Offset(2));
+    h.wait(500);
+    assert!(h.answered_ok(2), "acks=all stalled: {:?}", h.actions);
+    assert_eq!(h.replica.high_watermark(), Offset(2));
+    assert!(
+        h.proposals().iter().all(|isr| !isr.contains(&A)),
+        "a fenced follower was proposed: {:?}",
+        h.proposals()
+    );
+
+    // A comes back (a new partition epoch, online again) and acks: it may rejoin.
+    h.step(Input::IsrUpdated {
+        epoch: EPOCH,
+        isr_version: 2,
+        isr: vec![LEADER, B],
+        offline: Vec::new(),
+    });
+    h.ack(A, Offset(2));
+    assert_eq!(h.proposals().last().unwrap(), &vec![LEADER, A, B]);
+}
+
+/// A proposal the controller can no longer apply (a newer partition epoch came) is
+/// forgotten: its members stop holding the high watermark back.
+#[test]
+fn a_newer_partition_epoch_drops_a_pending_proposal() {
+    let mut h = Harness::leader(vec![LEADER, B]);
+    h.produce(1);
+    h.ack(B, Offset(1));
+    h.ack(A, Offset(1)); // A caught up: the leader proposes it
+    assert_eq!(h.proposals().last().unwrap(), &vec![LEADER, A, B]);
+    // A dies before the controller applied it; the controller fences A (epoch 1), so
+    // the proposal built on epoch 0 is refused there.
+    h.step(Input::IsrUpdated {
+        epoch: EPOCH,
+        isr_version: 1,
+        isr: vec![LEADER, B],
+        offline: vec![A],
+    });
+    h.produce(2);
+    h.ack(B, Offset(2));
+    assert!(
+        h.answered_ok(2),
+        "stalled on a dead proposal: {:?}",
+        h.actions
+    );
+}
