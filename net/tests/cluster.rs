@@ -344,6 +344,7 @@ fn error_kind(error: &ClientError) -> (String, bool) {
         ClientError::Timeout => ("client timeout".into(), false),
         ClientError::NoBroker(_) => ("no broker".into(), false),
         ClientError::StaleMetadata(_) => ("stale metadata".into(), false),
+        ClientError::LeaderMoved { .. } => ("leader moved".into(), false),
         other => (format!("{other}"), true),
     }
 }
