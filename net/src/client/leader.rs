@@ -116,7 +116,10 @@ impl Client {
         let timeout = self.inner.config.request_timeout;
         // `select` polls the call first: the request is queued before anything waits.
         let call = pin!(self.call::<Req, Resp>(&route.addr, api, request, data, timeout));
-        let check_after = self.inner.config.leader_check_after + patience;
+        // A long poll is not checked before its wait is over: idle consumers with long
+        // waits would otherwise ask for metadata twice a second each (a paused leader
+        // under one is caught by the connection's liveness probe).
+        let check_after = self.inner.config.leader_check_after.max(patience);
         let watch = pin!(self.watch_leader(topic, partition, &route, check_after));
         let result = match select(call, watch).await {
             Either::Left((result, _)) => result,

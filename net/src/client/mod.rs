@@ -13,7 +13,7 @@
 //! long as the pause. Three mechanisms bound that:
 //!
 //! - *Leader checks.* While a request to a partition's leader is unanswered past
-//!   `leader_check_after` (plus a fetch's `max_wait`), the client refreshes the topic's
+//!   `leader_check_after` (or a longer fetch's `max_wait`), the client refreshes the topic's
 //!   metadata every `leader_check_every`, asking other brokers first; once the partition
 //!   has another leader or a higher leader epoch, the request is given up as
 //!   [`ClientError::LeaderMoved`] and retried at once at the new leader. If the old
@@ -82,11 +82,11 @@ pub struct ClientConfig {
     /// A Metadata request unanswered this long is also sent to the next broker. Default
     /// 300 ms.
     pub metadata_hedge_after: Duration,
-    /// A request to a partition's leader unanswered this long (past a fetch's `max_wait`)
-    /// starts the leader checks. Default 1 s.
+    /// A request to a partition's leader unanswered this long (or a fetch's `max_wait`, if
+    /// longer) starts the leader checks. Default 1 s.
     pub leader_check_after: Duration,
     /// How often a request waiting on a leader checks whether the leadership moved (one
-    /// metadata refresh per topic per period, shared by its requests). Default 500 ms.
+    /// metadata refresh per topic per period, shared by its requests). Default 250 ms.
     pub leader_check_every: Duration,
     /// Silence on a connection with requests outstanding before it is probed. Default 2 s.
     pub probe_after: Duration,
@@ -109,7 +109,7 @@ impl Default for ClientConfig {
             admin_timeout: Duration::from_secs(5),
             metadata_hedge_after: Duration::from_millis(300),
             leader_check_after: Duration::from_secs(1),
-            leader_check_every: Duration::from_millis(500),
+            leader_check_every: Duration::from_millis(250),
             probe_after: Duration::from_secs(2),
             probe_timeout: Duration::from_secs(3),
             retries: 8,
