@@ -347,6 +347,7 @@ fn error_kind(error: &ClientError) -> (String, bool) {
         ClientError::Timeout => ("client timeout".into(), false),
         ClientError::NoBroker(_) => ("no broker".into(), false),
         ClientError::StaleMetadata(_) => ("stale metadata".into(), false),
+        ClientError::LeaderMoved { .. } => ("leader moved".into(), false),
         other => (format!("{other}"), true),
     }
 }
@@ -1211,6 +1212,7 @@ fn write_one(brokers: String, log: &mut ProducerLog) -> Instant {
         retries: 40,
         retry_backoff: Duration::from_millis(20),
         retry_backoff_max: Duration::from_millis(100),
+        ..ClientConfig::default()
     };
     let base_offset = common::run(move || async move {
         let client = Client::connect(&brokers, config).await.unwrap();

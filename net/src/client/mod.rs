@@ -1,21 +1,57 @@
 //! The client library: async (glommio), one [`Client`] per executor, cheap to clone.
 //!
 //! A client keeps one pipelined connection per broker address, caches metadata (which
-//! node leads each partition), sends each request to the partition's leader, and retries
-//! the errors that say retrying helps (`NotLeader`, `NotEnoughReplicas`, `Timeout`,
-//! `ShuttingDown`, `UnknownPartition`, a broken connection) after refreshing metadata,
-//! up to `ClientConfig::retries` times.
+//! node leads each partition, which brokers are live), sends each request to the
+//! partition's leader, and retries the errors that say retrying helps (`NotLeader`,
+//! `NotEnoughReplicas`, `Timeout`, `ShuttingDown`, `UnknownPartition`, a broken
+//! connection, a leader that moved) after refreshing metadata, up to
+//! `ClientConfig::retries` times.
+//!
+//! Following a failover. A broker that dies refuses connections, which fails requests at
+//! once; a broker that hangs or is paused (SIGSTOP, a VM stall) keeps its socket open and
+//! answers nothing, and waiting out the request timeout would stall a producer for as
+//! long as the pause. Three mechanisms bound that:
+//!
+//! - *Leader checks.* While a request to a partition's leader is unanswered past
+//!   `leader_check_after` (or a longer fetch's `max_wait`), the client refreshes the topic's
+//!   metadata every `leader_check_every`, asking other brokers first; once the partition
+//!   has another leader or a higher leader epoch, the request is given up as
+//!   [`ClientError::LeaderMoved`] and retried at once at the new leader. If the old
+//!   leader is fenced (not live), its connection is closed too, so every request waiting
+//!   on it fails over without waiting for its own check. Requests that are merely slow
+//!   (a long poll, an `acks=all` produce under load) are never given up while the
+//!   leadership stays where it is.
+//! - *Liveness probes* (`probe_after`, `probe_timeout`; see `connection.rs`): a connection
+//!   with requests outstanding and no byte moving is probed with a tiny request, and
+//!   declared dead if that is not answered either, whatever the metadata says.
+//! - *Metadata and admin requests* go to live brokers first (the metadata names them),
+//!   starting at a different broker each time, brokers that lately did not answer last;
+//!   each attempt waits at most `admin_timeout`. A metadata request unanswered after
+//!   `metadata_hedge_after` is also sent to the next broker, and the first answer wins.
+//!   CreateTopic and DeleteTopic go to the controller leader first and move to the next
+//!   broker on an error or a timeout; like a leader check, an attempt unanswered past
+//!   `leader_check_after` is given up once the metadata names a new controller.
+//!
+//! A resent produce may duplicate: the first attempt may have been appended (and, once the
+//! new leader has it, committed) without its answer reaching the client. Batches with a
+//! producer id are deduplicated by the brokers; batches without one are not.
 //!
 //! Ordering: a request is queued on its connection synchronously when its future is first
 //! polled, so produce requests to one partition from one client reach the broker, and are
-//! appended, in the order their futures were first polled, unless a retry intervenes.
+//! appended, in the order their futures were first polled, unless a retry intervenes (a
+//! failover resends each waiting request as its own check or error finds it, so batches
+//! in flight across a failover may land in another order).
 
+mod admin;
+pub(crate) mod cache;
 pub(crate) mod connection;
+mod leader;
+mod metadata;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rkyv::api::high::HighValidator;
@@ -24,25 +60,45 @@ use rkyv::rancor;
 use shardlog_engine::batch::{self, BatchHeader};
 
 use crate::api::{
-    Acks, Api, CreateTopicRequest, DeleteTopicRequest, ErrorResponse, FetchRequest, FetchResponse,
-    ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse, OffsetSpec,
-    ProduceRequest, ProduceResponse, TopicConfig, TopicMetadata, TopicResponse, VERSION,
+    Acks, Api, ErrorResponse, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse,
+    OffsetSpec, ProduceRequest, ProduceResponse, TopicMetadata, VERSION,
 };
 use crate::error_code::ErrorCode;
 use crate::frame::{FLAG_ERROR, encode_head};
 use crate::wire::Frame;
-use connection::{Connection, ReplyReceiver};
+use cache::MetadataCache;
+use connection::{Connection, Probe};
+use leader::TopicRefresh;
 
 /// Client settings.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
-    /// How long one attempt of a request may take (the server gets the same budget).
+    /// How long one attempt of a produce, fetch or list-offsets request may take (the
+    /// server gets the same budget). Default 30 s.
     pub request_timeout: Duration,
-    /// Further attempts after a retriable error.
+    /// How long one attempt of a Metadata, CreateTopic or DeleteTopic request, or of
+    /// connecting, may take (at most `request_timeout`). Default 5 s.
+    pub admin_timeout: Duration,
+    /// A Metadata request unanswered this long is also sent to the next broker. Default
+    /// 300 ms.
+    pub metadata_hedge_after: Duration,
+    /// A request to a partition's leader unanswered this long (or a fetch's `max_wait`, if
+    /// longer) starts the leader checks. Default 1 s.
+    pub leader_check_after: Duration,
+    /// How often a request waiting on a leader checks whether the leadership moved (one
+    /// metadata refresh per topic per period, shared by its requests). Default 250 ms.
+    pub leader_check_every: Duration,
+    /// Silence on a connection with requests outstanding before it is probed. Default 2 s.
+    pub probe_after: Duration,
+    /// How long a probe may go unanswered before its connection is declared dead.
+    /// Default 3 s.
+    pub probe_timeout: Duration,
+    /// Further attempts after a retriable error. Default 8.
     pub retries: u32,
     /// Pause before the first retry; doubled each time, up to `retry_backoff_max`.
+    /// Default 100 ms. (A request given up because its leader moved is resent at once.)
     pub retry_backoff: Duration,
-    /// Longest pause between retries.
+    /// Longest pause between retries. Default 1 s.
     pub retry_backoff_max: Duration,
 }
 
@@ -50,6 +106,12 @@ impl Default for ClientConfig {
     fn default() -> Self {
         ClientConfig {
             request_timeout: Duration::from_secs(30),
+            admin_timeout: Duration::from_secs(5),
+            metadata_hedge_after: Duration::from_millis(300),
+            leader_check_after: Duration::from_secs(1),
+            leader_check_every: Duration::from_millis(250),
+            probe_after: Duration::from_secs(2),
+            probe_timeout: Duration::from_secs(3),
             retries: 8,
             retry_backoff: Duration::from_millis(100),
             retry_backoff_max: Duration::from_secs(1),
@@ -84,6 +146,17 @@ pub enum ClientError {
     /// fresh metadata.
     #[error("stale metadata: {0}")]
     StaleMetadata(String),
+    /// The partition's leader did not answer, and meanwhile the metadata named another
+    /// leader (or a higher leader epoch); retried at the new leader.
+    #[error("node {node} did not answer for {topic}/{partition}, which it no longer leads")]
+    LeaderMoved {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The node the request was sent to.
+        node: u32,
+    },
     /// Fresh metadata says the topic has no such partition (not retried).
     #[error("{topic} has {partitions} partitions; there is no partition {partition}")]
     NoSuchPartition {
@@ -113,9 +186,18 @@ impl ClientError {
             ClientError::Io(_)
             | ClientError::Timeout
             | ClientError::NoBroker(_)
-            | ClientError::StaleMetadata(_) => true,
+            | ClientError::StaleMetadata(_)
+            | ClientError::LeaderMoved { .. } => true,
             ClientError::Protocol(_) | ClientError::NoSuchPartition { .. } => false,
         }
+    }
+
+    /// Whether the broker said nothing: no connection, a broken one, or no reply in time.
+    fn is_silence(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Io(_) | ClientError::Timeout | ClientError::NoBroker(_)
+        )
     }
 
     fn server(code: u16, message: &str) -> ClientError {
@@ -189,12 +271,10 @@ struct Inner {
     config: ClientConfig,
     bootstrap: Vec<String>,
     connections: RefCell<HashMap<String, Connection>>,
-    /// Node id -> "host:port".
-    brokers: RefCell<HashMap<u32, String>>,
-    topics: RefCell<HashMap<String, Rc<TopicMetadata>>>,
+    cache: RefCell<MetadataCache>,
     correlation: Cell<u64>,
-    /// Metadata refreshes so far: where the next one starts among the brokers.
-    metadata_turn: Cell<usize>,
+    /// Topic -> its latest refresh for leader checks.
+    refreshes: RefCell<HashMap<String, TopicRefresh>>,
 }
 
 /// A client; see the module docs.
@@ -204,8 +284,8 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to the first reachable of `brokers` (`HOST:PORT[,HOST:PORT...]`) and loads
-    /// the metadata of every topic.
+    /// Connects to the first of `brokers` (`HOST:PORT[,HOST:PORT...]`) that answers and
+    /// loads the metadata of every topic.
     pub async fn connect(brokers: &str, config: ClientConfig) -> Result<Client, ClientError> {
         let bootstrap: Vec<String> = brokers
             .split(',')
@@ -221,132 +301,14 @@ impl Client {
                 config,
                 bootstrap,
                 connections: RefCell::new(HashMap::new()),
-                brokers: RefCell::new(HashMap::new()),
-                topics: RefCell::new(HashMap::new()),
+                cache: RefCell::new(MetadataCache::default()),
                 correlation: Cell::new(1),
-                metadata_turn: Cell::new(0),
+                refreshes: RefCell::new(HashMap::new()),
             }),
         };
         // A cluster that just started may still be electing its controller: retried.
         client.with_retries(|| client.metadata(&[])).await?;
         Ok(client)
-    }
-
-    /// Fresh metadata for `topics` (empty: all); refreshes the cache.
-    pub async fn metadata(&self, topics: &[String]) -> Result<MetadataResponse, ClientError> {
-        let request = MetadataRequest {
-            topics: topics.to_vec(),
-        };
-        let mut last = ClientError::NoBroker("no broker tried".into());
-        let mut known: Vec<(u32, String)> = self
-            .inner
-            .brokers
-            .borrow()
-            .iter()
-            .map(|(id, addr)| (*id, addr.clone()))
-            .collect();
-        // Each refresh starts at the next broker. A broker cut off from the controller
-        // still answers, with its stale view (naming itself the leader of what it led);
-        // asking the same broker first every time (a `HashMap` keeps its order) could pin
-        // this client to it for as long as the partition lasts.
-        known.sort_unstable();
-        let turn = self.inner.metadata_turn.get();
-        self.inner.metadata_turn.set(turn.wrapping_add(1));
-        if !known.is_empty() {
-            let start = turn % known.len();
-            known.rotate_left(start);
-        }
-        let mut candidates: Vec<String> = known.into_iter().map(|(_, addr)| addr).collect();
-        candidates.extend(self.inner.bootstrap.iter().cloned());
-        for addr in candidates {
-            match self
-                .call::<_, MetadataResponse>(&addr, Api::Metadata, &request, Bytes::new())
-                .await
-            {
-                Ok((response, _)) => {
-                    self.learn(&response, topics.is_empty());
-                    return Ok(response);
-                }
-                Err(e) => last = e,
-            }
-        }
-        Err(last)
-    }
-
-    fn learn(&self, response: &MetadataResponse, all: bool) {
-        let mut brokers = self.inner.brokers.borrow_mut();
-        brokers.clear();
-        for b in &response.brokers {
-            brokers.insert(b.node_id, format!("{}:{}", b.host, b.port));
-        }
-        let mut topics = self.inner.topics.borrow_mut();
-        if all {
-            topics.clear();
-        }
-        for t in &response.topics {
-            if t.error == ErrorCode::None as u16 {
-                topics.insert(t.name.clone(), Rc::new(t.clone()));
-            } else {
-                topics.remove(&t.name);
-            }
-        }
-    }
-
-    /// Creates a topic. A topic that exists is `Server { code: TopicExists }`.
-    pub async fn create_topic(
-        &self,
-        name: &str,
-        partitions: u32,
-        replication_factor: u16,
-        config: TopicConfig,
-    ) -> Result<(), ClientError> {
-        let request = CreateTopicRequest {
-            name: name.to_owned(),
-            partitions,
-            replication_factor,
-            config,
-        };
-        self.admin(Api::CreateTopic, &request).await?;
-        // In a cluster the other nodes learn of the topic a moment later: wait until the
-        // metadata names it, so the caller can use it at once.
-        let deadline = std::time::Instant::now() + self.inner.config.request_timeout;
-        let mut pause = Duration::from_millis(5);
-        loop {
-            let response = self.metadata(&[name.to_owned()]).await?;
-            let known = response
-                .topics
-                .iter()
-                .any(|t| t.name == name && t.error == ErrorCode::None as u16);
-            if known || std::time::Instant::now() >= deadline {
-                return Ok(());
-            }
-            glommio::timer::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(200));
-        }
-    }
-
-    /// Deletes a topic and every record in it.
-    pub async fn delete_topic(&self, name: &str) -> Result<(), ClientError> {
-        let request = DeleteTopicRequest {
-            name: name.to_owned(),
-        };
-        self.admin(Api::DeleteTopic, &request).await?;
-        self.inner.topics.borrow_mut().remove(name);
-        Ok(())
-    }
-
-    async fn admin<T>(&self, api: Api, request: &T) -> Result<(), ClientError>
-    where
-        T: crate::frame::Meta,
-    {
-        self.with_retries(|| async {
-            let addr = self.any_broker();
-            let (response, _) = self
-                .call::<_, TopicResponse>(&addr, api, request, Bytes::new())
-                .await?;
-            check(response.error, &response.message)
-        })
-        .await
     }
 
     /// The partition count of `topic`, from the cache (refreshed when unknown).
@@ -356,16 +318,20 @@ impl Client {
             .map_err(|_| ClientError::Protocol("too many partitions".into()))
     }
 
-    /// Cached metadata of `topic`, loaded when missing.
+    /// Cached metadata of `topic`, loaded when missing or stale.
     pub async fn topic(&self, topic: &str) -> Result<Rc<TopicMetadata>, ClientError> {
-        if let Some(meta) = self.inner.topics.borrow().get(topic) {
-            return Ok(meta.clone());
+        if let Some(meta) = self.inner.cache.borrow().fresh_topic(topic) {
+            return Ok(meta);
         }
         let response = self.metadata(&[topic.to_owned()]).await?;
+        if let Some(meta) = self.inner.cache.borrow().topic(topic) {
+            return Ok(meta);
+        }
         match response.topics.into_iter().find(|t| t.name == topic) {
-            Some(t) if t.error == ErrorCode::None as u16 => Ok(Rc::new(t)),
-            Some(t) => Err(ClientError::server(t.error, &format!("topic {topic:?}"))),
-            None => Err(ClientError::Server {
+            Some(t) if t.error != ErrorCode::None.as_u16() => {
+                Err(ClientError::server(t.error, &format!("topic {topic:?}")))
+            }
+            _ => Err(ClientError::Server {
                 code: ErrorCode::UnknownTopic,
                 message: format!("topic {topic:?}"),
             }),
@@ -388,16 +354,17 @@ impl Client {
             timeout_ms: millis(self.inner.config.request_timeout),
         };
         self.with_retries(|| async {
-            let addr = self.leader(topic, partition).await?;
             if acks == Acks::None {
-                self.send_only(&addr, Api::Produce, &request, batch.clone())
+                let route = self.leader(topic, partition).await?;
+                self.send_only(&route.addr, Api::Produce, &request, batch.clone())
                     .await?;
                 return Ok(None);
             }
             let (response, _) = self
                 .call_leader::<_, ProduceResponse>(
                     topic,
-                    &addr,
+                    partition,
+                    Duration::ZERO,
                     Api::Produce,
                     &request,
                     batch.clone(),
@@ -427,9 +394,15 @@ impl Client {
             min_bytes: options.min_bytes,
         };
         self.with_retries(|| async {
-            let addr = self.leader(topic, partition).await?;
             let (response, data) = self
-                .call_leader::<_, FetchResponse>(topic, &addr, Api::Fetch, &request, Bytes::new())
+                .call_leader::<_, FetchResponse>(
+                    topic,
+                    partition,
+                    options.max_wait,
+                    Api::Fetch,
+                    &request,
+                    Bytes::new(),
+                )
                 .await?;
             let hint = response.leader_hint;
             self.check_partition(topic, partition, response.error, hint, &response.message)?;
@@ -457,11 +430,11 @@ impl Client {
             spec,
         };
         self.with_retries(|| async {
-            let addr = self.leader(topic, partition).await?;
             let (response, _) = self
                 .call_leader::<_, ListOffsetsResponse>(
                     topic,
-                    &addr,
+                    partition,
+                    Duration::ZERO,
                     Api::ListOffsets,
                     &request,
                     Bytes::new(),
@@ -474,10 +447,11 @@ impl Client {
         .await
     }
 
-    /// An error reply that says the cached metadata is stale: `NotLeader` with a hint of a
-    /// known broker moves the partition's cached leader there (the retry goes straight to
-    /// it); any other retriable error drops the topic from the cache, so the retry asks
-    /// for fresh metadata.
+    /// An error reply that says the cached metadata is stale. `NotLeader` with a hint of a
+    /// live broker moves the partition's cached leader there (the retry goes straight to
+    /// it); a broker denying what the cache says (`NotLeader` without a usable hint, no
+    /// such topic or partition) drops the topic from the cache; any other retriable error
+    /// marks it for a refresh before the retry.
     fn check_partition(
         &self,
         topic: &str,
@@ -497,42 +471,29 @@ impl Client {
         if let Err(e) = &result
             && e.is_retriable()
         {
-            let hinted = e.code() == Some(ErrorCode::NotLeader)
-                && leader_hint.is_some_and(|node| self.follow_hint(topic, partition, node));
-            if !hinted {
-                self.inner.topics.borrow_mut().remove(topic);
+            let mut cache = self.inner.cache.borrow_mut();
+            match e {
+                ClientError::Server {
+                    code: ErrorCode::NotLeader,
+                    ..
+                } => {
+                    let hinted =
+                        leader_hint.is_some_and(|node| cache.follow_hint(topic, partition, node));
+                    if hinted {
+                        tracing::debug!(topic, partition, ?leader_hint, "following a hint");
+                    } else {
+                        cache.forget(topic);
+                    }
+                }
+                ClientError::StaleMetadata(_)
+                | ClientError::Server {
+                    code: ErrorCode::UnknownPartition,
+                    ..
+                } => cache.forget(topic),
+                _ => cache.mark_stale(topic),
             }
         }
         result
-    }
-
-    /// Makes `node` the cached leader of the partition, if the broker is known.
-    fn follow_hint(&self, topic: &str, partition: u32, node: u32) -> bool {
-        if !self.inner.brokers.borrow().contains_key(&node) {
-            return false;
-        }
-        let mut topics = self.inner.topics.borrow_mut();
-        let Some(meta) = topics.get_mut(topic) else {
-            return false;
-        };
-        let mut updated = TopicMetadata::clone(meta);
-        let Some(p) = updated
-            .partitions
-            .iter_mut()
-            .find(|p| p.partition == partition)
-        else {
-            return false;
-        };
-        tracing::debug!(
-            topic,
-            partition,
-            from = ?p.leader,
-            to = node,
-            "following a NotLeader hint"
-        );
-        p.leader = Some(node);
-        *meta = Rc::new(updated);
-        true
     }
 
     async fn with_retries<T, F, Fut>(&self, mut attempt: F) -> Result<T, ClientError>
@@ -547,52 +508,23 @@ impl Client {
                 Err(e) if e.is_retriable() && left > 0 => {
                     left -= 1;
                     tracing::debug!(error = %e, "retrying");
-                    glommio::timer::sleep(backoff).await;
-                    backoff = (backoff * 2).min(self.inner.config.retry_backoff_max);
+                    // A leader check that gave a request up has just learned the new
+                    // leader: resend at once.
+                    if !matches!(e, ClientError::LeaderMoved { .. }) {
+                        glommio::timer::sleep(backoff).await;
+                        backoff = (backoff * 2).min(self.inner.config.retry_backoff_max);
+                    }
                 }
                 result => return result,
             }
         }
     }
 
-    /// The address of the partition's leader.
-    /// A partition missing from cached metadata is looked up once more in fresh metadata.
-    async fn leader(&self, topic: &str, partition: u32) -> Result<String, ClientError> {
-        let mut meta = self.topic(topic).await?;
-        if !meta.partitions.iter().any(|p| p.partition == partition) {
-            self.inner.topics.borrow_mut().remove(topic);
-            meta = self.topic(topic).await?;
-        }
-        let Some(p) = meta.partitions.iter().find(|p| p.partition == partition) else {
-            return Err(ClientError::NoSuchPartition {
-                topic: topic.to_owned(),
-                partition,
-                partitions: u32::try_from(meta.partitions.len()).unwrap_or(u32::MAX),
-            });
-        };
-        let Some(leader) = p.leader else {
-            // An election is under way: ask again after the backoff.
-            self.inner.topics.borrow_mut().remove(topic);
-            return Err(ClientError::Server {
-                code: ErrorCode::LeaderNotAvailable,
-                message: format!("{topic}/{partition} has no leader"),
-            });
-        };
+    fn admin_attempt_timeout(&self) -> Duration {
         self.inner
-            .brokers
-            .borrow()
-            .get(&leader)
-            .cloned()
-            .ok_or_else(|| ClientError::NoBroker(format!("leader {leader} of {topic}")))
-    }
-
-    fn any_broker(&self) -> String {
-        let brokers = self.inner.brokers.borrow();
-        brokers
-            .values()
-            .next()
-            .cloned()
-            .unwrap_or_else(|| self.inner.bootstrap.first().cloned().unwrap_or_default())
+            .config
+            .admin_timeout
+            .min(self.inner.config.request_timeout)
     }
 
     async fn connection(&self, addr: &str) -> Result<Connection, ClientError> {
@@ -601,11 +533,25 @@ impl Client {
         {
             return Ok(conn.clone());
         }
-        let conn = Connection::open(addr, self.inner.config.request_timeout).await?;
-        self.inner
-            .connections
-            .borrow_mut()
-            .insert(addr.to_owned(), conn.clone());
+        let config = &self.inner.config;
+        let options = connection::Options {
+            request_timeout: config.request_timeout,
+            connect_timeout: self.admin_attempt_timeout(),
+            probe: Some(Probe {
+                after: config.probe_after,
+                timeout: config.probe_timeout,
+            }),
+        };
+        let conn = Connection::open_with(addr, options).await?;
+        let mut connections = self.inner.connections.borrow_mut();
+        if let Some(other) = connections.get(addr)
+            && !other.is_dead()
+        {
+            // Another request opened one meanwhile: use it, close ours (unused).
+            conn.close("a duplicate");
+            return Ok(other.clone());
+        }
+        connections.insert(addr.to_owned(), conn.clone());
         Ok(conn)
     }
 
@@ -613,25 +559,6 @@ impl Client {
         let c = self.inner.correlation.get();
         self.inner.correlation.set(c.wrapping_add(1));
         c
-    }
-
-    /// Queues the request on the connection to `addr`; the receiver of its reply when
-    /// `expect_reply`.
-    async fn enqueue<Req>(
-        &self,
-        addr: &str,
-        api: Api,
-        request: &Req,
-        data: Bytes,
-        expect_reply: bool,
-    ) -> Result<Option<ReplyReceiver>, ClientError>
-    where
-        Req: crate::frame::Meta,
-    {
-        let conn = self.connection(addr).await?;
-        let correlation = self.next_correlation();
-        let head = head(api, correlation, request, data.len())?;
-        conn.send(correlation, head, data, expect_reply)
     }
 
     /// Sends a request that gets no reply (`acks=none`).
@@ -645,42 +572,21 @@ impl Client {
     where
         Req: crate::frame::Meta,
     {
-        self.enqueue(addr, api, request, data, false)
-            .await
-            .map(drop)
+        let conn = self.connection(addr).await?;
+        let correlation = self.next_correlation();
+        let head = head(api, correlation, request, data.len())?;
+        conn.send(correlation, head, data, false).map(drop)
     }
 
-    /// One attempt: sends the request to `addr` and decodes the reply's meta and data.
-    /// `call` to a partition's leader: when the leader cannot be reached, the topic's
-    /// cached metadata is dropped, so the retry asks where the leader is now (it may have
-    /// failed over).
-    async fn call_leader<Req, Resp>(
-        &self,
-        topic: &str,
-        addr: &str,
-        api: Api,
-        request: &Req,
-        data: Bytes,
-    ) -> Result<(Resp, Bytes), ClientError>
-    where
-        Req: crate::frame::Meta,
-        Resp: rkyv::Archive,
-        Resp::Archived: for<'b> CheckBytes<HighValidator<'b, rancor::Error>>
-            + rkyv::Deserialize<Resp, rkyv::api::high::HighDeserializer<rancor::Error>>,
-    {
-        let result = self.call(addr, api, request, data).await;
-        if let Err(ClientError::Io(_) | ClientError::NoBroker(_) | ClientError::Timeout) = &result {
-            self.inner.topics.borrow_mut().remove(topic);
-        }
-        result
-    }
-
+    /// One attempt: sends the request to `addr` and decodes the reply's meta and data,
+    /// waiting at most `timeout`. Notes in the cache whether the broker answered.
     async fn call<Req, Resp>(
         &self,
         addr: &str,
         api: Api,
         request: &Req,
         data: Bytes,
+        timeout: Duration,
     ) -> Result<(Resp, Bytes), ClientError>
     where
         Req: crate::frame::Meta,
@@ -688,13 +594,75 @@ impl Client {
         Resp::Archived: for<'b> CheckBytes<HighValidator<'b, rancor::Error>>
             + rkyv::Deserialize<Resp, rkyv::api::high::HighDeserializer<rancor::Error>>,
     {
-        let Some(reply) = self.enqueue(addr, api, request, data, true).await? else {
+        let result = self.call_once(addr, api, request, data, timeout).await;
+        let mut cache = self.inner.cache.borrow_mut();
+        match &result {
+            Err(e) if e.is_silence() => cache.suspect(addr, Instant::now()),
+            _ => cache.answered(addr),
+        }
+        result
+    }
+
+    async fn call_once<Req, Resp>(
+        &self,
+        addr: &str,
+        api: Api,
+        request: &Req,
+        data: Bytes,
+        timeout: Duration,
+    ) -> Result<(Resp, Bytes), ClientError>
+    where
+        Req: crate::frame::Meta,
+        Resp: rkyv::Archive,
+        Resp::Archived: for<'b> CheckBytes<HighValidator<'b, rancor::Error>>
+            + rkyv::Deserialize<Resp, rkyv::api::high::HighDeserializer<rancor::Error>>,
+    {
+        let conn = self.connection(addr).await?;
+        let correlation = self.next_correlation();
+        let head = head(api, correlation, request, data.len())?;
+        let Some(reply) = conn.send_within(correlation, head, data, true, timeout)? else {
             return Err(ClientError::Protocol("no reply channel".into()));
+        };
+        // A call given up (dropped) stops waiting for its reply.
+        let _forget = ForgetOnDrop {
+            connection: &conn,
+            correlation,
         };
         let frame = reply
             .await
             .map_err(|_| ClientError::Protocol("reply channel dropped".into()))??;
         decode_reply(api, frame)
+    }
+}
+
+/// Removes a request's waiter from its connection when the request is given up.
+struct ForgetOnDrop<'a> {
+    connection: &'a Connection,
+    correlation: u64,
+}
+
+impl Drop for ForgetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.connection.forget(self.correlation);
+    }
+}
+
+/// A silent broker's failure as `NoBroker` naming it; other errors unchanged.
+fn name_silence(error: ClientError, addr: &str, timeout: Duration) -> ClientError {
+    if error.is_silence() {
+        ClientError::NoBroker(silence_reason(addr, &error, timeout))
+    } else {
+        error
+    }
+}
+
+/// "ADDR: what happened" for a broker that did not answer.
+fn silence_reason(addr: &str, error: &ClientError, timeout: Duration) -> String {
+    match error {
+        ClientError::Timeout => format!("{addr}: no reply within {timeout:?}"),
+        ClientError::NoBroker(why) if why.contains(addr) => why.clone(),
+        ClientError::Io(e) if e.to_string().contains(addr) => e.to_string(),
+        other => format!("{addr}: {other}"),
     }
 }
 

@@ -1,0 +1,198 @@
+//! Topic administration: CreateTopic and DeleteTopic, sent to the controller leader first
+//! and moved to the next broker on an error, a timeout, or a new controller (see the
+//! module docs of [`super`]), and the ambiguity of an attempt whose answer was lost.
+
+use std::collections::VecDeque;
+use std::pin::pin;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::future::{Either, select};
+
+use super::{Client, ClientError, check, name_silence};
+use crate::api::{Api, CreateTopicRequest, DeleteTopicRequest, TopicConfig, TopicResponse};
+use crate::error_code::ErrorCode;
+
+/// How an admin request ended, and whether an attempt before the last may have taken
+/// effect without its answer arriving (a timeout, a lost connection, a failed hand-over
+/// to the controller).
+struct AdminOutcome {
+    result: Result<(), ClientError>,
+    maybe_applied: bool,
+}
+
+impl Client {
+    /// Creates a topic. A topic that exists is `Server { code: TopicExists }`, unless an
+    /// earlier attempt of this call may have created it (its answer was lost) and the
+    /// topic is what was asked for (partitions, and the replication factor if one was
+    /// given): then that attempt is taken to have created it.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        replication_factor: u16,
+        config: TopicConfig,
+    ) -> Result<(), ClientError> {
+        let request = CreateTopicRequest {
+            name: name.to_owned(),
+            partitions,
+            replication_factor,
+            config,
+        };
+        let outcome = self.admin(Api::CreateTopic, name, &request).await;
+        match outcome.result {
+            Err(e) if outcome.maybe_applied && e.code() == Some(ErrorCode::TopicExists) => {
+                let response = self.metadata(&[name.to_owned()]).await?;
+                let asked = response.topics.iter().any(|t| {
+                    t.name == name
+                        && t.error == ErrorCode::None.as_u16()
+                        && t.partitions.len() == partitions as usize
+                        && (replication_factor == 0
+                            || t.partitions
+                                .iter()
+                                .all(|p| p.replicas.len() == usize::from(replication_factor)))
+                });
+                if !asked {
+                    return Err(e);
+                }
+                tracing::debug!(topic = name, "created by an attempt whose answer was lost");
+            }
+            other => other?,
+        }
+        // In a cluster the other nodes learn of the topic a moment later: wait until the
+        // metadata names it, so the caller can use it at once.
+        let deadline = Instant::now() + self.inner.config.request_timeout;
+        let mut pause = Duration::from_millis(5);
+        loop {
+            let response = self.metadata(&[name.to_owned()]).await?;
+            let known = response
+                .topics
+                .iter()
+                .any(|t| t.name == name && t.error == ErrorCode::None.as_u16());
+            if known || Instant::now() >= deadline {
+                return Ok(());
+            }
+            glommio::timer::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
+    }
+
+    /// Deletes a topic and every record in it. A topic that does not exist is
+    /// `Server { code: UnknownTopic }`, unless an earlier attempt of this call may have
+    /// deleted it (its answer was lost).
+    pub async fn delete_topic(&self, name: &str) -> Result<(), ClientError> {
+        let request = DeleteTopicRequest {
+            name: name.to_owned(),
+        };
+        let outcome = self.admin(Api::DeleteTopic, name, &request).await;
+        match outcome.result {
+            Err(e) if outcome.maybe_applied && e.code() == Some(ErrorCode::UnknownTopic) => {
+                tracing::debug!(topic = name, "deleted by an attempt whose answer was lost");
+            }
+            other => other?,
+        }
+        self.inner.cache.borrow_mut().forget(name);
+        Ok(())
+    }
+
+    /// Sends a CreateTopic or DeleteTopic request about `topic`: each attempt to the next
+    /// broker (the controller leader first, then the other live ones; any node passes
+    /// the request on to the controller), waiting at most `admin_timeout`. A broker that
+    /// does not answer is left at once for the next; an answer that asks for patience (an
+    /// election under way) is retried after the backoff. An attempt unanswered past
+    /// `leader_check_after` checks the metadata every `leader_check_every`, and is given
+    /// up for the new controller once another one is elected (a paused controller holds
+    /// requests sent to it, and those passed on to it).
+    async fn admin<T>(&self, api: Api, topic: &str, request: &T) -> AdminOutcome
+    where
+        T: crate::frame::Meta,
+    {
+        let timeout = self.admin_attempt_timeout();
+        let mut backoff = self.inner.config.retry_backoff;
+        let mut attempts_left = self.inner.config.retries.saturating_add(1);
+        let mut maybe_applied = false;
+        let mut candidates: VecDeque<String> = VecDeque::new();
+        loop {
+            if candidates.is_empty() {
+                // A new round, in a fresh order: brokers that just failed are suspects.
+                candidates = self
+                    .inner
+                    .cache
+                    .borrow_mut()
+                    .candidates(&self.inner.bootstrap, true, None, Instant::now())
+                    .into();
+            }
+            let Some(addr) = candidates.pop_front() else {
+                let result = Err(ClientError::NoBroker("no broker known".into()));
+                return AdminOutcome {
+                    result,
+                    maybe_applied,
+                };
+            };
+            attempts_left -= 1;
+            let controller = self.inner.cache.borrow().controller();
+            let call =
+                pin!(self.call::<_, TopicResponse>(&addr, api, request, Bytes::new(), timeout));
+            let watch = pin!(self.watch_controller(topic, controller, &addr));
+            let result = match select(call, watch).await {
+                Either::Left((result, _)) => {
+                    result.and_then(|(response, _)| check(response.error, &response.message))
+                }
+                Either::Right((elected, _)) => {
+                    tracing::debug!(?api, %addr, ?controller, elected, "controller moved");
+                    maybe_applied = true;
+                    if attempts_left == 0 {
+                        let why = format!("{addr}: no answer while the controller moved");
+                        return AdminOutcome {
+                            result: Err(ClientError::NoBroker(why)),
+                            maybe_applied,
+                        };
+                    }
+                    // Straight to the new controller.
+                    candidates.clear();
+                    continue;
+                }
+            };
+            let e = match result {
+                Err(e) if e.is_retriable() && attempts_left > 0 => e,
+                result => {
+                    return AdminOutcome {
+                        result: result.map_err(|e| name_silence(e, &addr, timeout)),
+                        maybe_applied,
+                    };
+                }
+            };
+            tracing::debug!(?api, %addr, error = %e, "admin request failed; next broker");
+            // A refused connection proves the request went nowhere; anything else may
+            // have reached the controller.
+            if !matches!(e, ClientError::NoBroker(_)) {
+                maybe_applied = true;
+            }
+            if !e.is_silence() {
+                glommio::timer::sleep(backoff).await;
+                backoff = (backoff * 2).min(self.inner.config.retry_backoff_max);
+            }
+        }
+    }
+
+    /// Resolves with the new controller once the metadata (asked of brokers other than
+    /// `addr`, about `topic`) names one other than `sent` (the controller when the
+    /// request was sent); never while it stays.
+    async fn watch_controller(&self, topic: &str, sent: Option<u32>, addr: &str) -> u32 {
+        glommio::timer::sleep(self.inner.config.leader_check_after).await;
+        loop {
+            if let Err(e) = self
+                .metadata_avoiding(&[topic.to_owned()], Some(addr))
+                .await
+            {
+                tracing::debug!(error = %e, "controller check: no metadata");
+            }
+            if let Some(now) = self.inner.cache.borrow().controller()
+                && Some(now) != sent
+            {
+                return now;
+            }
+            glommio::timer::sleep(self.inner.config.leader_check_every).await;
+        }
+    }
+}
