@@ -4,16 +4,20 @@
 //! directories with plain file I/O while no `shardlogd` runs.
 //!
 //! This file only parses the command line, runs the subcommand and maps its result to the
-//! exit code: 0 success, 1 problems found in the data or a request the server refused or
-//! records that failed, 2 usage, I/O or connection error (clap's own usage errors also
-//! exit 2). Each subcommand lives in `command/<name>.rs`.
+//! exit code: 0 success (or stdout closed by its reader: `| head` is a normal end), 1
+//! problems found in the data or a request the server refused or records that failed, 2
+//! usage, I/O or connection error (clap's own usage errors also exit 2). Each subcommand lives in `command/<name>.rs`.
 
 mod args;
 mod check;
 mod command;
+mod dir_locks;
 mod error;
 mod exported_record;
+mod exported_topic;
+mod import_reader;
 mod online;
+mod output;
 mod partitioner;
 mod progress;
 mod scan;
@@ -45,9 +49,14 @@ fn main() -> ExitCode {
         Ok(Outcome::Clean) => ExitCode::SUCCESS,
         Ok(Outcome::ProblemsFound) => ExitCode::from(1),
         Err(error) => {
-            // Display already carries the source (path and OS error); a chain would repeat it.
-            eprintln!("shardlog: {error}");
-            ExitCode::from(error.exit_code())
+            let code = error.exit_code();
+            // A closed stdout is a normal end: nothing to report.
+            if code != 0 {
+                // Display already carries the source (path and OS error); a chain would
+                // repeat it.
+                eprintln!("shardlog: {error}");
+            }
+            ExitCode::from(code)
         }
     }
 }

@@ -7,89 +7,14 @@
 //! which `cargo nextest run --workspace` does) or named by `SHARDLOGD_BIN`.
 #![cfg(test)]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Output, Stdio};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use shardlog_net::testing::{Shardlogd, test_root};
-
-/// A running server and its data directory (removed when dropped, after the server).
-struct Server {
-    shardlogd: Shardlogd,
-    _dir: tempfile::TempDir,
-}
-
-impl Server {
-    fn start() -> Server {
-        let dir = tempfile::Builder::new()
-            .prefix("tools-online-")
-            .tempdir_in(test_root().expect("test dir"))
-            .unwrap();
-        let shardlogd = Shardlogd::start(dir.path(), &["--shards", "2"]).unwrap();
-        Server {
-            shardlogd,
-            _dir: dir,
-        }
-    }
-
-    fn brokers(&self) -> String {
-        self.shardlogd.brokers()
-    }
-
-    /// `shardlog SUBCOMMAND... --brokers B ARGS...` with `stdin` as input.
-    fn run(&self, args: &[&str], stdin: &str) -> Output {
-        let brokers = self.brokers();
-        let mut full: Vec<&str> = args.to_vec();
-        full.extend(["--brokers", &brokers]);
-        shardlog(&full, stdin)
-    }
-
-    /// Like `run`, and the command must succeed.
-    fn ok(&self, args: &[&str], stdin: &str) -> String {
-        let output = self.run(args, stdin);
-        assert_eq!(
-            output.status.code(),
-            Some(0),
-            "{args:?}: {}",
-            describe(&output)
-        );
-        String::from_utf8(output.stdout).unwrap()
-    }
-
-    fn create(&self, topic: &str, partitions: u32) {
-        let partitions = partitions.to_string();
-        self.ok(&["topic", "create", topic, "--partitions", &partitions], "");
-    }
-}
-
-fn shardlog(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_shardlog"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut pipe = child.stdin.take().unwrap();
-    let input = stdin.to_owned();
-    let writer = std::thread::spawn(move || {
-        // The command may exit before reading (usage errors): a broken pipe is fine.
-        let _ = pipe.write_all(input.as_bytes());
-    });
-    let output = child.wait_with_output().unwrap();
-    writer.join().unwrap();
-    output
-}
-
-fn describe(output: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
+use common::{Server, describe, shardlog};
 
 fn lines(text: &str) -> Vec<&str> {
     text.lines().collect()
@@ -539,4 +464,142 @@ fn usage_and_connection_errors_exit_2() {
         "",
     );
     assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+}
+
+/// A field of a `--format json` line: text, base64 in `<name>_b64`, or null.
+fn json_bytes(object: &serde_json::Value, name: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    if let Some(b64) = object.get(format!("{name}_b64")).and_then(|v| v.as_str()) {
+        return Some(
+            base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .unwrap(),
+        );
+    }
+    object[name].as_str().map(|text| text.as_bytes().to_vec())
+}
+
+#[test]
+fn consume_format_json_gives_back_newlines_tabs_binary_and_headers() {
+    type Headers = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+    let server = Server::start();
+    server.create("raw", 1);
+    let sent: Vec<(Option<Vec<u8>>, Option<Vec<u8>>, Headers)> = vec![
+        (
+            Some(b"k\t1".to_vec()),
+            Some(b"two\nlines\tand a tab".to_vec()),
+            vec![],
+        ),
+        (
+            None,
+            Some(vec![0xff, 0x00, b'\n', 0xfe]),
+            vec![(b"h".to_vec(), Some(b"x\ny".to_vec()))],
+        ),
+        (Some(vec![0xc3]), None, vec![(vec![0x80], None)]),
+        (Some(Vec::new()), Some(Vec::new()), vec![]),
+    ];
+    let (brokers, batch) = (server.brokers(), sent.clone());
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .io_memory(1 << 20)
+        .spawn(move || async move {
+            let client = shardlog_net::client::Client::connect(&brokers, Default::default())
+                .await
+                .unwrap();
+            let mut builder = shardlog_engine::record::BatchBuilder::new();
+            for (key, value, headers) in &batch {
+                let headers: Vec<(&[u8], Option<&[u8]>)> = headers
+                    .iter()
+                    .map(|(k, v)| (k.as_slice(), v.as_deref()))
+                    .collect();
+                builder.push(
+                    shardlog_engine::TimestampMs(1_700_000_000_000),
+                    key.as_deref(),
+                    value.as_deref(),
+                    &headers,
+                );
+            }
+            let bytes = bytes::Bytes::from(builder.finish());
+            let acks = shardlog_net::api::Acks::All;
+            client.produce("raw", 0, acks, bytes).await.unwrap();
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+
+    let out = server.ok(&["consume", "--topic", "raw", "--format", "json"], "");
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines.len(), sent.len(), "{out}");
+    for (offset, (line, (key, value, headers))) in lines.iter().zip(&sent).enumerate() {
+        assert_eq!(line["partition"], 0, "{line}");
+        assert_eq!(line["offset"], offset, "{line}");
+        assert_eq!(line["timestamp"], 1_700_000_000_000_i64, "{line}");
+        assert_eq!(&json_bytes(line, "key"), key, "{line}");
+        assert_eq!(&json_bytes(line, "value"), value, "{line}");
+        let got: Headers = line["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| (json_bytes(h, "key").unwrap(), json_bytes(h, "value")))
+            .collect();
+        assert_eq!(&got, headers, "{line}");
+    }
+}
+
+#[test]
+fn a_closed_stdout_ends_every_online_command_quietly() {
+    let server = Server::start();
+    server.create("piped", 2);
+    let input: String = (0..2000).map(|i| format!("value-{i}\n")).collect();
+    server.ok(&["produce", "--topic", "piped"], &input);
+    let brokers = server.brokers();
+    for args in [
+        &["topic", "list"][..],
+        &["topic", "describe", "piped"],
+        &["cluster", "status"],
+        &["consume", "--topic", "piped"],
+        &["consume", "--topic", "piped", "--format", "json"],
+        &["consume", "--topic", "piped", "--from", "end", "--follow"],
+        &["produce", "--topic", "piped", "--report-offsets"],
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_shardlog"))
+            .args(args)
+            .args(["--brokers", &brokers])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::from(common::closed_pipe()))
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let text = input.clone();
+        let writer = std::thread::spawn(move || {
+            let _ = std::io::Write::write_all(&mut stdin, text.as_bytes());
+        });
+        if args.contains(&"--follow") {
+            // A follower learns stdout is gone from its first write: give it records
+            // until it has seen one (it reads `--from end` when it starts).
+            for _ in 0..600 {
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                server.ok(&["produce", "--topic", "piped"], "one\n");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        let output = child.wait_with_output().unwrap();
+        writer.join().unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            describe(&output)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&output.stderr),
+            "",
+            "{args:?}: nothing to report"
+        );
+    }
 }

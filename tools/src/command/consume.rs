@@ -9,8 +9,12 @@
 //! SIGINT/SIGTERM, or a closed stdout (`| head`), each of which ends with exit code 0.
 //!
 //! `--format value` prints the value; `full` prints
-//! `partition<TAB>offset<TAB>timestamp_ms<TAB>key<TAB>value`. Bytes that are not UTF-8
-//! are printed lossily (U+FFFD); a null key or value prints as nothing.
+//! `partition<TAB>offset<TAB>timestamp_ms<TAB>key<TAB>value`. In both, bytes that are not
+//! UTF-8 are printed lossily (U+FFFD) and a null key or value prints as nothing, so a
+//! value holding a newline or a TAB cannot be told apart. `json` is unambiguous: one JSON
+//! object per line, `{"partition","offset","timestamp","key","value","headers"}`, with
+//! `key_b64`/`value_b64` (base64) instead of `key`/`value` for bytes that are not UTF-8,
+//! and `null` for a null key or value (`JsonRecord`).
 
 use std::io::{self, BufWriter, StdoutLock, Write};
 use std::time::Duration;
@@ -18,7 +22,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use shardlog_engine::batch::{BatchHeader, Compression};
-use shardlog_engine::record::RecordIter;
+use shardlog_engine::record::{Record, RecordIter};
 use shardlog_net::ErrorCode;
 use shardlog_net::api::OffsetSpec;
 use shardlog_net::client::{Client, ClientError, FetchOptions, Fetched};
@@ -26,6 +30,7 @@ use shardlog_net::client::{Client, ClientError, FetchOptions, Fetched};
 use crate::Outcome;
 use crate::args::{ConsumeArgs, ConsumeFrom, OutputFormat};
 use crate::error::ToolError;
+use crate::exported_record::{ExportedHeader, encode_bytes, exported_headers};
 use crate::online;
 
 /// How long a fetch at the tail may wait for records with `--follow`.
@@ -277,8 +282,7 @@ impl Printer {
                 partition: cursor.partition,
                 offset,
                 timestamp: record.timestamp(header).0,
-                key: record.key,
-                value: record.value,
+                record,
             };
             cursor.next = offset + 1;
             if self.write(&line)? == Flow::Stop {
@@ -295,17 +299,21 @@ impl Printer {
         if self.remaining == Some(0) || self.closed {
             return Ok(Flow::Stop);
         }
+        let record = &line.record;
         let written = match self.format {
-            OutputFormat::Value => writeln!(self.out, "{}", text(line.value)),
+            OutputFormat::Value => writeln!(self.out, "{}", text(record.value)),
             OutputFormat::Full => writeln!(
                 self.out,
                 "{}\t{}\t{}\t{}\t{}",
                 line.partition,
                 line.offset,
                 line.timestamp,
-                text(line.key),
-                text(line.value)
+                text(record.key),
+                text(record.value)
             ),
+            OutputFormat::Json => serde_json::to_writer(&mut self.out, &JsonRecord::new(line))
+                .map_err(io::Error::from)
+                .and_then(|()| self.out.write_all(b"\n")),
         };
         if let Err(e) = written {
             return self.closed_is_stop(e);
@@ -332,11 +340,12 @@ impl Printer {
     /// A closed stdout (`| head`) ends the output quietly; any other write error is an
     /// error.
     fn closed_is_stop(&mut self, error: io::Error) -> Result<Flow, ToolError> {
-        if error.kind() == io::ErrorKind::BrokenPipe {
-            self.closed = true;
-            Ok(Flow::Stop)
-        } else {
-            Err(ToolError::io("stdout")(error))
+        match ToolError::stdout(error) {
+            ToolError::StdoutClosed => {
+                self.closed = true;
+                Ok(Flow::Stop)
+            }
+            other => Err(other),
         }
     }
 }
@@ -351,6 +360,39 @@ struct Line<'a> {
     partition: u32,
     offset: u64,
     timestamp: i64,
-    key: Option<&'a [u8]>,
-    value: Option<&'a [u8]>,
+    record: Record<'a>,
+}
+
+/// A record as `--format json` prints it: one object per line, every byte field as text
+/// when it is UTF-8 and as base64 in `<field>_b64` otherwise (as `export` writes them), so
+/// values holding newlines, tabs or binary come back exactly.
+#[derive(serde::Serialize)]
+struct JsonRecord {
+    partition: u32,
+    offset: u64,
+    timestamp: i64,
+    key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_b64: Option<String>,
+    value: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value_b64: Option<String>,
+    headers: Vec<ExportedHeader>,
+}
+
+impl JsonRecord {
+    fn new(line: &Line<'_>) -> JsonRecord {
+        let (key, key_b64) = encode_bytes(line.record.key);
+        let (value, value_b64) = encode_bytes(line.record.value);
+        JsonRecord {
+            partition: line.partition,
+            offset: line.offset,
+            timestamp: line.timestamp,
+            key,
+            key_b64,
+            value,
+            value_b64,
+            headers: exported_headers(&line.record),
+        }
+    }
 }

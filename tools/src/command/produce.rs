@@ -377,13 +377,13 @@ impl Report {
             self.records += 1;
             match line {
                 Sent::Ok(partition, Some(offset)) if self.report_offsets => {
-                    writeln!(out, "{partition}\t{offset}").map_err(ToolError::io("stdout"))?;
+                    writeln!(out, "{partition}\t{offset}").map_err(ToolError::stdout)?;
                 }
                 Sent::Ok(..) => {}
                 Sent::Failed => self.failed += 1,
             }
         }
-        out.flush().map_err(ToolError::io("stdout"))
+        out.flush().map_err(ToolError::stdout)
     }
 
     fn finish(&self) -> Outcome {
