@@ -19,12 +19,7 @@ use crate::args::NetArgs;
 use crate::net_report::Outcome;
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    shardlog_net::logging::init_stderr("info");
     let cli = args::Cli::parse();
     let result = match cli.command {
         args::Command::Engine(engine) => {
