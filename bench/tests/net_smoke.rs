@@ -361,3 +361,27 @@ fn consume_of_a_finite_topic_reports_what_it_read_or_fails() {
         "{stderr}"
     );
 }
+
+#[test]
+fn logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
+    let server = start_server();
+    let out = bench(
+        &server,
+        &[
+            "produce",
+            "--topic",
+            "plain",
+            "--count",
+            "10",
+            "--batch-records",
+            "10",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("created the topic"),
+        "no log line to check: {stderr}"
+    );
+    assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
+}

@@ -7,7 +7,7 @@
 mod common;
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use common::{Server, describe, ok_against, shardlog, stderr, test_dir};
 use serde_json::Value;
@@ -64,38 +64,7 @@ fn a_topic_exported_from_a_live_server_is_served_after_import() {
     assert_eq!(before.len(), 231);
 
     let work = test_dir("tools-backup-");
-    let backup = work.path().join("orders.jsonl");
-    let topic_dir = server.dir.path().join("orders");
-    let export = shardlog(
-        &[
-            "export",
-            topic_dir.to_str().unwrap(),
-            "--output",
-            backup.to_str().unwrap(),
-        ],
-        "",
-    );
-    assert_eq!(export.status.code(), Some(0), "{}", describe(&export));
-    let text = fs::read_to_string(&backup).unwrap();
-
-    let restored = work.path().join("restored");
-    let import = shardlog(
-        &[
-            "import",
-            restored.to_str().unwrap(),
-            "--input",
-            backup.to_str().unwrap(),
-        ],
-        "",
-    );
-    assert_eq!(import.status.code(), Some(0), "{}", describe(&import));
-    assert_eq!(
-        topic_file(&restored, "orders"),
-        topic_file(server.dir.path(), "orders"),
-        "settings restored"
-    );
-    assert!(!restored.join("orders~import").exists());
-
+    let (restored, text) = export_then_import(server.dir.path(), work.path());
     let second = Server::start_on(&restored);
     let brokers = second.brokers();
     assert_eq!(records(&brokers, "orders"), before);
@@ -124,6 +93,43 @@ fn a_topic_exported_from_a_live_server_is_served_after_import() {
     // Stopped, so that only the existing topic can refuse the next import there.
     drop(second);
     failed_imports_leave_nothing(work.path(), &restored, &text);
+}
+
+/// `export DATA/orders --output FILE` then `import WORK/restored --input FILE`; the
+/// restored data directory (whose topic.json matches) and the export's text.
+fn export_then_import(data: &Path, work: &Path) -> (PathBuf, String) {
+    let backup = work.join("orders.jsonl");
+    let topic_dir = data.join("orders");
+    let export = shardlog(
+        &[
+            "export",
+            topic_dir.to_str().unwrap(),
+            "--output",
+            backup.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert_eq!(export.status.code(), Some(0), "{}", describe(&export));
+    let text = fs::read_to_string(&backup).unwrap();
+
+    let restored = work.join("restored");
+    let import = shardlog(
+        &[
+            "import",
+            restored.to_str().unwrap(),
+            "--input",
+            backup.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert_eq!(import.status.code(), Some(0), "{}", describe(&import));
+    assert_eq!(
+        topic_file(&restored, "orders"),
+        topic_file(data, "orders"),
+        "settings restored"
+    );
+    assert!(!restored.join("orders~import").exists());
+    (restored, text)
 }
 
 fn failed_imports_leave_nothing(work: &Path, restored: &Path, text: &str) {

@@ -482,9 +482,11 @@ fn json_bytes(object: &serde_json::Value, name: &str) -> Option<Vec<u8>> {
 #[test]
 fn consume_format_json_gives_back_newlines_tabs_binary_and_headers() {
     type Headers = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+    /// Key, value, headers.
+    type Sent = (Option<Vec<u8>>, Option<Vec<u8>>, Headers);
     let server = Server::start();
     server.create("raw", 1);
-    let sent: Vec<(Option<Vec<u8>>, Option<Vec<u8>>, Headers)> = vec![
+    let sent: Vec<Sent> = vec![
         (
             Some(b"k\t1".to_vec()),
             Some(b"two\nlines\tand a tab".to_vec()),
@@ -602,4 +604,67 @@ fn a_closed_stdout_ends_every_online_command_quietly() {
             "{args:?}: nothing to report"
         );
     }
+}
+
+#[test]
+fn one_node_refuses_min_insync_above_its_replication_factor_like_a_cluster() {
+    let server = Server::start();
+    let output = server.run(
+        &[
+            "topic",
+            "create",
+            "strict",
+            "--partitions",
+            "1",
+            "--min-insync",
+            "5",
+        ],
+        "",
+    );
+    // Refused by the server (exit 1), in the words a cluster uses.
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("InvalidRequest")
+            && stderr.contains("min_insync 5: 1 to the replication factor 1"),
+        "{stderr}"
+    );
+    assert_eq!(server.ok(&["topic", "list"], ""), "");
+}
+
+#[test]
+fn logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
+    use shardlog_net::testing::{Launch, LogTail, Shardlogd, StderrTo};
+    let dir = common::test_dir("tools-colour-");
+    let tail = LogTail::new(1000);
+    let shardlogd = Shardlogd::launch(&Launch {
+        data_dir: dir.path(),
+        listen: "127.0.0.1:0",
+        args: &["--shards", "1"],
+        stderr: StderrTo::Tail(tail.clone()),
+    })
+    .unwrap();
+    let brokers = shardlogd.brokers();
+    common::ok_against(
+        &brokers,
+        &["topic", "create", "plain", "--partitions", "1"],
+        "",
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !tail.lines().iter().any(|l| l.contains("topic created")) {
+        assert!(std::time::Instant::now() < deadline, "{:?}", tail.lines());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for line in tail.lines() {
+        assert!(!line.contains('\u{1b}'), "shardlogd: {line:?}");
+    }
+
+    let output = Command::new(env!("CARGO_BIN_EXE_shardlog"))
+        .args(["topic", "list", "--brokers", &brokers])
+        .env("RUST_LOG", "trace")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("TRACE"), "no log lines to check: {stderr}");
+    assert!(!stderr.contains('\u{1b}'), "shardlog: {stderr:?}");
 }
