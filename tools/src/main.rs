@@ -9,6 +9,7 @@
 //! usage, I/O or connection error (clap's own usage errors also exit 2). Each subcommand lives in `command/<name>.rs`.
 
 mod args;
+mod broker_outage;
 mod check;
 mod command;
 mod dir_locks;

@@ -11,7 +11,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use common::{Server, describe, shardlog};
@@ -667,4 +667,139 @@ fn logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("TRACE"), "no log lines to check: {stderr}");
     assert!(!stderr.contains('\u{1b}'), "shardlog: {stderr:?}");
+}
+
+#[test]
+fn an_offset_past_the_end_starts_at_the_end_with_and_without_follow() {
+    let server = Server::start();
+    server.create("short", 1);
+    server.ok(&["produce", "--topic", "short"], "a\nb\nc\nd\ne\n");
+
+    let output = server.run(&["consume", "--topic", "short", "--from", "99"], "");
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "");
+    let note = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        note.contains("offset 99 is outside [0, 5]") && note.contains("starting at the end"),
+        "{note}"
+    );
+
+    // The same position with --follow: the next record to arrive, not an error.
+    let brokers = server.brokers();
+    let follower = Command::new(env!("CARGO_BIN_EXE_shardlog"))
+        .args(["consume", "--brokers", &brokers, "--topic", "short"])
+        .args([
+            "--from", "99", "--follow", "--count", "1", "--format", "full",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // It may start after a record: produce until it has printed one and exited.
+    let output = produce_until_exit(&server, follower, "short", "later\n");
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let printed = String::from_utf8(output.stdout).unwrap();
+    let fields: Vec<&str> = printed.trim_end().split('\t').collect();
+    assert_eq!(
+        (fields[0], fields[1], fields[4]),
+        ("0", "5", "later"),
+        "{printed}"
+    );
+}
+
+/// Produces `line` to `topic` every 100 ms until `child` exits (at most a minute); its
+/// output.
+fn produce_until_exit(server: &Server, child: Child, topic: &str, line: &str) -> Output {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    for _ in 0..600 {
+        server.ok(&["produce", "--topic", topic], line);
+        if let Ok(output) = rx.recv_timeout(Duration::from_millis(100)) {
+            return output.unwrap();
+        }
+    }
+    panic!("the child never exited");
+}
+
+/// A port nothing listens on (free when asked).
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+#[test]
+fn a_follower_waits_out_brokers_that_do_not_answer() {
+    use shardlog_net::testing::{Launch, Shardlogd, StderrTo};
+    // A data directory holding the topic, served later on a port nobody answers yet.
+    let dir = common::test_dir("tools-outage-");
+    {
+        let first = Server::start_on(dir.path());
+        let create = ["topic", "create", "later", "--partitions", "1"];
+        common::ok_against(&first.brokers(), &create, "");
+    }
+    let brokers = format!("127.0.0.1:{}", free_port());
+    let follower = Command::new(env!("CARGO_BIN_EXE_shardlog"))
+        .args(["consume", "--brokers", &brokers, "--topic", "later"])
+        .args(["--from", "beginning", "--follow", "--count", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(follower.wait_with_output());
+    });
+    // Past the client's own retries (5.5 s), it is still waiting.
+    assert!(
+        rx.recv_timeout(Duration::from_secs(7)).is_err(),
+        "the follower gave up while no broker answered"
+    );
+    let server = Shardlogd::launch(&Launch {
+        data_dir: dir.path(),
+        listen: &brokers,
+        args: &["--shards", "1"],
+        stderr: StderrTo::Echo,
+    })
+    .unwrap();
+    common::ok_against(
+        &server.brokers(),
+        &["produce", "--topic", "later"],
+        "hello\n",
+    );
+    let output = rx.recv_timeout(Duration::from_secs(60)).unwrap().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "hello\n");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("no broker answers") && stderr.contains("answer again"),
+        "{stderr}"
+    );
+
+    // A signal ends a follower that is waiting for brokers, with exit 0.
+    let dead = format!("127.0.0.1:{}", free_port());
+    let waiting = Command::new(env!("CARGO_BIN_EXE_shardlog"))
+        .args([
+            "consume",
+            "--brokers",
+            &dead,
+            "--topic",
+            "later",
+            "--follow",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    terminate(&waiting);
+    let started = std::time::Instant::now();
+    let output = waiting.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
 }
