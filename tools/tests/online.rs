@@ -803,3 +803,58 @@ fn a_follower_waits_out_brokers_that_do_not_answer() {
         started.elapsed()
     );
 }
+
+#[test]
+fn a_record_over_the_batch_limit_is_refused_as_too_large_naming_the_limit() {
+    let server = Server::start();
+    server.create("big", 1);
+    // Client side: the line fails alone, before anything is sent.
+    let input = format!("small\n{}\nafter\n", "x".repeat(17 << 20));
+    let output = server.run(&["produce", "--topic", "big", "--report-offsets"], &input);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "0\t0\n0\t1\n");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("line 2: record too large") && stderr.contains("16 MiB (16777216 bytes)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("CorruptBatch"), "{stderr}");
+
+    // Two records that fit alone but not together go in two batches.
+    let input = format!(
+        "{}\n{}\n",
+        "a".repeat(900 << 10),
+        "b".repeat((16 << 20) - 1024)
+    );
+    let offsets = server.ok(&["produce", "--topic", "big", "--report-offsets"], &input);
+    assert_eq!(offsets, "0\t2\n0\t3\n");
+
+    // Server side: a batch over the limit sent anyway is refused as too large.
+    let brokers = server.brokers();
+    let refused = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .io_memory(1 << 20)
+        .spawn(move || async move {
+            let client = shardlog_net::client::Client::connect(&brokers, Default::default())
+                .await
+                .unwrap();
+            let mut builder = shardlog_engine::record::BatchBuilder::new();
+            let value = vec![b'z'; 17 << 20];
+            builder.push(shardlog_engine::TimestampMs(1), None, Some(&value), &[]);
+            let bytes = bytes::Bytes::from(builder.finish());
+            let acks = shardlog_net::api::Acks::All;
+            client.produce("big", 0, acks, bytes).await.unwrap_err()
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    assert_eq!(
+        refused.code(),
+        Some(shardlog_net::ErrorCode::RequestTooLarge),
+        "{refused}"
+    );
+    let message = refused.to_string();
+    assert!(
+        message.contains("too large") && message.contains("16 MiB (16777216 bytes)"),
+        "{message}"
+    );
+}

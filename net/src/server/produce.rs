@@ -7,6 +7,7 @@
 use std::rc::Rc;
 
 use futures::FutureExt;
+use shardlog_engine::batch::BATCH_SIZE_MAX;
 use shardlog_replicator::{Acks as ReplicaAcks, ProduceError};
 
 use crate::api::{Acks, ArchivedAcks, ArchivedProduceRequest, ProduceResponse};
@@ -32,6 +33,17 @@ pub(crate) async fn begin(shard: &Rc<Shard>, frame: Frame) -> Completion {
         ),
         Err(e) => return dispatch::invalid(&header, &e),
     };
+    // Bigger data could never be a batch: say it is too large, naming the limit, rather
+    // than let the batch check call its length "out of bounds", which reads as damage.
+    if frame.data.len() > BATCH_SIZE_MAX {
+        let message = format!(
+            "batch of {} bytes is too large: the limit is 16 MiB ({BATCH_SIZE_MAX} bytes) per \
+             batch, and a record must fit in one",
+            frame.data.len()
+        );
+        let reply = failed(&header, ErrorCode::RequestTooLarge, &message);
+        return answer(&header, acks, reply);
+    }
     let log = match route {
         Route::Local(log) => log,
         Route::Replica(replica) => {
