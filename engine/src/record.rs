@@ -442,7 +442,9 @@ mod tests {
     fn size_with_is_the_size_after_push() {
         let mut builder = BatchBuilder::new();
         let big = vec![7u8; 300_000];
-        let cases: [(i64, Option<&[u8]>, Option<&[u8]>, Headers<'_>); 4] = [
+        /// Timestamp, key, value, headers.
+        type Case<'a> = (i64, Option<&'a [u8]>, Option<&'a [u8]>, Headers<'a>);
+        let cases: [Case<'_>; 4] = [
             (1_000, Some(b"k"), Some(b"v"), &[]),
             (
                 1_000 + 70_000,

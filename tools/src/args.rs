@@ -2,7 +2,8 @@
 //! - online (`topic`, `produce`, `consume`, `cluster`; arguments in `args/online.rs`): talk
 //!   to running `shardlogd` brokers over the wire protocol;
 //! - offline (`dump`, `verify`, `stats`, `repair`, `export`, `import`): read a data
-//!   directory with plain file I/O while no `shardlogd` runs on it.
+//!   directory with plain file I/O; the ones that write (`repair --apply`, `import`) take
+//!   its lock and refuse one a running `shardlogd` holds.
 
 mod online;
 
@@ -25,8 +26,9 @@ Exit codes:
      input, brokers unreachable)";
 
 /// shardlog's operator CLI: create, list, describe and delete topics, produce and consume
-/// records, show the cluster's brokers on running brokers; offline, inspect, verify, repair, back up and restore
-/// partition logs on disk (only while no shardlogd uses the data directory).
+/// records, show the cluster's brokers on running brokers; offline, inspect, verify,
+/// repair, back up and restore partition logs on disk (repair --apply and import refuse a
+/// data directory a running shardlogd holds; the others may read it).
 #[derive(Debug, Parser)]
 #[command(name = "shardlog", version, after_help = EXIT_CODES)]
 pub struct Args {

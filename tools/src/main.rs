@@ -1,7 +1,8 @@
 //! `shardlog`: the operator CLI. Online subcommands (topic, produce, consume, cluster) talk
 //! to running brokers through `shardlog_net::client` on one glommio executor (`online.rs`).
 //! Offline subcommands (dump, verify, stats, repair, export, import) read partition
-//! directories with plain file I/O while no `shardlogd` runs.
+//! directories with plain file I/O; `repair --apply` and `import` first take the data
+//! directory's lock (`dir_locks.rs`), so they never write under a running `shardlogd`.
 //!
 //! This file only parses the command line, runs the subcommand and maps its result to the
 //! exit code: 0 success (or stdout closed by its reader: `| head` is a normal end), 1
