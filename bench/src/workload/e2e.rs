@@ -60,7 +60,7 @@ pub fn run(args: NetArgs) -> anyhow::Result<Outcome> {
     progress.finish();
     produced?;
     consumed?;
-    check_measured(&run, &run.produce, "acknowledged")?;
+    check_measured(&run, &run.produce, "produced")?;
     check_measured(&run, &run.consume, "read")?;
     let outcome = NetReport::build("e2e", &args, &run, partitions, config_batch_bytes(&args));
     if let Some(missing) = outcome.report.e2e_missing_records.filter(|m| *m > 0) {

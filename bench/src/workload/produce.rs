@@ -142,7 +142,7 @@ pub fn run(args: NetArgs) -> anyhow::Result<Outcome> {
     run.stop();
     progress.finish();
     joined?;
-    check_measured(&run, &run.produce, "acknowledged")?;
+    check_measured(&run, &run.produce, "produced")?;
     Ok(NetReport::build(
         "produce",
         &args,
