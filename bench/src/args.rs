@@ -34,7 +34,7 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct FailoverArgs {
     /// A broker to bootstrap from, HOST:PORT[,HOST:PORT...] (list several: one will die).
-    #[arg(long)]
+    #[arg(long, env = "SHARDLOG_BROKERS", value_name = "HOST:PORT,...")]
     pub brokers: String,
     /// Topic whose partition 0 is measured; created with one partition when missing.
     #[arg(long, default_value = "failover")]
@@ -123,8 +123,8 @@ pub enum FromArg {
 /// `shardlog-bench produce|consume|e2e`: one option set; each workload uses what applies.
 #[derive(Debug, Clone, Args)]
 pub struct NetArgs {
-    /// A broker to bootstrap from, HOST:PORT.
-    #[arg(long)]
+    /// Brokers to bootstrap from, HOST:PORT[,HOST:PORT...].
+    #[arg(long, env = "SHARDLOG_BROKERS", value_name = "HOST:PORT,...")]
     pub brokers: String,
     /// Topic to write or read; created with --partitions (and the server's default
     /// replication factor) when missing.
@@ -146,8 +146,8 @@ pub struct NetArgs {
     /// Seconds to run when no --count is given (warm-up included).
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
-    /// Seconds at the start left out of the results (default: 1 for duration runs, 0 for
-    /// --count runs).
+    /// Seconds at the start left out of the results (default: 0 for --count runs and for
+    /// consume --from beginning, 1 for the other duration runs).
     #[arg(long)]
     pub warmup: Option<f64>,
     /// Open loop: records per second in total over all producers (default: closed loop).

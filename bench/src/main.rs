@@ -1,12 +1,16 @@
 //! `shardlog-bench`: parses the command line, runs the workload, prints and saves the
-//! report. Exit code 0 on success, 1 when the run failed, 2 on a usage error (clap).
+//! report. Exit code 0 on success (a stdout closed by its reader is no failure), 1 when
+//! the run failed or measured nothing, 2 on a usage error (clap).
 
 mod args;
+mod broker_check;
 mod latency;
 mod net_report;
 mod plot;
 mod report;
 mod workload;
+
+use std::io::Write;
 
 use anyhow::Context;
 use clap::Parser;
@@ -15,18 +19,13 @@ use crate::args::NetArgs;
 use crate::net_report::Outcome;
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    shardlog_net::logging::init_stderr("info");
     let cli = args::Cli::parse();
     let result = match cli.command {
         args::Command::Engine(engine) => {
             let json = engine.json.clone();
             workload::engine::run(engine).and_then(|report| {
-                report.print();
+                print_stdout(|out| report.print(out))?;
                 match json {
                     Some(path) => report.write_json(&path),
                     None => Ok(()),
@@ -38,14 +37,16 @@ fn main() -> std::process::ExitCode {
         args::Command::E2e(net) => net_run(net, workload::e2e::run),
         args::Command::Failover(failover) => {
             let json = failover.json.clone();
-            workload::failover::run(failover).and_then(|report| {
-                report.print();
-                match json {
-                    Some(path) => std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
-                        .with_context(|| format!("writing {}", path.display())),
-                    None => Ok(()),
-                }
-            })
+            broker_check::check_brokers(&failover.brokers)
+                .and_then(|()| workload::failover::run(failover))
+                .and_then(|report| {
+                    print_stdout(|out| report.print(out))?;
+                    match json {
+                        Some(path) => std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
+                            .with_context(|| format!("writing {}", path.display())),
+                        None => Ok(()),
+                    }
+                })
         }
     };
     match result {
@@ -59,9 +60,10 @@ fn main() -> std::process::ExitCode {
 
 /// Runs a network workload, prints its table and writes `--json` / `--plot`.
 fn net_run(args: NetArgs, workload: fn(NetArgs) -> anyhow::Result<Outcome>) -> anyhow::Result<()> {
+    broker_check::check_brokers(&args.brokers)?;
     let (json, plot) = (args.json.clone(), args.plot.clone());
     let outcome = workload(args)?;
-    outcome.report.print();
+    print_stdout(|out| outcome.report.print(out))?;
     if let Some(path) = json {
         outcome.report.write_json(&path)?;
     }
@@ -73,4 +75,16 @@ fn net_run(args: NetArgs, workload: fn(NetArgs) -> anyhow::Result<Outcome>) -> a
         plot::write_svg(&path, &title, &outcome.curves)?;
     }
     Ok(())
+}
+
+/// Runs `print` on stdout. A stdout closed by its reader (`| head`) is a normal end: the
+/// rest of the table is dropped and the run goes on to `--json` and `--plot`.
+fn print_stdout(
+    print: impl FnOnce(&mut std::io::StdoutLock<'static>) -> std::io::Result<()>,
+) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match print(&mut out).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        result => result.context("writing the report to stdout"),
+    }
 }

@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::args::{AcksArg, FromArg, NetArgs};
 use crate::latency::{Percentiles, human_us};
 use crate::report::git_commit;
-use crate::workload::net_common::{Run, Side, warmup};
+use crate::workload::net_common::{Run, Side};
 
 /// Configuration echoed into the report.
 #[derive(Debug, Clone, Serialize)]
@@ -151,7 +151,7 @@ impl NetReport {
             workload,
             command: std::env::args().collect(),
             git_commit: git_commit(),
-            config: config(args, partitions, batch_bytes),
+            config: config(args, run, partitions, batch_bytes),
             produce,
             consume,
             e2e_latency_us: e2e,
@@ -161,8 +161,8 @@ impl NetReport {
         Outcome { report, curves }
     }
 
-    /// Prints the final table.
-    pub fn print(&self) {
+    /// Writes the final table to `out` (stdout).
+    pub fn print(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
         let c = &self.config;
         let load = match c.rate {
             Some(rate) => format!("open loop at {rate} records/s"),
@@ -181,27 +181,31 @@ impl NetReport {
             "consume" => format!("{consumers}, from {}", c.from),
             _ => format!("{producers}; {consumers}"),
         };
-        println!(
+        writeln!(
+            out,
             "{}: topic={} partitions={} {what}, warm-up {:.1} s",
             self.workload, c.topic, c.partitions, c.warmup_s
-        );
-        println!(
+        )?;
+        writeln!(
+            out,
             "  {:<10} {:>9} {:>12} {:>12} {:>9} {:>11}",
             "", "elapsed", "records", "records/s", "MiB/s", "requests/s"
-        );
+        )?;
         let sides = [("produce", &self.produce), ("consume", &self.consume)];
         for (name, side) in sides {
             if let Some(s) = side {
-                println!(
+                writeln!(
+                    out,
                     "  {name:<10} {:>7.2} s {:>12} {:>12.0} {:>9.1} {:>11.0}",
                     s.elapsed_s, s.records, s.records_per_s, s.mib_per_s, s.requests_per_s
-                );
+                )?;
             }
         }
-        println!(
+        writeln!(
+            out,
             "  {:<10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
             "latency", "p50", "p90", "p99", "p99.9", "p99.99", "max"
-        );
+        )?;
         let rows = [
             ("produce", self.produce.as_ref().map(|s| s.latency_us)),
             ("fetch", self.consume.as_ref().map(|s| s.latency_us)),
@@ -210,7 +214,8 @@ impl NetReport {
         ];
         for (name, latency) in rows {
             if let Some(l) = latency.filter(|l| l.count > 0) {
-                println!(
+                writeln!(
+                    out,
                     "  {name:<10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
                     human_us(l.p50),
                     human_us(l.p90),
@@ -218,12 +223,13 @@ impl NetReport {
                     human_us(l.p999),
                     human_us(l.p9999),
                     human_us(l.max)
-                );
+                )?;
             }
         }
         if let Some(missing) = self.e2e_missing_records.filter(|m| *m > 0) {
-            println!("  {missing} records produced but not consumed");
+            writeln!(out, "  {missing} records produced but not consumed")?;
         }
+        Ok(())
     }
 
     /// Writes the JSON report.
@@ -258,7 +264,7 @@ fn side_results(args: &NetArgs, run: &Run, side: &Side, latency: &Histogram<u64>
     }
 }
 
-fn config(args: &NetArgs, partitions: u32, batch_bytes: usize) -> NetConfigReport {
+fn config(args: &NetArgs, run: &Run, partitions: u32, batch_bytes: usize) -> NetConfigReport {
     NetConfigReport {
         brokers: args.brokers.clone(),
         topic: args.topic.clone(),
@@ -268,7 +274,7 @@ fn config(args: &NetArgs, partitions: u32, batch_bytes: usize) -> NetConfigRepor
         batch_bytes,
         count: args.count,
         duration_s: args.duration,
-        warmup_s: warmup(args).as_secs_f64(),
+        warmup_s: run.warmup.as_secs_f64(),
         load: if args.rate.is_some() {
             "open"
         } else {

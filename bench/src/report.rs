@@ -86,27 +86,31 @@ pub struct Report {
 }
 
 impl Report {
-    /// Prints the final table.
-    pub fn print(&self) {
+    /// Writes the final table to `out` (stdout).
+    pub fn print(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
         let c = &self.config;
-        println!(
+        writeln!(
+            out,
             "engine: flush={} appenders={} partitions={} batch={} records x {} B ({} B)",
             c.flush, c.appenders, c.partitions, c.batch_records, c.record_size, c.batch_bytes
-        );
+        )?;
         if let Some(r) = &self.results {
-            println!("  elapsed      {:>12.2} s", r.elapsed_s);
-            println!(
+            writeln!(out, "  elapsed      {:>12.2} s", r.elapsed_s)?;
+            writeln!(
+                out,
                 "  batches/s    {:>12.0}   ({} batches)",
                 r.batches_per_s, r.batches
-            );
-            println!("  records/s    {:>12.0}", r.records_per_s);
-            println!("  MiB/s        {:>12.1}", r.mib_per_s);
-            println!(
+            )?;
+            writeln!(out, "  records/s    {:>12.0}", r.records_per_s)?;
+            writeln!(out, "  MiB/s        {:>12.1}", r.mib_per_s)?;
+            writeln!(
+                out,
                 "  fdatasync/s  {:>12.0}   ({:.1} batches per sync)",
                 r.syncs_per_s, r.batches_per_sync
-            );
+            )?;
             let l = &r.append_latency_us;
-            println!(
+            writeln!(
+                out,
                 "  append latency  p50 {}  p90 {}  p99 {}  p99.9 {}  p99.99 {}  max {}",
                 human_us(l.p50),
                 human_us(l.p90),
@@ -114,17 +118,19 @@ impl Report {
                 human_us(l.p999),
                 human_us(l.p9999),
                 human_us(l.max)
-            );
+            )?;
         }
         if let Some(o) = &self.open {
-            println!(
+            writeln!(
+                out,
                 "  opened {} partitions, {} segments, {:.2} GiB of data in {:.3} s",
                 o.partitions,
                 o.segments,
                 o.data_bytes as f64 / f64::from(1u32 << 30),
                 o.open_s
-            );
+            )?;
         }
+        Ok(())
     }
 
     /// Writes the JSON report.

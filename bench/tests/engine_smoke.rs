@@ -97,3 +97,40 @@ fn bad_flush_policy_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("flush policy"));
 }
+
+#[test]
+fn a_closed_stdout_is_a_normal_end() {
+    let dir = test_dir();
+    let json = dir.path().join("report.json");
+    // The write end of a pipe whose reader is gone, as after `| head -1`.
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills the two descriptors of the array we pass.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: the read end is ours and never used again.
+    unsafe { libc::close(fds[0]) };
+    // SAFETY: the write end is ours alone; the File owns it from here.
+    let stdout = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fds[1]) };
+    let out = Command::new(env!("CARGO_BIN_EXE_shardlog-bench"))
+        .args(["engine", "--data-dir", dir.path().to_str().unwrap()])
+        .args([
+            "--count",
+            "100",
+            "--batch-records",
+            "10",
+            "--io-memory",
+            "1048576",
+        ])
+        .args(["--json", json.to_str().unwrap()])
+        .stdout(std::process::Stdio::from(stdout))
+        .output()
+        .expect("run shardlog-bench");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
+        "{stderr}"
+    );
+    // The run went on past the table: its JSON report is there.
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(report["results"]["records"], 100);
+}

@@ -251,3 +251,137 @@ fn failures_exit_1() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("record-size"));
 }
+
+/// `shardlog-bench ARGS...` with `SHARDLOG_BROKERS=brokers` and no `--brokers`.
+fn bench_with_env(brokers: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_shardlog-bench"))
+        .args(args)
+        .env("SHARDLOG_BROKERS", brokers)
+        .output()
+        .expect("run shardlog-bench")
+}
+
+#[test]
+fn brokers_come_from_the_environment_and_refusing_ones_fail_at_once() {
+    let server = start_server();
+    let dir = tempfile::tempdir_in(test_root().expect("test dir")).expect("temp dir");
+    let json = dir.path().join("env.json");
+    let out = bench_with_env(
+        &server.shardlogd.brokers(),
+        &[
+            "produce",
+            "--topic",
+            "env",
+            "--count",
+            "100",
+            "--batch-records",
+            "10",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("json report")).expect("json");
+    assert_eq!(report["produce"]["records"], 100);
+
+    let started = std::time::Instant::now();
+    let out = bench_with_env(
+        "127.0.0.1:1,127.0.0.1:2",
+        &["consume", "--topic", "env", "--count", "1"],
+    );
+    let elapsed = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for named in [
+        "127.0.0.1:1",
+        "127.0.0.1:2",
+        "SHARDLOG_BROKERS",
+        "--brokers",
+    ] {
+        assert!(stderr.contains(named), "{named}: {stderr}");
+    }
+    assert!(
+        elapsed < std::time::Duration::from_secs(3),
+        "refused connections took {elapsed:?} to fail"
+    );
+}
+
+#[test]
+fn consume_of_a_finite_topic_reports_what_it_read_or_fails() {
+    let server = start_server();
+    let dir = tempfile::tempdir_in(test_root().expect("test dir")).expect("temp dir");
+    let produced = bench(
+        &server,
+        &[
+            "produce",
+            "--topic",
+            "finite",
+            "--partitions",
+            "2",
+            "--count",
+            "500",
+            "--batch-records",
+            "10",
+        ],
+    );
+    assert_eq!(produced.status.code(), Some(0));
+    // Nothing is written meanwhile: every record is read at once, and counted.
+    let (_, report) = run_ok(
+        &server,
+        dir.path(),
+        "consume-duration",
+        &["consume", "--topic", "finite", "--duration", "2"],
+    );
+    assert_eq!(report["consume"]["records"], 500);
+    assert_eq!(report["config"]["warmup_s"], 0.0);
+
+    // A warm-up that swallows everything measures nothing: a failure that says so.
+    let out = bench(
+        &server,
+        &[
+            "consume",
+            "--topic",
+            "finite",
+            "--duration",
+            "2",
+            "--warmup",
+            "1",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("nothing measured") && stderr.contains("500 records"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
+    let server = start_server();
+    let out = bench(
+        &server,
+        &[
+            "produce",
+            "--topic",
+            "plain",
+            "--count",
+            "10",
+            "--batch-records",
+            "10",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("created the topic"),
+        "no log line to check: {stderr}"
+    );
+    assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
+}

@@ -72,6 +72,21 @@ pub enum Error {
         /// Its bounds.
         reason: &'static str,
     },
+    /// Another process holds the data directory's lock (`dir_lock.rs`); nothing was
+    /// changed.
+    #[error(
+        "data directory {} is in use by {} (it holds {}); stop that process first, \
+         or use another directory",
+        .dir.display(),
+        crate::dir_lock::Holder(*.holder),
+        .dir.join(crate::dir_lock::LOCK_FILE).display()
+    )]
+    DirectoryLocked {
+        /// The directory.
+        dir: PathBuf,
+        /// The holder's pid, when the lock file names one.
+        holder: Option<u32>,
+    },
     /// The machine cannot run the engine; `fix` says what to change.
     #[error("{check} failed: {detail}. Fix: {fix}")]
     Preflight {

@@ -15,6 +15,7 @@
 pub mod batch;
 pub mod checkpoint;
 pub mod config;
+pub mod dir_lock;
 mod dma_storage;
 pub mod error;
 pub mod ids;
@@ -35,6 +36,7 @@ pub mod tail_cache;
 pub mod time_index;
 
 pub use config::{EngineConfig, FlushPolicy};
+pub use dir_lock::DirLock;
 pub use dma_storage::{DmaStorage, DmaStorageFile, warm_iopoll_probe};
 pub use error::{Error, Result};
 pub use ids::{LeaderEpoch, Offset, PartitionId, SegmentId, TimestampMs};

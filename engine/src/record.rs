@@ -322,6 +322,45 @@ impl BatchBuilder {
         self.buf.len()
     }
 
+    /// The size [`BatchBuilder::finish`] would produce after `push` of this record: a
+    /// caller keeps batches under [`crate::batch::BATCH_SIZE_MAX`] by asking first.
+    #[must_use]
+    pub fn size_with(
+        &self,
+        timestamp: TimestampMs,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: Headers<'_>,
+    ) -> usize {
+        let body = self.record_body_len(timestamp, key, value, headers);
+        let length = i64::try_from(body).map_or(10, varint_len);
+        self.buf.len() + length + body
+    }
+
+    /// Bytes of a record after its length varint.
+    fn record_body_len(
+        &self,
+        timestamp: TimestampMs,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: Headers<'_>,
+    ) -> usize {
+        let base = self.base_timestamp.unwrap_or(timestamp);
+        let timestamp_delta = timestamp.0.saturating_sub(base.0);
+        let offset_delta = i64::from(self.record_count);
+        let header_bytes: usize = headers
+            .iter()
+            .map(|(k, v)| field_len(Some(k)) + field_len(*v))
+            .sum();
+        let header_count = i64::try_from(headers.len()).unwrap_or(i64::MAX);
+        1 + varint_len(timestamp_delta)
+            + varint_len(offset_delta)
+            + field_len(key)
+            + field_len(value)
+            + varint_len(header_count)
+            + header_bytes
+    }
+
     /// Appends a record with the next offset delta.
     pub fn push(
         &mut self,
@@ -330,22 +369,12 @@ impl BatchBuilder {
         value: Option<&[u8]>,
         headers: Headers<'_>,
     ) {
+        let body = self.record_body_len(timestamp, key, value, headers);
         let base = *self.base_timestamp.get_or_insert(timestamp);
         self.max_timestamp = self.max_timestamp.max(timestamp);
         let timestamp_delta = timestamp.0.saturating_sub(base.0);
         let offset_delta = i64::from(self.record_count);
-        let header_bytes: usize = headers
-            .iter()
-            .map(|(k, v)| field_len(Some(k)) + field_len(*v))
-            .sum();
         let header_count = i64::try_from(headers.len()).expect("header count fits i64");
-        let body = 1
-            + varint_len(timestamp_delta)
-            + varint_len(offset_delta)
-            + field_len(key)
-            + field_len(value)
-            + varint_len(header_count)
-            + header_bytes;
         self.buf.reserve(body + 5);
         put_varint(
             &mut self.buf,
@@ -408,6 +437,32 @@ mod tests {
     use super::*;
     use crate::batch::{validate, validate_with_records};
     use proptest::prelude::*;
+
+    #[test]
+    fn size_with_is_the_size_after_push() {
+        let mut builder = BatchBuilder::new();
+        let big = vec![7u8; 300_000];
+        /// Timestamp, key, value, headers.
+        type Case<'a> = (i64, Option<&'a [u8]>, Option<&'a [u8]>, Headers<'a>);
+        let cases: [Case<'_>; 4] = [
+            (1_000, Some(b"k"), Some(b"v"), &[]),
+            (
+                1_000 + 70_000,
+                None,
+                Some(&big),
+                &[(b"h", Some(b"x")), (b"n", None)],
+            ),
+            (999, Some(&big), None, &[]),
+            (5_000_000_000, Some(b""), Some(b""), &[(b"", Some(b""))]),
+        ];
+        for (timestamp, key, value, headers) in cases {
+            let expected = builder.size_with(TimestampMs(timestamp), key, value, headers);
+            builder.push(TimestampMs(timestamp), key, value, headers);
+            assert_eq!(builder.size(), expected);
+        }
+        let size = builder.size();
+        assert_eq!(builder.finish().len(), size);
+    }
 
     #[test]
     fn varint_roundtrip_edges() {

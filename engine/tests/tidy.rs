@@ -5,9 +5,14 @@
 
 use std::path::{Path, PathBuf};
 
-/// Engine files allowed to block: start-up checks run before any executor, and the DMA
-/// storage runs `std::fs` only inside glommio's blocking pool.
-const BLOCKING_ALLOWED: &[&str] = &["engine/src/preflight.rs", "engine/src/dma_storage.rs"];
+/// Engine files allowed to block: start-up checks and the data directory's lock run before
+/// any executor (or in offline tools), and the DMA storage runs `std::fs` only inside
+/// glommio's blocking pool.
+const BLOCKING_ALLOWED: &[&str] = &[
+    "engine/src/preflight.rs",
+    "engine/src/dir_lock.rs",
+    "engine/src/dma_storage.rs",
+];
 /// Directories whose code runs on a shard's executor.
 const EXECUTOR_CODE: &[&str] = &["engine/src"];
 const BANNED_STEMS: &[&str] = &[

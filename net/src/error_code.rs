@@ -28,7 +28,8 @@ pub enum ErrorCode {
     InvalidRequest = 8,
     /// CreateTopic for a topic that exists.
     TopicExists = 9,
-    /// The frame or a field is larger than the server accepts.
+    /// The frame, a field or a produced batch (over 16 MiB) is larger than the server
+    /// accepts; the message names the limit.
     RequestTooLarge = 10,
     /// The request's timeout passed.
     Timeout = 11,

@@ -6,6 +6,7 @@ pub mod api;
 pub mod client;
 pub mod error_code;
 pub mod frame;
+pub mod logging;
 pub mod peer;
 pub mod server;
 pub mod testing;

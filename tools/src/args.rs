@@ -2,7 +2,8 @@
 //! - online (`topic`, `produce`, `consume`, `cluster`; arguments in `args/online.rs`): talk
 //!   to running `shardlogd` brokers over the wire protocol;
 //! - offline (`dump`, `verify`, `stats`, `repair`, `export`, `import`): read a data
-//!   directory with plain file I/O while no `shardlogd` runs on it.
+//!   directory with plain file I/O; the ones that write (`repair --apply`, `import`) take
+//!   its lock and refuse one a running `shardlogd` holds.
 
 mod online;
 
@@ -25,8 +26,9 @@ Exit codes:
      input, brokers unreachable)";
 
 /// shardlog's operator CLI: create, list, describe and delete topics, produce and consume
-/// records, show the cluster's brokers on running brokers; offline, inspect, verify, repair, back up and restore
-/// partition logs on disk (only while no shardlogd uses the data directory).
+/// records, show the cluster's brokers on running brokers; offline, inspect, verify,
+/// repair, back up and restore partition logs on disk (repair --apply and import refuse a
+/// data directory a running shardlogd holds; the others may read it).
 #[derive(Debug, Parser)]
 #[command(name = "shardlog", version, after_help = EXIT_CODES)]
 pub struct Args {
@@ -63,10 +65,12 @@ pub enum Command {
     /// act on it only with --apply.
     #[command(after_help = EXIT_CODES)]
     Repair(RepairArgs),
-    /// Write a partition's records as JSON lines (backup), offsets preserved.
+    /// Write a topic (settings and every partition) or one partition as JSON lines
+    /// (backup), offsets preserved; it may run beside a live shardlogd.
     #[command(after_help = EXIT_CODES)]
     Export(ExportArgs),
-    /// Rebuild a partition directory from JSON lines written by export (restore).
+    /// Restore what export wrote: a whole topic into a data directory (served by the next
+    /// shardlogd started on it), or one partition directory.
     #[command(after_help = EXIT_CODES)]
     Import(ImportArgs),
 }
@@ -107,8 +111,9 @@ pub struct RepairArgs {
 /// Arguments of `export`.
 #[derive(Debug, clap::Args)]
 pub struct ExportArgs {
-    /// The partition directory to export.
-    pub partition_dir: PathBuf,
+    /// A topic directory (`DATA/<topic>`, with its topic.json): the whole topic with its
+    /// settings. Or a partition directory (`DATA/<topic>/<partition>`): that partition.
+    pub dir: PathBuf,
     /// Write here instead of stdout (the file must not exist).
     #[arg(long)]
     pub output: Option<PathBuf>,
@@ -117,8 +122,10 @@ pub struct ExportArgs {
 /// Arguments of `import`.
 #[derive(Debug, clap::Args)]
 pub struct ImportArgs {
-    /// The partition directory to create (it must not exist or be empty).
-    pub partition_dir: PathBuf,
+    /// For the export of a whole topic: the data directory to restore it into (created if
+    /// missing; `DIR/<topic>` must not exist). For the export of one partition: the
+    /// partition directory to create (it must not exist or be empty).
+    pub dir: PathBuf,
     /// Read JSON lines from here instead of stdin.
     #[arg(long)]
     pub input: Option<PathBuf>,

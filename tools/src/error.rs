@@ -1,6 +1,7 @@
 //! `ToolError`: why a subcommand could not do its job. [`ToolError::exit_code`] is 1 for a
-//! request the server refused or failed (unknown topic, topic exists, ...) and 2 for
-//! everything else (usage, I/O, brokers unreachable). Problems found *in* the data (verify
+//! request the server refused or failed (unknown topic, topic exists, ...), 0 for a
+//! closed stdout (the reader had enough: a normal end) and 2 for everything else (usage,
+//! I/O, brokers unreachable). Problems found *in* the data (verify
 //! findings, a repair left undone) and records that failed to produce are not errors: they
 //! are reported and mapped to exit code 1 through [`crate::Outcome`].
 
@@ -74,6 +75,14 @@ pub enum ToolError {
     /// Arguments that parse but do not fit together (exit code 2).
     #[error("{0}")]
     Usage(String),
+    /// Another process (a running `shardlogd`, another repair or import) holds the data
+    /// directory this command would change; nothing was changed (exit code 2).
+    #[error("{0}")]
+    DirectoryInUse(#[source] shardlog_engine::Error),
+    /// The reader of stdout went away (`| head`): a normal end, exit code 0, nothing
+    /// printed (see `output.rs`).
+    #[error("stdout closed")]
+    StdoutClosed,
 }
 
 impl ToolError {
@@ -82,8 +91,23 @@ impl ToolError {
     #[must_use]
     pub fn exit_code(&self) -> u8 {
         match self {
+            ToolError::StdoutClosed => 0,
             ToolError::Request { source, .. } if !is_connection_error(source) => 1,
             _ => 2,
+        }
+    }
+
+    /// A failed write to stdout: [`ToolError::StdoutClosed`] when its reader went away,
+    /// an I/O error on `stdout` otherwise (never blamed on a data file).
+    #[must_use]
+    pub fn stdout(error: io::Error) -> ToolError {
+        if error.kind() == io::ErrorKind::BrokenPipe {
+            ToolError::StdoutClosed
+        } else {
+            ToolError::Io {
+                path: PathBuf::from("stdout"),
+                source: error,
+            }
         }
     }
 

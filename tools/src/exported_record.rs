@@ -9,7 +9,8 @@
 //! (standard base64) instead (`key_b64`, `value_b64`, and in a header `key_b64`,
 //! `value_b64`). A null key or value is `null`. Records of one batch are consecutive
 //! lines with the same `batch_base_offset`, and their offsets are the batch base plus
-//! 0, 1, 2, ... (export refuses batches it could not rebuild this way).
+//! 0, 1, 2, ... (export refuses batches it could not rebuild this way). In the export of
+//! a whole topic each record also names its `"partition"` (see `exported_topic.rs`).
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -22,6 +23,10 @@ use shardlog_engine::{LeaderEpoch, Offset, TimestampMs};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExportedRecord {
+    /// The record's partition, in a whole-topic export (`exported_topic.rs`); absent in
+    /// the export of one partition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<u32>,
     /// The record's offset.
     pub offset: u64,
     /// Its timestamp, ms since the Unix epoch.
@@ -105,20 +110,9 @@ impl ExportedRecord {
     pub fn new(header: &BatchHeader, record: &Record<'_>) -> ExportedRecord {
         let (key, key_b64) = encode_bytes(record.key);
         let (value, value_b64) = encode_bytes(record.value);
-        let headers = record
-            .headers()
-            .map(|(k, v)| {
-                let (key, key_b64) = encode_bytes(Some(k));
-                let (value, value_b64) = encode_bytes(v);
-                ExportedHeader {
-                    key,
-                    key_b64,
-                    value,
-                    value_b64,
-                }
-            })
-            .collect();
+        let headers = exported_headers(record);
         ExportedRecord {
+            partition: None,
             offset: record.offset(header).0,
             timestamp: record.timestamp(header).0,
             key,
@@ -136,12 +130,14 @@ impl ExportedRecord {
 
     fn same_batch_fields(&self, other: &ExportedRecord) -> bool {
         (
+            self.partition,
             self.batch_base_offset,
             self.leader_epoch,
             self.producer_id,
             self.producer_epoch,
             self.base_sequence,
         ) == (
+            other.partition,
             other.batch_base_offset,
             other.leader_epoch,
             other.producer_id,
@@ -149,6 +145,24 @@ impl ExportedRecord {
             other.base_sequence,
         )
     }
+}
+
+/// A record's headers as lines show them (text, or base64 where not UTF-8).
+#[must_use]
+pub fn exported_headers(record: &Record<'_>) -> Vec<ExportedHeader> {
+    record
+        .headers()
+        .map(|(k, v)| {
+            let (key, key_b64) = encode_bytes(Some(k));
+            let (value, value_b64) = encode_bytes(v);
+            ExportedHeader {
+                key,
+                key_b64,
+                value,
+                value_b64,
+            }
+        })
+        .collect()
 }
 
 /// A record's headers decoded to bytes.

@@ -1,19 +1,25 @@
 //! `shardlog`: the operator CLI. Online subcommands (topic, produce, consume, cluster) talk
 //! to running brokers through `shardlog_net::client` on one glommio executor (`online.rs`).
 //! Offline subcommands (dump, verify, stats, repair, export, import) read partition
-//! directories with plain file I/O while no `shardlogd` runs.
+//! directories with plain file I/O; `repair --apply` and `import` first take the data
+//! directory's lock (`dir_locks.rs`), so they never write under a running `shardlogd`.
 //!
 //! This file only parses the command line, runs the subcommand and maps its result to the
-//! exit code: 0 success, 1 problems found in the data or a request the server refused or
-//! records that failed, 2 usage, I/O or connection error (clap's own usage errors also
-//! exit 2). Each subcommand lives in `command/<name>.rs`.
+//! exit code: 0 success (or stdout closed by its reader: `| head` is a normal end), 1
+//! problems found in the data or a request the server refused or records that failed, 2
+//! usage, I/O or connection error (clap's own usage errors also exit 2). Each subcommand lives in `command/<name>.rs`.
 
 mod args;
+mod broker_outage;
 mod check;
 mod command;
+mod dir_locks;
 mod error;
 mod exported_record;
+mod exported_topic;
+mod import_reader;
 mod online;
+mod output;
 mod partitioner;
 mod progress;
 mod scan;
@@ -34,20 +40,19 @@ pub enum Outcome {
 
 fn main() -> ExitCode {
     let args = args::Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    shardlog_net::logging::init_stderr("warn");
     match command::run(args.command) {
         Ok(Outcome::Clean) => ExitCode::SUCCESS,
         Ok(Outcome::ProblemsFound) => ExitCode::from(1),
         Err(error) => {
-            // Display already carries the source (path and OS error); a chain would repeat it.
-            eprintln!("shardlog: {error}");
-            ExitCode::from(error.exit_code())
+            let code = error.exit_code();
+            // A closed stdout is a normal end: nothing to report.
+            if code != 0 {
+                // Display already carries the source (path and OS error); a chain would
+                // repeat it.
+                eprintln!("shardlog: {error}");
+            }
+            ExitCode::from(code)
         }
     }
 }

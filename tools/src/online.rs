@@ -1,6 +1,6 @@
 //! What every online subcommand shares: one glommio executor on a thread of its own (the
-//! client is async and `!Send`), the client connected to `--brokers`, and the stop flag
-//! that SIGINT/SIGTERM raise for `consume --follow`.
+//! client is async and `!Send`), the client connected to `--brokers`, and what ends
+//! `consume --follow`: the stop flag SIGINT/SIGTERM raise, and a closed stdout.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,6 +14,23 @@ use crate::error::ToolError;
 
 /// Registered io_uring memory of the executor: the CLI moves little data at once.
 const IO_MEMORY: usize = 1 << 20;
+
+/// Runs `f` on a fresh executor (the client is async and `!Send`) and returns what it
+/// returns; `f` connects itself (`consume --follow` retries the connection).
+pub fn on_executor<T, F, Fut>(f: F) -> Result<T, ToolError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T, ToolError>> + 'static,
+{
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .name("shardlog-client")
+        .io_memory(IO_MEMORY)
+        .spawn(f)
+        .map_err(|e| ToolError::Executor(e.to_string()))?
+        .join()
+        .map_err(|e| ToolError::Executor(e.to_string()))?
+}
 
 /// Connects to the brokers and runs `f` with the client on a fresh executor; returns what
 /// `f` returns. A failed connection is [`ToolError::Connect`] (exit code 2).
@@ -34,19 +51,12 @@ where
     Fut: Future<Output = Result<T, ToolError>> + 'static,
 {
     let brokers = brokers.brokers.clone();
-    let handle = LocalExecutorBuilder::new(Placement::Unbound)
-        .name("shardlog-client")
-        .io_memory(IO_MEMORY)
-        .spawn(move || async move {
-            let client = Client::connect(&brokers, config)
-                .await
-                .map_err(|source| ToolError::Connect { brokers, source })?;
-            f(client).await
-        })
-        .map_err(|e| ToolError::Executor(e.to_string()))?;
-    handle
-        .join()
-        .map_err(|e| ToolError::Executor(e.to_string()))?
+    on_executor(move || async move {
+        let client = Client::connect(&brokers, config)
+            .await
+            .map_err(|source| ToolError::Connect { brokers, source })?;
+        f(client).await
+    })
 }
 
 /// Raised by SIGINT and SIGTERM once [`catch_stop_signals`] ran.
@@ -67,3 +77,28 @@ pub fn catch_stop_signals() -> Result<(), ToolError> {
 pub fn stop_requested() -> bool {
     STOP.load(Ordering::Relaxed)
 }
+
+/// Whether stdout is a pipe whose reader went away (`| head` exited), found without
+/// writing: `poll(2)` reports `POLLERR` on such a pipe. A command that has nothing to
+/// print for a while (a follower waiting for brokers) would otherwise never notice.
+#[must_use]
+pub fn stdout_closed() -> bool {
+    let mut stdout = libc::pollfd {
+        fd: libc::STDOUT_FILENO,
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: poll(2) on one pollfd we own, with a zero timeout; it only writes `revents`.
+    let ready = unsafe { libc::poll(&raw mut stdout, 1, 0) };
+    ready > 0 && stdout.revents & (libc::POLLERR | libc::POLLHUP) != 0
+}
+
+/// Resolves once SIGINT/SIGTERM arrived or stdout was closed (polled every 100 ms).
+pub async fn until_stopped() {
+    while !stop_requested() && !stdout_closed() {
+        glommio::timer::sleep(STOP_POLL).await;
+    }
+}
+
+/// How often [`until_stopped`] looks.
+const STOP_POLL: std::time::Duration = std::time::Duration::from_millis(100);

@@ -5,6 +5,8 @@
 //! `<repo>/target/shardlog-test`): O_DIRECT needs a real filesystem, not tmpfs.
 #![cfg(test)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs;
@@ -595,4 +597,32 @@ fn sealed_segment_with_nothing_valid_is_moved_aside_whole() {
         .filter(|(offset, _)| *offset < base || *offset >= next_base)
         .collect();
     assert_eq!(after, survivors);
+}
+
+#[test]
+fn a_closed_stdout_ends_every_offline_command_quietly() {
+    let data = data_dir();
+    let partition = write_partition(data.path(), 0);
+    let (data_arg, partition_arg) = (data.path().to_str().unwrap(), partition.to_str().unwrap());
+    for args in [
+        vec!["stats", data_arg],
+        vec!["verify", data_arg],
+        vec!["dump", partition_arg],
+        vec!["dump", partition_arg, "--json"],
+        vec!["export", partition_arg],
+        vec!["repair", data_arg],
+    ] {
+        let output = common::shardlog_into_closed_stdout(&args);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            common::describe(&output)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&output.stderr),
+            "",
+            "{args:?}: nothing to report"
+        );
+    }
 }

@@ -7,89 +7,14 @@
 //! which `cargo nextest run --workspace` does) or named by `SHARDLOGD_BIN`.
 #![cfg(test)]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use shardlog_net::testing::{Shardlogd, test_root};
-
-/// A running server and its data directory (removed when dropped, after the server).
-struct Server {
-    shardlogd: Shardlogd,
-    _dir: tempfile::TempDir,
-}
-
-impl Server {
-    fn start() -> Server {
-        let dir = tempfile::Builder::new()
-            .prefix("tools-online-")
-            .tempdir_in(test_root().expect("test dir"))
-            .unwrap();
-        let shardlogd = Shardlogd::start(dir.path(), &["--shards", "2"]).unwrap();
-        Server {
-            shardlogd,
-            _dir: dir,
-        }
-    }
-
-    fn brokers(&self) -> String {
-        self.shardlogd.brokers()
-    }
-
-    /// `shardlog SUBCOMMAND... --brokers B ARGS...` with `stdin` as input.
-    fn run(&self, args: &[&str], stdin: &str) -> Output {
-        let brokers = self.brokers();
-        let mut full: Vec<&str> = args.to_vec();
-        full.extend(["--brokers", &brokers]);
-        shardlog(&full, stdin)
-    }
-
-    /// Like `run`, and the command must succeed.
-    fn ok(&self, args: &[&str], stdin: &str) -> String {
-        let output = self.run(args, stdin);
-        assert_eq!(
-            output.status.code(),
-            Some(0),
-            "{args:?}: {}",
-            describe(&output)
-        );
-        String::from_utf8(output.stdout).unwrap()
-    }
-
-    fn create(&self, topic: &str, partitions: u32) {
-        let partitions = partitions.to_string();
-        self.ok(&["topic", "create", topic, "--partitions", &partitions], "");
-    }
-}
-
-fn shardlog(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_shardlog"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut pipe = child.stdin.take().unwrap();
-    let input = stdin.to_owned();
-    let writer = std::thread::spawn(move || {
-        // The command may exit before reading (usage errors): a broken pipe is fine.
-        let _ = pipe.write_all(input.as_bytes());
-    });
-    let output = child.wait_with_output().unwrap();
-    writer.join().unwrap();
-    output
-}
-
-fn describe(output: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
+use common::{Server, describe, shardlog};
 
 fn lines(text: &str) -> Vec<&str> {
     text.lines().collect()
@@ -539,4 +464,397 @@ fn usage_and_connection_errors_exit_2() {
         "",
     );
     assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+}
+
+/// A field of a `--format json` line: text, base64 in `<name>_b64`, or null.
+fn json_bytes(object: &serde_json::Value, name: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    if let Some(b64) = object.get(format!("{name}_b64")).and_then(|v| v.as_str()) {
+        return Some(
+            base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .unwrap(),
+        );
+    }
+    object[name].as_str().map(|text| text.as_bytes().to_vec())
+}
+
+#[test]
+fn consume_format_json_gives_back_newlines_tabs_binary_and_headers() {
+    type Headers = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+    /// Key, value, headers.
+    type Sent = (Option<Vec<u8>>, Option<Vec<u8>>, Headers);
+    let server = Server::start();
+    server.create("raw", 1);
+    let sent: Vec<Sent> = vec![
+        (
+            Some(b"k\t1".to_vec()),
+            Some(b"two\nlines\tand a tab".to_vec()),
+            vec![],
+        ),
+        (
+            None,
+            Some(vec![0xff, 0x00, b'\n', 0xfe]),
+            vec![(b"h".to_vec(), Some(b"x\ny".to_vec()))],
+        ),
+        (Some(vec![0xc3]), None, vec![(vec![0x80], None)]),
+        (Some(Vec::new()), Some(Vec::new()), vec![]),
+    ];
+    let (brokers, batch) = (server.brokers(), sent.clone());
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .io_memory(1 << 20)
+        .spawn(move || async move {
+            let client = shardlog_net::client::Client::connect(&brokers, Default::default())
+                .await
+                .unwrap();
+            let mut builder = shardlog_engine::record::BatchBuilder::new();
+            for (key, value, headers) in &batch {
+                let headers: Vec<(&[u8], Option<&[u8]>)> = headers
+                    .iter()
+                    .map(|(k, v)| (k.as_slice(), v.as_deref()))
+                    .collect();
+                builder.push(
+                    shardlog_engine::TimestampMs(1_700_000_000_000),
+                    key.as_deref(),
+                    value.as_deref(),
+                    &headers,
+                );
+            }
+            let bytes = bytes::Bytes::from(builder.finish());
+            let acks = shardlog_net::api::Acks::All;
+            client.produce("raw", 0, acks, bytes).await.unwrap();
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+
+    let out = server.ok(&["consume", "--topic", "raw", "--format", "json"], "");
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines.len(), sent.len(), "{out}");
+    for (offset, (line, (key, value, headers))) in lines.iter().zip(&sent).enumerate() {
+        assert_eq!(line["partition"], 0, "{line}");
+        assert_eq!(line["offset"], offset, "{line}");
+        assert_eq!(line["timestamp"], 1_700_000_000_000_i64, "{line}");
+        assert_eq!(&json_bytes(line, "key"), key, "{line}");
+        assert_eq!(&json_bytes(line, "value"), value, "{line}");
+        let got: Headers = line["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| (json_bytes(h, "key").unwrap(), json_bytes(h, "value")))
+            .collect();
+        assert_eq!(&got, headers, "{line}");
+    }
+}
+
+#[test]
+fn a_closed_stdout_ends_every_online_command_quietly() {
+    let server = Server::start();
+    server.create("piped", 2);
+    let input: String = (0..2000).map(|i| format!("value-{i}\n")).collect();
+    server.ok(&["produce", "--topic", "piped"], &input);
+    let brokers = server.brokers();
+    for args in [
+        &["topic", "list"][..],
+        &["topic", "describe", "piped"],
+        &["cluster", "status"],
+        &["consume", "--topic", "piped"],
+        &["consume", "--topic", "piped", "--format", "json"],
+        &["consume", "--topic", "piped", "--from", "end", "--follow"],
+        &["produce", "--topic", "piped", "--report-offsets"],
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_shardlog"))
+            .args(args)
+            .args(["--brokers", &brokers])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::from(common::closed_pipe()))
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let text = input.clone();
+        let writer = std::thread::spawn(move || {
+            let _ = std::io::Write::write_all(&mut stdin, text.as_bytes());
+        });
+        if args.contains(&"--follow") {
+            // A follower learns stdout is gone from its first write: give it records
+            // until it has seen one (it reads `--from end` when it starts).
+            for _ in 0..600 {
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                server.ok(&["produce", "--topic", "piped"], "one\n");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        let output = child.wait_with_output().unwrap();
+        writer.join().unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            describe(&output)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&output.stderr),
+            "",
+            "{args:?}: nothing to report"
+        );
+    }
+}
+
+#[test]
+fn one_node_refuses_min_insync_above_its_replication_factor_like_a_cluster() {
+    let server = Server::start();
+    let output = server.run(
+        &[
+            "topic",
+            "create",
+            "strict",
+            "--partitions",
+            "1",
+            "--min-insync",
+            "5",
+        ],
+        "",
+    );
+    // Refused by the server (exit 1), in the words a cluster uses.
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("InvalidRequest")
+            && stderr.contains("min_insync 5: 1 to the replication factor 1"),
+        "{stderr}"
+    );
+    assert_eq!(server.ok(&["topic", "list"], ""), "");
+}
+
+#[test]
+fn logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
+    use shardlog_net::testing::{Launch, LogTail, Shardlogd, StderrTo};
+    let dir = common::test_dir("tools-colour-");
+    let tail = LogTail::new(1000);
+    let shardlogd = Shardlogd::launch(&Launch {
+        data_dir: dir.path(),
+        listen: "127.0.0.1:0",
+        args: &["--shards", "1"],
+        stderr: StderrTo::Tail(tail.clone()),
+    })
+    .unwrap();
+    let brokers = shardlogd.brokers();
+    common::ok_against(
+        &brokers,
+        &["topic", "create", "plain", "--partitions", "1"],
+        "",
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !tail.lines().iter().any(|l| l.contains("topic created")) {
+        assert!(std::time::Instant::now() < deadline, "{:?}", tail.lines());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for line in tail.lines() {
+        assert!(!line.contains('\u{1b}'), "shardlogd: {line:?}");
+    }
+
+    let output = Command::new(env!("CARGO_BIN_EXE_shardlog"))
+        .args(["topic", "list", "--brokers", &brokers])
+        .env("RUST_LOG", "trace")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("TRACE"), "no log lines to check: {stderr}");
+    assert!(!stderr.contains('\u{1b}'), "shardlog: {stderr:?}");
+}
+
+#[test]
+fn an_offset_past_the_end_starts_at_the_end_with_and_without_follow() {
+    let server = Server::start();
+    server.create("short", 1);
+    server.ok(&["produce", "--topic", "short"], "a\nb\nc\nd\ne\n");
+
+    let output = server.run(&["consume", "--topic", "short", "--from", "99"], "");
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "");
+    let note = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        note.contains("offset 99 is outside [0, 5]") && note.contains("starting at the end"),
+        "{note}"
+    );
+
+    // The same position with --follow: the next record to arrive, not an error.
+    let brokers = server.brokers();
+    let follower = Command::new(env!("CARGO_BIN_EXE_shardlog"))
+        .args(["consume", "--brokers", &brokers, "--topic", "short"])
+        .args([
+            "--from", "99", "--follow", "--count", "1", "--format", "full",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // It may start after a record: produce until it has printed one and exited.
+    let output = produce_until_exit(&server, follower, "short", "later\n");
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let printed = String::from_utf8(output.stdout).unwrap();
+    let fields: Vec<&str> = printed.trim_end().split('\t').collect();
+    assert_eq!(
+        (fields[0], fields[1], fields[4]),
+        ("0", "5", "later"),
+        "{printed}"
+    );
+}
+
+/// Produces `line` to `topic` every 100 ms until `child` exits (at most a minute); its
+/// output.
+fn produce_until_exit(server: &Server, child: Child, topic: &str, line: &str) -> Output {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    for _ in 0..600 {
+        server.ok(&["produce", "--topic", topic], line);
+        if let Ok(output) = rx.recv_timeout(Duration::from_millis(100)) {
+            return output.unwrap();
+        }
+    }
+    panic!("the child never exited");
+}
+
+/// A port nothing listens on (free when asked).
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+#[test]
+fn a_follower_waits_out_brokers_that_do_not_answer() {
+    use shardlog_net::testing::{Launch, Shardlogd, StderrTo};
+    // A data directory holding the topic, served later on a port nobody answers yet.
+    let dir = common::test_dir("tools-outage-");
+    {
+        let first = Server::start_on(dir.path());
+        let create = ["topic", "create", "later", "--partitions", "1"];
+        common::ok_against(&first.brokers(), &create, "");
+    }
+    let brokers = format!("127.0.0.1:{}", free_port());
+    let follower = Command::new(env!("CARGO_BIN_EXE_shardlog"))
+        .args(["consume", "--brokers", &brokers, "--topic", "later"])
+        .args(["--from", "beginning", "--follow", "--count", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(follower.wait_with_output());
+    });
+    // Past the client's own retries (5.5 s), it is still waiting.
+    assert!(
+        rx.recv_timeout(Duration::from_secs(7)).is_err(),
+        "the follower gave up while no broker answered"
+    );
+    let server = Shardlogd::launch(&Launch {
+        data_dir: dir.path(),
+        listen: &brokers,
+        args: &["--shards", "1"],
+        stderr: StderrTo::Echo,
+    })
+    .unwrap();
+    common::ok_against(
+        &server.brokers(),
+        &["produce", "--topic", "later"],
+        "hello\n",
+    );
+    let output = rx.recv_timeout(Duration::from_secs(60)).unwrap().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "hello\n");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("no broker answers") && stderr.contains("answer again"),
+        "{stderr}"
+    );
+
+    // A signal ends a follower that is waiting for brokers, with exit 0.
+    let dead = format!("127.0.0.1:{}", free_port());
+    let waiting = Command::new(env!("CARGO_BIN_EXE_shardlog"))
+        .args([
+            "consume",
+            "--brokers",
+            &dead,
+            "--topic",
+            "later",
+            "--follow",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    terminate(&waiting);
+    let started = std::time::Instant::now();
+    let output = waiting.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_record_over_the_batch_limit_is_refused_as_too_large_naming_the_limit() {
+    let server = Server::start();
+    server.create("big", 1);
+    // Client side: the line fails alone, before anything is sent.
+    let input = format!("small\n{}\nafter\n", "x".repeat(17 << 20));
+    let output = server.run(&["produce", "--topic", "big", "--report-offsets"], &input);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "0\t0\n0\t1\n");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("line 2: record too large") && stderr.contains("16 MiB (16777216 bytes)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("CorruptBatch"), "{stderr}");
+
+    // Two records that fit alone but not together go in two batches.
+    let input = format!(
+        "{}\n{}\n",
+        "a".repeat(900 << 10),
+        "b".repeat((16 << 20) - 1024)
+    );
+    let offsets = server.ok(&["produce", "--topic", "big", "--report-offsets"], &input);
+    assert_eq!(offsets, "0\t2\n0\t3\n");
+
+    // Server side: a batch over the limit sent anyway is refused as too large.
+    let brokers = server.brokers();
+    let refused = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .io_memory(1 << 20)
+        .spawn(move || async move {
+            let client = shardlog_net::client::Client::connect(&brokers, Default::default())
+                .await
+                .unwrap();
+            let mut builder = shardlog_engine::record::BatchBuilder::new();
+            let value = vec![b'z'; 17 << 20];
+            builder.push(shardlog_engine::TimestampMs(1), None, Some(&value), &[]);
+            let bytes = bytes::Bytes::from(builder.finish());
+            let acks = shardlog_net::api::Acks::All;
+            client.produce("big", 0, acks, bytes).await.unwrap_err()
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    assert_eq!(
+        refused.code(),
+        Some(shardlog_net::ErrorCode::RequestTooLarge),
+        "{refused}"
+    );
+    let message = refused.to_string();
+    assert!(
+        message.contains("too large") && message.contains("16 MiB (16777216 bytes)"),
+        "{message}"
+    );
 }

@@ -17,7 +17,7 @@ use shardlog_net::client::{Client, ClientConfig, FetchOptions};
 use crate::args::{FromArg, NetArgs};
 use crate::net_report::{NetReport, Outcome};
 use crate::workload::net_common::{
-    Run, join_tasks, micros, on_executor, spawn_tasks, start_when_ready, warmup,
+    Run, check_measured, join_tasks, micros, on_executor, spawn_tasks, start_when_ready, warmup,
 };
 use crate::workload::progress::{Progress, Show};
 
@@ -104,7 +104,7 @@ pub fn run(args: NetArgs) -> anyhow::Result<Outcome> {
         Some(count) => Until::Count(count),
         None => Until::Duration(Duration::from_secs_f64(args.duration)),
     };
-    let run = Arc::new(Run::new(warmup(&args)));
+    let run = Arc::new(Run::new(warmup(&args, args.from == FromArg::Beginning)));
     let config = Arc::new(ConsumerConfig::new(&args, starts, until, false));
     let handles = spawn_consumers(&run, &config, args.threads)?;
     start_when_ready(&run, args.consumers)?;
@@ -123,7 +123,25 @@ pub fn run(args: NetArgs) -> anyhow::Result<Outcome> {
     if let Some(reason) = run.failure() {
         bail!("{reason}");
     }
+    check_measured(&run, &run.consume, "read")?;
+    if args.count.is_none() {
+        note_idle_end(&run, &args);
+    }
     Ok(NetReport::build("consume", &args, &run, partitions, 0))
+}
+
+/// A duration run's rates are over its whole window; say so when the consumers read
+/// everything there was well before its end and then only waited for more.
+fn note_idle_end(run: &Run, args: &NetArgs) {
+    let window = args.duration - run.warmup.as_secs_f64();
+    let busy = run.measured_secs(&run.consume);
+    if busy + 0.5 < window {
+        eprintln!(
+            "note: the consumers read the last record {busy:.2} s into the {window:.1} s \
+             measured; the rest of --duration waited for more (rates are over the whole \
+             window; --count N times a fixed amount)"
+        );
+    }
 }
 
 /// Starts `--consumers` consumers on `threads` executors.

@@ -12,7 +12,9 @@ use anyhow::bail;
 use crate::args::{FromArg, NetArgs};
 use crate::net_report::{NetReport, Outcome};
 use crate::workload::consume::{ConsumerConfig, Until, spawn_consumers, start_offsets};
-use crate::workload::net_common::{Run, join_tasks, on_executor, start_when_ready, warmup};
+use crate::workload::net_common::{
+    Run, check_measured, join_tasks, on_executor, start_when_ready, warmup,
+};
 use crate::workload::produce::{
     ProducerConfig, check_args, config_batch_bytes, ensure_topic, spawn_producers,
 };
@@ -33,7 +35,7 @@ pub fn run(args: NetArgs) -> anyhow::Result<Outcome> {
         start_offsets(&brokers, &topic, FromArg::End).await
     })?;
     let partitions = u32::try_from(starts.len())?;
-    let run = Arc::new(Run::new(warmup(&args)));
+    let run = Arc::new(Run::new(warmup(&args, false)));
     let until = Until::Produced {
         drain: Duration::from_secs_f64(args.drain),
     };
@@ -58,6 +60,8 @@ pub fn run(args: NetArgs) -> anyhow::Result<Outcome> {
     progress.finish();
     produced?;
     consumed?;
+    check_measured(&run, &run.produce, "produced")?;
+    check_measured(&run, &run.consume, "read")?;
     let outcome = NetReport::build("e2e", &args, &run, partitions, config_batch_bytes(&args));
     if let Some(missing) = outcome.report.e2e_missing_records.filter(|m| *m > 0) {
         tracing::warn!(

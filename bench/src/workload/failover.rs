@@ -49,24 +49,27 @@ pub struct FailoverReport {
 }
 
 impl FailoverReport {
-    /// Prints the rounds and the summary.
-    pub fn print(&self) {
-        println!("round\tkilled\tnew_leader\tfailover_ms");
+    /// Writes the rounds and the summary to `out` (stdout).
+    pub fn print(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        writeln!(out, "round\tkilled\tnew_leader\tfailover_ms")?;
         for (i, r) in self.rounds.iter().enumerate() {
-            println!(
+            writeln!(
+                out,
                 "{}\t{}\t{}\t{:.1}",
                 i + 1,
                 r.killed,
                 r.new_leader,
                 r.failover_ms
-            );
+            )?;
         }
-        println!(
+        writeln!(
+            out,
             "failover over {} kills: p50 {:.1} ms, max {:.1} ms",
             self.rounds.len(),
             self.p50_ms,
             self.max_ms
-        );
+        )?;
+        Ok(())
     }
 }
 

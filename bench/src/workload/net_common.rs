@@ -31,10 +31,34 @@ pub fn acks(arg: AcksArg) -> Acks {
     }
 }
 
-/// Warm-up in effect: `--warmup`, else 1 s for duration runs and 0 for `--count` runs.
-pub fn warmup(args: &NetArgs) -> Duration {
-    let default = if args.count.is_some() { 0.0 } else { 1.0 };
+/// Warm-up in effect: `--warmup`, else none for `--count` runs and for a run that reads a
+/// backlog (`consume --from beginning`: the records there may be all there is, and a
+/// warm-up would read them unmeasured and report nothing), and 1 s for the other duration
+/// runs (producing, or following the tail).
+pub fn warmup(args: &NetArgs, reads_backlog: bool) -> Duration {
+    let default = if args.count.is_some() || reads_backlog {
+        0.0
+    } else {
+        1.0
+    };
     Duration::from_secs_f64(args.warmup.unwrap_or(default).max(0.0))
+}
+
+/// Fails a run in which `side` measured no record, saying why, rather than report zeros
+/// as a result: every record fell in the warm-up, or there was none.
+pub fn check_measured(run: &Run, side: &Side, what: &str) -> anyhow::Result<()> {
+    if side.measured.records() > 0 {
+        return Ok(());
+    }
+    let seen = side.all.records();
+    if seen > 0 {
+        anyhow::bail!(
+            "nothing measured: all {seen} records {what} fell in the {:.1} s warm-up \
+             (lower --warmup, or give the run more records or time)",
+            run.warmup.as_secs_f64()
+        );
+    }
+    anyhow::bail!("nothing measured: no record {what} during the run");
 }
 
 /// Records, bytes and requests of one side (produce or consume).

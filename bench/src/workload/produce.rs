@@ -21,8 +21,8 @@ use crate::args::NetArgs;
 use crate::latency::histogram;
 use crate::net_report::{NetReport, Outcome};
 use crate::workload::net_common::{
-    Run, acks, build_batch, join_tasks, micros, on_executor, spawn_tasks, start_when_ready,
-    value_bytes, warmup,
+    Run, acks, build_batch, check_measured, join_tasks, micros, on_executor, spawn_tasks,
+    start_when_ready, value_bytes, warmup,
 };
 use crate::workload::progress::{Progress, Show};
 
@@ -128,7 +128,7 @@ pub fn run(args: NetArgs) -> anyhow::Result<Outcome> {
     let (brokers, topic, wanted) = (args.brokers.clone(), args.topic.clone(), args.partitions);
     let partitions =
         on_executor(move || async move { ensure_topic(&brokers, &topic, wanted).await })?;
-    let run = Arc::new(Run::new(warmup(&args)));
+    let run = Arc::new(Run::new(warmup(&args, false)));
     let config = Arc::new(ProducerConfig::new(&args, partitions, false));
     let handles = spawn_producers(&run, &config, args.threads)?;
     start_when_ready(&run, args.producers)?;
@@ -142,6 +142,7 @@ pub fn run(args: NetArgs) -> anyhow::Result<Outcome> {
     run.stop();
     progress.finish();
     joined?;
+    check_measured(&run, &run.produce, "produced")?;
     Ok(NetReport::build(
         "produce",
         &args,

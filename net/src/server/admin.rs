@@ -419,6 +419,15 @@ fn check_create(
         );
         return Err((ErrorCode::InvalidRequest, message));
     }
+    // The same rule, and words, as a cluster's create: alone, the replication factor is 1.
+    if let Some(min_insync) = request.config.min_insync
+        && min_insync != 1
+    {
+        let message = format!(
+            "min_insync {min_insync}: 1 to the replication factor 1 (this node runs alone)"
+        );
+        return Err((ErrorCode::InvalidRequest, message));
+    }
     let spec = TopicSpec::new(name, request.partitions, &request.config);
     if let Err(e) = spec.engine_config(&shard.node.defaults).validate() {
         return Err((ErrorCode::InvalidRequest, e.to_string()));

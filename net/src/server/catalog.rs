@@ -96,43 +96,57 @@ pub fn load(data_dir: &Path) -> std::io::Result<BTreeMap<String, TopicSpec>> {
         if !entry.file_type()?.is_dir() {
             continue;
         }
-        let file = entry.path().join(TOPIC_FILE);
-        let bytes = match std::fs::read(&file) {
-            Ok(bytes) => bytes,
+        let spec = match read_topic_file(&entry.path()) {
+            Ok(spec) => spec,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 tracing::warn!(dir = %entry.path().display(), "no {TOPIC_FILE}: not a topic, ignored");
                 continue;
             }
             Err(e) => return Err(e),
         };
-        let spec: TopicSpec = serde_json::from_slice(&bytes).map_err(|e| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("{}: {e}", file.display()),
-            )
-        })?;
-        if entry.file_name().to_str() != Some(spec.name.as_str()) {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("{} names topic {:?}", file.display(), spec.name),
-            ));
-        }
         topics.insert(spec.name.clone(), spec);
     }
     Ok(topics)
+}
+
+/// The topic whose directory is `dir` (blocking): its `topic.json`, which must name the
+/// directory's own name. `NotFound` when there is no `topic.json`.
+pub fn read_topic_file(dir: &Path) -> std::io::Result<TopicSpec> {
+    let file = dir.join(TOPIC_FILE);
+    let bytes = std::fs::read(&file)?;
+    let spec: TopicSpec = serde_json::from_slice(&bytes).map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{}: {e}", file.display()),
+        )
+    })?;
+    if dir.file_name().and_then(|n| n.to_str()) != Some(spec.name.as_str()) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{} names topic {:?}", file.display(), spec.name),
+        ));
+    }
+    Ok(spec)
 }
 
 /// Writes a topic's file atomically (blocking).
 pub fn store(data_dir: &Path, spec: &TopicSpec) -> std::io::Result<()> {
     let dir = topic_dir(data_dir, &spec.name);
     std::fs::create_dir_all(&dir)?;
+    write_topic_file(&dir, spec)?;
+    std::fs::File::open(data_dir)?.sync_all()
+}
+
+/// Writes `spec` as `dir/topic.json` atomically and durably (temporary file, fsync,
+/// rename, fsync of `dir`; blocking). `dir` need not be named after the topic yet: an
+/// import builds a topic under a temporary name and renames it whole.
+pub fn write_topic_file(dir: &Path, spec: &TopicSpec) -> std::io::Result<()> {
     let tmp = dir.join(format!("{TOPIC_FILE}.tmp"));
     let mut file = std::fs::File::create(&tmp)?;
     file.write_all(&serde_json::to_vec_pretty(spec).map_err(std::io::Error::other)?)?;
     file.sync_all()?;
     std::fs::rename(&tmp, dir.join(TOPIC_FILE))?;
-    std::fs::File::open(&dir)?.sync_all()?;
-    std::fs::File::open(data_dir)?.sync_all()
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// Removes a topic and its data (blocking): the topic file first, durably, then the rest.

@@ -189,6 +189,21 @@ fn cluster_config(file: &FileConfig, node_id: u32) -> anyhow::Result<Option<Clus
     }))
 }
 
+/// A usage error unless `address` is `HOST:PORT` (a host, and a port number): `--listen
+/// 32001` is a mistake to name at once, not a name to resolve at start.
+fn check_host_port(flag: &str, address: &str) -> anyhow::Result<()> {
+    let well_formed = address
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if !well_formed {
+        anyhow::bail!(
+            "{flag} {address:?}: expected HOST:PORT, e.g. 127.0.0.1:9092 or 0.0.0.0:9092 \
+             (port 0: any free port)"
+        );
+    }
+    Ok(())
+}
+
 /// Defaults: listen 127.0.0.1:9092, one shard per core, node 0, flush always.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9092";
 
@@ -216,6 +231,11 @@ impl TryFrom<FileConfig> for ServerConfig {
             engine.tail_cache_bytes = bytes;
         }
         engine.validate()?;
+        let listen = file.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        check_host_port("--listen", &listen)?;
+        if let Some(advertise) = &file.advertise {
+            check_host_port("--advertise", advertise)?;
+        }
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         let shards = file.shards.unwrap_or(cores);
         if !(1..=256).contains(&shards) {
@@ -223,7 +243,7 @@ impl TryFrom<FileConfig> for ServerConfig {
         }
         Ok(ServerConfig {
             data_dir,
-            listen: file.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_owned()),
+            listen,
             advertise: file.advertise,
             shards,
             node_id,
@@ -262,6 +282,23 @@ mod tests {
         };
         assert!(ServerConfig::try_from(file).is_err());
         assert!(ServerConfig::try_from(FileConfig::default()).is_err());
+        for listen in ["32001", ":32001", "host:", "host:99999", "[::1]"] {
+            let file = FileConfig {
+                data_dir: Some("/d".into()),
+                listen: Some(listen.into()),
+                ..FileConfig::default()
+            };
+            let error = ServerConfig::try_from(file).unwrap_err().to_string();
+            assert!(error.contains("expected HOST:PORT"), "{listen}: {error}");
+        }
+        for listen in ["127.0.0.1:0", "[::1]:9092", "localhost:9092"] {
+            let file = FileConfig {
+                data_dir: Some("/d".into()),
+                listen: Some(listen.into()),
+                ..FileConfig::default()
+            };
+            assert!(ServerConfig::try_from(file).is_ok(), "{listen}");
+        }
     }
 
     #[test]

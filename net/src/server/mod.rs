@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use futures::future::{Either, select};
 use glommio::{LocalExecutorBuilder, Placement};
-use shardlog_engine::{preflight, warm_iopoll_probe};
+use shardlog_engine::{DirLock, preflight, warm_iopoll_probe};
 use shardlog_replicator::NodeId;
 use shardlog_replicator::controller::ControllerConfig;
 use shardlog_replicator::controller::raft_file::Recovered;
@@ -58,7 +58,8 @@ enum Event {
 
 /// Runs the server until SIGTERM/SIGINT or a shard fails.
 pub fn run(config: ServerConfig) -> anyhow::Result<()> {
-    let (catalog, listen, mut raft) = prepare(&config)?;
+    // `_lock` lives until `run` returns, after every shard has closed its logs.
+    let (_lock, catalog, listen, mut raft) = prepare(&config)?;
     let started = Instant::now();
     let mut signals = signal_hook::iterator::Signals::new([libc::SIGTERM, libc::SIGINT])
         .context("installing signal handlers")?;
@@ -128,9 +129,11 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
     result
 }
 
-/// What start-up read: the topics on disk (one node) or the controller's Raft state
-/// (cluster mode), and the address to listen on.
+/// What start-up read: the data directory's lock (held until the server returns), the
+/// topics on disk (one node) or the controller's Raft state (cluster mode), and the
+/// address to listen on.
 type Prepared = (
+    DirLock,
     BTreeMap<String, TopicSpec>,
     SocketAddr,
     Option<(Recovered, std::fs::File)>,
@@ -140,6 +143,9 @@ type Prepared = (
 fn prepare(config: &ServerConfig) -> anyhow::Result<Prepared> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    // First, before anything reads or changes the directory: opening a partition removes
+    // leftover temporary files, which would be another server's live files.
+    let lock = DirLock::acquire(&config.data_dir)?;
     preflight::preflight(&config.data_dir)?.warn_if_memlock_below(config.io_memory);
     // In cluster mode the topics are the controller's (its Raft log), not topic.json files.
     let catalog = match config.cluster {
@@ -166,7 +172,7 @@ fn prepare(config: &ServerConfig) -> anyhow::Result<Prepared> {
         Some(_) => Some(cluster::controller::open_raft_file(&config.data_dir)?),
         None => None,
     };
-    Ok((catalog, listen, raft))
+    Ok((lock, catalog, listen, raft))
 }
 
 /// Waits for every shard to be ready (then prints the ready line), forwards signals as

@@ -7,6 +7,7 @@
 use std::rc::Rc;
 
 use futures::FutureExt;
+use shardlog_engine::batch::BATCH_SIZE_MAX;
 use shardlog_replicator::{Acks as ReplicaAcks, ProduceError};
 
 use crate::api::{Acks, ArchivedAcks, ArchivedProduceRequest, ProduceResponse};
@@ -32,6 +33,9 @@ pub(crate) async fn begin(shard: &Rc<Shard>, frame: Frame) -> Completion {
         ),
         Err(e) => return dispatch::invalid(&header, &e),
     };
+    if let Some(refusal) = too_large(&header, frame.data.len()) {
+        return answer(&header, acks, refusal);
+    }
     let log = match route {
         Route::Local(log) => log,
         Route::Replica(replica) => {
@@ -172,6 +176,19 @@ fn answer(header: &FrameHeader, acks: Acks, reply: Reply) -> Completion {
         return futures::future::ready(None).boxed_local();
     }
     done(reply)
+}
+
+/// The refusal of a batch over the limit. Bigger data could never be a batch: say it is
+/// too large, naming the limit, rather than let the batch check call its length "out of
+/// bounds", which reads as damage.
+fn too_large(header: &FrameHeader, bytes: usize) -> Option<Reply> {
+    (bytes > BATCH_SIZE_MAX).then(|| {
+        let message = format!(
+            "batch of {bytes} bytes is too large: the limit is 16 MiB ({BATCH_SIZE_MAX} bytes) \
+             per batch, and a record must fit in one"
+        );
+        failed(header, ErrorCode::RequestTooLarge, &message)
+    })
 }
 
 fn failed(header: &FrameHeader, code: ErrorCode, message: &str) -> Reply {

@@ -186,8 +186,12 @@ impl std::str::FromStr for ConsumeFrom {
 pub enum OutputFormat {
     /// The value alone.
     Value,
-    /// `partition<TAB>offset<TAB>timestamp_ms<TAB>key<TAB>value`.
+    /// `partition<TAB>offset<TAB>timestamp_ms<TAB>key<TAB>value` (bytes that are not UTF-8
+    /// shown lossily; a value with a TAB or newline is ambiguous).
     Full,
+    /// One JSON object per line: partition, offset, timestamp, key, value, headers; bytes
+    /// that are not UTF-8 as base64 in `key_b64` / `value_b64`. Unambiguous.
+    Json,
 }
 
 /// Arguments of `consume`.

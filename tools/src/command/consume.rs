@@ -1,31 +1,47 @@
 //! `shardlog consume --brokers B --topic T ...`: prints records, one per line.
 //!
 //! Each partition starts at `--from` (`beginning`: its log start, `end`: its high
-//! watermark, or an offset). Without `--follow`, the partitions are read one after the
-//! other, each up to the high watermark seen when the command started, so the output is
-//! per partition in offset order and the command ends. With `--follow`, every partition
-//! long-polls at its tail at once (fetch `max_wait` 500 ms) and records are printed as
-//! they arrive (still in offset order within a partition) until `--count` records,
-//! SIGINT/SIGTERM, or a closed stdout (`| head`), each of which ends with exit code 0.
+//! watermark, or an offset). An offset outside `[log_start, high_watermark]` starts at the
+//! nearest end of that range, with a note on stderr, the way a Kafka consumer resets an
+//! out-of-range position (`auto.offset.reset`): past the end it waits for (with
+//! `--follow`) or ends at the next record to come; below the log start (records deleted
+//! by retention) it starts at the first one kept. Both modes do the same.
+//!
+//! Without `--follow`, the partitions are read one after the other, each up to the high
+//! watermark seen when the command started, so the output is per partition in offset
+//! order and the command ends. With `--follow`, every partition long-polls at its tail at
+//! once (fetch `max_wait` 500 ms) and records are printed as they arrive (still in offset
+//! order within a partition) until `--count` records, SIGINT/SIGTERM, or a closed stdout
+//! (`| head`), each of which ends with exit code 0. A follower outlives brokers that do
+//! not answer: it keeps trying, with backoff, saying so on stderr (`broker_outage.rs`),
+//! and a position that falls out of range meanwhile (retention) is reset as above.
 //!
 //! `--format value` prints the value; `full` prints
-//! `partition<TAB>offset<TAB>timestamp_ms<TAB>key<TAB>value`. Bytes that are not UTF-8
-//! are printed lossily (U+FFFD); a null key or value prints as nothing.
+//! `partition<TAB>offset<TAB>timestamp_ms<TAB>key<TAB>value`. In both, bytes that are not
+//! UTF-8 are printed lossily (U+FFFD) and a null key or value prints as nothing, so a
+//! value holding a newline or a TAB cannot be told apart. `json` is unambiguous: one JSON
+//! object per line, `{"partition","offset","timestamp","key","value","headers"}`, with
+//! `key_b64`/`value_b64` (base64) instead of `key`/`value` for bytes that are not UTF-8,
+//! and `null` for a null key or value (`JsonRecord`).
 
 use std::io::{self, BufWriter, StdoutLock, Write};
+use std::pin::pin;
 use std::time::Duration;
 
 use futures::StreamExt;
+use futures::future::{Either, select};
 use futures::stream::FuturesUnordered;
 use shardlog_engine::batch::{BatchHeader, Compression};
-use shardlog_engine::record::RecordIter;
+use shardlog_engine::record::{Record, RecordIter};
 use shardlog_net::ErrorCode;
 use shardlog_net::api::OffsetSpec;
-use shardlog_net::client::{Client, ClientError, FetchOptions, Fetched};
+use shardlog_net::client::{Client, ClientConfig, ClientError, FetchOptions, Fetched};
 
 use crate::Outcome;
 use crate::args::{ConsumeArgs, ConsumeFrom, OutputFormat};
+use crate::broker_outage::{BrokerOutage, no_broker_answers};
 use crate::error::ToolError;
+use crate::exported_record::{ExportedHeader, encode_bytes, exported_headers};
 use crate::online;
 
 /// How long a fetch at the tail may wait for records with `--follow`.
@@ -35,6 +51,7 @@ const FOLLOW_MAX_WAIT: Duration = Duration::from_millis(500);
 pub fn run(args: ConsumeArgs) -> Result<Outcome, ToolError> {
     if args.follow {
         online::catch_stop_signals()?;
+        return online::on_executor(move || follow(args));
     }
     let brokers = args.brokers.clone();
     online::run(&brokers, move |client| consume(client, args))
@@ -64,7 +81,101 @@ enum Flow {
     Stop,
 }
 
+/// Reads every chosen partition up to its high watermark at start.
 async fn consume(client: Client, args: ConsumeArgs) -> Result<Outcome, ToolError> {
+    let mut printer = Printer::new(args.format, args.count);
+    if args.count == Some(0) {
+        return Ok(Outcome::Clean);
+    }
+    let cursors = cursors(&client, &args).await?;
+    let reader = Reader {
+        client: &client,
+        topic: &args.topic,
+    };
+    for cursor in cursors {
+        if reader.drain(cursor, &mut printer).await? == Flow::Stop {
+            break;
+        }
+    }
+    printer.flush()?;
+    Ok(printer.outcome)
+}
+
+/// `--follow`: connects, finds the partitions and follows them, each step tried again
+/// for as long as no broker answers, until `--count`, a stop signal or a closed stdout.
+async fn follow(args: ConsumeArgs) -> Result<Outcome, ToolError> {
+    let mut printer = Printer::new(args.format, args.count);
+    if args.count == Some(0) {
+        return Ok(Outcome::Clean);
+    }
+    let mut outage = BrokerOutage::default();
+    let brokers = args.brokers.brokers.as_str();
+    let connect = || async {
+        Client::connect(brokers, ClientConfig::default())
+            .await
+            .map_err(|source| ToolError::Connect {
+                brokers: brokers.to_owned(),
+                source,
+            })
+    };
+    let Some(client) = retried(&mut outage, "connect", connect).await? else {
+        return Ok(Outcome::Clean);
+    };
+    let Some(cursors) = retried(&mut outage, "start", || cursors(&client, &args)).await? else {
+        return Ok(Outcome::Clean);
+    };
+    let reader = Reader {
+        client: &client,
+        topic: &args.topic,
+    };
+    reader.follow(cursors, &mut printer, &mut outage).await?;
+    printer.flush()?;
+    Ok(printer.outcome)
+}
+
+/// Runs `attempt` until it succeeds, fails with an answer, or the command is told to
+/// stop (`None`); failures because no broker answers are waited out.
+async fn retried<T, F, Fut>(
+    outage: &mut BrokerOutage,
+    what: &str,
+    mut attempt: F,
+) -> Result<Option<T>, ToolError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ToolError>>,
+{
+    loop {
+        let tried = match select(pin!(attempt()), pin!(online::until_stopped())).await {
+            Either::Left((tried, _)) => tried,
+            Either::Right(((), _)) => return Ok(None),
+        };
+        match tried {
+            Ok(value) => {
+                outage.answered();
+                return Ok(Some(value));
+            }
+            Err(e) if no_broker_answers(&e) => {
+                let pause = outage.failed(what, &e);
+                let stopped = matches!(
+                    select(
+                        pin!(glommio::timer::sleep(pause)),
+                        pin!(online::until_stopped()),
+                    )
+                    .await,
+                    Either::Right(_)
+                );
+                if stopped {
+                    return Ok(None);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The cursor of every chosen partition at `--from`, ending at today's high watermark
+/// unless `--follow`.
+async fn cursors(client: &Client, args: &ConsumeArgs) -> Result<Vec<Cursor>, ToolError> {
     let what = format!("topic {}", args.topic);
     let partitions = client
         .partition_count(&args.topic)
@@ -80,55 +191,66 @@ async fn consume(client: Client, args: ConsumeArgs) -> Result<Outcome, ToolError
         }
         None => (0..partitions).collect(),
     };
-    let mut printer = Printer::new(args.format, args.count);
-    if args.count == Some(0) {
-        return Ok(Outcome::Clean);
-    }
     let mut cursors = Vec::with_capacity(chosen.len());
     for partition in chosen {
-        cursors.push(start(&client, &args, partition).await?);
+        let range = Range::of(client, &args.topic, partition).await?;
+        let next = match args.from {
+            ConsumeFrom::Beginning => range.log_start,
+            ConsumeFrom::End => range.high_watermark,
+            ConsumeFrom::Offset(offset) => range.clamp(&args.topic, partition, offset),
+        };
+        cursors.push(Cursor {
+            partition,
+            next,
+            end: (!args.follow).then_some(range.high_watermark),
+        });
     }
-    let reader = Reader {
-        client: &client,
-        topic: &args.topic,
-    };
-    if args.follow {
-        reader.follow(cursors, &mut printer).await?;
-    } else {
-        for cursor in cursors {
-            if reader.drain(cursor, &mut printer).await? == Flow::Stop {
-                break;
-            }
-        }
-    }
-    printer.flush()?;
-    Ok(printer.outcome)
+    Ok(cursors)
 }
 
-/// The cursor of `partition` at `--from`, ending at today's high watermark unless
-/// `--follow`.
-async fn start(client: &Client, args: &ConsumeArgs, partition: u32) -> Result<Cursor, ToolError> {
-    let list = |spec| async move {
-        client
-            .list_offset(&args.topic, partition, spec)
-            .await
-            .map_err(ToolError::request(format!(
-                "topic {} partition {partition}: list offsets",
-                args.topic
-            )))
-            .map(|offset| offset.unwrap_or(0))
-    };
-    let high_watermark = list(OffsetSpec::Latest).await?;
-    let next = match args.from {
-        ConsumeFrom::Beginning => list(OffsetSpec::Earliest).await?,
-        ConsumeFrom::End => high_watermark,
-        ConsumeFrom::Offset(offset) => offset,
-    };
-    Ok(Cursor {
-        partition,
-        next,
-        end: (!args.follow).then_some(high_watermark),
-    })
+/// The offsets a partition serves: `[log_start, high_watermark]`.
+#[derive(Clone, Copy, Debug)]
+struct Range {
+    log_start: u64,
+    high_watermark: u64,
+}
+
+impl Range {
+    async fn of(client: &Client, topic: &str, partition: u32) -> Result<Range, ToolError> {
+        let list = |spec| async move {
+            client
+                .list_offset(topic, partition, spec)
+                .await
+                .map_err(ToolError::request(format!(
+                    "topic {topic} partition {partition}: list offsets"
+                )))
+                .map(|offset| offset.unwrap_or(0))
+        };
+        Ok(Range {
+            log_start: list(OffsetSpec::Earliest).await?,
+            high_watermark: list(OffsetSpec::Latest).await?,
+        })
+    }
+
+    /// `offset`, or the nearest end of the range (with a note) when outside it.
+    fn clamp(&self, topic: &str, partition: u32, offset: u64) -> u64 {
+        let (start, end) = (self.log_start, self.high_watermark);
+        let (at, why) = if offset > end {
+            (end, "past the end; starting at the end")
+        } else if offset < start {
+            (
+                start,
+                "below the first record kept; starting at the first one",
+            )
+        } else {
+            return offset;
+        };
+        eprintln!(
+            "shardlog: topic {topic} partition {partition}: offset {offset} is outside \
+             [{start}, {end}] ({why}, offset {at})"
+        );
+        at
+    }
 }
 
 /// Fetches for one topic.
@@ -160,21 +282,79 @@ impl Reader<'_> {
     }
 
     /// Long-polls every partition at once until `--count`, a stop signal or closed stdout.
-    async fn follow(&self, cursors: Vec<Cursor>, printer: &mut Printer) -> Result<(), ToolError> {
+    /// A partition whose fetch finds no broker tries again after the outage's pause; one
+    /// whose position fell out of range (retention) is reset into it.
+    async fn follow(
+        &self,
+        cursors: Vec<Cursor>,
+        printer: &mut Printer,
+        outage: &mut BrokerOutage,
+    ) -> Result<(), ToolError> {
         let options = FetchOptions {
             max_wait: FOLLOW_MAX_WAIT,
             min_bytes: 1,
             ..FetchOptions::default()
         };
-        let fetch = |cursor: Cursor| async move { (cursor, self.fetch(cursor, options).await) };
-        let mut pending: FuturesUnordered<_> = cursors.into_iter().map(fetch).collect();
-        while let Some((mut cursor, fetched)) = pending.next().await {
-            if printer.print(&fetched?, &mut cursor)? == Flow::Stop || online::stop_requested() {
-                break;
+        let fetch = |cursor: Cursor, pause: Duration| async move {
+            if !pause.is_zero() {
+                glommio::timer::sleep(pause).await;
             }
-            pending.push(fetch(cursor));
+            (cursor, self.follow_fetch(cursor, options).await)
+        };
+        let mut pending: FuturesUnordered<_> = cursors
+            .into_iter()
+            .map(|cursor| fetch(cursor, Duration::ZERO))
+            .collect();
+        let mut stopped = pin!(online::until_stopped());
+        loop {
+            let next = match select(pending.next(), stopped.as_mut()).await {
+                Either::Left((next, _)) => next,
+                Either::Right(((), _)) => return Ok(()),
+            };
+            let Some((mut cursor, fetched)) = next else {
+                return Ok(());
+            };
+            let pause = match fetched {
+                Ok(Some(fetched)) => {
+                    outage.answered();
+                    if printer.print(&fetched, &mut cursor)? == Flow::Stop {
+                        return Ok(());
+                    }
+                    Duration::ZERO
+                }
+                Ok(None) => {
+                    outage.answered();
+                    let range = Range::of(self.client, self.topic, cursor.partition).await;
+                    match range {
+                        Ok(range) => {
+                            cursor.next = range.clamp(self.topic, cursor.partition, cursor.next);
+                            Duration::ZERO
+                        }
+                        Err(e) if no_broker_answers(&e) => outage.failed("list offsets", &e),
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err(e) if no_broker_answers(&e) => outage.failed("fetch", &e),
+                Err(e) => return Err(e),
+            };
+            pending.push(fetch(cursor, pause));
         }
-        Ok(())
+    }
+
+    /// A fetch for `--follow`: `None` when the position is out of range.
+    async fn follow_fetch(
+        &self,
+        cursor: Cursor,
+        options: FetchOptions,
+    ) -> Result<Option<Fetched>, ToolError> {
+        match self.fetch(cursor, options).await {
+            Err(ToolError::Request { source, .. })
+                if source.code() == Some(ErrorCode::OffsetOutOfRange) =>
+            {
+                Ok(None)
+            }
+            other => other.map(Some),
+        }
     }
 
     async fn fetch(&self, cursor: Cursor, options: FetchOptions) -> Result<Fetched, ToolError> {
@@ -277,8 +457,7 @@ impl Printer {
                 partition: cursor.partition,
                 offset,
                 timestamp: record.timestamp(header).0,
-                key: record.key,
-                value: record.value,
+                record,
             };
             cursor.next = offset + 1;
             if self.write(&line)? == Flow::Stop {
@@ -295,17 +474,21 @@ impl Printer {
         if self.remaining == Some(0) || self.closed {
             return Ok(Flow::Stop);
         }
+        let record = &line.record;
         let written = match self.format {
-            OutputFormat::Value => writeln!(self.out, "{}", text(line.value)),
+            OutputFormat::Value => writeln!(self.out, "{}", text(record.value)),
             OutputFormat::Full => writeln!(
                 self.out,
                 "{}\t{}\t{}\t{}\t{}",
                 line.partition,
                 line.offset,
                 line.timestamp,
-                text(line.key),
-                text(line.value)
+                text(record.key),
+                text(record.value)
             ),
+            OutputFormat::Json => serde_json::to_writer(&mut self.out, &JsonRecord::new(line))
+                .map_err(io::Error::from)
+                .and_then(|()| self.out.write_all(b"\n")),
         };
         if let Err(e) = written {
             return self.closed_is_stop(e);
@@ -332,11 +515,12 @@ impl Printer {
     /// A closed stdout (`| head`) ends the output quietly; any other write error is an
     /// error.
     fn closed_is_stop(&mut self, error: io::Error) -> Result<Flow, ToolError> {
-        if error.kind() == io::ErrorKind::BrokenPipe {
-            self.closed = true;
-            Ok(Flow::Stop)
-        } else {
-            Err(ToolError::io("stdout")(error))
+        match ToolError::stdout(error) {
+            ToolError::StdoutClosed => {
+                self.closed = true;
+                Ok(Flow::Stop)
+            }
+            other => Err(other),
         }
     }
 }
@@ -351,6 +535,39 @@ struct Line<'a> {
     partition: u32,
     offset: u64,
     timestamp: i64,
-    key: Option<&'a [u8]>,
-    value: Option<&'a [u8]>,
+    record: Record<'a>,
+}
+
+/// A record as `--format json` prints it: one object per line, every byte field as text
+/// when it is UTF-8 and as base64 in `<field>_b64` otherwise (as `export` writes them), so
+/// values holding newlines, tabs or binary come back exactly.
+#[derive(serde::Serialize)]
+struct JsonRecord {
+    partition: u32,
+    offset: u64,
+    timestamp: i64,
+    key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_b64: Option<String>,
+    value: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value_b64: Option<String>,
+    headers: Vec<ExportedHeader>,
+}
+
+impl JsonRecord {
+    fn new(line: &Line<'_>) -> JsonRecord {
+        let (key, key_b64) = encode_bytes(line.record.key);
+        let (value, value_b64) = encode_bytes(line.record.value);
+        JsonRecord {
+            partition: line.partition,
+            offset: line.offset,
+            timestamp: line.timestamp,
+            key,
+            key_b64,
+            value,
+            value_b64,
+            headers: exported_headers(&line.record),
+        }
+    }
 }

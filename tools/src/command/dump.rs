@@ -9,7 +9,8 @@
 //! `--json`, one JSON object per line, `"type"` being `batch`, `record` or `stop`.
 //! Previews show the first 32 bytes as text, escaping anything not printable.
 //! Exit 1 if a bad CRC or bytes that are not a batch (a torn tail included) were seen;
-//! the zero padding after the last batch is the normal end of a segment.
+//! the zero padding after the last batch is the normal end of a segment. A stdout closed by
+//! its reader (`| head`) ends the dump with exit 0.
 
 use std::fs;
 use std::io::{self, BufWriter, Write};
@@ -48,9 +49,12 @@ pub fn run(args: &DumpArgs) -> Result<Outcome, ToolError> {
         if dump.remaining == 0 {
             break;
         }
-        dump.segment(file).map_err(ToolError::io(&file.path))?;
+        // A read error is the data file's; a write error is stdout's (a closed stdout,
+        // `| head`, is a normal end), never the data file's.
+        let bytes = fs::read(&file.path).map_err(ToolError::io(&file.path))?;
+        dump.segment(file, &bytes).map_err(ToolError::stdout)?;
     }
-    dump.out.flush().map_err(ToolError::io("stdout"))?;
+    dump.out.flush().map_err(ToolError::stdout)?;
     Ok(if dump.problems {
         Outcome::ProblemsFound
     } else {
@@ -94,8 +98,8 @@ struct Dump<W: Write> {
 }
 
 impl<W: Write> Dump<W> {
-    fn segment(&mut self, file: &SegmentFile) -> io::Result<()> {
-        let bytes = fs::read(&file.path)?;
+    /// Prints the segment `file` whose bytes are `bytes`; errors are stdout's.
+    fn segment(&mut self, file: &SegmentFile, bytes: &[u8]) -> io::Result<()> {
         let name = file.name();
         if !self.json {
             writeln!(self.out, "segment {}", file.path.display())?;

@@ -4,7 +4,9 @@
 //! chunks of lines through a bounded flume channel: a chunk closes at `--batch-records`
 //! lines or as soon as stdin has nothing more buffered, so typed lines go out at once and
 //! piped files go out in full batches. Each chunk becomes one batch per partition it
-//! touches (split further past `BATCH_BYTES_MAX`), all timestamped now. Up to `--inflight`
+//! touches (split further past `BATCH_BYTES_MAX`, and never past the 16 MiB batch limit,
+//! `BATCH_SIZE_MAX`: a record too large for a batch of its own fails alone, naming the
+//! limit), all timestamped now. Up to `--inflight`
 //! chunks are pipelined on the connection; their answers are reported in input order
 //! (`FuturesOrdered`), so `--report-offsets` prints `partition<TAB>offset` lines in the
 //! order of the input lines, skipping records that failed. Errors go to stderr, naming the
@@ -24,6 +26,7 @@ use futures::StreamExt;
 use futures::future::{Either, join_all, select};
 use futures::stream::FuturesOrdered;
 use shardlog_engine::TimestampMs;
+use shardlog_engine::batch::BATCH_SIZE_MAX;
 use shardlog_engine::record::BatchBuilder;
 use shardlog_net::ErrorCode;
 use shardlog_net::api;
@@ -277,14 +280,30 @@ impl Sender {
             let mut builder = BatchBuilder::new();
             let mut members = Vec::new();
             for record in records {
-                if builder.record_count() > 0 && builder.size() >= BATCH_BYTES_MAX {
+                let (key, value) = (record.key, Some(record.value));
+                let mut size = builder.size_with(now, key, value, &[]);
+                if builder.record_count() > 0
+                    && (builder.size() >= BATCH_BYTES_MAX || size > BATCH_SIZE_MAX)
+                {
                     batches.push(Batch {
                         partition,
                         members: std::mem::take(&mut members),
                         bytes: Bytes::from(builder.finish()),
                     });
+                    size = builder.size_with(now, key, value, &[]);
                 }
-                builder.push(now, record.key, Some(record.value), &[]);
+                // Refused here, naming the limit, rather than sent for the server to
+                // refuse.
+                if size > BATCH_SIZE_MAX {
+                    let number = lines.get(record.index).map_or(0, |l| l.number);
+                    errors.push(format!(
+                        "line {number}: record too large: {size} bytes as a batch of its own \
+                         (batch header and record framing included), over the batch limit of \
+                         16 MiB ({BATCH_SIZE_MAX} bytes)"
+                    ));
+                    continue;
+                }
+                builder.push(now, key, value, &[]);
                 members.push(record.index);
             }
             if builder.record_count() > 0 {
@@ -377,13 +396,13 @@ impl Report {
             self.records += 1;
             match line {
                 Sent::Ok(partition, Some(offset)) if self.report_offsets => {
-                    writeln!(out, "{partition}\t{offset}").map_err(ToolError::io("stdout"))?;
+                    writeln!(out, "{partition}\t{offset}").map_err(ToolError::stdout)?;
                 }
                 Sent::Ok(..) => {}
                 Sent::Failed => self.failed += 1,
             }
         }
-        out.flush().map_err(ToolError::io("stdout"))
+        out.flush().map_err(ToolError::stdout)
     }
 
     fn finish(&self) -> Outcome {

@@ -21,6 +21,11 @@
 //! After `--apply` each repaired partition is checked again and what remains is printed.
 //! Exit 0: nothing to do, or everything repaired. Exit 1: repairs needed and `--apply` not
 //! given, or problems left after it.
+//!
+//! `--apply` takes the data directory's lock first (`dir_locks.rs`) and is refused while a
+//! `shardlogd` (or another repair or import) holds it. A stdout closed by its reader drops
+//! the rest of the output but not the rest of the work: a repair stopped between two
+//! steps would help nobody.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -35,7 +40,9 @@ use shardlog_engine::segment::{BLOCK_SIZE, INDEX_SUFFIX, TIME_INDEX_SUFFIX, alig
 use crate::Outcome;
 use crate::args::RepairArgs;
 use crate::check::{self, FindingKind, PartitionCheck};
+use crate::dir_locks;
 use crate::error::ToolError;
+use crate::output::line_unless_closed;
 use crate::progress;
 use crate::scan::{self, SegmentScan};
 
@@ -58,13 +65,22 @@ enum Action {
 
 /// Runs `repair`.
 pub fn run(args: &RepairArgs) -> Result<Outcome, ToolError> {
+    // Only --apply writes; it must not change files under a running server, and no server
+    // may start on them meanwhile. The plan alone reads, like verify.
+    let _locks = if args.apply {
+        dir_locks::lock_served_ancestors(&args.dir)?
+    } else {
+        Vec::new()
+    };
     let partitions = scan::partition_dirs(&args.dir)?;
     let bar = progress::bytes_bar(scan::total_segment_bytes(&partitions)?, "repair");
     let (mut pending, mut left) = (0usize, 0usize);
+    // A closed stdout drops the rest of the output, never the rest of the work.
+    let mut closed = false;
     for partition in &partitions {
         let check = check::check_partition(partition, &bar)?;
         let actions = plan(&check);
-        bar.suspend(|| print_plan(&check, &actions));
+        bar.suspend(|| print_plan(&mut closed, &check, &actions))?;
         if actions.is_empty() {
             continue;
         }
@@ -74,34 +90,40 @@ pub fn run(args: &RepairArgs) -> Result<Outcome, ToolError> {
         }
         for action in &actions {
             let done = apply(&check, action)?;
-            bar.suspend(|| println!("  done: {done}"));
+            bar.suspend(|| line_unless_closed(&mut closed, format_args!("  done: {done}")))?;
         }
         sync_dir(partition)?;
         let after = check::check_partition(partition, &ProgressBar::hidden())?;
         for finding in &after.findings {
-            bar.suspend(|| println!("  still wrong: {finding}"));
+            bar.suspend(|| {
+                line_unless_closed(&mut closed, format_args!("  still wrong: {finding}"))
+            })?;
         }
         left += after.findings.len();
     }
     bar.finish_and_clear();
     if pending > 0 {
-        println!(
-            "{pending} repair(s) planned; nothing changed. Run again with --apply to carry them out."
-        );
+        line_unless_closed(
+            &mut closed,
+            format_args!(
+                "{pending} repair(s) planned; nothing changed. Run again with --apply to carry them out."
+            ),
+        )?;
         return Ok(Outcome::ProblemsFound);
     }
     if left > 0 {
-        println!("{left} problem(s) left that need manual work");
+        line_unless_closed(
+            &mut closed,
+            format_args!("{left} problem(s) left that need manual work"),
+        )?;
         return Ok(Outcome::ProblemsFound);
     }
-    println!(
-        "{}",
-        if args.apply {
-            "repair done; verify is clean"
-        } else {
-            "nothing to repair"
-        }
-    );
+    let summary = if args.apply {
+        "repair done; verify is clean"
+    } else {
+        "nothing to repair"
+    };
+    line_unless_closed(&mut closed, format_args!("{summary}"))?;
     Ok(Outcome::Clean)
 }
 
@@ -139,18 +161,24 @@ fn plan(check: &PartitionCheck) -> Vec<Action> {
     actions
 }
 
-fn print_plan(check: &PartitionCheck, actions: &[Action]) {
+fn print_plan(
+    closed: &mut bool,
+    check: &PartitionCheck,
+    actions: &[Action],
+) -> Result<(), ToolError> {
+    let dir = check.dir.display();
     if actions.is_empty() {
-        println!("{}: nothing to repair", check.dir.display());
-        return;
+        return line_unless_closed(closed, format_args!("{dir}: nothing to repair"));
     }
-    println!("{}: repair plan", check.dir.display());
+    line_unless_closed(closed, format_args!("{dir}: repair plan"))?;
     for finding in &check.findings {
-        println!("  found: {finding}");
+        line_unless_closed(closed, format_args!("  found: {finding}"))?;
     }
     for (i, action) in actions.iter().enumerate() {
-        println!("  {}. {}", i + 1, describe(check, action));
+        let step = describe(check, action);
+        line_unless_closed(closed, format_args!("  {}. {step}", i + 1))?;
     }
+    Ok(())
 }
 
 fn describe(check: &PartitionCheck, action: &Action) -> String {

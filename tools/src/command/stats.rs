@@ -16,6 +16,7 @@ use std::path::Path;
 use crate::Outcome;
 use crate::check;
 use crate::error::ToolError;
+use crate::output::outln;
 use crate::progress;
 use crate::scan;
 
@@ -41,17 +42,18 @@ pub fn run(dir: &Path) -> Result<Outcome, ToolError> {
             (Some(first), Some(last)) => format!("{first}..{last}"),
             _ => "none".to_owned(),
         };
-        bar.suspend(|| {
-            println!("{}", partition.display());
-            println!(
+        bar.suspend(|| -> Result<(), ToolError> {
+            outln!("{}", partition.display())?;
+            outln!(
                 "  segments {}  bytes {data} (on disk {on_disk})  batches {batches}  records {records}",
                 segments.len()
-            );
-            println!("  offsets {start}..{end}  timestamps {times}");
+            )?;
+            outln!("  offsets {start}..{end}  timestamps {times}")?;
             if !check.findings.is_empty() {
-                println!("  {} problem(s): run `shardlog verify`", check.findings.len());
+                outln!("  {} problem(s): run `shardlog verify`", check.findings.len())?;
             }
-        });
+            Ok(())
+        })?;
     }
     bar.finish_and_clear();
     Ok(Outcome::Clean)

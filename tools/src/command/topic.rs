@@ -202,13 +202,13 @@ fn delete(args: TopicDeleteArgs) -> Result<Outcome, ToolError> {
     })
 }
 
-/// Writes lines to stdout; a closed stdout is an error, never a panic.
+/// Writes lines to stdout; a closed stdout ends the command quietly, never a panic.
 pub(crate) fn print_lines(lines: impl IntoIterator<Item = String>) -> Result<(), ToolError> {
     let mut out = io::stdout().lock();
     for line in lines {
-        writeln!(out, "{line}").map_err(ToolError::io("stdout"))?;
+        writeln!(out, "{line}").map_err(ToolError::stdout)?;
     }
-    out.flush().map_err(ToolError::io("stdout"))
+    out.flush().map_err(ToolError::stdout)
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use std::path::Path;
 use crate::Outcome;
 use crate::check;
 use crate::error::ToolError;
+use crate::output::outln;
 use crate::progress;
 use crate::scan;
 
@@ -23,15 +24,15 @@ pub fn run(dir: &Path) -> Result<Outcome, ToolError> {
         let check = check::check_partition(partition, &bar)?;
         segment_count += check.segments.len();
         for finding in &check.findings {
-            bar.suspend(|| println!("{}: {finding}", partition.display()));
+            bar.suspend(|| outln!("{}: {finding}", partition.display()))?;
         }
         for note in &check.notes {
-            bar.suspend(|| println!("{}: note: {note}", partition.display()));
+            bar.suspend(|| outln!("{}: note: {note}", partition.display()))?;
         }
         finding_count += check.findings.len();
     }
     bar.finish_and_clear();
-    println!(
+    outln!(
         "verified {} partition(s), {segment_count} segment(s): {}",
         partitions.len(),
         if finding_count == 0 {
@@ -39,7 +40,7 @@ pub fn run(dir: &Path) -> Result<Outcome, ToolError> {
         } else {
             format!("{finding_count} problem(s) found")
         }
-    );
+    )?;
     Ok(if finding_count == 0 {
         Outcome::Clean
     } else {

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use shardlog_net::server::{self, FileConfig, ServerConfig};
 
 /// shardlog's server: a partitioned, append-only log over the network.
@@ -100,16 +100,15 @@ impl Args {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    shardlog_net::logging::init_stderr("info");
     let config = match Args::parse().into_config() {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("shardlogd: {e:#}");
+            // A usage error, reported the way clap reports its own.
+            eprintln!(
+                "shardlogd: {e:#}\n\n{}\n\nFor more information, try '--help'.",
+                Args::command().render_usage()
+            );
             return ExitCode::from(2);
         }
     };
