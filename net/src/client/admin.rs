@@ -10,7 +10,10 @@ use bytes::Bytes;
 use futures::future::{Either, select};
 
 use super::{Client, ClientError, check, name_silence};
-use crate::api::{Api, CreateTopicRequest, DeleteTopicRequest, TopicConfig, TopicResponse};
+use crate::api::{
+    Api, CreateTopicRequest, DeleteTopicRequest, MetadataRequest, MetadataResponse, TopicConfig,
+    TopicResponse,
+};
 use crate::error_code::ErrorCode;
 
 /// How an admin request ended, and whether an attempt before the last may have taken
@@ -59,22 +62,41 @@ impl Client {
             }
             other => other?,
         }
-        // In a cluster the other nodes learn of the topic a moment later: wait until the
-        // metadata names it, so the caller can use it at once.
+        // In a cluster the other nodes learn of the topic a moment later (when the
+        // controller's commit reaches them): wait until every live node names it, so the
+        // caller (or the next command, asking any node) can use it at once. A node that
+        // does not answer is not waited for.
         let deadline = Instant::now() + self.inner.config.request_timeout;
-        let mut pause = Duration::from_millis(5);
-        loop {
-            let response = self.metadata(&[name.to_owned()]).await?;
-            let known = response
+        let request = MetadataRequest {
+            topics: vec![name.to_owned()],
+        };
+        let names = |response: &MetadataResponse| {
+            response
                 .topics
                 .iter()
-                .any(|t| t.name == name && t.error == ErrorCode::None.as_u16());
-            if known || Instant::now() >= deadline {
-                return Ok(());
+                .any(|t| t.name == name && t.error == ErrorCode::None.as_u16())
+        };
+        let response = self.metadata(&[name.to_owned()]).await?;
+        let live: Vec<String> = response
+            .brokers
+            .iter()
+            .filter(|b| b.live)
+            .map(|b| format!("{}:{}", b.host, b.port))
+            .collect();
+        for addr in live {
+            let mut pause = Duration::from_millis(5);
+            loop {
+                let timeout = self.admin_attempt_timeout();
+                match self.ask_metadata(addr.clone(), &request, timeout).await {
+                    (_, Ok(answer)) if !names(&answer) && Instant::now() < deadline => {
+                        glommio::timer::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_millis(200));
+                    }
+                    _ => break,
+                }
             }
-            glommio::timer::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(200));
         }
+        Ok(())
     }
 
     /// Deletes a topic and every record in it. A topic that does not exist is

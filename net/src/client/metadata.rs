@@ -96,7 +96,7 @@ impl Client {
         }
     }
 
-    async fn ask_metadata(
+    pub(super) async fn ask_metadata(
         &self,
         addr: String,
         request: &MetadataRequest,
