@@ -1320,12 +1320,19 @@ impl LocalExecutor {
         self.reactor.need_preempt()
     }
 
+    /// Runs task queues until none is runnable (`false`: the caller may park) or until
+    /// preempted (`true` while a queue is still runnable, so the caller polls and comes
+    /// back instead of parking).
     fn run_task_queues(&self) -> bool {
         let mut ran = false;
         loop {
             self.reactor.sys.install_eventfd();
             if self.need_preempt() {
-                break;
+                // shardlog patch (vendor/README.md): preempted before running anything is
+                // not "nothing to run". Returning `false` here made `run` park with
+                // runnable queues; no completion was coming for them, so the executor
+                // slept until an unrelated timer, I/O or signal woke it, or forever.
+                break ran || !self.queues.borrow().active_executors.is_empty();
             }
             if !self.run_one_task_queue() {
                 return false;
@@ -1333,7 +1340,6 @@ impl LocalExecutor {
                 ran = true;
             }
         }
-        ran
     }
 
     fn run_one_task_queue(&self) -> bool {
