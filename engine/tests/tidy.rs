@@ -29,7 +29,7 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
         if path.is_dir() {
             if !matches!(
                 name.as_str(),
-                "target" | ".git" | "fixtures" | "corpus" | "artifacts"
+                "target" | ".git" | "fixtures" | "corpus" | "artifacts" | "vendor"
             ) {
                 rust_files(&path, out);
             }
