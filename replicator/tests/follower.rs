@@ -22,6 +22,14 @@ fn stored(offset: u64, epoch: i32) -> Vec<u8> {
     bytes
 }
 
+/// Steps `replica` with `input` at time 0; the actions it queued.
+fn step(replica: &mut PartitionReplica, input: Input) -> Vec<Action> {
+    replica.step(Tick(0), input);
+    let mut actions = Vec::new();
+    replica.drain_actions(&mut actions);
+    actions
+}
+
 /// Found by the simulation's settle phase: a replica elected leader of epoch 3 lost the
 /// leadership before it appended anything, so epoch 3 "starts" at its log end with no
 /// batch in it. Following the epoch-5 leader, it reconciles to its own log end (nothing
@@ -34,36 +42,21 @@ fn an_epoch_led_without_appending_does_not_block_later_ships() {
         let bytes = stored(offset, 2);
         replica.recover_batch(&BatchHeader::parse(&bytes).unwrap());
     }
-    let mut actions = Vec::new();
-    let mut step = |replica: &mut PartitionReplica, input: Input| {
-        replica.step(Tick(0), input);
-        actions.clear();
-        replica.drain_actions(&mut actions);
-        actions.clone()
+    let lead = Input::BecomeLeader {
+        epoch: LeaderEpoch(3),
+        replicas: vec![LEADER, ME],
+        isr: vec![LEADER, ME],
+        isr_version: 0,
+        offline: Vec::new(),
     };
-    step(
-        &mut replica,
-        Input::BecomeLeader {
-            epoch: LeaderEpoch(3),
-            replicas: vec![LEADER, ME],
-            isr: vec![LEADER, ME],
-            isr_version: 0,
-            offline: Vec::new(),
-        },
-    );
-    let sent = step(
-        &mut replica,
-        Input::BecomeFollower {
-            epoch: LeaderEpoch(5),
-            leader: LEADER,
-        },
-    );
-    assert!(
-        sent.iter().any(
-            |a| matches!(a, Action::Send { message: Message::EpochQuery(q), .. } if q.epoch == 3)
-        ),
-        "{sent:?}"
-    );
+    step(&mut replica, lead);
+    let follow = Input::BecomeFollower {
+        epoch: LeaderEpoch(5),
+        leader: LEADER,
+    };
+    let sent = step(&mut replica, follow);
+    let asks_for_3 = |a: &Action| matches!(a, Action::Send { message: Message::EpochQuery(q), .. } if q.epoch == 3);
+    assert!(sent.iter().any(asks_for_3), "{sent:?}");
     // The leader's largest epoch at or below 3 is 2, which ends at 4 there.
     let answer = EpochAnswer {
         leader_epoch: 5,
@@ -71,11 +64,12 @@ fn an_epoch_led_without_appending_does_not_block_later_ships() {
         epoch: 2,
         end_offset: 4,
     };
+    let message = Message::EpochAnswer(answer);
     let acked = step(
         &mut replica,
         Input::Received {
             from: LEADER,
-            message: Message::EpochAnswer(answer),
+            message,
         },
     );
     assert!(
@@ -95,11 +89,12 @@ fn an_epoch_led_without_appending_does_not_block_later_ships() {
         high_watermark: 2,
         batches: [stored(2, 2), stored(3, 2)].concat(),
     };
+    let message = Message::Ship(ship);
     let appended = step(
         &mut replica,
         Input::Received {
             from: LEADER,
-            message: Message::Ship(ship),
+            message,
         },
     );
     assert!(
