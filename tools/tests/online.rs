@@ -700,11 +700,10 @@ fn an_offset_past_the_end_starts_at_the_end_with_and_without_follow() {
     assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
     let printed = String::from_utf8(output.stdout).unwrap();
     let fields: Vec<&str> = printed.trim_end().split('\t').collect();
-    assert_eq!(
-        (fields[0], fields[1], fields[4]),
-        ("0", "5", "later"),
-        "{printed}"
-    );
+    // At the end when it started: offset 5, or later if a "later" landed before it did.
+    let offset: u64 = fields[1].parse().unwrap();
+    assert_eq!((fields[0], fields[4]), ("0", "later"), "{printed}");
+    assert!(offset >= 5, "{printed}");
 }
 
 /// Produces `line` to `topic` every 100 ms until `child` exits (at most a minute); its
