@@ -216,6 +216,18 @@ impl BatchHeader {
     pub fn is_control(&self) -> bool {
         self.attributes & 0x20 != 0
     }
+
+    /// Whether the batch belongs to a transaction; shardlog has none.
+    #[must_use]
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & 0x10 != 0
+    }
+
+    /// Whether the broker sets the timestamps (LogAppendTime) rather than the producer.
+    #[must_use]
+    pub fn is_log_append_time(&self) -> bool {
+        self.attributes & 0x08 != 0
+    }
 }
 
 /// Checks that `bytes` is exactly one whole batch with a matching CRC.
@@ -247,12 +259,40 @@ pub fn validate_with_records(bytes: &[u8]) -> Result<BatchHeader, Corruption> {
     if header.compression() != Compression::None {
         return Ok(header);
     }
+    walk_records(&header, bytes)?;
+    Ok(header)
+}
+
+/// What a leader checks of a batch a producer sent, once, before it gets offsets:
+/// [`validate_with_records`] (length, CRC, every record of an uncompressed batch), no
+/// control or transactional bits (shardlog has no transactions), and timestamps that
+/// agree with the records: with CreateTime, the header's max timestamp is the largest
+/// record timestamp (the time index trusts it). Compressed records are not looked into.
+pub fn validate_produced(bytes: &[u8]) -> Result<BatchHeader, Corruption> {
+    let header = validate(bytes)?;
+    if header.is_control() || header.is_transactional() {
+        return Err(bad("attributes", i64::from(header.attributes)));
+    }
+    if header.compression() != Compression::None {
+        return Ok(header);
+    }
+    let max = walk_records(&header, bytes)?;
+    if !header.is_log_append_time() && max != header.max_timestamp.0 {
+        return Err(bad("max_timestamp", header.max_timestamp.0));
+    }
+    Ok(header)
+}
+
+/// Walks the records of an uncompressed batch: count, offset deltas and lengths must
+/// agree with the header. Returns the largest record timestamp.
+fn walk_records(header: &BatchHeader, bytes: &[u8]) -> Result<i64, Corruption> {
     if header.record_count == 0 {
         return Err(bad("record_count", 0));
     }
     let mut last_delta = None;
     let mut count = 0u32;
-    for (index, item) in RecordIter::new(&header, bytes).enumerate() {
+    let mut max_timestamp = i64::MIN;
+    for (index, item) in RecordIter::new(header, bytes).enumerate() {
         let index = u32::try_from(index).unwrap_or(u32::MAX);
         let record = item.map_err(|reason| Corruption::BadRecord { index, reason })?;
         if last_delta.is_some_and(|last| record.offset_delta <= last) {
@@ -263,6 +303,12 @@ pub fn validate_with_records(bytes: &[u8]) -> Result<BatchHeader, Corruption> {
         }
         last_delta = Some(record.offset_delta);
         count += 1;
+        let timestamp = header
+            .base_timestamp
+            .0
+            .checked_add(record.timestamp_delta)
+            .ok_or(bad("timestamp_delta", record.timestamp_delta))?;
+        max_timestamp = max_timestamp.max(timestamp);
     }
     if count != header.record_count {
         return Err(bad("record_count", i64::from(header.record_count)));
@@ -273,7 +319,7 @@ pub fn validate_with_records(bytes: &[u8]) -> Result<BatchHeader, Corruption> {
             i64::from(header.last_offset_delta),
         ));
     }
-    Ok(header)
+    Ok(max_timestamp)
 }
 
 /// Sets the base offset and leader epoch of a batch in place. The CRC does not cover

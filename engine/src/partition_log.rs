@@ -241,7 +241,7 @@ impl<S: Storage> PartitionLog<S> {
         mut batch: BytesMut,
         epoch: LeaderEpoch,
     ) -> Result<PendingAppend> {
-        let header = batch::validate_with_records(&batch).map_err(Error::InvalidBatch)?;
+        let header = batch::validate_produced(&batch).map_err(Error::InvalidBatch)?;
         self.admit(&header).await?;
         let mut state = self.state.borrow_mut();
         let base = state.log_end;
@@ -274,7 +274,27 @@ impl<S: Storage> PartitionLog<S> {
     /// flush serves every batch whose [`PartitionLog::append_wait`] runs meanwhile.
     pub async fn append_replicated_start(&self, batch: Bytes) -> Result<PendingAppend> {
         let header = batch::validate(&batch).map_err(Error::InvalidBatch)?;
-        self.admit(&header).await?;
+        self.insert_at_end(batch, &header).await
+    }
+
+    /// [`PartitionLog::append_replicated_start`] for one batch its caller has validated
+    /// already (CRC included): a leader's replica checks a producer's batch once, a
+    /// follower checks each shipped batch, and computing the CRC again here would only
+    /// cost time. The header is parsed again, never trusted blindly.
+    pub async fn append_validated_start(&self, batch: Bytes) -> Result<PendingAppend> {
+        let header = BatchHeader::parse(&batch).map_err(Error::InvalidBatch)?;
+        if batch.len() != header.size as usize {
+            return Err(Error::InvalidBatch(batch::Corruption::Truncated {
+                needed: u64::from(header.size),
+                available: batch.len() as u64,
+            }));
+        }
+        self.insert_at_end(batch, &header).await
+    }
+
+    /// Inserts a batch that carries its offsets at the log end.
+    async fn insert_at_end(&self, batch: Bytes, header: &BatchHeader) -> Result<PendingAppend> {
+        self.admit(header).await?;
         let mut state = self.state.borrow_mut();
         if header.base_offset != state.log_end {
             return Err(Error::NotContiguous {
@@ -282,7 +302,7 @@ impl<S: Storage> PartitionLog<S> {
                 found: header.base_offset,
             });
         }
-        let (appended, ticket) = self.insert(&mut state, batch, &header);
+        let (appended, ticket) = self.insert(&mut state, batch, header);
         Ok(PendingAppend { appended, ticket })
     }
 

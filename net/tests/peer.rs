@@ -1,7 +1,8 @@
 //! The replication transport: `PartitionTransport` frames each replicator message as a
-//! fire-and-forget `Replicate` frame on a connection per peer node; the receiver decodes
-//! the same envelope, batch bytes untouched. A message for a node with no live link is
-//! dropped while the link (re)connects; the replicas' timers resend.
+//! fire-and-forget `Replicate` frame on a connection per peer node, opened with the peer
+//! handshake (here over a cluster secret); the receiver decodes the same envelope, batch
+//! bytes untouched. A message for a node with no live link is dropped while the link
+//! (re)connects; the replicas' timers resend.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
 mod common;
@@ -9,10 +10,11 @@ mod common;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use bytes::BytesMut;
-use shardlog_net::frame::HEADER_SIZE;
+use std::sync::Arc;
+
+use shardlog_net::peer::auth::{self, ClusterSecret, PeerSecurity};
 use shardlog_net::peer::{self, PartitionTransport, Peers};
-use shardlog_net::wire::Frame;
+use shardlog_net::wire;
 use shardlog_replicator::NodeId;
 use shardlog_replicator::driver::Transport;
 use shardlog_replicator::message::{Envelope, Message, Ship};
@@ -27,28 +29,47 @@ fn ship(n: u64) -> Message {
     })
 }
 
+fn security() -> Arc<PeerSecurity> {
+    let secret = ClusterSecret::new(b"a test secret of thirty-two bytes or more").unwrap();
+    Arc::new(PeerSecurity::Secret(secret))
+}
+
+/// Node 2's peer listener on a thread of its own: takes one connection, checks the
+/// handshake, and sends every replication message it decodes to `tx`.
+fn peer_node(tx: mpsc::Sender<(String, Envelope)>) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    drop(listener);
+    let bind = address.clone();
+    let (bound, is_bound) = mpsc::channel();
+    std::thread::spawn(move || {
+        common::run(move || async move {
+            let listener = glommio::net::TcpListener::bind(bind).unwrap();
+            bound.send(()).unwrap();
+            let stream = listener.accept().await.unwrap();
+            let (mut stream, from) = auth::accept(&security(), stream, 2, |id| id == 1)
+                .await
+                .unwrap();
+            assert_eq!(from, 1);
+            while let Ok(Some(frame)) = wire::read_frame(&mut stream).await {
+                if tx.send(peer::decode(&frame).unwrap()).is_err() {
+                    break;
+                }
+            }
+        });
+    });
+    is_bound.recv().unwrap();
+    address
+}
+
 #[test]
 fn messages_reach_the_peer_intact() {
     let (tx, rx) = mpsc::channel::<(String, Envelope)>();
-    let tx = std::sync::Mutex::new(tx);
-    let receiver = common::fake_broker(move |header, whole| {
-        let mut meta = rkyv::util::AlignedVec::<16>::new();
-        meta.extend_from_slice(&whole[HEADER_SIZE..HEADER_SIZE + header.meta_len]);
-        let frame = Frame {
-            header: *header,
-            meta,
-            data: BytesMut::from(&whole[header.data_start()..header.frame_bytes]),
-        };
-        tx.lock()
-            .unwrap()
-            .send(peer::decode(&frame).unwrap())
-            .unwrap();
-        None
-    });
+    let receiver = peer_node(tx);
     let sent: Vec<Message> = (0..20).map(ship).collect();
     let to_send = sent.clone();
     let dropped = common::run(move || async move {
-        let peers = Peers::new([(2, receiver)]);
+        let peers = Peers::new(1, [(2, receiver)], security());
         let transport = PartitionTransport::new(peers.clone(), "orders", 5, NodeId(1));
         // The first send finds no link and starts one: it is dropped (a replica would
         // resend it on its timer).
@@ -86,7 +107,7 @@ fn an_unreachable_peer_drops_without_failing() {
         listener.local_addr().unwrap().to_string()
     };
     let dropped = common::run(move || async move {
-        let peers = Peers::new([(2, address)]);
+        let peers = Peers::new(1, [(2, address)], security());
         let transport = PartitionTransport::new(peers.clone(), "t", 0, NodeId(1));
         for n in 0..10 {
             transport.send(NodeId(2), ship(n));

@@ -23,9 +23,12 @@
 //! their flush is awaited beside the worker, so one flush (and fdatasync) serves every
 //! batch appended meanwhile, as on the leader.
 //!
-//! Storage reports: after each append the worker steps `Appended { log_end, durable_end }`
-//! from the log; `tick` reports again when the log's acknowledged or durable end moved
-//! (flush policies `interval` and `never` sync in the background). No report is made
+//! Storage reports: the driver steps `Appended { written_end, durable_end }` whenever the
+//! log's acknowledged end (what its flush policy promises: synced under `always`,
+//! written otherwise) or durable end moved: after an append, after the flusher's wait,
+//! and on `tick` (policies `interval` and `never` sync in the background). `acks=leader`
+//! is answered below the acknowledged end, never below the log end alone: a batch only
+//! in memory is not written. No report is made
 //! while a queued truncation is not yet performed: the log's durable end would then
 //! cover offsets the replica has already cut, and their replacements would count as
 //! durable before they are written.
@@ -96,7 +99,7 @@ struct State {
     proposals: Vec<IsrProposal>,
     /// Truncations queued and not yet performed.
     truncates_pending: usize,
-    /// The last `(log_end, durable_end)` reported to the replica.
+    /// The last `(written_end, durable_end)` reported to the replica.
     reported: (Offset, Offset),
     scratch: Vec<Action>,
 }
@@ -122,8 +125,8 @@ impl<S: Storage, T: Transport> ReplicaDriver<S, T> {
     /// replica (`recover_batch`) before anything else, so the replica knows its log end,
     /// epochs and producers. `now` is the caller's clock at start.
     ///
-    /// A log whose start is above offset 0 (retention deleted its head) is refused: the
-    /// replica's view starts at 0 (`Error::OffsetOutOfRange`).
+    /// A log whose start is above offset 0 (retention deleted its head) starts the
+    /// replica there.
     pub async fn open(
         log: Rc<PartitionLog<S>>,
         transport: T,
@@ -135,13 +138,7 @@ impl<S: Storage, T: Transport> ReplicaDriver<S, T> {
         let durable_when_acked = config.durable_when_acked;
         let mut replica = PartitionReplica::new(config, id, incarnation);
         let (log_start, log_end) = (log.log_start(), log.log_end());
-        if log_start != Offset(0) {
-            return Err(EngineError::OffsetOutOfRange {
-                offset: Offset(0),
-                log_start,
-                log_end,
-            });
-        }
+        replica.recover_start(log_start);
         let mut at = log_start;
         while at < log_end {
             let read = log.read(at, SHIP_READ_BYTES).await?;
@@ -205,13 +202,13 @@ impl<S: Storage, T: Transport> ReplicaDriver<S, T> {
                     newest = next;
                 }
                 self.log.append_wait(&newest).await?;
-                self.report_storage(self.log.log_end());
+                self.report_storage();
             }
         };
         let result = match select(pin!(actions), pin!(flusher)).await {
             // Stopped: what was appended becomes durable (and reported) before `run` ends.
             Either::Left((Ok(()), _)) => self.log.sync().await.map(|()| {
-                self.report_storage(self.log.log_end());
+                self.report_storage();
             }),
             Either::Left((Err(e), _)) | Either::Right((Err(e), _)) => Err(e),
             Either::Right((Ok(()), _)) => unreachable!("the driver holds the flush sender"),
@@ -322,7 +319,7 @@ impl<S: Storage, T: Transport> ReplicaDriver<S, T> {
             state.now = state.now.max(now);
         }
         self.step(Input::Tick);
-        self.report_storage(self.log.acked_end());
+        self.report_storage();
     }
 
     /// The ISR changes the replica asked for since the last call, oldest first.
@@ -406,24 +403,25 @@ impl<S: Storage, T: Transport> ReplicaDriver<S, T> {
         }
     }
 
-    /// Tells the replica how far the log is acknowledged (`log_end`) and durable, if that
-    /// moved and no truncation is pending.
-    fn report_storage(&self, log_end: Offset) {
+    /// Tells the replica how far the log is acknowledged and durable, if that moved and
+    /// no truncation is pending.
+    fn report_storage(&self) {
+        let written_end = self.log.acked_end();
         let durable = if self.durable_when_acked {
-            self.log.acked_end()
+            written_end
         } else {
             self.log.durable_end()
         };
-        let durable_end = durable.min(log_end);
+        let durable_end = durable.min(written_end);
         {
             let mut state = self.state.borrow_mut();
-            if state.truncates_pending > 0 || state.reported == (log_end, durable_end) {
+            if state.truncates_pending > 0 || state.reported == (written_end, durable_end) {
                 return;
             }
-            state.reported = (log_end, durable_end);
+            state.reported = (written_end, durable_end);
         }
         self.step(Input::Appended {
-            log_end,
+            written_end,
             durable_end,
         });
     }
@@ -434,20 +432,18 @@ impl<S: Storage, T: Transport> ReplicaDriver<S, T> {
                 let mut rest = Bytes::from(batches);
                 let mut newest = None;
                 // Inserted in order here; made durable by the flusher, so one flush
-                // serves every batch appended meanwhile (group commit).
+                // serves every batch appended meanwhile (group commit). The replica
+                // validated every batch (a leader each produced one, a follower each
+                // shipped one), so the CRC is not computed again.
                 while !rest.is_empty() {
                     let header =
                         BatchHeader::parse(&rest).map_err(shardlog_engine::Error::InvalidBatch)?;
                     let size = (header.size as usize).min(rest.len());
-                    newest = Some(
-                        self.log
-                            .append_replicated_start(rest.split_to(size))
-                            .await?,
-                    );
+                    newest = Some(self.log.append_validated_start(rest.split_to(size)).await?);
                 }
                 let end = self.log.log_end();
                 assert_eq!(end, log_end, "{}: append ends at {end}", self.id());
-                self.report_storage(end);
+                self.report_storage();
                 if let Some(pending) = newest {
                     // The receiver lives as long as `run`, which performs this.
                     let _ = self.flushes.unbounded_send(pending);
@@ -457,7 +453,7 @@ impl<S: Storage, T: Transport> ReplicaDriver<S, T> {
                 let end = self.log.truncate(log_end).await?;
                 assert_eq!(end, log_end, "{}: truncation inside a batch", self.id());
                 self.state.borrow_mut().truncates_pending -= 1;
-                self.report_storage(end);
+                self.report_storage();
             }
             Action::Send { to, message } => self.transport.send(to, message),
             Action::Ship {

@@ -250,7 +250,8 @@ impl Leader {
         if self.deposed {
             return Err(ProduceError::NotLeader);
         }
-        let header = batch::validate(bytes).map_err(ProduceError::CorruptBatch)?;
+        // The one check of a produced batch (the driver does not check it again).
+        let header = batch::validate_produced(bytes).map_err(ProduceError::CorruptBatch)?;
         if acks == Acks::All && !quorum::admits_acks_all(self.isr.len(), step.config.min_insync) {
             return Err(ProduceError::NotEnoughReplicas);
         }
@@ -294,8 +295,8 @@ impl Leader {
         }
     }
 
-    pub(crate) fn on_appended(&mut self, step: &mut Step<'_>, log_end: Offset) {
-        self.written_end = self.written_end.max(log_end.min(step.log.log_end));
+    pub(crate) fn on_appended(&mut self, step: &mut Step<'_>, written_end: Offset) {
+        self.written_end = self.written_end.max(written_end.min(step.log.log_end));
         self.advance(step);
     }
 

@@ -77,10 +77,12 @@ pub enum Input {
         /// One record batch as the client sent it.
         batch: Vec<u8>,
     },
-    /// The storage's report: the log holds `log_end`, of which `durable_end` is durable.
+    /// The storage's report: batches below `written_end` are written as the flush policy
+    /// promises (synced under `always`; `acks=leader` is answered there), those below
+    /// `durable_end` count for the high watermark.
     Appended {
-        /// The log end the storage holds.
-        log_end: Offset,
+        /// What the flush policy has acknowledged.
+        written_end: Offset,
         /// The durable end.
         durable_end: Offset,
     },
@@ -226,6 +228,18 @@ impl PartitionReplica {
         }
     }
 
+    /// Starts the recovered log at `log_start` (retention deleted what was below it,
+    /// all of it committed), before any [`PartitionReplica::recover_batch`].
+    pub fn recover_start(&mut self, log_start: Offset) {
+        assert!(
+            matches!(self.role, Role::Unattached) && self.log.log_end == Offset(0),
+            "recover_start after recovery began"
+        );
+        self.log.log_end = log_start;
+        self.log.durable_end = log_start;
+        self.log.high_watermark = log_start;
+    }
+
     /// Replays one batch of the recovered (durable) log, in order, before the first step.
     pub fn recover_batch(&mut self, header: &BatchHeader) {
         assert!(
@@ -267,9 +281,9 @@ impl PartitionReplica {
                 batch,
             } => self.produce(request, acks, batch),
             Input::Appended {
-                log_end,
+                written_end,
                 durable_end,
-            } => self.appended(log_end, durable_end),
+            } => self.appended(written_end, durable_end),
             Input::Received { from, message } => self.received(from, message),
             Input::Tick => self.tick(),
         }
@@ -348,13 +362,16 @@ impl PartitionReplica {
         }
     }
 
-    fn appended(&mut self, log_end: Offset, durable_end: Offset) {
-        assert!(durable_end <= log_end, "durable {durable_end} > {log_end}");
+    fn appended(&mut self, written_end: Offset, durable_end: Offset) {
+        assert!(
+            durable_end <= written_end,
+            "durable {durable_end} > {written_end}"
+        );
         let before = self.log.durable_end;
         self.log.durable(durable_end);
         let (mut step, role) = self.split();
         match role {
-            Role::Leader(leader) => leader.on_appended(&mut step, log_end),
+            Role::Leader(leader) => leader.on_appended(&mut step, written_end),
             Role::Follower(follower) if step.log.durable_end > before => {
                 follower.ack(&mut step, false);
             }

@@ -70,7 +70,7 @@ impl Harness {
     fn storage_keeps_up(&mut self) {
         let end = self.replica.log_end();
         self.step(Input::Appended {
-            log_end: end,
+            written_end: end,
             durable_end: end,
         });
     }

@@ -17,7 +17,7 @@
 //! must never run backwards), and it tells a whole export from one cut short.
 
 use serde::{Deserialize, Serialize};
-use shardlog_net::server::catalog::TopicSpec;
+use shardlog_net::server::topic_file::TopicFile;
 
 use crate::exported_record::ExportedRecord;
 
@@ -45,8 +45,8 @@ pub struct ExportedTopic {
     pub retention_ms: Option<u64>,
 }
 
-impl From<&TopicSpec> for ExportedTopic {
-    fn from(spec: &TopicSpec) -> ExportedTopic {
+impl From<&TopicFile> for ExportedTopic {
+    fn from(spec: &TopicFile) -> ExportedTopic {
         ExportedTopic {
             name: spec.name.clone(),
             partitions: spec.partitions,
@@ -57,9 +57,9 @@ impl From<&TopicSpec> for ExportedTopic {
     }
 }
 
-impl From<&ExportedTopic> for TopicSpec {
-    fn from(topic: &ExportedTopic) -> TopicSpec {
-        TopicSpec {
+impl From<&ExportedTopic> for TopicFile {
+    fn from(topic: &ExportedTopic) -> TopicFile {
+        TopicFile {
             name: topic.name.clone(),
             partitions: topic.partitions,
             segment_bytes: topic.segment_bytes,

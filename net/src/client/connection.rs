@@ -139,6 +139,28 @@ pub(crate) fn refuse_self_connection(stream: &TcpStream) -> std::io::Result<()> 
     Ok(())
 }
 
+/// Connects to `addr` within `timeout`: no delay, a receive buffer, and never a socket
+/// connected to itself.
+pub(crate) async fn connect(
+    addr: &str,
+    timeout: Duration,
+) -> Result<TcpStream<Preallocated>, ClientError> {
+    let unreachable = |why: String| ClientError::NoBroker(format!("{addr}: {why}"));
+    let target: SocketAddr = addr
+        .to_socket_addrs()
+        .map_err(|e| unreachable(e.to_string()))?
+        .next()
+        .ok_or_else(|| unreachable("the name resolves to no address".to_owned()))?;
+    // glommio refuses a zero timeout.
+    let timeout = timeout.max(Duration::from_millis(1));
+    let stream = TcpStream::connect_timeout(target, timeout)
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    refuse_self_connection(&stream).map_err(|e| unreachable(e.to_string()))?;
+    stream.set_nodelay(true).map_err(std::io::Error::from)?;
+    Ok(stream.buffered_with(Preallocated::new(READ_BUFFER_BYTES)))
+}
+
 /// A connection; cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Connection {
@@ -148,33 +170,18 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
-    /// Connects to `addr` (connecting for at most `timeout`) and starts the reader and
-    /// writer tasks; requests wait at most `timeout` for their replies. No probing.
-    pub(crate) async fn open(addr: &str, timeout: Duration) -> Result<Connection, ClientError> {
-        let options = Options {
-            request_timeout: timeout,
-            connect_timeout: timeout,
-            probe: None,
-        };
-        Connection::open_with(addr, options).await
-    }
-
     /// Connects to `addr` and starts the reader, writer and sweeper tasks.
     pub(crate) async fn open_with(addr: &str, options: Options) -> Result<Connection, ClientError> {
-        let unreachable = |why: String| ClientError::NoBroker(format!("{addr}: {why}"));
-        let target: SocketAddr = addr
-            .to_socket_addrs()
-            .map_err(|e| unreachable(e.to_string()))?
-            .next()
-            .ok_or_else(|| unreachable("the name resolves to no address".to_owned()))?;
-        // glommio refuses a zero timeout.
-        let connect_timeout = options.connect_timeout.max(Duration::from_millis(1));
-        let stream = TcpStream::connect_timeout(target, connect_timeout)
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        refuse_self_connection(&stream).map_err(|e| unreachable(e.to_string()))?;
-        stream.set_nodelay(true).map_err(std::io::Error::from)?;
-        let stream = stream.buffered_with(Preallocated::new(READ_BUFFER_BYTES));
+        let stream = connect(addr, options.connect_timeout).await?;
+        Connection::over(stream, addr, options)
+    }
+
+    /// A connection over a stream already connected (and, between peers, authenticated)
+    /// to `addr`: starts the reader, writer and sweeper tasks.
+    pub(crate) fn over<S>(stream: S, addr: &str, options: Options) -> Result<Connection, ClientError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + 'static,
+    {
         let (reader, writer) = stream.split();
         let (tx, rx) = mpsc::unbounded();
         let shared = Rc::new(Shared {

@@ -14,8 +14,12 @@
 //! retention_ms = 604800000
 //! tail_cache_bytes = 8388608           # per partition
 //! io_memory = 10485760                 # per shard, for glommio's registered buffers
-//! # cluster mode (all nodes list the same peers, themselves included):
-//! peers = "0=10.0.0.1:9092,1=10.0.0.2:9092,2=10.0.0.3:9092"
+//! # a cluster (every node lists the same peers, itself included: each node's peer
+//! # listener, where only nodes connect; without peers the node is a cluster of one):
+//! peers = "0=10.0.0.1:9093,1=10.0.0.2:9093,2=10.0.0.3:9093"
+//! cluster_secret_file = "/etc/shardlog/cluster.secret"   # proves a peer's identity
+//! # or mutual TLS (certificates naming `shardlog-node-<id>`, signed by the cluster CA):
+//! # peer_tls_cert = "node.pem"  peer_tls_key = "node.key"  peer_tls_ca = "ca.pem"
 //! replication_factor = 3               # default of new topics: min(3, nodes)
 //! min_insync = 2                       # default of new topics: min(2, replication_factor)
 //! session_timeout_ms = 750             # a node silent this long is fenced
@@ -55,8 +59,18 @@ pub struct FileConfig {
     pub tail_cache_bytes: Option<usize>,
     /// glommio io_memory per shard.
     pub io_memory: Option<usize>,
-    /// Cluster nodes, `ID=HOST:PORT,...`; absent: a single node without replication.
+    /// Every node's peer listener, `ID=HOST:PORT,...`; absent: a cluster of one.
     pub peers: Option<String>,
+    /// Where this node's peer listener binds; default: its own `peers` entry.
+    pub peer_listen: Option<String>,
+    /// A file holding the shared cluster secret (HMAC handshake between peers).
+    pub cluster_secret_file: Option<PathBuf>,
+    /// This node's peer certificate (PEM), for mutual TLS between peers.
+    pub peer_tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub peer_tls_key: Option<PathBuf>,
+    /// The cluster CA (PEM) that signs every node's certificate.
+    pub peer_tls_ca: Option<PathBuf>,
     /// Default replication factor of new topics.
     pub replication_factor: Option<u16>,
     /// Default `min_insync` of new topics.
@@ -91,6 +105,11 @@ impl FileConfig {
             tail_cache_bytes: other.tail_cache_bytes.or(self.tail_cache_bytes),
             io_memory: other.io_memory.or(self.io_memory),
             peers: other.peers.or(self.peers),
+            peer_listen: other.peer_listen.or(self.peer_listen),
+            cluster_secret_file: other.cluster_secret_file.or(self.cluster_secret_file),
+            peer_tls_cert: other.peer_tls_cert.or(self.peer_tls_cert),
+            peer_tls_key: other.peer_tls_key.or(self.peer_tls_key),
+            peer_tls_ca: other.peer_tls_ca.or(self.peer_tls_ca),
             replication_factor: other.replication_factor.or(self.replication_factor),
             min_insync: other.min_insync.or(self.min_insync),
             session_timeout_ms: other.session_timeout_ms.or(self.session_timeout_ms),
@@ -117,15 +136,22 @@ pub struct ServerConfig {
     pub engine: EngineConfig,
     /// glommio io_memory per shard.
     pub io_memory: usize,
-    /// Cluster mode, if peers are configured.
-    pub cluster: Option<ClusterConfig>,
+    /// The cluster this node belongs to (a cluster of one without `--peers`).
+    pub cluster: ClusterConfig,
 }
 
-/// Cluster mode: the nodes, and the replication defaults.
+/// The cluster: its nodes, how they prove who they are, and the replication defaults.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
-    /// Every node (this one included) by id: where peers reach it.
+    /// This node's id.
+    pub node_id: u32,
+    /// Every node (this one included) by id: its peer listener. Empty for a cluster of
+    /// one.
     pub peers: BTreeMap<u32, String>,
+    /// Where this node's peer listener binds (its own `peers` entry unless set).
+    pub peer_listen: Option<String>,
+    /// How peers prove their identity.
+    pub security: PeerSecurityConfig,
     /// Default replication factor of new topics.
     pub replication_factor: u16,
     /// Default `min_insync` of new topics.
@@ -134,6 +160,39 @@ pub struct ClusterConfig {
     pub session_timeout_ms: u64,
     /// A follower behind the leader's log end this long leaves the ISR.
     pub replica_lag_ms: u64,
+}
+
+/// Where peer credentials come from; all `None`: peers prove nothing (a loud warning).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerSecurityConfig {
+    /// The shared cluster secret's file.
+    pub secret_file: Option<PathBuf>,
+    /// Certificate, key and CA files for mutual TLS.
+    pub tls: Option<(PathBuf, PathBuf, PathBuf)>,
+}
+
+impl ClusterConfig {
+    /// The controller's voters: every node of `peers`, or this one alone.
+    #[must_use]
+    pub fn voters(&self) -> Vec<u32> {
+        if self.peers.is_empty() {
+            vec![self.node_id]
+        } else {
+            self.peers.keys().copied().collect()
+        }
+    }
+
+    /// How many nodes the cluster has.
+    #[must_use]
+    pub fn nodes(&self) -> usize {
+        self.peers.len().max(1)
+    }
+
+    /// Whether this node runs with others (and so has a peer listener).
+    #[must_use]
+    pub fn has_peers(&self) -> bool {
+        self.peers.len() > 1 || self.peers.keys().any(|id| *id != self.node_id)
+    }
 }
 
 /// Parses `ID=HOST:PORT,...`.
@@ -159,15 +218,18 @@ pub fn parse_peers(text: &str) -> anyhow::Result<BTreeMap<u32, String>> {
     Ok(peers)
 }
 
-fn cluster_config(file: &FileConfig, node_id: u32) -> anyhow::Result<Option<ClusterConfig>> {
-    let Some(text) = &file.peers else {
-        return Ok(None);
+fn cluster_config(file: &FileConfig, node_id: u32) -> anyhow::Result<ClusterConfig> {
+    let peers = match &file.peers {
+        Some(text) => parse_peers(text)?,
+        None => BTreeMap::new(),
     };
-    let peers = parse_peers(text)?;
-    if !peers.contains_key(&node_id) {
+    if !peers.is_empty() && !peers.contains_key(&node_id) {
         anyhow::bail!("--peers must list this node ({node_id}) too");
     }
-    let nodes = u16::try_from(peers.len()).unwrap_or(u16::MAX);
+    if peers.is_empty() && file.peer_listen.is_some() {
+        anyhow::bail!("--peer-listen without --peers: a node alone has no peer listener");
+    }
+    let nodes = u16::try_from(peers.len().max(1)).unwrap_or(u16::MAX);
     let replication_factor = file.replication_factor.unwrap_or(nodes.min(3));
     let min_insync = file.min_insync.unwrap_or(replication_factor.min(2));
     if !(1..=nodes).contains(&replication_factor) {
@@ -180,13 +242,26 @@ fn cluster_config(file: &FileConfig, node_id: u32) -> anyhow::Result<Option<Clus
     if !(300..=60_000).contains(&session_timeout_ms) {
         anyhow::bail!("session_timeout_ms {session_timeout_ms}: 300 to 60000");
     }
-    Ok(Some(ClusterConfig {
+    let tls = match (&file.peer_tls_cert, &file.peer_tls_key, &file.peer_tls_ca) {
+        (Some(cert), Some(key), Some(ca)) => Some((cert.clone(), key.clone(), ca.clone())),
+        (None, None, None) => None,
+        _ => anyhow::bail!(
+            "peer TLS needs all of --peer-tls-cert, --peer-tls-key and --peer-tls-ca"
+        ),
+    };
+    Ok(ClusterConfig {
+        node_id,
         peers,
+        peer_listen: file.peer_listen.clone(),
+        security: PeerSecurityConfig {
+            secret_file: file.cluster_secret_file.clone(),
+            tls,
+        },
         replication_factor,
         min_insync,
         session_timeout_ms,
         replica_lag_ms: file.replica_lag_ms.unwrap_or(10_000),
-    }))
+    })
 }
 
 /// A usage error unless `address` is `HOST:PORT` (a host, and a port number): `--listen
@@ -310,17 +385,20 @@ mod tests {
             ..FileConfig::default()
         };
         let three = "0=127.0.0.1:1,1=127.0.0.1:2, 2=127.0.0.1:3";
-        let cluster = ServerConfig::try_from(file(three, 1))
-            .unwrap()
-            .cluster
-            .unwrap();
+        let cluster = ServerConfig::try_from(file(three, 1)).unwrap().cluster;
         assert_eq!(cluster.peers.len(), 3);
+        assert!(cluster.has_peers());
         assert_eq!((cluster.replication_factor, cluster.min_insync), (3, 2));
-        let one = ServerConfig::try_from(file("0=h:1", 0))
-            .unwrap()
-            .cluster
-            .unwrap();
+        let one = ServerConfig::try_from(file("0=h:1", 0)).unwrap().cluster;
         assert_eq!((one.replication_factor, one.min_insync), (1, 1));
+        assert!(!one.has_peers());
+        let alone = FileConfig {
+            data_dir: Some("/d".into()),
+            ..FileConfig::default()
+        };
+        let alone = ServerConfig::try_from(alone).unwrap().cluster;
+        assert_eq!(alone.voters(), vec![0]);
+        assert_eq!((alone.replication_factor, alone.min_insync), (1, 1));
         assert!(
             ServerConfig::try_from(file(three, 7)).is_err(),
             "self missing"

@@ -1,48 +1,52 @@
-//! The server behind `shardlogd`: N glommio shards on one node.
+//! The server behind `shardlogd`: one node of a cluster (a cluster of one without
+//! `--peers`), as N glommio shards.
 //!
-//! - Each shard is a `LocalExecutor` (pinned to a core when there are at least as many
-//!   cores as shards, unbound otherwise) that alone owns some partitions
-//!   (`catalog::owner_shard`) and everything about them.
-//! - Every shard accepts connections on the same port (SO_REUSEPORT: the kernel spreads
-//!   connections over the shards). A request for a partition another shard owns is
-//!   forwarded to that shard's bounded inbox (flume) and answered back on a oneshot.
-//! - Shard 0 also changes the topic catalog (create, delete) and tells the others.
-//! - The main thread starts the shards, prints the ready line once all listen, turns
-//!   SIGTERM/SIGINT into a stop message to every shard, and returns once all have closed
-//!   their logs. A shard that fails stops the others.
+//! ```text
+//!  client listener (every shard, SO_REUSEPORT) -> protocol::shardlog -> ops -> replicas
+//!  peer listener (nodes only, after a handshake) -> Replicate / Controller / topic admin
+//!  shard 0: the controller voter (cluster::controller), publishing views to every shard
+//!  every shard: its replicas (cluster::replicas), its inbox (shard::inbox)
+//! ```
+//!
+//! Rooms, each depending only on the ones after it: `protocol` (front ends) and
+//! `peer_listener` decode and call `ops` (typed operations: routing to the owner shard,
+//! forwarding, waiting); `ops` works on `cluster` (the controller's view, the replicas)
+//! and `shard` (a shard's state and inbox).
+//!
+//! The main thread checks the start (data directory, node identity, ports), starts the
+//! shards, prints the ready line once every shard has the controller's view, turns
+//! SIGTERM/SIGINT into a stop message to every shard, and returns once all have closed
+//! their logs. A shard that fails stops the others.
 
-mod admin;
-pub mod catalog;
 mod cluster;
 pub mod config;
-mod connection;
-mod dispatch;
-mod inbox;
-mod produce;
-mod reads;
-mod reply;
+pub mod identity;
+mod ops;
+mod peer_listener;
+mod protocol;
 mod shard;
+pub mod topic_file;
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures::future::{Either, select};
 use glommio::{LocalExecutorBuilder, Placement};
 use shardlog_engine::{DirLock, preflight, warm_iopoll_probe};
-use shardlog_replicator::NodeId;
 use shardlog_replicator::controller::ControllerConfig;
-use shardlog_replicator::controller::raft_file::Recovered;
+use shardlog_replicator::{Incarnation, NodeId};
 
-pub use config::{FileConfig, ServerConfig};
+pub use config::{ClusterConfig, FileConfig, ServerConfig};
 
+use crate::peer::Peers;
+use crate::peer::auth::PeerSecurity;
 use crate::testing::READY_PREFIX;
-use catalog::TopicSpec;
-use inbox::{INBOX_DEPTH, ShardMsg};
-use shard::{NodeInfo, Shard};
+use cluster::controller::{ControllerService, ControllerStart};
+use cluster::{ClusterNode, adopt};
+use shard::{INBOX_DEPTH, NodeInfo, Shard, ShardMsg};
 
 /// Milliseconds per controller Raft tick (election after 10 ticks, heartbeats every 2).
 const CONTROLLER_TICK_MS: u64 = 25;
@@ -56,10 +60,23 @@ enum Event {
     Exited(usize, Result<(), String>),
 }
 
+/// What start-up checked and read, for the shards.
+struct Prepared {
+    /// The data directory's lock, held until the server returns (after every shard has
+    /// closed its logs).
+    lock: DirLock,
+    listen: SocketAddr,
+    /// Where the peer listener binds, for a node with peers.
+    peer_listen: Option<SocketAddr>,
+    security: Arc<PeerSecurity>,
+    incarnation: Incarnation,
+    controller: ControllerStart,
+}
+
 /// Runs the server until SIGTERM/SIGINT or a shard fails.
 pub fn run(config: ServerConfig) -> anyhow::Result<()> {
-    // `_lock` lives until `run` returns, after every shard has closed its logs.
-    let (_lock, catalog, listen, mut raft) = prepare(&config)?;
+    let prepared = prepare(&config)?;
+    let _lock = prepared.lock;
     let started = Instant::now();
     let mut signals = signal_hook::iterator::Signals::new([libc::SIGTERM, libc::SIGINT])
         .context("installing signal handlers")?;
@@ -70,18 +87,21 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let mut receivers = receivers.into_iter();
     let mut handles = Vec::with_capacity(config.shards);
-    let mut bound = listen;
+    let mut bound = prepared.listen;
+    let mut controller = Some(prepared.controller);
     for id in 0..config.shards {
         let inbox = receivers.next().context("inbox per shard")?;
         let start = ShardStart {
             id,
             config: config.clone(),
-            catalog: catalog.clone(),
-            peers: inboxes.clone(),
+            inboxes: inboxes.clone(),
             inbox,
             listen: bound,
+            peer_listen: prepared.peer_listen,
+            security: prepared.security.clone(),
+            incarnation: prepared.incarnation,
             events: events.clone(),
-            raft: if id == 0 { raft.take() } else { None },
+            controller: if id == 0 { controller.take() } else { None },
             started,
         };
         let placement = if cores >= config.shards {
@@ -129,50 +149,131 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
     result
 }
 
-/// What start-up read: the data directory's lock (held until the server returns), the
-/// topics on disk (one node) or the controller's Raft state (cluster mode), and the
-/// address to listen on.
-type Prepared = (
-    DirLock,
-    BTreeMap<String, TopicSpec>,
-    SocketAddr,
-    Option<(Recovered, std::fs::File)>,
-);
-
-/// Start-up checks (with the fix for each failure) and what the shards start from.
+/// Start-up checks (each failure names its fix) and what the shards start from.
 fn prepare(config: &ServerConfig) -> anyhow::Result<Prepared> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let data_dir = &config.data_dir;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
     // First, before anything reads or changes the directory: opening a partition removes
     // leftover temporary files, which would be another server's live files.
-    let lock = DirLock::acquire(&config.data_dir)?;
-    preflight::preflight(&config.data_dir)?.warn_if_memlock_below(config.io_memory);
-    // In cluster mode the topics are the controller's (its Raft log), not topic.json files.
-    let catalog = match config.cluster {
-        Some(_) => BTreeMap::new(),
-        None => catalog::load(&config.data_dir)
-            .with_context(|| format!("loading topics from {}", config.data_dir.display()))?,
-    };
+    let lock = DirLock::acquire(data_dir)?;
+    preflight::preflight(data_dir)?.warn_if_memlock_below(config.io_memory);
+    let cluster = &config.cluster;
+    let incarnation = identity::start(data_dir, cluster.node_id)?;
     let listen = resolve(&config.listen)?;
-    if listen.port() != 0 {
-        // glommio listeners set SO_REUSEPORT, which would silently share the port with a
-        // server already running: refuse to start if something answers there. (A trial
-        // bind would also trip over the sockets a killed predecessor left closing.)
-        let probe = match listen.ip() {
-            ip if ip.is_unspecified() => {
-                SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), listen.port())
-            }
-            _ => listen,
-        };
-        if std::net::TcpStream::connect_timeout(&probe, Duration::from_millis(500)).is_ok() {
-            anyhow::bail!("listening on {listen}: another server answers there");
+    refuse_if_answering(listen, "listening on")?;
+    let peer_listen = peer_listen_address(cluster)?;
+    if let Some(peer_listen) = peer_listen {
+        if peer_listen.port() == listen.port()
+            && (peer_listen.ip() == listen.ip()
+                || peer_listen.ip().is_unspecified()
+                || listen.ip().is_unspecified())
+        {
+            anyhow::bail!(
+                "the client listener ({listen}) and the peer listener ({peer_listen}) need \
+                 different ports: clients and peers speak on separate ports"
+            );
         }
+        refuse_if_answering(peer_listen, "the peer listener on")?;
     }
-    let raft = match config.cluster {
-        Some(_) => Some(cluster::controller::open_raft_file(&config.data_dir)?),
-        None => None,
+    let security = peer_security(cluster)?;
+    let to_adopt = adopt::scan(data_dir)?;
+    if cluster.has_peers() && !to_adopt.is_empty() {
+        let names: Vec<&str> = to_adopt.iter().map(|t| t.name.as_str()).collect();
+        anyhow::bail!(
+            "{} holds topics described by topic.json ({}): a node with peers cannot adopt \
+             them (they would have one replica). Start this node alone (without --peers) \
+             to adopt them, or move their directories away",
+            data_dir.display(),
+            names.join(", ")
+        );
+    }
+    let raft = cluster::controller::open_raft_file(data_dir)?;
+    Ok(Prepared {
+        lock,
+        listen,
+        peer_listen,
+        security: Arc::new(security),
+        incarnation: Incarnation(incarnation),
+        controller: ControllerStart {
+            raft,
+            data_dir: data_dir.clone(),
+            to_adopt,
+        },
+    })
+}
+
+/// glommio listeners set SO_REUSEPORT, which would silently share a port with a server
+/// already running: refuse to start if something answers there. (A trial bind would
+/// also trip over the sockets a killed predecessor left closing.)
+fn refuse_if_answering(addr: SocketAddr, what: &str) -> anyhow::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let probe = match addr.ip() {
+        ip if ip.is_unspecified() => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port()),
+        _ => addr,
     };
-    Ok((lock, catalog, listen, raft))
+    if std::net::TcpStream::connect_timeout(&probe, Duration::from_millis(500)).is_ok() {
+        anyhow::bail!("{what} {addr}: another server answers there");
+    }
+    Ok(())
+}
+
+/// The peer listener's address: this node's own `--peers` entry, which `--peer-listen`
+/// may only restate (a node listening elsewhere than its peers dial would never be
+/// reached, and would look down to them).
+fn peer_listen_address(cluster: &ClusterConfig) -> anyhow::Result<Option<SocketAddr>> {
+    if !cluster.has_peers() {
+        return Ok(None);
+    }
+    let own = cluster
+        .peers
+        .get(&cluster.node_id)
+        .context("--peers lists this node")?;
+    let own_addr = resolve(own)?;
+    if let Some(listen) = &cluster.peer_listen {
+        let listen_addr = resolve(listen)?;
+        let same = listen_addr == own_addr
+            || (listen_addr.ip().is_unspecified() && listen_addr.port() == own_addr.port());
+        if !same {
+            anyhow::bail!(
+                "--peer-listen {listen} is not this node's --peers entry {}={own}: the other \
+                 nodes would dial {own}. Make them agree",
+                cluster.node_id
+            );
+        }
+        return Ok(Some(listen_addr));
+    }
+    Ok(Some(own_addr))
+}
+
+/// How peers prove who they are; a cluster with peers and no credentials is warned about
+/// loudly.
+fn peer_security(cluster: &ClusterConfig) -> anyhow::Result<PeerSecurity> {
+    let security = &cluster.security;
+    let tls = security
+        .tls
+        .as_ref()
+        .map(|(cert, key, ca)| crate::peer::auth::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            ca: ca.clone(),
+        });
+    let loaded = PeerSecurity::load(security.secret_file.as_deref(), tls)
+        .map_err(|e| anyhow::anyhow!("peer credentials: {e}"))?;
+    loaded
+        .check_node_id(cluster.node_id)
+        .map_err(|e| anyhow::anyhow!("peer credentials: {e}"))?;
+    if cluster.has_peers() && matches!(loaded, PeerSecurity::Insecure) {
+        tracing::warn!(
+            "NO PEER AUTHENTICATION: any process that reaches this node's peer listener can \
+             claim to be a node of the cluster, and replicate, vote or fence as it. Set \
+             --cluster-secret-file (the same secret on every node) or --peer-tls-cert, \
+             --peer-tls-key and --peer-tls-ca"
+        );
+    }
+    Ok(loaded)
 }
 
 /// Waits for every shard to be ready (then prints the ready line), forwards signals as
@@ -212,6 +313,8 @@ fn supervise(
                 if ready == config.shards {
                     tracing::info!(
                         shards = config.shards,
+                        node = config.cluster.node_id,
+                        nodes = config.cluster.nodes(),
                         data_dir = %config.data_dir.display(),
                         flush = %config.engine.flush,
                         "serving"
@@ -245,21 +348,23 @@ fn supervise(
 fn resolve(listen: &str) -> anyhow::Result<SocketAddr> {
     listen
         .to_socket_addrs()
-        .with_context(|| format!("listen address {listen:?}"))?
+        .with_context(|| format!("address {listen:?}"))?
         .next()
-        .with_context(|| format!("listen address {listen:?} resolves to nothing"))
+        .with_context(|| format!("address {listen:?} resolves to nothing"))
 }
 
 struct ShardStart {
     id: usize,
     config: ServerConfig,
-    catalog: BTreeMap<String, TopicSpec>,
-    peers: Vec<flume::Sender<ShardMsg>>,
+    inboxes: Vec<flume::Sender<ShardMsg>>,
     inbox: flume::Receiver<ShardMsg>,
     listen: SocketAddr,
+    peer_listen: Option<SocketAddr>,
+    security: Arc<PeerSecurity>,
+    incarnation: Incarnation,
     events: mpsc::Sender<Event>,
-    /// Shard 0 in cluster mode: the controller's Raft state and file.
-    raft: Option<(Recovered, std::fs::File)>,
+    /// Shard 0: what the controller voter starts from.
+    controller: Option<ControllerStart>,
     started: Instant,
 }
 
@@ -267,12 +372,14 @@ async fn shard_main(start: ShardStart) -> anyhow::Result<()> {
     let ShardStart {
         id,
         config,
-        catalog,
-        peers,
+        inboxes,
         inbox,
         listen,
+        peer_listen,
+        security,
+        incarnation,
         events,
-        raft,
+        controller,
         started,
     } = start;
     warm_iopoll_probe(&config.data_dir)
@@ -286,107 +393,78 @@ async fn shard_main(start: ShardStart) -> anyhow::Result<()> {
     if id == 0 {
         let _ = events.send(Event::Bound(bound));
     }
-    let advertised = advertised(&config, bound)?;
+    let peer_listener = match peer_listen {
+        Some(addr) => Some(glommio::net::TcpListener::bind(addr).map_err(|e| {
+            anyhow::anyhow!("shard {id}: the peer listener on {addr}: {e}")
+        })?),
+        None => None,
+    };
     let node = NodeInfo {
-        node_id: config.node_id,
-        advertised,
-        data_dir: config.data_dir.clone(),
+        node_id: config.cluster.node_id,
+        advertised: advertised(&config, bound)?,
         defaults: config.engine.clone(),
         shards: config.shards,
     };
-    let cluster = match &config.cluster {
-        Some(cluster_config) => Some(Rc::new(cluster_node(
-            id,
-            &config,
-            cluster_config,
-            &node.advertised,
-            raft,
-            started,
-        )?)),
-        None => None,
-    };
-    let shard = Rc::new(Shard::new(id, node, peers, cluster));
-    for spec in catalog.values() {
-        shard
-            .open_topic(spec)
-            .await
-            .with_context(|| format!("opening topic {:?}", spec.name))?;
+    let cluster = Rc::new(cluster_node(&config, &node, &security, incarnation, controller, started)?);
+    let shard = Rc::new(Shard::new(id, node, inboxes, cluster));
+    glommio::spawn_local(shard::serve_inbox(shard.clone(), inbox)).detach();
+    start_cluster_tasks(&shard, &config);
+    let mut stopping = shard.stopping();
+    let first_view = std::pin::pin!(shard.cluster.first_view());
+    if let Either::Left(_) = select(first_view, &mut stopping).await {
+        let _ = events.send(Event::Ready);
     }
-    glommio::spawn_local(inbox::serve(shard.clone(), inbox)).detach();
-    let upkeep = glommio::spawn_local(shard.clone().upkeep());
-    if let Some(cluster) = &shard.cluster {
-        start_cluster_tasks(&shard, cluster, &config);
+    if let Some(peer_listener) = peer_listener {
+        let shard = shard.clone();
+        glommio::spawn_local(peer_listener::serve(shard, peer_listener, security)).detach();
     }
-    let _ = events.send(Event::Ready);
-    accept_until_stopped(&shard, listener).await;
-    drain_and_close(&shard, upkeep).await;
+    protocol::shardlog::accept_until_stopped(&shard, listener).await;
+    drain_and_close(&shard).await;
     Ok(())
 }
 
-/// Serves each connection as its own task until the shard is told to stop.
-async fn accept_until_stopped(shard: &Rc<Shard>, listener: glommio::net::TcpListener) {
-    let mut stopping = shard.stopping();
-    loop {
-        match select(std::pin::pin!(listener.accept()), &mut stopping).await {
-            Either::Left((Ok(stream), _)) => {
-                glommio::spawn_local(connection::serve(shard.clone(), stream)).detach();
-            }
-            Either::Left((Err(e), _)) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(shard = shard.id, error = %e, "accept failed");
-                glommio::timer::sleep(Duration::from_millis(50)).await;
-            }
-            Either::Right(_) => break,
-        }
-    }
-}
-
-/// Waits for requests in flight (at most `DRAIN_TIMEOUT`) and the upkeep, then closes
-/// every log.
-async fn drain_and_close(shard: &Shard, upkeep: glommio::Task<()>) {
+/// Waits for requests in flight (at most `DRAIN_TIMEOUT`), then closes every replica.
+async fn drain_and_close(shard: &Shard) {
     let deadline = Instant::now() + DRAIN_TIMEOUT;
-    while shard.in_flight.get() > 0 && Instant::now() < deadline {
+    while shard.in_flight() > 0 && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(5)).await;
     }
-    upkeep.await;
-    shard.close_all().await;
+    shard.cluster.close_all().await;
 }
 
 /// This shard's cluster state; shard 0 also runs the controller voter.
 fn cluster_node(
-    id: usize,
     config: &ServerConfig,
-    cluster: &config::ClusterConfig,
-    advertised: &(String, u16),
-    raft: Option<(Recovered, std::fs::File)>,
+    node: &NodeInfo,
+    security: &Arc<PeerSecurity>,
+    incarnation: Incarnation,
+    controller: Option<ControllerStart>,
     started: Instant,
-) -> anyhow::Result<cluster::ClusterNode> {
-    let mut node = cluster::ClusterNode::new(config.node_id, cluster.clone(), started);
-    if id == 0 {
-        let raft = raft.context("shard 0 needs the controller's Raft file")?;
-        let voters = cluster.peers.keys().copied().map(NodeId).collect();
-        let mut controller = ControllerConfig::new(NodeId(config.node_id), voters);
+) -> anyhow::Result<ClusterNode> {
+    let cluster = &config.cluster;
+    let peers = Peers::new(cluster.node_id, cluster.peers.clone(), security.clone());
+    let mut state = ClusterNode::new(cluster.clone(), peers, incarnation, started);
+    if let Some(start) = controller {
+        let voters = cluster.voters().into_iter().map(NodeId).collect();
+        let mut controller = ControllerConfig::new(NodeId(cluster.node_id), voters);
         controller.session_timeout_ms = cluster.session_timeout_ms;
         // Raft ticks of 25 ms: a controller election takes 250-400 ms, well inside the
         // session timeout, so losing the controller leader costs no more than a session.
         controller.tick_ms = CONTROLLER_TICK_MS;
-        let service = cluster::controller::ControllerService::new(
+        let service = ControllerService::new(
             controller,
-            format!("{}:{}", advertised.0, advertised.1),
-            raft,
-            node.peers.clone(),
-            node.now(),
+            format!("{}:{}", node.advertised.0, node.advertised.1),
+            start,
+            state.peers.clone(),
+            state.now(),
         )?;
-        node.controller = Some(Rc::new(service));
+        state.controller = Some(Rc::new(service));
     }
-    Ok(node)
+    Ok(state)
 }
 
-fn start_cluster_tasks(
-    shard: &Rc<Shard>,
-    cluster: &Rc<cluster::ClusterNode>,
-    config: &ServerConfig,
-) {
+fn start_cluster_tasks(shard: &Rc<Shard>, config: &ServerConfig) {
+    let cluster = &shard.cluster;
     let place = cluster::Placement {
         shard: shard.id,
         shards: config.shards,
@@ -401,7 +479,7 @@ fn start_cluster_tasks(
     glommio::spawn_local(
         cluster
             .clone()
-            .tick_loop(shard.peers[0].clone(), stopped.clone()),
+            .tick_loop(shard.inboxes[0].clone(), config.engine.flush, stopped.clone()),
     )
     .detach();
     if let Some(service) = &cluster.controller {
@@ -409,7 +487,7 @@ fn start_cluster_tasks(
             let cluster = cluster.clone();
             move || cluster.now()
         };
-        glommio::spawn_local(service.clone().run(shard.peers.clone(), clock, stopped)).detach();
+        glommio::spawn_local(service.clone().run(shard.inboxes.clone(), clock, stopped)).detach();
     }
 }
 

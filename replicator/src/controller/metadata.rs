@@ -18,7 +18,7 @@ use crate::ids::{NodeId, Tick};
 /// Longest topic name (Kafka's limit).
 pub const MAX_TOPIC_NAME: usize = 249;
 /// Most partitions per topic.
-pub const MAX_PARTITIONS: u32 = 4096;
+pub const MAX_PARTITIONS: u32 = 10_000;
 
 /// A registered node.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -276,6 +276,12 @@ impl Controller {
         })
     }
 
+    /// Whether `node` is one of the controller's voters (the cluster's members).
+    #[must_use]
+    pub fn is_voter(&self, node: NodeId) -> bool {
+        self.voter_ids.contains(&raft_id(node))
+    }
+
     /// This node.
     #[must_use]
     pub fn node(&self) -> NodeId {
@@ -368,8 +374,24 @@ impl Controller {
 
     /// A raft message from a peer.
     pub fn step(&mut self, bytes: &[u8]) -> Result<(), ControllerError> {
+        self.step_checked(bytes, None)
+    }
+
+    /// [`Controller::step`] for a message that came from node `sender` (proven by the
+    /// transport): refused unless the raft message says it is from that node.
+    pub fn step_from(&mut self, sender: NodeId, bytes: &[u8]) -> Result<(), ControllerError> {
+        self.step_checked(bytes, Some(sender))
+    }
+
+    fn step_checked(&mut self, bytes: &[u8], sender: Option<NodeId>) -> Result<(), ControllerError> {
         let message = RaftMessage::parse_from_bytes(bytes)
             .map_err(|e| ControllerError::Codec(e.to_string()))?;
+        if let Some(sender) = sender.filter(|s| raft_id(*s) != message.from) {
+            return Err(ControllerError::Codec(format!(
+                "raft message claims raft id {}, sent by node {sender}",
+                message.from
+            )));
+        }
         if message.to != raft_id(self.config.node) {
             return Err(ControllerError::Codec(format!(
                 "message for raft id {}",

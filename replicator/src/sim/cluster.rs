@@ -365,8 +365,9 @@ impl Cluster {
         let Some(node) = self.nodes.get(index) else {
             return Ok(());
         };
+        // Its appends resolve once written (flush=never): the log end is written.
         let input = Input::Appended {
-            log_end: node.log.log_end(),
+            written_end: node.log.log_end(),
             durable_end: node.log.durable_end(),
         };
         self.step_node(index, input)

@@ -27,7 +27,7 @@ use shardlog_engine::Offset;
 use shardlog_engine::batch::{BatchHeader, Compression};
 use shardlog_engine::record::RecordIter;
 use shardlog_engine::recovery::StopKind;
-use shardlog_net::server::catalog::{self, TopicSpec};
+use shardlog_net::server::topic_file::{self, TopicFile};
 
 use crate::Outcome;
 use crate::args::ExportArgs;
@@ -41,10 +41,10 @@ use crate::scan;
 pub fn run(args: &ExportArgs) -> Result<Outcome, ToolError> {
     let dir = &args.dir;
     fs::metadata(dir).map_err(ToolError::io(dir))?;
-    let topic = match catalog::read_topic_file(dir) {
+    let topic = match topic_file::read(dir) {
         Ok(spec) => Some(spec),
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => return Err(ToolError::io(dir.join(catalog::TOPIC_FILE))(e)),
+        Err(e) => return Err(ToolError::io(dir.join(topic_file::TOPIC_FILE))(e)),
     };
     let mut sink = Sink::open(args.output.as_deref())?;
     let result = match &topic {
@@ -134,7 +134,7 @@ fn export_one_partition(sink: &mut Sink, dir: &Path) -> Result<u64, ToolError> {
 }
 
 /// The export of a whole topic: its settings, then each partition's records and end.
-fn export_topic(sink: &mut Sink, dir: &Path, spec: &TopicSpec) -> Result<u64, ToolError> {
+fn export_topic(sink: &mut Sink, dir: &Path, spec: &TopicFile) -> Result<u64, ToolError> {
     let partitions: Vec<PathBuf> = (0..spec.partitions)
         .map(|p| dir.join(p.to_string()))
         .collect();

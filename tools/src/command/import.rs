@@ -32,7 +32,7 @@ use shardlog_engine::{
     DmaStorage, EngineConfig, FlushPolicy, Offset, PartitionLog, warm_iopoll_probe,
 };
 use shardlog_net::api::valid_topic_name;
-use shardlog_net::server::catalog::{self, PARTITIONS_MAX, TopicSpec};
+use shardlog_net::server::topic_file::{self, PARTITIONS_MAX, TopicFile};
 
 use crate::Outcome;
 use crate::args::ImportArgs;
@@ -122,7 +122,7 @@ fn topic_header(line: u64, text: &str) -> Result<Option<ExportedTopic>, ToolErro
             topic.partitions
         )));
     }
-    TopicSpec::from(&topic)
+    TopicFile::from(&topic)
         .engine_config(&EngineConfig::default())
         .validate()
         .map_err(|e| bad(format!("topic settings: {e}")))?;
@@ -173,7 +173,7 @@ fn import_topic(
             return Err(error);
         }
     };
-    let done = catalog::topic_dir(data_dir, &topic.name);
+    let done = topic_file::topic_dir(data_dir, &topic.name);
     let building = data_dir.join(format!("{}~import", topic.name));
     let result = build_topic(&done, &building, topic, items);
     if result.is_err() {
@@ -236,9 +236,9 @@ fn build_topic(
     };
     let imported = on_executor(target, items)?;
     remove_probe(building)?;
-    let spec = TopicSpec::from(topic);
-    catalog::write_topic_file(building, &spec)
-        .map_err(ToolError::io(building.join(catalog::TOPIC_FILE)))?;
+    let spec = TopicFile::from(topic);
+    topic_file::write(building, &spec)
+        .map_err(ToolError::io(building.join(topic_file::TOPIC_FILE)))?;
     fs::rename(building, done).map_err(ToolError::io(done))?;
     let parent = done.parent().unwrap_or(Path::new("."));
     File::open(parent)

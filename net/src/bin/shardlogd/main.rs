@@ -52,10 +52,28 @@ struct Args {
     /// glommio io_memory per shard, bytes.
     #[arg(long, env = "SHARDLOGD_IO_MEMORY")]
     io_memory: Option<usize>,
-    /// Cluster mode: every node as ID=HOST:PORT,... (this one included, the same list on
-    /// every node). Without it the node runs alone, without replication.
+    /// The cluster: every node's peer listener as ID=HOST:PORT,... (this one included, the
+    /// same list on every node; only nodes connect there). Without it the node is a
+    /// cluster of one.
     #[arg(long, env = "SHARDLOGD_PEERS")]
     peers: Option<String>,
+    /// Where this node's peer listener binds. Default: its own --peers entry.
+    #[arg(long, env = "SHARDLOGD_PEER_LISTEN")]
+    peer_listen: Option<String>,
+    /// A file holding the cluster's shared secret (at least 32 bytes, readable by this
+    /// user only): peers prove who they are with an HMAC challenge over it.
+    #[arg(long, env = "SHARDLOGD_CLUSTER_SECRET_FILE")]
+    cluster_secret_file: Option<PathBuf>,
+    /// This node's certificate (PEM) for mutual TLS between peers; it must name
+    /// `shardlog-node-<ID>` and be signed by --peer-tls-ca.
+    #[arg(long, env = "SHARDLOGD_PEER_TLS_CERT")]
+    peer_tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --peer-tls-cert.
+    #[arg(long, env = "SHARDLOGD_PEER_TLS_KEY")]
+    peer_tls_key: Option<PathBuf>,
+    /// The cluster CA's certificate (PEM).
+    #[arg(long, env = "SHARDLOGD_PEER_TLS_CA")]
+    peer_tls_ca: Option<PathBuf>,
     /// Default replication factor of new topics. Default min(3, nodes).
     #[arg(long, env = "SHARDLOGD_REPLICATION_FACTOR")]
     replication_factor: Option<u16>,
@@ -90,6 +108,11 @@ impl Args {
             tail_cache_bytes: self.tail_cache_bytes,
             io_memory: self.io_memory,
             peers: self.peers,
+            peer_listen: self.peer_listen,
+            cluster_secret_file: self.cluster_secret_file,
+            peer_tls_cert: self.peer_tls_cert,
+            peer_tls_key: self.peer_tls_key,
+            peer_tls_ca: self.peer_tls_ca,
             replication_factor: self.replication_factor,
             min_insync: self.min_insync,
             session_timeout_ms: self.session_timeout_ms,

@@ -5,9 +5,11 @@
 //! to every shard as a [`ClusterView`].
 //!
 //! It also keeps this node's session: a heartbeat to the controller leader every
-//! `HEARTBEAT_EVERY_MS` (the leader registers a node it does not know). ISR proposals and
-//! heartbeats reaching a node that does not lead the controller are passed on to the
-//! leader it knows.
+//! `HEARTBEAT_EVERY_MS` (the leader registers a node it does not know). This node's ISR
+//! proposals go to the leader it knows. A message from a peer is taken only if the node
+//! it names is the node the peer listener proved (`handle`'s `from`); a heartbeat or
+//! proposal reaching a node that does not lead is dropped (the sender retries towards
+//! the leader it learns of).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -29,8 +31,9 @@ use shardlog_replicator::{NodeId, Tick};
 
 use crate::api::{Api, ControllerRequest};
 use crate::peer::Peers;
-use crate::server::cluster::ClusterView;
-use crate::server::inbox::ShardMsg;
+use crate::server::cluster::{ClusterView, adopt};
+use crate::server::topic_file::TopicFile;
+use crate::server::shard::ShardMsg;
 
 /// How often this node heartbeats to the controller leader, ms.
 const HEARTBEAT_EVERY_MS: u64 = 100;
@@ -75,6 +78,16 @@ pub fn open_raft_file(data_dir: &Path) -> anyhow::Result<(Recovered, std::fs::Fi
     Ok((recovered, file))
 }
 
+/// What shard 0's controller starts from, read before the shards start.
+pub(crate) struct ControllerStart {
+    /// The Raft file's state and the file, open for appending.
+    pub(crate) raft: (Recovered, std::fs::File),
+    /// The data directory.
+    pub(crate) data_dir: PathBuf,
+    /// Topics on disk to adopt (`cluster::adopt`).
+    pub(crate) to_adopt: Vec<TopicFile>,
+}
+
 /// This node's controller voter and its IO.
 pub(crate) struct ControllerService {
     node: NodeId,
@@ -93,18 +106,26 @@ pub(crate) struct ControllerService {
     rejoined: Cell<bool>,
     /// The clock as of the last loop turn.
     now: Cell<Tick>,
+    /// Peer messages dropped for naming another sender than the proven one.
+    forged: Cell<u64>,
+    /// The data directory.
+    data_dir: PathBuf,
+    /// Topics found on disk to adopt before the first view (see `cluster::adopt`).
+    to_adopt: RefCell<Vec<TopicFile>>,
+    adopting: Cell<bool>,
 }
 
 impl ControllerService {
     /// The voter of `config.node`, registered with the controller at `address`, resuming
-    /// from `recovered` (read from `file`, which it appends to).
+    /// from `start.raft` (read from its file, which it appends to).
     pub(crate) fn new(
         mut config: ControllerConfig,
         address: String,
-        (recovered, file): (Recovered, std::fs::File),
+        start: ControllerStart,
         peers: Rc<Peers>,
         now: Tick,
     ) -> anyhow::Result<ControllerService> {
+        let (recovered, file) = start.raft;
         let node = config.node.0;
         // Proposal ids must not repeat across restarts: start from the wall clock.
         config.first_proposal_seq = std::time::SystemTime::now()
@@ -126,6 +147,10 @@ impl ControllerService {
             last_heartbeat: Cell::new(None),
             rejoined: Cell::new(false),
             now: Cell::new(now),
+            forged: Cell::new(0),
+            data_dir: start.data_dir,
+            to_adopt: RefCell::new(start.to_adopt),
+            adopting: Cell::new(false),
         })
     }
 
@@ -139,19 +164,40 @@ impl ControllerService {
         self.controller.borrow().is_leader()
     }
 
-    /// A controller message from a peer (or from a shard of this node).
-    pub(crate) fn handle(self: &Rc<Self>, request: ControllerRequest, data: &Bytes) {
+    /// A controller message from peer `from` (proven by the peer listener), or from a
+    /// shard of this node (`None`). Remote input: a message naming another sender than
+    /// the proven one is dropped and counted.
+    pub(crate) fn handle(
+        self: &Rc<Self>,
+        from: Option<NodeId>,
+        request: ControllerRequest,
+        data: &Bytes,
+    ) {
+        let sender = from.unwrap_or(self.node);
+        let claimed = match &request {
+            ControllerRequest::Raft { from } => NodeId(*from),
+            ControllerRequest::Heartbeat { node, .. } => NodeId(*node),
+            ControllerRequest::ChangeIsr { .. } => sender,
+        };
+        if claimed != sender {
+            self.forged.set(self.forged.get() + 1);
+            let dropped = self.forged.get();
+            tracing::warn!(%sender, %claimed, dropped, "controller message naming another node; dropped");
+            return;
+        }
         match request {
-            ControllerRequest::Raft { from } => {
-                if let Err(e) = self.controller.borrow_mut().step(data) {
-                    tracing::debug!(from, error = %e, "raft message refused");
+            ControllerRequest::Raft { .. } => {
+                let stepped = match from {
+                    Some(from) => self.controller.borrow_mut().step_from(from, data),
+                    None => self.controller.borrow_mut().step(data),
+                };
+                if let Err(e) = stepped {
+                    tracing::debug!(%sender, error = %e, "raft message refused");
                 }
             }
             ControllerRequest::Heartbeat { node, address } => {
                 if self.is_leader() {
                     self.session(NodeId(node), &address);
-                } else {
-                    self.pass_on(&ControllerRequest::Heartbeat { node, address });
                 }
             }
             ControllerRequest::ChangeIsr {
@@ -161,7 +207,15 @@ impl ControllerService {
                 partition_epoch,
                 isr,
             } => {
-                if self.is_leader() {
+                let leads = self
+                    .controller
+                    .borrow()
+                    .metadata()
+                    .partition(&topic, partition)
+                    .is_some_and(|p| p.leader == Some(sender));
+                if self.is_leader() && !leads {
+                    tracing::debug!(%sender, topic, partition, "ISR proposal from a node that does not lead the partition; refused");
+                } else if self.is_leader() {
                     let Ok(partition_epoch) = u32::try_from(partition_epoch) else {
                         tracing::warn!(
                             topic,
@@ -182,8 +236,9 @@ impl ControllerService {
                     if let Err(e) = self.controller.borrow_mut().propose(command) {
                         tracing::debug!(error = %e, "ISR proposal not taken");
                     }
-                } else {
-                    self.pass_on(&ControllerRequest::ChangeIsr {
+                } else if from.is_none() {
+                    // This node's own proposal: to the leader it knows.
+                    self.send_to_leader(&ControllerRequest::ChangeIsr {
                         topic,
                         partition,
                         leader_epoch,
@@ -219,8 +274,8 @@ impl ControllerService {
 
     /// Renews (or registers) `node`'s session; on the controller leader only.
     fn session(&self, node: NodeId, address: &str) {
-        if !self.peers.is_peer(node.0) {
-            // Only the nodes of `--peers` are members (the frame may come from anyone).
+        if !self.controller.borrow().is_voter(node) {
+            // Only the nodes of `--peers` are members.
             tracing::warn!(%node, address, "heartbeat from a node not in --peers; ignored");
             return;
         }
@@ -245,7 +300,7 @@ impl ControllerService {
         }
     }
 
-    fn pass_on(self: &Rc<Self>, request: &ControllerRequest) {
+    fn send_to_leader(self: &Rc<Self>, request: &ControllerRequest) {
         if let Some(leader) = self.leader().filter(|l| *l != self.node) {
             self.peers
                 .send_frame(leader.0, Api::Controller, request, Bytes::new());
@@ -291,6 +346,10 @@ impl ControllerService {
             if published.is_none() && !self.controller.borrow().caught_up() {
                 continue;
             }
+            // Topics to adopt are created and moved into place before any replica opens.
+            if published.is_none() && !self.adoption_done() {
+                continue;
+            }
             let (leader, rejoined) = (self.leader(), self.rejoined.get());
             if changed || published != Some((leader, rejoined)) {
                 let view = Arc::new(ClusterView {
@@ -304,6 +363,60 @@ impl ControllerService {
                 published = Some((leader, rejoined));
             }
         }
+    }
+
+    /// Whether no topic waits for adoption; starts adopting once this node is live.
+    fn adoption_done(self: &Rc<Self>) -> bool {
+        if self.to_adopt.borrow().is_empty() {
+            return true;
+        }
+        let live = self.controller.borrow().metadata().is_live(self.node);
+        if live && self.rejoined.get() && !self.adopting.replace(true) {
+            glommio::spawn_local(self.clone().adopt()).detach();
+        }
+        false
+    }
+
+    /// Adopts every topic of `to_adopt` (see `cluster::adopt`); one that cannot be is
+    /// logged and left where it is.
+    async fn adopt(self: Rc<Self>) {
+        let topics = self.to_adopt.borrow().clone();
+        for topic in topics {
+            let command = adopt::create_command(&topic, self.controller.borrow().metadata());
+            if let Some(command) = command {
+                match self.propose(command).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(refusal)) => {
+                        tracing::error!(topic = topic.name, %refusal, "adopting a topic: the controller refused it; its directory stays as it is");
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::error!(topic = topic.name, error = %e, "adopting a topic failed; its directory stays as it is");
+                        continue;
+                    }
+                }
+            }
+            let target = adopt::target(&self.data_dir, &topic, self.controller.borrow().metadata());
+            let moved = match target {
+                Ok(target) => {
+                    let (data_dir, name) = (self.data_dir.clone(), topic.name.clone());
+                    glommio::executor()
+                        .spawn_blocking(move || {
+                            adopt::move_into_place(&data_dir, &name, &target)
+                                .map(|()| target)
+                                .map_err(|e| e.to_string())
+                        })
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            match moved {
+                Ok(target) => tracing::info!(topic = topic.name, dir = %target.display(), partitions = topic.partitions, "topic adopted"),
+                Err(e) => tracing::error!(topic = topic.name, error = %e, "adopting a topic failed; its directory stays as it is"),
+            }
+        }
+        self.to_adopt.borrow_mut().clear();
+        let _ = self.kick.unbounded_send(());
     }
 
     /// Performs one Ready's actions in order; whether the metadata or the controller

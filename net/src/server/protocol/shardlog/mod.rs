@@ -1,9 +1,16 @@
-//! One client connection on a shard. The read loop takes frames in order and begins each
-//! request (see `dispatch`); each completion runs as its own task and hands its reply to
-//! the writer task, which gathers replies into few socket writes. At most
-//! `IN_FLIGHT_MAX` requests per connection are outstanding: past that, reading pauses.
-//! A frame whose header breaks a limit closes the connection (the stream cannot be
-//! resynchronised); a frame whose meta does not decode gets an error reply.
+//! The shardlog protocol's front end: rkyv frames (`crate::frame`) on the client
+//! listener, decoded and answered by `handlers`.
+//!
+//! One connection on a shard: the read loop takes frames in order and begins each
+//! request (`handlers::begin`, the operations' first phase); each completion runs as its
+//! own task and hands its reply to the writer task, which gathers replies into few
+//! socket writes (replies carry the request's correlation id, so they may leave in any
+//! order). At most `IN_FLIGHT_MAX` requests per connection are outstanding: past that,
+//! reading pauses. A frame whose header breaks a limit closes the connection (the stream
+//! cannot be resynchronised); a frame whose meta does not decode gets an error reply.
+
+mod handlers;
+pub(crate) mod reply;
 
 use std::rc::Rc;
 
@@ -13,9 +20,8 @@ use futures::future::{Either, select};
 use futures::io::AsyncReadExt;
 use glommio::net::{Preallocated, TcpStream};
 
-use crate::server::dispatch;
-use crate::server::reply::Reply;
 use crate::server::shard::Shard;
+use reply::Reply;
 use crate::wire::{self, ReadError};
 
 /// Requests begun and not yet answered, per connection.
@@ -23,8 +29,27 @@ const IN_FLIGHT_MAX: u64 = 4096;
 /// Socket receive buffer.
 const READ_BUFFER_BYTES: usize = 64 << 10;
 
+/// Serves each connection of the client listener as its own task until the shard is
+/// told to stop.
+pub(crate) async fn accept_until_stopped(shard: &Rc<Shard>, listener: glommio::net::TcpListener) {
+    let mut stopping = shard.stopping();
+    loop {
+        match select(std::pin::pin!(listener.accept()), &mut stopping).await {
+            Either::Left((Ok(stream), _)) => {
+                glommio::spawn_local(serve(shard.clone(), stream)).detach();
+            }
+            Either::Left((Err(e), _)) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(shard = shard.id, error = %e, "accept failed");
+                glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Either::Right(_) => break,
+        }
+    }
+}
+
 /// Serves a connection until the client leaves, the stream breaks, or the shard stops.
-pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let peer = stream
         .peer_addr()
         .map_or_else(|_| "?".to_owned(), |a| a.to_string());
@@ -55,8 +80,8 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         let Ok(permit) = permits.acquire_static_permit(1).await else {
             break;
         };
-        shard.in_flight.set(shard.in_flight.get() + 1);
-        let completion = dispatch::begin(&shard, frame).await;
+        shard.begin_request();
+        let completion = handlers::begin(&shard, frame).await;
         let replies = replies.clone();
         let task_shard = shard.clone();
         glommio::spawn_local(async move {
@@ -64,7 +89,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
                 let _ = replies.unbounded_send(reply);
             }
             drop(permit);
-            task_shard.in_flight.set(task_shard.in_flight.get() - 1);
+            task_shard.end_request();
         })
         .detach();
     }

@@ -1,15 +1,19 @@
-//! Links to peer nodes for replication: one pipelined connection per node (the client's
-//! [`Connection`](crate::client)), opened on first use, carrying fire-and-forget
-//! `Replicate` frames. [`PartitionTransport`] is the replicator's `Transport` for one
-//! partition on top of it.
+//! Links to peer nodes: one pipelined connection per node (the client's
+//! [`Connection`](crate::client)) to its peer listener, opened on first use and
+//! authenticated by a handshake ([`auth`]) before anything else crosses it, carrying
+//! fire-and-forget `Replicate` and `Controller` frames and forwarded topic admin.
+//! [`PartitionTransport`] is the replicator's `Transport` for one partition on top of it.
 //!
 //! Sending never waits and never fails: a message for a node with no live connection
 //! starts (re)connecting in the background and is dropped, as is one the socket loses;
 //! the replicas resend on their timers (ships, acks, epoch queries all have them).
 
+pub mod auth;
+
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,11 +23,12 @@ use shardlog_replicator::message::{self, Envelope, Message};
 
 use crate::api::{Api, ArchivedReplicateRequest, ReplicateRequest, VERSION};
 use crate::client::ClientError;
-use crate::client::connection::Connection;
+use crate::client::connection::{self, Connection};
 use crate::frame::{FrameError, encode_head};
 use crate::wire::Frame;
+use auth::PeerSecurity;
 
-/// How long a connection attempt to a peer may take.
+/// How long a connection attempt to a peer (connect and handshake) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a request to a peer (`Peers::call`) may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(15);
@@ -35,7 +40,12 @@ enum Link {
 
 /// The peers of this node and the links to them.
 pub struct Peers {
+    /// This node.
+    me: u32,
+    /// Every other node's peer listener.
     addresses: HashMap<u32, String>,
+    /// How this node proves itself, and checks whom it reached.
+    security: Arc<PeerSecurity>,
     links: RefCell<HashMap<u32, Link>>,
     correlation: Cell<u64>,
     /// Messages dropped for want of a live link (a gauge for tests and logs).
@@ -43,11 +53,18 @@ pub struct Peers {
 }
 
 impl Peers {
-    /// Peers by node id and `HOST:PORT`.
+    /// The links of node `me` to its peers, by node id and peer listener `HOST:PORT`
+    /// (its own entry, if listed, is left out).
     #[must_use]
-    pub fn new(addresses: impl IntoIterator<Item = (u32, String)>) -> Rc<Peers> {
+    pub fn new(
+        me: u32,
+        addresses: impl IntoIterator<Item = (u32, String)>,
+        security: Arc<PeerSecurity>,
+    ) -> Rc<Peers> {
         Rc::new(Peers {
-            addresses: addresses.into_iter().collect(),
+            me,
+            addresses: addresses.into_iter().filter(|(id, _)| *id != me).collect(),
+            security,
             links: RefCell::new(HashMap::new()),
             correlation: Cell::new(1),
             dropped: Cell::new(0),
@@ -133,7 +150,7 @@ impl Peers {
         let connection = match self.live_link(to) {
             Some(connection) => connection,
             None => {
-                let connection = Connection::open(address, CALL_TIMEOUT).await?;
+                let connection = self.open(to, address).await?;
                 // Kept as the link to that node: later messages reuse it.
                 self.links
                     .borrow_mut()
@@ -193,7 +210,7 @@ impl Peers {
         self.links.borrow_mut().insert(to, Link::Connecting);
         let peers = self.clone();
         glommio::spawn_local(async move {
-            match Connection::open(&address, CONNECT_TIMEOUT).await {
+            match peers.open(to, &address).await {
                 Ok(connection) => {
                     peers.links.borrow_mut().insert(to, Link::Up(connection));
                 }
@@ -204,6 +221,32 @@ impl Peers {
             }
         })
         .detach();
+    }
+}
+
+impl Peers {
+    /// Connects to node `to` at `address` and runs the handshake: the link proves this
+    /// node to the peer and checks that `to` answered. At most `CONNECT_TIMEOUT` in all.
+    async fn open(&self, to: u32, address: &str) -> Result<Connection, ClientError> {
+        let open = async {
+            let stream = connection::connect(address, CONNECT_TIMEOUT).await?;
+            let stream = auth::dial(&self.security, stream, self.me, to)
+                .await
+                .map_err(|e| ClientError::NoBroker(format!("node {to} at {address}: {e}")))?;
+            let options = connection::Options {
+                request_timeout: CALL_TIMEOUT,
+                connect_timeout: CONNECT_TIMEOUT,
+                probe: None,
+            };
+            Connection::over(stream, address, options)
+        };
+        let timer = glommio::timer::Timer::new(CONNECT_TIMEOUT);
+        match futures::future::select(std::pin::pin!(open), timer).await {
+            futures::future::Either::Left((opened, _)) => opened,
+            futures::future::Either::Right(_) => Err(ClientError::NoBroker(format!(
+                "node {to} at {address}: no connection within {CONNECT_TIMEOUT:?}"
+            ))),
+        }
     }
 }
 

@@ -1,0 +1,303 @@
+//! A shard's replicas: opened, closed and handed their leadership as the controller's
+//! view changes (`reconcile`), their timers and ISR proposals (`tick_loop`), and their
+//! logs' upkeep.
+
+use std::cell::{Cell, RefCell};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use shardlog_engine::{DmaStorage, EngineConfig, FlushPolicy, PartitionLog, TimestampMs};
+use shardlog_replicator::controller::{PartitionState, TopicInfo};
+use shardlog_replicator::driver::ReplicaDriver;
+use shardlog_replicator::{NodeId, ReplicaConfig};
+
+use crate::api::ControllerRequest;
+use crate::peer::PartitionTransport;
+use crate::server::cluster::{ClusterNode, ClusterView, Replica, TopicSettings};
+use crate::server::shard::{ShardMsg, finish_log, owner_shard};
+
+/// A replica's driver on a shard.
+pub(crate) type Driver = ReplicaDriver<DmaStorage, PartitionTransport>;
+
+/// How often replica timers run (their own periods are 50 ms and up).
+const TICK_EVERY: Duration = Duration::from_millis(10);
+/// How often each replica's log does its upkeep (interval syncs, rolls).
+const LOG_UPKEEP_EVERY: Duration = Duration::from_millis(100);
+/// A produce request waiting for replication longer than this is answered `Timeout`.
+const PRODUCE_TIMEOUT_MS: u64 = 10_000;
+
+impl ClusterNode {
+    /// Reconciles this shard's replicas with each new view until the shard stops.
+    pub(crate) async fn reconcile_loop(self: Rc<Self>, place: Placement) {
+        let Some(mut changes) = self.view_changes.borrow_mut().take() else {
+            return;
+        };
+        while changes.next().await.is_some() {
+            while changes.try_recv().is_ok() {}
+            self.reconcile(&place).await;
+        }
+    }
+
+    async fn reconcile(&self, place: &Placement) {
+        let Some(view) = self.view() else {
+            return;
+        };
+        let topics = view.metadata.topics();
+        let stale: Vec<((String, u32), Rc<Replica>)> = self
+            .replicas
+            .borrow()
+            .iter()
+            .filter(|((topic, partition), replica)| {
+                !topics.get(topic).is_some_and(|info| {
+                    info.id == replica.topic_id
+                        && state_of(info, *partition).is_some_and(|s| s.replicas.contains(&self.id))
+                })
+            })
+            .map(|(key, replica)| (key.clone(), replica.clone()))
+            .collect();
+        for (key, replica) in stale {
+            self.replicas.borrow_mut().remove(&key);
+            let dir = replica.log().dir().to_path_buf();
+            close_replica(replica).await;
+            tracing::info!(topic = key.0, partition = key.1, "replica removed");
+            remove_dir(dir).await;
+        }
+        for (name, info) in topics {
+            for (partition, state) in (0u32..).zip(&info.partitions) {
+                if !state.replicas.contains(&self.id)
+                    || owner_shard(name, partition, place.shards) != place.shard
+                {
+                    continue;
+                }
+                let key = (name.clone(), partition);
+                let existing = self.replicas.borrow().get(&key).cloned();
+                let replica = match existing {
+                    Some(replica) => replica,
+                    None => match self.open_replica(place, name, info, partition).await {
+                        Ok(replica) => {
+                            self.replicas.borrow_mut().insert(key, replica.clone());
+                            replica
+                        }
+                        Err(e) => {
+                            tracing::error!(topic = name, partition, error = %e, "opening replica failed");
+                            continue;
+                        }
+                    },
+                };
+                self.apply_leadership(&replica, state, &view);
+            }
+        }
+    }
+
+    async fn open_replica(
+        &self,
+        place: &Placement,
+        name: &str,
+        info: &TopicInfo,
+        partition: u32,
+    ) -> anyhow::Result<Rc<Replica>> {
+        let engine = TopicSettings::of(info).engine_config(&place.defaults);
+        let dir = replica_dir(&place.data_dir, name, info.id, partition);
+        let log = Rc::new(PartitionLog::open(DmaStorage, &dir, engine).await?);
+        let transport = PartitionTransport::new(self.peers.clone(), name, partition, self.id);
+        let config = ReplicaConfig {
+            replica_lag_ms: self.config.replica_lag_ms,
+            min_insync: usize::from(info.min_insync),
+            request_timeout_ms: PRODUCE_TIMEOUT_MS,
+            // Under `interval` and `never` an append is acknowledged once written (the
+            // policy's promise); waiting for their background syncs would stall acks=all
+            // (`never` syncs only when much is unsynced).
+            durable_when_acked: place.defaults.flush != FlushPolicy::Always,
+            ..ReplicaConfig::default()
+        };
+        config.validate()?;
+        let driver = Rc::new(
+            ReplicaDriver::open(
+                log,
+                transport,
+                config,
+                self.id,
+                self.incarnation,
+                self.now(),
+            )
+            .await?,
+        );
+        let runner = driver.clone();
+        let (topic, id) = (name.to_owned(), self.id);
+        let run = glommio::spawn_local(async move {
+            if let Err(e) = runner.run().await {
+                tracing::error!(%topic, partition, node = %id, error = %e, "replica stopped");
+            }
+        })
+        .detach();
+        tracing::info!(topic = name, partition, dir = %dir.display(), "replica opened");
+        Ok(Rc::new(Replica {
+            topic: Rc::from(name),
+            partition,
+            topic_id: info.id,
+            driver,
+            applied: Cell::new(None),
+            run: RefCell::new(Some(run)),
+        }))
+    }
+
+    /// Hands the controller's decision to the replica, once per (leader epoch, partition
+    /// epoch).
+    fn apply_leadership(&self, replica: &Replica, state: &PartitionState, view: &ClusterView) {
+        let rejoined = view.rejoined;
+        let now = (state.leader_epoch, state.partition_epoch);
+        let before = replica.applied.get();
+        if before == Some(now) {
+            return;
+        }
+        let new_epoch = before.is_none_or(|(epoch, _)| epoch != state.leader_epoch);
+        let driver = &replica.driver;
+        if state.leader == Some(self.id) && !rejoined {
+            // A leadership of this node's previous run: the controller moves it once the
+            // old session is fenced (see `ClusterView::rejoined`). Not marked applied: a
+            // later view decides again.
+            return;
+        }
+        match state.leader {
+            Some(leader) if leader == self.id => {
+                let offline: Vec<NodeId> = state
+                    .replicas
+                    .iter()
+                    .copied()
+                    .filter(|n| !view.metadata.is_live(*n))
+                    .collect();
+                if new_epoch {
+                    driver.become_leader(
+                        state.leader_epoch,
+                        state.replicas.clone(),
+                        state.isr.clone(),
+                        state.partition_epoch,
+                        offline,
+                    );
+                } else {
+                    driver.isr_updated(
+                        state.leader_epoch,
+                        state.partition_epoch,
+                        state.isr.clone(),
+                        offline,
+                    );
+                }
+            }
+            Some(leader) if new_epoch => driver.become_follower(state.leader_epoch, leader),
+            // Leaderless: follow nobody, so this replica stops leading an old epoch.
+            None if new_epoch => driver.become_follower(state.leader_epoch, NO_LEADER),
+            _ => {}
+        }
+        replica.applied.set(Some(now));
+    }
+
+    /// Replica timers, their ISR proposals (to shard 0's controller service), and log
+    /// upkeep (interval syncs, rolls, retention), until the shard stops.
+    pub(crate) async fn tick_loop(
+        self: Rc<Self>,
+        controller_inbox: flume::Sender<ShardMsg>,
+        flush: FlushPolicy,
+        stopped: impl Fn() -> bool,
+    ) {
+        // An interval policy syncs from the upkeep: run it at least twice per interval.
+        let upkeep_every = match flush {
+            FlushPolicy::Interval(every) => (every / 2).clamp(TICK_EVERY, LOG_UPKEEP_EVERY),
+            FlushPolicy::Always | FlushPolicy::Never => LOG_UPKEEP_EVERY,
+        };
+        let mut last_upkeep = Instant::now();
+        while !stopped() {
+            glommio::timer::sleep(TICK_EVERY).await;
+            let now = self.now();
+            let replicas: Vec<Rc<Replica>> = self.replicas.borrow().values().cloned().collect();
+            for replica in &replicas {
+                replica.driver.tick(now);
+                for proposal in replica.driver.take_proposals() {
+                    let request = ControllerRequest::ChangeIsr {
+                        topic: replica.topic.to_string(),
+                        partition: replica.partition,
+                        leader_epoch: proposal.epoch.0,
+                        partition_epoch: proposal.isr_version,
+                        isr: proposal.isr.iter().map(|n| n.0).collect(),
+                    };
+                    // A full inbox drops it: the replica proposes again on its timer.
+                    let _ = controller_inbox.try_send(ShardMsg::Controller {
+                        from: None,
+                        request,
+                        data: bytes::Bytes::new(),
+                    });
+                }
+            }
+            if last_upkeep.elapsed() >= upkeep_every {
+                last_upkeep = Instant::now();
+                let wall = TimestampMs::now();
+                for replica in &replicas {
+                    if let Err(e) = replica.log().tick(wall).await {
+                        tracing::error!(dir = %replica.log().dir().display(), error = %e, "partition upkeep failed");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops every replica and closes its log.
+    pub(crate) async fn close_all(&self) {
+        let all: Vec<Rc<Replica>> = self.replicas.borrow_mut().drain().map(|(_, r)| r).collect();
+        for replica in all {
+            close_replica(replica).await;
+        }
+    }
+}
+
+/// The replica a leaderless partition "follows": no node has this id.
+const NO_LEADER: NodeId = NodeId(u32::MAX);
+
+/// What a shard needs to place and open replicas.
+pub(crate) struct Placement {
+    pub(crate) shard: usize,
+    pub(crate) shards: usize,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) defaults: EngineConfig,
+}
+
+fn state_of(info: &TopicInfo, partition: u32) -> Option<&PartitionState> {
+    usize::try_from(partition)
+        .ok()
+        .and_then(|p| info.partitions.get(p))
+}
+
+/// The directory of a replica: see the module docs.
+pub(crate) fn replica_dir(data_dir: &std::path::Path, topic: &str, topic_id: u64, partition: u32) -> PathBuf {
+    data_dir
+        .join(format!("{topic}-{topic_id}"))
+        .join(partition.to_string())
+}
+
+async fn close_replica(replica: Rc<Replica>) {
+    replica.driver.stop();
+    let run = replica.run.borrow_mut().take();
+    if let Some(run) = run {
+        run.await;
+    }
+    let log = replica.log().clone();
+    drop(replica);
+    finish_log(log).await;
+}
+
+async fn remove_dir(dir: PathBuf) {
+    let shown = dir.display().to_string();
+    let result = glommio::executor()
+        .spawn_blocking(move || {
+            std::fs::remove_dir_all(&dir)?;
+            if let Some(parent) = dir.parent() {
+                // The topic directory goes with its last partition.
+                let _ = std::fs::remove_dir(parent);
+            }
+            std::io::Result::Ok(())
+        })
+        .await;
+    if let Err(e) = result {
+        tracing::error!(dir = shown, error = %e, "removing a replica's files failed");
+    }
+}

@@ -1,0 +1,255 @@
+//! The operations: what a front end asks of the node, as typed requests with typed
+//! results and errors, free of any wire format. Partition work (produce with acks, fetch
+//! with a long poll, list offsets) runs on the shard that owns the partition; topic admin
+//! runs on the controller; metadata is the view every shard holds.
+//!
+//! A partition operation has two phases. [`produce`], [`reads::fetch`] and
+//! [`reads::list_offsets`] are awaited in the order a connection's requests arrive: they
+//! find the owner shard and do what must keep that order (a produce gets its offsets
+//! there, or enters the owner shard's inbox there). They return a [`Pending`] answer,
+//! awaited concurrently with later requests: waiting for the flush or the in-sync
+//! replicas, a long poll, or the owner shard's reply. Routing, forwarding and waiting
+//! live in this module only; front ends never see a shard.
+
+pub(crate) mod produce;
+pub(crate) mod reads;
+pub(crate) mod topics;
+
+use std::rc::Rc;
+
+use futures::FutureExt;
+use futures::channel::oneshot;
+use futures::future::{LocalBoxFuture, ready};
+use shardlog_engine::Error as EngineError;
+
+use crate::error_code::ErrorCode;
+use crate::server::cluster::Replica;
+use crate::server::shard::{Shard, ShardMsg};
+
+pub(crate) use produce::{ProduceOp, Produced};
+pub(crate) use reads::{FetchOp, Fetched, ListOffsetsOp};
+
+/// The second phase of an operation: its answer.
+pub(crate) type Pending<T> = LocalBoxFuture<'static, Result<T, OpError>>;
+
+/// An answer that is already known.
+pub(crate) fn answered<T: 'static>(result: Result<T, OpError>) -> Pending<T> {
+    ready(result).boxed_local()
+}
+
+/// Why an operation failed. Each front end maps these to its own codes.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum OpError {
+    /// No such topic.
+    #[error("unknown topic")]
+    UnknownTopic,
+    /// The topic exists, the partition does not.
+    #[error("unknown partition")]
+    UnknownPartition,
+    /// This node does not lead the partition; `leader` names the one that does, if any
+    /// (none: an election is under way, or no in-sync replica is live).
+    #[error("{}", match .leader { Some(l) => format!("node {l} leads this partition"), None => "the partition has no leader".to_owned() })]
+    NotLeader {
+        /// The leader, if known.
+        leader: Option<u32>,
+    },
+    /// The node has not caught up with the controller yet, or the controller has no leader.
+    #[error("{0}")]
+    NotAvailable(String),
+    /// The offset is outside the log.
+    #[error("{0}")]
+    OffsetOutOfRange(String),
+    /// `acks=all` with fewer in-sync replicas than `min_insync`.
+    #[error("not enough in-sync replicas")]
+    NotEnoughReplicas,
+    /// A batch failed its checks.
+    #[error("corrupt batch: {0}")]
+    CorruptBatch(String),
+    /// A batch over the size the server accepts.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The request breaks a rule; the message says which.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// A topic name breaks the naming rules.
+    #[error("{0}")]
+    InvalidTopic(String),
+    /// The topic exists.
+    #[error("{0}")]
+    TopicExists(String),
+    /// Not answered in time.
+    #[error("{0}")]
+    Timeout(String),
+    /// Too many requests waiting on the partition.
+    #[error("too many produce requests waiting")]
+    Busy,
+    /// An idempotent producer's batch out of sequence.
+    #[error("{0}")]
+    OutOfOrderSequence(String),
+    /// A newer epoch of the producer exists.
+    #[error("{0}")]
+    ProducerFenced(String),
+    /// The partition's storage failed.
+    #[error("{0}")]
+    Storage(String),
+    /// The node is stopping.
+    #[error("the server is stopping")]
+    ShuttingDown,
+    /// Anything else; the message says what.
+    #[error("{0}")]
+    Unknown(String),
+}
+
+impl OpError {
+    /// The shardlog protocol's code for it.
+    pub(crate) fn code(&self) -> ErrorCode {
+        match self {
+            OpError::UnknownTopic => ErrorCode::UnknownTopic,
+            OpError::UnknownPartition => ErrorCode::UnknownPartition,
+            OpError::NotLeader { leader: Some(_) } => ErrorCode::NotLeader,
+            OpError::NotLeader { leader: None } | OpError::NotAvailable(_) => {
+                ErrorCode::LeaderNotAvailable
+            }
+            OpError::OffsetOutOfRange(_) => ErrorCode::OffsetOutOfRange,
+            OpError::NotEnoughReplicas => ErrorCode::NotEnoughReplicas,
+            OpError::CorruptBatch(_) => ErrorCode::CorruptBatch,
+            OpError::TooLarge(_) => ErrorCode::RequestTooLarge,
+            OpError::InvalidRequest(_) => ErrorCode::InvalidRequest,
+            OpError::InvalidTopic(_) => ErrorCode::InvalidTopic,
+            OpError::TopicExists(_) => ErrorCode::TopicExists,
+            OpError::Timeout(_) => ErrorCode::Timeout,
+            OpError::Busy => ErrorCode::Busy,
+            OpError::OutOfOrderSequence(_) => ErrorCode::OutOfOrderSequence,
+            OpError::ProducerFenced(_) => ErrorCode::ProducerFenced,
+            OpError::Storage(_) => ErrorCode::StorageError,
+            OpError::ShuttingDown => ErrorCode::ShuttingDown,
+            OpError::Unknown(_) => ErrorCode::Unknown,
+        }
+    }
+
+    /// The leader a `NotLeader` names.
+    pub(crate) fn leader_hint(&self) -> Option<u32> {
+        match self {
+            OpError::NotLeader { leader } => *leader,
+            _ => None,
+        }
+    }
+}
+
+impl From<&EngineError> for OpError {
+    fn from(error: &EngineError) -> OpError {
+        let message = error.to_string();
+        match error {
+            EngineError::OffsetOutOfRange { .. } => OpError::OffsetOutOfRange(message),
+            EngineError::CorruptBatch { .. } | EngineError::InvalidBatch(_) => {
+                OpError::CorruptBatch(message)
+            }
+            EngineError::NotContiguous { .. } => OpError::InvalidRequest(message),
+            EngineError::Io { .. } | EngineError::SyncFailed { .. } | EngineError::Stopped => {
+                OpError::Storage(message)
+            }
+            _ => OpError::Unknown(message),
+        }
+    }
+}
+
+/// A partition operation on its way to the shard that owns the partition.
+pub(crate) enum PartitionOp {
+    Produce(ProduceOp),
+    Fetch(FetchOp),
+    ListOffsets(ListOffsetsOp),
+}
+
+/// The answer to a [`PartitionOp`], back from the owner shard.
+pub(crate) enum OpReply {
+    Produced(Result<Produced, OpError>),
+    Fetched(Result<Fetched, OpError>),
+    Offset(Result<Option<shardlog_engine::Offset>, OpError>),
+}
+
+/// Where a partition is, from one shard.
+pub(crate) enum Place {
+    /// A replica of it on this shard.
+    Here(Rc<Replica>),
+    /// Another shard of this node owns it.
+    Shard(usize),
+    /// This node holds no replica of it (or has not opened it yet).
+    Elsewhere {
+        /// The leader, if any.
+        leader: Option<u32>,
+    },
+}
+
+/// Where `partition` of `topic` is, or why it is nowhere.
+pub(crate) fn locate(shard: &Shard, topic: &str, partition: u32) -> Result<Place, OpError> {
+    shard.cluster.locate(shard.id, shard.node.shards, topic, partition)
+}
+
+/// Runs a partition operation that reached this shard through its inbox, in the order
+/// the inbox delivered it; the reply goes back once the operation is done.
+pub(crate) async fn run_forwarded(
+    shard: &Rc<Shard>,
+    op: PartitionOp,
+    reply: oneshot::Sender<OpReply>,
+) {
+    shard.begin_request();
+    let done = {
+        let shard = shard.clone();
+        move || shard.end_request()
+    };
+    match op {
+        PartitionOp::Produce(op) => {
+            let pending = produce::produce(shard, op).await;
+            glommio::spawn_local(async move {
+                let _ = reply.send(OpReply::Produced(pending.await));
+                done();
+            })
+            .detach();
+        }
+        PartitionOp::Fetch(op) => {
+            let pending = reads::fetch(shard, op).await;
+            glommio::spawn_local(async move {
+                let _ = reply.send(OpReply::Fetched(pending.await));
+                done();
+            })
+            .detach();
+        }
+        PartitionOp::ListOffsets(op) => {
+            let pending = reads::list_offsets(shard, op).await;
+            glommio::spawn_local(async move {
+                let _ = reply.send(OpReply::Offset(pending.await));
+                done();
+            })
+            .detach();
+        }
+    }
+}
+
+/// Hands `op` to the owner shard's inbox (awaited in request order, so forwarded
+/// produces keep their order); the pending answer is that shard's reply.
+async fn forward<T: 'static>(
+    shard: &Shard,
+    owner: usize,
+    op: PartitionOp,
+    unwrap: fn(OpReply) -> Option<Result<T, OpError>>,
+) -> Pending<T> {
+    let (tx, rx) = oneshot::channel();
+    let Some(inbox) = shard.inboxes.get(owner) else {
+        return answered(Err(OpError::Unknown(format!("no shard {owner}"))));
+    };
+    if inbox
+        .send_async(ShardMsg::Op { op, reply: tx })
+        .await
+        .is_err()
+    {
+        return answered(Err(OpError::ShuttingDown));
+    }
+    async move {
+        match rx.await {
+            Ok(reply) => unwrap(reply)
+                .unwrap_or_else(|| Err(OpError::Unknown("a reply of the wrong kind".into()))),
+            Err(_) => Err(OpError::ShuttingDown),
+        }
+    }
+    .boxed_local()
+}

@@ -1,0 +1,103 @@
+//! Produce: one record batch to a partition's leading replica. The replica takes it in
+//! the order `produce` is called (it gets its offsets there) and answers once the acks
+//! level holds: `leader`, once the leader's flush policy's promise holds for it; `all`,
+//! once every in-sync replica holds it and the ISR has at least `min_insync` members.
+//! The batch is checked once, by the replica (`batch::validate_produced`), and goes to
+//! the log as it arrived but for its base offset and leader epoch, which its CRC does not
+//! cover.
+
+use std::rc::Rc;
+
+use futures::FutureExt;
+use shardlog_engine::batch::BATCH_SIZE_MAX;
+use shardlog_replicator::{Acks as ReplicaAcks, ProduceError};
+
+use crate::server::ops::{
+    OpError, OpReply, PartitionOp, Pending, Place, answered, forward, locate,
+};
+use crate::server::shard::Shard;
+
+/// When a produce is answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Acks {
+    /// Never: the producer is not listening (the answer is computed and dropped).
+    None,
+    /// Once the leader's flush policy's promise holds.
+    Leader,
+    /// Once the in-sync replicas hold it.
+    All,
+}
+
+/// One batch for one partition.
+pub(crate) struct ProduceOp {
+    pub(crate) topic: String,
+    pub(crate) partition: u32,
+    pub(crate) acks: Acks,
+    /// One record batch as the client sent it (the leader patches its base offset).
+    pub(crate) batch: Vec<u8>,
+}
+
+/// Where a produced batch landed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Produced {
+    /// The offset of its first record.
+    pub(crate) base_offset: u64,
+}
+
+/// First phase of a produce; see the module docs.
+pub(crate) async fn produce(shard: &Rc<Shard>, op: ProduceOp) -> Pending<Produced> {
+    if op.batch.len() > BATCH_SIZE_MAX {
+        // Bigger data could never be a batch: say it is too large, naming the limit,
+        // rather than let the batch check call its length "out of bounds" (damage).
+        return answered(Err(OpError::TooLarge(format!(
+            "batch of {} bytes is too large: the limit is 16 MiB ({BATCH_SIZE_MAX} bytes) per \
+             batch, and a record must fit in one",
+            op.batch.len()
+        ))));
+    }
+    let replica = match locate(shard, &op.topic, op.partition) {
+        Ok(Place::Here(replica)) => replica,
+        Ok(Place::Shard(owner)) => {
+            let unwrap = |reply| match reply {
+                OpReply::Produced(result) => Some(result),
+                _ => None,
+            };
+            return forward(shard, owner, PartitionOp::Produce(op), unwrap).await;
+        }
+        Ok(Place::Elsewhere { leader }) => return answered(Err(OpError::NotLeader { leader })),
+        Err(e) => return answered(Err(e)),
+    };
+    let wanted = match op.acks {
+        Acks::All => ReplicaAcks::All,
+        Acks::Leader | Acks::None => ReplicaAcks::Leader,
+    };
+    let answer = replica.driver.submit(wanted, op.batch);
+    let cluster = shard.cluster.clone();
+    async move {
+        match answer.await {
+            Ok(produced) => Ok(Produced {
+                base_offset: produced.base_offset.0,
+            }),
+            Err(ProduceError::NotLeader) => Err(OpError::NotLeader {
+                leader: cluster.leader_of(&replica.topic, replica.partition),
+            }),
+            Err(e) => Err(refused(&e)),
+        }
+    }
+    .boxed_local()
+}
+
+/// A replica's refusal as an operation error.
+fn refused(error: &ProduceError) -> OpError {
+    let message = error.to_string();
+    match error {
+        ProduceError::NotLeader => OpError::NotLeader { leader: None },
+        ProduceError::NotEnoughReplicas => OpError::NotEnoughReplicas,
+        ProduceError::CorruptBatch(_) => OpError::CorruptBatch(message),
+        ProduceError::OutOfOrderSequence { .. } => OpError::OutOfOrderSequence(message),
+        ProduceError::ProducerFenced { .. } => OpError::ProducerFenced(message),
+        ProduceError::Timeout { .. } => OpError::Timeout(message),
+        ProduceError::Busy => OpError::Busy,
+        _ => OpError::Unknown(message),
+    }
+}

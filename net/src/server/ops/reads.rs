@@ -1,0 +1,216 @@
+//! Fetch and ListOffsets, served by a partition's leading replica. Consumers only ever
+//! see offsets below the high watermark. A fetch at the tail with a `max_wait` waits
+//! (long poll) until `min_bytes` (at least one batch) are visible, the wait has passed,
+//! or the shard stops, whichever comes first. Batches go out as stored (from the tail
+//! cache or the disk): whole, never re-encoded.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::FutureExt;
+use futures::future::{Either, LocalBoxFuture, select};
+use shardlog_engine::batch::BatchHeader;
+use shardlog_engine::{Offset, ReadBatches, TimestampMs};
+
+use crate::server::cluster::Replica;
+use crate::server::ops::{
+    OpError, OpReply, PartitionOp, Pending, Place, answered, forward, locate,
+};
+use crate::server::shard::{Log, Shard};
+
+/// The most bytes one fetch returns (plus at most one batch beyond).
+pub(crate) const FETCH_BYTES_MAX: usize = 16 << 20;
+/// The longest long poll.
+pub(crate) const FETCH_WAIT_MAX: Duration = Duration::from_secs(30);
+
+/// A fetch of one partition.
+pub(crate) struct FetchOp {
+    pub(crate) topic: String,
+    pub(crate) partition: u32,
+    /// The first offset wanted.
+    pub(crate) offset: u64,
+    /// At most this many bytes (at least one batch is returned), capped at
+    /// `FETCH_BYTES_MAX`.
+    pub(crate) max_bytes: usize,
+    /// The longest wait for `min_bytes`; capped at `FETCH_WAIT_MAX`.
+    pub(crate) max_wait: Duration,
+    /// Bytes worth waiting for; a long poll waits for at least one batch.
+    pub(crate) min_bytes: usize,
+}
+
+/// What a fetch returns.
+#[derive(Debug, Default)]
+pub(crate) struct Fetched {
+    /// Offsets below it are committed.
+    pub(crate) high_watermark: u64,
+    /// The first offset held.
+    pub(crate) log_start: u64,
+    /// Where the next fetch continues.
+    pub(crate) next_offset: u64,
+    /// Whole batches as stored, back to back.
+    pub(crate) chunks: Vec<Bytes>,
+}
+
+/// Which offset ListOffsets looks up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OffsetSpec {
+    /// The first offset held.
+    Earliest,
+    /// The high watermark.
+    Latest,
+    /// The first committed offset whose timestamp is at or after this.
+    Timestamp(i64),
+}
+
+/// A ListOffsets of one partition.
+pub(crate) struct ListOffsetsOp {
+    pub(crate) topic: String,
+    pub(crate) partition: u32,
+    pub(crate) spec: OffsetSpec,
+}
+
+/// The partition's leading replica on this shard, or where the request goes instead.
+enum Served {
+    Here(Rc<Replica>),
+    Shard(usize),
+}
+
+fn serving(shard: &Shard, topic: &str, partition: u32) -> Result<Served, OpError> {
+    match locate(shard, topic, partition)? {
+        Place::Here(replica) if replica.driver.leading().is_some() => Ok(Served::Here(replica)),
+        Place::Here(replica) => Err(OpError::NotLeader {
+            leader: shard.cluster.leader_of(&replica.topic, replica.partition),
+        }),
+        Place::Shard(owner) => Ok(Served::Shard(owner)),
+        Place::Elsewhere { leader } => Err(OpError::NotLeader { leader }),
+    }
+}
+
+/// First phase of a fetch: route it; the read and any wait are the pending answer.
+pub(crate) async fn fetch(shard: &Rc<Shard>, mut op: FetchOp) -> Pending<Fetched> {
+    let replica = match serving(shard, &op.topic, op.partition) {
+        Ok(Served::Here(replica)) => replica,
+        Ok(Served::Shard(owner)) => {
+            let unwrap = |reply| match reply {
+                OpReply::Fetched(result) => Some(result),
+                _ => None,
+            };
+            return forward(shard, owner, PartitionOp::Fetch(op), unwrap).await;
+        }
+        Err(e) => return answered(Err(e)),
+    };
+    op.max_bytes = op.max_bytes.clamp(1, FETCH_BYTES_MAX);
+    op.max_wait = op.max_wait.min(FETCH_WAIT_MAX);
+    if !op.max_wait.is_zero() {
+        op.min_bytes = op.min_bytes.max(1);
+    }
+    let stopping = shard.stopping();
+    async move { serve_fetch(&replica, &op, stopping).await }.boxed_local()
+}
+
+async fn serve_fetch(
+    replica: &Replica,
+    op: &FetchOp,
+    mut stopping: LocalBoxFuture<'static, ()>,
+) -> Result<Fetched, OpError> {
+    let log = replica.log();
+    let offset = Offset(op.offset);
+    let deadline = Instant::now() + op.max_wait;
+    loop {
+        let (log_start, log_end) = (log.log_start(), log.log_end());
+        let visible = replica.visible_end();
+        if offset < log_start || offset > log_end {
+            return Err(OpError::OffsetOutOfRange(format!(
+                "offset {offset} outside [{log_start}, {log_end}]"
+            )));
+        }
+        let mut read = ReadBatches {
+            chunks: Vec::new(),
+            next_offset: offset,
+        };
+        if offset < visible {
+            read = below(log.read(offset, op.max_bytes).await.map_err(|e| OpError::from(&e))?, visible);
+        }
+        let now = Instant::now();
+        if read.bytes() >= op.min_bytes || now >= deadline {
+            return Ok(Fetched {
+                high_watermark: visible.0,
+                log_start: log_start.0,
+                next_offset: read.next_offset.0,
+                chunks: read.chunks,
+            });
+        }
+        if replica.driver.leading().is_none() {
+            return Err(OpError::NotLeader { leader: None });
+        }
+        let changed = std::pin::pin!(log.changed());
+        let timer = std::pin::pin!(glommio::timer::sleep(deadline - now));
+        if let Either::Right(_) = select(select(changed, timer), &mut stopping).await {
+            return Err(OpError::ShuttingDown);
+        }
+    }
+}
+
+/// Cuts `read` before the first batch at or past `visible`: consumers never see a batch
+/// the in-sync replicas have not acknowledged.
+fn below(read: ReadBatches, visible: Offset) -> ReadBatches {
+    let mut out = ReadBatches {
+        chunks: Vec::with_capacity(read.chunks.len()),
+        next_offset: read.next_offset.min(visible),
+    };
+    for chunk in read.chunks {
+        let mut position = 0;
+        let mut cut = None;
+        while let Some(rest) = chunk.get(position..)
+            && let Ok(h) = BatchHeader::parse(rest)
+        {
+            if h.next_offset() > visible {
+                cut = Some((position, h.base_offset));
+                break;
+            }
+            position += h.size as usize;
+        }
+        match cut {
+            None => out.chunks.push(chunk),
+            Some((position, base)) => {
+                if position > 0 {
+                    out.chunks.push(Bytes::slice(&chunk, ..position));
+                }
+                out.next_offset = base;
+                return out;
+            }
+        }
+    }
+    out
+}
+
+/// ListOffsets: earliest, latest (the high watermark), or the first committed offset at
+/// or after a timestamp (`None` if there is none).
+pub(crate) async fn list_offsets(shard: &Rc<Shard>, op: ListOffsetsOp) -> Pending<Option<Offset>> {
+    let replica = match serving(shard, &op.topic, op.partition) {
+        Ok(Served::Here(replica)) => replica,
+        Ok(Served::Shard(owner)) => {
+            let unwrap = |reply| match reply {
+                OpReply::Offset(result) => Some(result),
+                _ => None,
+            };
+            return forward(shard, owner, PartitionOp::ListOffsets(op), unwrap).await;
+        }
+        Err(e) => return answered(Err(e)),
+    };
+    async move {
+        let log: &Log = replica.log();
+        let visible = replica.visible_end();
+        match op.spec {
+            OffsetSpec::Earliest => Ok(Some(log.log_start())),
+            OffsetSpec::Latest => Ok(Some(visible)),
+            OffsetSpec::Timestamp(t) => log
+                .offset_for_timestamp(TimestampMs(t))
+                .await
+                .map(|o| o.filter(|o| *o < visible))
+                .map_err(|e| OpError::from(&e)),
+        }
+    }
+    .boxed_local()
+}

@@ -1,0 +1,199 @@
+//! The peer listener: where the other nodes of the cluster connect, and only they. A
+//! connection starts with a handshake (`crate::peer::auth`: mutual TLS or an HMAC
+//! challenge over the cluster secret) that proves which node is speaking; every message
+//! after it must name that node as its sender, or it is dropped and counted. Served:
+//!
+//! - `Replicate` (fire and forget): to the shard that owns the partition, whose replica
+//!   checks the envelope's sender;
+//! - `Controller` (fire and forget): to shard 0's controller voter, with the proven
+//!   sender;
+//! - `CreateTopic` / `DeleteTopic`: a node that does not lead the controller passes a
+//!   client's topic change to the one that does (`ops::topics`), and gets the answer.
+//!
+//! Anything else is a client api: refused with an error reply.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use futures::channel::mpsc;
+use futures::future::{Either, select};
+use futures::io::AsyncReadExt;
+use glommio::net::{Preallocated, TcpListener, TcpStream};
+use shardlog_replicator::NodeId;
+
+use crate::api::{
+    Api, ArchivedReplicateRequest, ControllerRequest, CreateTopicRequest, DeleteTopicRequest,
+    TopicResponse, VERSION,
+};
+use crate::error_code::ErrorCode;
+use crate::peer::auth::{self, PeerSecurity};
+use crate::server::ops::topics::{self, NewTopic, TopicChange};
+use crate::server::protocol::shardlog::reply::{Reply, error_reply, reply};
+use crate::server::shard::{Shard, ShardMsg, owner_shard};
+use crate::wire::{self, Frame, ReadError};
+
+/// Socket receive buffer of a peer connection.
+const READ_BUFFER_BYTES: usize = 64 << 10;
+
+/// Accepts peer connections until the shard stops; each is served as its own task.
+pub(crate) async fn serve(shard: Rc<Shard>, listener: TcpListener, security: Arc<PeerSecurity>) {
+    let mut stopping = shard.stopping();
+    loop {
+        match select(std::pin::pin!(listener.accept()), &mut stopping).await {
+            Either::Left((Ok(stream), _)) => {
+                let (shard, security) = (shard.clone(), security.clone());
+                glommio::spawn_local(async move { connection(shard, stream, &security).await })
+                    .detach();
+            }
+            Either::Left((Err(e), _)) => {
+                tracing::warn!(shard = shard.id, error = %e, "peer accept failed");
+                glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Either::Right(_) => break,
+        }
+    }
+}
+
+async fn connection(shard: Rc<Shard>, stream: TcpStream, security: &PeerSecurity) {
+    let address = stream
+        .peer_addr()
+        .map_or_else(|_| "?".to_owned(), |a| a.to_string());
+    let _ = stream.set_nodelay(true);
+    let me = shard.node.node_id;
+    let members = shard.cluster.config.voters();
+    let stream = stream.buffered_with(Preallocated::new(READ_BUFFER_BYTES));
+    let (stream, from) = match auth::accept(security, stream, me, |id| members.contains(&id)).await
+    {
+        Ok(accepted) => accepted,
+        Err(e) => {
+            tracing::warn!(%address, error = %e, "peer handshake refused");
+            return;
+        }
+    };
+    let from = NodeId(from);
+    tracing::debug!(%address, node = %from, "peer connected");
+    let (mut reader, writer) = stream.split();
+    let (replies, queue) = mpsc::unbounded::<Reply>();
+    let writer = glommio::spawn_local(async move {
+        let mut queue = queue;
+        if let Err(e) = wire::write_queue(writer, &mut queue).await {
+            tracing::debug!(error = %e, "peer connection write failed");
+            while queue.next().await.is_some() {}
+        }
+    });
+    let mut stopping = shard.stopping();
+    loop {
+        let frame = match select(std::pin::pin!(wire::read_frame(&mut reader)), &mut stopping).await
+        {
+            Either::Left((Ok(Some(frame)), _)) => frame,
+            Either::Left((Ok(None), _)) | Either::Right(_) => break,
+            Either::Left((Err(ReadError::Io(e)), _)) => {
+                tracing::debug!(node = %from, error = %e, "peer connection read failed");
+                break;
+            }
+            Either::Left((Err(ReadError::Frame(e)), _)) => {
+                tracing::warn!(node = %from, error = %e, "bad peer frame; closing the connection");
+                break;
+            }
+        };
+        handle(&shard, from, frame, &replies).await;
+    }
+    drop(replies);
+    writer.await;
+}
+
+async fn handle(shard: &Rc<Shard>, from: NodeId, frame: Frame, replies: &mpsc::UnboundedSender<Reply>) {
+    let header = frame.header;
+    let api = Api::from_u16(header.api);
+    if header.version != VERSION {
+        let message = format!("version {} (supported: {VERSION})", header.version);
+        let _ = replies.unbounded_send(error_reply(&header, ErrorCode::UnsupportedVersion, &message));
+        return;
+    }
+    match api {
+        Some(Api::Replicate) => replicate(shard, from, frame).await,
+        Some(Api::Controller) => match frame.decode::<ControllerRequest>() {
+            Ok(request) => {
+                let data = frame.data.freeze();
+                if let Some(inbox) = shard.inboxes.first() {
+                    let message = ShardMsg::Controller {
+                        from: Some(from),
+                        request,
+                        data,
+                    };
+                    // Fire and forget: a full inbox drops it, the sender's timers resend.
+                    let _ = inbox.try_send(message);
+                }
+            }
+            Err(e) => tracing::warn!(node = %from, error = %e, "invalid controller message; dropped"),
+        },
+        Some(Api::CreateTopic | Api::DeleteTopic) => {
+            let change = if header.api == Api::CreateTopic as u16 {
+                frame.decode::<CreateTopicRequest>().map(|r| {
+                    TopicChange::Create(NewTopic {
+                        name: r.name,
+                        partitions: r.partitions,
+                        replication_factor: (r.replication_factor != 0)
+                            .then_some(r.replication_factor),
+                        min_insync: r.config.min_insync,
+                        settings: topics::settings_of(&r.config),
+                    })
+                })
+            } else {
+                frame
+                    .decode::<DeleteTopicRequest>()
+                    .map(|r| TopicChange::Delete(r.name))
+            };
+            let change = match change {
+                Ok(change) => change,
+                Err(e) => {
+                    let _ = replies.unbounded_send(error_reply(&header, ErrorCode::InvalidRequest, &e.to_string()));
+                    return;
+                }
+            };
+            let pending = topics::change(shard, change).await;
+            let replies = replies.clone();
+            glommio::spawn_local(async move {
+                let response = match pending.await {
+                    Ok(()) => TopicResponse {
+                        error: ErrorCode::None.as_u16(),
+                        message: String::new(),
+                    },
+                    Err(e) => TopicResponse {
+                        error: e.code().as_u16(),
+                        message: e.to_string(),
+                    },
+                };
+                let _ = replies.unbounded_send(reply(&header, &response, Vec::new()));
+            })
+            .detach();
+        }
+        Some(other) => {
+            let message = format!("{other:?} is a client api: send it to the client listener");
+            let _ = replies.unbounded_send(error_reply(&header, ErrorCode::InvalidRequest, &message));
+        }
+        None => {
+            let message = format!("unknown api {}", header.api);
+            let _ = replies.unbounded_send(error_reply(&header, ErrorCode::UnknownApi, &message));
+        }
+    }
+}
+
+/// A replication message: to the shard that owns the partition. In arrival order
+/// (awaited), so one peer's messages for a partition keep their order.
+async fn replicate(shard: &Rc<Shard>, from: NodeId, frame: Frame) {
+    let owner = match frame.access::<ArchivedReplicateRequest>() {
+        Ok(meta) => owner_shard(meta.topic.as_str(), meta.partition.to_native(), shard.node.shards),
+        Err(e) => {
+            tracing::warn!(node = %from, error = %e, "invalid replication message; dropped");
+            return;
+        }
+    };
+    if owner == shard.id {
+        shard.cluster.receive_frame(from, &frame);
+    } else if let Some(inbox) = shard.inboxes.get(owner) {
+        // Dropped if the owner stopped: the replicas resend.
+        let _ = inbox.send_async(ShardMsg::Replicate { from, frame }).await;
+    }
+}

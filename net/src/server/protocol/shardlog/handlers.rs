@@ -1,0 +1,302 @@
+//! The shardlog protocol's requests: each frame's meta is validated (rkyv, bytecheck)
+//! and decoded into an operation; the operation's result becomes the response frame.
+//! `begin` runs in the order a connection's frames arrive (the operations' first phase);
+//! the [`Completion`] it returns is awaited concurrently with later requests.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::{LocalBoxFuture, ready};
+
+use crate::api::{
+    Acks, Api, ArchivedAcks, ArchivedFetchRequest, ArchivedListOffsetsRequest,
+    ArchivedOffsetSpec, ArchivedProduceRequest, BrokerMetadata, CreateTopicRequest,
+    DeleteTopicRequest, FetchResponse, ListOffsetsResponse, MetadataRequest, MetadataResponse,
+    PartitionMetadata, ProduceResponse, TopicMetadata, TopicResponse, VERSION,
+};
+use crate::error_code::ErrorCode;
+use crate::frame::FrameHeader;
+use crate::server::ops::produce::{self, ProduceOp};
+use crate::server::ops::reads::{self, FetchOp, ListOffsetsOp, OffsetSpec};
+use crate::server::ops::topics::{self, ClusterMetadata, NewTopic, TopicChange};
+use crate::server::ops::OpError;
+use crate::server::shard::Shard;
+use crate::wire::Frame;
+
+use super::reply::{Reply, error_reply, reply};
+
+/// The second phase of a request: its reply, or `None` when none is owed.
+pub(crate) type Completion = LocalBoxFuture<'static, Option<Reply>>;
+
+fn done(reply: Reply) -> Completion {
+    ready(Some(reply)).boxed_local()
+}
+
+/// The first phase; see the module docs.
+pub(crate) async fn begin(shard: &Rc<Shard>, frame: Frame) -> Completion {
+    let header = frame.header;
+    if shard.is_stopping() {
+        return done(error_reply(
+            &header,
+            ErrorCode::ShuttingDown,
+            "the server is stopping",
+        ));
+    }
+    let Some(api) = Api::from_u16(header.api) else {
+        let message = format!("unknown api {}", header.api);
+        return done(error_reply(&header, ErrorCode::UnknownApi, &message));
+    };
+    if header.version != VERSION {
+        let message = format!("{api:?} version {} (supported: {VERSION})", header.version);
+        return done(error_reply(
+            &header,
+            ErrorCode::UnsupportedVersion,
+            &message,
+        ));
+    }
+    match api {
+        Api::Metadata => done(metadata(shard, &frame)),
+        Api::CreateTopic | Api::DeleteTopic => topic_change(shard, frame).await,
+        Api::Produce => produce(shard, frame).await,
+        Api::Fetch => fetch(shard, frame).await,
+        Api::ListOffsets => list_offsets(shard, frame).await,
+        Api::Replicate | Api::Controller => {
+            let message = format!(
+                "{api:?} is a node-to-node api: nodes send it to each other's peer listener, \
+                 after a handshake that proves which node is speaking"
+            );
+            done(error_reply(&header, ErrorCode::InvalidRequest, &message))
+        }
+    }
+}
+
+fn invalid(header: &FrameHeader, error: &crate::frame::FrameError) -> Completion {
+    done(error_reply(
+        header,
+        ErrorCode::InvalidRequest,
+        &error.to_string(),
+    ))
+}
+
+fn metadata(shard: &Shard, frame: &Frame) -> Reply {
+    let request: MetadataRequest = match frame.decode() {
+        Ok(r) => r,
+        Err(e) => return error_reply(&frame.header, ErrorCode::InvalidRequest, &e.to_string()),
+    };
+    match topics::metadata(shard, &request.topics) {
+        Ok(meta) => reply(&frame.header, &metadata_response(meta), Vec::new()),
+        Err(e) => error_reply(&frame.header, e.code(), &e.to_string()),
+    }
+}
+
+fn metadata_response(meta: ClusterMetadata) -> MetadataResponse {
+    MetadataResponse {
+        node_id: meta.node_id,
+        controller: meta.controller,
+        brokers: meta
+            .brokers
+            .into_iter()
+            .map(|b| BrokerMetadata {
+                node_id: b.id,
+                host: b.host,
+                port: b.port,
+                live: b.live,
+            })
+            .collect(),
+        topics: meta
+            .topics
+            .into_iter()
+            .map(|t| match t.partitions {
+                Ok(partitions) => TopicMetadata {
+                    name: t.name,
+                    error: ErrorCode::None.as_u16(),
+                    partitions: partitions
+                        .into_iter()
+                        .map(|p| PartitionMetadata {
+                            partition: p.partition,
+                            leader: p.leader,
+                            leader_epoch: p.leader_epoch,
+                            replicas: p.replicas,
+                            isr: p.isr,
+                        })
+                        .collect(),
+                },
+                Err(e) => TopicMetadata {
+                    name: t.name,
+                    error: e.code().as_u16(),
+                    partitions: Vec::new(),
+                },
+            })
+            .collect(),
+    }
+}
+
+async fn topic_change(shard: &Rc<Shard>, frame: Frame) -> Completion {
+    let header = frame.header;
+    let change = if header.api == Api::CreateTopic as u16 {
+        match frame.decode::<CreateTopicRequest>() {
+            Ok(r) => TopicChange::Create(NewTopic {
+                name: r.name,
+                partitions: r.partitions,
+                replication_factor: (r.replication_factor != 0).then_some(r.replication_factor),
+                min_insync: r.config.min_insync,
+                settings: topics::settings_of(&r.config),
+            }),
+            Err(e) => return invalid(&header, &e),
+        }
+    } else {
+        match frame.decode::<DeleteTopicRequest>() {
+            Ok(r) => TopicChange::Delete(r.name),
+            Err(e) => return invalid(&header, &e),
+        }
+    };
+    let pending = topics::change(shard, change).await;
+    async move {
+        let response = match pending.await {
+            Ok(()) => TopicResponse {
+                error: ErrorCode::None.as_u16(),
+                message: String::new(),
+            },
+            Err(e) => TopicResponse {
+                error: e.code().as_u16(),
+                message: e.to_string(),
+            },
+        };
+        Some(reply(&header, &response, Vec::new()))
+    }
+    .boxed_local()
+}
+
+async fn produce(shard: &Rc<Shard>, frame: Frame) -> Completion {
+    let header = frame.header;
+    let (topic, partition, acks) = match frame.access::<ArchivedProduceRequest>() {
+        Ok(r) => (
+            r.topic.as_str().to_owned(),
+            r.partition.to_native(),
+            match r.acks {
+                ArchivedAcks::None => Acks::None,
+                ArchivedAcks::Leader => Acks::Leader,
+                ArchivedAcks::All => Acks::All,
+            },
+        ),
+        Err(e) => return invalid(&header, &e),
+    };
+    let op = ProduceOp {
+        topic,
+        partition,
+        acks: match acks {
+            Acks::None => produce::Acks::None,
+            Acks::Leader => produce::Acks::Leader,
+            Acks::All => produce::Acks::All,
+        },
+        // The reader allocated the data region alone: this takes it without a copy.
+        batch: frame.data.into(),
+    };
+    let pending = produce::produce(shard, op).await;
+    async move {
+        let result = pending.await;
+        if acks == Acks::None {
+            if let Err(e) = result {
+                tracing::debug!(correlation = header.correlation, error = %e, "acks=none produce failed");
+            }
+            return None;
+        }
+        let response = match result {
+            Ok(produced) => ProduceResponse {
+                error: ErrorCode::None.as_u16(),
+                base_offset: produced.base_offset,
+                leader_hint: None,
+                message: String::new(),
+            },
+            Err(e) => ProduceResponse {
+                error: e.code().as_u16(),
+                base_offset: 0,
+                leader_hint: e.leader_hint(),
+                message: e.to_string(),
+            },
+        };
+        Some(reply(&header, &response, Vec::new()))
+    }
+    .boxed_local()
+}
+
+async fn fetch(shard: &Rc<Shard>, frame: Frame) -> Completion {
+    let header = frame.header;
+    let op = match frame.access::<ArchivedFetchRequest>() {
+        Ok(r) => FetchOp {
+            topic: r.topic.as_str().to_owned(),
+            partition: r.partition.to_native(),
+            offset: r.offset.to_native(),
+            max_bytes: r.max_bytes.to_native() as usize,
+            max_wait: Duration::from_millis(u64::from(r.max_wait_ms.to_native())),
+            min_bytes: r.min_bytes.to_native() as usize,
+        },
+        Err(e) => return invalid(&header, &e),
+    };
+    let pending = reads::fetch(shard, op).await;
+    async move {
+        let (meta, data) = match pending.await {
+            Ok(fetched) => (
+                FetchResponse {
+                    error: ErrorCode::None.as_u16(),
+                    high_watermark: fetched.high_watermark,
+                    log_start: fetched.log_start,
+                    next_offset: fetched.next_offset,
+                    leader_hint: None,
+                    message: String::new(),
+                },
+                fetched.chunks,
+            ),
+            Err(e) => (fetch_error(&e), Vec::new()),
+        };
+        Some(reply(&header, &meta, data))
+    }
+    .boxed_local()
+}
+
+fn fetch_error(e: &OpError) -> FetchResponse {
+    FetchResponse {
+        error: e.code().as_u16(),
+        high_watermark: 0,
+        log_start: 0,
+        next_offset: 0,
+        leader_hint: e.leader_hint(),
+        message: e.to_string(),
+    }
+}
+
+async fn list_offsets(shard: &Rc<Shard>, frame: Frame) -> Completion {
+    let header = frame.header;
+    let op = match frame.access::<ArchivedListOffsetsRequest>() {
+        Ok(r) => ListOffsetsOp {
+            topic: r.topic.as_str().to_owned(),
+            partition: r.partition.to_native(),
+            spec: match r.spec {
+                ArchivedOffsetSpec::Earliest => OffsetSpec::Earliest,
+                ArchivedOffsetSpec::Latest => OffsetSpec::Latest,
+                ArchivedOffsetSpec::Timestamp(t) => OffsetSpec::Timestamp(t.to_native()),
+            },
+        },
+        Err(e) => return invalid(&header, &e),
+    };
+    let pending = reads::list_offsets(shard, op).await;
+    async move {
+        let meta = match pending.await {
+            Ok(offset) => ListOffsetsResponse {
+                error: ErrorCode::None.as_u16(),
+                offset: offset.map(|o| o.0),
+                leader_hint: None,
+                message: String::new(),
+            },
+            Err(e) => ListOffsetsResponse {
+                error: e.code().as_u16(),
+                offset: None,
+                leader_hint: e.leader_hint(),
+                message: e.to_string(),
+            },
+        };
+        Some(reply(&header, &meta, Vec::new()))
+    }
+    .boxed_local()
+}

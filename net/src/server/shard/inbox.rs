@@ -1,0 +1,77 @@
+//! A shard's inbox: the bounded flume channel other shards (and the process's main
+//! thread) send to. Forwarded operations are begun in arrival order, like a connection's
+//! requests, so produce requests forwarded from one connection keep their order.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::channel::oneshot;
+use shardlog_replicator::NodeId;
+
+use crate::api::ControllerRequest;
+use crate::server::cluster::ClusterView;
+use crate::server::ops::topics::{self, TopicChange};
+use crate::server::ops::{self, OpError, OpReply, PartitionOp};
+use crate::server::shard::Shard;
+use crate::wire::Frame;
+
+/// Messages to a shard.
+pub(crate) enum ShardMsg {
+    /// A partition operation for a partition the receiving shard owns.
+    Op {
+        op: PartitionOp,
+        reply: oneshot::Sender<OpReply>,
+    },
+    /// To shard 0: create or delete a topic.
+    TopicChange {
+        change: TopicChange,
+        reply: oneshot::Sender<Result<(), OpError>>,
+    },
+    /// From the main thread: stop (SIGTERM/SIGINT, or another shard failed).
+    Stop,
+    /// A `Replicate` frame for a partition the receiving shard owns, from the peer the
+    /// peer listener proved to be node `from` (no reply: replication messages are fire
+    /// and forget).
+    Replicate { from: NodeId, frame: Frame },
+    /// To shard 0: a controller message from peer `from` (proven), or from a shard of
+    /// this node (`None`).
+    Controller {
+        from: Option<NodeId>,
+        request: ControllerRequest,
+        data: Bytes,
+    },
+    /// From shard 0: the controller's newest view.
+    View(Arc<ClusterView>),
+}
+
+/// Bounded depth of an inbox: a slow shard pushes back on the shards forwarding to it.
+pub(crate) const INBOX_DEPTH: usize = 1024;
+
+/// Serves the inbox until every sender is gone.
+pub(crate) async fn serve(shard: Rc<Shard>, inbox: flume::Receiver<ShardMsg>) {
+    while let Ok(msg) = inbox.recv_async().await {
+        match msg {
+            ShardMsg::Op { op, reply } => ops::run_forwarded(&shard, op, reply).await,
+            ShardMsg::TopicChange { change, reply } => {
+                let shard = shard.clone();
+                glommio::spawn_local(async move {
+                    let _ = reply.send(topics::change_here(&shard, change).await);
+                })
+                .detach();
+            }
+            ShardMsg::Stop => shard.begin_stop(),
+            ShardMsg::Replicate { from, frame } => shard.cluster.receive_frame(from, &frame),
+            ShardMsg::Controller {
+                from,
+                request,
+                data,
+            } => {
+                if let Some(service) = &shard.cluster.controller {
+                    service.handle(from, request, &data);
+                }
+            }
+            ShardMsg::View(view) => shard.cluster.set_view(view),
+        }
+    }
+}
