@@ -37,6 +37,10 @@ const PORT_RELEASE_MAX: Duration = Duration::from_secs(10);
 /// (32768-60999), so that no outgoing connection takes a node's port while it is down.
 const NODE_PORTS: std::ops::Range<u16> = 20_000..32_000;
 
+/// The cluster secret every node proves itself with, and its file under the root.
+pub const CLUSTER_SECRET: &[u8] = b"the test cluster's secret, long enough to count";
+const SECRET_FILE: &str = "cluster.secret";
+
 /// Flags every node gets besides its id, address, peers and data directory.
 pub const NODE_ARGS: &[&str] = &[
     "--session-timeout-ms",
@@ -69,7 +73,10 @@ enum NodeState {
 /// Nodes `0..n` of one cluster; see the module docs.
 pub struct Cluster {
     root: tempfile::TempDir,
+    /// Each node's client port.
     ports: Vec<u16>,
+    /// Each node's peer listener port.
+    peer_ports: Vec<u16>,
     /// Each node's `--peers` value.
     peers: Vec<String>,
     nodes: Vec<Option<Shardlogd>>,
@@ -84,8 +91,14 @@ impl Cluster {
     /// controller has a leader: see [`Cluster::wait_for`]).
     pub fn start(n: usize, links: Links) -> Cluster {
         let root = super::data_dir();
-        let ports = free_ports(n);
-        let real = |node: usize| SocketAddr::from(([127, 0, 0, 1], ports[node]));
+        let all_ports = free_ports(2 * n);
+        let (ports, peer_ports) = (all_ports[..n].to_vec(), all_ports[n..].to_vec());
+        let secret = root.path().join(SECRET_FILE);
+        std::fs::write(&secret, CLUSTER_SECRET).unwrap();
+        // Readable by this user only: a node refuses a secret anyone may read.
+        let owner_only = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+        std::fs::set_permissions(&secret, owner_only).unwrap();
+        let real = |node: usize| SocketAddr::from(([127, 0, 0, 1], peer_ports[node]));
         let proxies: Vec<Vec<Option<Proxy>>> = (0..n)
             .map(|from| {
                 (0..n)
@@ -109,6 +122,7 @@ impl Cluster {
         let mut cluster = Cluster {
             root,
             ports,
+            peer_ports,
             peers,
             nodes: (0..n).map(|_| None).collect(),
             states: vec![NodeState::Down; n],
@@ -133,6 +147,16 @@ impl Cluster {
     /// A node's real address, `127.0.0.1:PORT`.
     pub fn addr(&self, node: usize) -> String {
         format!("127.0.0.1:{}", self.ports[node])
+    }
+
+    /// A node's real peer listener address, `127.0.0.1:PORT`.
+    pub fn peer_addr(&self, node: usize) -> String {
+        format!("127.0.0.1:{}", self.peer_ports[node])
+    }
+
+    /// The file every node reads the cluster secret from.
+    pub fn secret_file(&self) -> std::path::PathBuf {
+        self.root.path().join(SECRET_FILE)
     }
 
     /// Every node's real address, comma-separated (a client's bootstrap list).
@@ -165,6 +189,10 @@ impl Cluster {
                     node.to_string(),
                     "--peers".into(),
                     self.peers[node].clone(),
+                    "--peer-listen".into(),
+                    self.peer_addr(node),
+                    "--cluster-secret-file".into(),
+                    self.secret_file().display().to_string(),
                     "--replication-factor".into(),
                     n.min(3).to_string(),
                     "--min-insync".into(),
@@ -214,18 +242,20 @@ impl Cluster {
             self.states[node] = NodeState::Down;
         }
         for &node in nodes {
-            let addr = SocketAddr::from(([127, 0, 0, 1], self.ports[node]));
-            let started = Instant::now();
-            while TcpStream::connect_timeout(&addr, METADATA_TIMEOUT).is_ok() {
-                assert!(
-                    started.elapsed() < PORT_RELEASE_MAX,
-                    "node {node}'s port still answers {PORT_RELEASE_MAX:?} after SIGKILL"
-                );
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            let took = started.elapsed();
-            if took > Duration::from_millis(10) {
-                eprintln!("node {node}: port released {took:?} after its process was reaped");
+            for port in [self.ports[node], self.peer_ports[node]] {
+                let addr = SocketAddr::from(([127, 0, 0, 1], port));
+                let started = Instant::now();
+                while TcpStream::connect_timeout(&addr, METADATA_TIMEOUT).is_ok() {
+                    assert!(
+                        started.elapsed() < PORT_RELEASE_MAX,
+                        "node {node}'s port {port} still answers {PORT_RELEASE_MAX:?} after SIGKILL"
+                    );
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                let took = started.elapsed();
+                if took > Duration::from_millis(10) {
+                    eprintln!("node {node}: port {port} released {took:?} after its process was reaped");
+                }
             }
         }
     }
