@@ -1619,6 +1619,7 @@ fn forged_peer_frames_change_nothing_and_crash_nothing() {
             &ControllerRequest::Heartbeat {
                 node: 99,
                 address: "127.0.0.1:1".into(),
+                incarnation: 1,
             },
             &[],
         ),

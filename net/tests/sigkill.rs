@@ -69,6 +69,12 @@ fn load(brokers: String, round: u32, started: Arc<AtomicBool>) -> Acked {
                                 .map(|(i, v)| (base + i as u64, v)),
                         ),
                         Ok(None) => unreachable!("acks=leader always answers"),
+                        // Until the first acknowledgement the node may still be opening
+                        // the partition or taking up its leadership (a cluster of one
+                        // does that after a start or a create): try again.
+                        Err(_) if acked.is_empty() && seq < 200 => {
+                            glommio::timer::sleep(Duration::from_millis(20)).await;
+                        }
                         Err(_) => break,
                     }
                 }

@@ -186,7 +186,7 @@ impl Cluster {
             .collect();
         if let Some(leader) = self.leader_mut() {
             for node in beating {
-                let _ = leader.heartbeat(node); // unknown before it registers
+                let _ = leader.heartbeat(node, 0); // unknown before it registers
             }
         }
         for id in &up {
@@ -365,7 +365,7 @@ fn one_node_controller_elects_itself_and_creates_a_topic() {
     assert!(c.is_leader(), "a one-member controller leads at once");
     let actions = c.ready().unwrap();
     assert!(actions.iter().all(|a| !matches!(a, Action::Send { .. })));
-    c.register(NodeId(7), "127.0.0.1:9092").unwrap();
+    c.register(NodeId(7), "127.0.0.1:9092", 1).unwrap();
     let create = Command::CreateTopic {
         name: "t".into(),
         partitions: 2,
@@ -669,7 +669,7 @@ fn one_node_controller_recovers_from_its_file() {
     let mut c = Controller::new(config.clone(), Tick(0)).unwrap();
     let mut applied = Vec::new();
     applied.extend(applied_proposals(&drive(&mut c, &mut file)));
-    c.register(NodeId(7), "127.0.0.1:9092").unwrap();
+    c.register(NodeId(7), "127.0.0.1:9092", 1).unwrap();
     let create = Command::CreateTopic {
         name: "t".into(),
         partitions: 2,
@@ -920,5 +920,50 @@ fn liveness_changes_bump_the_partition_epoch_and_stale_proposals_are_refused() {
     };
     m.apply(&legacy, &mut changes).unwrap();
     assert_eq!(m.partition("t", 0).unwrap().isr, vec![leader, a]);
+    m.invariants(None).unwrap();
+}
+
+/// A node that restarts registers as a newer incarnation: its previous run is fenced in
+/// the same command (every partition it led gets a new leader and epoch at once, not a
+/// session timeout later), and it is live again. An older incarnation is refused.
+#[test]
+fn a_newer_incarnation_fences_the_previous_run_at_once() {
+    let mut m = Metadata::default();
+    let mut changes = Vec::new();
+    let register = |node: u32, incarnation: u64| Command::Register {
+        node,
+        address: format!("n{node}"),
+        incarnation,
+        session_expires_ms: 0,
+    };
+    for node in 0..3 {
+        m.apply(&register(node, 10), &mut changes).unwrap();
+    }
+    let create = Command::CreateTopic {
+        name: "t".into(),
+        partitions: 1,
+        replication_factor: 3,
+        min_insync: 2,
+        config: vec![],
+    };
+    m.apply(&create, &mut changes).unwrap();
+    let before = m.partition("t", 0).unwrap().clone();
+    let leader = before.leader.unwrap();
+    // The same incarnation again: nothing moves.
+    m.apply(&register(leader.0, 10), &mut changes).unwrap();
+    assert_eq!(m.partition("t", 0).unwrap(), &before);
+    // Restarted: fenced and back in one step.
+    changes.clear();
+    m.apply(&register(leader.0, 11), &mut changes).unwrap();
+    assert!(changes.contains(&MetadataChange::NodeFenced(leader)), "{changes:?}");
+    let after = m.partition("t", 0).unwrap();
+    assert!(after.leader_epoch > before.leader_epoch);
+    assert!(m.is_live(leader));
+    assert_eq!(m.nodes()[&leader].incarnation, 11);
+    // Its previous run speaking up late: refused.
+    assert!(matches!(
+        m.apply(&register(leader.0, 10), &mut changes),
+        Err(Refusal::StaleIncarnation { .. })
+    ));
     m.invariants(None).unwrap();
 }

@@ -15,8 +15,10 @@ pub enum ControllerRequest {
     Heartbeat {
         /// The node.
         node: u32,
-        /// Where clients and peers reach it (`HOST:PORT`).
+        /// Where clients reach it (`HOST:PORT`).
         address: String,
+        /// Its incarnation (this run of it).
+        incarnation: u64,
     },
     /// A partition leader asks for a new ISR.
     ChangeIsr {

@@ -199,6 +199,7 @@ fn prepare(config: &ServerConfig) -> anyhow::Result<Prepared> {
             raft,
             data_dir: data_dir.clone(),
             to_adopt,
+            incarnation,
         },
     })
 }
@@ -409,15 +410,22 @@ async fn shard_main(start: ShardStart) -> anyhow::Result<()> {
     let shard = Rc::new(Shard::new(id, node, inboxes, cluster));
     glommio::spawn_local(shard::serve_inbox(shard.clone(), inbox)).detach();
     start_cluster_tasks(&shard, &config);
-    let mut stopping = shard.stopping();
-    let first_view = std::pin::pin!(shard.cluster.first_view());
-    if let Either::Left(_) = select(first_view, &mut stopping).await {
-        let _ = events.send(Event::Ready);
-    }
+    // Peers first: the controller's first view needs them (an election, a catch-up).
     if let Some(peer_listener) = peer_listener {
         let shard = shard.clone();
         glommio::spawn_local(peer_listener::serve(shard, peer_listener, security)).detach();
     }
+    let ready = {
+        let (shard, events) = (shard.clone(), events.clone());
+        async move {
+            let mut stopping = shard.stopping();
+            let first_view = std::pin::pin!(shard.cluster.first_view());
+            if let Either::Left(_) = select(first_view, &mut stopping).await {
+                let _ = events.send(Event::Ready);
+            }
+        }
+    };
+    glommio::spawn_local(ready).detach();
     protocol::shardlog::accept_until_stopped(&shard, listener).await;
     drain_and_close(&shard).await;
     Ok(())

@@ -21,7 +21,8 @@ mod wire {
     /// in log order, by every controller node.
     #[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
     pub enum Command {
-        /// A node joins (or rejoins) the cluster; a fenced node is unfenced.
+        /// A node's registration of earlier releases, without its incarnation: only read
+        /// back from their Raft logs (and applied as they were), never proposed.
         RegisterNode {
             /// The node id.
             node: u32,
@@ -98,6 +99,21 @@ mod wire {
             /// The whole new ISR (node ids).
             new_isr: Vec<u32>,
         },
+        /// A node joins the cluster, or rejoins it as a new incarnation (it restarted):
+        /// the previous incarnation is fenced first (its leaderships move, with new
+        /// epochs), at once, not a session timeout later. Refused for an incarnation
+        /// older than the registered one. (Last in the enum: older entries keep their
+        /// tags, and the archive keeps its size.)
+        Register {
+            /// The node id.
+            node: u32,
+            /// Where clients reach it (`host:port`).
+            address: String,
+            /// Its incarnation: grows with every start of the node.
+            incarnation: u64,
+            /// Its session expiry (ms on the controller leader's clock), for display only.
+            session_expires_ms: u64,
+        },
     }
 }
 
@@ -171,5 +187,13 @@ mod tests {
         };
         assert_eq!(Command::decode(&bytes).unwrap(), expected);
         assert_eq!(std::mem::size_of::<wire::ArchivedCommand>(), 32);
+        let register = Command::Register {
+            node: 2,
+            address: "127.0.0.1:9092".into(),
+            incarnation: u64::MAX,
+            session_expires_ms: 7,
+        };
+        let bytes = register.encode().unwrap();
+        assert_eq!(Command::decode(&bytes).unwrap(), register);
     }
 }

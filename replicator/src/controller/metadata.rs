@@ -25,8 +25,12 @@ pub const MAX_PARTITIONS: u32 = 10_000;
 pub struct NodeInfo {
     /// Where it is reached (`host:port`).
     pub address: String,
-    /// Fenced: missed its session; leads nothing and may not join an ISR.
+    /// Fenced: missed its session, or restarted as a newer incarnation; leads nothing
+    /// and may not join an ISR.
     pub fenced: bool,
+    /// The incarnation registered (0 for registrations of earlier releases): a replica
+    /// claiming a newer one is not believed.
+    pub incarnation: u64,
     /// Session expiry as last logged (display only; the leader's tracker decides).
     pub session_expires: Tick,
 }
@@ -114,6 +118,16 @@ pub enum Refusal {
         /// Current partition epoch.
         current: u64,
         /// The one the proposal built on.
+        proposed: u64,
+    },
+    /// A registration of an incarnation older than the registered one.
+    #[error("stale incarnation {proposed} of node {node}, registered {current}")]
+    StaleIncarnation {
+        /// The node.
+        node: NodeId,
+        /// The registered incarnation.
+        current: u64,
+        /// The proposed one.
         proposed: u64,
     },
     /// The proposed ISR breaks a rule.
@@ -228,8 +242,17 @@ impl Metadata {
                 address,
                 session_expires_ms,
             } => {
-                self.register(NodeId(*node), address, Tick(*session_expires_ms), changes);
-                Ok(())
+                let registration = (address.as_str(), None, Tick(*session_expires_ms));
+                self.register(NodeId(*node), registration, changes)
+            }
+            Command::Register {
+                node,
+                address,
+                incarnation,
+                session_expires_ms,
+            } => {
+                let registration = (address.as_str(), Some(*incarnation), Tick(*session_expires_ms));
+                self.register(NodeId(*node), registration, changes)
             }
             Command::Heartbeat {
                 node,
@@ -285,13 +308,33 @@ impl Metadata {
         outcome
     }
 
+    /// `registration`: address, incarnation (`None` in entries of earlier releases),
+    /// session expiry. A newer incarnation of a live node is a restart: the old one is
+    /// fenced first.
     fn register(
         &mut self,
         node: NodeId,
-        address: &str,
-        expires: Tick,
+        registration: (&str, Option<u64>, Tick),
         changes: &mut Vec<MetadataChange>,
-    ) {
+    ) -> Result<(), Refusal> {
+        let (address, incarnation, expires) = registration;
+        let known = self.nodes.get(&node).cloned();
+        let incarnation = match (incarnation, &known) {
+            (Some(new), Some(info)) if new < info.incarnation => {
+                return Err(Refusal::StaleIncarnation {
+                    node,
+                    current: info.incarnation,
+                    proposed: new,
+                });
+            }
+            (Some(new), Some(info)) if new > info.incarnation && !info.fenced => {
+                // The node restarted: what its previous run led moves now.
+                self.fence(node, changes)?;
+                new
+            }
+            (Some(new), _) => new,
+            (None, info) => info.as_ref().map_or(0, |i| i.incarnation),
+        };
         let was_fenced = self.nodes.get(&node).is_some_and(|n| n.fenced);
         self.nodes.insert(
             node,
@@ -299,6 +342,7 @@ impl Metadata {
                 address: address.to_owned(),
                 fenced: false,
                 session_expires: expires,
+                incarnation,
             },
         );
         changes.push(MetadataChange::NodeRegistered {
@@ -309,6 +353,7 @@ impl Metadata {
             changes.push(MetadataChange::NodeUnfenced(node));
             failover::on_unfenced(self, node, changes);
         }
+        Ok(())
     }
 
     fn heartbeat(

@@ -153,6 +153,13 @@ pub enum ControllerError {
     /// The node has not registered.
     #[error("unknown node {0}")]
     UnknownNode(NodeId),
+    /// A heartbeat from a newer incarnation than the registered one: the node restarted
+    /// and must register again.
+    #[error("node {0} restarted: it registers again")]
+    NewIncarnation(NodeId),
+    /// A heartbeat from an older incarnation than the registered one (a previous run).
+    #[error("node {0}: a heartbeat of an older incarnation")]
+    StaleIncarnation(NodeId),
     /// Bad configuration.
     #[error("invalid controller config: {0}")]
     Config(&'static str),
@@ -471,27 +478,42 @@ impl Controller {
         }
     }
 
-    /// A node registers (or re-registers) with the controller leader at `address`.
-    pub fn register(&mut self, node: NodeId, address: &str) -> Result<ProposalId, ControllerError> {
+    /// A node registers (or re-registers, as a new incarnation after a restart) with the
+    /// controller leader at `address`.
+    pub fn register(
+        &mut self,
+        node: NodeId,
+        address: &str,
+        incarnation: u64,
+    ) -> Result<ProposalId, ControllerError> {
         self.check_leader()?;
         self.sessions.heartbeat(node, self.now);
-        self.propose(Command::RegisterNode {
+        self.propose(Command::Register {
             node: node.0,
             address: address.to_owned(),
+            incarnation,
             session_expires_ms: self.sessions.expiry_from(self.now).0,
         })
     }
 
-    /// A heartbeat from a registered node renews its session; a fenced node's heartbeat
-    /// proposes its unfencing (once).
-    pub fn heartbeat(&mut self, node: NodeId) -> Result<(), ControllerError> {
+    /// A heartbeat from incarnation `incarnation` of a registered node renews its
+    /// session; a fenced node's heartbeat proposes its unfencing (once). A newer
+    /// incarnation than the registered one is `ControllerError::NewIncarnation` (the
+    /// node restarted: it registers again), an older one `StaleIncarnation` (ignored).
+    pub fn heartbeat(&mut self, node: NodeId, incarnation: u64) -> Result<(), ControllerError> {
         self.check_leader()?;
-        let fenced = self
+        let info = self
             .metadata
             .nodes()
             .get(&node)
-            .ok_or(ControllerError::UnknownNode(node))?
-            .fenced;
+            .ok_or(ControllerError::UnknownNode(node))?;
+        if incarnation > info.incarnation {
+            return Err(ControllerError::NewIncarnation(node));
+        }
+        if incarnation < info.incarnation {
+            return Err(ControllerError::StaleIncarnation(node));
+        }
+        let fenced = info.fenced;
         self.sessions.heartbeat(node, self.now);
         if fenced && self.sessions.propose_unfence(node) {
             let expires = self.sessions.expiry_from(self.now).0;
@@ -603,6 +625,7 @@ impl Controller {
     fn settle_session(&mut self, command: &Command) {
         match command {
             Command::RegisterNode { node, .. }
+            | Command::Register { node, .. }
             | Command::Heartbeat { node, .. }
             | Command::FenceNode { node } => self.sessions.settled(NodeId(*node)),
             _ => {}

@@ -86,6 +86,8 @@ pub(crate) struct ControllerStart {
     pub(crate) data_dir: PathBuf,
     /// Topics on disk to adopt (`cluster::adopt`).
     pub(crate) to_adopt: Vec<TopicFile>,
+    /// This run's incarnation.
+    pub(crate) incarnation: u64,
 }
 
 /// This node's controller voter and its IO.
@@ -102,8 +104,9 @@ pub(crate) struct ControllerService {
     /// When the leader last proposed each node's registration.
     registering: RefCell<HashMap<NodeId, Tick>>,
     last_heartbeat: Cell<Option<Tick>>,
-    /// Whether this process may heartbeat: see [`ControllerService::may_heartbeat`].
-    rejoined: Cell<bool>,
+    /// This run of the node (see `server::identity`): its registration fences the
+    /// previous run's session at once.
+    incarnation: u64,
     /// The clock as of the last loop turn.
     now: Cell<Tick>,
     /// Peer messages dropped for naming another sender than the proven one.
@@ -145,7 +148,7 @@ impl ControllerService {
             file: RefCell::new(Some(file)),
             registering: RefCell::new(HashMap::new()),
             last_heartbeat: Cell::new(None),
-            rejoined: Cell::new(false),
+            incarnation: start.incarnation,
             now: Cell::new(now),
             forged: Cell::new(0),
             data_dir: start.data_dir,
@@ -195,9 +198,13 @@ impl ControllerService {
                     tracing::debug!(%sender, error = %e, "raft message refused");
                 }
             }
-            ControllerRequest::Heartbeat { node, address } => {
+            ControllerRequest::Heartbeat {
+                node,
+                address,
+                incarnation,
+            } => {
                 if self.is_leader() {
-                    self.session(NodeId(node), &address);
+                    self.session(NodeId(node), &address, incarnation);
                 }
             }
             ControllerRequest::ChangeIsr {
@@ -272,17 +279,19 @@ impl ControllerService {
         }
     }
 
-    /// Renews (or registers) `node`'s session; on the controller leader only.
-    fn session(&self, node: NodeId, address: &str) {
+    /// Renews `node`'s session, or registers it (a new node, or a new incarnation of a
+    /// node that restarted, whose previous run the registration fences at once); on the
+    /// controller leader only.
+    fn session(&self, node: NodeId, address: &str, incarnation: u64) {
         if !self.controller.borrow().is_voter(node) {
             // Only the nodes of `--peers` are members.
             tracing::warn!(%node, address, "heartbeat from a node not in --peers; ignored");
             return;
         }
         let mut controller = self.controller.borrow_mut();
-        match controller.heartbeat(node) {
+        match controller.heartbeat(node, incarnation) {
             Ok(()) => {}
-            Err(ControllerError::UnknownNode(_)) => {
+            Err(ControllerError::UnknownNode(_) | ControllerError::NewIncarnation(_)) => {
                 let now = self.now.get();
                 let due = self
                     .registering
@@ -291,7 +300,7 @@ impl ControllerService {
                     .is_none_or(|at| now.since(*at) >= REGISTER_EVERY_MS);
                 if due {
                     self.registering.borrow_mut().insert(node, now);
-                    if let Err(e) = controller.register(node, address) {
+                    if let Err(e) = controller.register(node, address, incarnation) {
                         tracing::debug!(%node, error = %e, "registration not proposed");
                     }
                 }
@@ -350,7 +359,7 @@ impl ControllerService {
             if published.is_none() && !self.adoption_done() {
                 continue;
             }
-            let (leader, rejoined) = (self.leader(), self.rejoined.get());
+            let (leader, rejoined) = (self.leader(), self.rejoined());
             if changed || published != Some((leader, rejoined)) {
                 let view = Arc::new(ClusterView {
                     metadata: self.controller.borrow().metadata().clone(),
@@ -371,7 +380,7 @@ impl ControllerService {
             return true;
         }
         let live = self.controller.borrow().metadata().is_live(self.node);
-        if live && self.rejoined.get() && !self.adopting.replace(true) {
+        if live && self.rejoined() && !self.adopting.replace(true) {
             glommio::spawn_local(self.clone().adopt()).detach();
         }
         false
@@ -458,22 +467,26 @@ impl ControllerService {
         Ok(changed)
     }
 
-    /// Heartbeats this node's session, every `HEARTBEAT_EVERY_MS`.
+    /// Heartbeats this node's session, every `HEARTBEAT_EVERY_MS`, once the node has
+    /// caught up with the controller (before, the leader it knows may be an old one).
     fn heartbeat(self: &Rc<Self>, now: Tick) {
         let due = self
             .last_heartbeat
             .get()
             .is_none_or(|at| now.since(at) >= HEARTBEAT_EVERY_MS);
-        if !due || !self.may_heartbeat() {
+        if !due || !self.controller.borrow().caught_up() {
             return;
         }
         self.last_heartbeat.set(Some(now));
         match self.leader() {
-            Some(leader) if leader == self.node => self.session(self.node, &self.address.clone()),
+            Some(leader) if leader == self.node => {
+                self.session(self.node, &self.address.clone(), self.incarnation);
+            }
             Some(leader) => {
                 let request = ControllerRequest::Heartbeat {
                     node: self.node.0,
                     address: self.address.clone(),
+                    incarnation: self.incarnation,
                 };
                 self.peers
                     .send_frame(leader.0, Api::Controller, &request, Bytes::new());
@@ -482,35 +495,20 @@ impl ControllerService {
         }
     }
 
-    /// Whether this process may heartbeat yet. A node that restarts while the controller
-    /// still counts the session of its previous run (registered and not fenced) first
-    /// lets that session expire: the fencing gives every partition the node led a new
-    /// leader epoch (and takes it out of every ISR until it caught up again). Until then
-    /// its shards lead nothing. Leading its old epoch again
-    /// would be unsafe and would stall: a follower may hold batches the node shipped but
-    /// lost in the crash, and would keep them where the node now writes others (same
-    /// epoch, same offsets, other bytes); and followers that stayed up keep waiting for
-    /// ships from a leader that no longer knows them, so they never rejoin the ISR.
-    /// Every view published carries the answer (`ClusterView::rejoined`).
-    fn may_heartbeat(&self) -> bool {
-        if self.rejoined.get() {
-            return true;
-        }
-        let controller = self.controller.borrow();
-        // Until the metadata is current, the session it shows may be an old one.
-        if !controller.caught_up() {
-            return false;
-        }
-        let previous_session_over = controller
+    /// Whether the controller has this run registered (not a previous one) and live.
+    /// Until then this node's replicas lead nothing: leading an epoch of its previous
+    /// run again would be unsafe (a follower may hold batches the node shipped but lost
+    /// in the crash, and would keep them where the node now writes others: same epoch,
+    /// same offsets, other bytes). The registration fences the previous run, which gives
+    /// every partition it led a new leader epoch. Every view carries the answer
+    /// (`ClusterView::rejoined`).
+    fn rejoined(&self) -> bool {
+        self.controller
+            .borrow()
             .metadata()
             .nodes()
             .get(&self.node)
-            .is_none_or(|info| info.fenced);
-        if previous_session_over {
-            tracing::info!(node = %self.node, "no session of a previous run left: heartbeating");
-            self.rejoined.set(true);
-        }
-        previous_session_over
+            .is_some_and(|info| info.incarnation == self.incarnation && !info.fenced)
     }
 
     /// Appends `bytes` to the Raft file and syncs it (off the executor).

@@ -46,9 +46,9 @@ pub(crate) struct ClusterView {
     pub(crate) metadata: Metadata,
     /// The controller leader, if known.
     pub(crate) controller: Option<NodeId>,
-    /// Whether the session of this node's previous run is over (it was fenced, or this
-    /// is its first run): only then may its replicas lead. See
-    /// `ControllerService::may_heartbeat`.
+    /// Whether the controller has this run of the node registered and live (the
+    /// registration fenced any previous run): only then may its replicas lead. See
+    /// `ControllerService::rejoined`.
     pub(crate) rejoined: bool,
 }
 
