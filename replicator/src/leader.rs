@@ -155,6 +155,11 @@ impl Leader {
         }
     }
 
+    /// Computes the high watermark (and answers what it allows) right after election.
+    pub(crate) fn start(&mut self, step: &mut Step<'_>) {
+        self.advance(step);
+    }
+
     pub(crate) fn deposed(&self) -> bool {
         self.deposed
     }

@@ -335,7 +335,10 @@ impl PartitionReplica {
             isr_version,
             offline,
         };
-        let leader = Leader::new(&mut step, epoch, membership);
+        let mut leader = Leader::new(&mut step, epoch, membership);
+        // What its storage holds durably may already be committed (a lone replica's
+        // whole log): the high watermark need not wait for the next event.
+        leader.start(&mut step);
         *role = Role::Leader(leader);
     }
 

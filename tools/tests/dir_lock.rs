@@ -93,7 +93,7 @@ fn a_held_data_directory_is_refused_by_a_second_server_and_by_writing_tools() {
         .map(|i| format!("{i:04}-{}\n", "x".repeat(1000)))
         .collect();
     server.ok(&["produce", "--topic", "orders", "--partition", "0"], &half);
-    let prepared = data.join("orders").join("0").join("next-segment.log.tmp");
+    let prepared = data.join("orders-0").join("0").join("next-segment.log.tmp");
     wait_for(&prepared);
     let before = listing(data);
 
@@ -130,7 +130,7 @@ fn a_held_data_directory_is_refused_by_a_second_server_and_by_writing_tools() {
 /// read it.
 fn check_tools_refuse(data: &Path, held: &str) {
     let data_arg = data.to_str().unwrap();
-    let partition = data.join("orders").join("0");
+    let partition = data.join("orders-0").join("0");
     let partition_arg = partition.to_str().unwrap();
     for args in [
         vec!["repair", data_arg, "--apply"],
@@ -150,7 +150,7 @@ fn check_tools_refuse(data: &Path, held: &str) {
         );
     }
 
-    let topic = data.join("orders");
+    let topic = data.join("orders-0");
     let exported = shardlog(&["export", topic.to_str().unwrap()], "");
     assert_eq!(exported.status.code(), Some(0), "{}", describe(&exported));
     let text = String::from_utf8(exported.stdout).unwrap();

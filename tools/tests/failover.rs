@@ -206,8 +206,14 @@ fn topic_admin_and_cluster_status_with_a_node_down() {
         cluster.wait_for_controller(WAIT_MAX);
     }
     for round in ["the controller", "a node other than the controller"] {
-        let (_, meta) = cluster.metadata_any().unwrap();
-        let controller = meta.controller.unwrap() as usize;
+        // A node resumed a moment ago may still be learning who leads: ask until one
+        // names the controller.
+        let (controller, _) = cluster.wait_for("a controller leader", WAIT_MAX, |c| {
+            c.metadata_any()
+                .and_then(|(_, meta)| meta.controller)
+                .ok_or_else(|| "no node names a controller yet".to_owned())
+        });
+        let controller = controller as usize;
         let node = if round == "the controller" {
             controller
         } else {

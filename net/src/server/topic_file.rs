@@ -76,17 +76,44 @@ pub fn topic_dir(dir: &Path, topic: &str) -> PathBuf {
 }
 
 /// The topic whose directory is `dir` (blocking): its `topic.json`, which must name the
-/// directory's own name. `NotFound` when there is no `topic.json`.
+/// directory (`<topic>`, or `<topic>-<id>` in a server's data directory, where the
+/// server writes one for the offline tools). `NotFound` when there is no `topic.json`.
 pub fn read(dir: &Path) -> std::io::Result<TopicFile> {
     let file = dir.join(TOPIC_FILE);
     let topic = parse(&file, &std::fs::read(&file)?)?;
-    if dir.file_name().and_then(|n| n.to_str()) != Some(topic.name.as_str()) {
+    let dir_name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let id_suffix = dir_name
+        .strip_prefix(topic.name.as_str())
+        .and_then(|rest| rest.strip_prefix('-'))
+        .is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()));
+    if dir_name != topic.name && !id_suffix {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             format!("{} names topic {:?}", file.display(), topic.name),
         ));
     }
     Ok(topic)
+}
+
+/// The directory in `dir` that holds topic `name` (blocking): `<name>` as written here,
+/// or `<name>-<id>` where a server keeps it; `None` if there is none.
+pub fn find(dir: &Path, name: &str) -> std::io::Result<Option<PathBuf>> {
+    let plain = topic_dir(dir, name);
+    if plain.exists() {
+        return Ok(Some(plain));
+    }
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let path = entry?.path();
+        if read(&path).is_ok_and(|topic| topic.name == name) {
+            return Ok(Some(path));
+        }
+    }
+    Ok(None)
 }
 
 /// Every topic described in `dir` (blocking): directories holding a `topic.json` that

@@ -213,9 +213,11 @@ fn build_topic(
     topic: &ExportedTopic,
     items: ItemReader,
 ) -> Result<Vec<Imported>, ToolError> {
-    if done.exists() {
+    let data_dir = done.parent().unwrap_or(done);
+    let existing = topic_file::find(data_dir, &topic.name).map_err(ToolError::io(data_dir))?;
+    if let Some(existing) = existing {
         return Err(ToolError::BadPath {
-            path: done.to_path_buf(),
+            path: existing,
             reason: "exists: import never replaces a topic (delete it first, or import into \
                      another data directory)",
         });

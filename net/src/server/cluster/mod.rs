@@ -85,7 +85,7 @@ pub(crate) struct ClusterNode {
     view: RefCell<Option<Arc<ClusterView>>>,
     view_changed: mpsc::UnboundedSender<()>,
     view_changes: RefCell<Option<mpsc::UnboundedReceiver<()>>>,
-    /// Told when the first view arrives (the node serves from then on).
+    /// Told once the first view is reconciled (the node serves from then on).
     first_view: RefCell<Option<oneshot::Sender<()>>>,
     first_view_rx: RefCell<Option<oneshot::Receiver<()>>>,
     replicas: RefCell<HashMap<(String, u32), Rc<Replica>>>,
@@ -95,6 +95,8 @@ pub(crate) struct ClusterNode {
     pub(crate) controller: Option<Rc<controller::ControllerService>>,
     /// Replication messages dropped for naming another sender than the proven one.
     forged: std::cell::Cell<u64>,
+    /// Topics (by id) whose `topic.json` this shard wrote in this run.
+    described: RefCell<std::collections::HashSet<u64>>,
 }
 
 impl ClusterNode {
@@ -120,6 +122,7 @@ impl ClusterNode {
             incarnation,
             controller: None,
             forged: std::cell::Cell::new(0),
+            described: RefCell::new(std::collections::HashSet::new()),
         }
     }
 
@@ -137,12 +140,10 @@ impl ClusterNode {
     pub(crate) fn set_view(&self, view: Arc<ClusterView>) {
         *self.view.borrow_mut() = Some(view);
         let _ = self.view_changed.unbounded_send(());
-        if let Some(first) = self.first_view.borrow_mut().take() {
-            let _ = first.send(());
-        }
     }
 
-    /// Resolves once the first view has arrived (at most once).
+    /// Resolves once the first view has arrived and this shard has opened its replicas
+    /// and handed them their roles (at most once).
     pub(crate) async fn first_view(&self) {
         let rx = self.first_view_rx.borrow_mut().take();
         if let Some(rx) = rx {

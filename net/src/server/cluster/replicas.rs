@@ -17,6 +17,7 @@ use crate::api::ControllerRequest;
 use crate::peer::PartitionTransport;
 use crate::server::cluster::{ClusterNode, ClusterView, Replica, TopicSettings};
 use crate::server::shard::{ShardMsg, finish_log, owner_shard};
+use crate::server::topic_file::{self, TopicFile};
 
 /// A replica's driver on a shard.
 pub(crate) type Driver = ReplicaDriver<DmaStorage, PartitionTransport>;
@@ -37,6 +38,9 @@ impl ClusterNode {
         while changes.next().await.is_some() {
             while changes.try_recv().is_ok() {}
             self.reconcile(&place).await;
+            if let Some(first) = self.first_view.borrow_mut().take() {
+                let _ = first.send(());
+            }
         }
     }
 
@@ -98,8 +102,17 @@ impl ClusterNode {
         info: &TopicInfo,
         partition: u32,
     ) -> anyhow::Result<Rc<Replica>> {
-        let engine = TopicSettings::of(info).engine_config(&place.defaults);
+        let settings = TopicSettings::of(info);
+        let engine = settings.engine_config(&place.defaults);
         let dir = replica_dir(&place.data_dir, name, info.id, partition);
+        // One shard of the node writes it: the owner of the first partition held here.
+        let first_here = (0u32..)
+            .zip(&info.partitions)
+            .find(|(_, p)| p.replicas.contains(&self.id))
+            .map(|(p, _)| p);
+        if first_here.is_some_and(|p| owner_shard(name, p, place.shards) == place.shard) {
+            self.describe_topic(&dir, name, info, &settings).await;
+        }
         let log = Rc::new(PartitionLog::open(DmaStorage, &dir, engine).await?);
         let transport = PartitionTransport::new(self.peers.clone(), name, partition, self.id);
         let config = ReplicaConfig {
@@ -141,6 +154,41 @@ impl ClusterNode {
             applied: Cell::new(None),
             run: RefCell::new(Some(run)),
         }))
+    }
+
+    /// Writes `topic.json` beside a topic's partition directories once per run: the
+    /// controller's metadata is the authority, this is for the offline tools (`shardlog
+    /// export` of a topic reads its name and settings there). A failure is only logged.
+    async fn describe_topic(
+        &self,
+        partition_dir: &std::path::Path,
+        name: &str,
+        info: &TopicInfo,
+        settings: &TopicSettings,
+    ) {
+        let Some(topic_dir) = partition_dir.parent().map(std::path::Path::to_path_buf) else {
+            return;
+        };
+        if !self.described.borrow_mut().insert(info.id) {
+            return;
+        }
+        let file = TopicFile {
+            name: name.to_owned(),
+            partitions: u32::try_from(info.partitions.len()).unwrap_or(u32::MAX),
+            segment_bytes: settings.segment_bytes,
+            retention_bytes: settings.retention_bytes,
+            retention_ms: settings.retention_ms,
+        };
+        let shown = topic_dir.display().to_string();
+        let written = glommio::executor()
+            .spawn_blocking(move || {
+                std::fs::create_dir_all(&topic_dir)?;
+                topic_file::write(&topic_dir, &file)
+            })
+            .await;
+        if let Err(e) = written {
+            tracing::warn!(dir = shown, error = %e, "writing topic.json for the offline tools failed");
+        }
     }
 
     /// Hands the controller's decision to the replica, once per (leader epoch, partition
@@ -291,8 +339,13 @@ async fn remove_dir(dir: PathBuf) {
         .spawn_blocking(move || {
             std::fs::remove_dir_all(&dir)?;
             if let Some(parent) = dir.parent() {
-                // The topic directory goes with its last partition.
-                let _ = std::fs::remove_dir(parent);
+                // The topic directory (and its topic.json) goes with its last partition.
+                let only_the_description = std::fs::read_dir(parent)?
+                    .filter_map(Result::ok)
+                    .all(|e| e.file_name().to_string_lossy().starts_with(topic_file::TOPIC_FILE));
+                if only_the_description {
+                    std::fs::remove_dir_all(parent)?;
+                }
             }
             std::io::Result::Ok(())
         })
