@@ -55,7 +55,7 @@ use crate::config::ReplicaConfig;
 use crate::error::ProduceError;
 use crate::ids::{Incarnation, NodeId, RequestId, Tick};
 use crate::message::Message;
-use crate::replica::{Acks, Action, Input, PartitionReplica, Produced};
+use crate::replica::{Acks, Action, Input, Member, PartitionReplica, Produced};
 
 /// Bytes asked of one log read while assembling a ship.
 const SHIP_READ_BYTES: usize = 1 << 20;
@@ -270,22 +270,22 @@ impl<S: Storage, T: Transport> ReplicaDriver<S, T> {
         self.step(Input::Received { from, message });
     }
 
-    /// The controller made this replica the leader of `epoch`; `offline` are the
-    /// replicas it has fenced.
+    /// The controller made this replica the leader of `epoch`; `members` is what it knows
+    /// of each replica.
     pub fn become_leader(
         &self,
         epoch: LeaderEpoch,
         replicas: Vec<NodeId>,
         isr: Vec<NodeId>,
         isr_version: u64,
-        offline: Vec<NodeId>,
+        members: Vec<Member>,
     ) {
         self.step(Input::BecomeLeader {
             epoch,
             replicas,
             isr,
             isr_version,
-            offline,
+            members,
         });
     }
 
@@ -295,19 +295,19 @@ impl<S: Storage, T: Transport> ReplicaDriver<S, T> {
     }
 
     /// The controller's ISR for `epoch` at a new version (after a proposal, or a replica
-    /// fenced or back); `offline` are the replicas it has fenced.
+    /// fenced or back); `members` is what it knows of each replica.
     pub fn isr_updated(
         &self,
         epoch: LeaderEpoch,
         isr_version: u64,
         isr: Vec<NodeId>,
-        offline: Vec<NodeId>,
+        members: Vec<Member>,
     ) {
         self.step(Input::IsrUpdated {
             epoch,
             isr_version,
             isr,
-            offline,
+            members,
         });
     }
 

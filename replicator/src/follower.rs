@@ -109,6 +109,15 @@ impl Follower {
             LeaderEpoch(answer.epoch),
             Offset(answer.end_offset),
         );
+        let cut_to = match decision {
+            Reconcile::Done { log_end } | Reconcile::Again { log_end, .. } => log_end,
+        };
+        if cut_to < step.log.high_watermark {
+            // No correct leader asks to cut what is committed: remote input that would
+            // break this replica's invariant is refused (the query is asked again on
+            // the retry timer), never obeyed and never asserted.
+            return;
+        }
         match decision {
             Reconcile::Done { log_end } => {
                 step.truncate(log_end);

@@ -27,7 +27,7 @@ use crate::local_log::LocalLog;
 use crate::message::{EpochAnswer, EpochQuery, Fenced, Message, Ship, ShipAck};
 use crate::producer_state::SequenceCheck;
 use crate::quorum::{self, AckDecision};
-use crate::replica::{Acks, Action, Produced, Step};
+use crate::replica::{Acks, Action, Member, Produced, Step};
 
 /// What the leader knows of one follower.
 #[derive(Clone, Debug)]
@@ -86,8 +86,8 @@ pub(crate) struct Membership {
     pub(crate) isr: Vec<NodeId>,
     /// Its version (the partition epoch).
     pub(crate) isr_version: u64,
-    /// Replicas the controller has fenced.
-    pub(crate) offline: Vec<NodeId>,
+    /// What the controller knows of each replica.
+    pub(crate) members: Vec<Member>,
 }
 
 /// A leader of one leader epoch.
@@ -96,10 +96,11 @@ pub struct Leader {
     epoch: LeaderEpoch,
     isr: Vec<NodeId>,
     isr_version: u64,
-    /// Replicas the controller has fenced: never proposed for the ISR, which the
-    /// controller would refuse, leaving the proposal (and with it the high watermark,
-    /// which counts proposed members) stuck until they return.
-    offline: Vec<NodeId>,
+    /// What the controller knows of each replica: a fenced one is never proposed for
+    /// the ISR (the controller would refuse, leaving the proposal, and with it the high
+    /// watermark, which counts proposed members, stuck until it returns); a message from
+    /// an incarnation newer than the registered one is not believed.
+    members: Vec<Member>,
     proposal: Option<Proposal>,
     /// The log end at election: everything below it may be committed by an earlier leader.
     epoch_start: Offset,
@@ -117,7 +118,7 @@ impl Leader {
             replicas,
             mut isr,
             isr_version,
-            offline,
+            members,
         } = membership;
         assert!(isr.contains(&step.id), "{} not in its ISR {isr:?}", step.id);
         assert!(replicas.contains(&step.id), "{} not a replica", step.id);
@@ -145,7 +146,7 @@ impl Leader {
             epoch,
             isr,
             isr_version,
-            offline,
+            members,
             proposal: None,
             epoch_start,
             followers,
@@ -311,12 +312,12 @@ impl Leader {
         epoch: LeaderEpoch,
         isr_version: u64,
         mut isr: Vec<NodeId>,
-        offline: Vec<NodeId>,
+        members: Vec<Member>,
     ) {
         if epoch != self.epoch || isr_version <= self.isr_version {
             return;
         }
-        self.offline = offline;
+        self.members = members;
         isr.sort_unstable();
         if !isr.contains(&step.id) {
             // The controller no longer counts this leader in sync: it is being replaced.
@@ -350,8 +351,18 @@ impl Leader {
         }
     }
 
-    /// Takes a message's incarnation; false if it is older than the one known.
+    /// Takes a message's incarnation; false if it is older than the one known, or newer
+    /// than the one the controller registered (remote input: no run of the node has
+    /// registered it, so it is not believed).
     fn meet(&mut self, from: NodeId, incarnation: Incarnation) -> bool {
+        let registered = self
+            .members
+            .iter()
+            .find(|m| m.node == from)
+            .map_or(Incarnation(0), |m| m.incarnation);
+        if registered != Incarnation(0) && incarnation > registered {
+            return false;
+        }
         let in_isr = self.isr.contains(&from);
         let Some(progress) = self.followers.get_mut(&from) else {
             return false;
@@ -473,7 +484,7 @@ impl Leader {
                 durable_end: p.durable_end,
                 known: p.incarnation.is_some() && !p.restarted,
                 restarted: p.restarted,
-                offline: self.offline.contains(&node),
+                offline: self.members.iter().any(|m| m.node == node && !m.live),
             })
             .collect()
     }

@@ -38,4 +38,4 @@ pub use config::{ConfigError, ReplicaConfig};
 pub use error::ProduceError;
 pub use ids::{Incarnation, NodeId, RequestId, Tick};
 pub use message::{Envelope, Message};
-pub use replica::{Acks, Action, Input, PartitionReplica, Produced};
+pub use replica::{Acks, Action, Input, Member, PartitionReplica, Produced};

@@ -32,6 +32,19 @@ pub enum Acks {
     All,
 }
 
+/// What the controller knows of one replica's node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// The node.
+    pub node: NodeId,
+    /// Registered and not fenced: a fenced replica may not join the ISR (the controller
+    /// would refuse it).
+    pub live: bool,
+    /// The incarnation the node registered (0: not known). A message claiming a newer
+    /// one is not believed: no run of the node has registered it.
+    pub incarnation: Incarnation,
+}
+
 /// What happens to a replica.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Input {
@@ -45,8 +58,8 @@ pub enum Input {
         isr: Vec<NodeId>,
         /// The ISR's version at the controller (its partition epoch).
         isr_version: u64,
-        /// Replicas the controller has fenced: they may not join the ISR.
-        offline: Vec<NodeId>,
+        /// What the controller knows of each replica: see [`Member`].
+        members: Vec<Member>,
     },
     /// The controller made this replica a follower of `leader` in `epoch`.
     BecomeFollower {
@@ -65,8 +78,8 @@ pub enum Input {
         isr_version: u64,
         /// The members.
         isr: Vec<NodeId>,
-        /// Replicas the controller has fenced: they may not join the ISR.
-        offline: Vec<NodeId>,
+        /// What the controller knows of each replica: see [`Member`].
+        members: Vec<Member>,
     },
     /// A producer's batch.
     Produce {
@@ -261,18 +274,18 @@ impl PartitionReplica {
                 replicas,
                 isr,
                 isr_version,
-                offline,
-            } => self.become_leader(epoch, replicas, isr, isr_version, offline),
+                members,
+            } => self.become_leader(epoch, replicas, isr, isr_version, members),
             Input::BecomeFollower { epoch, leader } => self.become_follower(epoch, leader),
             Input::IsrUpdated {
                 epoch,
                 isr_version,
                 isr,
-                offline,
+                members,
             } => {
                 let (mut step, role) = self.split();
                 if let Role::Leader(leader) = role {
-                    leader.on_isr_updated(&mut step, epoch, isr_version, isr, offline);
+                    leader.on_isr_updated(&mut step, epoch, isr_version, isr, members);
                 }
             }
             Input::Produce {
@@ -319,7 +332,7 @@ impl PartitionReplica {
         replicas: Vec<NodeId>,
         isr: Vec<NodeId>,
         isr_version: u64,
-        offline: Vec<NodeId>,
+        members: Vec<Member>,
     ) {
         if !self.takes_epoch(epoch) {
             return;
@@ -333,7 +346,7 @@ impl PartitionReplica {
             replicas,
             isr,
             isr_version,
-            offline,
+            members,
         };
         let mut leader = Leader::new(&mut step, epoch, membership);
         // What its storage holds durably may already be committed (a lone replica's

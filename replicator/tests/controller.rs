@@ -955,7 +955,10 @@ fn a_newer_incarnation_fences_the_previous_run_at_once() {
     // Restarted: fenced and back in one step.
     changes.clear();
     m.apply(&register(leader.0, 11), &mut changes).unwrap();
-    assert!(changes.contains(&MetadataChange::NodeFenced(leader)), "{changes:?}");
+    assert!(
+        changes.contains(&MetadataChange::NodeFenced(leader)),
+        "{changes:?}"
+    );
     let after = m.partition("t", 0).unwrap();
     assert!(after.leader_epoch > before.leader_epoch);
     assert!(m.is_live(leader));

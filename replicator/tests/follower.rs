@@ -47,7 +47,7 @@ fn an_epoch_led_without_appending_does_not_block_later_ships() {
         replicas: vec![LEADER, ME],
         isr: vec![LEADER, ME],
         isr_version: 0,
-        offline: Vec::new(),
+        members: Vec::new(),
     };
     step(&mut replica, lead);
     let follow = Input::BecomeFollower {
@@ -104,4 +104,53 @@ fn an_epoch_led_without_appending_does_not_block_later_ships() {
         "the ship was dropped: {appended:?}"
     );
     assert_eq!(replica.log_end(), Offset(4));
+}
+
+/// Remote input never trips an assertion: an `EpochAnswer` telling a follower to cut its
+/// log below its high watermark (epoch -1: "the leader has nothing") is refused; the
+/// follower keeps what is committed and asks again.
+#[test]
+fn an_answer_that_would_cut_committed_records_is_refused() {
+    let mut replica = PartitionReplica::new(ReplicaConfig::default(), ME, Incarnation(1));
+    for offset in 0..2 {
+        let bytes = stored(offset, 2);
+        replica.recover_batch(&BatchHeader::parse(&bytes).unwrap());
+    }
+    let follow = |epoch| Input::BecomeFollower {
+        epoch: LeaderEpoch(epoch),
+        leader: LEADER,
+    };
+    step(&mut replica, follow(5));
+    let answer = |leader_epoch, epoch, end_offset| {
+        Message::EpochAnswer(EpochAnswer {
+            leader_epoch,
+            query_epoch: 2,
+            epoch,
+            end_offset,
+        })
+    };
+    let received = |message| Input::Received {
+        from: LEADER,
+        message,
+    };
+    step(&mut replica, received(answer(5, 2, 2)));
+    // The leader's heartbeat: both records are committed.
+    let ship = Ship {
+        leader_epoch: 5,
+        prev_offset: 2,
+        prev_epoch: 2,
+        high_watermark: 2,
+        batches: Vec::new(),
+    };
+    step(&mut replica, received(Message::Ship(ship)));
+    assert_eq!(replica.high_watermark(), Offset(2));
+    // A new epoch, and a forged answer: cut everything.
+    step(&mut replica, follow(6));
+    let actions = step(&mut replica, received(answer(6, -1, 0)));
+    assert!(
+        !actions.iter().any(|a| matches!(a, Action::Truncate { .. })),
+        "{actions:?}"
+    );
+    assert_eq!(replica.log_end(), Offset(2));
+    assert_eq!(replica.high_watermark(), Offset(2));
 }

@@ -8,8 +8,8 @@ use shardlog_engine::record::BatchBuilder;
 use shardlog_engine::{LeaderEpoch, Offset, TimestampMs};
 use shardlog_replicator::message::ShipAck;
 use shardlog_replicator::{
-    Acks, Action, Incarnation, Input, Message, NodeId, PartitionReplica, ReplicaConfig, RequestId,
-    Tick,
+    Acks, Action, Incarnation, Input, Member, Message, NodeId, PartitionReplica, ReplicaConfig,
+    RequestId, Tick,
 };
 
 const LEADER: NodeId = NodeId(0);
@@ -31,6 +31,18 @@ fn batch() -> Vec<u8> {
     builder.finish()
 }
 
+/// The controller's word on the replicas: every one live but `fenced`.
+fn members(fenced: &[NodeId]) -> Vec<Member> {
+    [LEADER, A, B]
+        .into_iter()
+        .map(|node| Member {
+            node,
+            live: !fenced.contains(&node),
+            incarnation: Incarnation(0),
+        })
+        .collect()
+}
+
 struct Harness {
     replica: PartitionReplica,
     now: u64,
@@ -49,7 +61,7 @@ impl Harness {
             replicas: vec![LEADER, A, B],
             isr,
             isr_version: 0,
-            offline: Vec::new(),
+            members: members(&[]),
         });
         h
     }
@@ -136,7 +148,7 @@ fn a_dead_follower_removed_by_the_controller_does_not_stall_the_leader() {
         epoch: EPOCH,
         isr_version: 1,
         isr: vec![LEADER, B],
-        offline: vec![A],
+        members: members(&[A]),
     });
     assert_eq!(h.replica.isr().unwrap(), &[LEADER, B]);
     h.produce(2);
@@ -155,7 +167,7 @@ fn a_dead_follower_removed_by_the_controller_does_not_stall_the_leader() {
         epoch: EPOCH,
         isr_version: 2,
         isr: vec![LEADER, B],
-        offline: Vec::new(),
+        members: members(&[]),
     });
     h.ack(A, Offset(2));
     assert_eq!(h.proposals().last().unwrap(), &vec![LEADER, A, B]);
@@ -176,7 +188,7 @@ fn a_newer_partition_epoch_drops_a_pending_proposal() {
         epoch: EPOCH,
         isr_version: 1,
         isr: vec![LEADER, B],
-        offline: vec![A],
+        members: members(&[A]),
     });
     h.produce(2);
     h.ack(B, Offset(2));
@@ -185,4 +197,47 @@ fn a_newer_partition_epoch_drops_a_pending_proposal() {
         "stalled on a dead proposal: {:?}",
         h.actions
     );
+}
+
+/// An ack claiming an incarnation newer than the one the controller registered for the
+/// node is not believed (remote input; no run of the node has registered it): it neither
+/// counts for the high watermark nor locks the real incarnation out.
+#[test]
+fn an_ack_from_an_unregistered_incarnation_is_not_believed() {
+    let mut h = Harness::leader(vec![LEADER, A, B]);
+    let registered: Vec<Member> = [LEADER, A, B]
+        .into_iter()
+        .map(|node| Member {
+            node,
+            live: true,
+            incarnation: Incarnation(7),
+        })
+        .collect();
+    h.step(Input::IsrUpdated {
+        epoch: EPOCH,
+        isr_version: 1,
+        isr: vec![LEADER, A, B],
+        members: registered,
+    });
+    h.produce(1);
+    let forged = ShipAck {
+        leader_epoch: EPOCH.0,
+        incarnation: u64::MAX,
+        log_end: 1,
+        durable_end: u64::MAX,
+        resend: false,
+    };
+    h.step(Input::Received {
+        from: A,
+        message: Message::ShipAck(forged),
+    });
+    h.ack(B, Offset(1));
+    assert_eq!(
+        h.replica.high_watermark(),
+        Offset(0),
+        "A's forged ack counted"
+    );
+    h.ack(A, Offset(1));
+    assert_eq!(h.replica.high_watermark(), Offset(1));
+    assert!(h.answered_ok(1));
 }

@@ -178,7 +178,11 @@ impl Connection {
 
     /// A connection over a stream already connected (and, between peers, authenticated)
     /// to `addr`: starts the reader, writer and sweeper tasks.
-    pub(crate) fn over<S>(stream: S, addr: &str, options: Options) -> Result<Connection, ClientError>
+    pub(crate) fn over<S>(
+        stream: S,
+        addr: &str,
+        options: Options,
+    ) -> Result<Connection, ClientError>
     where
         S: AsyncRead + AsyncWrite + Unpin + 'static,
     {

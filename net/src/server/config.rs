@@ -245,9 +245,9 @@ fn cluster_config(file: &FileConfig, node_id: u32) -> anyhow::Result<ClusterConf
     let tls = match (&file.peer_tls_cert, &file.peer_tls_key, &file.peer_tls_ca) {
         (Some(cert), Some(key), Some(ca)) => Some((cert.clone(), key.clone(), ca.clone())),
         (None, None, None) => None,
-        _ => anyhow::bail!(
-            "peer TLS needs all of --peer-tls-cert, --peer-tls-key and --peer-tls-ca"
-        ),
+        _ => {
+            anyhow::bail!("peer TLS needs all of --peer-tls-cert, --peer-tls-key and --peer-tls-ca")
+        }
     };
     Ok(ClusterConfig {
         node_id,

@@ -81,7 +81,11 @@ mod tests {
             node_id: 3,
             incarnation: ahead,
         };
-        std::fs::write(dir.path().join(NODE_FILE), serde_json::to_vec(&file).unwrap()).unwrap();
+        std::fs::write(
+            dir.path().join(NODE_FILE),
+            serde_json::to_vec(&file).unwrap(),
+        )
+        .unwrap();
         assert_eq!(start(dir.path(), 3).unwrap(), ahead + 1);
         std::fs::write(dir.path().join(NODE_FILE), b"garbage").unwrap();
         assert!(start(dir.path(), 3).is_err());

@@ -78,7 +78,7 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
     let prepared = prepare(&config)?;
     let _lock = prepared.lock;
     let started = Instant::now();
-    let mut signals = signal_hook::iterator::Signals::new([libc::SIGTERM, libc::SIGINT])
+    let signals = signal_hook::iterator::Signals::new([libc::SIGTERM, libc::SIGINT])
         .context("installing signal handlers")?;
     let (events, events_rx) = mpsc::channel();
     let (inboxes, receivers): (Vec<_>, Vec<_>) = (0..config.shards)
@@ -130,23 +130,26 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
     }
     drop(events);
     let handle = signals.handle();
-    let signal_events = {
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for signal in signals.forever() {
-                if tx.send(signal).is_err() {
-                    break;
-                }
-            }
-        });
-        rx
-    };
+    let signal_events = forward_signals(signals);
     let result = supervise(&config, bound, &inboxes, &events_rx, &signal_events);
     handle.close();
     for handle in handles {
         let _ = handle.join();
     }
     result
+}
+
+/// Signals as a channel, from a thread of their own.
+fn forward_signals(mut signals: signal_hook::iterator::Signals) -> mpsc::Receiver<i32> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for signal in signals.forever() {
+            if tx.send(signal).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 /// Start-up checks (each failure names its fix) and what the shards start from.
@@ -395,9 +398,10 @@ async fn shard_main(start: ShardStart) -> anyhow::Result<()> {
         let _ = events.send(Event::Bound(bound));
     }
     let peer_listener = match peer_listen {
-        Some(addr) => Some(glommio::net::TcpListener::bind(addr).map_err(|e| {
-            anyhow::anyhow!("shard {id}: the peer listener on {addr}: {e}")
-        })?),
+        Some(addr) => Some(
+            glommio::net::TcpListener::bind(addr)
+                .map_err(|e| anyhow::anyhow!("shard {id}: the peer listener on {addr}: {e}"))?,
+        ),
         None => None,
     };
     let node = NodeInfo {
@@ -406,7 +410,14 @@ async fn shard_main(start: ShardStart) -> anyhow::Result<()> {
         defaults: config.engine.clone(),
         shards: config.shards,
     };
-    let cluster = Rc::new(cluster_node(&config, &node, &security, incarnation, controller, started)?);
+    let cluster = Rc::new(cluster_node(
+        &config,
+        &node,
+        &security,
+        incarnation,
+        controller,
+        started,
+    )?);
     let shard = Rc::new(Shard::new(id, node, inboxes, cluster));
     glommio::spawn_local(shard::serve_inbox(shard.clone(), inbox)).detach();
     start_cluster_tasks(&shard, &config);
@@ -484,11 +495,11 @@ fn start_cluster_tasks(shard: &Rc<Shard>, config: &ServerConfig) {
         let shard = shard.clone();
         move || shard.is_stopping()
     };
-    glommio::spawn_local(
-        cluster
-            .clone()
-            .tick_loop(shard.inboxes[0].clone(), config.engine.flush, stopped.clone()),
-    )
+    glommio::spawn_local(cluster.clone().tick_loop(
+        shard.inboxes[0].clone(),
+        config.engine.flush,
+        stopped.clone(),
+    ))
     .detach();
     if let Some(service) = &cluster.controller {
         let clock = {

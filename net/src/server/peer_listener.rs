@@ -103,12 +103,21 @@ async fn connection(shard: Rc<Shard>, stream: TcpStream, security: &PeerSecurity
     writer.await;
 }
 
-async fn handle(shard: &Rc<Shard>, from: NodeId, frame: Frame, replies: &mpsc::UnboundedSender<Reply>) {
+async fn handle(
+    shard: &Rc<Shard>,
+    from: NodeId,
+    frame: Frame,
+    replies: &mpsc::UnboundedSender<Reply>,
+) {
     let header = frame.header;
     let api = Api::from_u16(header.api);
     if header.version != VERSION {
         let message = format!("version {} (supported: {VERSION})", header.version);
-        let _ = replies.unbounded_send(error_reply(&header, ErrorCode::UnsupportedVersion, &message));
+        let _ = replies.unbounded_send(error_reply(
+            &header,
+            ErrorCode::UnsupportedVersion,
+            &message,
+        ));
         return;
     }
     match api {
@@ -126,52 +135,15 @@ async fn handle(shard: &Rc<Shard>, from: NodeId, frame: Frame, replies: &mpsc::U
                     let _ = inbox.try_send(message);
                 }
             }
-            Err(e) => tracing::warn!(node = %from, error = %e, "invalid controller message; dropped"),
+            Err(e) => {
+                tracing::warn!(node = %from, error = %e, "invalid controller message; dropped")
+            }
         },
-        Some(Api::CreateTopic | Api::DeleteTopic) => {
-            let change = if header.api == Api::CreateTopic as u16 {
-                frame.decode::<CreateTopicRequest>().map(|r| {
-                    TopicChange::Create(NewTopic {
-                        name: r.name,
-                        partitions: r.partitions,
-                        replication_factor: (r.replication_factor != 0)
-                            .then_some(r.replication_factor),
-                        min_insync: r.config.min_insync,
-                        settings: topics::settings_of(&r.config),
-                    })
-                })
-            } else {
-                frame
-                    .decode::<DeleteTopicRequest>()
-                    .map(|r| TopicChange::Delete(r.name))
-            };
-            let change = match change {
-                Ok(change) => change,
-                Err(e) => {
-                    let _ = replies.unbounded_send(error_reply(&header, ErrorCode::InvalidRequest, &e.to_string()));
-                    return;
-                }
-            };
-            let pending = topics::change(shard, change).await;
-            let replies = replies.clone();
-            glommio::spawn_local(async move {
-                let response = match pending.await {
-                    Ok(()) => TopicResponse {
-                        error: ErrorCode::None.as_u16(),
-                        message: String::new(),
-                    },
-                    Err(e) => TopicResponse {
-                        error: e.code().as_u16(),
-                        message: e.to_string(),
-                    },
-                };
-                let _ = replies.unbounded_send(reply(&header, &response, Vec::new()));
-            })
-            .detach();
-        }
+        Some(Api::CreateTopic | Api::DeleteTopic) => topic_change(shard, frame, replies).await,
         Some(other) => {
             let message = format!("{other:?} is a client api: send it to the client listener");
-            let _ = replies.unbounded_send(error_reply(&header, ErrorCode::InvalidRequest, &message));
+            let _ =
+                replies.unbounded_send(error_reply(&header, ErrorCode::InvalidRequest, &message));
         }
         None => {
             let message = format!("unknown api {}", header.api);
@@ -180,11 +152,60 @@ async fn handle(shard: &Rc<Shard>, from: NodeId, frame: Frame, replies: &mpsc::U
     }
 }
 
+/// A topic change passed on by a node that does not lead the controller: applied (or
+/// passed on again) as any topic change, and answered on this connection.
+async fn topic_change(shard: &Rc<Shard>, frame: Frame, replies: &mpsc::UnboundedSender<Reply>) {
+    let header = frame.header;
+    let change = if header.api == Api::CreateTopic as u16 {
+        frame.decode::<CreateTopicRequest>().map(|r| {
+            TopicChange::Create(NewTopic {
+                name: r.name,
+                partitions: r.partitions,
+                replication_factor: (r.replication_factor != 0).then_some(r.replication_factor),
+                min_insync: r.config.min_insync,
+                settings: topics::settings_of(&r.config),
+            })
+        })
+    } else {
+        frame
+            .decode::<DeleteTopicRequest>()
+            .map(|r| TopicChange::Delete(r.name))
+    };
+    let change = match change {
+        Ok(change) => change,
+        Err(e) => {
+            let refusal = error_reply(&header, ErrorCode::InvalidRequest, &e.to_string());
+            let _ = replies.unbounded_send(refusal);
+            return;
+        }
+    };
+    let pending = topics::change(shard, change).await;
+    let replies = replies.clone();
+    glommio::spawn_local(async move {
+        let response = match pending.await {
+            Ok(()) => TopicResponse {
+                error: ErrorCode::None.as_u16(),
+                message: String::new(),
+            },
+            Err(e) => TopicResponse {
+                error: e.code().as_u16(),
+                message: e.to_string(),
+            },
+        };
+        let _ = replies.unbounded_send(reply(&header, &response, Vec::new()));
+    })
+    .detach();
+}
+
 /// A replication message: to the shard that owns the partition. In arrival order
 /// (awaited), so one peer's messages for a partition keep their order.
 async fn replicate(shard: &Rc<Shard>, from: NodeId, frame: Frame) {
     let owner = match frame.access::<ArchivedReplicateRequest>() {
-        Ok(meta) => owner_shard(meta.topic.as_str(), meta.partition.to_native(), shard.node.shards),
+        Ok(meta) => owner_shard(
+            meta.topic.as_str(),
+            meta.partition.to_native(),
+            shard.node.shards,
+        ),
         Err(e) => {
             tracing::warn!(node = %from, error = %e, "invalid replication message; dropped");
             return;

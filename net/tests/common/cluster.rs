@@ -254,7 +254,9 @@ impl Cluster {
                 }
                 let took = started.elapsed();
                 if took > Duration::from_millis(10) {
-                    eprintln!("node {node}: port {port} released {took:?} after its process was reaped");
+                    eprintln!(
+                        "node {node}: port {port} released {took:?} after its process was reaped"
+                    );
                 }
             }
         }

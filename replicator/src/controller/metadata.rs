@@ -236,7 +236,21 @@ impl Metadata {
         changes: &mut Vec<MetadataChange>,
     ) -> Result<(), Refusal> {
         let before = verify_enabled().then(|| self.clone());
-        let outcome = match command {
+        let outcome = self.apply_unchecked(command, changes);
+        if let Some(before) = before {
+            if let Err(broken) = self.invariants(Some(&before)) {
+                panic!("controller metadata invariant broken after {command:?}: {broken}");
+            }
+        }
+        outcome
+    }
+
+    fn apply_unchecked(
+        &mut self,
+        command: &Command,
+        changes: &mut Vec<MetadataChange>,
+    ) -> Result<(), Refusal> {
+        match command {
             Command::RegisterNode {
                 node,
                 address,
@@ -251,7 +265,11 @@ impl Metadata {
                 incarnation,
                 session_expires_ms,
             } => {
-                let registration = (address.as_str(), Some(*incarnation), Tick(*session_expires_ms));
+                let registration = (
+                    address.as_str(),
+                    Some(*incarnation),
+                    Tick(*session_expires_ms),
+                );
                 self.register(NodeId(*node), registration, changes)
             }
             Command::Heartbeat {
@@ -299,13 +317,7 @@ impl Metadata {
             Command::ElectLeader { topic, partition } => {
                 self.elect_leader(topic, *partition, changes)
             }
-        };
-        if let Some(before) = before {
-            if let Err(broken) = self.invariants(Some(&before)) {
-                panic!("controller metadata invariant broken after {command:?}: {broken}");
-            }
         }
-        outcome
     }
 
     /// `registration`: address, incarnation (`None` in entries of earlier releases),

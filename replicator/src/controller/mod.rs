@@ -390,7 +390,11 @@ impl Controller {
         self.step_checked(bytes, Some(sender))
     }
 
-    fn step_checked(&mut self, bytes: &[u8], sender: Option<NodeId>) -> Result<(), ControllerError> {
+    fn step_checked(
+        &mut self,
+        bytes: &[u8],
+        sender: Option<NodeId>,
+    ) -> Result<(), ControllerError> {
         let message = RaftMessage::parse_from_bytes(bytes)
             .map_err(|e| ControllerError::Codec(e.to_string()))?;
         if let Some(sender) = sender.filter(|s| raft_id(*s) != message.from) {

@@ -9,8 +9,9 @@ use std::collections::BTreeSet;
 
 use shardlog_engine::LeaderEpoch;
 
+use crate::ids::Incarnation;
 use crate::ids::NodeId;
-use crate::replica::Input;
+use crate::replica::{Input, Member};
 use crate::sim::rng::Rng;
 
 /// The controller's view of the one simulated partition.
@@ -125,7 +126,7 @@ impl Controller {
                 replicas: self.replicas.clone(),
                 isr: self.isr.clone(),
                 isr_version: self.isr_version,
-                offline: self.offline(),
+                members: self.members(),
             }
         } else {
             Input::BecomeFollower {
@@ -142,11 +143,18 @@ impl Controller {
             epoch: self.epoch,
             isr_version: self.isr_version,
             isr: self.isr.clone(),
-            offline: self.offline(),
+            members: self.members(),
         }
     }
 
-    fn offline(&self) -> Vec<NodeId> {
-        self.fenced.iter().copied().collect()
+    fn members(&self) -> Vec<Member> {
+        self.replicas
+            .iter()
+            .map(|&node| Member {
+                node,
+                live: !self.fenced.contains(&node),
+                incarnation: Incarnation(0),
+            })
+            .collect()
     }
 }

@@ -20,12 +20,8 @@ use crate::server::topic_file::{self, TOPIC_FILE, TopicFile};
 
 /// The topics of `data_dir` to adopt (blocking, before the shards start).
 pub(crate) fn scan(data_dir: &Path) -> anyhow::Result<Vec<TopicFile>> {
-    topic_file::load(data_dir).map_err(|e| {
-        anyhow::anyhow!(
-            "reading the topics of {} to adopt: {e}",
-            data_dir.display()
-        )
-    })
+    topic_file::load(data_dir)
+        .map_err(|e| anyhow::anyhow!("reading the topics of {} to adopt: {e}", data_dir.display()))
 }
 
 /// The command that creates `topic`, if the controller does not have it yet.

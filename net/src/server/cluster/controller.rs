@@ -32,8 +32,8 @@ use shardlog_replicator::{NodeId, Tick};
 use crate::api::{Api, ControllerRequest};
 use crate::peer::Peers;
 use crate::server::cluster::{ClusterView, adopt};
-use crate::server::topic_file::TopicFile;
 use crate::server::shard::ShardMsg;
+use crate::server::topic_file::TopicFile;
 
 /// How often this node heartbeats to the controller leader, ms.
 const HEARTBEAT_EVERY_MS: u64 = 100;
@@ -207,55 +207,68 @@ impl ControllerService {
                     self.session(NodeId(node), &address, incarnation);
                 }
             }
-            ControllerRequest::ChangeIsr {
-                topic,
-                partition,
-                leader_epoch,
-                partition_epoch,
-                isr,
-            } => {
-                let leads = self
-                    .controller
-                    .borrow()
-                    .metadata()
-                    .partition(&topic, partition)
-                    .is_some_and(|p| p.leader == Some(sender));
-                if self.is_leader() && !leads {
-                    tracing::debug!(%sender, topic, partition, "ISR proposal from a node that does not lead the partition; refused");
-                } else if self.is_leader() {
-                    let Ok(partition_epoch) = u32::try_from(partition_epoch) else {
-                        tracing::warn!(
-                            topic,
-                            partition,
-                            partition_epoch,
-                            "ISR proposal with a partition epoch out of range; ignored"
-                        );
-                        return;
-                    };
-                    let command = Command::ChangeIsr {
-                        topic,
-                        partition,
-                        leader_epoch,
-                        partition_epoch,
-                        new_isr: isr,
-                    };
-                    // Lost if leadership moves: the replica proposes again on its timer.
-                    if let Err(e) = self.controller.borrow_mut().propose(command) {
-                        tracing::debug!(error = %e, "ISR proposal not taken");
-                    }
-                } else if from.is_none() {
-                    // This node's own proposal: to the leader it knows.
-                    self.send_to_leader(&ControllerRequest::ChangeIsr {
-                        topic,
-                        partition,
-                        leader_epoch,
-                        partition_epoch,
-                        isr,
-                    });
-                }
-            }
+            request @ ControllerRequest::ChangeIsr { .. } => self.change_isr(from, request),
         }
         let _ = self.kick.unbounded_send(());
+    }
+
+    /// An ISR change a partition leader asks for: proposed on the controller leader if
+    /// the sender leads the partition; this node's own, off the leader, sent to it.
+    fn change_isr(self: &Rc<Self>, from: Option<NodeId>, request: ControllerRequest) {
+        let ControllerRequest::ChangeIsr {
+            topic,
+            partition,
+            leader_epoch,
+            partition_epoch,
+            isr,
+        } = request
+        else {
+            return;
+        };
+        let sender = from.unwrap_or(self.node);
+        if !self.is_leader() {
+            if from.is_none() {
+                // This node's own proposal: to the leader it knows.
+                self.send_to_leader(&ControllerRequest::ChangeIsr {
+                    topic,
+                    partition,
+                    leader_epoch,
+                    partition_epoch,
+                    isr,
+                });
+            }
+            return;
+        }
+        let leads = self
+            .controller
+            .borrow()
+            .metadata()
+            .partition(&topic, partition)
+            .is_some_and(|p| p.leader == Some(sender));
+        if !leads {
+            tracing::debug!(%sender, topic, partition, "ISR proposal from a node that does not lead the partition; refused");
+            return;
+        }
+        let Ok(partition_epoch) = u32::try_from(partition_epoch) else {
+            tracing::warn!(
+                topic,
+                partition,
+                partition_epoch,
+                "ISR proposal with a partition epoch out of range; ignored"
+            );
+            return;
+        };
+        let command = Command::ChangeIsr {
+            topic,
+            partition,
+            leader_epoch,
+            partition_epoch,
+            new_isr: isr,
+        };
+        // Lost if leadership moves: the replica proposes again on its timer.
+        if let Err(e) = self.controller.borrow_mut().propose(command) {
+            tracing::debug!(error = %e, "ISR proposal not taken");
+        }
     }
 
     /// Proposes `command` (on the controller leader only) and waits until it is applied.
@@ -420,8 +433,12 @@ impl ControllerService {
                 Err(e) => Err(e),
             };
             match moved {
-                Ok(target) => tracing::info!(topic = topic.name, dir = %target.display(), partitions = topic.partitions, "topic adopted"),
-                Err(e) => tracing::error!(topic = topic.name, error = %e, "adopting a topic failed; its directory stays as it is"),
+                Ok(target) => {
+                    tracing::info!(topic = topic.name, dir = %target.display(), partitions = topic.partitions, "topic adopted")
+                }
+                Err(e) => {
+                    tracing::error!(topic = topic.name, error = %e, "adopting a topic failed; its directory stays as it is")
+                }
             }
         }
         self.to_adopt.borrow_mut().clear();

@@ -215,7 +215,6 @@ impl ClusterNode {
         }
     }
 
-
     /// A replication message for a replica on this shard.
     pub(crate) fn receive(&self, topic: &str, envelope: shardlog_replicator::Envelope) {
         if envelope.to != self.id.0 {

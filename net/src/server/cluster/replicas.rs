@@ -11,7 +11,7 @@ use futures::StreamExt;
 use shardlog_engine::{DmaStorage, EngineConfig, FlushPolicy, PartitionLog, TimestampMs};
 use shardlog_replicator::controller::{PartitionState, TopicInfo};
 use shardlog_replicator::driver::ReplicaDriver;
-use shardlog_replicator::{NodeId, ReplicaConfig};
+use shardlog_replicator::{Incarnation, Member, NodeId, ReplicaConfig};
 
 use crate::api::ControllerRequest;
 use crate::peer::PartitionTransport;
@@ -210,11 +210,17 @@ impl ClusterNode {
         }
         match state.leader {
             Some(leader) if leader == self.id => {
-                let offline: Vec<NodeId> = state
+                let members: Vec<Member> = state
                     .replicas
                     .iter()
-                    .copied()
-                    .filter(|n| !view.metadata.is_live(*n))
+                    .map(|&node| {
+                        let info = view.metadata.nodes().get(&node);
+                        Member {
+                            node,
+                            live: info.is_some_and(|i| !i.fenced),
+                            incarnation: Incarnation(info.map_or(0, |i| i.incarnation)),
+                        }
+                    })
                     .collect();
                 if new_epoch {
                     driver.become_leader(
@@ -222,14 +228,14 @@ impl ClusterNode {
                         state.replicas.clone(),
                         state.isr.clone(),
                         state.partition_epoch,
-                        offline,
+                        members,
                     );
                 } else {
                     driver.isr_updated(
                         state.leader_epoch,
                         state.partition_epoch,
                         state.isr.clone(),
-                        offline,
+                        members,
                     );
                 }
             }
@@ -316,7 +322,12 @@ fn state_of(info: &TopicInfo, partition: u32) -> Option<&PartitionState> {
 }
 
 /// The directory of a replica: see the module docs.
-pub(crate) fn replica_dir(data_dir: &std::path::Path, topic: &str, topic_id: u64, partition: u32) -> PathBuf {
+pub(crate) fn replica_dir(
+    data_dir: &std::path::Path,
+    topic: &str,
+    topic_id: u64,
+    partition: u32,
+) -> PathBuf {
     data_dir
         .join(format!("{topic}-{topic_id}"))
         .join(partition.to_string())
@@ -340,9 +351,12 @@ async fn remove_dir(dir: PathBuf) {
             std::fs::remove_dir_all(&dir)?;
             if let Some(parent) = dir.parent() {
                 // The topic directory (and its topic.json) goes with its last partition.
-                let only_the_description = std::fs::read_dir(parent)?
-                    .filter_map(Result::ok)
-                    .all(|e| e.file_name().to_string_lossy().starts_with(topic_file::TOPIC_FILE));
+                let only_the_description =
+                    std::fs::read_dir(parent)?.filter_map(Result::ok).all(|e| {
+                        e.file_name()
+                            .to_string_lossy()
+                            .starts_with(topic_file::TOPIC_FILE)
+                    });
                 if only_the_description {
                     std::fs::remove_dir_all(parent)?;
                 }

@@ -182,7 +182,9 @@ pub(crate) enum Place {
 
 /// Where `partition` of `topic` is, or why it is nowhere.
 pub(crate) fn locate(shard: &Shard, topic: &str, partition: u32) -> Result<Place, OpError> {
-    shard.cluster.locate(shard.id, shard.node.shards, topic, partition)
+    shard
+        .cluster
+        .locate(shard.id, shard.node.shards, topic, partition)
 }
 
 /// Runs a partition operation that reached this shard through its inbox, in the order

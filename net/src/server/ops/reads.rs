@@ -130,7 +130,12 @@ async fn serve_fetch(
             next_offset: offset,
         };
         if offset < visible {
-            read = below(log.read(offset, op.max_bytes).await.map_err(|e| OpError::from(&e))?, visible);
+            read = below(
+                log.read(offset, op.max_bytes)
+                    .await
+                    .map_err(|e| OpError::from(&e))?,
+                visible,
+            );
         }
         let now = Instant::now();
         if read.bytes() >= op.min_bytes || now >= deadline {

@@ -104,10 +104,7 @@ fn describe(node_id: u32, view: &ClusterView, wanted: &[String]) -> ClusterMetad
             .iter()
             .map(|name| TopicMeta {
                 name: name.clone(),
-                partitions: all
-                    .get(name)
-                    .map(partitions)
-                    .ok_or(OpError::UnknownTopic),
+                partitions: all.get(name).map(partitions).ok_or(OpError::UnknownTopic),
             })
             .collect()
     };

@@ -10,17 +10,17 @@ use futures::FutureExt;
 use futures::future::{LocalBoxFuture, ready};
 
 use crate::api::{
-    Acks, Api, ArchivedAcks, ArchivedFetchRequest, ArchivedListOffsetsRequest,
-    ArchivedOffsetSpec, ArchivedProduceRequest, BrokerMetadata, CreateTopicRequest,
-    DeleteTopicRequest, FetchResponse, ListOffsetsResponse, MetadataRequest, MetadataResponse,
-    PartitionMetadata, ProduceResponse, TopicMetadata, TopicResponse, VERSION,
+    Acks, Api, ArchivedAcks, ArchivedFetchRequest, ArchivedListOffsetsRequest, ArchivedOffsetSpec,
+    ArchivedProduceRequest, BrokerMetadata, CreateTopicRequest, DeleteTopicRequest, FetchResponse,
+    ListOffsetsResponse, MetadataRequest, MetadataResponse, PartitionMetadata, ProduceResponse,
+    TopicMetadata, TopicResponse, VERSION,
 };
 use crate::error_code::ErrorCode;
 use crate::frame::FrameHeader;
+use crate::server::ops::OpError;
 use crate::server::ops::produce::{self, ProduceOp};
 use crate::server::ops::reads::{self, FetchOp, ListOffsetsOp, OffsetSpec};
 use crate::server::ops::topics::{self, ClusterMetadata, NewTopic, TopicChange};
-use crate::server::ops::OpError;
 use crate::server::shard::Shard;
 use crate::wire::Frame;
 

@@ -21,8 +21,8 @@ use futures::io::AsyncReadExt;
 use glommio::net::{Preallocated, TcpStream};
 
 use crate::server::shard::Shard;
-use reply::Reply;
 use crate::wire::{self, ReadError};
+use reply::Reply;
 
 /// Requests begun and not yet answered, per connection.
 const IN_FLIGHT_MAX: u64 = 4096;
