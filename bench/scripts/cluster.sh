@@ -14,7 +14,8 @@
 #
 # Environment:
 #   CLUSTER_DIR        where everything lives (default target/cluster)
-#   CLUSTER_BASE_PORT  node i listens on 127.0.0.1:BASE+i (default 19100)
+#   CLUSTER_BASE_PORT  node i listens for clients on 127.0.0.1:BASE+i (default 19100) and
+#                      for its peers on 127.0.0.1:BASE+100+i
 #   SHARDLOGD          the binary (default $CARGO_TARGET_DIR/release/shardlogd, target/ if
 #                      unset; built with cargo when missing)
 #   CLUSTER_ARGS       extra shardlogd flags for every node, split on whitespace
@@ -23,8 +24,10 @@
 # are under the repository root. `start` remembers the node count, port, binary and args
 # in $CLUSTER_DIR/cluster.env; the other commands read them from there (the environment
 # no longer matters to them). Node i keeps its data in $CLUSTER_DIR/node-i/data, appends
-# its stderr to $CLUSTER_DIR/node-i/log and its pid is in $CLUSTER_DIR/node-i/pid. Data
-# survives stop and start; remove $CLUSTER_DIR to begin empty.
+# its stderr to $CLUSTER_DIR/node-i/log and its pid is in $CLUSTER_DIR/node-i/pid. The
+# nodes prove who they are to each other with the secret in $CLUSTER_DIR/cluster.secret
+# (made by the first start, readable by this user only). Data survives stop and start;
+# remove $CLUSTER_DIR to begin empty.
 #
 # A pid counts only while /proc says that process is shardlogd on this node's data
 # directory, so a stale pid file never gets an unrelated process signalled.
@@ -55,7 +58,8 @@ usage() {
   brokers      print the brokers list
 
 environment: CLUSTER_DIR (target/cluster), CLUSTER_BASE_PORT (19100; node i listens on
-BASE+i), SHARDLOGD (target/release/shardlogd, built if missing), CLUSTER_ARGS (extra
+BASE+i for clients, BASE+100+i for peers), SHARDLOGD (target/release/shardlogd, built if
+missing), CLUSTER_ARGS (extra
 shardlogd flags for every node, e.g. "--flush always --shards 2")
 exit codes: 0 ok, 1 failure, 2 usage
 EOF
@@ -137,19 +141,31 @@ is_count() {
 
 node_dir() { printf '%s/node-%s\n' "$cluster_dir" "$1"; }
 node_port() { echo $((base_port + $1)); }
+# Where node $1's peer listener is: only nodes connect there.
+peer_port() { echo $((base_port + 100 + $1)); }
+secret_file() { printf '%s/cluster.secret\n' "$cluster_dir"; }
 
-# Every node's address, comma-separated, each prefixed with "$1" (a format taking the id).
+# Every node's address, comma-separated, each prefixed with "$1" (a format taking the id),
+# its port from the function named $2.
 node_list() {
   local i list=""
   for ((i = 0; i < nodes; i++)); do
     # shellcheck disable=SC2059 # the prefix is a format on purpose
-    list="${list:+$list,}$(printf "$1" "$i")$HOST:$(node_port "$i")"
+    list="${list:+$list,}$(printf "$1" "$i")$HOST:$("$2" "$i")"
   done
   echo "$list"
 }
 
-brokers_list() { node_list ""; }
-peers_list() { node_list "%s="; }
+brokers_list() { node_list "" node_port; }
+peers_list() { node_list "%s=" peer_port; }
+
+# The cluster secret, made once: 48 random bytes, base64, readable by this user only.
+ensure_secret() {
+  local file
+  file="$(secret_file)"
+  [ -s "$file" ] && return 0
+  (umask 077 && head -c 48 /dev/urandom | base64 >"$file.tmp" && mv "$file.tmp" "$file")
+}
 
 # The node id argument: a number below the node count.
 node_id_arg() {
@@ -227,6 +243,7 @@ launch_node() {
     --listen "$HOST:$(node_port "$id")" \
     --data-dir "$dir/data" \
     --peers "$(peers_list)" \
+    --cluster-secret-file "$(secret_file)" \
     "${extra_args[@]}" \
     </dev/null >>"$log" 2>&1 &
   pid=$!
@@ -352,14 +369,15 @@ cmd_start() {
   nodes="$1"
   base_port="${CLUSTER_BASE_PORT:-19100}"
   is_count "$base_port" || usage_error "CLUSTER_BASE_PORT '$base_port' is not a port"
-  [ $((base_port + nodes - 1)) -le 65535 ] ||
-    usage_error "ports $base_port to $((base_port + nodes - 1)) go past 65535"
+  [ $((base_port + 100 + nodes - 1)) -le 65535 ] ||
+    usage_error "ports $base_port to $((base_port + 100 + nodes - 1)) go past 65535"
   cluster_args="${CLUSTER_ARGS:-}"
   read -r -a extra_args <<<"$cluster_args"
   resolve_binary
   mkdir -p "$cluster_dir"
   canonical_cluster_dir
   save_cluster
+  ensure_secret
   for ((id = 0; id < nodes; id++)); do
     offset="$(launch_node "$id")"
     launched="$launched $id:$offset"
@@ -379,16 +397,18 @@ cmd_restart() {
   wait_ready "$id:$offset"
 }
 
-# A killed node's port may accept connections for a few ms after its process is gone
+# A killed node's ports may accept connections for a few ms after its process is gone
 # (the kernel tears its io_uring down late); shardlogd refuses a port where something
-# answers. Waits up to 2 s for it to go quiet.
+# answers. Waits up to 2 s for each to go quiet.
 wait_port_free() {
-  local port tries=0
-  port="$(node_port "$1")"
-  while (exec 3<>"/dev/tcp/$HOST/$port") 2>/dev/null; do
-    tries=$((tries + 1))
-    [ "$tries" -lt 200 ] || fail "port $port still answers; is another server on it?"
-    sleep 0.01
+  local port tries
+  for port in "$(node_port "$1")" "$(peer_port "$1")"; do
+    tries=0
+    while (exec 3<>"/dev/tcp/$HOST/$port") 2>/dev/null; do
+      tries=$((tries + 1))
+      [ "$tries" -lt 200 ] || fail "port $port still answers; is another server on it?"
+      sleep 0.01
+    done
   done
 }
 

@@ -37,6 +37,15 @@ impl Server {
         Server { shardlogd, dir }
     }
 
+    /// A server as `scripts/run.sh` starts one: no flags but the data directory (and an
+    /// ephemeral port).
+    #[allow(dead_code)] // one test binary uses it
+    pub fn start_plain() -> Server {
+        let dir = test_dir("tools-plain-");
+        let shardlogd = Shardlogd::start(dir.path(), &[]).unwrap();
+        Server { shardlogd, dir }
+    }
+
     /// A server with 2 shards on `data_dir`, which outlives it.
     pub fn start_on(data_dir: &Path) -> Shardlogd {
         Shardlogd::start(data_dir, &["--shards", "2"]).unwrap()
