@@ -8,10 +8,12 @@
 //!  every shard: its replicas (cluster::replicas), its inbox (shard::inbox)
 //! ```
 //!
-//! Rooms, each depending only on the ones after it: `protocol` (front ends) and
-//! `peer_listener` decode and call `ops` (typed operations: routing to the owner shard,
-//! forwarding, waiting); `ops` works on `cluster` (the controller's view, the replicas)
-//! and `shard` (a shard's state and inbox).
+//! Rooms, calls going one way: `protocol` (front ends) and `peer_listener` decode and
+//! call `ops` (typed operations: routing to the owner shard, forwarding, waiting); `ops`
+//! works on `cluster` (the controller's view, the replicas) and `shard` (a shard's state).
+//! `cluster` calls neither `ops` nor a front end. A shard owns its `cluster` state, and
+//! the cluster posts messages (views, stop, ISR proposals) to shard inboxes; the inbox
+//! loop (`shard::inbox`) hands each message to `ops` or `cluster`.
 //!
 //! The main thread checks the start (data directory, node identity, ports), starts the
 //! shards, prints the ready line once every shard has the controller's view, turns

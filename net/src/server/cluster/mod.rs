@@ -33,8 +33,7 @@ use shardlog_replicator::{Incarnation, NodeId, Tick};
 
 use crate::peer::Peers;
 use crate::server::config::ClusterConfig;
-use crate::server::ops::{OpError, Place};
-use crate::server::shard::{Log, owner_shard};
+use crate::server::shard::Log;
 
 pub(crate) use replicas::{Driver, Placement};
 pub(crate) use topic_config::TopicSettings;
@@ -151,42 +150,12 @@ impl ClusterNode {
         }
     }
 
-    /// Where `partition` of `topic` is, seen from `shard` of `shards`.
-    pub(crate) fn locate(
-        &self,
-        shard: usize,
-        shards: usize,
-        topic: &str,
-        partition: u32,
-    ) -> Result<Place, OpError> {
-        let view = self.view.borrow();
-        let Some(view) = view.as_ref() else {
-            return Err(OpError::NotAvailable(format!(
-                "node {} is catching up with the controller",
-                self.id
-            )));
-        };
-        let info = view
-            .metadata
-            .topics()
-            .get(topic)
-            .ok_or(OpError::UnknownTopic)?;
-        let state = usize::try_from(partition)
-            .ok()
-            .and_then(|p| info.partitions.get(p))
-            .ok_or(OpError::UnknownPartition)?;
-        let owner = owner_shard(topic, partition, shards);
-        if owner != shard {
-            return Ok(Place::Shard(owner));
-        }
-        Ok(
-            match self.replicas.borrow().get(&(topic.to_owned(), partition)) {
-                Some(replica) if replica.topic_id == info.id => Place::Here(replica.clone()),
-                _ => Place::Elsewhere {
-                    leader: state.leader.map(|n| n.0),
-                },
-            },
-        )
+    /// This shard's replica of `partition` of `topic`, if it has one.
+    pub(crate) fn replica(&self, topic: &str, partition: u32) -> Option<Rc<Replica>> {
+        self.replicas
+            .borrow()
+            .get(&(topic.to_owned(), partition))
+            .cloned()
     }
 
     /// The leader of a partition as the view says, for `NotLeader` hints.

@@ -24,7 +24,7 @@ use shardlog_engine::Error as EngineError;
 
 use crate::error_code::ErrorCode;
 use crate::server::cluster::Replica;
-use crate::server::shard::{Shard, ShardMsg};
+use crate::server::shard::{Shard, ShardMsg, owner_shard};
 
 pub(crate) use produce::{ProduceOp, Produced};
 pub(crate) use reads::{FetchOp, Fetched, ListOffsetsOp};
@@ -182,9 +182,31 @@ pub(crate) enum Place {
 
 /// Where `partition` of `topic` is, or why it is nowhere.
 pub(crate) fn locate(shard: &Shard, topic: &str, partition: u32) -> Result<Place, OpError> {
-    shard
-        .cluster
-        .locate(shard.id, shard.node.shards, topic, partition)
+    let Some(view) = shard.cluster.view() else {
+        return Err(OpError::NotAvailable(format!(
+            "node {} is catching up with the controller",
+            shard.cluster.id
+        )));
+    };
+    let info = view
+        .metadata
+        .topics()
+        .get(topic)
+        .ok_or(OpError::UnknownTopic)?;
+    let state = usize::try_from(partition)
+        .ok()
+        .and_then(|p| info.partitions.get(p))
+        .ok_or(OpError::UnknownPartition)?;
+    let owner = owner_shard(topic, partition, shard.node.shards);
+    if owner != shard.id {
+        return Ok(Place::Shard(owner));
+    }
+    Ok(match shard.cluster.replica(topic, partition) {
+        Some(replica) if replica.topic_id == info.id => Place::Here(replica),
+        _ => Place::Elsewhere {
+            leader: state.leader.map(|n| n.0),
+        },
+    })
 }
 
 /// Runs a partition operation that reached this shard through its inbox, in the order
