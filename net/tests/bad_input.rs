@@ -226,3 +226,61 @@ fn bad_frames_get_errors_or_closed_connections() {
         assert_eq!(base, Some(0), "no bad input appended anything");
     });
 }
+
+/// A client that does not retry (raw frames here) can write to a topic as soon as its
+/// creation is answered: the server waits the moment its shard takes to open the replica
+/// rather than answer `NotLeader` naming itself.
+#[test]
+fn a_topic_takes_writes_as_soon_as_its_creation_is_answered() {
+    let dir = common::data_dir();
+    let server = Shardlogd::start(dir.path(), &["--shards", "4"]).unwrap();
+    let brokers = server.brokers();
+    let client = {
+        let brokers = brokers.clone();
+        move |name: String| {
+            let brokers = brokers.clone();
+            common::run(move || async move {
+                let client = Client::connect(&brokers, ClientConfig::default())
+                    .await
+                    .unwrap();
+                client
+                    .create_topic(&name, 4, 1, TopicConfig::default())
+                    .await
+                    .unwrap();
+            });
+        }
+    };
+    let mut s = connect(&server);
+    for round in 0..10u64 {
+        let name = format!("fresh-{round}");
+        client(name.clone());
+        for partition in 0..4 {
+            let request = ProduceRequest {
+                topic: name.clone(),
+                partition,
+                acks: Acks::Leader,
+                timeout_ms: 1000,
+            };
+            let batch = common::batch(&[b"first".to_vec()]);
+            let correlation = round * 4 + u64::from(partition);
+            s.write_all(&common::frame(
+                Api::Produce as u16,
+                1,
+                correlation,
+                &request,
+                &batch,
+            ))
+            .unwrap();
+            let (h, f) = read_reply(&mut s).unwrap();
+            assert_eq!(h.correlation, correlation);
+            let response: ProduceResponse = shardlog_net::frame::decode_meta(&h, &f).unwrap();
+            assert_eq!(
+                ErrorCode::from(response.error),
+                ErrorCode::None,
+                "{name}/{partition}: {}",
+                response.message
+            );
+            assert_eq!(response.base_offset, 0);
+        }
+    }
+}

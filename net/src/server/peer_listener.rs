@@ -22,14 +22,11 @@ use futures::io::AsyncReadExt;
 use glommio::net::{Preallocated, TcpListener, TcpStream};
 use shardlog_replicator::NodeId;
 
-use crate::api::{
-    Api, ArchivedReplicateRequest, ControllerRequest, CreateTopicRequest, DeleteTopicRequest,
-    TopicResponse, VERSION,
-};
+use crate::api::{Api, ArchivedReplicateRequest, ControllerRequest, VERSION};
 use crate::error_code::ErrorCode;
 use crate::peer::auth::{self, PeerSecurity};
-use crate::server::ops::topics::{self, NewTopic, TopicChange};
-use crate::server::protocol::shardlog::reply::{Reply, error_reply, reply};
+use crate::server::protocol::shardlog::handlers;
+use crate::server::protocol::shardlog::reply::{Reply, error_reply};
 use crate::server::shard::{Shard, ShardMsg, owner_shard};
 use crate::wire::{self, Frame, ReadError};
 
@@ -153,46 +150,14 @@ async fn handle(
 }
 
 /// A topic change passed on by a node that does not lead the controller: applied (or
-/// passed on again) as any topic change, and answered on this connection.
+/// passed on again) as a client's topic change is, and answered on this connection.
 async fn topic_change(shard: &Rc<Shard>, frame: Frame, replies: &mpsc::UnboundedSender<Reply>) {
-    let header = frame.header;
-    let change = if header.api == Api::CreateTopic as u16 {
-        frame.decode::<CreateTopicRequest>().map(|r| {
-            TopicChange::Create(NewTopic {
-                name: r.name,
-                partitions: r.partitions,
-                replication_factor: (r.replication_factor != 0).then_some(r.replication_factor),
-                min_insync: r.config.min_insync,
-                settings: topics::settings_of(&r.config),
-            })
-        })
-    } else {
-        frame
-            .decode::<DeleteTopicRequest>()
-            .map(|r| TopicChange::Delete(r.name))
-    };
-    let change = match change {
-        Ok(change) => change,
-        Err(e) => {
-            let refusal = error_reply(&header, ErrorCode::InvalidRequest, &e.to_string());
-            let _ = replies.unbounded_send(refusal);
-            return;
-        }
-    };
-    let pending = topics::change(shard, change).await;
+    let completion = handlers::topic_change(shard, frame).await;
     let replies = replies.clone();
     glommio::spawn_local(async move {
-        let response = match pending.await {
-            Ok(()) => TopicResponse {
-                error: ErrorCode::None.as_u16(),
-                message: String::new(),
-            },
-            Err(e) => TopicResponse {
-                error: e.code().as_u16(),
-                message: e.to_string(),
-            },
-        };
-        let _ = replies.unbounded_send(reply(&header, &response, Vec::new()));
+        if let Some(reply) = completion.await {
+            let _ = replies.unbounded_send(reply);
+        }
     })
     .detach();
 }

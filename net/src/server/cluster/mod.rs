@@ -84,6 +84,8 @@ pub(crate) struct ClusterNode {
     view: RefCell<Option<Arc<ClusterView>>>,
     view_changed: mpsc::UnboundedSender<()>,
     view_changes: RefCell<Option<mpsc::UnboundedReceiver<()>>>,
+    /// Told after the next reconcile (requests for a replica this shard is opening).
+    reconciled: RefCell<Vec<oneshot::Sender<()>>>,
     /// Told once the first view is reconciled (the node serves from then on).
     first_view: RefCell<Option<oneshot::Sender<()>>>,
     first_view_rx: RefCell<Option<oneshot::Receiver<()>>>,
@@ -114,6 +116,7 @@ impl ClusterNode {
             view: RefCell::new(None),
             view_changed,
             view_changes: RefCell::new(Some(view_changes)),
+            reconciled: RefCell::new(Vec::new()),
             first_view: RefCell::new(Some(first_view)),
             first_view_rx: RefCell::new(Some(first_view_rx)),
             replicas: RefCell::new(HashMap::new()),
@@ -148,6 +151,13 @@ impl ClusterNode {
         if let Some(rx) = rx {
             let _ = rx.await;
         }
+    }
+
+    /// Resolves after this shard's next reconcile with a view.
+    pub(crate) fn next_reconcile(&self) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        self.reconciled.borrow_mut().push(tx);
+        rx
     }
 
     /// This shard's replica of `partition` of `topic`, if it has one.

@@ -38,6 +38,9 @@ impl ClusterNode {
         while changes.next().await.is_some() {
             while changes.try_recv().is_ok() {}
             self.reconcile(&place).await;
+            for waiter in self.reconciled.take() {
+                let _ = waiter.send(());
+            }
             if let Some(first) = self.first_view.borrow_mut().take() {
                 let _ = first.send(());
             }

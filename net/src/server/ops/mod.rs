@@ -16,10 +16,11 @@ pub(crate) mod reads;
 pub(crate) mod topics;
 
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use futures::channel::oneshot;
-use futures::future::{LocalBoxFuture, ready};
+use futures::future::{LocalBoxFuture, ready, select};
 use shardlog_engine::Error as EngineError;
 
 use crate::error_code::ErrorCode;
@@ -207,6 +208,39 @@ pub(crate) fn locate(shard: &Shard, topic: &str, partition: u32) -> Result<Place
             leader: state.leader.map(|n| n.0),
         },
     })
+}
+
+/// How long an operation waits for this shard to open a replica that the view says
+/// this node leads (a topic just created, a leadership just moved here).
+const OPENING_WAIT: Duration = Duration::from_secs(2);
+
+/// [`locate`], but a partition this node leads whose replica this shard has not opened
+/// or handed its leadership yet is waited for (reconciling a view takes a moment after
+/// the view names the topic), up to [`OPENING_WAIT`]: answering `NotLeader` naming this
+/// very node would only send the client back here.
+pub(crate) async fn locate_settled(
+    shard: &Shard,
+    topic: &str,
+    partition: u32,
+) -> Result<Place, OpError> {
+    let deadline = Instant::now() + OPENING_WAIT;
+    loop {
+        let place = locate(shard, topic, partition)?;
+        let opening = match &place {
+            Place::Elsewhere { leader } => *leader == Some(shard.cluster.id.0),
+            Place::Here(replica) => {
+                replica.driver.leading().is_none()
+                    && shard.cluster.leader_of(topic, partition) == Some(shard.cluster.id.0)
+            }
+            Place::Shard(_) => false,
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if !opening || left.is_zero() {
+            return Ok(place);
+        }
+        let reconciled = shard.cluster.next_reconcile();
+        let _ = select(reconciled, glommio::timer::Timer::new(left)).await;
+    }
 }
 
 /// Runs a partition operation that reached this shard through its inbox, in the order

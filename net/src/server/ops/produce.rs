@@ -13,7 +13,7 @@ use shardlog_engine::batch::BATCH_SIZE_MAX;
 use shardlog_replicator::{Acks as ReplicaAcks, ProduceError};
 
 use crate::server::ops::{
-    OpError, OpReply, PartitionOp, Pending, Place, answered, forward, locate,
+    OpError, OpReply, PartitionOp, Pending, Place, answered, forward, locate_settled,
 };
 use crate::server::shard::Shard;
 
@@ -55,7 +55,7 @@ pub(crate) async fn produce(shard: &Rc<Shard>, op: ProduceOp) -> Pending<Produce
             op.batch.len()
         ))));
     }
-    let replica = match locate(shard, &op.topic, op.partition) {
+    let replica = match locate_settled(shard, &op.topic, op.partition).await {
         Ok(Place::Here(replica)) => replica,
         Ok(Place::Shard(owner)) => {
             let unwrap = |reply| match reply {

@@ -15,7 +15,7 @@ use shardlog_engine::{Offset, ReadBatches, TimestampMs};
 
 use crate::server::cluster::Replica;
 use crate::server::ops::{
-    OpError, OpReply, PartitionOp, Pending, Place, answered, forward, locate,
+    OpError, OpReply, PartitionOp, Pending, Place, answered, forward, locate_settled,
 };
 use crate::server::shard::{Log, Shard};
 
@@ -76,8 +76,8 @@ enum Served {
     Shard(usize),
 }
 
-fn serving(shard: &Shard, topic: &str, partition: u32) -> Result<Served, OpError> {
-    match locate(shard, topic, partition)? {
+async fn serving(shard: &Shard, topic: &str, partition: u32) -> Result<Served, OpError> {
+    match locate_settled(shard, topic, partition).await? {
         Place::Here(replica) if replica.driver.leading().is_some() => Ok(Served::Here(replica)),
         Place::Here(replica) => Err(OpError::NotLeader {
             leader: shard.cluster.leader_of(&replica.topic, replica.partition),
@@ -89,7 +89,7 @@ fn serving(shard: &Shard, topic: &str, partition: u32) -> Result<Served, OpError
 
 /// First phase of a fetch: route it; the read and any wait are the pending answer.
 pub(crate) async fn fetch(shard: &Rc<Shard>, mut op: FetchOp) -> Pending<Fetched> {
-    let replica = match serving(shard, &op.topic, op.partition) {
+    let replica = match serving(shard, &op.topic, op.partition).await {
         Ok(Served::Here(replica)) => replica,
         Ok(Served::Shard(owner)) => {
             let unwrap = |reply| match reply {
@@ -193,7 +193,7 @@ fn below(read: ReadBatches, visible: Offset) -> ReadBatches {
 /// ListOffsets: earliest, latest (the high watermark), or the first committed offset at
 /// or after a timestamp (`None` if there is none).
 pub(crate) async fn list_offsets(shard: &Rc<Shard>, op: ListOffsetsOp) -> Pending<Option<Offset>> {
-    let replica = match serving(shard, &op.topic, op.partition) {
+    let replica = match serving(shard, &op.topic, op.partition).await {
         Ok(Served::Here(replica)) => replica,
         Ok(Served::Shard(owner)) => {
             let unwrap = |reply| match reply {

@@ -132,7 +132,8 @@ fn metadata_response(meta: ClusterMetadata) -> MetadataResponse {
     }
 }
 
-async fn topic_change(shard: &Rc<Shard>, frame: Frame) -> Completion {
+/// CreateTopic or DeleteTopic, from a client or passed on by a peer.
+pub(crate) async fn topic_change(shard: &Rc<Shard>, frame: Frame) -> Completion {
     let header = frame.header;
     let change = if header.api == Api::CreateTopic as u16 {
         match frame.decode::<CreateTopicRequest>() {

@@ -9,7 +9,7 @@
 //! reading pauses. A frame whose header breaks a limit closes the connection (the stream
 //! cannot be resynchronised); a frame whose meta does not decode gets an error reply.
 
-mod handlers;
+pub(crate) mod handlers;
 pub(crate) mod reply;
 
 use std::rc::Rc;
