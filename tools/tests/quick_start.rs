@@ -14,8 +14,9 @@ use common::Server;
 
 /// The quick start's `sh` block.
 fn quick_start() -> String {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
-        .expect("README.md");
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .expect("README.md");
     let section = readme
         .split("\n## Quick start")
         .nth(1)
@@ -40,8 +41,16 @@ fn the_readme_quick_start_works_as_written() {
         "shardlog-bench is not built beside shardlog (cargo build --workspace)"
     );
     let script = quick_start();
-    for needed in ["127.0.0.1:9092", "$PWD/target/release", "--duration 10", "--count 1000000"] {
-        assert!(script.contains(needed), "the quick start no longer says {needed:?}");
+    for needed in [
+        "127.0.0.1:9092",
+        "$PWD/target/release",
+        "--duration 10",
+        "--count 1000000",
+    ] {
+        assert!(
+            script.contains(needed),
+            "the quick start no longer says {needed:?}"
+        );
     }
     let script = script
         .replace("127.0.0.1:9092", &server.brokers())
