@@ -243,6 +243,74 @@ impl Shardlogd {
     }
 }
 
+/// How a `shardlogd` that was expected to refuse its start ended: [`refused_start`].
+#[derive(Debug)]
+pub struct Exited {
+    /// Its exit status.
+    pub status: ExitStatus,
+    /// Everything it printed on stderr.
+    pub stderr: String,
+    /// From spawn to exit.
+    pub took: Duration,
+}
+
+/// Runs `shardlogd --data-dir DATA_DIR --listen LISTEN ARGS...`, which should refuse to
+/// start, and returns how it exited. `Err` (and the process killed) as soon as it prints
+/// its ready line, or if it still runs after `timeout`: a refusal must be prompt.
+pub fn refused_start(launch: &Launch<'_>, timeout: Duration) -> std::io::Result<Exited> {
+    let started = std::time::Instant::now();
+    let mut child = Command::new(Shardlogd::binary())
+        .arg("--data-dir")
+        .arg(launch.data_dir)
+        .args(["--listen", launch.listen])
+        .args(launch.args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let stderr = child.stderr.take().ok_or_else(|| other("no stderr pipe"))?;
+    let (served_tx, served) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.starts_with(READY_PREFIX) {
+                let _ = served_tx.send(());
+            }
+            text.push_str(&line);
+            text.push('\n');
+        }
+        text
+    });
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        let served = served.try_recv().is_ok();
+        if served || started.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            let text = reader.join().unwrap_or_default();
+            let what = if served {
+                "started and served".to_owned()
+            } else {
+                format!("still ran {timeout:?} after its start")
+            };
+            return Err(other(&format!("shardlogd {what}; stderr:\n{text}")));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let took = started.elapsed();
+    let stderr = reader.join().map_err(|_| other("stderr reader panicked"))?;
+    if stderr.lines().any(|line| line.starts_with(READY_PREFIX)) {
+        return Err(other(&format!("shardlogd served, then exited:\n{stderr}")));
+    }
+    Ok(Exited {
+        status,
+        stderr,
+        took,
+    })
+}
+
 impl Drop for Shardlogd {
     fn drop(&mut self) {
         self.kill();

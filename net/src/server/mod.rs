@@ -154,9 +154,13 @@ fn forward_signals(mut signals: signal_hook::iterator::Signals) -> mpsc::Receive
     rx
 }
 
-/// Start-up checks (each failure names its fix) and what the shards start from.
+/// Start-up checks (each failure names its fix) and what the shards start from. Only a
+/// start that passed every check records its node id in the data directory: a refused
+/// one leaves it as it was (a wrong `--node-id` is the likeliest cause of a peer address
+/// that is not this node's, and recording it would refuse the corrected start).
 fn prepare(config: &ServerConfig) -> anyhow::Result<Prepared> {
     let data_dir = &config.data_dir;
+    let (listen, peer_listen) = addresses(config)?;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
     // First, before anything reads or changes the directory: opening a partition removes
@@ -164,21 +168,8 @@ fn prepare(config: &ServerConfig) -> anyhow::Result<Prepared> {
     let lock = DirLock::acquire(data_dir)?;
     preflight::preflight(data_dir)?.warn_if_memlock_below(config.io_memory);
     let cluster = &config.cluster;
-    let incarnation = identity::start(data_dir, cluster.node_id)?;
-    let listen = resolve(&config.listen)?;
     refuse_if_answering(listen, "listening on")?;
-    let peer_listen = peer_listen_address(cluster)?;
     if let Some(peer_listen) = peer_listen {
-        if peer_listen.port() == listen.port()
-            && (peer_listen.ip() == listen.ip()
-                || peer_listen.ip().is_unspecified()
-                || listen.ip().is_unspecified())
-        {
-            anyhow::bail!(
-                "the client listener ({listen}) and the peer listener ({peer_listen}) need \
-                 different ports: clients and peers speak on separate ports"
-            );
-        }
         refuse_if_answering(peer_listen, "the peer listener on")?;
     }
     let security = peer_security(cluster)?;
@@ -193,6 +184,7 @@ fn prepare(config: &ServerConfig) -> anyhow::Result<Prepared> {
             names.join(", ")
         );
     }
+    let incarnation = identity::start(data_dir, cluster.node_id)?;
     let raft = cluster::controller::open_raft_file(data_dir)?;
     Ok(Prepared {
         lock,
@@ -207,6 +199,25 @@ fn prepare(config: &ServerConfig) -> anyhow::Result<Prepared> {
             incarnation,
         },
     })
+}
+
+/// The client listener's address and the peer listener's (for a node with peers), on
+/// separate ports.
+fn addresses(config: &ServerConfig) -> anyhow::Result<(SocketAddr, Option<SocketAddr>)> {
+    let listen = resolve(&config.listen)?;
+    let peer_listen = peer_listen_address(&config.cluster)?;
+    if let Some(peer_listen) = peer_listen
+        && peer_listen.port() == listen.port()
+        && (peer_listen.ip() == listen.ip()
+            || peer_listen.ip().is_unspecified()
+            || listen.ip().is_unspecified())
+    {
+        anyhow::bail!(
+            "the client listener ({listen}) and the peer listener ({peer_listen}) need \
+             different ports: clients and peers speak on separate ports"
+        );
+    }
+    Ok((listen, peer_listen))
 }
 
 /// glommio listeners set SO_REUSEPORT, which would silently share a port with a server
@@ -228,9 +239,10 @@ fn refuse_if_answering(addr: SocketAddr, what: &str) -> anyhow::Result<()> {
 
 /// The peer listener's address: this node's own `--peers` entry, which `--peer-listen`
 /// may only restate (a node listening elsewhere than its peers dial would never be
-/// reached, and would look down to them).
+/// reached, and would look down to them). `None` for a node alone, which has no peer
+/// listener, though a `--peers` naming only itself is held to the same rule.
 fn peer_listen_address(cluster: &ClusterConfig) -> anyhow::Result<Option<SocketAddr>> {
-    if !cluster.has_peers() {
+    if !cluster.has_peers() && cluster.peer_listen.is_none() {
         return Ok(None);
     }
     let own = cluster
@@ -249,7 +261,7 @@ fn peer_listen_address(cluster: &ClusterConfig) -> anyhow::Result<Option<SocketA
                 cluster.node_id
             );
         }
-        return Ok(Some(listen_addr));
+        return Ok(cluster.has_peers().then_some(listen_addr));
     }
     Ok(Some(own_addr))
 }

@@ -178,27 +178,11 @@ impl Cluster {
                     NodeState::Down,
                     "node {node} is not down"
                 );
-                let data_dir = self.root.path().join(format!("node-{node}"));
+                let data_dir = self.data_dir(node);
                 let listen = self.addr(node);
                 let tail = self.tails[node].clone();
                 tail.push(format!("---- test: starting node {node} ----"));
-                // Replication factor 3 and min_insync 2 (fewer on a smaller cluster).
-                let n = self.nodes.len();
-                let mut args: Vec<String> = vec![
-                    "--node-id".into(),
-                    node.to_string(),
-                    "--peers".into(),
-                    self.peers[node].clone(),
-                    "--peer-listen".into(),
-                    self.peer_addr(node),
-                    "--cluster-secret-file".into(),
-                    self.secret_file().display().to_string(),
-                    "--replication-factor".into(),
-                    n.min(3).to_string(),
-                    "--min-insync".into(),
-                    n.min(2).to_string(),
-                ];
-                args.extend(NODE_ARGS.iter().map(|a| (*a).to_owned()));
+                let args = self.node_args(node);
                 let handle = std::thread::spawn(move || {
                     let args: Vec<&str> = args.iter().map(String::as_str).collect();
                     Shardlogd::launch(&Launch {
@@ -219,6 +203,34 @@ impl Cluster {
             self.nodes[node] = Some(server);
             self.states[node] = NodeState::Running;
         }
+    }
+
+    /// A node's data directory.
+    pub fn data_dir(&self, node: usize) -> std::path::PathBuf {
+        self.root.path().join(format!("node-{node}"))
+    }
+
+    /// The flags a node starts with besides `--data-dir` and `--listen`: its id, the
+    /// peers, its peer listener, the secret, replication factor 3 and min_insync 2 (fewer
+    /// on a smaller cluster), and [`NODE_ARGS`].
+    pub fn node_args(&self, node: usize) -> Vec<String> {
+        let n = self.nodes.len();
+        let mut args: Vec<String> = vec![
+            "--node-id".into(),
+            node.to_string(),
+            "--peers".into(),
+            self.peers[node].clone(),
+            "--peer-listen".into(),
+            self.peer_addr(node),
+            "--cluster-secret-file".into(),
+            self.secret_file().display().to_string(),
+            "--replication-factor".into(),
+            n.min(3).to_string(),
+            "--min-insync".into(),
+            n.min(2).to_string(),
+        ];
+        args.extend(NODE_ARGS.iter().map(|a| (*a).to_owned()));
+        args
     }
 
     /// Starts a node that is down again on its data.
@@ -475,7 +487,7 @@ where
 }
 
 /// `n` distinct ports in `NODE_PORTS` that were free a moment ago.
-fn free_ports(n: usize) -> Vec<u16> {
+pub fn free_ports(n: usize) -> Vec<u16> {
     let mut seed = u64::from(std::process::id())
         ^ u64::try_from(
             std::time::SystemTime::now()
