@@ -1,7 +1,9 @@
 //! Bad input against a real `shardlogd`: random bytes, oversized lengths, truncated
 //! frames, unknown apis and versions, invalid archives, corrupt batches. Each gets an
 //! error reply or a closed connection; the server keeps serving the other connections and
-//! never panics.
+//! never panics. A batch whose CRC is right and whose records are not is refused by the
+//! leader of a three-node cluster's partition, which goes on serving everything
+//! acknowledged before and after it.
 #![allow(
     clippy::unwrap_used,
     clippy::indexing_slicing,
@@ -26,6 +28,11 @@ use shardlog_net::api::{
 use shardlog_net::client::{Client, ClientConfig};
 use shardlog_net::frame::{FLAG_ERROR, FrameHeader};
 use shardlog_net::testing::Shardlogd;
+
+use common::cluster::Links;
+use common::load::{Load, Shape, TOPIC, verify, wait_acks};
+use common::view::{leader, setup};
+use shardlog_engine::batch;
 
 fn connect(server: &Shardlogd) -> TcpStream {
     let stream = TcpStream::connect(server.addr).unwrap();
@@ -109,6 +116,13 @@ fn bad_frames_get_errors_or_closed_connections() {
                 .unwrap();
         }
     });
+    // The topic exists once the node names it; its replica leads a moment later, and the
+    // raw produces below are not retried on NotLeader.
+    let leading = std::time::Instant::now();
+    while common::cluster::high_watermark(&server.addr.to_string(), "t", 0).is_err() {
+        assert!(leading.elapsed() < Duration::from_secs(10), "t/0 never led");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 
     // Unknown api and version: an error reply, and the connection goes on.
     let mut s = connect(&server);
@@ -283,4 +297,126 @@ fn a_topic_takes_writes_as_soon_as_its_creation_is_answered() {
             assert_eq!(response.base_offset, 0);
         }
     }
+}
+
+/// A batch of two records whose CRC is right but whose records are not, as `how` breaks
+/// them: the header is rewritten and the CRC computed again over the broken bytes.
+fn crc_valid_corrupt_batch(how: &str) -> Vec<u8> {
+    let mut bytes = common::batch(&[b"ok".to_vec(), b"also ok".to_vec()]).to_vec();
+    let records = batch::BATCH_HEADER_SIZE;
+    match how {
+        // The first record's length (a zigzag varint, one byte here) says 63 bytes: past
+        // the end of the batch.
+        "a record length past the end" => bytes[records] = 63 << 1,
+        // Three records announced, two present.
+        "a record count too high" => {
+            bytes[records - 4..records].copy_from_slice(&3i32.to_be_bytes())
+        }
+        // Every byte of the records garbage.
+        "garbage records" => bytes[records..].fill(0xff),
+        other => unreachable!("{other}"),
+    }
+    let crc = crc32c::crc32c(&bytes[21..]);
+    bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+    batch::validate(&bytes).expect("the CRC is right");
+    assert!(
+        batch::validate_produced(&bytes).is_err(),
+        "{how}: not a valid batch"
+    );
+    bytes
+}
+
+/// Produced to the leader of a partition of a three-node cluster, over a raw frame and
+/// through the client, CRC-valid batches with corrupt records are refused as corrupt
+/// records; acknowledged records before and after them all read back (the log is checked
+/// whole: nothing of the corrupt batches in it), and the partition keeps serving.
+#[test]
+fn a_crc_valid_batch_with_a_corrupt_record_is_refused_by_a_cluster_leader() {
+    const ONE_PARTITION: Shape = Shape {
+        partitions: 1,
+        producers_per_partition: 2,
+        pause: Duration::from_millis(10),
+    };
+    let mut cluster = setup(Links::Direct, 1);
+    let since = std::time::Instant::now();
+    let load = Load::start(&cluster.brokers(), 0, ONE_PARTITION);
+    wait_acks(
+        &mut cluster,
+        &load.progress,
+        since,
+        10,
+        "before the corrupt batches",
+    );
+    let first = load.stop();
+    let (leader, _) = leader(&mut cluster, 0);
+    let cases = [
+        "a record length past the end",
+        "a record count too high",
+        "garbage records",
+    ];
+    let request = ProduceRequest {
+        topic: TOPIC.to_owned(),
+        partition: 0,
+        acks: Acks::All,
+        timeout_ms: 5_000,
+    };
+    let mut stream = TcpStream::connect(cluster.addr(leader)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    for (i, how) in cases.into_iter().enumerate() {
+        let data = crc_valid_corrupt_batch(how);
+        let correlation = i as u64 + 1;
+        let frame = common::frame(Api::Produce as u16, 1, correlation, &request, &data);
+        stream.write_all(&frame).unwrap();
+        let (h, f) = read_reply(&mut stream).expect("a produce response");
+        assert_eq!(h.correlation, correlation);
+        let response: ProduceResponse = shardlog_net::frame::decode_meta(&h, &f).unwrap();
+        assert_eq!(
+            ErrorCode::from(response.error),
+            ErrorCode::CorruptBatch,
+            "{how}: {}",
+            response.message
+        );
+        assert!(
+            response.message.contains("record"),
+            "{how}: the error names the record: {}",
+            response.message
+        );
+        eprintln!(
+            "{how}: {:?} {}",
+            ErrorCode::from(response.error),
+            response.message
+        );
+    }
+    let brokers = cluster.brokers();
+    common::run(move || async move {
+        let client = Client::connect(&brokers, ClientConfig::default())
+            .await
+            .unwrap();
+        for how in cases {
+            let refused = client
+                .produce(TOPIC, 0, Acks::All, crc_valid_corrupt_batch(how).into())
+                .await
+                .expect_err("refused");
+            assert_eq!(
+                refused.code(),
+                Some(ErrorCode::CorruptBatch),
+                "{how}: {refused}"
+            );
+        }
+    });
+    cluster.assert_running();
+    let since = std::time::Instant::now();
+    let load = Load::start(&cluster.brokers(), 1, ONE_PARTITION);
+    wait_acks(
+        &mut cluster,
+        &load.progress,
+        since,
+        10,
+        "after the corrupt batches",
+    );
+    let second = load.stop();
+    verify(&cluster, &[&first, &second], "corrupt records");
+    cluster.assert_running();
 }

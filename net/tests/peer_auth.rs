@@ -14,6 +14,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use common::handshake::message;
 use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use glommio::net::{Preallocated, TcpListener, TcpStream};
 use rcgen::{
@@ -512,26 +513,6 @@ fn reflected_messages_are_refused() {
 }
 
 // ---- raw peers: garbage, truncation, silence ---------------------------------------------
-
-/// A handshake message laid out by hand, as the module docs describe it.
-fn message(
-    kind: u8,
-    mode: u8,
-    verdict: u8,
-    sender: u32,
-    receiver: u32,
-    nonce: [u8; 32],
-    mac: [u8; 32],
-) -> Vec<u8> {
-    let mut out = b"SLPA".to_vec();
-    out.extend_from_slice(&[1, kind, mode, verdict]);
-    out.extend_from_slice(&sender.to_le_bytes());
-    out.extend_from_slice(&receiver.to_le_bytes());
-    out.extend_from_slice(&nonce);
-    out.extend_from_slice(&mac);
-    assert_eq!(out.len(), MESSAGE_BYTES);
-    out
-}
 
 fn mac_of(message: &[u8]) -> [u8; 32] {
     message[48..80].try_into().unwrap()

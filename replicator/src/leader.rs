@@ -12,7 +12,8 @@
 //! controller has not confirmed never lets it outrun a replica the controller could
 //! elect; it does not advance while the committed ISR is below `min_insync` (quorum.rs).
 //! Invariants: the leader is in its ISR; the high watermark never moves back; a leader
-//! never truncates.
+//! never truncates. It stops leading only on the controller's word, never on a peer's
+//! (a `Fenced` is ignored: see `on_message`).
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -340,9 +341,12 @@ impl Leader {
         match message {
             Message::ShipAck(ack) => self.on_ack(step, from, ack),
             Message::EpochQuery(query) => self.on_query(step, from, query),
-            Message::Fenced(fenced) if LeaderEpoch(fenced.leader_epoch) > self.epoch => {
-                self.step_down(step);
-            }
+            // A leader steps down on the controller's word only (a new role, or an ISR
+            // without it), never on a peer's: `Fenced` is remote input that any replica
+            // can send with any epoch, and obeyed it left the partition without a serving
+            // leader while the controller still named this one. A leader that really was
+            // replaced commits nothing meanwhile (its followers refuse its ships and ack
+            // only their own epoch) and hears of its successor from the controller.
             Message::Ship(ship) if ship.epoch() < self.epoch => {
                 let leader_epoch = self.epoch.0;
                 step.send(from, Message::Fenced(Fenced { leader_epoch }));

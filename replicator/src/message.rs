@@ -9,6 +9,8 @@
 //!   EpochAnswer leader -> follower  leader_epoch, query_epoch, epoch,   OffsetsForLeaderEpoch,
 //!                                   end_offset                          KIP-101/KIP-279)
 //!   Fenced      any -> stale leader leader_epoch: the newer epoch the sender knows
+//!                                   (a hint only: a leader steps down on the
+//!                                   controller's word, never on a peer's)
 //! ```
 //! Fields are plain integers so the archive is stable and checkable; the typed views
 //! (`Offset`, `LeaderEpoch`) are applied at the edges. Bytes from a socket are untrusted:

@@ -241,3 +241,30 @@ fn an_ack_from_an_unregistered_incarnation_is_not_believed() {
     assert_eq!(h.replica.high_watermark(), Offset(1));
     assert!(h.answered_ok(1));
 }
+
+/// Found by `net/tests/forged_peers.rs`: a `Fenced` from a follower, with any newer
+/// epoch, made the leader step down while the controller still named it, and the
+/// partition refused every produce and fetch (`NotLeader`) until its leadership moved for
+/// another reason. A leader steps down on the controller's word only.
+#[test]
+fn a_fenced_from_a_peer_does_not_depose_the_leader() {
+    let mut h = Harness::leader(vec![LEADER, A, B]);
+    for leader_epoch in [EPOCH.0 + 1, i32::MAX] {
+        h.step(Input::Received {
+            from: A,
+            message: Message::Fenced(shardlog_replicator::message::Fenced { leader_epoch }),
+        });
+    }
+    assert_eq!(h.replica.leading(), Some(EPOCH), "still leads");
+    h.produce(1);
+    h.ack(A, Offset(1));
+    h.ack(B, Offset(1));
+    assert_eq!(h.replica.high_watermark(), Offset(1));
+    assert!(h.answered_ok(1), "acks=all answered");
+    // The controller's word still deposes it.
+    h.step(Input::BecomeFollower {
+        epoch: LeaderEpoch(EPOCH.0 + 1),
+        leader: A,
+    });
+    assert_eq!(h.replica.leading(), None);
+}

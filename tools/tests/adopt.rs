@@ -332,7 +332,7 @@ fn assert_served_as_written(node: &Node, data: &Path, written: &[Partition]) {
         .collect();
     assert_eq!(rows, expected, "replicas, log start, high watermark");
     let (head, _) = describe(&brokers, "events");
-    assert_eq!(head, "topic events: 1 partitions, replication factor 1");
+    assert_eq!(head, "topic events: 1 partition, replication factor 1");
     let listed = ok_against(&brokers, &["topic", "list"], "");
     assert_eq!(listed, "events\norders\n");
     for file in legacy_topic_files() {

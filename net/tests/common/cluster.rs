@@ -27,8 +27,11 @@ use shardlog_net::testing::{Launch, LogTail, Shardlogd, StderrTo};
 
 use super::proxy::Proxy;
 
-/// Lines of stderr kept per node.
-const TAIL_LINES: usize = 120;
+/// Lines of stderr kept per node (for [`Cluster::log_lines`]).
+const TAIL_LINES: usize = 5_000;
+/// Lines of each node's stderr a failing test prints: the full logs of three nodes under
+/// load would drown the cause.
+const PRINTED_LINES: usize = 120;
 /// How long a metadata request may take (a paused node never answers).
 const METADATA_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a killed node's port may keep answering (see `Cluster::kill`).
@@ -403,10 +406,22 @@ impl Cluster {
                 "==== node {node} ({}): last stderr lines ====",
                 self.addr(node)
             );
-            for line in tail.lines() {
+            let lines = tail.lines();
+            for line in &lines[lines.len().saturating_sub(PRINTED_LINES)..] {
                 eprintln!("[node {node}] {line}");
             }
         }
+    }
+
+    /// The last lines of `node`'s stderr (across its restarts), oldest first, with the
+    /// test's own notes (`---- test: ... ----`) among them.
+    pub fn log_lines(&self, node: usize) -> Vec<String> {
+        self.tails[node].lines()
+    }
+
+    /// Writes a note into `node`'s log tail, to find the lines that follow it.
+    pub fn note(&self, node: usize, note: &str) {
+        self.tails[node].push(format!("---- test: {note} ----"));
     }
 }
 

@@ -1,10 +1,15 @@
 //! Shared by the server tests: data directories on a real filesystem, a glommio executor
 //! to run client code in, and batch building; for replication tests, a cluster of nodes
-//! (`cluster.rs`) whose links can run through fault-injecting proxies (`proxy.rs`).
+//! (`cluster.rs`) whose links can run through fault-injecting proxies (`proxy.rs`), the
+//! load they run and the check of the log it leaves (`load.rs`), and the controller's view
+//! of the test topic (`view.rs`); peer handshake messages made by hand (`handshake.rs`).
 #![allow(dead_code, clippy::unwrap_used, clippy::indexing_slicing)]
 
 pub mod cluster;
+pub mod handshake;
+pub mod load;
 pub mod proxy;
+pub mod view;
 
 use std::future::Future;
 use std::io::{Read, Write};

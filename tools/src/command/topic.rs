@@ -73,8 +73,9 @@ fn create(args: TopicCreateArgs) -> Result<Outcome, ToolError> {
                     .min_insync
                     .map_or_else(String::new, |n| format!(", min insync {n}"));
                 format!(
-                    "created topic {} ({partitions} partitions, {replication}{min_insync})",
-                    args.name
+                    "created topic {} ({}, {replication}{min_insync})",
+                    args.name,
+                    plural(partitions as usize, "partition")
                 )
             }
             Err(ClientError::Server {
@@ -124,9 +125,9 @@ fn describe(args: TopicNameArgs) -> Result<Outcome, ToolError> {
         let replication = topic.partitions.first().map_or(0, |p| p.replicas.len());
         let mut lines = vec![
             format!(
-                "topic {}: {} partitions, replication factor {replication}",
+                "topic {}: {}, replication factor {replication}",
                 topic.name,
-                topic.partitions.len()
+                plural(topic.partitions.len(), "partition")
             ),
             "partition\tleader\tepoch\treplicas\tisr\tlog_start\thigh_watermark".to_owned(),
         ];
@@ -235,5 +236,14 @@ mod tests {
             partition_row(&partition(None), "?", "?"),
             "4\t-\t7\t2,0,1\t2,1\t?\t?"
         );
+    }
+}
+
+/// `1 partition`, `3 partitions`.
+fn plural(count: usize, noun: &str) -> String {
+    if count == 1 {
+        format!("{count} {noun}")
+    } else {
+        format!("{count} {noun}s")
     }
 }
