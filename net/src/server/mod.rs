@@ -193,7 +193,7 @@ fn prepare(config: &ServerConfig) -> anyhow::Result<Prepared> {
             names.join(", ")
         );
     }
-    let raft = cluster::controller::open_raft_file(data_dir)?;
+    let raft = cluster::controller::open_raft_file(data_dir, cluster.has_peers())?;
     Ok(Prepared {
         lock,
         listen,

@@ -154,6 +154,11 @@ impl Cluster {
         format!("127.0.0.1:{}", self.peer_ports[node])
     }
 
+    /// A node's data directory.
+    pub fn data_dir(&self, node: usize) -> std::path::PathBuf {
+        self.root.path().join(format!("node-{node}"))
+    }
+
     /// The file every node reads the cluster secret from.
     pub fn secret_file(&self) -> std::path::PathBuf {
         self.root.path().join(SECRET_FILE)
@@ -178,7 +183,7 @@ impl Cluster {
                     NodeState::Down,
                     "node {node} is not down"
                 );
-                let data_dir = self.root.path().join(format!("node-{node}"));
+                let data_dir = self.data_dir(node);
                 let listen = self.addr(node);
                 let tail = self.tails[node].clone();
                 tail.push(format!("---- test: starting node {node} ----"));
