@@ -38,12 +38,12 @@ fn persist_in_order(file: &mut Vec<u8>, actions: &[Action]) -> u64 {
     let persist_at = actions
         .iter()
         .position(|a| matches!(a, Action::Persist { .. }));
-    let mut durable = raft_file::recover(file);
+    let mut durable = raft_file::recover(file).expect("a whole file");
     for (position, action) in actions.iter().enumerate() {
         match action {
             Action::Persist { bytes } => {
                 file.extend_from_slice(bytes);
-                durable = raft_file::recover(file);
+                durable = raft_file::recover(file).expect("a whole file");
                 assert_eq!(durable.torn, None);
                 assert_eq!(durable.valid_len, file.len());
             }
@@ -311,7 +311,7 @@ impl Cluster {
             let old = self.controllers.remove(&id).expect("a controller");
             let (metadata, applied) = (old.metadata().clone(), old.applied_index());
             drop(old);
-            let recovered = raft_file::recover(&self.files[&id]);
+            let recovered = raft_file::recover(&self.files[&id]).expect("a whole file");
             assert_eq!(recovered.torn, None);
             assert_eq!(recovered.hard_state.commit, applied, "{id}");
             let mut config = config(id, n);
@@ -689,7 +689,7 @@ fn one_node_controller_recovers_from_its_file() {
     // A torn write after the last record changes nothing but the length to keep.
     let mut torn = file.clone();
     torn.extend_from_slice(&[200, 0, 0, 0, 1, 2]);
-    let recovered = raft_file::recover(&torn);
+    let recovered = raft_file::recover(&torn).expect("a torn tail");
     assert_eq!(recovered.valid_len, file.len());
     assert!(recovered.torn.is_some());
 
@@ -790,6 +790,57 @@ fn all_controllers_restart_from_their_files_with_the_metadata() {
     }
 }
 
+/// The fix for a damaged Raft file on a node with peers: its file removed while the other
+/// voters run and have a leader, the voter starts empty, as a new voter does, and receives
+/// the log from the leader (this controller sends no snapshots: the log is whole).
+#[test]
+fn a_voter_whose_file_is_removed_rejoins_and_receives_the_log() {
+    for seed in seeds(3) {
+        let mut c = Cluster::start(3, seed, 10, 3, 2);
+        assert!(c.run_until(1000, Cluster::settled), "seed {seed}: diverged");
+        let before = c.metadata().clone();
+        let victim = NodeId((c.leader().unwrap().0 + 1) % 3);
+        c.controllers.remove(&victim);
+        c.files.insert(victim, Vec::new());
+        let mut config = config(victim, 3);
+        config.first_proposal_seq = 1_000_000;
+        let empty = Controller::recover(config, c.now, Recovered::default()).unwrap();
+        c.controllers.insert(victim, empty);
+        // It learns the leader from its heartbeats, which commit past its (empty) log.
+        assert!(
+            c.run_until(100, |c| c.controllers[&victim].leader().is_some()),
+            "seed {seed}: no leader known"
+        );
+        // The leader sends the log once a new entry (in shardlogd: the restarted node's
+        // registration) shows it the voter's log short.
+        let more = Command::CreateTopic {
+            name: "u".into(),
+            partitions: 1,
+            replication_factor: 3,
+            min_insync: 2,
+            config: vec![],
+        };
+        assert_eq!(c.commit(&more), Ok(()));
+        assert!(c.run_until(1000, Cluster::settled), "seed {seed}: diverged");
+        let victims = c.controllers[&victim].metadata();
+        assert!(victims.topics().contains_key("u"), "seed {seed}");
+        assert_eq!(victims.topics()["t"], before.topics()["t"], "seed {seed}");
+        assert_eq!(victims.nodes(), before.nodes(), "seed {seed}");
+        // Its new file holds the log the leader's holds, up to what both know committed.
+        let leader = c.leader().unwrap();
+        let [rejoined, leading] =
+            [victim, leader].map(|id| raft_file::recover(&c.files[&id]).unwrap());
+        let upto = rejoined.hard_state.commit.min(leading.hard_state.commit);
+        let upto = usize::try_from(upto).unwrap();
+        assert!(upto > 0, "seed {seed}");
+        assert_eq!(
+            rejoined.entries[..upto],
+            leading.entries[..upto],
+            "seed {seed}"
+        );
+    }
+}
+
 #[test]
 fn append_acknowledgements_follow_their_persist() {
     // The check itself runs on every ready of every cluster test; this one makes sure it
@@ -819,16 +870,18 @@ fn raft_messages_no_voter_sends_are_refused_not_panicked_on() {
     let stranger = forged(99, MessageType::MsgHeartbeat, 0);
     let snapshot = forged(raft_id(leader), MessageType::MsgSnapshot, 0);
     let node = c.controllers.get_mut(&follower).unwrap();
-    for (what, bytes) in [
-        ("commit", bad_commit),
-        ("stranger", stranger),
-        ("snapshot", snapshot),
-    ] {
+    for (what, bytes) in [("stranger", stranger), ("snapshot", snapshot)] {
         assert!(
             matches!(node.step(&bytes), Err(ControllerError::Codec(_))),
             "{what} accepted"
         );
     }
+    // A heartbeat committing past the log's end (what a voter that lost its log gets from
+    // the leader) is taken without its commit.
+    let applied = node.applied_index();
+    node.step(&bad_commit).unwrap();
+    node.ready().unwrap();
+    assert_eq!(node.applied_index(), applied);
     // The cluster goes on.
     let before = c.metadata().topics().len();
     c.commit(&Command::CreateTopic {

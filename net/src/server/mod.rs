@@ -185,7 +185,7 @@ fn prepare(config: &ServerConfig) -> anyhow::Result<Prepared> {
         );
     }
     let incarnation = identity::start(data_dir, cluster.node_id)?;
-    let raft = cluster::controller::open_raft_file(data_dir)?;
+    let raft = cluster::controller::open_raft_file(data_dir, cluster.has_peers())?;
     Ok(Prepared {
         lock,
         listen,

@@ -23,9 +23,11 @@
 //! restart (log entries and hard state) leaves as [`Action::Persist`] records
 //! ([`raft_file`]), which the driver appends to a file and fdatasyncs before it performs
 //! the actions after them (the messages that promise them to peers, and the outcomes). A
-//! restarted node reads the file back ([`raft_file::recover`]) and starts with
-//! [`Controller::recover`]: raft-rs resumes its term, vote and log, and the metadata is
-//! rebuilt by applying the committed entries again.
+//! restarted node reads the file back ([`raft_file::recover`]: a torn tail is cut, damage
+//! inside synced records is an error) and starts with [`Controller::recover`]: raft-rs
+//! resumes its term, vote and log, and the metadata is rebuilt by applying the committed
+//! entries again. A voter that starts with no file (its controller directory removed)
+//! starts as a new voter does and receives the log from the leader.
 //!
 //! Not yet: log compaction and snapshots (the file and the in-memory log grow without
 //! bound, and a restart replays every entry), and membership changes (voters are fixed at
@@ -395,7 +397,7 @@ impl Controller {
         bytes: &[u8],
         sender: Option<NodeId>,
     ) -> Result<(), ControllerError> {
-        let message = RaftMessage::parse_from_bytes(bytes)
+        let mut message = RaftMessage::parse_from_bytes(bytes)
             .map_err(|e| ControllerError::Codec(e.to_string()))?;
         if let Some(sender) = sender.filter(|s| raft_id(*s) != message.from) {
             return Err(ControllerError::Codec(format!(
@@ -420,8 +422,6 @@ impl Controller {
                 entry.index
             )));
         }
-        // raft-rs panics on some messages no correct voter sends (a heartbeat committing
-        // past this log's end); such bytes come from a socket, so they are refused here.
         // (Peers are not authenticated: a sender that speaks Raft correctly is believed.)
         if !self.voter_ids.contains(&message.from) {
             return Err(ControllerError::Codec(format!(
@@ -429,21 +429,7 @@ impl Controller {
                 message.from
             )));
         }
-        match message.msg_type {
-            MessageType::MsgHeartbeat if message.commit > self.raw.raft.raft_log.last_index() => {
-                return Err(ControllerError::Codec(format!(
-                    "heartbeat commits {} past this log's end {}",
-                    message.commit,
-                    self.raw.raft.raft_log.last_index()
-                )));
-            }
-            MessageType::MsgSnapshot => {
-                return Err(ControllerError::Codec(
-                    "snapshots are not used by this controller".into(),
-                ));
-            }
-            _ => {}
-        }
+        self.screen(&mut message)?;
         let from = message.from;
         self.raw.step(message)?;
         if from == self.raw.raft.leader_id
@@ -452,6 +438,28 @@ impl Controller {
             self.leader_heard = Some((node, self.now));
         }
         Ok(())
+    }
+
+    /// Messages raft-rs would panic on, from a voter: refused, or made safe. Such bytes
+    /// come from a socket.
+    fn screen(&self, message: &mut RaftMessage) -> Result<(), ControllerError> {
+        let log = &self.raw.raft.raft_log;
+        match message.msg_type {
+            // A heartbeat commits up to what the leader last heard this voter hold; past
+            // this log's end (raft-rs: "to_commit is out of range") after the voter lost
+            // its log (its controller directory removed, the fix for a damaged file) or
+            // from a forged message. It is taken without the commit: the voter answers it,
+            // learns the leader, and the leader sends the log once a new entry shows the
+            // voter's log short (the commit index comes with the entries).
+            MessageType::MsgHeartbeat if message.commit > log.last_index() => {
+                message.commit = log.committed;
+                Ok(())
+            }
+            MessageType::MsgSnapshot => Err(ControllerError::Codec(
+                "snapshots are not used by this controller".into(),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Proposes `command`; only the controller leader takes proposals. Its outcome comes

@@ -23,7 +23,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::channel::{mpsc, oneshot};
 use futures::future::{Either, select};
-use shardlog_replicator::controller::raft_file::{self, Recovered};
+use shardlog_replicator::controller::raft_file::{self, Damage, Recovered};
 use shardlog_replicator::controller::{
     Action, Command, Controller, ControllerConfig, ControllerError, ProposalId, Refusal,
 };
@@ -50,9 +50,13 @@ pub fn raft_file_path(data_dir: &Path) -> PathBuf {
     data_dir.join("controller").join("raft.log")
 }
 
-/// Reads (and repairs) the controller's Raft file before the shards start (blocking):
-/// what it holds, and the file opened for appending.
-pub fn open_raft_file(data_dir: &Path) -> anyhow::Result<(Recovered, std::fs::File)> {
+/// Reads the controller's Raft file before the shards start (blocking), cutting a torn
+/// tail: what it holds, and the file opened for appending. A file damaged inside synced
+/// records is left as it is and refused, with the fix for a node with or without peers.
+pub fn open_raft_file(
+    data_dir: &Path,
+    has_peers: bool,
+) -> anyhow::Result<(Recovered, std::fs::File)> {
     use anyhow::Context;
     let path = raft_file_path(data_dir);
     let dir = path.parent().context("controller directory")?;
@@ -62,9 +66,10 @@ pub fn open_raft_file(data_dir: &Path) -> anyhow::Result<(Recovered, std::fs::Fi
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
-    let recovered = raft_file::recover(&bytes);
+    let recovered = raft_file::recover(&bytes)
+        .map_err(|damage| anyhow::anyhow!(damage_message(data_dir, &damage, has_peers)))?;
     if let Some(why) = &recovered.torn {
-        tracing::warn!(file = %path.display(), valid = recovered.valid_len, total = bytes.len(), why, "controller log: dropping an unsynced tail");
+        tracing::warn!(file = %path.display(), valid = recovered.valid_len, total = bytes.len(), why, "controller log: cutting a torn tail (the last write, never acted upon)");
     }
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -76,6 +81,40 @@ pub fn open_raft_file(data_dir: &Path) -> anyhow::Result<(Recovered, std::fs::Fi
     file.sync_all()?;
     std::fs::File::open(dir)?.sync_all()?;
     Ok((recovered, file))
+}
+
+/// Why a damaged Raft file stops the start, and the fix. A node with peers gets the log
+/// back from the controller leader. A node alone holds the only copy: its topics are not
+/// adopted again without it (adoption reads `DATA/<topic>/topic.json`, not the cluster
+/// layout `DATA/<topic>-<id>`), so the fix is to cut the file before the damage, losing
+/// what was recorded from there on (README: "Durable Raft state").
+fn damage_message(data_dir: &Path, damage: &Damage, has_peers: bool) -> String {
+    let path = raft_file_path(data_dir);
+    let file = path.display();
+    let dir = path.parent().unwrap_or(data_dir).display();
+    let fix = if has_peers {
+        format!(
+            "This node has peers, which hold the same log: move {dir} away and start this \
+             node again while every other node runs and the cluster has a controller \
+             leader; it rejoins with an empty log and receives the log from the leader. Not \
+             while another node is down: without this node's votes and acknowledgements \
+             the cluster could lose committed metadata or elect two leaders in one term."
+        )
+    } else {
+        format!(
+            "This node runs alone, so the file is the only copy of the cluster metadata, \
+             and starting without {dir} does not bring the topics back. To start from the \
+             records before the damage, losing the metadata recorded from there on (see \
+             \"Durable Raft state\" in README.md), copy the file aside and cut it: \
+             truncate -s {} {file}",
+            damage.offset
+        )
+    };
+    format!(
+        "controller log {file} is damaged inside records that were synced ({damage}); it is \
+         not a torn tail, and cutting it could take back votes and metadata this node \
+         acknowledged, so shardlogd does not start. {fix}"
+    )
 }
 
 /// What shard 0's controller starts from, read before the shards start.
