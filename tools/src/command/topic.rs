@@ -212,6 +212,15 @@ pub(crate) fn print_lines(lines: impl IntoIterator<Item = String>) -> Result<(),
     out.flush().map_err(ToolError::stdout)
 }
 
+/// `1 partition`, `3 partitions`.
+fn plural(count: usize, noun: &str) -> String {
+    if count == 1 {
+        format!("{count} {noun}")
+    } else {
+        format!("{count} {noun}s")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,14 +245,5 @@ mod tests {
             partition_row(&partition(None), "?", "?"),
             "4\t-\t7\t2,0,1\t2,1\t?\t?"
         );
-    }
-}
-
-/// `1 partition`, `3 partitions`.
-fn plural(count: usize, noun: &str) -> String {
-    if count == 1 {
-        format!("{count} {noun}")
-    } else {
-        format!("{count} {noun}s")
     }
 }
