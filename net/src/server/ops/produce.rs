@@ -93,7 +93,7 @@ fn refused(error: &ProduceError) -> OpError {
     match error {
         ProduceError::NotLeader => OpError::NotLeader { leader: None },
         ProduceError::NotEnoughReplicas => OpError::NotEnoughReplicas,
-        ProduceError::CorruptBatch(_) => OpError::CorruptBatch(message),
+        ProduceError::CorruptBatch(corruption) => OpError::CorruptBatch(corruption.to_string()),
         ProduceError::OutOfOrderSequence { .. } => OpError::OutOfOrderSequence(message),
         ProduceError::ProducerFenced { .. } => OpError::ProducerFenced(message),
         ProduceError::Timeout { .. } => OpError::Timeout(message),
