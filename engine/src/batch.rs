@@ -26,7 +26,7 @@
 #![deny(clippy::indexing_slicing)]
 
 use crate::ids::{LeaderEpoch, Offset, TimestampMs};
-use crate::record::{self, RecordIter};
+use crate::record::{self, ProducerFields, RecordIter};
 
 /// Size of the fixed batch header.
 pub const BATCH_HEADER_SIZE: usize = 61;
@@ -338,6 +338,36 @@ pub fn patch_base(bytes: &mut [u8], base_offset: Offset, epoch: LeaderEpoch) {
     if let Some(field) = bytes.get_mut(LEADER_EPOCH_AT..LEADER_EPOCH_AT + 4) {
         field.copy_from_slice(&epoch.0.to_be_bytes());
     }
+}
+
+/// Sets the idempotent-producer fields (producer id, epoch, base sequence) of a whole
+/// batch in place and recomputes its CRC, which covers them (hardware CRC32C: about the
+/// cost of reading the batch once). Only the length fields are checked: a batch whose
+/// records are damaged stays damaged under a fresh CRC, and the leader's record checks
+/// (`validate_produced`) refuse it as before.
+pub fn stamp_producer(bytes: &mut [u8], producer: ProducerFields) -> Result<(), Corruption> {
+    let header = BatchHeader::parse(bytes)?;
+    if bytes.len() != header.size as usize {
+        return Err(Corruption::Truncated {
+            needed: u64::from(header.size),
+            available: bytes.len() as u64,
+        });
+    }
+    let fields: [(usize, &[u8]); 3] = [
+        (PRODUCER_ID_AT, &producer.producer_id.to_be_bytes()),
+        (PRODUCER_EPOCH_AT, &producer.producer_epoch.to_be_bytes()),
+        (BASE_SEQUENCE_AT, &producer.base_sequence.to_be_bytes()),
+    ];
+    for (at, value) in fields {
+        if let Some(field) = bytes.get_mut(at..at + value.len()) {
+            field.copy_from_slice(value);
+        }
+    }
+    let crc = crc32c::crc32c(bytes.get(ATTRIBUTES_AT..).unwrap_or_default());
+    if let Some(field) = bytes.get_mut(CRC_AT..CRC_AT + 4) {
+        field.copy_from_slice(&crc.to_be_bytes());
+    }
+    Ok(())
 }
 
 /// Writes the header fields of a batch into `out[..BATCH_HEADER_SIZE]` and its CRC over

@@ -45,6 +45,7 @@
 mod admin;
 pub(crate) mod cache;
 pub(crate) mod connection;
+mod idempotence;
 mod leader;
 mod metadata;
 
@@ -100,6 +101,10 @@ pub struct ClientConfig {
     pub retry_backoff: Duration,
     /// Longest pause between retries. Default 1 s.
     pub retry_backoff_max: Duration,
+    /// Idempotent produce (default on): batches get this client's producer id (from the
+    /// brokers, `InitProducerId`) and per-partition sequence numbers, so a retry after a
+    /// failover is never stored twice. Off: batches go as the caller built them.
+    pub idempotence: bool,
 }
 
 impl Default for ClientConfig {
@@ -115,6 +120,7 @@ impl Default for ClientConfig {
             retries: 8,
             retry_backoff: Duration::from_millis(100),
             retry_backoff_max: Duration::from_secs(1),
+            idempotence: true,
         }
     }
 }
@@ -275,6 +281,10 @@ struct Inner {
     correlation: Cell<u64>,
     /// Topic -> its latest refresh for leader checks.
     refreshes: RefCell<HashMap<String, TopicRefresh>>,
+    /// The idempotent producer session, once initialised (see `idempotence.rs`).
+    producer: RefCell<Option<Rc<idempotence::Session>>>,
+    /// Held while a producer id is asked for.
+    producer_init: futures::lock::Mutex<()>,
 }
 
 /// A client; see the module docs.
@@ -304,6 +314,8 @@ impl Client {
                 cache: RefCell::new(MetadataCache::default()),
                 correlation: Cell::new(1),
                 refreshes: RefCell::new(HashMap::new()),
+                producer: RefCell::new(None),
+                producer_init: futures::lock::Mutex::new(()),
             }),
         };
         // A cluster that just started may still be electing its controller: retried.
@@ -340,6 +352,13 @@ impl Client {
 
     /// Appends one batch (Kafka v2 bytes) to a partition. Returns the offset the broker
     /// gave its first record (`None` with `Acks::None`, which awaits no reply).
+    ///
+    /// With `ClientConfig::idempotence` (the default) and acks, a batch without a
+    /// producer id is stamped with this client's producer id and the partition's next
+    /// sequence before it is first sent, and every retry resends those same bytes: the
+    /// brokers store it once, and answer a retry of a batch they hold with its original
+    /// offsets (see `idempotence.rs`). A batch that already carries a producer id is sent
+    /// as it is.
     pub async fn produce(
         &self,
         topic: &str,
@@ -347,34 +366,49 @@ impl Client {
         acks: Acks,
         batch: Bytes,
     ) -> Result<Option<u64>, ClientError> {
-        let request = ProduceRequest {
+        if acks != Acks::None && self.inner.config.idempotence && !idempotence::stamped(&batch) {
+            return self.produce_idempotent(topic, partition, acks, batch).await;
+        }
+        let request = self.produce_request(topic, partition, acks);
+        self.with_retries(|| self.produce_once(&request, batch.clone()))
+            .await
+    }
+
+    fn produce_request(&self, topic: &str, partition: u32, acks: Acks) -> ProduceRequest {
+        ProduceRequest {
             topic: topic.to_owned(),
             partition,
             acks,
             timeout_ms: millis(self.inner.config.request_timeout),
-        };
-        self.with_retries(|| async {
-            if acks == Acks::None {
-                let route = self.leader(topic, partition).await?;
-                self.send_only(&route.addr, Api::Produce, &request, batch.clone())
-                    .await?;
-                return Ok(None);
-            }
-            let (response, _) = self
-                .call_leader::<_, ProduceResponse>(
-                    topic,
-                    partition,
-                    Duration::ZERO,
-                    Api::Produce,
-                    &request,
-                    batch.clone(),
-                )
+        }
+    }
+
+    /// One attempt of a produce request.
+    async fn produce_once(
+        &self,
+        request: &ProduceRequest,
+        batch: Bytes,
+    ) -> Result<Option<u64>, ClientError> {
+        let (topic, partition) = (request.topic.as_str(), request.partition);
+        if request.acks == Acks::None {
+            let route = self.leader(topic, partition).await?;
+            self.send_only(&route.addr, Api::Produce, request, batch)
                 .await?;
-            let hint = response.leader_hint;
-            self.check_partition(topic, partition, response.error, hint, &response.message)?;
-            Ok(Some(response.base_offset))
-        })
-        .await
+            return Ok(None);
+        }
+        let (response, _) = self
+            .call_leader::<_, ProduceResponse>(
+                topic,
+                partition,
+                Duration::ZERO,
+                Api::Produce,
+                request,
+                batch,
+            )
+            .await?;
+        let hint = response.leader_hint;
+        self.check_partition(topic, partition, response.error, hint, &response.message)?;
+        Ok(Some(response.base_offset))
     }
 
     /// Reads whole batches from `offset`.
