@@ -611,10 +611,7 @@ impl SequencingBroker {
 
 /// Starts a [`SequencingBroker`] leading `t/0`; `ids` are the producer ids
 /// `InitProducerId` hands out, in turn.
-fn sequencing_broker(
-    state: Arc<std::sync::Mutex<SequencingBroker>>,
-    ids: Vec<i64>,
-) -> String {
+fn sequencing_broker(state: Arc<std::sync::Mutex<SequencingBroker>>, ids: Vec<i64>) -> String {
     let me = Arc::new(std::sync::OnceLock::<String>::new());
     let me_inner = me.clone();
     let addr = common::fake_broker(move |header, frame| {
@@ -679,7 +676,10 @@ fn idempotent_produce_numbers_batches_and_retries_the_same_bytes() {
     assert_eq!(state.init_calls, 1);
     let fields: Vec<(i64, i16, i32)> = state.requests.iter().map(|r| (r.0, r.1, r.2)).collect();
     assert_eq!(fields, vec![(41, 0, 0), (41, 0, 0), (41, 0, 3)]);
-    assert_eq!(state.requests[0].3, state.requests[1].3, "a retry resends the same bytes");
+    assert_eq!(
+        state.requests[0].3, state.requests[1].3,
+        "a retry resends the same bytes"
+    );
 }
 
 /// Two batches in flight on one partition; the first is refused (retriable) and backs
@@ -704,7 +704,11 @@ fn out_of_order_behind_an_outstanding_batch_is_resent_after_it() {
     let state = state.lock().unwrap();
     assert_eq!(state.appended, vec![(5, 0, 0), (5, 1, 100)]);
     let sequences: Vec<i32> = state.requests.iter().map(|r| r.2).collect();
-    assert_eq!(sequences, vec![0, 1, 0, 1], "refused, out of order, then both in order");
+    assert_eq!(
+        sequences,
+        vec![0, 1, 0, 1],
+        "refused, out of order, then both in order"
+    );
 }
 
 /// `OutOfOrderSequence` with no lower batch outstanding is a real gap: an error, not
@@ -752,7 +756,9 @@ fn no_producer_id_without_idempotence() {
         let plain = Client::connect(&addr, config).await.unwrap();
         let batch = common::batch(&[b"a".to_vec()]);
         plain.produce("t", 0, Acks::All, batch).await.unwrap();
-        let client = Client::connect(&addr, ClientConfig::default()).await.unwrap();
+        let client = Client::connect(&addr, ClientConfig::default())
+            .await
+            .unwrap();
         client
             .produce("t", 0, Acks::None, common::batch(&[b"b".to_vec()]))
             .await
@@ -763,7 +769,12 @@ fn no_producer_id_without_idempotence() {
             producer_epoch: 0,
             base_sequence: 0,
         });
-        builder.push(shardlog_engine::TimestampMs(common::now_ms()), None, Some(b"c"), &[]);
+        builder.push(
+            shardlog_engine::TimestampMs(common::now_ms()),
+            None,
+            Some(b"c"),
+            &[],
+        );
         let own = bytes::Bytes::from(builder.finish());
         client.produce("t", 0, Acks::All, own).await.unwrap();
     });

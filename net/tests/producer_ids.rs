@@ -25,7 +25,8 @@ fn ids_from(addr: &str, count: usize) -> Vec<i64> {
     let mut ids = Vec::with_capacity(count);
     let deadline = Instant::now() + WAIT_MAX;
     while ids.len() < count {
-        let answer = call::<_, InitProducerIdResponse>(addr, Api::InitProducerId, &InitProducerIdRequest {});
+        let answer =
+            call::<_, InitProducerIdResponse>(addr, Api::InitProducerId, &InitProducerIdRequest {});
         match answer {
             Ok(r) if r.error == ErrorCode::None.as_u16() => {
                 assert_eq!(r.producer_epoch, 0, "a new id's epoch");
@@ -43,7 +44,10 @@ fn ids_from(addr: &str, count: usize) -> Vec<i64> {
 
 fn add_unique(seen: &mut BTreeSet<i64>, ids: &[i64], what: &str) {
     for id in ids {
-        assert!(seen.insert(*id), "{what}: producer id {id} handed out twice");
+        assert!(
+            seen.insert(*id),
+            "{what}: producer id {id} handed out twice"
+        );
     }
 }
 
@@ -68,14 +72,21 @@ fn producer_ids_are_unique_across_nodes_blocks_and_restarts() {
     cluster.kill(&[controller]);
     for node in (0..3).filter(|&n| n != controller) {
         let ids = ids_from(&cluster.addr(node), 10);
-        add_unique(&mut seen, &ids, &format!("node {node} with the controller down"));
+        add_unique(
+            &mut seen,
+            &ids,
+            &format!("node {node} with the controller down"),
+        );
     }
     let before = *seen.last().unwrap();
     cluster.restart(controller);
     cluster.wait_for_controller(WAIT_MAX);
     let ids = ids_from(&cluster.addr(controller), 10);
     add_unique(&mut seen, &ids, "the restarted controller node");
-    assert!(ids.iter().all(|id| *id > before), "a fresh block: {ids:?} after {before}");
+    assert!(
+        ids.iter().all(|id| *id > before),
+        "a fresh block: {ids:?} after {before}"
+    );
 
     // Every node killed and restarted: the counter comes back from the Raft log.
     let before = *seen.last().unwrap();
@@ -84,9 +95,17 @@ fn producer_ids_are_unique_across_nodes_blocks_and_restarts() {
     cluster.wait_for_controller(WAIT_MAX);
     for node in 0..3 {
         let ids = ids_from(&cluster.addr(node), 10);
-        add_unique(&mut seen, &ids, &format!("node {node} after a full restart"));
+        add_unique(
+            &mut seen,
+            &ids,
+            &format!("node {node} after a full restart"),
+        );
         assert!(ids.iter().all(|id| *id > before), "{ids:?} after {before}");
     }
     cluster.assert_running();
-    eprintln!("{} distinct producer ids, up to {}", seen.len(), seen.last().unwrap());
+    eprintln!(
+        "{} distinct producer ids, up to {}",
+        seen.len(),
+        seen.last().unwrap()
+    );
 }

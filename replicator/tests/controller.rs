@@ -1014,7 +1014,10 @@ fn producer_id_blocks_never_overlap_and_survive_a_restart() {
     // view) is refused: the block is taken.
     assert!(matches!(
         outcome_of(&mut c, &mut file, block(7, 0)),
-        Err(Refusal::StaleProducerIdBlock { next: 1000, proposed: 0 })
+        Err(Refusal::StaleProducerIdBlock {
+            next: 1000,
+            proposed: 0
+        })
     ));
     assert_eq!(outcome_of(&mut c, &mut file, block(7, 1000)), Ok(()));
     // Unknown nodes and empty blocks are refused.

@@ -122,7 +122,10 @@ fn check(sent: usize, reported: &[u64], stored: &BTreeMap<u64, String>) {
         if stored.get(offset) != Some(&expected) {
             misplaced += 1;
             if misplaced <= 5 {
-                eprintln!("line {i}: reported at {offset}, stored there: {:?}", stored.get(offset));
+                eprintln!(
+                    "line {i}: reported at {offset}, stored there: {:?}",
+                    stored.get(offset)
+                );
             }
         }
     }
@@ -240,7 +243,10 @@ impl Producer {
         let status = self.child.wait().unwrap();
         self.reader.take().unwrap().join().unwrap();
         let offsets = std::mem::take(&mut *self.offsets.lock().unwrap());
-        eprintln!("shardlog produce: {status}, {} of {sent} reported", offsets.len());
+        eprintln!(
+            "shardlog produce: {status}, {} of {sent} reported",
+            offsets.len()
+        );
         (sent, offsets)
     }
 }

@@ -8,7 +8,9 @@
 //! start. A new id's epoch is 0.
 
 /// Request meta; no data. (Nothing to say yet: every request gets a new producer id.)
-#[derive(Debug, Clone, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
 pub struct InitProducerIdRequest {}
 
 /// Response meta; no data.

@@ -40,8 +40,8 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use futures::channel::oneshot;
-use futures::stream::FuturesUnordered;
 use futures::future::{Either, select};
+use futures::stream::FuturesUnordered;
 use shardlog_engine::batch::{self, BatchHeader};
 use shardlog_engine::record::ProducerFields;
 
@@ -89,14 +89,11 @@ impl Session {
 
     fn with<T>(&self, topic: &str, partition: u32, f: impl FnOnce(&mut Sequences) -> T) -> T {
         let mut partitions = self.partitions.borrow_mut();
-        if !partitions.contains_key(topic) {
-            partitions.insert(topic.to_owned(), HashMap::new());
+        if let Some(sequences) = partitions.get_mut(topic) {
+            return f(sequences.entry(partition).or_default());
         }
-        let topic = partitions.get_mut(topic).map(|t| t.entry(partition).or_default());
-        match topic {
-            Some(sequences) => f(sequences),
-            None => f(&mut Sequences::default()),
-        }
+        let sequences = partitions.entry(topic.to_owned()).or_default();
+        f(sequences.entry(partition).or_default())
     }
 
     fn tick(&self) -> u64 {
@@ -283,7 +280,11 @@ impl Client {
         let count = match BatchHeader::parse(&batch) {
             Ok(header) if header.size as usize == batch.len() => header.record_count,
             // Not a batch: the leader refuses it; nothing to number.
-            _ => return self.with_retries(|| self.produce_once(&request, batch.clone())).await,
+            _ => {
+                return self
+                    .with_retries(|| self.produce_once(&request, batch.clone()))
+                    .await;
+            }
         };
         let mut assigned = None;
         for _ in 0..2 {
@@ -312,7 +313,9 @@ impl Client {
             base_sequence: sequence,
         };
         let bytes = stamp(batch, fields);
-        let result = self.send_sequenced(&session, &request, sequence, bytes).await;
+        let result = self
+            .send_sequenced(&session, &request, sequence, bytes)
+            .await;
         drop(outstanding);
         if let Err(e) = &result {
             tracing::debug!(topic, partition, sequence, error = %e, "idempotent produce failed");
@@ -346,7 +349,12 @@ impl Client {
                         && session.lower_outstanding(topic, partition, sequence) =>
                 {
                     reorders_left -= 1;
-                    tracing::debug!(topic, partition, sequence, "out of order; waiting for lower sequences");
+                    tracing::debug!(
+                        topic,
+                        partition,
+                        sequence,
+                        "out of order; waiting for lower sequences"
+                    );
                     self.wait_for_lower(session, topic, partition, sequence, answered_at)
                         .await;
                 }

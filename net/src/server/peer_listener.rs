@@ -30,8 +30,8 @@ use crate::api::{
 };
 use crate::error_code::ErrorCode;
 use crate::peer::auth::{self, PeerSecurity};
-use crate::server::protocol::shardlog::handlers;
 use crate::server::ops::producer_ids;
+use crate::server::protocol::shardlog::handlers;
 use crate::server::protocol::shardlog::reply::{Reply, error_reply, reply};
 use crate::server::shard::{Shard, ShardMsg, owner_shard};
 use crate::wire::{self, Frame, ReadError};
@@ -181,14 +181,19 @@ async fn allocate_producer_ids(
     let request = match frame.decode::<AllocateProducerIdsRequest>() {
         Ok(request) if request.node == from.0 => request,
         Ok(request) => {
-            let message = format!("node {from} asked for producer ids for node {}", request.node);
+            let message = format!(
+                "node {from} asked for producer ids for node {}",
+                request.node
+            );
             tracing::warn!(node = %from, "{message}; refused");
-            let _ = replies.unbounded_send(error_reply(&header, ErrorCode::InvalidRequest, &message));
+            let _ =
+                replies.unbounded_send(error_reply(&header, ErrorCode::InvalidRequest, &message));
             return;
         }
         Err(e) => {
             let message = e.to_string();
-            let _ = replies.unbounded_send(error_reply(&header, ErrorCode::InvalidRequest, &message));
+            let _ =
+                replies.unbounded_send(error_reply(&header, ErrorCode::InvalidRequest, &message));
             return;
         }
     };

@@ -346,7 +346,12 @@ impl Metadata {
     /// Reserves `[first, first + count)` for `node`: only at the next unreserved id, so
     /// no id is reserved twice whatever order proposals arrive in. Ids stay below
     /// `i64::MAX` (a batch's producer id is an `i64`, and negative means none).
-    fn allocate_producer_ids(&mut self, node: NodeId, first: u64, count: u32) -> Result<(), Refusal> {
+    fn allocate_producer_ids(
+        &mut self,
+        node: NodeId,
+        first: u64,
+        count: u32,
+    ) -> Result<(), Refusal> {
         if !self.nodes.contains_key(&node) {
             return Err(Refusal::UnknownNode(node));
         }

@@ -148,7 +148,11 @@ pub(crate) async fn allocate_for(shard: &Rc<Shard>, node: NodeId, count: u32) ->
 }
 
 /// On shard 0: reserves a block for `node` if this node leads the controller.
-pub(crate) async fn allocate_here(shard: &Rc<Shard>, node: NodeId, count: u32) -> Result<u64, OpError> {
+pub(crate) async fn allocate_here(
+    shard: &Rc<Shard>,
+    node: NodeId,
+    count: u32,
+) -> Result<u64, OpError> {
     let service = service(shard)?;
     if !service.is_leader() {
         return Err(OpError::NotAvailable(format!(

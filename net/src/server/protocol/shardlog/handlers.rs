@@ -12,8 +12,8 @@ use futures::future::{LocalBoxFuture, ready};
 use crate::api::{
     Acks, Api, ArchivedAcks, ArchivedFetchRequest, ArchivedListOffsetsRequest, ArchivedOffsetSpec,
     ArchivedProduceRequest, BrokerMetadata, CreateTopicRequest, DeleteTopicRequest, FetchResponse,
-    ListOffsetsResponse, MetadataRequest, MetadataResponse, PartitionMetadata, ProduceResponse,
-    InitProducerIdRequest, InitProducerIdResponse, TopicMetadata, TopicResponse, VERSION,
+    InitProducerIdRequest, InitProducerIdResponse, ListOffsetsResponse, MetadataRequest,
+    MetadataResponse, PartitionMetadata, ProduceResponse, TopicMetadata, TopicResponse, VERSION,
 };
 use crate::error_code::ErrorCode;
 use crate::frame::FrameHeader;
