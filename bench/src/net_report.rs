@@ -170,15 +170,11 @@ impl NetReport {
             Some(rate) => format!("open loop at {rate} records/s"),
             None => "closed loop".to_string(),
         };
+        let (records, size, bytes) = (c.batch_records, c.record_size, c.batch_bytes);
         let producers = format!(
-            "producers={} inflight={} acks={} idempotence={} batch={} x {} B ({} B), {load}",
-            c.producers,
-            c.inflight,
-            c.acks,
-            c.idempotence,
-            c.batch_records,
-            c.record_size,
-            c.batch_bytes
+            "producers={} inflight={} acks={} idempotence={} batch={records} x {size} B \
+             ({bytes} B), {load}",
+            c.producers, c.inflight, c.acks, c.idempotence
         );
         let consumers = format!(
             "consumers={} fetch max {} B, max wait {} ms",

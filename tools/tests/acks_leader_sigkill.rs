@@ -3,6 +3,7 @@
 //! three times on the same data directory. Every record the CLI reported as acknowledged
 //! must be, after the restarts, at the offset it reported: `acks=leader` means the
 //! leader wrote (and, under flush=always, synced) it, not that it was taken into memory.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

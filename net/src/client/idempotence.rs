@@ -57,12 +57,15 @@ pub(super) fn stamped(batch: &[u8]) -> bool {
     BatchHeader::parse(batch).is_ok_and(|h| h.producer_id >= 0)
 }
 
+/// Partition -> its sequences, of one topic.
+type TopicSequences = HashMap<u32, Rc<RefCell<Sequences>>>;
+
 /// One producer id and its per-partition sequences.
 pub(crate) struct Session {
     id: i64,
     epoch: i16,
     /// Topic -> partition -> sequences.
-    partitions: RefCell<HashMap<String, HashMap<u32, Sequences>>>,
+    partitions: RefCell<HashMap<String, TopicSequences>>,
     /// Counts attempts: which batch was sent after which answer.
     clock: Cell<u64>,
     /// Batches waiting for lower ones to move: woken on every attempt and resolution.
@@ -87,13 +90,13 @@ impl Session {
         }
     }
 
-    fn with<T>(&self, topic: &str, partition: u32, f: impl FnOnce(&mut Sequences) -> T) -> T {
+    fn sequences(&self, topic: &str, partition: u32) -> Rc<RefCell<Sequences>> {
         let mut partitions = self.partitions.borrow_mut();
         if let Some(sequences) = partitions.get_mut(topic) {
-            return f(sequences.entry(partition).or_default());
+            return sequences.entry(partition).or_default().clone();
         }
         let sequences = partitions.entry(topic.to_owned()).or_default();
-        f(sequences.entry(partition).or_default())
+        sequences.entry(partition).or_default().clone()
     }
 
     fn tick(&self) -> u64 {
@@ -102,30 +105,25 @@ impl Session {
         now
     }
 
-    /// The partition's next sequence for a batch of `count` records (outstanding from
-    /// now on); `None` when the sequence space (`i32`) is used up.
-    fn assign(&self, topic: &str, partition: u32, count: u32) -> Option<i32> {
+    /// The partition's next sequence for a batch of `count` records, outstanding until
+    /// the returned [`InFlight`] is dropped; `None` when the sequence space (`i32`) is
+    /// used up.
+    fn assign(&self, topic: &str, partition: u32, count: u32) -> Option<InFlight<'_>> {
         let now = self.tick();
-        self.with(topic, partition, |s| {
+        let sequences = self.sequences(topic, partition);
+        let sequence = {
+            let mut s = sequences.borrow_mut();
             let next = s.next.checked_add(i32::try_from(count).ok()?)?;
             let sequence = s.next;
             s.next = next;
             s.outstanding.insert(sequence, now);
-            Some(sequence)
+            sequence
+        };
+        Some(InFlight {
+            session: self,
+            sequences,
+            sequence,
         })
-    }
-
-    /// The batch at `sequence` is being sent (again).
-    fn attempt(&self, topic: &str, partition: u32, sequence: i32) {
-        let now = self.tick();
-        self.with(topic, partition, |s| s.outstanding.insert(sequence, now));
-        self.wake();
-    }
-
-    /// The batch at `sequence` is answered for good (or given up).
-    fn resolved(&self, topic: &str, partition: u32, sequence: i32) {
-        self.with(topic, partition, |s| s.outstanding.remove(&sequence));
-        self.wake();
     }
 
     fn wake(&self) {
@@ -133,34 +131,52 @@ impl Session {
             let _ = waiter.send(());
         }
     }
-
-    /// Whether a batch below `sequence` is outstanding.
-    fn lower_outstanding(&self, topic: &str, partition: u32, sequence: i32) -> bool {
-        self.with(topic, partition, |s| {
-            s.outstanding.range(..sequence).next().is_some()
-        })
-    }
-
-    /// Whether every batch below `sequence` was resolved or sent again after `since`.
-    fn lower_moved(&self, topic: &str, partition: u32, sequence: i32, since: u64) -> bool {
-        self.with(topic, partition, |s| {
-            s.outstanding.range(..sequence).all(|(_, at)| *at > since)
-        })
-    }
 }
 
-/// Marks a batch resolved when its produce ends, however it ends.
-struct Outstanding<'a> {
+/// A batch of a session, from its sequence's assignment until its produce ends (however
+/// it ends: dropping it resolves the sequence).
+struct InFlight<'a> {
     session: &'a Session,
-    topic: &'a str,
-    partition: u32,
+    sequences: Rc<RefCell<Sequences>>,
     sequence: i32,
 }
 
-impl Drop for Outstanding<'_> {
+impl InFlight<'_> {
+    /// The batch is being sent (again).
+    fn attempt(&self) {
+        let now = self.session.tick();
+        self.sequences
+            .borrow_mut()
+            .outstanding
+            .insert(self.sequence, now);
+        self.session.wake();
+    }
+
+    /// Whether a batch below this one is outstanding.
+    fn lower_outstanding(&self) -> bool {
+        let sequences = self.sequences.borrow();
+        sequences
+            .outstanding
+            .range(..self.sequence)
+            .next()
+            .is_some()
+    }
+
+    /// Whether every batch below this one was resolved or sent again after `since`.
+    fn lower_moved(&self, since: u64) -> bool {
+        let sequences = self.sequences.borrow();
+        let mut lower = sequences.outstanding.range(..self.sequence);
+        lower.all(|(_, at)| *at > since)
+    }
+}
+
+impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.session
-            .resolved(self.topic, self.partition, self.sequence);
+        self.sequences
+            .borrow_mut()
+            .outstanding
+            .remove(&self.sequence);
+        self.session.wake();
     }
 }
 
@@ -286,42 +302,29 @@ impl Client {
                     .await;
             }
         };
-        let mut assigned = None;
         for _ in 0..2 {
             let session = self.producer_session().await?;
-            match session.assign(topic, partition, count) {
-                Some(sequence) => {
-                    assigned = Some((session, sequence));
-                    break;
-                }
+            let Some(in_flight) = session.assign(topic, partition, count) else {
                 // The sequence space is used up: a new session.
-                None => self.end_session(&session),
+                self.end_session(&session);
+                continue;
+            };
+            let fields = ProducerFields {
+                producer_id: session.id,
+                producer_epoch: session.epoch,
+                base_sequence: in_flight.sequence,
+            };
+            let bytes = stamp(batch, fields);
+            let result = self.send_sequenced(&in_flight, &request, bytes).await;
+            let sequence = in_flight.sequence;
+            drop(in_flight);
+            if let Err(e) = &result {
+                tracing::debug!(topic, partition, sequence, error = %e, "idempotent produce failed");
+                self.end_session(&session);
             }
+            return result;
         }
-        let Some((session, sequence)) = assigned else {
-            return Err(ClientError::Protocol(format!("a batch of {count} records")));
-        };
-        let outstanding = Outstanding {
-            session: &session,
-            topic,
-            partition,
-            sequence,
-        };
-        let fields = ProducerFields {
-            producer_id: session.id,
-            producer_epoch: session.epoch,
-            base_sequence: sequence,
-        };
-        let bytes = stamp(batch, fields);
-        let result = self
-            .send_sequenced(&session, &request, sequence, bytes)
-            .await;
-        drop(outstanding);
-        if let Err(e) = &result {
-            tracing::debug!(topic, partition, sequence, error = %e, "idempotent produce failed");
-            self.end_session(&session);
-        }
-        result
+        Err(ClientError::Protocol(format!("a batch of {count} records")))
     }
 
     /// Sends a stamped batch until it is answered: retriable errors as `with_retries`
@@ -329,38 +332,31 @@ impl Client {
     /// the lower batches to move, then resending.
     async fn send_sequenced(
         &self,
-        session: &Session,
+        in_flight: &InFlight<'_>,
         request: &ProduceRequest,
-        sequence: i32,
         bytes: Bytes,
     ) -> Result<Option<u64>, ClientError> {
-        let (topic, partition) = (request.topic.as_str(), request.partition);
         let mut backoff = self.inner.config.retry_backoff;
         let mut retries_left = self.inner.config.retries;
         let mut reorders_left = REORDER_RESENDS_MAX;
         loop {
-            session.attempt(topic, partition, sequence);
+            in_flight.attempt();
             let result = self.produce_once(request, bytes.clone()).await;
-            let answered_at = session.clock.get();
+            let answered_at = in_flight.session.clock.get();
             match result {
                 Err(e)
                     if e.code() == Some(ErrorCode::OutOfOrderSequence)
                         && reorders_left > 0
-                        && session.lower_outstanding(topic, partition, sequence) =>
+                        && in_flight.lower_outstanding() =>
                 {
                     reorders_left -= 1;
-                    tracing::debug!(
-                        topic,
-                        partition,
-                        sequence,
-                        "out of order; waiting for lower sequences"
-                    );
-                    self.wait_for_lower(session, topic, partition, sequence, answered_at)
-                        .await;
+                    let sequence = in_flight.sequence;
+                    tracing::debug!(sequence, "out of order; waiting for lower sequences");
+                    self.wait_for_lower(in_flight, answered_at).await;
                 }
                 Err(e) if e.is_retriable() && retries_left > 0 => {
                     retries_left -= 1;
-                    tracing::debug!(error = %e, sequence, "retrying");
+                    tracing::debug!(error = %e, sequence = in_flight.sequence, "retrying");
                     if !matches!(e, ClientError::LeaderMoved { .. }) {
                         glommio::timer::sleep(backoff).await;
                         backoff = (backoff * 2).min(self.inner.config.retry_backoff_max);
@@ -371,23 +367,16 @@ impl Client {
         }
     }
 
-    /// Waits until every batch below `sequence` was resolved or sent again after
+    /// Waits until every batch below `in_flight` was resolved or sent again after
     /// `since`, or the request timeout passed.
-    async fn wait_for_lower(
-        &self,
-        session: &Session,
-        topic: &str,
-        partition: u32,
-        sequence: i32,
-        since: u64,
-    ) {
+    async fn wait_for_lower(&self, in_flight: &InFlight<'_>, since: u64) {
         let deadline = Instant::now() + self.inner.config.request_timeout;
-        while !session.lower_moved(topic, partition, sequence, since) {
+        while !in_flight.lower_moved(since) {
             let Some(left) = deadline.checked_duration_since(Instant::now()) else {
                 return;
             };
             let (tx, rx) = oneshot::channel();
-            session.waiting.borrow_mut().push(tx);
+            in_flight.session.waiting.borrow_mut().push(tx);
             let timer = std::pin::pin!(glommio::timer::sleep(left));
             if let Either::Right(_) = select(rx, timer).await {
                 return;

@@ -337,21 +337,18 @@ impl Metadata {
             Command::ElectLeader { topic, partition } => {
                 self.elect_leader(topic, *partition, changes)
             }
-            Command::AllocateProducerIds { node, first, count } => {
-                self.allocate_producer_ids(NodeId(*node), *first, *count)
-            }
+            Command::AllocateProducerIds { .. } => self.allocate_producer_ids(command),
         }
     }
 
-    /// Reserves `[first, first + count)` for `node`: only at the next unreserved id, so
-    /// no id is reserved twice whatever order proposals arrive in. Ids stay below
-    /// `i64::MAX` (a batch's producer id is an `i64`, and negative means none).
-    fn allocate_producer_ids(
-        &mut self,
-        node: NodeId,
-        first: u64,
-        count: u32,
-    ) -> Result<(), Refusal> {
+    /// `AllocateProducerIds`: reserves `[first, first + count)` for `node`, only at the
+    /// next unreserved id, so no id is reserved twice whatever order proposals arrive in.
+    /// Ids stay below `i64::MAX` (a batch's producer id is an `i64`; negative is none).
+    fn allocate_producer_ids(&mut self, command: &Command) -> Result<(), Refusal> {
+        let &Command::AllocateProducerIds { node, first, count } = command else {
+            return Err(Refusal::NoChange);
+        };
+        let node = NodeId(node);
         if !self.nodes.contains_key(&node) {
             return Err(Refusal::UnknownNode(node));
         }
