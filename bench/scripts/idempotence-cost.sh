@@ -2,7 +2,8 @@
 # The cost of idempotent produce, on a local 3-node cluster (bench/scripts/cluster.sh):
 # acks=all produce with `--idempotence true` and `false`, alternating (true false true
 # false ...) so that drift hits both alike, into a topic with replication factor 1 and
-# one with 3 (min_insync 2), each of 3 partitions, in two shapes:
+# one with 3 (min_insync 2), each of 3 partitions (64 MiB segments, 192 MiB retained per
+# partition, so that the disk holds out), in two shapes:
 #
 #   per-record: 1 x 1 KiB record per request, 256 in flight, 1 producer
 #   batched:    100 x 1 KiB records per request, 4 producers x 8 in flight
@@ -32,8 +33,12 @@ trap 'bench/scripts/cluster.sh stop >/dev/null 2>&1 || true' EXIT
 results=$CLUSTER_DIR/results
 mkdir -p "$results"
 
-"$bin/shardlog" topic create rf1 --brokers "$brokers" --partitions 3 --replication-factor 1 --min-insync 1 >/dev/null
-"$bin/shardlog" topic create rf3 --brokers "$brokers" --partitions 3 --replication-factor 3 --min-insync 2 >/dev/null
+# 64 MiB segments, 192 MiB kept per partition: the runs write tens of GB in all.
+keep=(--segment-bytes $((64 << 20)) --retention-bytes $((192 << 20)))
+"$bin/shardlog" topic create rf1 --brokers "$brokers" --partitions 3 --replication-factor 1 \
+  --min-insync 1 "${keep[@]}" >/dev/null
+"$bin/shardlog" topic create rf3 --brokers "$brokers" --partitions 3 --replication-factor 3 \
+  --min-insync 2 "${keep[@]}" >/dev/null
 
 run() { # topic shape idempotence round
   local args
@@ -51,11 +56,13 @@ for topic in rf1 rf3; do
     for round in $(seq "$ROUNDS"); do
       for idempotence in true false; do
         run "$topic" "$shape" "$idempotence" "$round"
-        echo "$topic $shape idempotence=$idempotence round $round: $(python3 -c '
+        python3 - "$results/$topic-$shape-$idempotence-$round.json" \
+          "$topic $shape idempotence=$idempotence round $round" <<'EOF' >&2
 import json, sys
 r = json.load(open(sys.argv[1]))["produce"]
-print(f"{r[\"records_per_s\"]:.0f} records/s, p50 {r[\"latency_us\"][\"p50\"] / 1000:.2f} ms, p99 {r[\"latency_us\"][\"p99\"] / 1000:.2f} ms")
-' "$results/$topic-$shape-$idempotence-$round.json")" >&2
+p50, p99 = r["latency_us"]["p50"] / 1000, r["latency_us"]["p99"] / 1000
+print(f"{sys.argv[2]}: {r['records_per_s']:.0f} records/s, p50 {p50:.2f} ms, p99 {p99:.2f} ms")
+EOF
       done
     done
   done

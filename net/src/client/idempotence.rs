@@ -6,8 +6,8 @@
 //! they are unique in the cluster and never handed out twice, even across restarts. Each
 //! batch then gets the partition's next sequence number when it is first sent (in send
 //! order per partition: the numbering and the first send happen in the same poll) and is
-//! stamped with the id, the epoch and that sequence once (`batch::stamp_producer`, which
-//! recomputes the CRC). Every retry resends exactly those bytes. The brokers (every replica,
+//! stamped with the id, the epoch and that sequence once (`batch::stamped_header`: a new
+//! header with its CRC updated, sent before the caller's records, which are not copied). Every retry resends exactly those bytes. The brokers (every replica,
 //! so a new leader too) append a producer's batches in sequence order only, store a
 //! sequence once, and answer a retried batch they already hold with its original offsets.
 //!
@@ -37,7 +37,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::StreamExt;
 use futures::channel::oneshot;
 use futures::future::{Either, select};
@@ -45,7 +45,7 @@ use futures::stream::FuturesUnordered;
 use shardlog_engine::batch::{self, BatchHeader};
 use shardlog_engine::record::ProducerFields;
 
-use super::{Client, ClientError, check, name_silence};
+use super::{Client, ClientError, Payload, check, name_silence};
 use crate::api::{Acks, Api, InitProducerIdRequest, InitProducerIdResponse, ProduceRequest};
 use crate::error_code::ErrorCode;
 
@@ -270,7 +270,7 @@ impl Client {
             &addr,
             Api::InitProducerId,
             &request,
-            Bytes::new(),
+            Payload::default(),
             timeout,
         );
         let (response, _) = call.await.map_err(|e| name_silence(e, &addr, timeout))?;
@@ -298,7 +298,7 @@ impl Client {
             // Not a batch: the leader refuses it; nothing to number.
             _ => {
                 return self
-                    .with_retries(|| self.produce_once(&request, batch.clone()))
+                    .with_retries(|| self.produce_once(&request, batch.clone().into()))
                     .await;
             }
         };
@@ -334,7 +334,7 @@ impl Client {
         &self,
         in_flight: &InFlight<'_>,
         request: &ProduceRequest,
-        bytes: Bytes,
+        bytes: Payload,
     ) -> Result<Option<u64>, ClientError> {
         let mut backoff = self.inner.config.retry_backoff;
         let mut retries_left = self.inner.config.retries;
@@ -385,15 +385,18 @@ impl Client {
     }
 }
 
-/// The batch with the producer fields set (copied first unless the caller handed over
-/// the only reference).
-fn stamp(batch: Bytes, fields: ProducerFields) -> Bytes {
-    let mut bytes = batch
-        .try_into_mut()
-        .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
-    if let Err(e) = batch::stamp_producer(&mut bytes, fields) {
-        // Checked before: cannot happen. The leader refuses what it cannot read anyway.
-        tracing::warn!(error = %e, "stamping a batch failed");
+/// The batch with the producer fields set: a stamped copy of its header, then its
+/// records as they are (not copied; see `batch::stamped_header`).
+fn stamp(batch: Bytes, fields: ProducerFields) -> Payload {
+    match batch::stamped_header(&batch, fields) {
+        Ok(header) => Payload::split(
+            Bytes::copy_from_slice(&header),
+            batch.slice(batch::BATCH_HEADER_SIZE..),
+        ),
+        Err(e) => {
+            // Checked before: cannot happen. The leader refuses what it cannot read.
+            tracing::warn!(error = %e, "stamping a batch failed");
+            batch.into()
+        }
     }
-    bytes.freeze()
 }

@@ -370,7 +370,7 @@ impl Client {
             return self.produce_idempotent(topic, partition, acks, batch).await;
         }
         let request = self.produce_request(topic, partition, acks);
-        self.with_retries(|| self.produce_once(&request, batch.clone()))
+        self.with_retries(|| self.produce_once(&request, batch.clone().into()))
             .await
     }
 
@@ -387,7 +387,7 @@ impl Client {
     async fn produce_once(
         &self,
         request: &ProduceRequest,
-        batch: Bytes,
+        batch: Payload,
     ) -> Result<Option<u64>, ClientError> {
         let (topic, partition) = (request.topic.as_str(), request.partition);
         if request.acks == Acks::None {
@@ -435,7 +435,7 @@ impl Client {
                     options.max_wait,
                     Api::Fetch,
                     &request,
-                    Bytes::new(),
+                    Payload::default(),
                 )
                 .await?;
             let hint = response.leader_hint;
@@ -471,7 +471,7 @@ impl Client {
                     Duration::ZERO,
                     Api::ListOffsets,
                     &request,
-                    Bytes::new(),
+                    Payload::default(),
                 )
                 .await?;
             let hint = response.leader_hint;
@@ -601,15 +601,15 @@ impl Client {
         addr: &str,
         api: Api,
         request: &Req,
-        data: Bytes,
+        data: Payload,
     ) -> Result<(), ClientError>
     where
         Req: crate::frame::Meta,
     {
         let conn = self.connection(addr).await?;
         let correlation = self.next_correlation();
-        let head = head(api, correlation, request, data.len())?;
-        conn.send(correlation, head, data, false).map(drop)
+        let head = head(api, correlation, request, &data)?;
+        conn.send(correlation, head, data.body, false).map(drop)
     }
 
     /// One attempt: sends the request to `addr` and decodes the reply's meta and data,
@@ -619,7 +619,7 @@ impl Client {
         addr: &str,
         api: Api,
         request: &Req,
-        data: Bytes,
+        data: Payload,
         timeout: Duration,
     ) -> Result<(Resp, Bytes), ClientError>
     where
@@ -642,7 +642,7 @@ impl Client {
         addr: &str,
         api: Api,
         request: &Req,
-        data: Bytes,
+        data: Payload,
         timeout: Duration,
     ) -> Result<(Resp, Bytes), ClientError>
     where
@@ -653,8 +653,8 @@ impl Client {
     {
         let conn = self.connection(addr).await?;
         let correlation = self.next_correlation();
-        let head = head(api, correlation, request, data.len())?;
-        let Some(reply) = conn.send_within(correlation, head, data, true, timeout)? else {
+        let head = head(api, correlation, request, &data)?;
+        let Some(reply) = conn.send_within(correlation, head, data.body, true, timeout)? else {
             return Err(ClientError::Protocol("no reply channel".into()));
         };
         // A call given up (dropped) stops waiting for its reply.
@@ -700,11 +700,14 @@ fn silence_reason(addr: &str, error: &ClientError, timeout: Duration) -> String 
     }
 }
 
+/// A frame's head (header and meta) for a request whose data region is `data`, with the
+/// data's prefix (a stamped batch header) appended: it goes out with the head, the body
+/// after it.
 fn head<Req>(
     api: Api,
     correlation: u64,
     request: &Req,
-    data_len: usize,
+    data: &Payload,
 ) -> Result<Vec<u8>, ClientError>
 where
     Req: crate::frame::Meta,
@@ -717,10 +720,39 @@ where
         correlation,
         0,
         request,
-        data_len,
+        data.len(),
     )
     .map_err(|e| ClientError::Protocol(e.to_string()))?;
+    head.extend_from_slice(&data.prefix);
     Ok(head)
+}
+
+/// A request's data region: `prefix` (a batch header the client stamped, or nothing)
+/// followed by `body` (the caller's bytes, not copied).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Payload {
+    prefix: Bytes,
+    body: Bytes,
+}
+
+impl Payload {
+    /// `prefix`, then `body`.
+    pub(crate) fn split(prefix: Bytes, body: Bytes) -> Payload {
+        Payload { prefix, body }
+    }
+
+    fn len(&self) -> usize {
+        self.prefix.len() + self.body.len()
+    }
+}
+
+impl From<Bytes> for Payload {
+    fn from(body: Bytes) -> Payload {
+        Payload {
+            prefix: Bytes::new(),
+            body,
+        }
+    }
 }
 
 fn decode_reply<Resp>(api: Api, frame: Frame) -> Result<(Resp, Bytes), ClientError>
