@@ -10,7 +10,8 @@
 #
 #   bench/scripts/idempotence-cost.sh
 #
-# Environment: SECONDS_EACH (8) per run, ROUNDS (3) runs of each mode per shape, SHARDS
+# Environment: SECONDS_EACH (8) per run, ROUNDS (3) runs of each mode per shape, MODES
+# (the order within a round: "true false", or "false true"), SHARDS
 # (2) per node, CLUSTER_DIR (target/idempotence-cost), CLUSTER_BASE_PORT (19600). The
 # cluster is started fresh and stopped at the end. Prints, per shape, the median
 # records/s and p50/p99 of each mode and the ratio false/true (the cost); JSON files of
@@ -20,6 +21,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 SECONDS_EACH=${SECONDS_EACH:-8}
 ROUNDS=${ROUNDS:-3}
+MODES=${MODES:-true false}
 export CLUSTER_DIR=${CLUSTER_DIR:-$PWD/target/idempotence-cost}
 export CLUSTER_BASE_PORT=${CLUSTER_BASE_PORT:-19600}
 export CLUSTER_ARGS="--flush always --shards ${SHARDS:-2}"
@@ -54,7 +56,7 @@ run() { # topic shape idempotence round
 for topic in rf1 rf3; do
   for shape in per-record batched; do
     for round in $(seq "$ROUNDS"); do
-      for idempotence in true false; do
+      for idempotence in $MODES; do
         run "$topic" "$shape" "$idempotence" "$round"
         python3 - "$results/$topic-$shape-$idempotence-$round.json" \
           "$topic $shape idempotence=$idempotence round $round" <<'EOF' >&2

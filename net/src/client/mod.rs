@@ -32,15 +32,19 @@
 //!   broker on an error or a timeout; like a leader check, an attempt unanswered past
 //!   `leader_check_after` is given up once the metadata names a new controller.
 //!
-//! A resent produce may duplicate: the first attempt may have been appended (and, once the
-//! new leader has it, committed) without its answer reaching the client. Batches with a
-//! producer id are deduplicated by the brokers; batches without one are not.
+//! A resent produce could duplicate: the first attempt may have been appended (and, once
+//! the new leader has it, committed) without its answer reaching the client. So produce is
+//! idempotent by default (`ClientConfig::idempotence`; `idempotence.rs`): batches get this
+//! client's producer id and per-partition sequence numbers, and the brokers store each
+//! sequence once. Without it (or with `Acks::None`), batches without a producer id are not
+//! deduplicated.
 //!
 //! Ordering: a request is queued on its connection synchronously when its future is first
 //! polled, so produce requests to one partition from one client reach the broker, and are
-//! appended, in the order their futures were first polled, unless a retry intervenes (a
-//! failover resends each waiting request as its own check or error finds it, so batches
-//! in flight across a failover may land in another order).
+//! appended, in the order their futures were first polled. Idempotent batches keep that
+//! order across a failover too (a broker appends a producer's sequences in order only);
+//! without idempotence, a failover resends each waiting request as its own check or error
+//! finds it, so batches in flight across it may land in another order.
 
 mod admin;
 pub(crate) mod cache;
