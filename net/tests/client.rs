@@ -783,3 +783,33 @@ fn no_producer_id_without_idempotence() {
     let ids: Vec<i64> = state.requests.iter().map(|r| r.0).collect();
     assert_eq!(ids, vec![-1, -1, 77]);
 }
+
+/// Pipelining across a "failover": 20 batches in flight on one partition, the first 5
+/// attempts refused (retriable), so most batches reach the leader ahead of lower ones
+/// and are refused `OutOfOrderSequence`. Every batch is stored once, in send order, and
+/// every produce succeeds.
+#[test]
+fn many_batches_in_flight_are_stored_once_in_order_after_refusals() {
+    let state = Arc::new(std::sync::Mutex::new(SequencingBroker {
+        refuse_first: 5,
+        ..SequencingBroker::default()
+    }));
+    let addr = sequencing_broker(state.clone(), vec![11]);
+    let offsets = common::run(move || async move {
+        let client = Client::connect(&addr, quick_retries()).await.unwrap();
+        client.init_producer().await.unwrap();
+        let sends = (0..20u8).map(|i| {
+            let batch = common::batch(&[vec![i], vec![i]]);
+            client.produce("t", 0, Acks::All, batch)
+        });
+        futures::future::join_all(sends).await
+    });
+    let offsets: Vec<u64> = offsets.into_iter().map(|r| r.unwrap().unwrap()).collect();
+    assert_eq!(offsets, (0..20).map(|i| i * 100).collect::<Vec<u64>>());
+    let state = state.lock().unwrap();
+    let stored: Vec<i32> = state.appended.iter().map(|b| b.1).collect();
+    assert_eq!(stored, (0..20).map(|i| i * 2).collect::<Vec<i32>>());
+    let refused = state.requests.len() - 20;
+    eprintln!("{} requests for 20 batches", state.requests.len());
+    assert!(refused >= 5, "{refused}");
+}
