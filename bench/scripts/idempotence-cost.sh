@@ -13,7 +13,7 @@
 # Environment: SECONDS_EACH (8) per run, ROUNDS (3) runs of each mode per shape, MODES
 # (the order within a round: "true false", or "false true"), SHARDS
 # (2) per node, CLUSTER_DIR (target/idempotence-cost), CLUSTER_BASE_PORT (19600). The
-# cluster is started fresh and stopped at the end. Prints, per shape, the median
+# cluster is started fresh and stopped at the end (its data removed). Prints, per shape, the median
 # records/s and p50/p99 of each mode and the ratio false/true (the cost); JSON files of
 # every run in $CLUSTER_DIR/results/.
 set -euo pipefail
@@ -31,7 +31,8 @@ bin=$PWD/target/release
 bench/scripts/cluster.sh stop >/dev/null 2>&1 || true
 rm -rf "$CLUSTER_DIR"
 brokers=$(bench/scripts/cluster.sh start 3)
-trap 'bench/scripts/cluster.sh stop >/dev/null 2>&1 || true' EXIT
+# At the end the nodes stop and their data goes (gigabytes); the results stay.
+trap 'bench/scripts/cluster.sh stop >/dev/null 2>&1 || true; rm -rf "$CLUSTER_DIR"/node-*/data' EXIT
 results=$CLUSTER_DIR/results
 mkdir -p "$results"
 
