@@ -11,10 +11,10 @@
 #   bench/scripts/idempotence-cost.sh
 #
 # Environment: SECONDS_EACH (8) per run, ROUNDS (3) runs of each mode per shape, MODES
-# (the order within a round: "true false", or "false true"), SHARDS
-# (2) per node, CLUSTER_DIR (target/idempotence-cost), CLUSTER_BASE_PORT (19600). The
-# cluster is started fresh and stopped at the end (its data removed). Prints, per shape, the median
-# records/s and p50/p99 of each mode and the ratio false/true (the cost); JSON files of
+# (the order within a round: "true false", or "false true"), SHARDS (2) per node,
+# CLUSTER_DIR (target/idempotence-cost), CLUSTER_BASE_PORT (19600). The cluster is
+# started fresh, and stopped at the end with its data removed. Prints, per shape, the
+# median records/s and p50/p99 of each mode and the cost (1 - true/false); JSON files of
 # every run in $CLUSTER_DIR/results/.
 set -euo pipefail
 
