@@ -51,6 +51,9 @@ pub struct FailoverArgs {
     /// Bytes of each record's value.
     #[arg(long, default_value_t = 1024)]
     pub record_size: usize,
+    /// Idempotent produce (producer id and sequences; `false` sends batches without).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "true|false")]
+    pub idempotence: bool,
     /// Write the rounds and summary as JSON to FILE.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -166,6 +169,11 @@ pub struct NetArgs {
     /// Acknowledgement level.
     #[arg(long, value_enum, default_value_t = AcksArg::All)]
     pub acks: AcksArg,
+    /// Idempotent produce: each producer gets a producer id and numbers its batches per
+    /// partition, so retries are stored once (`false` measures without it; `--acks none`
+    /// is never idempotent).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "true|false")]
+    pub idempotence: bool,
     /// glommio executors (threads) the producers are spread over (consume: the consumers);
     /// in e2e the consumers get one more.
     #[arg(long, default_value_t = 1)]

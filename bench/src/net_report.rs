@@ -44,6 +44,8 @@ pub struct NetConfigReport {
     pub inflight: usize,
     /// `none`, `leader` or `all`.
     pub acks: &'static str,
+    /// Idempotent produce in effect (`--idempotence`, and acks other than `none`).
+    pub idempotence: bool,
     /// Executors of the producers.
     pub threads: usize,
     /// consume: `beginning` or `end`.
@@ -168,9 +170,11 @@ impl NetReport {
             Some(rate) => format!("open loop at {rate} records/s"),
             None => "closed loop".to_string(),
         };
+        let (records, size, bytes) = (c.batch_records, c.record_size, c.batch_bytes);
         let producers = format!(
-            "producers={} inflight={} acks={} batch={} x {} B ({} B), {load}",
-            c.producers, c.inflight, c.acks, c.batch_records, c.record_size, c.batch_bytes
+            "producers={} inflight={} acks={} idempotence={} batch={records} x {size} B \
+             ({bytes} B), {load}",
+            c.producers, c.inflight, c.acks, c.idempotence
         );
         let consumers = format!(
             "consumers={} fetch max {} B, max wait {} ms",
@@ -289,6 +293,7 @@ fn config(args: &NetArgs, run: &Run, partitions: u32, batch_bytes: usize) -> Net
             AcksArg::Leader => "leader",
             AcksArg::All => "all",
         },
+        idempotence: args.idempotence && args.acks != AcksArg::None,
         threads: args.threads,
         from: match args.from {
             FromArg::Beginning => "beginning",

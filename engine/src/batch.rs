@@ -26,7 +26,7 @@
 #![deny(clippy::indexing_slicing)]
 
 use crate::ids::{LeaderEpoch, Offset, TimestampMs};
-use crate::record::{self, RecordIter};
+use crate::record::{self, ProducerFields, RecordIter};
 
 /// Size of the fixed batch header.
 pub const BATCH_HEADER_SIZE: usize = 61;
@@ -338,6 +338,136 @@ pub fn patch_base(bytes: &mut [u8], base_offset: Offset, epoch: LeaderEpoch) {
     if let Some(field) = bytes.get_mut(LEADER_EPOCH_AT..LEADER_EPOCH_AT + 4) {
         field.copy_from_slice(&epoch.0.to_be_bytes());
     }
+}
+
+/// Sets the idempotent-producer fields (producer id, epoch, base sequence) of a whole
+/// batch in place and updates its CRC, which covers them; see [`stamped_header`].
+pub fn stamp_producer(bytes: &mut [u8], producer: ProducerFields) -> Result<(), Corruption> {
+    let header = stamped_header(bytes, producer)?;
+    if let Some(head) = bytes.get_mut(..BATCH_HEADER_SIZE) {
+        head.copy_from_slice(&header);
+    }
+    Ok(())
+}
+
+/// Records after which [`stamped_header`] updates the CRC arithmetically instead of
+/// reading the records again.
+const CRC_UPDATE_FROM: usize = 16 << 10;
+
+/// The header of a whole batch with its idempotent-producer fields (producer id, epoch,
+/// base sequence) set and its CRC updated for them: the batch stamped is this header
+/// followed by the batch's records, untouched (a client sends the two without copying
+/// the records). Only the lengths are checked. Past `CRC_UPDATE_FROM` bytes of records
+/// the CRC is not recomputed but updated: CRC32C is linear, so the change of the covered
+/// header bytes, shifted over the records' length (`shift`, logarithmic in it), is xored
+/// into the old CRC; a batch whose CRC was wrong stays wrong, and the leader refuses it as
+/// it would have.
+pub fn stamped_header(
+    batch: &[u8],
+    producer: ProducerFields,
+) -> Result<[u8; BATCH_HEADER_SIZE], Corruption> {
+    let header = BatchHeader::parse(batch)?;
+    if batch.len() != header.size as usize {
+        return Err(Corruption::Truncated {
+            needed: u64::from(header.size),
+            available: batch.len() as u64,
+        });
+    }
+    let mut head = [0u8; BATCH_HEADER_SIZE];
+    if let Some(original) = batch.get(..BATCH_HEADER_SIZE) {
+        head.copy_from_slice(original);
+    }
+    let covered =
+        |h: &[u8; BATCH_HEADER_SIZE]| crc32c::crc32c(h.get(ATTRIBUTES_AT..).unwrap_or_default());
+    let old_covered = covered(&head);
+    let fields: [(usize, &[u8]); 3] = [
+        (PRODUCER_ID_AT, &producer.producer_id.to_be_bytes()),
+        (PRODUCER_EPOCH_AT, &producer.producer_epoch.to_be_bytes()),
+        (BASE_SEQUENCE_AT, &producer.base_sequence.to_be_bytes()),
+    ];
+    for (at, value) in fields {
+        if let Some(field) = head.get_mut(at..at + value.len()) {
+            field.copy_from_slice(value);
+        }
+    }
+    let records = batch.get(BATCH_HEADER_SIZE..).unwrap_or_default();
+    let crc = if records.len() < CRC_UPDATE_FROM {
+        crc32c::crc32c_append(covered(&head), records)
+    } else {
+        header.crc ^ crc_shift(old_covered ^ covered(&head), records.len())
+    };
+    if let Some(field) = head.get_mut(CRC_AT..CRC_AT + 4) {
+        field.copy_from_slice(&crc.to_be_bytes());
+    }
+    Ok(head)
+}
+
+/// CRC32C's polynomial, reflected.
+const CRC32C_POLY: u32 = 0x82f6_3b78;
+
+/// `a * b` modulo the CRC polynomial (bit-reflected: bit 31 is `x^0`), as zlib's
+/// `multmodp`.
+fn crc_mult(a: u32, mut b: u32) -> u32 {
+    let mut product = 0;
+    let mut m = 1u32 << 31;
+    while m != 0 {
+        if a & m != 0 {
+            product ^= b;
+        }
+        m >>= 1;
+        b = if b & 1 == 1 {
+            (b >> 1) ^ CRC32C_POLY
+        } else {
+            b >> 1
+        };
+    }
+    product
+}
+
+/// `x^(2^k)` modulo the polynomial, for k in 0..64 (zlib's `x2n_table`, extended).
+#[allow(clippy::indexing_slicing)] // constant bounds, evaluated at compile time
+const X2N: [u32; 64] = {
+    let mut table = [0u32; 64];
+    let mut p = 1u32 << 30; // x^1
+    let mut k = 0;
+    while k < 64 {
+        table[k] = p;
+        // p = p * p modulo the polynomial (`crc_mult`, written out: this is a const).
+        let (mut b, mut square, mut m) = (p, 0u32, 1u32 << 31);
+        while m != 0 {
+            if p & m != 0 {
+                square ^= b;
+            }
+            m >>= 1;
+            b = if b & 1 == 1 {
+                (b >> 1) ^ CRC32C_POLY
+            } else {
+                b >> 1
+            };
+        }
+        p = square;
+        k += 1;
+    }
+    table
+};
+
+/// The CRC register `crc` carried over `len` zero bytes: `crc * x^(8 len)`. With it,
+/// `crc(A + B) = crc_shift(crc(A), len(B)) ^ crc(B)` for the full CRC32C, which is what
+/// lets a change of a batch's first bytes be folded into its CRC.
+fn crc_shift(crc: u32, len: usize) -> u32 {
+    // x^(8 len) = product of x^(2^(k + 3)) over the bits k of len.
+    let mut factor = 1u32 << 31; // x^0
+    let mut n = len as u64;
+    for power in X2N.iter().skip(3) {
+        if n == 0 {
+            break;
+        }
+        if n & 1 == 1 {
+            factor = crc_mult(*power, factor);
+        }
+        n >>= 1;
+    }
+    crc_mult(factor, crc)
 }
 
 /// Writes the header fields of a batch into `out[..BATCH_HEADER_SIZE]` and its CRC over

@@ -464,6 +464,37 @@ mod tests {
         assert_eq!(builder.finish().len(), size);
     }
 
+    /// Stamping producer fields updates the CRC to what building with them gives.
+    #[test]
+    fn stamp_producer_equals_building_with_the_fields() {
+        for (records, value_len) in [(1usize, 0usize), (1, 1000), (100, 1024), (3, 70_000)] {
+            let value = vec![0x5a; value_len];
+            let fields = ProducerFields {
+                producer_id: 0x0102_0304_0506,
+                producer_epoch: 3,
+                base_sequence: 77,
+            };
+            let build = |producer: ProducerFields| {
+                let mut builder = BatchBuilder::new();
+                builder.set_producer(producer);
+                for i in 0..records {
+                    builder.push(TimestampMs(1_000 + i as i64), None, Some(&value), &[]);
+                }
+                builder.finish()
+            };
+            let mut stamped = build(ProducerFields::NONE);
+            crate::batch::stamp_producer(&mut stamped, fields).unwrap();
+            assert_eq!(stamped, build(fields), "{records} x {value_len}");
+            let header = validate(&stamped).unwrap();
+            assert_eq!(header.producer_id, fields.producer_id);
+            assert_eq!(header.base_sequence, 77);
+            // Stamped again (a new session): still valid.
+            crate::batch::stamp_producer(&mut stamped, ProducerFields::NONE).unwrap();
+            assert_eq!(stamped, build(ProducerFields::NONE));
+        }
+        assert!(crate::batch::stamp_producer(&mut [0u8; 10], ProducerFields::NONE).is_err());
+    }
+
     #[test]
     fn varint_roundtrip_edges() {
         for value in [

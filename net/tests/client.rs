@@ -419,6 +419,8 @@ fn slow_producing_broker(delay: Duration, leader_addr: Arc<std::sync::OnceLock<S
                         let reply = if header.api == Api::Metadata as u16 {
                             let meta = metadata_of(&[(0, &me, true)], &[(Some(0), 1)]);
                             common::frame(header.api, 1, header.correlation, &meta, &[])
+                        } else if let Some(reply) = common::producer_id(&header) {
+                            reply
                         } else {
                             std::thread::sleep(delay);
                             produced(&header, 3)
@@ -438,6 +440,8 @@ fn probing_config() -> ClientConfig {
         probe_timeout: Duration::from_millis(300),
         // The leader checks see no move here; only the probe can act.
         retries: 0,
+        // No producer id to ask for first: the produce goes straight to the leader.
+        idempotence: false,
         ..ClientConfig::default()
     }
 }
@@ -553,4 +557,259 @@ fn an_admin_attempt_whose_answer_was_lost_counts() {
         "3 partitions asked, the topic has 1"
     );
     assert!(deleted.is_ok(), "{deleted:?}");
+}
+
+/// A scripted leader of `t/0` that checks producer sequences as a broker does: appends
+/// a producer's batch only at the sequence it expects next, answers a batch it holds
+/// with its original offset, refuses the rest `OutOfOrderSequence`. `refuse_first`
+/// attempts (counted over all produce requests) are answered `NotEnoughReplicas`
+/// (retriable, nothing appended). Keeps every produce request's producer fields.
+#[derive(Default)]
+struct SequencingBroker {
+    /// Producer id -> next sequence.
+    expected: std::collections::HashMap<i64, i32>,
+    /// (producer id, base sequence, base offset) of every batch appended.
+    appended: Vec<(i64, i32, u64)>,
+    /// (producer id, epoch, base sequence, batch bytes) of every produce request.
+    requests: Vec<(i64, i16, i32, Vec<u8>)>,
+    refuse_first: usize,
+    /// Producer ids answered `OutOfOrderSequence` at any sequence.
+    gap: Option<i64>,
+    init_calls: usize,
+}
+
+impl SequencingBroker {
+    fn produce(&mut self, batch: &[u8]) -> ProduceResponse {
+        let header = shardlog_engine::batch::validate(batch).unwrap();
+        let (pid, seq) = (header.producer_id, header.base_sequence);
+        self.requests
+            .push((pid, header.producer_epoch, seq, batch.to_vec()));
+        let answer = |error: ErrorCode, base_offset: u64| ProduceResponse {
+            error: error.as_u16(),
+            base_offset,
+            leader_hint: None,
+            message: format!("{error:?}"),
+        };
+        if self.refuse_first > 0 {
+            self.refuse_first -= 1;
+            return answer(ErrorCode::NotEnoughReplicas, 0);
+        }
+        if let Some(&(_, _, offset)) = self.appended.iter().find(|b| b.0 == pid && b.1 == seq) {
+            return answer(ErrorCode::None, offset);
+        }
+        let expected = self.expected.get(&pid).copied().unwrap_or(0);
+        if pid >= 0 && (seq != expected || self.gap == Some(pid)) {
+            return answer(ErrorCode::OutOfOrderSequence, 0);
+        }
+        let offset = self.appended.len() as u64 * 100;
+        self.appended.push((pid, seq, offset));
+        self.expected
+            .insert(pid, seq + i32::try_from(header.record_count).unwrap());
+        answer(ErrorCode::None, offset)
+    }
+}
+
+/// Starts a [`SequencingBroker`] leading `t/0`; `ids` are the producer ids
+/// `InitProducerId` hands out, in turn.
+fn sequencing_broker(state: Arc<std::sync::Mutex<SequencingBroker>>, ids: Vec<i64>) -> String {
+    let me = Arc::new(std::sync::OnceLock::<String>::new());
+    let me_inner = me.clone();
+    let addr = common::fake_broker(move |header, frame| {
+        let me = me_inner.get().unwrap();
+        let reply = match Api::from_u16(header.api) {
+            Some(Api::Metadata) => {
+                let meta = metadata_of(&[(0, me, true)], &[(Some(0), 1)]);
+                common::frame(header.api, 1, header.correlation, &meta, &[])
+            }
+            Some(Api::InitProducerId) => {
+                let mut state = state.lock().unwrap();
+                let id = ids[state.init_calls.min(ids.len() - 1)];
+                state.init_calls += 1;
+                let response = shardlog_net::api::InitProducerIdResponse {
+                    error: 0,
+                    producer_id: id,
+                    producer_epoch: 0,
+                    message: String::new(),
+                };
+                common::frame(header.api, 1, header.correlation, &response, &[])
+            }
+            Some(Api::Produce) => {
+                let response = state.lock().unwrap().produce(header.data(frame));
+                common::frame(header.api, 1, header.correlation, &response, &[])
+            }
+            _ => return None,
+        };
+        Some(reply)
+    });
+    me.set(addr.clone()).unwrap();
+    addr
+}
+
+fn quick_retries() -> ClientConfig {
+    ClientConfig {
+        retry_backoff: Duration::from_millis(20),
+        retry_backoff_max: Duration::from_millis(20),
+        ..ClientConfig::default()
+    }
+}
+
+/// The client asks for a producer id once, numbers each partition's batches by their
+/// records (3, then 2: sequences 0 and 3), stamps them (the CRC still holds), and a retry
+/// resends the very same bytes.
+#[test]
+fn idempotent_produce_numbers_batches_and_retries_the_same_bytes() {
+    let state = Arc::new(std::sync::Mutex::new(SequencingBroker {
+        refuse_first: 1,
+        ..SequencingBroker::default()
+    }));
+    let addr = sequencing_broker(state.clone(), vec![41]);
+    let offsets = common::run(move || async move {
+        let client = Client::connect(&addr, quick_retries()).await.unwrap();
+        let first = common::batch(&[b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
+        let second = common::batch(&[b"d".to_vec(), b"e".to_vec()]);
+        let a = client.produce("t", 0, Acks::All, first).await.unwrap();
+        let b = client.produce("t", 0, Acks::Leader, second).await.unwrap();
+        (a, b, client.init_producer().await.unwrap())
+    });
+    assert_eq!(offsets, (Some(0), Some(100), (41, 0)));
+    let state = state.lock().unwrap();
+    assert_eq!(state.init_calls, 1);
+    let fields: Vec<(i64, i16, i32)> = state.requests.iter().map(|r| (r.0, r.1, r.2)).collect();
+    assert_eq!(fields, vec![(41, 0, 0), (41, 0, 0), (41, 0, 3)]);
+    assert_eq!(
+        state.requests[0].3, state.requests[1].3,
+        "a retry resends the same bytes"
+    );
+}
+
+/// Two batches in flight on one partition; the first is refused (retriable) and backs
+/// off, so the second reaches the leader first and is refused `OutOfOrderSequence`.
+/// With the first still outstanding that is no error: the second waits for the first to
+/// be sent again and follows it. Both are stored once, in send order.
+#[test]
+fn out_of_order_behind_an_outstanding_batch_is_resent_after_it() {
+    let state = Arc::new(std::sync::Mutex::new(SequencingBroker {
+        refuse_first: 1,
+        ..SequencingBroker::default()
+    }));
+    let addr = sequencing_broker(state.clone(), vec![5]);
+    let (a, b) = common::run(move || async move {
+        let client = Client::connect(&addr, quick_retries()).await.unwrap();
+        client.init_producer().await.unwrap();
+        let first = client.produce("t", 0, Acks::All, common::batch(&[b"a".to_vec()]));
+        let second = client.produce("t", 0, Acks::All, common::batch(&[b"b".to_vec()]));
+        futures::future::join(first, second).await
+    });
+    assert_eq!((a.unwrap(), b.unwrap()), (Some(0), Some(100)));
+    let state = state.lock().unwrap();
+    assert_eq!(state.appended, vec![(5, 0, 0), (5, 1, 100)]);
+    let sequences: Vec<i32> = state.requests.iter().map(|r| r.2).collect();
+    assert_eq!(
+        sequences,
+        vec![0, 1, 0, 1],
+        "refused, out of order, then both in order"
+    );
+}
+
+/// `OutOfOrderSequence` with no lower batch outstanding is a real gap: an error, not
+/// retried, and it ends the session: the next batch goes under a new producer id from
+/// sequence 0.
+#[test]
+fn a_real_sequence_gap_fails_and_starts_a_new_session() {
+    let state = Arc::new(std::sync::Mutex::new(SequencingBroker {
+        gap: Some(8),
+        ..SequencingBroker::default()
+    }));
+    let addr = sequencing_broker(state.clone(), vec![8, 9]);
+    let (failed, next) = common::run(move || async move {
+        let client = Client::connect(&addr, quick_retries()).await.unwrap();
+        let failed = client
+            .produce("t", 0, Acks::All, common::batch(&[b"a".to_vec()]))
+            .await;
+        let next = client
+            .produce("t", 0, Acks::All, common::batch(&[b"b".to_vec()]))
+            .await;
+        (failed, next)
+    });
+    assert_eq!(
+        failed.unwrap_err().code(),
+        Some(ErrorCode::OutOfOrderSequence)
+    );
+    assert_eq!(next.unwrap(), Some(0));
+    let state = state.lock().unwrap();
+    assert_eq!(state.init_calls, 2);
+    let fields: Vec<(i64, i32)> = state.requests.iter().map(|r| (r.0, r.2)).collect();
+    assert_eq!(fields, vec![(8, 0), (9, 0)], "one attempt each");
+}
+
+/// With `idempotence: false`, with `Acks::None`, and for a batch the caller stamped
+/// itself, batches go as they are and no producer id is asked for.
+#[test]
+fn no_producer_id_without_idempotence() {
+    let state = Arc::new(std::sync::Mutex::new(SequencingBroker::default()));
+    let addr = sequencing_broker(state.clone(), vec![3]);
+    common::run(move || async move {
+        let config = ClientConfig {
+            idempotence: false,
+            ..ClientConfig::default()
+        };
+        let plain = Client::connect(&addr, config).await.unwrap();
+        let batch = common::batch(&[b"a".to_vec()]);
+        plain.produce("t", 0, Acks::All, batch).await.unwrap();
+        let client = Client::connect(&addr, ClientConfig::default())
+            .await
+            .unwrap();
+        client
+            .produce("t", 0, Acks::None, common::batch(&[b"b".to_vec()]))
+            .await
+            .unwrap();
+        let mut builder = shardlog_engine::record::BatchBuilder::new();
+        builder.set_producer(shardlog_engine::record::ProducerFields {
+            producer_id: 77,
+            producer_epoch: 0,
+            base_sequence: 0,
+        });
+        builder.push(
+            shardlog_engine::TimestampMs(common::now_ms()),
+            None,
+            Some(b"c"),
+            &[],
+        );
+        let own = bytes::Bytes::from(builder.finish());
+        client.produce("t", 0, Acks::All, own).await.unwrap();
+    });
+    let state = state.lock().unwrap();
+    assert_eq!(state.init_calls, 0);
+    let ids: Vec<i64> = state.requests.iter().map(|r| r.0).collect();
+    assert_eq!(ids, vec![-1, -1, 77]);
+}
+
+/// Pipelining across a "failover": 20 batches in flight on one partition, the first 5
+/// attempts refused (retriable), so most batches reach the leader ahead of lower ones
+/// and are refused `OutOfOrderSequence`. Every batch is stored once, in send order, and
+/// every produce succeeds.
+#[test]
+fn many_batches_in_flight_are_stored_once_in_order_after_refusals() {
+    let state = Arc::new(std::sync::Mutex::new(SequencingBroker {
+        refuse_first: 5,
+        ..SequencingBroker::default()
+    }));
+    let addr = sequencing_broker(state.clone(), vec![11]);
+    let offsets = common::run(move || async move {
+        let client = Client::connect(&addr, quick_retries()).await.unwrap();
+        client.init_producer().await.unwrap();
+        let sends = (0..20u8).map(|i| {
+            let batch = common::batch(&[vec![i], vec![i]]);
+            client.produce("t", 0, Acks::All, batch)
+        });
+        futures::future::join_all(sends).await
+    });
+    let offsets: Vec<u64> = offsets.into_iter().map(|r| r.unwrap().unwrap()).collect();
+    assert_eq!(offsets, (0..20).map(|i| i * 100).collect::<Vec<u64>>());
+    let state = state.lock().unwrap();
+    let stored: Vec<i32> = state.appended.iter().map(|b| b.1).collect();
+    assert_eq!(stored, (0..20).map(|i| i * 2).collect::<Vec<i32>>());
+    let refused = state.requests.len() - 20;
+    eprintln!("{} requests for 20 batches", state.requests.len());
+    assert!(refused >= 5, "{refused}");
 }

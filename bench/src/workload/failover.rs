@@ -2,8 +2,9 @@
 //!
 //! Each round waits until partition 0 of the topic has a leader and a full ISR, produces
 //! until acknowledgements flow, runs `--kill-cmd` for the leader (the clock starts when it
-//! returns), then produces one record at a time (`acks=all`, retrying quickly) until one is
-//! acknowledged: that gap is the round's failover time. Metadata must then name another
+//! returns), then produces one record at a time (`acks=all`, retrying every 10 ms,
+//! idempotently unless `--idempotence false`) until one is acknowledged: that gap is the
+//! round's failover time. Metadata must then name another
 //! leader (else the round is an error: the "failover" was the old leader coming back).
 //! Finally `--restart-cmd` brings the node back and the round waits until it is in sync.
 //! Commands are shell templates where `{node}` is the leader's node id.
@@ -46,6 +47,8 @@ pub struct FailoverReport {
     pub p50_ms: f64,
     /// Longest failover time, ms.
     pub max_ms: f64,
+    /// Whether the producer was idempotent (`--idempotence`).
+    pub idempotence: bool,
 }
 
 impl FailoverReport {
@@ -64,8 +67,9 @@ impl FailoverReport {
         }
         writeln!(
             out,
-            "failover over {} kills: p50 {:.1} ms, max {:.1} ms",
+            "failover over {} kills (idempotence={}): p50 {:.1} ms, max {:.1} ms",
             self.rounds.len(),
+            self.idempotence,
             self.p50_ms,
             self.max_ms
         )?;
@@ -80,9 +84,14 @@ pub fn run(args: FailoverArgs) -> anyhow::Result<FailoverReport> {
     }
     on_executor(move || async move {
         ensure_topic(&args.brokers, &args.topic, 1).await?;
+        // Retries every 10 ms (a failed attempt is resent at once after a metadata
+        // refresh), by the client: an idempotent batch keeps its sequence across them.
         let config = ClientConfig {
             request_timeout: Duration::from_secs(5),
-            retries: 0,
+            retries: 1000,
+            retry_backoff: Duration::from_millis(10),
+            retry_backoff_max: Duration::from_millis(10),
+            idempotence: args.idempotence,
             ..ClientConfig::default()
         };
         let mut rounds = Vec::with_capacity(args.kills);
@@ -120,11 +129,11 @@ pub fn run(args: FailoverArgs) -> anyhow::Result<FailoverReport> {
         }
         let client = Client::connect(&args.brokers, config.clone()).await?;
         settled_leader(&client, &args.topic).await?;
-        Ok(summary(rounds))
+        Ok(summary(rounds, args.idempotence))
     })
 }
 
-fn summary(rounds: Vec<Round>) -> FailoverReport {
+fn summary(rounds: Vec<Round>, idempotence: bool) -> FailoverReport {
     let mut times: Vec<f64> = rounds.iter().map(|r| r.failover_ms).collect();
     times.sort_by(f64::total_cmp);
     let p50_ms = times[(times.len() - 1) / 2];
@@ -133,11 +142,12 @@ fn summary(rounds: Vec<Round>) -> FailoverReport {
         rounds,
         p50_ms,
         max_ms,
+        idempotence,
     }
 }
 
-/// Produces `batch` with `acks=all` until it is acknowledged, asking metadata again after
-/// every failure (the client itself does not retry here: its backoff would blur the time).
+/// Produces `batch` with `acks=all` until it is acknowledged: the client retries every
+/// 10 ms (see `run`); a failure after all that is tried again here.
 async fn produce_until_acked(client: &Client, topic: &str, batch: bytes::Bytes) {
     loop {
         match client.produce(topic, 0, Acks::All, batch.clone()).await {

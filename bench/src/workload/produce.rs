@@ -34,6 +34,8 @@ pub struct ProducerConfig {
     partitions: u32,
     producers: usize,
     acks: Acks,
+    /// Idempotent produce (with acks).
+    idempotence: bool,
     record_size: usize,
     batch_records: usize,
     inflight: usize,
@@ -59,6 +61,7 @@ impl ProducerConfig {
             partitions,
             producers: args.producers,
             acks: acks(args.acks),
+            idempotence: args.idempotence,
             record_size: args.record_size,
             batch_records: args.batch_records,
             inflight: args.inflight,
@@ -177,9 +180,20 @@ pub fn config_batch_bytes(args: &NetArgs) -> usize {
 
 /// One producer: connect, wait for the start, send until the count or the deadline.
 async fn producer(run: Arc<Run>, config: Arc<ProducerConfig>, index: usize) -> anyhow::Result<()> {
-    let client = Client::connect(&config.brokers, ClientConfig::default())
+    let client_config = ClientConfig {
+        idempotence: config.idempotence,
+        ..ClientConfig::default()
+    };
+    let client = Client::connect(&config.brokers, client_config)
         .await
         .with_context(|| format!("producer {index} connecting to {}", config.brokers))?;
+    if config.idempotence && config.acks != Acks::None {
+        // Before the start: the first requests do not wait for it.
+        client
+            .init_producer()
+            .await
+            .with_context(|| format!("producer {index}: a producer id"))?;
+    }
     let mut builder = BatchBuilder::new();
     let mut value = value_bytes(config.record_size);
     let template = build_batch(&mut builder, config.batch_records, &value);

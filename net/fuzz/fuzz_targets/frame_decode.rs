@@ -24,9 +24,11 @@ use rkyv::util::AlignedVec;
 use shardlog_engine::batch::{self, BatchHeader, Compression};
 use shardlog_engine::record::RecordIter;
 use shardlog_net::api::{
-    Api, ControllerRequest, CreateTopicRequest, DeleteTopicRequest, ErrorResponse, FetchRequest,
-    FetchResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse,
-    ProduceRequest, ProduceResponse, TopicResponse, valid_topic_name,
+    AllocateProducerIdsRequest, AllocateProducerIdsResponse, Api, ControllerRequest,
+    CreateTopicRequest, DeleteTopicRequest, ErrorResponse, FetchRequest, FetchResponse,
+    InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest, ListOffsetsResponse,
+    MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, TopicResponse,
+    valid_topic_name,
 };
 use shardlog_net::client::Fetched;
 use shardlog_net::frame::{
@@ -67,6 +69,10 @@ fuzz_target!(|data: &[u8]| {
         Some(Api::ListOffsets) => drop(check::<ListOffsetsRequest>(&header, frame)),
         Some(Api::Replicate) => replicate(&header, frame),
         Some(Api::Controller) => drop(check::<ControllerRequest>(&header, frame)),
+        Some(Api::InitProducerId) => drop(check::<InitProducerIdRequest>(&header, frame)),
+        Some(Api::AllocateProducerIds) => {
+            drop(check::<AllocateProducerIdsRequest>(&header, frame))
+        }
         None => {}
     }
     every_message(&header, frame);
@@ -118,6 +124,10 @@ fn every_message(header: &FrameHeader, frame: &[u8]) {
     drop(check::<FetchResponse>(header, frame));
     drop(check::<ListOffsetsResponse>(header, frame));
     drop(check::<ErrorResponse>(header, frame));
+    drop(check::<InitProducerIdRequest>(header, frame));
+    drop(check::<InitProducerIdResponse>(header, frame));
+    drop(check::<AllocateProducerIdsRequest>(header, frame));
+    drop(check::<AllocateProducerIdsResponse>(header, frame));
 }
 
 /// Validates the meta as `T` in place and by copy (they must agree); a message that

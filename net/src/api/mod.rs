@@ -7,6 +7,7 @@ mod fetch;
 mod list_offsets;
 mod metadata;
 mod produce;
+mod producer_ids;
 mod replicate;
 mod topics;
 
@@ -23,6 +24,10 @@ pub use metadata::{
 pub use produce::{
     Acks, ArchivedAcks, ArchivedProduceRequest, ArchivedProduceResponse, ProduceRequest,
     ProduceResponse,
+};
+pub use producer_ids::{
+    AllocateProducerIdsRequest, AllocateProducerIdsResponse, ArchivedAllocateProducerIdsRequest,
+    InitProducerIdRequest, InitProducerIdResponse,
 };
 pub use replicate::{ArchivedReplicateRequest, ReplicateRequest};
 pub use topics::{
@@ -50,6 +55,10 @@ pub enum Api {
     Replicate = 7,
     /// Node to node: a controller message (no reply).
     Controller = 8,
+    /// A new producer id for an idempotent producer, from the node's block.
+    InitProducerId = 9,
+    /// Node to node: a block of producer ids, reserved by the controller leader.
+    AllocateProducerIds = 10,
 }
 
 impl Api {
@@ -65,6 +74,8 @@ impl Api {
             6 => Api::ListOffsets,
             7 => Api::Replicate,
             8 => Api::Controller,
+            9 => Api::InitProducerId,
+            10 => Api::AllocateProducerIds,
             _ => return None,
         })
     }
@@ -113,7 +124,7 @@ mod tests {
 
     #[test]
     fn api_numbers_roundtrip() {
-        for n in 0..10u16 {
+        for n in 0..12u16 {
             if let Some(api) = Api::from_u16(n) {
                 assert_eq!(api as u16, n);
             }

@@ -6,10 +6,9 @@ use std::collections::VecDeque;
 use std::pin::pin;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use futures::future::{Either, select};
 
-use super::{Client, ClientError, check, name_silence};
+use super::{Client, ClientError, Payload, check, name_silence};
 use crate::api::{
     Api, CreateTopicRequest, DeleteTopicRequest, MetadataRequest, MetadataResponse, TopicConfig,
     TopicResponse,
@@ -153,8 +152,13 @@ impl Client {
             };
             attempts_left -= 1;
             let controller = self.inner.cache.borrow().controller();
-            let call =
-                pin!(self.call::<_, TopicResponse>(&addr, api, request, Bytes::new(), timeout));
+            let call = pin!(self.call::<_, TopicResponse>(
+                &addr,
+                api,
+                request,
+                Payload::default(),
+                timeout
+            ));
             let watch = pin!(self.watch_controller(topic, controller, &addr));
             let result = match select(call, watch).await {
                 Either::Left((result, _)) => {

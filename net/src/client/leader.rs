@@ -13,7 +13,7 @@ use rkyv::bytecheck::CheckBytes;
 use rkyv::rancor;
 
 use super::cache::{Leadership, Moved};
-use super::{Client, ClientError};
+use super::{Client, ClientError, Payload};
 use crate::api::Api;
 use crate::error_code::ErrorCode;
 
@@ -104,7 +104,7 @@ impl Client {
         patience: Duration,
         api: Api,
         request: &Req,
-        data: Bytes,
+        data: Payload,
     ) -> Result<(Resp, Bytes), ClientError>
     where
         Req: crate::frame::Meta,

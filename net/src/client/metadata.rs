@@ -4,12 +4,11 @@
 use std::pin::pin;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use futures::StreamExt;
 use futures::future::{Either, select};
 use futures::stream::FuturesUnordered;
 
-use super::{Client, ClientError, silence_reason};
+use super::{Client, ClientError, Payload, silence_reason};
 use crate::api::{Api, MetadataRequest, MetadataResponse};
 
 impl Client {
@@ -103,7 +102,7 @@ impl Client {
         timeout: Duration,
     ) -> (String, Result<MetadataResponse, ClientError>) {
         let result = self
-            .call::<_, MetadataResponse>(&addr, Api::Metadata, request, Bytes::new(), timeout)
+            .call::<_, MetadataResponse>(&addr, Api::Metadata, request, Payload::default(), timeout)
             .await
             .map(|(response, _)| response);
         (addr, result)

@@ -32,19 +32,24 @@
 //!   broker on an error or a timeout; like a leader check, an attempt unanswered past
 //!   `leader_check_after` is given up once the metadata names a new controller.
 //!
-//! A resent produce may duplicate: the first attempt may have been appended (and, once the
-//! new leader has it, committed) without its answer reaching the client. Batches with a
-//! producer id are deduplicated by the brokers; batches without one are not.
+//! A resent produce could duplicate: the first attempt may have been appended (and, once
+//! the new leader has it, committed) without its answer reaching the client. So produce is
+//! idempotent by default (`ClientConfig::idempotence`; `idempotence.rs`): batches get this
+//! client's producer id and per-partition sequence numbers, and the brokers store each
+//! sequence once. Without it (or with `Acks::None`), batches without a producer id are not
+//! deduplicated.
 //!
 //! Ordering: a request is queued on its connection synchronously when its future is first
 //! polled, so produce requests to one partition from one client reach the broker, and are
-//! appended, in the order their futures were first polled, unless a retry intervenes (a
-//! failover resends each waiting request as its own check or error finds it, so batches
-//! in flight across a failover may land in another order).
+//! appended, in the order their futures were first polled. Idempotent batches keep that
+//! order across a failover too (a broker appends a producer's sequences in order only);
+//! without idempotence, a failover resends each waiting request as its own check or error
+//! finds it, so batches in flight across it may land in another order.
 
 mod admin;
 pub(crate) mod cache;
 pub(crate) mod connection;
+mod idempotence;
 mod leader;
 mod metadata;
 
@@ -100,6 +105,10 @@ pub struct ClientConfig {
     pub retry_backoff: Duration,
     /// Longest pause between retries. Default 1 s.
     pub retry_backoff_max: Duration,
+    /// Idempotent produce (default on): batches get this client's producer id (from the
+    /// brokers, `InitProducerId`) and per-partition sequence numbers, so a retry after a
+    /// failover is never stored twice. Off: batches go as the caller built them.
+    pub idempotence: bool,
 }
 
 impl Default for ClientConfig {
@@ -115,6 +124,7 @@ impl Default for ClientConfig {
             retries: 8,
             retry_backoff: Duration::from_millis(100),
             retry_backoff_max: Duration::from_secs(1),
+            idempotence: true,
         }
     }
 }
@@ -275,6 +285,10 @@ struct Inner {
     correlation: Cell<u64>,
     /// Topic -> its latest refresh for leader checks.
     refreshes: RefCell<HashMap<String, TopicRefresh>>,
+    /// The idempotent producer session, once initialised (see `idempotence.rs`).
+    producer: RefCell<Option<Rc<idempotence::Session>>>,
+    /// Held while a producer id is asked for.
+    producer_init: futures::lock::Mutex<()>,
 }
 
 /// A client; see the module docs.
@@ -304,6 +318,8 @@ impl Client {
                 cache: RefCell::new(MetadataCache::default()),
                 correlation: Cell::new(1),
                 refreshes: RefCell::new(HashMap::new()),
+                producer: RefCell::new(None),
+                producer_init: futures::lock::Mutex::new(()),
             }),
         };
         // A cluster that just started may still be electing its controller: retried.
@@ -340,6 +356,13 @@ impl Client {
 
     /// Appends one batch (Kafka v2 bytes) to a partition. Returns the offset the broker
     /// gave its first record (`None` with `Acks::None`, which awaits no reply).
+    ///
+    /// With `ClientConfig::idempotence` (the default) and acks, a batch without a
+    /// producer id is stamped with this client's producer id and the partition's next
+    /// sequence before it is first sent, and every retry resends those same bytes: the
+    /// brokers store it once, and answer a retry of a batch they hold with its original
+    /// offsets (see `idempotence.rs`). A batch that already carries a producer id is sent
+    /// as it is.
     pub async fn produce(
         &self,
         topic: &str,
@@ -347,34 +370,49 @@ impl Client {
         acks: Acks,
         batch: Bytes,
     ) -> Result<Option<u64>, ClientError> {
-        let request = ProduceRequest {
+        if acks != Acks::None && self.inner.config.idempotence && !idempotence::stamped(&batch) {
+            return self.produce_idempotent(topic, partition, acks, batch).await;
+        }
+        let request = self.produce_request(topic, partition, acks);
+        self.with_retries(|| self.produce_once(&request, batch.clone().into()))
+            .await
+    }
+
+    fn produce_request(&self, topic: &str, partition: u32, acks: Acks) -> ProduceRequest {
+        ProduceRequest {
             topic: topic.to_owned(),
             partition,
             acks,
             timeout_ms: millis(self.inner.config.request_timeout),
-        };
-        self.with_retries(|| async {
-            if acks == Acks::None {
-                let route = self.leader(topic, partition).await?;
-                self.send_only(&route.addr, Api::Produce, &request, batch.clone())
-                    .await?;
-                return Ok(None);
-            }
-            let (response, _) = self
-                .call_leader::<_, ProduceResponse>(
-                    topic,
-                    partition,
-                    Duration::ZERO,
-                    Api::Produce,
-                    &request,
-                    batch.clone(),
-                )
+        }
+    }
+
+    /// One attempt of a produce request.
+    async fn produce_once(
+        &self,
+        request: &ProduceRequest,
+        batch: Payload,
+    ) -> Result<Option<u64>, ClientError> {
+        let (topic, partition) = (request.topic.as_str(), request.partition);
+        if request.acks == Acks::None {
+            let route = self.leader(topic, partition).await?;
+            self.send_only(&route.addr, Api::Produce, request, batch)
                 .await?;
-            let hint = response.leader_hint;
-            self.check_partition(topic, partition, response.error, hint, &response.message)?;
-            Ok(Some(response.base_offset))
-        })
-        .await
+            return Ok(None);
+        }
+        let (response, _) = self
+            .call_leader::<_, ProduceResponse>(
+                topic,
+                partition,
+                Duration::ZERO,
+                Api::Produce,
+                request,
+                batch,
+            )
+            .await?;
+        let hint = response.leader_hint;
+        self.check_partition(topic, partition, response.error, hint, &response.message)?;
+        Ok(Some(response.base_offset))
     }
 
     /// Reads whole batches from `offset`.
@@ -401,7 +439,7 @@ impl Client {
                     options.max_wait,
                     Api::Fetch,
                     &request,
-                    Bytes::new(),
+                    Payload::default(),
                 )
                 .await?;
             let hint = response.leader_hint;
@@ -437,7 +475,7 @@ impl Client {
                     Duration::ZERO,
                     Api::ListOffsets,
                     &request,
-                    Bytes::new(),
+                    Payload::default(),
                 )
                 .await?;
             let hint = response.leader_hint;
@@ -567,15 +605,15 @@ impl Client {
         addr: &str,
         api: Api,
         request: &Req,
-        data: Bytes,
+        data: Payload,
     ) -> Result<(), ClientError>
     where
         Req: crate::frame::Meta,
     {
         let conn = self.connection(addr).await?;
         let correlation = self.next_correlation();
-        let head = head(api, correlation, request, data.len())?;
-        conn.send(correlation, head, data, false).map(drop)
+        let head = head(api, correlation, request, &data)?;
+        conn.send(correlation, head, data.body, false).map(drop)
     }
 
     /// One attempt: sends the request to `addr` and decodes the reply's meta and data,
@@ -585,7 +623,7 @@ impl Client {
         addr: &str,
         api: Api,
         request: &Req,
-        data: Bytes,
+        data: Payload,
         timeout: Duration,
     ) -> Result<(Resp, Bytes), ClientError>
     where
@@ -608,7 +646,7 @@ impl Client {
         addr: &str,
         api: Api,
         request: &Req,
-        data: Bytes,
+        data: Payload,
         timeout: Duration,
     ) -> Result<(Resp, Bytes), ClientError>
     where
@@ -619,8 +657,8 @@ impl Client {
     {
         let conn = self.connection(addr).await?;
         let correlation = self.next_correlation();
-        let head = head(api, correlation, request, data.len())?;
-        let Some(reply) = conn.send_within(correlation, head, data, true, timeout)? else {
+        let head = head(api, correlation, request, &data)?;
+        let Some(reply) = conn.send_within(correlation, head, data.body, true, timeout)? else {
             return Err(ClientError::Protocol("no reply channel".into()));
         };
         // A call given up (dropped) stops waiting for its reply.
@@ -666,11 +704,14 @@ fn silence_reason(addr: &str, error: &ClientError, timeout: Duration) -> String 
     }
 }
 
+/// A frame's head (header and meta) for a request whose data region is `data`, with the
+/// data's prefix (a stamped batch header) appended: it goes out with the head, the body
+/// after it.
 fn head<Req>(
     api: Api,
     correlation: u64,
     request: &Req,
-    data_len: usize,
+    data: &Payload,
 ) -> Result<Vec<u8>, ClientError>
 where
     Req: crate::frame::Meta,
@@ -683,10 +724,39 @@ where
         correlation,
         0,
         request,
-        data_len,
+        data.len(),
     )
     .map_err(|e| ClientError::Protocol(e.to_string()))?;
+    head.extend_from_slice(&data.prefix);
     Ok(head)
+}
+
+/// A request's data region: `prefix` (a batch header the client stamped, or nothing)
+/// followed by `body` (the caller's bytes, not copied).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Payload {
+    prefix: Bytes,
+    body: Bytes,
+}
+
+impl Payload {
+    /// `prefix`, then `body`.
+    pub(crate) fn split(prefix: Bytes, body: Bytes) -> Payload {
+        Payload { prefix, body }
+    }
+
+    fn len(&self) -> usize {
+        self.prefix.len() + self.body.len()
+    }
+}
+
+impl From<Bytes> for Payload {
+    fn from(body: Bytes) -> Payload {
+        Payload {
+            prefix: Bytes::new(),
+            body,
+        }
+    }
 }
 
 fn decode_reply<Resp>(api: Api, frame: Frame) -> Result<(Resp, Bytes), ClientError>

@@ -8,7 +8,9 @@
 //! - `Controller` (fire and forget): to shard 0's controller voter, with the proven
 //!   sender;
 //! - `CreateTopic` / `DeleteTopic`: a node that does not lead the controller passes a
-//!   client's topic change to the one that does (`ops::topics`), and gets the answer.
+//!   client's topic change to the one that does (`ops::topics`), and gets the answer;
+//! - `AllocateProducerIds`: a node asks the controller leader for a block of producer
+//!   ids for itself (`ops::producer_ids`).
 //!
 //! Anything else is a client api: refused with an error reply.
 
@@ -22,11 +24,15 @@ use futures::io::AsyncReadExt;
 use glommio::net::{Preallocated, TcpListener, TcpStream};
 use shardlog_replicator::NodeId;
 
-use crate::api::{Api, ArchivedReplicateRequest, ControllerRequest, VERSION};
+use crate::api::{
+    AllocateProducerIdsRequest, AllocateProducerIdsResponse, Api, ArchivedReplicateRequest,
+    ControllerRequest, VERSION,
+};
 use crate::error_code::ErrorCode;
 use crate::peer::auth::{self, PeerSecurity};
+use crate::server::ops::producer_ids;
 use crate::server::protocol::shardlog::handlers;
-use crate::server::protocol::shardlog::reply::{Reply, error_reply};
+use crate::server::protocol::shardlog::reply::{Reply, error_reply, reply};
 use crate::server::shard::{Shard, ShardMsg, owner_shard};
 use crate::wire::{self, Frame, ReadError};
 
@@ -137,6 +143,7 @@ async fn handle(
             }
         },
         Some(Api::CreateTopic | Api::DeleteTopic) => topic_change(shard, frame, replies).await,
+        Some(Api::AllocateProducerIds) => allocate_producer_ids(shard, from, frame, replies).await,
         Some(other) => {
             let message = format!("{other:?} is a client api: send it to the client listener");
             let _ =
@@ -158,6 +165,56 @@ async fn topic_change(shard: &Rc<Shard>, frame: Frame, replies: &mpsc::Unbounded
         if let Some(reply) = completion.await {
             let _ = replies.unbounded_send(reply);
         }
+    })
+    .detach();
+}
+
+/// A node asks this one, as the controller leader, for a block of producer ids: for
+/// itself only (the request must name the proven sender).
+async fn allocate_producer_ids(
+    shard: &Rc<Shard>,
+    from: NodeId,
+    frame: Frame,
+    replies: &mpsc::UnboundedSender<Reply>,
+) {
+    let header = frame.header;
+    let request = match frame.decode::<AllocateProducerIdsRequest>() {
+        Ok(request) if request.node == from.0 => request,
+        Ok(request) => {
+            let message = format!(
+                "node {from} asked for producer ids for node {}",
+                request.node
+            );
+            tracing::warn!(node = %from, "{message}; refused");
+            let _ =
+                replies.unbounded_send(error_reply(&header, ErrorCode::InvalidRequest, &message));
+            return;
+        }
+        Err(e) => {
+            let message = e.to_string();
+            let _ =
+                replies.unbounded_send(error_reply(&header, ErrorCode::InvalidRequest, &message));
+            return;
+        }
+    };
+    let pending = producer_ids::allocate_for(shard, from, request.count).await;
+    let replies = replies.clone();
+    glommio::spawn_local(async move {
+        let response = match pending.await {
+            Ok(first) => AllocateProducerIdsResponse {
+                error: ErrorCode::None.as_u16(),
+                first,
+                count: request.count,
+                message: String::new(),
+            },
+            Err(e) => AllocateProducerIdsResponse {
+                error: e.code().as_u16(),
+                first: 0,
+                count: 0,
+                message: e.to_string(),
+            },
+        };
+        let _ = replies.unbounded_send(reply(&header, &response, Vec::new()));
     })
     .detach();
 }

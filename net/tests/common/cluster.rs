@@ -473,7 +473,7 @@ pub fn high_watermark(addr: &str, topic: &str, partition: u32) -> std::io::Resul
 }
 
 /// One request on a fresh blocking connection, and its decoded reply.
-fn call<Req, Resp>(addr: &str, api: Api, request: &Req) -> std::io::Result<Resp>
+pub fn call<Req, Resp>(addr: &str, api: Api, request: &Req) -> std::io::Result<Resp>
 where
     Req: shardlog_net::frame::Meta,
     Resp: rkyv::Archive,

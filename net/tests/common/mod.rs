@@ -117,8 +117,26 @@ pub async fn connect(brokers: &str) -> Client {
         .unwrap()
 }
 
+/// The producer id a scripted broker hands out unless its script answers
+/// `InitProducerId` itself.
+pub const FAKE_PRODUCER_ID: i64 = 7;
+
+/// The default answer to an `InitProducerId` request: `FAKE_PRODUCER_ID`, epoch 0.
+pub fn producer_id(header: &shardlog_net::frame::FrameHeader) -> Option<Vec<u8>> {
+    (header.api == shardlog_net::api::Api::InitProducerId as u16).then(|| {
+        let response = shardlog_net::api::InitProducerIdResponse {
+            error: 0,
+            producer_id: FAKE_PRODUCER_ID,
+            producer_epoch: 0,
+            message: String::new(),
+        };
+        frame(header.api, 1, header.correlation, &response, &[])
+    })
+}
+
 /// A scripted broker on a std thread: answers each request with what `answer` returns
-/// (`None`: no reply), until the client leaves. Returns its address.
+/// (`None`: no reply; an `InitProducerId` gets `FAKE_PRODUCER_ID`), until the client
+/// leaves. Returns its address.
 pub fn fake_broker<F>(answer: F) -> String
 where
     F: Fn(&shardlog_net::frame::FrameHeader, &rkyv::util::AlignedVec<16>) -> Option<Vec<u8>>
@@ -145,7 +163,8 @@ where
                     frame.resize(total, 0);
                     stream.read_exact(&mut frame[4..]).unwrap();
                     let header = shardlog_net::frame::FrameHeader::parse(&frame).unwrap();
-                    if let Some(reply) = answer(&header, &frame) {
+                    let reply = answer(&header, &frame).or_else(|| producer_id(&header));
+                    if let Some(reply) = reply {
                         stream.write_all(&reply).unwrap();
                     }
                 }

@@ -114,6 +114,19 @@ mod wire {
             /// Its session expiry (ms on the controller leader's clock), for display only.
             session_expires_ms: u64,
         },
+        /// Reserve the next block of producer ids, `[first, first + count)`, for `node`,
+        /// which hands them to idempotent producers (`InitProducerId`). Refused unless
+        /// `first` is the next id not yet reserved (a compare-and-set: a delayed or
+        /// repeated proposal never hands out a block twice). (Last in the enum: older
+        /// entries keep their tags.)
+        AllocateProducerIds {
+            /// The node the block is for.
+            node: u32,
+            /// The first id of the block: the metadata's next unreserved id.
+            first: u64,
+            /// Ids in the block (1..=`MAX_PRODUCER_ID_BLOCK`).
+            count: u32,
+        },
     }
 }
 
@@ -195,5 +208,13 @@ mod tests {
         };
         let bytes = register.encode().unwrap();
         assert_eq!(Command::decode(&bytes).unwrap(), register);
+        let allocate = Command::AllocateProducerIds {
+            node: 1,
+            first: 1000,
+            count: 1000,
+        };
+        let bytes = allocate.encode().unwrap();
+        assert_eq!(Command::decode(&bytes).unwrap(), allocate);
+        assert_eq!(std::mem::size_of::<wire::ArchivedCommand>(), 32);
     }
 }

@@ -19,6 +19,8 @@ use crate::ids::{NodeId, Tick};
 pub const MAX_TOPIC_NAME: usize = 249;
 /// Most partitions per topic.
 pub const MAX_PARTITIONS: u32 = 10_000;
+/// Most producer ids one `AllocateProducerIds` reserves.
+pub const MAX_PRODUCER_ID_BLOCK: u32 = 1 << 20;
 
 /// A registered node.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -139,6 +141,15 @@ pub enum Refusal {
     /// The command would change nothing.
     #[error("no change")]
     NoChange,
+    /// A producer id block that does not start at the next unreserved id (another block
+    /// was reserved meanwhile), or of a size out of range.
+    #[error("producer id block at {proposed}: the next unreserved id is {next}")]
+    StaleProducerIdBlock {
+        /// The next unreserved producer id.
+        next: u64,
+        /// The block's proposed first id.
+        proposed: u64,
+    },
 }
 
 /// A change for the driver to publish (to brokers' replicas, metadata caches, clients).
@@ -191,6 +202,8 @@ pub struct Metadata {
     nodes: BTreeMap<NodeId, NodeInfo>,
     topics: BTreeMap<String, TopicInfo>,
     topics_created: u64,
+    /// The first producer id not yet reserved by any node (`AllocateProducerIds`).
+    next_producer_id: u64,
 }
 
 impl Metadata {
@@ -204,6 +217,13 @@ impl Metadata {
     #[must_use]
     pub fn topics(&self) -> &BTreeMap<String, TopicInfo> {
         &self.topics
+    }
+
+    /// The first producer id no node has reserved: the `first` of the next
+    /// `AllocateProducerIds`.
+    #[must_use]
+    pub fn next_producer_id(&self) -> u64 {
+        self.next_producer_id
     }
 
     /// One partition.
@@ -317,7 +337,31 @@ impl Metadata {
             Command::ElectLeader { topic, partition } => {
                 self.elect_leader(topic, *partition, changes)
             }
+            Command::AllocateProducerIds { .. } => self.allocate_producer_ids(command),
         }
+    }
+
+    /// `AllocateProducerIds`: reserves `[first, first + count)` for `node`, only at the
+    /// next unreserved id, so no id is reserved twice whatever order proposals arrive in.
+    /// Ids stay below `i64::MAX` (a batch's producer id is an `i64`; negative is none).
+    fn allocate_producer_ids(&mut self, command: &Command) -> Result<(), Refusal> {
+        let &Command::AllocateProducerIds { node, first, count } = command else {
+            return Err(Refusal::NoChange);
+        };
+        let node = NodeId(node);
+        if !self.nodes.contains_key(&node) {
+            return Err(Refusal::UnknownNode(node));
+        }
+        let end = first.checked_add(u64::from(count));
+        let fits = end.is_some_and(|end| end <= i64::MAX as u64);
+        if first != self.next_producer_id || count == 0 || count > MAX_PRODUCER_ID_BLOCK || !fits {
+            return Err(Refusal::StaleProducerIdBlock {
+                next: self.next_producer_id,
+                proposed: first,
+            });
+        }
+        self.next_producer_id = end.unwrap_or(self.next_producer_id);
+        Ok(())
     }
 
     /// `registration`: address, incarnation (`None` in entries of earlier releases),

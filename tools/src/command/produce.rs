@@ -12,6 +12,10 @@
 //! order of the input lines, skipping records that failed. Errors go to stderr, naming the
 //! input lines; any failed record makes the exit code 1.
 //!
+//! Idempotent (with acks): the client library numbers each partition's batches under a
+//! producer id the brokers hand out, so a batch resent after a failover is stored once
+//! and acknowledged with its original offsets. One run is one producer session.
+//!
 //! Partitioning: `--partition P` sends everything to P; otherwise a keyed record goes to
 //! `murmur2(key) % partitions` (Kafka's default partitioner) and each chunk of unkeyed
 //! records goes to the next partition in turn (round-robin per batch, like Kafka's sticky
@@ -203,14 +207,23 @@ impl Sender {
                 message: format!("no partition {partition}: the topic has {partitions}"),
             }));
         }
+        let acks = match args.acks {
+            Acks::All => api::Acks::All,
+            Acks::Leader => api::Acks::Leader,
+            Acks::None => api::Acks::None,
+        };
+        if acks != api::Acks::None {
+            // The producer id before the first batch (`Client::produce` would ask for it
+            // at the first batch otherwise, and hold the first batches meanwhile).
+            client
+                .init_producer()
+                .await
+                .map_err(ToolError::request("a producer id"))?;
+        }
         Ok(Sender {
             client,
             topic: Rc::from(args.topic.as_str()),
-            acks: match args.acks {
-                Acks::All => api::Acks::All,
-                Acks::Leader => api::Acks::Leader,
-                Acks::None => api::Acks::None,
-            },
+            acks,
             keyed: args.keyed,
             partition: args.partition,
             partitions,

@@ -31,6 +31,7 @@ use shardlog_replicator::{NodeId, Tick};
 
 use crate::api::{Api, ControllerRequest};
 use crate::peer::Peers;
+use crate::server::cluster::producer_ids::ProducerIdBlock;
 use crate::server::cluster::{ClusterView, adopt};
 use crate::server::shard::ShardMsg;
 use crate::server::topic_file::TopicFile;
@@ -155,6 +156,10 @@ pub(crate) struct ControllerService {
     /// Topics found on disk to adopt before the first view (see `cluster::adopt`).
     to_adopt: RefCell<Vec<TopicFile>>,
     adopting: Cell<bool>,
+    /// The producer ids this node hands out (see `producer_ids`).
+    pub(crate) producer_ids: ProducerIdBlock,
+    /// On the controller leader: one producer id reservation at a time.
+    pub(crate) allocating: futures::lock::Mutex<()>,
 }
 
 impl ControllerService {
@@ -193,6 +198,8 @@ impl ControllerService {
             data_dir: start.data_dir,
             to_adopt: RefCell::new(start.to_adopt),
             adopting: Cell::new(false),
+            producer_ids: ProducerIdBlock::default(),
+            allocating: futures::lock::Mutex::new(()),
         })
     }
 
@@ -204,6 +211,16 @@ impl ControllerService {
     /// Whether this node leads the controller.
     pub(crate) fn is_leader(&self) -> bool {
         self.controller.borrow().is_leader()
+    }
+
+    /// This node's id.
+    pub(crate) fn node(&self) -> NodeId {
+        self.node
+    }
+
+    /// The first producer id no node has reserved, as this voter applied it.
+    pub(crate) fn next_producer_id(&self) -> u64 {
+        self.controller.borrow().metadata().next_producer_id()
     }
 
     /// A controller message from peer `from` (proven by the peer listener), or from a

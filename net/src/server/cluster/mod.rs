@@ -17,6 +17,7 @@
 
 pub(crate) mod adopt;
 pub(crate) mod controller;
+pub(crate) mod producer_ids;
 mod replicas;
 mod topic_config;
 

@@ -11,6 +11,7 @@ use shardlog_replicator::NodeId;
 
 use crate::api::ControllerRequest;
 use crate::server::cluster::ClusterView;
+use crate::server::ops::producer_ids;
 use crate::server::ops::topics::{self, TopicChange};
 use crate::server::ops::{self, OpError, OpReply, PartitionOp};
 use crate::server::shard::Shard;
@@ -27,6 +28,17 @@ pub(crate) enum ShardMsg {
     TopicChange {
         change: TopicChange,
         reply: oneshot::Sender<Result<(), OpError>>,
+    },
+    /// To shard 0: a new producer id from this node's block.
+    InitProducerId {
+        reply: oneshot::Sender<Result<i64, OpError>>,
+    },
+    /// To shard 0: node `node` (proven by the peer listener) asks this node, as the
+    /// controller leader, for a block of `count` producer ids; the reply is its first id.
+    AllocateProducerIds {
+        node: NodeId,
+        count: u32,
+        reply: oneshot::Sender<Result<u64, OpError>>,
     },
     /// From the main thread: stop (SIGTERM/SIGINT, or another shard failed).
     Stop,
@@ -57,6 +69,20 @@ pub(crate) async fn serve(shard: Rc<Shard>, inbox: flume::Receiver<ShardMsg>) {
                 let shard = shard.clone();
                 glommio::spawn_local(async move {
                     let _ = reply.send(topics::change_here(&shard, change).await);
+                })
+                .detach();
+            }
+            ShardMsg::InitProducerId { reply } => {
+                let shard = shard.clone();
+                glommio::spawn_local(async move {
+                    let _ = reply.send(producer_ids::next_here(&shard).await);
+                })
+                .detach();
+            }
+            ShardMsg::AllocateProducerIds { node, count, reply } => {
+                let shard = shard.clone();
+                glommio::spawn_local(async move {
+                    let _ = reply.send(producer_ids::allocate_here(&shard, node, count).await);
                 })
                 .detach();
             }

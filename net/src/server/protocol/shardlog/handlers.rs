@@ -12,13 +12,14 @@ use futures::future::{LocalBoxFuture, ready};
 use crate::api::{
     Acks, Api, ArchivedAcks, ArchivedFetchRequest, ArchivedListOffsetsRequest, ArchivedOffsetSpec,
     ArchivedProduceRequest, BrokerMetadata, CreateTopicRequest, DeleteTopicRequest, FetchResponse,
-    ListOffsetsResponse, MetadataRequest, MetadataResponse, PartitionMetadata, ProduceResponse,
-    TopicMetadata, TopicResponse, VERSION,
+    InitProducerIdRequest, InitProducerIdResponse, ListOffsetsResponse, MetadataRequest,
+    MetadataResponse, PartitionMetadata, ProduceResponse, TopicMetadata, TopicResponse, VERSION,
 };
 use crate::error_code::ErrorCode;
 use crate::frame::FrameHeader;
 use crate::server::ops::OpError;
 use crate::server::ops::produce::{self, ProduceOp};
+use crate::server::ops::producer_ids;
 use crate::server::ops::reads::{self, FetchOp, ListOffsetsOp, OffsetSpec};
 use crate::server::ops::topics::{self, ClusterMetadata, NewTopic, TopicChange};
 use crate::server::shard::Shard;
@@ -61,7 +62,8 @@ pub(crate) async fn begin(shard: &Rc<Shard>, frame: Frame) -> Completion {
         Api::Produce => produce(shard, frame).await,
         Api::Fetch => fetch(shard, frame).await,
         Api::ListOffsets => list_offsets(shard, frame).await,
-        Api::Replicate | Api::Controller => {
+        Api::InitProducerId => init_producer_id(shard, frame).await,
+        Api::Replicate | Api::Controller | Api::AllocateProducerIds => {
             let message = format!(
                 "{api:?} is a node-to-node api: nodes send it to each other's peer listener, \
                  after a handshake that proves which node is speaking"
@@ -161,6 +163,33 @@ pub(crate) async fn topic_change(shard: &Rc<Shard>, frame: Frame) -> Completion 
             },
             Err(e) => TopicResponse {
                 error: e.code().as_u16(),
+                message: e.to_string(),
+            },
+        };
+        Some(reply(&header, &response, Vec::new()))
+    }
+    .boxed_local()
+}
+
+/// A new producer id, from this node's block (see `ops::producer_ids`).
+async fn init_producer_id(shard: &Rc<Shard>, frame: Frame) -> Completion {
+    let header = frame.header;
+    if let Err(e) = frame.decode::<InitProducerIdRequest>() {
+        return invalid(&header, &e);
+    }
+    let pending = producer_ids::init(shard).await;
+    async move {
+        let response = match pending.await {
+            Ok((producer_id, producer_epoch)) => InitProducerIdResponse {
+                error: ErrorCode::None.as_u16(),
+                producer_id,
+                producer_epoch,
+                message: String::new(),
+            },
+            Err(e) => InitProducerIdResponse {
+                error: e.code().as_u16(),
+                producer_id: -1,
+                producer_epoch: -1,
                 message: e.to_string(),
             },
         };
