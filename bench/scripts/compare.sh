@@ -70,7 +70,7 @@ for round in $(seq "$rounds"); do
         --record-size 1024 --duration "$seconds" $(shape_args "$shape") \
         --json "$out/$name.json" > "$out/$name.txt" 2> "$out/$name.err"
       stop_server
-      echo "== $name: $(sed -n 2p "$out/$name.txt")" >&2
+      echo "== $name: $(sed -n 3p "$out/$name.txt")" >&2
     done
   done
 done
