@@ -99,6 +99,69 @@ fn a_topic_exported_from_a_live_server_is_served_after_import() {
     failed_imports_leave_nothing(work.path(), &restored, &text);
 }
 
+/// A node that restarted leads its partitions at higher leader epochs, and its batches
+/// carry them; an export keeps them. The restored topic must be led (at an epoch no older
+/// than its data's) and served, not refused as `NotLeader` forever.
+#[test]
+fn a_topic_written_across_restarts_is_served_after_import() {
+    let dir = test_dir("tools-epochs-");
+    let brokers_of = |server: &shardlog_net::testing::Shardlogd| server.brokers();
+    let mut server = Server::start_on(dir.path());
+    ok_against(
+        &brokers_of(&server),
+        &["topic", "create", "orders", "--partitions", "2"],
+        "",
+    );
+    for round in 0..3 {
+        ok_against(
+            &brokers_of(&server),
+            &[
+                "produce",
+                "--topic",
+                "orders",
+                "--partition",
+                "0",
+                "--keyed",
+            ],
+            &input(0, 5 + round),
+        );
+        server.terminate().unwrap();
+        server = Server::start_on(dir.path());
+    }
+    let before = records(&brokers_of(&server), "orders");
+    assert_eq!(before.len(), 18);
+    drop(server);
+
+    let work = test_dir("tools-epochs-backup-");
+    let (restored, text) = export_then_import(dir.path(), work.path());
+    let newest_epoch = text
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter_map(|record| record["leader_epoch"].as_i64())
+        .max();
+    assert!(
+        newest_epoch.is_some_and(|e| e > 0),
+        "the export should carry the epochs of later runs: {newest_epoch:?}"
+    );
+    let second = Server::start_on(&restored);
+    let brokers = second.brokers();
+    let after = records(&brokers, "orders");
+    assert!(after == before, "the restored records differ");
+    let offsets = ok_against(
+        &brokers,
+        &[
+            "produce",
+            "--topic",
+            "orders",
+            "--partition",
+            "0",
+            "--report-offsets",
+        ],
+        "later\n",
+    );
+    assert_eq!(offsets, "0\t18\n");
+}
+
 /// `export DATA/orders --output FILE` then `import WORK/restored --input FILE`; the
 /// restored data directory (whose topic.json matches) and the export's text.
 fn export_then_import(data: &Path, work: &Path) -> (PathBuf, String) {

@@ -175,7 +175,7 @@ fn prepare(config: &ServerConfig) -> anyhow::Result<Prepared> {
     let security = peer_security(cluster)?;
     let to_adopt = adopt::scan(data_dir)?;
     if cluster.has_peers() && !to_adopt.is_empty() {
-        let names: Vec<&str> = to_adopt.iter().map(|t| t.name.as_str()).collect();
+        let names: Vec<&str> = to_adopt.iter().map(|t| t.topic.name.as_str()).collect();
         anyhow::bail!(
             "{} holds topics described by topic.json ({}): a node with peers cannot adopt \
              them (they would have one replica). Start this node alone (without --peers) \

@@ -10,7 +10,7 @@ use rkyv::util::AlignedVec;
 /// Largest encoded command accepted, in bytes.
 pub const MAX_COMMAND_BYTES: usize = 1 << 20;
 
-pub use wire::Command;
+pub use wire::{AdoptedData, Command};
 
 /// The command enum with its rkyv derive: the derived resolver's fields carry no docs, so
 /// the lint is allowed in here only (every field of [`Command`] is documented).
@@ -127,6 +127,33 @@ mod wire {
             /// Ids in the block (1..=`MAX_PRODUCER_ID_BLOCK`).
             count: u32,
         },
+        /// Create a topic whose data a lone node already holds (adopted from `topic.json`
+        /// at start): replication factor 1, every partition led at `leader_epoch`, the
+        /// newest epoch in the data, since a replica never leads an epoch older than
+        /// its log's. (Last in the enum: older entries keep their tags.)
+        AdoptTopic {
+            /// Topic name.
+            name: String,
+            /// Number of partitions.
+            partitions: u32,
+            /// Opaque topic configuration, key-value pairs.
+            config: Vec<(String, String)>,
+            /// What the data holds (boxed: the archived enum keeps its size, so entries
+            /// of earlier releases still decode).
+            held: Box<AdoptedData>,
+        },
+    }
+
+    /// What an adopted topic's data holds that the controller must not contradict.
+    #[derive(
+        Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+    )]
+    pub struct AdoptedData {
+        /// The leader epoch every partition starts at: the newest in the data.
+        pub leader_epoch: i32,
+        /// Producer ids below it may be in the data: blocks are reserved from it on, so a
+        /// new producer is never taken for one whose batches were adopted.
+        pub producer_id_floor: u64,
     }
 }
 

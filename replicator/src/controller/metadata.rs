@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use shardlog_engine::{LeaderEpoch, PartitionId};
 
-use super::command::Command;
+use super::command::{AdoptedData, Command};
 use super::{failover, placement};
 use crate::ids::{NodeId, Tick};
 
@@ -265,6 +265,8 @@ impl Metadata {
         outcome
     }
 
+    // One arm per command, each handing its fields to a method.
+    #[allow(clippy::too_many_lines)]
     fn apply_unchecked(
         &mut self,
         command: &Command,
@@ -309,8 +311,14 @@ impl Metadata {
                     replication_factor: *replication_factor,
                     min_insync: *min_insync,
                 };
-                self.create_topic(name, spec, config, changes)
+                self.create_topic(name, spec, config, LeaderEpoch(0), changes)
             }
+            Command::AdoptTopic {
+                name,
+                partitions,
+                config,
+                held,
+            } => self.adopt_topic(name, *partitions, config, **held, changes),
             Command::DeleteTopic { name } => self.delete_topic(name, changes),
             Command::ChangeIsr {
                 topic,
@@ -446,11 +454,33 @@ impl Metadata {
         Ok(())
     }
 
+    /// A topic a lone node already holds: replication factor 1, led at the data's newest
+    /// epoch, producer ids reserved above the data's.
+    fn adopt_topic(
+        &mut self,
+        name: &str,
+        partitions: u32,
+        config: &[(String, String)],
+        held: AdoptedData,
+        changes: &mut Vec<MetadataChange>,
+    ) -> Result<(), Refusal> {
+        let spec = TopicSpec {
+            partitions,
+            replication_factor: 1,
+            min_insync: 1,
+        };
+        let first = LeaderEpoch(held.leader_epoch.max(0));
+        self.create_topic(name, spec, config, first, changes)?;
+        self.next_producer_id = self.next_producer_id.max(held.producer_id_floor);
+        Ok(())
+    }
+
     fn create_topic(
         &mut self,
         name: &str,
         spec: TopicSpec,
         config: &[(String, String)],
+        first_epoch: LeaderEpoch,
         changes: &mut Vec<MetadataChange>,
     ) -> Result<(), Refusal> {
         spec.validate(name)?;
@@ -474,7 +504,7 @@ impl Metadata {
             .into_iter()
             .map(|replicas| PartitionState {
                 leader: replicas.first().copied(),
-                leader_epoch: LeaderEpoch(0),
+                leader_epoch: first_epoch,
                 isr: replicas.clone(),
                 elr: Vec::new(),
                 partition_epoch: 0,

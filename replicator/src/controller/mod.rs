@@ -40,7 +40,7 @@ pub mod metadata;
 pub mod placement;
 pub mod raft_file;
 
-pub use command::{Command, CommandError};
+pub use command::{AdoptedData, Command, CommandError};
 pub use metadata::{Metadata, MetadataChange, NodeInfo, PartitionState, Refusal, TopicInfo};
 pub use raft_file::Recovered;
 

@@ -34,7 +34,6 @@ use crate::peer::Peers;
 use crate::server::cluster::producer_ids::ProducerIdBlock;
 use crate::server::cluster::{ClusterView, adopt};
 use crate::server::shard::ShardMsg;
-use crate::server::topic_file::TopicFile;
 
 /// How often this node heartbeats to the controller leader, ms.
 const HEARTBEAT_EVERY_MS: u64 = 100;
@@ -125,7 +124,7 @@ pub(crate) struct ControllerStart {
     /// The data directory.
     pub(crate) data_dir: PathBuf,
     /// Topics on disk to adopt (`cluster::adopt`).
-    pub(crate) to_adopt: Vec<TopicFile>,
+    pub(crate) to_adopt: Vec<adopt::Adoptee>,
     /// This run's incarnation.
     pub(crate) incarnation: u64,
 }
@@ -154,7 +153,7 @@ pub(crate) struct ControllerService {
     /// The data directory.
     data_dir: PathBuf,
     /// Topics found on disk to adopt before the first view (see `cluster::adopt`).
-    to_adopt: RefCell<Vec<TopicFile>>,
+    to_adopt: RefCell<Vec<adopt::Adoptee>>,
     adopting: Cell<bool>,
     /// The producer ids this node hands out (see `producer_ids`).
     pub(crate) producer_ids: ProducerIdBlock,
@@ -458,9 +457,10 @@ impl ControllerService {
     /// Adopts every topic of `to_adopt` (see `cluster::adopt`); one that cannot be is
     /// logged and left where it is.
     async fn adopt(self: Rc<Self>) {
-        let topics = self.to_adopt.borrow().clone();
-        for topic in topics {
-            let command = adopt::create_command(&topic, self.controller.borrow().metadata());
+        let adoptees = self.to_adopt.borrow().clone();
+        for adoptee in adoptees {
+            let topic = &adoptee.topic;
+            let command = adopt::create_command(&adoptee, self.controller.borrow().metadata());
             if let Some(command) = command {
                 match self.propose(command).await {
                     Ok(Ok(())) => {}
@@ -474,7 +474,7 @@ impl ControllerService {
                     }
                 }
             }
-            let target = adopt::target(&self.data_dir, &topic, self.controller.borrow().metadata());
+            let target = adopt::target(&self.data_dir, topic, self.controller.borrow().metadata());
             let moved = match target {
                 Ok(target) => {
                     let (data_dir, name) = (self.data_dir.clone(), topic.name.clone());
