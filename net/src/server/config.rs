@@ -374,6 +374,19 @@ mod tests {
         assert_eq!(config.shards, 2);
         assert_eq!(config.engine.flush, FlushPolicy::Never);
         assert_eq!(config.data_dir, PathBuf::from("/d"));
+        assert_eq!(config.max_connections, DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(config.idle_timeout, Some(Duration::from_millis(600_000)));
+        let file: FileConfig =
+            toml::from_str("data_dir = \"/d\"\nmax_connections = 5\nidle_timeout_ms = 0\n")
+                .unwrap();
+        let config = ServerConfig::try_from(file).unwrap();
+        assert_eq!((config.max_connections, config.idle_timeout), (5, None));
+        let zero = FileConfig {
+            data_dir: Some("/d".into()),
+            max_connections: Some(0),
+            ..FileConfig::default()
+        };
+        assert!(ServerConfig::try_from(zero).is_err());
     }
 
     #[test]
