@@ -45,6 +45,81 @@ pub fn preflight(data_dir: &Path) -> Result<PreflightReport> {
     Ok(report)
 }
 
+/// Below this many open files a server warns at start: each connection, segment and
+/// index holds one.
+pub const NOFILE_LOW: u64 = 4096;
+
+/// RLIMIT_NOFILE after `raise_nofile_limit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NofileLimit {
+    /// The soft limit before.
+    pub before: u64,
+    /// The soft limit now.
+    pub soft: u64,
+    /// The hard limit.
+    pub hard: u64,
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit (an unlimited hard limit: to
+/// `fs.nr_open`, the most the kernel allows), logs the result at info, and warns when
+/// it stays below `NOFILE_LOW`. Call it before any thread starts: every thread shares it.
+pub fn raise_nofile_limit() -> std::io::Result<NofileLimit> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass and reads nothing else.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let before = limit.rlim_cur;
+    let target = if limit.rlim_max == libc::RLIM_INFINITY {
+        std::fs::read_to_string("/proc/sys/fs/nr_open")
+            .ok()
+            .and_then(|text| text.trim().parse::<u64>().ok())
+            .unwrap_or(1 << 20)
+    } else {
+        limit.rlim_max
+    };
+    if target > limit.rlim_cur {
+        let raised = libc::rlimit {
+            rlim_cur: target,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit reads the struct we pass and nothing else.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const raised) } == 0 {
+            limit.rlim_cur = target;
+        } else {
+            tracing::warn!(
+                soft = before,
+                hard = limit.rlim_max,
+                error = %std::io::Error::last_os_error(),
+                "could not raise the open-files limit"
+            );
+        }
+    }
+    let result = NofileLimit {
+        before,
+        soft: limit.rlim_cur,
+        hard: limit.rlim_max,
+    };
+    tracing::info!(
+        before,
+        soft = result.soft,
+        hard = result.hard,
+        "open-files limit"
+    );
+    if result.soft < NOFILE_LOW {
+        tracing::warn!(
+            soft = result.soft,
+            "open-files limit below {NOFILE_LOW}: connections and segments may run out of \
+             file descriptors (EMFILE); raise the hard limit (`ulimit -Hn`, LimitNOFILE= in \
+             a systemd unit, --ulimit nofile= for a container)"
+        );
+    }
+    Ok(result)
+}
+
 fn check_io_uring() -> Result<()> {
     io_uring::IoUring::new(2)
         .map(drop)
@@ -140,6 +215,15 @@ mod tests {
         let dir = tempfile::tempdir_in(root).unwrap();
         let report = preflight(dir.path()).unwrap();
         assert!(report.memlock_bytes.is_none_or(|b| b >= MEMLOCK_MIN_BYTES));
+    }
+
+    #[test]
+    fn raises_the_open_files_limit_to_the_hard_one() {
+        let limit = raise_nofile_limit().unwrap();
+        assert!(limit.soft >= limit.before);
+        if limit.hard != libc::RLIM_INFINITY {
+            assert_eq!(limit.soft, limit.hard);
+        }
     }
 
     #[test]

@@ -24,6 +24,8 @@
 //! min_insync = 2                       # default of new topics: min(2, replication_factor)
 //! session_timeout_ms = 750             # a node silent this long is fenced
 //! replica_lag_ms = 10000               # a follower this far behind leaves the ISR
+//! max_connections = 10000              # client connections of the node; past it: closed
+//! idle_timeout_ms = 600000             # a client connection silent this long is closed
 //! ```
 
 use std::collections::BTreeMap;
@@ -79,6 +81,10 @@ pub struct FileConfig {
     pub session_timeout_ms: Option<u64>,
     /// Replica lag allowed before a follower leaves the ISR.
     pub replica_lag_ms: Option<u64>,
+    /// Client connections open at once, per node.
+    pub max_connections: Option<usize>,
+    /// A client connection with nothing in flight and silent this long is closed.
+    pub idle_timeout_ms: Option<u64>,
 }
 
 impl FileConfig {
@@ -114,6 +120,8 @@ impl FileConfig {
             min_insync: other.min_insync.or(self.min_insync),
             session_timeout_ms: other.session_timeout_ms.or(self.session_timeout_ms),
             replica_lag_ms: other.replica_lag_ms.or(self.replica_lag_ms),
+            max_connections: other.max_connections.or(self.max_connections),
+            idle_timeout_ms: other.idle_timeout_ms.or(self.idle_timeout_ms),
         }
     }
 }
@@ -138,6 +146,12 @@ pub struct ServerConfig {
     pub io_memory: usize,
     /// The cluster this node belongs to (a cluster of one without `--peers`).
     pub cluster: ClusterConfig,
+    /// Client connections open at once on this node (all shards); a connection past it
+    /// is accepted and closed at once.
+    pub max_connections: usize,
+    /// A client connection with no request in flight and no byte received for this long
+    /// is closed; `None`: never.
+    pub idle_timeout: Option<Duration>,
 }
 
 /// The cluster: its nodes, how they prove who they are, and the replication defaults.
@@ -279,6 +293,11 @@ fn check_host_port(flag: &str, address: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Default client connections per node.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default idle timeout of a client connection (Kafka's `connections.max.idle.ms`).
+pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 600_000;
+
 /// Defaults: listen 127.0.0.1:9092, one shard per core, node 0, flush always.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9092";
 
@@ -316,6 +335,14 @@ impl TryFrom<FileConfig> for ServerConfig {
         if !(1..=256).contains(&shards) {
             anyhow::bail!("shards {shards}: 1 to 256");
         }
+        let max_connections = file.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+        if max_connections == 0 {
+            anyhow::bail!("max_connections 0: at least 1");
+        }
+        let idle_timeout = match file.idle_timeout_ms.unwrap_or(DEFAULT_IDLE_TIMEOUT_MS) {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        };
         Ok(ServerConfig {
             data_dir,
             listen,
@@ -325,6 +352,8 @@ impl TryFrom<FileConfig> for ServerConfig {
             engine,
             io_memory: file.io_memory.unwrap_or(10 << 20),
             cluster,
+            max_connections,
+            idle_timeout,
         })
     }
 }
@@ -345,6 +374,19 @@ mod tests {
         assert_eq!(config.shards, 2);
         assert_eq!(config.engine.flush, FlushPolicy::Never);
         assert_eq!(config.data_dir, PathBuf::from("/d"));
+        assert_eq!(config.max_connections, DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(config.idle_timeout, Some(Duration::from_millis(600_000)));
+        let file: FileConfig =
+            toml::from_str("data_dir = \"/d\"\nmax_connections = 5\nidle_timeout_ms = 0\n")
+                .unwrap();
+        let config = ServerConfig::try_from(file).unwrap();
+        assert_eq!((config.max_connections, config.idle_timeout), (5, None));
+        let zero = FileConfig {
+            data_dir: Some("/d".into()),
+            max_connections: Some(0),
+            ..FileConfig::default()
+        };
+        assert!(ServerConfig::try_from(zero).is_err());
     }
 
     #[test]

@@ -42,6 +42,7 @@ use shardlog_replicator::controller::ControllerConfig;
 use shardlog_replicator::{Incarnation, NodeId};
 
 pub use config::{ClusterConfig, FileConfig, ServerConfig};
+use protocol::shardlog::ClientLimits;
 
 use crate::peer::Peers;
 use crate::peer::auth::PeerSecurity;
@@ -91,6 +92,10 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
     let mut handles = Vec::with_capacity(config.shards);
     let mut bound = prepared.listen;
     let mut controller = Some(prepared.controller);
+    let client_limits = Arc::new(ClientLimits::new(
+        config.max_connections,
+        config.idle_timeout,
+    ));
     for id in 0..config.shards {
         let inbox = receivers.next().context("inbox per shard")?;
         let start = ShardStart {
@@ -105,6 +110,7 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
             events: events.clone(),
             controller: if id == 0 { controller.take() } else { None },
             started,
+            client_limits: client_limits.clone(),
         };
         let placement = if cores >= config.shards {
             Placement::Fixed(id)
@@ -167,6 +173,10 @@ fn prepare(config: &ServerConfig) -> anyhow::Result<Prepared> {
     // leftover temporary files, which would be another server's live files.
     let lock = DirLock::acquire(data_dir)?;
     preflight::preflight(data_dir)?.warn_if_memlock_below(config.io_memory);
+    // Before the shards start: every thread shares the limit.
+    if let Err(e) = preflight::raise_nofile_limit() {
+        tracing::warn!(error = %e, "reading the open-files limit");
+    }
     let cluster = &config.cluster;
     refuse_if_answering(listen, "listening on")?;
     if let Some(peer_listen) = peer_listen {
@@ -384,6 +394,8 @@ struct ShardStart {
     /// Shard 0: what the controller voter starts from.
     controller: Option<ControllerStart>,
     started: Instant,
+    /// The client listener's limits, shared by every shard.
+    client_limits: Arc<ClientLimits>,
 }
 
 async fn shard_main(start: ShardStart) -> anyhow::Result<()> {
@@ -399,6 +411,7 @@ async fn shard_main(start: ShardStart) -> anyhow::Result<()> {
         events,
         controller,
         started,
+        client_limits,
     } = start;
     warm_iopoll_probe(&config.data_dir)
         .await
@@ -451,7 +464,7 @@ async fn shard_main(start: ShardStart) -> anyhow::Result<()> {
         }
     };
     glommio::spawn_local(ready).detach();
-    protocol::shardlog::accept_until_stopped(&shard, listener).await;
+    protocol::shardlog::accept_until_stopped(&shard, listener, &client_limits).await;
     drain_and_close(&shard).await;
     Ok(())
 }

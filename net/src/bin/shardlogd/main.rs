@@ -87,6 +87,14 @@ struct Args {
     /// A follower this far behind leaves the ISR, ms. Default 10000.
     #[arg(long, env = "SHARDLOGD_REPLICA_LAG_MS")]
     replica_lag_ms: Option<u64>,
+    /// Client connections open at once on this node; a connection past it is accepted
+    /// and closed at once. Default 10000.
+    #[arg(long, env = "SHARDLOGD_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// A client connection with no request in flight and no byte received for this long
+    /// is closed, ms (0: never). Default 600000.
+    #[arg(long, env = "SHARDLOGD_IDLE_TIMEOUT_MS")]
+    idle_timeout_ms: Option<u64>,
 }
 
 impl Args {
@@ -117,6 +125,8 @@ impl Args {
             min_insync: self.min_insync,
             session_timeout_ms: self.session_timeout_ms,
             replica_lag_ms: self.replica_lag_ms,
+            max_connections: self.max_connections,
+            idle_timeout_ms: self.idle_timeout_ms,
         };
         ServerConfig::try_from(file.overridden_by(flags))
     }

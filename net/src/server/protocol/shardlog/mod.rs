@@ -8,16 +8,27 @@
 //! order). At most `IN_FLIGHT_MAX` requests per connection are outstanding: past that,
 //! reading pauses. A frame whose header breaks a limit closes the connection (the stream
 //! cannot be resynchronised); a frame whose meta does not decode gets an error reply.
+//!
+//! `ClientLimits`, shared by every shard (each accepts on the same port): past
+//! `max_connections` open on the node, a new connection is accepted and closed at once;
+//! a connection with no request in flight and no byte received for `idle_timeout` is
+//! closed (a long poll or an acks=all produce outstanding keeps it open).
 
 pub(crate) mod handlers;
 pub(crate) mod reply;
 
+use std::cell::Cell;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::channel::mpsc;
 use futures::future::{Either, select};
-use futures::io::AsyncReadExt;
+use futures::io::{AsyncRead, AsyncReadExt};
 use glommio::net::{Preallocated, TcpStream};
 
 use crate::server::shard::Shard;
@@ -29,14 +40,85 @@ const IN_FLIGHT_MAX: u64 = 4096;
 /// Socket receive buffer.
 const READ_BUFFER_BYTES: usize = 64 << 10;
 
+/// The client listener's limits, one for the node, shared by its shards.
+#[derive(Debug)]
+pub(crate) struct ClientLimits {
+    max_connections: usize,
+    idle_timeout: Option<Duration>,
+    /// Connections open on the node.
+    open: AtomicUsize,
+    /// Refusals since the last warning.
+    refused: AtomicU64,
+    /// When the last refusal was logged, ms since `since` (`u64::MAX`: never).
+    warned_at_ms: AtomicU64,
+    since: Instant,
+}
+
+impl ClientLimits {
+    pub(crate) fn new(max_connections: usize, idle_timeout: Option<Duration>) -> ClientLimits {
+        ClientLimits {
+            max_connections,
+            idle_timeout,
+            open: AtomicUsize::new(0),
+            refused: AtomicU64::new(0),
+            warned_at_ms: AtomicU64::new(u64::MAX),
+            since: Instant::now(),
+        }
+    }
+
+    /// A slot for a new connection, or `None` when the node has `max_connections` open.
+    fn admit(self: &Arc<Self>) -> Option<Slot> {
+        let before = self.open.fetch_add(1, Ordering::Relaxed);
+        if before < self.max_connections {
+            return Some(Slot(self.clone()));
+        }
+        self.open.fetch_sub(1, Ordering::Relaxed);
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        let now_ms = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+        let warned = self.warned_at_ms.load(Ordering::Relaxed);
+        let due = warned == u64::MAX || now_ms.saturating_sub(warned) >= 1000;
+        if due
+            && self
+                .warned_at_ms
+                .compare_exchange(warned, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                max_connections = self.max_connections,
+                refused = self.refused.swap(0, Ordering::Relaxed),
+                "client connection limit reached: closing new connections \
+                 (--max-connections)"
+            );
+        }
+        None
+    }
+}
+
+/// An open connection's place in `ClientLimits::open`, given back on drop.
+struct Slot(Arc<ClientLimits>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Serves each connection of the client listener as its own task until the shard is
 /// told to stop.
-pub(crate) async fn accept_until_stopped(shard: &Rc<Shard>, listener: glommio::net::TcpListener) {
+pub(crate) async fn accept_until_stopped(
+    shard: &Rc<Shard>,
+    listener: glommio::net::TcpListener,
+    limits: &Arc<ClientLimits>,
+) {
     let mut stopping = shard.stopping();
     loop {
         match select(std::pin::pin!(listener.accept()), &mut stopping).await {
             Either::Left((Ok(stream), _)) => {
-                glommio::spawn_local(serve(shard.clone(), stream)).detach();
+                // Past the limit the stream is dropped here: the client sees it closed.
+                if let Some(slot) = limits.admit() {
+                    let idle_timeout = limits.idle_timeout;
+                    glommio::spawn_local(serve(shard.clone(), stream, slot, idle_timeout)).detach();
+                }
             }
             Either::Left((Err(e), _)) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -48,8 +130,9 @@ pub(crate) async fn accept_until_stopped(shard: &Rc<Shard>, listener: glommio::n
     }
 }
 
-/// Serves a connection until the client leaves, the stream breaks, or the shard stops.
-async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+/// Serves a connection until the client leaves, the stream breaks, it idles past
+/// `idle_timeout`, or the shard stops.
+async fn serve(shard: Rc<Shard>, stream: TcpStream, slot: Slot, idle_timeout: Option<Duration>) {
     let peer = stream
         .peer_addr()
         .map_or_else(|_| "?".to_owned(), |a| a.to_string());
@@ -57,14 +140,20 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         tracing::debug!(%peer, error = %e, "set_nodelay");
     }
     let stream = stream.buffered_with(Preallocated::new(READ_BUFFER_BYTES));
-    let (mut reader, writer) = stream.split();
+    let (reader, writer) = stream.split();
+    let active = Rc::new(Cell::new(Instant::now()));
+    let mut reader = Touching {
+        inner: reader,
+        active: active.clone(),
+    };
     let (replies, queue) = mpsc::unbounded::<Reply>();
     let writer = glommio::spawn_local(write_loop(writer, queue));
     let permits = Rc::new(glommio::sync::Semaphore::new(IN_FLIGHT_MAX));
     let mut stopping = shard.stopping();
+    let mut idle = std::pin::pin!(idle_past(idle_timeout, &active, &permits));
     loop {
-        let frame = match select(std::pin::pin!(wire::read_frame(&mut reader)), &mut stopping).await
-        {
+        let read = std::pin::pin!(wire::read_frame(&mut reader));
+        let frame = match select(read, select(&mut stopping, idle.as_mut())).await {
             Either::Left((Ok(Some(frame)), _)) => frame,
             Either::Left((Ok(None), _)) => break,
             Either::Left((Err(ReadError::Io(e)), _)) => {
@@ -73,6 +162,10 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream) {
             }
             Either::Left((Err(ReadError::Frame(e)), _)) => {
                 tracing::warn!(%peer, error = %e, "bad frame; closing the connection");
+                break;
+            }
+            Either::Right((Either::Right(_), _)) => {
+                tracing::debug!(%peer, "idle connection; closing it");
                 break;
             }
             Either::Right(_) => break,
@@ -84,10 +177,13 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         let completion = handlers::begin(&shard, frame).await;
         let replies = replies.clone();
         let task_shard = shard.clone();
+        let active = active.clone();
         glommio::spawn_local(async move {
             if let Some(reply) = completion.await {
                 let _ = replies.unbounded_send(reply);
             }
+            // Idleness counts from the last answer too: a long poll is not idle time.
+            active.set(Instant::now());
             drop(permit);
             task_shard.end_request();
         })
@@ -96,6 +192,51 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     // Replies still owed go out; the writer ends when the last completion is done.
     drop(replies);
     writer.await;
+    drop(slot);
+}
+
+/// Ends once the connection has had no request in flight and no byte received (nor
+/// answer sent) for `timeout`; never without one.
+async fn idle_past(
+    timeout: Option<Duration>,
+    active: &Cell<Instant>,
+    permits: &glommio::sync::Semaphore,
+) {
+    let Some(timeout) = timeout else {
+        return std::future::pending().await;
+    };
+    loop {
+        let now = Instant::now();
+        let deadline = active.get() + timeout;
+        if permits.available() < IN_FLIGHT_MAX {
+            // Requests outstanding: not idle; look again later.
+            glommio::timer::sleep(timeout).await;
+        } else if now >= deadline {
+            return;
+        } else {
+            glommio::timer::sleep(deadline - now).await;
+        }
+    }
+}
+
+/// A reader that notes when it last received bytes.
+struct Touching<R> {
+    inner: R,
+    active: Rc<Cell<Instant>>,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Touching<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.active.set(Instant::now());
+        }
+        polled
+    }
 }
 
 async fn write_loop<W: futures::io::AsyncWrite + Unpin>(
