@@ -92,6 +92,7 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
     let mut handles = Vec::with_capacity(config.shards);
     let mut bound = prepared.listen;
     let mut controller = Some(prepared.controller);
+    let applied = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let client_limits = Arc::new(ClientLimits::new(
         config.max_connections,
         config.idle_timeout,
@@ -111,6 +112,7 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
             controller: if id == 0 { controller.take() } else { None },
             started,
             client_limits: client_limits.clone(),
+            applied: applied.clone(),
         };
         let placement = if cores >= config.shards {
             Placement::Fixed(id)
@@ -396,6 +398,8 @@ struct ShardStart {
     started: Instant,
     /// The client listener's limits, shared by every shard.
     client_limits: Arc<ClientLimits>,
+    /// The controller's applied Raft index, shared by every shard.
+    applied: Arc<std::sync::atomic::AtomicU64>,
 }
 
 async fn shard_main(start: ShardStart) -> anyhow::Result<()> {
@@ -412,6 +416,7 @@ async fn shard_main(start: ShardStart) -> anyhow::Result<()> {
         controller,
         started,
         client_limits,
+        applied,
     } = start;
     warm_iopoll_probe(&config.data_dir)
         .await
@@ -444,6 +449,7 @@ async fn shard_main(start: ShardStart) -> anyhow::Result<()> {
         incarnation,
         controller,
         started,
+        applied,
     )?);
     let shard = Rc::new(Shard::new(id, node, inboxes, cluster));
     glommio::spawn_local(shard::serve_inbox(shard.clone(), inbox)).detach();
@@ -486,10 +492,17 @@ fn cluster_node(
     incarnation: Incarnation,
     controller: Option<ControllerStart>,
     started: Instant,
+    applied: Arc<std::sync::atomic::AtomicU64>,
 ) -> anyhow::Result<ClusterNode> {
     let cluster = &config.cluster;
     let peers = Peers::new(cluster.node_id, cluster.peers.clone(), security.clone());
-    let mut state = ClusterNode::new(cluster.clone(), peers, incarnation, started);
+    let mut state = ClusterNode::new(
+        cluster.clone(),
+        peers,
+        incarnation,
+        started,
+        applied.clone(),
+    );
     if let Some(start) = controller {
         let voters = cluster.voters().into_iter().map(NodeId).collect();
         let mut controller = ControllerConfig::new(NodeId(cluster.node_id), voters);
@@ -503,6 +516,7 @@ fn cluster_node(
             start,
             state.peers.clone(),
             state.now(),
+            applied,
         )?;
         state.controller = Some(Rc::new(service));
     }

@@ -154,6 +154,8 @@ pub(crate) struct ControllerService {
     data_dir: PathBuf,
     /// Topics found on disk to adopt before the first view (see `cluster::adopt`).
     to_adopt: RefCell<Vec<adopt::Adoptee>>,
+    /// The last applied Raft index, shared with every shard (`ClusterNode::applied`).
+    applied: Arc<std::sync::atomic::AtomicU64>,
     adopting: Cell<bool>,
     /// The producer ids this node hands out (see `producer_ids`).
     pub(crate) producer_ids: ProducerIdBlock,
@@ -170,6 +172,7 @@ impl ControllerService {
         start: ControllerStart,
         peers: Rc<Peers>,
         now: Tick,
+        applied: Arc<std::sync::atomic::AtomicU64>,
     ) -> anyhow::Result<ControllerService> {
         let (recovered, file) = start.raft;
         let node = config.node.0;
@@ -196,6 +199,7 @@ impl ControllerService {
             forged: Cell::new(0),
             data_dir: start.data_dir,
             to_adopt: RefCell::new(start.to_adopt),
+            applied,
             adopting: Cell::new(false),
             producer_ids: ProducerIdBlock::default(),
             allocating: futures::lock::Mutex::new(()),
@@ -430,6 +434,7 @@ impl ControllerService {
             let (leader, rejoined) = (self.leader(), self.rejoined());
             if changed || published != Some((leader, rejoined)) {
                 let view = Arc::new(ClusterView {
+                    applied: self.controller.borrow().applied_index(),
                     metadata: self.controller.borrow().metadata().clone(),
                     controller: leader,
                     rejoined,
@@ -520,8 +525,15 @@ impl ControllerService {
                     }
                 }
                 Action::Applied {
-                    proposal, outcome, ..
+                    index,
+                    proposal,
+                    outcome,
+                    ..
                 } => {
+                    // Before the answer: a shard that then hears of it and finds its view
+                    // older waits for the view on its way.
+                    self.applied
+                        .fetch_max(index, std::sync::atomic::Ordering::Release);
                     let waiter = proposal.and_then(|id| self.waiters.borrow_mut().remove(&id));
                     if let Some(waiter) = waiter {
                         let _ = waiter.send(outcome);

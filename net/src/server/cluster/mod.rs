@@ -25,6 +25,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use futures::channel::{mpsc, oneshot};
@@ -46,6 +47,8 @@ pub(crate) struct ClusterView {
     pub(crate) metadata: Metadata,
     /// The controller leader, if known.
     pub(crate) controller: Option<NodeId>,
+    /// The controller's applied Raft index this view shows.
+    pub(crate) applied: u64,
     /// Whether the controller has this run of the node registered and live (the
     /// registration fenced any previous run): only then may its replicas lead. See
     /// `ControllerService::rejoined`.
@@ -85,6 +88,10 @@ pub(crate) struct ClusterNode {
     view: RefCell<Option<Arc<ClusterView>>>,
     view_changed: mpsc::UnboundedSender<()>,
     view_changes: RefCell<Option<mpsc::UnboundedReceiver<()>>>,
+    /// The Raft index this node's controller has applied, shared by every shard and set
+    /// before the proposals applied there are answered: a shard whose view shows less
+    /// has a newer view on its way (a topic whose creation was just answered, say).
+    pub(crate) applied: Arc<AtomicU64>,
     /// Told after the next reconcile (requests for a replica this shard is opening).
     reconciled: RefCell<Vec<oneshot::Sender<()>>>,
     /// Told once the first view is reconciled (the node serves from then on).
@@ -107,6 +114,7 @@ impl ClusterNode {
         peers: Rc<Peers>,
         incarnation: Incarnation,
         started: Instant,
+        applied: Arc<AtomicU64>,
     ) -> ClusterNode {
         let (view_changed, view_changes) = mpsc::unbounded();
         let (first_view, first_view_rx) = oneshot::channel();
@@ -117,6 +125,7 @@ impl ClusterNode {
             view: RefCell::new(None),
             view_changed,
             view_changes: RefCell::new(Some(view_changes)),
+            applied,
             reconciled: RefCell::new(Vec::new()),
             first_view: RefCell::new(Some(first_view)),
             first_view_rx: RefCell::new(Some(first_view_rx)),
@@ -152,6 +161,12 @@ impl ClusterNode {
         if let Some(rx) = rx {
             let _ = rx.await;
         }
+    }
+
+    /// Whether this node's controller has applied more than this shard's view shows.
+    pub(crate) fn view_behind(&self) -> bool {
+        let applied = self.applied.load(Ordering::Acquire);
+        self.view().is_some_and(|view| view.applied < applied)
     }
 
     /// Resolves after this shard's next reconcile with a view.

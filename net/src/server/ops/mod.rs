@@ -215,10 +215,13 @@ pub(crate) fn locate(shard: &Shard, topic: &str, partition: u32) -> Result<Place
 /// this node leads (a topic just created, a leadership just moved here).
 const OPENING_WAIT: Duration = Duration::from_secs(2);
 
-/// [`locate`], but a partition this node leads whose replica this shard has not opened
-/// or handed its leadership yet is waited for (reconciling a view takes a moment after
-/// the view names the topic), up to [`OPENING_WAIT`]: answering `NotLeader` naming this
-/// very node would only send the client back here.
+/// [`locate`], but what this shard is about to learn is waited for, up to
+/// [`OPENING_WAIT`]: a partition this node leads whose replica this shard has not opened
+/// or handed its leadership yet (reconciling a view takes a moment after the view names
+/// the topic), and a topic this shard's view does not show while the controller has
+/// applied more (the view is on its way to this shard). Answering `NotLeader` naming this
+/// very node, or `UnknownTopic` for a topic whose creation was just answered, would be
+/// wrong or send the client back here.
 pub(crate) async fn locate_settled(
     shard: &Shard,
     topic: &str,
@@ -226,7 +229,19 @@ pub(crate) async fn locate_settled(
 ) -> Result<Place, OpError> {
     let deadline = Instant::now() + OPENING_WAIT;
     loop {
-        let place = locate(shard, topic, partition)?;
+        let place = match locate(shard, topic, partition) {
+            // A topic (or partitions) this shard's view does not show yet, while the
+            // controller has applied more: its view is on the way.
+            Err(OpError::UnknownTopic | OpError::UnknownPartition)
+                if shard.cluster.view_behind() && Instant::now() < deadline =>
+            {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let reconciled = shard.cluster.next_reconcile();
+                let _ = select(reconciled, glommio::timer::Timer::new(left)).await;
+                continue;
+            }
+            other => other?,
+        };
         let opening = match &place {
             Place::Elsewhere { leader } => *leader == Some(shard.cluster.id.0),
             Place::Here(replica) => {
