@@ -429,13 +429,9 @@ async fn shard_main(start: ShardStart) -> anyhow::Result<()> {
     if id == 0 {
         let _ = events.send(Event::Bound(bound));
     }
-    let peer_listener = match peer_listen {
-        Some(addr) => Some(
-            glommio::net::TcpListener::bind(addr)
-                .map_err(|e| anyhow::anyhow!("shard {id}: the peer listener on {addr}: {e}"))?,
-        ),
-        None => None,
-    };
+    let peer_listener = peer_listen
+        .map(|addr| bind_peer_listener(id, addr))
+        .transpose()?;
     let node = NodeInfo {
         node_id: config.cluster.node_id,
         advertised: advertised(&config, bound)?,
@@ -473,6 +469,11 @@ async fn shard_main(start: ShardStart) -> anyhow::Result<()> {
     protocol::shardlog::accept_until_stopped(&shard, listener, &client_limits).await;
     drain_and_close(&shard).await;
     Ok(())
+}
+
+fn bind_peer_listener(id: usize, addr: SocketAddr) -> anyhow::Result<glommio::net::TcpListener> {
+    glommio::net::TcpListener::bind(addr)
+        .map_err(|e| anyhow::anyhow!("shard {id}: the peer listener on {addr}: {e}"))
 }
 
 /// Waits for requests in flight (at most `DRAIN_TIMEOUT`), then closes every replica.
