@@ -227,35 +227,40 @@ pub(crate) async fn locate_settled(
     topic: &str,
     partition: u32,
 ) -> Result<Place, OpError> {
-    let deadline = Instant::now() + OPENING_WAIT;
+    // The clock is read only once a wait begins: the usual answer costs one lookup.
+    let mut deadline = None;
     loop {
-        let place = match locate(shard, topic, partition) {
-            // A topic (or partitions) this shard's view does not show yet, while the
-            // controller has applied more: its view is on the way.
-            Err(OpError::UnknownTopic | OpError::UnknownPartition)
-                if shard.cluster.view_behind() && Instant::now() < deadline =>
-            {
-                let left = deadline.saturating_duration_since(Instant::now());
-                let reconciled = shard.cluster.next_reconcile();
-                let _ = select(reconciled, glommio::timer::Timer::new(left)).await;
-                continue;
-            }
-            other => other?,
-        };
-        let opening = match &place {
-            Place::Elsewhere { leader } => *leader == Some(shard.cluster.id.0),
-            Place::Here(replica) => {
-                replica.driver.leading().is_none()
-                    && shard.cluster.leader_of(topic, partition) == Some(shard.cluster.id.0)
-            }
-            Place::Shard(_) => false,
-        };
+        let located = locate(shard, topic, partition);
+        if !about_to_change(shard, topic, partition, &located) {
+            return located;
+        }
+        let deadline = *deadline.get_or_insert_with(|| Instant::now() + OPENING_WAIT);
         let left = deadline.saturating_duration_since(Instant::now());
-        if !opening || left.is_zero() {
-            return Ok(place);
+        if left.is_zero() {
+            return located;
         }
         let reconciled = shard.cluster.next_reconcile();
         let _ = select(reconciled, glommio::timer::Timer::new(left)).await;
+    }
+}
+
+/// Whether this shard is about to learn better than `located`: a topic its view does not
+/// show while the controller has applied more (the view is on its way), or a partition
+/// this node leads whose replica here is not open or not leading yet.
+fn about_to_change(
+    shard: &Shard,
+    topic: &str,
+    partition: u32,
+    located: &Result<Place, OpError>,
+) -> bool {
+    let me = Some(shard.cluster.id.0);
+    match located {
+        Err(OpError::UnknownTopic | OpError::UnknownPartition) => shard.cluster.view_behind(),
+        Err(_) | Ok(Place::Shard(_)) => false,
+        Ok(Place::Elsewhere { leader }) => *leader == me,
+        Ok(Place::Here(replica)) => {
+            replica.driver.leading().is_none() && shard.cluster.leader_of(topic, partition) == me
+        }
     }
 }
 
