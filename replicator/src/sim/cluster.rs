@@ -229,6 +229,7 @@ impl Cluster {
             drop_per_mille: rng.between(0, 100),
             duplicate_per_mille: rng.between(0, 50),
             delay_ms_max: rng.between(1, 30),
+            straggle_per_mille: rng.between(0, 20),
         };
         let ids: Vec<NodeId> = (0..config.nodes).map(NodeId).collect();
         let settings = NodeSettings {

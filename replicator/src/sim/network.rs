@@ -16,7 +16,14 @@ pub struct NetworkFaults {
     pub duplicate_per_mille: u64,
     /// Largest delay in ms (delays are uniform in `1..=delay_ms_max`, so messages reorder).
     pub delay_ms_max: u64,
+    /// Per-mille chance a message also arrives once more, late: a copy delayed
+    /// `STRAGGLER_MS` (a retransmission on a slow path, a request relayed by a node that
+    /// was cut off), so a proposal or a ship can arrive after later ones took effect.
+    pub straggle_per_mille: u64,
 }
+
+/// The delay of a straggling copy, ms.
+pub const STRAGGLER_MS: (u64, u64) = (100, 1_500);
 
 /// The network.
 #[derive(Clone, Debug)]
@@ -24,7 +31,7 @@ pub struct Network {
     faults: NetworkFaults,
     isolated: BTreeSet<NodeId>,
     controller_cut: BTreeSet<NodeId>,
-    /// Messages sent, dropped, duplicated.
+    /// Messages sent, dropped, duplicated (stragglers included).
     pub counts: [u64; 3],
 }
 
@@ -83,6 +90,10 @@ impl Network {
         if rng.chance(self.faults.duplicate_per_mille) {
             self.counts[2] += 1;
             delays.push(rng.between(1, self.faults.delay_ms_max * 2));
+        }
+        if rng.chance(self.faults.straggle_per_mille) {
+            self.counts[2] += 1;
+            delays.push(rng.between(STRAGGLER_MS.0, STRAGGLER_MS.1));
         }
         delays
     }
