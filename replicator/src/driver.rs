@@ -119,6 +119,18 @@ pub struct ReplicaDriver<S: Storage, T: Transport> {
     durable_when_acked: bool,
 }
 
+impl<S: Storage, T: Transport> std::fmt::Debug for ReplicaDriver<S, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.state.borrow();
+        f.debug_struct("ReplicaDriver")
+            .field("replica", &state.replica)
+            .field("truncates_pending", &state.truncates_pending)
+            .field("reported", &state.reported)
+            .field("failed", &self.failed.get())
+            .finish_non_exhaustive()
+    }
+}
+
 impl<S: Storage, T: Transport> ReplicaDriver<S, T> {
     /// A driver for the replica `id` (in its `incarnation`) of the partition held by
     /// `log`, as opened (and recovered) by the engine. Replays the log's batches into the
@@ -287,6 +299,20 @@ impl<S: Storage, T: Transport> ReplicaDriver<S, T> {
             isr_version,
             members,
         });
+    }
+
+    /// A controller decision for this replica, as [`crate::controller::replica_input`]
+    /// makes it from the metadata: `BecomeLeader`, `BecomeFollower` or `IsrUpdated`
+    /// (any other input is not the controller's and is ignored).
+    pub fn control(&self, input: Input) {
+        let decision = matches!(
+            input,
+            Input::BecomeLeader { .. } | Input::BecomeFollower { .. } | Input::IsrUpdated { .. }
+        );
+        debug_assert!(decision, "not a controller decision: {input:?}");
+        if decision {
+            self.step(input);
+        }
     }
 
     /// The controller made this replica a follower of `leader` in `epoch`.

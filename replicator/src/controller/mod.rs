@@ -39,10 +39,14 @@ pub mod heartbeat;
 pub mod metadata;
 pub mod placement;
 pub mod raft_file;
+pub mod requests;
+pub mod roles;
 
 pub use command::{AdoptedData, Command, CommandError};
 pub use metadata::{Metadata, MetadataChange, NodeInfo, PartitionState, Refusal, TopicInfo};
 pub use raft_file::Recovered;
+pub use requests::IsrChange;
+pub use roles::{NO_LEADER, RoleApplied, replica_input};
 
 use protobuf::Message as _;
 use raft::eraftpb::{ConfState, Entry, EntryType, Message as RaftMessage, MessageType};
@@ -70,6 +74,8 @@ pub struct ControllerConfig {
     pub session_timeout_ms: u64,
     /// How often the leader looks for preferred-leader elections (default 5000 ms).
     pub rebalance_interval_ms: u64,
+    /// The leader proposes a node's registration at most this often (default 1000 ms).
+    pub register_every_ms: u64,
     /// The sequence number of this start's first [`ProposalId`] (default 0). Give each
     /// start of the process a distinct, increasing base (wall-clock microseconds, say):
     /// a restarted node applies its old entries again, and a new proposal must not carry
@@ -89,6 +95,7 @@ impl ControllerConfig {
             heartbeat_ticks: 2,
             session_timeout_ms: 1000,
             rebalance_interval_ms: 5000,
+            register_every_ms: 1000,
             first_proposal_seq: 0,
         }
     }
@@ -152,9 +159,12 @@ pub enum ControllerError {
         /// The leader, if known.
         leader: Option<NodeId>,
     },
-    /// The node has not registered.
+    /// The node has not registered (or, for a session, is not a voter).
     #[error("unknown node {0}")]
     UnknownNode(NodeId),
+    /// An ISR change from a node that does not lead the partition.
+    #[error("node {0} does not lead the partition")]
+    NotPartitionLeader(NodeId),
     /// A heartbeat from a newer incarnation than the registered one: the node restarted
     /// and must register again.
     #[error("node {0} restarted: it registers again")]
@@ -189,6 +199,7 @@ pub struct Controller {
     raw: RawNode<MemStorage>,
     metadata: Metadata,
     sessions: Sessions,
+    registrations: requests::Registrations,
     now: Tick,
     next_raft_tick: Tick,
     next_seq: u64,
@@ -271,6 +282,7 @@ impl Controller {
         }
         Ok(Controller {
             sessions: Sessions::new(config.session_timeout_ms),
+            registrations: requests::Registrations::default(),
             next_raft_tick: now.after(config.tick_ms),
             next_seq: config.first_proposal_seq,
             config,

@@ -17,15 +17,17 @@ use shardlog_engine::batch::BatchHeader;
 use shardlog_engine::{LeaderEpoch, Offset};
 
 use crate::ids::NodeId;
-use crate::replica::PartitionReplica;
 use crate::sim::storage::SimLog;
 
 /// What the checker reads of a node.
 pub struct NodeView<'a> {
     /// The node.
     pub id: NodeId,
-    /// Its replica (the one of its current incarnation).
-    pub replica: &'a PartitionReplica,
+    /// Its replica's high watermark (0 while the node is down: nothing is checked there
+    /// but its log keeping what it synced).
+    pub high_watermark: Offset,
+    /// The epoch its replica leads, if it leads.
+    pub leading: Option<LeaderEpoch>,
     /// Its log.
     pub log: &'a SimLog,
 }
@@ -94,7 +96,7 @@ impl Checker {
         min_insync: usize,
     ) -> Result<(), String> {
         let header = BatchHeader::parse(bytes).map_err(|e| format!("consumed garbage: {e}"))?;
-        let high_watermark = node.replica.high_watermark();
+        let high_watermark = node.high_watermark;
         if header.next_offset() > high_watermark {
             return Err(format!(
                 "{} served {base} at/above its high watermark {high_watermark}",
@@ -142,7 +144,7 @@ impl Checker {
         };
         let Some(node) = nodes
             .iter()
-            .find(|n| n.id == id && n.replica.leading() == Some(epoch))
+            .find(|n| n.id == id && n.leading == Some(epoch))
         else {
             return Ok(());
         };
@@ -173,9 +175,8 @@ impl Checker {
         let found = node.log.batch_at(base, false);
         if expected.map(Vec::as_slice) != found.as_deref() {
             return Err(format!(
-                "leader {} (epoch {}) lost or changed committed offset {base}",
-                node.id,
-                node.replica.epoch()
+                "leader {} (epoch {:?}) lost or changed committed offset {base}",
+                node.id, node.leading
             ));
         }
         Ok(())
@@ -192,7 +193,7 @@ impl Checker {
                 verified
             ));
         }
-        let high_watermark = node.replica.high_watermark();
+        let high_watermark = node.high_watermark;
         let mut at = *verified;
         for (base, bytes) in &node.log.batches_from(at) {
             if *base >= high_watermark {

@@ -1,39 +1,46 @@
 //! The simulated cluster and its event loop: one partition replicated on every node.
 //!
+//! Every node runs the production controller voter and replica driver (`node.rs`); this
+//! file only carries their messages through the simulated network, runs the clients, and
+//! injects the faults. After every event each running node is pumped (its voter's Ready
+//! cycle, its driver's tasks until stalled) and what leaves it is routed.
+//!
 //! Events are ordered by (virtual time, sequence number); every choice comes from one
 //! seeded [`Rng`], and nothing iterates a hash map, so a seed replays exactly.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 
-use shardlog_engine::batch::BatchHeader;
-use shardlog_engine::{LeaderEpoch, Offset};
+use shardlog_engine::Offset;
 
 use crate::config::ReplicaConfig;
-use crate::error::ProduceError;
+use crate::controller::{Command, IsrChange, Metadata, PartitionState};
 use crate::ids::{Incarnation, NodeId, RequestId, Tick};
 use crate::message::{self, Message};
-use crate::replica::{Acks, Action, Input, PartitionReplica, Produced};
+use crate::replica::Acks;
 use crate::sim::checker::{Checker, NodeView};
-use crate::sim::controller::Controller;
 use crate::sim::network::{Network, NetworkFaults};
+use crate::sim::node::{Effect, Node, NodeSettings, PARTITION, TOPIC};
 use crate::sim::rng::Rng;
-use crate::sim::storage::SimLog;
 use crate::sim::workload::Producer;
 
-const PARTITION: u32 = 0;
+/// How often a node's timers (voter, replica, heartbeat) run, ms.
 const TICK_MS: u64 = 10;
+/// A node heartbeats to the controller leader this often, ms.
+const HEARTBEAT_MS: u64 = 20;
+/// The topic is proposed again this long after a proposal that did not create it, ms.
+const CREATE_RETRY_MS: u64 = 200;
 
 /// Settings of one simulation run.
 #[derive(Clone, Debug)]
 pub struct SimConfig {
-    /// Nodes, each holding a replica.
+    /// Nodes, each holding a replica and a controller voter.
     pub nodes: u32,
     /// Virtual time to run.
     pub duration_ms: u64,
     /// Every replica's settings.
     pub replica: ReplicaConfig,
-    /// The controller fences a node silent this long.
+    /// The controller fences a node whose heartbeats stopped this long.
     pub session_ms: u64,
     /// A producer retries a request unanswered this long.
     pub client_timeout_ms: u64,
@@ -78,7 +85,7 @@ pub struct Report {
     pub committed_end: u64,
     /// Batches acknowledged under acks=all, read by the consumer, leaders fully checked.
     pub checked: [u64; 3],
-    /// Leader elections.
+    /// Partition leader epochs the controller went through.
     pub elections: u64,
     /// Crashes, partitions, leader moves injected.
     pub faults: [u64; 3],
@@ -113,21 +120,25 @@ impl fmt::Display for Failure {
 
 #[derive(Debug)]
 enum Event {
-    Deliver {
+    Replicate {
         to: NodeId,
         from: NodeId,
         bytes: Vec<u8>,
     },
-    Control {
+    Raft {
         to: NodeId,
+        from: NodeId,
+        bytes: Vec<u8>,
+    },
+    Heartbeat {
+        to: NodeId,
+        from: NodeId,
         incarnation: Incarnation,
-        input: Input,
     },
     Propose {
+        to: NodeId,
         from: NodeId,
-        epoch: LeaderEpoch,
-        isr_version: u64,
-        isr: Vec<NodeId>,
+        change: IsrChange,
     },
     Tick {
         node: NodeId,
@@ -137,57 +148,57 @@ enum Event {
         node: NodeId,
         incarnation: Incarnation,
     },
-    Report {
-        node: NodeId,
-        incarnation: Incarnation,
-    },
     ProducerTick(usize),
     Consume,
     Fault,
-    Fence {
-        node: NodeId,
-        incarnation: Incarnation,
-    },
     Restart(NodeId),
     Heal,
     Settle,
 }
 
-#[derive(Debug)]
-struct Node {
-    id: NodeId,
-    alive: bool,
-    incarnation: Incarnation,
-    replica: PartitionReplica,
-    log: SimLog,
-}
-
 /// The whole simulated world.
-#[derive(Debug)]
 pub struct Cluster {
     config: SimConfig,
+    settings: NodeSettings,
     rng: Rng,
     now: Tick,
     sequence: u64,
     events: BTreeMap<(Tick, u64), Event>,
     nodes: Vec<Node>,
     network: Network,
-    controller_cut: BTreeSet<NodeId>,
-    controller: Controller,
     checker: Checker,
     producers: Vec<Producer>,
     requests: BTreeMap<RequestId, (usize, i32)>,
     next_request: u64,
     consumer_at: Offset,
+    /// When the topic was last proposed.
+    create_proposed: Option<Tick>,
     /// Past `duration_ms`: no faults, no new batches (see `SimConfig::settle_ms`).
     settling: bool,
     report: Report,
 }
 
+impl fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cluster")
+            .field("now", &self.now)
+            .field("nodes", &self.nodes)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Runs one seed to the end or to the first failure.
 pub fn run(seed: u64, config: &SimConfig) -> Result<Report, Failure> {
     let mut cluster = Cluster::new(seed, config.clone());
-    cluster.start();
+    let fail = |cluster: &Cluster, message| Failure {
+        seed,
+        step: cluster.report.steps,
+        at: cluster.now,
+        message,
+    };
+    if let Err(message) = cluster.start() {
+        return Err(fail(&cluster, message));
+    }
     let end = cluster.config.duration_ms + cluster.config.settle_ms;
     while let Some(((at, _), event)) = cluster.events.pop_first() {
         if at.0 > end {
@@ -195,23 +206,16 @@ pub fn run(seed: u64, config: &SimConfig) -> Result<Report, Failure> {
         }
         cluster.now = at;
         cluster.report.steps += 1;
-        let result = cluster.handle(event).and_then(|()| cluster.check());
+        let result = cluster
+            .handle(event)
+            .and_then(|()| cluster.pump())
+            .and_then(|()| cluster.check());
         if let Err(message) = result {
-            return Err(Failure {
-                seed,
-                step: cluster.report.steps,
-                at,
-                message,
-            });
+            return Err(fail(&cluster, message));
         }
     }
     if let Err(message) = cluster.settled() {
-        return Err(Failure {
-            seed,
-            step: cluster.report.steps,
-            at: cluster.now,
-            message,
-        });
+        return Err(fail(&cluster, message));
     }
     Ok(cluster.finish())
 }
@@ -225,27 +229,24 @@ impl Cluster {
             drop_per_mille: rng.between(0, 100),
             duplicate_per_mille: rng.between(0, 50),
             delay_ms_max: rng.between(1, 30),
+            straggle_per_mille: rng.between(0, 20),
         };
         let ids: Vec<NodeId> = (0..config.nodes).map(NodeId).collect();
-        let nodes = ids
-            .iter()
-            .map(|&id| Node {
-                id,
-                alive: true,
-                incarnation: Incarnation(0),
-                replica: PartitionReplica::new(config.replica.clone(), id, Incarnation(0)),
-                log: SimLog::default(),
-            })
-            .collect();
+        let settings = NodeSettings {
+            voters: ids.clone(),
+            replica: config.replica.clone(),
+            session_ms: config.session_ms,
+            heartbeat_ms: HEARTBEAT_MS,
+            raft_tick_ms: TICK_MS,
+            rebalance_ms: 1_000,
+        };
         Cluster {
             rng,
             now: Tick(0),
             sequence: 0,
             events: BTreeMap::new(),
-            nodes,
+            nodes: ids.iter().map(|&id| Node::new(id)).collect(),
             network: Network::new(faults),
-            controller_cut: BTreeSet::new(),
-            controller: Controller::new(ids),
             checker: Checker::default(),
             producers: vec![
                 Producer::new(1, Acks::All),
@@ -255,11 +256,13 @@ impl Cluster {
             requests: BTreeMap::new(),
             next_request: 0,
             consumer_at: Offset(0),
+            create_proposed: None,
             settling: false,
             report: Report {
                 seed,
                 ..Report::default()
             },
+            settings,
             config,
         }
     }
@@ -270,13 +273,9 @@ impl Cluster {
             .insert((self.now.after(after_ms), self.sequence), event);
     }
 
-    fn start(&mut self) {
-        let mut rng = self.rng.clone();
-        self.controller.elect(&mut rng, None);
-        self.rng = rng;
-        self.announce();
+    fn start(&mut self) -> Result<(), String> {
         for i in 0..self.nodes.len() {
-            self.start_node_timers(i);
+            self.start_node(i)?;
         }
         for p in 0..self.producers.len() {
             let delay = self.rng.between(1, 20);
@@ -286,191 +285,184 @@ impl Cluster {
         let delay = self.rng.between(200, 500);
         self.schedule(delay, Event::Fault);
         self.schedule(self.config.duration_ms, Event::Settle);
+        Ok(())
     }
 
-    fn start_node_timers(&mut self, index: usize) {
-        let Some(node) = self.nodes.get(index) else {
-            return;
+    /// Starts (or restarts) the node at `index` and its timers.
+    fn start_node(&mut self, index: usize) -> Result<(), String> {
+        let now = self.now;
+        let Some(node) = self.nodes.get_mut(index) else {
+            return Ok(());
         };
+        node.start(now, &self.settings)?;
         let (node, incarnation) = (node.id, node.incarnation);
         let delay = self.rng.between(1, TICK_MS);
         self.schedule(delay, Event::Tick { node, incarnation });
         let delay = self.rng.between(1, 10);
         self.schedule(delay, Event::Sync { node, incarnation });
+        Ok(())
     }
 
     fn node_index(&self, id: NodeId) -> Option<usize> {
         self.nodes.iter().position(|n| n.id == id)
     }
 
-    fn live(&self, id: NodeId, incarnation: Incarnation) -> Option<usize> {
-        let index = self.node_index(id)?;
-        let node = self.nodes.get(index)?;
-        (node.alive && node.incarnation == incarnation).then_some(index)
+    /// The running node `id`, of `incarnation` if given.
+    fn running(&mut self, id: NodeId, incarnation: Option<Incarnation>) -> Option<&mut Node> {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.id == id && n.alive() && incarnation.is_none_or(|i| i == n.incarnation))
     }
 
     fn handle(&mut self, event: Event) -> Result<(), String> {
         match event {
-            Event::Deliver { to, from, bytes } => self.deliver(to, from, &bytes)?,
-            Event::Control {
+            Event::Replicate { to, from, bytes } => self.deliver(to, from, &bytes)?,
+            Event::Raft { to, from, bytes } => {
+                if let Some(node) = self.running(to, None) {
+                    node.raft(from, &bytes);
+                }
+            }
+            Event::Heartbeat {
                 to,
-                incarnation,
-                input,
-            } => {
-                if let Some(index) = self.live(to, incarnation) {
-                    if !self.controller_cut.contains(&to) {
-                        self.step_node(index, input)?;
-                    }
-                }
-            }
-            Event::Propose {
                 from,
-                epoch,
-                isr_version,
-                isr,
-            } => self.propose(from, epoch, isr_version, &isr),
-            Event::Tick { node, incarnation } => {
-                if let Some(index) = self.live(node, incarnation) {
-                    self.step_node(index, Input::Tick)?;
-                    self.schedule(TICK_MS, Event::Tick { node, incarnation });
+                incarnation,
+            } => {
+                if let Some(node) = self.running(to, None) {
+                    node.heartbeat_from(from, incarnation);
                 }
             }
+            Event::Propose { to, from, change } => {
+                if let Some(node) = self.running(to, None) {
+                    node.propose_from(from, change);
+                }
+            }
+            Event::Tick { node, incarnation } => self.tick(node, incarnation)?,
             Event::Sync { node, incarnation } => {
-                if let Some(index) = self.live(node, incarnation) {
-                    if let Some(n) = self.nodes.get_mut(index) {
-                        n.log.sync();
-                    }
-                    self.report_storage(index)?;
+                if let Some(n) = self.running(node, Some(incarnation)) {
+                    n.sync()?;
                     let next = self.rng.between(1, 15);
                     self.schedule(next, Event::Sync { node, incarnation });
-                }
-            }
-            Event::Report { node, incarnation } => {
-                if let Some(index) = self.live(node, incarnation) {
-                    self.report_storage(index)?;
                 }
             }
             Event::ProducerTick(p) => self.producer_tick(p)?,
             Event::Consume => self.consume()?,
             Event::Fault => self.fault(),
-            Event::Fence { node, incarnation } => self.fence(node, incarnation),
-            Event::Restart(node) => self.restart(node),
-            Event::Heal => self.heal(),
-            Event::Settle => self.settle(),
+            Event::Restart(node) => self.restart(node)?,
+            Event::Heal => self.network.heal(),
+            Event::Settle => self.settle()?,
         }
         Ok(())
     }
 
-    fn report_storage(&mut self, index: usize) -> Result<(), String> {
-        let Some(node) = self.nodes.get(index) else {
-            return Ok(());
-        };
-        // Its appends resolve once written (flush=never): the log end is written.
-        let input = Input::Appended {
-            written_end: node.log.log_end(),
-            durable_end: node.log.durable_end(),
-        };
-        self.step_node(index, input)
-    }
-
-    fn deliver(&mut self, to: NodeId, from: NodeId, bytes: &[u8]) -> Result<(), String> {
-        let Some(index) = self.node_index(to) else {
-            return Ok(());
-        };
-        if !self.nodes.get(index).is_some_and(|n| n.alive) {
-            return Ok(());
-        }
-        let envelope = message::decode(bytes).map_err(|e| format!("undecodable envelope: {e}"))?;
-        if envelope.to != to.0 || envelope.from != from.0 || envelope.partition != PARTITION {
-            return Err("misrouted envelope".to_owned());
-        }
-        self.step_node(
-            index,
-            Input::Received {
-                from,
-                message: envelope.message,
-            },
-        )
-    }
-
-    fn step_node(&mut self, index: usize, input: Input) -> Result<(), String> {
+    fn tick(&mut self, id: NodeId, incarnation: Incarnation) -> Result<(), String> {
         let now = self.now;
-        let Some(node) = self.nodes.get_mut(index) else {
+        let Some(node) = self.running(id, Some(incarnation)) else {
             return Ok(());
         };
-        node.replica.step(now, input);
-        let mut actions = Vec::new();
-        node.replica.drain_actions(&mut actions);
-        for action in actions {
-            self.perform(index, action)?;
+        let effects = node.tick(now, HEARTBEAT_MS);
+        self.create_topic(id);
+        self.schedule(
+            TICK_MS,
+            Event::Tick {
+                node: id,
+                incarnation,
+            },
+        );
+        self.perform(id, effects)
+    }
+
+    /// The operator's part: once every node registered, the controller leader is asked to
+    /// create the topic (one partition on every node), until it exists.
+    fn create_topic(&mut self, id: NodeId) {
+        let now = self.now;
+        let due = self
+            .create_proposed
+            .is_none_or(|at| now.since(at) >= CREATE_RETRY_MS);
+        let nodes = self.nodes.len();
+        let replication_factor = u16::try_from(nodes).unwrap_or(u16::MAX);
+        let min_insync = u16::try_from(self.config.replica.min_insync).unwrap_or(1);
+        let Some(node) = self.running(id, None) else {
+            return;
+        };
+        let ready = node.controller().is_some_and(|c| {
+            c.is_leader()
+                && c.metadata().topics().is_empty()
+                && c.metadata().live_nodes().len() == nodes
+        });
+        if !(due && ready) {
+            return;
+        }
+        node.propose(Command::CreateTopic {
+            name: TOPIC.to_owned(),
+            partitions: 1,
+            replication_factor,
+            min_insync,
+            config: Vec::new(),
+        });
+        self.create_proposed = Some(now);
+    }
+
+    /// Pumps every running node and routes what leaves it.
+    fn pump(&mut self) -> Result<(), String> {
+        for index in 0..self.nodes.len() {
+            let Some(node) = self.nodes.get_mut(index) else {
+                continue;
+            };
+            let id = node.id;
+            let effects = node.pump()?;
+            self.perform(id, effects)?;
         }
         Ok(())
     }
 
-    fn perform(&mut self, index: usize, action: Action) -> Result<(), String> {
-        let Some(node) = self.nodes.get_mut(index) else {
-            return Ok(());
-        };
-        let (id, incarnation) = (node.id, node.incarnation);
-        match action {
-            Action::Append { batches, log_end } => {
-                node.log.append(&batches);
-                if node.log.log_end() != log_end {
-                    return Err(format!(
-                        "{id}: append ends at {}, replica says {log_end}",
-                        node.log.log_end()
-                    ));
+    fn perform(&mut self, id: NodeId, effects: Vec<Effect>) -> Result<(), String> {
+        let incarnation = self
+            .running(id, None)
+            .map_or(Incarnation(0), |n| n.incarnation);
+        for effect in effects {
+            match effect {
+                Effect::Replicate { to, message } => self.send(id, to, message)?,
+                Effect::Raft { to, bytes } => {
+                    let from = id;
+                    self.route_control(id, to, |to| Event::Raft {
+                        to,
+                        from,
+                        bytes: bytes.clone(),
+                    });
                 }
-                self.schedule(
-                    0,
-                    Event::Report {
-                        node: id,
-                        incarnation,
-                    },
-                );
-            }
-            Action::Truncate { log_end } => node.log.truncate(log_end),
-            Action::Send { to, message } => self.send(id, to, message)?,
-            Action::Ship {
-                to,
-                mut ship,
-                until,
-            } => {
-                if let Some(batches) = node.log.read(Offset(ship.prev_offset), until) {
-                    ship.batches = batches;
-                    self.send(id, to, Message::Ship(ship))?;
+                Effect::Heartbeat { to } => self.route_control(id, to, |to| Event::Heartbeat {
+                    to,
+                    from: id,
+                    incarnation,
+                }),
+                Effect::Propose { to, change } => {
+                    self.route_control(id, to, |to| Event::Propose {
+                        to,
+                        from: id,
+                        change: change.clone(),
+                    });
                 }
-            }
-            Action::Answer { request, result } => self.answer(index, request, result)?,
-            Action::ProposeIsr {
-                epoch,
-                isr_version,
-                isr,
-            } => {
-                if !self.controller_cut.contains(&id) {
-                    let delay = self.rng.between(1, 10);
-                    self.schedule(
-                        delay,
-                        Event::Propose {
-                            from: id,
-                            epoch,
-                            isr_version,
-                            isr,
-                        },
-                    );
-                }
+                Effect::Answer { request, result } => self.answer(id, request, result)?,
+                Effect::LeaderMoved => self.report.faults[2] += 1,
             }
         }
         Ok(())
+    }
+
+    /// A controller-plane message (Raft, heartbeat, ISR proposal) from `from` to `to`.
+    fn route_control(&mut self, from: NodeId, to: NodeId, event: impl Fn(NodeId) -> Event) {
+        for delay in self.network.route(&mut self.rng, from, to, true) {
+            self.schedule(delay, event(to));
+        }
     }
 
     fn send(&mut self, from: NodeId, to: NodeId, message: Message) -> Result<(), String> {
         let envelope = message::envelope(PARTITION, from, to, message);
         let bytes = message::encode(&envelope).map_err(|e| e.to_string())?;
-        for delay in self.network.route(&mut self.rng, from, to) {
+        for delay in self.network.route(&mut self.rng, from, to, false) {
             self.schedule(
                 delay,
-                Event::Deliver {
+                Event::Replicate {
                     to,
                     from,
                     bytes: bytes.to_vec(),
@@ -480,46 +472,31 @@ impl Cluster {
         Ok(())
     }
 
-    fn control(&mut self, to: NodeId, input: Input) {
-        let Some(index) = self.node_index(to) else {
-            return;
+    fn deliver(&mut self, to: NodeId, from: NodeId, bytes: &[u8]) -> Result<(), String> {
+        let Some(node) = self.running(to, None) else {
+            return Ok(());
         };
-        let Some(node) = self.nodes.get(index) else {
-            return;
-        };
-        if node.alive {
-            let incarnation = node.incarnation;
-            let delay = self.rng.between(1, 20);
-            self.schedule(
-                delay,
-                Event::Control {
-                    to,
-                    incarnation,
-                    input,
-                },
-            );
+        let envelope = message::decode(bytes).map_err(|e| format!("undecodable envelope: {e}"))?;
+        if envelope.to != to.0 || envelope.from != from.0 || envelope.partition != PARTITION {
+            return Err("misrouted envelope".to_owned());
         }
+        node.receive(from, envelope.message);
+        Ok(())
     }
 
-    /// Tells every reachable node its role in the current epoch.
-    fn announce(&mut self) {
-        let ids: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
-        for id in ids {
-            if let Some(input) = self.controller.role_of(id) {
-                self.control(id, input);
-            }
-        }
+    /// The metadata of the voter that applied the most: committed, so the truth as far
+    /// as any node knows it.
+    fn truth(&self) -> Option<&Metadata> {
+        self.nodes
+            .iter()
+            .filter_map(Node::controller)
+            .max_by_key(|c| c.applied_index())
+            .map(crate::controller::Controller::metadata)
     }
 
-    fn propose(&mut self, from: NodeId, epoch: LeaderEpoch, isr_version: u64, isr: &[NodeId]) {
-        if self.controller_cut.contains(&from) {
-            return;
-        }
-        self.controller.propose(from, epoch, isr_version, isr);
-        if let Some(leader) = self.controller.leader {
-            let update = self.controller.isr_update();
-            self.control(leader, update);
-        }
+    /// The partition as the truth has it.
+    fn partition(&self) -> Option<&PartitionState> {
+        self.truth()?.partition(TOPIC, PARTITION)
     }
 }
 
@@ -527,9 +504,9 @@ impl Cluster {
 impl Cluster {
     fn answer(
         &mut self,
-        index: usize,
+        from: NodeId,
         request: RequestId,
-        result: Result<Produced, ProduceError>,
+        result: Result<crate::replica::Produced, crate::error::ProduceError>,
     ) -> Result<(), String> {
         let Some((p, sequence)) = self.requests.remove(&request) else {
             return Ok(());
@@ -556,7 +533,12 @@ impl Cluster {
                 producer.outstanding.retain(|s, _| *s > sequence);
                 if producer.acks == Acks::All {
                     let id = producer.producer_id;
-                    let log = &self.nodes.get(index).ok_or("no node")?.log;
+                    let log = &self
+                        .nodes
+                        .iter()
+                        .find(|n| n.id == from)
+                        .ok_or("no node")?
+                        .log;
                     self.checker
                         .acked(log, produced.base_offset, (id, sequence))?;
                 }
@@ -569,16 +551,32 @@ impl Cluster {
         Ok(())
     }
 
+    /// Where a client sends: the partition leader in the metadata of a random running
+    /// node (it may be stale: the client is then refused and retries), or now and then
+    /// a random node.
+    fn produce_target(&mut self) -> Option<NodeId> {
+        let alive: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|n| n.alive())
+            .map(|n| n.id)
+            .collect();
+        if self.rng.chance(100) {
+            return self.rng.pick(&alive);
+        }
+        let asked = self.rng.pick(&alive)?;
+        let node = self.nodes.iter().find(|n| n.id == asked)?;
+        node.controller()?
+            .metadata()
+            .partition(TOPIC, PARTITION)?
+            .leader
+    }
+
     fn producer_tick(&mut self, p: usize) -> Result<(), String> {
         let now = self.now;
         let timeout = self.config.client_timeout_ms;
         let records = u32::try_from(self.rng.between(1, 3)).unwrap_or(1);
-        let target = if self.rng.chance(100) {
-            self.rng
-                .pick(&self.nodes.iter().map(|n| n.id).collect::<Vec<_>>())
-        } else {
-            self.controller.leader
-        };
+        let target = self.produce_target();
         let Some(producer) = self.producers.get_mut(p) else {
             return Ok(());
         };
@@ -601,10 +599,8 @@ impl Cluster {
             .map(|(s, o)| (*s, o.bytes.clone()))
             .collect();
         let acks = producer.acks;
-        let index = target
-            .and_then(|t| self.node_index(t))
-            .filter(|&i| self.nodes.get(i).is_some_and(|n| n.alive));
-        if let Some(index) = index {
+        if let Some(target) = target.filter(|t| self.nodes.iter().any(|n| n.id == *t && n.alive()))
+        {
             for (sequence, batch) in unsent {
                 self.next_request += 1;
                 let request = RequestId(self.next_request);
@@ -616,14 +612,9 @@ impl Cluster {
                 {
                     o.request = Some((request, now));
                 }
-                self.step_node(
-                    index,
-                    Input::Produce {
-                        request,
-                        acks,
-                        batch,
-                    },
-                )?;
+                if let Some(node) = self.running(target, None) {
+                    node.produce(request, acks, batch)?;
+                }
             }
         }
         let next = self.rng.between(3, 12);
@@ -633,12 +624,12 @@ impl Cluster {
 
     fn consume(&mut self) -> Result<(), String> {
         let alive: Vec<usize> = (0..self.nodes.len())
-            .filter(|&i| self.nodes.get(i).is_some_and(|n| n.alive))
+            .filter(|&i| self.nodes.get(i).is_some_and(Node::alive))
             .collect();
         if let Some(index) = self.rng.pick(&alive) {
             let views = views(&self.nodes);
             let node = views.get(index).ok_or("no view")?;
-            let high_watermark = node.replica.high_watermark();
+            let high_watermark = node.high_watermark;
             let mut at = self.consumer_at;
             let reads: Vec<(Offset, Vec<u8>)> = node
                 .log
@@ -654,7 +645,7 @@ impl Cluster {
                 let min_insync = self.config.replica.min_insync;
                 self.checker
                     .consumed(node, &views, base, &bytes, min_insync)?;
-                at = BatchHeader::parse(&bytes)
+                at = shardlog_engine::batch::BatchHeader::parse(&bytes)
                     .map_err(|e| e.to_string())?
                     .next_offset();
             }
@@ -671,7 +662,8 @@ fn views(nodes: &[Node]) -> Vec<NodeView<'_>> {
         .iter()
         .map(|n| NodeView {
             id: n.id,
-            replica: &n.replica,
+            high_watermark: n.driver().map_or(Offset(0), |d| d.high_watermark()),
+            leading: n.driver().and_then(|d| d.leading()),
             log: &n.log,
         })
         .collect()
@@ -686,7 +678,7 @@ impl Cluster {
         let ids: Vec<NodeId> = self
             .nodes
             .iter()
-            .filter(|n| n.alive)
+            .filter(|n| n.alive())
             .map(|n| n.id)
             .collect();
         match self.rng.below(4) {
@@ -695,18 +687,26 @@ impl Cluster {
                     self.crash(id);
                 }
             }
-            1 if self.controller_cut.is_empty() && ids.len() == self.nodes.len() => {
+            1 if !self.network.any_isolated() && ids.len() == self.nodes.len() => {
                 if let Some(id) = self.rng.pick(&ids) {
-                    self.isolate(id);
+                    // Half the time its controller links too: its session then expires
+                    // and the controller fences it.
+                    let controller = self.rng.chance(500);
+                    self.network.isolate(id, controller);
+                    self.report.faults[1] += 1;
+                    let heal = self.rng.between(100, 1000);
+                    self.schedule(heal, Event::Heal);
                 }
             }
             2 => {
-                let mut rng = self.rng.clone();
-                if self.controller.elect(&mut rng, self.controller.leader) {
-                    self.report.faults[2] += 1;
-                    self.announce();
+                // An operator's preferred-leader election, through the controller leader
+                // (counted when it moves the leader).
+                for node in &mut self.nodes {
+                    node.propose(Command::ElectLeader {
+                        topic: TOPIC.to_owned(),
+                        partition: PARTITION,
+                    });
                 }
-                self.rng = rng;
             }
             _ => {}
         }
@@ -718,147 +718,41 @@ impl Cluster {
         let Some(node) = self.nodes.iter_mut().find(|n| n.id == id) else {
             return;
         };
-        node.alive = false;
         self.checker.crashed(id, node.log.durable_end());
-        node.log.crash();
-        let incarnation = node.incarnation;
+        node.crash();
         self.report.faults[0] += 1;
-        let session = self.config.session_ms;
-        self.schedule(
-            session,
-            Event::Fence {
-                node: id,
-                incarnation,
-            },
-        );
         let down = self.rng.between(50, 1200);
         self.schedule(down, Event::Restart(id));
     }
 
-    fn isolate(&mut self, id: NodeId) {
-        self.network.isolate(id);
-        self.report.faults[1] += 1;
-        if self.rng.chance(500) {
-            self.controller_cut.insert(id);
-            let incarnation = self
-                .nodes
-                .iter()
-                .find(|n| n.id == id)
-                .map_or(Incarnation(0), |n| n.incarnation);
-            let session = self.config.session_ms;
-            self.schedule(
-                session,
-                Event::Fence {
-                    node: id,
-                    incarnation,
-                },
-            );
-        }
-        let heal = self.rng.between(100, 1000);
-        self.schedule(heal, Event::Heal);
-    }
-
-    fn fence(&mut self, id: NodeId, incarnation: Incarnation) {
-        let Some(node) = self.nodes.iter().find(|n| n.id == id) else {
-            return;
-        };
-        let unreachable = !node.alive || self.controller_cut.contains(&id);
-        if node.incarnation != incarnation || !unreachable || self.controller.fenced.contains(&id) {
-            return;
-        }
-        let mut rng = self.rng.clone();
-        let changed = self.controller.fence(&mut rng, id);
-        self.rng = rng;
-        self.after_controller_change(changed);
-    }
-
-    fn after_controller_change(&mut self, leadership_changed: bool) {
-        if leadership_changed {
-            self.announce();
-        } else if let Some(leader) = self.controller.leader {
-            let update = self.controller.isr_update();
-            self.control(leader, update);
-        }
-    }
-
-    /// The node registers again: fenced first (a restarted leader must not lead its old
-    /// epoch again), then unfenced.
-    fn register(&mut self, id: NodeId) {
-        let mut rng = self.rng.clone();
-        let mut changed = false;
-        if !self.controller.fenced.contains(&id) {
-            changed |= self.controller.fence(&mut rng, id);
-        }
-        changed |= self.controller.unfence(&mut rng, id);
-        self.rng = rng;
-        self.after_controller_change(changed);
-        if !changed {
-            if let Some(input) = self.controller.role_of(id) {
-                self.control(id, input);
+    fn restart(&mut self, id: NodeId) -> Result<(), String> {
+        match self.node_index(id) {
+            Some(index) if self.nodes.get(index).is_some_and(|n| !n.alive()) => {
+                self.start_node(index)
             }
+            _ => Ok(()),
         }
-    }
-
-    fn restart(&mut self, id: NodeId) {
-        if self.nodes.iter().any(|n| n.id == id && n.alive) {
-            return;
-        }
-        let config = self.config.replica.clone();
-        let Some(index) = self.node_index(id) else {
-            return;
-        };
-        let Some(node) = self.nodes.get_mut(index) else {
-            return;
-        };
-        node.alive = true;
-        node.incarnation = Incarnation(node.incarnation.0 + 1);
-        let mut replica = PartitionReplica::new(config, id, node.incarnation);
-        for (_, bytes) in &node.log.batches_from(Offset(0)) {
-            if let Ok(header) = BatchHeader::parse(bytes) {
-                replica.recover_batch(&header);
-            }
-        }
-        node.replica = replica;
-        self.start_node_timers(index);
-        self.register(id);
-    }
-
-    fn heal(&mut self) {
-        self.network.heal();
-        let cut: Vec<NodeId> = std::mem::take(&mut self.controller_cut)
-            .into_iter()
-            .collect();
-        for id in cut {
-            if self.controller.fenced.contains(&id) {
-                self.register(id);
-            }
-        }
-        self.announce();
     }
 
     /// The end of the faults: heal, restart the crashed, stop making new batches.
-    fn settle(&mut self) {
+    fn settle(&mut self) -> Result<(), String> {
         self.settling = true;
-        self.heal();
+        self.network.heal();
         let down: Vec<NodeId> = self
             .nodes
             .iter()
-            .filter(|n| !n.alive)
+            .filter(|n| !n.alive())
             .map(|n| n.id)
             .collect();
         for id in down {
-            self.restart(id);
+            self.restart(id)?;
         }
+        Ok(())
     }
 
-    /// The controller and every replica, for a failure message.
+    /// The partition and every node, for a failure message.
     fn describe(&self) -> String {
-        let nodes: Vec<String> = self
-            .nodes
-            .iter()
-            .map(|n| format!("{}: alive {} {:?}", n.id, n.alive, n.replica))
-            .collect();
-        format!("controller {:?}; nodes {nodes:#?}", self.controller)
+        format!("partition {:?}; nodes {:#?}", self.partition(), self.nodes)
     }
 
     /// Liveness after the settle phase: every acks=all batch acknowledged, and the
@@ -879,27 +773,29 @@ impl Cluster {
             }
         }
         let leader = self
-            .controller
-            .leader
-            .ok_or("stuck: no leader after the calm")?;
-        let node = self
+            .partition()
+            .and_then(|p| p.leader)
+            .ok_or_else(|| format!("stuck: no leader after the calm; {}", self.describe()))?;
+        let driver = self
             .nodes
             .iter()
             .find(|n| n.id == leader)
-            .ok_or("no leader node")?;
-        let end = node.replica.log_end();
-        if node.replica.high_watermark() != end {
+            .and_then(Node::driver)
+            .ok_or("the leader is not running")?;
+        let end = driver.log_end();
+        if driver.high_watermark() != end {
             return Err(format!(
-                "stuck: leader {leader} high watermark {} below its log end {end}",
-                node.replica.high_watermark()
+                "stuck: leader {leader} high watermark {} below its log end {end}; {}",
+                driver.high_watermark(),
+                self.describe()
             ));
         }
         for other in &self.nodes {
-            if other.replica.log_end() != end {
+            let other_end = other.driver().map(crate::driver::ReplicaDriver::log_end);
+            if other_end != Some(end) {
                 return Err(format!(
-                    "stuck: node {} log end {} != leader's {end}; {}",
+                    "stuck: node {} log end {other_end:?} != leader's {end}; {}",
                     other.id,
-                    other.replica.log_end(),
                     self.describe()
                 ));
             }
@@ -908,16 +804,21 @@ impl Cluster {
     }
 
     fn check(&mut self) -> Result<(), String> {
+        let leader = self
+            .partition()
+            .and_then(|p| p.leader.map(|l| (l, p.leader_epoch)));
         let views = views(&self.nodes);
-        let leader = self.controller.leader.map(|l| (l, self.controller.epoch));
         self.checker.after_step(&views, leader)
     }
 
     fn finish(self) -> Report {
+        let elections = self
+            .partition()
+            .map_or(0, |p| u64::try_from(p.leader_epoch.0).unwrap_or(0));
         let mut report = self.report;
         report.committed_end = self.checker.committed_end().0;
         report.checked = self.checker.counts;
-        report.elections = self.controller.elections;
+        report.elections = elections;
         report.messages = self.network.counts;
         report
     }

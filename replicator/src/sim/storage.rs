@@ -1,6 +1,9 @@
 //! The simulated partition log of one node: the engine's real [`PartitionLog`] on its
-//! in-memory, crashable [`SimStorage`], driven synchronously (every storage operation
-//! of `SimStorage` completes at once, so `block_on` never waits).
+//! in-memory, crashable [`SimStorage`]. The node's [`ReplicaDriver`](crate::driver::ReplicaDriver)
+//! shares it (`shared`) and performs the replica's appends and truncations on it; the
+//! simulation only syncs it on its schedule, crashes it, and reads it for the checkers and
+//! the consumer (every storage operation of `SimStorage` completes at once, so `block_on`
+//! never waits).
 //!
 //! The flush policy is `never` and the simulation syncs on its own schedule, so a crash
 //! loses an unsynced suffix the way a real one does: `SimStorage::crash` keeps the synced
@@ -11,9 +14,9 @@
 
 use std::fmt;
 
-use bytes::Bytes;
+use std::rc::Rc;
+
 use futures::executor::block_on;
-use shardlog_engine::batch::BatchHeader;
 use shardlog_engine::{EngineConfig, FlushPolicy, Offset, PartitionLog, SimStorage};
 
 /// Where the log lives in the in-memory storage.
@@ -24,7 +27,7 @@ const READ_BYTES: usize = 256 << 10;
 /// One node's log.
 pub struct SimLog {
     storage: SimStorage,
-    log: Option<PartitionLog<SimStorage>>,
+    log: Option<Rc<PartitionLog<SimStorage>>>,
     crashes: u64,
 }
 
@@ -61,13 +64,15 @@ fn config() -> EngineConfig {
     }
 }
 
-fn open(storage: &SimStorage) -> PartitionLog<SimStorage> {
-    block_on(PartitionLog::open(storage.clone(), DIR, config()))
-        .expect("the engine recovers any crash of SimStorage")
+fn open(storage: &SimStorage) -> Rc<PartitionLog<SimStorage>> {
+    Rc::new(
+        block_on(PartitionLog::open(storage.clone(), DIR, config()))
+            .expect("the engine recovers any crash of SimStorage"),
+    )
 }
 
 impl SimLog {
-    fn log(&self) -> &PartitionLog<SimStorage> {
+    fn log(&self) -> &Rc<PartitionLog<SimStorage>> {
         self.log
             .as_ref()
             .expect("the log is open between operations")
@@ -85,31 +90,22 @@ impl SimLog {
         self.log().durable_end()
     }
 
-    /// Appends concatenated batches, which must continue the log.
-    pub fn append(&mut self, bytes: &[u8]) {
-        let mut rest = Bytes::copy_from_slice(bytes);
-        while !rest.is_empty() {
-            let header = BatchHeader::parse(&rest).expect("batch the replica validated");
-            let one = rest.split_to((header.size as usize).min(rest.len()));
-            block_on(self.log().append_replicated(one)).expect("append continues the log");
-        }
-    }
-
-    /// Cuts the log to `log_end`, a batch boundary.
-    pub fn truncate(&mut self, log_end: Offset) {
-        let end = block_on(self.log().truncate(log_end)).expect("truncate");
-        assert_eq!(end, log_end, "truncation inside a batch");
-    }
-
-    /// Makes everything durable.
-    pub fn sync(&mut self) {
-        block_on(self.log().sync()).expect("sync");
+    /// The log, for the node's driver.
+    #[must_use]
+    pub fn shared(&self) -> Rc<PartitionLog<SimStorage>> {
+        self.log().clone()
     }
 
     /// Crashes the storage (losing unsynced writes, maybe tearing the last one) and
-    /// reopens the log through the engine's recovery.
+    /// reopens the log through the engine's recovery. The node's driver must be gone.
     pub fn crash(&mut self) {
-        drop(self.log.take());
+        let log = self.log.take().expect("the log is open between operations");
+        assert_eq!(
+            Rc::strong_count(&log),
+            1,
+            "the crashed node's driver still runs"
+        );
+        drop(log);
         self.crashes += 1;
         self.storage
             .crash(self.crashes.wrapping_mul(0x9e37_79b9_7f4a_7c15));

@@ -23,9 +23,10 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::channel::{mpsc, oneshot};
 use futures::future::{Either, select};
+use shardlog_engine::LeaderEpoch;
 use shardlog_replicator::controller::raft_file::{self, Damage, Recovered};
 use shardlog_replicator::controller::{
-    Action, Command, Controller, ControllerConfig, ControllerError, ProposalId, Refusal,
+    Action, Command, Controller, ControllerConfig, ControllerError, IsrChange, ProposalId, Refusal,
 };
 use shardlog_replicator::{NodeId, Tick};
 
@@ -39,8 +40,6 @@ use crate::server::shard::ShardMsg;
 const HEARTBEAT_EVERY_MS: u64 = 100;
 /// How often the controller's clock is advanced without other input.
 const TICK_EVERY: Duration = Duration::from_millis(10);
-/// A node's registration is proposed at most this often.
-const REGISTER_EVERY_MS: u64 = 1000;
 /// How long a proposal may take to be applied.
 const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -140,8 +139,6 @@ pub(crate) struct ControllerService {
     kick: mpsc::UnboundedSender<()>,
     kicks: RefCell<Option<mpsc::UnboundedReceiver<()>>>,
     file: RefCell<Option<std::fs::File>>,
-    /// When the leader last proposed each node's registration.
-    registering: RefCell<HashMap<NodeId, Tick>>,
     last_heartbeat: Cell<Option<Tick>>,
     /// This run of the node (see `server::identity`): its registration fences the
     /// previous run's session at once.
@@ -192,7 +189,6 @@ impl ControllerService {
             kick,
             kicks: RefCell::new(Some(kicks)),
             file: RefCell::new(Some(file)),
-            registering: RefCell::new(HashMap::new()),
             last_heartbeat: Cell::new(None),
             incarnation: start.incarnation,
             now: Cell::new(now),
@@ -298,35 +294,16 @@ impl ControllerService {
             }
             return;
         }
-        let leads = self
-            .controller
-            .borrow()
-            .metadata()
-            .partition(&topic, partition)
-            .is_some_and(|p| p.leader == Some(sender));
-        if !leads {
-            tracing::debug!(%sender, topic, partition, "ISR proposal from a node that does not lead the partition; refused");
-            return;
-        }
-        let Ok(partition_epoch) = u32::try_from(partition_epoch) else {
-            tracing::warn!(
-                topic,
-                partition,
-                partition_epoch,
-                "ISR proposal with a partition epoch out of range; ignored"
-            );
-            return;
-        };
-        let command = Command::ChangeIsr {
+        let change = IsrChange {
             topic,
             partition,
-            leader_epoch,
+            leader_epoch: LeaderEpoch(leader_epoch),
             partition_epoch,
-            new_isr: isr,
+            isr: isr.into_iter().map(NodeId).collect(),
         };
         // Lost if leadership moves: the replica proposes again on its timer.
-        if let Err(e) = self.controller.borrow_mut().propose(command) {
-            tracing::debug!(error = %e, "ISR proposal not taken");
+        if let Err(e) = self.controller.borrow_mut().propose_isr(sender, change) {
+            tracing::debug!(%sender, error = %e, "ISR proposal not taken");
         }
     }
 
@@ -355,27 +332,15 @@ impl ControllerService {
     /// node that restarted, whose previous run the registration fences at once); on the
     /// controller leader only.
     fn session(&self, node: NodeId, address: &str, incarnation: u64) {
-        if !self.controller.borrow().is_voter(node) {
-            // Only the nodes of `--peers` are members.
-            tracing::warn!(%node, address, "heartbeat from a node not in --peers; ignored");
-            return;
-        }
-        let mut controller = self.controller.borrow_mut();
-        match controller.heartbeat(node, incarnation) {
+        let session = self
+            .controller
+            .borrow_mut()
+            .session(node, address, incarnation);
+        match session {
             Ok(()) => {}
-            Err(ControllerError::UnknownNode(_) | ControllerError::NewIncarnation(_)) => {
-                let now = self.now.get();
-                let due = self
-                    .registering
-                    .borrow()
-                    .get(&node)
-                    .is_none_or(|at| now.since(*at) >= REGISTER_EVERY_MS);
-                if due {
-                    self.registering.borrow_mut().insert(node, now);
-                    if let Err(e) = controller.register(node, address, incarnation) {
-                        tracing::debug!(%node, error = %e, "registration not proposed");
-                    }
-                }
+            // Only the nodes of `--peers` are members.
+            Err(ControllerError::UnknownNode(_)) => {
+                tracing::warn!(%node, address, "heartbeat from a node not in --peers; ignored");
             }
             Err(e) => tracing::debug!(%node, error = %e, "heartbeat not taken"),
         }
@@ -580,20 +545,14 @@ impl ControllerService {
         }
     }
 
-    /// Whether the controller has this run registered (not a previous one) and live.
-    /// Until then this node's replicas lead nothing: leading an epoch of its previous
-    /// run again would be unsafe (a follower may hold batches the node shipped but lost
-    /// in the crash, and would keep them where the node now writes others: same epoch,
-    /// same offsets, other bytes). The registration fences the previous run, which gives
-    /// every partition it led a new leader epoch. Every view carries the answer
-    /// (`ClusterView::rejoined`).
+    /// Whether the controller has this run registered (not a previous one) and live
+    /// (`Metadata::rejoined`): until then this node's replicas lead nothing. Every view
+    /// carries the answer (`ClusterView::rejoined`).
     fn rejoined(&self) -> bool {
         self.controller
             .borrow()
             .metadata()
-            .nodes()
-            .get(&self.node)
-            .is_some_and(|info| info.incarnation == self.incarnation && !info.fenced)
+            .rejoined(self.node, self.incarnation)
     }
 
     /// Appends `bytes` to the Raft file and syncs it (off the executor).

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use shardlog_engine::{DmaStorage, EngineConfig, FlushPolicy, PartitionLog, TimestampMs};
-use shardlog_replicator::controller::{PartitionState, TopicInfo};
+use shardlog_replicator::ReplicaConfig;
+use shardlog_replicator::controller::{PartitionState, TopicInfo, replica_input};
 use shardlog_replicator::driver::ReplicaDriver;
-use shardlog_replicator::{Incarnation, Member, NodeId, ReplicaConfig};
 
 use crate::api::ControllerRequest;
 use crate::peer::PartitionTransport;
@@ -195,59 +195,14 @@ impl ClusterNode {
     }
 
     /// Hands the controller's decision to the replica, once per (leader epoch, partition
-    /// epoch).
+    /// epoch): the rules are `controller::replica_input`'s, which the simulation runs too.
     fn apply_leadership(&self, replica: &Replica, state: &PartitionState, view: &ClusterView) {
-        let rejoined = view.rejoined;
-        let now = (state.leader_epoch, state.partition_epoch);
-        let before = replica.applied.get();
-        if before == Some(now) {
-            return;
+        let mut applied = replica.applied.get();
+        let input = replica_input(&view.metadata, state, self.id, view.rejoined, &mut applied);
+        replica.applied.set(applied);
+        if let Some(input) = input {
+            replica.driver.control(input);
         }
-        let new_epoch = before.is_none_or(|(epoch, _)| epoch != state.leader_epoch);
-        let driver = &replica.driver;
-        if state.leader == Some(self.id) && !rejoined {
-            // A leadership of this node's previous run: the controller moves it once the
-            // old session is fenced (see `ClusterView::rejoined`). Not marked applied: a
-            // later view decides again.
-            return;
-        }
-        match state.leader {
-            Some(leader) if leader == self.id => {
-                let members: Vec<Member> = state
-                    .replicas
-                    .iter()
-                    .map(|&node| {
-                        let info = view.metadata.nodes().get(&node);
-                        Member {
-                            node,
-                            live: info.is_some_and(|i| !i.fenced),
-                            incarnation: Incarnation(info.map_or(0, |i| i.incarnation)),
-                        }
-                    })
-                    .collect();
-                if new_epoch {
-                    driver.become_leader(
-                        state.leader_epoch,
-                        state.replicas.clone(),
-                        state.isr.clone(),
-                        state.partition_epoch,
-                        members,
-                    );
-                } else {
-                    driver.isr_updated(
-                        state.leader_epoch,
-                        state.partition_epoch,
-                        state.isr.clone(),
-                        members,
-                    );
-                }
-            }
-            Some(leader) if new_epoch => driver.become_follower(state.leader_epoch, leader),
-            // Leaderless: follow nobody, so this replica stops leading an old epoch.
-            None if new_epoch => driver.become_follower(state.leader_epoch, NO_LEADER),
-            _ => {}
-        }
-        replica.applied.set(Some(now));
     }
 
     /// Replica timers, their ISR proposals (to shard 0's controller service), and log
@@ -306,9 +261,6 @@ impl ClusterNode {
         }
     }
 }
-
-/// The replica a leaderless partition "follows": no node has this id.
-const NO_LEADER: NodeId = NodeId(u32::MAX);
 
 /// What a shard needs to place and open replicas.
 pub(crate) struct Placement {
