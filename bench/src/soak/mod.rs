@@ -43,6 +43,9 @@ const TOPIC: &str = "soak";
 const SEGMENT_BYTES: u64 = 64 << 10;
 const RETENTION_BYTES: u64 = 1 << 20;
 const RETENTION_MS: u64 = 60_000;
+/// With disk faults (and no `retention`): segments small enough for the loop mounts, and
+/// rolled often enough (about every 4 s per partition) that a full disk is hit.
+const DISK_SEGMENT_BYTES: u64 = 128 << 10;
 /// How long the cluster may take to have every partition led with a full ISR.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long the final read of a partition may keep failing.
@@ -138,7 +141,7 @@ fn soak(
         idempotence: args.idempotence,
     };
     let retention = kinds.contains(&FaultKind::Retention);
-    create_topic(&config, retention)?;
+    create_topic(&config, retention, kinds.contains(&FaultKind::Disk))?;
     eprintln!("soak: {} nodes up, topic {TOPIC} in sync", nodes.len());
     let stop_producers = Arc::new(AtomicBool::new(false));
     let stop_consumers = Arc::new(AtomicBool::new(false));
@@ -286,7 +289,7 @@ fn shardlogd_binary(args: &SoakArgs) -> anyhow::Result<PathBuf> {
     Ok(binary)
 }
 
-fn create_topic(config: &LoadConfig, retention: bool) -> anyhow::Result<()> {
+fn create_topic(config: &LoadConfig, retention: bool, disk: bool) -> anyhow::Result<()> {
     let config = config.clone();
     crate::workload::net_common::on_executor(move || async move {
         let client = Client::connect(&config.brokers, load::client_config()).await?;
@@ -294,6 +297,11 @@ fn create_topic(config: &LoadConfig, retention: bool) -> anyhow::Result<()> {
             min_insync: Some(2),
             ..TopicConfig::default()
         };
+        if disk {
+            // A new segment is preallocated whole: the default 128 MiB ones would not
+            // fit four partitions on a node's 256 MiB filesystem.
+            topic.segment_bytes = Some(DISK_SEGMENT_BYTES);
+        }
         if retention {
             topic.segment_bytes = Some(SEGMENT_BYTES);
             topic.retention_bytes = Some(RETENTION_BYTES);
