@@ -61,42 +61,62 @@ pub fn spawn_producer(
     history: History,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<JoinHandle<anyhow::Result<()>>> {
-    spawn(&format!("soak-producer-{producer}"), move || async move {
-        let client_config = ClientConfig {
-            idempotence: config.idempotence,
-            ..client_config()
-        };
-        let client = Client::connect(&config.brokers, client_config)
+    let client = ClientConfig {
+        idempotence: config.idempotence,
+        ..client_config()
+    };
+    let name = format!("soak-producer-{producer}");
+    let task = Task {
+        id: producer,
+        config,
+        history,
+        stop,
+    };
+    spawn_per_partition(name, client, task, produce_partition)
+}
+
+/// What each partition's task of a producer or consumer gets.
+#[derive(Clone)]
+struct Task {
+    /// The producer's or consumer's number.
+    id: u32,
+    config: LoadConfig,
+    history: History,
+    stop: Arc<AtomicBool>,
+}
+
+/// On an executor of its own, connects a client and runs `run` for every partition.
+fn spawn_per_partition<Fut>(
+    name: String,
+    client_config: ClientConfig,
+    task: Task,
+    run: fn(Client, u32, Task) -> Fut,
+) -> anyhow::Result<JoinHandle<anyhow::Result<()>>>
+where
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    let what = name.clone();
+    spawn(&name, move || async move {
+        let client = Client::connect(&task.config.brokers, client_config)
             .await
-            .context("producer: connecting")?;
-        let tasks: Vec<_> = (0..config.partitions)
-            .map(|partition| {
-                let (client, config, history, stop) = (
-                    client.clone(),
-                    config.clone(),
-                    history.clone(),
-                    stop.clone(),
-                );
-                glommio::spawn_local(async move {
-                    produce_partition(&client, producer, partition, &config, &history, &stop).await;
-                })
-            })
+            .with_context(|| format!("{what}: connecting"))?;
+        let tasks: Vec<_> = (0..task.config.partitions)
+            .map(|partition| glommio::spawn_local(run(client.clone(), partition, task.clone())))
             .collect();
-        for task in tasks {
-            task.await;
+        for handle in tasks {
+            handle.await;
         }
         Ok(())
     })
 }
 
-async fn produce_partition(
-    client: &Client,
-    producer: u32,
-    partition: u32,
-    config: &LoadConfig,
-    history: &History,
-    stop: &AtomicBool,
-) {
+async fn produce_partition(client: Client, partition: u32, task: Task) {
+    let Task {
+        id: producer,
+        config,
+        history,
+        stop,
+    } = task;
     let mut builder = BatchBuilder::new();
     let mut value = Vec::new();
     let mut seq = 0u64;
@@ -150,38 +170,23 @@ pub fn spawn_consumer(
     history: History,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<JoinHandle<anyhow::Result<()>>> {
-    spawn(&format!("soak-consumer-{consumer}"), move || async move {
-        let client = Client::connect(&config.brokers, client_config())
-            .await
-            .context("consumer: connecting")?;
-        let tasks: Vec<_> = (0..config.partitions)
-            .map(|partition| {
-                let (client, config, history, stop) = (
-                    client.clone(),
-                    config.clone(),
-                    history.clone(),
-                    stop.clone(),
-                );
-                glommio::spawn_local(async move {
-                    consume_partition(&client, consumer, partition, &config, &history, &stop).await;
-                })
-            })
-            .collect();
-        for task in tasks {
-            task.await;
-        }
-        Ok(())
-    })
+    let name = format!("soak-consumer-{consumer}");
+    let task = Task {
+        id: consumer,
+        config,
+        history,
+        stop,
+    };
+    spawn_per_partition(name, client_config(), task, consume_partition)
 }
 
-async fn consume_partition(
-    client: &Client,
-    consumer: u32,
-    partition: u32,
-    config: &LoadConfig,
-    history: &History,
-    stop: &AtomicBool,
-) {
+async fn consume_partition(client: Client, partition: u32, task: Task) {
+    let Task {
+        id: consumer,
+        config,
+        history,
+        stop,
+    } = task;
     let options = FetchOptions {
         max_bytes: 256 << 10,
         max_wait: Duration::from_millis(200),
@@ -196,11 +201,11 @@ async fn consume_partition(
         {
             Ok(fetched) => {
                 if fetched.log_start > offset {
-                    skip(history, consumer, partition, offset, fetched.log_start);
+                    skip(&history, consumer, partition, offset, fetched.log_start);
                     offset = fetched.log_start;
                     continue;
                 }
-                let records = records_of(&fetched, partition, history, &who);
+                let records = records_of(&fetched, partition, &history, &who);
                 history.push(&Event::Read {
                     t: history.now(),
                     consumer,
@@ -220,7 +225,7 @@ async fn consume_partition(
                 if let Ok(Some(start)) = start
                     && start > offset
                 {
-                    skip(history, consumer, partition, offset, start);
+                    skip(&history, consumer, partition, offset, start);
                     offset = start;
                 } else {
                     glommio::timer::sleep(Duration::from_millis(100)).await;
