@@ -8,6 +8,7 @@ mod latency;
 mod net_report;
 mod plot;
 mod report;
+mod soak;
 mod workload;
 
 use std::io::Write;
@@ -47,6 +48,10 @@ fn main() -> std::process::ExitCode {
                         None => Ok(()),
                     }
                 })
+        }
+        args::Command::Soak(soak) => soak::run(&soak),
+        args::Command::SoakCheck(check) => {
+            soak::check_file(&check.history, check.known_hw_regressions)
         }
     };
     match result {

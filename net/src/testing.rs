@@ -2,13 +2,16 @@
 //! ephemeral port unless told otherwise), its ready line awaited, killed when dropped.
 //! Its stderr is copied to the test's stderr, or kept as a [`LogTail`] that a test prints
 //! when it fails (cluster tests run several nodes whose full logs would drown the cause).
+//! [`proxy`]: a fault-injecting TCP proxy for the links between nodes.
+
+pub mod proxy;
 
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::Duration;
 
 /// The line prefix `shardlogd` prints on stderr once every shard listens.
@@ -82,6 +85,8 @@ pub enum StderrTo {
     Echo,
     /// Kept in a tail (and not copied).
     Tail(LogTail),
+    /// Appended to a file (shared by a node's successive processes), one line at a time.
+    File(Arc<Mutex<std::fs::File>>),
 }
 
 /// How to start a `shardlogd`: [`Shardlogd::launch`].
@@ -163,6 +168,11 @@ impl Shardlogd {
                 match &sink {
                     StderrTo::Echo => eprintln!("[shardlogd] {line}"),
                     StderrTo::Tail(tail) => tail.push(line),
+                    StderrTo::File(file) => {
+                        let mut file = file.lock().unwrap_or_else(PoisonError::into_inner);
+                        // A log line that cannot be written is lost, not the node.
+                        let _ = writeln!(file, "{line}");
+                    }
                 }
                 if let Some(addr) = ready
                     && let Some(tx) = tx.take()

@@ -106,7 +106,8 @@ impl Cluster {
             .map(|from| {
                 (0..n)
                     .map(|to| {
-                        (links == Links::Proxied && from != to).then(|| Proxy::start(real(to)))
+                        (links == Links::Proxied && from != to)
+                            .then(|| Proxy::start(real(to)).unwrap())
                     })
                     .collect()
             })

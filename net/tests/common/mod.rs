@@ -8,7 +8,7 @@
 pub mod cluster;
 pub mod handshake;
 pub mod load;
-pub mod proxy;
+pub use shardlog_net::testing::proxy;
 pub mod view;
 
 use std::future::Future;

@@ -5,8 +5,8 @@
 //! [`Proxy::cut`] is a network partition: the connections it carries are shut down, and
 //! new ones are accepted but black-holed (read and thrown away, nothing forwarded or
 //! answered) until [`Proxy::heal`], which closes the black-holed ones so the node opens
-//! fresh links. Plain blocking std sockets: this runs on test threads, never on an
-//! executor.
+//! fresh links. Plain blocking std sockets: this runs on test threads (and the threads of
+//! `shardlog-bench soak`), never on an executor.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -29,7 +29,7 @@ struct State {
 
 impl State {
     fn shut_all(sockets: &Mutex<Vec<TcpStream>>) {
-        let sockets = std::mem::take(&mut *sockets.lock().unwrap());
+        let sockets = std::mem::take(&mut *lock(sockets));
         for socket in sockets {
             let _ = socket.shutdown(Shutdown::Both);
         }
@@ -45,13 +45,19 @@ pub struct Proxy {
 
 impl Proxy {
     /// Listens on a free port of 127.0.0.1 and forwards every connection to `target`.
-    pub fn start(target: SocketAddr) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
+    pub fn start(target: SocketAddr) -> std::io::Result<Proxy> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
         let state = Arc::new(State::default());
         let accepting = state.clone();
         std::thread::spawn(move || accept_loop(&listener, target, &accepting));
-        Proxy { addr, state }
+        Ok(Proxy { addr, state })
+    }
+
+    /// Whether the proxy is cut.
+    #[must_use]
+    pub fn is_cut(&self) -> bool {
+        self.state.cut.load(Ordering::SeqCst)
     }
 
     /// Partitions: shuts the carried connections down and black-holes new ones.
@@ -100,7 +106,7 @@ fn accept_loop(listener: &TcpListener, target: SocketAddr, state: &Arc<State>) {
             continue;
         };
         {
-            let mut forwarded = state.forwarded.lock().unwrap();
+            let mut forwarded = lock(&state.forwarded);
             forwarded.push(a);
             forwarded.push(b);
         }
@@ -117,7 +123,7 @@ fn blackhole(socket: TcpStream, state: &Arc<State>) {
     let Ok(registered) = socket.try_clone() else {
         return;
     };
-    state.blackholed.lock().unwrap().push(registered);
+    lock(&state.blackholed).push(registered);
     std::thread::spawn(move || {
         let mut socket = socket;
         let mut buf = vec![0u8; 64 << 10];
@@ -149,4 +155,11 @@ fn copy(mut from: TcpStream, mut to: TcpStream) {
     }
     let _ = from.shutdown(Shutdown::Both);
     let _ = to.shutdown(Shutdown::Both);
+}
+
+/// The sockets behind `sockets`: a thread that panicked holding the lock left them whole.
+fn lock(sockets: &Mutex<Vec<TcpStream>>) -> std::sync::MutexGuard<'_, Vec<TcpStream>> {
+    sockets
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
