@@ -45,3 +45,4 @@ pub use partition_log::{
 };
 pub use storage::{OpenMode, Storage, StorageFile};
 pub use storage_sim::{SimFile, SimStorage};
+pub use tail_cache::TailCacheBudget;

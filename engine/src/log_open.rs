@@ -24,7 +24,7 @@ use crate::recovery::{self, Scanner, Step, StopKind};
 use crate::segment::{self, BLOCK_SIZE, INDEX_SUFFIX, LOG_SUFFIX, Segment, TIME_INDEX_SUFFIX};
 use crate::signal::Signal;
 use crate::storage::{OpenMode, Storage, StorageFile};
-use crate::tail_cache::TailCache;
+use crate::tail_cache::{TailCache, TailCacheBudget};
 use crate::time_index::TimeIndex;
 
 /// Bytes read per step of a scan.
@@ -41,11 +41,23 @@ struct ScanStop {
 
 impl<S: Storage> PartitionLog<S> {
     /// Opens (creating if needed) the partition log in `dir`, recovering from whatever a
-    /// crash left: see the module docs.
+    /// crash left: see the module docs. Its tail cache keeps to its own bound
+    /// (`tail_cache_bytes`) alone.
     pub async fn open(
         storage: S,
         dir: impl Into<PathBuf>,
         config: EngineConfig,
+    ) -> Result<PartitionLog<S>> {
+        PartitionLog::open_within(storage, dir, config, TailCacheBudget::unlimited()).await
+    }
+
+    /// [`PartitionLog::open`], with a tail cache that also shares `budget` with the other
+    /// logs opened within it (those of one shard).
+    pub async fn open_within(
+        storage: S,
+        dir: impl Into<PathBuf>,
+        config: EngineConfig,
+        budget: Rc<TailCacheBudget>,
     ) -> Result<PartitionLog<S>> {
         config.validate()?;
         let dir = dir.into();
@@ -75,7 +87,8 @@ impl<S: Storage> PartitionLog<S> {
             segments.insert(Offset(0), segment);
         }
         check_sequence(&segments)?;
-        let log = PartitionLog::assemble(storage, dir, config, segments, checkpoint).await?;
+        let cache = TailCache::new(budget);
+        let log = PartitionLog::assemble(storage, dir, config, segments, checkpoint, cache).await?;
         Ok(log)
     }
 
@@ -85,6 +98,7 @@ impl<S: Storage> PartitionLog<S> {
         config: EngineConfig,
         segments: BTreeMap<Offset, Segment<S::File>>,
         mut checkpoint: Checkpoint,
+        cache: TailCache,
     ) -> Result<PartitionLog<S>> {
         let active = segments.values().next_back().expect("at least one segment");
         let log_start = segments.values().next().map_or(active.base, |s| s.base);
@@ -118,7 +132,7 @@ impl<S: Storage> PartitionLog<S> {
             exclusive: false,
             stopped: false,
             last_sync: Instant::now(),
-            cache: TailCache::default(),
+            cache,
             checkpoint,
             persisted_epochs: None,
             next_segment: None,

@@ -45,6 +45,9 @@ const FLUSHES_IN_FLIGHT_MAX: usize = 4;
 /// so that a roll's sync stays short.
 const UNSYNCED_BYTES_MAX: u64 = 32 << 20;
 
+/// The largest flush buffer kept for the next flush; a larger one is freed.
+const SPARE_BYTES_MAX: usize = 1 << 20;
+
 /// Disk reads ask for at least this much, so one read serves a few batches.
 const READ_SIZE_MIN: usize = 64 << 10;
 
@@ -564,7 +567,11 @@ impl<S: Storage> PartitionLog<S> {
             return Err(Error::SyncFailed { path, source });
         }
         job.data.clear();
-        state.spare = job.data;
+        // A buffer kept idle stays small: a node holds thousands of partitions, and one
+        // burst must not pin its write buffer's size in each of them for good.
+        if job.data.capacity() <= SPARE_BYTES_MAX {
+            state.spare = job.data;
+        }
         self.invariants(&state);
         drop(state);
         self.changed.notify_all();

@@ -3,6 +3,8 @@
 //! never need a second copy), and writing one (head, then the data chunks as they are).
 //! Used by the server and the client alike, as is the queue-draining writer.
 
+use std::borrow::Borrow;
+
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use futures::channel::mpsc;
@@ -69,9 +71,14 @@ pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Option<F
         reader.read_exact(&mut head[first..]).await?;
     }
     let header = FrameHeader::parse_head(&head)?;
-    let mut meta = AlignedVec::<16>::with_capacity(header.meta_len);
-    meta.resize(header.meta_len, 0);
-    reader.read_exact(&mut meta).await?;
+    let mut meta = AlignedVec::<16>::with_capacity(header.meta_len.min(META_FIRST_BYTES));
+    let mut filled = 0;
+    while filled < header.meta_len {
+        let target = next_step(filled, header.meta_len, META_FIRST_BYTES);
+        meta.resize(target, 0);
+        reader.read_exact(&mut meta[filled..target]).await?;
+        filled = target;
+    }
     let padding = header.meta_len.next_multiple_of(8) - header.meta_len;
     if padding > 0 {
         reader.read_exact(&mut [0u8; 8][..padding]).await?;
@@ -80,18 +87,32 @@ pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Option<F
     Ok(Some(Frame { header, meta, data }))
 }
 
-/// Reads `len` bytes, growing the buffer as they arrive: a header that announces 64 MiB
-/// costs the sender 64 MiB of traffic before it costs the receiver 64 MiB of memory.
+/// What a frame buffer holds before its first bytes arrive: at most this for the meta...
+const META_FIRST_BYTES: usize = 4 << 10;
+/// ...and for the data region (most batches fit).
+const DATA_FIRST_BYTES: usize = 64 << 10;
+
+/// The next length of a buffer filled up to `filled` on its way to `len`: it doubles,
+/// so a header that announces a megabyte costs the receiver memory only as the sender
+/// sends the bytes (a stalled sender holds the first step), and a large frame takes a
+/// few reallocations, not one per read.
+fn next_step(filled: usize, len: usize, first: usize) -> usize {
+    len.min(filled.saturating_mul(2).max(first))
+}
+
+/// Reads `len` bytes, growing the buffer as they arrive (`next_step`). Each step
+/// allocates exactly (the buffer may become a cached batch: no spare capacity may ride
+/// along with it).
 async fn read_data<R: AsyncRead + Unpin>(reader: &mut R, len: usize) -> std::io::Result<BytesMut> {
-    const STEP: usize = 1 << 20;
-    let mut data = BytesMut::zeroed(len.min(STEP));
-    reader.read_exact(&mut data).await?;
+    let mut data = Vec::new();
     while data.len() < len {
         let filled = data.len();
-        data.resize(len.min(filled + STEP.max(filled)), 0);
+        let target = next_step(filled, len, DATA_FIRST_BYTES);
+        data.reserve_exact(target - filled);
+        data.resize(target, 0);
         reader.read_exact(&mut data[filled..]).await?;
     }
-    Ok(data)
+    Ok(BytesMut::from(Bytes::from(data)))
 }
 
 /// Writes one frame: `scratch` receives the head (reused between calls), then `data`'s
@@ -146,17 +167,51 @@ pub async fn write_queue<W: AsyncWrite + Unpin>(
     writer: W,
     queue: &mut mpsc::UnboundedReceiver<Outgoing>,
 ) -> std::io::Result<()> {
+    write_queue_noting(writer, queue, |_| ()).await
+}
+
+/// [`write_queue`] for items that hold a frame, each handed to `written` once its bytes
+/// are in the stream (a server gives back what the reply counted against its connection).
+pub async fn write_queue_noting<W, T>(
+    writer: W,
+    queue: &mut mpsc::UnboundedReceiver<T>,
+    mut written: impl FnMut(T),
+) -> std::io::Result<()>
+where
+    W: AsyncWrite + Unpin,
+    T: Borrow<Outgoing>,
+{
     let mut writer = BufWriter::with_capacity(WRITE_BUFFER_BYTES, writer);
     while let Some(first) = queue.next().await {
         let mut next = Some(first);
-        while let Some(out) = next.take() {
+        while let Some(item) = next.take() {
+            let out: &Outgoing = item.borrow();
             writer.write_all(&out.head).await?;
             for chunk in &out.data {
                 writer.write_all(chunk).await?;
             }
+            written(item);
             next = queue.try_recv().ok();
         }
         writer.flush().await?;
     }
     writer.close().await
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffers_double_from_their_first_step_to_the_length() {
+        let mut steps = Vec::new();
+        let mut filled = 0;
+        while filled < 300_000 {
+            filled = next_step(filled, 300_000, 64 << 10);
+            steps.push(filled);
+        }
+        assert_eq!(steps, [65_536, 131_072, 262_144, 300_000]);
+        assert_eq!(next_step(0, 100, 4096), 100);
+    }
 }

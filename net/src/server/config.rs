@@ -13,6 +13,7 @@
 //! retention_bytes = 10737418240        # per partition; default: none
 //! retention_ms = 604800000
 //! tail_cache_bytes = 8388608           # per partition
+//! tail_cache_budget_bytes = 268435456  # every partition's tail cache together, per node
 //! io_memory = 10485760                 # per shard, for glommio's registered buffers
 //! # a cluster (every node lists the same peers, itself included: each node's peer
 //! # listener, where only nodes connect; without peers the node is a cluster of one):
@@ -26,6 +27,8 @@
 //! replica_lag_ms = 10000               # a follower this far behind leaves the ISR
 //! max_connections = 10000              # client connections of the node; past it: closed
 //! idle_timeout_ms = 600000             # a client connection silent this long is closed
+//! connection_reply_bytes = 67108864    # replies a client connection may owe before
+//!                                      # the server stops reading its requests
 //! ```
 
 use std::collections::BTreeMap;
@@ -59,6 +62,8 @@ pub struct FileConfig {
     pub retention_ms: Option<u64>,
     /// Tail cache per partition.
     pub tail_cache_bytes: Option<usize>,
+    /// Tail caches of every partition together, per node.
+    pub tail_cache_budget_bytes: Option<usize>,
     /// glommio io_memory per shard.
     pub io_memory: Option<usize>,
     /// Every node's peer listener, `ID=HOST:PORT,...`; absent: a cluster of one.
@@ -85,6 +90,8 @@ pub struct FileConfig {
     pub max_connections: Option<usize>,
     /// A client connection with nothing in flight and silent this long is closed.
     pub idle_timeout_ms: Option<u64>,
+    /// Reply bytes a client connection may owe before its requests are no longer read.
+    pub connection_reply_bytes: Option<usize>,
 }
 
 impl FileConfig {
@@ -109,6 +116,9 @@ impl FileConfig {
             retention_bytes: other.retention_bytes.or(self.retention_bytes),
             retention_ms: other.retention_ms.or(self.retention_ms),
             tail_cache_bytes: other.tail_cache_bytes.or(self.tail_cache_bytes),
+            tail_cache_budget_bytes: other
+                .tail_cache_budget_bytes
+                .or(self.tail_cache_budget_bytes),
             io_memory: other.io_memory.or(self.io_memory),
             peers: other.peers.or(self.peers),
             peer_listen: other.peer_listen.or(self.peer_listen),
@@ -122,6 +132,7 @@ impl FileConfig {
             replica_lag_ms: other.replica_lag_ms.or(self.replica_lag_ms),
             max_connections: other.max_connections.or(self.max_connections),
             idle_timeout_ms: other.idle_timeout_ms.or(self.idle_timeout_ms),
+            connection_reply_bytes: other.connection_reply_bytes.or(self.connection_reply_bytes),
         }
     }
 }
@@ -152,6 +163,12 @@ pub struct ServerConfig {
     /// A client connection with no request in flight and no byte received for this long
     /// is closed; `None`: never.
     pub idle_timeout: Option<Duration>,
+    /// What the tail caches of all partitions hold together on this node, divided
+    /// equally among the shards.
+    pub tail_cache_budget_bytes: usize,
+    /// Reply bytes a client connection may owe (counted from when a request is read until
+    /// its reply is written) before the server stops reading its requests.
+    pub connection_reply_bytes: usize,
 }
 
 /// The cluster: its nodes, how they prove who they are, and the replication defaults.
@@ -298,6 +315,11 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Default idle timeout of a client connection (Kafka's `connections.max.idle.ms`).
 pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 600_000;
 
+/// Default of what every tail cache of a node holds together.
+pub const DEFAULT_TAIL_CACHE_BUDGET_BYTES: usize = 256 << 20;
+/// Default reply bytes a client connection may owe.
+pub const DEFAULT_CONNECTION_REPLY_BYTES: usize = 64 << 20;
+
 /// Defaults: listen 127.0.0.1:9092, one shard per core, node 0, flush always.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9092";
 
@@ -343,6 +365,18 @@ impl TryFrom<FileConfig> for ServerConfig {
             0 => None,
             ms => Some(Duration::from_millis(ms)),
         };
+        let tail_cache_budget_bytes = file
+            .tail_cache_budget_bytes
+            .unwrap_or(DEFAULT_TAIL_CACHE_BUDGET_BYTES);
+        if tail_cache_budget_bytes > 1 << 40 {
+            anyhow::bail!("tail_cache_budget_bytes {tail_cache_budget_bytes}: at most 1 TiB");
+        }
+        let connection_reply_bytes = file
+            .connection_reply_bytes
+            .unwrap_or(DEFAULT_CONNECTION_REPLY_BYTES);
+        if !(1 << 20..=1 << 30).contains(&connection_reply_bytes) {
+            anyhow::bail!("connection_reply_bytes {connection_reply_bytes}: 1 MiB to 1 GiB");
+        }
         Ok(ServerConfig {
             data_dir,
             listen,
@@ -354,6 +388,8 @@ impl TryFrom<FileConfig> for ServerConfig {
             cluster,
             max_connections,
             idle_timeout,
+            tail_cache_budget_bytes,
+            connection_reply_bytes,
         })
     }
 }

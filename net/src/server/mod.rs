@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use futures::future::{Either, select};
 use glommio::{LocalExecutorBuilder, Placement};
-use shardlog_engine::{DirLock, preflight, warm_iopoll_probe};
+use shardlog_engine::{DirLock, TailCacheBudget, preflight, warm_iopoll_probe};
 use shardlog_replicator::controller::ControllerConfig;
 use shardlog_replicator::{Incarnation, NodeId};
 
@@ -96,6 +96,7 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
     let client_limits = Arc::new(ClientLimits::new(
         config.max_connections,
         config.idle_timeout,
+        config.connection_reply_bytes,
     ));
     for id in 0..config.shards {
         let inbox = receivers.next().context("inbox per shard")?;
@@ -531,6 +532,8 @@ fn start_cluster_tasks(shard: &Rc<Shard>, config: &ServerConfig) {
         shards: config.shards,
         data_dir: config.data_dir.clone(),
         defaults: config.engine.clone(),
+        // The node's budget in equal parts: each shard's partitions share one part.
+        cache_budget: TailCacheBudget::new(config.tail_cache_budget_bytes / config.shards),
     };
     glommio::spawn_local(cluster.clone().reconcile_loop(place)).detach();
     let stopped = {

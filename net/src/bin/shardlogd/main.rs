@@ -46,9 +46,14 @@ struct Args {
     /// Default retention by age, milliseconds.
     #[arg(long, env = "SHARDLOGD_RETENTION_MS")]
     retention_ms: Option<u64>,
-    /// Tail cache per partition, bytes.
+    /// Tail cache per partition, bytes. Default 8 MiB.
     #[arg(long, env = "SHARDLOGD_TAIL_CACHE_BYTES")]
     tail_cache_bytes: Option<usize>,
+    /// What the tail caches of all partitions hold together on this node, bytes, divided
+    /// equally among the shards; past it the batches cached longest ago go first.
+    /// Default 256 MiB.
+    #[arg(long, env = "SHARDLOGD_TAIL_CACHE_BUDGET_BYTES")]
+    tail_cache_budget_bytes: Option<usize>,
     /// glommio io_memory per shard, bytes.
     #[arg(long, env = "SHARDLOGD_IO_MEMORY")]
     io_memory: Option<usize>,
@@ -95,6 +100,11 @@ struct Args {
     /// is closed, ms (0: never). Default 600000.
     #[arg(long, env = "SHARDLOGD_IDLE_TIMEOUT_MS")]
     idle_timeout_ms: Option<u64>,
+    /// Reply bytes a client connection may owe (a fetch counts its max bytes from when it
+    /// is read until its reply is written) before the server stops reading its requests,
+    /// 1 MiB to 1 GiB. Default 64 MiB.
+    #[arg(long, env = "SHARDLOGD_CONNECTION_REPLY_BYTES")]
+    connection_reply_bytes: Option<usize>,
 }
 
 impl Args {
@@ -114,6 +124,7 @@ impl Args {
             retention_bytes: self.retention_bytes,
             retention_ms: self.retention_ms,
             tail_cache_bytes: self.tail_cache_bytes,
+            tail_cache_budget_bytes: self.tail_cache_budget_bytes,
             io_memory: self.io_memory,
             peers: self.peers,
             peer_listen: self.peer_listen,
@@ -127,6 +138,7 @@ impl Args {
             replica_lag_ms: self.replica_lag_ms,
             max_connections: self.max_connections,
             idle_timeout_ms: self.idle_timeout_ms,
+            connection_reply_bytes: self.connection_reply_bytes,
         };
         ServerConfig::try_from(file.overridden_by(flags))
     }

@@ -8,7 +8,9 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use shardlog_engine::{DmaStorage, EngineConfig, FlushPolicy, PartitionLog, TimestampMs};
+use shardlog_engine::{
+    DmaStorage, EngineConfig, FlushPolicy, PartitionLog, TailCacheBudget, TimestampMs,
+};
 use shardlog_replicator::ReplicaConfig;
 use shardlog_replicator::controller::{PartitionState, TopicInfo, replica_input};
 use shardlog_replicator::driver::ReplicaDriver;
@@ -116,7 +118,8 @@ impl ClusterNode {
         if first_here.is_some_and(|p| owner_shard(name, p, place.shards) == place.shard) {
             self.describe_topic(&dir, name, info, &settings).await;
         }
-        let log = Rc::new(PartitionLog::open(DmaStorage, &dir, engine).await?);
+        let budget = place.cache_budget.clone();
+        let log = Rc::new(PartitionLog::open_within(DmaStorage, &dir, engine, budget).await?);
         let transport = PartitionTransport::new(self.peers.clone(), name, partition, self.id);
         let config = ReplicaConfig {
             replica_lag_ms: self.config.replica_lag_ms,
@@ -268,6 +271,8 @@ pub(crate) struct Placement {
     pub(crate) shards: usize,
     pub(crate) data_dir: PathBuf,
     pub(crate) defaults: EngineConfig,
+    /// What this shard's tail caches hold together.
+    pub(crate) cache_budget: Rc<TailCacheBudget>,
 }
 
 fn state_of(info: &TopicInfo, partition: u32) -> Option<&PartitionState> {

@@ -1,7 +1,11 @@
 //! Fetch and ListOffsets, served by a partition's leading replica. Consumers only ever
 //! see offsets below the high watermark. A fetch at the tail with a `max_wait` waits
 //! (long poll) until `min_bytes` (at least one batch) are visible, the wait has passed,
-//! or the shard stops, whichever comes first. Batches go out as stored (from the tail
+//! or the shard stops, whichever comes first. A fetch's sizes and wait are capped and
+//! made consistent first (`FetchOp::capped`): `max_bytes` at most `FETCH_BYTES_MAX`,
+//! `min_bytes` at most `max_bytes`, the wait at most `FETCH_WAIT_MAX`; and a read cut
+//! short by `max_bytes` while more is visible is answered at once, since waiting could
+//! not make it bigger. Batches go out as stored (from the tail
 //! cache or the disk): whole, never re-encoded.
 
 use std::rc::Rc;
@@ -87,8 +91,24 @@ async fn serving(shard: &Shard, topic: &str, partition: u32) -> Result<Served, O
     }
 }
 
+impl FetchOp {
+    /// The request within the server's limits and consistent: `max_bytes` in
+    /// `1..=FETCH_BYTES_MAX`; the wait at most `FETCH_WAIT_MAX`; `min_bytes` at most
+    /// `max_bytes` (a fetch never waits for more than it may return), and at least 1
+    /// with a wait (a long poll waits for a batch).
+    pub(crate) fn capped(mut self) -> FetchOp {
+        self.max_bytes = self.max_bytes.clamp(1, FETCH_BYTES_MAX);
+        self.max_wait = self.max_wait.min(FETCH_WAIT_MAX);
+        self.min_bytes = self.min_bytes.min(self.max_bytes);
+        if !self.max_wait.is_zero() {
+            self.min_bytes = self.min_bytes.max(1);
+        }
+        self
+    }
+}
+
 /// First phase of a fetch: route it; the read and any wait are the pending answer.
-pub(crate) async fn fetch(shard: &Rc<Shard>, mut op: FetchOp) -> Pending<Fetched> {
+pub(crate) async fn fetch(shard: &Rc<Shard>, op: FetchOp) -> Pending<Fetched> {
     let replica = match serving(shard, &op.topic, op.partition).await {
         Ok(Served::Here(replica)) => replica,
         Ok(Served::Shard(owner)) => {
@@ -100,11 +120,7 @@ pub(crate) async fn fetch(shard: &Rc<Shard>, mut op: FetchOp) -> Pending<Fetched
         }
         Err(e) => return answered(Err(e)),
     };
-    op.max_bytes = op.max_bytes.clamp(1, FETCH_BYTES_MAX);
-    op.max_wait = op.max_wait.min(FETCH_WAIT_MAX);
-    if !op.max_wait.is_zero() {
-        op.min_bytes = op.min_bytes.max(1);
-    }
+    let op = op.capped();
     let stopping = shard.stopping();
     async move { serve_fetch(&replica, &op, stopping).await }.boxed_local()
 }
@@ -138,7 +154,10 @@ async fn serve_fetch(
             );
         }
         let now = Instant::now();
-        if read.bytes() >= op.min_bytes || now >= deadline {
+        // Cut short by `max_bytes` (or a segment's end) with more visible: waiting would
+        // not make it bigger.
+        let more_visible = !read.chunks.is_empty() && read.next_offset < visible;
+        if read.bytes() >= op.min_bytes || more_visible || now >= deadline {
             return Ok(Fetched {
                 high_watermark: visible.0,
                 log_start: log_start.0,
@@ -218,4 +237,35 @@ pub(crate) async fn list_offsets(shard: &Rc<Shard>, op: ListOffsetsOp) -> Pendin
         }
     }
     .boxed_local()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(max_bytes: usize, min_bytes: usize, max_wait_ms: u64) -> FetchOp {
+        FetchOp {
+            topic: "t".into(),
+            partition: 0,
+            offset: 0,
+            max_bytes,
+            max_wait: Duration::from_millis(max_wait_ms),
+            min_bytes,
+        }
+        .capped()
+    }
+
+    #[test]
+    fn sizes_and_waits_are_capped_and_consistent() {
+        let capped = op(1000, 1 << 20, 5000);
+        assert_eq!((capped.max_bytes, capped.min_bytes), (1000, 1000));
+        let capped = op(usize::MAX, usize::MAX, u64::MAX);
+        assert_eq!(capped.max_bytes, FETCH_BYTES_MAX);
+        assert_eq!(capped.min_bytes, FETCH_BYTES_MAX);
+        assert_eq!(capped.max_wait, FETCH_WAIT_MAX);
+        let capped = op(0, 0, 100);
+        assert_eq!((capped.max_bytes, capped.min_bytes), (1, 1));
+        let capped = op(0, 0, 0);
+        assert_eq!((capped.max_bytes, capped.min_bytes), (1, 0));
+    }
 }

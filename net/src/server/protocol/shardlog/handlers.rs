@@ -1,7 +1,11 @@
 //! The shardlog protocol's requests: each frame's meta is validated (rkyv, bytecheck)
 //! and decoded into an operation; the operation's result becomes the response frame.
 //! `begin` runs in the order a connection's frames arrive (the operations' first phase);
-//! the [`Completion`] it returns is awaited concurrently with later requests.
+//! the [`Completion`] it returns is awaited concurrently with later requests. `begin` also
+//! says how many reply bytes to count against the connection while the request is in
+//! flight (its `Begun::reply_bytes`): for a fetch, its capped `max_bytes` (at least
+//! `FETCH_RESERVE_MIN`), for the others a small reply; the connection settles the count to
+//! the reply's real size once it is made.
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -34,8 +38,35 @@ fn done(reply: Reply) -> Completion {
     ready(Some(reply)).boxed_local()
 }
 
+/// Reply bytes counted for a request other than a fetch until its reply is made.
+const REPLY_BYTES_SMALL: usize = 1 << 10;
+/// The least a fetch counts: a batch larger than a fetch's `max_bytes` is returned whole
+/// (at least one batch), so a tiny `max_bytes` must not let a connection begin thousands
+/// of fetches each bringing a big batch. Batches above it (up to `BATCH_SIZE_MAX`) are
+/// counted once read.
+pub(crate) const FETCH_RESERVE_MIN: usize = 1 << 20;
+
+/// A begun request: its completion and the reply bytes to count for it meanwhile.
+pub(crate) struct Begun {
+    pub(crate) completion: Completion,
+    pub(crate) reply_bytes: usize,
+}
+
 /// The first phase; see the module docs.
-pub(crate) async fn begin(shard: &Rc<Shard>, frame: Frame) -> Completion {
+pub(crate) async fn begin(shard: &Rc<Shard>, frame: Frame) -> Begun {
+    if frame.header.api == Api::Fetch as u16
+        && frame.header.version == VERSION
+        && !shard.is_stopping()
+    {
+        return fetch(shard, frame).await;
+    }
+    Begun {
+        completion: begin_other(shard, frame).await,
+        reply_bytes: REPLY_BYTES_SMALL,
+    }
+}
+
+async fn begin_other(shard: &Rc<Shard>, frame: Frame) -> Completion {
     let header = frame.header;
     if shard.is_stopping() {
         return done(error_reply(
@@ -60,7 +91,7 @@ pub(crate) async fn begin(shard: &Rc<Shard>, frame: Frame) -> Completion {
         Api::Metadata => done(metadata(shard, &frame)),
         Api::CreateTopic | Api::DeleteTopic => topic_change(shard, frame).await,
         Api::Produce => produce(shard, frame).await,
-        Api::Fetch => fetch(shard, frame).await,
+        Api::Fetch => fetch(shard, frame).await.completion,
         Api::ListOffsets => list_offsets(shard, frame).await,
         Api::InitProducerId => init_producer_id(shard, frame).await,
         Api::Replicate | Api::Controller | Api::AllocateProducerIds => {
@@ -251,7 +282,7 @@ async fn produce(shard: &Rc<Shard>, frame: Frame) -> Completion {
     .boxed_local()
 }
 
-async fn fetch(shard: &Rc<Shard>, frame: Frame) -> Completion {
+async fn fetch(shard: &Rc<Shard>, frame: Frame) -> Begun {
     let header = frame.header;
     let op = match frame.access::<ArchivedFetchRequest>() {
         Ok(r) => FetchOp {
@@ -261,11 +292,18 @@ async fn fetch(shard: &Rc<Shard>, frame: Frame) -> Completion {
             max_bytes: r.max_bytes.to_native() as usize,
             max_wait: Duration::from_millis(u64::from(r.max_wait_ms.to_native())),
             min_bytes: r.min_bytes.to_native() as usize,
-        },
-        Err(e) => return invalid(&header, &e),
+        }
+        .capped(),
+        Err(e) => {
+            return Begun {
+                completion: invalid(&header, &e),
+                reply_bytes: REPLY_BYTES_SMALL,
+            };
+        }
     };
+    let reply_bytes = op.max_bytes.max(FETCH_RESERVE_MIN) + REPLY_BYTES_SMALL;
     let pending = reads::fetch(shard, op).await;
-    async move {
+    let completion = async move {
         let (meta, data) = match pending.await {
             Ok(fetched) => (
                 FetchResponse {
@@ -282,7 +320,11 @@ async fn fetch(shard: &Rc<Shard>, frame: Frame) -> Completion {
         };
         Some(reply(&header, &meta, data))
     }
-    .boxed_local()
+    .boxed_local();
+    Begun {
+        completion,
+        reply_bytes,
+    }
 }
 
 fn fetch_error(e: &OpError) -> FetchResponse {

@@ -9,6 +9,14 @@
 //! reading pauses. A frame whose header breaks a limit closes the connection (the stream
 //! cannot be resynchronised); a frame whose meta does not decode gets an error reply.
 //!
+//! Reply bytes per connection are bounded (`ReplyBudget`, `--connection-reply-bytes`):
+//! each request counts the reply it may bring from when it is read (a fetch its
+//! `max_bytes`), settled to the reply's real size once made and given back once the
+//! reply is written to the socket. While the count is at the budget the connection reads
+//! no request, so a client that sends fetches and never reads the replies holds at most
+//! the budget (plus the requests already begun) in the server, and its requests wait in
+//! the socket buffers (TCP pushes back on it), not in memory.
+//!
 //! `ClientLimits`, shared by every shard (each accepts on the same port): past
 //! `max_connections` open on the node, a new connection is accepted and closed at once;
 //! a connection with no request in flight and no byte received for `idle_timeout` is
@@ -18,11 +26,12 @@ pub(crate) mod handlers;
 pub(crate) mod reply;
 
 use std::cell::Cell;
+use std::future::poll_fn;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -45,6 +54,8 @@ const READ_BUFFER_BYTES: usize = 64 << 10;
 pub(crate) struct ClientLimits {
     max_connections: usize,
     idle_timeout: Option<Duration>,
+    /// Reply bytes one connection may owe before it stops reading requests.
+    reply_bytes_max: usize,
     /// Connections open on the node.
     open: AtomicUsize,
     /// Refusals since the last warning.
@@ -55,10 +66,15 @@ pub(crate) struct ClientLimits {
 }
 
 impl ClientLimits {
-    pub(crate) fn new(max_connections: usize, idle_timeout: Option<Duration>) -> ClientLimits {
+    pub(crate) fn new(
+        max_connections: usize,
+        idle_timeout: Option<Duration>,
+        reply_bytes_max: usize,
+    ) -> ClientLimits {
         ClientLimits {
             max_connections,
             idle_timeout,
+            reply_bytes_max,
             open: AtomicUsize::new(0),
             refused: AtomicU64::new(0),
             warned_at_ms: AtomicU64::new(u64::MAX),
@@ -116,8 +132,12 @@ pub(crate) async fn accept_until_stopped(
             Either::Left((Ok(stream), _)) => {
                 // Past the limit the stream is dropped here: the client sees it closed.
                 if let Some(slot) = limits.admit() {
-                    let idle_timeout = limits.idle_timeout;
-                    glommio::spawn_local(serve(shard.clone(), stream, slot, idle_timeout)).detach();
+                    let connection = Connection {
+                        slot,
+                        idle_timeout: limits.idle_timeout,
+                        budget: Rc::new(ReplyBudget::new(limits.reply_bytes_max)),
+                    };
+                    glommio::spawn_local(serve(shard.clone(), stream, connection)).detach();
                 }
             }
             Either::Left((Err(e), _)) => {
@@ -130,9 +150,22 @@ pub(crate) async fn accept_until_stopped(
     }
 }
 
+/// What a connection is served with.
+struct Connection {
+    /// Its place among the node's connections.
+    slot: Slot,
+    idle_timeout: Option<Duration>,
+    budget: Rc<ReplyBudget>,
+}
+
 /// Serves a connection until the client leaves, the stream breaks, it idles past
 /// `idle_timeout`, or the shard stops.
-async fn serve(shard: Rc<Shard>, stream: TcpStream, slot: Slot, idle_timeout: Option<Duration>) {
+async fn serve(shard: Rc<Shard>, stream: TcpStream, connection: Connection) {
+    let Connection {
+        slot,
+        idle_timeout,
+        budget,
+    } = connection;
     let peer = stream
         .peer_addr()
         .map_or_else(|_| "?".to_owned(), |a| a.to_string());
@@ -146,12 +179,17 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream, slot: Slot, idle_timeout: Op
         inner: reader,
         active: active.clone(),
     };
-    let (replies, queue) = mpsc::unbounded::<Reply>();
-    let writer = glommio::spawn_local(write_loop(writer, queue));
+    let (replies, queue) = mpsc::unbounded::<Owed>();
+    let writer = glommio::spawn_local(write_loop(writer, queue, budget.clone()));
     let permits = Rc::new(glommio::sync::Semaphore::new(IN_FLIGHT_MAX));
     let mut stopping = shard.stopping();
     let mut idle = std::pin::pin!(idle_past(idle_timeout, &active, &permits));
     loop {
+        // Replies owed up to the budget: read nothing more until the client reads some.
+        let room = std::pin::pin!(budget.room());
+        if let Either::Right(_) = select(room, &mut stopping).await {
+            break;
+        }
         let read = std::pin::pin!(wire::read_frame(&mut reader));
         let frame = match select(read, select(&mut stopping, idle.as_mut())).await {
             Either::Left((Ok(Some(frame)), _)) => frame,
@@ -174,25 +212,123 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream, slot: Slot, idle_timeout: Op
             break;
         };
         shard.begin_request();
-        let completion = handlers::begin(&shard, frame).await;
-        let replies = replies.clone();
-        let task_shard = shard.clone();
-        let active = active.clone();
-        glommio::spawn_local(async move {
-            if let Some(reply) = completion.await {
-                let _ = replies.unbounded_send(reply);
-            }
-            // Idleness counts from the last answer too: a long poll is not idle time.
-            active.set(Instant::now());
-            drop(permit);
-            task_shard.end_request();
-        })
-        .detach();
+        let begun = handlers::begin(&shard, frame).await;
+        // Counted before the next read, so the next `room` sees it.
+        budget.charge(begun.reply_bytes);
+        let task = Task {
+            shard: shard.clone(),
+            replies: replies.clone(),
+            budget: budget.clone(),
+            active: active.clone(),
+            permit,
+        };
+        glommio::spawn_local(task.complete(begun)).detach();
     }
     // Replies still owed go out; the writer ends when the last completion is done.
     drop(replies);
     writer.await;
     drop(slot);
+}
+
+/// What a request's completion needs of its connection.
+struct Task {
+    shard: Rc<Shard>,
+    replies: mpsc::UnboundedSender<Owed>,
+    budget: Rc<ReplyBudget>,
+    active: Rc<Cell<Instant>>,
+    permit: glommio::sync::StaticPermit,
+}
+
+impl Task {
+    /// Awaits a begun request's completion (its reply bytes already counted) and hands
+    /// the reply to the writer, settling the count to the reply's size.
+    async fn complete(self, begun: handlers::Begun) {
+        let reserved = begun.reply_bytes;
+        match begun.completion.await {
+            Some(reply) => {
+                let size =
+                    reply.head.len() + reply.data.iter().map(bytes::Bytes::len).sum::<usize>();
+                self.budget.settle(reserved, size);
+                if let Err(unsent) = self.replies.unbounded_send(Owed { reply, size }) {
+                    self.budget.release(unsent.into_inner().size);
+                }
+            }
+            None => self.budget.release(reserved),
+        }
+        // Idleness counts from the last answer too: a long poll is not idle time.
+        self.active.set(Instant::now());
+        drop(self.permit);
+        self.shard.end_request();
+    }
+}
+
+/// A reply and the bytes it counts against its connection's budget.
+struct Owed {
+    reply: Reply,
+    size: usize,
+}
+
+impl std::borrow::Borrow<wire::Outgoing> for Owed {
+    fn borrow(&self) -> &wire::Outgoing {
+        &self.reply
+    }
+}
+
+/// Reply bytes a connection owes (see the module docs): counted when a request is read,
+/// settled to the reply's size once it is made, given back once it is written. Owned by
+/// the connection's tasks on one shard.
+struct ReplyBudget {
+    bytes_max: usize,
+    owed: Cell<usize>,
+    /// The read loop, waiting for room.
+    reader: Cell<Option<Waker>>,
+}
+
+impl ReplyBudget {
+    fn new(bytes_max: usize) -> ReplyBudget {
+        ReplyBudget {
+            bytes_max,
+            owed: Cell::new(0),
+            reader: Cell::new(None),
+        }
+    }
+
+    fn charge(&self, bytes: usize) {
+        self.owed.set(self.owed.get() + bytes);
+    }
+
+    fn release(&self, bytes: usize) {
+        let owed = self.owed.get();
+        assert!(owed >= bytes, "released {bytes} of {owed} owed");
+        self.owed.set(owed - bytes);
+        if self.owed.get() < self.bytes_max
+            && let Some(reader) = self.reader.take()
+        {
+            reader.wake();
+        }
+    }
+
+    /// Replaces the count of a request (`reserved`) with its reply's `size`.
+    fn settle(&self, reserved: usize, size: usize) {
+        if size >= reserved {
+            self.charge(size - reserved);
+        } else {
+            self.release(reserved - size);
+        }
+    }
+
+    /// Resolves once less than the budget is owed.
+    async fn room(&self) {
+        poll_fn(|cx| {
+            if self.owed.get() < self.bytes_max {
+                Poll::Ready(())
+            } else {
+                self.reader.set(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+        })
+        .await;
+    }
 }
 
 /// Ends once the connection has had no request in flight and no byte received (nor
@@ -239,13 +375,18 @@ impl<R: AsyncRead + Unpin> AsyncRead for Touching<R> {
     }
 }
 
+/// Writes replies as they come, giving back what each counted once it is written.
 async fn write_loop<W: futures::io::AsyncWrite + Unpin>(
     writer: W,
-    mut queue: mpsc::UnboundedReceiver<Reply>,
+    mut queue: mpsc::UnboundedReceiver<Owed>,
+    budget: Rc<ReplyBudget>,
 ) {
-    if let Err(e) = wire::write_queue(writer, &mut queue).await {
+    let written = |owed: Owed| budget.release(owed.size);
+    if let Err(e) = wire::write_queue_noting(writer, &mut queue, written).await {
         tracing::debug!(error = %e, "connection write failed");
         // Keep draining so completions never block on a dead connection.
-        while queue.next().await.is_some() {}
+        while let Some(owed) = queue.next().await {
+            budget.release(owed.size);
+        }
     }
 }
