@@ -42,6 +42,10 @@ pub struct SimConfig {
     /// acknowledged and every live replica hold the whole committed log (liveness: a
     /// cluster that lost nothing must not stay stuck).
     pub settle_ms: u64,
+    /// Every node's retention (the engine's, by size, capped at the high watermark) after
+    /// each tick: `None` keeps everything. Small values make followers that were down or
+    /// cut off fall below their leader's log start, so they must reset to it.
+    pub retention_bytes: Option<u64>,
 }
 
 impl Default for SimConfig {
@@ -63,6 +67,7 @@ impl Default for SimConfig {
             session_ms: 150,
             client_timeout_ms: 600,
             settle_ms: 4_000,
+            retention_bytes: None,
         }
     }
 }
@@ -86,6 +91,10 @@ pub struct Report {
     pub messages: [u64; 3],
     /// Produce answers: acknowledged, failed.
     pub answers: [u64; 2],
+    /// Followers reset to their leader's log start (retention deleted what they needed).
+    pub resets: u64,
+    /// Segments deleted by retention, over all nodes.
+    pub retained: u64,
 }
 
 /// A checker or an assertion failed.
@@ -234,7 +243,7 @@ impl Cluster {
                 alive: true,
                 incarnation: Incarnation(0),
                 replica: PartitionReplica::new(config.replica.clone(), id, Incarnation(0)),
-                log: SimLog::default(),
+                log: SimLog::new(config.retention_bytes),
             })
             .collect();
         Cluster {
@@ -332,6 +341,7 @@ impl Cluster {
             Event::Tick { node, incarnation } => {
                 if let Some(index) = self.live(node, incarnation) {
                     self.step_node(index, Input::Tick)?;
+                    self.retain(index)?;
                     self.schedule(TICK_MS, Event::Tick { node, incarnation });
                 }
             }
@@ -359,6 +369,21 @@ impl Cluster {
             Event::Settle => self.settle(),
         }
         Ok(())
+    }
+
+    /// The engine's upkeep: retention up to the replica's high watermark; a moved log
+    /// start is reported to the replica, as the driver does.
+    fn retain(&mut self, index: usize) -> Result<(), String> {
+        let Some(node) = self.nodes.get_mut(index) else {
+            return Ok(());
+        };
+        let before = node.log.log_start();
+        let log_start = node.log.retain(node.replica.high_watermark());
+        if log_start == before {
+            return Ok(());
+        }
+        self.report.retained += 1;
+        self.step_node(index, Input::Retained { log_start })
     }
 
     fn report_storage(&mut self, index: usize) -> Result<(), String> {
@@ -430,6 +455,10 @@ impl Cluster {
                 );
             }
             Action::Truncate { log_end } => node.log.truncate(log_end),
+            Action::Reset { log_start } => {
+                node.log.reset(log_start);
+                self.report.resets += 1;
+            }
             Action::Send { to, message } => self.send(id, to, message)?,
             Action::Ship {
                 to,
@@ -639,7 +668,9 @@ impl Cluster {
             let views = views(&self.nodes);
             let node = views.get(index).ok_or("no view")?;
             let high_watermark = node.replica.high_watermark();
-            let mut at = self.consumer_at;
+            // Retention deleted what it had not read yet: it goes on from the log start
+            // (a Kafka consumer's `auto.offset.reset=earliest`).
+            let mut at = self.consumer_at.max(node.log.log_start());
             let reads: Vec<(Offset, Vec<u8>)> = node
                 .log
                 .batches_from(at)
@@ -813,7 +844,9 @@ impl Cluster {
         node.alive = true;
         node.incarnation = Incarnation(node.incarnation.0 + 1);
         let mut replica = PartitionReplica::new(config, id, node.incarnation);
-        for (_, bytes) in &node.log.batches_from(Offset(0)) {
+        let log_start = node.log.log_start();
+        replica.recover_start(log_start);
+        for (_, bytes) in &node.log.batches_from(log_start) {
             if let Ok(header) = BatchHeader::parse(bytes) {
                 replica.recover_batch(&header);
             }
