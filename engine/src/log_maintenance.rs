@@ -302,6 +302,8 @@ impl<S: Storage> PartitionLog<S> {
     }
 
     /// Deletes the oldest sealed segments beyond the retention limits; returns how many.
+    /// Never a segment holding an offset at or above the high watermark (see
+    /// `retention.rs`), so the log start never passes it.
     pub async fn apply_retention(&self, now: TimestampMs) -> Result<usize> {
         let result = self.apply_retention_inner(now).await;
         self.stop_on_error(result)
@@ -317,6 +319,7 @@ impl<S: Storage> PartitionLog<S> {
                 .map(|s| SegmentSummary {
                     bytes: s.data_len,
                     max_timestamp: s.max_timestamp,
+                    next_offset: s.next_offset,
                 })
                 .collect();
             let count = retention::segments_to_delete(
@@ -324,6 +327,7 @@ impl<S: Storage> PartitionLog<S> {
                 self.config.retention_bytes,
                 self.config.retention_age,
                 now,
+                state.checkpoint.high_watermark,
             );
             state.segments.keys().take(count).copied().collect()
         };

@@ -54,8 +54,9 @@ enum Op {
     PrepareNext,
     /// Truncate to an offset picked in `[log_start - 2, log_end + 2]`.
     Truncate { to: u64 },
-    /// Apply retention at time `now`.
-    Retention { now: i64 },
+    /// Set the high watermark to an offset picked in `[log_start, log_end]`, then apply
+    /// retention at time `now`.
+    Retention { now: i64, committed: u64 },
     /// Close and open again.
     Reopen,
     /// Drop the log without closing, crash the storage, open again.
@@ -448,7 +449,9 @@ async fn apply(
                 .map_err(|e| fail(format!("truncate {to}: {e}")))?;
             prop_assert_eq!(got, model.truncate(to), "truncate({}) result", to);
         }
-        Op::Retention { now } => {
+        Op::Retention { now, committed } => {
+            let high_watermark = pick(*committed, model.start.0, model.end().0);
+            log.set_high_watermark(high_watermark);
             retention(&log, config, model, *now).await?;
         }
         Op::Reopen => {
@@ -481,13 +484,16 @@ async fn retention(
         .map(|s| SegmentSummary {
             bytes: s.data_len,
             max_timestamp: s.max_timestamp,
+            next_offset: s.next_offset,
         })
         .collect();
+    let high_watermark = log.high_watermark();
     let count = retention::segments_to_delete(
         &summaries,
         config.retention_bytes,
         config.retention_age,
         TimestampMs(now),
+        high_watermark,
     );
     let deleted = log
         .apply_retention(TimestampMs(now))
@@ -504,6 +510,13 @@ async fn retention(
         model.batches.retain(|(o, _)| *o >= start);
         model.start = start;
     }
+    // Retention never passes the high watermark: nothing uncommitted is deleted.
+    prop_assert!(
+        log.log_start() <= high_watermark,
+        "log start {} past the high watermark {}",
+        log.log_start(),
+        high_watermark
+    );
     Ok(())
 }
 
@@ -554,7 +567,8 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         2 => Just(Op::Roll),
         2 => Just(Op::PrepareNext),
         2 => any::<u64>().prop_map(|to| Op::Truncate { to }),
-        1 => (0i64..20_000).prop_map(|now| Op::Retention { now }),
+        1 => (0i64..20_000, any::<u64>())
+            .prop_map(|(now, committed)| Op::Retention { now, committed }),
         1 => Just(Op::Reopen),
         1 => any::<u64>().prop_map(|seed| Op::Crash { seed }),
         1 => any::<u64>().prop_map(|seed| Op::SyncFailure { seed }),
@@ -602,7 +616,10 @@ fn fixed_sequence_across_segment_boundaries() {
     ]);
     ops.extend((40..60).map(big));
     ops.extend([
-        Op::Retention { now: 0 },
+        Op::Retention {
+            now: 0,
+            committed: u64::MAX,
+        },
         Op::Reopen,
         Op::Truncate { to: 290 },
         Op::Crash { seed: 9 },

@@ -11,6 +11,7 @@
 //!                    the flusher (beside the worker) waits for the newest append to be
 //!                    durable -> step(Appended{..}) again
 //!        Truncate -> log.truncate
+//!        Reset    -> log.reset (a follower behind its leader's log start)
 //!        Ship     -> log.read [prev_offset, until) -> transport.send
 //!        Send     -> transport.send
 //!        Answer   -> the waiting produce future (oneshot per RequestId)
@@ -29,9 +30,10 @@
 //! and on `tick` (policies `interval` and `never` sync in the background). `acks=leader`
 //! is answered below the acknowledged end, never below the log end alone: a batch only
 //! in memory is not written. No report is made
-//! while a queued truncation is not yet performed: the log's durable end would then
-//! cover offsets the replica has already cut, and their replacements would count as
-//! durable before they are written.
+//! while a queued truncation or reset is not yet performed: the log's durable end would
+//! then cover offsets the replica has already cut, and their replacements would count as
+//! durable before they are written. The same reports carry the log start when retention
+//! (the engine's `tick`, capped at the high watermark kept here) moved it: `Retained`.
 //!
 //! Single-threaded: the replica sits in a `RefCell` that is never borrowed across an
 //! `.await`; share the driver as `Rc<ReplicaDriver<..>>` and spawn [`ReplicaDriver::run`]
@@ -97,10 +99,12 @@ struct State {
     next_request: u64,
     waiters: BTreeMap<RequestId, oneshot::Sender<Result<Produced, ProduceError>>>,
     proposals: Vec<IsrProposal>,
-    /// Truncations queued and not yet performed.
+    /// Truncations and resets queued and not yet performed.
     truncates_pending: usize,
     /// The last `(written_end, durable_end)` reported to the replica.
     reported: (Offset, Offset),
+    /// The last log start reported to the replica.
+    reported_start: Offset,
     scratch: Vec<Action>,
 }
 
@@ -174,6 +178,7 @@ impl<S: Storage, T: Transport> ReplicaDriver<S, T> {
                 proposals: Vec::new(),
                 truncates_pending: 0,
                 reported: (log_end, log_end),
+                reported_start: log_start,
                 scratch: Vec::new(),
             }),
             queue,
@@ -413,7 +418,7 @@ impl<S: Storage, T: Transport> ReplicaDriver<S, T> {
                     isr,
                 }),
                 action => {
-                    if matches!(action, Action::Truncate { .. }) {
+                    if matches!(action, Action::Truncate { .. } | Action::Reset { .. }) {
                         state.truncates_pending += 1;
                     }
                     // Fails only once stopped: the actions are dropped with the driver.
@@ -429,9 +434,21 @@ impl<S: Storage, T: Transport> ReplicaDriver<S, T> {
         }
     }
 
-    /// Tells the replica how far the log is acknowledged and durable, if that moved and
-    /// no truncation is pending.
+    /// Tells the replica how far the log is acknowledged and durable, and where it starts,
+    /// if that moved and no truncation or reset is pending.
     fn report_storage(&self) {
+        let log_start = self.log.log_start();
+        let moved = {
+            let mut state = self.state.borrow_mut();
+            let moved = state.truncates_pending == 0 && log_start > state.reported_start;
+            if moved {
+                state.reported_start = log_start;
+            }
+            moved
+        };
+        if moved {
+            self.step(Input::Retained { log_start });
+        }
         let written_end = self.log.acked_end();
         let durable = if self.durable_when_acked {
             written_end
@@ -479,6 +496,15 @@ impl<S: Storage, T: Transport> ReplicaDriver<S, T> {
                 let end = self.log.truncate(log_end).await?;
                 assert_eq!(end, log_end, "{}: truncation inside a batch", self.id());
                 self.state.borrow_mut().truncates_pending -= 1;
+                self.report_storage();
+            }
+            Action::Reset { log_start } => {
+                self.log.reset(log_start).await?;
+                {
+                    let mut state = self.state.borrow_mut();
+                    state.truncates_pending -= 1;
+                    state.reported_start = log_start;
+                }
                 self.report_storage();
             }
             Action::Send { to, message } => self.transport.send(to, message),

@@ -10,13 +10,20 @@
 //! ack, one starting before it has its known prefix skipped. Every batch is validated
 //! (length, CRC, offsets, epochs) before it is appended: bytes from a peer are input.
 //! Ships of an older epoch are answered `Fenced`.
+//!
+//! A leader whose log starts past this follower's next offset (retention deleted what it
+//! needs) says so with `LogStart`; if the log ends below that start, the follower empties
+//! it and restarts it there (an `Action::Reset`), then acks and is shipped from there on.
+//! It never resets below its own log end, so never below its high watermark: what it
+//! discards lies below the leader's log start, which is committed (the leader's retention
+//! stops at its high watermark) and deleted there.
 
 use shardlog_engine::batch::{self, BatchHeader};
 use shardlog_engine::{LeaderEpoch, Offset};
 
 use crate::ids::{NodeId, Tick};
 use crate::leader_epoch::Reconcile;
-use crate::message::{EpochAnswer, EpochQuery, Fenced, Message, Ship, ShipAck};
+use crate::message::{EpochAnswer, EpochQuery, Fenced, LogStart, Message, Ship, ShipAck};
 use crate::replica::{Action, Step};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,6 +90,7 @@ impl Follower {
     pub(crate) fn on_message(&mut self, step: &mut Step<'_>, from: NodeId, message: Message) {
         match message {
             Message::Ship(ship) => self.on_ship(step, from, &ship),
+            Message::LogStart(start) => self.on_log_start(step, from, start),
             Message::EpochAnswer(answer) if from == self.leader => self.on_answer(step, answer),
             Message::EpochQuery(query) if LeaderEpoch(query.leader_epoch) < self.epoch => {
                 let leader_epoch = self.epoch.0;
@@ -109,6 +117,17 @@ impl Follower {
             LeaderEpoch(answer.epoch),
             Offset(answer.end_offset),
         );
+        // Nothing below the log start is held: an answer below it cuts everything held.
+        let log_start = step.log.log_start;
+        let decision = match decision {
+            Reconcile::Done { log_end } => Reconcile::Done {
+                log_end: log_end.max(log_start),
+            },
+            Reconcile::Again { log_end, query } => Reconcile::Again {
+                log_end: log_end.max(log_start),
+                query,
+            },
+        };
         let cut_to = match decision {
             Reconcile::Done { log_end } | Reconcile::Again { log_end, .. } => log_end,
         };
@@ -145,7 +164,11 @@ impl Follower {
         if prev_offset > log_end {
             return self.ack(step, true);
         }
+        // Only a log holding a batch before `log_end` can disagree about its epoch, and
+        // only a leader that knows it (`NONE`: its log starts there after a restart).
         if prev_offset == log_end
+            && log_end > step.log.log_start
+            && LeaderEpoch(ship.prev_epoch) != LeaderEpoch::NONE
             && LeaderEpoch(ship.prev_epoch) != step.log.epochs.epoch_before(log_end)
         {
             // Divergence the reconciliation missed (a defence, not a path): do it again.
@@ -166,6 +189,29 @@ impl Follower {
             });
         }
         step.log.raise_high_watermark(Offset(ship.high_watermark));
+        self.ack(step, false);
+    }
+
+    /// The leader's log starts at `start.log_start`: restart this log there if it ends
+    /// below it, then ack (the leader ships from the acked log end).
+    fn on_log_start(&mut self, step: &mut Step<'_>, from: NodeId, start: LogStart) {
+        let epoch = LeaderEpoch(start.leader_epoch);
+        if epoch < self.epoch {
+            let leader_epoch = self.epoch.0;
+            return step.send(from, Message::Fenced(Fenced { leader_epoch }));
+        }
+        if epoch > self.epoch || from != self.leader || self.phase != Phase::Following {
+            return;
+        }
+        let log_start = Offset(start.log_start);
+        if log_start > Offset(start.high_watermark) {
+            // A leader's log start is committed; this message is not from a correct one.
+            return;
+        }
+        self.last_contact = step.now;
+        if log_start > step.log.log_end {
+            step.reset(log_start);
+        }
         self.ack(step, false);
     }
 

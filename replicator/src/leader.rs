@@ -7,6 +7,14 @@
 //! (`resend`), or is silent for `retry_ms`, is shipped again from its acked log end.
 //! Empty ships every `heartbeat_ms` carry the high watermark.
 //!
+//! A follower whose next offset is below the leader's log start (retention deleted what
+//! it needs, e.g. it was down for a while) is sent a `LogStart` instead of a ship and
+//! shipped nothing more until it acks again: it restarts its log at the log start (a
+//! reset) and acks from there (Kafka's OFFSET_OUT_OF_RANGE path). Retention stops at the
+//! high watermark, so the log start is always committed; a reset follower's durable end
+//! is then at most the high watermark and counts for nothing new, and it rejoins the ISR
+//! only once caught up, like any lagging follower.
+//!
 //! The high watermark is the smallest durable end over the *maximal* ISR (the committed
 //! one plus members a pending proposal adds or removes), so that an ISR change the
 //! controller has not confirmed never lets it outrun a replica the controller could
@@ -25,7 +33,7 @@ use crate::error::ProduceError;
 use crate::ids::{Incarnation, NodeId, RequestId, Tick};
 use crate::isr::{self, Lag};
 use crate::local_log::LocalLog;
-use crate::message::{EpochAnswer, EpochQuery, Fenced, Message, Ship, ShipAck};
+use crate::message::{EpochAnswer, EpochQuery, Fenced, LogStart, Message, Ship, ShipAck};
 use crate::producer_state::SequenceCheck;
 use crate::quorum::{self, AckDecision};
 use crate::replica::{Acks, Action, Member, Produced, Step};
@@ -351,7 +359,10 @@ impl Leader {
                 let leader_epoch = self.epoch.0;
                 step.send(from, Message::Fenced(Fenced { leader_epoch }));
             }
-            Message::Ship(_) | Message::EpochAnswer(_) | Message::Fenced(_) => {}
+            Message::Ship(_)
+            | Message::EpochAnswer(_)
+            | Message::Fenced(_)
+            | Message::LogStart(_) => {}
         }
     }
 
@@ -531,7 +542,25 @@ impl Leader {
         let Some(next) = progress.next_offset else {
             return;
         };
-        if next >= log_end || progress.inflight >= step.config.ships_inflight_max || self.deposed {
+        if next >= log_end || self.deposed {
+            return;
+        }
+        if next < step.log.log_start {
+            // What it needs is deleted: it must restart at the log start. Nothing more is
+            // shipped until it acks (its ack after the reset, or its silence timer's,
+            // which lands here again if the message was lost).
+            progress.next_offset = None;
+            progress.inflight = 0;
+            progress.last_ship_at = step.now;
+            let message = LogStart {
+                leader_epoch: self.epoch.0,
+                log_start: step.log.log_start.0,
+                high_watermark: step.log.high_watermark.0,
+            };
+            step.send(node, Message::LogStart(message));
+            return;
+        }
+        if progress.inflight >= step.config.ships_inflight_max {
             return;
         }
         progress.next_offset = Some(log_end);

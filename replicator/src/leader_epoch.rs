@@ -76,15 +76,27 @@ impl EpochHistory {
     }
 
     /// The leader's side of OffsetsForLeaderEpoch: the largest epoch at or below `epoch`
-    /// and where it ends; `(NONE, 0)` if there is none.
+    /// and where it ends. If every epoch here is newer than `epoch` (retention deleted
+    /// the older ones' batches, and a restart forgot them), `epoch` itself ending where
+    /// the oldest known epoch starts, as Kafka answers: the asker keeps its log below
+    /// that point (all of it older than anything here). `(NONE, 0)` for an empty history
+    /// or an asker with no epoch.
     #[must_use]
     pub fn end_offset_for_epoch(&self, epoch: LeaderEpoch, log_end: Offset) -> EpochEntry {
-        self.checkpoint
-            .end_offset_for_epoch(epoch, log_end)
-            .unwrap_or(EpochEntry {
-                epoch: LeaderEpoch::NONE,
-                start_offset: Offset(0),
-            })
+        let none = EpochEntry {
+            epoch: LeaderEpoch::NONE,
+            start_offset: Offset(0),
+        };
+        if let Some(entry) = self.checkpoint.end_offset_for_epoch(epoch, log_end) {
+            return entry;
+        }
+        match self.checkpoint.epochs.first() {
+            Some(first) if epoch != LeaderEpoch::NONE => EpochEntry {
+                epoch,
+                start_offset: first.start_offset,
+            },
+            _ => none,
+        }
     }
 
     /// The follower's side (KIP-279): the leader's log holds `answer_epoch` as its largest

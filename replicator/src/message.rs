@@ -11,7 +11,15 @@
 //!   Fenced      any -> stale leader leader_epoch: the newer epoch the sender knows
 //!                                   (a hint only: a leader steps down on the
 //!                                   controller's word, never on a peer's)
+//!   LogStart    leader -> follower  leader_epoch, log_start, high_watermark: the leader's
+//!                                   log no longer holds the follower's next offset
+//!                                   (retention deleted it); a follower whose log ends
+//!                                   below `log_start` empties it and restarts there
+//!                                   (Kafka: OFFSET_OUT_OF_RANGE, then truncate fully
+//!                                   and start at the leader's log start offset)
 //! ```
+//! New variants are appended last: the archived layout of the older ones is unchanged,
+//! and a node that does not know a variant refuses it in [`decode`] (and drops it).
 //! Fields are plain integers so the archive is stable and checkable; the typed views
 //! (`Offset`, `LeaderEpoch`) are applied at the edges. Bytes from a socket are untrusted:
 //! [`decode`] validates the archive (bytecheck) and the follower validates every batch
@@ -55,6 +63,8 @@ pub enum Message {
     EpochAnswer(EpochAnswer),
     /// The receiver's epoch is stale.
     Fenced(Fenced),
+    /// The leader's log starts past the follower's next offset.
+    LogStart(LogStart),
 }
 
 /// Whole batches continuing the follower's log at `prev_offset`.
@@ -116,6 +126,19 @@ pub struct EpochAnswer {
 pub struct Fenced {
     /// The newer epoch.
     pub leader_epoch: i32,
+}
+
+/// The leader's log start, sent instead of a ship when the follower's next offset is
+/// below it: what the follower needs was deleted by retention (all of it committed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct LogStart {
+    /// The sender's leader epoch.
+    pub leader_epoch: i32,
+    /// The first offset the leader's log holds.
+    pub log_start: u64,
+    /// The leader's high watermark, never below `log_start` (a receiver refuses a message
+    /// where it is: the leader's retention stops at its high watermark).
+    pub high_watermark: u64,
 }
 
 impl Ship {
@@ -192,6 +215,18 @@ mod tests {
         );
         let bytes = encode(&sent).expect("encode");
         assert_eq!(decode(&bytes).expect("decode"), sent);
+        let reset = envelope(
+            3,
+            NodeId(1),
+            NodeId(2),
+            Message::LogStart(LogStart {
+                leader_epoch: 4,
+                log_start: 1980,
+                high_watermark: 2000,
+            }),
+        );
+        let reset_bytes = encode(&reset).expect("encode");
+        assert_eq!(decode(&reset_bytes).expect("decode"), reset);
         for cut in 0..bytes.len() {
             let _ = decode(&bytes[..cut]);
         }

@@ -99,6 +99,12 @@ pub enum Input {
         /// The durable end.
         durable_end: Offset,
     },
+    /// Retention deleted the head of the log: it now starts at `log_start` (the driver
+    /// reports it when the storage's log start moved).
+    Retained {
+        /// The storage's log start.
+        log_start: Offset,
+    },
     /// A message from a peer.
     Received {
         /// The sender.
@@ -135,6 +141,12 @@ pub enum Action {
     Truncate {
         /// The new log end.
         log_end: Offset,
+    },
+    /// Delete the whole log and restart it, empty, at `log_start` (past its end): a
+    /// follower whose leader's log starts past this one's end (see `Message::LogStart`).
+    Reset {
+        /// The new log start and log end.
+        log_start: Offset,
     },
     /// Send a message to a peer.
     Send {
@@ -204,6 +216,14 @@ impl Step<'_> {
     }
 }
 
+impl Step<'_> {
+    /// Empties the log and restarts it at `log_start`, past its end.
+    pub(crate) fn reset(&mut self, log_start: Offset) {
+        self.log.reset(log_start);
+        self.actions.push(Action::Reset { log_start });
+    }
+}
+
 #[derive(Debug)]
 enum Role {
     Unattached,
@@ -248,6 +268,7 @@ impl PartitionReplica {
             matches!(self.role, Role::Unattached) && self.log.log_end == Offset(0),
             "recover_start after recovery began"
         );
+        self.log.log_start = log_start;
         self.log.log_end = log_start;
         self.log.durable_end = log_start;
         self.log.high_watermark = log_start;
@@ -297,6 +318,7 @@ impl PartitionReplica {
                 written_end,
                 durable_end,
             } => self.appended(written_end, durable_end),
+            Input::Retained { log_start } => self.log.retained(log_start),
             Input::Received { from, message } => self.received(from, message),
             Input::Tick => self.tick(),
         }
@@ -451,6 +473,12 @@ impl PartitionReplica {
     #[must_use]
     pub fn log_end(&self) -> Offset {
         self.log.log_end
+    }
+
+    /// The first offset the log holds.
+    #[must_use]
+    pub fn log_start(&self) -> Offset {
+        self.log.log_start
     }
 
     /// The durable end.

@@ -268,3 +268,56 @@ fn a_fenced_from_a_peer_does_not_depose_the_leader() {
     });
     assert_eq!(h.replica.leading(), None);
 }
+
+/// Issue 11: retention moved the leader's log start to 6 while follower A (out of the
+/// ISR) was away with its log ending at 3. The leader tells A its log start instead of
+/// shipping what it no longer has (before, its read failed and A was shipped nothing, for
+/// good); A's ack at 3 counts for nothing; once A restarted at 6 it is shipped from 6,
+/// and only once caught up is it proposed for the ISR.
+#[test]
+fn a_follower_below_the_log_start_is_told_it_and_shipped_from_there() {
+    let mut h = Harness::leader(vec![LEADER, B]);
+    for request in 0..10 {
+        h.produce(request);
+    }
+    h.ack(B, Offset(10));
+    assert_eq!(h.replica.high_watermark(), Offset(10));
+    h.step(Input::Retained {
+        log_start: Offset(6),
+    });
+    assert_eq!(h.replica.log_start(), Offset(6));
+    h.actions.clear();
+
+    h.ack(A, Offset(3));
+    let told = h.actions.iter().any(|a| {
+        matches!(a, Action::Send { to, message: Message::LogStart(m) }
+            if *to == A && m.log_start == 6 && m.high_watermark == 10)
+    });
+    assert!(told, "{:?}", h.actions);
+    let shipped_below = h
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::Ship { to, ship, .. } if *to == A && ship.prev_offset < 6));
+    assert!(!shipped_below, "{:?}", h.actions);
+    assert!(h.proposals().is_empty(), "{:?}", h.proposals());
+    // Silent: nothing more is shipped to A until it acks again.
+    h.actions.clear();
+    h.wait(30);
+    assert!(
+        !h.actions
+            .iter()
+            .any(|a| matches!(a, Action::Ship { to, .. } if *to == A)),
+        "{:?}",
+        h.actions
+    );
+
+    // A reset to 6 and acks there: shipped [6, 10), not yet in sync.
+    h.ack(A, Offset(6));
+    let shipped = h.actions.iter().any(|a| {
+        matches!(a, Action::Ship { to, ship, until } if *to == A && ship.prev_offset == 6 && *until == Offset(10))
+    });
+    assert!(shipped, "{:?}", h.actions);
+    assert!(h.proposals().is_empty(), "{:?}", h.proposals());
+    h.ack(A, Offset(10));
+    assert_eq!(h.proposals().last().unwrap(), &vec![LEADER, A, B]);
+}

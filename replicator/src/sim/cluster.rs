@@ -49,6 +49,10 @@ pub struct SimConfig {
     /// acknowledged and every live replica hold the whole committed log (liveness: a
     /// cluster that lost nothing must not stay stuck).
     pub settle_ms: u64,
+    /// Every node's retention (the engine's, by size, capped at the high watermark) on
+    /// each tick: `None` keeps everything. Small values make followers that were down or
+    /// cut off fall below their leader's log start, so they must reset to it.
+    pub retention_bytes: Option<u64>,
 }
 
 impl Default for SimConfig {
@@ -70,6 +74,7 @@ impl Default for SimConfig {
             session_ms: 150,
             client_timeout_ms: 600,
             settle_ms: 4_000,
+            retention_bytes: None,
         }
     }
 }
@@ -93,6 +98,10 @@ pub struct Report {
     pub messages: [u64; 3],
     /// Produce answers: acknowledged, failed.
     pub answers: [u64; 2],
+    /// Followers reset to their leader's log start (retention deleted what they needed).
+    pub resets: u64,
+    /// Ticks whose retention deleted segments, over all nodes.
+    pub retained: u64,
 }
 
 /// A checker or an assertion failed.
@@ -245,7 +254,10 @@ impl Cluster {
             now: Tick(0),
             sequence: 0,
             events: BTreeMap::new(),
-            nodes: ids.iter().map(|&id| Node::new(id)).collect(),
+            nodes: ids
+                .iter()
+                .map(|&id| Node::new(id, config.retention_bytes))
+                .collect(),
             network: Network::new(faults),
             checker: Checker::default(),
             producers: vec![
@@ -630,7 +642,9 @@ impl Cluster {
             let views = views(&self.nodes);
             let node = views.get(index).ok_or("no view")?;
             let high_watermark = node.high_watermark;
-            let mut at = self.consumer_at;
+            // Retention deleted what it had not read yet: it goes on from the log start
+            // (a Kafka consumer's `auto.offset.reset=earliest`).
+            let mut at = self.consumer_at.max(node.log.log_start());
             let reads: Vec<(Offset, Vec<u8>)> = node
                 .log
                 .batches_from(at)
@@ -820,6 +834,8 @@ impl Cluster {
         report.checked = self.checker.counts;
         report.elections = elections;
         report.messages = self.network.counts;
+        report.resets = self.nodes.iter().map(|n| n.resets).sum();
+        report.retained = self.nodes.iter().map(|n| n.retained).sum();
         report
     }
 }

@@ -18,7 +18,7 @@ use std::rc::Rc;
 
 use futures::executor::{LocalPool, block_on};
 use futures::task::LocalSpawnExt;
-use shardlog_engine::SimStorage;
+use shardlog_engine::{Offset, SimStorage};
 
 use crate::config::ReplicaConfig;
 use crate::controller::raft_file;
@@ -135,6 +135,12 @@ pub struct Node {
     pub incarnation: Incarnation,
     /// Its partition log (open even while the node is down: the checkers read it).
     pub log: SimLog,
+    /// The log start at the end of the last tick.
+    seen_start: Offset,
+    /// Ticks whose retention deleted segments.
+    pub retained: u64,
+    /// Log start moves between ticks: resets to a leader's log start.
+    pub resets: u64,
     raft_file: Vec<u8>,
     running: Option<Running>,
 }
@@ -159,13 +165,17 @@ impl fmt::Debug for Node {
 }
 
 impl Node {
-    /// A node that has not started yet, with an empty log and no Raft state.
+    /// A node that has not started yet, with an empty log (whose retention keeps
+    /// `retention_bytes`, or everything) and no Raft state.
     #[must_use]
-    pub fn new(id: NodeId) -> Node {
+    pub fn new(id: NodeId, retention_bytes: Option<u64>) -> Node {
         Node {
             id,
             incarnation: Incarnation(0),
-            log: SimLog::default(),
+            log: SimLog::new(retention_bytes),
+            seen_start: Offset(0),
+            retained: 0,
+            resets: 0,
             raft_file: Vec::new(),
             running: None,
         }
@@ -268,6 +278,15 @@ impl Node {
             return Vec::new();
         };
         let mut out = Vec::new();
+        // Between ticks only a reset (the driver's) moves the log start; here, retention.
+        let start = self.log.log_start();
+        if start > self.seen_start {
+            self.resets += 1;
+        }
+        self.seen_start = self.log.retain();
+        if self.seen_start > start {
+            self.retained += 1;
+        }
         r.controller.tick(now);
         r.driver.tick(now);
         let due = r

@@ -11,13 +11,17 @@
 //! reopening runs the engine's recovery (scan, cut at the first bad batch). The recovered
 //! log may therefore hold more than the durable prefix: batches a replica wrote and never
 //! acknowledged, which replication must reconcile.
+//!
+//! With `retention_bytes` set, [`SimLog::retain`] runs the engine's retention (capped at
+//! the high watermark the driver keeps in the log), so logs start past 0 and a follower
+//! that fell behind must be reset to its leader's log start.
 
 use std::fmt;
 
 use std::rc::Rc;
 
 use futures::executor::block_on;
-use shardlog_engine::{EngineConfig, FlushPolicy, Offset, PartitionLog, SimStorage};
+use shardlog_engine::{EngineConfig, FlushPolicy, Offset, PartitionLog, SimStorage, TimestampMs};
 
 /// Where the log lives in the in-memory storage.
 const DIR: &str = "/sim/partition";
@@ -27,6 +31,7 @@ const READ_BYTES: usize = 256 << 10;
 /// One node's log.
 pub struct SimLog {
     storage: SimStorage,
+    config: EngineConfig,
     log: Option<Rc<PartitionLog<SimStorage>>>,
     crashes: u64,
 }
@@ -43,35 +48,63 @@ impl fmt::Debug for SimLog {
 
 impl Default for SimLog {
     fn default() -> Self {
-        let storage = SimStorage::new();
-        let log = open(&storage);
-        SimLog {
-            storage,
-            log: Some(log),
-            crashes: 0,
-        }
+        SimLog::new(None)
     }
 }
 
 /// Small segments and a small tail cache, so rolls happen and reads reach the storage.
-fn config() -> EngineConfig {
+/// No retention by age (the simulation's clock is virtual): by size only, if asked.
+fn config(retention_bytes: Option<u64>) -> EngineConfig {
     EngineConfig {
         flush: FlushPolicy::Never,
         segment_bytes: 64 << 10,
         tail_cache_bytes: 16 << 10,
         write_buffer_bytes: 64 << 10,
+        retention_bytes,
+        retention_age: None,
         ..EngineConfig::default()
     }
 }
 
-fn open(storage: &SimStorage) -> Rc<PartitionLog<SimStorage>> {
+fn open(storage: &SimStorage, config: &EngineConfig) -> Rc<PartitionLog<SimStorage>> {
     Rc::new(
-        block_on(PartitionLog::open(storage.clone(), DIR, config()))
+        block_on(PartitionLog::open(storage.clone(), DIR, config.clone()))
             .expect("the engine recovers any crash of SimStorage"),
     )
 }
 
 impl SimLog {
+    /// An empty log; retention keeps at most `retention_bytes` (whole sealed segments,
+    /// never past the high watermark), or everything.
+    #[must_use]
+    pub fn new(retention_bytes: Option<u64>) -> SimLog {
+        let storage = SimStorage::new();
+        let config = config(retention_bytes);
+        let log = open(&storage, &config);
+        SimLog {
+            storage,
+            config,
+            log: Some(log),
+            crashes: 0,
+        }
+    }
+
+    /// The first offset held.
+    #[must_use]
+    pub fn log_start(&self) -> Offset {
+        self.log().log_start()
+    }
+
+    /// The engine's retention, as the server's upkeep runs it (capped at the high
+    /// watermark the driver keeps in the log); returns the log start.
+    pub fn retain(&self) -> Offset {
+        let log = self.log();
+        if self.config.retention_bytes.is_some() {
+            block_on(log.apply_retention(TimestampMs(0))).expect("retention");
+        }
+        log.log_start()
+    }
+
     fn log(&self) -> &Rc<PartitionLog<SimStorage>> {
         self.log
             .as_ref()
@@ -109,7 +142,7 @@ impl SimLog {
         self.crashes += 1;
         self.storage
             .crash(self.crashes.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-        self.log = Some(open(&self.storage));
+        self.log = Some(open(&self.storage, &self.config));
     }
 
     /// The stored batches in `[from, until)`, concatenated; `None` if `from` is not a

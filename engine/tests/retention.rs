@@ -1,0 +1,81 @@
+//! Retention never deletes what the high watermark has not passed: a segment holding any
+//! offset at or above it stays, however old or big the log (issue 11). Replication keeps
+//! the high watermark with `set_high_watermark`; a follower that fell behind is told to
+//! restart at the leader's log start, which must therefore be committed.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures::executor::block_on;
+use shardlog_engine::record::BatchBuilder;
+use shardlog_engine::{
+    EngineConfig, FlushPolicy, LeaderEpoch, Offset, PartitionLog, SimStorage, TimestampMs,
+};
+
+const DIR: &str = "/data/topic/0";
+
+/// 64 KiB segments, every record older than a second is past retention.
+fn config() -> EngineConfig {
+    EngineConfig {
+        flush: FlushPolicy::Never,
+        segment_bytes: 64 << 10,
+        retention_age: Some(Duration::from_secs(1)),
+        retention_bytes: Some(0),
+        segment_age: None,
+        ..EngineConfig::default()
+    }
+}
+
+/// One batch of 4 records of 1 KiB, stamped at time 1 ms (long past retention).
+fn batch() -> BytesMut {
+    let mut builder = BatchBuilder::new();
+    for _ in 0..4 {
+        builder.push(TimestampMs(1), None, Some(&[7u8; 1024]), &[]);
+    }
+    BytesMut::from(builder.finish().as_slice())
+}
+
+#[test]
+fn retention_stops_at_the_high_watermark() {
+    block_on(async {
+        let log = PartitionLog::open(SimStorage::new(), DIR, config())
+            .await
+            .expect("open");
+        // About 15 batches per segment: 300 batches fill about 20 segments.
+        for _ in 0..300 {
+            log.append(batch(), LeaderEpoch(1)).await.expect("append");
+        }
+        let segments = log.segments();
+        assert!(segments.len() >= 10, "{} segments", segments.len());
+        let now = TimestampMs(1_000_000);
+
+        // Nothing committed: nothing goes, although every segment is past retention.
+        assert_eq!(log.apply_retention(now).await.expect("retention"), 0);
+        assert_eq!(log.log_start(), Offset(0));
+
+        // Committed into the middle of the fourth segment: the first three go, the fourth
+        // (holding uncommitted offsets) stays.
+        let fourth = &segments[3];
+        let inside = Offset(fourth.id.0.0 + 1);
+        log.set_high_watermark(inside);
+        assert_eq!(log.apply_retention(now).await.expect("retention"), 3);
+        assert_eq!(log.log_start(), fourth.id.0);
+        assert!(log.log_start() <= log.high_watermark());
+
+        // Committed exactly to the end of the sixth: the fourth to the sixth go.
+        let sixth = &segments[5];
+        log.set_high_watermark(sixth.next_offset);
+        assert_eq!(log.apply_retention(now).await.expect("retention"), 3);
+        assert_eq!(log.log_start(), sixth.next_offset);
+
+        // `tick` (the server's periodic upkeep) applies the same cap.
+        log.tick(now).await.expect("tick");
+        assert_eq!(log.log_start(), sixth.next_offset);
+
+        // Everything committed: every sealed segment goes, the active one stays.
+        log.set_high_watermark(log.log_end());
+        log.tick(now).await.expect("tick");
+        assert_eq!(log.segments().len(), 1);
+        assert!(log.log_start() <= log.high_watermark());
+    });
+}
