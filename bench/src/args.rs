@@ -94,10 +94,6 @@ pub struct SoakArgs {
     /// Flags added to every node's command line, whitespace-separated.
     #[arg(long, default_value = "--shards 1")]
     pub node_args: String,
-    /// Still count and print high watermark regressions, but do not fail the run for
-    /// them: a known open finding on the current code (README "Soak"), for the CI run.
-    #[arg(long)]
-    pub known_hw_regressions: bool,
     /// Idempotent producers (the client's default). `false` shows what the checker
     /// catches: retries after a failover stored twice.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "true|false")]
@@ -109,9 +105,6 @@ pub struct SoakArgs {
 pub struct SoakCheckArgs {
     /// A history a soak wrote.
     pub history: PathBuf,
-    /// As `soak --known-hw-regressions`.
-    #[arg(long)]
-    pub known_hw_regressions: bool,
 }
 
 /// `MIN..MAX` (MIN < MAX).

@@ -50,9 +50,7 @@ fn main() -> std::process::ExitCode {
                 })
         }
         args::Command::Soak(soak) => soak::run(&soak),
-        args::Command::SoakCheck(check) => {
-            soak::check_file(&check.history, check.known_hw_regressions)
-        }
+        args::Command::SoakCheck(check) => soak::check_file(&check.history),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -370,6 +370,12 @@ impl<S: Storage, T: Transport> ReplicaDriver<S, T> {
         self.state.borrow().replica.high_watermark()
     }
 
+    /// [`PartitionReplica::served_high_watermark`].
+    #[must_use]
+    pub fn served_high_watermark(&self) -> Option<Offset> {
+        self.state.borrow().replica.served_high_watermark()
+    }
+
     /// The replica's log end (appends queued included).
     #[must_use]
     pub fn log_end(&self) -> Offset {

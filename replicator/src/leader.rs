@@ -170,6 +170,11 @@ impl Leader {
         self.advance(step);
     }
 
+    /// The log end at election.
+    pub(crate) fn epoch_start(&self) -> Offset {
+        self.epoch_start
+    }
+
     pub(crate) fn deposed(&self) -> bool {
         self.deposed
     }

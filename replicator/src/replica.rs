@@ -469,6 +469,21 @@ impl PartitionReplica {
         self.log.high_watermark
     }
 
+    /// The high watermark a reader may be told, or `None` while this replica leads an
+    /// epoch whose start it has not committed yet. A new leader's high watermark is what
+    /// it last heard as a follower, which can be below what the previous leader already
+    /// told readers; below its epoch start everything may have been committed before, so
+    /// until the high watermark passes it (as Raft's commit of a first entry in a term,
+    /// and Kafka's `OFFSET_NOT_AVAILABLE` for a leader whose high watermark lags its epoch
+    /// start), answering would make a reader's high watermark go back.
+    #[must_use]
+    pub fn served_high_watermark(&self) -> Option<Offset> {
+        match &self.role {
+            Role::Leader(leader) if self.log.high_watermark < leader.epoch_start() => None,
+            _ => Some(self.log.high_watermark),
+        }
+    }
+
     /// The next offset to assign.
     #[must_use]
     pub fn log_end(&self) -> Offset {

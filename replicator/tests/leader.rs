@@ -320,4 +320,50 @@ fn a_follower_below_the_log_start_is_told_it_and_shipped_from_there() {
     assert!(h.proposals().is_empty(), "{:?}", h.proposals());
     h.ack(A, Offset(10));
     assert_eq!(h.proposals().last().unwrap(), &vec![LEADER, A, B]);
+
+/// Found by the soak (seed 11): a follower elected leader knows a high watermark below
+/// what the previous leader told readers, so telling readers its own would take theirs
+/// back. It tells none until its high watermark passes its epoch start.
+#[test]
+fn a_new_leader_tells_no_high_watermark_below_its_epoch_start() {
+    let mut replica = PartitionReplica::new(config(), LEADER, Incarnation(1));
+    replica.recover_start(Offset(0));
+    for offset in 0..3 {
+        let mut bytes = batch();
+        shardlog_engine::batch::patch_base(&mut bytes, Offset(offset), EPOCH);
+        let header = shardlog_engine::batch::BatchHeader::parse(&bytes).unwrap();
+        replica.recover_batch(&header);
+    }
+    let mut h = Harness {
+        replica,
+        now: 0,
+        actions: Vec::new(),
+    };
+    h.storage_keeps_up();
+    assert_eq!(h.replica.served_high_watermark(), Some(Offset(0)));
+    h.step(Input::BecomeLeader {
+        epoch: LeaderEpoch(1),
+        replicas: vec![LEADER, A, B],
+        isr: vec![LEADER, A, B],
+        isr_version: 1,
+        members: members(&[]),
+    });
+    assert_eq!(h.replica.served_high_watermark(), None);
+    let ack = |h: &mut Harness, from| {
+        let ack = ShipAck {
+            leader_epoch: 1,
+            incarnation: 7,
+            log_end: 3,
+            durable_end: 3,
+            resend: false,
+        };
+        h.step(Input::Received {
+            from,
+            message: Message::ShipAck(ack),
+        });
+    };
+    ack(&mut h, A);
+    assert_eq!(h.replica.served_high_watermark(), None, "one of two followers");
+    ack(&mut h, B);
+    assert_eq!(h.replica.served_high_watermark(), Some(Offset(3)));
 }

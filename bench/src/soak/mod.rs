@@ -90,35 +90,22 @@ pub fn run(args: &SoakArgs) -> anyhow::Result<()> {
     drop(nodes);
     outcome?;
     println!("history: {}", history_path.display());
-    check_file(&history_path, args.known_hw_regressions)
+    check_file(&history_path)
 }
 
-/// Checks a history file and prints the summary; an error when it holds violations
-/// (high watermark regressions left out with `known_hw_regressions`: still printed).
-pub fn check_file(path: &Path, known_hw_regressions: bool) -> anyhow::Result<()> {
+/// Checks a history file and prints the summary; an error when it holds violations.
+pub fn check_file(path: &Path) -> anyhow::Result<()> {
     let events = history::read(path)?;
     let verdict = check::check(&events);
     print!("{}", verdict.summary());
-    let mut violations = verdict.violations();
-    if known_hw_regressions && verdict.hw_regressions > 0 {
-        violations -= verdict.hw_regressions;
-        println!(
-            "known open: {} high watermark regressions, not failing the run \
-             (--known-hw-regressions)",
-            verdict.hw_regressions
-        );
-    }
+    let violations = verdict.violations();
     if violations > 0 {
         bail!(
             "soak FAILED: {violations} violations (history {})",
             path.display()
         );
     }
-    if violations < verdict.violations() {
-        println!("soak passed: no violation but the known open ones above");
-    } else {
-        println!("soak passed: no violation");
-    }
+    println!("soak passed: no violation");
     Ok(())
 }
 

@@ -72,9 +72,12 @@ impl Replica {
         self.driver.log()
     }
 
-    /// Offsets below it are committed: the high watermark, if this replica leads.
-    pub(crate) fn visible_end(&self) -> Offset {
-        self.driver.high_watermark().min(self.log().log_end())
+    /// Offsets below it are committed and readers may be told so: the high watermark,
+    /// or `None` while a new leader's high watermark is below its epoch start (telling it
+    /// would take a reader's high watermark back; see `served_high_watermark`).
+    pub(crate) fn visible_end(&self) -> Option<Offset> {
+        let high_watermark = self.driver.served_high_watermark()?;
+        Some(high_watermark.min(self.log().log_end()))
     }
 }
 

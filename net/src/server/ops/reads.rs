@@ -135,7 +135,15 @@ async fn serve_fetch(
     let deadline = Instant::now() + op.max_wait;
     loop {
         let (log_start, log_end) = (log.log_start(), log.log_end());
-        let visible = replica.visible_end();
+        let Some(visible) = replica.visible_end() else {
+            // A new leader catching up to its epoch start: wait for it, within the wait.
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(not_settled());
+            }
+            wait_changed(log, deadline - now, &mut stopping).await?;
+            continue;
+        };
         if offset < log_start || offset > log_end {
             return Err(OpError::OffsetOutOfRange(format!(
                 "offset {offset} outside [{log_start}, {log_end}]"
@@ -168,12 +176,30 @@ async fn serve_fetch(
         if replica.driver.leading().is_none() {
             return Err(OpError::NotLeader { leader: None });
         }
-        let changed = std::pin::pin!(log.changed());
-        let timer = std::pin::pin!(glommio::timer::sleep(deadline - now));
-        if let Either::Right(_) = select(select(changed, timer), &mut stopping).await {
-            return Err(OpError::ShuttingDown);
-        }
+        wait_changed(log, deadline - now, &mut stopping).await?;
     }
+}
+
+/// Waits until the log changes (an append, a new high watermark), `wait` passes or the
+/// shard stops.
+async fn wait_changed(
+    log: &Log,
+    wait: Duration,
+    stopping: &mut LocalBoxFuture<'static, ()>,
+) -> Result<(), OpError> {
+    let changed = std::pin::pin!(log.changed());
+    let timer = std::pin::pin!(glommio::timer::sleep(wait));
+    match select(select(changed, timer), stopping).await {
+        Either::Left(_) => Ok(()),
+        Either::Right(_) => Err(OpError::ShuttingDown),
+    }
+}
+
+/// A new leader's high watermark has not reached its epoch start yet: retriable.
+fn not_settled() -> OpError {
+    OpError::NotAvailable(
+        "the partition's new leader has not yet committed its epoch start; retry".to_owned(),
+    )
 }
 
 /// Cuts `read` before the first batch at or past `visible`: consumers never see a batch
@@ -225,7 +251,9 @@ pub(crate) async fn list_offsets(shard: &Rc<Shard>, op: ListOffsetsOp) -> Pendin
     };
     async move {
         let log: &Log = replica.log();
-        let visible = replica.visible_end();
+        let Some(visible) = replica.visible_end() else {
+            return Err(not_settled());
+        };
         match op.spec {
             OffsetSpec::Earliest => Ok(Some(log.log_start())),
             OffsetSpec::Latest => Ok(Some(visible)),
