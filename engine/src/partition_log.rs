@@ -113,7 +113,10 @@ impl std::fmt::Display for StopCause {
 pub fn is_disk_full(error: &std::io::Error) -> bool {
     error.kind() == std::io::ErrorKind::StorageFull
         || error.kind() == std::io::ErrorKind::QuotaExceeded
-        || matches!(error.raw_os_error(), Some(libc_codes::ENOSPC | libc_codes::EDQUOT))
+        || matches!(
+            error.raw_os_error(),
+            Some(libc_codes::ENOSPC | libc_codes::EDQUOT)
+        )
 }
 
 /// The two errno values of a full disk on Linux (the engine does not depend on `libc`).

@@ -29,7 +29,9 @@ pub async fn probe_dir<S: Storage>(storage: &S, dir: &Path, bytes: u64) -> Resul
         .await
         .map_err(Error::io(&path))?;
     let written = async {
-        let bytes = bytes.max(BLOCK_SIZE as u64).next_multiple_of(BLOCK_SIZE as u64);
+        let bytes = bytes
+            .max(BLOCK_SIZE as u64)
+            .next_multiple_of(BLOCK_SIZE as u64);
         file.preallocate(bytes).await?;
         file.write_at(0, &[0u8; BLOCK_SIZE]).await?;
         file.sync_data().await

@@ -6,7 +6,12 @@
 //!   and once the filler is deleted writes go on without a restart; every acknowledged
 //!   record is at the offset its acknowledgement named;
 //! - SIGTERM on a full disk: the partition that cannot close is reported and the server
-//!   exits non-zero, never "stopped cleanly".
+//!   exits non-zero, never "stopped cleanly";
+//! - 3 nodes, replication factor 3, the leader's data directory on the small filesystem
+//!   (but for its controller log, which stays on the big disk: a node whose controller
+//!   log cannot be written stops, which is another item): when it fills, leadership moves to another in-sync
+//!   replica, `--acks all` producers go on, nothing acknowledged is lost, and once space
+//!   is freed the replica rejoins the ISR.
 //!
 //! Without root (or a loop device, or `mkfs.ext4`) each test prints why and returns.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
@@ -20,6 +25,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use common::{describe, run_against, stderr};
+use net_common::cluster::{Cluster, Links, partition};
 use net_common::small_disk::SmallDisk;
 use shardlog_net::testing::{Launch, LogTail, Shardlogd, StderrTo};
 
@@ -33,6 +39,8 @@ const CHUNKS_MAX: usize = 200;
 /// How long the partition may take to come back once space is freed (the reopen backoff
 /// is at most 30 s; a loaded machine gets headroom).
 const RESUME_MAX: Duration = Duration::from_secs(90);
+/// Bound on every wait for the cluster to reach a state.
+const WAIT_MAX: Duration = Duration::from_secs(30);
 
 #[test]
 fn a_full_disk_refuses_writes_keeps_reads_and_writes_resume_once_space_is_freed() {
@@ -122,6 +130,106 @@ fn sigterm_on_a_full_disk_reports_the_partition_and_exits_non_zero() {
     );
 }
 
+#[test]
+fn leadership_moves_off_a_full_disk_and_the_replica_rejoins_once_space_is_freed() {
+    let disk = match SmallDisk::mount(64) {
+        Ok(disk) => disk,
+        Err(why) => {
+            eprintln!("skipped: no small filesystem to fill: {why}");
+            return;
+        }
+    };
+    let mut cluster = Cluster::start(3, Links::Direct);
+    cluster.wait_for_controller(WAIT_MAX);
+    move_to_small_disk(&mut cluster, 0, &disk);
+    cluster.wait_for_controller(WAIT_MAX);
+    let brokers = cluster.brokers();
+    let args = [
+        "topic",
+        "create",
+        TOPIC,
+        "--partitions",
+        "3",
+        "--segment-bytes",
+        "1048576",
+    ];
+    let created = run_against(&brokers, &args, "");
+    assert!(created.status.success(), "{}", describe(&created));
+    let (meta, _) = cluster.wait_for("every partition led and in sync", WAIT_MAX, |c| {
+        let (_, meta) = c.metadata_any().ok_or("no node answers")?;
+        for id in 0..3 {
+            let p = partition(&meta, TOPIC, id).ok_or("no partition yet")?;
+            if p.leader.is_none() || p.isr.len() != 3 {
+                return Err(format!("{p:?}"));
+            }
+        }
+        Ok(meta.clone())
+    });
+    let Some(led) = (0..3).find(|&id| partition(&meta, TOPIC, id).unwrap().leader == Some(0))
+    else {
+        panic!("node 0 leads no partition: {meta:?}");
+    };
+    let (mut acked, mut next) = (BTreeMap::new(), 0);
+    let first = produce_to(&brokers, led, &mut next, &mut acked);
+    assert!(first.status.success(), "{}", describe(&first));
+    disk.fill();
+    // Well past what the active segment holds: the roll on node 0 fails.
+    for _ in 0..12 {
+        let output = produce_to(&brokers, led, &mut next, &mut acked);
+        if !output.status.success() {
+            cluster.print_logs();
+            panic!("acks=all producer stopped: {}", describe(&output));
+        }
+    }
+    let meta = cluster.metadata_any().unwrap().1;
+    let state = partition(&meta, TOPIC, led).unwrap().clone();
+    assert!(
+        state.leader.is_some_and(|l| l != 0) && !state.isr.contains(&0),
+        "node 0 still leads or is in sync: {state:?}"
+    );
+    check_all_there_in(&brokers, led, &acked);
+    disk.free();
+    let (_, took) = cluster.wait_for("node 0 back in the ISR", RESUME_MAX, |c| {
+        let (_, meta) = c.metadata_any().ok_or("no node answers")?;
+        let p = partition(&meta, TOPIC, led).ok_or("no partition")?;
+        if p.isr.contains(&0) {
+            Ok(())
+        } else {
+            Err(format!("{p:?}"))
+        }
+    });
+    eprintln!("node 0 back in the ISR {took:?} after space was freed");
+    let last = produce_to(&brokers, led, &mut next, &mut acked);
+    assert!(last.status.success(), "{}", describe(&last));
+    check_all_there_in(&brokers, led, &acked);
+    eprintln!("{} records acknowledged, all read back", acked.len());
+}
+
+/// Moves `node`'s data directory onto the small disk (its path becomes a symbolic link
+/// there), but for its controller log, which stays on the big disk: a node whose
+/// controller log cannot be written stops, which is not what this test is about. The
+/// node is SIGKILLed for the move and restarted (its data directory must be on the
+/// small disk when it starts: glommio finds out per device at the first file whether
+/// reads may use the poll ring, and the server warms that on its data directory).
+fn move_to_small_disk(cluster: &mut Cluster, node: usize, disk: &SmallDisk) {
+    cluster.kill(&[node]);
+    let dir = cluster.data_dir(node);
+    let big = dir.with_extension("big");
+    std::fs::rename(&dir, &big).unwrap();
+    let small = disk.path().join("data");
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&big)
+        .arg(&small)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    std::fs::remove_dir_all(small.join("controller")).unwrap();
+    std::os::unix::fs::symlink(big.join("controller"), small.join("controller")).unwrap();
+    std::os::unix::fs::symlink(&small, &dir).unwrap();
+    cluster.restart(node);
+}
+
 /// One node with one shard on the small disk, its stderr kept in `tail`.
 fn start(disk: &SmallDisk, tail: &LogTail) -> Shardlogd {
     let data = disk.path().join("data");
@@ -150,16 +258,22 @@ fn create_topic(brokers: &str) {
 
 /// Runs `shardlog produce` on `CHUNK` new records (one batch in flight, so the
 /// acknowledged ones are a prefix of the input); records each acknowledged offset.
-fn produce(brokers: &str, next: &mut usize, acked: &mut BTreeMap<u64, String>) -> Output {
+fn produce_to(
+    brokers: &str,
+    partition: u32,
+    next: &mut usize,
+    acked: &mut BTreeMap<u64, String>,
+) -> Output {
     let values: Vec<String> = (*next..*next + CHUNK).map(value).collect();
     *next += CHUNK;
     let input = values.join("\n") + "\n";
+    let partition = partition.to_string();
     let args = [
         "produce",
         "--topic",
         TOPIC,
         "--partition",
-        "0",
+        &partition,
         "--acks",
         "all",
         "--report-offsets",
@@ -175,6 +289,10 @@ fn produce(brokers: &str, next: &mut usize, acked: &mut BTreeMap<u64, String>) -
         acked.insert(offset.parse().unwrap(), value.clone());
     }
     output
+}
+
+fn produce(brokers: &str, next: &mut usize, acked: &mut BTreeMap<u64, String>) -> Output {
+    produce_to(brokers, 0, next, acked)
 }
 
 /// Produces until a run fails (the disk is full); that run's output.
@@ -200,12 +318,17 @@ fn value(n: usize) -> String {
 
 /// Every acknowledged record is read back at its offset.
 fn check_all_there(brokers: &str, acked: &BTreeMap<u64, String>) {
+    check_all_there_in(brokers, 0, acked);
+}
+
+fn check_all_there_in(brokers: &str, partition: u32, acked: &BTreeMap<u64, String>) {
+    let partition = partition.to_string();
     let args = [
         "consume",
         "--topic",
         TOPIC,
         "--partition",
-        "0",
+        &partition,
         "--from",
         "beginning",
         "--format",

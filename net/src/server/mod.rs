@@ -467,7 +467,23 @@ async fn shard_main(start: ShardStart) -> anyhow::Result<()> {
     };
     glommio::spawn_local(ready).detach();
     protocol::shardlog::accept_until_stopped(&shard, listener, &client_limits).await;
-    let failed = drain_and_close(&shard).await;
+    drain_and_close(&shard).await
+}
+
+fn bind_peer_listener(id: usize, addr: SocketAddr) -> anyhow::Result<glommio::net::TcpListener> {
+    glommio::net::TcpListener::bind(addr)
+        .map_err(|e| anyhow::anyhow!("shard {id}: the peer listener on {addr}: {e}"))
+}
+
+/// Waits for requests in flight (at most `DRAIN_TIMEOUT`), then closes every replica;
+/// `Err` names the partitions that failed to close, with why (the shard then exits
+/// non-zero: its stop was not clean).
+async fn drain_and_close(shard: &Shard) -> anyhow::Result<()> {
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    while shard.in_flight() > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    let failed = shard.cluster.close_all().await;
     if failed.is_empty() {
         return Ok(());
     }
@@ -477,21 +493,6 @@ async fn shard_main(start: ShardStart) -> anyhow::Result<()> {
         failed.len(),
         failed.join("; ")
     ))
-}
-
-fn bind_peer_listener(id: usize, addr: SocketAddr) -> anyhow::Result<glommio::net::TcpListener> {
-    glommio::net::TcpListener::bind(addr)
-        .map_err(|e| anyhow::anyhow!("shard {id}: the peer listener on {addr}: {e}"))
-}
-
-/// Waits for requests in flight (at most `DRAIN_TIMEOUT`), then closes every replica;
-/// the partitions that failed to close, with why.
-async fn drain_and_close(shard: &Shard) -> Vec<String> {
-    let deadline = Instant::now() + DRAIN_TIMEOUT;
-    while shard.in_flight() > 0 && Instant::now() < deadline {
-        glommio::timer::sleep(Duration::from_millis(5)).await;
-    }
-    shard.cluster.close_all().await
 }
 
 /// This shard's cluster state; shard 0 also runs the controller voter.

@@ -359,7 +359,12 @@ impl ControllerService {
             return;
         }
         let Ok(partition_epoch) = u32::try_from(partition_epoch) else {
-            tracing::warn!(topic, partition, partition_epoch, "offline report with a partition epoch out of range; ignored");
+            tracing::warn!(
+                topic,
+                partition,
+                partition_epoch,
+                "offline report with a partition epoch out of range; ignored"
+            );
             return;
         };
         let command = Command::ReplicaOffline {

@@ -155,7 +155,12 @@ impl ClusterNode {
     /// A replica that could not be opened: retried with backoff from now on.
     pub(crate) fn open_failed(&self, key: (String, u32), error: &anyhow::Error) {
         let disk_full = disk_full_in(error);
-        tracing::error!(topic = key.0, partition = key.1, error = format!("{error:#}"), "opening replica failed; retrying in 1 s, then with backoff up to 30 s");
+        tracing::error!(
+            topic = key.0,
+            partition = key.1,
+            error = format!("{error:#}"),
+            "opening replica failed; retrying in 1 s, then with backoff up to 30 s"
+        );
         self.offline
             .borrow_mut()
             .insert(key, Offline::new(format!("{error:#}"), disk_full, None));
@@ -274,7 +279,13 @@ impl ClusterNode {
             Ok(Reopen::Done) => {
                 if let Some(o) = offline.remove(&key) {
                     let down_ms = o.since.elapsed().as_millis();
-                    tracing::info!(topic = key.0, partition = key.1, down_ms, attempts = o.attempts + 1, "partition reopened after a storage failure");
+                    tracing::info!(
+                        topic = key.0,
+                        partition = key.1,
+                        down_ms,
+                        attempts = o.attempts + 1,
+                        "partition reopened after a storage failure"
+                    );
                 }
             }
             Ok(Reopen::Gone) => {
@@ -292,7 +303,16 @@ impl ClusterNode {
                 if let Some(o) = offline.get_mut(&key) {
                     let next_s = (o.backoff * 2).min(REOPEN_MAX).as_secs();
                     if let Some(unlogged) = o.failed_again(&cause, disk_full) {
-                        tracing::error!(topic = key.0, partition = key.1, error = cause, disk_full = o.disk_full, attempts = o.attempts, failures_not_logged = unlogged, next_s, "partition still offline: reopening failed");
+                        tracing::error!(
+                            topic = key.0,
+                            partition = key.1,
+                            error = cause,
+                            disk_full = o.disk_full,
+                            attempts = o.attempts,
+                            failures_not_logged = unlogged,
+                            next_s,
+                            "partition still offline: reopening failed"
+                        );
                     }
                 }
             }
@@ -320,19 +340,23 @@ impl ClusterNode {
         }
         let stopped_in = self.offline.borrow().get(key).and_then(|o| o.stopped_in);
         if stopped_in.is_some_and(|epoch| self.report_due(state, epoch)) {
-            return Ok(Reopen::Later("the controller has not moved the partition yet"));
+            return Ok(Reopen::Later(
+                "the controller has not moved the partition yet",
+            ));
         }
         let dir = replica_dir(&place.data_dir, topic, info.id, partition);
         let old = self.replicas.borrow().get(key).cloned();
         if old.is_some() {
             // The stopped log still serves reads: keep it until the disk takes writes.
-            let engine = crate::server::cluster::TopicSettings::of(info).engine_config(&place.defaults);
+            let engine =
+                crate::server::cluster::TopicSettings::of(info).engine_config(&place.defaults);
             let bytes = engine.segment_bytes.min(PROBE_BYTES_MAX);
             probe_dir(&DmaStorage, &dir, bytes).await.map_err(|e| {
                 let e = anyhow::Error::from(e);
                 (format!("disk probe: {e:#}"), disk_full_in(&e))
             })?;
-            if let Some(old) = self.replicas.borrow_mut().remove(key) {
+            let old = self.replicas.borrow_mut().remove(key);
+            if let Some(old) = old {
                 if let Err(e) = close_replica(old).await {
                     // Expected: a stopped log refuses to write its checkpoint.
                     tracing::debug!(topic, partition, error = %e, "closing the stopped log");
@@ -341,7 +365,9 @@ impl ClusterNode {
         }
         match self.open_replica(place, topic, info, partition).await {
             Ok(replica) => {
-                self.replicas.borrow_mut().insert(key.clone(), replica.clone());
+                self.replicas
+                    .borrow_mut()
+                    .insert(key.clone(), replica.clone());
                 if let Some(view) = self.view()
                     && let Some(state) = view.metadata.partition(topic, partition)
                 {

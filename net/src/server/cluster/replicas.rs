@@ -202,7 +202,12 @@ impl ClusterNode {
 
     /// Hands the controller's decision to the replica, once per (leader epoch, partition
     /// epoch).
-    pub(super) fn apply_leadership(&self, replica: &Replica, state: &PartitionState, view: &ClusterView) {
+    pub(super) fn apply_leadership(
+        &self,
+        replica: &Replica,
+        state: &PartitionState,
+        view: &ClusterView,
+    ) {
         let rejoined = view.rejoined;
         let now = (state.leader_epoch, state.partition_epoch);
         let before = replica.applied.get();
@@ -326,7 +331,10 @@ impl ClusterNode {
         }
         for ((topic, partition), offline) in self.offline.borrow_mut().drain() {
             let text = format!("{topic}/{partition}: offline: {}", offline.cause());
-            if !failed.iter().any(|f| f.starts_with(&format!("{topic}/{partition}:"))) {
+            if !failed
+                .iter()
+                .any(|f| f.starts_with(&format!("{topic}/{partition}:")))
+            {
                 failed.push(text);
             }
         }
