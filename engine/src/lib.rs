@@ -30,6 +30,7 @@ pub mod recovery;
 pub mod retention;
 pub mod segment;
 mod signal;
+pub mod space_probe;
 pub mod storage;
 mod storage_sim;
 pub mod tail_cache;
@@ -41,7 +42,8 @@ pub use dma_storage::{DmaStorage, DmaStorageFile, warm_iopoll_probe};
 pub use error::{Error, Result};
 pub use ids::{LeaderEpoch, Offset, PartitionId, SegmentId, TimestampMs};
 pub use partition_log::{
-    Appended, LogStats, PartitionLog, PendingAppend, ReadBatches, SegmentInfo,
+    Appended, LogStats, PartitionLog, PendingAppend, ReadBatches, SegmentInfo, StopCause,
+    is_disk_full,
 };
 pub use storage::{OpenMode, Storage, StorageFile};
 pub use storage_sim::{SimFile, SimStorage};

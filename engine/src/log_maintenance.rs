@@ -39,7 +39,13 @@ impl<S: Storage> PartitionLog<S> {
             if !matches!(error, Error::Stopped) {
                 tracing::error!(dir = %self.dir.display(), %error, "log maintenance failed; stopping the log");
             }
-            self.state.borrow_mut().stopped = true;
+            {
+                let mut state = self.state.borrow_mut();
+                state.stopped = true;
+                if state.stop_cause.is_none() {
+                    state.stop_cause = Some(crate::partition_log::StopCause::of(error));
+                }
+            }
             self.changed.notify_all();
         }
         result

@@ -131,6 +131,7 @@ impl<S: Storage> PartitionLog<S> {
             written_ahead: BTreeMap::new(),
             exclusive: false,
             stopped: false,
+            stop_cause: None,
             last_sync: Instant::now(),
             cache,
             checkpoint,

@@ -70,6 +70,64 @@ pub struct PendingAppend {
     ticket: u64,
 }
 
+/// Why a log stopped (see [`PartitionLog::stop_cause`]): the first failure, as text for
+/// operators and clients, and whether it was the disk being full (ENOSPC or EDQUOT), which
+/// freeing space cures.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StopCause {
+    /// The failure, naming the file.
+    pub message: String,
+    /// The device (or the quota) had no space left.
+    pub disk_full: bool,
+}
+
+impl StopCause {
+    pub(crate) fn of_io(path: &Path, source: &std::io::Error) -> StopCause {
+        StopCause {
+            message: format!("{}: {source}", path.display()),
+            disk_full: is_disk_full(source),
+        }
+    }
+
+    pub(crate) fn of(error: &Error) -> StopCause {
+        let disk_full = match error {
+            Error::Io { source, .. } | Error::SyncFailed { source, .. } => is_disk_full(source),
+            _ => false,
+        };
+        StopCause {
+            message: error.to_string(),
+            disk_full,
+        }
+    }
+}
+
+impl std::fmt::Display for StopCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.disk_full {
+            write!(f, "the disk is full ({})", self.message)
+        } else {
+            f.write_str(&self.message)
+        }
+    }
+}
+
+/// ENOSPC or EDQUOT: the failure freeing space (or raising the quota) cures.
+#[must_use]
+pub fn is_disk_full(error: &std::io::Error) -> bool {
+    error.kind() == std::io::ErrorKind::StorageFull
+        || error.kind() == std::io::ErrorKind::QuotaExceeded
+        || matches!(
+            error.raw_os_error(),
+            Some(libc_codes::ENOSPC | libc_codes::EDQUOT)
+        )
+}
+
+/// The two errno values of a full disk on Linux (the engine does not depend on `libc`).
+mod libc_codes {
+    pub(super) const ENOSPC: i32 = 28;
+    pub(super) const EDQUOT: i32 = 122;
+}
+
 /// Whole batches returned by a read.
 #[derive(Clone, Debug, Default)]
 pub struct ReadBatches {
@@ -180,6 +238,8 @@ pub(crate) struct LogState<F> {
     /// A roll, truncation, retention pass or close is running: appends wait.
     pub(crate) exclusive: bool,
     pub(crate) stopped: bool,
+    /// Why the log stopped: the first failure, kept for the owner (`stop_cause`).
+    pub(crate) stop_cause: Option<StopCause>,
     pub(crate) last_sync: Instant,
     pub(crate) cache: TailCache,
     pub(crate) checkpoint: Checkpoint,
@@ -557,6 +617,9 @@ impl<S: Storage> PartitionLog<S> {
         if let Err(source) = result {
             let first = !state.stopped;
             state.stopped = true;
+            if first {
+                state.stop_cause = Some(StopCause::of_io(&job.path, &source));
+            }
             drop(state);
             self.changed.notify_all();
             if !first {
@@ -710,6 +773,21 @@ impl<S: Storage> PartitionLog<S> {
     #[must_use]
     pub fn written_end(&self) -> Offset {
         self.state.borrow().written_end
+    }
+
+    /// Why the log stopped, if it did: after a failed write, sync, roll, truncation or
+    /// retention pass it refuses all further work (reads excepted), and only reopening
+    /// it (recovery reads the truth from disk) brings it back.
+    #[must_use]
+    pub fn stop_cause(&self) -> Option<StopCause> {
+        let state = self.state.borrow();
+        if !state.stopped {
+            return None;
+        }
+        Some(state.stop_cause.clone().unwrap_or_else(|| StopCause {
+            message: Error::Stopped.to_string(),
+            disk_full: false,
+        }))
     }
 
     /// Everything below it is fdatasync'ed.

@@ -37,7 +37,10 @@ pub enum ErrorCode {
     UnsupportedVersion = 12,
     /// No such api.
     UnknownApi = 13,
-    /// The partition's storage failed; the partition is stopped.
+    /// The partition's storage failed on the node that answered (ENOSPC, EIO): its replica
+    /// there is offline and writes are refused (the message says why, e.g. the disk is
+    /// full). Retriable: its leadership moves to another in-sync replica, or the node
+    /// reopens it once the storage works again.
     StorageError = 14,
     /// The server is shutting down.
     ShuttingDown = 15,
@@ -67,6 +70,7 @@ impl ErrorCode {
                 | ErrorCode::UnknownPartition
                 | ErrorCode::LeaderNotAvailable
                 | ErrorCode::Busy
+                | ErrorCode::StorageError
         )
     }
 

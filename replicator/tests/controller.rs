@@ -1099,3 +1099,79 @@ fn producer_id_blocks_never_overlap_and_survive_a_restart() {
         "the counter is replicated metadata, rebuilt from the log"
     );
 }
+
+/// A replica whose log stopped (`ReplicaOffline`): the leadership moves at once to
+/// another live ISR member with a new epoch, and the replica leaves the ISR; a report
+/// built on an old partition epoch (delayed past the replica's return) is refused; the
+/// last ISR member stays the leader, with a new epoch (its reopened log must not be taken
+/// for the one that lost writes), and never empties the ISR.
+#[test]
+fn a_stopped_replica_gives_up_leadership_and_leaves_the_isr() {
+    let mut m = Metadata::default();
+    let mut changes = Vec::new();
+    for node in 0..3 {
+        let register = Command::RegisterNode {
+            node,
+            address: format!("n{node}"),
+            session_expires_ms: 0,
+        };
+        m.apply(&register, &mut changes).unwrap();
+    }
+    let create = Command::CreateTopic {
+        name: "t".into(),
+        partitions: 1,
+        replication_factor: 3,
+        min_insync: 2,
+        config: vec![],
+    };
+    m.apply(&create, &mut changes).unwrap();
+    let p = m.partition("t", 0).unwrap().clone();
+    let stopped = p.leader.unwrap();
+    let offline = |m: &Metadata, node: NodeId, epoch: LeaderEpoch| {
+        let p = m.partition("t", 0).unwrap();
+        Command::ReplicaOffline {
+            topic: "t".into(),
+            partition: 0,
+            node: node.0,
+            leader_epoch: epoch.0,
+            partition_epoch: epoch_u32(p.partition_epoch),
+        }
+    };
+    let report = offline(&m, stopped, p.leader_epoch);
+    m.apply(&report, &mut changes).unwrap();
+    let after = m.partition("t", 0).unwrap().clone();
+    assert_eq!(after.leader, Some(p.replicas[1]), "{after:?}");
+    assert_eq!(after.leader_epoch, LeaderEpoch(p.leader_epoch.0 + 1));
+    assert_eq!(after.isr, vec![p.replicas[1], p.replicas[2]]);
+    // The same report again (a retry): built on an old partition epoch, refused.
+    assert!(matches!(
+        m.apply(&report, &mut changes),
+        Err(Refusal::StalePartitionEpoch { .. })
+    ));
+    // On the current epoch it changes nothing more.
+    assert_eq!(
+        m.apply(&offline(&m, stopped, p.leader_epoch), &mut changes),
+        Err(Refusal::NoChange)
+    );
+    // The new leader's log stops too: the last other member leads, the ISR shrinks.
+    let second = after.leader.unwrap();
+    m.apply(&offline(&m, second, after.leader_epoch), &mut changes)
+        .unwrap();
+    let last = m.partition("t", 0).unwrap().clone();
+    assert_eq!(last.leader, Some(p.replicas[2]));
+    assert_eq!(last.isr, vec![p.replicas[2]]);
+    // And the last one's: no one else may lead (no unclean election), so it keeps the
+    // leadership with a new epoch, and the ISR keeps it.
+    m.apply(&offline(&m, p.replicas[2], last.leader_epoch), &mut changes)
+        .unwrap();
+    let alone = m.partition("t", 0).unwrap().clone();
+    assert_eq!(alone.leader, Some(p.replicas[2]));
+    assert_eq!(alone.leader_epoch, LeaderEpoch(last.leader_epoch.0 + 1));
+    assert_eq!(alone.isr, vec![p.replicas[2]]);
+    // A report for the epoch it stopped in, now past: nothing to do.
+    assert_eq!(
+        m.apply(&offline(&m, p.replicas[2], last.leader_epoch), &mut changes),
+        Err(Refusal::NoChange)
+    );
+    m.invariants(None).unwrap();
+}

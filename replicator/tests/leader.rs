@@ -320,6 +320,7 @@ fn a_follower_below_the_log_start_is_told_it_and_shipped_from_there() {
     assert!(h.proposals().is_empty(), "{:?}", h.proposals());
     h.ack(A, Offset(10));
     assert_eq!(h.proposals().last().unwrap(), &vec![LEADER, A, B]);
+}
 
 /// Found by the soak (seed 11): a follower elected leader knows a high watermark below
 /// what the previous leader told readers, so telling readers its own would take theirs

@@ -33,4 +33,17 @@ pub enum ControllerRequest {
         /// The whole proposed ISR.
         isr: Vec<u32>,
     },
+    /// The sender's replica of a partition stopped (its log failed): move its leadership
+    /// and take it out of the ISR (`Command::ReplicaOffline`). Resent while it stays
+    /// stopped and the view still shows it leading or in the ISR.
+    ReplicaOffline {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: u32,
+        /// The leader epoch the replica was in when its log stopped.
+        leader_epoch: i32,
+        /// The partition epoch the report builds on; a stale one is refused.
+        partition_epoch: u64,
+    },
 }

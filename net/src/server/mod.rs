@@ -468,8 +468,7 @@ async fn shard_main(start: ShardStart) -> anyhow::Result<()> {
     };
     glommio::spawn_local(ready).detach();
     protocol::shardlog::accept_until_stopped(&shard, listener, &client_limits).await;
-    drain_and_close(&shard).await;
-    Ok(())
+    drain_and_close(&shard).await
 }
 
 fn bind_peer_listener(id: usize, addr: SocketAddr) -> anyhow::Result<glommio::net::TcpListener> {
@@ -477,13 +476,24 @@ fn bind_peer_listener(id: usize, addr: SocketAddr) -> anyhow::Result<glommio::ne
         .map_err(|e| anyhow::anyhow!("shard {id}: the peer listener on {addr}: {e}"))
 }
 
-/// Waits for requests in flight (at most `DRAIN_TIMEOUT`), then closes every replica.
-async fn drain_and_close(shard: &Shard) {
+/// Waits for requests in flight (at most `DRAIN_TIMEOUT`), then closes every replica;
+/// `Err` names the partitions that failed to close, with why (the shard then exits
+/// non-zero: its stop was not clean).
+async fn drain_and_close(shard: &Shard) -> anyhow::Result<()> {
     let deadline = Instant::now() + DRAIN_TIMEOUT;
     while shard.in_flight() > 0 && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(5)).await;
     }
-    shard.cluster.close_all().await;
+    let failed = shard.cluster.close_all().await;
+    if failed.is_empty() {
+        return Ok(());
+    }
+    Err(anyhow::anyhow!(
+        "{} partition(s) did not close cleanly (the next start recovers each from what its \
+         files hold): {}",
+        failed.len(),
+        failed.join("; ")
+    ))
 }
 
 /// This shard's cluster state; shard 0 also runs the controller voter.
@@ -535,11 +545,18 @@ fn start_cluster_tasks(shard: &Rc<Shard>, config: &ServerConfig) {
         // The node's budget in equal parts: each shard's partitions share one part.
         cache_budget: TailCacheBudget::new(config.tail_cache_budget_bytes / config.shards),
     };
-    glommio::spawn_local(cluster.clone().reconcile_loop(place)).detach();
+    let place = Rc::new(place);
+    glommio::spawn_local(cluster.clone().reconcile_loop(place.clone())).detach();
     let stopped = {
         let shard = shard.clone();
         move || shard.is_stopping()
     };
+    glommio::spawn_local(cluster.clone().offline_loop(
+        place,
+        shard.inboxes[0].clone(),
+        stopped.clone(),
+    ))
+    .detach();
     glommio::spawn_local(cluster.clone().tick_loop(
         shard.inboxes[0].clone(),
         config.engine.flush,

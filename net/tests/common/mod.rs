@@ -2,13 +2,15 @@
 //! to run client code in, and batch building; for replication tests, a cluster of nodes
 //! (`cluster.rs`) whose links can run through fault-injecting proxies (`proxy.rs`), the
 //! load they run and the check of the log it leaves (`load.rs`), and the controller's view
-//! of the test topic (`view.rs`); peer handshake messages made by hand (`handshake.rs`).
+//! of the test topic (`view.rs`); peer handshake messages made by hand (`handshake.rs`);
+//! a small loop-mounted ext4 filesystem to fill (`small_disk.rs`).
 #![allow(dead_code, clippy::unwrap_used, clippy::indexing_slicing)]
 
 pub mod cluster;
 pub mod handshake;
 pub mod load;
 pub use shardlog_net::testing::proxy;
+pub mod small_disk;
 pub mod view;
 
 use std::future::Future;

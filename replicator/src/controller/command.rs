@@ -142,6 +142,27 @@ mod wire {
             /// of earlier releases still decode).
             held: Box<AdoptedData>,
         },
+        /// The replica of `partition` on `node` stopped: its log failed (a write, sync,
+        /// roll or retention pass: ENOSPC, EIO) and may have lost what it had not
+        /// written. If it leads `leader_epoch` still, the partition gets a new leader
+        /// epoch, led by another live ISR (then ELR) member, or by `node` again when there
+        /// is none (no unclean election; the new epoch keeps its reopened log from being
+        /// taken for the old one). It leaves the ISR unless it would empty it or it
+        /// leads. Refused unless `partition_epoch` is current (KIP-497), so a delayed
+        /// report never removes a replica that has since come back. (Last in the enum:
+        /// older entries keep their tags.)
+        ReplicaOffline {
+            /// Topic name.
+            topic: String,
+            /// Partition number.
+            partition: u32,
+            /// The node whose replica stopped.
+            node: u32,
+            /// The leader epoch the replica was in when its log stopped.
+            leader_epoch: i32,
+            /// The partition epoch the report builds on.
+            partition_epoch: u32,
+        },
     }
 
     /// What an adopted topic's data holds that the controller must not contradict.
@@ -242,6 +263,15 @@ mod tests {
         };
         let bytes = allocate.encode().unwrap();
         assert_eq!(Command::decode(&bytes).unwrap(), allocate);
+        let offline = Command::ReplicaOffline {
+            topic: "orders".into(),
+            partition: 3,
+            node: 2,
+            leader_epoch: 7,
+            partition_epoch: 9,
+        };
+        let bytes = offline.encode().unwrap();
+        assert_eq!(Command::decode(&bytes).unwrap(), offline);
         assert_eq!(std::mem::size_of::<wire::ArchivedCommand>(), 32);
     }
 }

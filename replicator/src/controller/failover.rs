@@ -99,6 +99,45 @@ pub fn on_fenced(meta: &mut Metadata, node: NodeId, changes: &mut Vec<MetadataCh
     }
 }
 
+/// The replica on `node` stopped (its log failed) while in `stopped_in`: if it still leads
+/// that epoch, the partition gets a new epoch, led by the first other live ISR (then ELR)
+/// member, or by `node` again if there is none (no unclean election). It leaves the ISR
+/// unless it leads or is the last member, and the ELR. Whether anything changed.
+pub fn on_replica_offline(
+    p: &mut PartitionState,
+    node: NodeId,
+    stopped_in: shardlog_engine::LeaderEpoch,
+    live: &[NodeId],
+    min_insync: u16,
+) -> bool {
+    let others: Vec<NodeId> = live.iter().copied().filter(|n| *n != node).collect();
+    let leads_stopped = p.leader == Some(node) && p.leader_epoch == stopped_in;
+    let mut changed = false;
+    let successor = if leads_stopped {
+        choose_leader(p, &others)
+    } else {
+        None
+    };
+    let may_leave = p.leader != Some(node) || successor.is_some();
+    if may_leave && p.isr.contains(&node) && p.isr.len() > 1 {
+        let isr = p.isr.iter().copied().filter(|n| *n != node).collect();
+        set_isr(p, isr, min_insync);
+        changed = true;
+    }
+    // Its log may have lost what it had not written: not an eligible leader any more
+    // (KIP-966 drops an ELR member after an unclean shutdown alike).
+    if p.elr.contains(&node) {
+        p.elr.retain(|n| *n != node);
+        p.partition_epoch += 1;
+        changed = true;
+    }
+    if leads_stopped {
+        set_leader(p, successor.or(Some(node)));
+        changed = true;
+    }
+    changed
+}
+
 /// `node` is back: leaderless partitions it can lead elect it (or a better member); the
 /// others it is a replica of get a new partition epoch, so their leader learns it may
 /// join the ISR again.

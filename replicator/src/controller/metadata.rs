@@ -346,6 +346,16 @@ impl Metadata {
                 self.elect_leader(topic, *partition, changes)
             }
             Command::AllocateProducerIds { .. } => self.allocate_producer_ids(command),
+            Command::ReplicaOffline {
+                topic,
+                partition,
+                node,
+                leader_epoch,
+                partition_epoch,
+            } => {
+                let epochs = (LeaderEpoch(*leader_epoch), u64::from(*partition_epoch));
+                self.replica_offline(topic, *partition, NodeId(*node), epochs, changes)
+            }
         }
     }
 
@@ -600,6 +610,36 @@ impl Metadata {
             isr: p.isr.clone(),
         });
         Ok(())
+    }
+
+    /// `ReplicaOffline`: see the command. `epochs`: the leader epoch the replica stopped
+    /// in and the partition epoch the report builds on.
+    fn replica_offline(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        node: NodeId,
+        epochs: (LeaderEpoch, u64),
+        changes: &mut Vec<MetadataChange>,
+    ) -> Result<(), Refusal> {
+        let live = self.live_nodes();
+        let (min_insync, p) = self.partition_mut(topic, partition)?;
+        let (stopped_in, builds_on) = epochs;
+        if builds_on != p.partition_epoch {
+            return Err(Refusal::StalePartitionEpoch {
+                current: p.partition_epoch,
+                proposed: builds_on,
+            });
+        }
+        if !p.replicas.contains(&node) {
+            return Err(Refusal::InvalidIsr("not a replica of the partition"));
+        }
+        if failover::on_replica_offline(p, node, stopped_in, &live, min_insync) {
+            changes.push(leader_changed(topic, partition, p));
+            Ok(())
+        } else {
+            Err(Refusal::NoChange)
+        }
     }
 
     fn elect_leader(

@@ -235,7 +235,9 @@ impl ControllerService {
         let claimed = match &request {
             ControllerRequest::Raft { from } => NodeId(*from),
             ControllerRequest::Heartbeat { node, .. } => NodeId(*node),
-            ControllerRequest::ChangeIsr { .. } => sender,
+            ControllerRequest::ChangeIsr { .. } | ControllerRequest::ReplicaOffline { .. } => {
+                sender
+            }
         };
         if claimed != sender {
             self.forged.set(self.forged.get() + 1);
@@ -263,6 +265,9 @@ impl ControllerService {
                 }
             }
             request @ ControllerRequest::ChangeIsr { .. } => self.change_isr(from, request),
+            request @ ControllerRequest::ReplicaOffline { .. } => {
+                self.replica_offline(from, request);
+            }
         }
         let _ = self.kick.unbounded_send(());
     }
@@ -304,6 +309,51 @@ impl ControllerService {
         // Lost if leadership moves: the replica proposes again on its timer.
         if let Err(e) = self.controller.borrow_mut().propose_isr(sender, change) {
             tracing::debug!(%sender, error = %e, "ISR proposal not taken");
+        }
+    }
+
+    /// A replica whose log stopped, reported by its node: proposed on the controller
+    /// leader (for the proven sender only); this node's own, off the leader, sent to it.
+    fn replica_offline(self: &Rc<Self>, from: Option<NodeId>, request: ControllerRequest) {
+        let ControllerRequest::ReplicaOffline {
+            topic,
+            partition,
+            leader_epoch,
+            partition_epoch,
+        } = request
+        else {
+            return;
+        };
+        if !self.is_leader() {
+            if from.is_none() {
+                self.send_to_leader(&ControllerRequest::ReplicaOffline {
+                    topic,
+                    partition,
+                    leader_epoch,
+                    partition_epoch,
+                });
+            }
+            return;
+        }
+        let Ok(partition_epoch) = u32::try_from(partition_epoch) else {
+            tracing::warn!(
+                topic,
+                partition,
+                partition_epoch,
+                "offline report with a partition epoch out of range; ignored"
+            );
+            return;
+        };
+        let command = Command::ReplicaOffline {
+            topic,
+            partition,
+            node: from.unwrap_or(self.node).0,
+            leader_epoch,
+            partition_epoch,
+        };
+        // Lost if leadership moves: the node reports again on its timer.
+        if let Err(e) = self.controller.borrow_mut().propose(command) {
+            tracing::debug!(error = %e, "offline report not taken");
         }
     }
 

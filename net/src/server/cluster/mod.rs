@@ -17,6 +17,7 @@
 
 pub(crate) mod adopt;
 pub(crate) mod controller;
+mod offline;
 pub(crate) mod producer_ids;
 mod replicas;
 mod topic_config;
@@ -109,6 +110,8 @@ pub(crate) struct ClusterNode {
     forged: std::cell::Cell<u64>,
     /// Topics (by id) whose `topic.json` this shard wrote in this run.
     described: RefCell<std::collections::HashSet<u64>>,
+    /// Replicas whose log stopped or that could not be opened (see `offline`).
+    offline: offline::OfflineMap,
 }
 
 impl ClusterNode {
@@ -138,6 +141,7 @@ impl ClusterNode {
             controller: None,
             forged: std::cell::Cell::new(0),
             described: RefCell::new(std::collections::HashSet::new()),
+            offline: RefCell::new(HashMap::new()),
         }
     }
 

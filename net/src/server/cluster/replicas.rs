@@ -33,7 +33,7 @@ const PRODUCE_TIMEOUT_MS: u64 = 10_000;
 
 impl ClusterNode {
     /// Reconciles this shard's replicas with each new view until the shard stops.
-    pub(crate) async fn reconcile_loop(self: Rc<Self>, place: Placement) {
+    pub(crate) async fn reconcile_loop(self: Rc<Self>, place: Rc<Placement>) {
         let Some(mut changes) = self.view_changes.borrow_mut().take() else {
             return;
         };
@@ -69,7 +69,10 @@ impl ClusterNode {
         for (key, replica) in stale {
             self.replicas.borrow_mut().remove(&key);
             let dir = replica.log().dir().to_path_buf();
-            close_replica(replica).await;
+            self.offline.borrow_mut().remove(&key);
+            if let Err(e) = close_replica(replica).await {
+                tracing::error!(dir = %dir.display(), error = %e, "closing partition failed");
+            }
             tracing::info!(topic = key.0, partition = key.1, "replica removed");
             remove_dir(dir).await;
         }
@@ -82,6 +85,9 @@ impl ClusterNode {
                 }
                 let key = (name.clone(), partition);
                 let existing = self.replicas.borrow().get(&key).cloned();
+                if existing.is_none() && self.is_offline(&key) {
+                    continue; // `offline` reopens it, with backoff.
+                }
                 let replica = match existing {
                     Some(replica) => replica,
                     None => match self.open_replica(place, name, info, partition).await {
@@ -90,7 +96,7 @@ impl ClusterNode {
                             replica
                         }
                         Err(e) => {
-                            tracing::error!(topic = name, partition, error = %e, "opening replica failed");
+                            self.open_failed(key, &e);
                             continue;
                         }
                     },
@@ -100,7 +106,7 @@ impl ClusterNode {
         }
     }
 
-    async fn open_replica(
+    pub(super) async fn open_replica(
         &self,
         place: &Placement,
         name: &str,
@@ -199,7 +205,12 @@ impl ClusterNode {
 
     /// Hands the controller's decision to the replica, once per (leader epoch, partition
     /// epoch): the rules are `controller::replica_input`'s, which the simulation runs too.
-    fn apply_leadership(&self, replica: &Replica, state: &PartitionState, view: &ClusterView) {
+    pub(super) fn apply_leadership(
+        &self,
+        replica: &Replica,
+        state: &PartitionState,
+        view: &ClusterView,
+    ) {
         let mut applied = replica.applied.get();
         let input = replica_input(&view.metadata, state, self.id, view.rejoined, &mut applied);
         replica.applied.set(applied);
@@ -248,7 +259,14 @@ impl ClusterNode {
                 last_upkeep = Instant::now();
                 let wall = TimestampMs::now();
                 for replica in &replicas {
-                    if let Err(e) = replica.log().tick(wall).await {
+                    // A stopped log is `offline`'s: logged once there, not every upkeep.
+                    if replica.log().stop_cause().is_some() {
+                        continue;
+                    }
+                    let result = replica.log().tick(wall).await;
+                    if let Err(e) = result
+                        && replica.log().stop_cause().is_none()
+                    {
                         tracing::error!(dir = %replica.log().dir().display(), error = %e, "partition upkeep failed");
                     }
                 }
@@ -256,12 +274,29 @@ impl ClusterNode {
         }
     }
 
-    /// Stops every replica and closes its log.
-    pub(crate) async fn close_all(&self) {
-        let all: Vec<Rc<Replica>> = self.replicas.borrow_mut().drain().map(|(_, r)| r).collect();
-        for replica in all {
-            close_replica(replica).await;
+    /// Stops every replica and closes its log; each partition that failed to close (its
+    /// log stopped by a storage failure, or its last flush or checkpoint failed), with why.
+    /// A partition offline and already closed counts too: its log stopped in this run.
+    pub(crate) async fn close_all(&self) -> Vec<String> {
+        let all: Vec<((String, u32), Rc<Replica>)> = self.replicas.borrow_mut().drain().collect();
+        let mut failed = Vec::new();
+        for ((topic, partition), replica) in all {
+            let dir = replica.log().dir().to_path_buf();
+            if let Err(e) = close_replica(replica).await {
+                tracing::error!(dir = %dir.display(), error = %e, "closing partition failed");
+                failed.push(format!("{topic}/{partition}: {e}"));
+            }
         }
+        for ((topic, partition), offline) in self.offline.borrow_mut().drain() {
+            let text = format!("{topic}/{partition}: offline: {}", offline.cause());
+            if !failed
+                .iter()
+                .any(|f| f.starts_with(&format!("{topic}/{partition}:")))
+            {
+                failed.push(text);
+            }
+        }
+        failed
     }
 }
 
@@ -293,7 +328,8 @@ pub(crate) fn replica_dir(
         .join(partition.to_string())
 }
 
-async fn close_replica(replica: Rc<Replica>) {
+/// Stops a replica's worker and closes its log.
+pub(crate) async fn close_replica(replica: Rc<Replica>) -> Result<(), shardlog_engine::Error> {
     replica.driver.stop();
     let run = replica.run.borrow_mut().take();
     if let Some(run) = run {
@@ -301,7 +337,7 @@ async fn close_replica(replica: Rc<Replica>) {
     }
     let log = replica.log().clone();
     drop(replica);
-    finish_log(log).await;
+    finish_log(log).await
 }
 
 async fn remove_dir(dir: PathBuf) {

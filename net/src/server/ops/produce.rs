@@ -64,9 +64,26 @@ pub(crate) async fn produce(shard: &Rc<Shard>, op: ProduceOp) -> Pending<Produce
             };
             return forward(shard, owner, PartitionOp::Produce(op), unwrap).await;
         }
-        Ok(Place::Elsewhere { leader }) => return answered(Err(OpError::NotLeader { leader })),
+        Ok(Place::Elsewhere { leader }) => {
+            // Offline here (closed, waiting to reopen): say why, not "go to yourself".
+            let refusal = shard.cluster.offline_refusal(&op.topic, op.partition);
+            return match refusal {
+                Some(why) if leader == Some(shard.cluster.id.0) => {
+                    answered(Err(OpError::Storage(why)))
+                }
+                _ => answered(Err(OpError::NotLeader { leader })),
+            };
+        }
         Err(e) => return answered(Err(e)),
     };
+    if replica.log().stop_cause().is_some() && replica.driver.leading().is_some() {
+        // Its log stopped: refused until it is reopened (or its leadership moves).
+        let why = shard
+            .cluster
+            .offline_refusal(&op.topic, op.partition)
+            .unwrap_or_else(|| stopped_refusal(&replica));
+        return answered(Err(OpError::Storage(why)));
+    }
     let wanted = match op.acks {
         Acks::All => ReplicaAcks::All,
         Acks::Leader | Acks::None => ReplicaAcks::Leader,
@@ -85,6 +102,18 @@ pub(crate) async fn produce(shard: &Rc<Shard>, op: ProduceOp) -> Pending<Produce
         }
     }
     .boxed_local()
+}
+
+/// What a produce to a stopped log hears before `offline` has taken it in.
+fn stopped_refusal(replica: &crate::server::cluster::Replica) -> String {
+    let cause = replica
+        .log()
+        .stop_cause()
+        .map_or_else(String::new, |c| c.to_string());
+    format!(
+        "partition {}/{} is offline on this node: {cause}",
+        replica.topic, replica.partition
+    )
 }
 
 /// A replica's refusal as an operation error.

@@ -109,17 +109,13 @@ pub(crate) fn owner_shard(topic: &str, partition: u32, shards: usize) -> usize {
 }
 
 /// Closes a log as it is (its high watermark is left as set).
-pub(crate) async fn finish_log(log: Rc<Log>) {
-    let dir = log.dir().to_path_buf();
-    let result = match Rc::try_unwrap(log) {
+pub(crate) async fn finish_log(log: Rc<Log>) -> Result<(), shardlog_engine::Error> {
+    match Rc::try_unwrap(log) {
         Ok(log) => log.close().await,
         // A task still holds it (a request being cancelled): make it durable at least.
         Err(log) => match log.sync().await {
             Ok(()) => log.write_checkpoint().await,
             Err(e) => Err(e),
         },
-    };
-    if let Err(e) = result {
-        tracing::error!(dir = %dir.display(), error = %e, "closing partition failed");
     }
 }
