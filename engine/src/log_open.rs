@@ -76,6 +76,7 @@ impl<S: Storage> PartitionLog<S> {
         }
         check_sequence(&segments)?;
         let log = PartitionLog::assemble(storage, dir, config, segments, checkpoint).await?;
+        log.load_snapshot_list().await?;
         Ok(log)
     }
 
@@ -124,6 +125,7 @@ impl<S: Storage> PartitionLog<S> {
             next_segment: None,
             next_segment_creating: false,
             stats: LogStats::default(),
+            snapshots: std::collections::BTreeSet::new(),
         };
         let log = PartitionLog {
             storage,
