@@ -144,7 +144,7 @@ mod tests {
 
     #[test]
     fn roundtrip_and_every_damage_is_refused() {
-        let payload: Vec<u8> = (0..5000u32).map(|i| (i * 7) as u8).collect();
+        let payload: Vec<u8> = (0..5000u32).map(|i| (i * 7).to_le_bytes()[0]).collect();
         let bytes = encode(Offset(1234), &payload);
         assert_eq!(bytes.len() % BLOCK_SIZE, 0);
         assert_eq!(decode(&bytes, Offset(1234)), Ok(&payload[..]));

@@ -133,7 +133,7 @@ impl EpochHistory {
         let below = entries
             .iter()
             .all(|e| e.start_offset < log_end && e.epoch != LeaderEpoch::NONE);
-        (ordered && below).then(|| EpochHistory {
+        (ordered && below).then_some(EpochHistory {
             checkpoint: Checkpoint {
                 high_watermark: Offset(0),
                 epochs: entries,
