@@ -7,6 +7,8 @@
 //!     00000000000000000000.timeindex  sparse timestamp -> position, written when sealed
 //!     00000000000000052811.log        the active segment, preallocated, O_DIRECT
 //!     checkpoint                      high watermark + leader-epoch history
+//!     00000000000000052811.snapshot   the owner's state as of offset 52811 (producer
+//!                                     table, epochs), written at rolls and clean close
 //! ```
 //! [`PartitionLog`] owns one such directory; [`Storage`] is its only I/O seam, with
 //! [`DmaStorage`] (glommio, io_uring) and [`SimStorage`] (in memory, crashable).
@@ -22,6 +24,7 @@ pub mod ids;
 pub mod index_file;
 mod log_maintenance;
 mod log_open;
+mod log_snapshot;
 pub mod offset_index;
 mod partition_log;
 pub mod preflight;
@@ -30,6 +33,7 @@ pub mod recovery;
 pub mod retention;
 pub mod segment;
 mod signal;
+pub mod snapshot_file;
 pub mod space_probe;
 pub mod storage;
 mod storage_sim;

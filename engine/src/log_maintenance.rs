@@ -19,7 +19,7 @@ const NEXT_SEGMENT_FILE: &str = "next-segment.log.tmp";
 use crate::storage::{OpenMode, Storage, StorageFile};
 
 /// Releases the exclusive flag when an exclusive operation ends, even by error.
-struct Exclusive<'a, S: Storage> {
+pub(crate) struct Exclusive<'a, S: Storage> {
     log: &'a PartitionLog<S>,
 }
 
@@ -51,7 +51,7 @@ impl<S: Storage> PartitionLog<S> {
         result
     }
 
-    async fn exclusive(&self) -> Result<Exclusive<'_, S>> {
+    pub(crate) async fn exclusive(&self) -> Result<Exclusive<'_, S>> {
         loop {
             {
                 let mut state = self.state.borrow_mut();
@@ -148,6 +148,9 @@ impl<S: Storage> PartitionLog<S> {
         if to >= log_end {
             return Ok(log_end);
         }
+        // First, durably: a snapshot above the cut would describe batches about to go,
+        // and once the log grows past it again, a reopen would trust it.
+        self.delete_snapshots_above(to).await?;
         if to <= log_start {
             self.restart_at(to).await?;
             return Ok(to);
@@ -284,6 +287,8 @@ impl<S: Storage> PartitionLog<S> {
 
     /// Deletes every segment and starts an empty log at `start`.
     async fn restart_at(&self, start: Offset) -> Result<()> {
+        // No batch is left for a snapshot to describe.
+        self.delete_all_snapshots().await?;
         let segments = std::mem::take(&mut self.state.borrow_mut().segments);
         for segment in segments.into_values() {
             delete_segment_files(&self.storage, &self.dir, segment).await?;
@@ -348,10 +353,15 @@ impl<S: Storage> PartitionLog<S> {
             delete_segment_files(&self.storage, &self.dir, segment).await?;
         }
         if !doomed.is_empty() {
-            let mut state = self.state.borrow_mut();
-            let log_start = state.log_start();
-            state.checkpoint.high_watermark = state.checkpoint.high_watermark.max(log_start);
-            self.invariants(&state);
+            let log_start = {
+                let mut state = self.state.borrow_mut();
+                let log_start = state.log_start();
+                state.checkpoint.high_watermark = state.checkpoint.high_watermark.max(log_start);
+                self.invariants(&state);
+                log_start
+            };
+            // Their segments are gone: replaying after them is impossible.
+            self.delete_snapshots_below(log_start).await?;
         }
         Ok(doomed.len())
     }
@@ -535,7 +545,7 @@ async fn write_index_files<S: Storage>(
 }
 
 /// Replaces `path` with `bytes` (block-padded) and syncs it; the caller syncs the directory.
-async fn write_file<S: Storage>(storage: &S, path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) async fn write_file<S: Storage>(storage: &S, path: &Path, bytes: &[u8]) -> Result<()> {
     assert!(bytes.len() % BLOCK_SIZE == 0, "{} bytes", bytes.len());
     remove_if_exists(storage, path).await?;
     let file = storage
@@ -552,7 +562,7 @@ async fn write_file<S: Storage>(storage: &S, path: &Path, bytes: &[u8]) -> Resul
     .map_err(io)
 }
 
-async fn remove_if_exists<S: Storage>(storage: &S, path: &Path) -> Result<()> {
+pub(crate) async fn remove_if_exists<S: Storage>(storage: &S, path: &Path) -> Result<()> {
     match storage.remove_file(path).await {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(path)(e)),
         _ => Ok(()),

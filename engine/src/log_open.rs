@@ -89,6 +89,7 @@ impl<S: Storage> PartitionLog<S> {
         check_sequence(&segments)?;
         let cache = TailCache::new(budget);
         let log = PartitionLog::assemble(storage, dir, config, segments, checkpoint, cache).await?;
+        log.load_snapshot_list().await?;
         Ok(log)
     }
 
@@ -139,6 +140,7 @@ impl<S: Storage> PartitionLog<S> {
             next_segment: None,
             next_segment_creating: false,
             stats: LogStats::default(),
+            snapshots: std::collections::BTreeSet::new(),
         };
         let log = PartitionLog {
             storage,

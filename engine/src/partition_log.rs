@@ -251,6 +251,8 @@ pub(crate) struct LogState<F> {
     pub(crate) next_segment: Option<F>,
     pub(crate) next_segment_creating: bool,
     pub(crate) stats: LogStats,
+    /// Offsets of the snapshot files that may exist (`log_snapshot.rs`).
+    pub(crate) snapshots: std::collections::BTreeSet<Offset>,
 }
 
 impl<F> LogState<F> {
@@ -848,6 +850,12 @@ impl<S: Storage> PartitionLog<S> {
     #[must_use]
     pub fn stats(&self) -> LogStats {
         self.state.borrow().stats
+    }
+
+    /// The base offset of the active segment: it moves when the log rolls.
+    #[must_use]
+    pub fn active_base(&self) -> Offset {
+        self.state.borrow().active().base
     }
 
     /// The partition directory.

@@ -35,6 +35,16 @@
 //! durable before they are written. The same reports carry the log start when retention
 //! (the engine's `tick`, capped at the high watermark kept here) moved it: `Retained`.
 //!
+//! Snapshots: beside the replica, the driver keeps a [`ReplicaSnapshot`] (producers and
+//! epochs) of exactly the batches the log holds, applied as each append is inserted and
+//! cut with each truncation, so it is the log's state at every await. When an insert
+//! finds the log rolled (the batch is the first of a new active segment), the state
+//! before that batch is written as the snapshot at the segment's base; a clean stop
+//! writes one at the log end. `open` restores the newest usable snapshot and replays only
+//! the batches after it ([`Recovery`] says what it did); a damaged one, or one whose
+//! offset is not a batch boundary of the log, falls back to the next older, and then to
+//! the whole log.
+//!
 //! Single-threaded: the replica sits in a `RefCell` that is never borrowed across an
 //! `.await`; share the driver as `Rc<ReplicaDriver<..>>` and spawn [`ReplicaDriver::run`]
 //! on the shard's executor.
@@ -58,6 +68,7 @@ use crate::error::ProduceError;
 use crate::ids::{Incarnation, NodeId, RequestId, Tick};
 use crate::message::Message;
 use crate::replica::{Acks, Action, Input, Member, PartitionReplica, Produced};
+use crate::replica_snapshot::ReplicaSnapshot;
 
 /// Bytes asked of one log read while assembling a ship.
 const SHIP_READ_BYTES: usize = 1 << 20;
@@ -93,6 +104,17 @@ pub struct DriverError {
     pub source: EngineError,
 }
 
+/// How [`ReplicaDriver::open`] rebuilt the replica's state from its log.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// The snapshot it started from; `None`: it replayed the log from its start.
+    pub snapshot: Option<Offset>,
+    /// Batches read and replayed after it.
+    pub batches_replayed: u64,
+    /// Their bytes.
+    pub bytes_replayed: u64,
+}
+
 struct State {
     replica: PartitionReplica,
     now: Tick,
@@ -121,6 +143,11 @@ pub struct ReplicaDriver<S: Storage, T: Transport> {
     failed: Cell<bool>,
     /// `ReplicaConfig::durable_when_acked`.
     durable_when_acked: bool,
+    /// The state of exactly the batches the log holds (see the module docs).
+    image: RefCell<ReplicaSnapshot>,
+    /// The active segment's base as last seen: an insert that finds another rolled.
+    seen_active_base: Cell<Offset>,
+    recovery: Recovery,
 }
 
 impl<S: Storage, T: Transport> std::fmt::Debug for ReplicaDriver<S, T> {
@@ -137,12 +164,14 @@ impl<S: Storage, T: Transport> std::fmt::Debug for ReplicaDriver<S, T> {
 
 impl<S: Storage, T: Transport> ReplicaDriver<S, T> {
     /// A driver for the replica `id` (in its `incarnation`) of the partition held by
-    /// `log`, as opened (and recovered) by the engine. Replays the log's batches into the
-    /// replica (`recover_batch`) before anything else, so the replica knows its log end,
-    /// epochs and producers. `now` is the caller's clock at start.
+    /// `log`, as opened (and recovered) by the engine. Restores the newest usable
+    /// snapshot and replays the batches after it (all of them without one) before
+    /// anything else, so the replica knows its log end, epochs and producers. `now` is
+    /// the caller's clock at start.
     ///
     /// A log whose start is above offset 0 (retention deleted its head) starts the
-    /// replica there.
+    /// replica there. A log that is not contiguous from its start (a gap left by
+    /// `shardlog repair`) is refused with [`EngineError::NotContiguous`].
     pub async fn open(
         log: Rc<PartitionLog<S>>,
         transport: T,
@@ -154,17 +183,10 @@ impl<S: Storage, T: Transport> ReplicaDriver<S, T> {
         let durable_when_acked = config.durable_when_acked;
         let mut replica = PartitionReplica::new(config, id, incarnation);
         let (log_start, log_end) = (log.log_start(), log.log_end());
-        replica.recover_start(log_start);
-        let mut at = log_start;
-        while at < log_end {
-            let read = log.read(at, SHIP_READ_BYTES).await?;
-            for (header, _) in read.batches() {
-                replica.recover_batch(&header);
-            }
-            assert!(read.next_offset > at, "read made no progress at {at}");
-            at = read.next_offset;
-        }
+        let (image, recovery) = recover(&log).await?;
+        replica.recover_state(log_start, &image);
         assert_eq!(replica.log_end(), log_end, "recovered log end");
+        let active_base = log.active_base();
         let (queue, receiver) = mpsc::unbounded();
         let (flushes, flush_receiver) = mpsc::unbounded();
         Ok(ReplicaDriver {
@@ -187,7 +209,16 @@ impl<S: Storage, T: Transport> ReplicaDriver<S, T> {
             flush_receiver: RefCell::new(Some(flush_receiver)),
             failed: Cell::new(false),
             durable_when_acked,
+            image: RefCell::new(image),
+            seen_active_base: Cell::new(active_base),
+            recovery,
         })
+    }
+
+    /// How `open` rebuilt the replica's state.
+    #[must_use]
+    pub fn recovery(&self) -> Recovery {
+        self.recovery
     }
 
     /// Performs the replica's actions until [`ReplicaDriver::stop`] or a storage failure.
@@ -224,9 +255,14 @@ impl<S: Storage, T: Transport> ReplicaDriver<S, T> {
         };
         let result = match select(pin!(actions), pin!(flusher)).await {
             // Stopped: what was appended becomes durable (and reported) before `run` ends.
-            Either::Left((Ok(()), _)) => self.log.sync().await.map(|()| {
-                self.report_storage();
-            }),
+            Either::Left((Ok(()), _)) => match self.log.sync().await {
+                Ok(()) => {
+                    self.report_storage();
+                    self.snapshot_at_stop().await;
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
             Either::Left((Err(e), _)) | Either::Right((Err(e), _)) => Err(e),
             Either::Right((Ok(()), _)) => unreachable!("the driver holds the flush sender"),
         };
@@ -489,6 +525,8 @@ impl<S: Storage, T: Transport> ReplicaDriver<S, T> {
                         BatchHeader::parse(&rest).map_err(shardlog_engine::Error::InvalidBatch)?;
                     let size = (header.size as usize).min(rest.len());
                     newest = Some(self.log.append_validated_start(rest.split_to(size)).await?);
+                    self.snapshot_on_roll(&header).await;
+                    self.image.borrow_mut().apply(&header);
                 }
                 let end = self.log.log_end();
                 assert_eq!(end, log_end, "{}: append ends at {end}", self.id());
@@ -501,11 +539,16 @@ impl<S: Storage, T: Transport> ReplicaDriver<S, T> {
             Action::Truncate { log_end } => {
                 let end = self.log.truncate(log_end).await?;
                 assert_eq!(end, log_end, "{}: truncation inside a batch", self.id());
+                self.image.borrow_mut().truncate(log_end);
+                self.seen_active_base.set(self.log.active_base());
                 self.state.borrow_mut().truncates_pending -= 1;
                 self.report_storage();
             }
             Action::Reset { log_start } => {
                 self.log.reset(log_start).await?;
+                // The engine deleted every snapshot with the log; the state restarts empty.
+                *self.image.borrow_mut() = ReplicaSnapshot::empty(log_start);
+                self.seen_active_base.set(self.log.active_base());
                 {
                     let mut state = self.state.borrow_mut();
                     state.truncates_pending -= 1;
@@ -534,6 +577,43 @@ impl<S: Storage, T: Transport> ReplicaDriver<S, T> {
             Action::ProposeIsr { .. } => unreachable!("proposals bypass the queue"),
         }
         Ok(())
+    }
+
+    /// Called right after `header`'s batch was inserted, before the image takes it: if
+    /// the log rolled, this batch is the first of the new active segment, and the image
+    /// is the state of everything before it, written as the snapshot at its base.
+    async fn snapshot_on_roll(&self, header: &BatchHeader) {
+        let base = self.log.active_base();
+        if base == self.seen_active_base.get() {
+            return;
+        }
+        self.seen_active_base.set(base);
+        // A roll happens only on an insert or, by age, between two: so the batch just
+        // inserted starts the new segment. Anything else writes nothing.
+        if base != header.base_offset {
+            return;
+        }
+        let payload = {
+            let image = self.image.borrow();
+            assert_eq!(image.log_end(), base, "{}: image behind the log", self.id());
+            image.encode()
+        };
+        // A failure is logged by the engine; an older snapshot (or a longer replay) serves.
+        let _ = self.log.write_snapshot(base, &payload).await;
+    }
+
+    /// A clean stop: the snapshot at the log end, so that the next open replays nothing.
+    async fn snapshot_at_stop(&self) {
+        let end = self.log.log_end();
+        if self.log.snapshot_offsets().last() == Some(&end) {
+            return;
+        }
+        let payload = {
+            let image = self.image.borrow();
+            assert_eq!(image.log_end(), end, "{}: image behind the log", self.id());
+            image.encode()
+        };
+        let _ = self.log.write_snapshot(end, &payload).await;
     }
 
     /// The stored batches of `[from, until)`, concatenated; `None` if the log no longer
@@ -567,4 +647,76 @@ impl<S: Storage, T: Transport> ReplicaDriver<S, T> {
         }
         Ok((at == until).then_some(out))
     }
+}
+
+/// The state of the log's batches: the newest usable snapshot plus the batches after it,
+/// or, without one, every batch from the log start.
+async fn recover<S: Storage>(
+    log: &PartitionLog<S>,
+) -> Result<(ReplicaSnapshot, Recovery), EngineError> {
+    let (log_start, log_end) = (log.log_start(), log.log_end());
+    for offset in log.snapshot_offsets().into_iter().rev() {
+        if offset < log_start || offset > log_end {
+            continue;
+        }
+        let decoded = match log.read_snapshot(offset).await {
+            // The engine logged why.
+            None => None,
+            Some(payload) => ReplicaSnapshot::decode(&payload, offset)
+                .inspect_err(|error| {
+                    tracing::warn!(dir = %log.dir().display(), %offset, %error, "snapshot not used");
+                })
+                .ok(),
+        };
+        if let Some(state) = decoded {
+            match replay(log, state).await {
+                Ok((state, mut recovery)) => {
+                    recovery.snapshot = Some(offset);
+                    return Ok((state, recovery));
+                }
+                Err(EngineError::NotContiguous { log_end, found }) => {
+                    tracing::warn!(dir = %log.dir().display(), %offset, %log_end, %found, "snapshot not at a batch boundary; not used");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        // Unusable now is unusable for good: left in place it would stay the newest and
+        // keep a clean stop from writing a good one at the same offset.
+        if let Err(error) = log.delete_snapshot(offset).await {
+            tracing::warn!(dir = %log.dir().display(), %offset, %error, "deleting an unusable snapshot failed");
+        }
+    }
+    replay(log, ReplicaSnapshot::empty(log_start)).await
+}
+
+/// Applies the log's batches from `state.log_end()` to the log end to `state`.
+async fn replay<S: Storage>(
+    log: &PartitionLog<S>,
+    mut state: ReplicaSnapshot,
+) -> Result<(ReplicaSnapshot, Recovery), EngineError> {
+    let log_end = log.log_end();
+    let mut recovery = Recovery::default();
+    while state.log_end() < log_end {
+        let at = state.log_end();
+        let read = log.read(at, SHIP_READ_BYTES).await?;
+        for (header, bytes) in read.batches() {
+            if header.base_offset != state.log_end() {
+                return Err(EngineError::NotContiguous {
+                    log_end: state.log_end(),
+                    found: header.base_offset,
+                });
+            }
+            state.apply(&header);
+            recovery.batches_replayed += 1;
+            recovery.bytes_replayed += bytes.len() as u64;
+        }
+        if state.log_end() == at {
+            // Nothing read below the log end: the log has a hole here.
+            return Err(EngineError::NotContiguous {
+                log_end: at,
+                found: read.next_offset,
+            });
+        }
+    }
+    Ok((state, recovery))
 }

@@ -41,3 +41,27 @@ pub enum ProduceError {
     #[error("too many produce requests waiting")]
     Busy,
 }
+
+/// Why a snapshot payload was not used (the opening replica falls back to an older
+/// snapshot, or replays the whole log).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SnapshotError {
+    /// The payload ends early or has bytes left over.
+    #[error("payload length does not match its contents")]
+    Length,
+    /// A version this build does not read.
+    #[error("payload version {0}")]
+    Version(u32),
+    /// A count beyond its bound.
+    #[error("count {count} beyond {max}")]
+    Count {
+        /// The count found.
+        count: u32,
+        /// Its bound.
+        max: usize,
+    },
+    /// Values that break the state's rules (order, offsets past the snapshot).
+    #[error("invalid state: {0}")]
+    Invalid(&'static str),
+}

@@ -128,6 +128,31 @@ impl EpochHistory {
         }
     }
 
+    /// The epochs, oldest first.
+    #[must_use]
+    pub fn entries(&self) -> &[EpochEntry] {
+        &self.checkpoint.epochs
+    }
+
+    /// A history of `entries`, if they are in order (epochs strictly increasing, start
+    /// offsets not decreasing) and every one starts below `log_end`.
+    #[must_use]
+    pub fn from_entries(entries: Vec<EpochEntry>, log_end: Offset) -> Option<EpochHistory> {
+        let ordered = entries.windows(2).all(|pair| match pair {
+            [a, b] => a.epoch < b.epoch && a.start_offset <= b.start_offset,
+            _ => true,
+        });
+        let below = entries
+            .iter()
+            .all(|e| e.start_offset < log_end && e.epoch != LeaderEpoch::NONE);
+        (ordered && below).then_some(EpochHistory {
+            checkpoint: Checkpoint {
+                high_watermark: Offset(0),
+                epochs: entries,
+            },
+        })
+    }
+
     /// Checks the history's order: both fields strictly increase.
     pub fn invariants(&self, log_end: Offset) {
         for pair in self.checkpoint.epochs.windows(2) {

@@ -31,11 +31,13 @@ pub mod message;
 pub mod producer_state;
 pub mod quorum;
 pub mod replica;
+pub mod replica_snapshot;
 #[cfg(feature = "simulation")]
 pub mod sim;
 
 pub use config::{ConfigError, ReplicaConfig};
-pub use error::ProduceError;
+pub use error::{ProduceError, SnapshotError};
 pub use ids::{Incarnation, NodeId, RequestId, Tick};
 pub use message::{Envelope, Message};
 pub use replica::{Acks, Action, Input, Member, PartitionReplica, Produced};
+pub use replica_snapshot::ReplicaSnapshot;

@@ -21,6 +21,7 @@ use crate::ids::{Incarnation, NodeId, RequestId, Tick};
 use crate::leader::Leader;
 use crate::local_log::LocalLog;
 use crate::message::{Message, Ship};
+use crate::replica_snapshot::ReplicaSnapshot;
 
 /// When a producer is answered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -272,6 +273,25 @@ impl PartitionReplica {
         self.log.log_end = log_start;
         self.log.durable_end = log_start;
         self.log.high_watermark = log_start;
+    }
+
+    /// Starts the recovered log from `state`: the producers and epochs of its batches
+    /// below `state.log_end()`, which is the log end (a snapshot plus the batches
+    /// replayed after it). `log_start` is where retention left the log. Before the first
+    /// step, instead of [`PartitionReplica::recover_start`] and `recover_batch`.
+    pub fn recover_state(&mut self, log_start: Offset, state: &ReplicaSnapshot) {
+        self.recover_start(log_start);
+        assert!(
+            state.log_end() >= log_start,
+            "recovered state ends at {} below the log start {log_start}",
+            state.log_end()
+        );
+        self.log.log_end = state.log_end();
+        self.log.durable_end = state.log_end();
+        self.log.epochs = state.epochs().clone();
+        self.log.producers = state.producers().clone();
+        // The newest epoch of any batch: epochs only grow along a log.
+        self.epoch = self.epoch.max(state.epochs().last_epoch());
     }
 
     /// Replays one batch of the recovered (durable) log, in order, before the first step.

@@ -157,7 +157,16 @@ impl ClusterNode {
             }
         })
         .detach();
-        tracing::info!(topic = name, partition, dir = %dir.display(), "replica opened");
+        let recovery = driver.recovery();
+        tracing::info!(
+            topic = name,
+            partition,
+            dir = %dir.display(),
+            snapshot = ?recovery.snapshot.map(|o| o.0),
+            batches_replayed = recovery.batches_replayed,
+            bytes_replayed = recovery.bytes_replayed,
+            "replica opened"
+        );
         Ok(Rc::new(Replica {
             topic: Rc::from(name),
             partition,
