@@ -17,6 +17,8 @@
 
 pub(crate) mod adopt;
 pub(crate) mod controller;
+pub(crate) mod disk_space;
+pub(crate) mod open_outcomes;
 pub(crate) mod producer_ids;
 mod replicas;
 mod topic_config;
@@ -106,6 +108,8 @@ pub(crate) struct ClusterNode {
     forged: std::cell::Cell<u64>,
     /// Topics (by id) whose `topic.json` this shard wrote in this run.
     described: RefCell<std::collections::HashSet<u64>>,
+    /// The node's replicas that could not open, shared by every shard.
+    pub(crate) open_outcomes: Arc<open_outcomes::OpenOutcomes>,
 }
 
 impl ClusterNode {
@@ -115,6 +119,7 @@ impl ClusterNode {
         incarnation: Incarnation,
         started: Instant,
         applied: Arc<AtomicU64>,
+        open_outcomes: Arc<open_outcomes::OpenOutcomes>,
     ) -> ClusterNode {
         let (view_changed, view_changes) = mpsc::unbounded();
         let (first_view, first_view_rx) = oneshot::channel();
@@ -135,6 +140,7 @@ impl ClusterNode {
             controller: None,
             forged: std::cell::Cell::new(0),
             described: RefCell::new(std::collections::HashSet::new()),
+            open_outcomes,
         }
     }
 
