@@ -93,28 +93,39 @@ fn create(brokers: &str, name: &str, replication_factor: u16) -> Result<(), Stri
     })
 }
 
-#[test]
-fn a_node_whose_controller_log_fills_does_not_stop_the_cluster() {
-    let mut cluster = Cluster::start(3, Links::Direct);
-    cluster.wait_for_controller(Duration::from_secs(30));
-    // Node 2's controller directory moves onto a 4 MiB filesystem of its own.
-    cluster.kill(&[2]);
-    let controller_dir = cluster.data_dir(2).join("controller");
-    let saved = cluster.data_dir(2).join("controller.saved");
+/// Stops `node`, moves its `DATA/controller` onto a 4 MiB filesystem of its own, and
+/// starts it again; `None` (and a printed reason) where mounting is not permitted.
+fn move_controller_dir_to_its_own_filesystem(
+    cluster: &mut Cluster,
+    node: usize,
+) -> Option<LoopMount> {
+    cluster.kill(&[node]);
+    let controller_dir = cluster.data_dir(node).join("controller");
+    let saved = cluster.data_dir(node).join("controller.saved");
     std::fs::rename(&controller_dir, &saved).unwrap();
-    let image = cluster.data_dir(2).join("controller.img");
+    let image = cluster.data_dir(node).join("controller.img");
     let mount = match LoopMount::new(image, &controller_dir, "4M") {
         Ok(mount) => mount,
         Err(why) => {
             eprintln!("SKIPPED: cannot loop-mount a filesystem: {why}");
-            return;
+            return None;
         }
     };
     for entry in std::fs::read_dir(&saved).unwrap() {
         let entry = entry.unwrap();
         std::fs::copy(entry.path(), controller_dir.join(entry.file_name())).unwrap();
     }
-    cluster.restart(2);
+    cluster.restart(node);
+    Some(mount)
+}
+
+#[test]
+fn a_node_whose_controller_log_fills_does_not_stop_the_cluster() {
+    let mut cluster = Cluster::start(3, Links::Direct);
+    cluster.wait_for_controller(Duration::from_secs(30));
+    let Some(mount) = move_controller_dir_to_its_own_filesystem(&mut cluster, 2) else {
+        return;
+    };
     cluster.wait_for_controller(Duration::from_secs(30));
     let brokers = cluster.brokers();
     create(&brokers, "before", 3).unwrap();
