@@ -61,8 +61,13 @@ pub struct EngineConfig {
     /// When appends resolve. Default `always`.
     pub flush: FlushPolicy,
     /// Roll the active segment once it holds this many bytes. Default 128 MiB;
-    /// bounds 64 KiB ..= 1 GiB, a multiple of 4 KiB. Segments are preallocated to it.
+    /// bounds 64 KiB ..= 1 GiB, a multiple of 4 KiB.
     pub segment_bytes: u64,
+    /// The active segment's file is preallocated (fallocate) this much at a time, ahead
+    /// of the write position, by `tick` (Redpanda's `segment_fallocation_step`), never
+    /// past `segment_bytes`. A new segment starts with one step. Default 16 MiB; bounds
+    /// 4 KiB ..= 1 GiB, a multiple of 4 KiB.
+    pub preallocation_step_bytes: u64,
     /// Roll the active segment once its first batch is this old (by batch timestamp,
     /// as Kafka's `log.roll.ms`), checked by `tick`. Default 7 days.
     pub segment_age: Option<Duration>,
@@ -88,6 +93,7 @@ impl Default for EngineConfig {
         EngineConfig {
             flush: FlushPolicy::Always,
             segment_bytes: 128 << 20,
+            preallocation_step_bytes: 16 << 20,
             segment_age: Some(7 * DAY),
             index_interval_bytes: 4096,
             retention_bytes: None,
@@ -100,12 +106,27 @@ impl Default for EngineConfig {
 }
 
 impl EngineConfig {
+    /// The first preallocation of a new segment, and each later step: one step, never
+    /// more than the segment may hold.
+    #[must_use]
+    pub fn first_preallocation(&self) -> u64 {
+        self.preallocation_step_bytes.min(self.segment_bytes)
+    }
+
     /// Checks every field against its bounds.
     pub fn validate(&self) -> Result<()> {
         let block = BLOCK_SIZE as u64;
         let fail = |field, reason| Err(Error::Config { field, reason });
         if !(64 << 10..=1 << 30).contains(&self.segment_bytes) || self.segment_bytes % block != 0 {
             return fail("segment_bytes", "64 KiB ..= 1 GiB, a multiple of 4 KiB");
+        }
+        if !(block..=1 << 30).contains(&self.preallocation_step_bytes)
+            || self.preallocation_step_bytes % block != 0
+        {
+            return fail(
+                "preallocation_step_bytes",
+                "4 KiB ..= 1 GiB, a multiple of 4 KiB",
+            );
         }
         if !(512..=1 << 20).contains(&self.index_interval_bytes) {
             return fail("index_interval_bytes", "512 ..= 1 MiB");

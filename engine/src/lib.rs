@@ -5,7 +5,7 @@
 //!     00000000000000000000.log        segment: Kafka v2 record batches (batch.rs)
 //!     00000000000000000000.index      sparse offset -> position, written when sealed
 //!     00000000000000000000.timeindex  sparse timestamp -> position, written when sealed
-//!     00000000000000052811.log        the active segment, preallocated, O_DIRECT
+//!     00000000000000052811.log        the active segment, preallocated in steps, O_DIRECT
 //!     checkpoint                      high watermark + leader-epoch history
 //!     00000000000000052811.snapshot   the owner's state as of offset 52811 (producer
 //!                                     table, epochs), written at rolls and clean close

@@ -9,14 +9,17 @@ use crate::batch::BatchHeader;
 use crate::checkpoint::CHECKPOINT_FILE;
 use crate::error::{Error, Result};
 use crate::ids::{Offset, TimestampMs};
-use crate::log_open::create_segment;
+use crate::log_open::{create_segment, step_past};
 use crate::partition_log::PartitionLog;
 use crate::retention::{self, SegmentSummary};
 use crate::segment::{self, BLOCK_SIZE, INDEX_SUFFIX, LOG_SUFFIX, Segment, TIME_INDEX_SUFFIX};
 
+use crate::storage::{OpenMode, Storage, StorageFile};
+
 /// The next segment's file while it waits for its roll (a `.tmp`: removed on open).
 const NEXT_SEGMENT_FILE: &str = "next-segment.log.tmp";
-use crate::storage::{OpenMode, Storage, StorageFile};
+/// After a failed preallocation step, the next try waits this long.
+const EXTEND_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Releases the exclusive flag when an exclusive operation ends, even by error.
 pub(crate) struct Exclusive<'a, S: Storage> {
@@ -58,7 +61,7 @@ impl<S: Storage> PartitionLog<S> {
                 if state.stopped {
                     return Err(Error::Stopped);
                 }
-                if !state.exclusive {
+                if !state.exclusive && !state.extending {
                     state.exclusive = true;
                     break;
                 }
@@ -231,6 +234,7 @@ impl<S: Storage> PartitionLog<S> {
         };
         let path = segment::segment_path(&self.dir, base, LOG_SUFFIX);
         let keep = segment::align_down(position);
+        let allocated = step_past(&self.config, position);
         let prefix_len = usize::try_from(position - keep).unwrap_or(0);
         let prefix = file
             .read_at(keep, prefix_len)
@@ -243,7 +247,7 @@ impl<S: Storage> PartitionLog<S> {
                 block.resize(BLOCK_SIZE, 0);
                 file.write_at(keep, &block).await?;
             }
-            file.preallocate(self.config.segment_bytes).await?;
+            file.preallocate(allocated).await?;
             file.sync_data().await
         }
         .await
@@ -261,6 +265,7 @@ impl<S: Storage> PartitionLog<S> {
             .map_err(Error::io(&self.dir))?;
         let mut state = self.state.borrow_mut();
         state.active_mut().truncate_to(position, new_end, removed);
+        state.active_mut().allocated_len = allocated;
         state.log_end = new_end;
         state.written_end = new_end;
         state.durable_end = new_end;
@@ -374,13 +379,17 @@ impl<S: Storage> PartitionLog<S> {
         if self.background_sync_due() {
             self.sync().await?;
         }
-        // Only once the active segment is half full: an idle partition should not hold a
-        // second preallocated segment's worth of disk.
-        let half_full = {
+        self.extend_active().await;
+        // Only once the active segment is half full and in its last step: an idle
+        // partition should not hold a second file's worth of disk.
+        let nearly_full = {
             let state = self.state.borrow();
-            state.active().data_len >= self.config.segment_bytes / 2
+            let data_len = state.active().data_len;
+            let segment_bytes = self.config.segment_bytes;
+            data_len >= segment_bytes / 2
+                && data_len + self.config.preallocation_step_bytes >= segment_bytes
         };
-        if half_full {
+        if nearly_full {
             self.prepare_next_segment().await;
         }
         let too_old = {
@@ -404,6 +413,60 @@ impl<S: Storage> PartitionLog<S> {
         Ok(())
     }
 
+    /// Preallocates the active segment's next step when it is due
+    /// ([`segment::preallocation_target`]), off the append path: appends go on meanwhile
+    /// (a write past the preallocated end extends the file itself), exclusive operations
+    /// wait. A failure only warns, once per run of failures, and is retried a second
+    /// later: the writes themselves report a full disk.
+    pub async fn extend_active(&self) {
+        let (file, base, target) = {
+            let mut state = self.state.borrow_mut();
+            if state.stopped || state.exclusive || state.extending {
+                return;
+            }
+            if state
+                .extend_failed_at
+                .is_some_and(|at| at.elapsed() < EXTEND_RETRY_AFTER)
+            {
+                return;
+            }
+            let active = state.active();
+            let Some(target) = segment::preallocation_target(
+                active.data_len,
+                active.allocated_len,
+                self.config.preallocation_step_bytes,
+                self.config.segment_bytes,
+            ) else {
+                return;
+            };
+            let found = (active.file.clone(), active.base, target);
+            state.extending = true;
+            found
+        };
+        let result = file.preallocate(target).await;
+        let mut state = self.state.borrow_mut();
+        state.extending = false;
+        match result {
+            Ok(()) => {
+                state.extend_failed_at = None;
+                // Exclusive operations waited for this one: the active segment is the same.
+                let active = state.active_mut();
+                if active.base == base {
+                    active.allocated_len = active.allocated_len.max(target);
+                }
+            }
+            Err(error) => {
+                if state.extend_failed_at.is_none() {
+                    let path = segment::segment_path(&self.dir, base, LOG_SUFFIX);
+                    tracing::warn!(path = %path.display(), target, %error, "preallocating the next step of the active segment failed; writes extend the file themselves");
+                }
+                state.extend_failed_at = Some(std::time::Instant::now());
+            }
+        }
+        drop(state);
+        self.changed.notify_all();
+    }
+
     /// The next active segment at `base`: the file `tick` prepared, renamed, or a new one.
     /// Either way its name is durable when this returns.
     async fn next_segment_file(&self, base: Offset) -> Result<Segment<S::File>> {
@@ -421,13 +484,15 @@ impl<S: Storage> PartitionLog<S> {
             .sync_dir(&self.dir)
             .await
             .map_err(Error::io(&self.dir))?;
-        Ok(Segment::new(base, Rc::new(file)))
+        let mut segment = Segment::new(base, Rc::new(file));
+        segment.allocated_len = self.config.first_preallocation();
+        Ok(segment)
     }
 
-    /// Creates and preallocates the next segment's file under a temporary name (removed on
+    /// Creates and preallocates (one step) the next segment's file under a temporary name (removed on
     /// open if a crash leaves it), off the append path, so a roll only renames it. A
     /// failure here only warns: the roll then creates the file itself. `tick` calls it
-    /// once the active segment is half full.
+    /// once the active segment is half full and in its last step.
     pub async fn prepare_next_segment(&self) {
         {
             let mut state = self.state.borrow_mut();
@@ -444,7 +509,7 @@ impl<S: Storage> PartitionLog<S> {
                 .open(&path, OpenMode::CreateNew)
                 .await
                 .map_err(Error::io(&path))?;
-            file.preallocate(self.config.segment_bytes)
+            file.preallocate(self.config.first_preallocation())
                 .await
                 .map_err(Error::io(&path))?;
             Ok::<_, Error>(file)

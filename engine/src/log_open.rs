@@ -139,6 +139,8 @@ impl<S: Storage> PartitionLog<S> {
             persisted_epochs: None,
             next_segment: None,
             next_segment_creating: false,
+            extending: false,
+            extend_failed_at: None,
             stats: LogStats::default(),
             snapshots: std::collections::BTreeSet::new(),
         };
@@ -300,8 +302,11 @@ async fn recover_tail<F: StorageFile>(
         );
     }
     // Zero everything after the cut (stale bytes past it must never look like batches),
-    // keep the segment preallocated, and make the cut durable before serving anything.
+    // preallocate one step past the data (a file of an earlier release, preallocated to
+    // the whole segment, gives the rest back), and make the cut durable before serving
+    // anything.
     let keep = segment::align_down(stop.position);
+    let allocated = step_past(config, stop.position);
     let block_len = usize::try_from(stop.position - keep).unwrap_or(0);
     let block = segment
         .file
@@ -317,13 +322,22 @@ async fn recover_tail<F: StorageFile>(
             padded.resize(BLOCK_SIZE, 0);
             file.write_at(keep, &padded).await?;
         }
-        file.preallocate(config.segment_bytes.max(segment::align_up(stop.position)))
-            .await?;
+        file.preallocate(allocated).await?;
         file.sync_data().await
     }
     .await
     .map_err(io)?;
+    segment.allocated_len = allocated;
     Ok(())
+}
+
+/// The file length that preallocates one step past `data_len` (block-aligned), never past
+/// `segment_bytes` unless the data already is.
+pub(crate) fn step_past(config: &EngineConfig, data_len: u64) -> u64 {
+    let data_end = segment::align_up(data_len);
+    (data_end + config.preallocation_step_bytes)
+        .min(config.segment_bytes)
+        .max(data_end)
 }
 
 /// Scans a whole segment from byte 0, tracking every valid batch into `segment`.
@@ -375,7 +389,7 @@ async fn scan_segment<F: StorageFile>(
     })
 }
 
-/// Creates an empty, preallocated segment at `base` and makes its entry durable.
+/// Creates an empty segment at `base`, preallocated one step, and makes its entry durable.
 pub(crate) async fn create_segment<S: Storage>(
     storage: &S,
     dir: &Path,
@@ -387,12 +401,15 @@ pub(crate) async fn create_segment<S: Storage>(
         .open(&path, OpenMode::CreateNew)
         .await
         .map_err(Error::io(&path))?;
-    file.preallocate(config.segment_bytes)
+    let allocated = config.first_preallocation();
+    file.preallocate(allocated)
         .await
         .map_err(Error::io(&path))?;
     file.sync_data().await.map_err(Error::io(&path))?;
     storage.sync_dir(dir).await.map_err(Error::io(dir))?;
-    Ok(Segment::new(base, Rc::new(file)))
+    let mut segment = Segment::new(base, Rc::new(file));
+    segment.allocated_len = allocated;
+    Ok(segment)
 }
 
 /// Segments must not overlap; a gap (left by repair setting a segment aside) is allowed.

@@ -250,6 +250,12 @@ pub(crate) struct LogState<F> {
     /// a temporary name, so a roll only renames it.
     pub(crate) next_segment: Option<F>,
     pub(crate) next_segment_creating: bool,
+    /// `tick` is preallocating the next step of the active segment: exclusive operations
+    /// wait for it (they may cut or replace the file); appends do not.
+    pub(crate) extending: bool,
+    /// When a preallocation step last failed (the disk is full?): the next is tried a
+    /// while later, and only the first failure of a run is logged.
+    pub(crate) extend_failed_at: Option<Instant>,
     pub(crate) stats: LogStats,
     /// Offsets of the snapshot files that may exist (`log_snapshot.rs`).
     pub(crate) snapshots: std::collections::BTreeSet<Offset>,

@@ -4,6 +4,11 @@
 //!
 //! Invariants: `data_len` bytes of the file hold valid batches covering offsets
 //! `[base, next_offset)`; every index entry points at a batch start below `data_len`.
+//!
+//! The active segment's file is longer than its data: zeros preallocated ahead of the
+//! write position a step at a time ([`preallocation_target`]), so a write rarely has to
+//! allocate blocks, and a crash leaves zeros (never stale batches) after the last batch.
+//! A write past the preallocated end extends the file itself. Sealing gives the rest back.
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -56,6 +61,27 @@ pub fn align_up(n: u64) -> u64 {
     n.next_multiple_of(BLOCK_SIZE as u64)
 }
 
+/// The length to preallocate the active segment's file to, if it is due a step: when
+/// less than half a step lies preallocated ahead of `data_len` (bytes appended, written or
+/// not), one more step past the larger of the preallocated end and the data, never past
+/// `segment_bytes`. Half a step of headroom lets the upkeep, which runs every 100 ms,
+/// stay ahead of a partition written at up to `step / 2` per upkeep period without an
+/// append ever waiting for an fallocate.
+#[must_use]
+pub fn preallocation_target(
+    data_len: u64,
+    allocated_len: u64,
+    step: u64,
+    segment_bytes: u64,
+) -> Option<u64> {
+    let headroom = allocated_len.saturating_sub(data_len);
+    if allocated_len >= segment_bytes || headroom >= step / 2 {
+        return None;
+    }
+    let target = (allocated_len.max(align_up(data_len)) + step).min(segment_bytes);
+    (target > allocated_len).then_some(target)
+}
+
 /// One segment of a partition log. Owned by the shard that owns the log (`!Send`).
 #[derive(Debug)]
 pub struct Segment<F> {
@@ -81,6 +107,9 @@ pub struct Segment<F> {
     pub record_count: u64,
     /// Whether the segment is read-only (all but the last).
     pub sealed: bool,
+    /// The file's length as last preallocated or cut by this log: where the next
+    /// preallocation step starts. Writes past it extend the file without one.
+    pub allocated_len: u64,
     bytes_since_index: u64,
 }
 
@@ -99,6 +128,7 @@ impl<F> Segment<F> {
             batch_count: 0,
             record_count: 0,
             sealed: false,
+            allocated_len: 0,
             bytes_since_index: 0,
         }
     }
@@ -223,6 +253,32 @@ impl<F> Segment<F> {
 )]
 mod tests {
     use super::*;
+
+    /// (data_len, allocated_len) -> target, with a 64 KiB step and 256 KiB segments.
+    #[test]
+    fn preallocation_steps_ahead_of_the_data() {
+        const K: u64 = 1024;
+        let cases = [
+            // A fresh segment one step long, nothing written: half a step ahead is enough.
+            ((0, 64 * K), None),
+            ((31 * K, 64 * K), None),
+            // Less than half a step ahead: one more step.
+            ((33 * K, 64 * K), Some(128 * K)),
+            // The data outran the preallocation (writes extended the file): a step past it.
+            ((100 * K + 1, 64 * K), Some(104 * K + 64 * K)),
+            // Never past the segment size, and nothing once it is reached.
+            ((200 * K, 224 * K), Some(256 * K)),
+            ((250 * K, 256 * K), None),
+            ((300 * K, 256 * K), None),
+        ];
+        for ((data_len, allocated_len), want) in cases {
+            assert_eq!(
+                preallocation_target(data_len, allocated_len, 64 * K, 256 * K),
+                want,
+                "data {data_len} allocated {allocated_len}"
+            );
+        }
+    }
 
     #[test]
     fn names_roundtrip() {

@@ -51,6 +51,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 fn config() -> EngineConfig {
     EngineConfig {
         segment_bytes: SEGMENT_BYTES,
+        // Several preallocation steps per segment: kills land while one is under way.
+        preallocation_step_bytes: 32 << 10,
         segment_age: None,
         retention_age: None,
         ..EngineConfig::default()
@@ -182,11 +184,13 @@ fn crash_child() {
                     }
                 }
             });
-            // The next segment is prepared ahead of rolls, as the server's upkeep does, so
-            // kills also land while it is created or renamed into place.
+            // The next segment is prepared ahead of rolls, and the active one preallocated
+            // step by step, as the server's upkeep does, so kills also land while a file
+            // is created, renamed into place or extended.
             let preparer = async {
                 loop {
                     log.prepare_next_segment().await;
+                    log.extend_active().await;
                     glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
                 }
             };

@@ -784,6 +784,7 @@ fn heartbeat_frames(cluster: &Cluster, node: u32) -> Vec<Vec<u8>> {
                 node,
                 address: address.clone(),
                 incarnation,
+                free_bytes: Some(1 << 40),
             })
         })
         .collect();
@@ -791,6 +792,7 @@ fn heartbeat_frames(cluster: &Cluster, node: u32) -> Vec<Vec<u8>> {
         node: 99,
         address: "127.0.0.1:1".into(),
         incarnation: 1,
+        free_bytes: None,
     }));
     for commit in [0, 1 << 40] {
         let mut raft = raft::eraftpb::Message::default();

@@ -364,7 +364,11 @@ fn a_new_leader_tells_no_high_watermark_below_its_epoch_start() {
         });
     };
     ack(&mut h, A);
-    assert_eq!(h.replica.served_high_watermark(), None, "one of two followers");
+    assert_eq!(
+        h.replica.served_high_watermark(),
+        None,
+        "one of two followers"
+    );
     ack(&mut h, B);
     assert_eq!(h.replica.served_high_watermark(), Some(Offset(3)));
 }

@@ -19,6 +19,9 @@ pub enum ControllerRequest {
         address: String,
         /// Its incarnation (this run of it).
         incarnation: u64,
+        /// Bytes free for new data in its data directory (statvfs), if it could tell:
+        /// the controller leader refuses a topic that would not fit.
+        free_bytes: Option<u64>,
     },
     /// A partition leader asks for a new ISR.
     ChangeIsr {

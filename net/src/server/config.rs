@@ -10,6 +10,7 @@
 //! node_id = 0
 //! flush = "always"                     # always | interval=MS | never
 //! segment_bytes = 134217728
+//! preallocation_step_bytes = 16777216  # the active segment is preallocated this much at a time
 //! retention_bytes = 10737418240        # per partition; default: none
 //! retention_ms = 604800000
 //! tail_cache_bytes = 8388608           # per partition
@@ -56,6 +57,8 @@ pub struct FileConfig {
     pub flush: Option<String>,
     /// Segment size.
     pub segment_bytes: Option<u64>,
+    /// The active segment's preallocation step.
+    pub preallocation_step_bytes: Option<u64>,
     /// Retention by size, per partition.
     pub retention_bytes: Option<u64>,
     /// Retention by age.
@@ -113,6 +116,9 @@ impl FileConfig {
             node_id: other.node_id.or(self.node_id),
             flush: other.flush.or(self.flush),
             segment_bytes: other.segment_bytes.or(self.segment_bytes),
+            preallocation_step_bytes: other
+                .preallocation_step_bytes
+                .or(self.preallocation_step_bytes),
             retention_bytes: other.retention_bytes.or(self.retention_bytes),
             retention_ms: other.retention_ms.or(self.retention_ms),
             tail_cache_bytes: other.tail_cache_bytes.or(self.tail_cache_bytes),
@@ -338,6 +344,9 @@ impl TryFrom<FileConfig> for ServerConfig {
         }
         if let Some(bytes) = file.segment_bytes {
             engine.segment_bytes = bytes;
+        }
+        if let Some(bytes) = file.preallocation_step_bytes {
+            engine.preallocation_step_bytes = bytes;
         }
         engine.retention_bytes = file.retention_bytes.or(engine.retention_bytes);
         if let Some(ms) = file.retention_ms {

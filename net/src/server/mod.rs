@@ -93,6 +93,7 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
     let mut bound = prepared.listen;
     let mut controller = Some(prepared.controller);
     let applied = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let open_outcomes = Arc::new(cluster::open_outcomes::OpenOutcomes::default());
     let client_limits = Arc::new(ClientLimits::new(
         config.max_connections,
         config.idle_timeout,
@@ -114,6 +115,7 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
             started,
             client_limits: client_limits.clone(),
             applied: applied.clone(),
+            open_outcomes: open_outcomes.clone(),
         };
         let placement = if cores >= config.shards {
             Placement::Fixed(id)
@@ -401,6 +403,8 @@ struct ShardStart {
     client_limits: Arc<ClientLimits>,
     /// The controller's applied Raft index, shared by every shard.
     applied: Arc<std::sync::atomic::AtomicU64>,
+    /// The node's replicas that could not open, shared by every shard.
+    open_outcomes: Arc<cluster::open_outcomes::OpenOutcomes>,
 }
 
 async fn shard_main(start: ShardStart) -> anyhow::Result<()> {
@@ -418,6 +422,7 @@ async fn shard_main(start: ShardStart) -> anyhow::Result<()> {
         started,
         client_limits,
         applied,
+        open_outcomes,
     } = start;
     warm_iopoll_probe(&config.data_dir)
         .await
@@ -446,7 +451,7 @@ async fn shard_main(start: ShardStart) -> anyhow::Result<()> {
         incarnation,
         controller,
         started,
-        applied,
+        (applied, open_outcomes),
     )?);
     let shard = Rc::new(Shard::new(id, node, inboxes, cluster));
     glommio::spawn_local(shard::serve_inbox(shard.clone(), inbox)).detach();
@@ -504,8 +509,12 @@ fn cluster_node(
     incarnation: Incarnation,
     controller: Option<ControllerStart>,
     started: Instant,
-    applied: Arc<std::sync::atomic::AtomicU64>,
+    shared: (
+        Arc<std::sync::atomic::AtomicU64>,
+        Arc<cluster::open_outcomes::OpenOutcomes>,
+    ),
 ) -> anyhow::Result<ClusterNode> {
+    let (applied, open_outcomes) = shared;
     let cluster = &config.cluster;
     let peers = Peers::new(cluster.node_id, cluster.peers.clone(), security.clone());
     let mut state = ClusterNode::new(
@@ -514,6 +523,7 @@ fn cluster_node(
         incarnation,
         started,
         applied.clone(),
+        open_outcomes,
     );
     if let Some(start) = controller {
         let voters = cluster.voters().into_iter().map(NodeId).collect();
@@ -568,6 +578,7 @@ fn start_cluster_tasks(shard: &Rc<Shard>, config: &ServerConfig) {
             let cluster = cluster.clone();
             move || cluster.now()
         };
+        glommio::spawn_local(service.clone().measure_free_space(stopped.clone())).detach();
         glommio::spawn_local(service.clone().run(shard.inboxes.clone(), clock, stopped)).detach();
     }
 }

@@ -213,6 +213,18 @@ impl Metadata {
         &self.nodes
     }
 
+    /// The replicas a topic of `partitions` x `replication_factor` created next would get
+    /// (the placement `CreateTopic` applies), over the nodes live now.
+    #[must_use]
+    pub fn next_placement(&self, partitions: u32, replication_factor: u16) -> Vec<Vec<NodeId>> {
+        placement::assign(
+            &self.live_nodes(),
+            partitions,
+            replication_factor,
+            self.topics_created,
+        )
+    }
+
     /// Topics by name.
     #[must_use]
     pub fn topics(&self) -> &BTreeMap<String, TopicInfo> {

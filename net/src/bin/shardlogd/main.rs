@@ -40,6 +40,10 @@ struct Args {
     /// Default segment size of new topics, bytes.
     #[arg(long, env = "SHARDLOGD_SEGMENT_BYTES")]
     segment_bytes: Option<u64>,
+    /// The active segment's file is preallocated this much at a time, ahead of the
+    /// writes (4 KiB ..= 1 GiB, a multiple of 4 KiB). Default 16 MiB.
+    #[arg(long, env = "SHARDLOGD_PREALLOCATION_STEP_BYTES")]
+    preallocation_step_bytes: Option<u64>,
     /// Default retention by size, bytes per partition.
     #[arg(long, env = "SHARDLOGD_RETENTION_BYTES")]
     retention_bytes: Option<u64>,
@@ -121,6 +125,7 @@ impl Args {
             node_id: self.node_id,
             flush: self.flush,
             segment_bytes: self.segment_bytes,
+            preallocation_step_bytes: self.preallocation_step_bytes,
             retention_bytes: self.retention_bytes,
             retention_ms: self.retention_ms,
             tail_cache_bytes: self.tail_cache_bytes,

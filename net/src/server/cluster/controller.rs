@@ -5,7 +5,16 @@
 //! to every shard as a [`ClusterView`].
 //!
 //! It also keeps this node's session: a heartbeat to the controller leader every
-//! `HEARTBEAT_EVERY_MS` (the leader registers a node it does not know). This node's ISR
+//! `HEARTBEAT_EVERY_MS` (the leader registers a node it does not know), carrying the
+//! free space of the node's data directory (the leader refuses a topic that would not
+//! fit, see `disk_space`).
+//!
+//! A Raft log write that fails halts this voter, not the node: it stops voting, leading
+//! and heartbeating (the other voters keep the cluster, and fence this node so its
+//! partitions get other leaders), the node keeps its shards running, and every
+//! `RECOVER_EVERY` the voter restarts from its file as a restarted process would, if the
+//! write failed for want of space (ENOSPC, EDQUOT). Any other failure (a failed fsync may
+//! have lost data the kernel reported written) keeps it halted until the node restarts. This node's ISR
 //! proposals go to the leader it knows. A message from a peer is taken only if the node
 //! it names is the node the peer listener proved (`handle`'s `from`); a heartbeat or
 //! proposal reaching a node that does not lead is dropped (the sender retries towards
@@ -42,6 +51,10 @@ const HEARTBEAT_EVERY_MS: u64 = 100;
 const TICK_EVERY: Duration = Duration::from_millis(10);
 /// How long a proposal may take to be applied.
 const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(10);
+/// A voter halted by a full disk tries to restart this often.
+const RECOVER_EVERY: Duration = Duration::from_secs(2);
+/// How often this node measures its data directory's free space.
+const FREE_SPACE_EVERY: Duration = Duration::from_secs(1);
 
 /// The file of the controller's Raft state, under the data directory.
 #[must_use]
@@ -158,6 +171,22 @@ pub(crate) struct ControllerService {
     pub(crate) producer_ids: ProducerIdBlock,
     /// On the controller leader: one producer id reservation at a time.
     pub(crate) allocating: futures::lock::Mutex<()>,
+    /// The configuration the voter started with: a halted voter restarts with it.
+    config: ControllerConfig,
+    /// Since when and why the voter is halted (its Raft log could not be written).
+    halted: RefCell<Option<Halt>>,
+    /// This node's data directory's free bytes, as last measured.
+    own_free_bytes: Cell<Option<u64>>,
+    /// On the controller leader: each node's free bytes, from its heartbeats.
+    free_bytes: RefCell<std::collections::BTreeMap<NodeId, u64>>,
+}
+
+/// Why a voter is halted.
+struct Halt {
+    since: std::time::Instant,
+    last_try: std::time::Instant,
+    /// The write failed for want of space: restarting may work once space is freed.
+    recoverable: bool,
 }
 
 impl ControllerService {
@@ -173,11 +202,8 @@ impl ControllerService {
     ) -> anyhow::Result<ControllerService> {
         let (recovered, file) = start.raft;
         let node = config.node.0;
-        // Proposal ids must not repeat across restarts: start from the wall clock.
-        config.first_proposal_seq = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
-        let controller = Controller::recover(config, now, recovered)
+        config.first_proposal_seq = proposal_seq_base();
+        let controller = Controller::recover(config.clone(), now, recovered)
             .map_err(|e| anyhow::anyhow!("controller: {e}"))?;
         let (kick, kicks) = mpsc::unbounded();
         Ok(ControllerService {
@@ -199,7 +225,58 @@ impl ControllerService {
             adopting: Cell::new(false),
             producer_ids: ProducerIdBlock::default(),
             allocating: futures::lock::Mutex::new(()),
+            config,
+            halted: RefCell::new(None),
+            own_free_bytes: Cell::new(None),
+            free_bytes: RefCell::new(std::collections::BTreeMap::new()),
         })
+    }
+
+    /// The topic `name` as this voter applied it.
+    pub(crate) fn topic(&self, name: &str) -> Option<shardlog_replicator::controller::TopicInfo> {
+        self.controller
+            .borrow()
+            .metadata()
+            .topics()
+            .get(name)
+            .cloned()
+    }
+
+    /// The replicas a topic created now would get.
+    pub(crate) fn placement_of(
+        &self,
+        partitions: u32,
+        replication_factor: u16,
+    ) -> Vec<Vec<NodeId>> {
+        self.controller
+            .borrow()
+            .metadata()
+            .next_placement(partitions, replication_factor)
+    }
+
+    /// Each node's free bytes as last reported (this node's as last measured).
+    pub(crate) fn free_bytes(&self) -> std::collections::BTreeMap<NodeId, u64> {
+        let mut free = self.free_bytes.borrow().clone();
+        if let Some(own) = self.own_free_bytes.get() {
+            free.insert(self.node, own);
+        }
+        free
+    }
+
+    /// Measures the data directory's free space every `FREE_SPACE_EVERY`, off the
+    /// executor, until the shard stops.
+    pub(crate) async fn measure_free_space(self: Rc<Self>, stopped: impl Fn() -> bool) {
+        while !stopped() {
+            let dir = self.data_dir.clone();
+            let measured = glommio::executor()
+                .spawn_blocking(move || super::disk_space::free_bytes(&dir))
+                .await;
+            match measured {
+                Ok(free) => self.own_free_bytes.set(Some(free)),
+                Err(e) => tracing::debug!(error = %e, "statvfs of the data directory failed"),
+            }
+            glommio::timer::sleep(FREE_SPACE_EVERY).await;
+        }
     }
 
     /// The controller leader as this node knows it.
@@ -245,6 +322,10 @@ impl ControllerService {
             tracing::warn!(%sender, %claimed, dropped, "controller message naming another node; dropped");
             return;
         }
+        if self.halted.borrow().is_some() {
+            // A halted voter takes no part: it neither votes nor leads nor relays.
+            return;
+        }
         match request {
             ControllerRequest::Raft { .. } => {
                 let stepped = match from {
@@ -259,8 +340,12 @@ impl ControllerService {
                 node,
                 address,
                 incarnation,
+                free_bytes,
             } => {
                 if self.is_leader() {
+                    if let Some(free) = free_bytes {
+                        self.free_bytes.borrow_mut().insert(NodeId(node), free);
+                    }
                     self.session(NodeId(node), &address, incarnation);
                 }
             }
@@ -359,6 +444,12 @@ impl ControllerService {
 
     /// Proposes `command` (on the controller leader only) and waits until it is applied.
     pub(crate) async fn propose(&self, command: Command) -> Result<Result<(), Refusal>, String> {
+        if self.halted.borrow().is_some() {
+            return Err(
+                "this node's controller log cannot be written; it takes no part in the controller"
+                    .into(),
+            );
+        }
         let (tx, rx) = oneshot::channel();
         let id = self
             .controller
@@ -421,6 +512,12 @@ impl ControllerService {
             while kicks.try_recv().is_ok() {}
             let now = clock();
             self.now.set(now);
+            if self.halted.borrow().is_some() {
+                if self.try_recover(now).await {
+                    published = None;
+                }
+                continue;
+            }
             self.controller.borrow_mut().tick(now);
             self.heartbeat(now);
             let ready = self.controller.borrow_mut().ready();
@@ -434,8 +531,7 @@ impl ControllerService {
                 }
             };
             let Ok(changed) = self.perform(actions).await else {
-                stop_all(&shards).await;
-                return;
+                continue;
             };
             // A restarted node replays its own, possibly old, log: shards act on the
             // metadata only once it is current (before, they answer "not available").
@@ -534,8 +630,9 @@ impl ControllerService {
                 }
                 Action::Persist { bytes } => {
                     if let Err(e) = self.persist(bytes).await {
-                        // Raft may not go on without its log.
-                        tracing::error!(error = %e, "controller log write failed; stopping");
+                        // Raft may not go on without its log: this voter halts, the node
+                        // does not (see the module docs).
+                        self.halt(&e);
                         return Err(());
                     }
                 }
@@ -567,6 +664,73 @@ impl ControllerService {
         Ok(changed)
     }
 
+    /// Halts the voter after its log could not be written.
+    fn halt(&self, error: &std::io::Error) {
+        let recoverable = matches!(error.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT));
+        let path = raft_file_path(&self.data_dir);
+        if recoverable {
+            tracing::error!(file = %path.display(), error = %error, "controller log write failed for want of space: this node stops taking part in the controller (the other voters keep the cluster) and serves on; it rejoins once space is freed");
+        } else {
+            tracing::error!(file = %path.display(), error = %error, "controller log write failed: this node stops taking part in the controller (the other voters keep the cluster) and serves on; restart it once its disk works again");
+        }
+        let now = std::time::Instant::now();
+        *self.halted.borrow_mut() = Some(Halt {
+            since: now,
+            last_try: now,
+            recoverable,
+        });
+        // Proposals waiting here are not applied by this voter any more.
+        self.waiters.borrow_mut().clear();
+        self.last_heartbeat.set(None);
+    }
+
+    /// A halted voter restarts from its file, as a restarted node would, every
+    /// `RECOVER_EVERY` if the failure was a full disk; true if it did.
+    async fn try_recover(&self, now: Tick) -> bool {
+        {
+            let mut halted = self.halted.borrow_mut();
+            let Some(halt) = halted.as_mut() else {
+                return false;
+            };
+            if !halt.recoverable || halt.last_try.elapsed() < RECOVER_EVERY {
+                return false;
+            }
+            halt.last_try = std::time::Instant::now();
+        }
+        let data_dir = self.data_dir.clone();
+        let has_peers = self.config.voters.len() > 1;
+        let reopened = glommio::executor()
+            .spawn_blocking(move || {
+                open_raft_file(&data_dir, has_peers).map_err(|e| format!("{e:#}"))
+            })
+            .await;
+        let (recovered, file) = match reopened {
+            Ok(opened) => opened,
+            Err(e) => {
+                tracing::warn!(
+                    error = e,
+                    "the halted controller voter could not restart yet"
+                );
+                return false;
+            }
+        };
+        let mut config = self.config.clone();
+        config.first_proposal_seq = proposal_seq_base();
+        match Controller::recover(config, now, recovered) {
+            Ok(controller) => {
+                *self.controller.borrow_mut() = controller;
+                *self.file.borrow_mut() = Some(file);
+                let since = self.halted.borrow_mut().take().map(|h| h.since.elapsed());
+                tracing::info!(halted_for = ?since, "the controller voter restarted from its log and rejoins");
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the halted controller voter could not restart");
+                false
+            }
+        }
+    }
+
     /// Heartbeats this node's session, every `HEARTBEAT_EVERY_MS`, once the node has
     /// caught up with the controller (before, the leader it knows may be an old one).
     fn heartbeat(self: &Rc<Self>, now: Tick) {
@@ -587,6 +751,7 @@ impl ControllerService {
                     node: self.node.0,
                     address: self.address.clone(),
                     incarnation: self.incarnation,
+                    free_bytes: self.own_free_bytes.get(),
                 };
                 self.peers
                     .send_frame(leader.0, Api::Controller, &request, Bytes::new());
@@ -622,6 +787,14 @@ impl ControllerService {
         *self.file.borrow_mut() = Some(file);
         result
     }
+}
+
+/// The first proposal sequence number of a voter's start: proposal ids must not repeat
+/// across restarts, so it comes from the wall clock.
+fn proposal_seq_base() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 async fn stop_all(shards: &[flume::Sender<ShardMsg>]) {

@@ -17,7 +17,9 @@
 
 pub(crate) mod adopt;
 pub(crate) mod controller;
+pub(crate) mod disk_space;
 mod offline;
+pub(crate) mod open_outcomes;
 pub(crate) mod producer_ids;
 mod replicas;
 mod topic_config;
@@ -112,6 +114,8 @@ pub(crate) struct ClusterNode {
     described: RefCell<std::collections::HashSet<u64>>,
     /// Replicas whose log stopped or that could not be opened (see `offline`).
     offline: offline::OfflineMap,
+    /// The node's replicas that could not open, shared by every shard.
+    pub(crate) open_outcomes: Arc<open_outcomes::OpenOutcomes>,
 }
 
 impl ClusterNode {
@@ -121,6 +125,7 @@ impl ClusterNode {
         incarnation: Incarnation,
         started: Instant,
         applied: Arc<AtomicU64>,
+        open_outcomes: Arc<open_outcomes::OpenOutcomes>,
     ) -> ClusterNode {
         let (view_changed, view_changes) = mpsc::unbounded();
         let (first_view, first_view_rx) = oneshot::channel();
@@ -142,6 +147,7 @@ impl ClusterNode {
             forged: std::cell::Cell::new(0),
             described: RefCell::new(std::collections::HashSet::new()),
             offline: RefCell::new(HashMap::new()),
+            open_outcomes,
         }
     }
 

@@ -363,7 +363,7 @@ impl ClusterNode {
                 }
             }
         }
-        match self.open_replica(place, topic, info, partition).await {
+        match self.open_or_mark(place, topic, info, partition).await {
             Ok(replica) => {
                 self.replicas
                     .borrow_mut()

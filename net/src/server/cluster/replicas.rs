@@ -17,6 +17,7 @@ use shardlog_replicator::driver::ReplicaDriver;
 
 use crate::api::ControllerRequest;
 use crate::peer::PartitionTransport;
+use crate::server::cluster::open_outcomes::OpenOutcome;
 use crate::server::cluster::{ClusterNode, ClusterView, Replica, TopicSettings};
 use crate::server::shard::{ShardMsg, finish_log, owner_shard};
 use crate::server::topic_file::{self, TopicFile};
@@ -76,6 +77,7 @@ impl ClusterNode {
             tracing::info!(topic = key.0, partition = key.1, "replica removed");
             remove_dir(dir).await;
         }
+        self.forget_offline(place, topics).await;
         for (name, info) in topics {
             for (partition, state) in (0u32..).zip(&info.partitions) {
                 if !state.replicas.contains(&self.id)
@@ -90,7 +92,7 @@ impl ClusterNode {
                 }
                 let replica = match existing {
                     Some(replica) => replica,
-                    None => match self.open_replica(place, name, info, partition).await {
+                    None => match self.open_or_mark(place, name, info, partition).await {
                         Ok(replica) => {
                             self.replicas.borrow_mut().insert(key, replica.clone());
                             replica
@@ -106,7 +108,68 @@ impl ClusterNode {
         }
     }
 
-    pub(super) async fn open_replica(
+    /// Opens a replica, or records it offline (metadata shows it so; the node serves the
+    /// rest; the caller retries it with backoff, see `offline`). A directory this attempt
+    /// created is removed again, so a creation that fails here leaves nothing behind (a
+    /// damaged directory of an earlier run stays).
+    pub(super) async fn open_or_mark(
+        &self,
+        place: &Placement,
+        name: &str,
+        info: &TopicInfo,
+        partition: u32,
+    ) -> anyhow::Result<Rc<Replica>> {
+        let dir = replica_dir(&place.data_dir, name, info.id, partition);
+        let probe = dir.clone();
+        let existed = glommio::executor()
+            .spawn_blocking(move || probe.exists())
+            .await;
+        let opened = self.open_replica(place, name, info, partition).await;
+        let outcome = match &opened {
+            Ok(_) => OpenOutcome::Opened,
+            Err(e) => OpenOutcome::Offline(format!("{e:#}")),
+        };
+        self.open_outcomes.record(name, info.id, partition, outcome);
+        if opened.is_err() && !existed {
+            remove_dir(dir).await;
+        }
+        opened
+    }
+
+    /// Forgets the open outcomes of this shard's replicas whose topic is gone, with the
+    /// files of the offline ones (an open replica's files went with it).
+    async fn forget_offline(
+        &self,
+        place: &Placement,
+        topics: &std::collections::BTreeMap<String, TopicInfo>,
+    ) {
+        let mut gone = Vec::new();
+        for (topic, partition, topic_id, offline) in self.open_outcomes.all() {
+            let mine = owner_shard(&topic, partition, place.shards) == place.shard;
+            let exists = topics.get(&topic).is_some_and(|info| {
+                info.id == topic_id
+                    && state_of(info, partition).is_some_and(|s| s.replicas.contains(&self.id))
+            });
+            if mine && !exists {
+                self.open_outcomes.forget(&topic, partition);
+                if offline {
+                    gone.push((topic, topic_id, partition));
+                }
+            }
+        }
+        for (topic, topic_id, partition) in gone {
+            let dir = replica_dir(&place.data_dir, &topic, topic_id, partition);
+            let probe = dir.clone();
+            if glommio::executor()
+                .spawn_blocking(move || probe.exists())
+                .await
+            {
+                remove_dir(dir).await;
+            }
+        }
+    }
+
+    async fn open_replica(
         &self,
         place: &Placement,
         name: &str,

@@ -5,6 +5,7 @@
 //! does over the peer link and relays the answer.
 
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::FutureExt;
@@ -18,6 +19,9 @@ use crate::api::{
 };
 use crate::error_code::ErrorCode;
 use crate::frame::FLAG_ERROR;
+use crate::server::cluster::controller::ControllerService;
+use crate::server::cluster::disk_space;
+use crate::server::cluster::open_outcomes::{OpenOutcome, OpenOutcomes};
 use crate::server::cluster::{ClusterView, TopicSettings};
 use crate::server::ops::{OpError, Pending, answered};
 use crate::server::shard::{Shard, ShardMsg};
@@ -67,7 +71,8 @@ pub(crate) struct ClusterMetadata {
 /// the node is catching up with the controller after its start.
 pub(crate) fn metadata(shard: &Shard, topics: &[String]) -> Result<ClusterMetadata, OpError> {
     let view = shard.cluster.view().ok_or_else(|| catching_up(shard))?;
-    Ok(describe(shard.node.node_id, &view, topics))
+    let outcomes = &shard.cluster.open_outcomes;
+    Ok(describe(shard.node.node_id, &view, topics, outcomes))
 }
 
 fn catching_up(shard: &Shard) -> OpError {
@@ -77,17 +82,36 @@ fn catching_up(shard: &Shard) -> OpError {
     ))
 }
 
-fn describe(node_id: u32, view: &ClusterView, wanted: &[String]) -> ClusterMetadata {
-    let ids = |nodes: &[NodeId]| nodes.iter().map(|n| n.0).collect::<Vec<u32>>();
-    let partitions = |info: &TopicInfo| {
+/// The view's metadata, with this node's offline replicas (see `open_outcomes`) out of
+/// their ISR, and without a leader where they were it.
+fn describe(
+    node_id: u32,
+    view: &ClusterView,
+    wanted: &[String],
+    outcomes: &OpenOutcomes,
+) -> ClusterMetadata {
+    let ids = |nodes: &[NodeId], offline: bool| {
+        nodes
+            .iter()
+            .map(|n| n.0)
+            .filter(|n| !(offline && *n == node_id))
+            .collect::<Vec<u32>>()
+    };
+    let partitions = |name: &str, info: &TopicInfo| {
         (0u32..)
             .zip(&info.partitions)
-            .map(|(partition, p)| PartitionInfo {
-                partition,
-                leader: p.leader.map(|n| n.0),
-                leader_epoch: p.leader_epoch.0,
-                replicas: ids(&p.replicas),
-                isr: ids(&p.isr),
+            .map(|(partition, p)| {
+                let offline = outcomes.offline_reason(name, info.id, partition).is_some();
+                PartitionInfo {
+                    partition,
+                    leader: p
+                        .leader
+                        .map(|n| n.0)
+                        .filter(|l| !(offline && *l == node_id)),
+                    leader_epoch: p.leader_epoch.0,
+                    replicas: ids(&p.replicas, false),
+                    isr: ids(&p.isr, offline),
+                }
             })
             .collect()
     };
@@ -96,7 +120,7 @@ fn describe(node_id: u32, view: &ClusterView, wanted: &[String]) -> ClusterMetad
         all.iter()
             .map(|(name, info)| TopicMeta {
                 name: name.clone(),
-                partitions: Ok(partitions(info)),
+                partitions: Ok(partitions(name, info)),
             })
             .collect()
     } else {
@@ -104,7 +128,10 @@ fn describe(node_id: u32, view: &ClusterView, wanted: &[String]) -> ClusterMetad
             .iter()
             .map(|name| TopicMeta {
                 name: name.clone(),
-                partitions: all.get(name).map(partitions).ok_or(OpError::UnknownTopic),
+                partitions: all
+                    .get(name)
+                    .map(|info| partitions(name, info))
+                    .ok_or(OpError::UnknownTopic),
             })
             .collect()
     };
@@ -181,14 +208,111 @@ pub(crate) async fn change_here(shard: &Rc<Shard>, change: TopicChange) -> Resul
     if !service.is_leader() {
         return pass_to_leader(shard, change).await;
     }
-    let command = match change {
-        TopicChange::Create(topic) => create_command(shard, &topic)?,
-        TopicChange::Delete(name) => Command::DeleteTopic { name },
+    let (command, created) = match change {
+        TopicChange::Create(topic) => {
+            let command = create_command(shard, &topic)?;
+            check_space(shard, service, &topic)?;
+            (command, Some(topic.name))
+        }
+        TopicChange::Delete(name) => (Command::DeleteTopic { name }, None),
     };
     match service.propose(command).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(refusal)) => Err(refused(&refusal)),
-        Err(e) => Err(OpError::Timeout(e)),
+        Ok(Ok(())) => {}
+        Ok(Err(refusal)) => return Err(refused(&refusal)),
+        Err(e) => return Err(OpError::Timeout(e)),
+    }
+    match created {
+        Some(name) => undo_unopened(shard, service, &name).await,
+        None => Ok(()),
+    }
+}
+
+/// How long a creation waits for its partitions held here to open.
+const OPEN_WAIT: Duration = Duration::from_secs(120);
+
+/// After a creation: waits until every partition of `name` this node holds opened or
+/// failed to. If one failed, the topic is deleted again (every node removes its files)
+/// and the creation is answered with the reasons: a topic is kept only once its
+/// partitions here opened.
+async fn undo_unopened(
+    shard: &Shard,
+    service: &ControllerService,
+    name: &str,
+) -> Result<(), OpError> {
+    let Some(info) = service.topic(name) else {
+        return Ok(());
+    };
+    let here: Vec<u32> = (0u32..)
+        .zip(&info.partitions)
+        .filter(|(_, p)| p.replicas.contains(&service.node()))
+        .map(|(partition, _)| partition)
+        .collect();
+    let outcomes = &shard.cluster.open_outcomes;
+    let deadline = Instant::now() + OPEN_WAIT;
+    let offline = loop {
+        let tried: Vec<Option<OpenOutcome>> = here
+            .iter()
+            .map(|p| outcomes.outcome(name, info.id, *p))
+            .collect();
+        if tried.iter().all(Option::is_some) || Instant::now() >= deadline {
+            break (here.iter().zip(tried))
+                .filter_map(|(p, outcome)| match outcome {
+                    Some(OpenOutcome::Offline(reason)) => Some((*p, reason)),
+                    _ => None,
+                })
+                .collect::<Vec<_>>();
+        }
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+    };
+    let Some((partition, reason)) = offline.first() else {
+        return Ok(());
+    };
+    tracing::warn!(
+        topic = name,
+        failed = offline.len(),
+        "partitions of a new topic did not open; deleting the topic"
+    );
+    let deleted = service
+        .propose(Command::DeleteTopic {
+            name: name.to_owned(),
+        })
+        .await;
+    let undone = match deleted {
+        Ok(Ok(())) => "the topic was deleted again".to_owned(),
+        Ok(Err(refusal)) => format!("deleting it again was refused: {refusal}"),
+        Err(e) => format!("deleting it again failed: {e}"),
+    };
+    Err(OpError::Storage(format!(
+        "topic {name:?}: {} of its partitions could not open on node {} (partition \
+         {partition}: {reason}); {undone}",
+        offline.len(),
+        service.node()
+    )))
+}
+
+/// Refuses a creation whose first preallocation does not fit on a node it would be
+/// placed on, by the free space each node last reported (see `disk_space`).
+fn check_space(
+    shard: &Shard,
+    service: &ControllerService,
+    topic: &NewTopic,
+) -> Result<(), OpError> {
+    let config = &shard.cluster.config;
+    let replication_factor = topic
+        .replication_factor
+        .unwrap_or(config.replication_factor);
+    let engine = topic.settings.engine_config(&shard.node.defaults);
+    let per_replica = disk_space::reservation_per_replica(&engine);
+    let assignment = service.placement_of(topic.partitions, replication_factor);
+    let free = service.free_bytes();
+    match disk_space::shortfall(&assignment, per_replica, &free) {
+        None => Ok(()),
+        Some(short) => Err(OpError::Storage(format!(
+            "topic {:?} does not fit: {short}; free space or create fewer partitions, \
+             smaller preallocation steps (--preallocation-step-bytes) or a smaller \
+             segment.bytes",
+            topic.name
+        ))),
     }
 }
 

@@ -1,0 +1,278 @@
+//! Preallocation in steps, on real files: the active segment's file grows a step at a
+//! time from `tick`, ahead of the data, never past `segment_bytes`; appends that outrun
+//! it extend the file themselves; sealing gives the rest back; and a SIGKILL after some
+//! steps leaves a file longer than its data that reopens with every acknowledged batch.
+#![cfg(test)]
+#![allow(clippy::indexing_slicing, clippy::cast_possible_truncation)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use shardlog_engine::batch;
+use shardlog_engine::record::BatchBuilder;
+use shardlog_engine::segment::{LOG_SUFFIX, align_up, segment_path};
+use shardlog_engine::{
+    DmaStorage, EngineConfig, LeaderEpoch, Offset, PartitionLog, TimestampMs, warm_iopoll_probe,
+};
+
+const STEP: u64 = 64 << 10;
+const SEGMENT_BYTES: u64 = 1 << 20;
+/// Names the child's partition directory; without it `preallocation_child` does nothing.
+const CHILD_ENV: &str = "SHARDLOG_PREALLOCATION_CHILD";
+const CHILD_TEST: &str = "preallocation_child";
+
+fn config() -> EngineConfig {
+    EngineConfig {
+        segment_bytes: SEGMENT_BYTES,
+        preallocation_step_bytes: STEP,
+        segment_age: None,
+        retention_age: None,
+        ..EngineConfig::default()
+    }
+}
+
+/// Batch `n`: one record of `value_size` bytes that name `n`.
+fn make_batch(n: u64, value_size: usize) -> Vec<u8> {
+    let mut builder = BatchBuilder::new();
+    let value: Vec<u8> = (0..value_size)
+        .map(|j| u8::try_from((n as usize + j) % 251 + 1).expect("byte"))
+        .collect();
+    builder.push(
+        TimestampMs(1000 + i64::try_from(n).expect("fits")),
+        Some(format!("key-{n}").as_bytes()),
+        Some(&value),
+        &[],
+    );
+    builder.finish()
+}
+
+async fn append(log: &PartitionLog<DmaStorage>, n: u64, value_size: usize) -> (Offset, Vec<u8>) {
+    let mut bytes = make_batch(n, value_size);
+    let appended = log
+        .append(BytesMut::from(&bytes[..]), LeaderEpoch(1))
+        .await
+        .expect("append");
+    batch::patch_base(&mut bytes, appended.base_offset, LeaderEpoch(1));
+    (appended.base_offset, bytes)
+}
+
+async fn read_all(log: &PartitionLog<DmaStorage>) -> Vec<(Offset, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut from = log.log_start();
+    while from < log.log_end() {
+        let read = log.read(from, 1 << 20).await.expect("read");
+        for (header, bytes) in read.batches() {
+            out.push((header.base_offset, bytes.to_vec()));
+        }
+        assert!(read.next_offset > from, "read at {from} made no progress");
+        from = read.next_offset;
+    }
+    out
+}
+
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).expect("segment file").len()
+}
+
+fn active_data_len(log: &PartitionLog<DmaStorage>) -> u64 {
+    log.segments().last().expect("active segment").data_len
+}
+
+fn test_root() -> PathBuf {
+    std::env::var_os("SHARDLOG_TEST_DIR").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/shardlog-test"),
+        PathBuf::from,
+    )
+}
+
+/// Runs `test` on a glommio executor with `dir` (created) as its directory.
+fn on_executor<F, Fut>(dir: PathBuf, test: F)
+where
+    F: FnOnce(PathBuf) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    std::fs::create_dir_all(&dir).expect("test dir");
+    if let Err(e) = shardlog_engine::preflight::preflight(&dir) {
+        panic!(
+            "glommio tests need io_uring, memlock >= 512 KiB and O_DIRECT under {}: {e}",
+            dir.display()
+        );
+    }
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .io_memory(1 << 20)
+        .spawn(move || async move {
+            warm_iopoll_probe(&dir).await.expect("iopoll probe");
+            test(dir).await;
+        })
+        .expect("executor")
+        .join()
+        .expect("executor thread");
+}
+
+/// The file is one step long when created, grows by steps from `tick` while appends
+/// go on, is extended by the writes themselves when they outrun it, never exceeds the
+/// segment size, and is cut back to its data when sealed.
+#[test]
+fn the_active_segment_grows_in_steps() {
+    std::fs::create_dir_all(test_root()).expect("test root");
+    let tmp = tempfile::tempdir_in(test_root()).expect("temp dir");
+    on_executor(tmp.path().to_path_buf(), |dir| async move {
+        let pdir = dir.join("topic/0");
+        let log = PartitionLog::open(DmaStorage, &pdir, config())
+            .await
+            .expect("open");
+        let first = segment_path(&pdir, Offset(0), LOG_SUFFIX);
+        assert_eq!(file_len(&first), STEP, "a new segment holds one step");
+        // No upkeep: 200 KiB of appends run past the step and extend the file themselves.
+        let mut written = Vec::new();
+        for n in 0..50 {
+            written.push(append(&log, n, 4000).await);
+        }
+        let data = active_data_len(&log);
+        assert!(data > 3 * STEP, "{data}");
+        assert_eq!(file_len(&first), align_up(data), "writes extended the file");
+        // The upkeep preallocates one step past the data.
+        log.tick(TimestampMs::now()).await.expect("tick");
+        assert_eq!(file_len(&first), align_up(data) + STEP);
+        // With the upkeep after every append, the file stays ahead of the data by at most
+        // a step and a half, grows only in steps, and never exceeds the segment.
+        let mut lengths = vec![file_len(&first)];
+        let mut n = 50;
+        while log.segments().len() == 1 {
+            written.push(append(&log, n, 4000).await);
+            n += 1;
+            log.tick(TimestampMs::now()).await.expect("tick");
+            if log.segments().len() > 1 {
+                break;
+            }
+            let len = file_len(&first);
+            let data = active_data_len(&log);
+            assert!(len <= SEGMENT_BYTES, "{len} past the segment size");
+            assert!(len >= data, "{len} < data {data}");
+            assert!(
+                len <= align_up(data) + STEP + STEP / 2,
+                "{len} for data {data}"
+            );
+            if len != *lengths.last().expect("a length") {
+                lengths.push(len);
+            }
+        }
+        assert!(lengths.len() >= 5, "grew in too few steps: {lengths:?}");
+        for pair in lengths.windows(2) {
+            assert!(
+                pair[1] - pair[0] <= STEP + STEP / 2 || pair[1] == SEGMENT_BYTES,
+                "{lengths:?}"
+            );
+        }
+        // Sealed: cut back to its data. The new active segment starts with one step.
+        let segments = log.segments();
+        assert_eq!(file_len(&first), align_up(segments[0].data_len));
+        let second = segment_path(&pdir, segments[1].id.0, LOG_SUFFIX);
+        assert_eq!(file_len(&second), STEP);
+        assert!(read_all(&log).await == written);
+        log.close().await.expect("close");
+        let log = PartitionLog::open(DmaStorage, &pdir, config())
+            .await
+            .expect("reopen");
+        assert!(read_all(&log).await == written);
+        log.close().await.expect("close");
+    });
+}
+
+/// The child: appends batch after batch with the upkeep after each, printing `ACK <n>
+/// <base>` once each is acknowledged (`flush = always`), until killed.
+#[test]
+#[ignore = "the child process of sigkill_after_a_step; does nothing unless SHARDLOG_PREALLOCATION_CHILD is set"]
+fn preallocation_child() {
+    let Some(dir) = std::env::var_os(CHILD_ENV).map(PathBuf::from) else {
+        return;
+    };
+    let probe = dir.parent().expect("a parent").to_path_buf();
+    on_executor(probe, move |_| async move {
+        let log = PartitionLog::open(DmaStorage, &dir, config())
+            .await
+            .expect("child open");
+        let mut out = std::io::stdout().lock();
+        writeln!(out).expect("stdout");
+        for n in 0.. {
+            let (base, _) = append(&log, n, 3000).await;
+            writeln!(out, "ACK {n} {}", base.0).expect("stdout");
+            out.flush().expect("stdout");
+            log.tick(TimestampMs::now()).await.expect("tick");
+        }
+    });
+}
+
+/// SIGKILL once the upkeep has taken several steps: the file is longer than its data
+/// (zeros past it), and the reopened log holds every acknowledged batch, preallocates
+/// one step past its data (no more), and appends and reopens again.
+#[test]
+fn sigkill_after_a_step() {
+    std::fs::create_dir_all(test_root()).expect("test root");
+    let tmp = tempfile::tempdir_in(test_root()).expect("temp dir");
+    let pdir = tmp.path().join("topic/0");
+    std::fs::create_dir_all(&pdir).expect("partition dir");
+    let mut child = Command::new(std::env::current_exe().expect("test binary"))
+        .args([CHILD_TEST, "--exact", "--ignored", "--nocapture"])
+        .env(CHILD_ENV, &pdir)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("child");
+    let first = segment_path(&pdir, Offset(0), LOG_SUFFIX);
+    let mut acked: Vec<(u64, u64)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let lines = BufReader::new(child.stdout.take().expect("child stdout")).lines();
+    for line in lines {
+        let line = line.expect("child line");
+        let mut words = line.split_whitespace();
+        if words.next() != Some("ACK") {
+            continue;
+        }
+        let n: u64 = words.next().and_then(|w| w.parse().ok()).expect("n");
+        let base: u64 = words.next().and_then(|w| w.parse().ok()).expect("base");
+        acked.push((n, base));
+        // Kill well inside the segment once at least four steps were taken.
+        if file_len(&first) >= 4 * STEP && acked.len() % 7 == 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the child never grew its file");
+    }
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    let killed_len = file_len(&first);
+    assert!(killed_len < SEGMENT_BYTES, "preallocated the whole segment");
+    on_executor(tmp.path().to_path_buf(), move |_| async move {
+        let log = PartitionLog::open(DmaStorage, &pdir, config())
+            .await
+            .expect("reopen after SIGKILL");
+        let stored = read_all(&log).await;
+        for (n, base) in &acked {
+            let mut want = make_batch(*n, 3000);
+            batch::patch_base(&mut want, Offset(*base), LeaderEpoch(1));
+            let found = stored.iter().find(|(o, _)| o.0 == *base);
+            assert!(
+                found.is_some_and(|(_, bytes)| *bytes == want),
+                "acknowledged batch {n} at {base} lost"
+            );
+        }
+        let data = active_data_len(&log);
+        let len = file_len(&first);
+        assert_eq!(len, align_up(data) + STEP, "killed at {killed_len}");
+        let (more, bytes) = append(&log, 10_000, 3000).await;
+        assert_eq!(
+            more,
+            stored.last().map_or(Offset(0), |(o, _)| Offset(o.0 + 1))
+        );
+        log.close().await.expect("close");
+        let log = PartitionLog::open(DmaStorage, &pdir, config())
+            .await
+            .expect("reopen");
+        let again = read_all(&log).await;
+        assert_eq!(again.len(), stored.len() + 1);
+        assert!(again.last() == Some(&(more, bytes)));
+        log.close().await.expect("close");
+    });
+}
