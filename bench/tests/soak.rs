@@ -18,7 +18,7 @@ const CI_SEED: &str = "11";
 const CI_DURATION: &str = "100";
 /// The fault kinds of the CI run; the README's Soak section says which are left out and
 /// why.
-const CI_FAULTS: &str = "kill,stop,restart,partition,oneway,isolate";
+const CI_FAULTS: &str = "kill,stop,restart,partition,oneway,isolate,retention";
 
 fn bench(args: &[&str]) -> (Option<i32>, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_shardlog-bench"))
