@@ -117,13 +117,8 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
             applied: applied.clone(),
             open_outcomes: open_outcomes.clone(),
         };
-        let placement = if cores >= config.shards {
-            Placement::Fixed(id)
-        } else {
-            Placement::Unbound
-        };
         let events = events.clone();
-        let handle = LocalExecutorBuilder::new(placement)
+        let handle = LocalExecutorBuilder::new(shard_placement(id, cores, config.shards))
             .name(&format!("shard-{id}"))
             .io_memory(config.io_memory)
             .spawn(move || async move {
@@ -150,6 +145,15 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
         let _ = handle.join();
     }
     result
+}
+
+/// One core per shard when there are enough; more shards than cores run unpinned.
+fn shard_placement(id: usize, cores: usize, shards: usize) -> Placement {
+    if cores >= shards {
+        Placement::Fixed(id)
+    } else {
+        Placement::Unbound
+    }
 }
 
 /// Signals as a channel, from a thread of their own.
