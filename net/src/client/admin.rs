@@ -180,7 +180,15 @@ impl Client {
                 }
             };
             let e = match result {
-                Err(e) if e.is_retriable() && attempts_left > 0 => e,
+                // A storage error answers an admin request on purpose (a create whose
+                // partitions could not open was undone): final, unlike a produce's.
+                Err(e)
+                    if e.is_retriable()
+                        && e.code() != Some(ErrorCode::StorageError)
+                        && attempts_left > 0 =>
+                {
+                    e
+                }
                 result => {
                     return AdminOutcome {
                         result: result.map_err(|e| name_silence(e, &addr, timeout)),
