@@ -180,15 +180,7 @@ impl Client {
                 }
             };
             let e = match result {
-                // A storage error answers an admin request on purpose (a create whose
-                // partitions could not open was undone): final, unlike a produce's.
-                Err(e)
-                    if e.is_retriable()
-                        && e.code() != Some(ErrorCode::StorageError)
-                        && attempts_left > 0 =>
-                {
-                    e
-                }
+                Err(e) if admin_retriable(&e) && attempts_left > 0 => e,
                 result => {
                     return AdminOutcome {
                         result: result.map_err(|e| name_silence(e, &addr, timeout)),
@@ -229,4 +221,11 @@ impl Client {
             glommio::timer::sleep(self.inner.config.leader_check_every).await;
         }
     }
+}
+
+/// Whether an admin request may go to the next broker. A storage error answers one on
+/// purpose (a create whose partitions could not open was undone): final, unlike a
+/// produce's.
+fn admin_retriable(e: &ClientError) -> bool {
+    e.is_retriable() && e.code() != Some(ErrorCode::StorageError)
 }
