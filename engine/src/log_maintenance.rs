@@ -382,8 +382,13 @@ impl<S: Storage> PartitionLog<S> {
         self.extend_active().await;
         // Only once the active segment is half full and in its last step: an idle
         // partition should not hold a second file's worth of disk.
+        // An exclusive operation (a reset, a truncation) may be swapping the segments
+        // out across its awaits: this tick leaves the active segment alone.
         let nearly_full = {
             let state = self.state.borrow();
+            if state.exclusive {
+                return Ok(());
+            }
             let data_len = state.active().data_len;
             let segment_bytes = self.config.segment_bytes;
             data_len >= segment_bytes / 2
@@ -394,6 +399,9 @@ impl<S: Storage> PartitionLog<S> {
         }
         let too_old = {
             let state = self.state.borrow();
+            if state.exclusive {
+                return Ok(());
+            }
             let first = state.active().first_timestamp;
             match (first, self.config.segment_age) {
                 (Some(first), Some(age)) => {
