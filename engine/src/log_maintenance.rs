@@ -484,14 +484,7 @@ impl<S: Storage> PartitionLog<S> {
         };
         let from = self.dir.join(NEXT_SEGMENT_FILE);
         let to = segment::segment_path(&self.dir, base, LOG_SUFFIX);
-        self.storage
-            .rename(&from, &to)
-            .await
-            .map_err(Error::io(&to))?;
-        self.storage
-            .sync_dir(&self.dir)
-            .await
-            .map_err(Error::io(&self.dir))?;
+        rename_durably(&self.storage, &self.dir, &from, &to).await?;
         let mut segment = Segment::new(base, Rc::new(file));
         segment.allocated_len = self.config.first_preallocation();
         Ok(segment)
@@ -542,14 +535,7 @@ impl<S: Storage> PartitionLog<S> {
         let tmp = self.dir.join(format!("{CHECKPOINT_FILE}.tmp"));
         let path = self.dir.join(CHECKPOINT_FILE);
         write_file(&self.storage, &tmp, &bytes).await?;
-        self.storage
-            .rename(&tmp, &path)
-            .await
-            .map_err(Error::io(&path))?;
-        self.storage
-            .sync_dir(&self.dir)
-            .await
-            .map_err(Error::io(&self.dir))?;
+        rename_durably(&self.storage, &self.dir, &tmp, &path).await?;
         let mut state = self.state.borrow_mut();
         state.persisted_epochs = Some(state.checkpoint.epochs.clone());
         Ok(())
@@ -615,6 +601,17 @@ async fn write_index_files<S: Storage>(
         storage.sync_dir(dir).await.map_err(Error::io(dir))?;
     }
     Ok(())
+}
+
+/// Renames `from` to `to` in `dir` and syncs `dir`, so the new name survives a crash.
+pub(crate) async fn rename_durably<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    from: &Path,
+    to: &Path,
+) -> Result<()> {
+    storage.rename(from, to).await.map_err(Error::io(to))?;
+    storage.sync_dir(dir).await.map_err(Error::io(dir))
 }
 
 /// Replaces `path` with `bytes` (block-padded) and syncs it; the caller syncs the directory.

@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use crate::error::{Error, Result};
 use crate::ids::Offset;
-use crate::log_maintenance::{remove_if_exists, write_file};
+use crate::log_maintenance::{remove_if_exists, rename_durably, write_file};
 use crate::log_open::read_whole;
 use crate::partition_log::PartitionLog;
 use crate::snapshot_file::{self, SNAPSHOT_HEADER_SIZE, SNAPSHOT_PAYLOAD_MAX, SNAPSHOTS_KEPT};
@@ -73,14 +73,7 @@ impl<S: Storage> PartitionLog<S> {
         // Known before the rename: a truncation must delete it even if the rename's
         // outcome is unknown (an error after it).
         self.state.borrow_mut().snapshots.insert(offset);
-        self.storage
-            .rename(&tmp, &path)
-            .await
-            .map_err(Error::io(&path))?;
-        self.storage
-            .sync_dir(&self.dir)
-            .await
-            .map_err(Error::io(&self.dir))?;
+        rename_durably(&self.storage, &self.dir, &tmp, &path).await?;
         let surplus: Vec<Offset> = {
             let state = self.state.borrow();
             let excess = state.snapshots.len().saturating_sub(SNAPSHOTS_KEPT);
