@@ -153,6 +153,14 @@ impl Cluster {
         format!("127.0.0.1:{}", self.ports[node])
     }
 
+    /// A running node's Kafka listener address.
+    pub fn kafka_addr(&self, node: usize) -> SocketAddr {
+        self.nodes[node]
+            .as_ref()
+            .unwrap_or_else(|| panic!("node {node} is down"))
+            .kafka_addr
+    }
+
     /// A node's real peer listener address, `127.0.0.1:PORT`.
     pub fn peer_addr(&self, node: usize) -> String {
         format!("127.0.0.1:{}", self.peer_ports[node])
