@@ -529,6 +529,44 @@ mod tests {
     }
 
     #[test]
+    fn kafka_listener_defaults_and_checks() {
+        let file = |kafka: FileConfig| FileConfig {
+            data_dir: Some("/d".into()),
+            ..kafka
+        };
+        let config = ServerConfig::try_from(file(FileConfig::default())).unwrap();
+        assert_eq!(config.listen, "127.0.0.1:9095");
+        assert_eq!(config.kafka.listen, "127.0.0.1:9092");
+        assert_eq!(config.kafka.advertise, None);
+        assert!(config.kafka.auto_create_topics);
+        assert_eq!(config.kafka.auto_create_partitions, 1);
+        let text = "data_dir = \"/d\"\nkafka_listen = \"0.0.0.0:19092\"\n\
+                    kafka_advertise = \"broker:19092\"\nkafka_auto_create_topics = false\n\
+                    kafka_auto_create_partitions = 6\n";
+        let config = ServerConfig::try_from(toml::from_str::<FileConfig>(text).unwrap()).unwrap();
+        assert_eq!(config.kafka.listen, "0.0.0.0:19092");
+        assert_eq!(config.kafka.advertise.as_deref(), Some("broker:19092"));
+        assert!(!config.kafka.auto_create_topics);
+        assert_eq!(config.kafka.auto_create_partitions, 6);
+        for bad in [
+            FileConfig {
+                kafka_listen: Some("9092".into()),
+                ..FileConfig::default()
+            },
+            FileConfig {
+                kafka_advertise: Some("broker".into()),
+                ..FileConfig::default()
+            },
+            FileConfig {
+                kafka_auto_create_partitions: Some(0),
+                ..FileConfig::default()
+            },
+        ] {
+            assert!(ServerConfig::try_from(file(bad)).is_err());
+        }
+    }
+
+    #[test]
     fn cluster_defaults_and_checks() {
         let file = |peers: &str, node: u32| FileConfig {
             data_dir: Some("/d".into()),
