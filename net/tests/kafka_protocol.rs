@@ -430,22 +430,34 @@ fn list_offsets_finds_earliest_latest_and_by_time() {
 
 #[test]
 fn unknown_topics_are_created_unless_auto_creation_is_off() {
-    let (_dir, server) = server(&[]);
-    let created = kafka_metadata_creating(server.kafka_addr, "made-by-metadata");
+    let (_dir, lenient) = server(&[]);
+    let created = kafka_metadata_creating(lenient.kafka_addr, "made-by-metadata");
     let topic = &created.topics[0];
-    assert!(topic.error_code == 0 || topic.error_code == 5, "{created:?}");
-    let mut conn = Conn::open(server.kafka_addr);
+    assert!(
+        topic.error_code == 0 || topic.error_code == 5,
+        "{created:?}"
+    );
+    let mut conn = Conn::open(lenient.kafka_addr);
     let batch = common::batch(&[b"made by produce".to_vec()]);
-    let produced: ProduceResponse =
-        conn.call(ApiKey::Produce, 7, &produce_request("made-by-produce", 1, &batch));
-    assert_eq!(produced.responses[0].partition_responses[0].error_code, 0, "{produced:?}");
-    let (_dir, strict) = server(&["--kafka-auto-create-topics", "false"]);
+    let produced: ProduceResponse = conn.call(
+        ApiKey::Produce,
+        7,
+        &produce_request("made-by-produce", 1, &batch),
+    );
+    assert_eq!(
+        produced.responses[0].partition_responses[0].error_code, 0,
+        "{produced:?}"
+    );
+    let (_strict_dir, strict) = server(&["--kafka-auto-create-topics", "false"]);
     let refused = kafka_metadata_creating(strict.kafka_addr, "not-made");
     assert_eq!(refused.topics[0].error_code, 3, "{refused:?}");
     let mut conn = Conn::open(strict.kafka_addr);
     let produced: ProduceResponse =
         conn.call(ApiKey::Produce, 7, &produce_request("not-made", 1, &batch));
-    assert_eq!(produced.responses[0].partition_responses[0].error_code, 3, "{produced:?}");
+    assert_eq!(
+        produced.responses[0].partition_responses[0].error_code, 3,
+        "{produced:?}"
+    );
 }
 
 /// Metadata v9 of `topic`, allowing its creation.

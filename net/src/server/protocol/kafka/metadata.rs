@@ -17,6 +17,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::errors;
 use super::request::{self, Answer, Completion, Head, Request, done, respond};
 use super::topics::auto_create;
+use crate::api::valid_topic_name;
 use crate::server::ops::OpError;
 use crate::server::ops::topics::{self, ClusterMetadata, TopicMeta};
 use crate::server::shard::Shard;
@@ -62,15 +63,18 @@ pub(crate) async fn begin(shard: &Rc<Shard>, request: Request) -> Completion {
     };
     let shard = shard.clone();
     async move {
-        if let Some(creating) = creating {
-            creating.await;
-        }
-        answer(&shard, head, &wanted)
+        let created = match creating {
+            Some(creating) => creating.await,
+            None => Vec::new(),
+        };
+        answer(&shard, head, &wanted, &created)
     }
     .boxed_local()
 }
 
-fn answer(shard: &Shard, head: Head, wanted: &Wanted) -> Answer {
+/// The answer; `created` names the topics just created, which this shard's view may not
+/// show yet: those are LEADER_NOT_AVAILABLE (retriable), not unknown.
+fn answer(shard: &Shard, head: Head, wanted: &Wanted, created: &[String]) -> Answer {
     let names: Vec<String> = match wanted {
         Wanted::All => Vec::new(),
         Wanted::Topics(names) => names.iter().flatten().cloned().collect(),
@@ -95,7 +99,20 @@ fn answer(shard: &Shard, head: Head, wanted: &Wanted) -> Answer {
         .with_cluster_id(Some(StrBytes::from_static_str(CLUSTER_ID)))
         .with_controller_id(BrokerId(meta.controller.map_or(-1, signed)))
         .with_brokers(brokers(shard, &meta));
-    response.topics = meta.topics.into_iter().map(topic).collect();
+    response.topics = meta
+        .topics
+        .into_iter()
+        .map(|mut meta| {
+            if meta.partitions == Err(OpError::UnknownTopic) {
+                if created.contains(&meta.name) {
+                    meta.partitions = Err(OpError::NotAvailable("just created".into()));
+                } else if !valid_topic_name(&meta.name) {
+                    meta.partitions = Err(OpError::InvalidTopic(meta.name.clone()));
+                }
+            }
+            topic(meta)
+        })
+        .collect();
     if let Wanted::Topics(names) = wanted {
         // Entries naming a topic by id only: topic ids are not supported.
         for _ in names.iter().filter(|n| n.is_none()) {
