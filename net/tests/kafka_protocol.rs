@@ -392,6 +392,25 @@ fn a_fetch_at_the_end_waits_for_the_next_batch() {
 }
 
 #[test]
+fn replies_leave_in_request_order_behind_a_long_poll() {
+    let (_dir, server) = server(&[]);
+    let mut conn = Conn::open(server.kafka_addr);
+    create_topic(&mut conn, "quiet", 1);
+    // A long poll that nothing answers, then a request answered at once: Kafka clients
+    // match replies by order, so the second reply must wait for the first.
+    let polling = conn.send(ApiKey::Fetch, 11, &fetch_request("quiet", 0, 1_500));
+    let quick = conn.send(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    let fetched: FetchResponse = conn.recv(ApiKey::Fetch, 11, polling);
+    assert!(
+        fetched.responses[0].partitions[0]
+            .records
+            .as_ref()
+            .is_none_or(Bytes::is_empty)
+    );
+    let _: ApiVersionsResponse = conn.recv(ApiKey::ApiVersions, 3, quick);
+}
+
+#[test]
 fn list_offsets_finds_earliest_latest_and_by_time() {
     let (_dir, server) = server(&[]);
     let mut conn = Conn::open(server.kafka_addr);
