@@ -41,8 +41,8 @@ use super::request::{self, Answer, Completion, Head, Request, done, respond};
 use crate::server::groups::GroupError;
 use crate::server::ops::OpError;
 use crate::server::ops::groups::{
-    self, CommitOffset, FetchedOffset, GroupOp, GroupReply, HeartbeatOp, JoinGroupOp,
-    LeaveGroupOp, OffsetCommitOp, OffsetFetchOp, SyncGroupOp,
+    self, CommitOffset, FetchedOffset, GroupOp, GroupReply, HeartbeatOp, JoinGroupOp, LeaveGroupOp,
+    OffsetCommitOp, OffsetFetchOp, SyncGroupOp,
 };
 use crate::server::shard::Shard;
 
@@ -305,15 +305,23 @@ pub(crate) async fn heartbeat(shard: &Rc<Shard>, request: Request) -> Completion
         member_id: text(&body.member_id),
         group_instance_id: body.group_instance_id.as_ref().map(text),
     };
-    run(shard, request.head, GroupOp::Heartbeat(op), |head, reply| {
-        let error_code = match reply {
-            Ok(GroupReply::Heartbeat(Ok(()))) => errors::NONE,
-            Ok(GroupReply::Heartbeat(Err(e))) => code(&e),
-            Ok(_) => -1,
-            Err(code) => code,
-        };
-        respond(head, &HeartbeatResponse::default().with_error_code(error_code))
-    })
+    run(
+        shard,
+        request.head,
+        GroupOp::Heartbeat(op),
+        |head, reply| {
+            let error_code = match reply {
+                Ok(GroupReply::Heartbeat(Ok(()))) => errors::NONE,
+                Ok(GroupReply::Heartbeat(Err(e))) => code(&e),
+                Ok(_) => -1,
+                Err(code) => code,
+            };
+            respond(
+                head,
+                &HeartbeatResponse::default().with_error_code(error_code),
+            )
+        },
+    )
     .await
 }
 
@@ -585,7 +593,10 @@ pub(crate) async fn describe(shard: &Rc<Shard>, request: Request) -> Completion 
             };
             described.push(group);
         }
-        respond(head, &DescribeGroupsResponse::default().with_groups(described))
+        respond(
+            head,
+            &DescribeGroupsResponse::default().with_groups(described),
+        )
     }
     .boxed_local()
 }
