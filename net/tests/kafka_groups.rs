@@ -10,12 +10,17 @@
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
 mod common;
+// Its own module, not in `common`: the tools' tests share `common` and have no Kafka
+// codecs.
+#[allow(dead_code)]
+#[path = "common/kafka_client.rs"]
+mod kafka_client;
 
 use std::time::{Duration, Instant};
 
 use common::cluster::{Cluster, Links};
-use common::kafka_client::{
-    self, ILLEGAL_GENERATION, KafkaConn, Member, NONE, REBALANCE_IN_PROGRESS, UNKNOWN_MEMBER_ID,
+use kafka_client::{
+    ILLEGAL_GENERATION, KafkaConn, Member, NONE, REBALANCE_IN_PROGRESS, UNKNOWN_MEMBER_ID,
 };
 
 const GROUP: &str = "orders-readers";

@@ -498,7 +498,6 @@ async fn shard_main(start: ShardStart) -> anyhow::Result<()> {
     let shard = Rc::new(Shard::new(id, node, inboxes, cluster));
     glommio::spawn_local(shard::serve_inbox(shard.clone(), inbox)).detach();
     start_cluster_tasks(&shard, &config);
-    glommio::spawn_local(groups::coordinator::tick_loop(shard.clone())).detach();
     // Peers first: the controller's first view needs them (an election, a catch-up).
     if let Some(peer_listener) = peer_listener {
         let shard = shard.clone();
@@ -622,6 +621,7 @@ fn start_cluster_tasks(shard: &Rc<Shard>, config: &ServerConfig) {
     };
     let place = Rc::new(place);
     glommio::spawn_local(cluster.clone().reconcile_loop(place.clone())).detach();
+    glommio::spawn_local(groups::coordinator::tick_loop(shard.clone())).detach();
     let stopped = {
         let shard = shard.clone();
         move || shard.is_stopping()
