@@ -132,7 +132,7 @@ fn committed(rows: &[(&str, i32, i64)]) -> Vec<(String, i32, i64)> {
 fn members_join_sync_rebalance_expire_commit_and_survive_a_restart() {
     let mut cluster = Cluster::start_with(1, Links::Direct, GROUP_ARGS);
     cluster.wait_for_controller(WAIT);
-    let bootstrap = cluster.kafka_addr(0);
+    let bootstrap = cluster.kafka_addr(0).to_string();
     let (node, coordinator) = kafka_client::find_coordinator(&bootstrap, GROUP, 0, WAIT);
     assert_eq!((node, coordinator.as_str()), (0, bootstrap.as_str()));
     // v4+ asks for several keys at once; the answer is the same node.
@@ -279,7 +279,8 @@ fn members_join_sync_rebalance_expire_commit_and_survive_a_restart() {
     cluster.kill(&[0]);
     cluster.restart(0);
     cluster.wait_for_controller(WAIT);
-    let (_, coordinator) = kafka_client::find_coordinator(&cluster.kafka_addr(0), GROUP, 3, WAIT);
+    let (_, coordinator) =
+        kafka_client::find_coordinator(&cluster.kafka_addr(0).to_string(), GROUP, 3, WAIT);
     assert_eq!(fetch_settled(&coordinator, 5, None), expected);
     let loaded = cluster
         .log_lines(0)
@@ -309,7 +310,8 @@ fn members_join_sync_rebalance_expire_commit_and_survive_a_restart() {
 fn a_new_coordinator_after_a_kill_returns_the_committed_offsets() {
     let mut cluster = Cluster::start_with(3, Links::Direct, GROUP_ARGS);
     cluster.wait_for_controller(WAIT);
-    let (old, coordinator) = kafka_client::find_coordinator(&cluster.kafka_addr(0), GROUP, 2, WAIT);
+    let (old, coordinator) =
+        kafka_client::find_coordinator(&cluster.kafka_addr(0).to_string(), GROUP, 2, WAIT);
     let mut conn = KafkaConn::connect(&coordinator).unwrap();
     // A commit from outside any generation (a consumer that assigns itself partitions).
     let rows = [("orders", 0, 100), ("orders", 1, 200)];
@@ -328,8 +330,12 @@ fn a_new_coordinator_after_a_kill_returns_the_committed_offsets() {
     let survivor = (0..3).find(|n| *n != old).unwrap();
     let started = Instant::now();
     let (new, coordinator) = loop {
-        let (node, address) =
-            kafka_client::find_coordinator(&cluster.kafka_addr(survivor), GROUP, 2, WAIT);
+        let (node, address) = kafka_client::find_coordinator(
+            &cluster.kafka_addr(survivor).to_string(),
+            GROUP,
+            2,
+            WAIT,
+        );
         if usize::try_from(node).unwrap() != old {
             break (node, address);
         }
