@@ -7,7 +7,7 @@
 //!   restart the committed offsets are there (through a snapshot and the records after it);
 //! - three nodes: the coordinator's node is SIGKILLed; the new coordinator, found again
 //!   with FindCoordinator, returns the committed offsets.
-#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::too_many_lines)]
 
 mod common;
 // Its own module, not in `common`: the tools' tests share `common` and have no Kafka

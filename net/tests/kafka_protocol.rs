@@ -228,6 +228,36 @@ fn sample(conn: &mut Conn, api: ApiKey, version: i16) -> Option<()> {
     Some(())
 }
 
+/// JoinGroup: v4+, a new member hears MEMBER_ID_REQUIRED; before, an unknown member.
+fn join_sample(group: GroupId, version: i16) -> JoinGroupRequest {
+    let member = if version >= 4 { "" } else { "nobody" };
+    JoinGroupRequest::default()
+        .with_group_id(group)
+        .with_session_timeout_ms(10_000)
+        .with_rebalance_timeout_ms(if version >= 1 { 10_000 } else { -1 })
+        .with_member_id(StrBytes::from_static_str(member))
+        .with_protocol_type(StrBytes::from_static_str("consumer"))
+        .with_protocols(vec![
+            join_group_request::JoinGroupRequestProtocol::default()
+                .with_name(StrBytes::from_static_str("range")),
+        ])
+}
+
+/// OffsetCommit from outside any generation (accepted while the group has no members).
+fn commit_sample(group: GroupId) -> OffsetCommitRequest {
+    OffsetCommitRequest::default()
+        .with_group_id(group)
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![
+            offset_commit_request::OffsetCommitRequestTopic::default()
+                .with_name(name("sampled"))
+                .with_partitions(vec![
+                    offset_commit_request::OffsetCommitRequestPartition::default()
+                        .with_committed_offset(1),
+                ]),
+        ])
+}
+
 /// A small valid request of a group api (part G's): each is answered at once (an
 /// unknown member, MEMBER_ID_REQUIRED, a commit outside any generation).
 fn group_sample(conn: &mut Conn, api: ApiKey, version: i16) {
@@ -248,25 +278,7 @@ fn group_sample(conn: &mut Conn, api: ApiKey, version: i16) {
             }
             call!(request, FindCoordinatorResponse);
         }
-        ApiKey::JoinGroup => {
-            // v4+: a new member hears MEMBER_ID_REQUIRED; before: an unknown member.
-            let member = if version >= 4 {
-                StrBytes::default()
-            } else {
-                nobody
-            };
-            let request = JoinGroupRequest::default()
-                .with_group_id(group)
-                .with_session_timeout_ms(10_000)
-                .with_rebalance_timeout_ms(if version >= 1 { 10_000 } else { -1 })
-                .with_member_id(member)
-                .with_protocol_type(StrBytes::from_static_str("consumer"))
-                .with_protocols(vec![
-                    join_group_request::JoinGroupRequestProtocol::default()
-                        .with_name(StrBytes::from_static_str("range")),
-                ]);
-            call!(request, JoinGroupResponse);
-        }
+        ApiKey::JoinGroup => call!(join_sample(group, version), JoinGroupResponse),
         ApiKey::SyncGroup => {
             let request = SyncGroupRequest::default()
                 .with_group_id(group)
@@ -291,20 +303,7 @@ fn group_sample(conn: &mut Conn, api: ApiKey, version: i16) {
             }
             call!(request, LeaveGroupResponse);
         }
-        ApiKey::OffsetCommit => {
-            let request = OffsetCommitRequest::default()
-                .with_group_id(group)
-                .with_generation_id_or_member_epoch(-1)
-                .with_topics(vec![
-                    offset_commit_request::OffsetCommitRequestTopic::default()
-                        .with_name(name("sampled"))
-                        .with_partitions(vec![
-                            offset_commit_request::OffsetCommitRequestPartition::default()
-                                .with_committed_offset(1),
-                        ]),
-                ]);
-            call!(request, OffsetCommitResponse);
-        }
+        ApiKey::OffsetCommit => call!(commit_sample(group), OffsetCommitResponse),
         ApiKey::OffsetFetch => {
             let topics = vec![
                 offset_fetch_request::OffsetFetchRequestTopic::default()
