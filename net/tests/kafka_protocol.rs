@@ -214,9 +214,116 @@ fn sample(conn: &mut Conn, api: ApiKey, version: i16) -> Option<()> {
             ]);
             call!(request, DescribeConfigsResponse);
         }
+        ApiKey::FindCoordinator
+        | ApiKey::JoinGroup
+        | ApiKey::SyncGroup
+        | ApiKey::Heartbeat
+        | ApiKey::LeaveGroup
+        | ApiKey::OffsetCommit
+        | ApiKey::OffsetFetch
+        | ApiKey::DescribeGroups
+        | ApiKey::ListGroups => group_sample(conn, api, version),
         _ => return None,
     }
     Some(())
+}
+
+/// JoinGroup: v4+, a new member hears MEMBER_ID_REQUIRED; before, an unknown member.
+fn join_sample(group: GroupId, version: i16) -> JoinGroupRequest {
+    let member = if version >= 4 { "" } else { "nobody" };
+    JoinGroupRequest::default()
+        .with_group_id(group)
+        .with_session_timeout_ms(10_000)
+        .with_rebalance_timeout_ms(if version >= 1 { 10_000 } else { -1 })
+        .with_member_id(StrBytes::from_static_str(member))
+        .with_protocol_type(StrBytes::from_static_str("consumer"))
+        .with_protocols(vec![
+            join_group_request::JoinGroupRequestProtocol::default()
+                .with_name(StrBytes::from_static_str("range")),
+        ])
+}
+
+/// OffsetCommit from outside any generation (accepted while the group has no members).
+fn commit_sample(group: GroupId) -> OffsetCommitRequest {
+    OffsetCommitRequest::default()
+        .with_group_id(group)
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![
+            offset_commit_request::OffsetCommitRequestTopic::default()
+                .with_name(name("sampled"))
+                .with_partitions(vec![
+                    offset_commit_request::OffsetCommitRequestPartition::default()
+                        .with_committed_offset(1),
+                ]),
+        ])
+}
+
+/// A small valid request of a group api (part G's): each is answered at once (an
+/// unknown member, MEMBER_ID_REQUIRED, a commit outside any generation).
+fn group_sample(conn: &mut Conn, api: ApiKey, version: i16) {
+    macro_rules! call {
+        ($req:expr, $resp:ty) => {{
+            let _: $resp = conn.call(api, version, &$req);
+        }};
+    }
+    let group = GroupId(StrBytes::from_static_str("sampled-group"));
+    let nobody = StrBytes::from_static_str("nobody");
+    match api {
+        ApiKey::FindCoordinator => {
+            let mut request = FindCoordinatorRequest::default();
+            if version >= 4 {
+                request.coordinator_keys = vec![group.0.clone()];
+            } else {
+                request.key = group.0.clone();
+            }
+            call!(request, FindCoordinatorResponse);
+        }
+        ApiKey::JoinGroup => call!(join_sample(group, version), JoinGroupResponse),
+        ApiKey::SyncGroup => {
+            let request = SyncGroupRequest::default()
+                .with_group_id(group)
+                .with_generation_id(1)
+                .with_member_id(nobody);
+            call!(request, SyncGroupResponse);
+        }
+        ApiKey::Heartbeat => {
+            let request = HeartbeatRequest::default()
+                .with_group_id(group)
+                .with_generation_id(1)
+                .with_member_id(nobody);
+            call!(request, HeartbeatResponse);
+        }
+        ApiKey::LeaveGroup => {
+            let mut request = LeaveGroupRequest::default().with_group_id(group);
+            if version >= 3 {
+                request.members =
+                    vec![leave_group_request::MemberIdentity::default().with_member_id(nobody)];
+            } else {
+                request.member_id = nobody;
+            }
+            call!(request, LeaveGroupResponse);
+        }
+        ApiKey::OffsetCommit => call!(commit_sample(group), OffsetCommitResponse),
+        ApiKey::OffsetFetch => {
+            let topics = vec![
+                offset_fetch_request::OffsetFetchRequestTopic::default()
+                    .with_name(name("sampled"))
+                    .with_partition_indexes(vec![0]),
+            ];
+            // v2+ may ask for every partition committed (null topics).
+            let topics = (version < 2 || version % 2 == 0).then_some(topics);
+            let request = OffsetFetchRequest::default()
+                .with_group_id(group)
+                .with_topics(topics);
+            call!(request, OffsetFetchResponse);
+        }
+        ApiKey::DescribeGroups => {
+            let request = DescribeGroupsRequest::default().with_groups(vec![group]);
+            call!(request, DescribeGroupsResponse);
+        }
+        ApiKey::ListGroups => call!(ListGroupsRequest::default(), ListGroupsResponse),
+        _ => unreachable!("not a group api: {api:?}"),
+    }
 }
 
 #[test]

@@ -23,6 +23,7 @@
 
 mod cluster;
 pub mod config;
+pub mod groups;
 pub mod identity;
 mod ops;
 mod peer_listener;
@@ -480,6 +481,7 @@ async fn shard_main(start: ShardStart) -> anyhow::Result<()> {
         kafka: config.kafka.clone(),
         defaults: config.engine.clone(),
         shards: config.shards,
+        groups: config.groups.clone(),
     };
     let cluster = Rc::new(cluster_node(
         &config,
@@ -635,6 +637,7 @@ fn start_cluster_tasks(shard: &Rc<Shard>, config: &ServerConfig) {
     };
     let place = Rc::new(place);
     glommio::spawn_local(cluster.clone().reconcile_loop(place.clone())).detach();
+    glommio::spawn_local(groups::coordinator::tick_loop(shard.clone())).detach();
     let stopped = {
         let shard = shard.clone();
         move || shard.is_stopping()
