@@ -1,5 +1,5 @@
 //! The command line of `shardlog` (clap derive). Two kinds of subcommands:
-//! - online (`topic`, `produce`, `consume`, `cluster`; arguments in `args/online.rs`): talk
+//! - online (`topic`, `produce`, `consume`, `cluster`, `group`; arguments in `args/online.rs`): talk
 //!   to running `shardlogd` brokers over the wire protocol;
 //! - offline (`dump`, `verify`, `stats`, `repair`, `export`, `import`): read a data
 //!   directory with plain file I/O; the ones that write (`repair --apply`, `import`) take
@@ -8,8 +8,9 @@
 mod online;
 
 pub use online::{
-    Acks, BrokerArgs, ClusterArgs, ClusterCommand, ConsumeArgs, ConsumeFrom, OutputFormat,
-    ProduceArgs, TopicArgs, TopicCommand, TopicCreateArgs, TopicDeleteArgs, TopicNameArgs,
+    Acks, BrokerArgs, ClusterArgs, ClusterCommand, ConsumeArgs, ConsumeFrom, GroupArgs,
+    GroupCommand, GroupNameArgs, GroupResetArgs, OutputFormat, ProduceArgs, ResetTo, TopicArgs,
+    TopicCommand, TopicCreateArgs, TopicDeleteArgs, TopicNameArgs,
 };
 
 use std::path::PathBuf;
@@ -52,6 +53,10 @@ pub enum Command {
     /// Show the cluster: controller and brokers.
     #[command(after_help = EXIT_CODES)]
     Cluster(ClusterArgs),
+    /// List consumer groups, describe one (members, committed offsets, lag), or reset its
+    /// committed offsets.
+    #[command(after_help = EXIT_CODES)]
+    Group(GroupArgs),
     /// Print batches and records of a segment file or a partition directory.
     #[command(after_help = EXIT_CODES)]
     Dump(DumpArgs),

@@ -94,6 +94,15 @@ async fn begin_other(shard: &Rc<Shard>, frame: Frame) -> Completion {
         Api::Fetch => fetch(shard, frame).await.completion,
         Api::ListOffsets => list_offsets(shard, frame).await,
         Api::InitProducerId => init_producer_id(shard, frame).await,
+        Api::FindCoordinator
+        | Api::JoinGroup
+        | Api::SyncGroup
+        | Api::Heartbeat
+        | Api::LeaveGroup
+        | Api::OffsetCommit
+        | Api::OffsetFetch
+        | Api::DescribeGroups
+        | Api::ListGroups => super::groups::begin(shard, api, frame).await,
         Api::Replicate | Api::Controller | Api::AllocateProducerIds => {
             let message = format!(
                 "{api:?} is a node-to-node api: nodes send it to each other's peer listener, \

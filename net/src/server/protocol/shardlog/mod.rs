@@ -22,6 +22,7 @@
 //! a connection with no request in flight and no byte received for `idle_timeout` is
 //! closed (a long poll or an acks=all produce outstanding keeps it open).
 
+mod groups;
 pub(crate) mod handlers;
 pub(crate) mod reply;
 
