@@ -77,6 +77,14 @@ pub enum ErrorCode {
     InvalidSessionTimeout = 28,
     /// The member's protocols share none with the group's, or its protocol type differs.
     InconsistentGroupProtocol = 29,
+    /// A new member must join again with the member id the answer carries (Kafka's
+    /// KIP-394 handshake).
+    MemberIdRequired = 30,
+    /// A commit's metadata text is longer than the coordinator keeps.
+    OffsetMetadataTooLarge = 31,
+    /// The coordinator could not write the commit (too few in-sync replicas of its
+    /// offsets partition, a timeout, storage); retriable, nothing was committed.
+    CommitFailed = 32,
 }
 
 impl ErrorCode {
@@ -96,6 +104,7 @@ impl ErrorCode {
                 | ErrorCode::NotCoordinator
                 | ErrorCode::CoordinatorLoading
                 | ErrorCode::CoordinatorNotAvailable
+                | ErrorCode::CommitFailed
         )
     }
 
@@ -108,7 +117,7 @@ impl ErrorCode {
 
 impl From<u16> for ErrorCode {
     fn from(code: u16) -> ErrorCode {
-        const ALL: [ErrorCode; 30] = [
+        const ALL: [ErrorCode; 33] = [
             ErrorCode::None,
             ErrorCode::Unknown,
             ErrorCode::UnknownTopic,
@@ -139,6 +148,9 @@ impl From<u16> for ErrorCode {
             ErrorCode::InvalidGroupId,
             ErrorCode::InvalidSessionTimeout,
             ErrorCode::InconsistentGroupProtocol,
+            ErrorCode::MemberIdRequired,
+            ErrorCode::OffsetMetadataTooLarge,
+            ErrorCode::CommitFailed,
         ];
         ALL.get(usize::from(code))
             .copied()
@@ -174,7 +186,7 @@ mod tests {
 
     #[test]
     fn numbers_roundtrip() {
-        for n in 0..30u16 {
+        for n in 0..33u16 {
             assert_eq!(ErrorCode::from(n).as_u16(), n);
         }
         assert_eq!(ErrorCode::from(999), ErrorCode::Unknown);

@@ -16,7 +16,7 @@
 //! answered by each node for the groups it coordinates. No request carries data.
 
 /// Longest group id accepted (bytes).
-pub const GROUP_ID_MAX: usize = 255;
+pub const GROUP_ID_MAX: usize = 1024;
 
 /// Request meta: which node coordinates `group`.
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -292,8 +292,6 @@ pub struct GroupDescription {
     pub protocol_type: String,
     /// The protocol of the current generation (empty unless `Stable` or completing).
     pub protocol: String,
-    /// The current generation.
-    pub generation: i32,
     /// Its members.
     pub members: Vec<MemberDescription>,
 }

@@ -138,6 +138,9 @@ impl GroupMember {
                 let code = ErrorCode::from(joined.error);
                 match code {
                     ErrorCode::UnknownMember => self.shared.member_id.borrow_mut().clear(),
+                    ErrorCode::MemberIdRequired => {
+                        *self.shared.member_id.borrow_mut() = joined.member_id.clone();
+                    }
                     ErrorCode::RebalanceInProgress | ErrorCode::IllegalGeneration => {}
                     _ => return Err(ClientError::server(joined.error, &joined.message)),
                 }

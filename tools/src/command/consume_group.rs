@@ -319,7 +319,10 @@ impl Membership<'_> {
             }
             Err(e) => {
                 let e = ToolError::request(format!("group {}: commit", self.group))(e);
-                if last || !no_broker_answers(&e) {
+                let retriable = no_broker_answers(&e)
+                    || matches!(&e, ToolError::Request { source, .. }
+                        if source.code().is_some_and(ErrorCode::is_retriable));
+                if last || !retriable {
                     return Err(e);
                 }
                 eprintln!("shardlog: {e}; trying again at the next commit");

@@ -2,7 +2,7 @@
 //!
 //! `list` asks every live broker for the groups it coordinates and prints
 //! `group<TAB>state<TAB>protocol_type` per group, sorted. `describe G` prints a title line
-//! (`group G: state S, protocol P, generation N, M members`), then a tab-separated table
+//! (`group G: state S, protocol P, M members`), then a tab-separated table
 //! with a header row: topic, partition, committed (the group's committed offset, `-` for
 //! none), high_watermark, lag (high watermark minus committed, `-` without a commit),
 //! member, client_id and client_host (`-` for a partition no member reads). Its rows are
@@ -170,10 +170,9 @@ fn title(description: &GroupDescription) -> String {
         description.protocol.as_str()
     };
     format!(
-        "group {}: state {}, protocol {protocol}, generation {}, {members} member{}",
+        "group {}: state {}, protocol {protocol}, {members} member{}",
         description.group,
         description.state,
-        description.generation,
         if members == 1 { "" } else { "s" }
     )
 }

@@ -213,7 +213,7 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream, connection: Connection) {
             break;
         };
         shard.begin_request();
-        let begun = handlers::begin(&shard, frame).await;
+        let begun = handlers::begin(&shard, frame, &peer).await;
         // Counted before the next read, so the next `room` sees it.
         budget.charge(begun.reply_bytes);
         let task = Task {
