@@ -21,6 +21,9 @@ const TOPIC: &str = "orders";
 const GROUP: &str = "g";
 /// Short, so a killed member's partitions move within seconds.
 const SESSION_TIMEOUT_MS: &str = "4000";
+/// A commit interval no step waits for: these members commit only when the group
+/// rebalances and when they exit, so the test sees those commits alone.
+const COMMIT_ONLY_ON_REBALANCE_AND_EXIT: &[&str] = &["--commit-interval-ms", "600000"];
 /// How long any step may take on a loaded machine before the test fails.
 const STEP_MAX: Duration = Duration::from_secs(90);
 
@@ -46,7 +49,6 @@ impl Consumer {
             .args(["consume", "--brokers", &server.brokers(), "--topic", TOPIC])
             .args(["--group", GROUP, "--format", "full"])
             .args(["--session-timeout-ms", SESSION_TIMEOUT_MS])
-            .args(["--commit-interval-ms", "200"])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -186,8 +188,8 @@ fn group_members_share_rebalance_take_over_and_resume() {
     let mut produced: BTreeSet<String> = BTreeSet::new();
 
     // Two members split the four partitions: each record printed by exactly one.
-    let a = Consumer::start(&server, "a", &[]);
-    let b = Consumer::start(&server, "b", &[]);
+    let a = Consumer::start(&server, "a", COMMIT_ONLY_ON_REBALANCE_AND_EXIT);
+    let b = Consumer::start(&server, "b", COMMIT_ONLY_ON_REBALANCE_AND_EXIT);
     wait_stable(&server, 2);
     let first = batch("first", 200);
     produce(&server, &first);
@@ -201,11 +203,13 @@ fn group_members_share_rebalance_take_over_and_resume() {
     all.extend(b.printed());
     assert_eq!(all.len(), first.len(), "{:?}", duplicates(&all));
 
-    // The group shows both members and, once committed, no lag.
-    wait_until("the first batch committed", || {
-        let (_, rows) = group_describe(&server);
-        rows.len() == 4 && rows.iter().all(|r| r["lag"] == "0")
-    });
+    // Nothing of it committed yet (no rebalance or exit since it was printed).
+    let (_, rows) = group_describe(&server);
+    assert!(
+        rows.iter()
+            .all(|r| r["committed"] == "-" || r["committed"] == "0"),
+        "{rows:?}"
+    );
     let list = server.ok(&["group", "list"], "");
     assert!(
         list.lines()
@@ -215,8 +219,10 @@ fn group_members_share_rebalance_take_over_and_resume() {
 
     // A third member joins: the group rebalances over the three, and members commit
     // before they give partitions up, so nothing is printed twice.
-    let c = Consumer::start(&server, "c", &[]);
+    let c = Consumer::start(&server, "c", COMMIT_ONLY_ON_REBALANCE_AND_EXIT);
     wait_stable(&server, 3);
+    let (_, rows) = group_describe(&server);
+    assert!(rows.iter().all(|r| r["lag"] == "0"), "{rows:?}");
     let second = batch("second", 200);
     produce(&server, &second);
     produced.extend(second.iter().cloned());
@@ -227,8 +233,9 @@ fn group_members_share_rebalance_take_over_and_resume() {
     let mut all: Vec<Printed> = [&a, &b, &c].iter().flat_map(|c| c.printed()).collect();
     assert_eq!(duplicates(&all), BTreeSet::new());
 
-    // One member is SIGKILLed: after its session timeout the others take its partitions.
-    // Only what it printed after its last commit may be printed again.
+    // One member is SIGKILLed: after its session timeout the others take its partitions
+    // from its last commit (it committed nothing, so everything it printed is printed
+    // again, by them), and the survivors print nothing twice themselves.
     let killed_printed: BTreeSet<String> = {
         let mut c = c;
         c.child.kill().unwrap();
@@ -247,6 +254,12 @@ fn group_members_share_rebalance_take_over_and_resume() {
     all.extend(b.printed());
     let twice = duplicates(&all);
     assert!(twice.is_empty(), "the survivors printed twice: {twice:?}");
+    let again: BTreeSet<String> = all.iter().map(|p| p.value.clone()).collect();
+    let lost: Vec<&String> = killed_printed.difference(&again).collect();
+    assert!(
+        lost.is_empty(),
+        "not taken over from the killed member: {lost:?}"
+    );
 
     // Both stop (SIGTERM): each commits what it printed and leaves.
     for consumer in [&a, &b] {
@@ -277,18 +290,27 @@ fn group_members_share_rebalance_take_over_and_resume() {
     assert_eq!(values, fourth.iter().cloned().collect::<BTreeSet<_>>());
     assert_eq!(printed.len(), fourth.len());
 
-    reset_offsets(&server, produced.len());
+    reset_offsets(&server, produced);
 }
 
-/// `group reset-offsets`: refused while the group has a member; afterwards every partition
-/// is back at 0 and a consumer reads everything again.
-fn reset_offsets(server: &Server, produced: usize) {
+/// A member commits every `--commit-interval-ms` while it runs. `group reset-offsets` is
+/// refused while the group has a member; afterwards every partition is back at 0 and a
+/// consumer reads everything again.
+fn reset_offsets(server: &Server, mut produced: BTreeSet<String>) {
     let (title, rows) = group_describe(server);
     assert!(title.contains("state Empty"), "{title}");
     assert!(rows.iter().all(|r| r["lag"] == "0"), "{rows:?}");
 
-    let member = Consumer::start(server, "e", &["--from", "end"]);
+    let member = Consumer::start(server, "e", &["--commit-interval-ms", "200"]);
     wait_stable(server, 1);
+    let fifth = batch("fifth", 50);
+    produce(server, &fifth);
+    produced.extend(fifth.iter().cloned());
+    wait_until("the fifth batch committed while the member runs", || {
+        let (_, rows) = group_describe(server);
+        rows.iter().all(|r| r["lag"] == "0")
+    });
+    let produced = produced.len();
     let refused = server.run(
         &[
             "group",
