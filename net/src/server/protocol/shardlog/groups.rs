@@ -247,7 +247,7 @@ fn answered(header: &FrameHeader, answer: GroupReply) -> super::reply::Reply {
         GroupReply::Heartbeat(result) => respond(header, &plain(result)),
         GroupReply::Left(result) => {
             // One member per request: its own outcome is the answer.
-            let result = result.and_then(|left| left.into_iter().map(|l| l.result).collect());
+            let result = result.and_then(|left| left.into_iter().try_for_each(|l| l.result));
             respond(header, &plain(result))
         }
         GroupReply::Committed(result) => respond(header, &committed(result)),
