@@ -32,8 +32,8 @@ use crate::server::groups::loading::{self, Replay};
 use crate::server::groups::record::{self, OffsetRow};
 use crate::server::groups::{GroupConfig, GroupError, METADATA_BYTES_MAX, OFFSETS_TOPIC};
 use crate::server::ops::groups::{
-    Committed, FetchedOffset, GroupListing, GroupOp, GroupReply, Joined, Left, OffsetCommitOp,
-    OffsetFetchOp, Synced, refusal,
+    CommitOffset, Committed, FetchedOffset, GroupListing, GroupOp, GroupReply, JoinGroupOp, Joined,
+    Left, OffsetCommitOp, OffsetFetchOp, SyncGroupOp, Synced, refusal,
 };
 use crate::server::ops::produce::{Acks, ProduceOp, produce};
 use crate::server::ops::{OpError, Pending, answered};
@@ -43,6 +43,8 @@ use crate::server::shard::{Shard, owner_shard};
 pub(crate) const GROUPS_MAX: usize = 100_000;
 /// How often timers run and leadership is checked.
 const TICK_EVERY: Duration = Duration::from_millis(100);
+/// The longest topic name a commit may name (Kafka's limit).
+const TOPIC_BYTES_MAX: usize = 249;
 
 /// The groups of one offsets partition led here.
 struct Loaded {
@@ -240,72 +242,90 @@ pub(crate) async fn run_here(
         }
     }
     let now = shard.cluster.now();
-    let config = groups.config.clone();
     match op {
         GroupOp::Commit(op) => commit(shard, partition, epoch, op).await,
-        GroupOp::Join(op) => {
-            let token = groups.token();
-            let (tx, rx) = oneshot::channel();
-            groups.joins.borrow_mut().insert(token, tx);
-            let seed = groups.seed();
-            let joined = groups.with_loaded(partition, epoch, |loaded| {
-                let at_limit = loaded.groups.len() >= GROUPS_MAX;
-                match loaded.groups.get_mut(&op.group_id) {
-                    Some(group) => group.join(now, token, op, &config),
-                    None if at_limit => return false,
-                    None => {
-                        let group = Group::new(&op.group_id, seed);
-                        let group = loaded.groups.entry(op.group_id.clone()).or_insert(group);
-                        group.join(now, token, op, &config);
-                    }
-                }
-                true
-            });
-            let refused = match joined {
-                None => Some(GroupError::CoordinatorLoadInProgress),
-                Some(false) => Some(GroupError::Unknown(format!(
-                    "this coordinator holds {GROUPS_MAX} groups already"
-                ))),
-                Some(true) => None,
-            };
-            let kept = if refused.is_some() {
-                groups.joins.borrow_mut().remove(&token)
-            } else {
-                None
-            };
-            wait_for(rx, kept, refused)
-                .map(|r| Ok(GroupReply::Joined(r)))
-                .boxed_local()
-        }
-        GroupOp::Sync(op) => {
-            let token = groups.token();
-            let (tx, rx) = oneshot::channel();
-            groups.syncs.borrow_mut().insert(token, tx);
-            let synced = groups.with_loaded(partition, epoch, |loaded| {
-                match loaded.groups.get_mut(&op.group_id) {
-                    Some(group) => {
-                        group.sync(now, token, op);
-                        true
-                    }
-                    None => false,
-                }
-            });
-            let refused = match synced {
-                None => Some(GroupError::CoordinatorLoadInProgress),
-                Some(false) => Some(GroupError::UnknownMemberId),
-                Some(true) => None,
-            };
-            let kept = if refused.is_some() {
-                groups.syncs.borrow_mut().remove(&token)
-            } else {
-                None
-            };
-            wait_for(rx, kept, refused)
-                .map(|r| Ok(GroupReply::Synced(r)))
-                .boxed_local()
-        }
+        GroupOp::Join(op) => join_here(groups, partition, epoch, now, op),
+        GroupOp::Sync(op) => sync_here(groups, partition, epoch, now, op),
         op => answered(Ok(answer_now(groups, partition, epoch, now, op))),
     }
+}
+
+/// JoinGroup on the loaded groups: answered when the group answers the token.
+fn join_here(
+    groups: &ShardGroups,
+    partition: u32,
+    epoch: LeaderEpoch,
+    now: Tick,
+    op: JoinGroupOp,
+) -> Pending<GroupReply> {
+    let config = groups.config.clone();
+    let token = groups.token();
+    let (tx, rx) = oneshot::channel();
+    groups.joins.borrow_mut().insert(token, tx);
+    let seed = groups.seed();
+    let joined = groups.with_loaded(partition, epoch, |loaded| {
+        let at_limit = loaded.groups.len() >= GROUPS_MAX;
+        match loaded.groups.get_mut(&op.group_id) {
+            Some(group) => group.join(now, token, op, &config),
+            None if at_limit => return false,
+            None => {
+                let group = Group::new(&op.group_id, seed);
+                let group = loaded.groups.entry(op.group_id.clone()).or_insert(group);
+                group.join(now, token, op, &config);
+            }
+        }
+        true
+    });
+    let refused = match joined {
+        None => Some(GroupError::CoordinatorLoadInProgress),
+        Some(false) => Some(GroupError::Unknown(format!(
+            "this coordinator holds {GROUPS_MAX} groups already"
+        ))),
+        Some(true) => None,
+    };
+    let kept = if refused.is_some() {
+        groups.joins.borrow_mut().remove(&token)
+    } else {
+        None
+    };
+    wait_for(rx, kept, refused)
+        .map(|r| Ok(GroupReply::Joined(r)))
+        .boxed_local()
+}
+
+/// SyncGroup on the loaded groups: answered when the group answers the token.
+fn sync_here(
+    groups: &ShardGroups,
+    partition: u32,
+    epoch: LeaderEpoch,
+    now: Tick,
+    op: SyncGroupOp,
+) -> Pending<GroupReply> {
+    let token = groups.token();
+    let (tx, rx) = oneshot::channel();
+    groups.syncs.borrow_mut().insert(token, tx);
+    let synced = groups.with_loaded(partition, epoch, |loaded| {
+        match loaded.groups.get_mut(&op.group_id) {
+            Some(group) => {
+                group.sync(now, token, op);
+                true
+            }
+            None => false,
+        }
+    });
+    let refused = match synced {
+        None => Some(GroupError::CoordinatorLoadInProgress),
+        Some(false) => Some(GroupError::UnknownMemberId),
+        Some(true) => None,
+    };
+    let kept = if refused.is_some() {
+        groups.syncs.borrow_mut().remove(&token)
+    } else {
+        None
+    };
+    wait_for(rx, kept, refused)
+        .map(|r| Ok(GroupReply::Synced(r)))
+        .boxed_local()
 }
 
 /// The pending answer of a join or sync: `refused` at once (its sender `kept` is
@@ -464,15 +484,50 @@ async fn commit(
         Some(Err(e)) => return answered(Ok(GroupReply::Committed(Err(e)))),
         Some(Ok(base)) => base,
     };
+    let (mut outcomes, entries) = checked_offsets(op.offsets);
+    if entries.is_empty() {
+        return answered(Ok(GroupReply::Committed(Ok(outcomes))));
+    }
+    let rows: Vec<OffsetRow<'_>> = entries
+        .iter()
+        .map(|(topic, p, entry)| (op.group_id.as_str(), topic.as_str(), *p, entry))
+        .collect();
+    let Some(batch) = record::commit_batch(&rows, snapshot_base) else {
+        let error = GroupError::InvalidRequest("the commit is larger than a batch".into());
+        return answered(Ok(GroupReply::Committed(Err(error))));
+    };
+    let written = write(shard, partition, epoch, batch).await;
+    let shard = shard.clone();
+    let group_id = op.group_id;
+    async move {
+        match written.await {
+            Ok(base) => apply_committed(&shard, partition, epoch, &group_id, base, entries),
+            Err(e) => {
+                for outcome in outcomes.iter_mut().filter(|o| o.result.is_ok()) {
+                    outcome.result = Err(e.clone());
+                }
+            }
+        }
+        Ok(GroupReply::Committed(Ok(outcomes)))
+    }
+    .boxed_local()
+}
+
+/// A committed offset to write: (topic, partition, entry).
+type Entry = (String, u32, OffsetEntry);
+
+/// Each offset's outcome so far (refused: its metadata is too large, its topic name
+/// invalid), and the entries to write.
+fn checked_offsets(offsets: Vec<CommitOffset>) -> (Vec<Committed>, Vec<Entry>) {
     let commit_timestamp = shardlog_engine::TimestampMs::now().0;
-    let mut outcomes: Vec<Committed> = Vec::with_capacity(op.offsets.len());
-    let mut entries: Vec<(String, u32, OffsetEntry)> = Vec::with_capacity(op.offsets.len());
-    for offset in op.offsets {
+    let mut outcomes: Vec<Committed> = Vec::with_capacity(offsets.len());
+    let mut entries: Vec<Entry> = Vec::with_capacity(offsets.len());
+    for offset in offsets {
         let too_large = offset
             .metadata
             .as_ref()
             .is_some_and(|m| m.len() > METADATA_BYTES_MAX);
-        let bad_name = offset.topic.is_empty() || offset.topic.len() > u16::MAX as usize;
+        let bad_name = offset.topic.is_empty() || offset.topic.len() > TOPIC_BYTES_MAX;
         let result = if too_large {
             Err(GroupError::OffsetMetadataTooLarge)
         } else if bad_name {
@@ -497,44 +552,29 @@ async fn commit(
             result,
         });
     }
-    if entries.is_empty() {
-        return answered(Ok(GroupReply::Committed(Ok(outcomes))));
-    }
-    let rows: Vec<OffsetRow<'_>> = entries
-        .iter()
-        .map(|(topic, p, entry)| (op.group_id.as_str(), topic.as_str(), *p, entry))
-        .collect();
-    let Some(batch) = record::commit_batch(&rows, snapshot_base) else {
-        let error = GroupError::InvalidRequest("the commit is larger than a batch".into());
-        return answered(Ok(GroupReply::Committed(Err(error))));
-    };
-    let written = write(shard, partition, epoch, batch).await;
-    let shard = shard.clone();
-    let group_id = op.group_id;
-    async move {
-        let written = written.await;
-        let base = match written {
-            Ok(base) => base,
-            Err(e) => {
-                for outcome in outcomes.iter_mut().filter(|o| o.result.is_ok()) {
-                    outcome.result = Err(e.clone());
-                }
-                return Ok(GroupReply::Committed(Ok(outcomes)));
+    (outcomes, entries)
+}
+
+/// A commit's batch is committed at `base`: its offsets are the group's (record `i` at
+/// `base + i`), if the partition is still loaded in the epoch it was written in.
+fn apply_committed(
+    shard: &Shard,
+    partition: u32,
+    epoch: LeaderEpoch,
+    group_id: &str,
+    base: u64,
+    entries: Vec<Entry>,
+) {
+    let count = entries.len() as u64;
+    shard.groups.with_loaded(partition, epoch, |loaded| {
+        loaded.commits_since_snapshot += count;
+        if let Some(group) = loaded.groups.get_mut(group_id) {
+            for (at, (topic, p, mut entry)) in (base..).zip(entries) {
+                entry.record_offset = at;
+                group.apply_offset(&topic, p, entry);
             }
-        };
-        let count = entries.len() as u64;
-        shard.groups.with_loaded(partition, epoch, |loaded| {
-            loaded.commits_since_snapshot += count;
-            if let Some(group) = loaded.groups.get_mut(&group_id) {
-                for (at, (topic, p, mut entry)) in (base..).zip(entries) {
-                    entry.record_offset = at;
-                    group.apply_offset(&topic, p, entry);
-                }
-            }
-        });
-        Ok(GroupReply::Committed(Ok(outcomes)))
-    }
-    .boxed_local()
+        }
+    });
 }
 
 /// Writes a batch to the offsets partition with acks=all, counted in flight; the answer
@@ -769,7 +809,7 @@ async fn maybe_snapshot(shard: &Rc<Shard>, partition: u32, epoch: LeaderEpoch) {
                     loaded.commits_since_snapshot =
                         loaded.commits_since_snapshot.saturating_sub(taken);
                 });
-                tracing::debug!(partition, base, "offsets snapshot written");
+                tracing::info!(partition, base, "offsets snapshot written");
             }
             Err(e) => tracing::warn!(partition, error = %e, "writing an offsets snapshot failed"),
         }
