@@ -591,7 +591,9 @@ async fn write(
         topic: OFFSETS_TOPIC.to_owned(),
         partition,
         acks: Acks::All,
-        batch,
+        // Produce takes the request's buffer region since the Kafka merge; a commit's
+        // small batch is copied into one.
+        batch: bytes::BytesMut::from(batch.as_slice()),
     };
     let pending = produce(shard, op).await;
     let shard = shard.clone();
