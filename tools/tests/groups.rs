@@ -37,14 +37,13 @@ struct Printed {
 
 /// A `shardlog consume --group` child and what it printed so far.
 struct Consumer {
-    name: &'static str,
     child: Child,
     printed: Arc<Mutex<Vec<Printed>>>,
     reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Consumer {
-    fn start(server: &Server, name: &'static str, extra: &[&str]) -> Consumer {
+    fn start(server: &Server, extra: &[&str]) -> Consumer {
         let mut child = Command::new(env!("CARGO_BIN_EXE_shardlog"))
             .args(["consume", "--brokers", &server.brokers(), "--topic", TOPIC])
             .args(["--group", GROUP, "--format", "full"])
@@ -70,7 +69,6 @@ impl Consumer {
             }
         });
         Consumer {
-            name,
             child,
             printed,
             reader: Some(reader),
@@ -186,15 +184,54 @@ fn group_members_share_rebalance_take_over_and_resume() {
     let server = Server::start();
     server.create(TOPIC, 4);
     let mut produced: BTreeSet<String> = BTreeSet::new();
+    let (a, b) = two_split_the_partitions(&server, &mut produced);
+    let c = a_third_joins(&server, &mut produced, [&a, &b]);
+    let killed_printed = one_is_killed(&server, &mut produced, [&a, &b], c);
 
-    // Two members split the four partitions: each record printed by exactly one.
-    let a = Consumer::start(&server, "a", COMMIT_ONLY_ON_REBALANCE_AND_EXIT);
-    let b = Consumer::start(&server, "b", COMMIT_ONLY_ON_REBALANCE_AND_EXIT);
-    wait_stable(&server, 2);
+    // Both stop (SIGTERM): each commits what it printed and leaves.
+    for consumer in [&a, &b] {
+        consumer.signal("-TERM");
+    }
+    let mut survivors = Vec::new();
+    for consumer in [a, b] {
+        let (code, printed) = consumer.wait();
+        assert_eq!(code, Some(0));
+        survivors.extend(printed);
+    }
+    let everything_before: BTreeSet<String> = survivors
+        .iter()
+        .map(|p| p.value.clone())
+        .chain(killed_printed)
+        .collect();
+    assert_eq!(everything_before, produced, "the union of what was printed");
+
+    // A consumer started afterwards resumes after the last commit: exactly the new
+    // records, none of the earlier ones again.
+    let fourth = batch("fourth", 100);
+    produce(&server, &fourth);
+    produced.extend(fourth.iter().cloned());
+    let (code, printed) = Consumer::start(&server, &["--count", "100"]).wait();
+    assert_eq!(code, Some(0));
+    let values: BTreeSet<String> = printed.iter().map(|p| p.value.clone()).collect();
+    assert_eq!(values, fourth.iter().cloned().collect::<BTreeSet<_>>());
+    assert_eq!(printed.len(), fourth.len());
+
+    reset_offsets(&server, produced);
+}
+
+/// Two members split the four partitions: each record printed by exactly one; nothing is
+/// committed before a rebalance or an exit.
+fn two_split_the_partitions(
+    server: &Server,
+    produced: &mut BTreeSet<String>,
+) -> (Consumer, Consumer) {
+    let a = Consumer::start(server, COMMIT_ONLY_ON_REBALANCE_AND_EXIT);
+    let b = Consumer::start(server, COMMIT_ONLY_ON_REBALANCE_AND_EXIT);
+    wait_stable(server, 2);
     let first = batch("first", 200);
-    produce(&server, &first);
+    produce(server, &first);
     produced.extend(first.iter().cloned());
-    wait_until("the first batch printed", || union(&[&a, &b]) == produced);
+    wait_until("the first batch printed", || union(&[&a, &b]) == *produced);
     let (pa, pb) = (a.partitions(), b.partitions());
     assert_eq!(pa.len(), 2, "a read {pa:?}, b read {pb:?}");
     assert_eq!(pb.len(), 2, "a read {pa:?}, b read {pb:?}");
@@ -204,53 +241,61 @@ fn group_members_share_rebalance_take_over_and_resume() {
     assert_eq!(all.len(), first.len(), "{:?}", duplicates(&all));
 
     // Nothing of it committed yet (no rebalance or exit since it was printed).
-    let (_, rows) = group_describe(&server);
-    assert!(
-        rows.iter()
-            .all(|r| r["committed"] == "-" || r["committed"] == "0"),
-        "{rows:?}"
-    );
+    let (_, rows) = group_describe(server);
+    let uncommitted = |r: &BTreeMap<String, String>| r["committed"] == "-" || r["committed"] == "0";
+    assert!(rows.iter().all(uncommitted), "{rows:?}");
     let list = server.ok(&["group", "list"], "");
-    assert!(
-        list.lines()
-            .any(|l| l == format!("{GROUP}\tStable\tconsumer")),
-        "{list}"
-    );
+    let listed = format!("{GROUP}\tStable\tconsumer");
+    assert!(list.lines().any(|l| l == listed), "{list}");
+    (a, b)
+}
 
-    // A third member joins: the group rebalances over the three, and members commit
-    // before they give partitions up, so nothing is printed twice.
-    let c = Consumer::start(&server, "c", COMMIT_ONLY_ON_REBALANCE_AND_EXIT);
-    wait_stable(&server, 3);
-    let (_, rows) = group_describe(&server);
+/// A third member joins: the group rebalances over the three, and the members commit
+/// what they printed before they give partitions up (no lag left), so nothing is printed
+/// twice.
+fn a_third_joins(
+    server: &Server,
+    produced: &mut BTreeSet<String>,
+    [a, b]: [&Consumer; 2],
+) -> Consumer {
+    let c = Consumer::start(server, COMMIT_ONLY_ON_REBALANCE_AND_EXIT);
+    wait_stable(server, 3);
+    let (_, rows) = group_describe(server);
     assert!(rows.iter().all(|r| r["lag"] == "0"), "{rows:?}");
     let second = batch("second", 200);
-    produce(&server, &second);
+    produce(server, &second);
     produced.extend(second.iter().cloned());
     wait_until("the second batch printed", || {
-        union(&[&a, &b, &c]) == produced
+        union(&[a, b, &c]) == *produced
     });
     assert!(!c.partitions().is_empty(), "the new member read nothing");
-    let mut all: Vec<Printed> = [&a, &b, &c].iter().flat_map(|c| c.printed()).collect();
+    let all: Vec<Printed> = [a, b, &c].iter().flat_map(|c| c.printed()).collect();
     assert_eq!(duplicates(&all), BTreeSet::new());
+    c
+}
 
-    // One member is SIGKILLed: after its session timeout the others take its partitions
-    // from its last commit (it committed nothing, so everything it printed is printed
-    // again, by them), and the survivors print nothing twice themselves.
-    let killed_printed: BTreeSet<String> = {
-        let mut c = c;
-        c.child.kill().unwrap();
-        c.child.wait().unwrap();
-        c.printed().into_iter().map(|p| p.value).collect()
-    };
+/// One member is SIGKILLed: after its session timeout the others take its partitions
+/// from its last commit (it committed nothing, so everything it printed is printed
+/// again, by them), and the survivors print nothing twice themselves. Returns what the
+/// killed one printed.
+fn one_is_killed(
+    server: &Server,
+    produced: &mut BTreeSet<String>,
+    [a, b]: [&Consumer; 2],
+    mut c: Consumer,
+) -> BTreeSet<String> {
+    c.child.kill().unwrap();
+    c.child.wait().unwrap();
+    let killed_printed: BTreeSet<String> = c.printed().into_iter().map(|p| p.value).collect();
     let third = batch("third", 200);
-    produce(&server, &third);
+    produce(server, &third);
     produced.extend(third.iter().cloned());
     wait_until("the third batch printed by the survivors", || {
-        let seen = union(&[&a, &b]);
+        let seen = union(&[a, b]);
         third.iter().all(|v| seen.contains(v))
     });
-    wait_stable(&server, 2);
-    all = a.printed();
+    wait_stable(server, 2);
+    let mut all = a.printed();
     all.extend(b.printed());
     let twice = duplicates(&all);
     assert!(twice.is_empty(), "the survivors printed twice: {twice:?}");
@@ -260,37 +305,7 @@ fn group_members_share_rebalance_take_over_and_resume() {
         lost.is_empty(),
         "not taken over from the killed member: {lost:?}"
     );
-
-    // Both stop (SIGTERM): each commits what it printed and leaves.
-    for consumer in [&a, &b] {
-        consumer.signal("-TERM");
-    }
-    let mut survivors = Vec::new();
-    for (name, consumer) in [("a", a), ("b", b)] {
-        let (code, printed) = consumer.wait();
-        assert_eq!(code, Some(0), "{name}");
-        survivors.extend(printed);
-    }
-    let everything_before: BTreeSet<String> = survivors
-        .iter()
-        .map(|p| p.value.clone())
-        .chain(killed_printed.iter().cloned())
-        .collect();
-    assert_eq!(everything_before, produced, "the union of what was printed");
-
-    // A consumer started afterwards resumes after the last commit: exactly the new
-    // records, none of the earlier ones again.
-    let fourth = batch("fourth", 100);
-    produce(&server, &fourth);
-    produced.extend(fourth.iter().cloned());
-    let d = Consumer::start(&server, "d", &["--count", "100"]);
-    let (code, printed) = d.wait();
-    assert_eq!(code, Some(0));
-    let values: BTreeSet<String> = printed.iter().map(|p| p.value.clone()).collect();
-    assert_eq!(values, fourth.iter().cloned().collect::<BTreeSet<_>>());
-    assert_eq!(printed.len(), fourth.len());
-
-    reset_offsets(&server, produced);
+    killed_printed
 }
 
 /// A member commits every `--commit-interval-ms` while it runs. `group reset-offsets` is
@@ -301,7 +316,7 @@ fn reset_offsets(server: &Server, mut produced: BTreeSet<String>) {
     assert!(title.contains("state Empty"), "{title}");
     assert!(rows.iter().all(|r| r["lag"] == "0"), "{rows:?}");
 
-    let member = Consumer::start(server, "e", &["--commit-interval-ms", "200"]);
+    let member = Consumer::start(server, &["--commit-interval-ms", "200"]);
     wait_stable(server, 1);
     let fifth = batch("fifth", 50);
     produce(server, &fifth);
@@ -357,7 +372,7 @@ fn reset_offsets(server: &Server, mut produced: BTreeSet<String>) {
     assert_eq!(lag, produced as u64, "{rows:?}");
     assert!(rows.iter().all(|r| r["committed"] == "0"), "{rows:?}");
 
-    let again = Consumer::start(server, "f", &["--count", &produced.to_string()]);
+    let again = Consumer::start(server, &["--count", &produced.to_string()]);
     let (code, printed) = again.wait();
     assert_eq!(code, Some(0));
     assert_eq!(printed.len(), produced);

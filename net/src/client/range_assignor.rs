@@ -77,9 +77,16 @@ mod tests {
             .collect()
     }
 
+    /// Members with their topics, topics with their partition counts, the assignment.
+    type Case = (
+        &'static [(&'static str, &'static [&'static str])],
+        &'static [(&'static str, u32)],
+        &'static [&'static str],
+    );
+
     #[test]
     fn table() {
-        let cases: &[(&[(&str, &[&str])], &[(&str, u32)], &[&str])] = &[
+        let cases: &[Case] = &[
             // Four partitions, two members: two each.
             (
                 &[("a", &["t"]), ("b", &["t"])],
