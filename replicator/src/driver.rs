@@ -286,11 +286,7 @@ impl<S: Storage, T: Transport> ReplicaDriver<S, T> {
 
     /// Produces `batch` (one record batch as the client sent it); resolves with the
     /// replica's answer. If the driver stops first, the answer is `NotLeader`.
-    pub async fn produce(
-        &self,
-        acks: Acks,
-        batch: impl Into<BytesMut>,
-    ) -> Result<Produced, ProduceError> {
+    pub async fn produce(&self, acks: Acks, batch: BytesMut) -> Result<Produced, ProduceError> {
         self.submit(acks, batch).await
     }
 
@@ -300,7 +296,7 @@ impl<S: Storage, T: Transport> ReplicaDriver<S, T> {
     pub fn submit(
         &self,
         acks: Acks,
-        batch: impl Into<BytesMut>,
+        batch: BytesMut,
     ) -> impl Future<Output = Result<Produced, ProduceError>> + 'static {
         let (sender, receiver) = oneshot::channel();
         if self.failed.get() {
@@ -316,7 +312,7 @@ impl<S: Storage, T: Transport> ReplicaDriver<S, T> {
             self.step(Input::Produce {
                 request,
                 acks,
-                batch: batch.into(),
+                batch,
             });
         }
         async move { receiver.await.unwrap_or(Err(ProduceError::NotLeader)) }

@@ -249,7 +249,8 @@ async fn converged(net: &Net, leader: NodeId, nodes: &[NodeId]) {
 }
 
 async fn produce_all(leader: &Driver, range: std::ops::Range<usize>) {
-    let answers = join_all(range.map(|i| leader.produce(Acks::All, batch(i)))).await;
+    let answers =
+        join_all(range.map(|i| leader.produce(Acks::All, batch(i).as_slice().into()))).await;
     let mut last = None;
     for answer in answers {
         let produced = answer.unwrap();
@@ -448,7 +449,8 @@ fn deposed_leader_truncates_its_unreplicated_suffix() {
 
         // Node 1, cut off, appends batches nobody else gets (acks=leader answers them).
         net.cut.borrow_mut().insert(LEADER);
-        let answers = join_all((20..25).map(|i| old.produce(Acks::Leader, batch(i)))).await;
+        let answers =
+            join_all((20..25).map(|i| old.produce(Acks::Leader, batch(i).as_slice().into()))).await;
         assert!(answers.iter().all(Result::is_ok), "{answers:?}");
         let stale_end = old.log().log_end();
         let stale = b"batch 20 record 0";

@@ -105,7 +105,7 @@ impl Harness {
         self.step(Input::Produce {
             request: RequestId(request),
             acks: Acks::All,
-            batch: batch().into(),
+            batch: batch().as_slice().into(),
         });
         self.storage_keeps_up();
     }

@@ -233,7 +233,7 @@ impl Node {
 }
 
 async fn produce(driver: &Driver, bytes: Vec<u8>) -> Result<Produced, ProduceError> {
-    driver.produce(Acks::All, bytes).await
+    driver.produce(Acks::All, bytes.as_slice().into()).await
 }
 
 /// The producer's two batches, then filler rolling several segments; returns the

@@ -443,8 +443,7 @@ impl TryFrom<FileConfig> for ServerConfig {
     fn try_from(file: FileConfig) -> anyhow::Result<ServerConfig> {
         let node_id = file.node_id.unwrap_or(0);
         let cluster = cluster_config(&file, node_id)?;
-        let groups = group_config(&file)?;
-        let kafka = kafka_config(&file)?;
+        let (groups, kafka) = (group_config(&file)?, kafka_config(&file)?);
         let data_dir = file
             .data_dir
             .ok_or_else(|| anyhow::anyhow!("no data directory: pass --data-dir DIR"))?;

@@ -100,11 +100,7 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
     let mut controller = Some(prepared.controller);
     let applied = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let open_outcomes = Arc::new(cluster::open_outcomes::OpenOutcomes::default());
-    let client_limits = Arc::new(ClientLimits::new(
-        config.max_connections,
-        config.idle_timeout,
-        config.connection_reply_bytes,
-    ));
+    let client_limits = client_limits(&config);
     for id in 0..config.shards {
         let inbox = receivers.next().context("inbox per shard")?;
         let start = ShardStart {
@@ -158,6 +154,15 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
         let _ = handle.join();
     }
     result
+}
+
+/// The client listeners' limits, shared by every shard and both front ends.
+fn client_limits(config: &ServerConfig) -> Arc<ClientLimits> {
+    Arc::new(ClientLimits::new(
+        config.max_connections,
+        config.idle_timeout,
+        config.connection_reply_bytes,
+    ))
 }
 
 /// One core per shard when there are enough; more shards than cores run unpinned.
@@ -461,16 +466,8 @@ async fn shard_main(start: ShardStart) -> anyhow::Result<()> {
     warm_iopoll_probe(&config.data_dir)
         .await
         .context("io_uring poll-ring warm-up")?;
-    let listener = glommio::net::TcpListener::bind(listen)
-        .map_err(|e| anyhow::anyhow!("shard {id}: listening on {listen}: {e}"))?;
-    let bound = listener
-        .local_addr()
-        .map_err(|e| anyhow::anyhow!("shard {id}: local address: {e}"))?;
-    let kafka_listener = glommio::net::TcpListener::bind(kafka_listen)
-        .map_err(|e| anyhow::anyhow!("shard {id}: the Kafka listener on {kafka_listen}: {e}"))?;
-    let kafka_bound = kafka_listener
-        .local_addr()
-        .map_err(|e| anyhow::anyhow!("shard {id}: local address: {e}"))?;
+    let (listener, bound) = bind(id, listen, "listening on")?;
+    let (kafka_listener, kafka_bound) = bind(id, kafka_listen, "the Kafka listener on")?;
     if id == 0 {
         let _ = events.send(Event::Bound(bound, kafka_bound));
     }
@@ -498,36 +495,13 @@ async fn shard_main(start: ShardStart) -> anyhow::Result<()> {
     let shard = Rc::new(Shard::new(id, node, inboxes, cluster));
     glommio::spawn_local(shard::serve_inbox(shard.clone(), inbox)).detach();
     start_cluster_tasks(&shard, &config);
-    glommio::spawn_local(groups::coordinator::tick_loop(shard.clone())).detach();
     // Peers first: the controller's first view needs them (an election, a catch-up).
     if let Some(peer_listener) = peer_listener {
         let shard = shard.clone();
         glommio::spawn_local(peer_listener::serve(shard, peer_listener, security)).detach();
     }
-    let ready = {
-        let (shard, events) = (shard.clone(), events.clone());
-        async move {
-            let mut stopping = shard.stopping();
-            let first_view = std::pin::pin!(shard.cluster.first_view());
-            if let Either::Left(_) = select(first_view, &mut stopping).await {
-                let _ = events.send(Event::Ready);
-            }
-        }
-    };
-    glommio::spawn_local(ready).detach();
-    {
-        let (shard, limits) = (shard.clone(), client_limits.clone());
-        let kafka = async move {
-            protocol::listener::accept_until_stopped(
-                &shard,
-                kafka_listener,
-                &limits,
-                protocol::kafka::serve,
-            )
-            .await;
-        };
-        glommio::spawn_local(kafka).detach();
-    }
+    spawn_ready(&shard, &events);
+    spawn_kafka_listener(&shard, kafka_listener, &client_limits);
     protocol::listener::accept_until_stopped(
         &shard,
         listener,
@@ -536,6 +510,47 @@ async fn shard_main(start: ShardStart) -> anyhow::Result<()> {
     )
     .await;
     drain_and_close(&shard).await
+}
+
+/// A listener on `addr` and the address it got (`what` names it in an error).
+fn bind(
+    id: usize,
+    addr: SocketAddr,
+    what: &str,
+) -> anyhow::Result<(glommio::net::TcpListener, SocketAddr)> {
+    let listener = glommio::net::TcpListener::bind(addr)
+        .map_err(|e| anyhow::anyhow!("shard {id}: {what} {addr}: {e}"))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| anyhow::anyhow!("shard {id}: local address: {e}"))?;
+    Ok((listener, bound))
+}
+
+/// Says the shard is ready once it has the controller's first view.
+fn spawn_ready(shard: &Rc<Shard>, events: &mpsc::Sender<Event>) {
+    let (shard, events) = (shard.clone(), events.clone());
+    let ready = async move {
+        let mut stopping = shard.stopping();
+        let first_view = std::pin::pin!(shard.cluster.first_view());
+        if let Either::Left(_) = select(first_view, &mut stopping).await {
+            let _ = events.send(Event::Ready);
+        }
+    };
+    glommio::spawn_local(ready).detach();
+}
+
+/// Serves the Kafka listener until the shard stops, as a task of its own.
+fn spawn_kafka_listener(
+    shard: &Rc<Shard>,
+    listener: glommio::net::TcpListener,
+    limits: &Arc<ClientLimits>,
+) {
+    let (shard, limits) = (shard.clone(), limits.clone());
+    let kafka = async move {
+        let serve = protocol::kafka::serve;
+        protocol::listener::accept_until_stopped(&shard, listener, &limits, serve).await;
+    };
+    glommio::spawn_local(kafka).detach();
 }
 
 fn bind_peer_listener(id: usize, addr: SocketAddr) -> anyhow::Result<glommio::net::TcpListener> {
@@ -622,6 +637,7 @@ fn start_cluster_tasks(shard: &Rc<Shard>, config: &ServerConfig) {
     };
     let place = Rc::new(place);
     glommio::spawn_local(cluster.clone().reconcile_loop(place.clone())).detach();
+    glommio::spawn_local(groups::coordinator::tick_loop(shard.clone())).detach();
     let stopped = {
         let shard = shard.clone();
         move || shard.is_stopping()

@@ -87,12 +87,19 @@ pub struct Cluster {
     tails: Vec<LogTail>,
     /// `proxies[from][to]`, with `Links::Proxied`.
     proxies: Vec<Vec<Option<Proxy>>>,
+    /// Flags every node gets after [`NODE_ARGS`] (`start_with`).
+    extra_args: Vec<String>,
 }
 
 impl Cluster {
     /// Starts `n` nodes and waits until each printed its ready line (not until the
     /// controller has a leader: see [`Cluster::wait_for`]).
     pub fn start(n: usize, links: Links) -> Cluster {
+        Cluster::start_with(n, links, &[])
+    }
+
+    /// [`Cluster::start`], every node with `extra_args` too.
+    pub fn start_with(n: usize, links: Links, extra_args: &[&str]) -> Cluster {
         let root = super::data_dir();
         let all_ports = free_ports(2 * n);
         let (ports, peer_ports) = (all_ports[..n].to_vec(), all_ports[n..].to_vec());
@@ -132,6 +139,7 @@ impl Cluster {
             states: vec![NodeState::Down; n],
             tails: (0..n).map(|_| LogTail::new(TAIL_LINES)).collect(),
             proxies,
+            extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
         };
         let started = Instant::now();
         cluster.start_nodes(&(0..n).collect::<Vec<_>>());
@@ -151,6 +159,14 @@ impl Cluster {
     /// A node's real address, `127.0.0.1:PORT`.
     pub fn addr(&self, node: usize) -> String {
         format!("127.0.0.1:{}", self.ports[node])
+    }
+
+    /// A running node's Kafka listener address.
+    pub fn kafka_addr(&self, node: usize) -> SocketAddr {
+        self.nodes[node]
+            .as_ref()
+            .unwrap_or_else(|| panic!("node {node} is down"))
+            .kafka_addr
     }
 
     /// A node's real peer listener address, `127.0.0.1:PORT`.
@@ -234,6 +250,7 @@ impl Cluster {
             n.min(2).to_string(),
         ];
         args.extend(NODE_ARGS.iter().map(|a| (*a).to_owned()));
+        args.extend(self.extra_args.iter().cloned());
         args
     }
 

@@ -371,7 +371,8 @@ impl Node {
         let Some(r) = &self.running else {
             return Ok(());
         };
-        let answer = r.driver.submit(acks, batch);
+        // A `Vec` becomes `Bytes`, then `BytesMut`, without a copy.
+        let answer = r.driver.submit(acks, bytes::Bytes::from(batch).into());
         let answers = r.answers.clone();
         r.pool
             .spawner()

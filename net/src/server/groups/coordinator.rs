@@ -566,13 +566,18 @@ fn apply_committed(
     entries: Vec<Entry>,
 ) {
     let count = entries.len() as u64;
+    let seed = shard.groups.seed();
     shard.groups.with_loaded(partition, epoch, |loaded| {
         loaded.commits_since_snapshot += count;
-        if let Some(group) = loaded.groups.get_mut(group_id) {
-            for (at, (topic, p, mut entry)) in (base..).zip(entries) {
-                entry.record_offset = at;
-                group.apply_offset(&topic, p, entry);
-            }
+        // The group may have been let go meanwhile (an empty group with no offsets yet,
+        // by the timer): its committed offsets make it again.
+        let group = loaded
+            .groups
+            .entry(group_id.to_owned())
+            .or_insert_with(|| Group::new(group_id, seed));
+        for (at, (topic, p, mut entry)) in (base..).zip(entries) {
+            entry.record_offset = at;
+            group.apply_offset(&topic, p, entry);
         }
     });
 }
@@ -591,8 +596,6 @@ async fn write(
         topic: OFFSETS_TOPIC.to_owned(),
         partition,
         acks: Acks::All,
-        // Produce takes the request's buffer region since the Kafka merge; a commit's
-        // small batch is copied into one.
         batch: bytes::BytesMut::from(batch.as_slice()),
     };
     let pending = produce(shard, op).await;

@@ -1157,7 +1157,7 @@ mod tests {
         let tb = h.join(21_000, join_op("", &["range"]));
         h.tick(23_999);
         assert!(
-            h.joins.get(&ta).is_none(),
+            !h.joins.contains_key(&ta),
             "the delay runs from the last member"
         );
         h.tick(24_000);

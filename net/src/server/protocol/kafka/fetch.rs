@@ -393,8 +393,13 @@ fn string(buf: &mut bytes::BytesMut, version: i16, text: &str) -> anyhow::Result
 /// last.
 fn unsigned_varint(buf: &mut bytes::BytesMut, mut value: u32) {
     while value >= 0x80 {
-        buf.put_u8((value & 0x7f) as u8 | 0x80);
+        buf.put_u8(low_bits(value) | 0x80);
         value >>= 7;
     }
-    buf.put_u8(value as u8);
+    buf.put_u8(low_bits(value));
+}
+
+/// The low 7 bits of `value`.
+fn low_bits(value: u32) -> u8 {
+    u8::try_from(value & 0x7f).unwrap_or_default()
 }

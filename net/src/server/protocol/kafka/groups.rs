@@ -41,8 +41,8 @@ use super::request::{self, Answer, Completion, Head, Request, done, respond};
 use crate::server::groups::GroupError;
 use crate::server::ops::OpError;
 use crate::server::ops::groups::{
-    self, CommitOffset, FetchedOffset, GroupOp, GroupReply, HeartbeatOp, JoinGroupOp,
-    LeaveGroupOp, OffsetCommitOp, OffsetFetchOp, SyncGroupOp,
+    self, CommitOffset, FetchedOffset, GroupOp, GroupReply, HeartbeatOp, JoinGroupOp, LeaveGroupOp,
+    OffsetCommitOp, OffsetFetchOp, SyncGroupOp,
 };
 use crate::server::shard::Shard;
 
@@ -305,15 +305,23 @@ pub(crate) async fn heartbeat(shard: &Rc<Shard>, request: Request) -> Completion
         member_id: text(&body.member_id),
         group_instance_id: body.group_instance_id.as_ref().map(text),
     };
-    run(shard, request.head, GroupOp::Heartbeat(op), |head, reply| {
-        let error_code = match reply {
-            Ok(GroupReply::Heartbeat(Ok(()))) => errors::NONE,
-            Ok(GroupReply::Heartbeat(Err(e))) => code(&e),
-            Ok(_) => -1,
-            Err(code) => code,
-        };
-        respond(head, &HeartbeatResponse::default().with_error_code(error_code))
-    })
+    run(
+        shard,
+        request.head,
+        GroupOp::Heartbeat(op),
+        |head, reply| {
+            let error_code = match reply {
+                Ok(GroupReply::Heartbeat(Ok(()))) => errors::NONE,
+                Ok(GroupReply::Heartbeat(Err(e))) => code(&e),
+                Ok(_) => -1,
+                Err(code) => code,
+            };
+            respond(
+                head,
+                &HeartbeatResponse::default().with_error_code(error_code),
+            )
+        },
+    )
     .await
 }
 
@@ -408,40 +416,49 @@ pub(crate) async fn offset_commit(shard: &Rc<Shard>, request: Request) -> Comple
     let pending = groups::run(shard, GroupOp::Commit(op)).await;
     async move {
         let reply = pending.await.map_err(|e| op_code(&e));
-        let outcome = |topic: &str, partition: i32| -> i16 {
-            if refused.iter().any(|(t, p)| t == topic && *p == partition) {
-                return errors::UNKNOWN_TOPIC_OR_PARTITION;
-            }
-            match &reply {
-                Ok(GroupReply::Committed(Ok(outcomes))) => outcomes
-                    .iter()
-                    .find(|o| o.topic == topic && i64::from(o.partition) == i64::from(partition))
-                    .map_or(-1, |o| o.result.as_ref().map_or_else(code, |()| 0)),
-                Ok(GroupReply::Committed(Err(e))) => code(e),
-                Ok(_) => -1,
-                Err(code) => *code,
-            }
-        };
-        let topics = layout
-            .iter()
-            .map(|(topic, partitions)| {
-                OffsetCommitResponseTopic::default()
-                    .with_name(TopicName(str_bytes(topic.clone())))
-                    .with_partitions(
-                        partitions
-                            .iter()
-                            .map(|p| {
-                                OffsetCommitResponsePartition::default()
-                                    .with_partition_index(*p)
-                                    .with_error_code(outcome(topic, *p))
-                            })
-                            .collect(),
-                    )
-            })
-            .collect();
-        respond(head, &OffsetCommitResponse::default().with_topics(topics))
+        respond(head, &commit_response(&layout, &refused, &reply))
     }
     .boxed_local()
+}
+
+/// The OffsetCommit answer: every partition of the request (`layout`) with its code.
+fn commit_response(
+    layout: &[(String, Vec<i32>)],
+    refused: &[(String, i32)],
+    reply: &Result<GroupReply, i16>,
+) -> OffsetCommitResponse {
+    let outcome = |topic: &str, partition: i32| -> i16 {
+        if refused.iter().any(|(t, p)| t == topic && *p == partition) {
+            return errors::UNKNOWN_TOPIC_OR_PARTITION;
+        }
+        match reply {
+            Ok(GroupReply::Committed(Ok(outcomes))) => outcomes
+                .iter()
+                .find(|o| o.topic == topic && i64::from(o.partition) == i64::from(partition))
+                .map_or(-1, |o| o.result.as_ref().map_or_else(code, |()| 0)),
+            Ok(GroupReply::Committed(Err(e))) => code(e),
+            Ok(_) => -1,
+            Err(code) => *code,
+        }
+    };
+    let topics = layout
+        .iter()
+        .map(|(topic, partitions)| {
+            OffsetCommitResponseTopic::default()
+                .with_name(TopicName(str_bytes(topic.clone())))
+                .with_partitions(
+                    partitions
+                        .iter()
+                        .map(|p| {
+                            OffsetCommitResponsePartition::default()
+                                .with_partition_index(*p)
+                                .with_error_code(outcome(topic, *p))
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    OffsetCommitResponse::default().with_topics(topics)
 }
 
 /// OffsetFetch (v1 to v7; `topics` null from v2: every partition the group committed).
@@ -585,7 +602,10 @@ pub(crate) async fn describe(shard: &Rc<Shard>, request: Request) -> Completion 
             };
             described.push(group);
         }
-        respond(head, &DescribeGroupsResponse::default().with_groups(described))
+        respond(
+            head,
+            &DescribeGroupsResponse::default().with_groups(described),
+        )
     }
     .boxed_local()
 }

@@ -14,6 +14,7 @@ use std::rc::Rc;
 
 use futures::FutureExt;
 use futures::future::{LocalBoxFuture, join_all};
+use kafka_protocol::messages::list_offsets_request::ListOffsetsPartition;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
@@ -48,60 +49,7 @@ pub(crate) async fn list_offsets(shard: &Rc<Shard>, request: Request) -> Complet
         let mut partitions: Vec<LocalBoxFuture<'static, ListOffsetsPartitionResponse>> =
             Vec::with_capacity(topic.partitions.len());
         for p in topic.partitions {
-            let index = p.partition_index;
-            let response = ListOffsetsPartitionResponse::default()
-                .with_partition_index(index)
-                .with_timestamp(-1)
-                .with_offset(-1);
-            let Ok(partition) = u32::try_from(index) else {
-                let code = errors::UNKNOWN_TOPIC_OR_PARTITION;
-                partitions
-                    .push(futures::future::ready(response.with_error_code(code)).boxed_local());
-                continue;
-            };
-            if let Some(code) = epoch_check(shard, &name, partition, p.current_leader_epoch) {
-                partitions
-                    .push(futures::future::ready(response.with_error_code(code)).boxed_local());
-                continue;
-            }
-            let spec = match p.timestamp {
-                EARLIEST => OffsetSpec::Earliest,
-                LATEST => OffsetSpec::Latest,
-                t if t >= 0 => OffsetSpec::Timestamp(t),
-                // -3 (max timestamp) and later specs belong to versions not served.
-                t => {
-                    let e = OpError::InvalidRequest(format!("timestamp {t}"));
-                    partitions.push(
-                        futures::future::ready(response.with_error_code(errors::code(&e)))
-                            .boxed_local(),
-                    );
-                    continue;
-                }
-            };
-            let op = ListOffsetsOp {
-                topic: name.clone(),
-                partition,
-                spec,
-            };
-            let pending = reads::list_offsets(shard, op).await;
-            // The answer's leader epoch is a field of v4 and later only.
-            let epoch = if head.version >= 4 {
-                leader_epoch(shard, &name, partition)
-            } else {
-                -1
-            };
-            partitions.push(
-                async move {
-                    match pending.await {
-                        Ok(offset) => response
-                            .with_error_code(errors::NONE)
-                            .with_offset(offset.map_or(-1, |o| i64::try_from(o.0).unwrap_or(-1)))
-                            .with_leader_epoch(epoch),
-                        Err(e) => response.with_error_code(errors::code(&e)),
-                    }
-                }
-                .boxed_local(),
-            );
+            partitions.push(list_partition(shard, head.version, &name, &p).await);
         }
         topics.push((topic.name, partitions));
     }
@@ -115,6 +63,55 @@ pub(crate) async fn list_offsets(shard: &Rc<Shard>, request: Request) -> Complet
             );
         }
         respond(head, &ListOffsetsResponse::default().with_topics(responses))
+    }
+    .boxed_local()
+}
+
+/// One partition of a ListOffsets: routed now, answered by the returned future.
+async fn list_partition(
+    shard: &Rc<Shard>,
+    version: i16,
+    name: &str,
+    p: &ListOffsetsPartition,
+) -> LocalBoxFuture<'static, ListOffsetsPartitionResponse> {
+    let response = ListOffsetsPartitionResponse::default()
+        .with_partition_index(p.partition_index)
+        .with_timestamp(-1)
+        .with_offset(-1);
+    let refused = |code| futures::future::ready(response.clone().with_error_code(code));
+    let Ok(partition) = u32::try_from(p.partition_index) else {
+        return refused(errors::UNKNOWN_TOPIC_OR_PARTITION).boxed_local();
+    };
+    if let Some(code) = epoch_check(shard, name, partition, p.current_leader_epoch) {
+        return refused(code).boxed_local();
+    }
+    let spec = match p.timestamp {
+        EARLIEST => OffsetSpec::Earliest,
+        LATEST => OffsetSpec::Latest,
+        t if t >= 0 => OffsetSpec::Timestamp(t),
+        // -3 (max timestamp) and later specs belong to versions not served.
+        _ => return refused(errors::INVALID_REQUEST).boxed_local(),
+    };
+    let op = ListOffsetsOp {
+        topic: name.to_owned(),
+        partition,
+        spec,
+    };
+    let pending = reads::list_offsets(shard, op).await;
+    // The answer's leader epoch is a field of v4 and later only.
+    let epoch = if version >= 4 {
+        leader_epoch(shard, name, partition)
+    } else {
+        -1
+    };
+    async move {
+        match pending.await {
+            Ok(offset) => response
+                .with_error_code(errors::NONE)
+                .with_offset(offset.map_or(-1, |o| i64::try_from(o.0).unwrap_or(-1)))
+                .with_leader_epoch(epoch),
+            Err(e) => response.with_error_code(errors::code(&e)),
+        }
     }
     .boxed_local()
 }

@@ -57,7 +57,7 @@ pub(crate) async fn begin(shard: &Rc<Shard>, request: Request) -> Completion {
         Err(answer) => return done(answer),
     };
     // The only handle on the frame's buffer now: the regions split off it without a copy.
-    let mut body = match request.body.try_into_mut() {
+    let body = match request.body.try_into_mut() {
         Ok(body) => body,
         Err(shared) => {
             // A local invariant broken (a handle on the frame kept): copy, and say so.
@@ -77,6 +77,48 @@ pub(crate) async fn begin(shard: &Rc<Shard>, request: Request) -> Completion {
         -1 => Some(Acks::All),
         _ => None,
     };
+    let (acks_code, transactional) = (shape.acks, shape.transactional);
+    let topics = hand_over(shard, shape, acks, body).await;
+    let shard = shard.clone();
+    async move {
+        let mut responses = Vec::with_capacity(topics.len());
+        for (name, answers) in topics {
+            let topic = name.0.as_str().to_owned();
+            let mut partitions = Vec::with_capacity(answers.len());
+            for (index, outcome) in answers {
+                let result = outcome.settle().await;
+                let mut response = partition_response(&shard, head, &topic, index, result);
+                if acks.is_none() && !transactional {
+                    response.error_code = errors::INVALID_REQUIRED_ACKS;
+                }
+                partitions.push(response);
+            }
+            responses.push(
+                TopicProduceResponse::default()
+                    .with_name(name)
+                    .with_partition_responses(partitions),
+            );
+        }
+        if acks_code == 0 {
+            return Answer::Nothing;
+        }
+        let mut response = ProduceResponse::default().with_responses(responses);
+        if head.version >= CURRENT_LEADER_VERSION {
+            response.node_endpoints = endpoints(&shard, &response);
+        }
+        respond(head, &response)
+    }
+    .boxed_local()
+}
+
+/// Each partition's records, split off `body` without a copy, handed to the partition in
+/// request order (or refused).
+async fn hand_over(
+    shard: &Rc<Shard>,
+    shape: Shape,
+    acks: Option<Acks>,
+    mut body: BytesMut,
+) -> Vec<(TopicName, Vec<(i32, Outcome)>)> {
     let mut consumed = 0;
     let mut topics = Vec::with_capacity(shape.topics.len());
     for (name, partitions) in shape.topics {
@@ -108,36 +150,7 @@ pub(crate) async fn begin(shard: &Rc<Shard>, request: Request) -> Completion {
         }
         topics.push((name, answers));
     }
-    let shard = shard.clone();
-    async move {
-        let mut responses = Vec::with_capacity(topics.len());
-        for (name, answers) in topics {
-            let topic = name.0.as_str().to_owned();
-            let mut partitions = Vec::with_capacity(answers.len());
-            for (index, outcome) in answers {
-                let result = outcome.settle().await;
-                let mut response = partition_response(&shard, head, &topic, index, result);
-                if acks.is_none() {
-                    response.error_code = errors::INVALID_REQUIRED_ACKS;
-                }
-                partitions.push(response);
-            }
-            responses.push(
-                TopicProduceResponse::default()
-                    .with_name(name)
-                    .with_partition_responses(partitions),
-            );
-        }
-        if shape.acks == 0 {
-            return Answer::Nothing;
-        }
-        let mut response = ProduceResponse::default().with_responses(responses);
-        if head.version >= CURRENT_LEADER_VERSION {
-            response.node_endpoints = endpoints(&shard, &response);
-        }
-        respond(head, &response)
-    }
-    .boxed_local()
+    topics
 }
 
 /// The request's shape, read from a decoded copy that is dropped before returning (so

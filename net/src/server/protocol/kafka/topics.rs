@@ -163,6 +163,18 @@ fn new_topic(shard: &Shard, topic: &CreatableTopic) -> Result<NewTopic, (i16, St
             )
         })?),
     };
+    let (settings, min_insync) = configs(topic)?;
+    Ok(NewTopic {
+        name: topic.name.0.as_str().to_owned(),
+        partitions,
+        replication_factor,
+        min_insync,
+        settings,
+    })
+}
+
+/// The topic settings and `min_insync` of a CreateTopics entry's configs.
+fn configs(topic: &CreatableTopic) -> Result<(TopicSettings, Option<u16>), (i16, String)> {
     let mut settings = TopicSettings::default();
     let mut min_insync = None;
     for config in &topic.configs {
@@ -202,13 +214,7 @@ fn new_topic(shard: &Shard, topic: &CreatableTopic) -> Result<NewTopic, (i16, St
             }
         }
     }
-    Ok(NewTopic {
-        name: topic.name.0.as_str().to_owned(),
-        partitions,
-        replication_factor,
-        min_insync,
-        settings,
-    })
+    Ok((settings, min_insync))
 }
 
 /// DeleteTopics (by name; v6's topic ids are not served).
