@@ -27,8 +27,9 @@ Exit codes:
      input, brokers unreachable)";
 
 /// shardlog's operator CLI: create, list, describe and delete topics, produce and consume
-/// records, show the cluster's brokers on running brokers; offline, inspect, verify,
-/// repair, back up and restore partition logs on disk (repair --apply and import refuse a
+/// records (alone or in a consumer group), show the cluster's brokers and the consumer
+/// groups on running brokers; offline, inspect, verify, repair, back up and restore
+/// partition logs on disk (repair --apply and import refuse a
 /// data directory a running shardlogd holds; the others may read it).
 #[derive(Debug, Parser)]
 #[command(name = "shardlog", version, after_help = EXIT_CODES)]

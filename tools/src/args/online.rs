@@ -1,6 +1,6 @@
-//! Arguments of the online subcommands (`topic`, `produce`, `consume`, `cluster`): the ones
-//! that talk to running brokers. Every one takes `--brokers HOST:PORT[,HOST:PORT...]` (or the
-//! `SHARDLOG_BROKERS` environment variable).
+//! Arguments of the online subcommands (`topic`, `produce`, `consume`, `cluster`, `group`):
+//! the ones that talk to running brokers. Every one takes `--brokers HOST:PORT[,HOST:PORT...]`
+//! (or the `SHARDLOG_BROKERS` environment variable).
 
 use std::num::NonZeroU32;
 
