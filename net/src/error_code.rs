@@ -55,6 +55,36 @@ pub enum ErrorCode {
     ProducerFenced = 19,
     /// Too many produce requests are waiting on the partition.
     Busy = 20,
+    /// This node does not coordinate the group (look the coordinator up again).
+    NotCoordinator = 21,
+    /// The coordinator is still reading the group's offsets partition (after a start or
+    /// a failover); retry shortly.
+    CoordinatorLoading = 22,
+    /// The group's offsets partition has no leader right now, so no node coordinates it.
+    CoordinatorNotAvailable = 23,
+    /// The group is rebalancing: the member rejoins (JoinGroup) to get its new assignment.
+    RebalanceInProgress = 24,
+    /// The member's generation is not the group's current one (it missed a rebalance):
+    /// it rejoins.
+    IllegalGeneration = 25,
+    /// The coordinator does not know the member (its session expired, or it left): it
+    /// rejoins as a new member. Also the answer to a commit without a member while the
+    /// group has members.
+    UnknownMember = 26,
+    /// An empty or overlong group id.
+    InvalidGroupId = 27,
+    /// A session timeout outside the coordinator's bounds.
+    InvalidSessionTimeout = 28,
+    /// The member's protocols share none with the group's, or its protocol type differs.
+    InconsistentGroupProtocol = 29,
+    /// A new member must join again with the member id the answer carries (Kafka's
+    /// KIP-394 handshake).
+    MemberIdRequired = 30,
+    /// A commit's metadata text is longer than the coordinator keeps.
+    OffsetMetadataTooLarge = 31,
+    /// The coordinator could not write the commit (too few in-sync replicas of its
+    /// offsets partition, a timeout, storage); retriable, nothing was committed.
+    CommitFailed = 32,
 }
 
 impl ErrorCode {
@@ -71,6 +101,10 @@ impl ErrorCode {
                 | ErrorCode::LeaderNotAvailable
                 | ErrorCode::Busy
                 | ErrorCode::StorageError
+                | ErrorCode::NotCoordinator
+                | ErrorCode::CoordinatorLoading
+                | ErrorCode::CoordinatorNotAvailable
+                | ErrorCode::CommitFailed
         )
     }
 
@@ -83,7 +117,7 @@ impl ErrorCode {
 
 impl From<u16> for ErrorCode {
     fn from(code: u16) -> ErrorCode {
-        const ALL: [ErrorCode; 21] = [
+        const ALL: [ErrorCode; 33] = [
             ErrorCode::None,
             ErrorCode::Unknown,
             ErrorCode::UnknownTopic,
@@ -105,6 +139,18 @@ impl From<u16> for ErrorCode {
             ErrorCode::OutOfOrderSequence,
             ErrorCode::ProducerFenced,
             ErrorCode::Busy,
+            ErrorCode::NotCoordinator,
+            ErrorCode::CoordinatorLoading,
+            ErrorCode::CoordinatorNotAvailable,
+            ErrorCode::RebalanceInProgress,
+            ErrorCode::IllegalGeneration,
+            ErrorCode::UnknownMember,
+            ErrorCode::InvalidGroupId,
+            ErrorCode::InvalidSessionTimeout,
+            ErrorCode::InconsistentGroupProtocol,
+            ErrorCode::MemberIdRequired,
+            ErrorCode::OffsetMetadataTooLarge,
+            ErrorCode::CommitFailed,
         ];
         ALL.get(usize::from(code))
             .copied()
@@ -140,7 +186,7 @@ mod tests {
 
     #[test]
     fn numbers_roundtrip() {
-        for n in 0..21u16 {
+        for n in 0..33u16 {
             assert_eq!(ErrorCode::from(n).as_u16(), n);
         }
         assert_eq!(ErrorCode::from(999), ErrorCode::Unknown);

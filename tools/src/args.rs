@@ -1,5 +1,5 @@
 //! The command line of `shardlog` (clap derive). Two kinds of subcommands:
-//! - online (`topic`, `produce`, `consume`, `cluster`; arguments in `args/online.rs`): talk
+//! - online (`topic`, `produce`, `consume`, `cluster`, `group`; arguments in `args/online.rs`): talk
 //!   to running `shardlogd` brokers over the wire protocol;
 //! - offline (`dump`, `verify`, `stats`, `repair`, `export`, `import`): read a data
 //!   directory with plain file I/O; the ones that write (`repair --apply`, `import`) take
@@ -8,8 +8,9 @@
 mod online;
 
 pub use online::{
-    Acks, BrokerArgs, ClusterArgs, ClusterCommand, ConsumeArgs, ConsumeFrom, OutputFormat,
-    ProduceArgs, TopicArgs, TopicCommand, TopicCreateArgs, TopicDeleteArgs, TopicNameArgs,
+    Acks, BrokerArgs, ClusterArgs, ClusterCommand, ConsumeArgs, ConsumeFrom, GroupArgs,
+    GroupCommand, GroupNameArgs, GroupResetArgs, OutputFormat, ProduceArgs, ResetTo, TopicArgs,
+    TopicCommand, TopicCreateArgs, TopicDeleteArgs, TopicNameArgs,
 };
 
 use std::path::PathBuf;
@@ -26,8 +27,9 @@ Exit codes:
      input, brokers unreachable)";
 
 /// shardlog's operator CLI: create, list, describe and delete topics, produce and consume
-/// records, show the cluster's brokers on running brokers; offline, inspect, verify,
-/// repair, back up and restore partition logs on disk (repair --apply and import refuse a
+/// records (alone or in a consumer group), show the cluster's brokers and the consumer
+/// groups on running brokers; offline, inspect, verify, repair, back up and restore
+/// partition logs on disk (repair --apply and import refuse a
 /// data directory a running shardlogd holds; the others may read it).
 #[derive(Debug, Parser)]
 #[command(name = "shardlog", version, after_help = EXIT_CODES)]
@@ -52,6 +54,10 @@ pub enum Command {
     /// Show the cluster: controller and brokers.
     #[command(after_help = EXIT_CODES)]
     Cluster(ClusterArgs),
+    /// List consumer groups, describe one (members, committed offsets, lag), or reset its
+    /// committed offsets.
+    #[command(after_help = EXIT_CODES)]
+    Group(GroupArgs),
     /// Print batches and records of a segment file or a partition directory.
     #[command(after_help = EXIT_CODES)]
     Dump(DumpArgs),

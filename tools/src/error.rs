@@ -72,6 +72,10 @@ pub enum ToolError {
         #[source]
         source: ClientError,
     },
+    /// The brokers' state forbids what was asked (a group with members cannot have its
+    /// offsets reset); nothing was changed (exit code 1).
+    #[error("{0}")]
+    Refused(String),
     /// Arguments that parse but do not fit together (exit code 2).
     #[error("{0}")]
     Usage(String),
@@ -92,6 +96,7 @@ impl ToolError {
     pub fn exit_code(&self) -> u8 {
         match self {
             ToolError::StdoutClosed => 0,
+            ToolError::Refused(_) => 1,
             ToolError::Request { source, .. } if !is_connection_error(source) => 1,
             _ => 2,
         }

@@ -1,4 +1,4 @@
-//! `shardlog`: the operator CLI. Online subcommands (topic, produce, consume, cluster) talk
+//! `shardlog`: the operator CLI. Online subcommands (topic, produce, consume, cluster, group) talk
 //! to running brokers through `shardlog_net::client` on one glommio executor (`online.rs`).
 //! Offline subcommands (dump, verify, stats, repair, export, import) read partition
 //! directories with plain file I/O; `repair --apply` and `import` first take the data

@@ -4,6 +4,7 @@
 
 mod controller;
 mod fetch;
+mod groups;
 mod list_offsets;
 mod metadata;
 mod produce;
@@ -13,6 +14,18 @@ mod topics;
 
 pub use controller::{ArchivedControllerRequest, ControllerRequest};
 pub use fetch::{ArchivedFetchRequest, ArchivedFetchResponse, FetchRequest, FetchResponse};
+pub use groups::{
+    ArchivedDescribeGroupsRequest, ArchivedFindCoordinatorRequest, ArchivedHeartbeatRequest,
+    ArchivedJoinGroupRequest, ArchivedLeaveGroupRequest, ArchivedListGroupsRequest,
+    ArchivedOffsetCommitRequest, ArchivedOffsetFetchRequest, ArchivedSyncGroupRequest,
+    CommittedOffset, DescribeGroupsRequest, DescribeGroupsResponse, FindCoordinatorRequest,
+    FindCoordinatorResponse, GROUP_ID_MAX, GroupDescription, GroupProtocol, GroupResponse,
+    HeartbeatRequest, JoinGroupRequest, JoinGroupResponse, JoinedMember, LeaveGroupRequest,
+    ListGroupsRequest, ListGroupsResponse, ListedGroup, MemberAssignment, MemberDescription,
+    OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
+    OffsetToCommit, PartitionError, SyncGroupRequest, SyncGroupResponse, TopicPartitions,
+    valid_group_id,
+};
 pub use list_offsets::{
     ArchivedListOffsetsRequest, ArchivedListOffsetsResponse, ArchivedOffsetSpec,
     ListOffsetsRequest, ListOffsetsResponse, OffsetSpec,
@@ -59,6 +72,24 @@ pub enum Api {
     InitProducerId = 9,
     /// Node to node: a block of producer ids, reserved by the controller leader.
     AllocateProducerIds = 10,
+    /// Which node coordinates a consumer group.
+    FindCoordinator = 11,
+    /// Join a group (answered once its rebalance completes).
+    JoinGroup = 12,
+    /// A member's assignment for the generation it joined (the leader brings everyone's).
+    SyncGroup = 13,
+    /// A member is alive; learns of a rebalance.
+    Heartbeat = 14,
+    /// A member leaves its group.
+    LeaveGroup = 15,
+    /// Commit a group's offsets.
+    OffsetCommit = 16,
+    /// A group's committed offsets.
+    OffsetFetch = 17,
+    /// Groups' state and members.
+    DescribeGroups = 18,
+    /// The groups a node coordinates.
+    ListGroups = 19,
 }
 
 impl Api {
@@ -76,6 +107,15 @@ impl Api {
             8 => Api::Controller,
             9 => Api::InitProducerId,
             10 => Api::AllocateProducerIds,
+            11 => Api::FindCoordinator,
+            12 => Api::JoinGroup,
+            13 => Api::SyncGroup,
+            14 => Api::Heartbeat,
+            15 => Api::LeaveGroup,
+            16 => Api::OffsetCommit,
+            17 => Api::OffsetFetch,
+            18 => Api::DescribeGroups,
+            19 => Api::ListGroups,
             _ => return None,
         })
     }
@@ -124,7 +164,7 @@ mod tests {
 
     #[test]
     fn api_numbers_roundtrip() {
-        for n in 0..12u16 {
+        for n in 0..24u16 {
             if let Some(api) = Api::from_u16(n) {
                 assert_eq!(api as u16, n);
             }

@@ -256,7 +256,7 @@ impl MetadataCache {
 }
 
 /// `host:port`, with an IPv6 host in brackets.
-fn broker_address(host: &str, port: u16) -> String {
+pub(crate) fn broker_address(host: &str, port: u16) -> String {
     if host.contains(':') && !host.starts_with('[') {
         format!("[{host}]:{port}")
     } else {

@@ -49,9 +49,15 @@
 mod admin;
 pub(crate) mod cache;
 pub(crate) mod connection;
+pub mod consumer_protocol;
+mod coordinator;
+mod group;
 mod idempotence;
 mod leader;
 mod metadata;
+pub mod range_assignor;
+
+pub use group::{GroupConfig, GroupMember, Joined};
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -289,6 +295,8 @@ struct Inner {
     producer: RefCell<Option<Rc<idempotence::Session>>>,
     /// Held while a producer id is asked for.
     producer_init: futures::lock::Mutex<()>,
+    /// Group id -> the address of its coordinator, as last found (see `coordinator.rs`).
+    coordinators: RefCell<HashMap<String, String>>,
 }
 
 /// A client; see the module docs.
@@ -320,6 +328,7 @@ impl Client {
                 refreshes: RefCell::new(HashMap::new()),
                 producer: RefCell::new(None),
                 producer_init: futures::lock::Mutex::new(()),
+                coordinators: RefCell::new(HashMap::new()),
             }),
         };
         // A cluster that just started may still be electing its controller: retried.

@@ -1,6 +1,6 @@
-//! Arguments of the online subcommands (`topic`, `produce`, `consume`, `cluster`): the ones
-//! that talk to running brokers. Every one takes `--brokers HOST:PORT[,HOST:PORT...]` (or the
-//! `SHARDLOG_BROKERS` environment variable).
+//! Arguments of the online subcommands (`topic`, `produce`, `consume`, `cluster`, `group`):
+//! the ones that talk to running brokers. Every one takes `--brokers HOST:PORT[,HOST:PORT...]`
+//! (or the `SHARDLOG_BROKERS` environment variable).
 
 use std::num::NonZeroU32;
 
@@ -94,6 +94,84 @@ pub struct TopicDeleteArgs {
     /// Succeed (exit 0) if the topic does not exist.
     #[arg(long)]
     pub if_exists: bool,
+}
+
+/// Arguments of `group`.
+#[derive(Debug, clap::Args)]
+pub struct GroupArgs {
+    /// Which group operation.
+    #[command(subcommand)]
+    pub command: GroupCommand,
+}
+
+/// The `group` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum GroupCommand {
+    /// Print every consumer group: `group<TAB>state<TAB>protocol_type`, sorted.
+    #[command(after_help = EXIT_CODES)]
+    List(BrokerArgs),
+    /// Print a group's state, then per partition its committed offset, high watermark,
+    /// lag and the member that reads it.
+    #[command(after_help = EXIT_CODES)]
+    Describe(GroupNameArgs),
+    /// Set a group's committed offsets for a topic (refused while the group has members).
+    #[command(after_help = EXIT_CODES)]
+    ResetOffsets(GroupResetArgs),
+}
+
+/// Arguments of `group describe`.
+#[derive(Debug, clap::Args)]
+pub struct GroupNameArgs {
+    /// Where to connect.
+    #[command(flatten)]
+    pub brokers: BrokerArgs,
+    /// Group id.
+    pub group: String,
+}
+
+/// Where `group reset-offsets` moves a group's offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetTo {
+    /// Each partition's log start.
+    Earliest,
+    /// Each partition's high watermark.
+    Latest,
+    /// This offset in every partition (moved into `[log_start, high_watermark]`).
+    Offset(u64),
+}
+
+impl std::str::FromStr for ResetTo {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<ResetTo, String> {
+        match s {
+            "earliest" => Ok(ResetTo::Earliest),
+            "latest" => Ok(ResetTo::Latest),
+            _ => s
+                .parse()
+                .map(ResetTo::Offset)
+                .map_err(|_| format!("`{s}` is not earliest, latest or an offset")),
+        }
+    }
+}
+
+/// Arguments of `group reset-offsets`.
+#[derive(Debug, clap::Args)]
+pub struct GroupResetArgs {
+    /// Where to connect.
+    #[command(flatten)]
+    pub brokers: BrokerArgs,
+    /// Group id.
+    pub group: String,
+    /// The topic whose partitions' offsets to set (all of its partitions).
+    #[arg(long)]
+    pub topic: String,
+    /// The new offsets: `earliest`, `latest` or an offset.
+    #[arg(long, value_name = "earliest|latest|OFFSET")]
+    pub to: ResetTo,
+    /// Print the new offsets without committing them.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// Arguments of `cluster`.
@@ -204,9 +282,23 @@ pub struct ConsumeArgs {
     #[arg(long)]
     pub topic: String,
     /// Read only this partition (default: all, one after the other without --follow).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "group")]
     pub partition: Option<u32>,
-    /// Where to start in each partition: `beginning`, `end` or an offset.
+    /// Read as a member of this consumer group: the group's members share the topic's
+    /// partitions, each partition starts at the group's committed offset (at --from where
+    /// it has none), and what was printed is committed every --commit-interval-ms and on
+    /// exit. Implies --follow.
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
+    /// With --group: how often to commit what was printed, in ms.
+    #[arg(long, default_value = "1000", value_name = "MS", requires = "group")]
+    pub commit_interval_ms: NonZeroU32,
+    /// With --group: a member silent this long (killed, hung) is removed from the group
+    /// and its partitions go to the others, in ms.
+    #[arg(long, default_value = "10000", value_name = "MS", requires = "group")]
+    pub session_timeout_ms: NonZeroU32,
+    /// Where to start in each partition (with --group: each partition the group has no
+    /// committed offset for): `beginning`, `end` or an offset.
     #[arg(long, default_value = "beginning", value_name = "beginning|end|OFFSET")]
     pub from: ConsumeFrom,
     /// Keep waiting for new records at the tail (until --count, SIGINT/SIGTERM or a closed

@@ -45,10 +45,14 @@ use crate::exported_record::{ExportedHeader, encode_bytes, exported_headers};
 use crate::online;
 
 /// How long a fetch at the tail may wait for records with `--follow`.
-const FOLLOW_MAX_WAIT: Duration = Duration::from_millis(500);
+pub(super) const FOLLOW_MAX_WAIT: Duration = Duration::from_millis(500);
 
 /// Runs `consume`.
 pub fn run(args: ConsumeArgs) -> Result<Outcome, ToolError> {
+    if let Some(group) = args.group.clone() {
+        online::catch_stop_signals()?;
+        return online::on_executor(move || super::consume_group::consume(args, group));
+    }
     if args.follow {
         online::catch_stop_signals()?;
         return online::on_executor(move || follow(args));
@@ -59,12 +63,12 @@ pub fn run(args: ConsumeArgs) -> Result<Outcome, ToolError> {
 
 /// Where one partition is read.
 #[derive(Clone, Copy, Debug)]
-struct Cursor {
-    partition: u32,
+pub(super) struct Cursor {
+    pub(super) partition: u32,
     /// The next offset to print.
-    next: u64,
+    pub(super) next: u64,
     /// Stop before this offset (the high watermark at start), or never (`--follow`).
-    end: Option<u64>,
+    pub(super) end: Option<u64>,
 }
 
 impl Cursor {
@@ -75,7 +79,7 @@ impl Cursor {
 
 /// Whether to go on after printing a fetch's records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Flow {
+pub(super) enum Flow {
     Continue,
     /// `--count` reached or stdout closed.
     Stop,
@@ -135,7 +139,7 @@ async fn follow(args: ConsumeArgs) -> Result<Outcome, ToolError> {
 
 /// Runs `attempt` until it succeeds, fails with an answer, or the command is told to
 /// stop (`None`); failures because no broker answers are waited out.
-async fn retried<T, F, Fut>(
+pub(super) async fn retried<T, F, Fut>(
     outage: &mut BrokerOutage,
     what: &str,
     mut attempt: F,
@@ -210,13 +214,17 @@ async fn cursors(client: &Client, args: &ConsumeArgs) -> Result<Vec<Cursor>, Too
 
 /// The offsets a partition serves: `[log_start, high_watermark]`.
 #[derive(Clone, Copy, Debug)]
-struct Range {
-    log_start: u64,
-    high_watermark: u64,
+pub(super) struct Range {
+    pub(super) log_start: u64,
+    pub(super) high_watermark: u64,
 }
 
 impl Range {
-    async fn of(client: &Client, topic: &str, partition: u32) -> Result<Range, ToolError> {
+    pub(super) async fn of(
+        client: &Client,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Range, ToolError> {
         let list = |spec| async move {
             client
                 .list_offset(topic, partition, spec)
@@ -233,7 +241,7 @@ impl Range {
     }
 
     /// `offset`, or the nearest end of the range (with a note) when outside it.
-    fn clamp(&self, topic: &str, partition: u32, offset: u64) -> u64 {
+    pub(super) fn clamp(&self, topic: &str, partition: u32, offset: u64) -> u64 {
         let (start, end) = (self.log_start, self.high_watermark);
         let (at, why) = if offset > end {
             (end, "past the end; starting at the end")
@@ -369,18 +377,18 @@ impl Reader<'_> {
 }
 
 /// Writes records to stdout in the chosen format and counts them.
-struct Printer {
+pub(super) struct Printer {
     out: BufWriter<StdoutLock<'static>>,
     format: OutputFormat,
     /// Records still to print with `--count`.
     remaining: Option<u64>,
     /// Stdout was closed by the reader.
     closed: bool,
-    outcome: Outcome,
+    pub(super) outcome: Outcome,
 }
 
 impl Printer {
-    fn new(format: OutputFormat, count: Option<u64>) -> Printer {
+    pub(super) fn new(format: OutputFormat, count: Option<u64>) -> Printer {
         Printer {
             out: BufWriter::new(io::stdout().lock()),
             format,
@@ -392,7 +400,11 @@ impl Printer {
 
     /// Prints the records of `fetched` from `cursor.next` on (up to its end) and moves the
     /// cursor past them.
-    fn print(&mut self, fetched: &Fetched, cursor: &mut Cursor) -> Result<Flow, ToolError> {
+    pub(super) fn print(
+        &mut self,
+        fetched: &Fetched,
+        cursor: &mut Cursor,
+    ) -> Result<Flow, ToolError> {
         for batch in fetched.batches() {
             let (header, bytes) = batch.map_err(ToolError::request(format!(
                 "partition {} offset {}",
@@ -459,8 +471,13 @@ impl Printer {
                 timestamp: record.timestamp(header).0,
                 record,
             };
-            cursor.next = offset + 1;
-            if self.write(&line)? == Flow::Stop {
+            // The cursor passes a record only once it is written (a consumer in a group
+            // commits the cursor).
+            let (written, flow) = self.write(&line)?;
+            if written {
+                cursor.next = offset + 1;
+            }
+            if flow == Flow::Stop {
                 return Ok(Flow::Stop);
             }
         }
@@ -470,9 +487,10 @@ impl Printer {
         Ok(Flow::Continue)
     }
 
-    fn write(&mut self, line: &Line<'_>) -> Result<Flow, ToolError> {
+    /// Writes one record; says whether it was written, and whether to go on.
+    fn write(&mut self, line: &Line<'_>) -> Result<(bool, Flow), ToolError> {
         if self.remaining == Some(0) || self.closed {
-            return Ok(Flow::Stop);
+            return Ok((false, Flow::Stop));
         }
         let record = &line.record;
         let written = match self.format {
@@ -491,18 +509,25 @@ impl Printer {
                 .and_then(|()| self.out.write_all(b"\n")),
         };
         if let Err(e) = written {
-            return self.closed_is_stop(e);
+            return self.closed_is_stop(e).map(|flow| (false, flow));
         }
         self.remaining = self.remaining.map(|n| n - 1);
-        Ok(if self.remaining == Some(0) {
+        let flow = if self.remaining == Some(0) {
             Flow::Stop
         } else {
             Flow::Continue
-        })
+        };
+        Ok((true, flow))
+    }
+
+    /// Whether stdout was closed by its reader (what was last written may not have
+    /// reached it).
+    pub(super) fn closed(&self) -> bool {
+        self.closed
     }
 
     /// Flushes stdout; `Stop` once it is closed.
-    fn flush(&mut self) -> Result<Flow, ToolError> {
+    pub(super) fn flush(&mut self) -> Result<Flow, ToolError> {
         if self.closed {
             return Ok(Flow::Stop);
         }

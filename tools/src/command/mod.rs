@@ -1,10 +1,13 @@
-//! One module per subcommand (online: topic, produce, consume, cluster; offline: the rest);
+//! One module per subcommand (online: topic, produce, consume (`consume_group` for
+//! `--group`), cluster, group; offline: the rest);
 //! [`run`] dispatches to them.
 
 mod cluster;
 mod consume;
+mod consume_group;
 mod dump;
 mod export;
+mod group;
 mod import;
 mod produce;
 mod repair;
@@ -23,6 +26,7 @@ pub fn run(command: Command) -> Result<Outcome, ToolError> {
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),
         Command::Cluster(args) => cluster::run(args),
+        Command::Group(args) => group::run(args),
         Command::Dump(args) => dump::run(&args),
         Command::Verify(args) => verify::run(&args.dir),
         Command::Stats(args) => stats::run(&args.dir),

@@ -22,10 +22,10 @@ pub(crate) async fn ensure(shard: &Rc<Shard>) -> Result<u32, GroupError> {
     if let Some(partitions) = partitions(shard) {
         return Ok(partitions);
     }
-    if shard.cluster.view_behind() {
-        // The view on its way may show it; the caller's client retries.
-        return Err(GroupError::CoordinatorNotAvailable);
-    }
+    // Not gated on `view_behind()`: the controller's applied index also moves for
+    // entries that publish no view (a producer-id block), so a node could stay "behind"
+    // until the next metadata change and never create the topic. Asking to create a
+    // topic that exists is harmless (TopicExists, taken as success below).
     let config = shard.groups.config();
     let nodes = u16::try_from(shard.cluster.config.nodes()).unwrap_or(u16::MAX);
     let topic = NewTopic {

@@ -52,8 +52,8 @@ pub(crate) struct Begun {
     pub(crate) reply_bytes: usize,
 }
 
-/// The first phase; see the module docs.
-pub(crate) async fn begin(shard: &Rc<Shard>, frame: Frame) -> Begun {
+/// The first phase; see the module docs. `peer` is the client's address.
+pub(crate) async fn begin(shard: &Rc<Shard>, frame: Frame, peer: &str) -> Begun {
     if frame.header.api == Api::Fetch as u16
         && frame.header.version == VERSION
         && !shard.is_stopping()
@@ -61,12 +61,12 @@ pub(crate) async fn begin(shard: &Rc<Shard>, frame: Frame) -> Begun {
         return fetch(shard, frame).await;
     }
     Begun {
-        completion: begin_other(shard, frame).await,
+        completion: begin_other(shard, frame, peer).await,
         reply_bytes: REPLY_BYTES_SMALL,
     }
 }
 
-async fn begin_other(shard: &Rc<Shard>, frame: Frame) -> Completion {
+async fn begin_other(shard: &Rc<Shard>, frame: Frame, peer: &str) -> Completion {
     let header = frame.header;
     if shard.is_stopping() {
         return done(error_reply(
@@ -94,6 +94,15 @@ async fn begin_other(shard: &Rc<Shard>, frame: Frame) -> Completion {
         Api::Fetch => fetch(shard, frame).await.completion,
         Api::ListOffsets => list_offsets(shard, frame).await,
         Api::InitProducerId => init_producer_id(shard, frame).await,
+        Api::FindCoordinator
+        | Api::JoinGroup
+        | Api::SyncGroup
+        | Api::Heartbeat
+        | Api::LeaveGroup
+        | Api::OffsetCommit
+        | Api::OffsetFetch
+        | Api::DescribeGroups
+        | Api::ListGroups => super::groups::begin(shard, api, frame, peer).await,
         Api::Replicate | Api::Controller | Api::AllocateProducerIds => {
             let message = format!(
                 "{api:?} is a node-to-node api: nodes send it to each other's peer listener, \

@@ -24,6 +24,7 @@
 //! no byte received for `idle_timeout` is closed (a long poll or an acks=all produce
 //! outstanding keeps it open).
 
+mod groups;
 pub(crate) mod handlers;
 pub(crate) mod reply;
 
@@ -103,7 +104,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, connection: Conne
             break;
         };
         shard.begin_request();
-        let begun = handlers::begin(&shard, frame).await;
+        let begun = handlers::begin(&shard, frame, &peer).await;
         // Counted before the next read, so the next `room` sees it.
         budget.charge(begun.reply_bytes);
         let task = Task {
