@@ -16,7 +16,7 @@ from harness import expect, log, result
 BOOTSTRAP = sys.argv[1]
 TOPIC = "kc-topic"
 GROUP = "kc-group"
-TIMEOUT = 60
+TIMEOUT = 30
 
 
 def kcat(*args, stdin=None):
