@@ -30,6 +30,10 @@
 //! min_insync = 2                       # default of new topics: min(2, replication_factor)
 //! session_timeout_ms = 750             # a node silent this long is fenced
 //! replica_lag_ms = 10000               # a follower this far behind leaves the ISR
+//! offsets_partitions = 16              # partitions of __consumer_offsets, at its creation
+//! offsets_segment_bytes = 1048576      # its segment.bytes (each preallocates up to it)
+//! group_initial_rebalance_delay_ms = 3000  # a new group's first rebalance waits this long
+//! group_snapshot_every_commits = 1000  # an offsets partition's snapshot every N commits
 //! max_connections = 10000              # client connections of the node; past it: closed
 //! idle_timeout_ms = 600000             # a client connection silent this long is closed
 //! connection_reply_bytes = 67108864    # replies a client connection may owe before
@@ -42,6 +46,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use shardlog_engine::{EngineConfig, FlushPolicy};
+
+use crate::server::groups::GroupConfig;
 
 /// The settings a config file may hold; all optional.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -101,6 +107,14 @@ pub struct FileConfig {
     pub session_timeout_ms: Option<u64>,
     /// Replica lag allowed before a follower leaves the ISR.
     pub replica_lag_ms: Option<u64>,
+    /// Partitions of `__consumer_offsets` when it is created.
+    pub offsets_partitions: Option<u32>,
+    /// `segment.bytes` of `__consumer_offsets`.
+    pub offsets_segment_bytes: Option<u64>,
+    /// The first rebalance of an empty group waits this long for more members.
+    pub group_initial_rebalance_delay_ms: Option<u64>,
+    /// A snapshot of an offsets partition after this many commit records.
+    pub group_snapshot_every_commits: Option<u64>,
     /// Client connections open at once, per node.
     pub max_connections: Option<usize>,
     /// A client connection with nothing in flight and silent this long is closed.
@@ -156,6 +170,14 @@ impl FileConfig {
             min_insync: other.min_insync.or(self.min_insync),
             session_timeout_ms: other.session_timeout_ms.or(self.session_timeout_ms),
             replica_lag_ms: other.replica_lag_ms.or(self.replica_lag_ms),
+            offsets_partitions: other.offsets_partitions.or(self.offsets_partitions),
+            offsets_segment_bytes: other.offsets_segment_bytes.or(self.offsets_segment_bytes),
+            group_initial_rebalance_delay_ms: other
+                .group_initial_rebalance_delay_ms
+                .or(self.group_initial_rebalance_delay_ms),
+            group_snapshot_every_commits: other
+                .group_snapshot_every_commits
+                .or(self.group_snapshot_every_commits),
             max_connections: other.max_connections.or(self.max_connections),
             idle_timeout_ms: other.idle_timeout_ms.or(self.idle_timeout_ms),
             connection_reply_bytes: other.connection_reply_bytes.or(self.connection_reply_bytes),
@@ -185,6 +207,8 @@ pub struct ServerConfig {
     pub io_memory: usize,
     /// The cluster this node belongs to (a cluster of one without `--peers`).
     pub cluster: ClusterConfig,
+    /// The consumer-group coordinator's settings.
+    pub groups: GroupConfig,
     /// Client connections open at once on this node (all shards); a connection past it
     /// is accepted and closed at once.
     pub max_connections: usize,
@@ -340,6 +364,27 @@ fn cluster_config(file: &FileConfig, node_id: u32) -> anyhow::Result<ClusterConf
     })
 }
 
+fn group_config(file: &FileConfig) -> anyhow::Result<GroupConfig> {
+    let defaults = GroupConfig::default();
+    let config = GroupConfig {
+        offsets_partitions: file
+            .offsets_partitions
+            .unwrap_or(defaults.offsets_partitions),
+        offsets_segment_bytes: file
+            .offsets_segment_bytes
+            .unwrap_or(defaults.offsets_segment_bytes),
+        initial_rebalance_delay_ms: file
+            .group_initial_rebalance_delay_ms
+            .unwrap_or(defaults.initial_rebalance_delay_ms),
+        snapshot_every_commits: file
+            .group_snapshot_every_commits
+            .unwrap_or(defaults.snapshot_every_commits),
+        ..defaults
+    };
+    config.validate().map_err(anyhow::Error::msg)?;
+    Ok(config)
+}
+
 /// A usage error unless `address` is `HOST:PORT` (a host, and a port number): `--listen
 /// 32001` is a mistake to name at once, not a name to resolve at start.
 fn check_host_port(flag: &str, address: &str) -> anyhow::Result<()> {
@@ -398,6 +443,7 @@ impl TryFrom<FileConfig> for ServerConfig {
     fn try_from(file: FileConfig) -> anyhow::Result<ServerConfig> {
         let node_id = file.node_id.unwrap_or(0);
         let cluster = cluster_config(&file, node_id)?;
+        let groups = group_config(&file)?;
         let kafka = kafka_config(&file)?;
         let data_dir = file
             .data_dir
@@ -460,6 +506,7 @@ impl TryFrom<FileConfig> for ServerConfig {
             engine,
             io_memory: file.io_memory.unwrap_or(10 << 20),
             cluster,
+            groups,
             max_connections,
             idle_timeout,
             tail_cache_budget_bytes,

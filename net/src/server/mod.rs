@@ -23,6 +23,7 @@
 
 mod cluster;
 pub mod config;
+pub mod groups;
 pub mod identity;
 mod ops;
 mod peer_listener;
@@ -483,6 +484,7 @@ async fn shard_main(start: ShardStart) -> anyhow::Result<()> {
         kafka: config.kafka.clone(),
         defaults: config.engine.clone(),
         shards: config.shards,
+        groups: config.groups.clone(),
     };
     let cluster = Rc::new(cluster_node(
         &config,
@@ -496,6 +498,7 @@ async fn shard_main(start: ShardStart) -> anyhow::Result<()> {
     let shard = Rc::new(Shard::new(id, node, inboxes, cluster));
     glommio::spawn_local(shard::serve_inbox(shard.clone(), inbox)).detach();
     start_cluster_tasks(&shard, &config);
+    glommio::spawn_local(groups::coordinator::tick_loop(shard.clone())).detach();
     // Peers first: the controller's first view needs them (an election, a catch-up).
     if let Some(peer_listener) = peer_listener {
         let shard = shard.clone();

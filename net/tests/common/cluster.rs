@@ -87,15 +87,25 @@ pub struct Cluster {
     tails: Vec<LogTail>,
     /// `proxies[from][to]`, with `Links::Proxied`.
     proxies: Vec<Vec<Option<Proxy>>>,
+    /// Each node's Kafka listener port.
+    kafka_ports: Vec<u16>,
+    /// Flags every node gets after [`NODE_ARGS`] (`start_with`).
+    extra_args: Vec<String>,
 }
 
 impl Cluster {
     /// Starts `n` nodes and waits until each printed its ready line (not until the
     /// controller has a leader: see [`Cluster::wait_for`]).
     pub fn start(n: usize, links: Links) -> Cluster {
+        Cluster::start_with(n, links, &[])
+    }
+
+    /// [`Cluster::start`], every node with `extra_args` too.
+    pub fn start_with(n: usize, links: Links, extra_args: &[&str]) -> Cluster {
         let root = super::data_dir();
-        let all_ports = free_ports(2 * n);
-        let (ports, peer_ports) = (all_ports[..n].to_vec(), all_ports[n..].to_vec());
+        let all_ports = free_ports(3 * n);
+        let (ports, peer_ports) = (all_ports[..n].to_vec(), all_ports[n..2 * n].to_vec());
+        let kafka_ports = all_ports[2 * n..].to_vec();
         let secret = root.path().join(SECRET_FILE);
         std::fs::write(&secret, CLUSTER_SECRET).unwrap();
         // Readable by this user only: a node refuses a secret anyone may read.
@@ -132,6 +142,8 @@ impl Cluster {
             states: vec![NodeState::Down; n],
             tails: (0..n).map(|_| LogTail::new(TAIL_LINES)).collect(),
             proxies,
+            kafka_ports,
+            extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
         };
         let started = Instant::now();
         cluster.start_nodes(&(0..n).collect::<Vec<_>>());
@@ -151,6 +163,11 @@ impl Cluster {
     /// A node's real address, `127.0.0.1:PORT`.
     pub fn addr(&self, node: usize) -> String {
         format!("127.0.0.1:{}", self.ports[node])
+    }
+
+    /// A node's Kafka listener address, `127.0.0.1:PORT`.
+    pub fn kafka_addr(&self, node: usize) -> String {
+        format!("127.0.0.1:{}", self.kafka_ports[node])
     }
 
     /// A node's real peer listener address, `127.0.0.1:PORT`.
@@ -234,6 +251,8 @@ impl Cluster {
             n.min(2).to_string(),
         ];
         args.extend(NODE_ARGS.iter().map(|a| (*a).to_owned()));
+        args.extend(["--kafka-listen".to_owned(), self.kafka_addr(node)]);
+        args.extend(self.extra_args.iter().cloned());
         args
     }
 

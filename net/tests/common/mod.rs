@@ -8,6 +8,7 @@
 
 pub mod cluster;
 pub mod handshake;
+pub mod kafka_client;
 pub mod load;
 pub use shardlog_net::testing::proxy;
 pub mod small_disk;

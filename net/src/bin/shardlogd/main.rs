@@ -112,6 +112,21 @@ struct Args {
     /// A follower this far behind leaves the ISR, ms. Default 10000.
     #[arg(long, env = "SHARDLOGD_REPLICA_LAG_MS")]
     replica_lag_ms: Option<u64>,
+    /// Partitions of the internal topic __consumer_offsets, when it is created (1 to
+    /// 1000). Default 16.
+    #[arg(long, env = "SHARDLOGD_OFFSETS_PARTITIONS")]
+    offsets_partitions: Option<u32>,
+    /// segment.bytes of __consumer_offsets (each partition preallocates up to this
+    /// much). Default 1 MiB.
+    #[arg(long, env = "SHARDLOGD_OFFSETS_SEGMENT_BYTES")]
+    offsets_segment_bytes: Option<u64>,
+    /// How long the first rebalance of an empty consumer group waits for more members,
+    /// ms (Kafka's group.initial.rebalance.delay.ms). Default 3000.
+    #[arg(long, env = "SHARDLOGD_GROUP_INITIAL_REBALANCE_DELAY_MS")]
+    group_initial_rebalance_delay_ms: Option<u64>,
+    /// An offsets partition's snapshot after this many commit records. Default 1000.
+    #[arg(long, env = "SHARDLOGD_GROUP_SNAPSHOT_EVERY_COMMITS")]
+    group_snapshot_every_commits: Option<u64>,
     /// Client connections open at once on this node; a connection past it is accepted
     /// and closed at once. Default 10000.
     #[arg(long, env = "SHARDLOGD_MAX_CONNECTIONS")]
@@ -161,6 +176,10 @@ impl Args {
             min_insync: self.min_insync,
             session_timeout_ms: self.session_timeout_ms,
             replica_lag_ms: self.replica_lag_ms,
+            offsets_partitions: self.offsets_partitions,
+            offsets_segment_bytes: self.offsets_segment_bytes,
+            group_initial_rebalance_delay_ms: self.group_initial_rebalance_delay_ms,
+            group_snapshot_every_commits: self.group_snapshot_every_commits,
             max_connections: self.max_connections,
             idle_timeout_ms: self.idle_timeout_ms,
             connection_reply_bytes: self.connection_reply_bytes,

@@ -11,6 +11,7 @@
 //! replicas, a long poll, or the owner shard's reply. Routing, forwarding and waiting
 //! live in this module only; front ends never see a shard.
 
+pub(crate) mod groups;
 pub(crate) mod produce;
 pub(crate) mod producer_ids;
 pub(crate) mod reads;

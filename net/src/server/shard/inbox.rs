@@ -11,6 +11,7 @@ use shardlog_replicator::NodeId;
 
 use crate::api::ControllerRequest;
 use crate::server::cluster::ClusterView;
+use crate::server::ops::groups::{self, GroupListing, GroupOp, GroupReply};
 use crate::server::ops::producer_ids;
 use crate::server::ops::topics::{self, TopicChange};
 use crate::server::ops::{self, OpError, OpReply, PartitionOp};
@@ -55,6 +56,15 @@ pub(crate) enum ShardMsg {
     },
     /// From shard 0: the controller's newest view.
     View(Arc<ClusterView>),
+    /// A group operation for a group this shard coordinates.
+    Group {
+        op: GroupOp,
+        reply: oneshot::Sender<Result<GroupReply, OpError>>,
+    },
+    /// ListGroups: the groups this shard coordinates.
+    ListGroups {
+        reply: oneshot::Sender<Vec<GroupListing>>,
+    },
 }
 
 /// Bounded depth of an inbox: a slow shard pushes back on the shards forwarding to it.
@@ -98,6 +108,10 @@ pub(crate) async fn serve(shard: Rc<Shard>, inbox: flume::Receiver<ShardMsg>) {
                 }
             }
             ShardMsg::View(view) => shard.cluster.set_view(view),
+            ShardMsg::Group { op, reply } => groups::run_forwarded(&shard, op, reply).await,
+            ShardMsg::ListGroups { reply } => {
+                let _ = reply.send(shard.groups.list());
+            }
         }
     }
 }

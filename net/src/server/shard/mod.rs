@@ -14,6 +14,7 @@ use futures::future::{LocalBoxFuture, Shared};
 use shardlog_engine::{DmaStorage, EngineConfig, PartitionLog};
 
 use crate::server::cluster::ClusterNode;
+use crate::server::groups::ShardGroups;
 
 pub(crate) use inbox::{INBOX_DEPTH, ShardMsg, serve as serve_inbox};
 
@@ -35,6 +36,8 @@ pub(crate) struct NodeInfo {
     pub(crate) defaults: EngineConfig,
     /// Shards on this node.
     pub(crate) shards: usize,
+    /// The group coordinator's settings.
+    pub(crate) groups: crate::server::groups::GroupConfig,
 }
 
 /// One shard's state.
@@ -45,6 +48,8 @@ pub(crate) struct Shard {
     pub(crate) inboxes: Vec<flume::Sender<ShardMsg>>,
     /// The controller's view and this shard's replicas.
     pub(crate) cluster: Rc<ClusterNode>,
+    /// The consumer groups this shard coordinates.
+    pub(crate) groups: ShardGroups,
     /// Requests begun and not yet answered.
     in_flight: Cell<usize>,
     stop: RefCell<Option<oneshot::Sender<()>>>,
@@ -59,11 +64,13 @@ impl Shard {
         cluster: Rc<ClusterNode>,
     ) -> Shard {
         let (tx, rx) = oneshot::channel();
+        let groups = ShardGroups::new(node.groups.clone(), node.node_id, id);
         Shard {
             id,
             node,
             inboxes,
             cluster,
+            groups,
             in_flight: Cell::new(0),
             stop: RefCell::new(Some(tx)),
             stopped: rx.shared(),

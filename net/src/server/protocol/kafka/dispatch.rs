@@ -10,7 +10,9 @@ use kafka_protocol::messages::ApiKey;
 
 use super::request::{self, Answer, Begun, Request, done};
 use super::versions;
-use super::{api_versions, configs, fetch, metadata, offsets, produce, producer_ids, topics};
+use super::{
+    api_versions, configs, fetch, groups, metadata, offsets, produce, producer_ids, topics,
+};
 use crate::server::shard::Shard;
 
 /// Begins the request in `frame` (in the connection's request order).
@@ -50,6 +52,15 @@ async fn route(shard: &Rc<Shard>, request: Request) -> Begun {
         ApiKey::CreateTopics => small(topics::create(shard, request).await),
         ApiKey::DeleteTopics => small(topics::delete(shard, request).await),
         ApiKey::DescribeConfigs => small(done(configs::describe(shard, &request))),
+        ApiKey::FindCoordinator => small(groups::find_coordinator(shard, request).await),
+        ApiKey::JoinGroup => small(groups::join(shard, request).await),
+        ApiKey::SyncGroup => small(groups::sync(shard, request).await),
+        ApiKey::Heartbeat => small(groups::heartbeat(shard, request).await),
+        ApiKey::LeaveGroup => small(groups::leave(shard, request).await),
+        ApiKey::OffsetCommit => small(groups::offset_commit(shard, request).await),
+        ApiKey::OffsetFetch => small(groups::offset_fetch(shard, request).await),
+        ApiKey::DescribeGroups => small(groups::describe(shard, request).await),
+        ApiKey::ListGroups => small(groups::list(shard, request).await),
         other => {
             // Listed in `versions::SUPPORTED` without a handler here: a bug.
             tracing::error!(api = ?other, "kafka api listed as served has no handler");

@@ -23,6 +23,7 @@ mod configs;
 pub(crate) mod dispatch;
 mod errors;
 mod fetch;
+mod groups;
 mod metadata;
 mod offsets;
 mod produce;

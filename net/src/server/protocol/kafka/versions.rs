@@ -35,6 +35,17 @@ pub(crate) const SUPPORTED: &[Supported] = &[
     api(ApiKey::InitProducerId, 0, 4),
     api(ApiKey::OffsetForLeaderEpoch, 2, 4),
     api(ApiKey::DescribeConfigs, 1, 4),
+    // The group apis (`groups`): from v0 where the codecs have it (librdkafka 2.0 turns
+    // groups on only then); OffsetCommit and OffsetFetch stop before KIP-848's versions.
+    api(ApiKey::FindCoordinator, 0, 6),
+    api(ApiKey::JoinGroup, 0, 9),
+    api(ApiKey::SyncGroup, 0, 5),
+    api(ApiKey::Heartbeat, 0, 4),
+    api(ApiKey::LeaveGroup, 0, 5),
+    api(ApiKey::OffsetCommit, 2, 8),
+    api(ApiKey::OffsetFetch, 1, 7),
+    api(ApiKey::DescribeGroups, 0, 5),
+    api(ApiKey::ListGroups, 0, 5),
 ];
 
 /// The versions of `api_key` served, if it is.
