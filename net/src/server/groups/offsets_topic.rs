@@ -22,10 +22,10 @@ pub(crate) async fn ensure(shard: &Rc<Shard>) -> Result<u32, GroupError> {
     if let Some(partitions) = partitions(shard) {
         return Ok(partitions);
     }
-    if shard.cluster.view_behind() {
-        // The view on its way may show it; the caller's client retries.
-        return Err(GroupError::CoordinatorNotAvailable);
-    }
+    // No early refusal while `view_behind()`: an applied entry that changes no metadata
+    // (a producer-id reservation) leaves it true until the next change, so refusing
+    // here answered CoordinatorNotAvailable forever after the first idempotent producer.
+    // Creating is safe anyway: a topic that exists answers TopicExists.
     let config = shard.groups.config();
     let nodes = u16::try_from(shard.cluster.config.nodes()).unwrap_or(u16::MAX);
     let topic = NewTopic {
