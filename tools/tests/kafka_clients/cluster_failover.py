@@ -97,8 +97,17 @@ def progress(load, workers, what):
 
 
 def coordinator(admin):
-    description = admin.describe_consumer_groups([GROUP])[GROUP].result(TIMEOUT)
-    return description.coordinator.id
+    """The group's coordinator node, asked again while a restarted node rejoins (one
+    attempt may wait on a connection to a node that just went down)."""
+
+    def ask_once():
+        try:
+            return admin.describe_consumer_groups([GROUP], request_timeout=10)[GROUP].result(15)
+        except Exception as e:  # noqa: BLE001 - any failure is retried until TIMEOUT
+            log(f"describe_consumer_groups: {e!r}")
+            return None
+
+    return wait_until("a description of the group", TIMEOUT, ask_once, every=0.5).coordinator.id
 
 
 def leaders(admin):

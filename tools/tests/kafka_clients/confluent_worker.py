@@ -13,6 +13,7 @@ Stops on SIGTERM: closes the consumer (commits nothing more, leaves the group).
 """
 
 import json
+import os
 import signal
 import sys
 import time
@@ -48,8 +49,11 @@ def on_revoke(consumer, partitions):
     emit("assigned", partitions=sorted(assignment))
 
 
+# KAFKA_CLIENT_DEBUG=cgrp,protocol (say) turns librdkafka's debug logs on, on stderr.
+debug = {"debug": os.environ["KAFKA_CLIENT_DEBUG"]} if os.environ.get("KAFKA_CLIENT_DEBUG") else {}
 consumer = Consumer(
     {
+        **debug,
         "bootstrap.servers": bootstrap,
         "group.id": group,
         "client.id": name,
