@@ -102,7 +102,8 @@ def coordinator(admin):
 
     def ask_once():
         try:
-            return admin.describe_consumer_groups([GROUP], request_timeout=10)[GROUP].result(15)
+            fresh = AdminClient({"bootstrap.servers": BOOTSTRAP})
+            return fresh.describe_consumer_groups([GROUP], request_timeout=10)[GROUP].result(15)
         except Exception as e:  # noqa: BLE001 - any failure is retried until TIMEOUT
             log(f"describe_consumer_groups: {e!r}")
             return None
