@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Installs what the real-client compatibility suite (tools/tests/kafka_clients.rs) runs,
+# idempotently, on a clean Debian machine: Debian's kcat, and a Python virtualenv with
+# PyPI's confluent-kafka, kafka-python and aiokafka. What is already there is kept.
+#
+# Usage: setup.sh DIR   (the virtualenv goes to DIR/venv; DIR/setup.lock serializes
+# concurrent test processes). Prints the virtualenv's python on its last line.
+# Exits non-zero with a message naming what could not be installed (no network to the
+# package registries, no root): the suite then fails, it never passes without clients.
+set -euo pipefail
+
+dir="${1:?usage: setup.sh DIR}"
+mkdir -p "$dir"
+venv="$dir/venv"
+packages=(confluent-kafka kafka-python aiokafka)
+imports="import confluent_kafka, kafka, aiokafka"
+
+fail() {
+  echo "kafka client setup FAILED: $*" >&2
+  exit 1
+}
+
+# Run as root (CI, the dev machines) or through sudo when there is one.
+as_root() {
+  if [ "$(id -u)" = 0 ]; then
+    "$@"
+  elif command -v sudo >/dev/null 2>&1; then
+    sudo -n "$@"
+  else
+    return 1
+  fi
+}
+
+apt_updated=""
+apt_install() {
+  # An install from a stale or missing package list fails: update once, then retry.
+  if as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >"$dir/apt.log" 2>&1; then
+    return 0
+  fi
+  if [ -z "$apt_updated" ]; then
+    apt_updated=1
+    as_root apt-get update -qq >>"$dir/apt.log" 2>&1 || true
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >>"$dir/apt.log" 2>&1 && return 0
+  fi
+  return 1
+}
+
+exec 9>"$dir/setup.lock"
+flock 9
+
+if ! command -v kcat >/dev/null 2>&1; then
+  echo "installing kcat (apt-get install kcat)" >&2
+  apt_install kcat || fail "apt-get install kcat: $(tail -n 5 "$dir/apt.log")"
+fi
+
+if ! "$venv/bin/python" -c "$imports" >/dev/null 2>&1; then
+  python=""
+  for candidate in python3.11 python3 python3.12 python3.13; do
+    if command -v "$candidate" >/dev/null 2>&1; then
+      python="$candidate"
+      break
+    fi
+  done
+  if [ -z "$python" ]; then
+    apt_install python3 python3-venv || fail "apt-get install python3 python3-venv: $(tail -n 5 "$dir/apt.log")"
+    python=python3
+  fi
+  if ! "$venv/bin/python" -c "" >/dev/null 2>&1; then
+    rm -rf "$venv"
+    if ! "$python" -m venv "$venv" >"$dir/venv.log" 2>&1; then
+      # Debian's python3 makes virtualenvs only with python3-venv installed.
+      apt_install python3-venv || fail "apt-get install python3-venv: $(tail -n 5 "$dir/apt.log")"
+      rm -rf "$venv"
+      "$python" -m venv "$venv" >"$dir/venv.log" 2>&1 || fail "$python -m venv: $(tail -n 5 "$dir/venv.log")"
+    fi
+  fi
+  echo "installing ${packages[*]} (pip) into $venv" >&2
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check "${packages[@]}" >"$dir/pip.log" 2>&1 ||
+    fail "pip install ${packages[*]}: $(tail -n 5 "$dir/pip.log")"
+  "$venv/bin/python" -c "$imports" || fail "the installed packages do not import"
+fi
+
+echo "$venv/bin/python"
