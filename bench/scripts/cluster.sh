@@ -143,6 +143,8 @@ node_dir() { printf '%s/node-%s\n' "$cluster_dir" "$1"; }
 node_port() { echo $((base_port + $1)); }
 # Where node $1's peer listener is: only nodes connect there.
 peer_port() { echo $((base_port + 100 + $1)); }
+# Where node $1's Kafka listener is.
+kafka_port() { echo $((base_port + 200 + $1)); }
 secret_file() { printf '%s/cluster.secret\n' "$cluster_dir"; }
 
 # Every node's address, comma-separated, each prefixed with "$1" (a format taking the id),
@@ -241,6 +243,7 @@ launch_node() {
   NO_COLOR=1 setsid nohup "$shardlogd" \
     --node-id "$id" \
     --listen "$HOST:$(node_port "$id")" \
+    --kafka-listen "$HOST:$(kafka_port "$id")" \
     --data-dir "$dir/data" \
     --peers "$(peers_list)" \
     --cluster-secret-file "$(secret_file)" \
@@ -402,7 +405,7 @@ cmd_restart() {
 # answers. Waits up to 2 s for each to go quiet.
 wait_port_free() {
   local port tries
-  for port in "$(node_port "$1")" "$(peer_port "$1")"; do
+  for port in "$(node_port "$1")" "$(peer_port "$1")" "$(kafka_port "$1")"; do
     tries=0
     while (exec 3<>"/dev/tcp/$HOST/$port") 2>/dev/null; do
       tries=$((tries + 1))

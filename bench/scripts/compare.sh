@@ -32,7 +32,10 @@ trap cleanup EXIT
 start_server() { # bin_dir, log; sets $server_pid and $brokers
   rm -rf "$out/data"
   mkdir -p "$out/data"
-  "$1/shardlogd" --data-dir "$out/data" --listen 127.0.0.1:0 --flush always 2> "$2" &
+  # Builds with a Kafka listener get a free port for it (older ones have no such flag).
+  local kafka=()
+  if "$1/shardlogd" --help | grep -q -- --kafka-listen; then kafka=(--kafka-listen 127.0.0.1:0); fi
+  "$1/shardlogd" --data-dir "$out/data" --listen 127.0.0.1:0 "${kafka[@]}" --flush always 2> "$2" &
   server_pid=$!
   brokers=""
   for _ in $(seq 300); do

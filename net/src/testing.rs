@@ -16,6 +16,9 @@ use std::time::Duration;
 
 /// The line prefix `shardlogd` prints on stderr once every shard listens.
 pub const READY_PREFIX: &str = "shardlogd ready: listening on ";
+/// The line prefix `shardlogd` prints on stderr, just before the ready line, naming the
+/// Kafka listener's address.
+pub const KAFKA_PREFIX: &str = "shardlogd kafka: listening on ";
 
 /// How long `start` waits for the ready line.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -102,12 +105,24 @@ pub struct Launch<'a> {
     pub stderr: StderrTo,
 }
 
+/// `--kafka-listen 127.0.0.1:0` unless `args` name a Kafka listener: test servers never
+/// take the default port 9092 (servers of concurrent tests would clash on it).
+fn kafka_listen_args(args: &[&str]) -> &'static [&'static str] {
+    if args.contains(&"--kafka-listen") {
+        &[]
+    } else {
+        &["--kafka-listen", "127.0.0.1:0"]
+    }
+}
+
 /// A running `shardlogd`.
 #[derive(Debug)]
 pub struct Shardlogd {
     child: Child,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where its Kafka listener listens.
+    pub kafka_addr: SocketAddr,
     /// Its data directory.
     pub data_dir: PathBuf,
 }
@@ -148,6 +163,7 @@ impl Shardlogd {
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--listen", launch.listen])
+            .args(kafka_listen_args(launch.args))
             .args(launch.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -163,8 +179,14 @@ impl Shardlogd {
         let sink = launch.stderr.clone();
         std::thread::spawn(move || {
             let mut tx = Some(tx);
+            let mut kafka = None;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let ready = line.strip_prefix(READY_PREFIX).map(|a| a.trim().to_owned());
+                if let Some(addr) = line.strip_prefix(KAFKA_PREFIX) {
+                    kafka = Some(addr.trim().to_owned());
+                }
+                let ready = line
+                    .strip_prefix(READY_PREFIX)
+                    .map(|a| (a.trim().to_owned(), kafka.clone().unwrap_or_default()));
                 match &sink {
                     StderrTo::Echo => eprintln!("[shardlogd] {line}"),
                     StderrTo::Tail(tail) => tail.push(line),
@@ -181,8 +203,8 @@ impl Shardlogd {
                 }
             }
         });
-        let addr = match rx.recv_timeout(READY_TIMEOUT) {
-            Ok(addr) => addr,
+        let (addr, kafka_addr) = match rx.recv_timeout(READY_TIMEOUT) {
+            Ok(addrs) => addrs,
             Err(_) => {
                 let _ = child.kill();
                 let status = child.wait()?;
@@ -192,9 +214,13 @@ impl Shardlogd {
         let addr = addr
             .parse()
             .map_err(|e| other(&format!("ready line address {addr:?}: {e}")))?;
+        let kafka_addr = kafka_addr
+            .parse()
+            .map_err(|e| other(&format!("kafka line address {kafka_addr:?}: {e}")))?;
         Ok(Shardlogd {
             child,
             addr,
+            kafka_addr,
             data_dir: data_dir.to_path_buf(),
         })
     }
@@ -273,6 +299,7 @@ pub fn refused_start(launch: &Launch<'_>, timeout: Duration) -> std::io::Result<
         .arg("--data-dir")
         .arg(launch.data_dir)
         .args(["--listen", launch.listen])
+        .args(kafka_listen_args(launch.args))
         .args(launch.args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

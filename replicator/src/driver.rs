@@ -54,7 +54,7 @@ use std::collections::BTreeMap;
 use std::pin::pin;
 use std::rc::Rc;
 
-use bytes::Bytes;
+use bytes::BytesMut;
 use futures::StreamExt;
 use futures::channel::{mpsc, oneshot};
 use futures::future::{Either, select};
@@ -286,7 +286,11 @@ impl<S: Storage, T: Transport> ReplicaDriver<S, T> {
 
     /// Produces `batch` (one record batch as the client sent it); resolves with the
     /// replica's answer. If the driver stops first, the answer is `NotLeader`.
-    pub async fn produce(&self, acks: Acks, batch: Vec<u8>) -> Result<Produced, ProduceError> {
+    pub async fn produce(
+        &self,
+        acks: Acks,
+        batch: impl Into<BytesMut>,
+    ) -> Result<Produced, ProduceError> {
         self.submit(acks, batch).await
     }
 
@@ -296,7 +300,7 @@ impl<S: Storage, T: Transport> ReplicaDriver<S, T> {
     pub fn submit(
         &self,
         acks: Acks,
-        batch: Vec<u8>,
+        batch: impl Into<BytesMut>,
     ) -> impl Future<Output = Result<Produced, ProduceError>> + 'static {
         let (sender, receiver) = oneshot::channel();
         if self.failed.get() {
@@ -312,7 +316,7 @@ impl<S: Storage, T: Transport> ReplicaDriver<S, T> {
             self.step(Input::Produce {
                 request,
                 acks,
-                batch,
+                batch: batch.into(),
             });
         }
         async move { receiver.await.unwrap_or(Err(ProduceError::NotLeader)) }
@@ -514,7 +518,7 @@ impl<S: Storage, T: Transport> ReplicaDriver<S, T> {
     async fn perform(&self, action: Action) -> Result<(), EngineError> {
         match action {
             Action::Append { batches, log_end } => {
-                let mut rest = Bytes::from(batches);
+                let mut rest = batches;
                 let mut newest = None;
                 // Inserted in order here; made durable by the flusher, so one flush
                 // serves every batch appended meanwhile (group commit). The replica

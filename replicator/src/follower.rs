@@ -184,7 +184,7 @@ impl Follower {
         if !bytes.is_empty() {
             let log_end = step.log.log_end;
             step.actions.push(Action::Append {
-                batches: bytes,
+                batches: bytes::Bytes::from(bytes),
                 log_end,
             });
         }

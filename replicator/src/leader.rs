@@ -25,6 +25,8 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use bytes::BytesMut;
+
 use shardlog_engine::batch::{self, BatchHeader};
 use shardlog_engine::{LeaderEpoch, Offset};
 
@@ -201,7 +203,7 @@ impl Leader {
         step: &mut Step<'_>,
         request: RequestId,
         acks: Acks,
-        mut bytes: Vec<u8>,
+        mut bytes: BytesMut,
     ) {
         let header = match self.admit(step, acks, &bytes) {
             Ok(header) => header,
@@ -219,7 +221,7 @@ impl Leader {
                 step.log.appended(&header);
                 let log_end = step.log.log_end;
                 step.actions.push(Action::Append {
-                    batches: bytes,
+                    batches: bytes.freeze(),
                     log_end,
                 });
                 self.ship_all(step);

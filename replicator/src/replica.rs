@@ -11,6 +11,7 @@
 //! follower (`follower.rs`). A replica only moves to a higher leader epoch (or takes its
 //! first role at the epoch it already knows), so a stale controller message is ignored.
 
+use bytes::{Bytes, BytesMut};
 use shardlog_engine::batch::BatchHeader;
 use shardlog_engine::{LeaderEpoch, Offset};
 
@@ -88,8 +89,9 @@ pub enum Input {
         request: RequestId,
         /// When to answer.
         acks: Acks,
-        /// One record batch as the client sent it.
-        batch: Vec<u8>,
+        /// One record batch as the client sent it (the leader patches its base offset and
+        /// leader epoch in place: a region of the request's buffer, never copied).
+        batch: BytesMut,
     },
     /// The storage's report: batches below `written_end` are written as the flush policy
     /// promises (synced under `always`; `acks=leader` is answered there), those below
@@ -134,7 +136,7 @@ pub enum Action {
     /// Append whole batches (offsets already assigned) at the log end; it becomes `log_end`.
     Append {
         /// Concatenated batches.
-        batches: Vec<u8>,
+        batches: Bytes,
         /// The log end after them.
         log_end: Offset,
     },
@@ -410,7 +412,7 @@ impl PartitionReplica {
         *role = Role::Follower(follower);
     }
 
-    fn produce(&mut self, request: RequestId, acks: Acks, batch: Vec<u8>) {
+    fn produce(&mut self, request: RequestId, acks: Acks, batch: BytesMut) {
         let (mut step, role) = self.split();
         match role {
             Role::Leader(leader) => leader.produce(&mut step, request, acks, batch),

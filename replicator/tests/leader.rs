@@ -105,7 +105,7 @@ impl Harness {
         self.step(Input::Produce {
             request: RequestId(request),
             acks: Acks::All,
-            batch: batch(),
+            batch: batch().into(),
         });
         self.storage_keeps_up();
     }

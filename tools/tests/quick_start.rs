@@ -1,7 +1,7 @@
 //! The README's quick start, run as written: its `sh` block is read from README.md and
 //! run with bash against a real `shardlogd` started the way `scripts/run.sh` starts it
 //! (defaults, a fresh data directory). Only what a test must change is changed: the
-//! server's address (an ephemeral port instead of 9092), the directory of the binaries
+//! server's address (an ephemeral port instead of 9095), the directory of the binaries
 //! (this build's), and the bench's length (2 s and 20,000 records instead of 10 s and
 //! a million). Every command must succeed, and its output must say what the README says.
 
@@ -42,7 +42,7 @@ fn the_readme_quick_start_works_as_written() {
     );
     let script = quick_start();
     for needed in [
-        "127.0.0.1:9092",
+        "127.0.0.1:9095",
         "$PWD/target/release",
         "--duration 10",
         "--count 1000000",
@@ -53,7 +53,7 @@ fn the_readme_quick_start_works_as_written() {
         );
     }
     let script = script
-        .replace("127.0.0.1:9092", &server.brokers())
+        .replace("127.0.0.1:9095", &server.brokers())
         .replace("$PWD/target/release", &bin.display().to_string())
         .replace("--duration 10", "--duration 2")
         .replace("--count 1000000", "--count 20000");

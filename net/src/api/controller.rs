@@ -49,4 +49,18 @@ pub enum ControllerRequest {
         /// The partition epoch the report builds on; a stale one is refused.
         partition_epoch: u64,
     },
+    /// `Heartbeat` of a node with a Kafka listener, which is registered too. (Last in
+    /// the enum: the other messages keep their tags.)
+    HeartbeatListening {
+        /// The node.
+        node: u32,
+        /// Where shardlog clients reach it (`HOST:PORT`).
+        address: String,
+        /// Where Kafka clients reach it (`HOST:PORT`).
+        kafka_address: String,
+        /// Its incarnation (this run of it).
+        incarnation: u64,
+        /// Bytes free for new data in its data directory, if it could tell.
+        free_bytes: Option<u64>,
+    },
 }

@@ -4,8 +4,12 @@
 //!
 //! ```toml
 //! data_dir = "/var/lib/shardlog"
-//! listen = "0.0.0.0:9092"
-//! advertise = "broker1.example:9092"   # what clients are told to connect to
+//! listen = "0.0.0.0:9095"              # the shardlog protocol
+//! advertise = "broker1.example:9095"   # what clients are told to connect to
+//! kafka_listen = "0.0.0.0:9092"        # the Kafka protocol
+//! kafka_advertise = "broker1.example:9092"
+//! kafka_auto_create_topics = true      # Metadata and Produce create unknown topics
+//! kafka_auto_create_partitions = 1     # partitions of a topic created so
 //! shards = 4                           # default: one per core
 //! node_id = 0
 //! flush = "always"                     # always | interval=MS | never
@@ -49,6 +53,14 @@ pub struct FileConfig {
     pub listen: Option<String>,
     /// Address told to clients.
     pub advertise: Option<String>,
+    /// The Kafka listener's address.
+    pub kafka_listen: Option<String>,
+    /// The Kafka address told to clients.
+    pub kafka_advertise: Option<String>,
+    /// Whether Kafka Metadata and Produce requests create the topics they name.
+    pub kafka_auto_create_topics: Option<bool>,
+    /// Partitions of a topic the Kafka front end creates.
+    pub kafka_auto_create_partitions: Option<u32>,
     /// Shards (executors).
     pub shards: Option<usize>,
     /// Node id.
@@ -112,6 +124,14 @@ impl FileConfig {
             data_dir: other.data_dir.or(self.data_dir),
             listen: other.listen.or(self.listen),
             advertise: other.advertise.or(self.advertise),
+            kafka_listen: other.kafka_listen.or(self.kafka_listen),
+            kafka_advertise: other.kafka_advertise.or(self.kafka_advertise),
+            kafka_auto_create_topics: other
+                .kafka_auto_create_topics
+                .or(self.kafka_auto_create_topics),
+            kafka_auto_create_partitions: other
+                .kafka_auto_create_partitions
+                .or(self.kafka_auto_create_partitions),
             shards: other.shards.or(self.shards),
             node_id: other.node_id.or(self.node_id),
             flush: other.flush.or(self.flush),
@@ -153,6 +173,8 @@ pub struct ServerConfig {
     /// `HOST:PORT` clients are told to use; default: the listen address (127.0.0.1 for
     /// an unspecified host).
     pub advertise: Option<String>,
+    /// The Kafka protocol's listener.
+    pub kafka: KafkaConfig,
     /// Shards; default one per core.
     pub shards: usize,
     /// This node's id.
@@ -175,6 +197,23 @@ pub struct ServerConfig {
     /// Reply bytes a client connection may owe (counted from when a request is read until
     /// its reply is written) before the server stops reading its requests.
     pub connection_reply_bytes: usize,
+}
+
+/// The Kafka protocol's listener (`protocol::kafka`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaConfig {
+    /// `HOST:PORT` to listen on; port 0 picks a free one (a line before the ready line
+    /// names it). Default `127.0.0.1:9092`.
+    pub listen: String,
+    /// `HOST:PORT` Kafka clients are told to use (Metadata); default: the listen address
+    /// (127.0.0.1 for an unspecified host).
+    pub advertise: Option<String>,
+    /// Whether Metadata and Produce requests create the topics they name (Kafka's
+    /// `auto.create.topics.enable`). Default true.
+    pub auto_create_topics: bool,
+    /// Partitions of a topic created so (Kafka's `num.partitions`), 1 to 10000; its
+    /// replication factor is the cluster's default. Default 1.
+    pub auto_create_partitions: u32,
 }
 
 /// The cluster: its nodes, how they prove who they are, and the replication defaults.
@@ -309,11 +348,33 @@ fn check_host_port(flag: &str, address: &str) -> anyhow::Result<()> {
         .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
     if !well_formed {
         anyhow::bail!(
-            "{flag} {address:?}: expected HOST:PORT, e.g. 127.0.0.1:9092 or 0.0.0.0:9092 \
+            "{flag} {address:?}: expected HOST:PORT, e.g. 127.0.0.1:9095 or 0.0.0.0:9095 \
              (port 0: any free port)"
         );
     }
     Ok(())
+}
+
+fn kafka_config(file: &FileConfig) -> anyhow::Result<KafkaConfig> {
+    let listen = file
+        .kafka_listen
+        .clone()
+        .unwrap_or_else(|| DEFAULT_KAFKA_LISTEN.to_owned());
+    check_host_port("--kafka-listen", &listen)?;
+    if let Some(advertise) = &file.kafka_advertise {
+        check_host_port("--kafka-advertise", advertise)?;
+    }
+    let auto_create_partitions = file.kafka_auto_create_partitions.unwrap_or(1);
+    let most = shardlog_replicator::controller::metadata::MAX_PARTITIONS;
+    if !(1..=most).contains(&auto_create_partitions) {
+        anyhow::bail!("kafka_auto_create_partitions {auto_create_partitions}: 1 to {most}");
+    }
+    Ok(KafkaConfig {
+        listen,
+        advertise: file.kafka_advertise.clone(),
+        auto_create_topics: file.kafka_auto_create_topics.unwrap_or(true),
+        auto_create_partitions,
+    })
 }
 
 /// Default client connections per node.
@@ -326,8 +387,10 @@ pub const DEFAULT_TAIL_CACHE_BUDGET_BYTES: usize = 256 << 20;
 /// Default reply bytes a client connection may owe.
 pub const DEFAULT_CONNECTION_REPLY_BYTES: usize = 64 << 20;
 
-/// Defaults: listen 127.0.0.1:9092, one shard per core, node 0, flush always.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:9092";
+/// Defaults: listen 127.0.0.1:9095, one shard per core, node 0, flush always.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9095";
+/// The Kafka listener's default address: Kafka's port.
+pub const DEFAULT_KAFKA_LISTEN: &str = "127.0.0.1:9092";
 
 impl TryFrom<FileConfig> for ServerConfig {
     type Error = anyhow::Error;
@@ -335,6 +398,7 @@ impl TryFrom<FileConfig> for ServerConfig {
     fn try_from(file: FileConfig) -> anyhow::Result<ServerConfig> {
         let node_id = file.node_id.unwrap_or(0);
         let cluster = cluster_config(&file, node_id)?;
+        let kafka = kafka_config(&file)?;
         let data_dir = file
             .data_dir
             .ok_or_else(|| anyhow::anyhow!("no data directory: pass --data-dir DIR"))?;
@@ -390,6 +454,7 @@ impl TryFrom<FileConfig> for ServerConfig {
             data_dir,
             listen,
             advertise: file.advertise,
+            kafka,
             shards,
             node_id,
             engine,

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //!  client listener (every shard, SO_REUSEPORT) -> protocol::shardlog -> ops -> replicas
+//!  Kafka listener (every shard, SO_REUSEPORT)  -> protocol::kafka    -> ops -> replicas
 //!  peer listener (nodes only, after a handshake) -> Replicate / Controller / topic admin
 //!  shard 0: the controller voter (cluster::controller), publishing views to every shard
 //!  every shard: its replicas (cluster::replicas), its inbox (shard::inbox)
@@ -42,11 +43,11 @@ use shardlog_replicator::controller::ControllerConfig;
 use shardlog_replicator::{Incarnation, NodeId};
 
 pub use config::{ClusterConfig, FileConfig, ServerConfig};
-use protocol::shardlog::ClientLimits;
+use protocol::limits::ClientLimits;
 
 use crate::peer::Peers;
 use crate::peer::auth::PeerSecurity;
-use crate::testing::READY_PREFIX;
+use crate::testing::{KAFKA_PREFIX, READY_PREFIX};
 use cluster::controller::{ControllerService, ControllerStart};
 use cluster::{ClusterNode, adopt};
 use shard::{INBOX_DEPTH, NodeInfo, Shard, ShardMsg};
@@ -58,7 +59,8 @@ const CONTROLLER_TICK_MS: u64 = 25;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 enum Event {
-    Bound(SocketAddr),
+    /// Shard 0 listens: the client listener's address, then the Kafka listener's.
+    Bound(SocketAddr, SocketAddr),
     Ready,
     Exited(usize, Result<(), String>),
 }
@@ -69,6 +71,8 @@ struct Prepared {
     /// closed its logs).
     lock: DirLock,
     listen: SocketAddr,
+    /// Where the Kafka listener binds.
+    kafka_listen: SocketAddr,
     /// Where the peer listener binds, for a node with peers.
     peer_listen: Option<SocketAddr>,
     security: Arc<PeerSecurity>,
@@ -91,6 +95,7 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
     let mut receivers = receivers.into_iter();
     let mut handles = Vec::with_capacity(config.shards);
     let mut bound = prepared.listen;
+    let mut kafka_bound = prepared.kafka_listen;
     let mut controller = Some(prepared.controller);
     let applied = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let open_outcomes = Arc::new(cluster::open_outcomes::OpenOutcomes::default());
@@ -107,6 +112,7 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
             inboxes: inboxes.clone(),
             inbox,
             listen: bound,
+            kafka_listen: kafka_bound,
             peer_listen: prepared.peer_listen,
             security: prepared.security.clone(),
             incarnation: prepared.incarnation,
@@ -130,7 +136,7 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
         if id == 0 {
             // The other shards bind the port shard 0 got (it may have been 0).
             match events_rx.recv() {
-                Ok(Event::Bound(addr)) => bound = addr,
+                Ok(Event::Bound(addr, kafka)) => (bound, kafka_bound) = (addr, kafka),
                 Ok(Event::Exited(_, Err(e))) => anyhow::bail!("shard 0: {e}"),
                 _ => anyhow::bail!("shard 0 stopped before listening"),
             }
@@ -139,7 +145,13 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
     drop(events);
     let handle = signals.handle();
     let signal_events = forward_signals(signals);
-    let result = supervise(&config, bound, &inboxes, &events_rx, &signal_events);
+    let result = supervise(
+        &config,
+        (bound, kafka_bound),
+        &inboxes,
+        &events_rx,
+        &signal_events,
+    );
     handle.close();
     for handle in handles {
         let _ = handle.join();
@@ -175,7 +187,7 @@ fn forward_signals(mut signals: signal_hook::iterator::Signals) -> mpsc::Receive
 /// that is not this node's, and recording it would refuse the corrected start).
 fn prepare(config: &ServerConfig) -> anyhow::Result<Prepared> {
     let data_dir = &config.data_dir;
-    let (listen, peer_listen) = addresses(config)?;
+    let (listen, kafka_listen, peer_listen) = addresses(config)?;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
     // First, before anything reads or changes the directory: opening a partition removes
@@ -188,6 +200,7 @@ fn prepare(config: &ServerConfig) -> anyhow::Result<Prepared> {
     }
     let cluster = &config.cluster;
     refuse_if_answering(listen, "listening on")?;
+    refuse_if_answering(kafka_listen, "the Kafka listener on")?;
     if let Some(peer_listen) = peer_listen {
         refuse_if_answering(peer_listen, "the peer listener on")?;
     }
@@ -208,6 +221,7 @@ fn prepare(config: &ServerConfig) -> anyhow::Result<Prepared> {
     Ok(Prepared {
         lock,
         listen,
+        kafka_listen,
         peer_listen,
         security: Arc::new(security),
         incarnation: Incarnation(incarnation),
@@ -220,23 +234,35 @@ fn prepare(config: &ServerConfig) -> anyhow::Result<Prepared> {
     })
 }
 
-/// The client listener's address and the peer listener's (for a node with peers), on
-/// separate ports.
-fn addresses(config: &ServerConfig) -> anyhow::Result<(SocketAddr, Option<SocketAddr>)> {
+/// The client listener's address, the Kafka listener's and the peer listener's (for a
+/// node with peers), on separate ports.
+fn addresses(
+    config: &ServerConfig,
+) -> anyhow::Result<(SocketAddr, SocketAddr, Option<SocketAddr>)> {
     let listen = resolve(&config.listen)?;
+    let kafka_listen = resolve(&config.kafka.listen)?;
     let peer_listen = peer_listen_address(&config.cluster)?;
+    let clash = |a: SocketAddr, b: SocketAddr| {
+        a.port() != 0
+            && a.port() == b.port()
+            && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+    };
     if let Some(peer_listen) = peer_listen
-        && peer_listen.port() == listen.port()
-        && (peer_listen.ip() == listen.ip()
-            || peer_listen.ip().is_unspecified()
-            || listen.ip().is_unspecified())
+        && clash(peer_listen, listen)
     {
         anyhow::bail!(
             "the client listener ({listen}) and the peer listener ({peer_listen}) need \
              different ports: clients and peers speak on separate ports"
         );
     }
-    Ok((listen, peer_listen))
+    if clash(kafka_listen, listen) || peer_listen.is_some_and(|p| clash(kafka_listen, p)) {
+        anyhow::bail!(
+            "the Kafka listener ({kafka_listen}) needs a port of its own (--kafka-listen): \
+             the client listener is on {listen}{}",
+            peer_listen.map_or_else(String::new, |p| format!(", the peer listener on {p}"))
+        );
+    }
+    Ok((listen, kafka_listen, peer_listen))
 }
 
 /// glommio listeners set SO_REUSEPORT, which would silently share a port with a server
@@ -317,7 +343,7 @@ fn peer_security(cluster: &ClusterConfig) -> anyhow::Result<PeerSecurity> {
 /// stop messages, and collects the shards' exits.
 fn supervise(
     config: &ServerConfig,
-    bound: SocketAddr,
+    (bound, kafka_bound): (SocketAddr, SocketAddr),
     inboxes: &[flume::Sender<ShardMsg>],
     events: &mpsc::Receiver<Event>,
     signals: &mpsc::Receiver<i32>,
@@ -356,6 +382,7 @@ fn supervise(
                         flush = %config.engine.flush,
                         "serving"
                     );
+                    eprintln!("{KAFKA_PREFIX}{kafka_bound}");
                     eprintln!("{READY_PREFIX}{bound}");
                 }
             }
@@ -370,7 +397,7 @@ fn supervise(
                     stop_all();
                 }
             }
-            Event::Bound(_) => {}
+            Event::Bound(..) => {}
         }
     }
     match failure {
@@ -396,6 +423,7 @@ struct ShardStart {
     inboxes: Vec<flume::Sender<ShardMsg>>,
     inbox: flume::Receiver<ShardMsg>,
     listen: SocketAddr,
+    kafka_listen: SocketAddr,
     peer_listen: Option<SocketAddr>,
     security: Arc<PeerSecurity>,
     incarnation: Incarnation,
@@ -418,6 +446,7 @@ async fn shard_main(start: ShardStart) -> anyhow::Result<()> {
         inboxes,
         inbox,
         listen,
+        kafka_listen,
         peer_listen,
         security,
         incarnation,
@@ -436,15 +465,22 @@ async fn shard_main(start: ShardStart) -> anyhow::Result<()> {
     let bound = listener
         .local_addr()
         .map_err(|e| anyhow::anyhow!("shard {id}: local address: {e}"))?;
+    let kafka_listener = glommio::net::TcpListener::bind(kafka_listen)
+        .map_err(|e| anyhow::anyhow!("shard {id}: the Kafka listener on {kafka_listen}: {e}"))?;
+    let kafka_bound = kafka_listener
+        .local_addr()
+        .map_err(|e| anyhow::anyhow!("shard {id}: local address: {e}"))?;
     if id == 0 {
-        let _ = events.send(Event::Bound(bound));
+        let _ = events.send(Event::Bound(bound, kafka_bound));
     }
     let peer_listener = peer_listen
         .map(|addr| bind_peer_listener(id, addr))
         .transpose()?;
     let node = NodeInfo {
         node_id: config.cluster.node_id,
-        advertised: advertised(&config, bound)?,
+        advertised: advertised(config.advertise.as_deref(), bound)?,
+        kafka_advertised: advertised(config.kafka.advertise.as_deref(), kafka_bound)?,
+        kafka: config.kafka.clone(),
         defaults: config.engine.clone(),
         shards: config.shards,
     };
@@ -476,7 +512,26 @@ async fn shard_main(start: ShardStart) -> anyhow::Result<()> {
         }
     };
     glommio::spawn_local(ready).detach();
-    protocol::shardlog::accept_until_stopped(&shard, listener, &client_limits).await;
+    {
+        let (shard, limits) = (shard.clone(), client_limits.clone());
+        let kafka = async move {
+            protocol::listener::accept_until_stopped(
+                &shard,
+                kafka_listener,
+                &limits,
+                protocol::kafka::serve,
+            )
+            .await;
+        };
+        glommio::spawn_local(kafka).detach();
+    }
+    protocol::listener::accept_until_stopped(
+        &shard,
+        listener,
+        &client_limits,
+        protocol::shardlog::serve,
+    )
+    .await;
     drain_and_close(&shard).await
 }
 
@@ -538,7 +593,10 @@ fn cluster_node(
         controller.tick_ms = CONTROLLER_TICK_MS;
         let service = ControllerService::new(
             controller,
-            format!("{}:{}", node.advertised.0, node.advertised.1),
+            (
+                format!("{}:{}", node.advertised.0, node.advertised.1),
+                format!("{}:{}", node.kafka_advertised.0, node.kafka_advertised.1),
+            ),
             start,
             state.peers.clone(),
             state.now(),
@@ -587,10 +645,10 @@ fn start_cluster_tasks(shard: &Rc<Shard>, config: &ServerConfig) {
     }
 }
 
-/// The `HOST:PORT` clients are told to use: `--advertise`, else the bound address (with
-/// 127.0.0.1 for an unspecified host).
-fn advertised(config: &ServerConfig, bound: SocketAddr) -> anyhow::Result<(String, u16)> {
-    Ok(match &config.advertise {
+/// The `HOST:PORT` clients are told to use: `--advertise` (`--kafka-advertise`), else the
+/// bound address (with 127.0.0.1 for an unspecified host).
+fn advertised(advertise: Option<&str>, bound: SocketAddr) -> anyhow::Result<(String, u16)> {
+    Ok(match advertise {
         Some(addr) => split_host_port(addr)?,
         None => {
             let ip = match bound.ip() {

@@ -10,7 +10,7 @@ use rkyv::util::AlignedVec;
 /// Largest encoded command accepted, in bytes.
 pub const MAX_COMMAND_BYTES: usize = 1 << 20;
 
-pub use wire::{AdoptedData, Command};
+pub use wire::{AdoptedData, Command, KAFKA_LISTENER, SHARDLOG_LISTENER};
 
 /// The command enum with its rkyv derive: the derived resolver's fields carry no docs, so
 /// the lint is allowed in here only (every field of [`Command`] is documented).
@@ -163,7 +163,27 @@ mod wire {
             /// The partition epoch the report builds on.
             partition_epoch: u32,
         },
+        /// `Register` with the node's listeners by name: `shardlog` (the shardlog
+        /// protocol's client listener, what `Register`'s `address` was) and `kafka` (the
+        /// Kafka listener), each `host:port` as advertised to clients. (Last in the enum:
+        /// older entries keep their tags; the names in a `Vec` keep the archive at its
+        /// size.)
+        RegisterListeners {
+            /// The node id.
+            node: u32,
+            /// `(name, host:port)` per listener.
+            listeners: Vec<(String, String)>,
+            /// Its incarnation: grows with every start of the node.
+            incarnation: u64,
+            /// Its session expiry (ms on the controller leader's clock), for display only.
+            session_expires_ms: u64,
+        },
     }
+
+    /// The listener name of the shardlog protocol in `RegisterListeners`.
+    pub const SHARDLOG_LISTENER: &str = "shardlog";
+    /// The listener name of the Kafka protocol in `RegisterListeners`.
+    pub const KAFKA_LISTENER: &str = "kafka";
 
     /// What an adopted topic's data holds that the controller must not contradict.
     #[derive(
@@ -272,6 +292,17 @@ mod tests {
         };
         let bytes = offline.encode().unwrap();
         assert_eq!(Command::decode(&bytes).unwrap(), offline);
+        let listeners = Command::RegisterListeners {
+            node: 2,
+            listeners: vec![
+                (SHARDLOG_LISTENER.into(), "127.0.0.1:9095".into()),
+                (KAFKA_LISTENER.into(), "127.0.0.1:9092".into()),
+            ],
+            incarnation: 3,
+            session_expires_ms: 7,
+        };
+        let bytes = listeners.encode().unwrap();
+        assert_eq!(Command::decode(&bytes).unwrap(), listeners);
         assert_eq!(std::mem::size_of::<wire::ArchivedCommand>(), 32);
     }
 }

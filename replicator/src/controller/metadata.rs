@@ -27,6 +27,8 @@ pub const MAX_PRODUCER_ID_BLOCK: u32 = 1 << 20;
 pub struct NodeInfo {
     /// Where it is reached (`host:port`).
     pub address: String,
+    /// Where Kafka clients reach it (`host:port`), if it registered a Kafka listener.
+    pub kafka_address: Option<String>,
     /// Fenced: missed its session, or restarted as a newer incarnation; leads nothing
     /// and may not join an ISR.
     pub fenced: bool,
@@ -291,7 +293,7 @@ impl Metadata {
                 session_expires_ms,
             } => {
                 let registration = (address.as_str(), None, Tick(*session_expires_ms));
-                self.register(NodeId(*node), registration, changes)
+                self.register(NodeId(*node), registration, None, changes)
             }
             Command::Register {
                 node,
@@ -304,7 +306,24 @@ impl Metadata {
                     Some(*incarnation),
                     Tick(*session_expires_ms),
                 );
-                self.register(NodeId(*node), registration, changes)
+                self.register(NodeId(*node), registration, None, changes)
+            }
+            Command::RegisterListeners {
+                node,
+                listeners,
+                incarnation,
+                session_expires_ms,
+            } => {
+                let named = |name: &str| {
+                    listeners
+                        .iter()
+                        .find(|(n, _)| n == name)
+                        .map(|(_, address)| address.as_str())
+                };
+                let address = named(super::command::SHARDLOG_LISTENER).unwrap_or_default();
+                let registration = (address, Some(*incarnation), Tick(*session_expires_ms));
+                let kafka = named(super::command::KAFKA_LISTENER);
+                self.register(NodeId(*node), registration, kafka, changes)
             }
             Command::Heartbeat {
                 node,
@@ -401,6 +420,7 @@ impl Metadata {
         &mut self,
         node: NodeId,
         registration: (&str, Option<u64>, Tick),
+        kafka_address: Option<&str>,
         changes: &mut Vec<MetadataChange>,
     ) -> Result<(), Refusal> {
         let (address, incarnation, expires) = registration;
@@ -426,6 +446,7 @@ impl Metadata {
             node,
             NodeInfo {
                 address: address.to_owned(),
+                kafka_address: kafka_address.map(str::to_owned),
                 fenced: false,
                 session_expires: expires,
                 incarnation,

@@ -510,14 +510,39 @@ impl Controller {
         address: &str,
         incarnation: u64,
     ) -> Result<ProposalId, ControllerError> {
+        self.register_listening(node, address, None, incarnation)
+    }
+
+    /// [`Controller::register`] with the node's Kafka listener (`host:port`), if it has
+    /// one: proposed as `RegisterListeners`, which carries both addresses.
+    pub fn register_listening(
+        &mut self,
+        node: NodeId,
+        address: &str,
+        kafka_address: Option<&str>,
+        incarnation: u64,
+    ) -> Result<ProposalId, ControllerError> {
         self.check_leader()?;
         self.sessions.heartbeat(node, self.now);
-        self.propose(Command::Register {
-            node: node.0,
-            address: address.to_owned(),
-            incarnation,
-            session_expires_ms: self.sessions.expiry_from(self.now).0,
-        })
+        let session_expires_ms = self.sessions.expiry_from(self.now).0;
+        let command = match kafka_address {
+            None => Command::Register {
+                node: node.0,
+                address: address.to_owned(),
+                incarnation,
+                session_expires_ms,
+            },
+            Some(kafka) => Command::RegisterListeners {
+                node: node.0,
+                listeners: vec![
+                    (command::SHARDLOG_LISTENER.to_owned(), address.to_owned()),
+                    (command::KAFKA_LISTENER.to_owned(), kafka.to_owned()),
+                ],
+                incarnation,
+                session_expires_ms,
+            },
+        };
+        self.propose(command)
     }
 
     /// A heartbeat from incarnation `incarnation` of a registered node renews its

@@ -43,6 +43,17 @@ impl Controller {
         address: &str,
         incarnation: u64,
     ) -> Result<(), ControllerError> {
+        self.session_listening(node, address, None, incarnation)
+    }
+
+    /// [`Controller::session`] of a node with a Kafka listener at `kafka_address`.
+    pub fn session_listening(
+        &mut self,
+        node: NodeId,
+        address: &str,
+        kafka_address: Option<&str>,
+        incarnation: u64,
+    ) -> Result<(), ControllerError> {
         if !self.is_voter(node) {
             return Err(ControllerError::UnknownNode(node));
         }
@@ -56,7 +67,7 @@ impl Controller {
                     .is_none_or(|at| now.since(*at) >= self.config.register_every_ms);
                 if due {
                     self.registrations.proposed.insert(node, now);
-                    self.register(node, address, incarnation)?;
+                    self.register_listening(node, address, kafka_address, incarnation)?;
                 }
                 Ok(())
             }

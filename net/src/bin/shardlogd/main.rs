@@ -1,5 +1,6 @@
 //! `shardlogd`: the shardlog server. Runs in the foreground, logs to stderr, prints
-//! `shardlogd ready: listening on HOST:PORT` once it serves, and stops cleanly on SIGTERM
+//! `shardlogd kafka: listening on HOST:PORT` (the Kafka listener) and then
+//! `shardlogd ready: listening on HOST:PORT` (the shardlog listener) once it serves, and stops cleanly on SIGTERM
 //! or SIGINT. Settings: flags, then `SHARDLOGD_*` environment variables, then `--config`
 //! (a TOML file), then defaults. Exit codes: 0 after a clean stop, 1 when the server
 //! failed, 2 on a usage error.
@@ -20,13 +21,28 @@ struct Args {
     /// Data directory: one subdirectory per topic, one below it per partition.
     #[arg(long, env = "SHARDLOGD_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// HOST:PORT to listen on (port 0: any free port; the ready line names it).
-    /// Default 127.0.0.1:9092.
+    /// HOST:PORT to listen on for the shardlog protocol (port 0: any free port; the ready
+    /// line names it). Default 127.0.0.1:9095.
     #[arg(long, env = "SHARDLOGD_LISTEN")]
     listen: Option<String>,
     /// HOST:PORT clients are told to connect to. Default: the listen address.
     #[arg(long, env = "SHARDLOGD_ADVERTISE")]
     advertise: Option<String>,
+    /// HOST:PORT to listen on for the Kafka protocol (port 0: any free port; the line
+    /// `shardlogd kafka: listening on HOST:PORT` names it). Default 127.0.0.1:9092.
+    #[arg(long, env = "SHARDLOGD_KAFKA_LISTEN")]
+    kafka_listen: Option<String>,
+    /// HOST:PORT Kafka clients are told to connect to. Default: the Kafka listen address.
+    #[arg(long, env = "SHARDLOGD_KAFKA_ADVERTISE")]
+    kafka_advertise: Option<String>,
+    /// Whether Kafka Metadata and Produce requests create the topics they name (true or
+    /// false). Default true.
+    #[arg(long, env = "SHARDLOGD_KAFKA_AUTO_CREATE_TOPICS")]
+    kafka_auto_create_topics: Option<bool>,
+    /// Partitions of a topic the Kafka protocol creates (its replication factor is
+    /// --replication-factor's). Default 1.
+    #[arg(long, env = "SHARDLOGD_KAFKA_AUTO_CREATE_PARTITIONS")]
+    kafka_auto_create_partitions: Option<u32>,
     /// Shards (thread-per-core executors). Default: one per core. More shards than cores
     /// run unpinned.
     #[arg(long, env = "SHARDLOGD_SHARDS")]
@@ -121,6 +137,10 @@ impl Args {
             data_dir: self.data_dir,
             listen: self.listen,
             advertise: self.advertise,
+            kafka_listen: self.kafka_listen,
+            kafka_advertise: self.kafka_advertise,
+            kafka_auto_create_topics: self.kafka_auto_create_topics,
+            kafka_auto_create_partitions: self.kafka_auto_create_partitions,
             shards: self.shards,
             node_id: self.node_id,
             flush: self.flush,

@@ -146,6 +146,8 @@ pub(crate) struct ControllerService {
     node: NodeId,
     /// Where clients and peers reach this node (registered with the controller).
     address: String,
+    /// Where Kafka clients reach this node (registered with the controller).
+    kafka_address: String,
     controller: RefCell<Controller>,
     peers: Rc<Peers>,
     waiters: RefCell<HashMap<ProposalId, oneshot::Sender<Result<(), Refusal>>>>,
@@ -194,7 +196,7 @@ impl ControllerService {
     /// from `start.raft` (read from its file, which it appends to).
     pub(crate) fn new(
         mut config: ControllerConfig,
-        address: String,
+        (address, kafka_address): (String, String),
         start: ControllerStart,
         peers: Rc<Peers>,
         now: Tick,
@@ -209,6 +211,7 @@ impl ControllerService {
         Ok(ControllerService {
             node: NodeId(node),
             address,
+            kafka_address,
             controller: RefCell::new(controller),
             peers,
             waiters: RefCell::new(HashMap::new()),
@@ -311,7 +314,8 @@ impl ControllerService {
         let sender = from.unwrap_or(self.node);
         let claimed = match &request {
             ControllerRequest::Raft { from } => NodeId(*from),
-            ControllerRequest::Heartbeat { node, .. } => NodeId(*node),
+            ControllerRequest::Heartbeat { node, .. }
+            | ControllerRequest::HeartbeatListening { node, .. } => NodeId(*node),
             ControllerRequest::ChangeIsr { .. } | ControllerRequest::ReplicaOffline { .. } => {
                 sender
             }
@@ -341,13 +345,16 @@ impl ControllerService {
                 address,
                 incarnation,
                 free_bytes,
+            } => self.heartbeat_from(node, (&address, None), incarnation, free_bytes),
+            ControllerRequest::HeartbeatListening {
+                node,
+                address,
+                kafka_address,
+                incarnation,
+                free_bytes,
             } => {
-                if self.is_leader() {
-                    if let Some(free) = free_bytes {
-                        self.free_bytes.borrow_mut().insert(NodeId(node), free);
-                    }
-                    self.session(NodeId(node), &address, incarnation);
-                }
+                let addresses = (address.as_str(), Some(kafka_address.as_str()));
+                self.heartbeat_from(node, addresses, incarnation, free_bytes);
             }
             request @ ControllerRequest::ChangeIsr { .. } => self.change_isr(from, request),
             request @ ControllerRequest::ReplicaOffline { .. } => {
@@ -469,14 +476,31 @@ impl ControllerService {
         }
     }
 
+    /// A node's heartbeat, on the controller leader: its free space noted, its session
+    /// renewed (or registered).
+    fn heartbeat_from(
+        &self,
+        node: u32,
+        addresses: (&str, Option<&str>),
+        incarnation: u64,
+        free_bytes: Option<u64>,
+    ) {
+        if self.is_leader() {
+            if let Some(free) = free_bytes {
+                self.free_bytes.borrow_mut().insert(NodeId(node), free);
+            }
+            self.session(NodeId(node), addresses, incarnation);
+        }
+    }
+
     /// Renews `node`'s session, or registers it (a new node, or a new incarnation of a
     /// node that restarted, whose previous run the registration fences at once); on the
     /// controller leader only.
-    fn session(&self, node: NodeId, address: &str, incarnation: u64) {
-        let session = self
-            .controller
-            .borrow_mut()
-            .session(node, address, incarnation);
+    fn session(&self, node: NodeId, (address, kafka): (&str, Option<&str>), incarnation: u64) {
+        let session =
+            self.controller
+                .borrow_mut()
+                .session_listening(node, address, kafka, incarnation);
         match session {
             Ok(()) => {}
             // Only the nodes of `--peers` are members.
@@ -744,12 +768,14 @@ impl ControllerService {
         self.last_heartbeat.set(Some(now));
         match self.leader() {
             Some(leader) if leader == self.node => {
-                self.session(self.node, &self.address.clone(), self.incarnation);
+                let addresses = (self.address.as_str(), Some(self.kafka_address.as_str()));
+                self.session(self.node, addresses, self.incarnation);
             }
             Some(leader) => {
-                let request = ControllerRequest::Heartbeat {
+                let request = ControllerRequest::HeartbeatListening {
                     node: self.node.0,
                     address: self.address.clone(),
+                    kafka_address: self.kafka_address.clone(),
                     incarnation: self.incarnation,
                     free_bytes: self.own_free_bytes.get(),
                 };

@@ -160,6 +160,7 @@ pub(crate) enum PartitionOp {
     Produce(ProduceOp),
     Fetch(FetchOp),
     ListOffsets(ListOffsetsOp),
+    EpochEnd(reads::EpochEndOp),
 }
 
 /// The answer to a [`PartitionOp`], back from the owner shard.
@@ -167,6 +168,7 @@ pub(crate) enum OpReply {
     Produced(Result<Produced, OpError>),
     Fetched(Result<Fetched, OpError>),
     Offset(Result<Option<shardlog_engine::Offset>, OpError>),
+    EpochEnd(Result<Option<reads::EpochEnd>, OpError>),
 }
 
 /// Where a partition is, from one shard.
@@ -297,6 +299,14 @@ pub(crate) async fn run_forwarded(
             let pending = reads::list_offsets(shard, op).await;
             glommio::spawn_local(async move {
                 let _ = reply.send(OpReply::Offset(pending.await));
+                done();
+            })
+            .detach();
+        }
+        PartitionOp::EpochEnd(op) => {
+            let pending = reads::end_offset_for_epoch(shard, op).await;
+            glommio::spawn_local(async move {
+                let _ = reply.send(OpReply::EpochEnd(pending.await));
                 done();
             })
             .detach();

@@ -8,6 +8,7 @@
 
 use std::rc::Rc;
 
+use bytes::BytesMut;
 use futures::FutureExt;
 use shardlog_engine::batch::BATCH_SIZE_MAX;
 use shardlog_replicator::{Acks as ReplicaAcks, ProduceError};
@@ -33,8 +34,9 @@ pub(crate) struct ProduceOp {
     pub(crate) topic: String,
     pub(crate) partition: u32,
     pub(crate) acks: Acks,
-    /// One record batch as the client sent it (the leader patches its base offset).
-    pub(crate) batch: Vec<u8>,
+    /// One record batch as the client sent it: a region of the request's buffer, which
+    /// the leader patches (base offset, leader epoch) in place and stores, never copied.
+    pub(crate) batch: BytesMut,
 }
 
 /// Where a produced batch landed.

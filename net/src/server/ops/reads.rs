@@ -74,6 +74,23 @@ pub(crate) struct ListOffsetsOp {
     pub(crate) spec: OffsetSpec,
 }
 
+/// OffsetForLeaderEpoch of one partition (KIP-101, KIP-320): where `epoch` ended in the
+/// leader's log.
+pub(crate) struct EpochEndOp {
+    pub(crate) topic: String,
+    pub(crate) partition: u32,
+    pub(crate) epoch: i32,
+}
+
+/// The largest epoch at or below the one asked for and the offset where it ended (the
+/// next epoch's start, or the log end for the newest); `None` when the log holds no epoch
+/// that old.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct EpochEnd {
+    pub(crate) epoch: i32,
+    pub(crate) end_offset: u64,
+}
+
 /// The partition's leading replica on this shard, or where the request goes instead.
 enum Served {
     Here(Rc<Replica>),
@@ -265,6 +282,33 @@ pub(crate) async fn list_offsets(shard: &Rc<Shard>, op: ListOffsetsOp) -> Pendin
         }
     }
     .boxed_local()
+}
+
+/// OffsetForLeaderEpoch, from the leading replica's leader-epoch history.
+pub(crate) async fn end_offset_for_epoch(
+    shard: &Rc<Shard>,
+    op: EpochEndOp,
+) -> Pending<Option<EpochEnd>> {
+    let replica = match serving(shard, &op.topic, op.partition).await {
+        Ok(Served::Here(replica)) => replica,
+        Ok(Served::Shard(owner)) => {
+            let unwrap = |reply| match reply {
+                OpReply::EpochEnd(result) => Some(result),
+                _ => None,
+            };
+            return forward(shard, owner, PartitionOp::EpochEnd(op), unwrap).await;
+        }
+        Err(e) => return answered(Err(e)),
+    };
+    let log: &Log = replica.log();
+    let found = log
+        .checkpoint()
+        .end_offset_for_epoch(shardlog_engine::LeaderEpoch(op.epoch), log.log_end())
+        .map(|entry| EpochEnd {
+            epoch: entry.epoch.0,
+            end_offset: entry.start_offset.0,
+        });
+    answered(Ok(found))
 }
 
 #[cfg(test)]

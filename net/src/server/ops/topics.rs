@@ -37,6 +37,8 @@ pub(crate) struct Broker {
     pub(crate) port: u16,
     /// Registered and not fenced.
     pub(crate) live: bool,
+    /// Where Kafka clients reach it, if it registered a Kafka listener.
+    pub(crate) kafka: Option<(String, u16)>,
 }
 
 /// One partition as metadata shows it.
@@ -140,12 +142,13 @@ fn describe(
         .nodes()
         .iter()
         .filter_map(|(id, info)| {
-            let (host, port) = info.address.rsplit_once(':')?;
+            let (host, port) = split_host_port(&info.address)?;
             Some(Broker {
                 id: id.0,
-                host: host.to_owned(),
-                port: port.parse().ok()?,
+                host,
+                port,
                 live: !info.fenced,
+                kafka: info.kafka_address.as_deref().and_then(split_host_port),
             })
         })
         .collect();
@@ -155,6 +158,11 @@ fn describe(
         brokers,
         topics,
     }
+}
+
+fn split_host_port(address: &str) -> Option<(String, u16)> {
+    let (host, port) = address.rsplit_once(':')?;
+    Some((host.to_owned(), port.parse().ok()?))
 }
 
 /// A topic to create.

@@ -27,6 +27,10 @@ pub(crate) struct NodeInfo {
     pub(crate) node_id: u32,
     /// Host and port clients are told to connect to.
     pub(crate) advertised: (String, u16),
+    /// Host and port Kafka clients are told to connect to.
+    pub(crate) kafka_advertised: (String, u16),
+    /// The Kafka front end's settings.
+    pub(crate) kafka: crate::server::config::KafkaConfig,
     /// Engine settings of partitions whose topic sets nothing else.
     pub(crate) defaults: EngineConfig,
     /// Shards on this node.

@@ -251,8 +251,8 @@ async fn produce(shard: &Rc<Shard>, frame: Frame) -> Completion {
             Acks::Leader => produce::Acks::Leader,
             Acks::All => produce::Acks::All,
         },
-        // The reader allocated the data region alone: this takes it without a copy.
-        batch: frame.data.into(),
+        // The reader allocated the data region alone: the batch is that buffer.
+        batch: frame.data,
     };
     let pending = produce::produce(shard, op).await;
     async move {

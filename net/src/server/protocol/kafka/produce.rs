@@ -1,0 +1,325 @@
+//! Produce (v3+): each partition's records go to `ops::produce` as they arrived, as
+//! regions of the request's own buffer (no copy: the decoded request is dropped first, so
+//! the frame's buffer has one owner and splits into the regions; the leader patches each
+//! batch's base offset and leader epoch in place). A partition's records may hold several
+//! batches, each produced in order; the partition's answer is its first batch's base
+//! offset, or the first error.
+//!
+//! acks: 0, no response at all (the produce still runs); 1, once the leader wrote it
+//! (`Acks::Leader`, the flush policy's promise); -1, once the in-sync replicas hold it.
+//! Other values get INVALID_REQUIRED_ACKS. Transactional produces are refused (no
+//! transactions). Unknown topics are created first when auto-creation is on.
+
+use std::rc::Rc;
+
+use bytes::{Buf, BytesMut};
+use futures::FutureExt;
+use futures::future::join_all;
+use kafka_protocol::messages::produce_response::{
+    LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
+};
+use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use shardlog_engine::batch::BatchHeader;
+
+use super::errors;
+use super::metadata::current_leader;
+use super::request::{self, Answer, Completion, Head, Request, done, respond};
+use super::topics::auto_create;
+use crate::server::ops::produce::{self, Acks, ProduceOp, Produced};
+use crate::server::ops::{OpError, Pending};
+use crate::server::shard::Shard;
+
+/// The first version whose partition answers carry the new leader (KIP-951).
+const CURRENT_LEADER_VERSION: i16 = 10;
+/// The first version whose partition answers carry an error message.
+const ERROR_MESSAGE_VERSION: i16 = 8;
+
+/// One partition of the request: its index and its records' place in the body.
+struct PartitionRecords {
+    index: i32,
+    /// `(start, len)` in the body; `None` for null records.
+    range: Option<(usize, usize)>,
+}
+
+/// The request as produced: acks, transactional or not, topics with their partitions.
+struct Shape {
+    acks: i16,
+    transactional: bool,
+    topics: Vec<(TopicName, Vec<PartitionRecords>)>,
+}
+
+/// First phase: every batch handed to its partition in request order.
+pub(crate) async fn begin(shard: &Rc<Shard>, request: Request) -> Completion {
+    let head = request.head;
+    let shape = match shape_of(&request) {
+        Ok(shape) => shape,
+        Err(answer) => return done(answer),
+    };
+    // The only handle on the frame's buffer now: the regions split off it without a copy.
+    let mut body = match request.body.try_into_mut() {
+        Ok(body) => body,
+        Err(shared) => {
+            // A local invariant broken (a handle on the frame kept): copy, and say so.
+            tracing::warn!("kafka produce buffer still shared; copying it");
+            BytesMut::from(&shared[..])
+        }
+    };
+    let names: Vec<String> = shape
+        .topics
+        .iter()
+        .map(|(name, _)| name.0.as_str().to_owned())
+        .collect();
+    auto_create(shard, &names).await.await;
+    let acks = match shape.acks {
+        0 => Some(Acks::None),
+        1 => Some(Acks::Leader),
+        -1 => Some(Acks::All),
+        _ => None,
+    };
+    let mut consumed = 0;
+    let mut topics = Vec::with_capacity(shape.topics.len());
+    for (name, partitions) in shape.topics {
+        let topic = name.0.as_str().to_owned();
+        let mut answers = Vec::with_capacity(partitions.len());
+        for p in partitions {
+            let records = p.range.map(|(start, len)| {
+                body.advance(start - consumed);
+                consumed = start + len;
+                body.split_to(len)
+            });
+            let refusal = if shape.transactional {
+                Some(OpError::InvalidRequest(
+                    "transactions are not supported".into(),
+                ))
+            } else if acks.is_none() {
+                Some(OpError::InvalidRequest(format!("acks {}", shape.acks)))
+            } else {
+                None
+            };
+            let answer = match (refusal, acks, records) {
+                (Some(refusal), _, _) => refused(refusal, shape.acks),
+                (None, Some(acks), Some(records)) => {
+                    partition(shard, &topic, p.index, acks, records).await
+                }
+                _ => Outcome::known(Err(OpError::CorruptBatch("null records".into()))),
+            };
+            answers.push((p.index, answer));
+        }
+        topics.push((name, answers));
+    }
+    let shard = shard.clone();
+    async move {
+        let mut responses = Vec::with_capacity(topics.len());
+        for (name, answers) in topics {
+            let topic = name.0.as_str().to_owned();
+            let mut partitions = Vec::with_capacity(answers.len());
+            for (index, outcome) in answers {
+                let result = outcome.settle().await;
+                let mut response = partition_response(&shard, head, &topic, index, result);
+                if acks.is_none() {
+                    response.error_code = errors::INVALID_REQUIRED_ACKS;
+                }
+                partitions.push(response);
+            }
+            responses.push(
+                TopicProduceResponse::default()
+                    .with_name(name)
+                    .with_partition_responses(partitions),
+            );
+        }
+        if shape.acks == 0 {
+            return Answer::Nothing;
+        }
+        let mut response = ProduceResponse::default().with_responses(responses);
+        if head.version >= CURRENT_LEADER_VERSION {
+            response.node_endpoints = endpoints(&shard, &response);
+        }
+        respond(head, &response)
+    }
+    .boxed_local()
+}
+
+/// The request's shape, read from a decoded copy that is dropped before returning (so
+/// the body has no other handle).
+fn shape_of(request: &Request) -> Result<Shape, Answer> {
+    let body: ProduceRequest = request::decode(request)?;
+    let base = request.body.as_ptr() as usize;
+    let end = base + request.body.len();
+    let mut last = 0;
+    let mut topics = Vec::with_capacity(body.topic_data.len());
+    for topic in body.topic_data {
+        let mut partitions = Vec::with_capacity(topic.partition_data.len());
+        for p in topic.partition_data {
+            let range = match p.records {
+                Some(records) => {
+                    let start = records.as_ptr() as usize;
+                    // The codec slices the body (`Bytes`), in order: anything else is a
+                    // bug, refused rather than trusted.
+                    if start < base + last || start + records.len() > end {
+                        return Err(Answer::Close("produce records outside the body".into()));
+                    }
+                    last = start - base + records.len();
+                    Some((start - base, records.len()))
+                }
+                None => None,
+            };
+            partitions.push(PartitionRecords {
+                index: p.index,
+                range,
+            });
+        }
+        // A name of its own: a slice of the body would keep the body shared.
+        let name = TopicName(StrBytes::from_string(topic.name.0.as_str().to_owned()));
+        topics.push((name, partitions));
+    }
+    Ok(Shape {
+        acks: body.acks,
+        transactional: body.transactional_id.is_some(),
+        topics,
+    })
+}
+
+/// A partition's answer: known now, or pending on its batches' produces (in order).
+struct Outcome {
+    pending: Vec<Pending<Produced>>,
+    known: Option<Result<Produced, OpError>>,
+}
+
+impl Outcome {
+    fn known(result: Result<Produced, OpError>) -> Outcome {
+        Outcome {
+            pending: Vec::new(),
+            known: Some(result),
+        }
+    }
+
+    /// The first batch's base offset, or the first error.
+    async fn settle(self) -> Result<Produced, OpError> {
+        if let Some(known) = self.known {
+            return known;
+        }
+        let results = join_all(self.pending).await;
+        let mut first = None;
+        for result in results {
+            let produced = result?;
+            first.get_or_insert(produced);
+        }
+        first.ok_or_else(|| OpError::CorruptBatch("no batch in the records".into()))
+    }
+}
+
+fn refused(error: OpError, acks: i16) -> Outcome {
+    if acks == 0 {
+        tracing::debug!(error = %error, "acks=0 produce refused");
+    }
+    Outcome::known(Err(error))
+}
+
+/// Hands each batch of `records` to the partition, in order.
+async fn partition(
+    shard: &Rc<Shard>,
+    topic: &str,
+    index: i32,
+    acks: Acks,
+    mut records: BytesMut,
+) -> Outcome {
+    let Ok(partition) = u32::try_from(index) else {
+        return Outcome::known(Err(OpError::UnknownPartition));
+    };
+    let mut pending = Vec::new();
+    while !records.is_empty() {
+        let size = match BatchHeader::parse(&records) {
+            Ok(header) => header.size as usize,
+            Err(e) => {
+                pending.push(crate::server::ops::answered(Err(OpError::CorruptBatch(
+                    e.to_string(),
+                ))));
+                break;
+            }
+        };
+        if size > records.len() {
+            let message = format!("a batch of {size} bytes in {} bytes", records.len());
+            pending.push(crate::server::ops::answered(Err(OpError::CorruptBatch(
+                message,
+            ))));
+            break;
+        }
+        let op = ProduceOp {
+            topic: topic.to_owned(),
+            partition,
+            acks,
+            batch: records.split_to(size),
+        };
+        pending.push(produce::produce(shard, op).await);
+    }
+    Outcome {
+        pending,
+        known: None,
+    }
+}
+
+fn partition_response(
+    shard: &Shard,
+    head: Head,
+    topic: &str,
+    index: i32,
+    result: Result<Produced, OpError>,
+) -> PartitionProduceResponse {
+    let response = PartitionProduceResponse::default()
+        .with_index(index)
+        .with_log_append_time_ms(-1)
+        .with_log_start_offset(-1);
+    match result {
+        Ok(produced) => response
+            .with_error_code(errors::NONE)
+            .with_base_offset(i64::try_from(produced.base_offset).unwrap_or(i64::MAX)),
+        Err(e) => {
+            let mut response = response
+                .with_error_code(errors::code(&e))
+                .with_base_offset(-1);
+            if head.version >= ERROR_MESSAGE_VERSION {
+                response.error_message = Some(StrBytes::from_string(e.to_string()));
+            }
+            if head.version >= CURRENT_LEADER_VERSION
+                && matches!(e, OpError::NotLeader { .. })
+                && let Some(leader) = u32::try_from(index)
+                    .ok()
+                    .and_then(|p| current_leader(shard, topic, p))
+            {
+                response.current_leader = LeaderIdAndEpoch::default()
+                    .with_leader_id(BrokerId(leader.id))
+                    .with_leader_epoch(leader.epoch);
+            }
+            response
+        }
+    }
+}
+
+/// The endpoints of the leaders named in `current_leader` answers (KIP-951).
+fn endpoints(shard: &Shard, response: &ProduceResponse) -> Vec<NodeEndpoint> {
+    let mut endpoints: Vec<NodeEndpoint> = Vec::new();
+    for topic in &response.responses {
+        for p in &topic.partition_responses {
+            let id = p.current_leader.leader_id.0;
+            if id < 0 || endpoints.iter().any(|e| e.node_id.0 == id) {
+                continue;
+            }
+            let Some(leader) = u32::try_from(p.index)
+                .ok()
+                .and_then(|index| current_leader(shard, topic.name.0.as_str(), index))
+            else {
+                continue;
+            };
+            if let Some((host, port)) = leader.endpoint {
+                endpoints.push(
+                    NodeEndpoint::default()
+                        .with_node_id(BrokerId(leader.id))
+                        .with_host(StrBytes::from_string(host))
+                        .with_port(i32::from(port)),
+                );
+            }
+        }
+    }
+    endpoints
+}

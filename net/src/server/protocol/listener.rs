@@ -1,0 +1,57 @@
+//! The accept loop both client front ends share: each accepted connection within the
+//! node's `ClientLimits` is served as its own task by the front end's `serve` until the
+//! shard is told to stop; past the limit it is closed at once.
+
+use std::future::Future;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use futures::future::{Either, select};
+use glommio::net::TcpStream;
+
+use super::limits::{ClientLimits, Slot};
+use super::reply_budget::ReplyBudget;
+use crate::server::shard::Shard;
+
+/// What a connection is served with.
+pub(crate) struct Connection {
+    /// Its place among the node's connections (given back when dropped).
+    pub(crate) slot: Slot,
+    pub(crate) idle_timeout: Option<std::time::Duration>,
+    pub(crate) budget: Rc<ReplyBudget>,
+}
+
+/// Serves each connection of `listener` with `serve`, as its own task, until the shard is
+/// told to stop.
+pub(crate) async fn accept_until_stopped<F, S>(
+    shard: &Rc<Shard>,
+    listener: glommio::net::TcpListener,
+    limits: &Arc<ClientLimits>,
+    serve: S,
+) where
+    S: Fn(Rc<Shard>, TcpStream, Connection) -> F,
+    F: Future<Output = ()> + 'static,
+{
+    let mut stopping = shard.stopping();
+    loop {
+        match select(std::pin::pin!(listener.accept()), &mut stopping).await {
+            Either::Left((Ok(stream), _)) => {
+                // Past the limit the stream is dropped here: the client sees it closed.
+                if let Some(slot) = limits.admit() {
+                    let connection = Connection {
+                        slot,
+                        idle_timeout: limits.idle_timeout,
+                        budget: Rc::new(ReplyBudget::new(limits.reply_bytes_max)),
+                    };
+                    glommio::spawn_local(serve(shard.clone(), stream, connection)).detach();
+                }
+            }
+            Either::Left((Err(e), _)) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(shard = shard.id, error = %e, "accept failed");
+                glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Either::Right(_) => break,
+        }
+    }
+}
