@@ -94,9 +94,6 @@ pub async fn start_offsets(brokers: &str, topic: &str, from: FromArg) -> anyhow:
 
 /// `shardlog-bench consume`.
 pub fn run(args: NetArgs) -> anyhow::Result<Outcome> {
-    if args.protocol != crate::args::Protocol::Shardlog {
-        bail!("consume speaks only the shardlog protocol (--protocol kafka: produce only)");
-    }
     if args.consumers == 0 {
         bail!("--consumers must be at least 1");
     }

@@ -23,9 +23,6 @@ use crate::workload::progress::{Progress, Show};
 /// Runs producers and consumers together.
 pub fn run(args: NetArgs) -> anyhow::Result<Outcome> {
     check_args(&args)?;
-    if args.protocol != crate::args::Protocol::Shardlog {
-        bail!("e2e speaks only the shardlog protocol (--protocol kafka: produce only)");
-    }
     if args.consumers == 0 {
         bail!("--consumers must be at least 1");
     }

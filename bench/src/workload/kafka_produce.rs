@@ -174,7 +174,9 @@ async fn init_producer(
     if !config.idempotence || config.acks == Acks::None {
         return Ok(None);
     }
+    // The crate's default transactional id is "" (not null): a transactional request.
     let request = InitProducerIdRequest::default()
+        .with_transactional_id(None)
         .with_transaction_timeout_ms(-1)
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
