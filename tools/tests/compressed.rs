@@ -2,16 +2,24 @@
 //! crate's record encoder and codecs (Kafka's clients' format, an implementation
 //! independent of ours), produced to a real `shardlogd`, which stores them as they came:
 //! `shardlog consume` (online) and `shardlog dump` (offline, on the server's files) print
-//! their records; a batch whose payload does not decompress is a clear error in both.
+//! their records; a batch whose payload does not decompress is a clear error in both. The
+//! same batches sent as Kafka Produce requests to the Kafka listener are stored as they
+//! came too.
 #![cfg(test)]
 
 mod common;
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::indexmap::IndexMap;
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
@@ -38,7 +46,16 @@ fn value(codec: &str, i: usize) -> String {
     format!("{codec} record {i};").repeat(30)
 }
 
+/// Now, in ms: records older than the retention time would be deleted under the test.
+fn now_ms() -> i64 {
+    TimestampMs::now().0
+}
+
 fn client_batch(compression: Compression, codec: &str) -> Bytes {
+    client_batch_at(compression, codec, now_ms())
+}
+
+fn client_batch_at(compression: Compression, codec: &str, timestamp: i64) -> Bytes {
     let records: Vec<Record> = (0..RECORDS)
         .map(|i| {
             let mut headers = IndexMap::new();
@@ -57,7 +74,7 @@ fn client_batch(compression: Compression, codec: &str) -> Bytes {
                 offset: i64::try_from(i).unwrap(),
                 // The encoder groups records whose offset - sequence agree: base sequence -1.
                 sequence: i32::try_from(i).unwrap() - 1,
-                timestamp: 1_700_000_000_000,
+                timestamp,
                 key: Some(Bytes::from(key(codec, i))),
                 value: Some(Bytes::from(value(codec, i))),
                 headers,
@@ -132,9 +149,10 @@ fn partition_dir(data: &Path, topic: &str) -> PathBuf {
 fn consume_and_dump_print_the_records_of_every_codec() {
     let server = Server::start();
     server.create("zipped", 1);
+    let now = now_ms();
     let batches = CODECS
         .iter()
-        .map(|(c, name)| client_batch(*c, name))
+        .map(|(c, name)| client_batch_at(*c, name, now))
         .collect();
     produce(&server.brokers(), "zipped", batches);
 
@@ -161,7 +179,7 @@ fn consume_and_dump_print_the_records_of_every_codec() {
             assert_eq!(line["offset"], c * RECORDS + i, "{line}");
             assert_eq!(line["key"], key(codec, i), "{line}");
             assert_eq!(line["value"], value(codec, i), "{line}");
-            assert_eq!(line["timestamp"], 1_700_000_000_000_i64, "{line}");
+            assert_eq!(line["timestamp"], now, "{line}");
             assert_eq!(line["headers"][0]["value"], *codec, "{line}");
         }
     }
@@ -223,4 +241,87 @@ fn a_payload_that_does_not_decompress_is_an_error() {
         "{stdout}"
     );
     assert!(stdout.contains("compression lz4"), "{stdout}");
+}
+
+/// Sends one Kafka Produce v7 request (acks=-1) of `batch` to partition 0 of `topic` over
+/// `stream`; returns the partition's error code and base offset.
+fn kafka_produce(
+    stream: &mut TcpStream,
+    correlation: i32,
+    topic: &str,
+    batch: Bytes,
+) -> (i16, i64) {
+    const VERSION: i16 = 7;
+    let request = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(30_000)
+        .with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
+                .with_partition_data(vec![
+                    PartitionProduceData::default().with_records(Some(batch)),
+                ]),
+        ]);
+    let header = RequestHeader::default()
+        .with_request_api_key(ApiKey::Produce as i16)
+        .with_request_api_version(VERSION)
+        .with_correlation_id(correlation);
+    let mut body = BytesMut::new();
+    header
+        .encode(&mut body, ApiKey::Produce.request_header_version(VERSION))
+        .unwrap();
+    request.encode(&mut body, VERSION).unwrap();
+    stream
+        .write_all(&u32::try_from(body.len()).unwrap().to_be_bytes())
+        .unwrap();
+    stream.write_all(&body).unwrap();
+    let mut length = [0u8; 4];
+    stream.read_exact(&mut length).unwrap();
+    let mut frame = vec![0u8; usize::try_from(u32::from_be_bytes(length)).unwrap()];
+    stream.read_exact(&mut frame).unwrap();
+    let mut frame = Bytes::from(frame);
+    let header =
+        ResponseHeader::decode(&mut frame, ApiKey::Produce.response_header_version(VERSION))
+            .unwrap();
+    assert_eq!(header.correlation_id, correlation);
+    let response = ProduceResponse::decode(&mut frame, VERSION).unwrap();
+    let partition = &response.responses[0].partition_responses[0];
+    (partition.error_code, partition.base_offset)
+}
+
+#[test]
+fn kafka_produce_of_every_codec_is_stored_as_it_came() {
+    let server = Server::start();
+    server.create("kafka-zipped", 1);
+    let mut stream = TcpStream::connect(server.shardlogd.kafka_addr).unwrap();
+    for (c, (compression, codec)) in CODECS.iter().enumerate() {
+        let (error, base) = kafka_produce(
+            &mut stream,
+            i32::try_from(c).unwrap(),
+            "kafka-zipped",
+            client_batch(*compression, codec),
+        );
+        assert_eq!(
+            (error, base),
+            (0, i64::try_from(c * RECORDS).unwrap()),
+            "{codec}"
+        );
+    }
+    // Codec 6 is no codec: CORRUPT_MESSAGE (2), nothing stored.
+    let mut bad = client_batch(Compression::Gzip, "gzip").to_vec();
+    bad[22] = (bad[22] & !7) | 6;
+    let crc = crc32c::crc32c(&bad[21..]);
+    bad[17..21].copy_from_slice(&crc.to_be_bytes());
+    let (error, _) = kafka_produce(&mut stream, 9, "kafka-zipped", Bytes::from(bad));
+    assert_eq!(error, 2, "a batch of codec 6");
+
+    let values = server.ok(
+        &["consume", "--topic", "kafka-zipped", "--from", "beginning"],
+        "",
+    );
+    let expected: Vec<String> = CODECS
+        .iter()
+        .flat_map(|(_, codec)| (0..RECORDS).map(|i| value(codec, i)))
+        .collect();
+    assert_eq!(values.lines().collect::<Vec<_>>(), expected);
 }
