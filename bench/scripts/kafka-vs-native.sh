@@ -98,7 +98,8 @@ import json, sys, time
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 broker, seconds = sys.argv[1], float(sys.argv[2])
-AdminClient({"bootstrap.servers": broker}).create_topics([NewTopic("kvn", 1, 1)])["kvn"].result(30)
+admin = AdminClient({"bootstrap.servers": broker})  # kept: a dropped client cancels its futures
+admin.create_topics([NewTopic("kvn", 1, 1)])["kvn"].result(30)
 producer = Producer({"bootstrap.servers": broker, "acks": "all", "enable.idempotence": True,
                      "linger.ms": 5, "queue.buffering.max.messages": 200000})
 value = bytes((i * 31) % 251 for i in range(1024))

@@ -38,7 +38,32 @@ fn kafka_produce_stores_every_record_it_reports() {
         .tempdir_in(test_root().expect("test dir"))
         .expect("temp dir");
     let server = Shardlogd::start(dir.path(), &["--shards", "2"]).expect("start shardlogd");
-    let kafka = server.kafka_addr.to_string();
+    let total = produce_shapes(dir.path(), &server.kafka_addr.to_string());
+    // acks=0 is not waited for: read until every record is there.
+    let json = dir.path().join("consume.json");
+    let brokers = server.brokers();
+    let total_text = total.to_string();
+    let report = run_ok(
+        &[
+            "consume",
+            "--brokers",
+            &brokers,
+            "--topic",
+            "kb",
+            "--from",
+            "beginning",
+            "--count",
+            &total_text,
+            "--duration",
+            "60",
+        ],
+        &json,
+    );
+    assert_eq!(report["consume"]["records"], total, "{report}");
+}
+
+/// Runs `produce --protocol kafka` in three shapes to topic `kb`; returns the records.
+fn produce_shapes(dir: &std::path::Path, kafka: &str) -> u64 {
     let shapes: [(&str, &[&str], u64); 3] = [
         (
             "record",
@@ -67,13 +92,13 @@ fn kafka_produce_stores_every_record_it_reports() {
     ];
     let mut total = 0;
     for (name, shape, count) in shapes {
-        let json = dir.path().join(format!("{name}.json"));
+        let json = dir.join(format!("{name}.json"));
         let mut args = vec![
             "produce",
             "--protocol",
             "kafka",
             "--brokers",
-            &kafka,
+            kafka,
             "--topic",
             "kb",
             "--partitions",
@@ -87,27 +112,7 @@ fn kafka_produce_stores_every_record_it_reports() {
         assert_eq!(report["produce"]["records"], count, "{name}: {report}");
         total += count;
     }
-    // acks=0 is not waited for: read until every record is there.
-    let json = dir.path().join("consume.json");
-    let brokers = server.brokers();
-    let total_text = total.to_string();
-    let report = run_ok(
-        &[
-            "consume",
-            "--brokers",
-            &brokers,
-            "--topic",
-            "kb",
-            "--from",
-            "beginning",
-            "--count",
-            &total_text,
-            "--duration",
-            "60",
-        ],
-        &json,
-    );
-    assert_eq!(report["consume"]["records"], total, "{report}");
+    total
 }
 
 #[test]
