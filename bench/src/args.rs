@@ -204,6 +204,15 @@ pub enum AcksArg {
     All,
 }
 
+/// The client protocol a network workload speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Protocol {
+    /// shardlog's own (rkyv frames), to `shardlogd --listen`.
+    Shardlog,
+    /// Kafka's, to `shardlogd --kafka-listen` (produce only).
+    Kafka,
+}
+
 /// Where consumers start reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum FromArg {
@@ -216,9 +225,14 @@ pub enum FromArg {
 /// `shardlog-bench produce|consume|e2e`: one option set; each workload uses what applies.
 #[derive(Debug, Clone, Args)]
 pub struct NetArgs {
-    /// Brokers to bootstrap from, HOST:PORT[,HOST:PORT...].
+    /// Brokers to bootstrap from, HOST:PORT[,HOST:PORT...] (with `--protocol kafka`: the
+    /// Kafka listener, and only the first is used).
     #[arg(long, env = "SHARDLOG_BROKERS", value_name = "HOST:PORT,...")]
     pub brokers: String,
+    /// The protocol spoken: shardlog's own, or Kafka's (produce only: the same workload
+    /// as Kafka Produce requests, for comparing the two front ends).
+    #[arg(long, value_enum, default_value_t = Protocol::Shardlog)]
+    pub protocol: Protocol,
     /// Topic to write or read; created with --partitions (and the server's default
     /// replication factor) when missing.
     #[arg(long)]

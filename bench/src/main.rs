@@ -33,9 +33,9 @@ fn main() -> std::process::ExitCode {
                 }
             })
         }
-        args::Command::Produce(net) => net_run(net, workload::produce::run),
-        args::Command::Consume(net) => net_run(net, workload::consume::run),
-        args::Command::E2e(net) => net_run(net, workload::e2e::run),
+        args::Command::Produce(net) => net_run(net, true, workload::produce::run),
+        args::Command::Consume(net) => net_run(net, false, workload::consume::run),
+        args::Command::E2e(net) => net_run(net, false, workload::e2e::run),
         args::Command::Failover(failover) => {
             let json = failover.json.clone();
             broker_check::check_brokers(&failover.brokers)
@@ -61,8 +61,16 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// Runs a network workload, prints its table and writes `--json` / `--plot`.
-fn net_run(args: NetArgs, workload: fn(NetArgs) -> anyhow::Result<Outcome>) -> anyhow::Result<()> {
+/// Runs a network workload (which speaks Kafka's protocol too if `speaks_kafka`), prints
+/// its table and writes `--json` / `--plot`.
+fn net_run(
+    args: NetArgs,
+    speaks_kafka: bool,
+    workload: fn(NetArgs) -> anyhow::Result<Outcome>,
+) -> anyhow::Result<()> {
+    if args.protocol == args::Protocol::Kafka && !speaks_kafka {
+        anyhow::bail!("--protocol kafka is for produce only (consume and e2e speak shardlog's)");
+    }
     broker_check::check_brokers(&args.brokers)?;
     let (json, plot) = (args.json.clone(), args.plot.clone());
     let outcome = workload(args)?;

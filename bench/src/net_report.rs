@@ -6,7 +6,7 @@ use std::path::Path;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::args::{AcksArg, FromArg, NetArgs};
+use crate::args::{AcksArg, FromArg, NetArgs, Protocol};
 use crate::latency::{Percentiles, human_us};
 use crate::report::git_commit;
 use crate::workload::net_common::{Run, Side};
@@ -16,6 +16,8 @@ use crate::workload::net_common::{Run, Side};
 pub struct NetConfigReport {
     /// Bootstrap broker.
     pub brokers: String,
+    /// `shardlog` or `kafka`: the protocol spoken.
+    pub protocol: &'static str,
     /// Topic.
     pub topic: String,
     /// Partitions of the topic.
@@ -187,8 +189,8 @@ impl NetReport {
         };
         writeln!(
             out,
-            "{}: topic={} partitions={} {what}, warm-up {:.1} s",
-            self.workload, c.topic, c.partitions, c.warmup_s
+            "{} ({} protocol): topic={} partitions={} {what}, warm-up {:.1} s",
+            self.workload, c.protocol, c.topic, c.partitions, c.warmup_s
         )?;
         writeln!(
             out,
@@ -271,6 +273,10 @@ fn side_results(args: &NetArgs, run: &Run, side: &Side, latency: &Histogram<u64>
 fn config(args: &NetArgs, run: &Run, partitions: u32, batch_bytes: usize) -> NetConfigReport {
     NetConfigReport {
         brokers: args.brokers.clone(),
+        protocol: match args.protocol {
+            Protocol::Shardlog => "shardlog",
+            Protocol::Kafka => "kafka",
+        },
         topic: args.topic.clone(),
         partitions,
         record_size: args.record_size,

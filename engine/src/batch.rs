@@ -111,8 +111,26 @@ pub enum Corruption {
 pub enum Compression {
     /// Records are stored as they are.
     None,
-    /// gzip, snappy, lz4 or zstd (1..=4): stored and served opaque.
+    /// gzip, snappy, lz4 or zstd (1..=4; 5..=7 are no codec): stored and served opaque,
+    /// never decompressed by the broker.
     Codec(u8),
+}
+
+/// The codecs Kafka defines, by their attribute value: gzip 1, snappy 2, lz4 3, zstd 4.
+pub const CODEC_NAMES: [&str; 4] = ["gzip", "snappy", "lz4", "zstd"];
+
+impl Compression {
+    /// The codec's name (`none`, `gzip`, `snappy`, `lz4`, `zstd`), or `None` for a value
+    /// that is no codec (5..=7).
+    #[must_use]
+    pub fn name(self) -> Option<&'static str> {
+        match self {
+            Compression::None => Some("none"),
+            Compression::Codec(codec) => {
+                CODEC_NAMES.get(usize::from(codec).wrapping_sub(1)).copied()
+            }
+        }
+    }
 }
 
 /// The decoded fixed header of a batch whose length fields have been checked.
@@ -253,10 +271,12 @@ pub fn validate(bytes: &[u8]) -> Result<BatchHeader, Corruption> {
 /// Like [`validate`], and also walks every record of an uncompressed batch, checking that
 /// the record count, the offset deltas and every length agree with the bytes. This is what
 /// a produce request goes through: a client can send a batch whose CRC is right and whose
-/// records are not.
+/// records are not. A compressed batch is checked as [`check_compressed`] says: its
+/// records are not looked into.
 pub fn validate_with_records(bytes: &[u8]) -> Result<BatchHeader, Corruption> {
     let header = validate(bytes)?;
     if header.compression() != Compression::None {
+        check_compressed(&header)?;
         return Ok(header);
     }
     walk_records(&header, bytes)?;
@@ -265,22 +285,63 @@ pub fn validate_with_records(bytes: &[u8]) -> Result<BatchHeader, Corruption> {
 
 /// What a leader checks of a batch a producer sent, once, before it gets offsets:
 /// [`validate_with_records`] (length, CRC, every record of an uncompressed batch), no
-/// control or transactional bits (shardlog has no transactions), and timestamps that
-/// agree with the records: with CreateTime, the header's max timestamp is the largest
-/// record timestamp (the time index trusts it). Compressed records are not looked into.
+/// control or transactional bits (shardlog has no transactions), offsets without gaps
+/// (`record_count == last_offset_delta + 1`, as Kafka requires of a produced v2 batch),
+/// and timestamps that agree with the records: with CreateTime, the header's max
+/// timestamp is the largest record timestamp (the time index trusts it).
+///
+/// A compressed batch (a client's gzip, snappy, lz4 or zstd) is stored and served as it
+/// came: the broker checks the outer batch ([`check_compressed`]: a known codec, a
+/// non-empty payload, the record count against the last offset delta; the CRC covers the
+/// payload) and never decompresses it, so its max timestamp is the client's word.
 pub fn validate_produced(bytes: &[u8]) -> Result<BatchHeader, Corruption> {
     let header = validate(bytes)?;
     if header.is_control() || header.is_transactional() {
         return Err(bad("attributes", i64::from(header.attributes)));
     }
     if header.compression() != Compression::None {
+        check_compressed(&header)?;
         return Ok(header);
     }
     let max = walk_records(&header, bytes)?;
+    check_contiguous(&header)?;
     if !header.is_log_append_time() && max != header.max_timestamp.0 {
         return Err(bad("max_timestamp", header.max_timestamp.0));
     }
     Ok(header)
+}
+
+/// The checks of a compressed batch's outer batch, all the broker can see without
+/// decompressing: a codec Kafka defines (1..=4), at least one record, a record count that
+/// matches the offsets the batch takes (`last_offset_delta + 1`), and a payload to
+/// decompress. The CRC ([`validate`]) already covers the payload's bytes.
+pub fn check_compressed(header: &BatchHeader) -> Result<(), Corruption> {
+    let Compression::Codec(codec) = header.compression() else {
+        return Ok(());
+    };
+    if header.compression().name().is_none() {
+        return Err(bad("compression", i64::from(codec)));
+    }
+    if header.record_count == 0 {
+        return Err(bad("record_count", 0));
+    }
+    if header.size as usize <= BATCH_HEADER_SIZE {
+        return Err(bad("compressed payload bytes", 0));
+    }
+    check_contiguous(header)
+}
+
+/// A produced batch takes one offset per record: `record_count == last_offset_delta + 1`.
+/// Offsets are assigned from the header, so a batch that claimed more offsets than it has
+/// records would leave holes, and one that claimed fewer would give two records one offset.
+fn check_contiguous(header: &BatchHeader) -> Result<(), Corruption> {
+    if u64::from(header.record_count) != u64::from(header.last_offset_delta) + 1 {
+        return Err(bad(
+            "last_offset_delta",
+            i64::from(header.last_offset_delta),
+        ));
+    }
+    Ok(())
 }
 
 /// Walks the records of an uncompressed batch: count, offset deltas and lengths must

@@ -1,5 +1,6 @@
-//! Records inside an uncompressed batch: encode ([`BatchBuilder`]) and iterate without
-//! allocating ([`RecordIter`]).
+//! Records inside a batch: encode ([`BatchBuilder`], uncompressed) and iterate without
+//! allocating ([`RecordIter`]: an uncompressed batch's bytes, or a compressed batch's
+//! payload that a tool decompressed).
 //!
 //! ```text
 //! length          varint   bytes of the record after this field
@@ -95,6 +96,17 @@ impl<'a> RecordIter<'a> {
             cursor: Cursor {
                 bytes: batch.get(BATCH_HEADER_SIZE..end).unwrap_or_default(),
             },
+            remaining: header.record_count,
+            failed: false,
+        }
+    }
+
+    /// Records of a compressed batch described by `header`, from `records`: its payload
+    /// once decompressed (the offline tools decompress; the broker never does).
+    #[must_use]
+    pub fn decompressed(header: &BatchHeader, records: &'a [u8]) -> RecordIter<'a> {
+        RecordIter {
+            cursor: Cursor { bytes: records },
             remaining: header.record_count,
             failed: false,
         }

@@ -13,6 +13,7 @@ mod args;
 mod broker_outage;
 mod check;
 mod command;
+mod decompress;
 mod dir_locks;
 mod error;
 mod exported_record;

@@ -5,6 +5,8 @@ pub mod consume;
 pub mod e2e;
 pub mod engine;
 pub mod failover;
+pub mod kafka_connection;
+pub mod kafka_produce;
 pub mod net_common;
 pub mod produce;
 pub mod progress;

@@ -3,7 +3,8 @@
 //! with `--rate`, request `i` of a producer is due at `start + phase + i * interval` and its
 //! latency is timed from that intended time, so a stall shows in the latency instead of
 //! silently lowering the load (coordinated omission). A producer behind schedule sends at
-//! once. `shardlog-bench produce` is this alone; e2e runs it beside consumers.
+//! once. `shardlog-bench produce` is this alone; e2e runs it beside consumers. With
+//! `--protocol kafka` the same producers speak Kafka's protocol (`kafka_produce.rs`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,9 +18,10 @@ use shardlog_net::ErrorCode;
 use shardlog_net::api::{Acks, TopicConfig};
 use shardlog_net::client::{Client, ClientConfig, ClientError};
 
-use crate::args::NetArgs;
+use crate::args::{NetArgs, Protocol};
 use crate::latency::histogram;
 use crate::net_report::{NetReport, Outcome};
+use crate::workload::kafka_produce;
 use crate::workload::net_common::{
     Run, acks, build_batch, check_measured, join_tasks, micros, on_executor, spawn_tasks,
     start_when_ready, value_bytes, warmup,
@@ -29,23 +31,25 @@ use crate::workload::progress::{Progress, Show};
 /// What every producer of a run needs.
 #[derive(Debug, Clone)]
 pub struct ProducerConfig {
-    brokers: String,
-    topic: String,
-    partitions: u32,
-    producers: usize,
-    acks: Acks,
+    pub(crate) brokers: String,
+    pub(crate) topic: String,
+    pub(crate) partitions: u32,
+    pub(crate) producers: usize,
+    pub(crate) acks: Acks,
     /// Idempotent produce (with acks).
-    idempotence: bool,
-    record_size: usize,
-    batch_records: usize,
-    inflight: usize,
+    pub(crate) idempotence: bool,
+    pub(crate) record_size: usize,
+    pub(crate) batch_records: usize,
+    pub(crate) inflight: usize,
     /// Batches in all, for `--count` runs.
-    total_batches: Option<u64>,
-    duration: Duration,
+    pub(crate) total_batches: Option<u64>,
+    pub(crate) duration: Duration,
     /// Open loop: time between two requests of one producer.
-    interval: Option<Duration>,
+    pub(crate) interval: Option<Duration>,
     /// e2e: stamp each record's value with the request's send time.
-    stamp_send_time: bool,
+    pub(crate) stamp_send_time: bool,
+    /// The protocol the producers speak.
+    pub(crate) protocol: Protocol,
 }
 
 impl ProducerConfig {
@@ -71,6 +75,7 @@ impl ProducerConfig {
             duration: Duration::from_secs_f64(args.duration),
             interval,
             stamp_send_time,
+            protocol: args.protocol,
         }
     }
 
@@ -129,8 +134,14 @@ pub async fn ensure_topic(brokers: &str, topic: &str, partitions: u32) -> anyhow
 pub fn run(args: NetArgs) -> anyhow::Result<Outcome> {
     check_args(&args)?;
     let (brokers, topic, wanted) = (args.brokers.clone(), args.topic.clone(), args.partitions);
-    let partitions =
-        on_executor(move || async move { ensure_topic(&brokers, &topic, wanted).await })?;
+    let partitions = match args.protocol {
+        Protocol::Shardlog => {
+            on_executor(move || async move { ensure_topic(&brokers, &topic, wanted).await })?
+        }
+        Protocol::Kafka => on_executor(move || async move {
+            kafka_produce::ensure_topic(&brokers, &topic, wanted).await
+        })?,
+    };
     let run = Arc::new(Run::new(warmup(&args, false)));
     let config = Arc::new(ProducerConfig::new(&args, partitions, false));
     let handles = spawn_producers(&run, &config, args.threads)?;
@@ -163,7 +174,13 @@ pub fn spawn_producers(
 ) -> anyhow::Result<Vec<glommio::ExecutorJoinHandle<anyhow::Result<Vec<()>>>>> {
     let (task_run, task_config) = (run.clone(), config.clone());
     spawn_tasks("producer", threads, config.producers, run, move |index| {
-        producer(task_run.clone(), task_config.clone(), index)
+        let (run, config) = (task_run.clone(), task_config.clone());
+        async move {
+            match config.protocol {
+                Protocol::Shardlog => producer(run, config, index).await,
+                Protocol::Kafka => kafka_produce::producer(run, config, index).await,
+            }
+        }
     })
 }
 
@@ -252,7 +269,7 @@ async fn producer(run: Arc<Run>, config: Arc<ProducerConfig>, index: usize) -> a
 }
 
 /// When a producer's requests are due, and how many it sends.
-struct Schedule {
+pub(crate) struct Schedule {
     start: Instant,
     /// Open loop: this producer's offset into the interval (producers spread evenly).
     phase: Duration,
@@ -262,7 +279,7 @@ struct Schedule {
 }
 
 impl Schedule {
-    fn new(config: &ProducerConfig, index: usize, start: Instant) -> Schedule {
+    pub(crate) fn new(config: &ProducerConfig, index: usize, start: Instant) -> Schedule {
         let phase = config.interval.map_or(Duration::ZERO, |i| {
             i.mul_f64(index as f64 / config.producers as f64)
         });
@@ -276,7 +293,7 @@ impl Schedule {
     }
 
     /// The intended send time of request `sent`: on the schedule in open loop, else now.
-    fn due(&self, sent: u64, now: Instant) -> Instant {
+    pub(crate) fn due(&self, sent: u64, now: Instant) -> Instant {
         match self.interval {
             Some(interval) => self.start + self.phase + interval.mul_f64(sent as f64),
             None => now,
@@ -284,7 +301,7 @@ impl Schedule {
     }
 
     /// Whether request `sent`, due at `intended`, is to be sent at all.
-    fn wanted(&self, sent: u64, intended: Instant) -> bool {
+    pub(crate) fn wanted(&self, sent: u64, intended: Instant) -> bool {
         match self.batches {
             Some(limit) => sent < limit,
             None => intended < self.deadline,

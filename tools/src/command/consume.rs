@@ -23,6 +23,10 @@
 //! object per line, `{"partition","offset","timestamp","key","value","headers"}`, with
 //! `key_b64`/`value_b64` (base64) instead of `key`/`value` for bytes that are not UTF-8,
 //! and `null` for a null key or value (`JsonRecord`).
+//!
+//! A batch a client compressed (gzip, snappy, lz4, zstd) is decompressed here
+//! (`decompress.rs`) and its records print like any others; a payload that does not
+//! decompress ends the command with an error naming the partition and the batch's offset.
 
 use std::io::{self, BufWriter, StdoutLock, Write};
 use std::pin::pin;
@@ -31,7 +35,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::future::{Either, select};
 use futures::stream::FuturesUnordered;
-use shardlog_engine::batch::{BatchHeader, Compression};
+use shardlog_engine::batch::BatchHeader;
 use shardlog_engine::record::{Record, RecordIter};
 use shardlog_net::ErrorCode;
 use shardlog_net::api::OffsetSpec;
@@ -40,6 +44,7 @@ use shardlog_net::client::{Client, ClientConfig, ClientError, FetchOptions, Fetc
 use crate::Outcome;
 use crate::args::{ConsumeArgs, ConsumeFrom, OutputFormat};
 use crate::broker_outage::{BrokerOutage, no_broker_answers};
+use crate::decompress;
 use crate::error::ToolError;
 use crate::exported_record::{ExportedHeader, encode_bytes, exported_headers};
 use crate::online;
@@ -385,6 +390,8 @@ pub(super) struct Printer {
     /// Stdout was closed by the reader.
     closed: bool,
     pub(super) outcome: Outcome,
+    /// Where a compressed batch's records are decompressed, reused.
+    scratch: Vec<u8>,
 }
 
 impl Printer {
@@ -395,6 +402,7 @@ impl Printer {
             remaining: count,
             closed: false,
             outcome: Outcome::Clean,
+            scratch: Vec::new(),
         }
     }
 
@@ -437,18 +445,35 @@ impl Printer {
         if batch_end <= cursor.next {
             return Ok(Flow::Continue);
         }
-        if header.is_control() || header.compression() != Compression::None {
-            if !header.is_control() {
-                eprintln!(
-                    "shardlog: partition {}: skipping the compressed batch at offsets {}..{}",
-                    cursor.partition, header.base_offset.0, batch_end
-                );
-                self.outcome = Outcome::ProblemsFound;
-            }
+        if header.is_control() {
             cursor.next = cursor.end.map_or(batch_end, |end| batch_end.min(end));
             return Ok(Flow::Continue);
         }
-        for record in RecordIter::new(header, bytes) {
+        // The scratch buffer leaves `self` while its records are printed through `self`.
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let flow = match decompress::records(header, bytes, &mut scratch) {
+            Ok(records) => self.print_records(header, records, cursor),
+            Err(e) => Err(ToolError::request(format!(
+                "partition {}",
+                cursor.partition
+            ))(ClientError::Protocol(format!(
+                "the batch at offset {}: {e}",
+                header.base_offset.0
+            )))),
+        };
+        self.scratch = scratch;
+        flow
+    }
+
+    /// Prints `records`, those of the batch `header`, from `cursor.next` on.
+    fn print_records(
+        &mut self,
+        header: &BatchHeader,
+        records: RecordIter<'_>,
+        cursor: &mut Cursor,
+    ) -> Result<Flow, ToolError> {
+        let batch_end = header.next_offset().0;
+        for record in records {
             let record = record.map_err(|e| {
                 ToolError::request(format!("partition {}", cursor.partition))(
                     ClientError::Protocol(format!(

@@ -8,6 +8,10 @@
 //! one indented line per record (offset, timestamp, key, value size and preview). With
 //! `--json`, one JSON object per line, `"type"` being `batch`, `record` or `stop`.
 //! Previews show the first 32 bytes as text, escaping anything not printable.
+//! A batch a client compressed (gzip, snappy, lz4, zstd) says so on its batch line
+//! (`compression gzip`; JSON `"compression"`, `"none"` when not) and its records are
+//! decompressed and shown like any others (`decompress.rs`); a payload that does not
+//! decompress is a problem (a note, exit 1), and the walk goes on with the next batch.
 //! Exit 1 if a bad CRC or bytes that are not a batch (a torn tail included) were seen;
 //! the zero padding after the last batch is the normal end of a segment. A stdout closed by
 //! its reader (`| head`) ends the dump with exit 0.
@@ -24,6 +28,7 @@ use shardlog_engine::segment;
 
 use crate::Outcome;
 use crate::args::DumpArgs;
+use crate::decompress;
 use crate::error::ToolError;
 use crate::scan::{self, SegmentFile};
 
@@ -40,6 +45,7 @@ pub fn run(args: &DumpArgs) -> Result<Outcome, ToolError> {
         from: args.from_offset.unwrap_or(0),
         remaining: args.count.unwrap_or(u64::MAX),
         problems: false,
+        scratch: Vec::new(),
     };
     for (i, file) in files.iter().enumerate() {
         let next_base = files.get(i + 1).map(|f| f.base.0);
@@ -95,6 +101,8 @@ struct Dump<W: Write> {
     from: u64,
     remaining: u64,
     problems: bool,
+    /// Where a compressed batch's records are decompressed, reused.
+    scratch: Vec<u8>,
 }
 
 impl<W: Write> Dump<W> {
@@ -166,14 +174,31 @@ impl<W: Write> Dump<W> {
             }
         };
         self.batch_line(name, position, header, crc.as_deref())?;
-        if let Compression::Codec(codec) = header.compression() {
-            return self.note(&format!("compressed (codec {codec}): records not shown"));
-        }
-        for (index, item) in RecordIter::new(header, bytes).enumerate() {
+        // The scratch buffer leaves `self` while its records are printed through `self`.
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let result = match decompress::records(header, bytes, &mut scratch) {
+            Ok(records) => self.records(header, records, crc.is_none()),
+            Err(reason) => {
+                self.problems = true;
+                self.note(&format!("records unreadable: {reason}"))
+            }
+        };
+        self.scratch = scratch;
+        result
+    }
+
+    /// Prints `records`, those of the batch `header`, from `self.from` on.
+    fn records(
+        &mut self,
+        header: &BatchHeader,
+        records: RecordIter<'_>,
+        crc_ok: bool,
+    ) -> io::Result<()> {
+        for (index, item) in records.enumerate() {
             match item {
                 Ok(record) if record.offset(header).0 < self.from => {}
                 Ok(record) => {
-                    self.record(header, &record, crc.is_none())?;
+                    self.record(header, &record, crc_ok)?;
                     self.remaining -= 1;
                     if self.remaining == 0 {
                         break;
@@ -204,13 +229,14 @@ impl<W: Write> Dump<W> {
                 "attributes": h.attributes, "base_timestamp": h.base_timestamp.0,
                 "max_timestamp": h.max_timestamp.0, "producer_id": h.producer_id,
                 "producer_epoch": h.producer_epoch, "base_sequence": h.base_sequence,
+                "compression": h.compression().name(),
             });
             return writeln!(self.out, "{line}");
         }
         writeln!(
             self.out,
             "batch offsets {}..={} byte {position} size {} records {} epoch {} crc {} \
-             ts {}..{} producer {}/{} seq {} attributes {:#06x}",
+             ts {}..{} producer {}/{} seq {} attributes {:#06x}{}",
             h.base_offset,
             h.last_offset(),
             h.size,
@@ -223,6 +249,10 @@ impl<W: Write> Dump<W> {
             h.producer_epoch,
             h.base_sequence,
             h.attributes,
+            match h.compression() {
+                Compression::None => String::new(),
+                codec => format!(" compression {}", codec.name().unwrap_or("unknown")),
+            },
         )
     }
 
