@@ -645,7 +645,8 @@ impl ControllerService {
     /// leader changed. `Err` if the node must stop: the Raft log could not be written.
     async fn perform(&self, actions: Vec<Action>) -> Result<bool, ()> {
         let mut changed = false;
-        for action in actions {
+        let mut actions = actions.into_iter().peekable();
+        while let Some(action) = actions.next() {
             match action {
                 Action::Send { to, bytes } => {
                     let request = ControllerRequest::Raft { from: self.node.0 };
@@ -667,9 +668,13 @@ impl ControllerService {
                     ..
                 } => {
                     // Before the answer: a shard that then hears of it and finds its view
-                    // older waits for the view on its way.
-                    self.applied
-                        .fetch_max(index, std::sync::atomic::Ordering::Release);
+                    // older waits for the view on its way. Only an entry that changes the
+                    // metadata (its changes follow it) publishes a view: counting the others
+                    // (a producer-id block) left every shard "behind" until the next change.
+                    if matches!(actions.peek(), Some(Action::Changed(_))) {
+                        self.applied
+                            .fetch_max(index, std::sync::atomic::Ordering::Release);
+                    }
                     let waiter = proposal.and_then(|id| self.waiters.borrow_mut().remove(&id));
                     if let Some(waiter) = waiter {
                         let _ = waiter.send(outcome);

@@ -94,9 +94,10 @@ pub(crate) struct ClusterNode {
     view: RefCell<Option<Arc<ClusterView>>>,
     view_changed: mpsc::UnboundedSender<()>,
     view_changes: RefCell<Option<mpsc::UnboundedReceiver<()>>>,
-    /// The Raft index this node's controller has applied, shared by every shard and set
-    /// before the proposals applied there are answered: a shard whose view shows less
-    /// has a newer view on its way (a topic whose creation was just answered, say).
+    /// The Raft index of the last entry this node's controller applied that changed the
+    /// metadata, shared by every shard and set before the proposals applied there are
+    /// answered: a shard whose view shows less has a newer view on its way (a topic whose
+    /// creation was just answered, say).
     pub(crate) applied: Arc<AtomicU64>,
     /// Told after the next reconcile (requests for a replica this shard is opening).
     reconciled: RefCell<Vec<oneshot::Sender<()>>>,
