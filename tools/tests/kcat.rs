@@ -7,68 +7,13 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::Server;
 
-/// kcat, installed if missing.
-fn kcat() -> &'static str {
-    let present = || {
-        Command::new("kcat")
-            .arg("-V")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if !present() {
-        let install = |args: &[&str]| {
-            let status = Command::new("apt-get").args(args).status();
-            status.is_ok_and(|s| s.success())
-        };
-        let installed = install(&["install", "-y", "kcat"])
-            || (install(&["update"]) && install(&["install", "-y", "kcat"]));
-        assert!(
-            installed && present(),
-            "kcat is missing and apt-get could not install it"
-        );
-    }
-    "kcat"
-}
-
-/// Runs kcat with `args` and `stdin`; it must succeed within a minute.
+/// Runs kcat with `args` and `stdin`; what it printed (it must succeed within a minute).
 fn run(args: &[&str], stdin: &str) -> String {
-    let mut child = Command::new(kcat())
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let started = std::time::Instant::now();
-    let output: Output = loop {
-        if child.try_wait().unwrap().is_some() {
-            break child.wait_with_output().unwrap();
-        }
-        if started.elapsed() > Duration::from_secs(60) {
-            child.kill().unwrap();
-            let output = child.wait_with_output().unwrap();
-            panic!(
-                "kcat {args:?} did not finish: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "kcat {args:?}: {stderr}");
-    String::from_utf8(output.stdout).unwrap()
+    String::from_utf8(common::kcat::kcat(args, stdin).stdout).unwrap()
 }
 
 #[test]
@@ -89,7 +34,7 @@ fn kcat_lists_produces_consumes_and_queries_by_time() {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_millis();
-    std::thread::sleep(Duration::from_millis(20));
+    std::thread::sleep(std::time::Duration::from_millis(20));
     let compressed: String = (50..60).map(|i| format!("key-{i}:lz4 {i}\n")).collect();
     run(
         &["-b", b, "-P", "-t", "events", "-K:", "-z", "lz4"],

@@ -6,55 +6,9 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
-
 use common::Server;
+use common::kcat::{ensure_kcat, kcat};
 use shardlog_net::testing::Shardlogd;
-
-/// Installs kcat if it is not on the PATH (idempotent).
-fn ensure_kcat() {
-    let present = Command::new("kcat").arg("-V").output().is_ok();
-    if present {
-        return;
-    }
-    let install = || {
-        Command::new("apt-get")
-            .args(["install", "-y", "kcat"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if !install() {
-        let updated = Command::new("apt-get").arg("update").output().unwrap();
-        assert!(updated.status.success(), "apt-get update failed");
-        assert!(install(), "apt-get install -y kcat failed");
-    }
-}
-
-fn kcat(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new("timeout")
-        .arg("60")
-        .arg("kcat")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "kcat {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
 
 /// What a group member of `group` prints, reading to the end of every partition.
 fn consume(brokers: &str, group: &str) -> Vec<String> {

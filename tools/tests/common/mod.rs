@@ -15,6 +15,8 @@ use std::process::{Command, Output, Stdio};
 
 use shardlog_net::testing::{Shardlogd, test_root};
 
+pub mod kcat;
+
 /// A fresh directory under the test root, named `<prefix>...`.
 pub fn test_dir(prefix: &str) -> tempfile::TempDir {
     tempfile::Builder::new()

@@ -31,16 +31,19 @@ as_root() {
   fi
 }
 
+# The lock every test's apt-get waits on (tools/tests/common/kcat.rs takes it too): tests
+# run in parallel, and a second apt-get fails on dpkg's lock instead of waiting.
+apt_lock=/tmp/shardlog-tests-apt.lock
 apt_updated=""
 apt_install() {
   # An install from a stale or missing package list fails: update once, then retry.
-  if as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >"$dir/apt.log" 2>&1; then
+  if as_root flock "$apt_lock" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >"$dir/apt.log" 2>&1; then
     return 0
   fi
   if [ -z "$apt_updated" ]; then
     apt_updated=1
-    as_root apt-get update -qq >>"$dir/apt.log" 2>&1 || true
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >>"$dir/apt.log" 2>&1 && return 0
+    as_root flock "$apt_lock" apt-get update -qq >>"$dir/apt.log" 2>&1 || true
+    as_root flock "$apt_lock" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >>"$dir/apt.log" 2>&1 && return 0
   fi
   return 1
 }

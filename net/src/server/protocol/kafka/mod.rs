@@ -42,10 +42,10 @@ use futures::StreamExt;
 use futures::channel::{mpsc, oneshot};
 use futures::future::{Either, select};
 use futures::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
-use glommio::net::{Preallocated, TcpStream};
+use glommio::net::TcpStream;
 
-use super::idle::{Touching, idle_past};
-use super::listener::Connection;
+use super::idle::idle_past;
+use super::listener::{Connection, Opened, open};
 use super::reply_budget::ReplyBudget;
 use crate::server::shard::Shard;
 use request::{Answer, KafkaReply};
@@ -54,8 +54,6 @@ use request::{Answer, KafkaReply};
 const IN_FLIGHT_MAX: u64 = 4096;
 /// The largest request frame accepted: Kafka's `socket.request.max.bytes` default.
 pub(crate) const FRAME_BYTES_MAX: usize = 100 << 20;
-/// Socket receive buffer.
-const READ_BUFFER_BYTES: usize = 64 << 10;
 /// Writes below this size are gathered before reaching the socket.
 const WRITE_BUFFER_BYTES: usize = 64 << 10;
 /// What a frame buffer holds before its bytes arrive; it doubles as they do, so a size
@@ -70,19 +68,12 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, connection: Conne
         idle_timeout,
         budget,
     } = connection;
-    let peer = stream
-        .peer_addr()
-        .map_or_else(|_| "?".to_owned(), |a| a.to_string());
-    if let Err(e) = stream.set_nodelay(true) {
-        tracing::debug!(%peer, error = %e, "set_nodelay");
-    }
-    let stream = stream.buffered_with(Preallocated::new(READ_BUFFER_BYTES));
-    let (reader, writer) = stream.split();
-    let active = Rc::new(Cell::new(Instant::now()));
-    let mut reader = Touching {
-        inner: reader,
-        active: active.clone(),
-    };
+    let Opened {
+        peer,
+        mut reader,
+        writer,
+        active,
+    } = open(stream);
     let (replies, queue) = mpsc::unbounded::<glommio::task::JoinHandle<Owed>>();
     let (closed_tx, mut closed) = oneshot::channel::<()>();
     let writer = glommio::spawn_local(write_in_order(writer, queue, budget.clone(), closed_tx));

@@ -35,11 +35,10 @@ use std::time::Instant;
 use futures::StreamExt;
 use futures::channel::mpsc;
 use futures::future::{Either, select};
-use futures::io::AsyncReadExt;
-use glommio::net::{Preallocated, TcpStream};
+use glommio::net::TcpStream;
 
-use super::idle::{Touching, idle_past};
-use super::listener::Connection;
+use super::idle::idle_past;
+use super::listener::{Connection, Opened, open};
 use super::reply_budget::ReplyBudget;
 use crate::server::shard::Shard;
 use crate::wire::{self, ReadError};
@@ -47,8 +46,6 @@ use reply::Reply;
 
 /// Requests begun and not yet answered, per connection.
 const IN_FLIGHT_MAX: u64 = 4096;
-/// Socket receive buffer.
-const READ_BUFFER_BYTES: usize = 64 << 10;
 
 /// Serves a connection until the client leaves, the stream breaks, it idles past
 /// `idle_timeout`, or the shard stops.
@@ -58,19 +55,12 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, connection: Conne
         idle_timeout,
         budget,
     } = connection;
-    let peer = stream
-        .peer_addr()
-        .map_or_else(|_| "?".to_owned(), |a| a.to_string());
-    if let Err(e) = stream.set_nodelay(true) {
-        tracing::debug!(%peer, error = %e, "set_nodelay");
-    }
-    let stream = stream.buffered_with(Preallocated::new(READ_BUFFER_BYTES));
-    let (reader, writer) = stream.split();
-    let active = Rc::new(Cell::new(Instant::now()));
-    let mut reader = Touching {
-        inner: reader,
-        active: active.clone(),
-    };
+    let Opened {
+        peer,
+        mut reader,
+        writer,
+        active,
+    } = open(stream);
     let (replies, queue) = mpsc::unbounded::<Owed>();
     let writer = glommio::spawn_local(write_loop(writer, queue, budget.clone()));
     let permits = Rc::new(glommio::sync::Semaphore::new(IN_FLIGHT_MAX));
