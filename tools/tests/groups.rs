@@ -136,7 +136,11 @@ fn union(consumers: &[&Consumer]) -> BTreeSet<String> {
 
 /// `group describe`: the title line and the table rows by column name.
 fn group_describe(server: &Server) -> (String, Vec<BTreeMap<String, String>>) {
-    let out = server.ok(&["group", "describe", GROUP], "");
+    parse_describe(&server.ok(&["group", "describe", GROUP], ""))
+}
+
+/// The title line and the table rows of `group describe`'s output.
+fn parse_describe(out: &str) -> (String, Vec<BTreeMap<String, String>>) {
     let mut lines = out.lines();
     let title = lines.next().unwrap().to_owned();
     let header: Vec<&str> = lines.next().unwrap().split('\t').collect();
@@ -155,7 +159,12 @@ fn group_describe(server: &Server) -> (String, Vec<BTreeMap<String, String>>) {
 /// Waits until the group is stable with `members` members that read all 4 partitions.
 fn wait_stable(server: &Server, members: usize) {
     wait_until(&format!("a stable group of {members}"), || {
-        let (title, rows) = group_describe(server);
+        // Before its first member has joined, the group does not exist (exit 1).
+        let described = server.run(&["group", "describe", GROUP], "");
+        if !described.status.success() {
+            return false;
+        }
+        let (title, rows) = parse_describe(&String::from_utf8_lossy(&described.stdout));
         let readers: BTreeSet<&String> = rows
             .iter()
             .filter(|r| r["partition"] != "-" && r["member"] != "-")
