@@ -110,15 +110,12 @@ async fn consume(client: Client, args: ConsumeArgs) -> Result<Outcome, ToolError
     Ok(printer.outcome)
 }
 
-/// `--follow`: connects, finds the partitions and follows them, each step tried again
-/// for as long as no broker answers, until `--count`, a stop signal or a closed stdout.
-async fn follow(args: ConsumeArgs) -> Result<Outcome, ToolError> {
-    let mut printer = Printer::new(args.format, args.count);
-    if args.count == Some(0) {
-        return Ok(Outcome::Clean);
-    }
-    let mut outage = BrokerOutage::default();
-    let brokers = args.brokers.brokers.as_str();
+/// A client of `brokers`, connecting again for as long as no broker answers; `None` once
+/// told to stop meanwhile.
+pub(super) async fn connect_retried(
+    outage: &mut BrokerOutage,
+    brokers: &str,
+) -> Result<Option<Client>, ToolError> {
     let connect = || async {
         Client::connect(brokers, ClientConfig::default())
             .await
@@ -127,7 +124,18 @@ async fn follow(args: ConsumeArgs) -> Result<Outcome, ToolError> {
                 source,
             })
     };
-    let Some(client) = retried(&mut outage, "connect", connect).await? else {
+    retried(outage, "connect", connect).await
+}
+
+/// `--follow`: connects, finds the partitions and follows them, each step tried again
+/// for as long as no broker answers, until `--count`, a stop signal or a closed stdout.
+async fn follow(args: ConsumeArgs) -> Result<Outcome, ToolError> {
+    let mut printer = Printer::new(args.format, args.count);
+    if args.count == Some(0) {
+        return Ok(Outcome::Clean);
+    }
+    let mut outage = BrokerOutage::default();
+    let Some(client) = connect_retried(&mut outage, &args.brokers.brokers).await? else {
         return Ok(Outcome::Clean);
     };
     let Some(cursors) = retried(&mut outage, "start", || cursors(&client, &args)).await? else {

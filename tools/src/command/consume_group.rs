@@ -27,10 +27,10 @@ use futures::future::{Either, LocalBoxFuture, select};
 use futures::stream::FuturesUnordered;
 use shardlog_net::ErrorCode;
 use shardlog_net::client::{
-    Client, ClientConfig, ClientError, FetchOptions, Fetched, GroupConfig, GroupMember, Joined,
+    Client, ClientError, FetchOptions, Fetched, GroupConfig, GroupMember, Joined,
 };
 
-use super::consume::{Cursor, FOLLOW_MAX_WAIT, Flow, Printer, Range, retried};
+use super::consume::{Cursor, FOLLOW_MAX_WAIT, Flow, Printer, Range, connect_retried, retried};
 use crate::Outcome;
 use crate::args::{ConsumeArgs, ConsumeFrom};
 use crate::broker_outage::{BrokerOutage, no_broker_answers};
@@ -53,16 +53,7 @@ pub(super) async fn consume(args: ConsumeArgs, group: String) -> Result<Outcome,
         return Ok(Outcome::Clean);
     }
     let mut outage = BrokerOutage::default();
-    let brokers = args.brokers.brokers.as_str();
-    let connect = || async {
-        Client::connect(brokers, ClientConfig::default())
-            .await
-            .map_err(|source| ToolError::Connect {
-                brokers: brokers.to_owned(),
-                source,
-            })
-    };
-    let Some(client) = retried(&mut outage, "connect", connect).await? else {
+    let Some(client) = connect_retried(&mut outage, &args.brokers.brokers).await? else {
         return Ok(Outcome::Clean);
     };
     let session = Duration::from_millis(u64::from(args.session_timeout_ms.get()));
