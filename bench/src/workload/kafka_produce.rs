@@ -125,6 +125,7 @@ pub async fn producer(
         let more = !run.stopped() && schedule.wanted(sent, intended);
         if !more || pending.len() >= config.inflight {
             if pending.is_empty() {
+                connection.flush().await?;
                 run.add_send_lag(&lag);
                 return Ok(());
             }
@@ -134,6 +135,7 @@ pub async fn producer(
         if intended > now {
             let wait = std::pin::pin!(glommio::timer::sleep(intended - now));
             if pending.is_empty() {
+                connection.flush().await?;
                 wait.await;
             } else {
                 let answer = std::pin::pin!(connection.next_frame());

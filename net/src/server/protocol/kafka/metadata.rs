@@ -56,8 +56,7 @@ pub(crate) async fn begin(shard: &Rc<Shard>, request: Request) -> Completion {
     let allowed = head.version < 4 || body.allow_auto_topic_creation;
     let creating = match &wanted {
         Wanted::Topics(names) if allowed => {
-            let names: Vec<String> = names.iter().flatten().cloned().collect();
-            Some(auto_create(shard, &names).await)
+            auto_create(shard, names.iter().flatten().map(String::as_str)).await
         }
         _ => None,
     };

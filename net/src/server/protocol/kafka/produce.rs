@@ -14,7 +14,6 @@ use std::rc::Rc;
 
 use bytes::{Buf, BytesMut};
 use futures::FutureExt;
-use futures::future::join_all;
 use kafka_protocol::messages::produce_response::{
     LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
 };
@@ -35,24 +34,28 @@ const CURRENT_LEADER_VERSION: i16 = 10;
 /// The first version whose partition answers carry an error message.
 const ERROR_MESSAGE_VERSION: i16 = 8;
 
-/// One partition of the request: its index and its records' place in the body.
+/// One partition of the request: its index, its records' place in the body, and once
+/// handed over, its outcome.
 struct PartitionRecords {
     index: i32,
     /// `(start, len)` in the body; `None` for null records.
     range: Option<(usize, usize)>,
+    outcome: Option<Outcome>,
 }
 
-/// The request as produced: acks, transactional or not, topics with their partitions.
+/// The request as produced: acks, transactional or not, topics (their names copied out of
+/// the body) with their partitions. Handing over fills each partition's outcome in place,
+/// so a request costs no bookkeeping allocations beyond these vectors.
 struct Shape {
     acks: i16,
     transactional: bool,
-    topics: Vec<(TopicName, Vec<PartitionRecords>)>,
+    topics: Vec<(String, Vec<PartitionRecords>)>,
 }
 
 /// First phase: every batch handed to its partition in request order.
 pub(crate) async fn begin(shard: &Rc<Shard>, request: Request) -> Completion {
     let head = request.head;
-    let shape = match shape_of(&request) {
+    let mut shape = match shape_of(&request) {
         Ok(shape) => shape,
         Err(answer) => return done(answer),
     };
@@ -65,41 +68,40 @@ pub(crate) async fn begin(shard: &Rc<Shard>, request: Request) -> Completion {
             BytesMut::from(&shared[..])
         }
     };
-    let names: Vec<String> = shape
-        .topics
-        .iter()
-        .map(|(name, _)| name.0.as_str().to_owned())
-        .collect();
-    auto_create(shard, &names).await.await;
+    let names = shape.topics.iter().map(|(name, _)| name.as_str());
+    if let Some(creating) = auto_create(shard, names).await {
+        creating.await;
+    }
     let acks = match shape.acks {
         0 => Some(Acks::None),
         1 => Some(Acks::Leader),
         -1 => Some(Acks::All),
         _ => None,
     };
-    let (acks_code, transactional) = (shape.acks, shape.transactional);
-    let topics = hand_over(shard, shape, acks, body).await;
+    hand_over(shard, &mut shape, acks, body).await;
     let shard = shard.clone();
     async move {
-        let mut responses = Vec::with_capacity(topics.len());
-        for (name, answers) in topics {
-            let topic = name.0.as_str().to_owned();
-            let mut partitions = Vec::with_capacity(answers.len());
-            for (index, outcome) in answers {
-                let result = outcome.settle().await;
-                let mut response = partition_response(&shard, head, &topic, index, result);
-                if acks.is_none() && !transactional {
+        let mut responses = Vec::with_capacity(shape.topics.len());
+        for (topic, partitions) in shape.topics {
+            let mut answers = Vec::with_capacity(partitions.len());
+            for p in partitions {
+                let result = match p.outcome {
+                    Some(outcome) => outcome.settle().await,
+                    None => Err(OpError::CorruptBatch("records not handed over".into())),
+                };
+                let mut response = partition_response(&shard, head, &topic, p.index, result);
+                if acks.is_none() && !shape.transactional {
                     response.error_code = errors::INVALID_REQUIRED_ACKS;
                 }
-                partitions.push(response);
+                answers.push(response);
             }
             responses.push(
                 TopicProduceResponse::default()
-                    .with_name(name)
-                    .with_partition_responses(partitions),
+                    .with_name(TopicName(StrBytes::from_string(topic)))
+                    .with_partition_responses(answers),
             );
         }
-        if acks_code == 0 {
+        if shape.acks == 0 {
             return Answer::Nothing;
         }
         let mut response = ProduceResponse::default().with_responses(responses);
@@ -111,46 +113,36 @@ pub(crate) async fn begin(shard: &Rc<Shard>, request: Request) -> Completion {
     .boxed_local()
 }
 
-/// Each partition's records, split off `body` without a copy, handed to the partition in
-/// request order (or refused).
-async fn hand_over(
-    shard: &Rc<Shard>,
-    shape: Shape,
-    acks: Option<Acks>,
-    mut body: BytesMut,
-) -> Vec<(TopicName, Vec<(i32, Outcome)>)> {
+/// Hands each partition's records, split off `body` without a copy, to the partition in
+/// request order (or refuses them), filling in each partition's outcome.
+async fn hand_over(shard: &Rc<Shard>, shape: &mut Shape, acks: Option<Acks>, mut body: BytesMut) {
+    let refusal = if shape.transactional {
+        Some(OpError::InvalidRequest(
+            "transactions are not supported".into(),
+        ))
+    } else if acks.is_none() {
+        Some(OpError::InvalidRequest(format!("acks {}", shape.acks)))
+    } else {
+        None
+    };
     let mut consumed = 0;
-    let mut topics = Vec::with_capacity(shape.topics.len());
-    for (name, partitions) in shape.topics {
-        let topic = name.0.as_str().to_owned();
-        let mut answers = Vec::with_capacity(partitions.len());
+    for (topic, partitions) in &mut shape.topics {
         for p in partitions {
             let records = p.range.map(|(start, len)| {
                 body.advance(start - consumed);
                 consumed = start + len;
                 body.split_to(len)
             });
-            let refusal = if shape.transactional {
-                Some(OpError::InvalidRequest(
-                    "transactions are not supported".into(),
-                ))
-            } else if acks.is_none() {
-                Some(OpError::InvalidRequest(format!("acks {}", shape.acks)))
-            } else {
-                None
-            };
-            let answer = match (refusal, acks, records) {
-                (Some(refusal), _, _) => refused(refusal, shape.acks),
+            let outcome = match (&refusal, acks, records) {
+                (Some(refusal), _, _) => refused(refusal.clone(), shape.acks),
                 (None, Some(acks), Some(records)) => {
-                    partition(shard, &topic, p.index, acks, records).await
+                    partition(shard, topic, p.index, acks, records).await
                 }
                 _ => Outcome::known(Err(OpError::CorruptBatch("null records".into()))),
             };
-            answers.push((p.index, answer));
+            p.outcome = Some(outcome);
         }
-        topics.push((name, answers));
     }
-    topics
 }
 
 /// The request's shape, read from a decoded copy that is dropped before returning (so
@@ -180,11 +172,11 @@ fn shape_of(request: &Request) -> Result<Shape, Answer> {
             partitions.push(PartitionRecords {
                 index: p.index,
                 range,
+                outcome: None,
             });
         }
         // A name of its own: a slice of the body would keep the body shared.
-        let name = TopicName(StrBytes::from_string(topic.name.0.as_str().to_owned()));
-        topics.push((name, partitions));
+        topics.push((topic.name.0.as_str().to_owned(), partitions));
     }
     Ok(Shape {
         acks: body.acks,
@@ -193,32 +185,34 @@ fn shape_of(request: &Request) -> Result<Shape, Answer> {
     })
 }
 
-/// A partition's answer: known now, or pending on its batches' produces (in order).
+/// A partition's answer: known now, or pending on its batches' produces (in order). Most
+/// partitions carry one batch: it needs no vector.
 struct Outcome {
-    pending: Vec<Pending<Produced>>,
-    known: Option<Result<Produced, OpError>>,
+    first: Pending<Produced>,
+    more: Vec<Pending<Produced>>,
 }
 
 impl Outcome {
     fn known(result: Result<Produced, OpError>) -> Outcome {
         Outcome {
-            pending: Vec::new(),
-            known: Some(result),
+            first: crate::server::ops::answered(result),
+            more: Vec::new(),
         }
     }
 
     /// The first batch's base offset, or the first error.
     async fn settle(self) -> Result<Produced, OpError> {
-        if let Some(known) = self.known {
-            return known;
+        let first = self.first.await;
+        let mut failed = first.as_ref().err().cloned();
+        for more in self.more {
+            if let (Err(e), None) = (more.await, &failed) {
+                failed = Some(e);
+            }
         }
-        let results = join_all(self.pending).await;
-        let mut first = None;
-        for result in results {
-            let produced = result?;
-            first.get_or_insert(produced);
+        match failed {
+            Some(e) => Err(e),
+            None => first,
         }
-        first.ok_or_else(|| OpError::CorruptBatch("no batch in the records".into()))
     }
 }
 
@@ -240,12 +234,21 @@ async fn partition(
     let Ok(partition) = u32::try_from(index) else {
         return Outcome::known(Err(OpError::UnknownPartition));
     };
-    let mut pending = Vec::new();
+    let mut outcome: Option<Outcome> = None;
+    let mut add = |pending: Pending<Produced>| match &mut outcome {
+        None => {
+            outcome = Some(Outcome {
+                first: pending,
+                more: Vec::new(),
+            });
+        }
+        Some(outcome) => outcome.more.push(pending),
+    };
     while !records.is_empty() {
         let size = match BatchHeader::parse(&records) {
             Ok(header) => header.size as usize,
             Err(e) => {
-                pending.push(crate::server::ops::answered(Err(OpError::CorruptBatch(
+                add(crate::server::ops::answered(Err(OpError::CorruptBatch(
                     e.to_string(),
                 ))));
                 break;
@@ -253,7 +256,7 @@ async fn partition(
         };
         if size > records.len() {
             let message = format!("a batch of {size} bytes in {} bytes", records.len());
-            pending.push(crate::server::ops::answered(Err(OpError::CorruptBatch(
+            add(crate::server::ops::answered(Err(OpError::CorruptBatch(
                 message,
             ))));
             break;
@@ -264,12 +267,11 @@ async fn partition(
             acks,
             batch: records.split_to(size),
         };
-        pending.push(produce::produce(shard, op).await);
+        add(produce::produce(shard, op).await);
     }
-    Outcome {
-        pending,
-        known: None,
-    }
+    outcome.unwrap_or_else(|| {
+        Outcome::known(Err(OpError::CorruptBatch("no batch in the records".into())))
+    })
 }
 
 fn partition_response(

@@ -36,25 +36,27 @@ const INVALID_CONFIG: i16 = 40;
 const AUTO_CREATE_MAX: usize = 64;
 
 /// Creates the topics of `names` that this shard's view does not show, when the node
-/// auto-creates topics; the future resolves once each creation is answered, to the names
-/// that exist now (created, or created meanwhile by someone else).
-pub(crate) async fn auto_create(
+/// auto-creates topics. `None` when there is none to create (the common case, and free:
+/// nothing is allocated); else a future that resolves once each creation is answered, to
+/// the names that exist now (created, or created meanwhile by someone else).
+pub(crate) async fn auto_create<'a>(
     shard: &Rc<Shard>,
-    names: &[String],
-) -> LocalBoxFuture<'static, Vec<String>> {
+    names: impl Iterator<Item = &'a str> + Clone,
+) -> Option<LocalBoxFuture<'static, Vec<String>>> {
     let kafka = &shard.node.kafka;
-    let Some(view) = shard.cluster.view().filter(|_| kafka.auto_create_topics) else {
-        return futures::future::ready(Vec::new()).boxed_local();
+    let view = shard.cluster.view().filter(|_| kafka.auto_create_topics)?;
+    let wanted = |name: &&str| {
+        valid_topic_name(name)
+            && !name.starts_with("__")
+            && !view.metadata.topics().contains_key(*name)
     };
+    if !names.clone().any(|name| wanted(&name)) {
+        return None;
+    }
     let missing: Vec<String> = names
-        .iter()
-        .filter(|name| {
-            valid_topic_name(name)
-                && !name.starts_with("__")
-                && !view.metadata.topics().contains_key(name.as_str())
-        })
+        .filter(wanted)
         .take(AUTO_CREATE_MAX)
-        .cloned()
+        .map(str::to_owned)
         .collect();
     let mut pending = Vec::with_capacity(missing.len());
     for name in &missing {
@@ -67,9 +69,10 @@ pub(crate) async fn auto_create(
         };
         pending.push(topics::change(shard, TopicChange::Create(topic)).await);
     }
-    async move {
-        let results = join_all(pending).await;
-        missing
+    Some(
+        async move {
+            let results = join_all(pending).await;
+            missing
             .into_iter()
             .zip(results)
             .filter_map(|(name, result)| match result {
@@ -80,8 +83,9 @@ pub(crate) async fn auto_create(
                 }
             })
             .collect()
-    }
-    .boxed_local()
+        }
+        .boxed_local(),
+    )
 }
 
 /// CreateTopics: each topic created in turn (the controller leader checks and applies
