@@ -26,6 +26,11 @@ type Records = BTreeMap<u32, Vec<(u64, Vec<u8>)>>;
 /// `shardlogd --data-dir DATA_DIR --listen LISTEN ARGS...`, which must exit by itself
 /// within `PROMPT` without serving.
 fn refused(data_dir: &Path, listen: &str, args: &[&str]) -> Exited {
+    refused_within(data_dir, listen, args, PROMPT)
+}
+
+/// `refused`, within `prompt`.
+fn refused_within(data_dir: &Path, listen: &str, args: &[&str], prompt: Duration) -> Exited {
     let launch = Launch {
         data_dir,
         listen,
@@ -40,7 +45,7 @@ fn refused(data_dir: &Path, listen: &str, args: &[&str]) -> Exited {
         exited.stderr
     );
     assert!(
-        exited.took < PROMPT,
+        exited.took < prompt,
         "{args:?}: the refusal took {:?}",
         exited.took
     );
@@ -311,12 +316,19 @@ fn a_peer_listener_on_the_client_port_or_a_busy_port_is_refused() {
             &["need different ports: clients and peers speak on separate ports"],
         );
     }
-    // Something already answers on this node's peer port.
+    // Something already answers on this node's peer port: refused once it has answered
+    // for the time a killed predecessor's sockets may take to close (10 s).
     let busy = std::net::TcpListener::bind(&own).unwrap();
-    let exited = refused(
+    let exited = refused_within(
         dir.path(),
         "127.0.0.1:0",
         &["--node-id", "0", "--peers", &peers],
+        HANG,
+    );
+    assert!(
+        exited.took >= Duration::from_secs(9),
+        "refused after {:?}",
+        exited.took
     );
     assert_refusal(
         &exited,

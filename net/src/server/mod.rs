@@ -56,6 +56,9 @@ use shard::{INBOX_DEPTH, NodeInfo, Shard, ShardMsg};
 /// Milliseconds per controller Raft tick (election after 10 ticks, heartbeats every 2).
 const CONTROLLER_TICK_MS: u64 = 25;
 
+/// How long start-up waits for a port a killed predecessor still answers on.
+const PORT_RELEASE_WAIT: Duration = Duration::from_secs(10);
+
 /// How long a stopping shard waits for requests in flight before closing its logs.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -274,6 +277,13 @@ fn addresses(
 /// glommio listeners set SO_REUSEPORT, which would silently share a port with a server
 /// already running: refuse to start if something answers there. (A trial bind would
 /// also trip over the sockets a killed predecessor left closing.)
+///
+/// A predecessor killed with SIGKILL can answer for a while after it was reaped: its
+/// io_uring is torn down by the kernel in the background, and the accept it had in flight
+/// keeps its listening socket open (and completing handshakes) until then. This runs with
+/// the data directory's lock held, so a predecessor on the same directory is gone: keep
+/// probing for `PORT_RELEASE_WAIT` before calling the port taken, so a restart right
+/// after a kill starts instead of failing.
 fn refuse_if_answering(addr: SocketAddr, what: &str) -> anyhow::Result<()> {
     if addr.port() == 0 {
         return Ok(());
@@ -282,8 +292,24 @@ fn refuse_if_answering(addr: SocketAddr, what: &str) -> anyhow::Result<()> {
         ip if ip.is_unspecified() => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port()),
         _ => addr,
     };
-    if std::net::TcpStream::connect_timeout(&probe, Duration::from_millis(500)).is_ok() {
-        anyhow::bail!("{what} {addr}: another server answers there");
+    let answers =
+        || std::net::TcpStream::connect_timeout(&probe, Duration::from_millis(500)).is_ok();
+    let start = Instant::now();
+    let mut said = false;
+    while answers() {
+        if start.elapsed() >= PORT_RELEASE_WAIT {
+            anyhow::bail!("{what} {addr}: another server answers there");
+        }
+        if !said {
+            tracing::warn!(
+                %addr,
+                "something answers on the port: waiting up to {} s for it to close (a \
+                 killed predecessor's sockets close once the kernel has torn down its io_uring)",
+                PORT_RELEASE_WAIT.as_secs()
+            );
+            said = true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
     Ok(())
 }
