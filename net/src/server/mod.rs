@@ -21,10 +21,12 @@
 //! SIGTERM/SIGINT into a stop message to every shard, and returns once all have closed
 //! their logs. A shard that fails stops the others.
 
+mod admin;
 mod cluster;
 pub mod config;
 pub mod groups;
 pub mod identity;
+mod metrics;
 mod ops;
 mod peer_listener;
 mod protocol;
@@ -48,7 +50,7 @@ use protocol::limits::ClientLimits;
 
 use crate::peer::Peers;
 use crate::peer::auth::PeerSecurity;
-use crate::testing::{KAFKA_PREFIX, READY_PREFIX};
+use crate::testing::{ADMIN_PREFIX, KAFKA_PREFIX, READY_PREFIX};
 use cluster::controller::{ControllerService, ControllerStart};
 use cluster::{ClusterNode, adopt};
 use shard::{INBOX_DEPTH, NodeInfo, Shard, ShardMsg};
@@ -60,8 +62,9 @@ const CONTROLLER_TICK_MS: u64 = 25;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 enum Event {
-    /// Shard 0 listens: the client listener's address, then the Kafka listener's.
-    Bound(SocketAddr, SocketAddr),
+    /// Shard 0 listens: the client listener's address, the Kafka listener's, the admin
+    /// listener's (if any).
+    Bound(SocketAddr, SocketAddr, Option<SocketAddr>),
     Ready,
     Exited(usize, Result<(), String>),
 }
@@ -76,6 +79,8 @@ struct Prepared {
     kafka_listen: SocketAddr,
     /// Where the peer listener binds, for a node with peers.
     peer_listen: Option<SocketAddr>,
+    /// Where the admin HTTP listener binds (shard 0 only), if anywhere.
+    admin_listen: Option<SocketAddr>,
     security: Arc<PeerSecurity>,
     incarnation: Incarnation,
     controller: ControllerStart,
@@ -97,6 +102,7 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
     let mut handles = Vec::with_capacity(config.shards);
     let mut bound = prepared.listen;
     let mut kafka_bound = prepared.kafka_listen;
+    let mut admin_bound = None;
     let mut controller = Some(prepared.controller);
     let applied = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let open_outcomes = Arc::new(cluster::open_outcomes::OpenOutcomes::default());
@@ -111,6 +117,7 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
             listen: bound,
             kafka_listen: kafka_bound,
             peer_listen: prepared.peer_listen,
+            admin_listen: prepared.admin_listen,
             security: prepared.security.clone(),
             incarnation: prepared.incarnation,
             events: events.clone(),
@@ -133,7 +140,9 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
         if id == 0 {
             // The other shards bind the port shard 0 got (it may have been 0).
             match events_rx.recv() {
-                Ok(Event::Bound(addr, kafka)) => (bound, kafka_bound) = (addr, kafka),
+                Ok(Event::Bound(addr, kafka, admin)) => {
+                    (bound, kafka_bound, admin_bound) = (addr, kafka, admin);
+                }
                 Ok(Event::Exited(_, Err(e))) => anyhow::bail!("shard 0: {e}"),
                 _ => anyhow::bail!("shard 0 stopped before listening"),
             }
@@ -144,7 +153,7 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
     let signal_events = forward_signals(signals);
     let result = supervise(
         &config,
-        (bound, kafka_bound),
+        (bound, kafka_bound, admin_bound),
         &inboxes,
         &events_rx,
         &signal_events,
@@ -194,6 +203,7 @@ fn forward_signals(mut signals: signal_hook::iterator::Signals) -> mpsc::Receive
 fn prepare(config: &ServerConfig) -> anyhow::Result<Prepared> {
     let data_dir = &config.data_dir;
     let (listen, kafka_listen, peer_listen) = addresses(config)?;
+    let admin_listen = config.admin_listen.as_deref().map(resolve).transpose()?;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
     // First, before anything reads or changes the directory: opening a partition removes
@@ -209,6 +219,9 @@ fn prepare(config: &ServerConfig) -> anyhow::Result<Prepared> {
     refuse_if_answering(kafka_listen, "the Kafka listener on")?;
     if let Some(peer_listen) = peer_listen {
         refuse_if_answering(peer_listen, "the peer listener on")?;
+    }
+    if let Some(admin_listen) = admin_listen {
+        refuse_if_answering(admin_listen, "the admin listener (--admin-listen) on")?;
     }
     let security = peer_security(cluster)?;
     let to_adopt = adopt::scan(data_dir)?;
@@ -229,6 +242,7 @@ fn prepare(config: &ServerConfig) -> anyhow::Result<Prepared> {
         listen,
         kafka_listen,
         peer_listen,
+        admin_listen,
         security: Arc::new(security),
         incarnation: Incarnation(incarnation),
         controller: ControllerStart {
@@ -349,7 +363,7 @@ fn peer_security(cluster: &ClusterConfig) -> anyhow::Result<PeerSecurity> {
 /// stop messages, and collects the shards' exits.
 fn supervise(
     config: &ServerConfig,
-    (bound, kafka_bound): (SocketAddr, SocketAddr),
+    (bound, kafka_bound, admin_bound): (SocketAddr, SocketAddr, Option<SocketAddr>),
     inboxes: &[flume::Sender<ShardMsg>],
     events: &mpsc::Receiver<Event>,
     signals: &mpsc::Receiver<i32>,
@@ -388,6 +402,9 @@ fn supervise(
                         flush = %config.engine.flush,
                         "serving"
                     );
+                    if let Some(admin) = admin_bound {
+                        eprintln!("{ADMIN_PREFIX}{admin}");
+                    }
                     eprintln!("{KAFKA_PREFIX}{kafka_bound}");
                     eprintln!("{READY_PREFIX}{bound}");
                 }
@@ -431,6 +448,7 @@ struct ShardStart {
     listen: SocketAddr,
     kafka_listen: SocketAddr,
     peer_listen: Option<SocketAddr>,
+    admin_listen: Option<SocketAddr>,
     security: Arc<PeerSecurity>,
     incarnation: Incarnation,
     events: mpsc::Sender<Event>,
@@ -454,6 +472,7 @@ async fn shard_main(start: ShardStart) -> anyhow::Result<()> {
         listen,
         kafka_listen,
         peer_listen,
+        admin_listen,
         security,
         incarnation,
         events,
@@ -468,8 +487,14 @@ async fn shard_main(start: ShardStart) -> anyhow::Result<()> {
         .context("io_uring poll-ring warm-up")?;
     let (listener, bound) = bind(id, listen, "listening on")?;
     let (kafka_listener, kafka_bound) = bind(id, kafka_listen, "the Kafka listener on")?;
+    // The admin listener runs on shard 0 only (see `admin`).
+    let admin = match admin_listen.filter(|_| id == 0) {
+        Some(addr) => Some(bind(id, addr, "the admin listener (--admin-listen) on")?),
+        None => None,
+    };
     if id == 0 {
-        let _ = events.send(Event::Bound(bound, kafka_bound));
+        let admin_bound = admin.as_ref().map(|(_, addr)| *addr);
+        let _ = events.send(Event::Bound(bound, kafka_bound, admin_bound));
     }
     let peer_listener = peer_listen
         .map(|addr| bind_peer_listener(id, addr))
@@ -502,6 +527,9 @@ async fn shard_main(start: ShardStart) -> anyhow::Result<()> {
     }
     spawn_ready(&shard, &events);
     spawn_kafka_listener(&shard, kafka_listener, &client_limits);
+    if let Some((admin_listener, _)) = admin {
+        admin::spawn(&shard, admin_listener, client_limits.clone());
+    }
     protocol::listener::accept_until_stopped(
         &shard,
         listener,

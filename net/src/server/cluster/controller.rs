@@ -282,6 +282,11 @@ impl ControllerService {
         }
     }
 
+    /// Free bytes of the data directory's filesystem, as last measured.
+    pub(crate) fn own_free_bytes(&self) -> Option<u64> {
+        self.own_free_bytes.get()
+    }
+
     /// The controller leader as this node knows it.
     pub(crate) fn leader(&self) -> Option<NodeId> {
         self.controller.borrow().leader()

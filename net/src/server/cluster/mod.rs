@@ -198,6 +198,11 @@ impl ClusterNode {
             .cloned()
     }
 
+    /// Every replica on this shard (for the admin listener's scrape).
+    pub(crate) fn all_replicas(&self) -> Vec<Rc<Replica>> {
+        self.replicas.borrow().values().cloned().collect()
+    }
+
     /// The leader of a partition as the view says, for `NotLeader` hints.
     pub(crate) fn leader_of(&self, topic: &str, partition: u32) -> Option<u32> {
         self.view

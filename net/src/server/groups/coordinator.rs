@@ -166,6 +166,30 @@ impl ShardGroups {
             .collect()
     }
 
+    /// The committed offsets of the groups this shard coordinates (for the group lag
+    /// metrics).
+    pub(crate) fn committed_offsets(&self) -> Vec<crate::server::ops::observe::GroupOffset> {
+        let partitions = self.partitions.borrow();
+        partitions
+            .values()
+            .filter_map(|state| match state {
+                PartitionState::Loaded(loaded) => Some(loaded),
+                PartitionState::Loading(_) => None,
+            })
+            .flat_map(|loaded| loaded.groups.iter())
+            .flat_map(|(id, group)| {
+                group.offsets().map(move |((topic, partition), entry)| {
+                    crate::server::ops::observe::GroupOffset {
+                        group: id.clone(),
+                        topic: topic.clone(),
+                        partition: *partition,
+                        offset: entry.offset,
+                    }
+                })
+            })
+            .collect()
+    }
+
     /// Runs `f` on the loaded groups of `partition` in `epoch`, then delivers what the
     /// groups answered; `None` if they are not loaded in that epoch.
     fn with_loaded<T>(
