@@ -9,12 +9,15 @@
 //! `READ_TIMEOUT` (the connection is closed past it), `CONNECTIONS_MAX` connections at
 //! once (past it, closed at once), one request per connection, GET and HEAD only (405).
 
+mod console;
 mod exposition;
 mod health;
 pub(crate) mod http;
 mod metrics_page;
+mod series;
+mod status;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,6 +49,8 @@ pub(crate) struct AdminContext {
     pub(crate) client_limits: Arc<ClientLimits>,
     /// The admin queue: handlers that spawn tasks spawn them here.
     pub(crate) queue: TaskQueueHandle,
+    /// The console's per-second samples (`console::sample_every_second` fills it).
+    pub(crate) series: RefCell<series::SeriesRing>,
 }
 
 /// A route's handler: the request's answer.
@@ -57,6 +62,9 @@ pub(crate) fn route(path: &str) -> Option<Handler> {
         "/metrics" => |ctx, _| metrics(ctx).boxed_local(),
         "/v1/health" => |_, _| futures::future::ready(health::live()).boxed_local(),
         "/v1/ready" => |ctx, _| health::ready(ctx).boxed_local(),
+        "/" | "/index.html" => |_, _| futures::future::ready(console::index()).boxed_local(),
+        "/v1/status" => |ctx, _| console::status_json(ctx).boxed_local(),
+        "/v1/series" => |ctx, _| futures::future::ready(console::series_json(&ctx)).boxed_local(),
         _ => return None,
     };
     Some(handler)
@@ -94,7 +102,14 @@ pub(crate) fn spawn(shard: &Rc<Shard>, listener: TcpListener, client_limits: Arc
         shard: shard.clone(),
         client_limits,
         queue,
+        series: RefCell::new(series::SeriesRing::default()),
     });
+    match glommio::spawn_local_into(console::sample_every_second(ctx.clone()), queue) {
+        Ok(task) => {
+            task.detach();
+        }
+        Err(e) => tracing::error!(error = %e, "the console's sampler could not start"),
+    }
     let accept = accept_until_stopped(ctx, listener);
     match glommio::spawn_local_into(accept, queue) {
         Ok(task) => {

@@ -292,6 +292,16 @@ impl ControllerService {
         self.controller.borrow().leader()
     }
 
+    /// The controller's current Raft term.
+    pub(crate) fn term(&self) -> u64 {
+        self.controller.borrow().term()
+    }
+
+    /// Milliseconds since `node`'s last heartbeat, if this node leads the controller.
+    pub(crate) fn heartbeat_age_ms(&self, node: NodeId) -> Option<u64> {
+        self.controller.borrow().heartbeat_age_ms(node)
+    }
+
     /// Whether this node leads the controller.
     pub(crate) fn is_leader(&self) -> bool {
         self.controller.borrow().is_leader()

@@ -43,6 +43,24 @@ pub(crate) struct GroupOffset {
     pub(crate) offset: i64,
 }
 
+/// A group a shard coordinates, for the console (`/v1/status`).
+#[derive(Clone, Debug)]
+pub(crate) struct GroupSummary {
+    pub(crate) group_id: String,
+    /// `Empty`, `PreparingRebalance`, `CompletingRebalance` or `Stable`.
+    pub(crate) state: String,
+    pub(crate) protocol_type: String,
+    pub(crate) members: Vec<MemberSummary>,
+}
+
+/// A member of a group.
+#[derive(Clone, Debug)]
+pub(crate) struct MemberSummary {
+    pub(crate) member_id: String,
+    pub(crate) client_id: String,
+    pub(crate) client_host: String,
+}
+
 /// What one shard answers.
 #[derive(Clone, Debug)]
 pub(crate) struct ShardReport {
@@ -52,6 +70,8 @@ pub(crate) struct ShardReport {
     pub(crate) metrics: metrics::Snapshot,
     pub(crate) partitions: Vec<PartitionReport>,
     pub(crate) group_offsets: Vec<GroupOffset>,
+    /// The groups it coordinates, with their members.
+    pub(crate) groups: Vec<GroupSummary>,
 }
 
 /// What a gather found.
@@ -128,5 +148,6 @@ pub(crate) fn report_here(shard: &Shard) -> ShardReport {
         metrics: metrics::Snapshot::take(),
         partitions,
         group_offsets: shard.groups.committed_offsets(),
+        groups: shard.groups.summaries(),
     }
 }
