@@ -360,7 +360,6 @@ mod tests {
     use std::sync::Arc;
 
     use serde_json::{Value, json};
-    use shardlog_engine::LeaderEpoch;
     use shardlog_replicator::controller::{Command, Metadata};
 
     use super::*;
@@ -611,15 +610,14 @@ mod tests {
             (&[1], Some(1), (true, true, false)),
             (&[1], None, (true, true, true)),
         ];
+        // Built from a real partition, so fields added to the state need no change here.
+        let view = view();
+        let base = view.metadata.partition("t", 0).expect("partition");
         for (isr, leader, expected) in table {
-            let state = PartitionState {
-                replicas: nodes(&[1, 2, 3]),
-                leader: leader.map(NodeId),
-                leader_epoch: LeaderEpoch(3),
-                isr: nodes(isr),
-                elr: Vec::new(),
-                partition_epoch: 4,
-            };
+            let mut state = base.clone();
+            state.replicas = nodes(&[1, 2, 3]);
+            state.leader = leader.map(NodeId);
+            state.isr = nodes(isr);
             let p = partition_status(0, &state, 2, None);
             let got = (p.under_replicated, p.under_min_isr, p.leaderless);
             assert_eq!(got, expected, "isr {isr:?} leader {leader:?}");
