@@ -1,5 +1,5 @@
 """Drives the console in Debian's chromium (headless, through Playwright) for
-tools/tests/console.rs. Usage: browser.py URL VICTIM_NODE TOPIC PARTITIONS SCREENSHOT.
+tools/tests/console.rs, reading what the page shows (the state and ISR cells' text). Usage: browser.py URL VICTIM_NODE TOPIC PARTITIONS SCREENSHOT.
 
 Speaks with the test over stdin/stdout, one line each way:
   1. opens URL, waits until the page shows every node live and every partition of TOPIC
@@ -24,9 +24,10 @@ def summary(page):
     return page.evaluate(
         """() => ({
             nodes: [...document.querySelectorAll('#nodes tbody tr[data-node]')]
-                .map(r => [r.dataset.node, r.dataset.state]),
+                .map(r => [r.dataset.node, r.querySelector('.state').innerText]),
             partitions: [...document.querySelectorAll('#partitions tbody tr[data-topic]')]
-                .map(r => [r.dataset.topic, r.dataset.partition, r.dataset.leader, r.dataset.isr]),
+                .map(r => [r.dataset.topic, r.dataset.partition, r.dataset.leader,
+                           r.querySelector('.isr').innerText]),
             marker: window.__consoleTestMarker || null,
         })"""
     )
@@ -48,10 +49,11 @@ def main():
                 const nodes = [...document.querySelectorAll('#nodes tbody tr[data-node]')];
                 const rows = [...document.querySelectorAll('#partitions tbody tr')]
                     .filter(r => r.dataset.topic === topic);
-                return nodes.length === 3 && nodes.every(r => r.dataset.state === 'live')
+                const isr = r => r.querySelector('.isr').innerText.split(',').map(s => s.trim());
+                return nodes.length === 3
+                    && nodes.every(r => r.querySelector('.state').innerText.trim() === 'live')
                     && rows.length === partitions
-                    && rows.every(r => r.dataset.leader !== '–'
-                                       && r.dataset.isr.split(',').length === 3);
+                    && rows.every(r => r.dataset.leader !== '–' && isr(r).length === 3);
             }""",
             arg=[topic, partitions],
             timeout=RENDER_DEADLINE_MS,
@@ -66,9 +68,11 @@ def main():
                 const row = document.querySelector(`#nodes tbody tr[data-node="${victim}"]`);
                 const rows = [...document.querySelectorAll('#partitions tbody tr')]
                     .filter(r => r.dataset.topic === topic);
-                return row !== null && row.dataset.state === 'down'
+                const isr = r => r.querySelector('.isr').innerText.split(',').map(s => s.trim());
+                return row !== null
+                    && row.querySelector('.state').innerText.trim().startsWith('down')
                     && rows.length > 0
-                    && rows.every(r => !r.dataset.isr.split(',').includes(victim));
+                    && rows.every(r => !isr(r).includes(victim));
             }""",
             arg=[victim, topic],
             timeout=DOWN_DEADLINE_MS,
