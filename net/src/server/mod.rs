@@ -26,7 +26,7 @@ mod cluster;
 pub mod config;
 pub mod groups;
 pub mod identity;
-mod metrics;
+pub(crate) mod metrics;
 mod ops;
 mod peer_listener;
 mod protocol;
@@ -482,6 +482,10 @@ async fn shard_main(start: ShardStart) -> anyhow::Result<()> {
         applied,
         open_outcomes,
     } = start;
+    // This shard's segment fdatasyncs feed its latency histogram.
+    shardlog_engine::sync_observer::set(|took| {
+        metrics::latency(metrics::Latency::Fdatasync, took);
+    });
     warm_iopoll_probe(&config.data_dir)
         .await
         .context("io_uring poll-ring warm-up")?;
