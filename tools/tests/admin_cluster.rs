@@ -60,7 +60,7 @@ fn a_killed_follower_shows_as_under_replicated_within_the_session_timeout() {
         "node 0 to show no under-replicated partition",
         WAIT_MAX,
         |c| match under_replicated(c, 0) {
-            Some(v) if v == 0.0 => Ok(()),
+            Some(0.0) => Ok(()),
             other => Err(format!("{other:?}")),
         },
     );
