@@ -129,6 +129,23 @@ fn admin_listen_args(args: &[&str]) -> &'static [&'static str] {
     }
 }
 
+/// Notes the Kafka or admin listener's address if `line` names one.
+fn note_listeners(line: &str, kafka: &mut Option<String>, admin: &mut Option<String>) {
+    if let Some(addr) = line.strip_prefix(KAFKA_PREFIX) {
+        *kafka = Some(addr.trim().to_owned());
+    }
+    if let Some(addr) = line.strip_prefix(ADMIN_PREFIX) {
+        *admin = Some(addr.trim().to_owned());
+    }
+}
+
+/// The admin line's address, if there was one.
+fn parse_admin_addr(addr: Option<String>) -> std::io::Result<Option<SocketAddr>> {
+    addr.map(|a| a.parse())
+        .transpose()
+        .map_err(|e| other(&format!("admin line address: {e}")))
+}
+
 /// A running `shardlogd`.
 #[derive(Debug)]
 pub struct Shardlogd {
@@ -198,12 +215,7 @@ impl Shardlogd {
             let mut tx = Some(tx);
             let (mut kafka, mut admin) = (None, None);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix(KAFKA_PREFIX) {
-                    kafka = Some(addr.trim().to_owned());
-                }
-                if let Some(addr) = line.strip_prefix(ADMIN_PREFIX) {
-                    admin = Some(addr.trim().to_owned());
-                }
+                note_listeners(&line, &mut kafka, &mut admin);
                 let ready = line.strip_prefix(READY_PREFIX).map(|a| {
                     let kafka = kafka.clone().unwrap_or_default();
                     (a.trim().to_owned(), kafka, admin.clone())
@@ -238,10 +250,7 @@ impl Shardlogd {
         let kafka_addr = kafka_addr
             .parse()
             .map_err(|e| other(&format!("kafka line address {kafka_addr:?}: {e}")))?;
-        let admin_addr = admin_addr
-            .map(|a| a.parse())
-            .transpose()
-            .map_err(|e| other(&format!("admin line address: {e}")))?;
+        let admin_addr = parse_admin_addr(admin_addr)?;
         Ok(Shardlogd {
             child,
             addr,

@@ -391,6 +391,32 @@ fn group_config(file: &FileConfig) -> anyhow::Result<GroupConfig> {
     Ok(config)
 }
 
+/// The client listener's address (and `advertise` checked), and the admin listener's.
+fn listen_addresses(file: &FileConfig) -> anyhow::Result<(String, Option<String>)> {
+    let listen = file
+        .listen
+        .clone()
+        .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+    check_host_port("--listen", &listen)?;
+    if let Some(advertise) = &file.advertise {
+        check_host_port("--advertise", advertise)?;
+    }
+    Ok((listen, admin_listen(file.admin_listen.as_deref())?))
+}
+
+/// The admin listener's address: the default, the one given, or none for `off`.
+fn admin_listen(admin_listen: Option<&str>) -> anyhow::Result<Option<String>> {
+    let admin_listen = match admin_listen {
+        Some("off") => None,
+        Some(addr) => Some(addr.to_owned()),
+        None => Some(DEFAULT_ADMIN_LISTEN.to_owned()),
+    };
+    if let Some(addr) = &admin_listen {
+        check_host_port("--admin-listen", addr)?;
+    }
+    Ok(admin_listen)
+}
+
 /// A usage error unless `address` is `HOST:PORT` (a host, and a port number): `--listen
 /// 32001` is a mistake to name at once, not a name to resolve at start.
 fn check_host_port(flag: &str, address: &str) -> anyhow::Result<()> {
@@ -452,6 +478,7 @@ impl TryFrom<FileConfig> for ServerConfig {
         let node_id = file.node_id.unwrap_or(0);
         let cluster = cluster_config(&file, node_id)?;
         let (groups, kafka) = (group_config(&file)?, kafka_config(&file)?);
+        let (listen, admin_listen) = listen_addresses(&file)?;
         let data_dir = file
             .data_dir
             .ok_or_else(|| anyhow::anyhow!("no data directory: pass --data-dir DIR"))?;
@@ -473,19 +500,6 @@ impl TryFrom<FileConfig> for ServerConfig {
             engine.tail_cache_bytes = bytes;
         }
         engine.validate()?;
-        let listen = file.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
-        check_host_port("--listen", &listen)?;
-        if let Some(advertise) = &file.advertise {
-            check_host_port("--advertise", advertise)?;
-        }
-        let admin_listen = match file.admin_listen.as_deref() {
-            Some("off") => None,
-            Some(addr) => Some(addr.to_owned()),
-            None => Some(DEFAULT_ADMIN_LISTEN.to_owned()),
-        };
-        if let Some(addr) = &admin_listen {
-            check_host_port("--admin-listen", addr)?;
-        }
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         let shards = file.shards.unwrap_or(cores);
         if !(1..=256).contains(&shards) {

@@ -26,7 +26,7 @@ mod cluster;
 pub mod config;
 pub mod groups;
 pub mod identity;
-mod metrics;
+pub(crate) mod metrics;
 mod ops;
 mod peer_listener;
 mod protocol;
@@ -139,13 +139,7 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
         handles.push(handle);
         if id == 0 {
             // The other shards bind the port shard 0 got (it may have been 0).
-            match events_rx.recv() {
-                Ok(Event::Bound(addr, kafka, admin)) => {
-                    (bound, kafka_bound, admin_bound) = (addr, kafka, admin);
-                }
-                Ok(Event::Exited(_, Err(e))) => anyhow::bail!("shard 0: {e}"),
-                _ => anyhow::bail!("shard 0 stopped before listening"),
-            }
+            (bound, kafka_bound, admin_bound) = shard_0_bound(&events_rx)?;
         }
     }
     drop(events);
@@ -163,6 +157,17 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
         let _ = handle.join();
     }
     result
+}
+
+/// The addresses shard 0 bound (the client, Kafka and admin listeners').
+fn shard_0_bound(
+    events: &mpsc::Receiver<Event>,
+) -> anyhow::Result<(SocketAddr, SocketAddr, Option<SocketAddr>)> {
+    match events.recv() {
+        Ok(Event::Bound(addr, kafka, admin)) => Ok((addr, kafka, admin)),
+        Ok(Event::Exited(_, Err(e))) => anyhow::bail!("shard 0: {e}"),
+        _ => anyhow::bail!("shard 0 stopped before listening"),
+    }
 }
 
 /// The client listeners' limits, shared by every shard and both front ends.
@@ -482,20 +487,14 @@ async fn shard_main(start: ShardStart) -> anyhow::Result<()> {
         applied,
         open_outcomes,
     } = start;
+    // This shard's segment fdatasyncs feed its latency histogram.
+    shardlog_engine::sync_observer::set(|took| metrics::latency(metrics::Latency::Fdatasync, took));
     warm_iopoll_probe(&config.data_dir)
         .await
         .context("io_uring poll-ring warm-up")?;
     let (listener, bound) = bind(id, listen, "listening on")?;
     let (kafka_listener, kafka_bound) = bind(id, kafka_listen, "the Kafka listener on")?;
-    // The admin listener runs on shard 0 only (see `admin`).
-    let admin = match admin_listen.filter(|_| id == 0) {
-        Some(addr) => Some(bind(id, addr, "the admin listener (--admin-listen) on")?),
-        None => None,
-    };
-    if id == 0 {
-        let admin_bound = admin.as_ref().map(|(_, addr)| *addr);
-        let _ = events.send(Event::Bound(bound, kafka_bound, admin_bound));
-    }
+    let admin = bind_admin_and_report(id, admin_listen, (bound, kafka_bound), &events)?;
     let peer_listener = peer_listen
         .map(|addr| bind_peer_listener(id, addr))
         .transpose()?;
@@ -527,7 +526,7 @@ async fn shard_main(start: ShardStart) -> anyhow::Result<()> {
     }
     spawn_ready(&shard, &events);
     spawn_kafka_listener(&shard, kafka_listener, &client_limits);
-    if let Some((admin_listener, _)) = admin {
+    if let Some(admin_listener) = admin {
         admin::spawn(&shard, admin_listener, client_limits.clone());
     }
     protocol::listener::accept_until_stopped(
@@ -538,6 +537,25 @@ async fn shard_main(start: ShardStart) -> anyhow::Result<()> {
     )
     .await;
     drain_and_close(&shard).await
+}
+
+/// Shard 0: binds the admin listener (it runs on shard 0 only, see `admin`) and tells
+/// the main thread the addresses it got.
+fn bind_admin_and_report(
+    id: usize,
+    admin_listen: Option<SocketAddr>,
+    (bound, kafka_bound): (SocketAddr, SocketAddr),
+    events: &mpsc::Sender<Event>,
+) -> anyhow::Result<Option<glommio::net::TcpListener>> {
+    if id != 0 {
+        return Ok(None);
+    }
+    let admin = admin_listen
+        .map(|addr| bind(id, addr, "the admin listener (--admin-listen) on"))
+        .transpose()?;
+    let admin_bound = admin.as_ref().map(|(_, addr)| *addr);
+    let _ = events.send(Event::Bound(bound, kafka_bound, admin_bound));
+    Ok(admin.map(|(listener, _)| listener))
 }
 
 /// A listener on `addr` and the address it got (`what` names it in an error).

@@ -8,7 +8,10 @@ use shardlog_replicator::controller::Metadata;
 
 use super::exposition::{Kind, Page};
 use crate::server::metrics::{Api, Counter, Latency, Protocol, Snapshot};
-use crate::server::ops::observe::NodeReport;
+use crate::server::ops::observe::{NodeReport, PartitionReport};
+
+/// One of a replica's numbers.
+type PartitionValue = fn(&PartitionReport) -> u64;
 
 /// What the page shows besides the shards' reports.
 pub(crate) struct NodeFacts {
@@ -73,11 +76,7 @@ fn api_counters(page: &mut Page, sum: &Snapshot) {
 
 fn partitions(page: &mut Page, report: &NodeReport) {
     let replicas = || report.shards.iter().flat_map(|s| s.partitions.iter());
-    let gauges: [(
-        &str,
-        &str,
-        fn(&crate::server::ops::observe::PartitionReport) -> u64,
-    ); 4] = [
+    let gauges: [(&str, &str, PartitionValue); 4] = [
         (
             "shardlog_partition_log_start_offset",
             "First offset of each replica on this node.",

@@ -59,11 +59,6 @@ impl LatencyHistogram {
         Duration::from_micros(self.sum_micros).as_secs_f64()
     }
 
-    /// The value at `quantile` (0..=1), seconds; 0 without samples.
-    pub(crate) fn quantile_seconds(&self, quantile: f64) -> f64 {
-        Duration::from_micros(self.histogram.value_at_quantile(quantile)).as_secs_f64()
-    }
-
     /// Cumulative counts at each of `BUCKETS_SECONDS` (samples at or below the bound;
     /// a sample counts at the top of its 1%-wide HdrHistogram bucket).
     pub(crate) fn cumulative(&self) -> [u64; BUCKETS_SECONDS.len()] {

@@ -17,11 +17,13 @@
 //! main thread) records into that thread's own registry, which nobody gathers.
 
 pub(crate) mod histogram;
+mod replication;
 
 use std::cell::{Cell, RefCell};
 use std::time::Duration;
 
 pub(crate) use histogram::LatencyHistogram;
+pub(crate) use replication::ShipTimes;
 
 /// The client protocol a request came in on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -246,6 +248,11 @@ pub(crate) fn records(protocol: Protocol, api: Api, records: u64, bytes: u64) {
         counts.bytes += bytes;
         cell.set(counts);
     });
+}
+
+/// Records of a Kafka v2 record batch, from its header (0 if it has none).
+pub(crate) fn batch_records(batch: &[u8]) -> u64 {
+    shardlog_engine::batch::BatchHeader::parse(batch).map_or(0, |h| u64::from(h.record_count))
 }
 
 /// Adds one to `counter`.
