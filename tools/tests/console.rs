@@ -19,6 +19,8 @@ mod common;
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -55,13 +57,13 @@ fn the_console_shows_the_cluster_and_a_killed_node_turns_down_without_a_reload()
         &lines,
     );
     assert_eq!(produced.status.code(), Some(0), "{}", describe(&produced));
+    // Records every second meanwhile, for the charts (not checked: the kill may fail some).
+    let load = Load::start(&brokers);
 
     // The console of the controller leader; the victim is another node.
     let watched = controller as usize;
     let victim = (0..3).rev().find(|n| *n != watched).unwrap();
-    let admin = cluster
-        .admin_addr(watched)
-        .expect("nodes have an admin listener");
+    let admin = cluster.admin_addr(watched);
     let screenshot = browser_dir().join("console.png");
     let _ = std::fs::remove_file(&screenshot);
     let mut browser = Command::new(&python)
@@ -87,6 +89,7 @@ fn the_console_shows_the_cluster_and_a_killed_node_turns_down_without_a_reload()
     writeln!(to_browser, "killed {victim}").unwrap();
     let down = expect_line(&said, "DOWN", &mut cluster);
     eprintln!("after SIGKILL of node {victim}: {down}");
+    load.stop();
     let status = browser.wait().unwrap();
     assert!(status.success(), "the browser script failed: {status}");
     assert!(
@@ -108,6 +111,49 @@ fn expect_line(said: &mpsc::Receiver<String>, prefix: &str, cluster: &mut Cluste
                 panic!("the browser script never printed {prefix} ({e}); see its stderr above");
             }
         }
+    }
+}
+
+/// `shardlog produce` of 200 records, every second, until stopped.
+struct Load {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Load {
+    fn start(brokers: &str) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (brokers, stopped) = (brokers.to_owned(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let lines: String = (0..200).map(|i| format!("load {i}\n")).collect();
+            while !stopped.load(Ordering::Relaxed) {
+                // Bounded, so that stopping never waits on a client stuck on the killed node.
+                let _ = Command::new("timeout")
+                    .args([
+                        "20",
+                        env!("CARGO_BIN_EXE_shardlog"),
+                        "produce",
+                        "--topic",
+                        TOPIC,
+                    ])
+                    .args(["--brokers", &brokers])
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .and_then(|mut child| {
+                        child.stdin.take().unwrap().write_all(lines.as_bytes())?;
+                        child.wait()
+                    });
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        });
+        Load { stop, thread }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap();
     }
 }
 

@@ -234,12 +234,6 @@ impl Cluster {
         }
     }
 
-    /// A running node's admin HTTP listener (every node gets `--admin-listen
-    /// 127.0.0.1:0` from the launcher).
-    pub fn admin_addr(&self, node: usize) -> Option<SocketAddr> {
-        self.nodes[node].as_ref()?.admin_addr
-    }
-
     /// A node's data directory.
     pub fn data_dir(&self, node: usize) -> std::path::PathBuf {
         self.root.path().join(format!("node-{node}"))

@@ -81,7 +81,7 @@ def main():
         if shown["marker"] != "same page":
             sys.exit("the page was reloaded: the marker set before the kill is gone")
         # Let the charts get a few samples in before the picture.
-        page.wait_for_timeout(1500)
+        page.wait_for_timeout(4000)
         page.screenshot(path=screenshot, full_page=True)
         print("DOWN " + json.dumps(shown), flush=True)
         browser.close()
