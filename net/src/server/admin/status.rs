@@ -472,13 +472,14 @@ mod tests {
         object.keys().map(String::as_str).collect()
     }
 
+    fn sorted(mut names: Vec<&'static str>) -> Vec<&'static str> {
+        names.sort_unstable();
+        names
+    }
+
     #[test]
-    fn field_names_are_the_documented_ones() {
+    fn top_level_field_names_are_the_documented_ones() {
         let doc = document();
-        let sorted = |mut v: Vec<&'static str>| {
-            v.sort_unstable();
-            v
-        };
         assert_eq!(
             keys(&doc),
             sorted(vec![
@@ -504,6 +505,22 @@ mod tests {
             keys(&doc["controller"]),
             sorted(vec!["applied_index", "leader", "term", "this_node_leads"])
         );
+        assert_eq!(
+            keys(&doc["groups"][0]),
+            sorted(vec![
+                "group_id",
+                "lag",
+                "members",
+                "offsets",
+                "protocol_type",
+                "state"
+            ])
+        );
+    }
+
+    #[test]
+    fn node_and_partition_field_names_are_the_documented_ones() {
+        let doc = document();
         assert_eq!(
             keys(&doc["nodes"][0]),
             sorted(vec![
@@ -536,15 +553,8 @@ mod tests {
             ])
         );
         assert_eq!(
-            keys(&doc["groups"][0]),
-            sorted(vec![
-                "group_id",
-                "lag",
-                "members",
-                "offsets",
-                "protocol_type",
-                "state"
-            ])
+            keys(&doc["topics"][0]["partitions"][0]["followers"][0]),
+            sorted(vec!["in_isr", "lag", "log_end", "node"])
         );
     }
 
@@ -600,11 +610,14 @@ mod tests {
         assert_eq!(group["members"][0]["client_id"], json!("c"));
     }
 
+    /// (isr, leader) and the flags expected.
+    type FlagsRow = (&'static [u32], Option<u32>, (bool, bool, bool));
+
     #[test]
     fn flags_follow_the_isr_and_the_leader() {
         let nodes = |ids: &[u32]| ids.iter().copied().map(NodeId).collect::<Vec<_>>();
         // (isr, leader) -> (under_replicated, under_min_isr, leaderless), min ISR 2 of 3.
-        let table: [(&[u32], Option<u32>, (bool, bool, bool)); 4] = [
+        let table: [FlagsRow; 4] = [
             (&[1, 2, 3], Some(1), (false, false, false)),
             (&[1, 2], Some(1), (true, false, false)),
             (&[1], Some(1), (true, true, false)),
