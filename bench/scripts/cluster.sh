@@ -145,6 +145,8 @@ node_port() { echo $((base_port + $1)); }
 peer_port() { echo $((base_port + 100 + $1)); }
 # Where node $1's Kafka listener is.
 kafka_port() { echo $((base_port + 200 + $1)); }
+# Where node $1's admin HTTP listener (/metrics, /v1/health, /v1/ready) is.
+admin_port() { echo $((base_port + 300 + $1)); }
 secret_file() { printf '%s/cluster.secret\n' "$cluster_dir"; }
 
 # Every node's address, comma-separated, each prefixed with "$1" (a format taking the id),
@@ -244,6 +246,7 @@ launch_node() {
     --node-id "$id" \
     --listen "$HOST:$(node_port "$id")" \
     --kafka-listen "$HOST:$(kafka_port "$id")" \
+    --admin-listen "$HOST:$(admin_port "$id")" \
     --data-dir "$dir/data" \
     --peers "$(peers_list)" \
     --cluster-secret-file "$(secret_file)" \
@@ -405,7 +408,7 @@ cmd_restart() {
 # answers. Waits up to 2 s for each to go quiet.
 wait_port_free() {
   local port tries
-  for port in "$(node_port "$1")" "$(peer_port "$1")" "$(kafka_port "$1")"; do
+  for port in "$(node_port "$1")" "$(peer_port "$1")" "$(kafka_port "$1")" "$(admin_port "$1")"; do
     tries=0
     while (exec 3<>"/dev/tcp/$HOST/$port") 2>/dev/null; do
       tries=$((tries + 1))

@@ -66,7 +66,7 @@ for run in $(seq 1 "$runs"); do
   dir="$work/run-$run"
   rm -rf "$dir"
   mkdir -p "$dir/data" "$dir/out"
-  "$bin/shardlogd" --data-dir "$dir/data" --listen "$broker" --kafka-listen 127.0.0.1:0 ${SHARDLOGD_ARGS:-} 2>"$dir/server.log" &
+  "$bin/shardlogd" --data-dir "$dir/data" --listen "$broker" --kafka-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 ${SHARDLOGD_ARGS:-} 2>"$dir/server.log" &
   server_pid=$!
   for _ in $(seq 1 100); do
     grep -q "ready" "$dir/server.log" 2>/dev/null && break

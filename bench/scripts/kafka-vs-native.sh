@@ -49,7 +49,7 @@ start_server() { # log; sets $server_pid, $native and $kafka
   native="127.0.0.1:$(free_port)"
   kafka="127.0.0.1:$(free_port)"
   "$bin/shardlogd" --data-dir "$out/data" --listen "$native" --kafka-listen "$kafka" \
-    --flush always 2> "$1" &
+    --admin-listen 127.0.0.1:0 --flush always 2> "$1" &
   server_pid=$!
   for _ in $(seq 300); do
     if grep -q "shardlogd ready" "$1"; then return 0; fi

@@ -84,7 +84,7 @@ starts=0
 start_server() { # waits for the ready line, sets $server_pid and $brokers
   starts=$((starts + 1))
   local log="$out/shardlogd-$starts.log"
-  "$shardlogd" --data-dir "$data" --listen 127.0.0.1:0 --kafka-listen 127.0.0.1:0 --flush always 2> "$log" &
+  "$shardlogd" --data-dir "$data" --listen 127.0.0.1:0 --kafka-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --flush always 2> "$log" &
   server_pid=$!
   brokers=""
   for _ in $(seq 300); do

@@ -46,6 +46,7 @@ start_server() { # bin log
   # Builds with a Kafka listener get a free port for it (older ones have no such flag).
   local kafka=()
   if "$1/shardlogd" --help | grep -q -- --kafka-listen; then kafka=(--kafka-listen 127.0.0.1:0); fi
+  if "$1/shardlogd" --help | grep -q -- --admin-listen; then kafka+=(--admin-listen 127.0.0.1:0); fi
   "$1/shardlogd" --data-dir "$RESTART_DIR/data" --listen "127.0.0.1:$PORT" "${kafka[@]}" \
     --shards "$SHARDS" --flush always >"$2" 2>&1 &
   server_pid=$!

@@ -37,6 +37,7 @@ pub mod snapshot_file;
 pub mod space_probe;
 pub mod storage;
 mod storage_sim;
+pub mod sync_observer;
 pub mod tail_cache;
 pub mod time_index;
 

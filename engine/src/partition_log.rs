@@ -518,7 +518,9 @@ impl<S: Storage> PartitionLog<S> {
                     let state = self.state.borrow();
                     (state.written_end, state.written_bytes)
                 };
+                let started = std::time::Instant::now();
                 job.file.sync_data().await?;
+                crate::sync_observer::observe(started.elapsed());
                 self.mark_synced(covered);
             }
             Ok(())

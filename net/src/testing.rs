@@ -20,6 +20,10 @@ pub const READY_PREFIX: &str = "shardlogd ready: listening on ";
 /// Kafka listener's address.
 pub const KAFKA_PREFIX: &str = "shardlogd kafka: listening on ";
 
+/// The line prefix `shardlogd` prints on stderr, before the Kafka line, naming the admin
+/// HTTP listener's address (when it has one).
+pub const ADMIN_PREFIX: &str = "shardlogd admin: listening on ";
+
 /// How long `start` waits for the ready line.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -115,6 +119,33 @@ fn kafka_listen_args(args: &[&str]) -> &'static [&'static str] {
     }
 }
 
+/// `--admin-listen 127.0.0.1:0` unless `args` name the admin listener: tests run many
+/// servers at once, which must not all claim the default port.
+fn admin_listen_args(args: &[&str]) -> &'static [&'static str] {
+    if args.contains(&"--admin-listen") {
+        &[]
+    } else {
+        &["--admin-listen", "127.0.0.1:0"]
+    }
+}
+
+/// Notes the Kafka or admin listener's address if `line` names one.
+fn note_listeners(line: &str, kafka: &mut Option<String>, admin: &mut Option<String>) {
+    if let Some(addr) = line.strip_prefix(KAFKA_PREFIX) {
+        *kafka = Some(addr.trim().to_owned());
+    }
+    if let Some(addr) = line.strip_prefix(ADMIN_PREFIX) {
+        *admin = Some(addr.trim().to_owned());
+    }
+}
+
+/// The admin line's address, if there was one.
+fn parse_admin_addr(addr: Option<String>) -> std::io::Result<Option<SocketAddr>> {
+    addr.map(|a| a.parse())
+        .transpose()
+        .map_err(|e| other(&format!("admin line address: {e}")))
+}
+
 /// A running `shardlogd`.
 #[derive(Debug)]
 pub struct Shardlogd {
@@ -123,6 +154,8 @@ pub struct Shardlogd {
     pub addr: SocketAddr,
     /// Where its Kafka listener listens.
     pub kafka_addr: SocketAddr,
+    /// Where its admin HTTP listener listens, if it has one.
+    pub admin_addr: Option<SocketAddr>,
     /// Its data directory.
     pub data_dir: PathBuf,
 }
@@ -164,6 +197,7 @@ impl Shardlogd {
             .arg(data_dir)
             .args(["--listen", launch.listen])
             .args(kafka_listen_args(launch.args))
+            .args(admin_listen_args(launch.args))
             .args(launch.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -179,14 +213,13 @@ impl Shardlogd {
         let sink = launch.stderr.clone();
         std::thread::spawn(move || {
             let mut tx = Some(tx);
-            let mut kafka = None;
+            let (mut kafka, mut admin) = (None, None);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix(KAFKA_PREFIX) {
-                    kafka = Some(addr.trim().to_owned());
-                }
-                let ready = line
-                    .strip_prefix(READY_PREFIX)
-                    .map(|a| (a.trim().to_owned(), kafka.clone().unwrap_or_default()));
+                note_listeners(&line, &mut kafka, &mut admin);
+                let ready = line.strip_prefix(READY_PREFIX).map(|a| {
+                    let kafka = kafka.clone().unwrap_or_default();
+                    (a.trim().to_owned(), kafka, admin.clone())
+                });
                 match &sink {
                     StderrTo::Echo => eprintln!("[shardlogd] {line}"),
                     StderrTo::Tail(tail) => tail.push(line),
@@ -203,7 +236,7 @@ impl Shardlogd {
                 }
             }
         });
-        let (addr, kafka_addr) = match rx.recv_timeout(READY_TIMEOUT) {
+        let (addr, kafka_addr, admin_addr) = match rx.recv_timeout(READY_TIMEOUT) {
             Ok(addrs) => addrs,
             Err(_) => {
                 let _ = child.kill();
@@ -217,10 +250,12 @@ impl Shardlogd {
         let kafka_addr = kafka_addr
             .parse()
             .map_err(|e| other(&format!("kafka line address {kafka_addr:?}: {e}")))?;
+        let admin_addr = parse_admin_addr(admin_addr)?;
         Ok(Shardlogd {
             child,
             addr,
             kafka_addr,
+            admin_addr,
             data_dir: data_dir.to_path_buf(),
         })
     }
@@ -300,6 +335,7 @@ pub fn refused_start(launch: &Launch<'_>, timeout: Duration) -> std::io::Result<
         .arg(launch.data_dir)
         .args(["--listen", launch.listen])
         .args(kafka_listen_args(launch.args))
+        .args(admin_listen_args(launch.args))
         .args(launch.args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

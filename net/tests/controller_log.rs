@@ -128,6 +128,7 @@ fn start_expecting_exit(dir: &Path) -> (Option<i32>, String, Duration) {
         .arg("--data-dir")
         .arg(dir)
         .args(["--listen", "127.0.0.1:0", "--kafka-listen", "127.0.0.1:0"])
+        .args(["--admin-listen", "127.0.0.1:0"])
         .args(["--shards", "1"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -424,6 +424,12 @@ impl<S: Storage, T: Transport> ReplicaDriver<S, T> {
         self.state.borrow().replica.leading()
     }
 
+    /// [`PartitionReplica::follower_log_ends`].
+    #[must_use]
+    pub fn follower_log_ends(&self) -> Vec<(NodeId, Offset)> {
+        self.state.borrow().replica.follower_log_ends()
+    }
+
     /// The committed ISR, if this replica leads.
     #[must_use]
     pub fn isr(&self) -> Option<Vec<NodeId>> {

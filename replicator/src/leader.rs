@@ -181,6 +181,10 @@ impl Leader {
         self.deposed
     }
 
+    pub(crate) fn follower_log_ends(&self) -> impl Iterator<Item = (NodeId, Offset)> + '_ {
+        self.followers.iter().map(|(id, p)| (*id, p.log_end))
+    }
+
     pub(crate) fn isr(&self) -> &[NodeId] {
         &self.isr
     }

@@ -533,6 +533,16 @@ impl PartitionReplica {
         }
     }
 
+    /// Each follower's log end as last acknowledged, if this replica leads (for lag
+    /// metrics; a follower not heard from yet shows the log end it was assumed to have).
+    #[must_use]
+    pub fn follower_log_ends(&self) -> Vec<(NodeId, Offset)> {
+        match &self.role {
+            Role::Leader(leader) if !leader.deposed() => leader.follower_log_ends().collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// The committed ISR this replica knows, if it leads.
     #[must_use]
     pub fn isr(&self) -> Option<&[NodeId]> {

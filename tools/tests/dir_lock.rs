@@ -40,6 +40,7 @@ fn second_server(dir: &Path) -> Output {
         .arg("--data-dir")
         .arg(dir)
         .args(["--listen", "127.0.0.1:0", "--kafka-listen", "127.0.0.1:0"])
+        .args(["--admin-listen", "127.0.0.1:0"])
         .args(["--shards", "1"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

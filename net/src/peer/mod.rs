@@ -270,6 +270,8 @@ pub struct PartitionTransport {
     topic: Rc<str>,
     partition: u32,
     from: NodeId,
+    /// Ships outstanding, for the replication latency metric.
+    ships: Rc<crate::server::metrics::ShipTimes>,
 }
 
 impl PartitionTransport {
@@ -281,12 +283,23 @@ impl PartitionTransport {
             topic: Rc::from(topic),
             partition,
             from,
+            ships: Rc::default(),
         }
+    }
+
+    /// Notes its ships in `ships` (shared with the replica, which sees the acks).
+    #[must_use]
+    pub(crate) fn noting_ships(mut self, ships: Rc<crate::server::metrics::ShipTimes>) -> Self {
+        self.ships = ships;
+        self
     }
 }
 
 impl Transport for PartitionTransport {
     fn send(&self, to: NodeId, message: Message) {
+        if let Message::Ship(ship) = &message {
+            self.ships.shipped(to.0, &ship.batches);
+        }
         let envelope = message::envelope(self.partition, self.from, to, message);
         self.peers.send(&self.topic, &envelope);
     }

@@ -8,6 +8,7 @@
 //! advertise = "broker1.example:9095"   # what clients are told to connect to
 //! kafka_listen = "0.0.0.0:9092"        # the Kafka protocol
 //! kafka_advertise = "broker1.example:9092"
+//! admin_listen = "127.0.0.1:9644"      # /metrics, /v1/health, /v1/ready; "off": none
 //! kafka_auto_create_topics = true      # Metadata and Produce create unknown topics
 //! kafka_auto_create_partitions = 1     # partitions of a topic created so
 //! shards = 4                           # default: one per core
@@ -61,6 +62,8 @@ pub struct FileConfig {
     pub advertise: Option<String>,
     /// The Kafka listener's address.
     pub kafka_listen: Option<String>,
+    /// The admin HTTP listener's address, or `off`.
+    pub admin_listen: Option<String>,
     /// The Kafka address told to clients.
     pub kafka_advertise: Option<String>,
     /// Whether Kafka Metadata and Produce requests create the topics they name.
@@ -139,6 +142,7 @@ impl FileConfig {
             listen: other.listen.or(self.listen),
             advertise: other.advertise.or(self.advertise),
             kafka_listen: other.kafka_listen.or(self.kafka_listen),
+            admin_listen: other.admin_listen.or(self.admin_listen),
             kafka_advertise: other.kafka_advertise.or(self.kafka_advertise),
             kafka_auto_create_topics: other
                 .kafka_auto_create_topics
@@ -197,6 +201,8 @@ pub struct ServerConfig {
     pub advertise: Option<String>,
     /// The Kafka protocol's listener.
     pub kafka: KafkaConfig,
+    /// `HOST:PORT` of the admin HTTP listener (`/metrics`, health); `None`: none.
+    pub admin_listen: Option<String>,
     /// Shards; default one per core.
     pub shards: usize,
     /// This node's id.
@@ -385,6 +391,32 @@ fn group_config(file: &FileConfig) -> anyhow::Result<GroupConfig> {
     Ok(config)
 }
 
+/// The client listener's address (and `advertise` checked), and the admin listener's.
+fn listen_addresses(file: &FileConfig) -> anyhow::Result<(String, Option<String>)> {
+    let listen = file
+        .listen
+        .clone()
+        .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+    check_host_port("--listen", &listen)?;
+    if let Some(advertise) = &file.advertise {
+        check_host_port("--advertise", advertise)?;
+    }
+    Ok((listen, admin_listen(file.admin_listen.as_deref())?))
+}
+
+/// The admin listener's address: the default, the one given, or none for `off`.
+fn admin_listen(admin_listen: Option<&str>) -> anyhow::Result<Option<String>> {
+    let admin_listen = match admin_listen {
+        Some("off") => None,
+        Some(addr) => Some(addr.to_owned()),
+        None => Some(DEFAULT_ADMIN_LISTEN.to_owned()),
+    };
+    if let Some(addr) = &admin_listen {
+        check_host_port("--admin-listen", addr)?;
+    }
+    Ok(admin_listen)
+}
+
 /// A usage error unless `address` is `HOST:PORT` (a host, and a port number): `--listen
 /// 32001` is a mistake to name at once, not a name to resolve at start.
 fn check_host_port(flag: &str, address: &str) -> anyhow::Result<()> {
@@ -434,6 +466,8 @@ pub const DEFAULT_CONNECTION_REPLY_BYTES: usize = 64 << 20;
 
 /// Defaults: listen 127.0.0.1:9095, one shard per core, node 0, flush always.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9095";
+/// The admin HTTP listener's default address: Redpanda's admin port, local only.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9644";
 /// The Kafka listener's default address: Kafka's port.
 pub const DEFAULT_KAFKA_LISTEN: &str = "127.0.0.1:9092";
 
@@ -444,6 +478,7 @@ impl TryFrom<FileConfig> for ServerConfig {
         let node_id = file.node_id.unwrap_or(0);
         let cluster = cluster_config(&file, node_id)?;
         let (groups, kafka) = (group_config(&file)?, kafka_config(&file)?);
+        let (listen, admin_listen) = listen_addresses(&file)?;
         let data_dir = file
             .data_dir
             .ok_or_else(|| anyhow::anyhow!("no data directory: pass --data-dir DIR"))?;
@@ -465,11 +500,6 @@ impl TryFrom<FileConfig> for ServerConfig {
             engine.tail_cache_bytes = bytes;
         }
         engine.validate()?;
-        let listen = file.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
-        check_host_port("--listen", &listen)?;
-        if let Some(advertise) = &file.advertise {
-            check_host_port("--advertise", advertise)?;
-        }
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         let shards = file.shards.unwrap_or(cores);
         if !(1..=256).contains(&shards) {
@@ -500,6 +530,7 @@ impl TryFrom<FileConfig> for ServerConfig {
             listen,
             advertise: file.advertise,
             kafka,
+            admin_listen,
             shards,
             node_id,
             engine,

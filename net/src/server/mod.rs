@@ -21,10 +21,12 @@
 //! SIGTERM/SIGINT into a stop message to every shard, and returns once all have closed
 //! their logs. A shard that fails stops the others.
 
+mod admin;
 mod cluster;
 pub mod config;
 pub mod groups;
 pub mod identity;
+pub(crate) mod metrics;
 mod ops;
 mod peer_listener;
 mod protocol;
@@ -48,7 +50,7 @@ use protocol::limits::ClientLimits;
 
 use crate::peer::Peers;
 use crate::peer::auth::PeerSecurity;
-use crate::testing::{KAFKA_PREFIX, READY_PREFIX};
+use crate::testing::{ADMIN_PREFIX, KAFKA_PREFIX, READY_PREFIX};
 use cluster::controller::{ControllerService, ControllerStart};
 use cluster::{ClusterNode, adopt};
 use shard::{INBOX_DEPTH, NodeInfo, Shard, ShardMsg};
@@ -63,8 +65,9 @@ const PORT_RELEASE_WAIT: Duration = Duration::from_secs(10);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 enum Event {
-    /// Shard 0 listens: the client listener's address, then the Kafka listener's.
-    Bound(SocketAddr, SocketAddr),
+    /// Shard 0 listens: the client listener's address, the Kafka listener's, the admin
+    /// listener's (if any).
+    Bound(SocketAddr, SocketAddr, Option<SocketAddr>),
     Ready,
     Exited(usize, Result<(), String>),
 }
@@ -79,6 +82,8 @@ struct Prepared {
     kafka_listen: SocketAddr,
     /// Where the peer listener binds, for a node with peers.
     peer_listen: Option<SocketAddr>,
+    /// Where the admin HTTP listener binds (shard 0 only), if anywhere.
+    admin_listen: Option<SocketAddr>,
     security: Arc<PeerSecurity>,
     incarnation: Incarnation,
     controller: ControllerStart,
@@ -100,6 +105,7 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
     let mut handles = Vec::with_capacity(config.shards);
     let mut bound = prepared.listen;
     let mut kafka_bound = prepared.kafka_listen;
+    let mut admin_bound = None;
     let mut controller = Some(prepared.controller);
     let applied = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let open_outcomes = Arc::new(cluster::open_outcomes::OpenOutcomes::default());
@@ -114,6 +120,7 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
             listen: bound,
             kafka_listen: kafka_bound,
             peer_listen: prepared.peer_listen,
+            admin_listen: prepared.admin_listen,
             security: prepared.security.clone(),
             incarnation: prepared.incarnation,
             events: events.clone(),
@@ -135,11 +142,7 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
         handles.push(handle);
         if id == 0 {
             // The other shards bind the port shard 0 got (it may have been 0).
-            match events_rx.recv() {
-                Ok(Event::Bound(addr, kafka)) => (bound, kafka_bound) = (addr, kafka),
-                Ok(Event::Exited(_, Err(e))) => anyhow::bail!("shard 0: {e}"),
-                _ => anyhow::bail!("shard 0 stopped before listening"),
-            }
+            (bound, kafka_bound, admin_bound) = shard_0_bound(&events_rx)?;
         }
     }
     drop(events);
@@ -147,7 +150,7 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
     let signal_events = forward_signals(signals);
     let result = supervise(
         &config,
-        (bound, kafka_bound),
+        (bound, kafka_bound, admin_bound),
         &inboxes,
         &events_rx,
         &signal_events,
@@ -157,6 +160,17 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
         let _ = handle.join();
     }
     result
+}
+
+/// The addresses shard 0 bound (the client, Kafka and admin listeners').
+fn shard_0_bound(
+    events: &mpsc::Receiver<Event>,
+) -> anyhow::Result<(SocketAddr, SocketAddr, Option<SocketAddr>)> {
+    match events.recv() {
+        Ok(Event::Bound(addr, kafka, admin)) => Ok((addr, kafka, admin)),
+        Ok(Event::Exited(_, Err(e))) => anyhow::bail!("shard 0: {e}"),
+        _ => anyhow::bail!("shard 0 stopped before listening"),
+    }
 }
 
 /// The client listeners' limits, shared by every shard and both front ends.
@@ -197,6 +211,7 @@ fn forward_signals(mut signals: signal_hook::iterator::Signals) -> mpsc::Receive
 fn prepare(config: &ServerConfig) -> anyhow::Result<Prepared> {
     let data_dir = &config.data_dir;
     let (listen, kafka_listen, peer_listen) = addresses(config)?;
+    let admin_listen = config.admin_listen.as_deref().map(resolve).transpose()?;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
     // First, before anything reads or changes the directory: opening a partition removes
@@ -212,6 +227,9 @@ fn prepare(config: &ServerConfig) -> anyhow::Result<Prepared> {
     refuse_if_answering(kafka_listen, "the Kafka listener on")?;
     if let Some(peer_listen) = peer_listen {
         refuse_if_answering(peer_listen, "the peer listener on")?;
+    }
+    if let Some(admin_listen) = admin_listen {
+        refuse_if_answering(admin_listen, "the admin listener (--admin-listen) on")?;
     }
     let security = peer_security(cluster)?;
     let to_adopt = adopt::scan(data_dir)?;
@@ -232,6 +250,7 @@ fn prepare(config: &ServerConfig) -> anyhow::Result<Prepared> {
         listen,
         kafka_listen,
         peer_listen,
+        admin_listen,
         security: Arc::new(security),
         incarnation: Incarnation(incarnation),
         controller: ControllerStart {
@@ -375,7 +394,7 @@ fn peer_security(cluster: &ClusterConfig) -> anyhow::Result<PeerSecurity> {
 /// stop messages, and collects the shards' exits.
 fn supervise(
     config: &ServerConfig,
-    (bound, kafka_bound): (SocketAddr, SocketAddr),
+    (bound, kafka_bound, admin_bound): (SocketAddr, SocketAddr, Option<SocketAddr>),
     inboxes: &[flume::Sender<ShardMsg>],
     events: &mpsc::Receiver<Event>,
     signals: &mpsc::Receiver<i32>,
@@ -414,6 +433,9 @@ fn supervise(
                         flush = %config.engine.flush,
                         "serving"
                     );
+                    if let Some(admin) = admin_bound {
+                        eprintln!("{ADMIN_PREFIX}{admin}");
+                    }
                     eprintln!("{KAFKA_PREFIX}{kafka_bound}");
                     eprintln!("{READY_PREFIX}{bound}");
                 }
@@ -457,6 +479,7 @@ struct ShardStart {
     listen: SocketAddr,
     kafka_listen: SocketAddr,
     peer_listen: Option<SocketAddr>,
+    admin_listen: Option<SocketAddr>,
     security: Arc<PeerSecurity>,
     incarnation: Incarnation,
     events: mpsc::Sender<Event>,
@@ -480,6 +503,7 @@ async fn shard_main(start: ShardStart) -> anyhow::Result<()> {
         listen,
         kafka_listen,
         peer_listen,
+        admin_listen,
         security,
         incarnation,
         events,
@@ -489,14 +513,14 @@ async fn shard_main(start: ShardStart) -> anyhow::Result<()> {
         applied,
         open_outcomes,
     } = start;
+    // This shard's segment fdatasyncs feed its latency histogram.
+    shardlog_engine::sync_observer::set(|took| metrics::latency(metrics::Latency::Fdatasync, took));
     warm_iopoll_probe(&config.data_dir)
         .await
         .context("io_uring poll-ring warm-up")?;
     let (listener, bound) = bind(id, listen, "listening on")?;
     let (kafka_listener, kafka_bound) = bind(id, kafka_listen, "the Kafka listener on")?;
-    if id == 0 {
-        let _ = events.send(Event::Bound(bound, kafka_bound));
-    }
+    let admin = bind_admin_and_report(id, admin_listen, (bound, kafka_bound), &events)?;
     let peer_listener = peer_listen
         .map(|addr| bind_peer_listener(id, addr))
         .transpose()?;
@@ -528,6 +552,9 @@ async fn shard_main(start: ShardStart) -> anyhow::Result<()> {
     }
     spawn_ready(&shard, &events);
     spawn_kafka_listener(&shard, kafka_listener, &client_limits);
+    if let Some(admin_listener) = admin {
+        admin::spawn(&shard, admin_listener, client_limits.clone());
+    }
     protocol::listener::accept_until_stopped(
         &shard,
         listener,
@@ -536,6 +563,25 @@ async fn shard_main(start: ShardStart) -> anyhow::Result<()> {
     )
     .await;
     drain_and_close(&shard).await
+}
+
+/// Shard 0: binds the admin listener (it runs on shard 0 only, see `admin`) and tells
+/// the main thread the addresses it got.
+fn bind_admin_and_report(
+    id: usize,
+    admin_listen: Option<SocketAddr>,
+    (bound, kafka_bound): (SocketAddr, SocketAddr),
+    events: &mpsc::Sender<Event>,
+) -> anyhow::Result<Option<glommio::net::TcpListener>> {
+    if id != 0 {
+        return Ok(None);
+    }
+    let admin = admin_listen
+        .map(|addr| bind(id, addr, "the admin listener (--admin-listen) on"))
+        .transpose()?;
+    let admin_bound = admin.as_ref().map(|(_, addr)| *addr);
+    let _ = events.send(Event::Bound(bound, kafka_bound, admin_bound));
+    Ok(admin.map(|(listener, _)| listener))
 }
 
 /// A listener on `addr` and the address it got (`what` names it in an error).

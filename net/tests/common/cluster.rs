@@ -169,6 +169,15 @@ impl Cluster {
             .kafka_addr
     }
 
+    /// A running node's admin HTTP listener address (each run of a node gets a free port).
+    pub fn admin_addr(&self, node: usize) -> SocketAddr {
+        self.nodes[node]
+            .as_ref()
+            .unwrap_or_else(|| panic!("node {node} is down"))
+            .admin_addr
+            .unwrap_or_else(|| panic!("node {node} has no admin listener"))
+    }
+
     /// A node's real peer listener address, `127.0.0.1:PORT`.
     pub fn peer_addr(&self, node: usize) -> String {
         format!("127.0.0.1:{}", self.peer_ports[node])

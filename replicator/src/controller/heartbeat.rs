@@ -48,6 +48,12 @@ impl Sessions {
         self.last_seen.get(&node).map(|t| t.after(self.timeout_ms))
     }
 
+    /// When `node` last heartbeated, if it is tracked.
+    #[must_use]
+    pub fn last_seen(&self, node: NodeId) -> Option<Tick> {
+        self.last_seen.get(&node).copied()
+    }
+
     /// The session expiry a heartbeat at `now` gives.
     #[must_use]
     pub fn expiry_from(&self, now: Tick) -> Tick {

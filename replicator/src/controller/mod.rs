@@ -346,6 +346,18 @@ impl Controller {
             && self.raw.raft.raft_log.applied >= self.raw.raft.raft_log.committed
     }
 
+    /// Milliseconds since `node`'s last heartbeat, on the controller leader only (the
+    /// sessions live in its memory); `None` elsewhere or for an untracked node.
+    #[must_use]
+    pub fn heartbeat_age_ms(&self, node: NodeId) -> Option<u64> {
+        if !self.leading {
+            return None;
+        }
+        self.sessions
+            .last_seen(node)
+            .map(|seen| self.now.since(seen))
+    }
+
     /// The current Raft term.
     #[must_use]
     pub fn term(&self) -> u64 {

@@ -15,6 +15,7 @@ use std::process::{Command, Output, Stdio};
 
 use shardlog_net::testing::{Shardlogd, test_root};
 
+pub mod admin;
 pub mod kcat;
 
 /// A fresh directory under the test root, named `<prefix>...`.

@@ -35,6 +35,11 @@ struct Args {
     /// HOST:PORT Kafka clients are told to connect to. Default: the Kafka listen address.
     #[arg(long, env = "SHARDLOGD_KAFKA_ADVERTISE")]
     kafka_advertise: Option<String>,
+    /// HOST:PORT of the admin HTTP listener: /metrics (Prometheus), /v1/health, /v1/ready
+    /// (port 0: any free port; the line `shardlogd admin: listening on HOST:PORT` names
+    /// it), or `off`. Default 127.0.0.1:9644.
+    #[arg(long, env = "SHARDLOGD_ADMIN_LISTEN")]
+    admin_listen: Option<String>,
     /// Whether Kafka Metadata and Produce requests create the topics they name (true or
     /// false). Default true.
     #[arg(long, env = "SHARDLOGD_KAFKA_AUTO_CREATE_TOPICS")]
@@ -153,6 +158,7 @@ impl Args {
             listen: self.listen,
             advertise: self.advertise,
             kafka_listen: self.kafka_listen,
+            admin_listen: self.admin_listen,
             kafka_advertise: self.kafka_advertise,
             kafka_auto_create_topics: self.kafka_auto_create_topics,
             kafka_auto_create_partitions: self.kafka_auto_create_partitions,

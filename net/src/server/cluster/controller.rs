@@ -282,9 +282,24 @@ impl ControllerService {
         }
     }
 
+    /// Free bytes of the data directory's filesystem, as last measured.
+    pub(crate) fn own_free_bytes(&self) -> Option<u64> {
+        self.own_free_bytes.get()
+    }
+
     /// The controller leader as this node knows it.
     pub(crate) fn leader(&self) -> Option<NodeId> {
         self.controller.borrow().leader()
+    }
+
+    /// The controller's current Raft term.
+    pub(crate) fn term(&self) -> u64 {
+        self.controller.borrow().term()
+    }
+
+    /// Milliseconds since `node`'s last heartbeat, if this node leads the controller.
+    pub(crate) fn heartbeat_age_ms(&self, node: NodeId) -> Option<u64> {
+        self.controller.borrow().heartbeat_age_ms(node)
     }
 
     /// Whether this node leads the controller.

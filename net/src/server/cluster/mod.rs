@@ -64,6 +64,8 @@ pub(crate) struct Replica {
     pub(crate) partition: u32,
     pub(crate) topic_id: u64,
     pub(crate) driver: Rc<Driver>,
+    /// Ships to followers not yet acknowledged (the replication latency metric).
+    ships: Rc<crate::server::metrics::ShipTimes>,
     /// The (leader epoch, partition epoch) last handed to the driver.
     applied: std::cell::Cell<Option<(shardlog_engine::LeaderEpoch, u64)>>,
     run: RefCell<Option<glommio::task::JoinHandle<()>>>,
@@ -198,6 +200,11 @@ impl ClusterNode {
             .cloned()
     }
 
+    /// Every replica on this shard (for the admin listener's scrape).
+    pub(crate) fn all_replicas(&self) -> Vec<Rc<Replica>> {
+        self.replicas.borrow().values().cloned().collect()
+    }
+
     /// The leader of a partition as the view says, for `NotLeader` hints.
     pub(crate) fn leader_of(&self, topic: &str, partition: u32) -> Option<u32> {
         self.view
@@ -239,9 +246,14 @@ impl ClusterNode {
             .get(&(topic.to_owned(), envelope.partition))
             .cloned();
         match replica {
-            Some(replica) => replica
-                .driver
-                .receive(NodeId(envelope.from), envelope.message),
+            Some(replica) => {
+                if let shardlog_replicator::message::Message::ShipAck(ack) = &envelope.message {
+                    replica.ships.acked(envelope.from, ack.log_end);
+                }
+                replica
+                    .driver
+                    .receive(NodeId(envelope.from), envelope.message);
+            }
             None => tracing::debug!(
                 topic,
                 partition = envelope.partition,

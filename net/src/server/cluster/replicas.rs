@@ -11,14 +11,15 @@ use futures::StreamExt;
 use shardlog_engine::{
     DmaStorage, EngineConfig, FlushPolicy, PartitionLog, TailCacheBudget, TimestampMs,
 };
-use shardlog_replicator::ReplicaConfig;
 use shardlog_replicator::controller::{PartitionState, TopicInfo, replica_input};
 use shardlog_replicator::driver::ReplicaDriver;
+use shardlog_replicator::{NodeId, ReplicaConfig};
 
 use crate::api::ControllerRequest;
 use crate::peer::PartitionTransport;
 use crate::server::cluster::open_outcomes::OpenOutcome;
 use crate::server::cluster::{ClusterNode, ClusterView, Replica, TopicSettings};
+use crate::server::metrics;
 use crate::server::shard::{ShardMsg, finish_log, owner_shard};
 use crate::server::topic_file::{self, TopicFile};
 
@@ -189,7 +190,9 @@ impl ClusterNode {
         }
         let budget = place.cache_budget.clone();
         let log = Rc::new(PartitionLog::open_within(DmaStorage, &dir, engine, budget).await?);
-        let transport = PartitionTransport::new(self.peers.clone(), name, partition, self.id);
+        let ships = Rc::new(metrics::ShipTimes::default());
+        let transport = PartitionTransport::new(self.peers.clone(), name, partition, self.id)
+            .noting_ships(ships.clone());
         let config = ReplicaConfig {
             replica_lag_ms: self.config.replica_lag_ms,
             min_insync: usize::from(info.min_insync),
@@ -235,6 +238,7 @@ impl ClusterNode {
             partition,
             topic_id: info.id,
             driver,
+            ships,
             applied: Cell::new(None),
             run: RefCell::new(Some(run)),
         }))
@@ -287,7 +291,9 @@ impl ClusterNode {
         let input = replica_input(&view.metadata, state, self.id, view.rejoined, &mut applied);
         replica.applied.set(applied);
         if let Some(input) = input {
+            let (led, isr) = (replica.driver.leading(), replica.driver.isr());
             replica.driver.control(input);
+            count_leadership_and_isr((led, isr), &replica.driver);
         }
     }
 
@@ -434,5 +440,27 @@ async fn remove_dir(dir: PathBuf) {
         .await;
     if let Err(e) = result {
         tracing::error!(dir = shown, error = %e, "removing a replica's files failed");
+    }
+}
+
+/// Counts a change of leadership of a replica here, and members its ISR gained or lost
+/// while it kept leading, between `before` (leading epoch, ISR) and `driver` now.
+fn count_leadership_and_isr(
+    before: (Option<shardlog_engine::LeaderEpoch>, Option<Vec<NodeId>>),
+    driver: &Driver,
+) {
+    let (led, isr_before) = before;
+    let leads = driver.leading();
+    if led.is_some() != leads.is_some() || (led.is_some() && led != leads) {
+        metrics::count(metrics::Counter::LeadershipChanges);
+    }
+    if led.is_none() || led != leads {
+        return;
+    }
+    if let (Some(old), Some(new)) = (isr_before, driver.isr()) {
+        let gained = new.iter().filter(|n| !old.contains(n)).count();
+        let lost = old.iter().filter(|n| !new.contains(n)).count();
+        metrics::count_n(metrics::Counter::IsrExpands, gained as u64);
+        metrics::count_n(metrics::Counter::IsrShrinks, lost as u64);
     }
 }

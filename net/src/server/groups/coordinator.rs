@@ -35,6 +35,7 @@ use crate::server::ops::groups::{
     CommitOffset, Committed, FetchedOffset, GroupListing, GroupOp, GroupReply, JoinGroupOp, Joined,
     Left, OffsetCommitOp, OffsetFetchOp, SyncGroupOp, Synced, refusal,
 };
+use crate::server::ops::observe::{GroupSummary, MemberSummary};
 use crate::server::ops::produce::{Acks, ProduceOp, produce};
 use crate::server::ops::{OpError, Pending, answered};
 use crate::server::shard::{Shard, owner_shard};
@@ -162,6 +163,61 @@ impl ShardGroups {
                 group_id: id.clone(),
                 protocol_type: group.protocol_type().to_owned(),
                 state: group.state().name().to_owned(),
+            })
+            .collect()
+    }
+
+    /// The groups this shard coordinates with their members (for the console).
+    pub(crate) fn summaries(&self) -> Vec<GroupSummary> {
+        let partitions = self.partitions.borrow();
+        partitions
+            .values()
+            .filter_map(|state| match state {
+                PartitionState::Loaded(loaded) => Some(loaded),
+                PartitionState::Loading(_) => None,
+            })
+            .flat_map(|loaded| loaded.groups.iter())
+            .filter(|(_, group)| group.state() != GroupState::Dead)
+            .map(|(id, group)| {
+                let description = group.describe();
+                GroupSummary {
+                    group_id: id.clone(),
+                    state: description.state,
+                    protocol_type: description.protocol_type,
+                    members: description
+                        .members
+                        .into_iter()
+                        .map(|m| MemberSummary {
+                            member_id: m.member_id,
+                            client_id: m.client_id,
+                            client_host: m.client_host,
+                        })
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+
+    /// The committed offsets of the groups this shard coordinates (for the group lag
+    /// metrics).
+    pub(crate) fn committed_offsets(&self) -> Vec<crate::server::ops::observe::GroupOffset> {
+        let partitions = self.partitions.borrow();
+        partitions
+            .values()
+            .filter_map(|state| match state {
+                PartitionState::Loaded(loaded) => Some(loaded),
+                PartitionState::Loading(_) => None,
+            })
+            .flat_map(|loaded| loaded.groups.iter())
+            .flat_map(|(id, group)| {
+                group.offsets().map(move |((topic, partition), entry)| {
+                    crate::server::ops::observe::GroupOffset {
+                        group: id.clone(),
+                        topic: topic.clone(),
+                        partition: *partition,
+                        offset: entry.offset,
+                    }
+                })
             })
             .collect()
     }

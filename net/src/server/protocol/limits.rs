@@ -41,6 +41,11 @@ impl ClientLimits {
         }
     }
 
+    /// Connections open on the node now.
+    pub(crate) fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
     /// A slot for a new connection, or `None` when the node has `max_connections` open.
     pub(crate) fn admit(self: &Arc<Self>) -> Option<Slot> {
         let before = self.open.fetch_add(1, Ordering::Relaxed);

@@ -15,6 +15,7 @@ use glommio::net::{Preallocated, TcpStream};
 use super::idle::Touching;
 use super::limits::{ClientLimits, Slot};
 use super::reply_budget::ReplyBudget;
+use crate::server::metrics::{self, Counter};
 use crate::server::shard::Shard;
 
 /// What a connection is served with.
@@ -82,14 +83,17 @@ pub(crate) async fn accept_until_stopped<F, S>(
         match select(std::pin::pin!(listener.accept()), &mut stopping).await {
             Either::Left((Ok(stream), _)) => {
                 // Past the limit the stream is dropped here: the client sees it closed.
-                if let Some(slot) = limits.admit() {
-                    let connection = Connection {
-                        slot,
-                        idle_timeout: limits.idle_timeout,
-                        budget: Rc::new(ReplyBudget::new(limits.reply_bytes_max)),
-                    };
-                    glommio::spawn_local(serve(shard.clone(), stream, connection)).detach();
-                }
+                let Some(slot) = limits.admit() else {
+                    metrics::count(Counter::ConnectionsRefused);
+                    continue;
+                };
+                metrics::count(Counter::ConnectionsAccepted);
+                let connection = Connection {
+                    slot,
+                    idle_timeout: limits.idle_timeout,
+                    budget: Rc::new(ReplyBudget::new(limits.reply_bytes_max)),
+                };
+                glommio::spawn_local(serve(shard.clone(), stream, connection)).detach();
             }
             Either::Left((Err(e), _)) => {
                 // EMFILE and friends: back off instead of spinning.

@@ -12,9 +12,9 @@ use shardlog_replicator::NodeId;
 use crate::api::ControllerRequest;
 use crate::server::cluster::ClusterView;
 use crate::server::ops::groups::{self, GroupListing, GroupOp, GroupReply};
-use crate::server::ops::producer_ids;
 use crate::server::ops::topics::{self, TopicChange};
 use crate::server::ops::{self, OpError, OpReply, PartitionOp};
+use crate::server::ops::{observe, producer_ids};
 use crate::server::shard::Shard;
 use crate::wire::Frame;
 
@@ -65,6 +65,10 @@ pub(crate) enum ShardMsg {
     ListGroups {
         reply: oneshot::Sender<Vec<GroupListing>>,
     },
+    /// The admin listener's scrape: this shard's metrics, replicas and group offsets.
+    Report {
+        reply: oneshot::Sender<observe::ShardReport>,
+    },
 }
 
 /// Bounded depth of an inbox: a slow shard pushes back on the shards forwarding to it.
@@ -111,6 +115,9 @@ pub(crate) async fn serve(shard: Rc<Shard>, inbox: flume::Receiver<ShardMsg>) {
             ShardMsg::Group { op, reply } => groups::run_forwarded(&shard, op, reply).await,
             ShardMsg::ListGroups { reply } => {
                 let _ = reply.send(shard.groups.list());
+            }
+            ShardMsg::Report { reply } => {
+                let _ = reply.send(observe::report_here(&shard));
             }
         }
     }

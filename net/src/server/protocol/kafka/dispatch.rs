@@ -4,8 +4,10 @@
 //! parse closes the connection.
 
 use std::rc::Rc;
+use std::time::Instant;
 
 use bytes::Bytes;
+use futures::FutureExt;
 use kafka_protocol::messages::ApiKey;
 
 use super::request::{self, Answer, Begun, Request, done};
@@ -13,6 +15,7 @@ use super::versions;
 use super::{
     api_versions, configs, fetch, groups, metadata, offsets, produce, producer_ids, topics,
 };
+use crate::server::metrics::{self, Protocol};
 use crate::server::shard::Shard;
 
 /// Begins the request in `frame` (in the connection's request order).
@@ -40,6 +43,51 @@ pub(crate) async fn begin(shard: &Rc<Shard>, frame: Bytes) -> Begun {
 }
 
 async fn route(shard: &Rc<Shard>, request: Request) -> Begun {
+    let api = counted_api(request.head.api_key);
+    metrics::request(Protocol::Kafka, api, 0, 0);
+    let latency = match api {
+        metrics::Api::Produce => metrics::Latency::Produce,
+        metrics::Api::Fetch => metrics::Latency::Fetch,
+        _ => return answer(shard, request).await,
+    };
+    let started = Instant::now();
+    let begun = answer(shard, request).await;
+    Begun {
+        completion: async move {
+            let answer = begun.completion.await;
+            metrics::latency(latency, started.elapsed());
+            answer
+        }
+        .boxed_local(),
+        reply_bytes: begun.reply_bytes,
+    }
+}
+
+/// The api a request counts under in the metrics.
+fn counted_api(key: ApiKey) -> metrics::Api {
+    match key {
+        ApiKey::Produce => metrics::Api::Produce,
+        ApiKey::Fetch => metrics::Api::Fetch,
+        ApiKey::ListOffsets | ApiKey::OffsetForLeaderEpoch => metrics::Api::ListOffsets,
+        ApiKey::Metadata => metrics::Api::Metadata,
+        ApiKey::CreateTopics | ApiKey::DeleteTopics | ApiKey::DescribeConfigs => {
+            metrics::Api::TopicAdmin
+        }
+        ApiKey::InitProducerId => metrics::Api::InitProducerId,
+        ApiKey::FindCoordinator
+        | ApiKey::JoinGroup
+        | ApiKey::SyncGroup
+        | ApiKey::Heartbeat
+        | ApiKey::LeaveGroup
+        | ApiKey::OffsetCommit
+        | ApiKey::OffsetFetch
+        | ApiKey::DescribeGroups
+        | ApiKey::ListGroups => metrics::Api::Groups,
+        _ => metrics::Api::Other,
+    }
+}
+
+async fn answer(shard: &Rc<Shard>, request: Request) -> Begun {
     let small = Begun::small;
     match request.head.api_key {
         ApiKey::ApiVersions => small(done(api_versions::answer(&request))),

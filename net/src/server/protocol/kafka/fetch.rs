@@ -29,6 +29,7 @@ use kafka_protocol::protocol::{Encodable, StrBytes};
 use super::errors;
 use super::metadata::{current_leader, epoch_check};
 use super::request::{self, Answer, Begun, Head, ReplyWriter, Request, done};
+use crate::server::metrics::{self, Protocol};
 use crate::server::ops::OpError;
 use crate::server::ops::reads::{self, FETCH_BYTES_MAX, FETCH_WAIT_MAX, FetchOp, Fetched};
 use crate::server::protocol::shardlog::handlers::FETCH_RESERVE_MIN;
@@ -131,10 +132,27 @@ async fn serve(shard: &Rc<Shard>, plan: &Plan) -> Answer {
             .any(|r| r.error.is_some() || r.epoch_error.is_some());
         let now = Instant::now();
         if bytes >= plan.min_bytes.max(1) || failed || now >= plan.deadline || shard.is_stopping() {
+            count_fetched(plan, &reads, bytes);
             return encode(shard, plan, reads);
         }
         wait_for_more(shard, plan, &reads, plan.deadline - now).await;
     }
+}
+
+/// Counts the records (offsets advanced) and bytes a fetch returns.
+fn count_fetched(plan: &Plan, reads: &[Vec<Read>], bytes: usize) {
+    let records: u64 = plan
+        .topics
+        .iter()
+        .zip(reads)
+        .flat_map(|((_, wanted), reads)| wanted.iter().zip(reads))
+        .filter(|(_, read)| !read.fetched.chunks.is_empty())
+        .map(|(wanted, read)| {
+            let from = u64::try_from(wanted.offset).unwrap_or(0);
+            read.fetched.next_offset.saturating_sub(from)
+        })
+        .sum();
+    metrics::records(Protocol::Kafka, metrics::Api::Fetch, records, bytes as u64);
 }
 
 /// Reads each partition in order, within the response's byte limit.

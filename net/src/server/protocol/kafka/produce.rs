@@ -25,6 +25,7 @@ use super::errors;
 use super::metadata::current_leader;
 use super::request::{self, Answer, Completion, Head, Request, done, respond};
 use super::topics::auto_create;
+use crate::server::metrics::{self, Protocol};
 use crate::server::ops::produce::{self, Acks, ProduceOp, Produced};
 use crate::server::ops::{OpError, Pending};
 use crate::server::shard::Shard;
@@ -267,6 +268,8 @@ async fn partition(
             acks,
             batch: records.split_to(size),
         };
+        let counted = (metrics::batch_records(&op.batch), size as u64);
+        metrics::records(Protocol::Kafka, metrics::Api::Produce, counted.0, counted.1);
         add(produce::produce(shard, op).await);
     }
     outcome.unwrap_or_else(|| {

@@ -8,7 +8,9 @@
 //! the reply's real size once it is made.
 
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
 
 use futures::FutureExt;
 use futures::future::{LocalBoxFuture, ready};
@@ -21,6 +23,7 @@ use crate::api::{
 };
 use crate::error_code::ErrorCode;
 use crate::frame::FrameHeader;
+use crate::server::metrics::{self, Protocol};
 use crate::server::ops::OpError;
 use crate::server::ops::produce::{self, ProduceOp};
 use crate::server::ops::producer_ids;
@@ -54,6 +57,7 @@ pub(crate) struct Begun {
 
 /// The first phase; see the module docs. `peer` is the client's address.
 pub(crate) async fn begin(shard: &Rc<Shard>, frame: Frame, peer: &str) -> Begun {
+    metrics::request(Protocol::Shardlog, counted_api(frame.header.api), 0, 0);
     if frame.header.api == Api::Fetch as u16
         && frame.header.version == VERSION
         && !shard.is_stopping()
@@ -110,6 +114,30 @@ async fn begin_other(shard: &Rc<Shard>, frame: Frame, peer: &str) -> Completion 
             );
             done(error_reply(&header, ErrorCode::InvalidRequest, &message))
         }
+    }
+}
+
+/// The api a request counts under in the metrics.
+fn counted_api(api: u16) -> metrics::Api {
+    match Api::from_u16(api) {
+        Some(Api::Produce) => metrics::Api::Produce,
+        Some(Api::Fetch) => metrics::Api::Fetch,
+        Some(Api::ListOffsets) => metrics::Api::ListOffsets,
+        Some(Api::Metadata) => metrics::Api::Metadata,
+        Some(Api::CreateTopic | Api::DeleteTopic) => metrics::Api::TopicAdmin,
+        Some(Api::InitProducerId) => metrics::Api::InitProducerId,
+        Some(
+            Api::FindCoordinator
+            | Api::JoinGroup
+            | Api::SyncGroup
+            | Api::Heartbeat
+            | Api::LeaveGroup
+            | Api::OffsetCommit
+            | Api::OffsetFetch
+            | Api::DescribeGroups
+            | Api::ListGroups,
+        ) => metrics::Api::Groups,
+        _ => metrics::Api::Other,
     }
 }
 
@@ -263,9 +291,15 @@ async fn produce(shard: &Rc<Shard>, frame: Frame) -> Completion {
         // The reader allocated the data region alone: the batch is that buffer.
         batch: frame.data,
     };
+    let (records, bytes) = (metrics::batch_records(&op.batch), op.batch.len() as u64);
+    let started = Instant::now();
     let pending = produce::produce(shard, op).await;
     async move {
         let result = pending.await;
+        metrics::latency(metrics::Latency::Produce, started.elapsed());
+        if result.is_ok() {
+            metrics::records(Protocol::Shardlog, metrics::Api::Produce, records, bytes);
+        }
         if acks == Acks::None {
             if let Err(e) = result {
                 tracing::debug!(correlation = header.correlation, error = %e, "acks=none produce failed");
@@ -311,9 +345,22 @@ async fn fetch(shard: &Rc<Shard>, frame: Frame) -> Begun {
         }
     };
     let reply_bytes = op.max_bytes.max(FETCH_RESERVE_MIN) + REPLY_BYTES_SMALL;
+    let (from, started) = (op.offset, Instant::now());
     let pending = reads::fetch(shard, op).await;
     let completion = async move {
-        let (meta, data) = match pending.await {
+        let fetched = pending.await;
+        metrics::latency(metrics::Latency::Fetch, started.elapsed());
+        if let Ok(fetched) = &fetched {
+            let bytes: usize = fetched.chunks.iter().map(Bytes::len).sum();
+            let records = fetched.next_offset.saturating_sub(from);
+            metrics::records(
+                Protocol::Shardlog,
+                metrics::Api::Fetch,
+                records,
+                bytes as u64,
+            );
+        }
+        let (meta, data) = match fetched {
             Ok(fetched) => (
                 FetchResponse {
                     error: ErrorCode::None.as_u16(),

@@ -1,0 +1,39 @@
+//! `/v1/health` (the process serves HTTP at all: 200) and `/v1/ready` (200 once every
+//! shard has the controller's view and answers; 503 with the reason otherwise), for load
+//! balancers and orchestrators.
+
+use std::rc::Rc;
+
+use super::AdminContext;
+use super::http::Response;
+use crate::server::ops::observe;
+
+/// `/v1/health`: answered at all means live.
+pub(crate) fn live() -> Response {
+    Response::text(200, "ok\n")
+}
+
+/// `/v1/ready`.
+pub(crate) async fn ready(ctx: Rc<AdminContext>) -> Response {
+    let report = observe::gather(&ctx.shard).await;
+    match not_ready_reason(&report) {
+        None => Response::text(200, "ready\n"),
+        Some(reason) => Response::text(503, format!("not ready: {reason}\n")),
+    }
+}
+
+/// Why the node does not serve yet, if it does not.
+fn not_ready_reason(report: &observe::NodeReport) -> Option<String> {
+    if report.view.is_none() {
+        return Some("no view of the controller's metadata yet".to_owned());
+    }
+    if let Some(shard) = report.missing.first() {
+        return Some(format!("shard {shard} did not answer"));
+    }
+    report.shards.iter().find(|s| !s.serving).map(|s| {
+        format!(
+            "shard {} has no view of the controller's metadata yet, or is stopping",
+            s.shard
+        )
+    })
+}

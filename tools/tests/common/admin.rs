@@ -1,0 +1,128 @@
+//! The admin HTTP listener from a test: a GET over a plain TCP stream (the listener
+//! answers one request per connection and closes), sample values read from a `/metrics`
+//! page, and `promtool check metrics` (Debian's `prometheus` package, installed under the
+//! shared apt lock when missing, since CI runs on a clean machine).
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::Once;
+use std::time::Duration;
+
+/// The lock file every test's apt-get waits on (as `kcat.rs`).
+const APT_LOCK: &str = "/tmp/shardlog-tests-apt.lock";
+
+/// An answer: status and body.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: String,
+}
+
+/// Sends `request` as is and reads the answer to the end; `None` if the server closed
+/// without answering (or the read failed).
+pub fn exchange(addr: SocketAddr, request: &[u8]) -> Option<Answer> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    // The server may close while we still write (an oversized head): not an error here.
+    let _ = stream.write_all(request);
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    parse_answer(&raw)
+}
+
+/// `GET path`; the server must answer.
+pub fn get(addr: SocketAddr, path: &str) -> Answer {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n");
+    exchange(addr, request.as_bytes()).unwrap_or_else(|| panic!("GET {path}: no answer"))
+}
+
+fn parse_answer(raw: &[u8]) -> Option<Answer> {
+    let text = String::from_utf8_lossy(raw);
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    Some(Answer {
+        status,
+        body: body.to_owned(),
+    })
+}
+
+/// The value of the sample `name{labels}` (labels exactly as the page writes them, in
+/// its order; `""` for none), if the page has it.
+pub fn sample(page: &str, name: &str, labels: &str) -> Option<f64> {
+    let key = if labels.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{name}{{{labels}}}")
+    };
+    page.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        l.strip_prefix(key.as_str())?
+            .strip_prefix(' ')?
+            .parse()
+            .ok()
+    })
+}
+
+/// Installs promtool unless it is on the PATH; panics, naming why, when it cannot.
+pub fn ensure_promtool() {
+    static INSTALLED: Once = Once::new();
+    INSTALLED.call_once(|| {
+        let present = || {
+            Command::new("promtool")
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        if present() {
+            return;
+        }
+        let apt_get = |args: &[&str]| {
+            Command::new("flock")
+                .arg(APT_LOCK)
+                .args(["env", "DEBIAN_FRONTEND=noninteractive", "apt-get"])
+                .args(args)
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        let install = [
+            "install",
+            "-y",
+            "-qq",
+            "--no-install-recommends",
+            "prometheus",
+        ];
+        let installed = apt_get(&install) || (apt_get(&["update", "-qq"]) && apt_get(&install));
+        assert!(
+            installed && present(),
+            "promtool is missing and `apt-get install -y prometheus` could not install it"
+        );
+    });
+}
+
+/// `promtool check metrics` of `page`: its exit code and what it printed.
+pub fn promtool_check(page: &str) -> (Option<i32>, String) {
+    ensure_promtool();
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(page.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.code(), printed)
+}
