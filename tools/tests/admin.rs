@@ -15,7 +15,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::Server;
-use common::admin::{exchange, get, promtool_check, sample};
+use common::admin::{check_histograms, exchange, get, promtool_check, sample};
 
 fn admin(server: &Server) -> SocketAddr {
     server.shardlogd.admin_addr.expect("the admin line")
@@ -64,6 +64,7 @@ fn metrics_pass_promtool_and_move_as_records_are_produced_and_fetched() {
     let after = metrics(addr);
     let (code, printed) = promtool_check(&after);
     assert_eq!(code, Some(0), "promtool check metrics: {printed}\n{after}");
+    check_histograms(&after);
     let produce = r#"protocol="shardlog",api="produce""#;
     let fetch = r#"protocol="shardlog",api="fetch""#;
     let moved =

@@ -126,3 +126,34 @@ pub fn promtool_check(page: &str) -> (Option<i32>, String) {
     );
     (output.status.code(), printed)
 }
+
+/// What promtool does not check of a histogram: its buckets are cumulative (never
+/// decreasing as `le` grows) and its `+Inf` bucket equals its `_count`. Checks every
+/// unlabelled histogram family of the page; panics naming the first fault.
+pub fn check_histograms(page: &str) {
+    let families = page
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" histogram"));
+    let mut checked = 0;
+    for name in families {
+        let prefix = format!("{name}_bucket{{le=\"");
+        let buckets: Vec<(String, f64)> = page
+            .lines()
+            .filter_map(|l| {
+                let rest = l.strip_prefix(prefix.as_str())?;
+                let (le, value) = rest.split_once("\"} ")?;
+                Some((le.to_owned(), value.parse().ok()?))
+            })
+            .collect();
+        assert!(buckets.len() >= 2, "{name}: buckets {buckets:?}");
+        for pair in buckets.windows(2) {
+            assert!(pair[0].1 <= pair[1].1, "{name}: not cumulative at {pair:?}");
+        }
+        let (le, inf) = buckets.last().unwrap();
+        assert_eq!(le, "+Inf", "{name}: the last bucket is {le}");
+        let count = sample(page, &format!("{name}_count"), "").unwrap();
+        assert_eq!(*inf, count, "{name}: +Inf bucket {inf} but _count {count}");
+        checked += 1;
+    }
+    assert!(checked >= 4, "{checked} histogram families");
+}

@@ -37,3 +37,44 @@ fn not_ready_reason(report: &observe::NodeReport) -> Option<String> {
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::server::cluster::ClusterView;
+    use crate::server::metrics::Snapshot;
+    use crate::server::ops::observe::{NodeReport, ShardReport};
+
+    fn shard(id: usize, serving: bool) -> ShardReport {
+        ShardReport {
+            shard: id,
+            serving,
+            metrics: Snapshot::empty(),
+            partitions: Vec::new(),
+            group_offsets: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn ready_only_with_a_view_and_every_shard_serving() {
+        let view = Some(Arc::new(ClusterView::default()));
+        let report = |view, shards, missing| NodeReport {
+            shards,
+            missing,
+            view,
+        };
+        let ready = report(view.clone(), vec![shard(0, true), shard(1, true)], vec![]);
+        assert_eq!(not_ready_reason(&ready), None);
+        let no_view = report(None, vec![shard(0, true)], vec![]);
+        assert!(not_ready_reason(&no_view).is_some_and(|r| r.contains("view")));
+        let silent = report(view.clone(), vec![shard(0, true)], vec![1]);
+        assert_eq!(
+            not_ready_reason(&silent).as_deref(),
+            Some("shard 1 did not answer")
+        );
+        let behind = report(view, vec![shard(0, true), shard(1, false)], vec![]);
+        assert!(not_ready_reason(&behind).is_some_and(|r| r.starts_with("shard 1")));
+    }
+}
