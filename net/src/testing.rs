@@ -14,6 +14,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::Duration;
 
+use crate::logging::announced;
+
 /// The line prefix `shardlogd` prints on stderr once every shard listens.
 pub const READY_PREFIX: &str = "shardlogd ready: listening on ";
 /// The line prefix `shardlogd` prints on stderr, just before the ready line, naming the
@@ -181,12 +183,11 @@ impl Shardlogd {
             let mut tx = Some(tx);
             let mut kafka = None;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix(KAFKA_PREFIX) {
-                    kafka = Some(addr.trim().to_owned());
+                if let Some(addr) = announced(&line, KAFKA_PREFIX) {
+                    kafka = Some(addr.to_owned());
                 }
-                let ready = line
-                    .strip_prefix(READY_PREFIX)
-                    .map(|a| (a.trim().to_owned(), kafka.clone().unwrap_or_default()));
+                let ready = announced(&line, READY_PREFIX)
+                    .map(|a| (a.to_owned(), kafka.clone().unwrap_or_default()));
                 match &sink {
                     StderrTo::Echo => eprintln!("[shardlogd] {line}"),
                     StderrTo::Tail(tail) => tail.push(line),
@@ -310,7 +311,7 @@ pub fn refused_start(launch: &Launch<'_>, timeout: Duration) -> std::io::Result<
     let reader = std::thread::spawn(move || {
         let mut text = String::new();
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.starts_with(READY_PREFIX) {
+            if announced(&line, READY_PREFIX).is_some() {
                 let _ = served_tx.send(());
             }
             text.push_str(&line);
@@ -338,7 +339,10 @@ pub fn refused_start(launch: &Launch<'_>, timeout: Duration) -> std::io::Result<
     };
     let took = started.elapsed();
     let stderr = reader.join().map_err(|_| other("stderr reader panicked"))?;
-    if stderr.lines().any(|line| line.starts_with(READY_PREFIX)) {
+    if stderr
+        .lines()
+        .any(|line| announced(line, READY_PREFIX).is_some())
+    {
         return Err(other(&format!("shardlogd served, then exited:\n{stderr}")));
     }
     Ok(Exited {

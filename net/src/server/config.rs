@@ -38,6 +38,7 @@
 //! idle_timeout_ms = 600000             # a client connection silent this long is closed
 //! connection_reply_bytes = 67108864    # replies a client connection may owe before
 //!                                      # the server stops reading its requests
+//! log_format = "text"                  # text | json (one object per line, stable fields)
 //! ```
 
 use std::collections::BTreeMap;
@@ -47,6 +48,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use shardlog_engine::{EngineConfig, FlushPolicy};
 
+use crate::logging::LogFormat;
 use crate::server::groups::GroupConfig;
 
 /// The settings a config file may hold; all optional.
@@ -121,6 +123,8 @@ pub struct FileConfig {
     pub idle_timeout_ms: Option<u64>,
     /// Reply bytes a client connection may owe before its requests are no longer read.
     pub connection_reply_bytes: Option<usize>,
+    /// Log lines on stderr: `text` or `json`.
+    pub log_format: Option<String>,
 }
 
 impl FileConfig {
@@ -181,6 +185,7 @@ impl FileConfig {
             max_connections: other.max_connections.or(self.max_connections),
             idle_timeout_ms: other.idle_timeout_ms.or(self.idle_timeout_ms),
             connection_reply_bytes: other.connection_reply_bytes.or(self.connection_reply_bytes),
+            log_format: other.log_format.or(self.log_format),
         }
     }
 }
@@ -221,6 +226,8 @@ pub struct ServerConfig {
     /// Reply bytes a client connection may owe (counted from when a request is read until
     /// its reply is written) before the server stops reading its requests.
     pub connection_reply_bytes: usize,
+    /// The format of the log lines on stderr. Default text.
+    pub log_format: LogFormat,
 }
 
 /// The Kafka protocol's listener (`protocol::kafka`).
@@ -495,6 +502,10 @@ impl TryFrom<FileConfig> for ServerConfig {
         if !(1 << 20..=1 << 30).contains(&connection_reply_bytes) {
             anyhow::bail!("connection_reply_bytes {connection_reply_bytes}: 1 MiB to 1 GiB");
         }
+        let log_format = match &file.log_format {
+            Some(text) => text.parse().map_err(|e: String| anyhow::anyhow!(e))?,
+            None => LogFormat::Text,
+        };
         Ok(ServerConfig {
             data_dir,
             listen,
@@ -510,6 +521,7 @@ impl TryFrom<FileConfig> for ServerConfig {
             idle_timeout,
             tail_cache_budget_bytes,
             connection_reply_bytes,
+            log_format,
         })
     }
 }

@@ -46,6 +46,7 @@ use shardlog_replicator::{Incarnation, NodeId};
 pub use config::{ClusterConfig, FileConfig, ServerConfig};
 use protocol::limits::ClientLimits;
 
+use crate::logging;
 use crate::peer::Peers;
 use crate::peer::auth::PeerSecurity;
 use crate::testing::{KAFKA_PREFIX, READY_PREFIX};
@@ -83,6 +84,9 @@ struct Prepared {
 
 /// Runs the server until SIGTERM/SIGINT or a shard fails.
 pub fn run(config: ServerConfig) -> anyhow::Result<()> {
+    let node = config.cluster.node_id;
+    // The main thread's events (start-up, signals, the supervisor) carry the node too.
+    let _node_span = tracing::info_span!("server", node).entered();
     let prepared = prepare(&config)?;
     let _lock = prepared.lock;
     let started = Instant::now();
@@ -124,9 +128,15 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
         let handle = LocalExecutorBuilder::new(shard_placement(id, cores, config.shards))
             .name(&format!("shard-{id}"))
             .io_memory(config.io_memory)
-            .spawn(move || async move {
-                let result = shard_main(start).await.map_err(|e| format!("{e:#}"));
-                let _ = events.send(Event::Exited(id, result));
+            .spawn(move || {
+                // Entered for the thread's life: every task of this executor runs on this
+                // thread, so each of its events carries node and shard (log fields).
+                let span = tracing::info_span!("shard", node, shard = id).entered();
+                async move {
+                    let result = shard_main(start).await.map_err(|e| format!("{e:#}"));
+                    let _ = events.send(Event::Exited(id, result));
+                    drop(span);
+                }
             })
             .map_err(|e| anyhow::anyhow!("starting shard {id}: {e}"))?;
         handles.push(handle);
@@ -388,8 +398,9 @@ fn supervise(
                         flush = %config.engine.flush,
                         "serving"
                     );
-                    eprintln!("{KAFKA_PREFIX}{kafka_bound}");
-                    eprintln!("{READY_PREFIX}{bound}");
+                    let node = config.cluster.node_id;
+                    logging::announce(KAFKA_PREFIX, &kafka_bound.to_string(), node);
+                    logging::announce(READY_PREFIX, &bound.to_string(), node);
                 }
             }
             Event::Exited(id, result) => {

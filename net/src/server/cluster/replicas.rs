@@ -18,7 +18,7 @@ use shardlog_replicator::driver::ReplicaDriver;
 use crate::api::ControllerRequest;
 use crate::peer::PartitionTransport;
 use crate::server::cluster::open_outcomes::OpenOutcome;
-use crate::server::cluster::{ClusterNode, ClusterView, Replica, TopicSettings};
+use crate::server::cluster::{ClusterNode, ClusterView, Replica, TopicSettings, change_log};
 use crate::server::shard::{ShardMsg, finish_log, owner_shard};
 use crate::server::topic_file::{self, TopicFile};
 
@@ -213,10 +213,10 @@ impl ClusterNode {
             .await?,
         );
         let runner = driver.clone();
-        let (topic, id) = (name.to_owned(), self.id);
+        let topic = name.to_owned();
         let run = glommio::spawn_local(async move {
             if let Err(e) = runner.run().await {
-                tracing::error!(%topic, partition, node = %id, error = %e, "replica stopped");
+                tracing::error!(%topic, partition, error = %e, "replica stopped");
             }
         })
         .detach();
@@ -228,6 +228,7 @@ impl ClusterNode {
             snapshot = ?recovery.snapshot.map(|o| o.0),
             batches_replayed = recovery.batches_replayed,
             bytes_replayed = recovery.bytes_replayed,
+            offset = driver.log_end().0,
             "replica opened"
         );
         Ok(Rc::new(Replica {
@@ -287,6 +288,8 @@ impl ClusterNode {
         let input = replica_input(&view.metadata, state, self.id, view.rejoined, &mut applied);
         replica.applied.set(applied);
         if let Some(input) = input {
+            let log_end = replica.driver.log_end().0;
+            change_log::replica_role(&replica.topic, replica.partition, &input, log_end);
             replica.driver.control(input);
         }
     }
@@ -339,7 +342,7 @@ impl ClusterNode {
                     if let Err(e) = result
                         && replica.log().stop_cause().is_none()
                     {
-                        tracing::error!(dir = %replica.log().dir().display(), error = %e, "partition upkeep failed");
+                        tracing::error!(topic = %replica.topic, partition = replica.partition, dir = %replica.log().dir().display(), error = %e, "partition upkeep failed");
                     }
                 }
             }
