@@ -8,9 +8,9 @@ use shardlog_replicator::NodeId;
 use shardlog_replicator::controller::MetadataChange;
 use shardlog_replicator::replica::Input;
 
-/// Node ids as `0,1,2` (one field value).
+/// Node ids as `0,1,2` (one field value; the same numbers as `peer`).
 fn node_list(nodes: &[NodeId]) -> String {
-    let ids: Vec<String> = nodes.iter().map(ToString::to_string).collect();
+    let ids: Vec<String> = nodes.iter().map(|n| n.0.to_string()).collect();
     ids.join(",")
 }
 

@@ -323,7 +323,7 @@ impl ControllerService {
         if claimed != sender {
             self.forged.set(self.forged.get() + 1);
             let dropped = self.forged.get();
-            tracing::warn!(peer = %sender, %claimed, dropped, "controller message naming another node; dropped");
+            tracing::warn!(peer = sender.0, %claimed, dropped, "controller message naming another node; dropped");
             return;
         }
         if self.halted.borrow().is_some() {
@@ -337,7 +337,7 @@ impl ControllerService {
                     None => self.controller.borrow_mut().step(data),
                 };
                 if let Err(e) = stepped {
-                    tracing::debug!(peer = %sender, error = %e, "raft message refused");
+                    tracing::debug!(peer = sender.0, error = %e, "raft message refused");
                 }
             }
             ControllerRequest::Heartbeat {
@@ -400,7 +400,7 @@ impl ControllerService {
         };
         // Lost if leadership moves: the replica proposes again on its timer.
         if let Err(e) = self.controller.borrow_mut().propose_isr(sender, change) {
-            tracing::debug!(peer = %sender, error = %e, "ISR proposal not taken");
+            tracing::debug!(peer = sender.0, error = %e, "ISR proposal not taken");
         }
     }
 
@@ -505,9 +505,13 @@ impl ControllerService {
             Ok(()) => {}
             // Only the nodes of `--peers` are members.
             Err(ControllerError::UnknownNode(_)) => {
-                tracing::warn!(peer = %node, address, "heartbeat from a node not in --peers; ignored");
+                tracing::warn!(
+                    peer = node.0,
+                    address,
+                    "heartbeat from a node not in --peers; ignored"
+                );
             }
-            Err(e) => tracing::debug!(peer = %node, error = %e, "heartbeat not taken"),
+            Err(e) => tracing::debug!(peer = node.0, error = %e, "heartbeat not taken"),
         }
     }
 
