@@ -238,6 +238,11 @@ impl NetReport {
                 )?;
             }
         }
+        self.print_notes(out)
+    }
+
+    /// The lines under the table: what went wrong, if anything.
+    fn print_notes(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
         if let Some(errors) = self.produce.as_ref().map(|s| s.errors).filter(|e| *e > 0) {
             writeln!(
                 out,

@@ -114,24 +114,32 @@ fn assert_svg(svg: &str) {
 fn assert_timeline_adds_up(side: &serde_json::Value) {
     let timeline = side["timeline"].as_array().expect("timeline array");
     assert!(!timeline.is_empty(), "{side}");
-    let sum = |key: &str| -> u64 { timeline.iter().map(|s| s[key].as_u64().unwrap()).sum() };
-    assert_eq!(sum("records"), side["records"].as_u64().unwrap(), "{side}");
+    let sum = |key: &str| -> u64 { timeline.iter().map(|s| s[key].as_u64().expect(key)).sum() };
     assert_eq!(
-        sum("requests"),
-        side["requests"].as_u64().unwrap(),
+        sum("records"),
+        side["records"].as_u64().expect("records"),
         "{side}"
     );
-    assert_eq!(sum("bytes"), side["bytes"].as_u64().unwrap(), "{side}");
+    assert_eq!(
+        sum("requests"),
+        side["requests"].as_u64().expect("requests"),
+        "{side}"
+    );
+    assert_eq!(
+        sum("bytes"),
+        side["bytes"].as_u64().expect("bytes"),
+        "{side}"
+    );
     assert_eq!(sum("errors"), 0);
     assert_eq!(side["errors"], 0);
     for (i, second) in timeline.iter().enumerate() {
         assert_eq!(second["second"], i as u64, "{second}");
-        let span = second["span_s"].as_f64().unwrap();
+        let span = second["span_s"].as_f64().expect("span_s");
         assert!(span > 0.0 && span <= 1.0, "{second}");
         if i + 1 < timeline.len() {
             assert_eq!(span, 1.0, "only the last second is partial: {second}");
         }
-        if second["requests"].as_u64().unwrap() > 0 {
+        if second["requests"].as_u64().expect("requests") > 0 {
             let (p50, p99) = (second["p50_us"].as_u64(), second["p99_us"].as_u64());
             assert!(p50.is_some_and(|p| p > 0) && p50 <= p99, "{second}");
         } else {
@@ -155,6 +163,7 @@ fn produce_then_consume_then_e2e() {
     let server = start_server();
     let dir = tempfile::tempdir_in(test_root().expect("test dir")).expect("temp dir");
     produce_runs(&server, dir.path());
+    produce_seconds_run(&server, dir.path());
     consume_run(&server, dir.path());
     e2e_run(&server, dir.path());
 }
@@ -224,8 +233,11 @@ fn produce_runs(server: &Server, dir: &Path) {
     assert_eq!(report["send_lag_us"]["count"], 50);
     assert_eq!(report["config"]["partitions"], 3);
     assert_eq!(report["produce"]["records"], 500);
-    // A few seconds, open loop, no warm-up: a timeline of several seconds (its own topic:
-    // the consumers below read all of "smoke").
+}
+
+/// A few seconds, open loop, no warm-up: a timeline of several seconds (its own topic: the
+/// consumers of `consume_run` read all of "smoke").
+fn produce_seconds_run(server: &Server, dir: &Path) {
     let (_, report) = run_ok(
         server,
         dir,
@@ -246,7 +258,10 @@ fn produce_runs(server: &Server, dir: &Path) {
             "5000",
         ],
     );
-    let seconds = report["produce"]["timeline"].as_array().unwrap().len();
+    let seconds = report["produce"]["timeline"]
+        .as_array()
+        .expect("timeline")
+        .len();
     assert!(seconds >= 3, "{seconds} seconds in a 2.5 s run: {report}");
 }
 

@@ -66,13 +66,11 @@ fn json_lines(cluster: &Cluster, node: usize) -> Vec<Value> {
         .collect()
 }
 
-#[test]
-fn json_lines_carry_stable_fields_and_leadership_changes_name_the_partition() {
-    let mut cluster = Cluster::start_with(3, Links::Direct, &["--log-format", "json"]);
-    cluster.wait_for_controller(WAIT);
+/// Creates the topic (one partition, replication factor 3) and waits until it is led with
+/// every replica in sync; its leader and epoch.
+fn create_led_topic(cluster: &mut Cluster) -> (u32, i32) {
     let brokers = cluster.brokers();
     common::run({
-        let brokers = brokers.clone();
         move || async move {
             let client = Client::connect(&brokers, ClientConfig::default())
                 .await
@@ -83,7 +81,7 @@ fn json_lines_carry_stable_fields_and_leadership_changes_name_the_partition() {
                 .unwrap();
         }
     });
-    let ((leader, epoch), _) = cluster.wait_for("partition 0 led with 3 in sync", WAIT, |c| {
+    let (led, _) = cluster.wait_for("partition 0 led with 3 in sync", WAIT, |c| {
         let (_, meta) = c.metadata_any().ok_or("no node answers")?;
         let p = partition(&meta, TOPIC, 0).ok_or("no partition yet")?;
         match p.leader {
@@ -91,6 +89,15 @@ fn json_lines_carry_stable_fields_and_leadership_changes_name_the_partition() {
             _ => Err(format!("{p:?}")),
         }
     });
+    led
+}
+
+#[test]
+fn json_lines_carry_stable_fields_and_leadership_changes_name_the_partition() {
+    let mut cluster = Cluster::start_with(3, Links::Direct, &["--log-format", "json"]);
+    cluster.wait_for_controller(WAIT);
+    let brokers = cluster.brokers();
+    let (leader, epoch) = create_led_topic(&mut cluster);
     produce_one(brokers.clone());
 
     cluster.kill(&[leader as usize]);

@@ -124,7 +124,7 @@ pub struct FileConfig {
     /// Reply bytes a client connection may owe before its requests are no longer read.
     pub connection_reply_bytes: Option<usize>,
     /// Log lines on stderr: `text` or `json`.
-    pub log_format: Option<String>,
+    pub log_format: Option<LogFormat>,
 }
 
 impl FileConfig {
@@ -451,27 +451,10 @@ impl TryFrom<FileConfig> for ServerConfig {
         let node_id = file.node_id.unwrap_or(0);
         let cluster = cluster_config(&file, node_id)?;
         let (groups, kafka) = (group_config(&file)?, kafka_config(&file)?);
+        let engine = engine_config(&file)?;
         let data_dir = file
             .data_dir
             .ok_or_else(|| anyhow::anyhow!("no data directory: pass --data-dir DIR"))?;
-        let mut engine = EngineConfig::default();
-        if let Some(flush) = file.flush {
-            engine.flush = flush.parse::<FlushPolicy>().map_err(anyhow::Error::msg)?;
-        }
-        if let Some(bytes) = file.segment_bytes {
-            engine.segment_bytes = bytes;
-        }
-        if let Some(bytes) = file.preallocation_step_bytes {
-            engine.preallocation_step_bytes = bytes;
-        }
-        engine.retention_bytes = file.retention_bytes.or(engine.retention_bytes);
-        if let Some(ms) = file.retention_ms {
-            engine.retention_age = Some(Duration::from_millis(ms));
-        }
-        if let Some(bytes) = file.tail_cache_bytes {
-            engine.tail_cache_bytes = bytes;
-        }
-        engine.validate()?;
         let listen = file.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
         check_host_port("--listen", &listen)?;
         if let Some(advertise) = &file.advertise {
@@ -502,10 +485,6 @@ impl TryFrom<FileConfig> for ServerConfig {
         if !(1 << 20..=1 << 30).contains(&connection_reply_bytes) {
             anyhow::bail!("connection_reply_bytes {connection_reply_bytes}: 1 MiB to 1 GiB");
         }
-        let log_format = match &file.log_format {
-            Some(text) => text.parse().map_err(|e: String| anyhow::anyhow!(e))?,
-            None => LogFormat::Text,
-        };
         Ok(ServerConfig {
             data_dir,
             listen,
@@ -521,9 +500,33 @@ impl TryFrom<FileConfig> for ServerConfig {
             idle_timeout,
             tail_cache_budget_bytes,
             connection_reply_bytes,
-            log_format,
+            log_format: file.log_format.unwrap_or_default(),
         })
     }
+}
+
+/// The engine settings of partitions whose topic sets nothing else: the defaults with the
+/// file's overrides, validated.
+fn engine_config(file: &FileConfig) -> anyhow::Result<EngineConfig> {
+    let mut engine = EngineConfig::default();
+    if let Some(flush) = &file.flush {
+        engine.flush = flush.parse::<FlushPolicy>().map_err(anyhow::Error::msg)?;
+    }
+    if let Some(bytes) = file.segment_bytes {
+        engine.segment_bytes = bytes;
+    }
+    if let Some(bytes) = file.preallocation_step_bytes {
+        engine.preallocation_step_bytes = bytes;
+    }
+    engine.retention_bytes = file.retention_bytes.or(engine.retention_bytes);
+    if let Some(ms) = file.retention_ms {
+        engine.retention_age = Some(Duration::from_millis(ms));
+    }
+    if let Some(bytes) = file.tail_cache_bytes {
+        engine.tail_cache_bytes = bytes;
+    }
+    engine.validate()?;
+    Ok(engine)
 }
 
 #[cfg(test)]

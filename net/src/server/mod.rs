@@ -84,9 +84,8 @@ struct Prepared {
 
 /// Runs the server until SIGTERM/SIGINT or a shard fails.
 pub fn run(config: ServerConfig) -> anyhow::Result<()> {
-    let node = config.cluster.node_id;
     // The main thread's events (start-up, signals, the supervisor) carry the node too.
-    let _node_span = tracing::info_span!("server", node).entered();
+    let _node = tracing::info_span!("server", node = config.cluster.node_id).entered();
     let prepared = prepare(&config)?;
     let _lock = prepared.lock;
     let started = Instant::now();
@@ -128,16 +127,7 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
         let handle = LocalExecutorBuilder::new(shard_placement(id, cores, config.shards))
             .name(&format!("shard-{id}"))
             .io_memory(config.io_memory)
-            .spawn(move || {
-                // Entered for the thread's life: every task of this executor runs on this
-                // thread, so each of its events carries node and shard (log fields).
-                let span = tracing::info_span!("shard", node, shard = id).entered();
-                async move {
-                    let result = shard_main(start).await.map_err(|e| format!("{e:#}"));
-                    let _ = events.send(Event::Exited(id, result));
-                    drop(span);
-                }
-            })
+            .spawn(move || shard_thread(id, start, events))
             .map_err(|e| anyhow::anyhow!("starting shard {id}: {e}"))?;
         handles.push(handle);
         if id == 0 {
@@ -173,6 +163,23 @@ fn client_limits(config: &ServerConfig) -> Arc<ClientLimits> {
         config.idle_timeout,
         config.connection_reply_bytes,
     ))
+}
+
+/// Shard `id`'s executor: runs the shard, then reports how it ended. Called on the shard's
+/// thread, where it enters the `shard` span for the thread's life: every task of this
+/// executor runs on this thread, so each of its events carries `node` and `shard`.
+fn shard_thread(
+    id: usize,
+    start: ShardStart,
+    events: mpsc::Sender<Event>,
+) -> impl std::future::Future<Output = ()> {
+    let node = start.config.cluster.node_id;
+    let span = tracing::info_span!("shard", node, shard = id).entered();
+    async move {
+        let result = shard_main(start).await.map_err(|e| format!("{e:#}"));
+        let _ = events.send(Event::Exited(id, result));
+        drop(span);
+    }
 }
 
 /// One core per shard when there are enough; more shards than cores run unpinned.

@@ -145,7 +145,7 @@ struct Args {
     /// ts, level, target, msg, and node, shard, topic, partition, epoch, offset, peer where
     /// known). Default text.
     #[arg(long, env = "SHARDLOGD_LOG_FORMAT")]
-    log_format: Option<String>,
+    log_format: Option<LogFormat>,
 }
 
 impl Args {
