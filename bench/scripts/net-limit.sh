@@ -88,7 +88,7 @@ start_server() { # waits for the ready line, sets $server_pid and $brokers
   server_pid=$!
   brokers=""
   for _ in $(seq 300); do
-    brokers="$(sed -n 's/.*shardlogd ready: listening on \([^ ]*\).*/\1/p' "$log" | tail -n 1)"
+    brokers="$(sed -n 's/.*shardlogd ready: listening on \([^ "]*\).*/\1/p' "$log" | tail -n 1)"
     [ -n "$brokers" ] && return 0
     kill -0 "$server_pid" 2>/dev/null || { echo "shardlogd exited; see $log" >&2; exit 1; }
     sleep 0.1

@@ -297,7 +297,8 @@ pub struct NetArgs {
     /// Write the command line, configuration and results as JSON to FILE.
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// Draw the latency percentile curve as SVG to FILE.
+    /// Draw the latency percentile curve as SVG to FILE, and the per-second timeline
+    /// (throughput, p50/p99, errors) beside it as FILE's stem + `.timeline.svg`.
     #[arg(long)]
     pub plot: Option<PathBuf>,
 }

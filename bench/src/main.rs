@@ -9,6 +9,8 @@ mod net_report;
 mod plot;
 mod report;
 mod soak;
+mod timeline;
+mod timeline_plot;
 mod workload;
 
 use std::io::Write;
@@ -84,6 +86,17 @@ fn net_run(
             outcome.report.workload
         );
         plot::write_svg(&path, &title, &outcome.curves)?;
+        let title = format!("shardlog-bench {}: per second", outcome.report.workload);
+        timeline_plot::write_svg(&timeline_plot::path_beside(&path), &title, &outcome.report)?;
+    }
+    if let Some(errors) = outcome
+        .report
+        .produce
+        .as_ref()
+        .map(|s| s.errors)
+        .filter(|e| *e > 0)
+    {
+        anyhow::bail!("{errors} produce requests failed after the client's retries");
     }
     Ok(())
 }

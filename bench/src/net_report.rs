@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::args::{AcksArg, FromArg, NetArgs, Protocol};
 use crate::latency::{Percentiles, human_us};
 use crate::report::git_commit;
+use crate::timeline::SecondPoint;
 use crate::workload::net_common::{Run, Side};
 
 /// Configuration echoed into the report.
@@ -78,6 +79,11 @@ pub struct SideResults {
     /// Produce: request latency from the intended send time. Consume: fetch latency
     /// (long-poll wait included) of fetches that returned records. Microseconds.
     pub latency_us: Percentiles,
+    /// Requests that failed after the client's retries (the run went on; it exits 1),
+    /// warm-up included.
+    pub errors: u64,
+    /// Per second from the start (warm-up included): see `timeline.rs`.
+    pub timeline: Vec<SecondPoint>,
 }
 
 /// The whole JSON report.
@@ -232,6 +238,17 @@ impl NetReport {
                 )?;
             }
         }
+        self.print_notes(out)
+    }
+
+    /// The lines under the table: what went wrong, if anything.
+    fn print_notes(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        if let Some(errors) = self.produce.as_ref().map(|s| s.errors).filter(|e| *e > 0) {
+            writeln!(
+                out,
+                "  {errors} produce requests failed after the client's retries"
+            )?;
+        }
         if let Some(missing) = self.e2e_missing_records.filter(|m| *m > 0) {
             writeln!(out, "  {missing} records produced but not consumed")?;
         }
@@ -267,6 +284,8 @@ fn side_results(args: &NetArgs, run: &Run, side: &Side, latency: &Histogram<u64>
         records_per_s: records as f64 / secs,
         mib_per_s: bytes as f64 / secs / f64::from(1u32 << 20),
         latency_us: Percentiles::of(latency),
+        errors: side.errors(),
+        timeline: side.series(run),
     }
 }
 

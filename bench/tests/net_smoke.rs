@@ -3,6 +3,11 @@
 //! exit 0, print the table, and write a JSON report with exactly the records asked for and
 //! an SVG plot. A failed run exits 1. No timing is asserted.
 //!
+//! The per-second timeline: each side's `timeline` in the JSON adds up to the side's
+//! totals (counted runs have no warm-up, so every request is measured), its seconds are
+//! consecutive from 0, and both SVGs (the percentile plot and the timeline beside it)
+//! parse as XML with a real parser.
+//!
 //! `shardlogd` must be built in the same target directory (`cargo build -p shardlog-net`,
 //! which `cargo nextest run --workspace` does) or named by `SHARDLOGD_BIN`. Data lives
 //! under `SHARDLOG_TEST_DIR` (default `<repo>/target/shardlog-test`): O_DIRECT needs a real
@@ -77,7 +82,70 @@ fn run_ok(server: &Server, dir: &Path, name: &str, args: &[&str]) -> (String, se
     let svg = std::fs::read_to_string(&plot).expect("svg plot");
     assert!(svg.contains("<svg") && svg.contains("</svg>"), "{svg}");
     assert!(svg.contains("99.9%"), "percentile axis labels missing");
+    assert_svg(&svg);
+    let timeline = std::fs::read_to_string(dir.join(format!("{name}.timeline.svg")))
+        .expect("timeline svg beside the plot");
+    assert_svg(&timeline);
+    for label in ["records/s", "latency (ms)", "seconds from the start"] {
+        assert!(
+            timeline.contains(label),
+            "{label} missing from the timeline"
+        );
+    }
+    for side in ["produce", "consume"] {
+        if !report[side].is_null() && report["config"]["warmup_s"] == 0.0 {
+            assert_timeline_adds_up(&report[side]);
+        }
+    }
     (stdout, report)
+}
+
+/// Parses `svg` as XML (a real parser): its root is an `svg` element with children.
+fn assert_svg(svg: &str) {
+    let document = roxmltree::Document::parse(svg)
+        .unwrap_or_else(|e| panic!("not well-formed XML: {e}\n{svg}"));
+    let root = document.root_element();
+    assert_eq!(root.tag_name().name(), "svg");
+    assert!(root.children().any(|n| n.is_element()), "an empty svg");
+}
+
+/// The side's per-second series: consecutive seconds from 0, each with p50 <= p99 where
+/// it has requests, adding up to the side's totals.
+fn assert_timeline_adds_up(side: &serde_json::Value) {
+    let timeline = side["timeline"].as_array().expect("timeline array");
+    assert!(!timeline.is_empty(), "{side}");
+    let sum = |key: &str| -> u64 { timeline.iter().map(|s| s[key].as_u64().expect(key)).sum() };
+    assert_eq!(
+        sum("records"),
+        side["records"].as_u64().expect("records"),
+        "{side}"
+    );
+    assert_eq!(
+        sum("requests"),
+        side["requests"].as_u64().expect("requests"),
+        "{side}"
+    );
+    assert_eq!(
+        sum("bytes"),
+        side["bytes"].as_u64().expect("bytes"),
+        "{side}"
+    );
+    assert_eq!(sum("errors"), 0);
+    assert_eq!(side["errors"], 0);
+    for (i, second) in timeline.iter().enumerate() {
+        assert_eq!(second["second"], i as u64, "{second}");
+        let span = second["span_s"].as_f64().expect("span_s");
+        assert!(span > 0.0 && span <= 1.0, "{second}");
+        if i + 1 < timeline.len() {
+            assert_eq!(span, 1.0, "only the last second is partial: {second}");
+        }
+        if second["requests"].as_u64().expect("requests") > 0 {
+            let (p50, p99) = (second["p50_us"].as_u64(), second["p99_us"].as_u64());
+            assert!(p50.is_some_and(|p| p > 0) && p50 <= p99, "{second}");
+        } else {
+            assert!(second["p99_us"].is_null(), "{second}");
+        }
+    }
 }
 
 fn assert_latency(latency: &serde_json::Value, count: u64) {
@@ -95,6 +163,7 @@ fn produce_then_consume_then_e2e() {
     let server = start_server();
     let dir = tempfile::tempdir_in(test_root().expect("test dir")).expect("temp dir");
     produce_runs(&server, dir.path());
+    produce_seconds_run(&server, dir.path());
     consume_run(&server, dir.path());
     e2e_run(&server, dir.path());
 }
@@ -164,6 +233,36 @@ fn produce_runs(server: &Server, dir: &Path) {
     assert_eq!(report["send_lag_us"]["count"], 50);
     assert_eq!(report["config"]["partitions"], 3);
     assert_eq!(report["produce"]["records"], 500);
+}
+
+/// A few seconds, open loop, no warm-up: a timeline of several seconds (its own topic: the
+/// consumers of `consume_run` read all of "smoke").
+fn produce_seconds_run(server: &Server, dir: &Path) {
+    let (_, report) = run_ok(
+        server,
+        dir,
+        "produce-seconds",
+        &[
+            "produce",
+            "--topic",
+            "seconds",
+            "--duration",
+            "2.5",
+            "--warmup",
+            "0",
+            "--batch-records",
+            "10",
+            "--record-size",
+            "100",
+            "--rate",
+            "5000",
+        ],
+    );
+    let seconds = report["produce"]["timeline"]
+        .as_array()
+        .expect("timeline")
+        .len();
+    assert!(seconds >= 3, "{seconds} seconds in a 2.5 s run: {report}");
 }
 
 /// Everything produced, from the beginning, by two consumers.

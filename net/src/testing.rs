@@ -14,6 +14,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::Duration;
 
+use crate::logging::announced;
+
 /// The line prefix `shardlogd` prints on stderr once every shard listens.
 pub const READY_PREFIX: &str = "shardlogd ready: listening on ";
 /// The line prefix `shardlogd` prints on stderr, just before the ready line, naming the
@@ -131,11 +133,11 @@ fn admin_listen_args(args: &[&str]) -> &'static [&'static str] {
 
 /// Notes the Kafka or admin listener's address if `line` names one.
 fn note_listeners(line: &str, kafka: &mut Option<String>, admin: &mut Option<String>) {
-    if let Some(addr) = line.strip_prefix(KAFKA_PREFIX) {
-        *kafka = Some(addr.trim().to_owned());
+    if let Some(addr) = announced(line, KAFKA_PREFIX) {
+        *kafka = Some(addr.to_owned());
     }
-    if let Some(addr) = line.strip_prefix(ADMIN_PREFIX) {
-        *admin = Some(addr.trim().to_owned());
+    if let Some(addr) = announced(line, ADMIN_PREFIX) {
+        *admin = Some(addr.to_owned());
     }
 }
 
@@ -216,9 +218,9 @@ impl Shardlogd {
             let (mut kafka, mut admin) = (None, None);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 note_listeners(&line, &mut kafka, &mut admin);
-                let ready = line.strip_prefix(READY_PREFIX).map(|a| {
+                let ready = announced(&line, READY_PREFIX).map(|a| {
                     let kafka = kafka.clone().unwrap_or_default();
-                    (a.trim().to_owned(), kafka, admin.clone())
+                    (a.to_owned(), kafka, admin.clone())
                 });
                 match &sink {
                     StderrTo::Echo => eprintln!("[shardlogd] {line}"),
@@ -346,7 +348,7 @@ pub fn refused_start(launch: &Launch<'_>, timeout: Duration) -> std::io::Result<
     let reader = std::thread::spawn(move || {
         let mut text = String::new();
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.starts_with(READY_PREFIX) {
+            if announced(&line, READY_PREFIX).is_some() {
                 let _ = served_tx.send(());
             }
             text.push_str(&line);
@@ -374,7 +376,10 @@ pub fn refused_start(launch: &Launch<'_>, timeout: Duration) -> std::io::Result<
     };
     let took = started.elapsed();
     let stderr = reader.join().map_err(|_| other("stderr reader panicked"))?;
-    if stderr.lines().any(|line| line.starts_with(READY_PREFIX)) {
+    if stderr
+        .lines()
+        .any(|line| announced(line, READY_PREFIX).is_some())
+    {
         return Err(other(&format!("shardlogd served, then exited:\n{stderr}")));
     }
     Ok(Exited {

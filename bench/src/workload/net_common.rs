@@ -15,6 +15,7 @@ use shardlog_net::api::Acks;
 
 use crate::args::{AcksArg, NetArgs};
 use crate::latency::histogram;
+use crate::timeline::{SecondPoint, Timeline};
 
 /// glommio I/O memory of each bench executor: the bench does no file I/O.
 pub const IO_MEMORY: usize = 1 << 20;
@@ -107,6 +108,10 @@ pub struct Side {
     pub last_ns: AtomicU64,
     /// Latency of the side's requests after the warm-up, microseconds.
     pub latency: Mutex<Histogram<u64>>,
+    /// Requests that failed after the client's retries (the run went on), warm-up included.
+    pub errors: AtomicU64,
+    /// What completed and failed in each second from the start, warm-up included.
+    pub timeline: Mutex<Timeline>,
 }
 
 impl Default for Side {
@@ -116,6 +121,8 @@ impl Default for Side {
             measured: Counter::default(),
             last_ns: AtomicU64::new(0),
             latency: Mutex::new(histogram()),
+            errors: AtomicU64::new(0),
+            timeline: Mutex::new(Timeline::default()),
         }
     }
 }
@@ -124,6 +131,12 @@ impl Side {
     /// Counts a completed request at `done` and records its latency if measured.
     pub fn complete(&self, run: &Run, done: Instant, records: u64, bytes: u64, latency_us: u64) {
         self.all.add(records, bytes);
+        lock_timeline(&self.timeline).complete(
+            run.since_start_ns(done),
+            records,
+            bytes,
+            latency_us,
+        );
         if run.measured(done) {
             self.measured.add(records, bytes);
             record(&self.latency, latency_us, 1);
@@ -136,6 +149,30 @@ impl Side {
     pub fn latency(&self) -> Histogram<u64> {
         lock(&self.latency).clone()
     }
+
+    /// Counts a request that failed at `at` after the client's retries.
+    pub fn error(&self, run: &Run, at: Instant) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        lock_timeline(&self.timeline).error(run.since_start_ns(at));
+    }
+
+    /// Requests failed so far.
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+
+    /// The per-second series up to now.
+    pub fn series(&self, run: &Run) -> Vec<SecondPoint> {
+        let end = run.since_start_ns(Instant::now());
+        lock_timeline(&self.timeline).series(end)
+    }
+}
+
+fn lock_timeline(timeline: &Mutex<Timeline>) -> std::sync::MutexGuard<'_, Timeline> {
+    // Poisoned only if a thread panicked while bucketing: the buckets are still counts.
+    timeline
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Records `count` samples of `us` microseconds into a shared histogram.

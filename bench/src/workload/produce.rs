@@ -316,14 +316,25 @@ fn complete(
     config: &ProducerConfig,
     (intended, len, partition, result): Done,
 ) -> anyhow::Result<()> {
-    result.with_context(|| format!("producing to {}/{partition}", config.topic))?;
     let now = Instant::now();
-    run.produce.complete(
-        run,
-        now,
-        config.batch_records as u64,
-        len as u64,
-        micros(intended, now),
-    );
+    match result {
+        Ok(_) => run.produce.complete(
+            run,
+            now,
+            config.batch_records as u64,
+            len as u64,
+            micros(intended, now),
+        ),
+        // A failover or a partition can outlast the client's retries: the run goes on (its
+        // timeline shows the failures in their second) and exits 1 at the end.
+        Err(error) if error.is_retriable() => {
+            tracing::warn!(topic = config.topic, partition, %error, "produce failed after the client's retries");
+            run.produce.error(run, now);
+        }
+        Err(error) => {
+            return Err(error)
+                .with_context(|| format!("producing to {}/{partition}", config.topic));
+        }
+    }
     Ok(())
 }

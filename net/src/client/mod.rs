@@ -196,7 +196,10 @@ impl ClientError {
         }
     }
 
-    fn is_retriable(&self) -> bool {
+    /// Whether the error says retrying may help (a moved leader, a lost connection, a
+    /// timeout...): those the client retries, and what a caller may count and go on after.
+    #[must_use]
+    pub fn is_retriable(&self) -> bool {
         match self {
             ClientError::Server { code, .. } => code.is_retriable(),
             ClientError::Io(_)

@@ -204,7 +204,7 @@ impl Peers {
 
     fn connect(self: &Rc<Self>, to: u32) {
         let Some(address) = self.addresses.get(&to).cloned() else {
-            tracing::debug!(node = to, "peer message for an unknown node; dropped");
+            tracing::debug!(peer = to, "peer message for an unknown node; dropped");
             return;
         };
         self.links.borrow_mut().insert(to, Link::Connecting);
@@ -215,7 +215,7 @@ impl Peers {
                     peers.links.borrow_mut().insert(to, Link::Up(connection));
                 }
                 Err(e) => {
-                    tracing::debug!(node = to, %address, error = %e, "peer unreachable");
+                    tracing::debug!(peer = to, %address, error = %e, "peer unreachable");
                     peers.links.borrow_mut().remove(&to);
                 }
             }

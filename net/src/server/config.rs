@@ -39,6 +39,7 @@
 //! idle_timeout_ms = 600000             # a client connection silent this long is closed
 //! connection_reply_bytes = 67108864    # replies a client connection may owe before
 //!                                      # the server stops reading its requests
+//! log_format = "text"                  # text | json (one object per line, stable fields)
 //! ```
 
 use std::collections::BTreeMap;
@@ -48,6 +49,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use shardlog_engine::{EngineConfig, FlushPolicy};
 
+use crate::logging::LogFormat;
 use crate::server::groups::GroupConfig;
 
 /// The settings a config file may hold; all optional.
@@ -124,6 +126,8 @@ pub struct FileConfig {
     pub idle_timeout_ms: Option<u64>,
     /// Reply bytes a client connection may owe before its requests are no longer read.
     pub connection_reply_bytes: Option<usize>,
+    /// Log lines on stderr: `text` or `json`.
+    pub log_format: Option<LogFormat>,
 }
 
 impl FileConfig {
@@ -185,6 +189,7 @@ impl FileConfig {
             max_connections: other.max_connections.or(self.max_connections),
             idle_timeout_ms: other.idle_timeout_ms.or(self.idle_timeout_ms),
             connection_reply_bytes: other.connection_reply_bytes.or(self.connection_reply_bytes),
+            log_format: other.log_format.or(self.log_format),
         }
     }
 }
@@ -227,6 +232,8 @@ pub struct ServerConfig {
     /// Reply bytes a client connection may owe (counted from when a request is read until
     /// its reply is written) before the server stops reading its requests.
     pub connection_reply_bytes: usize,
+    /// The format of the log lines on stderr. Default text.
+    pub log_format: LogFormat,
 }
 
 /// The Kafka protocol's listener (`protocol::kafka`).
@@ -478,28 +485,11 @@ impl TryFrom<FileConfig> for ServerConfig {
         let node_id = file.node_id.unwrap_or(0);
         let cluster = cluster_config(&file, node_id)?;
         let (groups, kafka) = (group_config(&file)?, kafka_config(&file)?);
+        let engine = engine_config(&file)?;
         let (listen, admin_listen) = listen_addresses(&file)?;
         let data_dir = file
             .data_dir
             .ok_or_else(|| anyhow::anyhow!("no data directory: pass --data-dir DIR"))?;
-        let mut engine = EngineConfig::default();
-        if let Some(flush) = file.flush {
-            engine.flush = flush.parse::<FlushPolicy>().map_err(anyhow::Error::msg)?;
-        }
-        if let Some(bytes) = file.segment_bytes {
-            engine.segment_bytes = bytes;
-        }
-        if let Some(bytes) = file.preallocation_step_bytes {
-            engine.preallocation_step_bytes = bytes;
-        }
-        engine.retention_bytes = file.retention_bytes.or(engine.retention_bytes);
-        if let Some(ms) = file.retention_ms {
-            engine.retention_age = Some(Duration::from_millis(ms));
-        }
-        if let Some(bytes) = file.tail_cache_bytes {
-            engine.tail_cache_bytes = bytes;
-        }
-        engine.validate()?;
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         let shards = file.shards.unwrap_or(cores);
         if !(1..=256).contains(&shards) {
@@ -541,8 +531,33 @@ impl TryFrom<FileConfig> for ServerConfig {
             idle_timeout,
             tail_cache_budget_bytes,
             connection_reply_bytes,
+            log_format: file.log_format.unwrap_or_default(),
         })
     }
+}
+
+/// The engine settings of partitions whose topic sets nothing else: the defaults with the
+/// file's overrides, validated.
+fn engine_config(file: &FileConfig) -> anyhow::Result<EngineConfig> {
+    let mut engine = EngineConfig::default();
+    if let Some(flush) = &file.flush {
+        engine.flush = flush.parse::<FlushPolicy>().map_err(anyhow::Error::msg)?;
+    }
+    if let Some(bytes) = file.segment_bytes {
+        engine.segment_bytes = bytes;
+    }
+    if let Some(bytes) = file.preallocation_step_bytes {
+        engine.preallocation_step_bytes = bytes;
+    }
+    engine.retention_bytes = file.retention_bytes.or(engine.retention_bytes);
+    if let Some(ms) = file.retention_ms {
+        engine.retention_age = Some(Duration::from_millis(ms));
+    }
+    if let Some(bytes) = file.tail_cache_bytes {
+        engine.tail_cache_bytes = bytes;
+    }
+    engine.validate()?;
+    Ok(engine)
 }
 
 #[cfg(test)]

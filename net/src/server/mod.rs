@@ -48,6 +48,7 @@ use shardlog_replicator::{Incarnation, NodeId};
 pub use config::{ClusterConfig, FileConfig, ServerConfig};
 use protocol::limits::ClientLimits;
 
+use crate::logging;
 use crate::peer::Peers;
 use crate::peer::auth::PeerSecurity;
 use crate::testing::{ADMIN_PREFIX, KAFKA_PREFIX, READY_PREFIX};
@@ -91,6 +92,8 @@ struct Prepared {
 
 /// Runs the server until SIGTERM/SIGINT or a shard fails.
 pub fn run(config: ServerConfig) -> anyhow::Result<()> {
+    // The main thread's events (start-up, signals, the supervisor) carry the node too.
+    let _node = tracing::info_span!("server", node = config.cluster.node_id).entered();
     let prepared = prepare(&config)?;
     let _lock = prepared.lock;
     let started = Instant::now();
@@ -134,10 +137,7 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
         let handle = LocalExecutorBuilder::new(shard_placement(id, cores, config.shards))
             .name(&format!("shard-{id}"))
             .io_memory(config.io_memory)
-            .spawn(move || async move {
-                let result = shard_main(start).await.map_err(|e| format!("{e:#}"));
-                let _ = events.send(Event::Exited(id, result));
-            })
+            .spawn(move || shard_thread(id, start, events))
             .map_err(|e| anyhow::anyhow!("starting shard {id}: {e}"))?;
         handles.push(handle);
         if id == 0 {
@@ -180,6 +180,23 @@ fn client_limits(config: &ServerConfig) -> Arc<ClientLimits> {
         config.idle_timeout,
         config.connection_reply_bytes,
     ))
+}
+
+/// Shard `id`'s executor: runs the shard, then reports how it ended. Called on the shard's
+/// thread, where it enters the `shard` span for the thread's life: every task of this
+/// executor runs on this thread, so each of its events carries `node` and `shard`.
+fn shard_thread(
+    id: usize,
+    start: ShardStart,
+    events: mpsc::Sender<Event>,
+) -> impl std::future::Future<Output = ()> {
+    let node = start.config.cluster.node_id;
+    let span = tracing::info_span!("shard", node, shard = id).entered();
+    async move {
+        let result = shard_main(start).await.map_err(|e| format!("{e:#}"));
+        let _ = events.send(Event::Exited(id, result));
+        drop(span);
+    }
 }
 
 /// One core per shard when there are enough; more shards than cores run unpinned.
@@ -433,11 +450,12 @@ fn supervise(
                         flush = %config.engine.flush,
                         "serving"
                     );
+                    let node = config.cluster.node_id;
                     if let Some(admin) = admin_bound {
-                        eprintln!("{ADMIN_PREFIX}{admin}");
+                        logging::announce(ADMIN_PREFIX, &admin.to_string(), node);
                     }
-                    eprintln!("{KAFKA_PREFIX}{kafka_bound}");
-                    eprintln!("{READY_PREFIX}{bound}");
+                    logging::announce(KAFKA_PREFIX, &kafka_bound.to_string(), node);
+                    logging::announce(READY_PREFIX, &bound.to_string(), node);
                 }
             }
             Event::Exited(id, result) => {

@@ -70,12 +70,12 @@ async fn connection(shard: Rc<Shard>, stream: TcpStream, security: &PeerSecurity
     {
         Ok(accepted) => accepted,
         Err(e) => {
-            tracing::warn!(%address, error = %e, "peer handshake refused");
+            tracing::warn!(peer = %address, error = %e, "peer handshake refused");
             return;
         }
     };
     let from = NodeId(from);
-    tracing::debug!(%address, node = %from, "peer connected");
+    tracing::debug!(%address, peer = from.0, "peer connected");
     let (mut reader, writer) = stream.split();
     let (replies, queue) = mpsc::unbounded::<Reply>();
     let writer = glommio::spawn_local(async move {
@@ -92,11 +92,11 @@ async fn connection(shard: Rc<Shard>, stream: TcpStream, security: &PeerSecurity
             Either::Left((Ok(Some(frame)), _)) => frame,
             Either::Left((Ok(None), _)) | Either::Right(_) => break,
             Either::Left((Err(ReadError::Io(e)), _)) => {
-                tracing::debug!(node = %from, error = %e, "peer connection read failed");
+                tracing::debug!(peer = from.0, error = %e, "peer connection read failed");
                 break;
             }
             Either::Left((Err(ReadError::Frame(e)), _)) => {
-                tracing::warn!(node = %from, error = %e, "bad peer frame; closing the connection");
+                tracing::warn!(peer = from.0, error = %e, "bad peer frame; closing the connection");
                 break;
             }
         };
@@ -139,7 +139,7 @@ async fn handle(
                 }
             }
             Err(e) => {
-                tracing::warn!(node = %from, error = %e, "invalid controller message; dropped")
+                tracing::warn!(peer = from.0, error = %e, "invalid controller message; dropped")
             }
         },
         Some(Api::CreateTopic | Api::DeleteTopic) => topic_change(shard, frame, replies).await,
@@ -185,7 +185,7 @@ async fn allocate_producer_ids(
                 "node {from} asked for producer ids for node {}",
                 request.node
             );
-            tracing::warn!(node = %from, "{message}; refused");
+            tracing::warn!(peer = from.0, "{message}; refused");
             let _ =
                 replies.unbounded_send(error_reply(&header, ErrorCode::InvalidRequest, &message));
             return;
@@ -229,7 +229,7 @@ async fn replicate(shard: &Rc<Shard>, from: NodeId, frame: Frame) {
             shard.node.shards,
         ),
         Err(e) => {
-            tracing::warn!(node = %from, error = %e, "invalid replication message; dropped");
+            tracing::warn!(peer = from.0, error = %e, "invalid replication message; dropped");
             return;
         }
     };

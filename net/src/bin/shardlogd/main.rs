@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
+use shardlog_net::logging::LogFormat;
 use shardlog_net::server::{self, FileConfig, ServerConfig};
 
 /// shardlog's server: a partitioned, append-only log over the network.
@@ -145,6 +146,11 @@ struct Args {
     /// 1 MiB to 1 GiB. Default 64 MiB.
     #[arg(long, env = "SHARDLOGD_CONNECTION_REPLY_BYTES")]
     connection_reply_bytes: Option<usize>,
+    /// Log lines on stderr: text, or json (one object per line with stable field names:
+    /// ts, level, target, msg, and node, shard, topic, partition, epoch, offset, peer where
+    /// known). Default text.
+    #[arg(long, env = "SHARDLOGD_LOG_FORMAT")]
+    log_format: Option<LogFormat>,
 }
 
 impl Args {
@@ -189,13 +195,13 @@ impl Args {
             max_connections: self.max_connections,
             idle_timeout_ms: self.idle_timeout_ms,
             connection_reply_bytes: self.connection_reply_bytes,
+            log_format: self.log_format,
         };
         ServerConfig::try_from(file.overridden_by(flags))
     }
 }
 
 fn main() -> ExitCode {
-    shardlog_net::logging::init_stderr("info");
     let config = match Args::parse().into_config() {
         Ok(config) => config,
         Err(e) => {
@@ -207,10 +213,17 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // After the settings: they choose the format. Nothing before logs.
+    let format = config.log_format;
+    shardlog_net::logging::init(format, "info");
     match server::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("shardlogd: {e:#}");
+            if format == LogFormat::Json {
+                tracing::error!(error = format!("{e:#}"), "shardlogd failed");
+            } else {
+                eprintln!("shardlogd: {e:#}");
+            }
             ExitCode::from(1)
         }
     }

@@ -338,7 +338,7 @@ impl ControllerService {
         if claimed != sender {
             self.forged.set(self.forged.get() + 1);
             let dropped = self.forged.get();
-            tracing::warn!(%sender, %claimed, dropped, "controller message naming another node; dropped");
+            tracing::warn!(peer = sender.0, %claimed, dropped, "controller message naming another node; dropped");
             return;
         }
         if self.halted.borrow().is_some() {
@@ -352,7 +352,7 @@ impl ControllerService {
                     None => self.controller.borrow_mut().step(data),
                 };
                 if let Err(e) = stepped {
-                    tracing::debug!(%sender, error = %e, "raft message refused");
+                    tracing::debug!(peer = sender.0, error = %e, "raft message refused");
                 }
             }
             ControllerRequest::Heartbeat {
@@ -415,7 +415,7 @@ impl ControllerService {
         };
         // Lost if leadership moves: the replica proposes again on its timer.
         if let Err(e) = self.controller.borrow_mut().propose_isr(sender, change) {
-            tracing::debug!(%sender, error = %e, "ISR proposal not taken");
+            tracing::debug!(peer = sender.0, error = %e, "ISR proposal not taken");
         }
     }
 
@@ -520,9 +520,13 @@ impl ControllerService {
             Ok(()) => {}
             // Only the nodes of `--peers` are members.
             Err(ControllerError::UnknownNode(_)) => {
-                tracing::warn!(%node, address, "heartbeat from a node not in --peers; ignored");
+                tracing::warn!(
+                    peer = node.0,
+                    address,
+                    "heartbeat from a node not in --peers; ignored"
+                );
             }
-            Err(e) => tracing::debug!(%node, error = %e, "heartbeat not taken"),
+            Err(e) => tracing::debug!(peer = node.0, error = %e, "heartbeat not taken"),
         }
     }
 
@@ -696,11 +700,11 @@ impl ControllerService {
                     }
                 }
                 Action::Changed(change) => {
-                    tracing::info!(?change, "cluster metadata");
+                    super::change_log::metadata_change(&change);
                     changed = true;
                 }
                 Action::ControllerLeader { leader, term } => {
-                    tracing::info!(?leader, term, "controller leader");
+                    tracing::info!(leader = leader.map(|l| l.0), term, "controller leader");
                     changed = true;
                 }
             }

@@ -16,6 +16,7 @@
 //! node was down and created again under the same name gets a fresh directory.
 
 pub(crate) mod adopt;
+mod change_log;
 pub(crate) mod controller;
 pub(crate) mod disk_space;
 mod offline;
@@ -224,10 +225,17 @@ impl ClusterNode {
             Ok((_, envelope)) if envelope.from != from.0 => {
                 self.forged.set(self.forged.get() + 1);
                 let dropped = self.forged.get();
-                tracing::warn!(%from, claimed = envelope.from, dropped, "replication message naming another node; dropped");
+                tracing::warn!(
+                    peer = from.0,
+                    claimed = envelope.from,
+                    dropped,
+                    "replication message naming another node; dropped"
+                );
             }
             Ok((topic, envelope)) => self.receive(&topic, envelope),
-            Err(e) => tracing::warn!(%from, error = %e, "invalid replication message; dropped"),
+            Err(e) => {
+                tracing::warn!(peer = from.0, error = %e, "invalid replication message; dropped")
+            }
         }
     }
 

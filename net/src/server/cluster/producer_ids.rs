@@ -80,7 +80,7 @@ pub(crate) async fn allocate(
         };
         match service.propose(command).await {
             Ok(Ok(())) => {
-                tracing::info!(%node, first, count, "producer ids reserved");
+                tracing::info!(peer = node.0, first, count, "producer ids reserved");
                 return Ok(first);
             }
             // Another block was reserved meanwhile; the next attempt reads the new end.

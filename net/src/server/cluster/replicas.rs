@@ -18,7 +18,7 @@ use shardlog_replicator::{NodeId, ReplicaConfig};
 use crate::api::ControllerRequest;
 use crate::peer::PartitionTransport;
 use crate::server::cluster::open_outcomes::OpenOutcome;
-use crate::server::cluster::{ClusterNode, ClusterView, Replica, TopicSettings};
+use crate::server::cluster::{ClusterNode, ClusterView, Replica, TopicSettings, change_log};
 use crate::server::metrics;
 use crate::server::shard::{ShardMsg, finish_log, owner_shard};
 use crate::server::topic_file::{self, TopicFile};
@@ -216,10 +216,10 @@ impl ClusterNode {
             .await?,
         );
         let runner = driver.clone();
-        let (topic, id) = (name.to_owned(), self.id);
+        let topic = name.to_owned();
         let run = glommio::spawn_local(async move {
             if let Err(e) = runner.run().await {
-                tracing::error!(%topic, partition, node = %id, error = %e, "replica stopped");
+                tracing::error!(%topic, partition, error = %e, "replica stopped");
             }
         })
         .detach();
@@ -231,6 +231,7 @@ impl ClusterNode {
             snapshot = ?recovery.snapshot.map(|o| o.0),
             batches_replayed = recovery.batches_replayed,
             bytes_replayed = recovery.bytes_replayed,
+            offset = driver.log_end().0,
             "replica opened"
         );
         Ok(Rc::new(Replica {
@@ -292,6 +293,8 @@ impl ClusterNode {
         replica.applied.set(applied);
         if let Some(input) = input {
             let (led, isr) = (replica.driver.leading(), replica.driver.isr());
+            let log_end = replica.driver.log_end().0;
+            change_log::replica_role(&replica.topic, replica.partition, &input, log_end);
             replica.driver.control(input);
             count_leadership_and_isr((led, isr), &replica.driver);
         }
@@ -345,7 +348,7 @@ impl ClusterNode {
                     if let Err(e) = result
                         && replica.log().stop_cause().is_none()
                     {
-                        tracing::error!(dir = %replica.log().dir().display(), error = %e, "partition upkeep failed");
+                        tracing::error!(topic = %replica.topic, partition = replica.partition, dir = %replica.log().dir().display(), error = %e, "partition upkeep failed");
                     }
                 }
             }
