@@ -374,7 +374,11 @@ impl Leader {
             .collect();
         self.followers.retain(|node, _| members.contains(node));
         for node in members {
+            // Shipped an empty ship at the log end on the next heartbeat: a replica
+            // that kept its log across a removal and a return (both views coalesced)
+            // only answers ships, and answers this one with where its log ends.
             self.followers.entry(node).or_insert_with(|| Progress {
+                next_offset: Some(step.log.log_end),
                 last_ship_at: step.now,
                 caught_up_at: Tick(0),
                 probe: step.log.log_end,

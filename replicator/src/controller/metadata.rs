@@ -191,6 +191,17 @@ pub enum MetadataChange {
         /// ISR.
         isr: Vec<NodeId>,
     },
+    /// A partition's replicas changed (a move started, was replaced or cancelled).
+    ReplicasChanged {
+        /// Topic name.
+        topic: String,
+        /// Partition.
+        partition: PartitionId,
+        /// The replicas now (during a move: the old ones and the added ones).
+        replicas: Vec<NodeId>,
+        /// ISR.
+        isr: Vec<NodeId>,
+    },
     /// Only a partition's ISR changed.
     IsrChanged {
         /// Topic name.
@@ -407,7 +418,7 @@ impl Metadata {
             } => {
                 let throttle = (*throttle_bytes != super::command::THROTTLE_NODE_DEFAULT)
                     .then_some(*throttle_bytes);
-                self.reassign(topic, *partition, replicas, throttle)
+                self.reassign(topic, *partition, replicas, throttle, changes)
             }
         }
     }
@@ -706,10 +717,18 @@ impl Metadata {
         partition: u32,
         target: &[u32],
         throttle_bytes: Option<u64>,
+        changes: &mut Vec<MetadataChange>,
     ) -> Result<(), Refusal> {
         let nodes: Vec<NodeId> = self.nodes.keys().copied().collect();
         let (min_insync, p) = self.partition_mut(topic, partition)?;
-        reassignment::reassign(&nodes, p, target, throttle_bytes, min_insync)
+        reassignment::reassign(&nodes, p, target, throttle_bytes, min_insync)?;
+        changes.push(MetadataChange::ReplicasChanged {
+            topic: topic.to_owned(),
+            partition: PartitionId(partition),
+            replicas: p.replicas.clone(),
+            isr: p.isr.clone(),
+        });
+        Ok(())
     }
 
     fn elect_leader(

@@ -15,6 +15,7 @@ pub(crate) mod groups;
 pub(crate) mod produce;
 pub(crate) mod producer_ids;
 pub(crate) mod reads;
+pub(crate) mod reassign;
 pub(crate) mod topics;
 
 use std::rc::Rc;
