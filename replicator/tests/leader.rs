@@ -39,6 +39,7 @@ fn members(fenced: &[NodeId]) -> Vec<Member> {
             node,
             live: !fenced.contains(&node),
             incarnation: Incarnation(0),
+            catching_up: false,
         })
         .collect()
 }
@@ -211,6 +212,7 @@ fn an_ack_from_an_unregistered_incarnation_is_not_believed() {
             node,
             live: true,
             incarnation: Incarnation(7),
+            catching_up: false,
         })
         .collect();
     h.step(Input::IsrUpdated {
@@ -314,7 +316,7 @@ fn a_follower_below_the_log_start_is_told_it_and_shipped_from_there() {
     // A reset to 6 and acks there: shipped [6, 10), not yet in sync.
     h.ack(A, Offset(6));
     let shipped = h.actions.iter().any(|a| {
-        matches!(a, Action::Ship { to, ship, until } if *to == A && ship.prev_offset == 6 && *until == Offset(10))
+        matches!(a, Action::Ship { to, ship, until, .. } if *to == A && ship.prev_offset == 6 && *until == Offset(10))
     });
     assert!(shipped, "{:?}", h.actions);
     assert!(h.proposals().is_empty(), "{:?}", h.proposals());
@@ -371,4 +373,91 @@ fn a_new_leader_tells_no_high_watermark_below_its_epoch_start() {
     );
     ack(&mut h, B);
     assert_eq!(h.replica.served_high_watermark(), Some(Offset(3)));
+}
+
+/// A move adds node C (a new member, catching up): the leader ships to it, throttled, from
+/// where it acks; a ship the driver cut short continues from its end; once C is in the ISR
+/// and B is removed, ships to C are no longer throttled and B is shipped nothing more.
+#[test]
+fn a_replica_added_by_a_move_is_shipped_to_throttled_and_a_removed_one_is_dropped() {
+    const C: NodeId = NodeId(3);
+    let mut h = Harness::leader(vec![LEADER, A, B]);
+    for request in 1..=4 {
+        h.produce(request);
+        h.ack(A, h.replica.log_end());
+        h.ack(B, h.replica.log_end());
+    }
+    let member = |node, catching_up| Member {
+        node,
+        live: true,
+        incarnation: Incarnation(0),
+        catching_up,
+    };
+    h.step(Input::IsrUpdated {
+        epoch: EPOCH,
+        isr_version: 1,
+        isr: vec![LEADER, A, B],
+        members: vec![
+            member(LEADER, false),
+            member(A, false),
+            member(B, false),
+            member(C, true),
+        ],
+    });
+    h.actions.clear();
+    h.ack(C, Offset(0));
+    let ships_to_c = |h: &Harness| -> Vec<(u64, Offset, bool)> {
+        h.actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Ship {
+                    to,
+                    ship,
+                    until,
+                    throttled,
+                } if *to == C => Some((ship.prev_offset, *until, *throttled)),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(
+        ships_to_c(&h),
+        vec![(0, Offset(4), true)],
+        "{:?}",
+        h.actions
+    );
+    // The driver sent [0, 2) only: the pipeline goes on from 2.
+    h.actions.clear();
+    h.step(Input::ShipShortened {
+        to: C,
+        prev_offset: Offset(0),
+        sent_until: Offset(2),
+    });
+    assert_eq!(
+        ships_to_c(&h),
+        vec![(2, Offset(4), true)],
+        "{:?}",
+        h.actions
+    );
+    // Caught up; the move commits: C in the ISR, B removed.
+    h.ack(C, Offset(4));
+    h.step(Input::IsrUpdated {
+        epoch: EPOCH,
+        isr_version: 2,
+        isr: vec![LEADER, A, C],
+        members: vec![member(LEADER, false), member(A, false), member(C, false)],
+    });
+    h.actions.clear();
+    h.produce(5);
+    let throttled: Vec<bool> = ships_to_c(&h).iter().map(|s| s.2).collect();
+    assert_eq!(throttled, vec![false], "{:?}", h.actions);
+    let to_b = h
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::Ship { to, .. } if *to == B));
+    assert!(
+        !to_b,
+        "a removed replica is shipped nothing: {:?}",
+        h.actions
+    );
 }

@@ -9,8 +9,9 @@ mod online;
 
 pub use online::{
     Acks, BrokerArgs, ClusterArgs, ClusterCommand, ConsumeArgs, ConsumeFrom, GroupArgs,
-    GroupCommand, GroupNameArgs, GroupResetArgs, OutputFormat, ProduceArgs, ResetTo, TopicArgs,
-    TopicCommand, TopicCreateArgs, TopicDeleteArgs, TopicNameArgs,
+    GroupCommand, GroupNameArgs, GroupResetArgs, OutputFormat, PartitionArgs, PartitionCommand,
+    PartitionReassignArgs, ProduceArgs, ResetTo, TopicArgs, TopicCommand, TopicCreateArgs,
+    TopicDeleteArgs, TopicNameArgs,
 };
 
 use std::path::PathBuf;
@@ -54,6 +55,9 @@ pub enum Command {
     /// Show the cluster: controller and brokers.
     #[command(after_help = EXIT_CODES)]
     Cluster(ClusterArgs),
+    /// Move a partition's replicas to other nodes (reassign).
+    #[command(after_help = EXIT_CODES)]
+    Partition(PartitionArgs),
     /// List consumer groups, describe one (members, committed offsets, lag), or reset its
     /// committed offsets.
     #[command(after_help = EXIT_CODES)]

@@ -9,6 +9,7 @@ mod list_offsets;
 mod metadata;
 mod produce;
 mod producer_ids;
+mod reassign;
 mod replicate;
 mod topics;
 
@@ -41,6 +42,10 @@ pub use produce::{
 pub use producer_ids::{
     AllocateProducerIdsRequest, AllocateProducerIdsResponse, ArchivedAllocateProducerIdsRequest,
     InitProducerIdRequest, InitProducerIdResponse,
+};
+pub use reassign::{
+    ArchivedListReassignmentsRequest, ArchivedReassignPartitionRequest, ListReassignmentsRequest,
+    ListReassignmentsResponse, PartitionMove, ReassignPartitionRequest,
 };
 pub use replicate::{ArchivedReplicateRequest, ReplicateRequest};
 pub use topics::{
@@ -90,6 +95,10 @@ pub enum Api {
     DescribeGroups = 18,
     /// The groups a node coordinates.
     ListGroups = 19,
+    /// Move a partition's replicas (to the controller leader; a node passes it on).
+    ReassignPartition = 20,
+    /// The replica moves in progress.
+    ListReassignments = 21,
 }
 
 impl Api {
@@ -116,6 +125,8 @@ impl Api {
             17 => Api::OffsetFetch,
             18 => Api::DescribeGroups,
             19 => Api::ListGroups,
+            20 => Api::ReassignPartition,
+            21 => Api::ListReassignments,
             _ => return None,
         })
     }

@@ -10,8 +10,9 @@ use futures::future::{Either, select};
 
 use super::{Client, ClientError, Payload, check, name_silence};
 use crate::api::{
-    Api, CreateTopicRequest, DeleteTopicRequest, MetadataRequest, MetadataResponse, TopicConfig,
-    TopicResponse,
+    Api, CreateTopicRequest, DeleteTopicRequest, ListReassignmentsRequest,
+    ListReassignmentsResponse, MetadataRequest, MetadataResponse, PartitionMove,
+    ReassignPartitionRequest, TopicConfig, TopicResponse,
 };
 use crate::error_code::ErrorCode;
 
@@ -114,6 +115,68 @@ impl Client {
         }
         self.inner.cache.borrow_mut().forget(name);
         Ok(())
+    }
+
+    /// Starts moving `partition` of `topic` to `replicas` (node ids, preferred leader
+    /// first): answered once the controller applied the move's start; the move runs on
+    /// (the added replicas catch up, join the ISR, then the removed ones leave) and is
+    /// over when [`Client::reassignments`] no longer lists it. `throttle_bytes`: bytes per
+    /// second the leader ships to the catching-up replicas (`None`: the leader node's
+    /// `move_throttle_bytes`; 0: unthrottled). A target the partition already has is
+    /// done at once; a new target replaces a move in progress, and the replicas before
+    /// the move as target cancel it.
+    pub async fn reassign_partition(
+        &self,
+        topic: &str,
+        partition: u32,
+        replicas: &[u32],
+        throttle_bytes: Option<u64>,
+    ) -> Result<(), ClientError> {
+        let request = ReassignPartitionRequest {
+            topic: topic.to_owned(),
+            partition,
+            replicas: replicas.to_vec(),
+            throttle_bytes,
+        };
+        self.admin(Api::ReassignPartition, topic, &request)
+            .await
+            .result
+    }
+
+    /// The replica moves in progress of `topics` (all when empty), as the first broker
+    /// that answers knows them (the controller leader first).
+    pub async fn reassignments(
+        &self,
+        topics: &[String],
+    ) -> Result<Vec<PartitionMove>, ClientError> {
+        let request = ListReassignmentsRequest {
+            topics: topics.to_vec(),
+        };
+        let timeout = self.admin_attempt_timeout();
+        let candidates = self.inner.cache.borrow_mut().candidates(
+            &self.inner.bootstrap,
+            true,
+            None,
+            Instant::now(),
+        );
+        let mut last = ClientError::NoBroker("no broker known".into());
+        for addr in candidates {
+            let call = self.call::<_, ListReassignmentsResponse>(
+                &addr,
+                Api::ListReassignments,
+                &request,
+                Payload::default(),
+                timeout,
+            );
+            match call.await {
+                Ok((response, _)) => {
+                    check(response.error, &response.message)?;
+                    return Ok(response.moves);
+                }
+                Err(e) => last = name_silence(e, &addr, timeout),
+            }
+        }
+        Err(last)
     }
 
     /// Sends a CreateTopic or DeleteTopic request about `topic`: each attempt to the next

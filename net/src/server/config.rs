@@ -31,6 +31,8 @@
 //! min_insync = 2                       # default of new topics: min(2, replication_factor)
 //! session_timeout_ms = 750             # a node silent this long is fenced
 //! replica_lag_ms = 10000               # a follower this far behind leaves the ISR
+//! move_throttle_bytes = 67108864       # bytes/s a leader ships to replicas a move adds
+//!                                      # (catching up, not yet in sync); 0: unthrottled
 //! offsets_partitions = 16              # partitions of __consumer_offsets, at its creation
 //! offsets_segment_bytes = 1048576      # its segment.bytes (each preallocates up to it)
 //! group_initial_rebalance_delay_ms = 3000  # a new group's first rebalance waits this long
@@ -112,6 +114,8 @@ pub struct FileConfig {
     pub session_timeout_ms: Option<u64>,
     /// Replica lag allowed before a follower leaves the ISR.
     pub replica_lag_ms: Option<u64>,
+    /// Bytes per second this node, leading, ships to catching-up replicas (0: none).
+    pub move_throttle_bytes: Option<u64>,
     /// Partitions of `__consumer_offsets` when it is created.
     pub offsets_partitions: Option<u32>,
     /// `segment.bytes` of `__consumer_offsets`.
@@ -178,6 +182,7 @@ impl FileConfig {
             min_insync: other.min_insync.or(self.min_insync),
             session_timeout_ms: other.session_timeout_ms.or(self.session_timeout_ms),
             replica_lag_ms: other.replica_lag_ms.or(self.replica_lag_ms),
+            move_throttle_bytes: other.move_throttle_bytes.or(self.move_throttle_bytes),
             offsets_partitions: other.offsets_partitions.or(self.offsets_partitions),
             offsets_segment_bytes: other.offsets_segment_bytes.or(self.offsets_segment_bytes),
             group_initial_rebalance_delay_ms: other
@@ -273,7 +278,15 @@ pub struct ClusterConfig {
     pub session_timeout_ms: u64,
     /// A follower behind the leader's log end this long leaves the ISR.
     pub replica_lag_ms: u64,
+    /// Bytes per second this node ships, as a leader, to the replicas a move adds while
+    /// they catch up (split evenly over its shards); 0: unthrottled. In-sync followers
+    /// are never throttled. A move's own throttle (`shardlog partition reassign
+    /// --throttle-bytes`) replaces it for that partition.
+    pub move_throttle_bytes: u64,
 }
+
+/// Default of [`ClusterConfig::move_throttle_bytes`]: 64 MiB/s.
+pub const MOVE_THROTTLE_BYTES_DEFAULT: u64 = 64 << 20;
 
 /// Where peer credentials come from; all `None`: peers prove nothing (a loud warning).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -374,6 +387,9 @@ fn cluster_config(file: &FileConfig, node_id: u32) -> anyhow::Result<ClusterConf
         min_insync,
         session_timeout_ms,
         replica_lag_ms: file.replica_lag_ms.unwrap_or(10_000),
+        move_throttle_bytes: file
+            .move_throttle_bytes
+            .unwrap_or(MOVE_THROTTLE_BYTES_DEFAULT),
     })
 }
 

@@ -142,7 +142,9 @@ async fn handle(
                 tracing::warn!(peer = from.0, error = %e, "invalid controller message; dropped")
             }
         },
-        Some(Api::CreateTopic | Api::DeleteTopic) => topic_change(shard, frame, replies).await,
+        Some(Api::CreateTopic | Api::DeleteTopic | Api::ReassignPartition) => {
+            topic_change(shard, frame, replies).await
+        }
         Some(Api::AllocateProducerIds) => allocate_producer_ids(shard, from, frame, replies).await,
         Some(other) => {
             let message = format!("{other:?} is a client api: send it to the client listener");

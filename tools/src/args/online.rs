@@ -312,3 +312,49 @@ pub struct ConsumeArgs {
     #[arg(long, value_enum, default_value_t = OutputFormat::Value)]
     pub format: OutputFormat,
 }
+
+/// Arguments of `partition`.
+#[derive(Debug, clap::Args)]
+pub struct PartitionArgs {
+    /// Which partition operation.
+    #[command(subcommand)]
+    pub command: PartitionCommand,
+}
+
+/// The `partition` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum PartitionCommand {
+    /// Move a partition's replicas to other nodes: the new ones catch up (throttled) and
+    /// join the in-sync replicas, then the old ones leave; the leader moves if it leaves.
+    /// The replicas before the move as --replicas cancel a move in progress.
+    #[command(after_help = EXIT_CODES)]
+    Reassign(PartitionReassignArgs),
+}
+
+/// Arguments of `partition reassign`.
+#[derive(Debug, clap::Args)]
+pub struct PartitionReassignArgs {
+    /// Where to connect.
+    #[command(flatten)]
+    pub brokers: BrokerArgs,
+    /// Topic name.
+    #[arg(long)]
+    pub topic: String,
+    /// Partition number.
+    #[arg(long)]
+    pub partition: u32,
+    /// The target replicas, node ids, preferred leader first: `2,3,4`.
+    #[arg(long, value_delimiter = ',', required = true, num_args = 1..)]
+    pub replicas: Vec<u32>,
+    /// Bytes per second the leader ships to the replicas being added while they catch up,
+    /// for this move (0: unthrottled). Default: the leader node's --move-throttle-bytes.
+    #[arg(long, value_name = "BYTES")]
+    pub throttle_bytes: Option<u64>,
+    /// Block until the move is over (every target replica in sync, the old ones gone),
+    /// printing its progress once a second; exit 1 if it is not over within --timeout.
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: give up after this many seconds. Default 600.
+    #[arg(long, default_value_t = 600)]
+    pub timeout: u64,
+}

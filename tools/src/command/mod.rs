@@ -9,6 +9,7 @@ mod dump;
 mod export;
 mod group;
 mod import;
+mod partition;
 mod produce;
 mod repair;
 mod stats;
@@ -26,6 +27,7 @@ pub fn run(command: Command) -> Result<Outcome, ToolError> {
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),
         Command::Cluster(args) => cluster::run(args),
+        Command::Partition(args) => partition::run(args),
         Command::Group(args) => group::run(args),
         Command::Dump(args) => dump::run(&args),
         Command::Verify(args) => verify::run(&args.dir),

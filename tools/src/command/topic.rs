@@ -6,7 +6,9 @@
 //! topic name per line, sorted. `describe` prints a title line, then a tab-separated table
 //! with a header row: partition, leader (`-` while there is none), epoch, replicas, isr
 //! (node ids, comma-separated), log_start and high_watermark (from ListOffsets; `?` where
-//! the partition did not answer, which also makes the exit code 1).
+//! the partition did not answer, which also makes the exit code 1). After the table, one
+//! line per partition whose replicas are moving: `reassigning partition P: target
+//! 4,2,3, adding 4, removing 1`.
 
 use std::io::{self, Write};
 
@@ -147,6 +149,19 @@ fn describe(args: TopicNameArgs) -> Result<Outcome, ToolError> {
             };
             let (start, end) = (show(start), show(end));
             lines.push(partition_row(partition, &start, &end));
+        }
+        // Moves in progress, after the table (its columns stay what scripts parse).
+        match client.reassignments(std::slice::from_ref(&args.name)).await {
+            Ok(moves) => lines.extend(moves.iter().map(|m| {
+                format!(
+                    "reassigning partition {}: target {}, adding {}, removing {}",
+                    m.partition,
+                    super::partition::ids(&m.target),
+                    super::partition::ids(&m.adding),
+                    super::partition::ids(&m.removing)
+                )
+            })),
+            Err(e) => eprintln!("shardlog: {}: list reassignments: {e}", topic.name),
         }
         print_lines(lines)?;
         Ok(outcome)

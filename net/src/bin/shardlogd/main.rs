@@ -118,6 +118,11 @@ struct Args {
     /// A follower this far behind leaves the ISR, ms. Default 10000.
     #[arg(long, env = "SHARDLOGD_REPLICA_LAG_MS")]
     replica_lag_ms: Option<u64>,
+    /// Bytes per second this node, leading a partition, ships to the replicas a move
+    /// (`shardlog partition reassign`) adds while they catch up; 0: unthrottled. In-sync
+    /// followers are never throttled. Default 67108864 (64 MiB/s).
+    #[arg(long, env = "SHARDLOGD_MOVE_THROTTLE_BYTES")]
+    move_throttle_bytes: Option<u64>,
     /// Partitions of the internal topic __consumer_offsets, when it is created (1 to
     /// 1000). Default 16.
     #[arg(long, env = "SHARDLOGD_OFFSETS_PARTITIONS")]
@@ -188,6 +193,7 @@ impl Args {
             min_insync: self.min_insync,
             session_timeout_ms: self.session_timeout_ms,
             replica_lag_ms: self.replica_lag_ms,
+            move_throttle_bytes: self.move_throttle_bytes,
             offsets_partitions: self.offsets_partitions,
             offsets_segment_bytes: self.offsets_segment_bytes,
             group_initial_rebalance_delay_ms: self.group_initial_rebalance_delay_ms,

@@ -35,6 +35,7 @@ use std::time::Instant;
 use futures::channel::{mpsc, oneshot};
 use shardlog_engine::Offset;
 use shardlog_replicator::controller::Metadata;
+use shardlog_replicator::throttle::MoveThrottle;
 use shardlog_replicator::{Incarnation, NodeId, Tick};
 
 use crate::peer::Peers;
@@ -70,6 +71,8 @@ pub(crate) struct Replica {
     /// The (leader epoch, partition epoch) last handed to the driver.
     applied: std::cell::Cell<Option<(shardlog_engine::LeaderEpoch, u64)>>,
     run: RefCell<Option<glommio::task::JoinHandle<()>>>,
+    /// The throttle of this partition's move when the move set its own (its rate).
+    own_throttle: RefCell<Option<(u64, Rc<MoveThrottle>)>>,
 }
 
 impl Replica {
@@ -120,6 +123,9 @@ pub(crate) struct ClusterNode {
     offline: offline::OfflineMap,
     /// The node's replicas that could not open, shared by every shard.
     pub(crate) open_outcomes: Arc<open_outcomes::OpenOutcomes>,
+    /// What this shard's leaders ship to catching-up replicas (`move_throttle_bytes`
+    /// split over the shards), shared by its replicas' drivers.
+    pub(crate) move_throttle: Rc<MoveThrottle>,
 }
 
 impl ClusterNode {
@@ -152,6 +158,7 @@ impl ClusterNode {
             described: RefCell::new(std::collections::HashSet::new()),
             offline: RefCell::new(HashMap::new()),
             open_outcomes,
+            move_throttle: Rc::new(MoveThrottle::new(0)),
         }
     }
 

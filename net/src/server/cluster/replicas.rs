@@ -56,6 +56,9 @@ impl ClusterNode {
             return;
         };
         let topics = view.metadata.topics();
+        let shards = u64::try_from(place.shards.max(1)).unwrap_or(1);
+        self.move_throttle
+            .set_rate(self.config.move_throttle_bytes.div_ceil(shards));
         let stale: Vec<((String, u32), Rc<Replica>)> = self
             .replicas
             .borrow()
@@ -104,6 +107,7 @@ impl ClusterNode {
                         }
                     },
                 };
+                self.set_move_throttle(&replica, state);
                 self.apply_leadership(&replica, state, &view);
             }
         }
@@ -242,6 +246,7 @@ impl ClusterNode {
             ships,
             applied: Cell::new(None),
             run: RefCell::new(Some(run)),
+            own_throttle: RefCell::new(None),
         }))
     }
 
@@ -278,6 +283,32 @@ impl ClusterNode {
         if let Err(e) = written {
             tracing::warn!(dir = shown, error = %e, "writing topic.json for the offline tools failed");
         }
+    }
+
+    /// The byte budget of what the replica, leading, ships to catching-up replicas: the
+    /// move's own throttle if it set one (kept across views while its rate stays), else
+    /// the shard's.
+    fn set_move_throttle(&self, replica: &Replica, state: &PartitionState) {
+        let own = state.reassignment.as_ref().and_then(|r| r.throttle_bytes);
+        let throttle = match own {
+            None => {
+                replica.own_throttle.borrow_mut().take();
+                self.move_throttle.clone()
+            }
+            Some(rate) => {
+                let mut slot = replica.own_throttle.borrow_mut();
+                match &*slot {
+                    Some((kept, throttle)) if *kept == rate => throttle.clone(),
+                    _ => {
+                        let throttle =
+                            Rc::new(shardlog_replicator::throttle::MoveThrottle::new(rate));
+                        *slot = Some((rate, throttle.clone()));
+                        throttle
+                    }
+                }
+            }
+        };
+        replica.driver.set_throttle(Some(throttle));
     }
 
     /// Hands the controller's decision to the replica, once per (leader epoch, partition

@@ -16,6 +16,7 @@ pub(crate) mod observe;
 pub(crate) mod produce;
 pub(crate) mod producer_ids;
 pub(crate) mod reads;
+pub(crate) mod reassign;
 pub(crate) mod topics;
 
 use std::rc::Rc;

@@ -23,7 +23,7 @@ use crate::server::cluster::controller::ControllerService;
 use crate::server::cluster::disk_space;
 use crate::server::cluster::open_outcomes::{OpenOutcome, OpenOutcomes};
 use crate::server::cluster::{ClusterView, TopicSettings};
-use crate::server::ops::{OpError, Pending, answered};
+use crate::server::ops::{OpError, Pending, answered, reassign};
 use crate::server::shard::{Shard, ShardMsg};
 
 /// The most partitions a topic may have (the controller's limit).
@@ -182,6 +182,8 @@ pub(crate) struct NewTopic {
 pub(crate) enum TopicChange {
     Create(NewTopic),
     Delete(String),
+    /// Move a partition's replicas (`ops::reassign`).
+    Reassign(reassign::NewReplicas),
 }
 
 /// Creates or deletes a topic (on shard 0, where the controller voter runs); the answer
@@ -223,6 +225,14 @@ pub(crate) async fn change_here(shard: &Rc<Shard>, change: TopicChange) -> Resul
             (command, Some(topic.name))
         }
         TopicChange::Delete(name) => (Command::DeleteTopic { name }, None),
+        TopicChange::Reassign(move_) => {
+            let command = reassign::command(&move_)?;
+            return match service.propose(command).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(refusal)) => reassign::outcome(refusal),
+                Err(e) => Err(OpError::Timeout(e)),
+            };
+        }
     };
     match service.propose(command).await {
         Ok(Ok(())) => {}
@@ -413,6 +423,12 @@ async fn pass_to_leader(shard: &Shard, change: TopicChange) -> Result<(), OpErro
             let request = DeleteTopicRequest { name: name.clone() };
             peers
                 .call(leader.0, Api::DeleteTopic, &request, Bytes::new())
+                .await
+        }
+        TopicChange::Reassign(move_) => {
+            let request = crate::api::ReassignPartitionRequest::from(move_);
+            peers
+                .call(leader.0, Api::ReassignPartition, &request, Bytes::new())
                 .await
         }
     };

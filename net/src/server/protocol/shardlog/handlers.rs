@@ -18,8 +18,9 @@ use futures::future::{LocalBoxFuture, ready};
 use crate::api::{
     Acks, Api, ArchivedAcks, ArchivedFetchRequest, ArchivedListOffsetsRequest, ArchivedOffsetSpec,
     ArchivedProduceRequest, BrokerMetadata, CreateTopicRequest, DeleteTopicRequest, FetchResponse,
-    InitProducerIdRequest, InitProducerIdResponse, ListOffsetsResponse, MetadataRequest,
-    MetadataResponse, PartitionMetadata, ProduceResponse, TopicMetadata, TopicResponse, VERSION,
+    InitProducerIdRequest, InitProducerIdResponse, ListOffsetsResponse, ListReassignmentsRequest,
+    ListReassignmentsResponse, MetadataRequest, MetadataResponse, PartitionMetadata,
+    ProduceResponse, ReassignPartitionRequest, TopicMetadata, TopicResponse, VERSION,
 };
 use crate::error_code::ErrorCode;
 use crate::frame::FrameHeader;
@@ -28,6 +29,7 @@ use crate::server::ops::OpError;
 use crate::server::ops::produce::{self, ProduceOp};
 use crate::server::ops::producer_ids;
 use crate::server::ops::reads::{self, FetchOp, ListOffsetsOp, OffsetSpec};
+use crate::server::ops::reassign;
 use crate::server::ops::topics::{self, ClusterMetadata, NewTopic, TopicChange};
 use crate::server::shard::Shard;
 use crate::wire::Frame;
@@ -93,7 +95,10 @@ async fn begin_other(shard: &Rc<Shard>, frame: Frame, peer: &str) -> Completion 
     }
     match api {
         Api::Metadata => done(metadata(shard, &frame)),
-        Api::CreateTopic | Api::DeleteTopic => topic_change(shard, frame).await,
+        Api::CreateTopic | Api::DeleteTopic | Api::ReassignPartition => {
+            topic_change(shard, frame).await
+        }
+        Api::ListReassignments => done(list_reassignments(shard, &frame)),
         Api::Produce => produce(shard, frame).await,
         Api::Fetch => fetch(shard, frame).await.completion,
         Api::ListOffsets => list_offsets(shard, frame).await,
@@ -202,10 +207,36 @@ fn metadata_response(meta: ClusterMetadata) -> MetadataResponse {
     }
 }
 
-/// CreateTopic or DeleteTopic, from a client or passed on by a peer.
+/// The moves in progress (ListReassignments), from this node's view.
+fn list_reassignments(shard: &Shard, frame: &Frame) -> Reply {
+    let request: ListReassignmentsRequest = match frame.decode() {
+        Ok(r) => r,
+        Err(e) => return error_reply(&frame.header, ErrorCode::InvalidRequest, &e.to_string()),
+    };
+    let response = match reassign::in_progress(shard, &request.topics) {
+        Ok(moves) => ListReassignmentsResponse {
+            error: ErrorCode::None.as_u16(),
+            message: String::new(),
+            moves,
+        },
+        Err(e) => ListReassignmentsResponse {
+            error: e.code().as_u16(),
+            message: e.to_string(),
+            moves: Vec::new(),
+        },
+    };
+    reply(&frame.header, &response, Vec::new())
+}
+
+/// CreateTopic, DeleteTopic or ReassignPartition, from a client or passed on by a peer.
 pub(crate) async fn topic_change(shard: &Rc<Shard>, frame: Frame) -> Completion {
     let header = frame.header;
-    let change = if header.api == Api::CreateTopic as u16 {
+    let change = if header.api == Api::ReassignPartition as u16 {
+        match frame.decode::<ReassignPartitionRequest>() {
+            Ok(r) => TopicChange::Reassign(r.into()),
+            Err(e) => return invalid(&header, &e),
+        }
+    } else if header.api == Api::CreateTopic as u16 {
         match frame.decode::<CreateTopicRequest>() {
             Ok(r) => TopicChange::Create(NewTopic {
                 name: r.name,
