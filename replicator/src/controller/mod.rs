@@ -39,6 +39,7 @@ pub mod heartbeat;
 pub mod metadata;
 pub mod placement;
 pub mod raft_file;
+pub mod replica_plan;
 pub mod requests;
 pub mod roles;
 
