@@ -12,7 +12,7 @@
 //!
 //! The controller leader tracks node sessions ([`heartbeat`]) and proposes `FenceNode`
 //! for expired ones; applying it moves leaderships by the rules of [`failover`]. It also
-//! proposes `ElectLeader` where the preferred replica is back in sync.
+//! proposes `ElectLeader` where the preferred replica is back in sync ([`leader_balance`]).
 //!
 //! Determinism: raft-rs draws its election timeout from `thread_rng` in
 //! `[min_election_tick, max_election_tick)`. The range is one tick wide here, staggered by
@@ -36,6 +36,7 @@
 pub mod command;
 pub mod failover;
 pub mod heartbeat;
+pub mod leader_balance;
 pub mod metadata;
 pub mod placement;
 pub mod raft_file;
@@ -48,6 +49,8 @@ pub use metadata::{Metadata, MetadataChange, NodeInfo, PartitionState, Refusal, 
 pub use raft_file::Recovered;
 pub use requests::IsrChange;
 pub use roles::{NO_LEADER, RoleApplied, replica_input};
+
+use std::collections::BTreeMap;
 
 use protobuf::Message as _;
 use raft::eraftpb::{ConfState, Entry, EntryType, Message as RaftMessage, MessageType};
@@ -75,6 +78,12 @@ pub struct ControllerConfig {
     pub session_timeout_ms: u64,
     /// How often the leader looks for preferred-leader elections (default 5000 ms).
     pub rebalance_interval_ms: u64,
+    /// Leader balancing: a node leads its preferred partitions again only after this long
+    /// live without a break (default 3000 ms; see [`leader_balance`]).
+    pub leader_hold_ms: u64,
+    /// Leader balancing: a node's preferred partitions move back once more than this
+    /// percentage of them is led elsewhere (default 10, Kafka's).
+    pub leader_imbalance_percent: u32,
     /// The leader proposes a node's registration at most this often (default 1000 ms).
     pub register_every_ms: u64,
     /// The sequence number of this start's first [`ProposalId`] (default 0). Give each
@@ -96,6 +105,8 @@ impl ControllerConfig {
             heartbeat_ticks: 2,
             session_timeout_ms: 1000,
             rebalance_interval_ms: 5000,
+            leader_hold_ms: 3000,
+            leader_imbalance_percent: 10,
             register_every_ms: 1000,
             first_proposal_seq: 0,
         }
@@ -207,6 +218,9 @@ pub struct Controller {
     seen_leader: (u64, u64),
     leading: bool,
     last_rebalance: Tick,
+    /// Since when each live node is live, as this voter applied it (leader balancing's
+    /// hold). A restarted voter replays its log at start: every node starts its hold then.
+    live_since: BTreeMap<NodeId, Tick>,
     /// The controller leader this node last heard from, and when.
     leader_heard: Option<(NodeId, Tick)>,
     /// Raft ids of the voters.
@@ -293,6 +307,7 @@ impl Controller {
             seen_leader: (0, 0),
             leading: false,
             last_rebalance: now,
+            live_since: BTreeMap::new(),
             leader_heard: None,
             voter_ids: voters.iter().map(|v| raft_id(*v)).collect(),
         })
@@ -388,7 +403,12 @@ impl Controller {
             return;
         }
         self.last_rebalance = self.now;
-        for (topic, partition) in failover::elections_due(&self.metadata) {
+        let brakes = leader_balance::LeaderBalance {
+            hold_ms: self.config.leader_hold_ms,
+            imbalance_percent: self.config.leader_imbalance_percent,
+        };
+        let due = leader_balance::elections(&self.metadata, &self.live_since, self.now, brakes);
+        for (topic, partition) in due {
             // A refusal or a lost proposal is retried at the next interval.
             let _ = self.propose(Command::ElectLeader { topic, partition });
         }
@@ -668,7 +688,22 @@ impl Controller {
                 command,
                 outcome,
             });
+            for change in &changes {
+                self.observe_liveness(change);
+            }
             out.extend(changes.into_iter().map(Action::Changed));
+        }
+    }
+
+    fn observe_liveness(&mut self, change: &MetadataChange) {
+        match change {
+            MetadataChange::NodeFenced(node) => {
+                self.live_since.remove(node);
+            }
+            MetadataChange::NodeRegistered { node, .. } | MetadataChange::NodeUnfenced(node) => {
+                self.live_since.entry(*node).or_insert(self.now);
+            }
+            _ => {}
         }
     }
 
