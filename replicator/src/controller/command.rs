@@ -10,7 +10,7 @@ use rkyv::util::AlignedVec;
 /// Largest encoded command accepted, in bytes.
 pub const MAX_COMMAND_BYTES: usize = 1 << 20;
 
-pub use wire::{AdoptedData, Command, KAFKA_LISTENER, SHARDLOG_LISTENER};
+pub use wire::{AdoptedData, Command, KAFKA_LISTENER, SHARDLOG_LISTENER, THROTTLE_NODE_DEFAULT};
 
 /// The command enum with its rkyv derive: the derived resolver's fields carry no docs, so
 /// the lint is allowed in here only (every field of [`Command`] is documented).
@@ -178,7 +178,28 @@ mod wire {
             /// Its session expiry (ms on the controller leader's clock), for display only.
             session_expires_ms: u64,
         },
+        /// Move a partition's replicas to `replicas` (preferred leader first). The nodes
+        /// added catch up outside the ISR; once every one of `replicas` is in the ISR the
+        /// controller commits the set (leaving replicas stop, a leaving leader hands over
+        /// with a new leader epoch): see `reassignment`. A reassignment of a partition
+        /// that is moving replaces the move in progress; `replicas` equal to the set
+        /// before the move cancels it. (Last in the enum: older entries keep their tags.)
+        ReassignPartition {
+            /// Topic name.
+            topic: String,
+            /// Partition number.
+            partition: u32,
+            /// The target replica set (node ids, distinct).
+            replicas: Vec<u32>,
+            /// Bytes per second the leader ships to catching-up replicas of this move:
+            /// [`THROTTLE_NODE_DEFAULT`] keeps the leader node's `move_throttle_bytes`,
+            /// 0 is unthrottled.
+            throttle_bytes: u64,
+        },
     }
+
+    /// `ReassignPartition::throttle_bytes` meaning "the leader node's own setting".
+    pub const THROTTLE_NODE_DEFAULT: u64 = u64::MAX;
 
     /// The listener name of the shardlog protocol in `RegisterListeners`.
     pub const SHARDLOG_LISTENER: &str = "shardlog";
@@ -303,6 +324,14 @@ mod tests {
         };
         let bytes = listeners.encode().unwrap();
         assert_eq!(Command::decode(&bytes).unwrap(), listeners);
+        let reassign = Command::ReassignPartition {
+            topic: "orders".into(),
+            partition: 3,
+            replicas: vec![4, 1, 2],
+            throttle_bytes: THROTTLE_NODE_DEFAULT,
+        };
+        let bytes = reassign.encode().unwrap();
+        assert_eq!(Command::decode(&bytes).unwrap(), reassign);
         assert_eq!(std::mem::size_of::<wire::ArchivedCommand>(), 32);
     }
 }

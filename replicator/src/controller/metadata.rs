@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use shardlog_engine::{LeaderEpoch, PartitionId};
 
 use super::command::{AdoptedData, Command};
+use super::reassignment::{self, Reassignment};
 use super::{failover, placement};
 use crate::ids::{NodeId, Tick};
 
@@ -57,6 +58,8 @@ pub struct PartitionState {
     /// replica is fenced or comes back: an ISR proposal built on an older one is refused,
     /// so a leader that sees a newer one knows its pending proposal is dead.
     pub partition_epoch: u64,
+    /// The move in progress (`ReassignPartition`), if any: see `reassignment`.
+    pub reassignment: Option<Reassignment>,
 }
 
 impl PartitionState {
@@ -140,6 +143,9 @@ pub enum Refusal {
     /// No live ISR or ELR member to elect.
     #[error("no eligible leader")]
     NoEligibleLeader,
+    /// A reassignment that breaks a rule.
+    #[error("invalid reassignment: {0}")]
+    InvalidReassignment(&'static str),
     /// The command would change nothing.
     #[error("no change")]
     NoChange,
@@ -271,6 +277,12 @@ impl Metadata {
     ) -> Result<(), Refusal> {
         let before = verify_enabled().then(|| self.clone());
         let outcome = self.apply_unchecked(command, changes);
+        if outcome.is_ok() {
+            // Any applied command may let a move commit: an ISR change that brought its
+            // last adding replica in, a node back that can take over a leaving leader's
+            // partition, a reassignment that adds nothing.
+            reassignment::complete_all(self, changes);
+        }
         if let Some(before) = before {
             if let Err(broken) = self.invariants(Some(&before)) {
                 panic!("controller metadata invariant broken after {command:?}: {broken}");
@@ -386,6 +398,16 @@ impl Metadata {
             } => {
                 let epochs = (LeaderEpoch(*leader_epoch), u64::from(*partition_epoch));
                 self.replica_offline(topic, *partition, NodeId(*node), epochs, changes)
+            }
+            Command::ReassignPartition {
+                topic,
+                partition,
+                replicas,
+                throttle_bytes,
+            } => {
+                let throttle = (*throttle_bytes != super::command::THROTTLE_NODE_DEFAULT)
+                    .then_some(*throttle_bytes);
+                self.reassign(topic, *partition, replicas, throttle)
             }
         }
     }
@@ -551,6 +573,7 @@ impl Metadata {
                 isr: replicas.clone(),
                 elr: Vec::new(),
                 partition_epoch: 0,
+                reassignment: None,
                 replicas,
             })
             .collect();
@@ -675,6 +698,20 @@ impl Metadata {
         }
     }
 
+    /// `ReassignPartition`: see `reassignment`. `throttle_bytes`: `None` keeps the
+    /// leader node's setting.
+    fn reassign(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        target: &[u32],
+        throttle_bytes: Option<u64>,
+    ) -> Result<(), Refusal> {
+        let nodes: Vec<NodeId> = self.nodes.keys().copied().collect();
+        let (min_insync, p) = self.partition_mut(topic, partition)?;
+        reassignment::reassign(&nodes, p, target, throttle_bytes, min_insync)
+    }
+
     fn elect_leader(
         &mut self,
         topic: &str,
@@ -795,7 +832,7 @@ fn check_partition(p: &PartitionState) -> Result<(), &'static str> {
     if p.leader.is_some_and(|l| !p.isr.contains(&l)) {
         return Err("leader not in ISR");
     }
-    Ok(())
+    reassignment::check(p)
 }
 
 /// The change that publishes a partition's leadership.

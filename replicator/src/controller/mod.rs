@@ -40,13 +40,16 @@ pub mod leader_balance;
 pub mod metadata;
 pub mod placement;
 pub mod raft_file;
+pub mod reassignment;
 pub mod replica_plan;
 pub mod requests;
 pub mod roles;
 
+pub use command::THROTTLE_NODE_DEFAULT;
 pub use command::{AdoptedData, Command, CommandError};
 pub use metadata::{Metadata, MetadataChange, NodeInfo, PartitionState, Refusal, TopicInfo};
 pub use raft_file::Recovered;
+pub use reassignment::{Reassignment, catching_up};
 pub use requests::IsrChange;
 pub use roles::{NO_LEADER, RoleApplied, replica_input};
 

@@ -103,4 +103,28 @@ impl Controller {
             new_isr: change.isr.iter().map(|n| n.0).collect(),
         })
     }
+
+    /// Proposes moving `partition` of `topic` to `replicas` (preferred leader first) on
+    /// the controller leader: the one entry point for replica moves, for an operator's
+    /// `shardlog partition reassign` and for the placement policies (decommission,
+    /// re-placement, rebalance). `throttle_bytes`: bytes per second the leader ships to
+    /// the catching-up replicas, `None` for the leader node's `move_throttle_bytes`,
+    /// `Some(0)` for none. Whether it applies (known nodes, distinct, at least
+    /// `min_insync`, a replaced move's leader kept) is decided when it is applied; the
+    /// move then runs by itself and commits once every target replica is in the ISR
+    /// (watch [`super::PartitionState::reassignment`] become `None`).
+    pub fn reassign(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        replicas: &[NodeId],
+        throttle_bytes: Option<u64>,
+    ) -> Result<ProposalId, ControllerError> {
+        self.propose(Command::ReassignPartition {
+            topic: topic.to_owned(),
+            partition,
+            replicas: replicas.iter().map(|n| n.0).collect(),
+            throttle_bytes: throttle_bytes.unwrap_or(super::command::THROTTLE_NODE_DEFAULT),
+        })
+    }
 }
