@@ -13,7 +13,8 @@
 //!   and then all of those where it is in sync move at once (one round of elections, not
 //!   a trickle of single moves).
 //!
-//! A partition with no leader and an eligible live member is always due: that is not
+//! A draining (decommissioned) node gets no leadership back. A partition with no leader
+//! and an eligible live member is always due: that is not
 //! balancing but availability, and waits for nothing.
 
 use std::collections::BTreeMap;
@@ -44,8 +45,10 @@ pub fn elections(
     brakes: LeaderBalance,
 ) -> Vec<(String, u32)> {
     let live = meta.live_nodes();
+    let draining = |n: NodeId| meta.nodes().get(&n).is_some_and(|i| i.draining);
     let settled = |n: NodeId| {
         live.contains(&n)
+            && !draining(n)
             && live_since
                 .get(&n)
                 .is_some_and(|since| now.since(*since) >= brakes.hold_ms)

@@ -87,6 +87,13 @@ pub struct ControllerConfig {
     /// Leader balancing: a node's preferred partitions move back once more than this
     /// percentage of them is led elsewhere (default 10, Kafka's).
     pub leader_imbalance_percent: u32,
+    /// A node fenced this long has its replicas re-placed on the serving nodes (`None`,
+    /// the default: never; see [`replica_plan`]). Checked every `rebalance_interval_ms`.
+    pub replace_dead_after_ms: Option<u64>,
+    /// Rebalance replica counts over the serving nodes on its own (a node that joined
+    /// gets its share) every `rebalance_interval_ms` (default false: on request,
+    /// [`Controller::rebalance_replicas`]).
+    pub auto_rebalance: bool,
     /// The leader proposes a node's registration at most this often (default 1000 ms).
     pub register_every_ms: u64,
     /// The sequence number of this start's first [`ProposalId`] (default 0). Give each
@@ -110,6 +117,8 @@ impl ControllerConfig {
             rebalance_interval_ms: 5000,
             leader_hold_ms: 3000,
             leader_imbalance_percent: 10,
+            replace_dead_after_ms: None,
+            auto_rebalance: false,
             register_every_ms: 1000,
             first_proposal_seq: 0,
         }
@@ -224,6 +233,9 @@ pub struct Controller {
     /// Since when each live node is live, as this voter applied it (leader balancing's
     /// hold). A restarted voter replays its log at start: every node starts its hold then.
     live_since: BTreeMap<NodeId, Tick>,
+    /// Since when each fenced node is fenced, as this voter applied it (re-placement's
+    /// delay; a voter that replays its log at start starts every delay then).
+    fenced_since: BTreeMap<NodeId, Tick>,
     /// The controller leader this node last heard from, and when.
     leader_heard: Option<(NodeId, Tick)>,
     /// Raft ids of the voters.
@@ -311,6 +323,7 @@ impl Controller {
             leading: false,
             last_rebalance: now,
             live_since: BTreeMap::new(),
+            fenced_since: BTreeMap::new(),
             leader_heard: None,
             voter_ids: voters.iter().map(|v| raft_id(*v)).collect(),
         })
@@ -415,6 +428,83 @@ impl Controller {
             // A refusal or a lost proposal is retried at the next interval.
             let _ = self.propose(Command::ElectLeader { topic, partition });
         }
+        let (nodes, partitions) = self.plan_input();
+        let mut moves = replica_plan::evacuate(&nodes, &partitions);
+        if moves.is_empty() && self.config.auto_rebalance {
+            moves = replica_plan::rebalance(&nodes, &partitions);
+        }
+        self.propose_moves(moves);
+    }
+
+    /// Moves replicas so that counts over the serving nodes even out (a node that joined
+    /// gets its share): proposes the moves of [`replica_plan::rebalance`] and returns how
+    /// many. Partitions with a move in progress are left alone.
+    pub fn rebalance_replicas(&mut self) -> Result<usize, ControllerError> {
+        self.check_leader()?;
+        let (nodes, partitions) = self.plan_input();
+        let moves = replica_plan::rebalance(&nodes, &partitions);
+        let count = moves.len();
+        self.propose_moves(moves);
+        Ok(count)
+    }
+
+    fn propose_moves(&mut self, moves: Vec<replica_plan::Move>) {
+        for m in moves {
+            // A refused or lost proposal is planned again at the next interval.
+            let _ = self.propose(Command::ReassignPartition {
+                topic: m.topic,
+                partition: m.partition,
+                replicas: m.replicas.iter().map(|n| n.0).collect(),
+                throttle_bytes: command::THROTTLE_NODE_DEFAULT,
+            });
+        }
+    }
+
+    /// What the replica planners see: each node's role (draining, or fenced longer than
+    /// `replace_dead_after_ms`: evacuate; fenced: unavailable) and each partition's
+    /// replicas (a move's target while it is in progress).
+    fn plan_input(
+        &self,
+    ) -> (
+        Vec<(NodeId, replica_plan::NodeRole)>,
+        Vec<replica_plan::PlanPartition>,
+    ) {
+        use replica_plan::NodeRole;
+        let dead_after = self.config.replace_dead_after_ms;
+        let nodes = self
+            .metadata
+            .nodes()
+            .iter()
+            .map(|(id, info)| {
+                let dead = info.fenced
+                    && dead_after.is_some_and(|after| {
+                        let since = self.fenced_since.get(id).copied().unwrap_or(self.now);
+                        self.now.since(since) >= after
+                    });
+                let role = match (info.draining || dead, info.fenced) {
+                    (true, _) => NodeRole::Evacuate,
+                    (false, true) => NodeRole::Unavailable,
+                    (false, false) => NodeRole::Serving,
+                };
+                (*id, role)
+            })
+            .collect();
+        let mut partitions = Vec::new();
+        for (name, t) in self.metadata.topics() {
+            for (partition, p) in (0u32..).zip(&t.partitions) {
+                let replicas = p
+                    .reassignment
+                    .as_ref()
+                    .map_or_else(|| p.replicas.clone(), |r| r.target.clone());
+                partitions.push(replica_plan::PlanPartition {
+                    topic: name.clone(),
+                    partition,
+                    replicas,
+                    moving: p.reassignment.is_some(),
+                });
+            }
+        }
+        (nodes, partitions)
     }
 
     /// A raft message from a peer.
@@ -702,9 +792,11 @@ impl Controller {
         match change {
             MetadataChange::NodeFenced(node) => {
                 self.live_since.remove(node);
+                self.fenced_since.insert(*node, self.now);
             }
             MetadataChange::NodeRegistered { node, .. } | MetadataChange::NodeUnfenced(node) => {
                 self.live_since.entry(*node).or_insert(self.now);
+                self.fenced_since.remove(node);
             }
             _ => {}
         }

@@ -15,7 +15,7 @@
 //!   with the fewest preferred leaderships among the least loaded, so leaders stay spread;
 //! - at most one move per partition per plan; a plan of the current state after its moves
 //!   are done is empty once balanced (no move when balanced: replica counts of serving
-//!   nodes differ by at most one).
+//!   nodes differ by at most one); a partition with a move in progress is not moved.
 
 use std::collections::BTreeMap;
 
@@ -40,8 +40,10 @@ pub struct PlanPartition {
     pub topic: String,
     /// Partition number.
     pub partition: u32,
-    /// Replicas, preferred leader first.
+    /// Replicas, preferred leader first (the target of a move in progress).
     pub replicas: Vec<NodeId>,
+    /// A move of it is in progress: counted, never moved again before it ends.
+    pub moving: bool,
 }
 
 /// A partition's new replica list (preferred leader first).
@@ -133,7 +135,7 @@ pub fn evacuate(nodes: &[(NodeId, NodeRole)], partitions: &[PlanPartition]) -> V
     let roles = roles_map(nodes);
     let mut load = Load::of(&roles, partitions);
     let mut moves = Vec::new();
-    for p in partitions {
+    for p in partitions.iter().filter(|p| !p.moving) {
         let mut target = p.replicas.clone();
         for position in 0..target.len() {
             let node = target[position];
@@ -173,9 +175,10 @@ pub fn rebalance(nodes: &[(NodeId, NodeRole)], partitions: &[PlanPartition]) -> 
     let movable: Vec<&PlanPartition> = partitions
         .iter()
         .filter(|p| {
-            p.replicas
-                .iter()
-                .all(|n| roles.get(n) == Some(&NodeRole::Serving))
+            !p.moving
+                && p.replicas
+                    .iter()
+                    .all(|n| roles.get(n) == Some(&NodeRole::Serving))
         })
         .collect();
     let mut moved = vec![false; movable.len()];
@@ -248,6 +251,7 @@ mod tests {
                 topic: "t".into(),
                 partition,
                 replicas,
+                moving: false,
             })
             .collect()
     }
