@@ -69,9 +69,14 @@ use crate::ids::{Incarnation, NodeId, RequestId, Tick};
 use crate::message::Message;
 use crate::replica::{Acks, Action, Input, Member, PartitionReplica, Produced};
 use crate::replica_snapshot::ReplicaSnapshot;
+use crate::throttle::MoveThrottle;
 
 /// Bytes asked of one log read while assembling a ship.
 const SHIP_READ_BYTES: usize = 1 << 20;
+/// The most bytes of batches one ship carries (a frame holds 64 MiB): a follower far
+/// behind (a replica a move added, catching up from the log start) gets its backlog in
+/// ships of this size, pipelined, instead of one ship of the whole log.
+const SHIP_BYTES_MAX: usize = 8 << 20;
 
 /// Where a replica's messages go. `send` only enqueues: it never blocks and never fails
 /// (a message that cannot be delivered is dropped; the replica retries on its timers).
@@ -148,6 +153,9 @@ pub struct ReplicaDriver<S: Storage, T: Transport> {
     /// The active segment's base as last seen: an insert that finds another rolled.
     seen_active_base: Cell<Offset>,
     recovery: Recovery,
+    /// The budget of ships to catching-up replicas (`Action::Ship::throttled`); `None`:
+    /// unthrottled.
+    throttle: RefCell<Option<Rc<MoveThrottle>>>,
 }
 
 impl<S: Storage, T: Transport> std::fmt::Debug for ReplicaDriver<S, T> {
@@ -212,7 +220,14 @@ impl<S: Storage, T: Transport> ReplicaDriver<S, T> {
             image: RefCell::new(image),
             seen_active_base: Cell::new(active_base),
             recovery,
+            throttle: RefCell::new(None),
         })
+    }
+
+    /// Sets the byte budget of ships to catching-up replicas (shared by a shard's
+    /// drivers, or this partition's own when its move has a throttle); `None`: none.
+    pub fn set_throttle(&self, throttle: Option<Rc<MoveThrottle>>) {
+        *self.throttle.borrow_mut() = throttle;
     }
 
     /// How `open` rebuilt the replica's state.
@@ -559,14 +574,10 @@ impl<S: Storage, T: Transport> ReplicaDriver<S, T> {
             Action::Send { to, message } => self.transport.send(to, message),
             Action::Ship {
                 to,
-                mut ship,
+                ship,
                 until,
-            } => {
-                if let Some(batches) = self.read_range(Offset(ship.prev_offset), until).await? {
-                    ship.batches = batches;
-                    self.transport.send(to, Message::Ship(ship));
-                }
-            }
+                throttled,
+            } => self.ship(to, ship, until, throttled).await?,
             Action::Answer { request, result } => {
                 let waiter = self.state.borrow_mut().waiters.remove(&request);
                 if let Some(waiter) = waiter {
@@ -616,16 +627,61 @@ impl<S: Storage, T: Transport> ReplicaDriver<S, T> {
         let _ = self.log.write_snapshot(end, &payload).await;
     }
 
-    /// The stored batches of `[from, until)`, concatenated; `None` if the log no longer
-    /// holds exactly that range (truncated meanwhile): the replica resends on its timer.
+    /// Sends `ship` with the stored batches of `[prev_offset, until)`, or of a prefix of
+    /// them (at most `SHIP_BYTES_MAX`, and what the throttle allows when `throttled`),
+    /// telling the replica where a shortened ship ended.
+    async fn ship(
+        &self,
+        to: NodeId,
+        mut ship: crate::message::Ship,
+        until: Offset,
+        throttled: bool,
+    ) -> Result<(), EngineError> {
+        let prev_offset = Offset(ship.prev_offset);
+        let throttle = if throttled {
+            self.throttle.borrow().clone()
+        } else {
+            None
+        };
+        let now = self.state.borrow().now;
+        let budget = throttle.as_ref().and_then(|t| t.budget(now));
+        let bytes_max = budget.map_or(SHIP_BYTES_MAX, |b| b.min(SHIP_BYTES_MAX));
+        let shortened = |sent_until| Input::ShipShortened {
+            to,
+            prev_offset,
+            sent_until,
+        };
+        if bytes_max == 0 && until > prev_offset {
+            self.step(shortened(prev_offset));
+            return Ok(());
+        }
+        let Some((batches, end)) = self.read_range(prev_offset, until, bytes_max).await? else {
+            return Ok(());
+        };
+        if let Some(throttle) = &throttle {
+            throttle.spend(batches.len());
+        }
+        ship.batches = batches;
+        self.transport.send(to, Message::Ship(ship));
+        if end < until {
+            self.step(shortened(end));
+        }
+        Ok(())
+    }
+
+    /// The stored batches of `[from, until)`, concatenated, or of its prefix that ends at
+    /// the first batch boundary at or past `bytes_max` bytes (at least one batch), with
+    /// where it ends; `None` if the log no longer holds that range (truncated meanwhile):
+    /// the replica resends on its timer.
     async fn read_range(
         &self,
         from: Offset,
         until: Offset,
-    ) -> Result<Option<Vec<u8>>, EngineError> {
+        bytes_max: usize,
+    ) -> Result<Option<(Vec<u8>, Offset)>, EngineError> {
         let mut out = Vec::new();
         let mut at = from;
-        while at < until {
+        while at < until && out.len() < bytes_max {
             let read = match self.log.read(at, SHIP_READ_BYTES).await {
                 Ok(read) => read,
                 Err(EngineError::OffsetOutOfRange { .. }) => return Ok(None),
@@ -635,7 +691,7 @@ impl<S: Storage, T: Transport> ReplicaDriver<S, T> {
                 return Ok(None);
             }
             for (header, bytes) in read.batches() {
-                if header.base_offset >= until {
+                if header.base_offset >= until || out.len() >= bytes_max {
                     break;
                 }
                 if header.base_offset != at {
@@ -645,7 +701,7 @@ impl<S: Storage, T: Transport> ReplicaDriver<S, T> {
                 at = header.next_offset();
             }
         }
-        Ok((at == until).then_some(out))
+        Ok((at <= until).then_some((out, at)))
     }
 }
 

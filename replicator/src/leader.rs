@@ -116,6 +116,8 @@ pub struct Leader {
     /// The log end at election: everything below it may be committed by an earlier leader.
     epoch_start: Offset,
     followers: BTreeMap<NodeId, Progress>,
+    /// A follower's progress before the leader hears from it.
+    template: Progress,
     /// Producers waiting, per acks level, in arrival order: see `settle`.
     waiters: Waiters,
     /// Where the storage has written up to (acks=leader answers).
@@ -153,6 +155,7 @@ impl Leader {
             .filter(|&&node| node != step.id)
             .map(|&node| (node, progress.clone()))
             .collect();
+        let progress_template = progress;
         Leader {
             epoch,
             isr,
@@ -161,6 +164,7 @@ impl Leader {
             proposal: None,
             epoch_start,
             followers,
+            template: progress_template,
             waiters: Waiters::default(),
             written_end: step.log.durable_end,
             deposed: false,
@@ -334,6 +338,7 @@ impl Leader {
             return;
         }
         self.members = members;
+        self.follow_members(step);
         isr.sort_unstable();
         if !isr.contains(&step.id) {
             // The controller no longer counts this leader in sync: it is being replaced.
@@ -350,6 +355,61 @@ impl Leader {
             }
         }
         self.advance(step);
+    }
+
+    /// The replicas changed (a move added or removed some): followers are tracked for
+    /// exactly the members (the controller lists every replica; an empty list says
+    /// nothing of them). An added one has not caught up with anything yet: it may join
+    /// the ISR only once it acknowledged the log end as of now (the probe), and holds
+    /// everything committed (the ISR rule).
+    fn follow_members(&mut self, step: &Step<'_>) {
+        if self.members.is_empty() {
+            return;
+        }
+        let members: Vec<NodeId> = self
+            .members
+            .iter()
+            .map(|m| m.node)
+            .filter(|node| *node != step.id)
+            .collect();
+        self.followers.retain(|node, _| members.contains(node));
+        for node in members {
+            self.followers.entry(node).or_insert_with(|| Progress {
+                last_ship_at: step.now,
+                caught_up_at: Tick(0),
+                probe: step.log.log_end,
+                probe_at: step.now,
+                ..self.template.clone()
+            });
+        }
+    }
+
+    /// The driver sent `[prev_offset, sent_until)` of a ship that asked for more: the
+    /// follower's pipeline continues from there (at once, or on the next tick when the
+    /// throttle sent nothing). Ships queued after the shortened one start past its end:
+    /// the follower answers them with a `resend`, which restarts it at its log end.
+    pub(crate) fn on_ship_shortened(
+        &mut self,
+        step: &mut Step<'_>,
+        to: NodeId,
+        prev_offset: Offset,
+        sent_until: Offset,
+    ) {
+        let Some(progress) = self.followers.get_mut(&to) else {
+            return;
+        };
+        match progress.next_offset {
+            Some(next) if next > sent_until && prev_offset <= sent_until => {
+                progress.next_offset = Some(sent_until);
+            }
+            _ => return,
+        }
+        if sent_until == prev_offset {
+            // Nothing went out, so no ack will free its slot; the next tick ships again.
+            progress.inflight = progress.inflight.saturating_sub(1);
+            return;
+        }
+        self.ship_to(step, to);
     }
 
     pub(crate) fn on_message(&mut self, step: &mut Step<'_>, from: NodeId, message: Message) {
@@ -574,11 +634,18 @@ impl Leader {
         progress.inflight += 1;
         progress.last_ship_at = step.now;
         let ship = self.ship_head(step.log, next);
+        let throttled = self.catching_up(node);
         step.actions.push(Action::Ship {
             to: node,
             ship,
             until: log_end,
+            throttled,
         });
+    }
+
+    /// Whether `node` is a replica a move is adding that is not in sync yet.
+    fn catching_up(&self, node: NodeId) -> bool {
+        !self.isr.contains(&node) && self.members.iter().any(|m| m.node == node && m.catching_up)
     }
 
     fn ship_head(&self, log: &LocalLog, prev_offset: Offset) -> Ship {
@@ -637,6 +704,7 @@ impl Leader {
                 to: node,
                 ship,
                 until: at,
+                throttled: false,
             });
         }
     }

@@ -34,6 +34,7 @@ pub mod replica;
 pub mod replica_snapshot;
 #[cfg(feature = "simulation")]
 pub mod sim;
+pub mod throttle;
 
 pub use config::{ConfigError, ReplicaConfig};
 pub use error::{ProduceError, SnapshotError};

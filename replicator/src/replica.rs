@@ -45,6 +45,10 @@ pub struct Member {
     /// The incarnation the node registered (0: not known). A message claiming a newer
     /// one is not believed: no run of the node has registered it.
     pub incarnation: Incarnation,
+    /// A replica a move is adding that is not in the ISR yet: what the leader ships to it
+    /// is throttled (`Action::Ship::throttled`), so a catch-up from the log start does
+    /// not starve the in-sync followers and the producers.
+    pub catching_up: bool,
 }
 
 /// What happens to a replica.
@@ -115,6 +119,17 @@ pub enum Input {
         /// The message (decoded and validated).
         message: Message,
     },
+    /// The driver shipped less than an `Action::Ship` asked for: the stored batches of
+    /// `[prev_offset, sent_until)` only (a ship's bytes are bounded, and a throttled
+    /// follower's by its byte budget; `sent_until == prev_offset`: nothing was sent).
+    ShipShortened {
+        /// The follower.
+        to: NodeId,
+        /// Where the ship started.
+        prev_offset: Offset,
+        /// Where what was sent ends.
+        sent_until: Offset,
+    },
     /// Time passed.
     Tick,
 }
@@ -167,6 +182,9 @@ pub enum Action {
         ship: Ship,
         /// End of the range to read.
         until: Offset,
+        /// To a catching-up replica (see [`Member::catching_up`]): the driver sends no
+        /// more than the move throttle allows.
+        throttled: bool,
     },
     /// Answer a produce request.
     Answer {
@@ -342,6 +360,16 @@ impl PartitionReplica {
             } => self.appended(written_end, durable_end),
             Input::Retained { log_start } => self.log.retained(log_start),
             Input::Received { from, message } => self.received(from, message),
+            Input::ShipShortened {
+                to,
+                prev_offset,
+                sent_until,
+            } => {
+                let (mut step, role) = self.split();
+                if let Role::Leader(leader) = role {
+                    leader.on_ship_shortened(&mut step, to, prev_offset, sent_until);
+                }
+            }
             Input::Tick => self.tick(),
         }
         self.invariants();

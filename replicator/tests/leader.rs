@@ -39,6 +39,7 @@ fn members(fenced: &[NodeId]) -> Vec<Member> {
             node,
             live: !fenced.contains(&node),
             incarnation: Incarnation(0),
+            catching_up: false,
         })
         .collect()
 }
@@ -211,6 +212,7 @@ fn an_ack_from_an_unregistered_incarnation_is_not_believed() {
             node,
             live: true,
             incarnation: Incarnation(7),
+            catching_up: false,
         })
         .collect();
     h.step(Input::IsrUpdated {
@@ -314,7 +316,7 @@ fn a_follower_below_the_log_start_is_told_it_and_shipped_from_there() {
     // A reset to 6 and acks there: shipped [6, 10), not yet in sync.
     h.ack(A, Offset(6));
     let shipped = h.actions.iter().any(|a| {
-        matches!(a, Action::Ship { to, ship, until } if *to == A && ship.prev_offset == 6 && *until == Offset(10))
+        matches!(a, Action::Ship { to, ship, until, .. } if *to == A && ship.prev_offset == 6 && *until == Offset(10))
     });
     assert!(shipped, "{:?}", h.actions);
     assert!(h.proposals().is_empty(), "{:?}", h.proposals());

@@ -197,6 +197,7 @@ impl Node {
                 node: NODE,
                 live: true,
                 incarnation: Incarnation(0),
+                catching_up: false,
             }],
         );
         (Rc::new(driver), read)

@@ -92,6 +92,7 @@ fn members(metadata: &Metadata, state: &PartitionState) -> Vec<Member> {
                 node,
                 live: info.is_some_and(|i| !i.fenced),
                 incarnation: Incarnation(info.map_or(0, |i| i.incarnation)),
+                catching_up: super::reassignment::catching_up(state, node),
             }
         })
         .collect()
