@@ -7,6 +7,7 @@ mod fetch;
 mod groups;
 mod list_offsets;
 mod metadata;
+mod placement;
 mod produce;
 mod producer_ids;
 mod replicate;
@@ -33,6 +34,10 @@ pub use list_offsets::{
 pub use metadata::{
     ArchivedMetadataRequest, ArchivedMetadataResponse, BrokerMetadata, MetadataRequest,
     MetadataResponse, PartitionMetadata, TopicMetadata,
+};
+pub use placement::{
+    ArchivedDrainNodeRequest, ArchivedRebalanceReplicasRequest, DrainNodeRequest,
+    RebalanceReplicasRequest,
 };
 pub use produce::{
     Acks, ArchivedAcks, ArchivedProduceRequest, ArchivedProduceResponse, ProduceRequest,
@@ -90,6 +95,11 @@ pub enum Api {
     DescribeGroups = 18,
     /// The groups a node coordinates.
     ListGroups = 19,
+    /// Decommission a node, or take it back (to the controller leader; a node passes it
+    /// on). (30 on: 20-29 are left to the apis of the reassignment work.)
+    DrainNode = 30,
+    /// Even out replica counts over the nodes (to the controller leader).
+    RebalanceReplicas = 31,
 }
 
 impl Api {
@@ -116,6 +126,8 @@ impl Api {
             17 => Api::OffsetFetch,
             18 => Api::DescribeGroups,
             19 => Api::ListGroups,
+            30 => Api::DrainNode,
+            31 => Api::RebalanceReplicas,
             _ => return None,
         })
     }

@@ -440,12 +440,17 @@ impl Controller {
     /// gets its share): proposes the moves of [`replica_plan::rebalance`] and returns how
     /// many. Partitions with a move in progress are left alone.
     pub fn rebalance_replicas(&mut self) -> Result<usize, ControllerError> {
-        self.check_leader()?;
-        let (nodes, partitions) = self.plan_input();
-        let moves = replica_plan::rebalance(&nodes, &partitions);
+        let moves = self.planned_rebalance()?;
         let count = moves.len();
         self.propose_moves(moves);
         Ok(count)
+    }
+
+    /// The moves [`Controller::rebalance_replicas`] would propose now (on the leader).
+    pub fn planned_rebalance(&self) -> Result<Vec<replica_plan::Move>, ControllerError> {
+        self.check_leader()?;
+        let (nodes, partitions) = self.plan_input();
+        Ok(replica_plan::rebalance(&nodes, &partitions))
     }
 
     fn propose_moves(&mut self, moves: Vec<replica_plan::Move>) {

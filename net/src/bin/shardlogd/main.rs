@@ -112,6 +112,18 @@ struct Args {
     /// A follower this far behind leaves the ISR, ms. Default 10000.
     #[arg(long, env = "SHARDLOGD_REPLICA_LAG_MS")]
     replica_lag_ms: Option<u64>,
+    /// A node fenced (down) this long has its replicas re-placed on the other nodes, so
+    /// every partition gets back to its replication factor, seconds (0: never; at most
+    /// 604800). Default 900.
+    #[arg(
+        long = "replace-dead-node-after",
+        env = "SHARDLOGD_REPLACE_DEAD_NODE_AFTER"
+    )]
+    replace_dead_node_after_secs: Option<u64>,
+    /// Even out replica counts over the nodes on their own (a node that joined gets its
+    /// share), instead of on `shardlog cluster rebalance`.
+    #[arg(long, env = "SHARDLOGD_AUTO_REBALANCE", num_args = 0..=1, default_missing_value = "true")]
+    auto_rebalance: Option<bool>,
     /// Partitions of the internal topic __consumer_offsets, when it is created (1 to
     /// 1000). Default 16.
     #[arg(long, env = "SHARDLOGD_OFFSETS_PARTITIONS")]
@@ -176,6 +188,8 @@ impl Args {
             min_insync: self.min_insync,
             session_timeout_ms: self.session_timeout_ms,
             replica_lag_ms: self.replica_lag_ms,
+            replace_dead_node_after_secs: self.replace_dead_node_after_secs,
+            auto_rebalance: self.auto_rebalance,
             offsets_partitions: self.offsets_partitions,
             offsets_segment_bytes: self.offsets_segment_bytes,
             group_initial_rebalance_delay_ms: self.group_initial_rebalance_delay_ms,

@@ -12,6 +12,7 @@
 //! live in this module only; front ends never see a shard.
 
 pub(crate) mod groups;
+pub(crate) mod placement;
 pub(crate) mod produce;
 pub(crate) mod producer_ids;
 pub(crate) mod reads;

@@ -90,6 +90,9 @@ async fn begin_other(shard: &Rc<Shard>, frame: Frame, peer: &str) -> Completion 
     match api {
         Api::Metadata => done(metadata(shard, &frame)),
         Api::CreateTopic | Api::DeleteTopic => topic_change(shard, frame).await,
+        Api::DrainNode | Api::RebalanceReplicas => {
+            super::placement::placement_change(shard, frame).await
+        }
         Api::Produce => produce(shard, frame).await,
         Api::Fetch => fetch(shard, frame).await.completion,
         Api::ListOffsets => list_offsets(shard, frame).await,
@@ -144,6 +147,7 @@ fn metadata_response(meta: ClusterMetadata) -> MetadataResponse {
                 host: b.host,
                 port: b.port,
                 live: b.live,
+                draining: b.draining,
             })
             .collect(),
         topics: meta
