@@ -190,7 +190,7 @@ fn leaderships_return_to_an_even_spread_after_a_restart() {
     let survivors = others(&cluster, victim);
     let (meta, _) = wait_view(&mut cluster, "its leaderships moved", &survivors, |m| {
         let (led, _) = leaders(m);
-        if led.get(&(victim as u32)).is_none() && led.values().sum::<usize>() == 8 {
+        if !led.contains_key(&(victim as u32)) && led.values().sum::<usize>() == 8 {
             Ok(())
         } else {
             Err(format!("{led:?}"))

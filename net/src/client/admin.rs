@@ -203,9 +203,8 @@ impl Client {
             let watch = pin!(self.watch_controller(topic, controller, &addr));
             let result = match select(call, watch).await {
                 Either::Left((result, _)) => result.and_then(|(response, _)| {
-                    check(response.error, &response.message)?;
-                    *said.borrow_mut() = response.message;
-                    Ok(())
+                    check(response.error, &response.message)
+                        .map(|()| *said.borrow_mut() = response.message)
                 }),
                 Either::Right((elected, _)) => {
                     tracing::debug!(?api, %addr, ?controller, elected, "controller moved");
