@@ -419,7 +419,18 @@ impl Metadata {
             } => {
                 let throttle = (*throttle_bytes != super::command::THROTTLE_NODE_DEFAULT)
                     .then_some(*throttle_bytes);
-                self.reassign(topic, *partition, replicas, throttle)
+                self.reassign(topic, *partition, replicas, throttle)?;
+                // A change, so that the driver publishes the new replicas to every node
+                // (an applied entry without one publishes no view).
+                if let Some(p) = self.partition(topic, *partition) {
+                    changes.push(MetadataChange::IsrChanged {
+                        topic: topic.clone(),
+                        partition: PartitionId(*partition),
+                        leader_epoch: p.leader_epoch,
+                        isr: p.isr.clone(),
+                    });
+                }
+                Ok(())
             }
             Command::DrainNode { node, draining } => self.drain_node(NodeId(*node), *draining),
         }
