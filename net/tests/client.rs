@@ -102,6 +102,7 @@ fn metadata(brokers: &[(u32, &str)], leader: u32) -> MetadataResponse {
                     host: host.to_owned(),
                     port: port.parse().unwrap(),
                     live: true,
+                    draining: false,
                 }
             })
             .collect(),
@@ -206,6 +207,7 @@ fn metadata_of(
                     host: host.to_owned(),
                     port: port.parse().unwrap(),
                     live: *live,
+                    draining: false,
                 }
             })
             .collect(),

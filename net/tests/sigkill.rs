@@ -121,20 +121,11 @@ fn acknowledged_records_survive_sigkill() {
     let listen = format!("127.0.0.1:{}", ports[0]);
     let kafka = format!("127.0.0.1:{}", ports[1]);
     for round in 0..ROUNDS {
-        let mut server = Shardlogd::launch(&Launch {
-            data_dir: dir.path(),
-            listen: &listen,
-            args: &[
-                "--kafka-listen",
-                &kafka,
-                "--shards",
-                "2",
-                "--flush",
-                "always",
-            ],
-            stderr: StderrTo::Echo,
-        })
-        .unwrap();
+        let mut server = launch_on(
+            dir.path(),
+            &listen,
+            &["--kafka-listen", &kafka, "--flush", "always"],
+        );
         let started = Arc::new(AtomicBool::new(false));
         let loader = {
             let (brokers, started) = (server.brokers(), started.clone());
@@ -207,21 +198,21 @@ fn a_restart_right_after_sigkill_on_the_same_ports_serves() {
     let listen = format!("127.0.0.1:{}", ports[0]);
     let kafka = format!("127.0.0.1:{}", ports[1]);
     for _ in 0..3 {
-        let mut server = Shardlogd::launch(&Launch {
-            data_dir: dir.path(),
-            listen: &listen,
-            args: &["--kafka-listen", &kafka],
-            stderr: StderrTo::Echo,
-        })
-        .unwrap();
+        let mut server = launch_on(dir.path(), &listen, &["--kafka-listen", &kafka]);
         server.kill();
     }
-    let server = Shardlogd::launch(&Launch {
-        data_dir: dir.path(),
-        listen: &listen,
-        args: &["--kafka-listen", &kafka],
+    let server = launch_on(dir.path(), &listen, &["--kafka-listen", &kafka]);
+    assert_eq!(server.brokers(), listen);
+}
+
+/// A two-shard server on `dir`, its client listener on `listen`, with `args`.
+fn launch_on(dir: &std::path::Path, listen: &str, args: &[&str]) -> Shardlogd {
+    let args: Vec<&str> = ["--shards", "2"].iter().chain(args).copied().collect();
+    Shardlogd::launch(&Launch {
+        data_dir: dir,
+        listen,
+        args: &args,
         stderr: StderrTo::Echo,
     })
-    .unwrap();
-    assert_eq!(server.brokers(), listen);
+    .unwrap()
 }

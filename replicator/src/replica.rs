@@ -245,10 +245,12 @@ impl Step<'_> {
     }
 }
 
+/// A leader's state is large (its followers' progress, the move throttle): boxed, so a
+/// follower's or an unattached replica's role does not carry its size.
 #[derive(Debug)]
 enum Role {
     Unattached,
-    Leader(Leader),
+    Leader(Box<Leader>),
     Follower(Follower),
 }
 
@@ -424,7 +426,7 @@ impl PartitionReplica {
         // What its storage holds durably may already be committed (a lone replica's
         // whole log): the high watermark need not wait for the next event.
         leader.start(&mut step);
-        *role = Role::Leader(leader);
+        *role = Role::Leader(Box::new(leader));
     }
 
     fn become_follower(&mut self, epoch: LeaderEpoch, leader: NodeId) {

@@ -120,9 +120,21 @@ struct Cluster {
 
 impl Cluster {
     fn new(n: u32, seed: u64, drop_percent: u64) -> Cluster {
+        Cluster::configured(n, seed, drop_percent, |_| {})
+    }
+
+    /// [`Cluster::new`] with `configure` applied to every voter's config.
+    fn configured(
+        n: u32,
+        seed: u64,
+        drop_percent: u64,
+        configure: fn(&mut ControllerConfig),
+    ) -> Cluster {
         let controllers = (0..n)
             .map(|v| {
-                let controller = Controller::new(config(NodeId(v), n), Tick(0));
+                let mut config = config(NodeId(v), n);
+                configure(&mut config);
+                let controller = Controller::new(config, Tick(0));
                 (NodeId(v), controller.expect("valid config"))
             })
             .collect();
@@ -328,7 +340,13 @@ impl Cluster {
     }
 
     fn start(n: u32, seed: u64, drop_percent: u64, rf: u16, min_insync: u16) -> Cluster {
-        let mut cluster = Cluster::new(n, seed, drop_percent);
+        Cluster::started(Cluster::new(n, seed, drop_percent), seed, rf, min_insync)
+    }
+
+    /// Elects a controller leader, registers every node and creates topic `t` (6
+    /// partitions of `rf` replicas); `seed` is the cluster's, for messages.
+    fn started(mut cluster: Cluster, seed: u64, rf: u16, min_insync: u16) -> Cluster {
+        let n = u32::try_from(cluster.controllers.len()).expect("small");
         assert!(
             cluster.run_until(1000, |c| c.leader().is_some()),
             "seed {seed}: no leader"
@@ -1174,4 +1192,206 @@ fn a_stopped_replica_gives_up_leadership_and_leaves_the_isr() {
         Err(Refusal::NoChange)
     );
     m.invariants(None).unwrap();
+}
+
+/// The leader of `p` takes every replica its move is adding into the ISR (as a leader
+/// does once they caught up): one `ChangeIsr` per partition that is moving.
+fn catch_up_moves(c: &mut Cluster) {
+    for p in 0..6 {
+        let state = c.partition(p);
+        let Some(r) = state.reassignment.clone() else {
+            continue;
+        };
+        let mut isr: Vec<u32> = state.isr.iter().map(|n| n.0).collect();
+        isr.extend(
+            r.adding
+                .iter()
+                .filter(|n| !state.isr.contains(n))
+                .map(|n| n.0),
+        );
+        let change = Command::ChangeIsr {
+            topic: "t".into(),
+            partition: p,
+            leader_epoch: state.leader_epoch.0,
+            partition_epoch: epoch_u32(state.partition_epoch),
+            new_isr: isr,
+        };
+        let _ = c.commit(&change); // a refusal (a newer epoch) is retried by the caller
+    }
+}
+
+/// Every partition of `t` has 3 replicas, all in the ISR, none on `gone`, with no move in
+/// progress.
+fn whole_without(c: &Cluster, gone: NodeId) -> bool {
+    (0..6).all(|p| {
+        let s = c.partition(p);
+        s.reassignment.is_none()
+            && s.replicas.len() == 3
+            && !s.replicas.contains(&gone)
+            && s.isr.len() == 3
+            && s.leader.is_some_and(|l| l != gone)
+    })
+}
+
+/// Replicas and preferred leaderships per node.
+fn spread(c: &Cluster) -> (BTreeMap<NodeId, usize>, BTreeMap<NodeId, usize>) {
+    let mut replicas = BTreeMap::new();
+    let mut preferred = BTreeMap::new();
+    for p in 0..6 {
+        let s = c.partition(p);
+        for n in &s.replicas {
+            *replicas.entry(*n).or_insert(0) += 1;
+        }
+        *preferred.entry(s.replicas[0]).or_insert(0) += 1;
+    }
+    (replicas, preferred)
+}
+
+/// Drives moves to their end: the leaders take the added replicas into the ISR until
+/// `done` holds.
+fn finish_moves(c: &mut Cluster, done: impl Fn(&Cluster) -> bool) -> bool {
+    for _ in 0..50 {
+        if c.run_until(100, &done) {
+            return true;
+        }
+        catch_up_moves(c);
+    }
+    done(c)
+}
+
+fn replace_after_2s(config: &mut ControllerConfig) {
+    config.replace_dead_after_ms = Some(2000);
+}
+
+#[test]
+fn a_node_fenced_past_the_delay_has_its_replicas_re_placed() {
+    for seed in seeds(3) {
+        let cluster = Cluster::configured(4, seed, 5, replace_after_2s);
+        let mut c = Cluster::started(cluster, seed, 3, 2);
+        let dead = NodeId(3);
+        assert!((0..6).any(|p| c.partition(p).replicas.contains(&dead)));
+        c.silent.insert(dead);
+        assert!(c.run_until(1000, |c| c.metadata().nodes()[&dead].fenced));
+        // Not before the delay: 1.5 s later every replica is where it was.
+        c.run_until(150, |_| false);
+        assert!(
+            (0..6).all(|p| c.partition(p).reassignment.is_none()),
+            "seed {seed}: moved before the delay"
+        );
+        assert!(
+            finish_moves(&mut c, |c| whole_without(c, dead)),
+            "seed {seed}: not re-placed: {:?}",
+            (0..6).map(|p| c.partition(p)).collect::<Vec<_>>()
+        );
+        let (replicas, preferred) = spread(&c);
+        assert_eq!(replicas.values().copied().collect::<Vec<_>>(), [6, 6, 6]);
+        assert_eq!(
+            preferred.values().copied().collect::<Vec<_>>(),
+            [2, 2, 2],
+            "seed {seed}: preferred leaders spread"
+        );
+        // Leaders follow the preferred replicas.
+        assert!(
+            c.run_until(1000, |c| (0..6).all(|p| {
+                let s = c.partition(p);
+                s.leader == s.replicas.first().copied()
+            })),
+            "seed {seed}: leaders not on the preferred replicas"
+        );
+        assert!(
+            c.run_until(300, Cluster::converged),
+            "seed {seed}: diverged"
+        );
+    }
+}
+
+#[test]
+fn without_a_re_placement_delay_a_dead_node_keeps_its_replicas() {
+    let mut c = Cluster::start(4, 7, 5, 3, 2);
+    let dead = NodeId(3);
+    c.silent.insert(dead);
+    assert!(c.run_until(1000, |c| c.metadata().nodes()[&dead].fenced));
+    c.run_until(1000, |_| false);
+    assert!((0..6).all(|p| c.partition(p).reassignment.is_none()));
+    assert!((0..6).any(|p| c.partition(p).replicas.contains(&dead)));
+}
+
+#[test]
+fn a_decommissioned_node_is_drained_and_gets_no_new_replica() {
+    let mut c = Cluster::start(4, 3, 5, 3, 2);
+    let drained = NodeId(1);
+    let drain = Command::DrainNode {
+        node: drained.0,
+        draining: true,
+    };
+    assert_eq!(c.commit(&drain), Ok(()));
+    assert_eq!(c.commit(&drain), Err(Refusal::NoChange));
+    assert!(
+        finish_moves(&mut c, |c| whole_without(c, drained)),
+        "not drained: {:?}",
+        (0..6).map(|p| c.partition(p)).collect::<Vec<_>>()
+    );
+    assert!(c.metadata().nodes()[&drained].draining);
+    assert!(
+        !c.metadata().nodes()[&drained].fenced,
+        "drained, still live"
+    );
+    let create = Command::CreateTopic {
+        name: "u".into(),
+        partitions: 8,
+        replication_factor: 3,
+        min_insync: 2,
+        config: vec![],
+    };
+    assert_eq!(c.commit(&create), Ok(()));
+    let u = &c.metadata().topics()["u"];
+    assert!(u.partitions.iter().all(|p| !p.replicas.contains(&drained)));
+    // Taken back: it receives replicas again.
+    let undrain = Command::DrainNode {
+        node: drained.0,
+        draining: false,
+    };
+    assert_eq!(c.commit(&undrain), Ok(()));
+    assert!(!c.metadata().nodes()[&drained].draining);
+}
+
+#[test]
+fn a_node_that_joins_gets_its_share_on_a_rebalance() {
+    let mut c = Cluster::new(4, 5, 5);
+    assert!(c.run_until(1000, |c| c.leader().is_some()));
+    for node in 0..3 {
+        let cmd = Command::RegisterNode {
+            node,
+            address: format!("127.0.0.1:{}", 9000 + node),
+            session_expires_ms: 0,
+        };
+        assert_eq!(c.commit(&cmd), Ok(()));
+    }
+    let create = Command::CreateTopic {
+        name: "t".into(),
+        partitions: 6,
+        replication_factor: 3,
+        min_insync: 2,
+        config: vec![],
+    };
+    assert_eq!(c.commit(&create), Ok(()));
+    let join = Command::RegisterNode {
+        node: 3,
+        address: "127.0.0.1:9003".into(),
+        session_expires_ms: 0,
+    };
+    assert_eq!(c.commit(&join), Ok(()));
+    // Nothing moves by itself (auto_rebalance is off).
+    c.run_until(500, |_| false);
+    assert_eq!(spread(&c).0.get(&NodeId(3)), None);
+    let moves = c.leader_mut().unwrap().rebalance_replicas().unwrap();
+    assert_eq!(moves, 4, "18 replicas over 4 nodes: 4 or 5 each");
+    let balanced = |c: &Cluster| {
+        let (replicas, _) = spread(c);
+        (0..6).all(|p| c.partition(p).reassignment.is_none())
+            && replicas.len() == 4
+            && replicas.values().all(|n| (4..=5).contains(n))
+    };
+    assert!(finish_moves(&mut c, balanced), "{:?}", spread(&c));
+    assert_eq!(c.leader_mut().unwrap().rebalance_replicas().unwrap(), 0);
 }

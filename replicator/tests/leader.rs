@@ -375,6 +375,22 @@ fn a_new_leader_tells_no_high_watermark_below_its_epoch_start() {
     assert_eq!(h.replica.served_high_watermark(), Some(Offset(3)));
 }
 
+/// The ships in `h.actions` to `node`: previous offset, end, throttled.
+fn ships_to(h: &Harness, node: NodeId) -> Vec<(u64, Offset, bool)> {
+    h.actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Ship {
+                to,
+                ship,
+                until,
+                throttled,
+            } if *to == node => Some((ship.prev_offset, *until, *throttled)),
+            _ => None,
+        })
+        .collect()
+}
+
 /// A move adds node C (a new member, catching up): the leader ships to it, throttled, from
 /// where it acks; a ship the driver cut short continues from its end; once C is in the ISR
 /// and B is removed, ships to C are no longer throttled and B is shipped nothing more.
@@ -406,20 +422,7 @@ fn a_replica_added_by_a_move_is_shipped_to_throttled_and_a_removed_one_is_droppe
     });
     h.actions.clear();
     h.ack(C, Offset(0));
-    let ships_to_c = |h: &Harness| -> Vec<(u64, Offset, bool)> {
-        h.actions
-            .iter()
-            .filter_map(|a| match a {
-                Action::Ship {
-                    to,
-                    ship,
-                    until,
-                    throttled,
-                } if *to == C => Some((ship.prev_offset, *until, *throttled)),
-                _ => None,
-            })
-            .collect()
-    };
+    let ships_to_c = |h: &Harness| ships_to(h, C);
     assert_eq!(
         ships_to_c(&h),
         vec![(0, Offset(4), true)],

@@ -1,5 +1,5 @@
 //! The command line of `shardlog` (clap derive). Two kinds of subcommands:
-//! - online (`topic`, `produce`, `consume`, `cluster`, `group`; arguments in `args/online.rs`): talk
+//! - online (`topic`, `produce`, `consume`, `cluster`, `node`, `group`; arguments in `args/online.rs`): talk
 //!   to running `shardlogd` brokers over the wire protocol;
 //! - offline (`dump`, `verify`, `stats`, `repair`, `export`, `import`): read a data
 //!   directory with plain file I/O; the ones that write (`repair --apply`, `import`) take
@@ -9,9 +9,9 @@ mod online;
 
 pub use online::{
     Acks, BrokerArgs, ClusterArgs, ClusterCommand, ConsumeArgs, ConsumeFrom, GroupArgs,
-    GroupCommand, GroupNameArgs, GroupResetArgs, OutputFormat, PartitionArgs, PartitionCommand,
-    PartitionReassignArgs, ProduceArgs, ResetTo, TopicArgs, TopicCommand, TopicCreateArgs,
-    TopicDeleteArgs, TopicNameArgs,
+    GroupCommand, GroupNameArgs, GroupResetArgs, NodeArgs, NodeCommand, OutputFormat,
+    PartitionArgs, PartitionCommand, PartitionReassignArgs, ProduceArgs, ResetTo, TopicArgs,
+    TopicCommand, TopicCreateArgs, TopicDeleteArgs, TopicNameArgs,
 };
 
 use std::path::PathBuf;
@@ -52,12 +52,15 @@ pub enum Command {
     /// Print a topic's records, one value per line, in offset order per partition.
     #[command(after_help = EXIT_CODES)]
     Consume(ConsumeArgs),
-    /// Show the cluster: controller and brokers.
+    /// Show the cluster (controller and brokers), or rebalance its replicas.
     #[command(after_help = EXIT_CODES)]
     Cluster(ClusterArgs),
     /// Move a partition's replicas to other nodes (reassign).
     #[command(after_help = EXIT_CODES)]
     Partition(PartitionArgs),
+    /// Decommission a node (drain its replicas to the others).
+    #[command(after_help = EXIT_CODES)]
+    Node(NodeArgs),
     /// List consumer groups, describe one (members, committed offsets, lag), or reset its
     /// committed offsets.
     #[command(after_help = EXIT_CODES)]

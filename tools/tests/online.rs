@@ -183,8 +183,11 @@ fn cluster_status_on_one_node() {
         ["controller: none", "controller: 0"].contains(&rows[0]),
         "{status}"
     );
-    assert_eq!(rows[1], "node\taddress\tlive");
-    assert_eq!(rows[2], format!("0\t{}\tyes", server.brokers()));
+    assert_eq!(rows[1], "node\taddress\tlive\treplicas\tleaders\tstate");
+    assert_eq!(
+        rows[2],
+        format!("0\t{}\tyes\t0\t0\tserving", server.brokers())
+    );
 }
 
 #[test]

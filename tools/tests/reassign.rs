@@ -77,36 +77,7 @@ fn every_replica_moves_under_load_and_nothing_is_lost_or_duplicated() {
 
     // Move 1, throttled and not waited for: seen in progress.
     let target = [spare, f1, f2];
-    let list = ids(&target);
-    let begun = shardlog(&[
-        "partition",
-        "reassign",
-        "--brokers",
-        &brokers,
-        "--topic",
-        TOPIC,
-        "--partition",
-        "0",
-        "--replicas",
-        &list,
-        "--throttle-bytes",
-        THROTTLE,
-    ]);
-    assert_eq!(begun.status.code(), Some(0), "{}", describe(&begun));
-    let out = String::from_utf8_lossy(&begun.stdout).into_owned();
-    assert!(
-        out.contains(&format!("reassigning {TOPIC}/0 to {list}")),
-        "{out}"
-    );
-    // Any node answers; one may not have applied the move yet: ask again until one shows
-    // it (the throttled catch-up of about 1 MB lasts seconds).
-    let moving =
-        format!("reassigning partition 0: target {list}, adding {spare}, removing {leader}");
-    wait_until(&mut cluster, "describe showing the move", || {
-        let described = shardlog(&["topic", "describe", TOPIC, "--brokers", &brokers]);
-        assert_eq!(described.status.code(), Some(0), "{}", describe(&described));
-        String::from_utf8_lossy(&described.stdout).contains(&moving)
-    });
+    start_throttled_move(&mut cluster, &brokers, &target, spare, leader);
     reassign_and_wait(&brokers, &target);
     assert_eq!(wait_in_sync(&mut cluster, Some(&target)), target);
 
@@ -147,6 +118,47 @@ fn every_replica_moves_under_load_and_nothing_is_lost_or_duplicated() {
         seen.len(),
         started.elapsed()
     );
+}
+
+/// Starts the move to `target` (adding `spare`, removing `leader`) throttled, without
+/// waiting for it, and waits until `topic describe` shows it in progress.
+fn start_throttled_move(
+    cluster: &mut Cluster,
+    brokers: &str,
+    target: &[usize],
+    spare: usize,
+    leader: usize,
+) {
+    let list = ids(target);
+    let begun = shardlog(&[
+        "partition",
+        "reassign",
+        "--brokers",
+        brokers,
+        "--topic",
+        TOPIC,
+        "--partition",
+        "0",
+        "--replicas",
+        &list,
+        "--throttle-bytes",
+        THROTTLE,
+    ]);
+    assert_eq!(begun.status.code(), Some(0), "{}", describe(&begun));
+    let out = String::from_utf8_lossy(&begun.stdout).into_owned();
+    assert!(
+        out.contains(&format!("reassigning {TOPIC}/0 to {list}")),
+        "{out}"
+    );
+    // Any node answers; one may not have applied the move yet: ask again until one shows
+    // it (the throttled catch-up of about 1 MB lasts seconds).
+    let moving =
+        format!("reassigning partition 0: target {list}, adding {spare}, removing {leader}");
+    wait_until(cluster, "describe showing the move", || {
+        let described = shardlog(&["topic", "describe", TOPIC, "--brokers", brokers]);
+        assert_eq!(described.status.code(), Some(0), "{}", describe(&described));
+        String::from_utf8_lossy(&described.stdout).contains(&moving)
+    });
 }
 
 /// `partition reassign --wait` to `target`: it must end in the target with exit 0.

@@ -195,6 +195,7 @@ fn metadata_response() -> MetadataResponse {
             host: "127.0.0.1".into(),
             port: 9092,
             live: true,
+            draining: false,
         }],
         topics: vec![TopicMetadata {
             name: "orders".into(),

@@ -19,6 +19,8 @@ pub struct BrokerMetadata {
     pub port: u16,
     /// Registered and not fenced (its heartbeats reach the controller).
     pub live: bool,
+    /// Decommissioned (`shardlog node decommission`): its replicas move away.
+    pub draining: bool,
 }
 
 /// One partition.

@@ -7,6 +7,7 @@ mod fetch;
 mod groups;
 mod list_offsets;
 mod metadata;
+mod placement;
 mod produce;
 mod producer_ids;
 mod reassign;
@@ -34,6 +35,10 @@ pub use list_offsets::{
 pub use metadata::{
     ArchivedMetadataRequest, ArchivedMetadataResponse, BrokerMetadata, MetadataRequest,
     MetadataResponse, PartitionMetadata, TopicMetadata,
+};
+pub use placement::{
+    ArchivedDrainNodeRequest, ArchivedRebalanceReplicasRequest, DrainNodeRequest,
+    RebalanceReplicasRequest,
 };
 pub use produce::{
     Acks, ArchivedAcks, ArchivedProduceRequest, ArchivedProduceResponse, ProduceRequest,
@@ -99,6 +104,11 @@ pub enum Api {
     ReassignPartition = 20,
     /// The replica moves in progress.
     ListReassignments = 21,
+    /// Decommission a node, or take it back (to the controller leader; a node passes it
+    /// on). (30 on: 20-29 are left to the apis of the reassignment work.)
+    DrainNode = 30,
+    /// Even out replica counts over the nodes (to the controller leader).
+    RebalanceReplicas = 31,
 }
 
 impl Api {
@@ -127,6 +137,8 @@ impl Api {
             19 => Api::ListGroups,
             20 => Api::ReassignPartition,
             21 => Api::ListReassignments,
+            30 => Api::DrainNode,
+            31 => Api::RebalanceReplicas,
             _ => return None,
         })
     }

@@ -10,9 +10,9 @@ use futures::future::{Either, select};
 
 use super::{Client, ClientError, Payload, check, name_silence};
 use crate::api::{
-    Api, CreateTopicRequest, DeleteTopicRequest, ListReassignmentsRequest,
+    Api, CreateTopicRequest, DeleteTopicRequest, DrainNodeRequest, ListReassignmentsRequest,
     ListReassignmentsResponse, MetadataRequest, MetadataResponse, PartitionMove,
-    ReassignPartitionRequest, TopicConfig, TopicResponse,
+    ReassignPartitionRequest, RebalanceReplicasRequest, TopicConfig, TopicResponse,
 };
 use crate::error_code::ErrorCode;
 
@@ -179,6 +179,32 @@ impl Client {
         Err(last)
     }
 
+    /// Decommissions node `node` (`draining`: its replicas move to the other nodes, it
+    /// receives no new ones), or takes it back; the server's answer says what it did.
+    pub async fn drain_node(&self, node: u32, draining: bool) -> Result<String, ClientError> {
+        let request = DrainNodeRequest { node, draining };
+        self.admin_said(Api::DrainNode, &request).await
+    }
+
+    /// Starts the replica moves that even out replica counts over the nodes (with
+    /// `dry_run`, only counts them); the server's answer says how many.
+    pub async fn rebalance_replicas(&self, dry_run: bool) -> Result<String, ClientError> {
+        let request = RebalanceReplicasRequest { dry_run };
+        self.admin_said(Api::RebalanceReplicas, &request).await
+    }
+
+    /// An admin request about no topic, sent as [`Client::admin`] sends one; the answer's
+    /// message. Repeating one whose answer was lost does no harm: a drain repeated is no
+    /// change, a rebalance repeated plans from the moves already started.
+    async fn admin_said<T>(&self, api: Api, request: &T) -> Result<String, ClientError>
+    where
+        T: crate::frame::Meta,
+    {
+        let said = std::cell::RefCell::new(String::new());
+        let outcome = self.admin_answered(api, "", request, &said).await;
+        outcome.result.map(|()| said.into_inner())
+    }
+
     /// Sends a CreateTopic or DeleteTopic request about `topic`: each attempt to the next
     /// broker (the controller leader first, then the other live ones; any node passes
     /// the request on to the controller), waiting at most `admin_timeout`. A broker that
@@ -188,6 +214,21 @@ impl Client {
     /// up for the new controller once another one is elected (a paused controller holds
     /// requests sent to it, and those passed on to it).
     async fn admin<T>(&self, api: Api, topic: &str, request: &T) -> AdminOutcome
+    where
+        T: crate::frame::Meta,
+    {
+        let said = std::cell::RefCell::new(String::new());
+        self.admin_answered(api, topic, request, &said).await
+    }
+
+    /// [`Client::admin`], keeping the successful answer's message in `said`.
+    async fn admin_answered<T>(
+        &self,
+        api: Api,
+        topic: &str,
+        request: &T,
+        said: &std::cell::RefCell<String>,
+    ) -> AdminOutcome
     where
         T: crate::frame::Meta,
     {
@@ -224,9 +265,10 @@ impl Client {
             ));
             let watch = pin!(self.watch_controller(topic, controller, &addr));
             let result = match select(call, watch).await {
-                Either::Left((result, _)) => {
-                    result.and_then(|(response, _)| check(response.error, &response.message))
-                }
+                Either::Left((result, _)) => result.and_then(|(response, _)| {
+                    check(response.error, &response.message)
+                        .map(|()| *said.borrow_mut() = response.message)
+                }),
                 Either::Right((elected, _)) => {
                     tracing::debug!(?api, %addr, ?controller, elected, "controller moved");
                     maybe_applied = true;

@@ -327,6 +327,7 @@ mod tests {
                     host: "127.0.0.1".into(),
                     port: 9000 + u16::try_from(node_id).unwrap(),
                     live: *live,
+                    draining: false,
                 })
                 .collect(),
             topics: vec![topic(partitions)],

@@ -33,6 +33,10 @@
 //! replica_lag_ms = 10000               # a follower this far behind leaves the ISR
 //! move_throttle_bytes = 67108864       # bytes/s a leader ships to replicas a move adds
 //!                                      # (catching up, not yet in sync); 0: unthrottled
+//! replace_dead_node_after_secs = 900   # a node fenced this long has its replicas
+//!                                      # re-placed on the other nodes (0: never)
+//! auto_rebalance = false               # even out replica counts on its own (a node
+//!                                      # that joined gets its share)
 //! offsets_partitions = 16              # partitions of __consumer_offsets, at its creation
 //! offsets_segment_bytes = 1048576      # its segment.bytes (each preallocates up to it)
 //! group_initial_rebalance_delay_ms = 3000  # a new group's first rebalance waits this long
@@ -116,6 +120,10 @@ pub struct FileConfig {
     pub replica_lag_ms: Option<u64>,
     /// Bytes per second this node, leading, ships to catching-up replicas (0: none).
     pub move_throttle_bytes: Option<u64>,
+    /// A node fenced this long has its replicas re-placed (0: never).
+    pub replace_dead_node_after_secs: Option<u64>,
+    /// Rebalance replica counts on its own.
+    pub auto_rebalance: Option<bool>,
     /// Partitions of `__consumer_offsets` when it is created.
     pub offsets_partitions: Option<u32>,
     /// `segment.bytes` of `__consumer_offsets`.
@@ -183,6 +191,10 @@ impl FileConfig {
             session_timeout_ms: other.session_timeout_ms.or(self.session_timeout_ms),
             replica_lag_ms: other.replica_lag_ms.or(self.replica_lag_ms),
             move_throttle_bytes: other.move_throttle_bytes.or(self.move_throttle_bytes),
+            replace_dead_node_after_secs: other
+                .replace_dead_node_after_secs
+                .or(self.replace_dead_node_after_secs),
+            auto_rebalance: other.auto_rebalance.or(self.auto_rebalance),
             offsets_partitions: other.offsets_partitions.or(self.offsets_partitions),
             offsets_segment_bytes: other.offsets_segment_bytes.or(self.offsets_segment_bytes),
             group_initial_rebalance_delay_ms: other
@@ -283,6 +295,10 @@ pub struct ClusterConfig {
     /// are never throttled. A move's own throttle (`shardlog partition reassign
     /// --throttle-bytes`) replaces it for that partition.
     pub move_throttle_bytes: u64,
+    /// A node fenced this long has its replicas re-placed on the others; `None`: never.
+    pub replace_dead_node_after: Option<Duration>,
+    /// The controller leader evens out replica counts on its own.
+    pub auto_rebalance: bool,
 }
 
 /// Default of [`ClusterConfig::move_throttle_bytes`]: 64 MiB/s.
@@ -344,6 +360,9 @@ pub fn parse_peers(text: &str) -> anyhow::Result<BTreeMap<u32, String>> {
     Ok(peers)
 }
 
+/// Default of `replace_dead_node_after_secs`.
+pub const REPLACE_DEAD_NODE_AFTER_SECS: u64 = 900;
+
 fn cluster_config(file: &FileConfig, node_id: u32) -> anyhow::Result<ClusterConfig> {
     let peers = match &file.peers {
         Some(text) => parse_peers(text)?,
@@ -368,6 +387,15 @@ fn cluster_config(file: &FileConfig, node_id: u32) -> anyhow::Result<ClusterConf
     if !(300..=60_000).contains(&session_timeout_ms) {
         anyhow::bail!("session_timeout_ms {session_timeout_ms}: 300 to 60000");
     }
+    // Redpanda's node availability timeout (15 min): longer than a restart or an upgrade,
+    // so only a node that is gone moves its data.
+    let replace_after = file
+        .replace_dead_node_after_secs
+        .unwrap_or(REPLACE_DEAD_NODE_AFTER_SECS);
+    if replace_after > 7 * 24 * 3600 {
+        anyhow::bail!("replace_dead_node_after_secs {replace_after}: 0 (never) to 604800");
+    }
+    let replace_dead_node_after = (replace_after > 0).then(|| Duration::from_secs(replace_after));
     let tls = match (&file.peer_tls_cert, &file.peer_tls_key, &file.peer_tls_ca) {
         (Some(cert), Some(key), Some(ca)) => Some((cert.clone(), key.clone(), ca.clone())),
         (None, None, None) => None,
@@ -390,6 +418,8 @@ fn cluster_config(file: &FileConfig, node_id: u32) -> anyhow::Result<ClusterConf
         move_throttle_bytes: file
             .move_throttle_bytes
             .unwrap_or(MOVE_THROTTLE_BYTES_DEFAULT),
+        replace_dead_node_after,
+        auto_rebalance: file.auto_rebalance.unwrap_or(false),
     })
 }
 

@@ -696,6 +696,10 @@ fn cluster_node(
         let voters = cluster.voters().into_iter().map(NodeId).collect();
         let mut controller = ControllerConfig::new(NodeId(cluster.node_id), voters);
         controller.session_timeout_ms = cluster.session_timeout_ms;
+        controller.replace_dead_after_ms = cluster
+            .replace_dead_node_after
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        controller.auto_rebalance = cluster.auto_rebalance;
         // Raft ticks of 25 ms: a controller election takes 250-400 ms, well inside the
         // session timeout, so losing the controller leader costs no more than a session.
         controller.tick_ms = CONTROLLER_TICK_MS;

@@ -31,8 +31,8 @@ use crate::api::{
 use crate::error_code::ErrorCode;
 use crate::peer::auth::{self, PeerSecurity};
 use crate::server::ops::producer_ids;
-use crate::server::protocol::shardlog::handlers;
 use crate::server::protocol::shardlog::reply::{Reply, error_reply, reply};
+use crate::server::protocol::shardlog::{handlers, placement};
 use crate::server::shard::{Shard, ShardMsg, owner_shard};
 use crate::wire::{self, Frame, ReadError};
 
@@ -145,6 +145,10 @@ async fn handle(
         Some(Api::CreateTopic | Api::DeleteTopic | Api::ReassignPartition) => {
             topic_change(shard, frame, replies).await
         }
+        Some(Api::DrainNode | Api::RebalanceReplicas) => {
+            let completion = placement::placement_change(shard, frame).await;
+            relay(completion, replies);
+        }
         Some(Api::AllocateProducerIds) => allocate_producer_ids(shard, from, frame, replies).await,
         Some(other) => {
             let message = format!("{other:?} is a client api: send it to the client listener");
@@ -162,6 +166,17 @@ async fn handle(
 /// passed on again) as a client's topic change is, and answered on this connection.
 async fn topic_change(shard: &Rc<Shard>, frame: Frame, replies: &mpsc::UnboundedSender<Reply>) {
     let completion = handlers::topic_change(shard, frame).await;
+    let replies = replies.clone();
+    glommio::spawn_local(async move {
+        if let Some(reply) = completion.await {
+            let _ = replies.unbounded_send(reply);
+        }
+    })
+    .detach();
+}
+
+/// Sends `completion`'s reply once it is made, without holding up the frames after it.
+fn relay(completion: handlers::Completion, replies: &mpsc::UnboundedSender<Reply>) {
     let replies = replies.clone();
     glommio::spawn_local(async move {
         if let Some(reply) = completion.await {

@@ -196,6 +196,17 @@ mod wire {
             /// 0 is unthrottled.
             throttle_bytes: u64,
         },
+        /// Decommission `node` (`draining`: its replicas move to the other nodes, it
+        /// receives no new replica and leads nothing once they moved), or take it back
+        /// (`draining` false). The moves themselves are `ReassignPartition`s the
+        /// controller leader proposes (`replica_plan`). (Last in the enum: older entries
+        /// keep their tags.)
+        DrainNode {
+            /// The node id.
+            node: u32,
+            /// Whether it is to be emptied.
+            draining: bool,
+        },
     }
 
     /// `ReassignPartition::throttle_bytes` meaning "the leader node's own setting".
@@ -332,6 +343,12 @@ mod tests {
         };
         let bytes = reassign.encode().unwrap();
         assert_eq!(Command::decode(&bytes).unwrap(), reassign);
+        let drain = Command::DrainNode {
+            node: 3,
+            draining: true,
+        };
+        let bytes = drain.encode().unwrap();
+        assert_eq!(Command::decode(&bytes).unwrap(), drain);
         assert_eq!(std::mem::size_of::<wire::ArchivedCommand>(), 32);
     }
 }

@@ -157,20 +157,3 @@ pub fn on_unfenced(meta: &mut Metadata, node: NodeId, changes: &mut Vec<Metadata
         }
     }
 }
-
-/// Partitions whose leader should change (preferred replica back in sync, or a
-/// leaderless partition with an eligible live member): `(topic, partition)`.
-#[must_use]
-pub fn elections_due(meta: &Metadata) -> Vec<(String, u32)> {
-    let live = meta.live_nodes();
-    let mut due = Vec::new();
-    for (name, t) in meta.topics() {
-        for (index, p) in (0u32..).zip(&t.partitions) {
-            let next = choose_leader(p, &live);
-            if next.is_some() && next != p.leader {
-                due.push((name.clone(), index));
-            }
-        }
-    }
-    due
-}

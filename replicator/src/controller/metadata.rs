@@ -33,6 +33,8 @@ pub struct NodeInfo {
     /// Fenced: missed its session, or restarted as a newer incarnation; leads nothing
     /// and may not join an ISR.
     pub fenced: bool,
+    /// Decommissioned (`DrainNode`): its replicas move away, it receives no new ones.
+    pub draining: bool,
     /// The incarnation registered (0 for registrations of earlier releases): a replica
     /// claiming a newer one is not believed.
     pub incarnation: u64,
@@ -237,7 +239,7 @@ impl Metadata {
     #[must_use]
     pub fn next_placement(&self, partitions: u32, replication_factor: u16) -> Vec<Vec<NodeId>> {
         placement::assign(
-            &self.live_nodes(),
+            &self.placeable_nodes(),
             partitions,
             replication_factor,
             self.topics_created,
@@ -276,6 +278,16 @@ impl Metadata {
         self.nodes
             .iter()
             .filter(|(_, n)| !n.fenced)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Live nodes that are not draining, by id: where new replicas go.
+    #[must_use]
+    pub fn placeable_nodes(&self) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| !n.fenced && !n.draining)
             .map(|(id, _)| *id)
             .collect()
     }
@@ -420,7 +432,21 @@ impl Metadata {
                     .then_some(*throttle_bytes);
                 self.reassign(topic, *partition, replicas, throttle, changes)
             }
+            Command::DrainNode { node, draining } => self.drain_node(NodeId(*node), *draining),
         }
+    }
+
+    /// `DrainNode`: marks `node` draining, or not.
+    fn drain_node(&mut self, node: NodeId, draining: bool) -> Result<(), Refusal> {
+        let info = self
+            .nodes
+            .get_mut(&node)
+            .ok_or(Refusal::UnknownNode(node))?;
+        if info.draining == draining {
+            return Err(Refusal::NoChange);
+        }
+        info.draining = draining;
+        Ok(())
     }
 
     /// `AllocateProducerIds`: reserves `[first, first + count)` for `node`, only at the
@@ -481,6 +507,7 @@ impl Metadata {
                 address: address.to_owned(),
                 kafka_address: kafka_address.map(str::to_owned),
                 fenced: false,
+                draining: known.as_ref().is_some_and(|k| k.draining),
                 session_expires: expires,
                 incarnation,
             },
@@ -563,7 +590,7 @@ impl Metadata {
         if self.topics.contains_key(name) {
             return Err(Refusal::TopicExists);
         }
-        let live = self.live_nodes();
+        let live = self.placeable_nodes();
         if live.len() < usize::from(spec.replication_factor) {
             return Err(Refusal::NotEnoughNodes {
                 needed: spec.replication_factor,

@@ -12,7 +12,7 @@
 //!
 //! The controller leader tracks node sessions ([`heartbeat`]) and proposes `FenceNode`
 //! for expired ones; applying it moves leaderships by the rules of [`failover`]. It also
-//! proposes `ElectLeader` where the preferred replica is back in sync.
+//! proposes `ElectLeader` where the preferred replica is back in sync ([`leader_balance`]).
 //!
 //! Determinism: raft-rs draws its election timeout from `thread_rng` in
 //! `[min_election_tick, max_election_tick)`. The range is one tick wide here, staggered by
@@ -36,10 +36,12 @@
 pub mod command;
 pub mod failover;
 pub mod heartbeat;
+pub mod leader_balance;
 pub mod metadata;
 pub mod placement;
 pub mod raft_file;
 pub mod reassignment;
+pub mod replica_plan;
 pub mod requests;
 pub mod roles;
 
@@ -50,6 +52,8 @@ pub use raft_file::Recovered;
 pub use reassignment::{Reassignment, catching_up};
 pub use requests::IsrChange;
 pub use roles::{NO_LEADER, RoleApplied, replica_input};
+
+use std::collections::BTreeMap;
 
 use protobuf::Message as _;
 use raft::eraftpb::{ConfState, Entry, EntryType, Message as RaftMessage, MessageType};
@@ -77,6 +81,19 @@ pub struct ControllerConfig {
     pub session_timeout_ms: u64,
     /// How often the leader looks for preferred-leader elections (default 5000 ms).
     pub rebalance_interval_ms: u64,
+    /// Leader balancing: a node leads its preferred partitions again only after this long
+    /// live without a break (default 3000 ms; see [`leader_balance`]).
+    pub leader_hold_ms: u64,
+    /// Leader balancing: a node's preferred partitions move back once more than this
+    /// percentage of them is led elsewhere (default 10, Kafka's).
+    pub leader_imbalance_percent: u32,
+    /// A node fenced this long has its replicas re-placed on the serving nodes (`None`,
+    /// the default: never; see [`replica_plan`]). Checked every `rebalance_interval_ms`.
+    pub replace_dead_after_ms: Option<u64>,
+    /// Rebalance replica counts over the serving nodes on its own (a node that joined
+    /// gets its share) every `rebalance_interval_ms` (default false: on request,
+    /// [`Controller::rebalance_replicas`]).
+    pub auto_rebalance: bool,
     /// The leader proposes a node's registration at most this often (default 1000 ms).
     pub register_every_ms: u64,
     /// The sequence number of this start's first [`ProposalId`] (default 0). Give each
@@ -98,6 +115,10 @@ impl ControllerConfig {
             heartbeat_ticks: 2,
             session_timeout_ms: 1000,
             rebalance_interval_ms: 5000,
+            leader_hold_ms: 3000,
+            leader_imbalance_percent: 10,
+            replace_dead_after_ms: None,
+            auto_rebalance: false,
             register_every_ms: 1000,
             first_proposal_seq: 0,
         }
@@ -209,6 +230,12 @@ pub struct Controller {
     seen_leader: (u64, u64),
     leading: bool,
     last_rebalance: Tick,
+    /// Since when each live node is live, as this voter applied it (leader balancing's
+    /// hold). A restarted voter replays its log at start: every node starts its hold then.
+    live_since: BTreeMap<NodeId, Tick>,
+    /// Since when each fenced node is fenced, as this voter applied it (re-placement's
+    /// delay; a voter that replays its log at start starts every delay then).
+    fenced_since: BTreeMap<NodeId, Tick>,
     /// The controller leader this node last heard from, and when.
     leader_heard: Option<(NodeId, Tick)>,
     /// Raft ids of the voters.
@@ -295,6 +322,8 @@ impl Controller {
             seen_leader: (0, 0),
             leading: false,
             last_rebalance: now,
+            live_since: BTreeMap::new(),
+            fenced_since: BTreeMap::new(),
             leader_heard: None,
             voter_ids: voters.iter().map(|v| raft_id(*v)).collect(),
         })
@@ -402,10 +431,97 @@ impl Controller {
             return;
         }
         self.last_rebalance = self.now;
-        for (topic, partition) in failover::elections_due(&self.metadata) {
+        let brakes = leader_balance::LeaderBalance {
+            hold_ms: self.config.leader_hold_ms,
+            imbalance_percent: self.config.leader_imbalance_percent,
+        };
+        let due = leader_balance::elections(&self.metadata, &self.live_since, self.now, brakes);
+        for (topic, partition) in due {
             // A refusal or a lost proposal is retried at the next interval.
             let _ = self.propose(Command::ElectLeader { topic, partition });
         }
+        let (nodes, partitions) = self.plan_input();
+        let mut moves = replica_plan::evacuate(&nodes, &partitions);
+        if moves.is_empty() && self.config.auto_rebalance {
+            moves = replica_plan::rebalance(&nodes, &partitions);
+        }
+        self.propose_moves(moves);
+    }
+
+    /// Moves replicas so that counts over the serving nodes even out (a node that joined
+    /// gets its share): proposes the moves of [`replica_plan::rebalance`] and returns how
+    /// many. Partitions with a move in progress are left alone.
+    pub fn rebalance_replicas(&mut self) -> Result<usize, ControllerError> {
+        let moves = self.planned_rebalance()?;
+        let count = moves.len();
+        self.propose_moves(moves);
+        Ok(count)
+    }
+
+    /// The moves [`Controller::rebalance_replicas`] would propose now (on the leader).
+    pub fn planned_rebalance(&self) -> Result<Vec<replica_plan::Move>, ControllerError> {
+        self.check_leader()?;
+        let (nodes, partitions) = self.plan_input();
+        Ok(replica_plan::rebalance(&nodes, &partitions))
+    }
+
+    fn propose_moves(&mut self, moves: Vec<replica_plan::Move>) {
+        for m in moves {
+            // A refused or lost proposal is planned again at the next interval.
+            let _ = self.propose(Command::ReassignPartition {
+                topic: m.topic,
+                partition: m.partition,
+                replicas: m.replicas.iter().map(|n| n.0).collect(),
+                throttle_bytes: command::THROTTLE_NODE_DEFAULT,
+            });
+        }
+    }
+
+    /// What the replica planners see: each node's role (draining, or fenced longer than
+    /// `replace_dead_after_ms`: evacuate; fenced: unavailable) and each partition's
+    /// replicas (a move's target while it is in progress).
+    fn plan_input(
+        &self,
+    ) -> (
+        Vec<(NodeId, replica_plan::NodeRole)>,
+        Vec<replica_plan::PlanPartition>,
+    ) {
+        use replica_plan::NodeRole;
+        let dead_after = self.config.replace_dead_after_ms;
+        let nodes = self
+            .metadata
+            .nodes()
+            .iter()
+            .map(|(id, info)| {
+                let dead = info.fenced
+                    && dead_after.is_some_and(|after| {
+                        let since = self.fenced_since.get(id).copied().unwrap_or(self.now);
+                        self.now.since(since) >= after
+                    });
+                let role = match (info.draining || dead, info.fenced) {
+                    (true, _) => NodeRole::Evacuate,
+                    (false, true) => NodeRole::Unavailable,
+                    (false, false) => NodeRole::Serving,
+                };
+                (*id, role)
+            })
+            .collect();
+        let mut partitions = Vec::new();
+        for (name, t) in self.metadata.topics() {
+            for (partition, p) in (0u32..).zip(&t.partitions) {
+                let replicas = p
+                    .reassignment
+                    .as_ref()
+                    .map_or_else(|| p.replicas.clone(), |r| r.target.clone());
+                partitions.push(replica_plan::PlanPartition {
+                    topic: name.clone(),
+                    partition,
+                    replicas,
+                    moving: p.reassignment.is_some(),
+                });
+            }
+        }
+        (nodes, partitions)
     }
 
     /// A raft message from a peer.
@@ -682,7 +798,24 @@ impl Controller {
                 command,
                 outcome,
             });
+            for change in &changes {
+                self.observe_liveness(change);
+            }
             out.extend(changes.into_iter().map(Action::Changed));
+        }
+    }
+
+    fn observe_liveness(&mut self, change: &MetadataChange) {
+        match change {
+            MetadataChange::NodeFenced(node) => {
+                self.live_since.remove(node);
+                self.fenced_since.insert(*node, self.now);
+            }
+            MetadataChange::NodeRegistered { node, .. } | MetadataChange::NodeUnfenced(node) => {
+                self.live_since.entry(*node).or_insert(self.now);
+                self.fenced_since.remove(node);
+            }
+            _ => {}
         }
     }
 

@@ -185,10 +185,59 @@ pub struct ClusterArgs {
 /// The `cluster` subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum ClusterCommand {
-    /// Print the controller and every broker (node id, address, live) as one broker sees
-    /// them; exit 1 if a broker is not live.
+    /// Print the controller and every broker (node id, address, live, replicas and
+    /// leaderships held, serving/draining/drained) as one broker sees them; exit 1 if a
+    /// broker is not live.
     #[command(after_help = EXIT_CODES)]
     Status(BrokerArgs),
+    /// Move replicas so that every node holds about as many as the others (a node added
+    /// to the cluster gets its share); the moves run in the background (see `cluster
+    /// status` and `topic describe`).
+    #[command(after_help = EXIT_CODES)]
+    Rebalance(ClusterRebalanceArgs),
+}
+
+/// Arguments of `cluster rebalance`.
+#[derive(Debug, clap::Args)]
+pub struct ClusterRebalanceArgs {
+    /// Where to connect.
+    #[command(flatten)]
+    pub brokers: BrokerArgs,
+    /// Only print how many replicas a rebalance would move.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Arguments of `node`.
+#[derive(Debug, clap::Args)]
+pub struct NodeArgs {
+    /// Which node operation.
+    #[command(subcommand)]
+    pub command: NodeCommand,
+}
+
+/// The `node` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum NodeCommand {
+    /// Drain a node: every replica it holds moves to the other nodes (each new replica
+    /// catches up and joins the ISR before the old one leaves), and it receives no new
+    /// ones. `cluster status` shows it `drained` once it holds nothing.
+    #[command(after_help = EXIT_CODES)]
+    Decommission(NodeDecommissionArgs),
+}
+
+/// Arguments of `node decommission`.
+#[derive(Debug, clap::Args)]
+pub struct NodeDecommissionArgs {
+    /// Where to connect.
+    #[command(flatten)]
+    pub brokers: BrokerArgs,
+    /// The node id.
+    pub id: u32,
+    /// Take the node back instead: it receives replicas again (those already moved stay
+    /// where they are until a rebalance).
+    #[arg(long)]
+    pub cancel: bool,
 }
 
 /// When the producer is answered.

@@ -4,11 +4,14 @@
 //!
 //! Output: a line `controller: N` (`controller: none` while no controller is known, which
 //! is always so on a node that runs alone), then a tab-separated table with a header row:
-//! node (id), address (`host:port`), live (`yes`/`no`: registered and not fenced), one row
-//! per broker sorted by node id. Exit code 1 if any broker is not live (each is also named
+//! node (id), address (`host:port`), live (`yes`/`no`: registered and not fenced),
+//! replicas and leaders (partition replicas it holds and partitions it leads, over every
+//! topic), state (`serving`; `draining` once decommissioned, `drained` when it holds
+//! nothing more), one row per broker sorted by node id. Exit code 1 if any broker is not live (each is also named
 //! on stderr) or the metadata lists none; having no controller does not fail by itself,
 //! since a single node never has one.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use shardlog_net::api::{BrokerMetadata, MetadataResponse};
@@ -44,6 +47,17 @@ pub fn run(args: ClusterArgs) -> Result<Outcome, ToolError> {
                 config,
                 |client| async move { status(&client).await },
             )
+        }
+        ClusterCommand::Rebalance(args) => {
+            let dry_run = args.dry_run;
+            online::run(&args.brokers, move |client| async move {
+                let said = client
+                    .rebalance_replicas(dry_run)
+                    .await
+                    .map_err(ToolError::request("rebalance"))?;
+                print_lines([said])?;
+                Ok(Outcome::Clean)
+            })
         }
     }
 }
@@ -92,13 +106,24 @@ impl From<&MetadataResponse> for StatusReport {
         brokers.sort_by_key(|broker| broker.node_id);
         let mut lines = vec![
             format!("controller: {controller}"),
-            "node\taddress\tlive".to_owned(),
+            "node\taddress\tlive\treplicas\tleaders\tstate".to_owned(),
         ];
         let mut not_live = Vec::new();
+        let (replicas, leaders) = held(metadata);
         for broker in &brokers {
             let address = address(broker);
             let live = if broker.live { "yes" } else { "no" };
-            lines.push(format!("{}\t{address}\t{live}", broker.node_id));
+            let id = broker.node_id;
+            let holds = replicas.get(&id).copied().unwrap_or(0);
+            let leads = leaders.get(&id).copied().unwrap_or(0);
+            let state = match (broker.draining, holds) {
+                (false, _) => "serving",
+                (true, 0) => "drained",
+                (true, _) => "draining",
+            };
+            lines.push(format!(
+                "{id}\t{address}\t{live}\t{holds}\t{leads}\t{state}"
+            ));
             if !broker.live {
                 not_live.push(format!("{} ({address})", broker.node_id));
             }
@@ -109,6 +134,21 @@ impl From<&MetadataResponse> for StatusReport {
             not_live,
         }
     }
+}
+
+/// Replicas and leaderships per node, over every topic of the metadata.
+fn held(metadata: &MetadataResponse) -> (BTreeMap<u32, usize>, BTreeMap<u32, usize>) {
+    let mut replicas = BTreeMap::new();
+    let mut leaders = BTreeMap::new();
+    for p in metadata.topics.iter().flat_map(|t| &t.partitions) {
+        for node in &p.replicas {
+            *replicas.entry(*node).or_insert(0) += 1;
+        }
+        if let Some(leader) = p.leader {
+            *leaders.entry(leader).or_insert(0) += 1;
+        }
+    }
+    (replicas, leaders)
 }
 
 /// `host:port`, with an IPv6 host in brackets so the port stays unambiguous.
@@ -130,6 +170,7 @@ mod tests {
             host: host.to_owned(),
             port,
             live,
+            draining: false,
         }
     }
 
@@ -149,8 +190,8 @@ mod tests {
             report.lines,
             [
                 "controller: none",
-                "node\taddress\tlive",
-                "0\t127.0.0.1:9092\tyes"
+                "node\taddress\tlive\treplicas\tleaders\tstate",
+                "0\t127.0.0.1:9092\tyes\t0\t0\tserving"
             ]
         );
         assert_eq!(report.brokers, 1);
@@ -171,10 +212,10 @@ mod tests {
             report.lines,
             [
                 "controller: 2",
-                "node\taddress\tlive",
-                "0\t127.0.0.1:19100\tno",
-                "1\t[::1]:19101\tyes",
-                "2\t127.0.0.1:19102\tyes",
+                "node\taddress\tlive\treplicas\tleaders\tstate",
+                "0\t127.0.0.1:19100\tno\t0\t0\tserving",
+                "1\t[::1]:19101\tyes\t0\t0\tserving",
+                "2\t127.0.0.1:19102\tyes\t0\t0\tserving",
             ]
         );
         assert_eq!(report.brokers, 3);
@@ -184,7 +225,13 @@ mod tests {
     #[test]
     fn no_brokers_counted() {
         let report = StatusReport::from(&metadata(Some(0), Vec::new()));
-        assert_eq!(report.lines, ["controller: 0", "node\taddress\tlive"]);
+        assert_eq!(
+            report.lines,
+            [
+                "controller: 0",
+                "node\taddress\tlive\treplicas\tleaders\tstate"
+            ]
+        );
         assert_eq!(report.brokers, 0);
     }
 }

@@ -1,5 +1,5 @@
 //! One module per subcommand (online: topic, produce, consume (`consume_group` for
-//! `--group`), cluster, group; offline: the rest);
+//! `--group`), cluster, node, group; offline: the rest);
 //! [`run`] dispatches to them.
 
 mod cluster;
@@ -9,6 +9,7 @@ mod dump;
 mod export;
 mod group;
 mod import;
+mod node;
 mod partition;
 mod produce;
 mod repair;
@@ -29,6 +30,7 @@ pub fn run(command: Command) -> Result<Outcome, ToolError> {
         Command::Cluster(args) => cluster::run(args),
         Command::Partition(args) => partition::run(args),
         Command::Group(args) => group::run(args),
+        Command::Node(args) => node::run(args),
         Command::Dump(args) => dump::run(&args),
         Command::Verify(args) => verify::run(&args.dir),
         Command::Stats(args) => stats::run(&args.dir),

@@ -123,6 +123,18 @@ struct Args {
     /// followers are never throttled. Default 67108864 (64 MiB/s).
     #[arg(long, env = "SHARDLOGD_MOVE_THROTTLE_BYTES")]
     move_throttle_bytes: Option<u64>,
+    /// A node fenced (down) this long has its replicas re-placed on the other nodes, so
+    /// every partition gets back to its replication factor, seconds (0: never; at most
+    /// 604800). Default 900.
+    #[arg(
+        long = "replace-dead-node-after",
+        env = "SHARDLOGD_REPLACE_DEAD_NODE_AFTER"
+    )]
+    replace_dead_node_after_secs: Option<u64>,
+    /// Even out replica counts over the nodes on their own (a node that joined gets its
+    /// share), instead of on `shardlog cluster rebalance`.
+    #[arg(long, env = "SHARDLOGD_AUTO_REBALANCE", num_args = 0..=1, default_missing_value = "true")]
+    auto_rebalance: Option<bool>,
     /// Partitions of the internal topic __consumer_offsets, when it is created (1 to
     /// 1000). Default 16.
     #[arg(long, env = "SHARDLOGD_OFFSETS_PARTITIONS")]
@@ -194,6 +206,8 @@ impl Args {
             session_timeout_ms: self.session_timeout_ms,
             replica_lag_ms: self.replica_lag_ms,
             move_throttle_bytes: self.move_throttle_bytes,
+            replace_dead_node_after_secs: self.replace_dead_node_after_secs,
+            auto_rebalance: self.auto_rebalance,
             offsets_partitions: self.offsets_partitions,
             offsets_segment_bytes: self.offsets_segment_bytes,
             group_initial_rebalance_delay_ms: self.group_initial_rebalance_delay_ms,

@@ -54,6 +54,7 @@ mod tests {
             metrics: Snapshot::empty(),
             partitions: Vec::new(),
             group_offsets: Vec::new(),
+            groups: Vec::new(),
         }
     }
 

@@ -63,6 +63,18 @@ pub(crate) fn metadata_change(change: &MetadataChange) {
             isr = node_list(isr),
             "ISR changed"
         ),
+        MetadataChange::ReplicasChanged {
+            topic,
+            partition,
+            replicas,
+            isr,
+        } => tracing::info!(
+            topic,
+            partition = partition.0,
+            replicas = node_list(replicas),
+            isr = node_list(isr),
+            "replicas changed"
+        ),
     }
 }
 

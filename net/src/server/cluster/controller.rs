@@ -312,6 +312,23 @@ impl ControllerService {
         self.node
     }
 
+    /// On the controller leader: proposes the moves that even out replica counts over
+    /// the serving nodes (with `dry_run`, only counts them); how many.
+    pub(crate) fn rebalance_replicas(&self, dry_run: bool) -> Result<usize, String> {
+        if self.halted.borrow().is_some() {
+            return Err("this node's controller log cannot be written".into());
+        }
+        let mut controller = self.controller.borrow_mut();
+        let moves = if dry_run {
+            controller.planned_rebalance().map(|m| m.len())
+        } else {
+            controller.rebalance_replicas()
+        };
+        drop(controller);
+        let _ = self.kick.unbounded_send(());
+        moves.map_err(|e| e.to_string())
+    }
+
     /// The first producer id no node has reserved, as this voter applied it.
     pub(crate) fn next_producer_id(&self) -> u64 {
         self.controller.borrow().metadata().next_producer_id()

@@ -13,6 +13,7 @@
 
 pub(crate) mod groups;
 pub(crate) mod observe;
+pub(crate) mod placement;
 pub(crate) mod produce;
 pub(crate) mod producer_ids;
 pub(crate) mod reads;

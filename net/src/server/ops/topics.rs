@@ -37,6 +37,8 @@ pub(crate) struct Broker {
     pub(crate) port: u16,
     /// Registered and not fenced.
     pub(crate) live: bool,
+    /// Decommissioned: its replicas move away.
+    pub(crate) draining: bool,
     /// Where Kafka clients reach it, if it registered a Kafka listener.
     pub(crate) kafka: Option<(String, u16)>,
 }
@@ -148,6 +150,7 @@ fn describe(
                 host,
                 port,
                 live: !info.fenced,
+                draining: info.draining,
                 kafka: info.kafka_address.as_deref().and_then(split_host_port),
             })
         })

@@ -12,6 +12,7 @@ use shardlog_replicator::NodeId;
 use crate::api::ControllerRequest;
 use crate::server::cluster::ClusterView;
 use crate::server::ops::groups::{self, GroupListing, GroupOp, GroupReply};
+use crate::server::ops::placement::{self, PlacementChange};
 use crate::server::ops::topics::{self, TopicChange};
 use crate::server::ops::{self, OpError, OpReply, PartitionOp};
 use crate::server::ops::{observe, producer_ids};
@@ -29,6 +30,11 @@ pub(crate) enum ShardMsg {
     TopicChange {
         change: TopicChange,
         reply: oneshot::Sender<Result<(), OpError>>,
+    },
+    /// To shard 0: decommission a node or rebalance (the answer says what was done).
+    Placement {
+        change: PlacementChange,
+        reply: oneshot::Sender<Result<String, OpError>>,
     },
     /// To shard 0: a new producer id from this node's block.
     InitProducerId {
@@ -83,6 +89,13 @@ pub(crate) async fn serve(shard: Rc<Shard>, inbox: flume::Receiver<ShardMsg>) {
                 let shard = shard.clone();
                 glommio::spawn_local(async move {
                     let _ = reply.send(topics::change_here(&shard, change).await);
+                })
+                .detach();
+            }
+            ShardMsg::Placement { change, reply } => {
+                let shard = shard.clone();
+                glommio::spawn_local(async move {
+                    let _ = reply.send(placement::change_here(&shard, change).await);
                 })
                 .detach();
             }

@@ -99,6 +99,9 @@ async fn begin_other(shard: &Rc<Shard>, frame: Frame, peer: &str) -> Completion 
             topic_change(shard, frame).await
         }
         Api::ListReassignments => done(list_reassignments(shard, &frame)),
+        Api::DrainNode | Api::RebalanceReplicas => {
+            super::placement::placement_change(shard, frame).await
+        }
         Api::Produce => produce(shard, frame).await,
         Api::Fetch => fetch(shard, frame).await.completion,
         Api::ListOffsets => list_offsets(shard, frame).await,
@@ -177,6 +180,7 @@ fn metadata_response(meta: ClusterMetadata) -> MetadataResponse {
                 host: b.host,
                 port: b.port,
                 live: b.live,
+                draining: b.draining,
             })
             .collect(),
         topics: meta

@@ -26,6 +26,7 @@
 
 mod groups;
 pub(crate) mod handlers;
+pub(crate) mod placement;
 pub(crate) mod reply;
 
 use std::cell::Cell;

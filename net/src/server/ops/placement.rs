@@ -1,0 +1,137 @@
+//! Placement requests: decommission a node (`DrainNode`) or take it back, and rebalance
+//! replica counts over the nodes. Like a topic change, each runs on shard 0, where the
+//! controller voter lives: the controller leader takes it, a node that does not lead the
+//! controller passes it to the one that does over the peer link and relays the answer.
+//! The moves themselves are the controller leader's (`replica_plan`, `ReassignPartition`).
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use futures::FutureExt;
+use futures::channel::oneshot;
+use shardlog_replicator::controller::{Command, Refusal};
+
+use crate::api::{Api, DrainNodeRequest, ErrorResponse, RebalanceReplicasRequest, TopicResponse};
+use crate::error_code::ErrorCode;
+use crate::frame::FLAG_ERROR;
+use crate::server::ops::topics::from_code;
+use crate::server::ops::{OpError, Pending, answered};
+use crate::server::shard::{Shard, ShardMsg};
+
+/// A placement request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PlacementChange {
+    /// Decommission `node` (`draining`), or take it back.
+    Drain { node: u32, draining: bool },
+    /// Even out replica counts; with `dry_run`, only count the moves.
+    Rebalance { dry_run: bool },
+}
+
+/// Runs `change` on shard 0; the answer is a sentence saying what was done.
+pub(crate) async fn change(shard: &Rc<Shard>, change: PlacementChange) -> Pending<String> {
+    if shard.id == 0 {
+        let shard = shard.clone();
+        return async move { change_here(&shard, change).await }.boxed_local();
+    }
+    let (tx, rx) = oneshot::channel();
+    let Some(inbox) = shard.inboxes.first() else {
+        return answered(Err(OpError::Unknown("no shard 0".into())));
+    };
+    if inbox
+        .send_async(ShardMsg::Placement { change, reply: tx })
+        .await
+        .is_err()
+    {
+        return answered(Err(OpError::ShuttingDown));
+    }
+    async move { rx.await.unwrap_or(Err(OpError::ShuttingDown)) }.boxed_local()
+}
+
+/// `change` on shard 0: taken if this node leads the controller, else passed to the node
+/// that does.
+pub(crate) async fn change_here(
+    shard: &Rc<Shard>,
+    change: PlacementChange,
+) -> Result<String, OpError> {
+    let service = shard
+        .cluster
+        .controller
+        .as_ref()
+        .ok_or_else(|| OpError::Unknown("placement change off shard 0".into()))?;
+    if !service.is_leader() {
+        return pass_to_leader(shard, change).await;
+    }
+    match change {
+        PlacementChange::Drain { node, draining } => {
+            let command = Command::DrainNode { node, draining };
+            let what = if draining {
+                "draining: its replicas move to the other nodes"
+            } else {
+                "taken back: it receives replicas again"
+            };
+            match service.propose(command).await {
+                Ok(Ok(())) | Ok(Err(Refusal::NoChange)) => Ok(format!("node {node} {what}")),
+                Ok(Err(Refusal::UnknownNode(n))) => Err(OpError::InvalidRequest(format!(
+                    "node {n} is not a registered node of the cluster"
+                ))),
+                Ok(Err(refusal)) => Err(OpError::Unknown(refusal.to_string())),
+                Err(e) => Err(OpError::Timeout(e)),
+            }
+        }
+        PlacementChange::Rebalance { dry_run } => {
+            let moves = service
+                .rebalance_replicas(dry_run)
+                .map_err(OpError::NotAvailable)?;
+            Ok(if dry_run {
+                format!("a rebalance would move {moves} replicas")
+            } else {
+                format!("rebalance: {moves} replica moves started")
+            })
+        }
+    }
+}
+
+/// Passes `change` to the controller leader over the peer link and relays its answer.
+async fn pass_to_leader(shard: &Shard, change: PlacementChange) -> Result<String, OpError> {
+    let cluster = &shard.cluster;
+    let leader = cluster
+        .controller
+        .as_ref()
+        .and_then(|service| service.leader())
+        .ok_or_else(|| {
+            OpError::NotAvailable("no controller leader (an election is under way)".into())
+        })?;
+    let peers = &cluster.peers;
+    let answer = match change {
+        PlacementChange::Drain { node, draining } => {
+            let request = DrainNodeRequest { node, draining };
+            peers
+                .call(leader.0, Api::DrainNode, &request, Bytes::new())
+                .await
+        }
+        PlacementChange::Rebalance { dry_run } => {
+            let request = RebalanceReplicasRequest { dry_run };
+            peers
+                .call(leader.0, Api::RebalanceReplicas, &request, Bytes::new())
+                .await
+        }
+    };
+    let unavailable =
+        |why: String| OpError::NotAvailable(format!("controller leader {leader}: {why}"));
+    let answer = answer.map_err(|e| unavailable(e.to_string()))?;
+    let (code, message) = if answer.header.flags & FLAG_ERROR != 0 {
+        let e = answer
+            .decode::<ErrorResponse>()
+            .map_err(|e| unavailable(e.to_string()))?;
+        (e.error, e.message)
+    } else {
+        let r = answer
+            .decode::<TopicResponse>()
+            .map_err(|e| unavailable(e.to_string()))?;
+        (r.error, r.message)
+    };
+    match ErrorCode::from(code) {
+        ErrorCode::None => Ok(message),
+        code => Err(from_code(code, message)),
+    }
+}

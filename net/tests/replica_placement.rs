@@ -1,0 +1,224 @@
+//! Placement policies end to end, on four real `shardlogd` nodes on 127.0.0.1
+//! (replication factor 3, `min_insync` 2, session timeout 1 s) under `acks=all` load from
+//! idempotent producers with a consumer per partition (`common::load`):
+//!
+//! 1. Automatic re-placement: with `--replace-dead-node-after 3`, SIGKILL a node for good;
+//!    every partition gets back to 3 in-sync replicas on the remaining three nodes, the
+//!    preferred leaders (and so the leaders) spread over them, and every record
+//!    acknowledged before, during and after is in place, once.
+//! 2. Leader balance: SIGKILL a node and restart it; its leaderships come back, so every
+//!    node leads as many partitions as before (an even spread).
+//!
+//! Decommission is in `tools/tests/decommission.rs` (it runs the `shardlog` command).
+//! Times are printed, never asserted beyond generous waits. A failing test prints the
+//! tail of every node's stderr.
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation,
+    clippy::too_many_lines
+)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::cluster::{Cluster, Links};
+use common::load::{Load, Shape, TOPIC, verify, wait_acks};
+use common::view::{WAIT_MAX, all, describe, every_partition, others, wait_view};
+use shardlog_net::api::{MetadataResponse, TopicConfig};
+use shardlog_net::client::{Client, ClientConfig};
+
+/// Partitions of the test topic: two preferred leaderships per node of four.
+const PARTITIONS: u32 = 8;
+const LOAD: Shape = Shape {
+    partitions: PARTITIONS,
+    producers_per_partition: 1,
+    pause: Duration::from_millis(5),
+};
+/// Acknowledged batches each phase waits for, per producer.
+const PHASE_ACKS: usize = 20;
+/// Re-placement waits for up to this long: the delay, a placement round (every 5 s), then
+/// the new replicas catching up and joining the ISR.
+const REPLACE_MAX: Duration = Duration::from_secs(90);
+
+/// Four nodes (with `extra` flags) and the topic, every partition fully in sync.
+fn four_nodes(extra: &[&str]) -> Cluster {
+    let mut cluster = Cluster::start_with(4, Links::Direct, extra);
+    let took = cluster.wait_for_controller(WAIT_MAX);
+    eprintln!("controller elected, every node live, after {took:?}");
+    let brokers = cluster.brokers();
+    common::run(move || async move {
+        let client = Client::connect(&brokers, ClientConfig::default())
+            .await
+            .unwrap();
+        let config = TopicConfig {
+            min_insync: Some(2),
+            ..TopicConfig::default()
+        };
+        client
+            .create_topic(TOPIC, PARTITIONS, 3, config)
+            .await
+            .unwrap();
+    });
+    let nodes = all(&cluster);
+    let (meta, took) = wait_view(&mut cluster, "the topic fully in sync", &nodes, |m| {
+        every_partition(m, |p| p.leader.is_some() && p.isr.len() == 3)
+    });
+    eprintln!("topic in sync after {took:?}: {}", describe(&meta));
+    cluster
+}
+
+/// Partitions led per node, and preferred leaderships per node.
+fn leaders(meta: &MetadataResponse) -> (BTreeMap<u32, usize>, BTreeMap<u32, usize>) {
+    let mut led = BTreeMap::new();
+    let mut preferred = BTreeMap::new();
+    for p in meta
+        .topics
+        .iter()
+        .filter(|t| t.name == TOPIC)
+        .flat_map(|t| &t.partitions)
+    {
+        if let Some(l) = p.leader {
+            *led.entry(l).or_insert(0) += 1;
+        }
+        if let Some(first) = p.replicas.first() {
+            *preferred.entry(*first).or_insert(0) += 1;
+        }
+    }
+    (led, preferred)
+}
+
+/// Whether `counts` spreads `total` over `nodes` evenly (each within one of the others).
+fn even(counts: &BTreeMap<u32, usize>, nodes: &[u32], total: usize) -> bool {
+    let per: Vec<usize> = nodes
+        .iter()
+        .map(|n| counts.get(n).copied().unwrap_or(0))
+        .collect();
+    let (min, max) = (per.iter().min().unwrap(), per.iter().max().unwrap());
+    per.iter().sum::<usize>() == total && max - min <= 1
+}
+
+#[test]
+fn a_node_killed_for_good_has_its_replicas_re_placed() {
+    let started = Instant::now();
+    let mut cluster = four_nodes(&["--replace-dead-node-after", "3"]);
+    let load = Load::start(&cluster.brokers(), 0, LOAD);
+    wait_acks(
+        &mut cluster,
+        &load.progress,
+        started,
+        PHASE_ACKS,
+        "before the kill",
+    );
+    let dead = 3usize;
+    let killed_at = Instant::now();
+    cluster.kill(&[dead]);
+    let survivors = others(&cluster, dead);
+    let dead_id = dead as u32;
+    let (meta, took) = cluster.wait_for("re-placement", REPLACE_MAX, |c| {
+        let m = common::view::controller_view(c, &survivors)?;
+        every_partition(&m, |p| {
+            p.replicas.len() == 3
+                && !p.replicas.contains(&dead_id)
+                && p.isr.len() == 3
+                && p.leader.is_some()
+        })
+        .map(|()| m)
+    });
+    eprintln!(
+        "RE-PLACED: every partition at 3 in-sync replicas without node {dead} {took:?} after \
+         its SIGKILL: {}",
+        describe(&meta)
+    );
+    let (_, preferred) = leaders(&meta);
+    assert!(
+        even(&preferred, &[0, 1, 2], PARTITIONS as usize),
+        "preferred leaders {preferred:?}"
+    );
+    let (meta, took) = wait_view(&mut cluster, "leaders spread", &survivors, |m| {
+        let (led, _) = leaders(m);
+        if even(&led, &[0, 1, 2], PARTITIONS as usize) {
+            Ok(())
+        } else {
+            Err(format!("{led:?}: {}", describe(m)))
+        }
+    });
+    eprintln!("LEADERS: spread {took:?} later: {:?}", leaders(&meta).0);
+    wait_acks(
+        &mut cluster,
+        &load.progress,
+        Instant::now(),
+        PHASE_ACKS,
+        "after the re-placement",
+    );
+    let outcome = load.stop();
+    verify(&cluster, &[&outcome], "re-placement");
+    eprintln!(
+        "test time {:?} ({:?} after the kill)",
+        started.elapsed(),
+        killed_at.elapsed()
+    );
+}
+
+#[test]
+fn leaderships_return_to_an_even_spread_after_a_restart() {
+    let started = Instant::now();
+    let mut cluster = four_nodes(&[]);
+    let nodes = all(&cluster);
+    let ids: Vec<u32> = (0..4).collect();
+    let (meta, _) = wait_view(&mut cluster, "leaders spread", &nodes, |m| {
+        let (led, _) = leaders(m);
+        if even(&led, &ids, PARTITIONS as usize) {
+            Ok(())
+        } else {
+            Err(format!("{led:?}"))
+        }
+    });
+    let before = leaders(&meta).0;
+    let load = Load::start(&cluster.brokers(), 0, LOAD);
+    wait_acks(
+        &mut cluster,
+        &load.progress,
+        started,
+        PHASE_ACKS,
+        "before the kill",
+    );
+    let victim = 1usize;
+    cluster.kill(&[victim]);
+    let survivors = others(&cluster, victim);
+    let (meta, _) = wait_view(&mut cluster, "its leaderships moved", &survivors, |m| {
+        let (led, _) = leaders(m);
+        if !led.contains_key(&(victim as u32)) && led.values().sum::<usize>() == 8 {
+            Ok(())
+        } else {
+            Err(format!("{led:?}"))
+        }
+    });
+    eprintln!("FAILED OVER: {:?}", leaders(&meta).0);
+    let restarted = Instant::now();
+    cluster.restart(victim);
+    let (meta, took) = wait_view(&mut cluster, "leaders spread again", &nodes, |m| {
+        let (led, _) = leaders(m);
+        if led == before {
+            Ok(())
+        } else {
+            Err(format!("{led:?}: {}", describe(m)))
+        }
+    });
+    eprintln!(
+        "BALANCED: leaders per node {:?} again {took:?} after the restart",
+        leaders(&meta).0
+    );
+    wait_acks(
+        &mut cluster,
+        &load.progress,
+        restarted,
+        PHASE_ACKS,
+        "after the restart",
+    );
+    let outcome = load.stop();
+    verify(&cluster, &[&outcome], "leader balance");
+    eprintln!("test time {:?}", started.elapsed());
+}
