@@ -283,14 +283,19 @@ fn topic_retention_runs_in_the_background() {
                 .await
                 .unwrap();
         }
+        // Retention deletes one segment at a time: wait until the log start has moved
+        // and then stays put for a while, so the read below does not race a deletion.
         let mut earliest = 0;
-        for _ in 0..100 {
-            earliest = client
+        let mut still = 0;
+        for _ in 0..200 {
+            let now = client
                 .list_offset("short", 0, OffsetSpec::Earliest)
                 .await
                 .unwrap()
                 .unwrap();
-            if earliest > 0 {
+            still = if now == earliest { still + 1 } else { 0 };
+            earliest = now;
+            if earliest > 0 && still >= 4 {
                 break;
             }
             glommio::timer::sleep(Duration::from_millis(50)).await;

@@ -654,7 +654,7 @@ fn logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
         "",
     );
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !tail.lines().iter().any(|l| l.contains("TopicCreated")) {
+    while !tail.lines().iter().any(|l| l.contains("topic created")) {
         assert!(std::time::Instant::now() < deadline, "{:?}", tail.lines());
         std::thread::sleep(Duration::from_millis(20));
     }
