@@ -273,8 +273,9 @@ impl Cluster {
     ///
     /// A killed process is reaped before its listening sockets are gone: io_uring
     /// requests in flight (a pending accept) hold the socket until the kernel tears the
-    /// ring down, after the exit. Meanwhile the port still completes handshakes, and a
-    /// node restarted on it refuses to start ("another server answers there").
+    /// ring down, after the exit. Meanwhile the port still completes handshakes; a node
+    /// restarted on it waits (up to 10 s) for it to close. Waiting here instead keeps
+    /// that wait out of the restart the test times.
     pub fn kill(&mut self, nodes: &[usize]) {
         for &node in nodes {
             self.tails[node].push(format!("---- test: SIGKILL node {node} ----"));

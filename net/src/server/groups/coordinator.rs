@@ -150,76 +150,77 @@ impl ShardGroups {
 
     /// The groups this shard coordinates (ListGroups).
     pub(crate) fn list(&self) -> Vec<GroupListing> {
-        let partitions = self.partitions.borrow();
-        partitions
-            .values()
-            .filter_map(|state| match state {
-                PartitionState::Loaded(loaded) => Some(loaded),
-                PartitionState::Loading(_) => None,
-            })
-            .flat_map(|loaded| loaded.groups.iter())
-            .filter(|(_, group)| group.state() != GroupState::Dead)
-            .map(|(id, group)| GroupListing {
-                group_id: id.clone(),
-                protocol_type: group.protocol_type().to_owned(),
-                state: group.state().name().to_owned(),
-            })
-            .collect()
+        self.over_groups(|groups| {
+            groups
+                .filter(|(_, group)| group.state() != GroupState::Dead)
+                .map(|(id, group)| GroupListing {
+                    group_id: id.clone(),
+                    protocol_type: group.protocol_type().to_owned(),
+                    state: group.state().name().to_owned(),
+                })
+                .collect()
+        })
     }
 
     /// The groups this shard coordinates with their members (for the console).
     pub(crate) fn summaries(&self) -> Vec<GroupSummary> {
-        let partitions = self.partitions.borrow();
-        partitions
-            .values()
-            .filter_map(|state| match state {
-                PartitionState::Loaded(loaded) => Some(loaded),
-                PartitionState::Loading(_) => None,
-            })
-            .flat_map(|loaded| loaded.groups.iter())
-            .filter(|(_, group)| group.state() != GroupState::Dead)
-            .map(|(id, group)| {
-                let description = group.describe();
-                GroupSummary {
-                    group_id: id.clone(),
-                    state: description.state,
-                    protocol_type: description.protocol_type,
-                    members: description
-                        .members
-                        .into_iter()
-                        .map(|m| MemberSummary {
-                            member_id: m.member_id,
-                            client_id: m.client_id,
-                            client_host: m.client_host,
-                        })
-                        .collect(),
-                }
-            })
-            .collect()
+        self.over_groups(|groups| {
+            groups
+                .filter(|(_, group)| group.state() != GroupState::Dead)
+                .map(|(id, group)| {
+                    let description = group.describe();
+                    GroupSummary {
+                        group_id: id.clone(),
+                        state: description.state,
+                        protocol_type: description.protocol_type,
+                        members: description
+                            .members
+                            .into_iter()
+                            .map(|m| MemberSummary {
+                                member_id: m.member_id,
+                                client_id: m.client_id,
+                                client_host: m.client_host,
+                            })
+                            .collect(),
+                    }
+                })
+                .collect()
+        })
     }
 
     /// The committed offsets of the groups this shard coordinates (for the group lag
     /// metrics).
     pub(crate) fn committed_offsets(&self) -> Vec<crate::server::ops::observe::GroupOffset> {
+        self.over_groups(|groups| {
+            groups
+                .flat_map(|(id, group)| {
+                    group.offsets().map(move |((topic, partition), entry)| {
+                        crate::server::ops::observe::GroupOffset {
+                            group: id.clone(),
+                            topic: topic.clone(),
+                            partition: *partition,
+                            offset: entry.offset,
+                        }
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// `f` over every group of the partitions loaded here (dead ones included).
+    fn over_groups<T>(
+        &self,
+        f: impl FnOnce(&mut dyn Iterator<Item = (&String, &Group)>) -> T,
+    ) -> T {
         let partitions = self.partitions.borrow();
-        partitions
+        let mut groups = partitions
             .values()
             .filter_map(|state| match state {
                 PartitionState::Loaded(loaded) => Some(loaded),
                 PartitionState::Loading(_) => None,
             })
-            .flat_map(|loaded| loaded.groups.iter())
-            .flat_map(|(id, group)| {
-                group.offsets().map(move |((topic, partition), entry)| {
-                    crate::server::ops::observe::GroupOffset {
-                        group: id.clone(),
-                        topic: topic.clone(),
-                        partition: *partition,
-                        offset: entry.offset,
-                    }
-                })
-            })
-            .collect()
+            .flat_map(|loaded| loaded.groups.iter());
+        f(&mut groups)
     }
 
     /// Runs `f` on the loaded groups of `partition` in `epoch`, then delivers what the

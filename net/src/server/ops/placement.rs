@@ -11,10 +11,8 @@ use futures::FutureExt;
 use futures::channel::oneshot;
 use shardlog_replicator::controller::{Command, Refusal};
 
-use crate::api::{Api, DrainNodeRequest, ErrorResponse, RebalanceReplicasRequest, TopicResponse};
-use crate::error_code::ErrorCode;
-use crate::frame::FLAG_ERROR;
-use crate::server::ops::topics::from_code;
+use crate::api::{Api, DrainNodeRequest, RebalanceReplicasRequest};
+use crate::server::ops::topics::{controller_leader, leader_answer};
 use crate::server::ops::{OpError, Pending, answered};
 use crate::server::shard::{Shard, ShardMsg};
 
@@ -93,15 +91,8 @@ pub(crate) async fn change_here(
 
 /// Passes `change` to the controller leader over the peer link and relays its answer.
 async fn pass_to_leader(shard: &Shard, change: PlacementChange) -> Result<String, OpError> {
-    let cluster = &shard.cluster;
-    let leader = cluster
-        .controller
-        .as_ref()
-        .and_then(|service| service.leader())
-        .ok_or_else(|| {
-            OpError::NotAvailable("no controller leader (an election is under way)".into())
-        })?;
-    let peers = &cluster.peers;
+    let leader = controller_leader(shard)?;
+    let peers = &shard.cluster.peers;
     let answer = match change {
         PlacementChange::Drain { node, draining } => {
             let request = DrainNodeRequest { node, draining };
@@ -116,22 +107,5 @@ async fn pass_to_leader(shard: &Shard, change: PlacementChange) -> Result<String
                 .await
         }
     };
-    let unavailable =
-        |why: String| OpError::NotAvailable(format!("controller leader {leader}: {why}"));
-    let answer = answer.map_err(|e| unavailable(e.to_string()))?;
-    let (code, message) = if answer.header.flags & FLAG_ERROR != 0 {
-        let e = answer
-            .decode::<ErrorResponse>()
-            .map_err(|e| unavailable(e.to_string()))?;
-        (e.error, e.message)
-    } else {
-        let r = answer
-            .decode::<TopicResponse>()
-            .map_err(|e| unavailable(e.to_string()))?;
-        (r.error, r.message)
-    };
-    match ErrorCode::from(code) {
-        ErrorCode::None => Ok(message),
-        code => Err(from_code(code, message)),
-    }
+    leader_answer(leader, answer)
 }

@@ -17,6 +17,7 @@ use crate::api::{
     Api, CreateTopicRequest, DeleteTopicRequest, ErrorResponse, TopicConfig, TopicResponse,
     valid_topic_name,
 };
+use crate::client::ClientError;
 use crate::error_code::ErrorCode;
 use crate::frame::FLAG_ERROR;
 use crate::server::cluster::controller::ControllerService;
@@ -25,6 +26,7 @@ use crate::server::cluster::open_outcomes::{OpenOutcome, OpenOutcomes};
 use crate::server::cluster::{ClusterView, TopicSettings};
 use crate::server::ops::{OpError, Pending, answered, reassign};
 use crate::server::shard::{Shard, ShardMsg};
+use crate::wire::Frame;
 
 /// The most partitions a topic may have (the controller's limit).
 pub(crate) const PARTITIONS_MAX: u32 = shardlog_replicator::controller::metadata::MAX_PARTITIONS;
@@ -398,15 +400,8 @@ fn refused(refusal: &Refusal) -> OpError {
 /// Passes a topic change to the controller leader over the peer link and relays its
 /// answer.
 async fn pass_to_leader(shard: &Shard, change: TopicChange) -> Result<(), OpError> {
-    let cluster = &shard.cluster;
-    let leader = cluster
-        .controller
-        .as_ref()
-        .and_then(|service| service.leader())
-        .ok_or_else(|| {
-            OpError::NotAvailable("no controller leader (an election is under way)".into())
-        })?;
-    let peers = &cluster.peers;
+    let leader = controller_leader(shard)?;
+    let peers = &shard.cluster.peers;
     let answer = match &change {
         TopicChange::Create(topic) => {
             let request = CreateTopicRequest {
@@ -435,6 +430,27 @@ async fn pass_to_leader(shard: &Shard, change: TopicChange) -> Result<(), OpErro
                 .await
         }
     };
+    leader_answer(leader, answer).map(drop)
+}
+
+/// The controller leader a request that only it can apply is passed on to.
+pub(crate) fn controller_leader(shard: &Shard) -> Result<NodeId, OpError> {
+    shard
+        .cluster
+        .controller
+        .as_ref()
+        .and_then(|service| service.leader())
+        .ok_or_else(|| {
+            OpError::NotAvailable("no controller leader (an election is under way)".into())
+        })
+}
+
+/// The controller leader's answer to a request passed on to it (a `TopicResponse` or
+/// an error frame): its message, or the error it answered with.
+pub(crate) fn leader_answer(
+    leader: NodeId,
+    answer: Result<Frame, ClientError>,
+) -> Result<String, OpError> {
     let unavailable =
         |why: String| OpError::NotAvailable(format!("controller leader {leader}: {why}"));
     let answer = answer.map_err(|e| unavailable(e.to_string()))?;
@@ -450,7 +466,7 @@ async fn pass_to_leader(shard: &Shard, change: TopicChange) -> Result<(), OpErro
         (r.error, r.message)
     };
     match ErrorCode::from(code) {
-        ErrorCode::None => Ok(()),
+        ErrorCode::None => Ok(message),
         code => Err(from_code(code, message)),
     }
 }
