@@ -192,6 +192,24 @@ pub struct SegmentInfo {
     pub sealed: bool,
 }
 
+/// A flush between `take_flush` and `finish_flush`. Its bytes left the pending buffer, so
+/// if its future is dropped before it finishes nobody writes them: later flushes would
+/// leave a hole in the file, and waiters would wait forever for the flush slot. Dropped
+/// unfinished, it stops the log instead (reopening recovers what is on disk).
+struct FlushInFlight<'a, S: Storage> {
+    log: &'a PartitionLog<S>,
+    job: Option<FlushJob<S::File>>,
+}
+
+impl<S: Storage> Drop for FlushInFlight<'_, S> {
+    fn drop(&mut self) {
+        if let Some(job) = self.job.take() {
+            let cancelled = std::io::Error::other("a flush was cancelled before it finished");
+            let _ = self.log.finish_flush(job, Err(cancelled));
+        }
+    }
+}
+
 /// One flush's share of the pending bytes.
 struct FlushJob<F> {
     file: Rc<F>,
@@ -491,7 +509,11 @@ impl<S: Storage> PartitionLog<S> {
     /// a flush's first block is the previous flush's partial last block, so it is
     /// written only once every earlier flush's writes are done; the rest goes at once.
     async fn flush_once(&self, sync: bool) -> Result<()> {
-        let mut job = self.take_flush(sync);
+        let mut in_flight = FlushInFlight {
+            log: self,
+            job: Some(self.take_flush(sync)),
+        };
+        let job = in_flight.job.as_mut().expect("taken just now");
         let result = async {
             if !job.data.is_empty() {
                 job.data
@@ -508,7 +530,7 @@ impl<S: Storage> PartitionLog<S> {
                 };
                 futures::future::try_join(first_write, futures::future::try_join_all(rest_writes))
                     .await?;
-                self.mark_written(&job);
+                self.mark_written(job);
             }
             if job.sync {
                 // What fdatasync makes durable is what was written when it was called: the
@@ -526,6 +548,7 @@ impl<S: Storage> PartitionLog<S> {
             Ok(())
         }
         .await;
+        let job = in_flight.job.take().expect("finished once");
         self.finish_flush(job, result)
     }
 

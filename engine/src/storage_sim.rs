@@ -57,6 +57,9 @@ struct SimFs {
     durable_names: BTreeMap<PathBuf, Rc<RefCell<SimFileData>>>,
     dirs: std::collections::BTreeSet<PathBuf>,
     fail_syncs: bool,
+    /// While set, syncs wait (see [`SimStorage::hold_syncs`]); the wakers of those waiting.
+    hold_syncs: bool,
+    held: Vec<std::task::Waker>,
     syncs: u64,
     writes: u64,
 }
@@ -172,6 +175,27 @@ impl SimStorage {
     /// From now on every write and sync fails with an I/O error.
     pub fn fail_syncs(&self, fail: bool) {
         self.fs.borrow_mut().fail_syncs = fail;
+    }
+
+    /// While `hold`, every `sync_data` waits (a slow disk): a test can stop or drop what
+    /// awaits a sync in flight. Releasing lets the waiting syncs go on.
+    pub fn hold_syncs(&self, hold: bool) {
+        let held = {
+            let mut fs = self.fs.borrow_mut();
+            fs.hold_syncs = hold;
+            if hold {
+                Vec::new()
+            } else {
+                std::mem::take(&mut fs.held)
+            }
+        };
+        held.into_iter().for_each(std::task::Waker::wake);
+    }
+
+    /// Whether a `sync_data` is waiting on [`SimStorage::hold_syncs`].
+    #[must_use]
+    pub fn sync_held(&self) -> bool {
+        !self.fs.borrow().held.is_empty()
     }
 
     /// Successful `sync_data` calls so far.
@@ -318,6 +342,16 @@ impl StorageFile for SimFile {
     }
 
     async fn sync_data(&self) -> io::Result<()> {
+        std::future::poll_fn(|cx| {
+            let mut fs = self.fs.borrow_mut();
+            if fs.hold_syncs {
+                fs.held.push(cx.waker().clone());
+                std::task::Poll::Pending
+            } else {
+                std::task::Poll::Ready(())
+            }
+        })
+        .await;
         if self.fs.borrow().fail_syncs {
             return Err(io::Error::other("injected sync failure"));
         }

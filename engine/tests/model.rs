@@ -886,6 +886,23 @@ fn run_concurrent(case: &Concurrent) -> Result<(), TestCaseError> {
     let errors: RefCell<Vec<String>> = RefCell::new(Vec::new());
     let finished = run_workload(&log, case, &acked, &errors);
     prop_assert!(errors.borrow().is_empty(), "errors: {:?}", errors.borrow());
+    if !finished {
+        // Dropped mid-flight (a flush among them, perhaps): the log must not wedge. A sync
+        // ends, in success or, if a flush was cut short, with the log stopped.
+        let synced = RefCell::new(None);
+        let settled = poll_up_to(
+            async { *synced.borrow_mut() = Some(log.sync().await) },
+            10_000,
+        );
+        prop_assert!(settled, "sync after a dropped workload never ended");
+        if let Some(Err(e)) = synced.into_inner() {
+            prop_assert!(
+                matches!(e, Error::SyncFailed { .. } | Error::Stopped),
+                "sync after a dropped workload: {}",
+                e
+            );
+        }
+    }
     let mut acked = acked.into_inner();
     if case.flush != FlushPolicy::Always {
         if finished {

@@ -269,15 +269,15 @@ impl<S: Storage, T: Transport> ReplicaDriver<S, T> {
             }
         };
         let result = match select(pin!(actions), pin!(flusher)).await {
-            // Stopped: what was appended becomes durable (and reported) before `run` ends.
-            Either::Left((Ok(()), _)) => match self.log.sync().await {
-                Ok(()) => {
-                    self.report_storage();
-                    self.snapshot_at_stop().await;
-                    Ok(())
+            // Stopped: the flusher finishes its flush (dropping it mid-flush would stop
+            // the log), then what was appended becomes durable (and reported).
+            Either::Left((Ok(()), flusher)) => {
+                self.flushes.close_channel();
+                match flusher.await {
+                    Ok(()) => self.sync_at_stop().await,
+                    Err(e) => Err(e),
                 }
-                Err(e) => Err(e),
-            },
+            }
             Either::Left((Err(e), _)) | Either::Right((Err(e), _)) => Err(e),
             Either::Right((Ok(()), _)) => unreachable!("the driver holds the flush sender"),
         };
@@ -620,6 +620,14 @@ impl<S: Storage, T: Transport> ReplicaDriver<S, T> {
     }
 
     /// A clean stop: the snapshot at the log end, so that the next open replays nothing.
+    /// Makes what was appended durable, reports it, and snapshots the state at the end.
+    async fn sync_at_stop(&self) -> Result<(), EngineError> {
+        self.log.sync().await?;
+        self.report_storage();
+        self.snapshot_at_stop().await;
+        Ok(())
+    }
+
     async fn snapshot_at_stop(&self) {
         let end = self.log.log_end();
         if self.log.snapshot_offsets().last() == Some(&end) {

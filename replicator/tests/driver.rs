@@ -406,6 +406,57 @@ fn three_replicas_replicate_shrink_and_catch_up() {
 }
 
 #[test]
+fn a_replica_stopped_during_a_sync_finishes_it_and_keeps_the_batch() {
+    // A follower removed from the replicas (a reassignment) is stopped while its flusher
+    // waits on a sync. The stop must let that flush finish: cutting it short left the
+    // log's one flush slot taken, and the final sync waited forever.
+    let executor = LocalExecutorBuilder::new(Placement::Unbound)
+        .io_memory(1 << 20)
+        .make()
+        .unwrap();
+    executor.run(async {
+        let mut cluster = Cluster::start().await;
+        let net = cluster.net.clone();
+        let leader = net.driver(LEADER);
+        produce_all(&leader, 0..5).await;
+        let follower = NodeId(2);
+        let storage = cluster.storages[1].clone();
+        storage.hold_syncs(true);
+        let produced = leader.submit(Acks::Leader, batch(5).as_slice().into());
+        produced.await.unwrap();
+        wait_until("the follower's sync held", || storage.sync_held()).await;
+        let driver = net.driver(follower);
+        let appended = driver.log().log_end();
+        assert!(appended > driver.log().durable_end(), "the sync is held");
+        net.cut.borrow_mut().insert(follower);
+        driver.stop();
+        let release = glommio::spawn_local({
+            let storage = storage.clone();
+            async move {
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+                storage.hold_syncs(false);
+            }
+        })
+        .detach();
+        let worker = cluster.workers.remove(&follower).unwrap();
+        let stopped = std::pin::pin!(worker);
+        let timeout = std::pin::pin!(glommio::timer::sleep(Duration::from_secs(5)));
+        let ended = futures::future::select(stopped, timeout).await;
+        assert!(
+            matches!(ended, futures::future::Either::Left(_)),
+            "the stopped replica's worker never ended"
+        );
+        release.await;
+        assert_eq!(driver.log().durable_end(), appended, "the batch is durable");
+        net.cut.borrow_mut().remove(&follower);
+        cluster
+            .workers
+            .insert(follower, glommio::spawn_local(async {}).detach());
+        cluster.shutdown().await;
+    });
+}
+
+#[test]
 fn flush_never_acks_all_once_every_isr_member_wrote_it() {
     // Logs that never sync on their own (flush=never, far below the unsynced-bytes limit):
     // with `durable_when_acked`, acks=all is answered once the ISR members wrote the batch.
