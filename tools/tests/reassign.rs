@@ -16,7 +16,8 @@
 //! ```
 //!
 //! The first move is throttled so that it is seen in progress: `topic describe` shows
-//! its adding and removing replicas. Afterwards: every acknowledged record is where its
+//! its adding and removing replicas, and it lasts at least as long as its throttle
+//! allows (re-running the command with `--wait` keeps the throttle). Afterwards: every acknowledged record is where its
 //! acknowledgement said, the consumer saw every offset once (nothing lost, nothing
 //! duplicated), and nodes that no longer hold a replica have deleted its files.
 //!
@@ -44,8 +45,10 @@ const WAIT_MAX: Duration = Duration::from_secs(60);
 const LINE_EVERY: Duration = Duration::from_millis(20);
 /// Records produced before the moves (about 1 MB).
 const PREFILL_RECORDS: usize = 10_000;
-/// The first move's throttle: the catch-up of about 1 MB takes seconds.
-const THROTTLE: &str = "262144";
+/// The first move's throttle, bytes per second: the catch-up of about 1 MB takes seconds.
+const THROTTLE: u32 = 262_144;
+/// Bytes of record values in the prefill: the least the throttled catch-up ships.
+const PREFILL_VALUE_BYTES: usize = PREFILL_RECORDS * 96;
 
 #[test]
 fn every_replica_moves_under_load_and_nothing_is_lost_or_duplicated() {
@@ -75,11 +78,9 @@ fn every_replica_moves_under_load_and_nothing_is_lost_or_duplicated() {
         producer.acks().len() >= 20 && consumer.records().len() >= 20
     });
 
-    // Move 1, throttled and not waited for: seen in progress.
+    // Move 1, throttled: seen in progress, and no faster than its throttle.
     let target = [spare, f1, f2];
-    start_throttled_move(&mut cluster, &brokers, &target, spare, leader);
-    reassign_and_wait(&brokers, &target);
-    assert_eq!(wait_in_sync(&mut cluster, Some(&target)), target);
+    throttled_move(&mut cluster, &brokers, &target, spare, leader);
 
     for target in [[spare, leader, f2], [f1, leader, spare], [f1, leader, f2]] {
         reassign_and_wait(&brokers, &target);
@@ -120,6 +121,29 @@ fn every_replica_moves_under_load_and_nothing_is_lost_or_duplicated() {
     );
 }
 
+/// Move 1: started throttled, seen in progress, waited for. The throttle holds between
+/// real nodes: the catch-up cannot be faster than it allows (less its 100 ms burst). A
+/// lower bound only: a loaded machine makes moves longer, never shorter.
+fn throttled_move(
+    cluster: &mut Cluster,
+    brokers: &str,
+    target: &[usize],
+    spare: usize,
+    leader: usize,
+) {
+    let move_started = Instant::now();
+    start_throttled_move(cluster, brokers, target, spare, leader);
+    reassign_and_wait(brokers, target);
+    assert_eq!(wait_in_sync(cluster, Some(target)), target);
+    let took = move_started.elapsed();
+    let floor = Duration::from_secs_f64(PREFILL_VALUE_BYTES as f64 / f64::from(THROTTLE) - 0.2);
+    assert!(
+        took >= floor,
+        "a move throttled to {THROTTLE} B/s shipped {PREFILL_VALUE_BYTES} B in {took:?}"
+    );
+    eprintln!("throttled move: {took:?} (the throttle allows no less than {floor:?})");
+}
+
 /// Starts the move to `target` (adding `spare`, removing `leader`) throttled, without
 /// waiting for it, and waits until `topic describe` shows it in progress.
 fn start_throttled_move(
@@ -142,7 +166,7 @@ fn start_throttled_move(
         "--replicas",
         &list,
         "--throttle-bytes",
-        THROTTLE,
+        &THROTTLE.to_string(),
     ]);
     assert_eq!(begun.status.code(), Some(0), "{}", describe(&begun));
     let out = String::from_utf8_lossy(&begun.stdout).into_owned();
@@ -229,7 +253,12 @@ fn holds_partition(data_dir: &std::path::Path) -> bool {
 /// --report-offsets`; returns line -> offset.
 fn prefill(brokers: &str) -> BTreeMap<String, u64> {
     let lines: Vec<String> = (0..PREFILL_RECORDS)
-        .map(|i| format!("p{i}-{}", "x".repeat(90)))
+        .map(|i| {
+            format!(
+                "p{i:05}-{}",
+                "x".repeat(PREFILL_VALUE_BYTES / PREFILL_RECORDS - 7)
+            )
+        })
         .collect();
     let mut child = Command::new(env!("CARGO_BIN_EXE_shardlog"))
         .args(["produce", "--brokers", brokers, "--topic", TOPIC])

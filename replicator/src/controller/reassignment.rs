@@ -116,6 +116,12 @@ pub(crate) fn reassign(
         .copied()
         .filter(|n| !target.contains(n))
         .collect();
+    // The move in progress asked for again without a throttle (a `--wait` re-run of the
+    // same command) keeps the throttle it has: only a throttle given changes it.
+    let throttle_bytes = match &p.reassignment {
+        Some(r) if r.target == target && throttle_bytes.is_none() => r.throttle_bytes,
+        _ => throttle_bytes,
+    };
     p.replicas = before.iter().chain(&adding).copied().collect();
     p.isr.retain(|n| !dropped.contains(n));
     p.elr.retain(|n| !dropped.contains(n));
@@ -304,6 +310,30 @@ mod tests {
         assert_eq!(done.reassignment, None);
         assert_eq!(done.leader, Some(NodeId(target[0])));
         assert!(done.leader_epoch > start.leader_epoch);
+    }
+
+    #[test]
+    fn the_same_move_asked_again_keeps_its_throttle_unless_given_one() {
+        let mut meta = cluster(4);
+        let before: Vec<u32> = state(&meta).replicas.iter().map(|n| n.0).collect();
+        let spare = (1..=4).find(|n| !before.contains(n)).unwrap();
+        let target = vec![spare, before[1], before[2]];
+        let move_with = |meta: &mut Metadata, throttle_bytes| {
+            let command = Command::ReassignPartition {
+                topic: "t".into(),
+                partition: 0,
+                replicas: target.clone(),
+                throttle_bytes,
+            };
+            meta.apply(&command, &mut Vec::new()).unwrap();
+            state(meta).reassignment.unwrap().throttle_bytes
+        };
+        assert_eq!(move_with(&mut meta, 262_144), Some(262_144));
+        assert_eq!(move_with(&mut meta, THROTTLE_NODE_DEFAULT), Some(262_144));
+        assert_eq!(move_with(&mut meta, 0), Some(0));
+        // A different target is a new move: its own throttle, the node's default here.
+        reassign(&mut meta, &before).unwrap();
+        assert_eq!(move_with(&mut meta, THROTTLE_NODE_DEFAULT), None);
     }
 
     #[test]
