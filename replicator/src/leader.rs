@@ -53,6 +53,9 @@ struct Progress {
     next_offset: Option<Offset>,
     inflight: u32,
     last_ship_at: Tick,
+    /// When the follower last acked more, or the leader last shipped to it with nothing
+    /// unacked: ships unacked for `retry_ms` from then were lost, and go again.
+    progressed_at: Tick,
     caught_up_at: Tick,
     /// The leader's log end at `probe_at`: acking it proves the follower caught up then.
     probe: Offset,
@@ -146,6 +149,7 @@ impl Leader {
             next_offset: None,
             inflight: 0,
             last_ship_at: step.now,
+            progressed_at: step.now,
             caught_up_at: step.now,
             probe: epoch_start,
             probe_at: step.now,
@@ -384,6 +388,7 @@ impl Leader {
             self.followers.entry(node).or_insert_with(|| Progress {
                 next_offset: Some(step.log.log_end),
                 last_ship_at: step.now,
+                progressed_at: step.now,
                 caught_up_at: Tick(0),
                 probe: step.log.log_end,
                 probe_at: step.now,
@@ -510,6 +515,9 @@ impl Leader {
             return;
         };
         let log_end = Offset(ack.log_end).min(leader_end);
+        if log_end > progress.log_end {
+            progress.progressed_at = now;
+        }
         progress.log_end = progress.log_end.max(log_end);
         progress.durable_end = progress
             .durable_end
@@ -638,6 +646,9 @@ impl Leader {
         if progress.inflight >= step.config.ships_inflight_max {
             return;
         }
+        if next == progress.log_end {
+            progress.progressed_at = step.now;
+        }
         progress.next_offset = Some(log_end);
         progress.inflight += 1;
         progress.last_ship_at = step.now;
@@ -695,8 +706,9 @@ impl Leader {
         let Some(next) = progress.next_offset else {
             return;
         };
-        let silent_ms = now.since(progress.last_ship_at);
-        if next > progress.log_end && silent_ms >= step.config.retry_ms {
+        // Measured from the follower's last progress, not from the last message sent:
+        // heartbeats go out every `heartbeat_ms` and must not hide lost ships.
+        if next > progress.log_end && now.since(progress.progressed_at) >= step.config.retry_ms {
             progress.next_offset = Some(progress.log_end);
             progress.inflight = 0;
         }
@@ -706,7 +718,16 @@ impl Leader {
         };
         if now.since(progress.last_ship_at) >= step.config.heartbeat_ms {
             progress.last_ship_at = now;
-            let at = progress.next_offset.unwrap_or(progress.log_end);
+            // At what the follower acked: a heartbeat past it, while ships to it are on
+            // their way, made the follower ask for a resend and the leader ship it all
+            // again, every heartbeat, so a catch-up slower than a heartbeat crawled. A
+            // follower not heard from yet is probed at the next offset instead: its
+            // answer tells where its log ends.
+            let acked = progress.incarnation.map(|_| progress.log_end);
+            let at = match (progress.next_offset, acked) {
+                (Some(next), Some(acked)) => next.min(acked),
+                (next, acked) => next.or(acked).unwrap_or(progress.log_end),
+            };
             let ship = self.ship_head(step.log, at);
             step.actions.push(Action::Ship {
                 to: node,

@@ -464,3 +464,39 @@ fn a_replica_added_by_a_move_is_shipped_to_throttled_and_a_removed_one_is_droppe
         h.actions
     );
 }
+
+/// Found with real nodes: a follower catching up from far behind acks slower than a
+/// heartbeat (8 MiB ships to a loaded disk). Heartbeats went at the next offset, past what
+/// it had acked: it answered each with a resend and the leader shipped it all again, so a
+/// 516 MiB move never finished. Heartbeats go at the acked end now; only `retry_ms`
+/// without progress ships again.
+#[test]
+fn a_slow_catch_up_is_not_shipped_again_by_heartbeats() {
+    let mut h = Harness::leader(vec![LEADER, B]);
+    for request in 0..10 {
+        h.produce(request);
+    }
+    h.ack(B, Offset(10));
+    h.actions.clear();
+    h.ack(A, Offset(2));
+    assert_eq!(ships_to(&h, A), vec![(2, Offset(10), false)]);
+    // Past the heartbeat period, below `retry_ms`, no ack: heartbeats only, at the acked end.
+    h.actions.clear();
+    h.wait(config().retry_ms - 50);
+    let ships = ships_to(&h, A);
+    assert!(!ships.is_empty(), "no heartbeat");
+    assert!(
+        ships
+            .iter()
+            .all(|(prev, until, _)| *prev == 2 && *until == Offset(2)),
+        "{ships:?}"
+    );
+    // `retry_ms` without progress: shipped again from the acked end.
+    h.actions.clear();
+    h.wait(100);
+    assert!(
+        ships_to(&h, A).contains(&(2, Offset(10), false)),
+        "{:?}",
+        h.actions
+    );
+}
