@@ -191,8 +191,8 @@ fn replication_latency_and_isr_shrinks_and_expands_move_on_the_leader() {
     );
     // Acknowledged under acks=all: both followers acknowledged the ship. The leader's
     // histogram counts one sample per follower acknowledgement; followers ship nothing.
-    for node in 0..3 {
-        let moved = counter(&cluster, node, replication) - samples[node];
+    for (node, before) in samples.iter().enumerate() {
+        let moved = counter(&cluster, node, replication) - before;
         if node == leader {
             assert!(moved >= 2.0, "leader {node}: {moved} replication samples");
         } else {
@@ -221,7 +221,8 @@ fn replication_latency_and_isr_shrinks_and_expands_move_on_the_leader() {
     });
     eprintln!("ISR shrink counted {:?} after SIGSTOP", paused.elapsed());
     let (_, led) = leaders(&cluster, "replicated", 1);
-    assert!(!led[0].1.contains(&(follower as u32)), "{led:?}");
+    let stopped = u32::try_from(follower).unwrap();
+    assert!(!led[0].1.contains(&stopped), "{led:?}");
     assert_eq!(counter(&cluster, leader, shrinks) - before.0, 1.0);
     assert_eq!(
         counter(&cluster, leader, expands),
@@ -301,7 +302,7 @@ fn a_killed_leader_counts_a_leadership_change_and_any_node_shows_heartbeat_ages(
     cluster.kill(&[victim]);
     let (new_leader, _) = cluster.wait_for("a new leader", WAIT_MAX, |c| {
         let (_, meta) = c.metadata_from(&survivors).ok_or("no survivor answers")?;
-        let p = partition(&meta, "led", index as u32).ok_or("no partition")?;
+        let p = partition(&meta, "led", u32::try_from(index).unwrap()).ok_or("no partition")?;
         match p.leader {
             Some(l) if l as usize != victim => Ok(l as usize),
             other => Err(format!("leader {other:?}")),
@@ -321,7 +322,12 @@ fn a_killed_leader_counts_a_leadership_change_and_any_node_shows_heartbeat_ages(
         1.0,
         "node {new_leader} took over partition {index} of node {victim}"
     );
-    // The killed node's age, on the observer, grows past the session timeout and on.
+    killed_node_age_grows(&mut cluster, observer, victim, killed);
+}
+
+/// On `observer`, the age of `victim` (SIGKILLed at `killed`) grows past the session
+/// timeout and on, while the live nodes' ages stay small.
+fn killed_node_age_grows(cluster: &mut Cluster, observer: usize, victim: usize, killed: Instant) {
     let victim_age = |c: &Cluster| {
         let ages = heartbeat_ages(&status(c, observer));
         ages.iter()
@@ -338,7 +344,7 @@ fn a_killed_leader_counts_a_leadership_change_and_any_node_shows_heartbeat_ages(
             },
         );
     std::thread::sleep(Duration::from_millis(600));
-    let later = victim_age(&cluster).expect("the killed node's age");
+    let later = victim_age(cluster).expect("the killed node's age");
     assert!(later >= first + 500, "age {first} ms, then {later} ms");
     // Not the node's uptime or another garbage figure: about the time since the kill
     // (its last heartbeat came before it; a loaded machine may have delayed that one).
@@ -347,7 +353,7 @@ fn a_killed_leader_counts_a_leadership_change_and_any_node_shows_heartbeat_ages(
         "age {later} ms, killed {:?} ago",
         killed.elapsed()
     );
-    let status = status(&cluster, observer);
+    let status = status(cluster, observer);
     let nodes = status["nodes"].as_array().unwrap();
     let dead = nodes.iter().find(|n| n["id"] == victim as u64).unwrap();
     assert_eq!(dead["state"], "fenced", "{status}");
