@@ -1,7 +1,8 @@
 //! Controller (node to node, cluster mode): messages for the shard 0 of a node, each fire
 //! and forget like `Replicate`. Raft traffic between the controller voters, and what nodes
 //! tell the controller leader: heartbeats (with the address to register) and the ISR
-//! changes partition leaders ask for. Lost messages are resent on the senders' timers.
+//! changes partition leaders ask for; and what the leader tells every node: the sessions
+//! it keeps (heartbeat ages, free space). Lost messages are resent on the senders' timers.
 
 /// Request meta. For `Raft` the data region is one encoded raft-rs message; otherwise empty.
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -63,4 +64,27 @@ pub enum ControllerRequest {
         /// Bytes free for new data in its data directory, if it could tell.
         free_bytes: Option<u64>,
     },
+    /// The controller leader's sessions, sent to every other node a few times a second so
+    /// that any node can show them (`/v1/status`, the console); only the leader sees
+    /// heartbeats. Taken only from the node the receiver knows as the controller leader.
+    /// (Last in the enum: the other messages keep their tags.)
+    Sessions {
+        /// The controller leader (the sender).
+        leader: u32,
+        /// Its Raft term.
+        term: u64,
+        /// Each registered node's session as the leader sees it.
+        nodes: Vec<NodeSession>,
+    },
+}
+
+/// One node's session on the controller leader, in [`ControllerRequest::Sessions`].
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct NodeSession {
+    /// The node.
+    pub node: u32,
+    /// Milliseconds since the leader last heard its heartbeat, when the leader sent this.
+    pub heartbeat_age_ms: u64,
+    /// Free bytes of its data directory, as its last heartbeat said.
+    pub free_bytes: Option<u64>,
 }

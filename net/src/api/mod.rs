@@ -14,7 +14,7 @@ mod reassign;
 mod replicate;
 mod topics;
 
-pub use controller::{ArchivedControllerRequest, ControllerRequest};
+pub use controller::{ArchivedControllerRequest, ControllerRequest, NodeSession};
 pub use fetch::{ArchivedFetchRequest, ArchivedFetchResponse, FetchRequest, FetchResponse};
 pub use groups::{
     ArchivedDescribeGroupsRequest, ArchivedFindCoordinatorRequest, ArchivedHeartbeatRequest,

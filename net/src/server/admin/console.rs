@@ -70,26 +70,24 @@ fn json<T: serde::Serialize>(value: &T) -> Response {
 /// This node's facts: the shard the admin listener runs on is shard 0, which holds the
 /// controller voter.
 fn node_facts(shard: &Shard) -> NodeFacts {
-    let controller = shard.cluster.controller.as_ref().map(|service| {
-        let nodes: Vec<_> = shard
-            .cluster
-            .view()
-            .map(|view| view.metadata.nodes().keys().copied().collect())
-            .unwrap_or_default();
-        ControllerFacts {
+    let controller = shard
+        .cluster
+        .controller
+        .as_ref()
+        .map(|service| ControllerFacts {
             term: service.term(),
             leading: service.is_leader(),
-            heartbeat_ages_ms: nodes
-                .iter()
-                .filter_map(|node| Some((node.0, service.heartbeat_age_ms(*node)?)))
+            heartbeat_ages_ms: service
+                .heartbeat_ages_ms()
+                .into_iter()
+                .map(|(node, age)| (node.0, age))
                 .collect(),
             free_bytes: service
                 .free_bytes()
                 .into_iter()
                 .map(|(node, free)| (node.0, free))
                 .collect(),
-        }
-    });
+        });
     NodeFacts {
         node_id: shard.node.node_id,
         shards: shard.node.shards,

@@ -5,8 +5,10 @@
 //!   a partition, so they are `null` for partitions it holds no replica of;
 //! - a follower's `lag` (leader's log end minus the follower's acknowledged log end) is
 //!   known only where this node leads the partition;
-//! - `heartbeat_age_ms` is known only on the controller leader (sessions live in its
-//!   memory), `disk_free_bytes` there for every node and elsewhere for this node only.
+//! - `heartbeat_age_ms` and `disk_free_bytes` come from the controller leader (sessions
+//!   live in its memory), on the leader itself or, on any other node, from the report the
+//!   leader sends every node a few times a second (`cluster::shared_sessions`); `null`
+//!   without a fresh report (`disk_free_bytes` of this node is its own measure).
 //!
 //! [`status`] is a pure function of the shards' reports (`ops::observe`, the gather
 //! `/metrics` uses too) and the controller's word ([`ControllerFacts`], read on shard 0
@@ -159,12 +161,13 @@ pub(crate) struct NodeFacts {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct ControllerFacts {
     pub(crate) term: u64,
-    /// This node leads the controller (only then are heartbeat ages known).
+    /// This node leads the controller.
     pub(crate) leading: bool,
-    /// Milliseconds since each node's last heartbeat (controller leader only).
+    /// Milliseconds since each node's last heartbeat: the leader's sessions, here or as
+    /// it last reported them to this node.
     pub(crate) heartbeat_ages_ms: BTreeMap<u32, u64>,
     /// Free bytes of each node's data directory: from heartbeats on the controller
-    /// leader, and this node's own as measured.
+    /// leader (here or as it last reported them), and this node's own as measured.
     pub(crate) free_bytes: BTreeMap<u32, u64>,
 }
 

@@ -7,7 +7,8 @@
 //! It also keeps this node's session: a heartbeat to the controller leader every
 //! `HEARTBEAT_EVERY_MS` (the leader registers a node it does not know), carrying the
 //! free space of the node's data directory (the leader refuses a topic that would not
-//! fit, see `disk_space`).
+//! fit, see `disk_space`). The leader sends the sessions it keeps to every other node
+//! (`shared_sessions`), so any node can show heartbeat ages.
 //!
 //! A Raft log write that fails halts this voter, not the node: it stops voting, leading
 //! and heartbeating (the other voters keep the cluster, and fence this node so its
@@ -39,9 +40,10 @@ use shardlog_replicator::controller::{
 };
 use shardlog_replicator::{NodeId, Tick};
 
-use crate::api::{Api, ControllerRequest};
+use crate::api::{Api, ControllerRequest, NodeSession};
 use crate::peer::Peers;
 use crate::server::cluster::producer_ids::ProducerIdBlock;
+use crate::server::cluster::shared_sessions::SharedSessions;
 use crate::server::cluster::{ClusterView, adopt};
 use crate::server::shard::ShardMsg;
 
@@ -181,6 +183,8 @@ pub(crate) struct ControllerService {
     own_free_bytes: Cell<Option<u64>>,
     /// On the controller leader: each node's free bytes, from its heartbeats.
     free_bytes: RefCell<std::collections::BTreeMap<NodeId, u64>>,
+    /// The leader's sessions as it last sent them here (on the leader: when it sent).
+    shared: RefCell<SharedSessions>,
 }
 
 /// Why a voter is halted.
@@ -232,6 +236,7 @@ impl ControllerService {
             halted: RefCell::new(None),
             own_free_bytes: Cell::new(None),
             free_bytes: RefCell::new(std::collections::BTreeMap::new()),
+            shared: RefCell::new(SharedSessions::default()),
         })
     }
 
@@ -257,9 +262,16 @@ impl ControllerService {
             .next_placement(partitions, replication_factor)
     }
 
-    /// Each node's free bytes as last reported (this node's as last measured).
+    /// Each node's free bytes as last reported (this node's as last measured): on the
+    /// leader from heartbeats, elsewhere from the leader's last fresh report.
     pub(crate) fn free_bytes(&self) -> std::collections::BTreeMap<NodeId, u64> {
-        let mut free = self.free_bytes.borrow().clone();
+        let mut free = if self.is_leader() {
+            self.free_bytes.borrow().clone()
+        } else {
+            self.shared
+                .borrow()
+                .free_bytes(self.leader(), self.now.get())
+        };
         if let Some(own) = self.own_free_bytes.get() {
             free.insert(self.node, own);
         }
@@ -297,9 +309,74 @@ impl ControllerService {
         self.controller.borrow().term()
     }
 
-    /// Milliseconds since `node`'s last heartbeat, if this node leads the controller.
-    pub(crate) fn heartbeat_age_ms(&self, node: NodeId) -> Option<u64> {
-        self.controller.borrow().heartbeat_age_ms(node)
+    /// Milliseconds since each registered node's last heartbeat: this node's own sessions
+    /// if it leads the controller, else the leader's last fresh report (see
+    /// `shared_sessions`; empty without one).
+    pub(crate) fn heartbeat_ages_ms(&self) -> std::collections::BTreeMap<NodeId, u64> {
+        if !self.is_leader() {
+            return self
+                .shared
+                .borrow()
+                .heartbeat_ages_ms(self.leader(), self.now.get());
+        }
+        let controller = self.controller.borrow();
+        controller
+            .metadata()
+            .nodes()
+            .keys()
+            .filter_map(|node| Some((*node, controller.heartbeat_age_ms(*node)?)))
+            .collect()
+    }
+
+    /// On the controller leader, every `SHARE_EVERY_MS`: sends its sessions to every
+    /// other registered node (fire and forget: the next report replaces a lost one).
+    fn share_sessions(self: &Rc<Self>, now: Tick) {
+        if !self.is_leader() || !self.shared.borrow_mut().due(now) {
+            return;
+        }
+        let free = self.free_bytes();
+        let ages = self.heartbeat_ages_ms();
+        let nodes: Vec<NodeSession> = ages
+            .iter()
+            .map(|(node, age)| NodeSession {
+                node: node.0,
+                heartbeat_age_ms: *age,
+                free_bytes: free.get(node).copied(),
+            })
+            .collect();
+        let request = ControllerRequest::Sessions {
+            leader: self.node.0,
+            term: self.term(),
+            nodes,
+        };
+        let registered: Vec<NodeId> = self
+            .controller
+            .borrow()
+            .metadata()
+            .nodes()
+            .keys()
+            .copied()
+            .collect();
+        for node in registered {
+            if node != self.node && self.peers.is_peer(node.0) {
+                self.peers
+                    .send_frame(node.0, Api::Controller, &request, Bytes::new());
+            }
+        }
+    }
+
+    /// The leader's sessions, from `sender` (proven by the peer listener).
+    fn take_sessions(&self, sender: NodeId, term: u64, nodes: &[NodeSession]) {
+        let member = |node: NodeId| node == self.node || self.peers.is_peer(node.0);
+        let known = (self.leader(), self.term());
+        let now = self.now.get();
+        let taken = self
+            .shared
+            .borrow_mut()
+            .take((sender, term), known, nodes, member, now);
+        if let Err(e) = taken {
+            tracing::debug!(peer = sender.0, error = %e, "sessions report not taken");
+        }
     }
 
     /// Whether this node leads the controller.
@@ -348,6 +425,7 @@ impl ControllerService {
             ControllerRequest::Raft { from } => NodeId(*from),
             ControllerRequest::Heartbeat { node, .. }
             | ControllerRequest::HeartbeatListening { node, .. } => NodeId(*node),
+            ControllerRequest::Sessions { leader, .. } => NodeId(*leader),
             ControllerRequest::ChangeIsr { .. } | ControllerRequest::ReplicaOffline { .. } => {
                 sender
             }
@@ -391,6 +469,12 @@ impl ControllerService {
             request @ ControllerRequest::ChangeIsr { .. } => self.change_isr(from, request),
             request @ ControllerRequest::ReplicaOffline { .. } => {
                 self.replica_offline(from, request);
+            }
+            // Only from a peer: this node's shards never send one.
+            ControllerRequest::Sessions { term, nodes, .. } => {
+                if let Some(from) = from {
+                    self.take_sessions(from, term, &nodes);
+                }
             }
         }
         let _ = self.kick.unbounded_send(());
@@ -580,6 +664,7 @@ impl ControllerService {
             }
             self.controller.borrow_mut().tick(now);
             self.heartbeat(now);
+            self.share_sessions(now);
             let ready = self.controller.borrow_mut().ready();
             let actions = match ready {
                 Ok(actions) => actions,

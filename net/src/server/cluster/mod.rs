@@ -23,6 +23,7 @@ mod offline;
 pub(crate) mod open_outcomes;
 pub(crate) mod producer_ids;
 mod replicas;
+mod shared_sessions;
 mod topic_config;
 
 use std::cell::RefCell;
