@@ -312,9 +312,10 @@ impl ControllerService {
         self.node
     }
 
-    /// On the controller leader: proposes the moves that even out replica counts over
-    /// the serving nodes (with `dry_run`, only counts them); how many.
-    pub(crate) fn rebalance_replicas(&self, dry_run: bool) -> Result<usize, String> {
+    /// On the controller leader: starts the moves that even out replica counts over the
+    /// serving nodes, within the cap on concurrent moves, the rest as moves finish (with
+    /// `dry_run`, only counts them); how many the plan holds, and the cap.
+    pub(crate) fn rebalance_replicas(&self, dry_run: bool) -> Result<(usize, usize), String> {
         if self.halted.borrow().is_some() {
             return Err("this node's controller log cannot be written".into());
         }
@@ -324,9 +325,10 @@ impl ControllerService {
         } else {
             controller.rebalance_replicas()
         };
+        let cap = controller.max_concurrent_moves();
         drop(controller);
         let _ = self.kick.unbounded_send(());
-        moves.map_err(|e| e.to_string())
+        moves.map(|m| (m, cap)).map_err(|e| e.to_string())
     }
 
     /// The first producer id no node has reserved, as this voter applied it.
