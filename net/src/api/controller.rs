@@ -63,4 +63,13 @@ pub enum ControllerRequest {
         /// Bytes free for new data in its data directory, if it could tell.
         free_bytes: Option<u64>,
     },
+    /// The sender's shard count, sent with each heartbeat: the controller leader spreads
+    /// preferred leaders over each node's shards. (Last in the enum: the other messages
+    /// keep their tags; a leader of an older version drops it as undecodable.)
+    Shards {
+        /// The node.
+        node: u32,
+        /// Its shards (`--shards`).
+        shards: u32,
+    },
 }

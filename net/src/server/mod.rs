@@ -714,6 +714,7 @@ fn cluster_node(
             state.peers.clone(),
             state.now(),
             applied,
+            config.shards,
         )?;
         state.controller = Some(Rc::new(service));
     }

@@ -261,6 +261,12 @@ pub struct Controller {
     /// A move may have finished or become possible: plan at the next tick, not only at
     /// the next rebalance interval.
     replan: bool,
+    /// Each node's shard count, as its heartbeats say ([`Controller::note_shards`]; this
+    /// leader's memory, learned again by the next one within a heartbeat).
+    node_shards: BTreeMap<NodeId, usize>,
+    /// Partitions whose preferred leader a shard reorder changed: elected at the next
+    /// round, whatever the imbalance ratio says (the reorder was the ratio's decision).
+    reordered: std::collections::BTreeSet<(String, u32)>,
     /// Raft ids of the voters.
     voter_ids: Vec<u64>,
 }
@@ -351,6 +357,8 @@ impl Controller {
             proposed_moves: BTreeMap::new(),
             rebalance_requested: false,
             replan: false,
+            node_shards: BTreeMap::new(),
+            reordered: std::collections::BTreeSet::new(),
             voter_ids: voters.iter().map(|v| raft_id(*v)).collect(),
         })
     }
@@ -464,7 +472,16 @@ impl Controller {
             hold_ms: self.config.leader_hold_ms,
             imbalance_percent: self.config.leader_imbalance_percent,
         };
-        let due = leader_balance::elections(&self.metadata, &self.live_since, self.now, brakes);
+        let mut due = leader_balance::elections(
+            &self.metadata,
+            &self.live_since,
+            self.now,
+            brakes,
+            &self.node_shards,
+        );
+        due.extend(self.reordered_elections());
+        due.sort();
+        due.dedup();
         for (topic, partition) in due {
             // A refusal or a lost proposal is retried at the next interval.
             let _ = self.propose(Command::ElectLeader { topic, partition });
@@ -484,7 +501,76 @@ impl Controller {
         }
         let in_flight = partitions.iter().filter(|p| p.moving).count();
         let cap = self.config.max_concurrent_moves;
+        if plan.is_empty() {
+            // Nothing to move: even leaders over each node's shards. A reorder ships no
+            // data and commits in the apply that starts it, so it takes no room under
+            // the cap; the cap only bounds a round's hand-over cycles.
+            let reorders = self.shard_reorders(&partitions, cap);
+            self.reordered
+                .extend(reorders.iter().map(|m| (m.topic.clone(), m.partition)));
+            self.propose_moves(reorders);
+            return;
+        }
         self.propose_moves(replica_plan::start_within(plan, in_flight, cap));
+    }
+
+    /// The preferred-leader swaps of [`leader_shards::reorders`] for this round.
+    fn shard_reorders(
+        &self,
+        partitions: &[replica_plan::PlanPartition],
+        max_cycles: usize,
+    ) -> Vec<replica_plan::Move> {
+        if self.node_shards.values().all(|s| *s <= 1) {
+            return Vec::new();
+        }
+        let leader_partitions: Vec<leader_shards::LeaderPartition> = partitions
+            .iter()
+            .map(|p| {
+                let state = self.metadata.partition(&p.topic, p.partition);
+                let in_sync = state.is_some_and(|s| {
+                    s.replicas.iter().all(|n| s.isr.contains(n)) && s.leader.is_some()
+                });
+                leader_shards::LeaderPartition {
+                    plan: p.clone(),
+                    in_sync,
+                }
+            })
+            .collect();
+        leader_shards::reorders(
+            &leader_partitions,
+            &self.node_shards,
+            self.config.leader_imbalance_percent,
+            max_cycles,
+        )
+    }
+
+    /// Reordered partitions whose new preferred leader does not lead yet (and is not
+    /// moving): due for an election. Those done leave the set.
+    fn reordered_elections(&mut self) -> Vec<(String, u32)> {
+        let metadata = &self.metadata;
+        let proposed = &self.proposed_moves;
+        let mut due = Vec::new();
+        self.reordered.retain(|(topic, partition)| {
+            let Some(p) = metadata.partition(topic, *partition) else {
+                return false;
+            };
+            if p.reassignment.is_some() || proposed.contains_key(&(topic.clone(), *partition)) {
+                return true; // not applied (or not committed) yet
+            }
+            if p.leader != p.preferred() {
+                due.push((topic.clone(), *partition));
+            }
+            false
+        });
+        due
+    }
+
+    /// A node's shard count (its heartbeats carry it), for spreading leaders over each
+    /// node's shards. Taken on the controller leader; 0 is ignored.
+    pub fn note_shards(&mut self, node: NodeId, shards: usize) {
+        if shards > 0 && self.is_voter(node) {
+            self.node_shards.insert(node, shards);
+        }
     }
 
     /// Moves replicas so that counts over the serving nodes even out (a node that joined
@@ -934,6 +1020,7 @@ impl Controller {
             // another leader is that leader's (it is asked again after a failover).
             self.proposed_moves.clear();
             self.rebalance_requested = false;
+            self.reordered.clear();
         }
     }
 }
