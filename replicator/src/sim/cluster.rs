@@ -59,11 +59,13 @@ pub struct SimConfig {
     /// outside the replica set keeps its replica's driver (as a follower nobody ships to,
     /// its log what it held when it left), so a move back to it catches up from there.
     pub replication_factor: Option<u16>,
-    /// Reassignments among the faults: the controller leader is asked (as an operator's
+    /// Moves among the faults: the controller leader is asked (as an operator's
     /// `shardlog partition reassign` does) to move the partition to a random set of
     /// `replication_factor` nodes in a random order (replacing the leader's node too, or a
-    /// move in progress), and the move runs: the added replicas catch up outside the ISR,
-    /// join it, the removed ones leave, a leaving leader hands over.
+    /// move in progress), or (3 in 10) to drain a random node or end the drain in progress
+    /// (`shardlog node decommission`, whose moves the controller's planner makes), and the
+    /// moves run: the added replicas catch up outside the ISR, join it, the removed ones
+    /// leave, a leaving leader hands over.
     pub moves: bool,
 }
 
@@ -746,11 +748,47 @@ impl Cluster {
                     });
                 }
             }
-            3 if self.config.moves => self.reassign(),
+            3 if self.config.moves => {
+                if self.rng.chance(300) {
+                    self.drain();
+                } else {
+                    self.reassign();
+                }
+            }
             _ => {}
         }
         let next = self.rng.between(150, 700);
         self.schedule(next, Event::Fault);
+    }
+
+    /// An operator's decommission (`DrainNode`) of a random node, or the end of the one in
+    /// progress: the controller leader's planner (`replica_plan::evacuate`, within the cap
+    /// on concurrent moves) then moves the partition off the draining node by itself.
+    fn drain(&mut self) {
+        let draining = self.truth().and_then(|m| {
+            m.nodes()
+                .iter()
+                .find(|(_, info)| info.draining)
+                .map(|(id, _)| *id)
+        });
+        let ids: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
+        let command = match draining {
+            Some(node) => Command::DrainNode {
+                node: node.0,
+                draining: false,
+            },
+            None => match self.rng.pick(&ids) {
+                Some(node) => Command::DrainNode {
+                    node: node.0,
+                    draining: true,
+                },
+                None => return,
+            },
+        };
+        self.report.moves[0] += 1;
+        for node in &mut self.nodes {
+            node.propose(command.clone());
+        }
     }
 
     /// An operator's reassignment to a random set of nodes in a random order, through
