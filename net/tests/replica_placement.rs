@@ -8,6 +8,11 @@
 //!    acknowledged before, during and after is in place, once.
 //! 2. Leader balance: SIGKILL a node and restart it; its leaderships come back, so every
 //!    node leads as many partitions as before (an even spread).
+//! 3. Leaders over shards: four nodes of two shards each and a topic of 16 partitions, so
+//!    placement alone puts each node's four leaderships on one of its shards (a
+//!    partition's shard on a node is `owner_shard`, the same on every node); the
+//!    controller swaps preferred leaders until every node leads two partitions on each of
+//!    its shards, and after a node's SIGKILL and restart it is so again.
 //!
 //! Decommission is in `tools/tests/decommission.rs` (it runs the `shardlog` command).
 //! Times are printed, never asserted beyond generous waits. A failing test prints the
@@ -29,6 +34,7 @@ use common::load::{Load, Shape, TOPIC, verify, wait_acks};
 use common::view::{WAIT_MAX, all, describe, every_partition, others, wait_view};
 use shardlog_net::api::{MetadataResponse, TopicConfig};
 use shardlog_net::client::{Client, ClientConfig};
+use shardlog_replicator::controller::leader_shards::owner_shard;
 
 /// Partitions of the test topic: two preferred leaderships per node of four.
 const PARTITIONS: u32 = 8;
@@ -45,6 +51,11 @@ const REPLACE_MAX: Duration = Duration::from_secs(90);
 
 /// Four nodes (with `extra` flags) and the topic, every partition fully in sync.
 fn four_nodes(extra: &[&str]) -> Cluster {
+    four_nodes_with(extra, PARTITIONS)
+}
+
+/// [`four_nodes`] with a topic of `partitions` partitions.
+fn four_nodes_with(extra: &[&str], partitions: u32) -> Cluster {
     let mut cluster = Cluster::start_with(4, Links::Direct, extra);
     let took = cluster.wait_for_controller(WAIT_MAX);
     eprintln!("controller elected, every node live, after {took:?}");
@@ -58,7 +69,7 @@ fn four_nodes(extra: &[&str]) -> Cluster {
             ..TopicConfig::default()
         };
         client
-            .create_topic(TOPIC, PARTITIONS, 3, config)
+            .create_topic(TOPIC, partitions, 3, config)
             .await
             .unwrap();
     });
@@ -220,5 +231,77 @@ fn leaderships_return_to_an_even_spread_after_a_restart() {
     );
     let outcome = load.stop();
     verify(&cluster, &[&outcome], "leader balance");
+    eprintln!("test time {:?}", started.elapsed());
+}
+
+/// The cluster's shards per node (`common::cluster::NODE_ARGS`).
+const SHARDS: usize = 2;
+
+/// Partitions led per (node, shard): the shard is the one that owns the partition on the
+/// node, `owner_shard`, which the server uses to place it.
+fn leaders_per_shard(meta: &MetadataResponse) -> BTreeMap<(u32, usize), usize> {
+    let mut counts = BTreeMap::new();
+    for t in meta.topics.iter().filter(|t| t.name == TOPIC) {
+        for (index, p) in (0u32..).zip(&t.partitions) {
+            if let Some(leader) = p.leader {
+                let shard = owner_shard(&t.name, index, SHARDS);
+                *counts.entry((leader, shard)).or_insert(0) += 1;
+            }
+        }
+    }
+    counts
+}
+
+/// Every node leads `per_shard` partitions on each of its shards.
+fn spread_over_shards(meta: &MetadataResponse, per_shard: usize) -> Result<(), String> {
+    let counts = leaders_per_shard(meta);
+    let even = (0..4u32).all(|n| (0..SHARDS).all(|s| counts.get(&(n, s)) == Some(&per_shard)));
+    if even {
+        Ok(())
+    } else {
+        Err(format!("leaders per (node, shard) {counts:?}"))
+    }
+}
+
+#[test]
+fn leaders_spread_over_each_nodes_shards_and_stay_so_after_a_restart() {
+    let started = Instant::now();
+    let partitions = 16;
+    let mut cluster = four_nodes_with(&[], partitions);
+    let nodes = all(&cluster);
+    // Placement alone: each node is the preferred leader of four partitions, all on one
+    // of its shards (partitions alternate over four nodes and over two shards).
+    let meta = cluster.metadata(0).unwrap();
+    let mut preferred: BTreeMap<(u32, usize), usize> = BTreeMap::new();
+    for t in meta.topics.iter().filter(|t| t.name == TOPIC) {
+        for (index, p) in (0u32..).zip(&t.partitions) {
+            let shard = owner_shard(&t.name, index, SHARDS);
+            *preferred.entry((p.replicas[0], shard)).or_insert(0) += 1;
+        }
+    }
+    eprintln!("preferred leaders per (node, shard) at creation: {preferred:?}");
+    let (meta, took) = wait_view(&mut cluster, "leaders over shards", &nodes, |m| {
+        spread_over_shards(m, 2)
+    });
+    eprintln!("SPREAD after {took:?}: {:?}", leaders_per_shard(&meta));
+    let victim = 2usize;
+    cluster.kill(&[victim]);
+    let survivors = others(&cluster, victim);
+    wait_view(&mut cluster, "its leaderships moved", &survivors, |m| {
+        let (led, _) = leaders(m);
+        if !led.contains_key(&(victim as u32)) && led.values().sum::<usize>() == 16 {
+            Ok(())
+        } else {
+            Err(format!("{led:?}"))
+        }
+    });
+    cluster.restart(victim);
+    let (meta, took) = wait_view(&mut cluster, "leaders over shards again", &nodes, |m| {
+        spread_over_shards(m, 2)
+    });
+    eprintln!(
+        "SPREAD AGAIN {took:?} after the restart: {:?}",
+        leaders_per_shard(&meta)
+    );
     eprintln!("test time {:?}", started.elapsed());
 }

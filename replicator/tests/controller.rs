@@ -1395,3 +1395,102 @@ fn a_node_that_joins_gets_its_share_on_a_rebalance() {
     assert!(finish_moves(&mut c, balanced), "{:?}", spread(&c));
     assert_eq!(c.leader_mut().unwrap().rebalance_replicas().unwrap(), 0);
 }
+
+fn one_move_at_a_time(config: &mut ControllerConfig) {
+    config.max_concurrent_moves = 1;
+}
+
+/// Partitions of `t` with a move in progress.
+fn moving(c: &Cluster) -> usize {
+    (0..6)
+        .filter(|p| c.partition(*p).reassignment.is_some())
+        .count()
+}
+
+#[test]
+fn a_drain_under_a_cap_of_one_moves_one_partition_at_a_time() {
+    for seed in seeds(3) {
+        let cluster = Cluster::configured(4, seed, 5, one_move_at_a_time);
+        let mut c = Cluster::started(cluster, seed, 3, 2);
+        let drained = NodeId(1);
+        let held = (0..6)
+            .filter(|p| c.partition(*p).replicas.contains(&drained))
+            .count();
+        assert!(held >= 2, "seed {seed}: node 1 holds {held} replicas");
+        let drain = Command::DrainNode {
+            node: drained.0,
+            draining: true,
+        };
+        assert_eq!(c.commit(&drain), Ok(()));
+        let most = std::cell::Cell::new(0);
+        let done = |c: &Cluster| {
+            most.set(most.get().max(moving(c)));
+            whole_without(c, drained)
+        };
+        assert!(
+            finish_moves(&mut c, done),
+            "seed {seed}: not drained: {:?}",
+            (0..6).map(|p| c.partition(p)).collect::<Vec<_>>()
+        );
+        assert_eq!(most.get(), 1, "seed {seed}: partitions moving at once");
+    }
+}
+
+#[test]
+fn an_operator_move_counts_toward_the_cap_and_a_rebalance_goes_on_within_it() {
+    let cluster = Cluster::configured(4, 11, 5, one_move_at_a_time);
+    let mut c = Cluster::started(cluster, 11, 3, 2);
+    // An operator's move (never held back) fills the cap: a drain starts nothing.
+    let before: Vec<u32> = c.partition(0).replicas.iter().map(|n| n.0).collect();
+    let spare = (0..4).find(|n| !before.contains(n)).unwrap();
+    let reassign = Command::ReassignPartition {
+        topic: "t".into(),
+        partition: 0,
+        replicas: vec![before[0], before[1], spare],
+        throttle_bytes: u64::MAX,
+    };
+    assert_eq!(c.commit(&reassign), Ok(()));
+    let drained = (0..4)
+        .map(NodeId)
+        .find(|n| *n != NodeId(spare) && !c.partition(0).replicas.contains(n))
+        .unwrap_or(NodeId(before[2]));
+    let drain = Command::DrainNode {
+        node: drained.0,
+        draining: true,
+    };
+    assert_eq!(c.commit(&drain), Ok(()));
+    c.run_until(1000, |_| false);
+    assert_eq!(
+        moving(&c),
+        1,
+        "only the operator's move: {:?}",
+        c.partition(0)
+    );
+    assert!(c.partition(0).reassignment.is_some());
+    // Once it finishes, the drain goes on, a move at a time, to its end.
+    let most = std::cell::Cell::new(0);
+    let done = |c: &Cluster| {
+        most.set(most.get().max(moving(c)));
+        whole_without(c, drained)
+    };
+    assert!(finish_moves(&mut c, done), "{:?}", spread(&c));
+    assert_eq!(most.get(), 1);
+    // Taken back: an operator's rebalance plans every move and starts them one at a time
+    // until the node has its share.
+    let undrain = Command::DrainNode {
+        node: drained.0,
+        draining: false,
+    };
+    assert_eq!(c.commit(&undrain), Ok(()));
+    let planned = c.leader_mut().unwrap().rebalance_replicas().unwrap();
+    assert_eq!(planned, 4, "18 replicas over 4 nodes: 4 or 5 each");
+    most.set(0);
+    let balanced = |c: &Cluster| {
+        most.set(most.get().max(moving(c)));
+        let (replicas, _) = spread(c);
+        moving(c) == 0 && replicas.len() == 4 && replicas.values().all(|n| (4..=5).contains(n))
+    };
+    assert!(finish_moves(&mut c, balanced), "{:?}", spread(&c));
+    assert_eq!(most.get(), 1);
+    assert_eq!(c.leader_mut().unwrap().rebalance_replicas().unwrap(), 0);
+}

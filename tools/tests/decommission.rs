@@ -1,8 +1,8 @@
 //! `shardlog node decommission` and `shardlog cluster rebalance` as users run them,
 //! against four real `shardlogd` nodes on 127.0.0.1 (the cluster harness of
-//! `net/tests/common`: session timeout 1 s), a topic of 8 partitions with replication
-//! factor 3 and `min_insync` 2, under `acks=all` load from idempotent producers with a
-//! consumer per partition:
+//! `net/tests/common`: session timeout 1 s) started with `--max-concurrent-moves 1`, a
+//! topic of 8 partitions with replication factor 3 and `min_insync` 2, under `acks=all`
+//! load from idempotent producers with a consumer per partition:
 //!
 //! 1. `node decommission 2`: the live node is drained until it holds nothing, every
 //!    partition back at 3 in-sync replicas on the other three; `cluster status` shows it
@@ -10,7 +10,10 @@
 //! 2. `node decommission 2 --cancel`, then `cluster rebalance`: the empty node (as a node
 //!    added to a running cluster would be) gets its fair share back, 6 replicas of 24.
 //!
-//! Every record acknowledged before, during and after is in place, once. A failing test
+//! Every record acknowledged before, during and after is in place, once. The cap holds: no
+//! view of the controller's metadata taken while the moves run (every 50 ms) shows two
+//! partitions moving at once (a moving partition lists its old and new replicas, 4).
+//! A failing test
 //! prints the tail of every node's stderr.
 //!
 //! `shardlogd` must be built in the same target directory (`cargo build -p shardlog-net`)
@@ -69,6 +72,16 @@ fn ok(cluster: &Cluster, args: &[&str]) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
+/// Partitions of the topic in the middle of a move (old and new replicas listed).
+fn moving(meta: &MetadataResponse) -> usize {
+    meta.topics
+        .iter()
+        .filter(|t| t.name == TOPIC)
+        .flat_map(|t| &t.partitions)
+        .filter(|p| p.replicas.len() > 3)
+        .count()
+}
+
 /// Replicas per node.
 fn replicas(meta: &MetadataResponse) -> BTreeMap<u32, usize> {
     let mut counts = BTreeMap::new();
@@ -88,7 +101,7 @@ fn replicas(meta: &MetadataResponse) -> BTreeMap<u32, usize> {
 #[test]
 fn a_node_is_decommissioned_then_rebalanced_back_under_load() {
     let started = Instant::now();
-    let mut cluster = Cluster::start(4, Links::Direct);
+    let mut cluster = Cluster::start_with(4, Links::Direct, &["--max-concurrent-moves", "1"]);
     cluster.wait_for_controller(WAIT_MAX);
     let brokers = cluster.brokers();
     common::run(move || async move {
@@ -121,8 +134,10 @@ fn a_node_is_decommissioned_then_rebalanced_back_under_load() {
     let said = ok(&cluster, &["node", "decommission", "2"]);
     eprintln!("node decommission 2: {said}");
     let asked = Instant::now();
+    let mut most_moving = 0;
     let (meta, took) = cluster.wait_for("the node drained", MOVES_MAX, |c| {
         let m = controller_view(c, &nodes)?;
+        most_moving = most_moving.max(moving(&m));
         every_partition(&m, |p| {
             p.replicas.len() == 3
                 && !p.replicas.contains(&drained)
@@ -132,6 +147,10 @@ fn a_node_is_decommissioned_then_rebalanced_back_under_load() {
         .map(|()| m)
     });
     eprintln!("DRAINED after {took:?}: {}", describe(&meta));
+    assert!(
+        most_moving <= 1,
+        "{most_moving} partitions seen moving at once (drain)"
+    );
     let status = ok(&cluster, &["cluster", "status"]);
     let row = status
         .lines()
@@ -150,9 +169,14 @@ fn a_node_is_decommissioned_then_rebalanced_back_under_load() {
     ok(&cluster, &["node", "decommission", "2", "--cancel"]);
     let said = ok(&cluster, &["cluster", "rebalance"]);
     eprintln!("cluster rebalance: {said}");
-    assert!(said.contains("6 replica moves"), "{said}");
+    assert!(
+        said.contains("6 replica moves planned, at most 1 at once"),
+        "{said}"
+    );
+    let mut most_moving = 0;
     let (meta, took) = cluster.wait_for("the node's share back", MOVES_MAX, |c| {
         let m = controller_view(c, &nodes)?;
+        most_moving = most_moving.max(moving(&m));
         let counts = replicas(&m);
         let even = (0..4).all(|n| counts.get(&n) == Some(&6));
         every_partition(&m, |p| p.replicas.len() == 3 && p.isr.len() == 3)?;
@@ -163,6 +187,10 @@ fn a_node_is_decommissioned_then_rebalanced_back_under_load() {
         }
     });
     eprintln!("REBALANCED after {took:?}: {:?}", replicas(&meta));
+    assert!(
+        most_moving <= 1,
+        "{most_moving} partitions seen moving at once (rebalance)"
+    );
     let status = ok(&cluster, &["cluster", "status"]);
     assert!(status.contains("\tyes\t6\t"), "{status}");
     let said = ok(&cluster, &["cluster", "rebalance", "--dry-run"]);

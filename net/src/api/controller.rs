@@ -67,7 +67,7 @@ pub enum ControllerRequest {
     /// The controller leader's sessions, sent to every other node a few times a second so
     /// that any node can show them (`/v1/status`, the console); only the leader sees
     /// heartbeats. Taken only from the node the receiver knows as the controller leader.
-    /// (Last in the enum: the other messages keep their tags.)
+    /// (After the older messages: they keep their tags.)
     Sessions {
         /// The controller leader (the sender).
         leader: u32,
@@ -75,6 +75,15 @@ pub enum ControllerRequest {
         term: u64,
         /// Each registered node's session as the leader sees it.
         nodes: Vec<NodeSession>,
+    },
+    /// The sender's shard count, sent with each heartbeat: the controller leader spreads
+    /// preferred leaders over each node's shards. (After the others: they keep their
+    /// tags; a leader of an older version drops it as undecodable.)
+    Shards {
+        /// The node.
+        node: u32,
+        /// Its shards (`--shards`).
+        shards: u32,
     },
 }
 

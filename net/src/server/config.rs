@@ -37,6 +37,8 @@
 //!                                      # re-placed on the other nodes (0: never)
 //! auto_rebalance = false               # even out replica counts on its own (a node
 //!                                      # that joined gets its share)
+//! max_concurrent_moves = 50            # partitions moving at once by re-placement,
+//!                                      # decommission or rebalance (more as they finish)
 //! offsets_partitions = 16              # partitions of __consumer_offsets, at its creation
 //! offsets_segment_bytes = 1048576      # its segment.bytes (each preallocates up to it)
 //! group_initial_rebalance_delay_ms = 3000  # a new group's first rebalance waits this long
@@ -124,6 +126,8 @@ pub struct FileConfig {
     pub replace_dead_node_after_secs: Option<u64>,
     /// Rebalance replica counts on its own.
     pub auto_rebalance: Option<bool>,
+    /// Partitions moving at once by the controller's planners.
+    pub max_concurrent_moves: Option<usize>,
     /// Partitions of `__consumer_offsets` when it is created.
     pub offsets_partitions: Option<u32>,
     /// `segment.bytes` of `__consumer_offsets`.
@@ -195,6 +199,7 @@ impl FileConfig {
                 .replace_dead_node_after_secs
                 .or(self.replace_dead_node_after_secs),
             auto_rebalance: other.auto_rebalance.or(self.auto_rebalance),
+            max_concurrent_moves: other.max_concurrent_moves.or(self.max_concurrent_moves),
             offsets_partitions: other.offsets_partitions.or(self.offsets_partitions),
             offsets_segment_bytes: other.offsets_segment_bytes.or(self.offsets_segment_bytes),
             group_initial_rebalance_delay_ms: other
@@ -299,6 +304,10 @@ pub struct ClusterConfig {
     pub replace_dead_node_after: Option<Duration>,
     /// The controller leader evens out replica counts on its own.
     pub auto_rebalance: bool,
+    /// At most this many partitions move at once by re-placement, decommission or
+    /// rebalancing (an operator's `shardlog partition reassign` is not held back, but
+    /// counts).
+    pub max_concurrent_moves: usize,
 }
 
 /// Default of [`ClusterConfig::move_throttle_bytes`]: 64 MiB/s.
@@ -363,6 +372,11 @@ pub fn parse_peers(text: &str) -> anyhow::Result<BTreeMap<u32, String>> {
 /// Default of `replace_dead_node_after_secs`.
 pub const REPLACE_DEAD_NODE_AFTER_SECS: u64 = 900;
 
+/// Default of `max_concurrent_moves`: Redpanda's `partition_autobalancing_concurrent_moves`
+/// (the controller's own default).
+pub const MAX_CONCURRENT_MOVES_DEFAULT: usize =
+    shardlog_replicator::controller::MAX_CONCURRENT_MOVES_DEFAULT;
+
 fn cluster_config(file: &FileConfig, node_id: u32) -> anyhow::Result<ClusterConfig> {
     let peers = match &file.peers {
         Some(text) => parse_peers(text)?,
@@ -396,6 +410,12 @@ fn cluster_config(file: &FileConfig, node_id: u32) -> anyhow::Result<ClusterConf
         anyhow::bail!("replace_dead_node_after_secs {replace_after}: 0 (never) to 604800");
     }
     let replace_dead_node_after = (replace_after > 0).then(|| Duration::from_secs(replace_after));
+    let max_concurrent_moves = file
+        .max_concurrent_moves
+        .unwrap_or(MAX_CONCURRENT_MOVES_DEFAULT);
+    if !(1..=10_000).contains(&max_concurrent_moves) {
+        anyhow::bail!("max_concurrent_moves {max_concurrent_moves}: 1 to 10000");
+    }
     let tls = match (&file.peer_tls_cert, &file.peer_tls_key, &file.peer_tls_ca) {
         (Some(cert), Some(key), Some(ca)) => Some((cert.clone(), key.clone(), ca.clone())),
         (None, None, None) => None,
@@ -420,6 +440,7 @@ fn cluster_config(file: &FileConfig, node_id: u32) -> anyhow::Result<ClusterConf
             .unwrap_or(MOVE_THROTTLE_BYTES_DEFAULT),
         replace_dead_node_after,
         auto_rebalance: file.auto_rebalance.unwrap_or(false),
+        max_concurrent_moves,
     })
 }
 

@@ -700,6 +700,7 @@ fn cluster_node(
             .replace_dead_node_after
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         controller.auto_rebalance = cluster.auto_rebalance;
+        controller.max_concurrent_moves = cluster.max_concurrent_moves;
         // Raft ticks of 25 ms: a controller election takes 250-400 ms, well inside the
         // session timeout, so losing the controller leader costs no more than a session.
         controller.tick_ms = CONTROLLER_TICK_MS;
@@ -713,6 +714,7 @@ fn cluster_node(
             state.peers.clone(),
             state.now(),
             applied,
+            config.shards,
         )?;
         state.controller = Some(Rc::new(service));
     }

@@ -11,7 +11,10 @@
 //! - like Kafka's `leader.imbalance.per.broker.percentage`, a node's preferred partitions
 //!   move back only once more than `imbalance_percent` of them are led by another node,
 //!   and then all of those where it is in sync move at once (one round of elections, not
-//!   a trickle of single moves).
+//!   a trickle of single moves). The ratio is taken per shard of the node (the shard that
+//!   owns each partition there, [`owner_shard`]; a node whose shard count the controller
+//!   does not know counts as one shard), so the leaderships a node lacks on one shard are
+//!   not hidden by the others' (`leader_shards` spreads preferred leaders over shards).
 //!
 //! A draining (decommissioned) node gets no leadership back. A partition with no leader
 //! and an eligible live member is always due: that is not
@@ -20,6 +23,7 @@
 use std::collections::BTreeMap;
 
 use super::failover::choose_leader;
+use super::leader_shards::owner_shard;
 use super::metadata::Metadata;
 use crate::ids::{NodeId, Tick};
 
@@ -33,16 +37,21 @@ pub struct LeaderBalance {
     pub imbalance_percent: u32,
 }
 
+/// A (node, shard)'s preferred partitions: how many, and those an election would give back.
+type Preferred = (usize, Vec<(String, u32)>);
+
 /// Partitions to propose `ElectLeader` for: leaderless ones with an eligible live member,
-/// and the preferred partitions of every node over the imbalance ratio that has been live
-/// since at least `hold_ms` before `now` (`live_since`: since when each node is live, as
-/// the controller leader saw it) and is in their ISR.
+/// and the preferred partitions of every (node, shard) over the imbalance ratio whose node
+/// has been live since at least `hold_ms` before `now` (`live_since`: since when each
+/// node is live, as the controller leader saw it) and is in their ISR. `shards`: each
+/// node's shard count, as far as the controller leader knows.
 #[must_use]
 pub fn elections(
     meta: &Metadata,
     live_since: &BTreeMap<NodeId, Tick>,
     now: Tick,
     brakes: LeaderBalance,
+    shards: &BTreeMap<NodeId, usize>,
 ) -> Vec<(String, u32)> {
     let live = meta.live_nodes();
     let draining = |n: NodeId| meta.nodes().get(&n).is_some_and(|i| i.draining);
@@ -54,8 +63,8 @@ pub fn elections(
                 .is_some_and(|since| now.since(*since) >= brakes.hold_ms)
     };
     let mut due = Vec::new();
-    // Per preferred node: its partitions, and those a move would give back to it.
-    let mut preferred: BTreeMap<NodeId, (usize, Vec<(String, u32)>)> = BTreeMap::new();
+    // Per preferred (node, shard): its partitions, and those a move would give back to it.
+    let mut preferred: BTreeMap<(NodeId, usize), Preferred> = BTreeMap::new();
     for (name, t) in meta.topics() {
         for (index, p) in (0u32..).zip(&t.partitions) {
             let next = choose_leader(p, &live);
@@ -68,14 +77,15 @@ pub fn elections(
             let Some(first) = p.preferred() else {
                 continue;
             };
-            let entry = preferred.entry(first).or_default();
+            let shard = owner_shard(name, index, shards.get(&first).copied().unwrap_or(1));
+            let entry = preferred.entry((first, shard)).or_default();
             entry.0 += 1;
             if p.leader != Some(first) && next == Some(first) {
                 entry.1.push((name.clone(), index));
             }
         }
     }
-    for (node, (total, movable)) in preferred {
+    for ((node, _), (total, movable)) in preferred {
         let over = movable.len() * 100 > total * brakes.imbalance_percent as usize;
         if over && settled(node) {
             due.extend(movable);
@@ -152,11 +162,12 @@ mod tests {
             (NodeId(1), Tick(5000)),
             (NodeId(2), Tick(0)),
         ]);
+        let shards = BTreeMap::new();
         assert!(
-            elections(&meta, &since, Tick(5999), BRAKES).is_empty(),
+            elections(&meta, &since, Tick(5999), BRAKES, &shards).is_empty(),
             "held"
         );
-        let due = elections(&meta, &since, Tick(6000), BRAKES);
+        let due = elections(&meta, &since, Tick(6000), BRAKES, &shards);
         let expected: Vec<(String, u32)> = (0..6)
             .filter(|i| meta.topics()["t"].partitions[*i as usize].preferred() == Some(NodeId(1)))
             .map(|i| ("t".to_owned(), i))
@@ -173,6 +184,40 @@ mod tests {
             imbalance_percent: 100,
             ..BRAKES
         };
-        assert!(elections(&meta, &since, Tick(10_000), lenient).is_empty());
+        assert!(elections(&meta, &since, Tick(10_000), lenient, &BTreeMap::new()).is_empty());
+    }
+
+    #[test]
+    fn the_ratio_is_per_shard() {
+        // Node 1 leads 10 of its 12 preferred partitions; the two it does not are both on
+        // one of its two shards: 2 of 12 (17%) over the node, 2 of 6 over the shard.
+        let mut meta = after_failover(36);
+        let since = BTreeMap::from([(NodeId(1), Tick(0))]);
+        let mine: Vec<u32> = (0..36)
+            .filter(|i| meta.topics()["t"].partitions[*i as usize].preferred() == Some(NodeId(1)))
+            .collect();
+        assert_eq!(mine.len(), 12);
+        let shards = BTreeMap::from([(NodeId(1), 2)]);
+        let shard_of = |p: u32| owner_shard("t", p, 2);
+        let odd_shard = shard_of(mine[0]);
+        let (away, home): (Vec<u32>, Vec<u32>) =
+            mine.iter().partition(|p| shard_of(**p) == odd_shard);
+        // Give node 1 back all but two of its partitions, both on `odd_shard`.
+        for p in home.iter().chain(&away[2..]) {
+            let elect = Command::ElectLeader {
+                topic: "t".into(),
+                partition: *p,
+            };
+            apply(&mut meta, elect);
+        }
+        let ratio = LeaderBalance {
+            imbalance_percent: 20,
+            ..BRAKES
+        };
+        // Per node: 2 of 12 is under 20%; per shard: 2 of 6 is over.
+        assert!(elections(&meta, &since, Tick(10_000), ratio, &BTreeMap::new()).is_empty());
+        let due = elections(&meta, &since, Tick(10_000), ratio, &shards);
+        let expected: Vec<(String, u32)> = away[..2].iter().map(|p| ("t".to_owned(), *p)).collect();
+        assert_eq!(due, expected);
     }
 }

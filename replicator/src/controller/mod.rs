@@ -37,6 +37,7 @@ pub mod command;
 pub mod failover;
 pub mod heartbeat;
 pub mod leader_balance;
+pub mod leader_shards;
 pub mod metadata;
 pub mod placement;
 pub mod raft_file;
@@ -94,6 +95,11 @@ pub struct ControllerConfig {
     /// gets its share) every `rebalance_interval_ms` (default false: on request,
     /// [`Controller::rebalance_replicas`]).
     pub auto_rebalance: bool,
+    /// At most this many partitions move at once by the planners' doing (re-placement,
+    /// decommission, rebalancing): they start more as moves finish. An operator's
+    /// reassignment is never held back, but counts. Default
+    /// [`MAX_CONCURRENT_MOVES_DEFAULT`]; see [`replica_plan::start_within`].
+    pub max_concurrent_moves: usize,
     /// The leader proposes a node's registration at most this often (default 1000 ms).
     pub register_every_ms: u64,
     /// The sequence number of this start's first [`ProposalId`] (default 0). Give each
@@ -119,11 +125,18 @@ impl ControllerConfig {
             leader_imbalance_percent: 10,
             replace_dead_after_ms: None,
             auto_rebalance: false,
+            max_concurrent_moves: MAX_CONCURRENT_MOVES_DEFAULT,
             register_every_ms: 1000,
             first_proposal_seq: 0,
         }
     }
 }
+
+/// Default of [`ControllerConfig::max_concurrent_moves`]: Redpanda's
+/// `partition_autobalancing_concurrent_moves`. The bytes a move ships are capped apart
+/// (each leader's move throttle); this caps how many partitions are mid-move at once
+/// (replicas opened and catching up, replica sets in flux) however large the plan.
+pub const MAX_CONCURRENT_MOVES_DEFAULT: usize = 50;
 
 /// Identifies a proposal in the [`Action::Applied`] of its entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -238,6 +251,22 @@ pub struct Controller {
     fenced_since: BTreeMap<NodeId, Tick>,
     /// The controller leader this node last heard from, and when.
     leader_heard: Option<(NodeId, Tick)>,
+    /// Moves this leader proposed that are not applied yet: (topic, partition) to the
+    /// target and when. Counted as in progress, so planning again before they apply
+    /// neither repeats them nor starts more than the cap.
+    proposed_moves: BTreeMap<(String, u32), (Vec<NodeId>, Tick)>,
+    /// An operator asked for a rebalance (`rebalance_replicas`) that is not done yet: the
+    /// rounds go on until its plan is empty. Kept in this leader's memory only.
+    rebalance_requested: bool,
+    /// A move may have finished or become possible: plan at the next tick, not only at
+    /// the next rebalance interval.
+    replan: bool,
+    /// Each node's shard count, as its heartbeats say ([`Controller::note_shards`]; this
+    /// leader's memory, learned again by the next one within a heartbeat).
+    node_shards: BTreeMap<NodeId, usize>,
+    /// Partitions whose preferred leader a shard reorder changed: elected at the next
+    /// round, whatever the imbalance ratio says (the reorder was the ratio's decision).
+    reordered: std::collections::BTreeSet<(String, u32)>,
     /// Raft ids of the voters.
     voter_ids: Vec<u64>,
 }
@@ -325,6 +354,11 @@ impl Controller {
             live_since: BTreeMap::new(),
             fenced_since: BTreeMap::new(),
             leader_heard: None,
+            proposed_moves: BTreeMap::new(),
+            rebalance_requested: false,
+            replan: false,
+            node_shards: BTreeMap::new(),
+            reordered: std::collections::BTreeSet::new(),
             voter_ids: voters.iter().map(|v| raft_id(*v)).collect(),
         })
     }
@@ -414,6 +448,9 @@ impl Controller {
         if self.is_leader() && self.raw.raft.commit_to_current_term() {
             self.fence_expired();
             self.rebalance();
+            if self.replan {
+                self.plan_moves();
+            }
         }
     }
 
@@ -435,27 +472,123 @@ impl Controller {
             hold_ms: self.config.leader_hold_ms,
             imbalance_percent: self.config.leader_imbalance_percent,
         };
-        let due = leader_balance::elections(&self.metadata, &self.live_since, self.now, brakes);
+        let mut due = leader_balance::elections(
+            &self.metadata,
+            &self.live_since,
+            self.now,
+            brakes,
+            &self.node_shards,
+        );
+        due.extend(self.reordered_elections());
+        due.sort();
+        due.dedup();
         for (topic, partition) in due {
             // A refusal or a lost proposal is retried at the next interval.
             let _ = self.propose(Command::ElectLeader { topic, partition });
         }
+        self.plan_moves();
+    }
+
+    /// A planning round: evacuation first, else rebalancing (automatic, or asked for and
+    /// not done), started within `max_concurrent_moves`.
+    fn plan_moves(&mut self) {
+        self.replan = false;
         let (nodes, partitions) = self.plan_input();
-        let mut moves = replica_plan::evacuate(&nodes, &partitions);
-        if moves.is_empty() && self.config.auto_rebalance {
-            moves = replica_plan::rebalance(&nodes, &partitions);
+        let mut plan = replica_plan::evacuate(&nodes, &partitions);
+        if plan.is_empty() && (self.config.auto_rebalance || self.rebalance_requested) {
+            plan = replica_plan::rebalance(&nodes, &partitions);
+            self.rebalance_requested &= !plan.is_empty();
         }
-        self.propose_moves(moves);
+        let in_flight = partitions.iter().filter(|p| p.moving).count();
+        let cap = self.config.max_concurrent_moves;
+        if plan.is_empty() {
+            // Nothing to move: even leaders over each node's shards. A reorder ships no
+            // data and commits in the apply that starts it, so it takes no room under
+            // the cap; the cap only bounds a round's hand-over cycles.
+            let reorders = self.shard_reorders(&partitions, cap);
+            self.reordered
+                .extend(reorders.iter().map(|m| (m.topic.clone(), m.partition)));
+            self.propose_moves(reorders);
+            return;
+        }
+        self.propose_moves(replica_plan::start_within(plan, in_flight, cap));
+    }
+
+    /// The preferred-leader swaps of [`leader_shards::reorders`] for this round.
+    fn shard_reorders(
+        &self,
+        partitions: &[replica_plan::PlanPartition],
+        max_cycles: usize,
+    ) -> Vec<replica_plan::Move> {
+        if self.node_shards.values().all(|s| *s <= 1) {
+            return Vec::new();
+        }
+        let leader_partitions: Vec<leader_shards::LeaderPartition> = partitions
+            .iter()
+            .map(|p| {
+                let state = self.metadata.partition(&p.topic, p.partition);
+                let in_sync = state.is_some_and(|s| {
+                    s.replicas.iter().all(|n| s.isr.contains(n)) && s.leader.is_some()
+                });
+                leader_shards::LeaderPartition {
+                    plan: p.clone(),
+                    in_sync,
+                }
+            })
+            .collect();
+        leader_shards::reorders(
+            &leader_partitions,
+            &self.node_shards,
+            self.config.leader_imbalance_percent,
+            max_cycles,
+        )
+    }
+
+    /// Reordered partitions whose new preferred leader does not lead yet (and is not
+    /// moving): due for an election. Those done leave the set.
+    fn reordered_elections(&mut self) -> Vec<(String, u32)> {
+        let metadata = &self.metadata;
+        let proposed = &self.proposed_moves;
+        let mut due = Vec::new();
+        self.reordered.retain(|(topic, partition)| {
+            let Some(p) = metadata.partition(topic, *partition) else {
+                return false;
+            };
+            if p.reassignment.is_some() || proposed.contains_key(&(topic.clone(), *partition)) {
+                return true; // not applied (or not committed) yet
+            }
+            if p.leader != p.preferred() {
+                due.push((topic.clone(), *partition));
+            }
+            false
+        });
+        due
+    }
+
+    /// A node's shard count (its heartbeats carry it), for spreading leaders over each
+    /// node's shards. Taken on the controller leader; 0 is ignored.
+    pub fn note_shards(&mut self, node: NodeId, shards: usize) {
+        if shards > 0 && self.is_voter(node) {
+            self.node_shards.insert(node, shards);
+        }
     }
 
     /// Moves replicas so that counts over the serving nodes even out (a node that joined
-    /// gets its share): proposes the moves of [`replica_plan::rebalance`] and returns how
-    /// many. Partitions with a move in progress are left alone.
+    /// gets its share): the moves of [`replica_plan::rebalance`], started at most
+    /// `max_concurrent_moves` at a time, more as moves finish, until the plan is empty
+    /// (evacuations first). Returns how many moves the plan holds now. Partitions with a
+    /// move in progress are left alone.
     pub fn rebalance_replicas(&mut self) -> Result<usize, ControllerError> {
-        let moves = self.planned_rebalance()?;
-        let count = moves.len();
-        self.propose_moves(moves);
+        let count = self.planned_rebalance()?.len();
+        self.rebalance_requested = count > 0;
+        self.plan_moves();
         Ok(count)
+    }
+
+    /// The cap on moves the planners have in progress at once.
+    #[must_use]
+    pub fn max_concurrent_moves(&self) -> usize {
+        self.config.max_concurrent_moves
     }
 
     /// The moves [`Controller::rebalance_replicas`] would propose now (on the leader).
@@ -466,14 +599,23 @@ impl Controller {
     }
 
     fn propose_moves(&mut self, moves: Vec<replica_plan::Move>) {
+        // A proposal neither applied nor refused by then was lost (it is planned again).
+        let expiry = self.config.rebalance_interval_ms;
+        let now = self.now;
+        self.proposed_moves
+            .retain(|_, (_, at)| now.since(*at) < expiry);
         for m in moves {
-            // A refused or lost proposal is planned again at the next interval.
-            let _ = self.propose(Command::ReassignPartition {
-                topic: m.topic,
+            // A refused or lost proposal is planned again at a later round.
+            let proposed = self.propose(Command::ReassignPartition {
+                topic: m.topic.clone(),
                 partition: m.partition,
                 replicas: m.replicas.iter().map(|n| n.0).collect(),
                 throttle_bytes: command::THROTTLE_NODE_DEFAULT,
             });
+            if proposed.is_ok() {
+                self.proposed_moves
+                    .insert((m.topic, m.partition), (m.replicas, now));
+            }
         }
     }
 
@@ -509,15 +651,17 @@ impl Controller {
         let mut partitions = Vec::new();
         for (name, t) in self.metadata.topics() {
             for (partition, p) in (0u32..).zip(&t.partitions) {
-                let replicas = p
-                    .reassignment
-                    .as_ref()
-                    .map_or_else(|| p.replicas.clone(), |r| r.target.clone());
+                let proposed = self.proposed_moves.get(&(name.clone(), partition));
+                let replicas = match (&p.reassignment, proposed) {
+                    (Some(r), _) => r.target.clone(),
+                    (None, Some((target, _))) => target.clone(),
+                    (None, None) => p.replicas.clone(),
+                };
                 partitions.push(replica_plan::PlanPartition {
                     topic: name.clone(),
                     partition,
                     replicas,
-                    moving: p.reassignment.is_some(),
+                    moving: p.reassignment.is_some() || proposed.is_some(),
                 });
             }
         }
@@ -788,6 +932,7 @@ impl Controller {
                     let mut changes = Vec::new();
                     let outcome = self.metadata.apply(&command, &mut changes);
                     self.settle_session(&command);
+                    self.observe_moves(&command);
                     (Some(command), outcome, changes)
                 }
                 Err(_) => (None, Err(Refusal::Undecodable), Vec::new()),
@@ -815,6 +960,24 @@ impl Controller {
                 self.live_since.entry(*node).or_insert(self.now);
                 self.fenced_since.remove(node);
             }
+            _ => {}
+        }
+    }
+
+    /// A move applied is no longer only proposed; a command that may end a move (an ISR
+    /// change, a node back or gone) or ask for moves (a drain) calls for a planning round
+    /// at the next tick, so the next moves start as soon as one finishes.
+    fn observe_moves(&mut self, command: &Command) {
+        match command {
+            Command::ReassignPartition {
+                topic, partition, ..
+            } => {
+                self.proposed_moves.remove(&(topic.clone(), *partition));
+            }
+            Command::ChangeIsr { .. }
+            | Command::Heartbeat { .. }
+            | Command::FenceNode { .. }
+            | Command::DrainNode { .. } => self.replan = self.leading,
             _ => {}
         }
     }
@@ -853,6 +1016,11 @@ impl Controller {
             }
             self.last_rebalance = self.now;
             self.leading = leading;
+            // What the last term proposed may be lost; an operator's rebalance asked of
+            // another leader is that leader's (it is asked again after a failover).
+            self.proposed_moves.clear();
+            self.rebalance_requested = false;
+            self.reordered.clear();
         }
     }
 }

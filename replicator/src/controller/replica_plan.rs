@@ -16,6 +16,12 @@
 //! - at most one move per partition per plan; a plan of the current state after its moves
 //!   are done is empty once balanced (no move when balanced: replica counts of serving
 //!   nodes differ by at most one); a partition with a move in progress is not moved.
+//!
+//! The controller starts a plan's moves a few at a time ([`start_within`]): at most
+//! `max_concurrent_moves` partitions move at once, counting every move in progress (an
+//! operator's `shardlog partition reassign` too, which itself is never held back). A plan
+//! is made from the current state, moves in progress counted at their targets and never
+//! moved again, so planning again as moves finish starts the rest until the plan is empty.
 
 use std::collections::BTreeMap;
 
@@ -238,6 +244,14 @@ fn next_rebalance_move(
     None
 }
 
+/// The moves of `plan` to start now: as many as fit under `cap` with `in_flight` moves
+/// already in progress (none when they fill it), in plan order.
+#[must_use]
+pub fn start_within(mut plan: Vec<Move>, in_flight: usize, cap: usize) -> Vec<Move> {
+    plan.truncate(cap.saturating_sub(in_flight));
+    plan
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -442,6 +456,116 @@ mod tests {
             // Even, unless replicas are too few for every node to share (rf over n).
             let total: usize = load.replicas.values().sum();
             prop_assert!(max - min <= 1, "max {max} min {min} over {total}");
+        }
+    }
+
+    #[test]
+    fn start_within_fills_the_room_left() {
+        let parts = partitions(placement::assign(&ids(0..3), 12, 3, 0));
+        let plan = rebalance(&serving(0..4), &parts);
+        assert_eq!(plan.len(), 9);
+        assert_eq!(start_within(plan.clone(), 0, 4), plan[..4].to_vec());
+        assert_eq!(start_within(plan.clone(), 3, 4), plan[..1].to_vec());
+        assert!(start_within(plan.clone(), 4, 4).is_empty());
+        assert!(
+            start_within(plan.clone(), 7, 4).is_empty(),
+            "an operator's moves fill it"
+        );
+        assert_eq!(start_within(plan.clone(), 0, 50), plan);
+    }
+
+    /// `parts` with `moves` started: each partition moving, counted at its target.
+    fn started(parts: &mut [PlanPartition], moves: &[Move]) {
+        for m in moves {
+            let p = parts
+                .iter_mut()
+                .find(|p| p.topic == m.topic && p.partition == m.partition)
+                .unwrap();
+            assert!(!p.moving, "a partition moving is never moved again: {m:?}");
+            p.replicas = m.replicas.clone();
+            p.moving = true;
+        }
+    }
+
+    /// One planning round as the controller runs it: evacuation first, else rebalancing,
+    /// started within the cap.
+    fn round(nodes: &[(NodeId, NodeRole)], parts: &mut [PlanPartition], cap: usize) -> usize {
+        let mut plan = evacuate(nodes, parts);
+        if plan.is_empty() {
+            plan = rebalance(nodes, parts);
+        }
+        let in_flight = parts.iter().filter(|p| p.moving).count();
+        let moves = start_within(plan, in_flight, cap);
+        started(parts, &moves);
+        moves.len()
+    }
+
+    #[test]
+    fn a_capped_drain_ends_where_an_uncapped_one_does() {
+        let parts = partitions(placement::assign(&ids(0..4), 12, 3, 0));
+        let mut nodes = serving(0..4);
+        nodes[2].1 = NodeRole::Evacuate;
+        let all_at_once = applied(&parts, &evacuate(&nodes, &parts));
+        let mut state = parts.clone();
+        let mut rounds = 0;
+        while round(&nodes, &mut state, 2) > 0 {
+            assert!(state.iter().filter(|p| p.moving).count() <= 2);
+            // The moves in progress finish before the next round.
+            state.iter_mut().for_each(|p| p.moving = false);
+            rounds += 1;
+        }
+        assert_eq!(rounds, 5, "9 moves two at a time");
+        assert_eq!(state, all_at_once);
+    }
+
+    proptest! {
+        /// Rounds of planning within a cap while moves finish in any order and an operator
+        /// starts moves of their own (never held back, but counted): the planners never
+        /// take the moves in progress above the cap, and once the operator stops, the
+        /// rounds end (every plan empty, nothing moving) balanced as an uncapped plan is.
+        #[test]
+        fn capped_rounds_never_exceed_the_cap_and_converge(
+            (nodes, parts) in cluster(),
+            cap in 1usize..5,
+            steps in proptest::collection::vec((any::<u64>(), 0u8..4), 1..40),
+        ) {
+            let mut state = parts;
+            for (pick, operator) in &steps {
+                let in_flight = state.iter().filter(|p| p.moving).count();
+                let planned = round(&nodes, &mut state, cap);
+                let after = state.iter().filter(|p| p.moving).count();
+                prop_assert!(planned == 0 || after <= cap, "{in_flight} + {planned} > {cap}");
+                // Some move in progress finishes (picked by `pick`).
+                let moving: Vec<usize> = (0..state.len()).filter(|i| state[*i].moving).collect();
+                if !moving.is_empty() {
+                    let i = moving[usize::try_from(pick % moving.len() as u64).unwrap()];
+                    state[i].moving = false;
+                }
+                // Now and then an operator moves a partition (to the same nodes, reordered:
+                // a valid target that leaves the counts alone).
+                if *operator == 0 {
+                    let len = state.len() as u64;
+                    let p = &mut state[usize::try_from(pick % len).unwrap()];
+                    if !p.moving {
+                        p.replicas.rotate_left(1);
+                        p.moving = true;
+                    }
+                }
+            }
+            for _ in 0..500 {
+                let planned = round(&nodes, &mut state, cap);
+                prop_assert!(state.iter().filter(|p| p.moving).count() <= cap.max(planned));
+                if planned == 0 && state.iter().all(|p| !p.moving) {
+                    break;
+                }
+                // Moves finish one at a time, the first started first.
+                if let Some(p) = state.iter_mut().find(|p| p.moving) {
+                    p.moving = false;
+                }
+            }
+            prop_assert!(state.iter().all(|p| !p.moving), "rounds end");
+            prop_assert!(evacuate(&nodes, &state).is_empty(), "evacuated");
+            prop_assert!(rebalance(&nodes, &state).is_empty(), "rebalanced");
         }
     }
 }

@@ -1,4 +1,6 @@
-//! The simulated cluster and its event loop: one partition replicated on every node.
+//! The simulated cluster and its event loop: one partition, replicated on every node or
+//! (`SimConfig::replication_factor`) on some of them, moved between them by reassignments
+//! (`SimConfig::moves`) while the workload and the faults run.
 //!
 //! Every node runs the production controller voter and replica driver (`node.rs`); this
 //! file only carries their messages through the simulated network, runs the clients, and
@@ -53,6 +55,18 @@ pub struct SimConfig {
     /// each tick: `None` keeps everything. Small values make followers that were down or
     /// cut off fall below their leader's log start, so they must reset to it.
     pub retention_bytes: Option<u64>,
+    /// The partition's replicas: `None`, every node; fewer leave nodes to move to. A node
+    /// outside the replica set keeps its replica's driver (as a follower nobody ships to,
+    /// its log what it held when it left), so a move back to it catches up from there.
+    pub replication_factor: Option<u16>,
+    /// Moves among the faults: the controller leader is asked (as an operator's
+    /// `shardlog partition reassign` does) to move the partition to a random set of
+    /// `replication_factor` nodes in a random order (replacing the leader's node too, or a
+    /// move in progress), or (3 in 10) to drain a random node or end the drain in progress
+    /// (`shardlog node decommission`, whose moves the controller's planner makes), and the
+    /// moves run: the added replicas catch up outside the ISR, join it, the removed ones
+    /// leave, a leaving leader hands over.
+    pub moves: bool,
 }
 
 impl Default for SimConfig {
@@ -75,6 +89,8 @@ impl Default for SimConfig {
             client_timeout_ms: 600,
             settle_ms: 4_000,
             retention_bytes: None,
+            replication_factor: None,
+            moves: false,
         }
     }
 }
@@ -102,6 +118,8 @@ pub struct Report {
     pub resets: u64,
     /// Ticks whose retention deleted segments, over all nodes.
     pub retained: u64,
+    /// Reassignments asked for, and replica-set changes they committed.
+    pub moves: [u64; 2],
 }
 
 /// A checker or an assertion failed.
@@ -184,6 +202,8 @@ pub struct Cluster {
     create_proposed: Option<Tick>,
     /// Past `duration_ms`: no faults, no new batches (see `SimConfig::settle_ms`).
     settling: bool,
+    /// The partition's replicas as last checked (committed moves are counted).
+    replicas_seen: Vec<NodeId>,
     report: Report,
 }
 
@@ -270,6 +290,7 @@ impl Cluster {
             consumer_at: Offset(0),
             create_proposed: None,
             settling: false,
+            replicas_seen: Vec::new(),
             report: Report {
                 seed,
                 ..Report::default()
@@ -391,7 +412,10 @@ impl Cluster {
             .create_proposed
             .is_none_or(|at| now.since(at) >= CREATE_RETRY_MS);
         let nodes = self.nodes.len();
-        let replication_factor = u16::try_from(nodes).unwrap_or(u16::MAX);
+        let replication_factor = self
+            .config
+            .replication_factor
+            .unwrap_or_else(|| u16::try_from(nodes).unwrap_or(u16::MAX));
         let min_insync = u16::try_from(self.config.replica.min_insync).unwrap_or(1);
         let Some(node) = self.running(id, None) else {
             return;
@@ -695,7 +719,9 @@ impl Cluster {
             .filter(|n| n.alive())
             .map(|n| n.id)
             .collect();
-        match self.rng.below(4) {
+        // Runs without moves draw as they did before moves existed: their seeds replay.
+        let kinds = if self.config.moves { 5 } else { 4 };
+        match self.rng.below(kinds) {
             0 => {
                 if let Some(id) = self.rng.pick(&ids) {
                     self.crash(id);
@@ -722,10 +748,72 @@ impl Cluster {
                     });
                 }
             }
+            3 if self.config.moves => {
+                if self.rng.chance(300) {
+                    self.drain();
+                } else {
+                    self.reassign();
+                }
+            }
             _ => {}
         }
         let next = self.rng.between(150, 700);
         self.schedule(next, Event::Fault);
+    }
+
+    /// An operator's decommission (`DrainNode`) of a random node, or the end of the one in
+    /// progress: the controller leader's planner (`replica_plan::evacuate`, within the cap
+    /// on concurrent moves) then moves the partition off the draining node by itself.
+    fn drain(&mut self) {
+        let draining = self.truth().and_then(|m| {
+            m.nodes()
+                .iter()
+                .find(|(_, info)| info.draining)
+                .map(|(id, _)| *id)
+        });
+        let ids: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
+        let command = match draining {
+            Some(node) => Command::DrainNode {
+                node: node.0,
+                draining: false,
+            },
+            None => match self.rng.pick(&ids) {
+                Some(node) => Command::DrainNode {
+                    node: node.0,
+                    draining: true,
+                },
+                None => return,
+            },
+        };
+        self.report.moves[0] += 1;
+        for node in &mut self.nodes {
+            node.propose(command.clone());
+        }
+    }
+
+    /// An operator's reassignment to a random set of nodes in a random order, through
+    /// the controller leader (every node is asked; only the leader's proposal is taken).
+    fn reassign(&mut self) {
+        let rf = self
+            .config
+            .replication_factor
+            .map_or(self.nodes.len(), usize::from);
+        let mut pool: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
+        let mut target = Vec::with_capacity(rf);
+        while target.len() < rf && !pool.is_empty() {
+            let at = usize::try_from(self.rng.below(pool.len() as u64)).unwrap_or(0);
+            target.push(pool.remove(at));
+        }
+        self.report.moves[0] += 1;
+        let replicas: Vec<u32> = target.iter().map(|n| n.0).collect();
+        for node in &mut self.nodes {
+            node.propose(Command::ReassignPartition {
+                topic: TOPIC.to_owned(),
+                partition: PARTITION,
+                replicas: replicas.clone(),
+                throttle_bytes: crate::controller::THROTTLE_NODE_DEFAULT,
+            });
+        }
     }
 
     fn crash(&mut self, id: NodeId) {
@@ -804,7 +892,18 @@ impl Cluster {
                 self.describe()
             ));
         }
-        for other in &self.nodes {
+        let replicas = self
+            .partition()
+            .map(|p| p.replicas.clone())
+            .unwrap_or_default();
+        if let Some(r) = self.partition().and_then(|p| p.reassignment.as_ref()) {
+            return Err(format!(
+                "stuck: a move to {:?} still in progress after the calm; {}",
+                r.target,
+                self.describe()
+            ));
+        }
+        for other in self.nodes.iter().filter(|n| replicas.contains(&n.id)) {
             let other_end = other.driver().map(crate::driver::ReplicaDriver::log_end);
             if other_end != Some(end) {
                 return Err(format!(
@@ -818,6 +917,16 @@ impl Cluster {
     }
 
     fn check(&mut self) -> Result<(), String> {
+        let settled = self
+            .partition()
+            .filter(|p| p.reassignment.is_none())
+            .map(|p| p.replicas.clone());
+        if let Some(replicas) = settled {
+            if !self.replicas_seen.is_empty() && replicas != self.replicas_seen {
+                self.report.moves[1] += 1;
+            }
+            self.replicas_seen = replicas;
+        }
         let leader = self
             .partition()
             .and_then(|p| p.leader.map(|l| (l, p.leader_epoch)));

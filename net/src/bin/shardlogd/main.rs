@@ -135,6 +135,11 @@ struct Args {
     /// share), instead of on `shardlog cluster rebalance`.
     #[arg(long, env = "SHARDLOGD_AUTO_REBALANCE", num_args = 0..=1, default_missing_value = "true")]
     auto_rebalance: Option<bool>,
+    /// At most this many partitions move at once by re-placement, decommission or
+    /// rebalancing; more start as moves finish (1 to 10000). An operator's `shardlog
+    /// partition reassign` is never held back, but counts. Default 50 (Redpanda's).
+    #[arg(long, env = "SHARDLOGD_MAX_CONCURRENT_MOVES")]
+    max_concurrent_moves: Option<usize>,
     /// Partitions of the internal topic __consumer_offsets, when it is created (1 to
     /// 1000). Default 16.
     #[arg(long, env = "SHARDLOGD_OFFSETS_PARTITIONS")]
@@ -208,6 +213,7 @@ impl Args {
             move_throttle_bytes: self.move_throttle_bytes,
             replace_dead_node_after_secs: self.replace_dead_node_after_secs,
             auto_rebalance: self.auto_rebalance,
+            max_concurrent_moves: self.max_concurrent_moves,
             offsets_partitions: self.offsets_partitions,
             offsets_segment_bytes: self.offsets_segment_bytes,
             group_initial_rebalance_delay_ms: self.group_initial_rebalance_delay_ms,

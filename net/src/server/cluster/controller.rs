@@ -57,6 +57,8 @@ const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(10);
 const RECOVER_EVERY: Duration = Duration::from_secs(2);
 /// How often this node measures its data directory's free space.
 const FREE_SPACE_EVERY: Duration = Duration::from_secs(1);
+/// The most shards a node may run (`--shards`' bound): a peer's claim above it is dropped.
+const SHARDS_MAX: u32 = 256;
 
 /// The file of the controller's Raft state, under the data directory.
 #[must_use]
@@ -185,6 +187,8 @@ pub(crate) struct ControllerService {
     free_bytes: RefCell<std::collections::BTreeMap<NodeId, u64>>,
     /// The leader's sessions as it last sent them here (on the leader: when it sent).
     shared: RefCell<SharedSessions>,
+    /// This node's shard count, told to the controller leader with each heartbeat.
+    shards: usize,
 }
 
 /// Why a voter is halted.
@@ -205,6 +209,7 @@ impl ControllerService {
         peers: Rc<Peers>,
         now: Tick,
         applied: Arc<std::sync::atomic::AtomicU64>,
+        shards: usize,
     ) -> anyhow::Result<ControllerService> {
         let (recovered, file) = start.raft;
         let node = config.node.0;
@@ -237,6 +242,7 @@ impl ControllerService {
             own_free_bytes: Cell::new(None),
             free_bytes: RefCell::new(std::collections::BTreeMap::new()),
             shared: RefCell::new(SharedSessions::default()),
+            shards,
         })
     }
 
@@ -389,9 +395,10 @@ impl ControllerService {
         self.node
     }
 
-    /// On the controller leader: proposes the moves that even out replica counts over
-    /// the serving nodes (with `dry_run`, only counts them); how many.
-    pub(crate) fn rebalance_replicas(&self, dry_run: bool) -> Result<usize, String> {
+    /// On the controller leader: starts the moves that even out replica counts over the
+    /// serving nodes, within the cap on concurrent moves, the rest as moves finish (with
+    /// `dry_run`, only counts them); how many the plan holds, and the cap.
+    pub(crate) fn rebalance_replicas(&self, dry_run: bool) -> Result<(usize, usize), String> {
         if self.halted.borrow().is_some() {
             return Err("this node's controller log cannot be written".into());
         }
@@ -401,9 +408,10 @@ impl ControllerService {
         } else {
             controller.rebalance_replicas()
         };
+        let cap = controller.max_concurrent_moves();
         drop(controller);
         let _ = self.kick.unbounded_send(());
-        moves.map_err(|e| e.to_string())
+        moves.map(|m| (m, cap)).map_err(|e| e.to_string())
     }
 
     /// The first producer id no node has reserved, as this voter applied it.
@@ -424,7 +432,8 @@ impl ControllerService {
         let claimed = match &request {
             ControllerRequest::Raft { from } => NodeId(*from),
             ControllerRequest::Heartbeat { node, .. }
-            | ControllerRequest::HeartbeatListening { node, .. } => NodeId(*node),
+            | ControllerRequest::HeartbeatListening { node, .. }
+            | ControllerRequest::Shards { node, .. } => NodeId(*node),
             ControllerRequest::Sessions { leader, .. } => NodeId(*leader),
             ControllerRequest::ChangeIsr { .. } | ControllerRequest::ReplicaOffline { .. } => {
                 sender
@@ -466,6 +475,7 @@ impl ControllerService {
                 let addresses = (address.as_str(), Some(kafka_address.as_str()));
                 self.heartbeat_from(node, addresses, incarnation, free_bytes);
             }
+            ControllerRequest::Shards { node, shards } => self.shards_from(node, shards),
             request @ ControllerRequest::ChangeIsr { .. } => self.change_isr(from, request),
             request @ ControllerRequest::ReplicaOffline { .. } => {
                 self.replica_offline(from, request);
@@ -606,6 +616,21 @@ impl ControllerService {
                 self.free_bytes.borrow_mut().insert(NodeId(node), free);
             }
             self.session(NodeId(node), addresses, incarnation);
+        }
+    }
+
+    /// A node's shard count, on the controller leader. Peer input: a count out of range
+    /// is dropped with a warning.
+    fn shards_from(&self, node: u32, shards: u32) {
+        if !(1..=SHARDS_MAX).contains(&shards) {
+            tracing::warn!(peer = node, shards, "shard count out of range; ignored");
+            return;
+        }
+        if self.is_leader() {
+            let count = usize::try_from(shards).unwrap_or(1);
+            self.controller
+                .borrow_mut()
+                .note_shards(NodeId(node), count);
         }
     }
 
@@ -896,6 +921,9 @@ impl ControllerService {
             Some(leader) if leader == self.node => {
                 let addresses = (self.address.as_str(), Some(self.kafka_address.as_str()));
                 self.session(self.node, addresses, self.incarnation);
+                self.controller
+                    .borrow_mut()
+                    .note_shards(self.node, self.shards);
             }
             Some(leader) => {
                 let request = ControllerRequest::HeartbeatListening {
@@ -907,6 +935,12 @@ impl ControllerService {
                 };
                 self.peers
                     .send_frame(leader.0, Api::Controller, &request, Bytes::new());
+                let shards = ControllerRequest::Shards {
+                    node: self.node.0,
+                    shards: u32::try_from(self.shards).unwrap_or(u32::MAX),
+                };
+                self.peers
+                    .send_frame(leader.0, Api::Controller, &shards, Bytes::new());
             }
             None => {}
         }

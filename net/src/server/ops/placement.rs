@@ -77,11 +77,16 @@ pub(crate) async fn change_here(
             }
         }
         PlacementChange::Rebalance { dry_run } => {
-            let moves = service
+            let (moves, cap) = service
                 .rebalance_replicas(dry_run)
                 .map_err(OpError::NotAvailable)?;
             Ok(if dry_run {
                 format!("a rebalance would move {moves} replicas")
+            } else if moves > cap {
+                format!(
+                    "rebalance: {moves} replica moves planned, at most {cap} at once \
+                     (max_concurrent_moves): the rest start as moves finish"
+                )
             } else {
                 format!("rebalance: {moves} replica moves started")
             })

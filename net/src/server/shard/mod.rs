@@ -110,14 +110,10 @@ impl Shard {
     }
 }
 
-/// The shard that owns `partition` of `topic` among `shards`: partitions of one topic go
-/// round-robin over the shards, starting at a shard picked by the topic's name, so topics
-/// with few partitions do not all land on shard 0. Stable across restarts.
-#[must_use]
-pub(crate) fn owner_shard(topic: &str, partition: u32, shards: usize) -> usize {
-    let start = crc32c::crc32c(topic.as_bytes()) as usize;
-    (start.wrapping_add(partition as usize)) % shards.max(1)
-}
+/// The shard that owns `partition` of `topic` among `shards` (round-robin from a shard
+/// picked by the topic's name). The controller's leader balancing computes the same, to
+/// spread leaders over each node's shards: one function for both.
+pub(crate) use shardlog_replicator::controller::leader_shards::owner_shard;
 
 /// Closes a log as it is (its high watermark is left as set).
 pub(crate) async fn finish_log(log: Rc<Log>) -> Result<(), shardlog_engine::Error> {
