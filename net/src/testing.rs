@@ -29,6 +29,27 @@ pub const ADMIN_PREFIX: &str = "shardlogd admin: listening on ";
 /// How long `start` waits for the ready line.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Runs `command` with `stdin` as its input and collects what it printed. The input is
+/// written from a thread: a command that prints before it has read everything, or exits
+/// without reading (a usage error), cannot leave the test stuck on a full pipe.
+pub fn output_with_stdin(
+    command: &mut Command,
+    stdin: &[u8],
+) -> std::io::Result<std::process::Output> {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut pipe = child.stdin.take().expect("stdin is piped");
+    let input = stdin.to_vec();
+    // A broken pipe (the command did not read it all) is the command's business.
+    let writer = std::thread::spawn(move || drop(pipe.write_all(&input)));
+    let output = child.wait_with_output();
+    writer.join().expect("the stdin writer does not panic");
+    output
+}
+
 /// Where tests of every crate put their data: `$SHARDLOG_TEST_DIR`, else the workspace's
 /// `target/shardlog-test` (O_DIRECT needs a real filesystem, which `/tmp` may not be).
 /// Created if missing.

@@ -115,22 +115,9 @@ fn counter(cluster: &Cluster, node: usize, name: &str) -> f64 {
 
 /// `shardlog ARGS --brokers ...` against the cluster; it must succeed.
 fn shardlog(cluster: &Cluster, args: &[&str], stdin: &str) {
-    use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_shardlog"))
-        .args(args)
-        .args(["--brokers", &cluster.brokers()])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_shardlog"));
+    command.args(args).args(["--brokers", &cluster.brokers()]);
+    let output = shardlog_net::testing::output_with_stdin(&mut command, stdin.as_bytes()).unwrap();
     assert!(output.status.success(), "shardlog {args:?}: {output:?}");
 }
 

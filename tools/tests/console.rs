@@ -201,20 +201,8 @@ fn browser_dir() -> PathBuf {
 }
 
 fn shardlog(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_shardlog"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    let mut command = Command::new(env!("CARGO_BIN_EXE_shardlog"));
+    shardlog_net::testing::output_with_stdin(command.args(args), stdin.as_bytes()).unwrap()
 }
 
 fn describe(output: &Output) -> String {

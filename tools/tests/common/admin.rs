@@ -6,7 +6,9 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::Command;
+
+use shardlog_net::testing::output_with_stdin;
 use std::sync::Once;
 use std::time::Duration;
 
@@ -105,20 +107,9 @@ pub fn ensure_promtool() {
 /// `promtool check metrics` of `page`: its exit code and what it printed.
 pub fn promtool_check(page: &str) -> (Option<i32>, String) {
     ensure_promtool();
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(page.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
+    let mut command = Command::new("promtool");
+    command.args(["check", "metrics"]);
+    let output = output_with_stdin(&mut command, page.as_bytes()).unwrap();
     let printed = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),

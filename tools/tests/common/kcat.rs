@@ -5,8 +5,9 @@
 //! dpkg's lock instead of waiting.
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
+
+use shardlog_net::testing::output_with_stdin;
 use std::sync::Once;
 
 /// The lock file every test's apt-get waits on.
@@ -49,22 +50,9 @@ pub fn ensure_kcat() {
 /// within a minute.
 pub fn kcat(args: &[&str], stdin: &str) -> Output {
     ensure_kcat();
-    let mut child = Command::new("timeout")
-        .arg("60")
-        .arg("kcat")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
+    let mut command = Command::new("timeout");
+    command.arg("60").arg("kcat").args(args);
+    let output = output_with_stdin(&mut command, stdin.as_bytes()).unwrap();
     assert!(
         output.status.success(),
         "kcat {args:?} failed or ran past 60 s ({}): {}",

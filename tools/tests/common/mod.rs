@@ -8,12 +8,11 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::indexing_slicing)]
 
 use std::fs::File;
-use std::io::Write;
 use std::os::fd::FromRawFd;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use shardlog_net::testing::{Shardlogd, test_root};
+use shardlog_net::testing::{Shardlogd, output_with_stdin, test_root};
 
 pub mod admin;
 pub mod kcat;
@@ -95,22 +94,8 @@ pub fn ok_against(brokers: &str, args: &[&str], stdin: &str) -> String {
 
 /// `shardlog ARGS...` with `stdin` as input.
 pub fn shardlog(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_shardlog"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut pipe = child.stdin.take().unwrap();
-    let input = stdin.to_owned();
-    let writer = std::thread::spawn(move || {
-        // The command may exit before reading (usage errors): a broken pipe is fine.
-        let _ = pipe.write_all(input.as_bytes());
-    });
-    let output = child.wait_with_output().unwrap();
-    writer.join().unwrap();
-    output
+    let mut command = Command::new(env!("CARGO_BIN_EXE_shardlog"));
+    output_with_stdin(command.args(args), stdin.as_bytes()).unwrap()
 }
 
 /// Exit code, stdout and stderr, for assertion messages.
