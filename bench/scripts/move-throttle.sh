@@ -59,31 +59,29 @@ producers() {
 
 # phase NAME [TARGET THROTTLE]: producers, and the move to TARGET 1 s in.
 phase() {
-  local name="$1" out move_s="-" rate="-" rec
+  local name="$1" out move_s="-" rate="-" rec ratio=""
   out="$(mktemp)"
   producers >"$out" &
   local producing=$!
   if [ $# -gt 1 ]; then
     sleep 1
-    local started ended
+    local started
     started="$(date +%s.%N)"
     "$bin/shardlog" partition reassign --brokers "$brokers" --topic moving --partition 0 \
       --replicas "$2" --throttle-bytes "$3" --wait --timeout 600 >/dev/null
-    ended="$(date +%s.%N)"
-    move_s="$(echo "$ended - $started" | bc -l)"
-    rate="$(echo "$bytes / 1048576 / $move_s" | bc -l)"
+    read -r move_s rate < <(awk -v s="$started" -v e="$(date +%s.%N)" -v b="$bytes" \
+      'BEGIN { printf "%.1f %.0f\n", e - s, b / 1048576 / (e - s) }')
   fi
   wait "$producing"
   rec="$(cat "$out")"
   rm -f "$out"
-  printf '%-12s move %8s s  catch-up %8s MiB/s  producers %10s records/s' "$name" \
-    "$([ "$move_s" = - ] && echo - || printf '%.1f' "$move_s")" \
-    "$([ "$rate" = - ] && echo - || printf '%.0f' "$rate")" "$rec"
-  if [ -n "${baseline:-}" ]; then
-    printf '  (%.3f of none)' "$(echo "$rec / $baseline" | bc -l)"
+  if [ -n "$baseline" ]; then
+    ratio="$(awk -v r="$rec" -v b="$baseline" 'BEGIN { printf "  (%.3f of none)", r / b }')"
+  else
+    baseline="$rec"
   fi
-  echo
-  [ -n "${baseline:-}" ] || baseline="$rec"
+  printf '%-12s move %8s s  catch-up %8s MiB/s  producers %10s records/s%s\n' \
+    "$name" "$move_s" "$rate" "$rec" "$ratio"
 }
 
 baseline=""

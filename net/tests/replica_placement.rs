@@ -31,9 +31,8 @@ use std::time::{Duration, Instant};
 
 use common::cluster::{Cluster, Links};
 use common::load::{Load, Shape, TOPIC, verify, wait_acks};
-use common::view::{WAIT_MAX, all, describe, every_partition, others, wait_view};
-use shardlog_net::api::{MetadataResponse, TopicConfig};
-use shardlog_net::client::{Client, ClientConfig};
+use common::view::{all, describe, every_partition, others, setup_on, wait_view};
+use shardlog_net::api::MetadataResponse;
 use shardlog_replicator::controller::leader_shards::owner_shard;
 
 /// Partitions of the test topic: two preferred leaderships per node of four.
@@ -56,29 +55,7 @@ fn four_nodes(extra: &[&str]) -> Cluster {
 
 /// [`four_nodes`] with a topic of `partitions` partitions.
 fn four_nodes_with(extra: &[&str], partitions: u32) -> Cluster {
-    let mut cluster = Cluster::start_with(4, Links::Direct, extra);
-    let took = cluster.wait_for_controller(WAIT_MAX);
-    eprintln!("controller elected, every node live, after {took:?}");
-    let brokers = cluster.brokers();
-    common::run(move || async move {
-        let client = Client::connect(&brokers, ClientConfig::default())
-            .await
-            .unwrap();
-        let config = TopicConfig {
-            min_insync: Some(2),
-            ..TopicConfig::default()
-        };
-        client
-            .create_topic(TOPIC, partitions, 3, config)
-            .await
-            .unwrap();
-    });
-    let nodes = all(&cluster);
-    let (meta, took) = wait_view(&mut cluster, "the topic fully in sync", &nodes, |m| {
-        every_partition(m, |p| p.leader.is_some() && p.isr.len() == 3)
-    });
-    eprintln!("topic in sync after {took:?}: {}", describe(&meta));
-    cluster
+    setup_on(Cluster::start_with(4, Links::Direct, extra), partitions)
 }
 
 /// Partitions led per node, and preferred leaderships per node.

@@ -34,9 +34,8 @@ use std::time::{Duration, Instant};
 
 use common::cluster::{Cluster, Links};
 use common::load::{Load, Shape, TOPIC, verify, wait_acks};
-use common::view::{WAIT_MAX, all, controller_view, describe, every_partition, wait_view};
-use shardlog_net::api::{MetadataResponse, TopicConfig};
-use shardlog_net::client::{Client, ClientConfig};
+use common::view::{all, controller_view, describe, every_partition, setup_on};
+use shardlog_net::api::MetadataResponse;
 
 const PARTITIONS: u32 = 8;
 const LOAD: Shape = Shape {
@@ -101,26 +100,11 @@ fn replicas(meta: &MetadataResponse) -> BTreeMap<u32, usize> {
 #[test]
 fn a_node_is_decommissioned_then_rebalanced_back_under_load() {
     let started = Instant::now();
-    let mut cluster = Cluster::start_with(4, Links::Direct, &["--max-concurrent-moves", "1"]);
-    cluster.wait_for_controller(WAIT_MAX);
-    let brokers = cluster.brokers();
-    common::run(move || async move {
-        let client = Client::connect(&brokers, ClientConfig::default())
-            .await
-            .unwrap();
-        let config = TopicConfig {
-            min_insync: Some(2),
-            ..TopicConfig::default()
-        };
-        client
-            .create_topic(TOPIC, PARTITIONS, 3, config)
-            .await
-            .unwrap();
-    });
+    let mut cluster = setup_on(
+        Cluster::start_with(4, Links::Direct, &["--max-concurrent-moves", "1"]),
+        PARTITIONS,
+    );
     let nodes = all(&cluster);
-    wait_view(&mut cluster, "the topic in sync", &nodes, |m| {
-        every_partition(m, |p| p.leader.is_some() && p.isr.len() == 3)
-    });
     let load = Load::start(&cluster.brokers(), 0, LOAD);
     wait_acks(
         &mut cluster,

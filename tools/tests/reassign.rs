@@ -154,20 +154,7 @@ fn start_throttled_move(
     leader: usize,
 ) {
     let list = ids(target);
-    let begun = shardlog(&[
-        "partition",
-        "reassign",
-        "--brokers",
-        brokers,
-        "--topic",
-        TOPIC,
-        "--partition",
-        "0",
-        "--replicas",
-        &list,
-        "--throttle-bytes",
-        &THROTTLE.to_string(),
-    ]);
+    let begun = reassign(brokers, &list, &["--throttle-bytes", &THROTTLE.to_string()]);
     assert_eq!(begun.status.code(), Some(0), "{}", describe(&begun));
     let out = String::from_utf8_lossy(&begun.stdout).into_owned();
     assert!(
@@ -185,25 +172,26 @@ fn start_throttled_move(
     });
 }
 
-/// `partition reassign --wait` to `target`: it must end in the target with exit 0.
-fn reassign_and_wait(brokers: &str, target: &[usize]) {
-    let list = ids(target);
-    let at = Instant::now();
-    let done = shardlog(&[
+/// `shardlog partition reassign` of partition 0 to the replicas `list`, plus `extra`.
+fn reassign(brokers: &str, list: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
         "partition",
         "reassign",
         "--brokers",
         brokers,
         "--topic",
         TOPIC,
-        "--partition",
-        "0",
-        "--replicas",
-        &list,
-        "--wait",
-        "--timeout",
-        "60",
-    ]);
+    ];
+    args.extend(["--partition", "0", "--replicas", list]);
+    args.extend(extra);
+    shardlog(&args)
+}
+
+/// `partition reassign --wait` to `target`: it must end in the target with exit 0.
+fn reassign_and_wait(brokers: &str, target: &[usize]) {
+    let list = ids(target);
+    let at = Instant::now();
+    let done = reassign(brokers, &list, &["--wait", "--timeout", "60"]);
     assert_eq!(done.status.code(), Some(0), "{}", describe(&done));
     let out = String::from_utf8_lossy(&done.stdout).into_owned();
     let leader = target[0];

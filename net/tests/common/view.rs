@@ -123,7 +123,13 @@ pub fn leader(cluster: &mut Cluster, partition_id: u32) -> (usize, PartitionMeta
 /// Three nodes with a controller, and the topic with `partitions` partitions, every one
 /// led and fully in sync.
 pub fn setup(links: Links, partitions: u32) -> Cluster {
-    let mut cluster = Cluster::start(3, links);
+    setup_on(Cluster::start(3, links), partitions)
+}
+
+/// [`setup`] on a cluster already started (of any size, with any flags): waits for its
+/// controller, creates the topic (replication factor 3) and waits until every partition is
+/// led and fully in sync.
+pub fn setup_on(mut cluster: Cluster, partitions: u32) -> Cluster {
     let took = cluster.wait_for_controller(WAIT_MAX);
     eprintln!("controller elected, every node live, after {took:?}");
     let brokers = cluster.brokers();
