@@ -30,6 +30,7 @@ pub(crate) mod metrics;
 mod ops;
 mod peer_listener;
 mod protocol;
+mod security;
 mod shard;
 pub mod topic_file;
 

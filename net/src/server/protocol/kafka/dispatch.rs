@@ -16,10 +16,12 @@ use super::{
     api_versions, configs, fetch, groups, metadata, offsets, produce, producer_ids, topics,
 };
 use crate::server::metrics::{self, Protocol};
+use crate::server::security::Session;
 use crate::server::shard::Shard;
 
 /// Begins the request in `frame` (in the connection's request order).
-pub(crate) async fn begin(shard: &Rc<Shard>, frame: Bytes) -> Begun {
+pub(crate) async fn begin(shard: &Rc<Shard>, frame: Bytes, session: &Rc<Session>) -> Begun {
+    let _ = session;
     let request = match request::parse(frame) {
         Ok(request) => request,
         Err(e) => return Begun::small(done(Answer::Close(e.to_string()))),

@@ -47,6 +47,7 @@ use glommio::net::TcpStream;
 use super::idle::idle_past;
 use super::listener::{Connection, Opened, open};
 use super::reply_budget::ReplyBudget;
+use crate::server::security::Session;
 use crate::server::shard::Shard;
 use request::{Answer, KafkaReply};
 
@@ -74,6 +75,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, connection: Conne
         writer,
         active,
     } = open(stream);
+    let session = Rc::new(Session::new(false, None));
     let (replies, queue) = mpsc::unbounded::<glommio::task::JoinHandle<Owed>>();
     let (closed_tx, mut closed) = oneshot::channel::<()>();
     let writer = glommio::spawn_local(write_in_order(writer, queue, budget.clone(), closed_tx));
@@ -100,7 +102,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, connection: Conne
             break;
         };
         shard.begin_request();
-        let begun = dispatch::begin(&shard, frame).await;
+        let begun = dispatch::begin(&shard, frame, &session).await;
         budget.charge(begun.reply_bytes);
         let task = Task {
             shard: shard.clone(),

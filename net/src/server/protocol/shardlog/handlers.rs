@@ -31,6 +31,7 @@ use crate::server::ops::producer_ids;
 use crate::server::ops::reads::{self, FetchOp, ListOffsetsOp, OffsetSpec};
 use crate::server::ops::reassign;
 use crate::server::ops::topics::{self, ClusterMetadata, NewTopic, TopicChange};
+use crate::server::security::Session;
 use crate::server::shard::Shard;
 use crate::wire::Frame;
 
@@ -57,8 +58,15 @@ pub(crate) struct Begun {
     pub(crate) reply_bytes: usize,
 }
 
-/// The first phase; see the module docs. `peer` is the client's address.
-pub(crate) async fn begin(shard: &Rc<Shard>, frame: Frame, peer: &str) -> Begun {
+/// The first phase; see the module docs. `peer` is the client's address, `session` what
+/// the connection has proven.
+pub(crate) async fn begin(
+    shard: &Rc<Shard>,
+    frame: Frame,
+    peer: &str,
+    session: &Rc<Session>,
+) -> Begun {
+    let _ = session;
     metrics::request(Protocol::Shardlog, counted_api(frame.header.api), 0, 0);
     if frame.header.api == Api::Fetch as u16
         && frame.header.version == VERSION

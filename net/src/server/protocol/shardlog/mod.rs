@@ -41,6 +41,7 @@ use glommio::net::TcpStream;
 use super::idle::idle_past;
 use super::listener::{Connection, Opened, open};
 use super::reply_budget::ReplyBudget;
+use crate::server::security::Session;
 use crate::server::shard::Shard;
 use crate::wire::{self, ReadError};
 use reply::Reply;
@@ -62,6 +63,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, connection: Conne
         writer,
         active,
     } = open(stream);
+    let session = Rc::new(Session::new(false, None));
     let (replies, queue) = mpsc::unbounded::<Owed>();
     let writer = glommio::spawn_local(write_loop(writer, queue, budget.clone()));
     let permits = Rc::new(glommio::sync::Semaphore::new(IN_FLIGHT_MAX));
@@ -95,7 +97,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, connection: Conne
             break;
         };
         shard.begin_request();
-        let begun = handlers::begin(&shard, frame, &peer).await;
+        let begun = handlers::begin(&shard, frame, &peer, &session).await;
         // Counted before the next read, so the next `room` sees it.
         budget.charge(begun.reply_bytes);
         let task = Task {
