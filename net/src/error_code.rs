@@ -85,6 +85,16 @@ pub enum ErrorCode {
     /// The coordinator could not write the commit (too few in-sync replicas of its
     /// offsets partition, a timeout, storage); retriable, nothing was committed.
     CommitFailed = 32,
+    /// SASL authentication failed (wrong password, unknown user, a malformed exchange),
+    /// or a request came before the connection authenticated on a node that requires it
+    /// (`--authentication sasl`). Not retriable with the same credentials. (40 on: the
+    /// SASL codes.)
+    AuthenticationFailed = 40,
+    /// The SASL mechanism asked for is not offered on this connection (PLAIN is offered
+    /// over TLS only).
+    UnsupportedSaslMechanism = 41,
+    /// A SASL request out of turn: a token without a handshake, a second handshake.
+    IllegalSaslState = 42,
 }
 
 impl ErrorCode {
@@ -117,6 +127,12 @@ impl ErrorCode {
 
 impl From<u16> for ErrorCode {
     fn from(code: u16) -> ErrorCode {
+        match code {
+            40 => return ErrorCode::AuthenticationFailed,
+            41 => return ErrorCode::UnsupportedSaslMechanism,
+            42 => return ErrorCode::IllegalSaslState,
+            _ => {}
+        }
         const ALL: [ErrorCode; 33] = [
             ErrorCode::None,
             ErrorCode::Unknown,
@@ -187,6 +203,9 @@ mod tests {
     #[test]
     fn numbers_roundtrip() {
         for n in 0..33u16 {
+            assert_eq!(ErrorCode::from(n).as_u16(), n);
+        }
+        for n in 40..43u16 {
             assert_eq!(ErrorCode::from(n).as_u16(), n);
         }
         assert_eq!(ErrorCode::from(999), ErrorCode::Unknown);

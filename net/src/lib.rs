@@ -8,6 +8,7 @@ pub mod error_code;
 pub mod frame;
 pub mod logging;
 pub mod peer;
+pub mod scram;
 pub mod server;
 pub mod testing;
 pub mod wire;

@@ -13,6 +13,7 @@ mod producer_ids;
 mod reassign;
 mod replicate;
 mod topics;
+mod users;
 
 pub use controller::{ArchivedControllerRequest, ControllerRequest, NodeSession};
 pub use fetch::{ArchivedFetchRequest, ArchivedFetchResponse, FetchRequest, FetchResponse};
@@ -53,6 +54,12 @@ pub use reassign::{
     ListReassignmentsResponse, PartitionMove, ReassignPartitionRequest,
 };
 pub use replicate::{ArchivedReplicateRequest, ReplicateRequest};
+pub use users::{
+    ArchivedDeleteUserRequest, ArchivedListUsersRequest, ArchivedSaslAuthenticateRequest,
+    ArchivedSaslHandshakeRequest, ArchivedUpsertUserRequest, DeleteUserRequest, ListUsersRequest,
+    ListUsersResponse, ListedUser, SaslAuthenticateRequest, SaslAuthenticateResponse,
+    SaslHandshakeRequest, SaslHandshakeResponse, UpsertUserRequest,
+};
 pub use topics::{
     ArchivedCreateTopicRequest, ArchivedDeleteTopicRequest, CreateTopicRequest, DeleteTopicRequest,
     TopicConfig, TopicResponse,
@@ -109,6 +116,16 @@ pub enum Api {
     DrainNode = 30,
     /// Even out replica counts over the nodes (to the controller leader).
     RebalanceReplicas = 31,
+    /// Choose the SASL mechanism of this connection's authentication (40-49: SASL).
+    SaslHandshake = 40,
+    /// One SASL token each way.
+    SaslAuthenticate = 41,
+    /// Set a user's SCRAM credential (to the controller leader; a node passes it on).
+    UpsertUser = 42,
+    /// Delete a user (to the controller leader; a node passes it on).
+    DeleteUser = 43,
+    /// Users and their mechanisms.
+    ListUsers = 44,
 }
 
 impl Api {
@@ -139,6 +156,11 @@ impl Api {
             21 => Api::ListReassignments,
             30 => Api::DrainNode,
             31 => Api::RebalanceReplicas,
+            40 => Api::SaslHandshake,
+            41 => Api::SaslAuthenticate,
+            42 => Api::UpsertUser,
+            43 => Api::DeleteUser,
+            44 => Api::ListUsers,
             _ => return None,
         })
     }
@@ -187,7 +209,7 @@ mod tests {
 
     #[test]
     fn api_numbers_roundtrip() {
-        for n in 0..24u16 {
+        for n in 0..64u16 {
             if let Some(api) = Api::from_u16(n) {
                 assert_eq!(api as u16, n);
             }

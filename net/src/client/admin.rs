@@ -14,6 +14,7 @@ use crate::api::{
     ListReassignmentsResponse, MetadataRequest, MetadataResponse, PartitionMove,
     ReassignPartitionRequest, RebalanceReplicasRequest, TopicConfig, TopicResponse,
 };
+use crate::api::{DeleteUserRequest, ListUsersRequest, ListUsersResponse, ListedUser, UpsertUserRequest};
 use crate::error_code::ErrorCode;
 
 /// How an admin request ended, and whether an attempt before the last may have taken
@@ -191,6 +192,70 @@ impl Client {
     pub async fn rebalance_replicas(&self, dry_run: bool) -> Result<String, ClientError> {
         let request = RebalanceReplicasRequest { dry_run };
         self.admin_said(Api::RebalanceReplicas, &request).await
+    }
+
+    /// Creates `user`, or sets its password, for `mechanism`: the credential (a random
+    /// salt, `iterations`, StoredKey, ServerKey) is derived here; the password is never
+    /// sent. Goes to the controller leader like a topic change.
+    pub async fn upsert_user(
+        &self,
+        user: &str,
+        password: &str,
+        mechanism: crate::scram::Mechanism,
+        iterations: u32,
+    ) -> Result<String, ClientError> {
+        let credential = crate::scram::ScramCredential::generate(mechanism, password, iterations)
+            .map_err(|e| ClientError::Server {
+                code: ErrorCode::InvalidRequest,
+                message: e.to_string(),
+            })?;
+        let request = UpsertUserRequest {
+            user: user.to_owned(),
+            mechanism: mechanism.name().to_owned(),
+            salt: credential.salt.clone(),
+            iterations: credential.iterations,
+            stored_key: credential.stored_key.clone(),
+            server_key: credential.server_key.clone(),
+        };
+        self.admin_said(Api::UpsertUser, &request).await
+    }
+
+    /// Deletes `user` (every credential it has).
+    pub async fn delete_user(&self, user: &str) -> Result<String, ClientError> {
+        let request = DeleteUserRequest {
+            user: user.to_owned(),
+        };
+        self.admin_said(Api::DeleteUser, &request).await
+    }
+
+    /// The users and their mechanisms, as the first broker that answers knows them (the
+    /// controller leader first).
+    pub async fn users(&self) -> Result<Vec<ListedUser>, ClientError> {
+        let timeout = self.admin_attempt_timeout();
+        let candidates = self.inner.cache.borrow_mut().candidates(
+            &self.inner.bootstrap,
+            true,
+            None,
+            Instant::now(),
+        );
+        let mut last = ClientError::NoBroker("no broker known".into());
+        for addr in candidates {
+            let call = self.call::<_, ListUsersResponse>(
+                &addr,
+                Api::ListUsers,
+                &ListUsersRequest {},
+                Payload::default(),
+                timeout,
+            );
+            match call.await {
+                Ok((response, _)) => {
+                    check(response.error, &response.message)?;
+                    return Ok(response.users);
+                }
+                Err(e) => last = name_silence(e, &addr, timeout),
+            }
+        }
+        Err(last)
     }
 
     /// An admin request about no topic, sent as [`Client::admin`] sends one; the answer's

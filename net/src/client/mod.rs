@@ -56,8 +56,10 @@ mod idempotence;
 mod leader;
 mod metadata;
 pub mod range_assignor;
+mod sasl;
 
 pub use group::{GroupConfig, GroupMember, Joined};
+pub use sasl::{SaslCredentials, mechanism as sasl_mechanism};
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -115,6 +117,9 @@ pub struct ClientConfig {
     /// brokers, `InitProducerId`) and per-partition sequence numbers, so a retry after a
     /// failover is never stored twice. Off: batches go as the caller built them.
     pub idempotence: bool,
+    /// SASL credentials: every connection authenticates with them before its first
+    /// request. Default none (for a server without `--authentication sasl`).
+    pub sasl: Option<SaslCredentials>,
 }
 
 impl Default for ClientConfig {
@@ -131,6 +136,7 @@ impl Default for ClientConfig {
             retry_backoff: Duration::from_millis(100),
             retry_backoff_max: Duration::from_secs(1),
             idempotence: true,
+            sasl: None,
         }
     }
 }
@@ -593,6 +599,14 @@ impl Client {
             }),
         };
         let conn = Connection::open_with(addr, options).await?;
+        if let Some(credentials) = &config.sasl {
+            let correlation = || self.next_correlation();
+            let timeout = self.admin_attempt_timeout();
+            if let Err(e) = sasl::authenticate(&conn, correlation, credentials, timeout).await {
+                conn.close("SASL authentication failed");
+                return Err(e);
+            }
+        }
         let mut connections = self.inner.connections.borrow_mut();
         if let Some(other) = connections.get(addr)
             && !other.is_dead()

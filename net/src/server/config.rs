@@ -48,6 +48,10 @@
 //! connection_reply_bytes = 67108864    # replies a client connection may owe before
 //!                                      # the server stops reading its requests
 //! log_format = "text"                  # text | json (one object per line, stable fields)
+//! # SASL (see README "Authentication (SASL)"):
+//! authentication = "sasl"              # none (default) | sasl: clients must authenticate
+//! superusers = "admin,ops"             # users ACLs do not restrict
+//! superuser_file = "/etc/shardlog/superuser"  # user:password, created at first start
 //! ```
 
 use std::collections::BTreeMap;
@@ -144,6 +148,12 @@ pub struct FileConfig {
     pub connection_reply_bytes: Option<usize>,
     /// Log lines on stderr: `text` or `json`.
     pub log_format: Option<LogFormat>,
+    /// Client authentication: `none` or `sasl`.
+    pub authentication: Option<String>,
+    /// Superusers, comma separated.
+    pub superusers: Option<String>,
+    /// A file `user:password`: the superuser created at first start.
+    pub superuser_file: Option<PathBuf>,
 }
 
 impl FileConfig {
@@ -212,6 +222,9 @@ impl FileConfig {
             idle_timeout_ms: other.idle_timeout_ms.or(self.idle_timeout_ms),
             connection_reply_bytes: other.connection_reply_bytes.or(self.connection_reply_bytes),
             log_format: other.log_format.or(self.log_format),
+            authentication: other.authentication.or(self.authentication),
+            superusers: other.superusers.or(self.superusers),
+            superuser_file: other.superuser_file.or(self.superuser_file),
         }
     }
 }
@@ -256,6 +269,114 @@ pub struct ServerConfig {
     pub connection_reply_bytes: usize,
     /// The format of the log lines on stderr. Default text.
     pub log_format: LogFormat,
+    /// Client authentication and the superusers.
+    pub security: SecurityConfig,
+}
+
+/// How clients authenticate (SASL) and who is a superuser.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SecurityConfig {
+    /// Whether a client connection must authenticate before any request but the
+    /// handshake ones. Default off (`authentication = "none"`).
+    pub sasl_required: bool,
+    /// Users no ACL restricts (`superusers`), the bootstrap superuser included.
+    pub superusers: Vec<String>,
+    /// The superuser created at first start if absent: from `superuser_file`, else from
+    /// `SHARDLOG_SUPERUSER` and `SHARDLOG_SUPERUSER_PASSWORD`.
+    pub bootstrap_superuser: Option<BootstrapUser>,
+}
+
+/// A user and password to create at start if the user does not exist.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BootstrapUser {
+    /// The user name.
+    pub name: String,
+    /// The password (kept only until its credentials are made).
+    pub password: String,
+}
+
+impl std::fmt::Debug for BootstrapUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BootstrapUser")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The security settings of `file`, with the bootstrap superuser from `superuser_file` or,
+/// without one, from the environment (`SHARDLOG_SUPERUSER`, `SHARDLOG_SUPERUSER_PASSWORD`).
+fn security_config(file: &FileConfig) -> anyhow::Result<SecurityConfig> {
+    let sasl_required = match file.authentication.as_deref() {
+        None | Some("none") => false,
+        Some("sasl") => true,
+        Some(other) => anyhow::bail!("authentication {other:?}: none or sasl"),
+    };
+    let mut superusers: Vec<String> = file
+        .superusers
+        .as_deref()
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    for user in &superusers {
+        if !shardlog_replicator::controller::valid_user_name(user) {
+            anyhow::bail!("superusers: {user:?} is not a valid user name (1-128 of A-Za-z0-9._@-)");
+        }
+    }
+    let bootstrap = match &file.superuser_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("superuser file {}: {e}", path.display()))?;
+            let line = text.lines().next().unwrap_or_default();
+            let Some((name, password)) = line.split_once(':') else {
+                anyhow::bail!("superuser file {}: expected one line user:password", path.display());
+            };
+            Some(bootstrap_user(name, password)?)
+        }
+        None => match (
+            std::env::var("SHARDLOG_SUPERUSER").ok(),
+            std::env::var("SHARDLOG_SUPERUSER_PASSWORD").ok(),
+        ) {
+            (Some(name), Some(password)) => Some(bootstrap_user(&name, &password)?),
+            (None, None) => None,
+            _ => anyhow::bail!(
+                "SHARDLOG_SUPERUSER and SHARDLOG_SUPERUSER_PASSWORD go together: set both or neither"
+            ),
+        },
+    };
+    if let Some(user) = &bootstrap {
+        if !superusers.contains(&user.name) {
+            superusers.push(user.name.clone());
+        }
+    }
+    Ok(SecurityConfig {
+        sasl_required,
+        superusers,
+        bootstrap_superuser: bootstrap,
+    })
+}
+
+fn bootstrap_user(name: &str, password: &str) -> anyhow::Result<BootstrapUser> {
+    if !shardlog_replicator::controller::valid_user_name(name) {
+        anyhow::bail!("superuser {name:?}: not a valid user name (1-128 of A-Za-z0-9._@-)");
+    }
+    // The credential is made at start: refuse a password it cannot be made of now.
+    crate::scram::ScramCredential::new(
+        crate::scram::Mechanism::Sha256,
+        password,
+        b"check",
+        crate::scram::ITERATIONS_MIN,
+    )
+    .map_err(|e| anyhow::anyhow!("superuser password: {e}"))?;
+    if password.is_empty() {
+        anyhow::bail!("superuser password is empty");
+    }
+    Ok(BootstrapUser {
+        name: name.to_owned(),
+        password: password.to_owned(),
+    })
 }
 
 /// The Kafka protocol's listener (`protocol::kafka`).
@@ -554,6 +675,7 @@ impl TryFrom<FileConfig> for ServerConfig {
         let (groups, kafka) = (group_config(&file)?, kafka_config(&file)?);
         let engine = engine_config(&file)?;
         let (listen, admin_listen) = listen_addresses(&file)?;
+        let security = security_config(&file)?;
         let data_dir = file
             .data_dir
             .ok_or_else(|| anyhow::anyhow!("no data directory: pass --data-dir DIR"))?;
@@ -599,6 +721,7 @@ impl TryFrom<FileConfig> for ServerConfig {
             tail_cache_budget_bytes,
             connection_reply_bytes,
             log_format: file.log_format.unwrap_or_default(),
+            security,
         })
     }
 }

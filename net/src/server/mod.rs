@@ -551,6 +551,7 @@ async fn shard_main(start: ShardStart) -> anyhow::Result<()> {
         defaults: config.engine.clone(),
         shards: config.shards,
         groups: config.groups.clone(),
+        security: config.security.clone(),
     };
     let cluster = Rc::new(cluster_node(
         &config,
@@ -758,6 +759,10 @@ fn start_cluster_tasks(shard: &Rc<Shard>, config: &ServerConfig) {
         };
         glommio::spawn_local(service.clone().measure_free_space(stopped.clone())).detach();
         glommio::spawn_local(service.clone().run(shard.inboxes.clone(), clock, stopped)).detach();
+        if let Some(user) = config.security.bootstrap_superuser.clone() {
+            let bootstrap = security::users::bootstrap(shard.clone(), user);
+            glommio::spawn_local(bootstrap).detach();
+        }
     }
 }
 

@@ -149,6 +149,11 @@ async fn handle(
             let completion = placement::placement_change(shard, frame).await;
             relay(completion, replies);
         }
+        Some(Api::UpsertUser | Api::DeleteUser) => {
+            let completion =
+                crate::server::protocol::shardlog::sasl::user_change(shard, frame).await;
+            relay(completion, replies);
+        }
         Some(Api::AllocateProducerIds) => allocate_producer_ids(shard, from, frame, replies).await,
         Some(other) => {
             let message = format!("{other:?} is a client api: send it to the client listener");

@@ -10,7 +10,9 @@ use rkyv::util::AlignedVec;
 /// Largest encoded command accepted, in bytes.
 pub const MAX_COMMAND_BYTES: usize = 1 << 20;
 
-pub use wire::{AdoptedData, Command, KAFKA_LISTENER, SHARDLOG_LISTENER, THROTTLE_NODE_DEFAULT};
+pub use wire::{
+    AdoptedData, Command, KAFKA_LISTENER, SHARDLOG_LISTENER, THROTTLE_NODE_DEFAULT, UserCredential,
+};
 
 /// The command enum with its rkyv derive: the derived resolver's fields carry no docs, so
 /// the lint is allowed in here only (every field of [`Command`] is documented).
@@ -207,6 +209,47 @@ mod wire {
             /// Whether it is to be emptied.
             draining: bool,
         },
+        /// Set `user`'s SASL SCRAM credential for one mechanism (the user is created if
+        /// it has none): a salted password's derived keys, never the password. (Last in
+        /// the enum: older entries keep their tags; the boxed credential keeps the
+        /// archive at its size.)
+        UpsertUserCredential {
+            /// The user name (see `metadata::valid_user_name`).
+            user: String,
+            /// The credential.
+            credential: Box<UserCredential>,
+        },
+        /// Delete `user` and every credential it has.
+        DeleteUser {
+            /// The user name.
+            user: String,
+        },
+    }
+
+    /// A SASL SCRAM credential (RFC 5802): what a server needs to check a client's proof
+    /// and prove itself, from which the password cannot be read back.
+    #[derive(Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+    pub struct UserCredential {
+        /// `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+        pub mechanism: String,
+        /// The salt.
+        pub salt: Vec<u8>,
+        /// Hi's iteration count.
+        pub iterations: u32,
+        /// `H(HMAC(SaltedPassword, "Client Key"))`.
+        pub stored_key: Vec<u8>,
+        /// `HMAC(SaltedPassword, "Server Key")`.
+        pub server_key: Vec<u8>,
+    }
+
+    impl std::fmt::Debug for UserCredential {
+        // Keys stay out of logs (commands are logged on refusal).
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("UserCredential")
+                .field("mechanism", &self.mechanism)
+                .field("iterations", &self.iterations)
+                .finish_non_exhaustive()
+        }
     }
 
     /// `ReassignPartition::throttle_bytes` meaning "the leader node's own setting".
@@ -349,6 +392,23 @@ mod tests {
         };
         let bytes = drain.encode().unwrap();
         assert_eq!(Command::decode(&bytes).unwrap(), drain);
+        let upsert = Command::UpsertUserCredential {
+            user: "alice".into(),
+            credential: Box::new(UserCredential {
+                mechanism: "SCRAM-SHA-256".into(),
+                salt: vec![1; 24],
+                iterations: 4096,
+                stored_key: vec![2; 32],
+                server_key: vec![3; 32],
+            }),
+        };
+        let bytes = upsert.encode().unwrap();
+        assert_eq!(Command::decode(&bytes).unwrap(), upsert);
+        let delete = Command::DeleteUser {
+            user: "alice".into(),
+        };
+        let bytes = delete.encode().unwrap();
+        assert_eq!(Command::decode(&bytes).unwrap(), delete);
         assert_eq!(std::mem::size_of::<wire::ArchivedCommand>(), 32);
     }
 }

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use shardlog_engine::{LeaderEpoch, PartitionId};
 
-use super::command::{AdoptedData, Command};
+use super::command::{AdoptedData, Command, UserCredential};
 use super::reassignment::{self, Reassignment};
 use super::{failover, placement};
 use crate::ids::{NodeId, Tick};
@@ -22,6 +22,25 @@ pub const MAX_TOPIC_NAME: usize = 249;
 pub const MAX_PARTITIONS: u32 = 10_000;
 /// Most producer ids one `AllocateProducerIds` reserves.
 pub const MAX_PRODUCER_ID_BLOCK: u32 = 1 << 20;
+/// Longest user name.
+pub const MAX_USER_NAME: usize = 128;
+/// The SCRAM mechanisms a credential may be for, with their key lengths.
+const SCRAM_MECHANISMS: [(&str, usize); 2] = [("SCRAM-SHA-256", 32), ("SCRAM-SHA-512", 64)];
+/// Bounds of a credential's iteration count (RFC 7677's minimum; a bound on the work a
+/// client is asked for).
+const SCRAM_ITERATIONS: std::ops::RangeInclusive<u32> = 4096..=(1 << 20);
+/// Longest salt.
+const SCRAM_SALT_MAX: usize = 256;
+
+/// A user name: 1..=128 of `[A-Za-z0-9._@-]` (no `,` or `=`, which SCRAM escapes, no
+/// `:`, which separates a principal's type from its name).
+#[must_use]
+pub fn valid_user_name(name: &str) -> bool {
+    (1..=MAX_USER_NAME).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b))
+}
 
 /// A registered node.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -151,6 +170,12 @@ pub enum Refusal {
     /// The command would change nothing.
     #[error("no change")]
     NoChange,
+    /// A user name or credential that breaks a rule.
+    #[error("invalid user credential: {0}")]
+    InvalidCredential(&'static str),
+    /// No such user.
+    #[error("unknown user")]
+    UnknownUser,
     /// A producer id block that does not start at the next unreserved id (another block
     /// was reserved meanwhile), or of a size out of range.
     #[error("producer id block at {proposed}: the next unreserved id is {next}")]
@@ -204,6 +229,15 @@ pub enum MetadataChange {
         /// ISR.
         isr: Vec<NodeId>,
     },
+    /// A user's credential was set (created or replaced) for a mechanism.
+    UserCredentialSet {
+        /// The user.
+        user: String,
+        /// The mechanism.
+        mechanism: String,
+    },
+    /// A user was deleted.
+    UserDeleted(String),
     /// Only a partition's ISR changed.
     IsrChanged {
         /// Topic name.
@@ -225,6 +259,8 @@ pub struct Metadata {
     topics_created: u64,
     /// The first producer id not yet reserved by any node (`AllocateProducerIds`).
     next_producer_id: u64,
+    /// SASL users: their SCRAM credentials by mechanism name.
+    users: BTreeMap<String, BTreeMap<String, UserCredential>>,
 }
 
 impl Metadata {
@@ -250,6 +286,12 @@ impl Metadata {
     #[must_use]
     pub fn topics(&self) -> &BTreeMap<String, TopicInfo> {
         &self.topics
+    }
+
+    /// SASL users by name, each with its SCRAM credentials by mechanism name.
+    #[must_use]
+    pub fn users(&self) -> &BTreeMap<String, BTreeMap<String, UserCredential>> {
+        &self.users
     }
 
     /// The first producer id no node has reserved: the `first` of the next
@@ -433,7 +475,53 @@ impl Metadata {
                 self.reassign(topic, *partition, replicas, throttle, changes)
             }
             Command::DrainNode { node, draining } => self.drain_node(NodeId(*node), *draining),
+            Command::UpsertUserCredential { user, credential } => {
+                self.upsert_user_credential(user, credential, changes)
+            }
+            Command::DeleteUser { user } => {
+                self.users.remove(user).ok_or(Refusal::UnknownUser)?;
+                changes.push(MetadataChange::UserDeleted(user.clone()));
+                Ok(())
+            }
         }
+    }
+
+    /// `UpsertUserCredential`: checked here, at apply, since the entry may come from any
+    /// proposer: a known mechanism, keys of its hash's length, iterations in bounds.
+    fn upsert_user_credential(
+        &mut self,
+        user: &str,
+        credential: &UserCredential,
+        changes: &mut Vec<MetadataChange>,
+    ) -> Result<(), Refusal> {
+        if !valid_user_name(user) {
+            return Err(Refusal::InvalidCredential("bad user name"));
+        }
+        let Some((_, key_len)) = SCRAM_MECHANISMS
+            .iter()
+            .find(|(name, _)| *name == credential.mechanism)
+        else {
+            return Err(Refusal::InvalidCredential("unknown mechanism"));
+        };
+        if credential.stored_key.len() != *key_len || credential.server_key.len() != *key_len {
+            return Err(Refusal::InvalidCredential("key length"));
+        }
+        if !SCRAM_ITERATIONS.contains(&credential.iterations) {
+            return Err(Refusal::InvalidCredential("iterations out of range"));
+        }
+        if credential.salt.is_empty() || credential.salt.len() > SCRAM_SALT_MAX {
+            return Err(Refusal::InvalidCredential("salt length"));
+        }
+        let credentials = self.users.entry(user.to_owned()).or_default();
+        if credentials.get(&credential.mechanism) == Some(credential) {
+            return Err(Refusal::NoChange);
+        }
+        credentials.insert(credential.mechanism.clone(), credential.clone());
+        changes.push(MetadataChange::UserCredentialSet {
+            user: user.to_owned(),
+            mechanism: credential.mechanism.clone(),
+        });
+        Ok(())
     }
 
     /// `DrainNode`: marks `node` draining, or not.

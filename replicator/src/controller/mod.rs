@@ -47,8 +47,10 @@ pub mod requests;
 pub mod roles;
 
 pub use command::THROTTLE_NODE_DEFAULT;
-pub use command::{AdoptedData, Command, CommandError};
-pub use metadata::{Metadata, MetadataChange, NodeInfo, PartitionState, Refusal, TopicInfo};
+pub use command::{AdoptedData, Command, CommandError, UserCredential};
+pub use metadata::{
+    Metadata, MetadataChange, NodeInfo, PartitionState, Refusal, TopicInfo, valid_user_name,
+};
 pub use raft_file::Recovered;
 pub use reassignment::{Reassignment, catching_up};
 pub use requests::IsrChange;

@@ -173,6 +173,18 @@ struct Args {
     /// known). Default text.
     #[arg(long, env = "SHARDLOGD_LOG_FORMAT")]
     log_format: Option<LogFormat>,
+    /// Client authentication: none (default: any client is served), or sasl (a client
+    /// connection must authenticate with SASL SCRAM-SHA-256/512, or PLAIN over TLS, before
+    /// any request but ApiVersions and the SASL handshake).
+    #[arg(long, env = "SHARDLOGD_AUTHENTICATION", value_parser = ["none", "sasl"])]
+    authentication: Option<String>,
+    /// Users no ACL restricts, comma separated (the bootstrap superuser is one).
+    #[arg(long, env = "SHARDLOGD_SUPERUSERS")]
+    superusers: Option<String>,
+    /// A file holding one line `user:password`: that user is created at start if it does
+    /// not exist (else SHARDLOG_SUPERUSER and SHARDLOG_SUPERUSER_PASSWORD, if set).
+    #[arg(long, env = "SHARDLOGD_SUPERUSER_FILE")]
+    superuser_file: Option<PathBuf>,
 }
 
 impl Args {
@@ -222,6 +234,9 @@ impl Args {
             idle_timeout_ms: self.idle_timeout_ms,
             connection_reply_bytes: self.connection_reply_bytes,
             log_format: self.log_format,
+            authentication: self.authentication,
+            superusers: self.superusers,
+            superuser_file: self.superuser_file,
         };
         ServerConfig::try_from(file.overridden_by(flags))
     }

@@ -28,6 +28,10 @@ pub(crate) fn metadata_change(change: &MetadataChange) {
         }
         MetadataChange::TopicCreated(topic) => tracing::info!(topic, "topic created"),
         MetadataChange::TopicDeleted(topic) => tracing::info!(topic, "topic deleted"),
+        MetadataChange::UserCredentialSet { user, mechanism } => {
+            tracing::info!(user, mechanism, "user credential set");
+        }
+        MetadataChange::UserDeleted(user) => tracing::info!(user, "user deleted"),
         MetadataChange::LeaderChanged {
             topic,
             partition,

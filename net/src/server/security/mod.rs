@@ -3,6 +3,9 @@
 //! read loop and every request it begins share it. A connection starts without a
 //! principal; a client certificate (mutual TLS) or a SASL exchange gives it one.
 
+pub(crate) mod sasl;
+pub(crate) mod users;
+
 use std::cell::RefCell;
 
 /// An authenticated identity: the user a SASL exchange proved, or the name a client
@@ -23,6 +26,8 @@ pub(crate) struct Session {
     principal: RefCell<Option<Principal>>,
     /// Whether the connection runs over TLS (PLAIN is offered only then).
     tls: bool,
+    /// The SASL exchange's state.
+    sasl: sasl::Sasl,
 }
 
 impl Session {
@@ -32,6 +37,7 @@ impl Session {
         Session {
             principal: RefCell::new(principal),
             tls,
+            sasl: sasl::Sasl::default(),
         }
     }
 

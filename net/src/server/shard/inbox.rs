@@ -36,6 +36,11 @@ pub(crate) enum ShardMsg {
         change: PlacementChange,
         reply: oneshot::Sender<Result<String, OpError>>,
     },
+    /// To shard 0: create, change or delete a SASL user (the answer says what was done).
+    UserChange {
+        change: crate::server::security::users::UserChange,
+        reply: oneshot::Sender<Result<String, OpError>>,
+    },
     /// To shard 0: a new producer id from this node's block.
     InitProducerId {
         reply: oneshot::Sender<Result<i64, OpError>>,
@@ -96,6 +101,14 @@ pub(crate) async fn serve(shard: Rc<Shard>, inbox: flume::Receiver<ShardMsg>) {
                 let shard = shard.clone();
                 glommio::spawn_local(async move {
                     let _ = reply.send(placement::change_here(&shard, change).await);
+                })
+                .detach();
+            }
+            ShardMsg::UserChange { change, reply } => {
+                let shard = shard.clone();
+                glommio::spawn_local(async move {
+                    let change = crate::server::security::users::change_here(&shard, change);
+                    let _ = reply.send(change.await);
                 })
                 .detach();
             }

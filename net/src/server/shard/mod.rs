@@ -38,6 +38,8 @@ pub(crate) struct NodeInfo {
     pub(crate) shards: usize,
     /// The group coordinator's settings.
     pub(crate) groups: crate::server::groups::GroupConfig,
+    /// Client authentication (SASL) and the superusers.
+    pub(crate) security: crate::server::config::SecurityConfig,
 }
 
 /// One shard's state.

@@ -13,7 +13,7 @@ use kafka_protocol::messages::ApiKey;
 use super::request::{self, Answer, Begun, Request, done};
 use super::versions;
 use super::{
-    api_versions, configs, fetch, groups, metadata, offsets, produce, producer_ids, topics,
+    api_versions, configs, fetch, groups, metadata, offsets, produce, producer_ids, sasl, topics,
 };
 use crate::server::metrics::{self, Protocol};
 use crate::server::security::Session;
@@ -21,7 +21,6 @@ use crate::server::shard::Shard;
 
 /// Begins the request in `frame` (in the connection's request order).
 pub(crate) async fn begin(shard: &Rc<Shard>, frame: Bytes, session: &Rc<Session>) -> Begun {
-    let _ = session;
     let request = match request::parse(frame) {
         Ok(request) => request,
         Err(e) => return Begun::small(done(Answer::Close(e.to_string()))),
@@ -40,6 +39,23 @@ pub(crate) async fn begin(shard: &Rc<Shard>, frame: Bytes, session: &Rc<Session>
             head.api_key, head.version, served.min, served.max
         );
         return Begun::small(done(Answer::Close(why)));
+    }
+    match head.api_key {
+        // Before any check of the session: these are how it authenticates.
+        ApiKey::ApiVersions => {}
+        ApiKey::SaslHandshake => return Begun::small(done(sasl::handshake(&request, session))),
+        ApiKey::SaslAuthenticate => {
+            return Begun::small(done(sasl::authenticate(shard, &request, session)));
+        }
+        // Kafka closes a connection that sends anything else before it authenticated.
+        _ if !crate::server::security::sasl::may_request(shard, session) => {
+            let why = format!(
+                "{:?} before SASL authentication: this node requires it (--authentication sasl)",
+                head.api_key
+            );
+            return Begun::small(done(Answer::Close(why)));
+        }
+        _ => {}
     }
     route(shard, request).await
 }

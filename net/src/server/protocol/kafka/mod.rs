@@ -29,6 +29,7 @@ mod offsets;
 mod produce;
 mod producer_ids;
 pub(crate) mod request;
+mod sasl;
 mod topics;
 pub(crate) mod versions;
 

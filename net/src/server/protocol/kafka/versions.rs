@@ -46,6 +46,9 @@ pub(crate) const SUPPORTED: &[Supported] = &[
     api(ApiKey::OffsetFetch, 1, 7),
     api(ApiKey::DescribeGroups, 0, 5),
     api(ApiKey::ListGroups, 0, 5),
+    // SASL (`sasl`): no SaslHandshake v0, whose clients send bare tokens after it.
+    api(ApiKey::SaslHandshake, 1, 1),
+    api(ApiKey::SaslAuthenticate, 0, 2),
 ];
 
 /// The versions of `api_key` served, if it is.

@@ -66,8 +66,22 @@ pub(crate) async fn begin(
     peer: &str,
     session: &Rc<Session>,
 ) -> Begun {
-    let _ = session;
     metrics::request(Protocol::Shardlog, counted_api(frame.header.api), 0, 0);
+    let api = frame.header.api;
+    if frame.header.version == VERSION
+        && (api == Api::SaslHandshake as u16 || api == Api::SaslAuthenticate as u16)
+    {
+        return Begun {
+            completion: super::sasl::exchange(shard, &frame, session, peer),
+            reply_bytes: REPLY_BYTES_SMALL,
+        };
+    }
+    if !crate::server::security::sasl::may_request(shard, session) {
+        return Begun {
+            completion: super::sasl::unauthenticated(&frame),
+            reply_bytes: REPLY_BYTES_SMALL,
+        };
+    }
     if frame.header.api == Api::Fetch as u16
         && frame.header.version == VERSION
         && !shard.is_stopping()
@@ -110,6 +124,14 @@ async fn begin_other(shard: &Rc<Shard>, frame: Frame, peer: &str) -> Completion 
         Api::DrainNode | Api::RebalanceReplicas => {
             super::placement::placement_change(shard, frame).await
         }
+        Api::SaslHandshake | Api::SaslAuthenticate => {
+            // Taken in `begin` (before the authentication check); here only at another
+            // version, which `begin_other` refused above.
+            let message = format!("{api:?} is served at version {VERSION} only");
+            done(error_reply(&header, ErrorCode::UnsupportedVersion, &message))
+        }
+        Api::UpsertUser | Api::DeleteUser => super::sasl::user_change(shard, frame).await,
+        Api::ListUsers => super::sasl::list_users(shard, &frame),
         Api::Produce => produce(shard, frame).await,
         Api::Fetch => fetch(shard, frame).await.completion,
         Api::ListOffsets => list_offsets(shard, frame).await,

@@ -28,6 +28,7 @@ mod groups;
 pub(crate) mod handlers;
 pub(crate) mod placement;
 pub(crate) mod reply;
+pub(crate) mod sasl;
 
 use std::cell::Cell;
 use std::rc::Rc;
