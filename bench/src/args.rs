@@ -229,6 +229,17 @@ pub struct NetArgs {
     /// Kafka listener, and only the first is used).
     #[arg(long, env = "SHARDLOG_BROKERS", value_name = "HOST:PORT,...")]
     pub brokers: String,
+    /// Authenticate every connection as this user (SASL SCRAM; shardlog protocol), for
+    /// brokers run with `--authentication sasl`. The password comes from
+    /// `--password-stdin` or `SHARDLOG_PASSWORD`.
+    #[arg(long, env = "SHARDLOG_USER", value_name = "NAME")]
+    pub user: Option<String>,
+    /// Read the password of `--user` from the first line of stdin.
+    #[arg(long, requires = "user")]
+    pub password_stdin: bool,
+    /// The SASL mechanism of `--user`.
+    #[arg(long, default_value = "SCRAM-SHA-256", value_parser = ["SCRAM-SHA-256", "SCRAM-SHA-512"])]
+    pub sasl_mechanism: String,
     /// The protocol spoken: shardlog's own, or Kafka's (produce only: the same workload
     /// as Kafka Produce requests, for comparing the two front ends).
     #[arg(long, value_enum, default_value_t = Protocol::Shardlog)]

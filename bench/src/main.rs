@@ -8,6 +8,7 @@ mod latency;
 mod net_report;
 mod plot;
 mod report;
+mod sasl;
 mod soak;
 mod timeline;
 mod timeline_plot;
@@ -74,6 +75,7 @@ fn net_run(
         anyhow::bail!("--protocol kafka is for produce only (consume and e2e speak shardlog's)");
     }
     broker_check::check_brokers(&args.brokers)?;
+    sasl::init(&args)?;
     let (json, plot) = (args.json.clone(), args.plot.clone());
     let outcome = workload(args)?;
     print_stdout(|out| outcome.report.print(out))?;

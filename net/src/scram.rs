@@ -512,8 +512,18 @@ impl ServerExchange {
         if binding != self.first.gs2_header.as_bytes() {
             return Err(ScramError::Malformed("channel binding differs from gs2 header"));
         }
-        let nonce = attribute(parts.next(), 'r')?;
-        if !constant_time_eq(nonce.as_bytes(), self.nonce.as_bytes()) {
+        // The nonce must end with this exchange's (client's and server's) nonce. Kafka's
+        // server checks the same (`endsWith`), as librdkafka (at least to 2.0) sends its
+        // own nonce again in front of the combined one; the server's fresh part still
+        // makes a recorded final message useless in any other exchange, and the proof
+        // covers the whole message.
+        let nonce = attribute(parts.next(), 'r')?.as_bytes();
+        let tail = nonce
+            .len()
+            .checked_sub(self.nonce.len())
+            .and_then(|start| nonce.get(start..))
+            .ok_or(ScramError::Nonce)?;
+        if !constant_time_eq(tail, self.nonce.as_bytes()) {
             return Err(ScramError::Nonce);
         }
         let proof = decode_base64(proof, "proof")?;
@@ -807,6 +817,29 @@ mod tests {
             ClientExchange::start(Mechanism::Sha256, "user", "pencil", "abc").unwrap();
         let other = "r=xyz123,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096";
         assert_eq!(client.answer(other.as_bytes()).err(), Some(ScramError::Nonce));
+    }
+
+    /// librdkafka's client-final repeats its own nonce before the combined one: accepted,
+    /// as Kafka accepts it (the proof is over the message as sent).
+    #[test]
+    fn a_final_nonce_with_the_client_nonce_repeated_in_front_is_accepted() {
+        let credential = ScramCredential::generate(Mechanism::Sha256, "pw", 4096).unwrap();
+        let client_nonce = "cNonce";
+        let first = ClientFirst::parse(format!("n,,n=alice,r={client_nonce}").as_bytes()).unwrap();
+        let (server, server_first) =
+            ServerExchange::start(Mechanism::Sha256, first, Some(credential.clone()), "sNonce")
+                .unwrap();
+        assert_eq!(server_first, b"r=cNoncesNonce,s=".iter().copied().chain(
+            format!("{},i=4096", BASE64.encode(&credential.salt)).into_bytes()).collect::<Vec<_>>());
+        // Build the final message as librdkafka does: r=<cnonce><combined nonce>.
+        let without_proof = "c=biws,r=cNoncecNoncesNonce";
+        let auth = format!("n=alice,r=cNonce,{},{without_proof}", String::from_utf8(server_first).unwrap());
+        let salted = Mechanism::Sha256.salted_password(b"pw", &credential.salt, 4096);
+        let keys = Keys::of(Mechanism::Sha256, &salted);
+        let signature = Mechanism::Sha256.hmac(&keys.stored, &[auth.as_bytes()]);
+        let proof: Vec<u8> = keys.client.iter().zip(&signature).map(|(k, s)| k ^ s).collect();
+        let last = format!("{without_proof},p={}", BASE64.encode(proof));
+        assert_eq!(server.finish(last.as_bytes()).unwrap().0, "alice");
     }
 
     #[test]

@@ -11,7 +11,7 @@ pub use online::{
     Acks, BrokerArgs, ClusterArgs, ClusterCommand, ConsumeArgs, ConsumeFrom, GroupArgs,
     GroupCommand, GroupNameArgs, GroupResetArgs, NodeArgs, NodeCommand, OutputFormat,
     PartitionArgs, PartitionCommand, PartitionReassignArgs, ProduceArgs, ResetTo, TopicArgs,
-    TopicCommand, TopicCreateArgs, TopicDeleteArgs, TopicNameArgs,
+    TopicCommand, TopicCreateArgs, TopicDeleteArgs, TopicNameArgs, UserArgs, UserCommand,
 };
 
 use std::path::PathBuf;
@@ -61,6 +61,9 @@ pub enum Command {
     /// Decommission a node (drain its replicas to the others).
     #[command(after_help = EXIT_CODES)]
     Node(NodeArgs),
+    /// Create, delete or list SASL users (for brokers run with `--authentication sasl`).
+    #[command(after_help = EXIT_CODES)]
+    User(UserArgs),
     /// List consumer groups, describe one (members, committed offsets, lag), or reset its
     /// committed offsets.
     #[command(after_help = EXIT_CODES)]

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock};
 
 use glommio::{LocalExecutorBuilder, Placement};
-use shardlog_net::client::{Client, ClientConfig};
+use shardlog_net::client::{Client, ClientConfig, SaslCredentials, sasl_mechanism};
 
 use crate::args::BrokerArgs;
 use crate::error::ToolError;
@@ -43,13 +43,22 @@ where
     run_with(brokers, ClientConfig::default(), f)
 }
 
-/// [`run`] with client settings other than the defaults.
-pub fn run_with<T, F, Fut>(brokers: &BrokerArgs, config: ClientConfig, f: F) -> Result<T, ToolError>
+/// [`run`] with client settings other than the defaults (the SASL credentials come from
+/// `brokers` unless `config` has them: a command that reads stdin itself reads the
+/// password first).
+pub fn run_with<T, F, Fut>(
+    brokers: &BrokerArgs,
+    mut config: ClientConfig,
+    f: F,
+) -> Result<T, ToolError>
 where
     T: Send + 'static,
     F: FnOnce(Client) -> Fut + Send + 'static,
     Fut: Future<Output = Result<T, ToolError>> + 'static,
 {
+    if config.sasl.is_none() {
+        config.sasl = sasl_credentials(brokers)?;
+    }
     let brokers = brokers.brokers.clone();
     on_executor(move || async move {
         let client = Client::connect(&brokers, config)
@@ -57,6 +66,42 @@ where
             .map_err(|source| ToolError::Connect { brokers, source })?;
         f(client).await
     })
+}
+
+/// The SASL credentials of `--user`, with the password from the first line of stdin
+/// (`--password-stdin`) or `SHARDLOG_PASSWORD`; `None` without `--user`.
+pub fn sasl_credentials(brokers: &BrokerArgs) -> Result<Option<SaslCredentials>, ToolError> {
+    let Some(user) = &brokers.user else {
+        return Ok(None);
+    };
+    let password = if brokers.password_stdin {
+        read_password_line()?
+    } else {
+        std::env::var("SHARDLOG_PASSWORD").map_err(|_| {
+            ToolError::Usage(format!(
+                "--user {user}: no password: pass --password-stdin or set SHARDLOG_PASSWORD"
+            ))
+        })?
+    };
+    let mechanism = sasl_mechanism(&brokers.sasl_mechanism).map_err(ToolError::Usage)?;
+    Ok(Some(SaslCredentials {
+        user: user.clone(),
+        password,
+        mechanism,
+    }))
+}
+
+/// The first line of stdin, without its line end (the rest of stdin stays unread).
+pub fn read_password_line() -> Result<String, ToolError> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| ToolError::Usage(format!("reading a password from stdin: {e}")))?;
+    let password = line.trim_end_matches(['\n', '\r']).to_owned();
+    if password.is_empty() {
+        return Err(ToolError::Usage("the password read from stdin is empty".into()));
+    }
+    Ok(password)
 }
 
 /// Raised by SIGINT and SIGTERM once [`catch_stop_signals`] ran.

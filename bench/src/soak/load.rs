@@ -49,7 +49,7 @@ pub fn client_config() -> ClientConfig {
         retries: 12,
         retry_backoff: Duration::from_millis(50),
         retry_backoff_max: Duration::from_secs(1),
-        ..ClientConfig::default()
+        ..crate::sasl::client_config()
     }
 }
 

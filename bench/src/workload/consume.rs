@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use shardlog_engine::batch::BatchHeader;
 use shardlog_engine::record::RecordIter;
 use shardlog_net::api::OffsetSpec;
-use shardlog_net::client::{Client, ClientConfig, FetchOptions};
+use shardlog_net::client::{Client, FetchOptions};
 
 use crate::args::{FromArg, NetArgs};
 use crate::net_report::{NetReport, Outcome};
@@ -70,7 +70,7 @@ impl ConsumerConfig {
 
 /// Each partition's start offset: its log start or its current end.
 pub async fn start_offsets(brokers: &str, topic: &str, from: FromArg) -> anyhow::Result<Vec<u64>> {
-    let client = Client::connect(brokers, ClientConfig::default())
+    let client = Client::connect(brokers, crate::sasl::client_config())
         .await
         .with_context(|| format!("connecting to {brokers}"))?;
     let partitions = client
@@ -157,7 +157,7 @@ pub fn spawn_consumers(
 }
 
 async fn consumer(run: Arc<Run>, config: Arc<ConsumerConfig>, index: usize) -> anyhow::Result<()> {
-    let client = Client::connect(&config.brokers, ClientConfig::default())
+    let client = Client::connect(&config.brokers, crate::sasl::client_config())
         .await
         .with_context(|| format!("consumer {index} connecting to {}", config.brokers))?;
     let mine: Vec<u32> = (0..config.starts.len())

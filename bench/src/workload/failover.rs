@@ -92,7 +92,7 @@ pub fn run(args: FailoverArgs) -> anyhow::Result<FailoverReport> {
             retry_backoff: Duration::from_millis(10),
             retry_backoff_max: Duration::from_millis(10),
             idempotence: args.idempotence,
-            ..ClientConfig::default()
+            ..crate::sasl::client_config()
         };
         let mut rounds = Vec::with_capacity(args.kills);
         for round in 1..=args.kills {

@@ -110,7 +110,7 @@ pub fn check_args(args: &NetArgs) -> anyhow::Result<()> {
 /// Creates the topic with `partitions` partitions unless it exists; returns its partition
 /// count as the brokers know it.
 pub async fn ensure_topic(brokers: &str, topic: &str, partitions: u32) -> anyhow::Result<u32> {
-    let client = Client::connect(brokers, ClientConfig::default())
+    let client = Client::connect(brokers, crate::sasl::client_config())
         .await
         .with_context(|| format!("connecting to {brokers}"))?;
     match client
@@ -199,7 +199,7 @@ pub fn config_batch_bytes(args: &NetArgs) -> usize {
 async fn producer(run: Arc<Run>, config: Arc<ProducerConfig>, index: usize) -> anyhow::Result<()> {
     let client_config = ClientConfig {
         idempotence: config.idempotence,
-        ..ClientConfig::default()
+        ..crate::sasl::client_config()
     };
     let client = Client::connect(&config.brokers, client_config)
         .await

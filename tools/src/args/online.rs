@@ -1,4 +1,5 @@
-//! Arguments of the online subcommands (`topic`, `produce`, `consume`, `cluster`, `group`):
+//! Arguments of the online subcommands (`topic`, `produce`, `consume`, `cluster`, `group`,
+//! `user`):
 //! the ones that talk to running brokers. Every one takes `--brokers HOST:PORT[,HOST:PORT...]`
 //! (or the `SHARDLOG_BROKERS` environment variable).
 
@@ -8,12 +9,22 @@ use clap::builder::NonEmptyStringValueParser;
 
 use super::EXIT_CODES;
 
-/// The brokers to bootstrap from.
+/// The brokers to bootstrap from, and who to authenticate as.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BrokerArgs {
     /// Brokers to connect to: `HOST:PORT[,HOST:PORT...]`.
     #[arg(long, env = "SHARDLOG_BROKERS", value_name = "HOST:PORT,...", value_parser = NonEmptyStringValueParser::new())]
     pub brokers: String,
+    /// Authenticate as this user (SASL SCRAM), for brokers run with `--authentication
+    /// sasl`. The password comes from `--password-stdin` or `SHARDLOG_PASSWORD`.
+    #[arg(long, env = "SHARDLOG_USER", value_name = "NAME")]
+    pub user: Option<String>,
+    /// Read the password of `--user` from the first line of stdin.
+    #[arg(long, requires = "user")]
+    pub password_stdin: bool,
+    /// The SASL mechanism of `--user`.
+    #[arg(long, default_value = "SCRAM-SHA-256", value_parser = ["SCRAM-SHA-256", "SCRAM-SHA-512"])]
+    pub sasl_mechanism: String,
 }
 
 /// Arguments of `topic`.
@@ -224,6 +235,59 @@ pub enum NodeCommand {
     /// ones. `cluster status` shows it `drained` once it holds nothing.
     #[command(after_help = EXIT_CODES)]
     Decommission(NodeDecommissionArgs),
+}
+
+/// Arguments of `user`.
+#[derive(Debug, clap::Args)]
+pub struct UserArgs {
+    /// Which user operation.
+    #[command(subcommand)]
+    pub command: UserCommand,
+}
+
+/// The `user` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum UserCommand {
+    /// Create a SASL user, or set its password, for one SCRAM mechanism. The password is
+    /// read from `--new-password-stdin` or `SHARDLOG_NEW_PASSWORD`; only the credential
+    /// derived from it (salt, iterations, StoredKey, ServerKey) is sent.
+    #[command(after_help = EXIT_CODES)]
+    Create(UserCreateArgs),
+    /// Delete a user (every mechanism).
+    #[command(after_help = EXIT_CODES)]
+    Delete(UserNameArgs),
+    /// Print the users, one per line: name, then its mechanisms (tab-separated).
+    #[command(after_help = EXIT_CODES)]
+    List(BrokerArgs),
+}
+
+/// Arguments of `user create`.
+#[derive(Debug, clap::Args)]
+pub struct UserCreateArgs {
+    /// Where to connect.
+    #[command(flatten)]
+    pub brokers: BrokerArgs,
+    /// The user name: 1 to 128 of `[A-Za-z0-9._@-]`.
+    pub name: String,
+    /// Read the new password from the first line of stdin (else `SHARDLOG_NEW_PASSWORD`).
+    #[arg(long, conflicts_with = "password_stdin")]
+    pub new_password_stdin: bool,
+    /// The SCRAM mechanism of the credential.
+    #[arg(long, default_value = "SCRAM-SHA-256", value_parser = ["SCRAM-SHA-256", "SCRAM-SHA-512"])]
+    pub mechanism: String,
+    /// Hi's iteration count (4096 to 1048576).
+    #[arg(long, default_value_t = 4096)]
+    pub iterations: u32,
+}
+
+/// Arguments of `user delete`.
+#[derive(Debug, clap::Args)]
+pub struct UserNameArgs {
+    /// Where to connect.
+    #[command(flatten)]
+    pub brokers: BrokerArgs,
+    /// The user name.
+    pub name: String,
 }
 
 /// Arguments of `node decommission`.

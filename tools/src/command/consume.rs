@@ -115,9 +115,10 @@ async fn consume(client: Client, args: ConsumeArgs) -> Result<Outcome, ToolError
 pub(super) async fn connect_retried(
     outage: &mut BrokerOutage,
     brokers: &str,
+    config: &ClientConfig,
 ) -> Result<Option<Client>, ToolError> {
     let connect = || async {
-        Client::connect(brokers, ClientConfig::default())
+        Client::connect(brokers, config.clone())
             .await
             .map_err(|source| ToolError::Connect {
                 brokers: brokers.to_owned(),
@@ -134,8 +135,12 @@ async fn follow(args: ConsumeArgs) -> Result<Outcome, ToolError> {
     if args.count == Some(0) {
         return Ok(Outcome::Clean);
     }
+    let config = ClientConfig {
+        sasl: crate::online::sasl_credentials(&args.brokers)?,
+        ..ClientConfig::default()
+    };
     let mut outage = BrokerOutage::default();
-    let Some(client) = connect_retried(&mut outage, &args.brokers.brokers).await? else {
+    let Some(client) = connect_retried(&mut outage, &args.brokers.brokers, &config).await? else {
         return Ok(Outcome::Clean);
     };
     let Some(cursors) = retried(&mut outage, "start", || cursors(&client, &args)).await? else {

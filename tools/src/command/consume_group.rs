@@ -27,7 +27,7 @@ use futures::future::{Either, LocalBoxFuture, select};
 use futures::stream::FuturesUnordered;
 use shardlog_net::ErrorCode;
 use shardlog_net::client::{
-    Client, ClientError, FetchOptions, Fetched, GroupConfig, GroupMember, Joined,
+    Client, ClientConfig, ClientError, FetchOptions, Fetched, GroupConfig, GroupMember, Joined,
 };
 
 use super::consume::{Cursor, FOLLOW_MAX_WAIT, Flow, Printer, Range, connect_retried, retried};
@@ -52,8 +52,12 @@ pub(super) async fn consume(args: ConsumeArgs, group: String) -> Result<Outcome,
     if args.count == Some(0) {
         return Ok(Outcome::Clean);
     }
+    let config = ClientConfig {
+        sasl: crate::online::sasl_credentials(&args.brokers)?,
+        ..ClientConfig::default()
+    };
     let mut outage = BrokerOutage::default();
-    let Some(client) = connect_retried(&mut outage, &args.brokers.brokers).await? else {
+    let Some(client) = connect_retried(&mut outage, &args.brokers.brokers, &config).await? else {
         return Ok(Outcome::Clean);
     };
     let session = Duration::from_millis(u64::from(args.session_timeout_ms.get()));

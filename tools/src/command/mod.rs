@@ -1,5 +1,5 @@
 //! One module per subcommand (online: topic, produce, consume (`consume_group` for
-//! `--group`), cluster, node, group; offline: the rest);
+//! `--group`), cluster, node, group, user; offline: the rest);
 //! [`run`] dispatches to them.
 
 mod cluster;
@@ -15,6 +15,7 @@ mod produce;
 mod repair;
 mod stats;
 mod topic;
+mod user;
 mod verify;
 
 use crate::Outcome;
@@ -31,6 +32,7 @@ pub fn run(command: Command) -> Result<Outcome, ToolError> {
         Command::Partition(args) => partition::run(args),
         Command::Group(args) => group::run(args),
         Command::Node(args) => node::run(args),
+        Command::User(args) => user::run(args),
         Command::Dump(args) => dump::run(&args),
         Command::Verify(args) => verify::run(&args.dir),
         Command::Stats(args) => stats::run(&args.dir),

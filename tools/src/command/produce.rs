@@ -34,7 +34,7 @@ use shardlog_engine::batch::BATCH_SIZE_MAX;
 use shardlog_engine::record::BatchBuilder;
 use shardlog_net::ErrorCode;
 use shardlog_net::api;
-use shardlog_net::client::{Client, ClientError};
+use shardlog_net::client::{ClientConfig, Client, ClientError};
 
 use crate::Outcome;
 use crate::args::{Acks, ProduceArgs};
@@ -64,6 +64,11 @@ pub fn run(args: ProduceArgs) -> Result<Outcome, ToolError> {
             "--report-offsets needs acks: with --acks none no offset comes back".to_owned(),
         ));
     }
+    // The password's line (`--password-stdin`) is read before the records' reader starts.
+    let config = ClientConfig {
+        sasl: online::sasl_credentials(&args.brokers)?,
+        ..ClientConfig::default()
+    };
     let capacity = usize::try_from(args.inflight.get()).unwrap_or(usize::MAX);
     let (tx, rx) = flume::bounded::<Chunk>(capacity);
     let most = usize::try_from(args.batch_records.get()).unwrap_or(usize::MAX);
@@ -73,7 +78,7 @@ pub fn run(args: ProduceArgs) -> Result<Outcome, ToolError> {
         .spawn(move || read_stdin(&tx, most))
         .map_err(ToolError::io("stdin"))?;
     let brokers = args.brokers.clone();
-    online::run(&brokers, move |client| produce(client, args, rx))
+    online::run_with(&brokers, config, move |client| produce(client, args, rx))
 }
 
 /// Reads stdin lines into chunks until EOF, a read error, or the receiver is gone.

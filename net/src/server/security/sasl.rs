@@ -127,9 +127,26 @@ pub(crate) fn credential(shard: &Shard, user: &str, mechanism: Mechanism) -> Opt
 #[derive(Debug, Default)]
 pub(crate) struct Sasl {
     state: RefCell<SaslState>,
+    /// Kafka's SaslHandshake v0: the tokens that follow come as bare size-prefixed
+    /// frames, not SaslAuthenticate requests.
+    bare_tokens: std::cell::Cell<bool>,
 }
 
 impl Session {
+    /// After a SaslHandshake v0: the exchange's tokens come bare.
+    pub(crate) fn sasl_bare_tokens(&self) {
+        self.sasl.bare_tokens.set(true);
+    }
+
+    /// Whether the next frame is a bare SASL token (a v0 exchange under way).
+    pub(crate) fn expects_bare_token(&self) -> bool {
+        self.sasl.bare_tokens.get()
+            && matches!(
+                *self.sasl.state.borrow(),
+                SaslState::Chosen(_) | SaslState::Scram(_)
+            )
+    }
+
     /// A SaslHandshake: chooses `mechanism` for the exchange that follows.
     pub(crate) fn sasl_handshake(&self, mechanism: &str) -> Result<(), HandshakeError> {
         let mut state = self.sasl.state.borrow_mut();

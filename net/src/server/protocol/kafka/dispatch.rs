@@ -21,6 +21,9 @@ use crate::server::shard::Shard;
 
 /// Begins the request in `frame` (in the connection's request order).
 pub(crate) async fn begin(shard: &Rc<Shard>, frame: Bytes, session: &Rc<Session>) -> Begun {
+    if session.expects_bare_token() {
+        return Begun::small(done(sasl::bare_token(shard, &frame, session)));
+    }
     let request = match request::parse(frame) {
         Ok(request) => request,
         Err(e) => return Begun::small(done(Answer::Close(e.to_string()))),

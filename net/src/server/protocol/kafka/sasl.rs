@@ -3,9 +3,10 @@
 //! principal). Mechanisms: SCRAM-SHA-256, SCRAM-SHA-512, and PLAIN on TLS connections
 //! only (`security::sasl`).
 //!
-//! SaslHandshake v0 is not served: after a v0 handshake a Kafka client sends bare SASL
-//! tokens, not SaslAuthenticate requests (clients since Kafka 1.0 and librdkafka use v1
-//! once the broker lists SaslAuthenticate). A failed exchange is answered with
+//! After a SaslHandshake v0 the client sends the tokens bare (a size, then the token),
+//! not as SaslAuthenticate requests, and gets the server's tokens so ([`bare_token`]); a
+//! failure then closes the connection. (librdkafka lists SaslHandshake v0 as a feature
+//! test, then uses v1 with SaslAuthenticate.) A failed SaslAuthenticate is answered with
 //! SASL_AUTHENTICATION_FAILED; the connection takes no other request after it (it is
 //! closed at the next one, as Kafka closes it), so a password is tried once per
 //! connection.
@@ -17,7 +18,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::request::{self, Answer, Request, respond};
+use super::request::{self, Answer, KafkaReply, Request, respond};
 use crate::scram::new_nonce;
 use crate::server::security::Session;
 use crate::server::security::sasl::{self, HandshakeError, Progress, failure_message};
@@ -37,6 +38,10 @@ pub(crate) fn handshake(request: &Request, session: &Session) -> Answer {
         Err(answer) => return answer,
     };
     let error = match session.sasl_handshake(body.mechanism.as_str()) {
+        Ok(()) if request.head.version == 0 => {
+            session.sasl_bare_tokens();
+            super::errors::NONE
+        }
         Ok(()) => super::errors::NONE,
         Err(HandshakeError::Unsupported(..)) => UNSUPPORTED_SASL_MECHANISM,
         Err(HandshakeError::IllegalState) => ILLEGAL_SASL_STATE,
@@ -49,6 +54,29 @@ pub(crate) fn handshake(request: &Request, session: &Session) -> Answer {
         .with_error_code(error)
         .with_mechanisms(mechanisms);
     respond(request.head, &response)
+}
+
+/// A bare token of a v0 exchange (the whole frame): answered bare, or by closing the
+/// connection on a failure.
+pub(crate) fn bare_token(shard: &Shard, frame: &[u8], session: &Session) -> Answer {
+    let lookup = |user: &str, mechanism| sasl::credential(shard, user, mechanism);
+    match session.sasl_authenticate(frame, new_nonce, lookup) {
+        Ok(Progress::Continue(token) | Progress::Done(token, _)) => {
+            let Ok(size) = i32::try_from(token.len()) else {
+                return Answer::Close("a SASL token too large".into());
+            };
+            let mut bytes = Vec::with_capacity(4 + token.len());
+            bytes.extend_from_slice(&size.to_be_bytes());
+            bytes.extend_from_slice(&token);
+            Answer::Reply(KafkaReply {
+                pieces: vec![Bytes::from(bytes)],
+            })
+        }
+        Err(failure) => Answer::Close(format!(
+            "SASL authentication failed ({}): {}",
+            failure.mechanism, failure.log
+        )),
+    }
 }
 
 /// A SaslAuthenticate: one token of the exchange.

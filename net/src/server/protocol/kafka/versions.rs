@@ -46,8 +46,8 @@ pub(crate) const SUPPORTED: &[Supported] = &[
     api(ApiKey::OffsetFetch, 1, 7),
     api(ApiKey::DescribeGroups, 0, 5),
     api(ApiKey::ListGroups, 0, 5),
-    // SASL (`sasl`): no SaslHandshake v0, whose clients send bare tokens after it.
-    api(ApiKey::SaslHandshake, 1, 1),
+    // SASL (`sasl`): after a v0 handshake the tokens come bare (no SaslAuthenticate).
+    api(ApiKey::SaslHandshake, 0, 1),
     api(ApiKey::SaslAuthenticate, 0, 2),
 ];
 
