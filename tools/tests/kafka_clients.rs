@@ -113,3 +113,199 @@ fn cluster_clients_follow_a_killed_coordinator_and_leader_and_lose_nothing_ackno
     assert!(summary["consumed"].as_u64().unwrap() >= acked);
     assert!(summary["in_log"].as_u64().unwrap() >= acked);
 }
+
+/// The bootstrap superuser of the SASL tests' nodes (`--superuser-file`).
+const SUPERUSER: &str = "admin";
+const SUPERUSER_PASSWORD: &str = "the-admin-password";
+
+/// `n` nodes that require SASL (`--authentication sasl`), with the superuser created at
+/// first start from a file; returned once the superuser can authenticate. The directory
+/// holds the file.
+fn sasl_nodes(n: usize) -> (Nodes, tempfile::TempDir) {
+    let dir = tempfile::Builder::new()
+        .prefix("kafka-clients-sasl-")
+        .tempdir_in(shardlog_net::testing::test_root().unwrap())
+        .unwrap();
+    let file = dir.path().join("superuser");
+    std::fs::write(&file, format!("{SUPERUSER}:{SUPERUSER_PASSWORD}\n")).unwrap();
+    let file = file.display().to_string();
+    let nodes = Nodes::start_with(n, &["--authentication", "sasl", "--superuser-file", &file]);
+    let started = std::time::Instant::now();
+    while !shardlog_as_superuser(&nodes, &["user", "list"]).status.success() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the bootstrap superuser never authenticated"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    (nodes, dir)
+}
+
+/// `shardlog ARGS --brokers <nodes> --user admin` (password from SHARDLOG_PASSWORD).
+fn shardlog_as_superuser(nodes: &Nodes, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_shardlog"))
+        .args(args)
+        .args(["--brokers", &nodes.brokers(), "--user", SUPERUSER])
+        .env("SHARDLOG_PASSWORD", SUPERUSER_PASSWORD)
+        .output()
+        .unwrap()
+}
+
+/// kcat with `args` (and `stdin`), at most 60 s.
+fn kcat(args: &[&str], stdin: &str) -> std::process::Output {
+    let mut command = std::process::Command::new("timeout");
+    command.arg("60").arg("kcat").args(args);
+    shardlog_net::testing::output_with_stdin(&mut command, stdin.as_bytes()).unwrap()
+}
+
+/// confluent-kafka and kcat with SCRAM over `protocol` (SASL_PLAINTEXT here; SASL_SSL
+/// once the Kafka listener has TLS: the same checks).
+fn scram_clients(protocol: &str) {
+    let (mut nodes, _dir) = sasl_nodes(1);
+    let bootstrap = nodes.bootstrap();
+    let args = [bootstrap.as_str(), protocol, SUPERUSER, SUPERUSER_PASSWORD];
+    let summary = python_script(&mut nodes, "confluent_sasl.py", &args, SCRIPT_MAX);
+    eprintln!("summary: {summary}");
+    assert_eq!(summary["SCRAM-SHA-256"], 50);
+    assert_eq!(summary["SCRAM-SHA-512"], 50);
+    assert_eq!(summary["wrong_password"]["authentication_error"], true);
+    assert_eq!(summary["unknown_user"]["authentication_error"], true);
+    let b = bootstrap.as_str();
+    let sasl = |mechanism: &'static str, password: &'static str| {
+        [
+            "-X".to_owned(),
+            format!("security.protocol={protocol}"),
+            "-X".to_owned(),
+            format!("sasl.mechanisms={mechanism}"),
+            "-X".to_owned(),
+            format!("sasl.username={SUPERUSER}"),
+            "-X".to_owned(),
+            format!("sasl.password={password}"),
+        ]
+    };
+    for mechanism in ["SCRAM-SHA-256", "SCRAM-SHA-512"] {
+        let auth = sasl(mechanism, SUPERUSER_PASSWORD);
+        let auth: Vec<&str> = auth.iter().map(String::as_str).collect();
+        let topic = format!("kcat-{}", mechanism.to_lowercase());
+        let records: String = (0..20).map(|i| format!("{mechanism} {i}\n")).collect();
+        let mut produce = vec!["-b", b, "-P", "-t", &topic];
+        produce.extend(&auth);
+        let out = kcat(&produce, &records);
+        assert!(out.status.success(), "kcat -P: {}", String::from_utf8_lossy(&out.stderr));
+        let mut consume = vec!["-b", b, "-C", "-t", &topic, "-o", "beginning", "-e"];
+        consume.extend(&auth);
+        let out = kcat(&consume, "");
+        assert!(out.status.success(), "kcat -C: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), records);
+    }
+    // A wrong password: kcat fails, saying authentication failed.
+    let auth = sasl("SCRAM-SHA-256", "wrong");
+    let mut list = vec!["-b", b, "-L", "-m", "5"];
+    list.extend(auth.iter().map(String::as_str));
+    let out = kcat(&list, "");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "kcat with a wrong password listed: {stderr}");
+    assert!(stderr.contains("Authentication failed"), "{stderr}");
+    // No credentials: the broker closes the connection; kcat fails and says the broker
+    // may require SASL.
+    let plain = if protocol == "SASL_SSL" { "SSL" } else { "PLAINTEXT" };
+    let protocol_flag = format!("security.protocol={plain}");
+    let out = kcat(&["-b", b, "-L", "-m", "5", "-X", &protocol_flag], "");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "kcat without credentials listed: {stderr}");
+    assert!(stderr.contains("might require SASL authentication"), "{stderr}");
+}
+
+#[test]
+fn confluent_kafka_and_kcat_with_scram_over_sasl_plaintext_and_the_unauthenticated_refused() {
+    scram_clients("SASL_PLAINTEXT");
+}
+
+/// Users live in the controller's replicated metadata: one created on one node
+/// authenticates on every node, and on the survivors after the controller leader is
+/// SIGKILLed; all of them after the whole cluster restarts.
+#[test]
+fn users_survive_controller_failover_and_a_full_cluster_restart() {
+    let (mut nodes, _dir) = sasl_nodes(3);
+    let create = std::process::Command::new(env!("CARGO_BIN_EXE_shardlog"))
+        .args(["user", "create", "carol", "--mechanism", "SCRAM-SHA-512"])
+        .args(["--brokers", &nodes.brokers(), "--user", SUPERUSER])
+        .env("SHARDLOG_PASSWORD", SUPERUSER_PASSWORD)
+        .env("SHARDLOG_NEW_PASSWORD", "carols-password")
+        .output()
+        .unwrap();
+    assert!(create.status.success(), "{}", String::from_utf8_lossy(&create.stderr));
+    let brokers: Vec<String> = nodes.brokers().split(',').map(str::to_owned).collect();
+    let carol_lists = |broker: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_shardlog"))
+            .args(["user", "list", "--brokers", broker, "--user", "carol"])
+            .args(["--sasl-mechanism", "SCRAM-SHA-512"])
+            .env("SHARDLOG_PASSWORD", "carols-password")
+            .output()
+            .unwrap()
+    };
+    let eventually = |broker: &str| {
+        let started = std::time::Instant::now();
+        loop {
+            let out = carol_lists(broker);
+            if out.status.success() {
+                return String::from_utf8(out.stdout).unwrap();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "carol cannot authenticate on {broker}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    for broker in &brokers {
+        let listed = eventually(broker);
+        assert!(listed.contains("carol\tSCRAM-SHA-512"), "{listed}");
+    }
+    // The controller leader, as `cluster status` names it, is killed.
+    let status = shardlog_as_superuser(&nodes, &["cluster", "status"]);
+    let status = String::from_utf8(status.stdout).unwrap();
+    let leader: usize = status
+        .lines()
+        .find_map(|l| l.strip_prefix("controller: "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no controller in {status}"));
+    nodes.kill(leader).unwrap();
+    for (i, broker) in brokers.iter().enumerate().filter(|(i, _)| *i != leader) {
+        eprintln!("node {i} after the controller leader {leader} died");
+        eventually(broker);
+    }
+    // A change after the failover, through the new controller leader.
+    let survivors: Vec<&str> = brokers
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != leader)
+        .map(|(_, b)| b.as_str())
+        .collect();
+    let delete = std::process::Command::new(env!("CARGO_BIN_EXE_shardlog"))
+        .args(["user", "delete", "carol", "--brokers", &survivors.join(",")])
+        .args(["--user", SUPERUSER])
+        .env("SHARDLOG_PASSWORD", SUPERUSER_PASSWORD)
+        .output()
+        .unwrap();
+    assert!(delete.status.success(), "{}", String::from_utf8_lossy(&delete.stderr));
+    let recreate = std::process::Command::new(env!("CARGO_BIN_EXE_shardlog"))
+        .args(["user", "create", "carol", "--mechanism", "SCRAM-SHA-512"])
+        .args(["--brokers", &survivors.join(","), "--user", SUPERUSER])
+        .env("SHARDLOG_PASSWORD", SUPERUSER_PASSWORD)
+        .env("SHARDLOG_NEW_PASSWORD", "carols-password")
+        .output()
+        .unwrap();
+    assert!(recreate.status.success(), "{}", String::from_utf8_lossy(&recreate.stderr));
+    nodes.restart(leader);
+    // Every node down, then up again: the users come back from the Raft logs.
+    for i in 0..3 {
+        nodes.kill(i).unwrap();
+    }
+    nodes.start_nodes(&[0, 1, 2]);
+    for broker in &brokers {
+        let listed = eventually(broker);
+        assert!(listed.contains("admin\tSCRAM-SHA-256,SCRAM-SHA-512"), "{listed}");
+    }
+}

@@ -33,11 +33,18 @@ struct Node {
 pub struct Nodes {
     root: tempfile::TempDir,
     nodes: Vec<Node>,
+    /// Flags every node gets besides the cluster's (e.g. `--authentication sasl`).
+    extra: Vec<String>,
 }
 
 impl Nodes {
     /// Starts `n` nodes (1 or 3) with 2 shards each, and waits for their ready lines.
     pub fn start(n: usize) -> Nodes {
+        Nodes::start_with(n, &[])
+    }
+
+    /// [`Nodes::start`] with `extra` flags for every node.
+    pub fn start_with(n: usize, extra: &[&str]) -> Nodes {
         let root = tempfile::Builder::new()
             .prefix("kafka-clients-")
             .tempdir_in(test_root().unwrap())
@@ -56,7 +63,12 @@ impl Nodes {
         std::fs::write(&secret, CLUSTER_SECRET).unwrap();
         let owner_only = std::os::unix::fs::PermissionsExt::from_mode(0o600);
         std::fs::set_permissions(&secret, owner_only).unwrap();
-        let mut cluster = Nodes { root, nodes };
+        let extra = extra.iter().map(|s| (*s).to_owned()).collect();
+        let mut cluster = Nodes {
+            root,
+            nodes,
+            extra,
+        };
         let started = Instant::now();
         cluster.start_nodes(&(0..n).collect::<Vec<_>>());
         eprintln!(
@@ -72,6 +84,15 @@ impl Nodes {
         self.nodes
             .iter()
             .map(|node| format!("127.0.0.1:{}", node.kafka))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Every node's shardlog-protocol listener, comma-separated (the CLI's `--brokers`).
+    pub fn brokers(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|node| format!("127.0.0.1:{}", node.listen))
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -106,6 +127,7 @@ impl Nodes {
                 "10000".into(),
             ]);
         }
+        args.extend(self.extra.iter().cloned());
         args
     }
 
