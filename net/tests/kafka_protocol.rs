@@ -22,6 +22,7 @@ use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use shardlog_net::scram::{ClientExchange, Mechanism, new_nonce};
 use shardlog_net::testing::Shardlogd;
 
 use common::cluster::{Cluster, Links};
@@ -195,6 +196,12 @@ fn sample(conn: &mut Conn, api: ApiKey, version: i16) -> Option<()> {
                         ]),
                 ]);
             call!(request, ListOffsetsResponse);
+        }
+        // Without a mechanism the handshake is refused (UNSUPPORTED_SASL_MECHANISM), and a
+        // token without a handshake is ILLEGAL_SASL_STATE: answers all the same.
+        ApiKey::SaslHandshake => call!(SaslHandshakeRequest::default(), SaslHandshakeResponse),
+        ApiKey::SaslAuthenticate => {
+            call!(SaslAuthenticateRequest::default(), SaslAuthenticateResponse);
         }
         ApiKey::CreateTopics => call!(CreateTopicsRequest::default(), CreateTopicsResponse),
         ApiKey::DeleteTopics => call!(DeleteTopicsRequest::default(), DeleteTopicsResponse),
@@ -750,4 +757,122 @@ fn a_cluster_names_every_broker_and_a_follower_refuses_a_produce() {
         taken.responses[0].partition_responses[0].error_code, 0,
         "{taken:?}"
     );
+}
+
+/// The superuser of the SASL tests' server.
+const ADMIN_PASSWORD: &str = "admin-password";
+
+/// A server that requires SASL, with the superuser `admin` from a `--superuser-file`.
+fn sasl_server() -> (tempfile::TempDir, Shardlogd) {
+    let dir = common::data_dir();
+    let file = dir.path().join("superuser");
+    std::fs::write(&file, format!("admin:{ADMIN_PASSWORD}")).unwrap();
+    let file = file.display().to_string();
+    let data = dir.path().join("data");
+    let args = ["--authentication", "sasl", "--superuser-file", file.as_str()];
+    let server = Shardlogd::start(&data, &args).unwrap();
+    (dir, server)
+}
+
+/// A SCRAM exchange on `conn` (SaslHandshake v1, SaslAuthenticate v`version`); the error
+/// code of the last step (0: authenticated).
+fn scram(conn: &mut Conn, version: i16, mechanism: Mechanism, password: &str) -> i16 {
+    let handshake = SaslHandshakeRequest::default()
+        .with_mechanism(StrBytes::from_static_str(mechanism.name()));
+    let answer: SaslHandshakeResponse = conn.call(ApiKey::SaslHandshake, 1, &handshake);
+    assert_eq!(answer.error_code, 0);
+    let nonce = new_nonce().unwrap();
+    let (client, first) = ClientExchange::start(mechanism, "admin", password, &nonce).unwrap();
+    let request = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(first));
+    let answer: SaslAuthenticateResponse =
+        conn.call(ApiKey::SaslAuthenticate, version, &request);
+    if answer.error_code != 0 {
+        return answer.error_code;
+    }
+    let (client, last) = client.answer(&answer.auth_bytes).unwrap();
+    let request = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(last));
+    let answer: SaslAuthenticateResponse =
+        conn.call(ApiKey::SaslAuthenticate, version, &request);
+    if answer.error_code == 0 {
+        client.verify(&answer.auth_bytes).unwrap();
+    }
+    answer.error_code
+}
+
+/// With `--authentication sasl`: before authenticating, ApiVersions and the SASL apis
+/// are answered and anything else closes the connection; SCRAM-SHA-256 and -512 (every
+/// SaslAuthenticate version, and SaslHandshake v0's bare tokens) open the connection to
+/// every api; a wrong password, garbage tokens, PLAIN without TLS and a truncated
+/// exchange are refused, and the server keeps serving.
+#[test]
+fn sasl_gates_every_request_until_a_scram_exchange_succeeds() {
+    let (_dir, server) = sasl_server();
+    let metadata = MetadataRequest::default().with_topics(Some(Vec::new()));
+    // Once the bootstrap superuser exists (created as the node starts serving).
+    let started = Instant::now();
+    while scram(&mut Conn::open(server.kafka_addr), 2, Mechanism::Sha256, ADMIN_PASSWORD) != 0 {
+        assert!(started.elapsed() < TIMEOUT, "the superuser never authenticated");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for (version, mechanism) in [(0, Mechanism::Sha256), (1, Mechanism::Sha512), (2, Mechanism::Sha512)] {
+        let mut conn = Conn::open(server.kafka_addr);
+        let versions: ApiVersionsResponse =
+            conn.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+        assert!(versions.api_keys.iter().any(|k| k.api_key == ApiKey::SaslAuthenticate as i16));
+        assert_eq!(scram(&mut conn, version, mechanism, ADMIN_PASSWORD), 0);
+        let answer: MetadataResponse = conn.call(ApiKey::Metadata, 9, &metadata);
+        assert_eq!(answer.brokers.len(), 1);
+    }
+    // Unauthenticated: Metadata closes the connection.
+    let mut conn = Conn::open(server.kafka_addr);
+    conn.send(ApiKey::Metadata, 9, &metadata);
+    assert!(conn.closed());
+    // A wrong password: SASL_AUTHENTICATION_FAILED, and nothing else is served after it.
+    let mut conn = Conn::open(server.kafka_addr);
+    assert_eq!(scram(&mut conn, 2, Mechanism::Sha256, "wrong"), 58);
+    conn.send(ApiKey::Metadata, 9, &metadata);
+    assert!(conn.closed());
+    // Garbage as the first token.
+    let mut conn = Conn::open(server.kafka_addr);
+    let handshake =
+        SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("SCRAM-SHA-512"));
+    let _: SaslHandshakeResponse = conn.call(ApiKey::SaslHandshake, 1, &handshake);
+    let request = SaslAuthenticateRequest::default()
+        .with_auth_bytes(Bytes::from_static(b"\xff\x00n,,n=admin"));
+    let answer: SaslAuthenticateResponse = conn.call(ApiKey::SaslAuthenticate, 1, &request);
+    assert_eq!(answer.error_code, 58);
+    // PLAIN is not offered without TLS.
+    let mut conn = Conn::open(server.kafka_addr);
+    let handshake =
+        SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN"));
+    let answer: SaslHandshakeResponse = conn.call(ApiKey::SaslHandshake, 1, &handshake);
+    assert_eq!(answer.error_code, 33);
+    let offered: Vec<&str> = answer.mechanisms.iter().map(|m| m.as_str()).collect();
+    assert_eq!(offered, ["SCRAM-SHA-256", "SCRAM-SHA-512"]);
+    // A truncated exchange: the client leaves after its first token.
+    let mut conn = Conn::open(server.kafka_addr);
+    let handshake =
+        SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("SCRAM-SHA-256"));
+    let _: SaslHandshakeResponse = conn.call(ApiKey::SaslHandshake, 1, &handshake);
+    let request =
+        SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from_static(b"n,,n=admin,r=abc"));
+    let answer: SaslAuthenticateResponse = conn.call(ApiKey::SaslAuthenticate, 1, &request);
+    assert_eq!(answer.error_code, 0);
+    drop(conn);
+    // SaslHandshake v0: the tokens go bare (a size, then the token), both ways.
+    let mut conn = Conn::open(server.kafka_addr);
+    let handshake =
+        SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("SCRAM-SHA-256"));
+    let answer: SaslHandshakeResponse = conn.call(ApiKey::SaslHandshake, 0, &handshake);
+    assert_eq!(answer.error_code, 0);
+    let nonce = new_nonce().unwrap();
+    let (client, first) =
+        ClientExchange::start(Mechanism::Sha256, "admin", ADMIN_PASSWORD, &nonce).unwrap();
+    conn.send_raw(&first);
+    let server_first = conn.recv_raw().unwrap();
+    let (client, last) = client.answer(&server_first).unwrap();
+    conn.send_raw(&last);
+    client.verify(&conn.recv_raw().unwrap()).unwrap();
+    let answer: MetadataResponse = conn.call(ApiKey::Metadata, 9, &metadata);
+    assert_eq!(answer.brokers.len(), 1);
 }
