@@ -983,3 +983,78 @@ pub(crate) fn leader_changed(topic: &str, partition: u32, p: &PartitionState) ->
 fn verify_enabled() -> bool {
     cfg!(any(debug_assertions, feature = "verify"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn credential(mechanism: &str, key_len: usize, iterations: u32) -> Box<UserCredential> {
+        Box::new(UserCredential {
+            mechanism: mechanism.into(),
+            salt: vec![7; 24],
+            iterations,
+            stored_key: vec![1; key_len],
+            server_key: vec![2; key_len],
+        })
+    }
+
+    fn upsert(user: &str, credential: Box<UserCredential>) -> Command {
+        Command::UpsertUserCredential {
+            user: user.into(),
+            credential,
+        }
+    }
+
+    /// Credentials are set per mechanism, checked at apply (any proposer's entry may
+    /// reach the log), replaced, and deleted with their user.
+    #[test]
+    fn user_credentials_are_checked_set_and_deleted() {
+        let mut metadata = Metadata::default();
+        let mut changes = Vec::new();
+        let sha256 = credential("SCRAM-SHA-256", 32, 4096);
+        assert_eq!(metadata.apply(&upsert("alice", sha256.clone()), &mut changes), Ok(()));
+        assert_eq!(
+            metadata.apply(&upsert("alice", sha256.clone()), &mut changes),
+            Err(Refusal::NoChange)
+        );
+        let sha512 = credential("SCRAM-SHA-512", 64, 8192);
+        assert_eq!(metadata.apply(&upsert("alice", sha512), &mut changes), Ok(()));
+        let mechanisms: Vec<&String> = metadata.users()["alice"].keys().collect();
+        assert_eq!(mechanisms, ["SCRAM-SHA-256", "SCRAM-SHA-512"]);
+        for (user, bad) in [
+            ("alice", credential("SCRAM-SHA-1", 20, 4096)),
+            ("alice", credential("SCRAM-SHA-256", 64, 4096)),
+            ("alice", credential("SCRAM-SHA-256", 32, 4095)),
+            ("a,b", credential("SCRAM-SHA-256", 32, 4096)),
+            ("", credential("SCRAM-SHA-256", 32, 4096)),
+        ] {
+            assert!(
+                matches!(
+                    metadata.apply(&upsert(user, bad), &mut changes),
+                    Err(Refusal::InvalidCredential(_))
+                ),
+                "{user:?}"
+            );
+        }
+        let delete = Command::DeleteUser {
+            user: "alice".into(),
+        };
+        assert_eq!(metadata.apply(&delete, &mut changes), Ok(()));
+        assert_eq!(metadata.apply(&delete, &mut changes), Err(Refusal::UnknownUser));
+        assert!(metadata.users().is_empty());
+        assert_eq!(
+            changes,
+            [
+                MetadataChange::UserCredentialSet {
+                    user: "alice".into(),
+                    mechanism: "SCRAM-SHA-256".into()
+                },
+                MetadataChange::UserCredentialSet {
+                    user: "alice".into(),
+                    mechanism: "SCRAM-SHA-512".into()
+                },
+                MetadataChange::UserDeleted("alice".into()),
+            ]
+        );
+    }
+}
