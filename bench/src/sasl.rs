@@ -25,7 +25,9 @@ pub fn init(args: &NetArgs) -> anyhow::Result<()> {
         line.trim_end_matches(['\n', '\r']).to_owned()
     } else {
         std::env::var("SHARDLOG_PASSWORD").map_err(|_| {
-            anyhow::anyhow!("--user {user}: no password: pass --password-stdin or set SHARDLOG_PASSWORD")
+            anyhow::anyhow!(
+                "--user {user}: no password: pass --password-stdin or set SHARDLOG_PASSWORD"
+            )
         })?
     };
     let mechanism = sasl_mechanism(&args.sasl_mechanism).map_err(anyhow::Error::msg)?;

@@ -339,7 +339,7 @@ fn text(message: &[u8]) -> Result<&str, ScramError> {
 }
 
 /// The value of attribute `name` (`n=value`) in `part`.
-fn attribute<'a>(part: Option<&'a str>, name: char) -> Result<&'a str, ScramError> {
+fn attribute(part: Option<&str>, name: char) -> Result<&str, ScramError> {
     let part = part.ok_or(ScramError::Malformed("a part is missing"))?;
     let mut chars = part.chars();
     if chars.next() != Some(name) || chars.next() != Some('=') {
@@ -350,7 +350,10 @@ fn attribute<'a>(part: Option<&'a str>, name: char) -> Result<&'a str, ScramErro
 
 /// A nonce value: printable ASCII without a comma, not empty.
 fn valid_nonce(nonce: &str) -> bool {
-    !nonce.is_empty() && nonce.bytes().all(|b| (0x21..0x7f).contains(&b) && b != b',')
+    !nonce.is_empty()
+        && nonce
+            .bytes()
+            .all(|b| (0x21..0x7f).contains(&b) && b != b',')
 }
 
 /// A `saslname` decoded: `=2C` is `,`, `=3D` is `=`, any other `=` is an error.
@@ -510,7 +513,9 @@ impl ServerExchange {
         let mut parts = without_proof.split(',');
         let binding = decode_base64(attribute(parts.next(), 'c')?, "channel binding")?;
         if binding != self.first.gs2_header.as_bytes() {
-            return Err(ScramError::Malformed("channel binding differs from gs2 header"));
+            return Err(ScramError::Malformed(
+                "channel binding differs from gs2 header",
+            ));
         }
         // The nonce must end with this exchange's (client's and server's) nonce. Kafka's
         // server checks the same (`endsWith`), as librdkafka (at least to 2.0) sends its
@@ -531,10 +536,7 @@ impl ServerExchange {
         if proof.len() != mechanism.key_len() {
             return Err(ScramError::Proof);
         }
-        let auth_message = format!(
-            "{},{},{without_proof}",
-            self.first.bare, self.server_first
-        );
+        let auth_message = format!("{},{},{without_proof}", self.first.bare, self.server_first);
         let signature = mechanism.hmac(&self.credential.stored_key, &[auth_message.as_bytes()]);
         let client_key: Vec<u8> = proof.iter().zip(&signature).map(|(p, s)| p ^ s).collect();
         if !constant_time_eq(&mechanism.hash(&client_key), &self.credential.stored_key) {
@@ -632,7 +634,12 @@ impl ClientExchange {
         let without_proof = format!("c=biws,r={nonce}");
         let auth_message = format!("{},{message},{without_proof}", self.bare);
         let signature = mechanism.hmac(&keys.stored, &[auth_message.as_bytes()]);
-        let proof: Vec<u8> = keys.client.iter().zip(&signature).map(|(k, s)| k ^ s).collect();
+        let proof: Vec<u8> = keys
+            .client
+            .iter()
+            .zip(&signature)
+            .map(|(k, s)| k ^ s)
+            .collect();
         let server_signature = mechanism.hmac(&keys.server, &[auth_message.as_bytes()]);
         let reply = format!("{without_proof},p={}", BASE64.encode(proof)).into_bytes();
         Ok((ClientAwaitingFinal { server_signature }, reply))
@@ -664,7 +671,9 @@ pub fn parse_plain(message: &[u8]) -> Result<(String, String), ScramError> {
     let (Some(authzid), Some(user), Some(password), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err(ScramError::Malformed("PLAIN message is not authzid NUL user NUL password"));
+        return Err(ScramError::Malformed(
+            "PLAIN message is not authzid NUL user NUL password",
+        ));
     };
     if user.is_empty() {
         return Err(ScramError::Malformed("empty user name"));
@@ -708,9 +717,13 @@ mod tests {
     fn rfc7677_server_side() {
         let first = ClientFirst::parse(CLIENT_FIRST.as_bytes()).unwrap();
         assert_eq!(first.user, "user");
-        let (exchange, server_first) =
-            ServerExchange::start(Mechanism::Sha256, first, Some(rfc_credential()), SERVER_NONCE)
-                .unwrap();
+        let (exchange, server_first) = ServerExchange::start(
+            Mechanism::Sha256,
+            first,
+            Some(rfc_credential()),
+            SERVER_NONCE,
+        )
+        .unwrap();
         assert_eq!(server_first, SERVER_FIRST.as_bytes());
         let (user, server_final) = exchange.finish(CLIENT_FINAL.as_bytes()).unwrap();
         assert_eq!(user, "user");
@@ -752,7 +765,10 @@ mod tests {
     #[test]
     fn both_mechanisms_round_trip() {
         for mechanism in Mechanism::ALL {
-            assert_eq!(round_trip(mechanism, "s3cret pass", "s3cret pass").unwrap(), "alice");
+            assert_eq!(
+                round_trip(mechanism, "s3cret pass", "s3cret pass").unwrap(),
+                "alice"
+            );
         }
         let credential = ScramCredential::generate(Mechanism::Sha512, "x", 4096).unwrap();
         assert_eq!(credential.stored_key.len(), 64);
@@ -783,8 +799,7 @@ mod tests {
     fn a_credential_of_the_other_mechanism_is_not_used() {
         let credential = ScramCredential::generate(Mechanism::Sha512, "pw", 4096).unwrap();
         let (client, first) =
-            ClientExchange::start(Mechanism::Sha256, "alice", "pw", &new_nonce().unwrap())
-                .unwrap();
+            ClientExchange::start(Mechanism::Sha256, "alice", "pw", &new_nonce().unwrap()).unwrap();
         let (server, server_first) = server(Mechanism::Sha256, Some(credential), &first);
         let (_, last) = client.answer(&server_first).unwrap();
         assert_eq!(server.finish(&last), Err(ScramError::Proof));
@@ -807,16 +822,23 @@ mod tests {
             Err(ScramError::Nonce)
         );
         let first = ClientFirst::parse(CLIENT_FIRST.as_bytes()).unwrap();
-        let (exchange, _) =
-            ServerExchange::start(Mechanism::Sha256, first, Some(rfc_credential()), SERVER_NONCE)
-                .unwrap();
+        let (exchange, _) = ServerExchange::start(
+            Mechanism::Sha256,
+            first,
+            Some(rfc_credential()),
+            SERVER_NONCE,
+        )
+        .unwrap();
         let altered = CLIENT_FINAL.replace("k0,p=", "k1,p=");
         assert_eq!(exchange.finish(altered.as_bytes()), Err(ScramError::Nonce));
         // A server nonce that does not extend the client's is refused by the client.
         let (client, _) =
             ClientExchange::start(Mechanism::Sha256, "user", "pencil", "abc").unwrap();
         let other = "r=xyz123,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096";
-        assert_eq!(client.answer(other.as_bytes()).err(), Some(ScramError::Nonce));
+        assert_eq!(
+            client.answer(other.as_bytes()).err(),
+            Some(ScramError::Nonce)
+        );
     }
 
     /// librdkafka's client-final repeats its own nonce before the combined one: accepted,
@@ -829,15 +851,29 @@ mod tests {
         let (server, server_first) =
             ServerExchange::start(Mechanism::Sha256, first, Some(credential.clone()), "sNonce")
                 .unwrap();
-        assert_eq!(server_first, b"r=cNoncesNonce,s=".iter().copied().chain(
-            format!("{},i=4096", BASE64.encode(&credential.salt)).into_bytes()).collect::<Vec<_>>());
+        assert_eq!(
+            server_first,
+            b"r=cNoncesNonce,s="
+                .iter()
+                .copied()
+                .chain(format!("{},i=4096", BASE64.encode(&credential.salt)).into_bytes())
+                .collect::<Vec<_>>()
+        );
         // Build the final message as librdkafka does: r=<cnonce><combined nonce>.
         let without_proof = "c=biws,r=cNoncecNoncesNonce";
-        let auth = format!("n=alice,r=cNonce,{},{without_proof}", String::from_utf8(server_first).unwrap());
+        let auth = format!(
+            "n=alice,r=cNonce,{},{without_proof}",
+            String::from_utf8(server_first).unwrap()
+        );
         let salted = Mechanism::Sha256.salted_password(b"pw", &credential.salt, 4096);
         let keys = Keys::of(Mechanism::Sha256, &salted);
         let signature = Mechanism::Sha256.hmac(&keys.stored, &[auth.as_bytes()]);
-        let proof: Vec<u8> = keys.client.iter().zip(&signature).map(|(k, s)| k ^ s).collect();
+        let proof: Vec<u8> = keys
+            .client
+            .iter()
+            .zip(&signature)
+            .map(|(k, s)| k ^ s)
+            .collect();
         let last = format!("{without_proof},p={}", BASE64.encode(proof));
         assert_eq!(server.finish(last.as_bytes()).unwrap().0, "alice");
     }
@@ -885,15 +921,15 @@ mod tests {
             .unwrap();
             assert!(exchange.finish(bad.as_bytes()).is_err(), "{bad:?}");
         }
-        for bad in ["", "r=rOprNGfwEbeRWgbNEkqOx", "r=rOprNGfwEbeRWgbNEkqOx,s=W22Z", "e=other-error"]
-        {
-            let (client, _) = ClientExchange::start(
-                Mechanism::Sha256,
-                "user",
-                "pencil",
-                "rOprNGfwEbeRWgbNEkqO",
-            )
-            .unwrap();
+        for bad in [
+            "",
+            "r=rOprNGfwEbeRWgbNEkqOx",
+            "r=rOprNGfwEbeRWgbNEkqOx,s=W22Z",
+            "e=other-error",
+        ] {
+            let (client, _) =
+                ClientExchange::start(Mechanism::Sha256, "user", "pencil", "rOprNGfwEbeRWgbNEkqO")
+                    .unwrap();
             assert!(client.answer(bad.as_bytes()).is_err(), "{bad:?}");
         }
         let (client, _) =
@@ -930,7 +966,10 @@ mod tests {
         assert!(credential.verifies_password(&password));
         assert!(!credential.verifies_password("pencil2"));
         assert!(parse_plain(b"user\0pencil").is_err());
-        assert_eq!(parse_plain(b"other\0user\0pencil"), Err(ScramError::Authzid));
+        assert_eq!(
+            parse_plain(b"other\0user\0pencil"),
+            Err(ScramError::Authzid)
+        );
     }
 
     proptest! {

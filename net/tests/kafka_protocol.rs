@@ -767,9 +767,16 @@ fn sasl_server() -> (tempfile::TempDir, Shardlogd) {
     let dir = common::data_dir();
     let file = dir.path().join("superuser");
     std::fs::write(&file, format!("admin:{ADMIN_PASSWORD}")).unwrap();
+    let owner_only = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+    std::fs::set_permissions(&file, owner_only).unwrap();
     let file = file.display().to_string();
     let data = dir.path().join("data");
-    let args = ["--authentication", "sasl", "--superuser-file", file.as_str()];
+    let args = [
+        "--authentication",
+        "sasl",
+        "--superuser-file",
+        file.as_str(),
+    ];
     let server = Shardlogd::start(&data, &args).unwrap();
     (dir, server)
 }
@@ -777,56 +784,51 @@ fn sasl_server() -> (tempfile::TempDir, Shardlogd) {
 /// A SCRAM exchange on `conn` (SaslHandshake v1, SaslAuthenticate v`version`); the error
 /// code of the last step (0: authenticated).
 fn scram(conn: &mut Conn, version: i16, mechanism: Mechanism, password: &str) -> i16 {
-    let handshake = SaslHandshakeRequest::default()
-        .with_mechanism(StrBytes::from_static_str(mechanism.name()));
+    let handshake =
+        SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str(mechanism.name()));
     let answer: SaslHandshakeResponse = conn.call(ApiKey::SaslHandshake, 1, &handshake);
     assert_eq!(answer.error_code, 0);
     let nonce = new_nonce().unwrap();
     let (client, first) = ClientExchange::start(mechanism, "admin", password, &nonce).unwrap();
     let request = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(first));
-    let answer: SaslAuthenticateResponse =
-        conn.call(ApiKey::SaslAuthenticate, version, &request);
+    let answer: SaslAuthenticateResponse = conn.call(ApiKey::SaslAuthenticate, version, &request);
     if answer.error_code != 0 {
         return answer.error_code;
     }
     let (client, last) = client.answer(&answer.auth_bytes).unwrap();
     let request = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(last));
-    let answer: SaslAuthenticateResponse =
-        conn.call(ApiKey::SaslAuthenticate, version, &request);
+    let answer: SaslAuthenticateResponse = conn.call(ApiKey::SaslAuthenticate, version, &request);
     if answer.error_code == 0 {
         client.verify(&answer.auth_bytes).unwrap();
     }
     answer.error_code
 }
 
-/// With `--authentication sasl`: before authenticating, ApiVersions and the SASL apis
-/// are answered and anything else closes the connection; SCRAM-SHA-256 and -512 (every
-/// SaslAuthenticate version, and SaslHandshake v0's bare tokens) open the connection to
-/// every api; a wrong password, garbage tokens, PLAIN without TLS and a truncated
-/// exchange are refused, and the server keeps serving.
-#[test]
-fn sasl_gates_every_request_until_a_scram_exchange_succeeds() {
-    let (_dir, server) = sasl_server();
-    let metadata = MetadataRequest::default().with_topics(Some(Vec::new()));
-    // Once the bootstrap superuser exists (created as the node starts serving).
+/// Waits until the bootstrap superuser exists (created as the node starts serving).
+fn wait_for_superuser(server: &Shardlogd) {
     let started = Instant::now();
-    while scram(&mut Conn::open(server.kafka_addr), 2, Mechanism::Sha256, ADMIN_PASSWORD) != 0 {
-        assert!(started.elapsed() < TIMEOUT, "the superuser never authenticated");
+    while scram(
+        &mut Conn::open(server.kafka_addr),
+        2,
+        Mechanism::Sha256,
+        ADMIN_PASSWORD,
+    ) != 0
+    {
+        assert!(
+            started.elapsed() < TIMEOUT,
+            "the superuser never authenticated"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
-    for (version, mechanism) in [(0, Mechanism::Sha256), (1, Mechanism::Sha512), (2, Mechanism::Sha512)] {
-        let mut conn = Conn::open(server.kafka_addr);
-        let versions: ApiVersionsResponse =
-            conn.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
-        assert!(versions.api_keys.iter().any(|k| k.api_key == ApiKey::SaslAuthenticate as i16));
-        assert_eq!(scram(&mut conn, version, mechanism, ADMIN_PASSWORD), 0);
-        let answer: MetadataResponse = conn.call(ApiKey::Metadata, 9, &metadata);
-        assert_eq!(answer.brokers.len(), 1);
-    }
-    // Unauthenticated: Metadata closes the connection.
-    let mut conn = Conn::open(server.kafka_addr);
-    conn.send(ApiKey::Metadata, 9, &metadata);
-    assert!(conn.closed());
+}
+
+/// A wrong password, garbage tokens, PLAIN without TLS and a truncated exchange are
+/// refused, and the server keeps serving.
+#[test]
+fn sasl_refuses_wrong_passwords_garbage_plain_without_tls_and_truncated_exchanges() {
+    let (_dir, server) = sasl_server();
+    wait_for_superuser(&server);
+    let metadata = MetadataRequest::default().with_topics(Some(Vec::new()));
     // A wrong password: SASL_AUTHENTICATION_FAILED, and nothing else is served after it.
     let mut conn = Conn::open(server.kafka_addr);
     assert_eq!(scram(&mut conn, 2, Mechanism::Sha256, "wrong"), 58);
@@ -859,6 +861,42 @@ fn sasl_gates_every_request_until_a_scram_exchange_succeeds() {
     let answer: SaslAuthenticateResponse = conn.call(ApiKey::SaslAuthenticate, 1, &request);
     assert_eq!(answer.error_code, 0);
     drop(conn);
+    // The server still serves.
+    let mut conn = Conn::open(server.kafka_addr);
+    assert_eq!(scram(&mut conn, 2, Mechanism::Sha256, ADMIN_PASSWORD), 0);
+}
+
+/// With `--authentication sasl`: before authenticating, ApiVersions and the SASL apis
+/// are answered and anything else closes the connection; SCRAM-SHA-256 and -512 (every
+/// SaslAuthenticate version, and SaslHandshake v0's bare tokens) open the connection to
+/// every api.
+#[test]
+fn sasl_gates_every_request_until_a_scram_exchange_succeeds() {
+    let (_dir, server) = sasl_server();
+    let metadata = MetadataRequest::default().with_topics(Some(Vec::new()));
+    wait_for_superuser(&server);
+    for (version, mechanism) in [
+        (0, Mechanism::Sha256),
+        (1, Mechanism::Sha512),
+        (2, Mechanism::Sha512),
+    ] {
+        let mut conn = Conn::open(server.kafka_addr);
+        let versions: ApiVersionsResponse =
+            conn.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+        assert!(
+            versions
+                .api_keys
+                .iter()
+                .any(|k| k.api_key == ApiKey::SaslAuthenticate as i16)
+        );
+        assert_eq!(scram(&mut conn, version, mechanism, ADMIN_PASSWORD), 0);
+        let answer: MetadataResponse = conn.call(ApiKey::Metadata, 9, &metadata);
+        assert_eq!(answer.brokers.len(), 1);
+    }
+    // Unauthenticated: Metadata closes the connection.
+    let mut conn = Conn::open(server.kafka_addr);
+    conn.send(ApiKey::Metadata, 9, &metadata);
+    assert!(conn.closed());
     // SaslHandshake v0: the tokens go bare (a size, then the token), both ways.
     let mut conn = Conn::open(server.kafka_addr);
     let handshake =

@@ -99,7 +99,9 @@ pub fn read_password_line() -> Result<String, ToolError> {
         .map_err(|e| ToolError::Usage(format!("reading a password from stdin: {e}")))?;
     let password = line.trim_end_matches(['\n', '\r']).to_owned();
     if password.is_empty() {
-        return Err(ToolError::Usage("the password read from stdin is empty".into()));
+        return Err(ToolError::Usage(
+            "the password read from stdin is empty".into(),
+        ));
     }
     Ok(password)
 }

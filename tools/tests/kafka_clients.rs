@@ -128,10 +128,15 @@ fn sasl_nodes(n: usize) -> (Nodes, tempfile::TempDir) {
         .unwrap();
     let file = dir.path().join("superuser");
     std::fs::write(&file, format!("{SUPERUSER}:{SUPERUSER_PASSWORD}\n")).unwrap();
+    let owner_only = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+    std::fs::set_permissions(&file, owner_only).unwrap();
     let file = file.display().to_string();
     let nodes = Nodes::start_with(n, &["--authentication", "sasl", "--superuser-file", &file]);
     let started = std::time::Instant::now();
-    while !shardlog_as_superuser(&nodes, &["user", "list"]).status.success() {
+    while !shardlog_as_superuser(&nodes, &["user", "list"])
+        .status
+        .success()
+    {
         assert!(
             started.elapsed() < Duration::from_secs(30),
             "the bootstrap superuser never authenticated"
@@ -170,7 +175,13 @@ fn scram_clients(protocol: &str) {
     assert_eq!(summary["SCRAM-SHA-512"], 50);
     assert_eq!(summary["wrong_password"]["authentication_error"], true);
     assert_eq!(summary["unknown_user"]["authentication_error"], true);
-    let b = bootstrap.as_str();
+    kcat_with_scram(&bootstrap, protocol);
+}
+
+/// kcat over `protocol`: produces and consumes with each SCRAM mechanism; a wrong password
+/// and no credentials fail, saying why.
+fn kcat_with_scram(bootstrap: &str, protocol: &str) {
+    let b = bootstrap;
     let sasl = |mechanism: &'static str, password: &'static str| {
         [
             "-X".to_owned(),
@@ -191,11 +202,19 @@ fn scram_clients(protocol: &str) {
         let mut produce = vec!["-b", b, "-P", "-t", &topic];
         produce.extend(&auth);
         let out = kcat(&produce, &records);
-        assert!(out.status.success(), "kcat -P: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "kcat -P: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let mut consume = vec!["-b", b, "-C", "-t", &topic, "-o", "beginning", "-e"];
         consume.extend(&auth);
         let out = kcat(&consume, "");
-        assert!(out.status.success(), "kcat -C: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "kcat -C: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_eq!(String::from_utf8(out.stdout).unwrap(), records);
     }
     // A wrong password: kcat fails, saying authentication failed.
@@ -204,16 +223,29 @@ fn scram_clients(protocol: &str) {
     list.extend(auth.iter().map(String::as_str));
     let out = kcat(&list, "");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "kcat with a wrong password listed: {stderr}");
+    assert!(
+        !out.status.success(),
+        "kcat with a wrong password listed: {stderr}"
+    );
     assert!(stderr.contains("Authentication failed"), "{stderr}");
     // No credentials: the broker closes the connection; kcat fails and says the broker
     // may require SASL.
-    let plain = if protocol == "SASL_SSL" { "SSL" } else { "PLAINTEXT" };
+    let plain = if protocol == "SASL_SSL" {
+        "SSL"
+    } else {
+        "PLAINTEXT"
+    };
     let protocol_flag = format!("security.protocol={plain}");
     let out = kcat(&["-b", b, "-L", "-m", "5", "-X", &protocol_flag], "");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "kcat without credentials listed: {stderr}");
-    assert!(stderr.contains("might require SASL authentication"), "{stderr}");
+    assert!(
+        !out.status.success(),
+        "kcat without credentials listed: {stderr}"
+    );
+    assert!(
+        stderr.contains("might require SASL authentication"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -221,50 +253,64 @@ fn confluent_kafka_and_kcat_with_scram_over_sasl_plaintext_and_the_unauthenticat
     scram_clients("SASL_PLAINTEXT");
 }
 
+/// `shardlog ARGS --brokers BROKERS --user USER`, the password in `SHARDLOG_PASSWORD` and
+/// carol's (for `user create`) in `SHARDLOG_NEW_PASSWORD`; SCRAM-SHA-512.
+fn shardlog_as(
+    brokers: &str,
+    (user, password): (&str, &str),
+    args: &[&str],
+) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_shardlog"))
+        .args(args)
+        .args(["--brokers", brokers, "--user", user])
+        .args(["--sasl-mechanism", "SCRAM-SHA-512"])
+        .env("SHARDLOG_PASSWORD", password)
+        .env("SHARDLOG_NEW_PASSWORD", CAROL.1)
+        .output()
+        .unwrap()
+}
+
+/// The user the failover test creates.
+const CAROL: (&str, &str) = ("carol", "carols-password");
+
+/// `user list` as carol on `broker`, retried until it works (30 s): what it printed.
+fn carol_lists(broker: &str) -> String {
+    let started = std::time::Instant::now();
+    loop {
+        let out = shardlog_as(broker, CAROL, &["user", "list"]);
+        if out.status.success() {
+            return String::from_utf8(out.stdout).unwrap();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "carol cannot authenticate on {broker}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Users live in the controller's replicated metadata: one created on one node
 /// authenticates on every node, and on the survivors after the controller leader is
-/// SIGKILLed; all of them after the whole cluster restarts.
+/// SIGKILLed (where it can be deleted and created again); all of them after the whole
+/// cluster restarts.
 #[test]
 fn users_survive_controller_failover_and_a_full_cluster_restart() {
     let (mut nodes, _dir) = sasl_nodes(3);
-    let create = std::process::Command::new(env!("CARGO_BIN_EXE_shardlog"))
-        .args(["user", "create", "carol", "--mechanism", "SCRAM-SHA-512"])
-        .args(["--brokers", &nodes.brokers(), "--user", SUPERUSER])
-        .env("SHARDLOG_PASSWORD", SUPERUSER_PASSWORD)
-        .env("SHARDLOG_NEW_PASSWORD", "carols-password")
-        .output()
-        .unwrap();
-    assert!(create.status.success(), "{}", String::from_utf8_lossy(&create.stderr));
+    let admin = (SUPERUSER, SUPERUSER_PASSWORD);
+    let create = ["user", "create", CAROL.0, "--mechanism", "SCRAM-SHA-512"];
+    assert!(
+        shardlog_as(&nodes.brokers(), admin, &create)
+            .status
+            .success()
+    );
     let brokers: Vec<String> = nodes.brokers().split(',').map(str::to_owned).collect();
-    let carol_lists = |broker: &str| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_shardlog"))
-            .args(["user", "list", "--brokers", broker, "--user", "carol"])
-            .args(["--sasl-mechanism", "SCRAM-SHA-512"])
-            .env("SHARDLOG_PASSWORD", "carols-password")
-            .output()
-            .unwrap()
-    };
-    let eventually = |broker: &str| {
-        let started = std::time::Instant::now();
-        loop {
-            let out = carol_lists(broker);
-            if out.status.success() {
-                return String::from_utf8(out.stdout).unwrap();
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "carol cannot authenticate on {broker}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    };
     for broker in &brokers {
-        let listed = eventually(broker);
+        let listed = carol_lists(broker);
         assert!(listed.contains("carol\tSCRAM-SHA-512"), "{listed}");
     }
     // The controller leader, as `cluster status` names it, is killed.
-    let status = shardlog_as_superuser(&nodes, &["cluster", "status"]);
+    let status = shardlog_as(&nodes.brokers(), admin, &["cluster", "status"]);
     let status = String::from_utf8(status.stdout).unwrap();
     let leader: usize = status
         .lines()
@@ -272,32 +318,28 @@ fn users_survive_controller_failover_and_a_full_cluster_restart() {
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or_else(|| panic!("no controller in {status}"));
     nodes.kill(leader).unwrap();
-    for (i, broker) in brokers.iter().enumerate().filter(|(i, _)| *i != leader) {
-        eprintln!("node {i} after the controller leader {leader} died");
-        eventually(broker);
-    }
-    // A change after the failover, through the new controller leader.
-    let survivors: Vec<&str> = brokers
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != leader)
-        .map(|(_, b)| b.as_str())
+    let survivors: Vec<&str> = (0..3)
+        .filter(|i| *i != leader)
+        .map(|i| brokers[i].as_str())
         .collect();
-    let delete = std::process::Command::new(env!("CARGO_BIN_EXE_shardlog"))
-        .args(["user", "delete", "carol", "--brokers", &survivors.join(",")])
-        .args(["--user", SUPERUSER])
-        .env("SHARDLOG_PASSWORD", SUPERUSER_PASSWORD)
-        .output()
-        .unwrap();
-    assert!(delete.status.success(), "{}", String::from_utf8_lossy(&delete.stderr));
-    let recreate = std::process::Command::new(env!("CARGO_BIN_EXE_shardlog"))
-        .args(["user", "create", "carol", "--mechanism", "SCRAM-SHA-512"])
-        .args(["--brokers", &survivors.join(","), "--user", SUPERUSER])
-        .env("SHARDLOG_PASSWORD", SUPERUSER_PASSWORD)
-        .env("SHARDLOG_NEW_PASSWORD", "carols-password")
-        .output()
-        .unwrap();
-    assert!(recreate.status.success(), "{}", String::from_utf8_lossy(&recreate.stderr));
+    for broker in &survivors {
+        eprintln!("{broker} after the controller leader {leader} died");
+        carol_lists(broker);
+    }
+    // Changes after the failover go through the new controller leader.
+    let survivors = survivors.join(",");
+    let delete = shardlog_as(&survivors, admin, &["user", "delete", CAROL.0]);
+    assert!(
+        delete.status.success(),
+        "{}",
+        String::from_utf8_lossy(&delete.stderr)
+    );
+    assert!(
+        !shardlog_as(&survivors, CAROL, &["user", "list"])
+            .status
+            .success()
+    );
+    assert!(shardlog_as(&survivors, admin, &create).status.success());
     nodes.restart(leader);
     // Every node down, then up again: the users come back from the Raft logs.
     for i in 0..3 {
@@ -305,7 +347,10 @@ fn users_survive_controller_failover_and_a_full_cluster_restart() {
     }
     nodes.start_nodes(&[0, 1, 2]);
     for broker in &brokers {
-        let listed = eventually(broker);
-        assert!(listed.contains("admin\tSCRAM-SHA-256,SCRAM-SHA-512"), "{listed}");
+        let listed = carol_lists(broker);
+        assert!(
+            listed.contains("admin\tSCRAM-SHA-256,SCRAM-SHA-512"),
+            "{listed}"
+        );
     }
 }

@@ -20,9 +20,18 @@ const ADMIN_PASSWORD: &str = "admin-secret";
 fn start(dir: &std::path::Path) -> Shardlogd {
     let file = dir.join("superuser");
     std::fs::write(&file, format!("admin:{ADMIN_PASSWORD}\n")).unwrap();
+    let owner_only = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+    std::fs::set_permissions(&file, owner_only).unwrap();
     let file = file.display().to_string();
     let data = dir.join("data");
-    let args = ["--shards", "2", "--authentication", "sasl", "--superuser-file", &file];
+    let args = [
+        "--shards",
+        "2",
+        "--authentication",
+        "sasl",
+        "--superuser-file",
+        &file,
+    ];
     let server = Shardlogd::launch(&Launch {
         data_dir: &data,
         listen: "127.0.0.1:0",
@@ -32,22 +41,48 @@ fn start(dir: &std::path::Path) -> Shardlogd {
     .unwrap();
     // The superuser is created once the node serves: wait until it authenticates.
     let started = Instant::now();
-    while !shardlog(&server, &["user", "list"], Some(ADMIN_PASSWORD), "").status.success() {
+    while !cli(&server, ADMIN, &["user", "list"], "").status.success() {
         assert!(started.elapsed() < Duration::from_secs(30), "no superuser");
         std::thread::sleep(Duration::from_millis(100));
     }
     server
 }
 
-/// `shardlog ARGS --brokers B [--user admin]`, the password in `SHARDLOG_PASSWORD`.
-fn shardlog(server: &Shardlogd, args: &[&str], password: Option<&str>, stdin: &str) -> Output {
+/// Who a command runs as: a user and its password (in `SHARDLOG_PASSWORD`), or no one.
+type As<'a> = Option<(&'a str, &'a str)>;
+
+const ADMIN: As<'static> = Some(("admin", ADMIN_PASSWORD));
+const BOB: As<'static> = Some(("bob", "bobs password"));
+
+/// `shardlog ARGS --brokers B [--user U --sasl-mechanism M]` with `stdin`; a new user's
+/// password is bob's (`SHARDLOG_NEW_PASSWORD`).
+fn cli(server: &Shardlogd, who: As<'_>, args: &[&str], stdin: &str) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_shardlog"));
     command.args(args).args(["--brokers", &server.brokers()]);
-    command.env_remove("SHARDLOG_PASSWORD").env_remove("SHARDLOG_USER");
-    if let Some(password) = password {
-        command.args(["--user", "admin"]).env("SHARDLOG_PASSWORD", password);
+    command
+        .env_remove("SHARDLOG_PASSWORD")
+        .env_remove("SHARDLOG_USER")
+        .env("SHARDLOG_NEW_PASSWORD", "bobs password");
+    if let Some((user, password)) = who {
+        command
+            .args(["--user", user])
+            .env("SHARDLOG_PASSWORD", password);
     }
     output_with_stdin(&mut command, stdin.as_bytes()).unwrap()
+}
+
+/// `shardlog ...` that must succeed: its stdout.
+fn ok(server: &Shardlogd, who: As<'_>, args: &[&str]) -> String {
+    let out = cli(server, who, args, "");
+    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `shardlog ...` that must fail: its stderr.
+fn refused(server: &Shardlogd, who: As<'_>, args: &[&str]) -> String {
+    let out = cli(server, who, args, "");
+    assert!(!out.status.success(), "{args:?} succeeded");
+    stderr(&out)
 }
 
 fn stderr(output: &Output) -> String {
@@ -57,82 +92,68 @@ fn stderr(output: &Output) -> String {
 #[test]
 fn the_cli_authenticates_with_user_and_is_refused_without() {
     let dir = common::test_dir("tools-sasl-");
-    let mut server = start(dir.path());
+    let server = start(dir.path());
     // Without --user: refused, saying why.
-    let out = shardlog(&server, &["topic", "list"], None, "");
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("AuthenticationFailed"), "{}", stderr(&out));
-    assert!(stderr(&out).contains("requires SASL authentication"), "{}", stderr(&out));
+    let why = refused(&server, None, &["topic", "list"]);
+    assert!(why.contains("AuthenticationFailed"), "{why}");
+    assert!(why.contains("requires SASL authentication"), "{why}");
     // A wrong password: refused.
-    let out = shardlog(&server, &["topic", "list"], Some("wrong"), "");
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("invalid credentials"), "{}", stderr(&out));
-    let out = shardlog(&server, &["topic", "create", "t", "--partitions", "1"], Some(ADMIN_PASSWORD), "");
-    assert!(out.status.success(), "{}", stderr(&out));
+    let why = refused(&server, Some(("admin", "wrong")), &["topic", "list"]);
+    assert!(why.contains("invalid credentials"), "{why}");
+    ok(
+        &server,
+        ADMIN,
+        &["topic", "create", "t", "--partitions", "1"],
+    );
     // The password on stdin's first line, the records after it.
-    let mut command = Command::new(env!("CARGO_BIN_EXE_shardlog"));
-    command
-        .args(["produce", "--topic", "t", "--brokers", &server.brokers()])
-        .args(["--user", "admin", "--password-stdin"])
-        .env_remove("SHARDLOG_PASSWORD");
+    let args = [
+        "produce",
+        "--topic",
+        "t",
+        "--user",
+        "admin",
+        "--password-stdin",
+    ];
     let stdin = format!("{ADMIN_PASSWORD}\none\ntwo\nthree\n");
-    let out = output_with_stdin(&mut command, stdin.as_bytes()).unwrap();
+    let out = cli(&server, None, &args, &stdin);
     assert!(out.status.success(), "{}", stderr(&out));
-    let args = ["consume", "--topic", "t", "--count", "3"];
-    let out = shardlog(&server, &args, Some(ADMIN_PASSWORD), "");
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(String::from_utf8(out.stdout).unwrap(), "one\ntwo\nthree\n");
-    // A user of its own, SCRAM-SHA-512 only.
-    let mut command = Command::new(env!("CARGO_BIN_EXE_shardlog"));
-    command
-        .args(["user", "create", "bob", "--mechanism", "SCRAM-SHA-512"])
-        .args(["--iterations", "8192", "--new-password-stdin"])
-        .args(["--brokers", &server.brokers(), "--user", "admin"])
-        .env("SHARDLOG_PASSWORD", ADMIN_PASSWORD);
-    let out = output_with_stdin(&mut command, b"bobs password\n").unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    let bob = |server: &Shardlogd, mechanism: &str| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_shardlog"));
-        command
-            .args(["topic", "list", "--brokers", &server.brokers(), "--user", "bob"])
-            .args(["--sasl-mechanism", mechanism])
-            .env("SHARDLOG_PASSWORD", "bobs password");
-        command.output().unwrap()
-    };
-    let out = bob(&server, "SCRAM-SHA-512");
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(String::from_utf8(out.stdout).unwrap(), "t\n");
+    let consumed = ok(&server, ADMIN, &["consume", "--topic", "t", "--count", "3"]);
+    assert_eq!(consumed, "one\ntwo\nthree\n");
+}
+
+#[test]
+fn users_are_created_listed_deleted_and_survive_a_restart() {
+    let dir = common::test_dir("tools-sasl-users-");
+    let mut server = start(dir.path());
+    // bob: SCRAM-SHA-512 only, 8192 iterations.
+    let create = ["user", "create", "bob", "--mechanism", "SCRAM-SHA-512"];
+    ok(
+        &server,
+        ADMIN,
+        &[&create[..], &["--iterations", "8192"]].concat(),
+    );
+    let as_512 = ["topic", "list", "--sasl-mechanism", "SCRAM-SHA-512"];
+    ok(&server, BOB, &as_512);
     // bob has no SCRAM-SHA-256 credential.
-    assert!(!bob(&server, "SCRAM-SHA-256").status.success());
-    let listed = shardlog(&server, &["user", "list"], Some(ADMIN_PASSWORD), "");
+    refused(&server, BOB, &["topic", "list"]);
     assert_eq!(
-        String::from_utf8(listed.stdout).unwrap(),
+        ok(&server, ADMIN, &["user", "list"]),
         "admin\tSCRAM-SHA-256,SCRAM-SHA-512\nbob\tSCRAM-SHA-512\n"
     );
     // Users survive a restart of the node (the controller's Raft log).
     server.terminate().unwrap();
     let server = start(dir.path());
-    assert!(bob(&server, "SCRAM-SHA-512").status.success());
-    let out = shardlog(&server, &["user", "delete", "bob"], Some(ADMIN_PASSWORD), "");
-    assert!(out.status.success(), "{}", stderr(&out));
-    let out = bob(&server, "SCRAM-SHA-512");
-    assert!(stderr(&out).contains("invalid credentials"), "{}", stderr(&out));
-    // Bad input is refused clearly: a name with a comma, a short iteration count.
-    let mut command = Command::new(env!("CARGO_BIN_EXE_shardlog"));
-    command
-        .args(["user", "create", "a,b", "--brokers", &server.brokers(), "--user", "admin"])
-        .env("SHARDLOG_PASSWORD", ADMIN_PASSWORD)
-        .env("SHARDLOG_NEW_PASSWORD", "pw");
-    let out = command.output().unwrap();
-    assert!(!out.status.success());
-    assert!(stderr(&out).contains("user name"), "{}", stderr(&out));
-    let mut command = Command::new(env!("CARGO_BIN_EXE_shardlog"));
-    command
-        .args(["user", "create", "c", "--iterations", "100"])
-        .args(["--brokers", &server.brokers(), "--user", "admin"])
-        .env("SHARDLOG_PASSWORD", ADMIN_PASSWORD)
-        .env("SHARDLOG_NEW_PASSWORD", "pw");
-    let out = command.output().unwrap();
-    assert!(!out.status.success());
-    assert!(stderr(&out).contains("iteration count 100"), "{}", stderr(&out));
+    ok(&server, BOB, &as_512);
+    ok(&server, ADMIN, &["user", "delete", "bob"]);
+    let why = refused(&server, BOB, &as_512);
+    assert!(why.contains("invalid credentials"), "{why}");
+    // Bad input is refused clearly: a name with a comma, too few iterations.
+    let why = refused(&server, ADMIN, &["user", "create", "a,b"]);
+    assert!(why.contains("user name"), "{why}");
+    let why = refused(
+        &server,
+        ADMIN,
+        &["user", "create", "c", "--iterations", "100"],
+    );
+    assert!(why.contains("iteration count 100"), "{why}");
 }

@@ -54,15 +54,15 @@ pub use reassign::{
     ListReassignmentsResponse, PartitionMove, ReassignPartitionRequest,
 };
 pub use replicate::{ArchivedReplicateRequest, ReplicateRequest};
+pub use topics::{
+    ArchivedCreateTopicRequest, ArchivedDeleteTopicRequest, CreateTopicRequest, DeleteTopicRequest,
+    TopicConfig, TopicResponse,
+};
 pub use users::{
     ArchivedDeleteUserRequest, ArchivedListUsersRequest, ArchivedSaslAuthenticateRequest,
     ArchivedSaslHandshakeRequest, ArchivedUpsertUserRequest, DeleteUserRequest, ListUsersRequest,
     ListUsersResponse, ListedUser, SaslAuthenticateRequest, SaslAuthenticateResponse,
     SaslHandshakeRequest, SaslHandshakeResponse, UpsertUserRequest,
-};
-pub use topics::{
-    ArchivedCreateTopicRequest, ArchivedDeleteTopicRequest, CreateTopicRequest, DeleteTopicRequest,
-    TopicConfig, TopicResponse,
 };
 
 /// Api numbers. Stable: never reuse one.

@@ -14,7 +14,9 @@ use crate::api::{
     ListReassignmentsResponse, MetadataRequest, MetadataResponse, PartitionMove,
     ReassignPartitionRequest, RebalanceReplicasRequest, TopicConfig, TopicResponse,
 };
-use crate::api::{DeleteUserRequest, ListUsersRequest, ListUsersResponse, ListedUser, UpsertUserRequest};
+use crate::api::{
+    DeleteUserRequest, ListUsersRequest, ListUsersResponse, ListedUser, UpsertUserRequest,
+};
 use crate::error_code::ErrorCode;
 
 /// How an admin request ended, and whether an attempt before the last may have taken
@@ -206,9 +208,9 @@ impl Client {
     ) -> Result<String, ClientError> {
         let credential = crate::scram::ScramCredential::generate(mechanism, password, iterations)
             .map_err(|e| ClientError::Server {
-                code: ErrorCode::InvalidRequest,
-                message: e.to_string(),
-            })?;
+            code: ErrorCode::InvalidRequest,
+            message: e.to_string(),
+        })?;
         let request = UpsertUserRequest {
             user: user.to_owned(),
             mechanism: mechanism.name().to_owned(),

@@ -327,11 +327,27 @@ fn security_config(file: &FileConfig) -> anyhow::Result<SecurityConfig> {
     }
     let bootstrap = match &file.superuser_file {
         Some(path) => {
+            // A password every user of the machine can read protects nothing.
+            let mode = std::os::unix::fs::PermissionsExt::mode(
+                &std::fs::metadata(path)
+                    .map_err(|e| anyhow::anyhow!("superuser file {}: {e}", path.display()))?
+                    .permissions(),
+            );
+            if mode & 0o004 != 0 {
+                anyhow::bail!(
+                    "superuser file {} is readable by every user (mode {:o}): chmod 600 it",
+                    path.display(),
+                    mode & 0o777
+                );
+            }
             let text = std::fs::read_to_string(path)
                 .map_err(|e| anyhow::anyhow!("superuser file {}: {e}", path.display()))?;
             let line = text.lines().next().unwrap_or_default();
             let Some((name, password)) = line.split_once(':') else {
-                anyhow::bail!("superuser file {}: expected one line user:password", path.display());
+                anyhow::bail!(
+                    "superuser file {}: expected one line user:password",
+                    path.display()
+                );
             };
             Some(bootstrap_user(name, password)?)
         }
@@ -883,5 +899,56 @@ mod tests {
         let mut rf4 = file(three, 0);
         rf4.replication_factor = Some(4);
         assert!(ServerConfig::try_from(rf4).is_err());
+    }
+
+    #[test]
+    fn authentication_and_the_superuser_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("superuser");
+        std::fs::write(&path, "root:s3cret pass\n").unwrap();
+        let open = std::os::unix::fs::PermissionsExt::from_mode(0o644);
+        std::fs::set_permissions(&path, open).unwrap();
+        let world = format!(
+            "data_dir = \"/d\"\nsuperuser_file = {:?}\n",
+            path.display().to_string()
+        );
+        let file: FileConfig = toml::from_str(&world).unwrap();
+        let refused = ServerConfig::try_from(file).unwrap_err().to_string();
+        assert!(refused.contains("chmod 600"), "{refused}");
+        let owner_only = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+        std::fs::set_permissions(&path, owner_only).unwrap();
+        let text = format!(
+            "data_dir = \"/d\"\nauthentication = \"sasl\"\nsuperusers = \"ops, audit\"\n\
+             superuser_file = {:?}\n",
+            path.display().to_string()
+        );
+        let file: FileConfig = toml::from_str(&text).unwrap();
+        let config = ServerConfig::try_from(file).unwrap();
+        assert!(config.security.sasl_required);
+        assert_eq!(config.security.superusers, ["ops", "audit", "root"]);
+        let user = config.security.bootstrap_superuser.unwrap();
+        assert_eq!(
+            (user.name.as_str(), user.password.as_str()),
+            ("root", "s3cret pass")
+        );
+        assert!(!format!("{user:?}").contains("s3cret"));
+        let default: FileConfig = toml::from_str("data_dir = \"/d\"").unwrap();
+        assert!(
+            !ServerConfig::try_from(default)
+                .unwrap()
+                .security
+                .sasl_required
+        );
+        for bad in [
+            "authentication = \"kerberos\"",
+            "superusers = \"a,b c\"",
+            "superuser_file = \"/nonexistent/superuser\"",
+        ] {
+            let file: FileConfig = toml::from_str(&format!("data_dir = \"/d\"\n{bad}")).unwrap();
+            assert!(ServerConfig::try_from(file).is_err(), "{bad}");
+        }
+        std::fs::write(&path, "no-colon\n").unwrap();
+        let file: FileConfig = toml::from_str(&text).unwrap();
+        assert!(ServerConfig::try_from(file).is_err());
     }
 }

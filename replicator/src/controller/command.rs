@@ -392,6 +392,13 @@ mod tests {
         };
         let bytes = drain.encode().unwrap();
         assert_eq!(Command::decode(&bytes).unwrap(), drain);
+        assert_eq!(std::mem::size_of::<wire::ArchivedCommand>(), 32);
+    }
+
+    /// The user commands round-trip, and the archive keeps its size (older entries
+    /// still decode).
+    #[test]
+    fn user_commands_round_trip() {
         let upsert = Command::UpsertUserCredential {
             user: "alice".into(),
             credential: Box::new(UserCredential {

@@ -1012,13 +1012,19 @@ mod tests {
         let mut metadata = Metadata::default();
         let mut changes = Vec::new();
         let sha256 = credential("SCRAM-SHA-256", 32, 4096);
-        assert_eq!(metadata.apply(&upsert("alice", sha256.clone()), &mut changes), Ok(()));
+        assert_eq!(
+            metadata.apply(&upsert("alice", sha256.clone()), &mut changes),
+            Ok(())
+        );
         assert_eq!(
             metadata.apply(&upsert("alice", sha256.clone()), &mut changes),
             Err(Refusal::NoChange)
         );
         let sha512 = credential("SCRAM-SHA-512", 64, 8192);
-        assert_eq!(metadata.apply(&upsert("alice", sha512), &mut changes), Ok(()));
+        assert_eq!(
+            metadata.apply(&upsert("alice", sha512), &mut changes),
+            Ok(())
+        );
         let mechanisms: Vec<&String> = metadata.users()["alice"].keys().collect();
         assert_eq!(mechanisms, ["SCRAM-SHA-256", "SCRAM-SHA-512"]);
         for (user, bad) in [
@@ -1040,7 +1046,10 @@ mod tests {
             user: "alice".into(),
         };
         assert_eq!(metadata.apply(&delete, &mut changes), Ok(()));
-        assert_eq!(metadata.apply(&delete, &mut changes), Err(Refusal::UnknownUser));
+        assert_eq!(
+            metadata.apply(&delete, &mut changes),
+            Err(Refusal::UnknownUser)
+        );
         assert!(metadata.users().is_empty());
         assert_eq!(
             changes,

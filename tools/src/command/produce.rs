@@ -34,7 +34,7 @@ use shardlog_engine::batch::BATCH_SIZE_MAX;
 use shardlog_engine::record::BatchBuilder;
 use shardlog_net::ErrorCode;
 use shardlog_net::api;
-use shardlog_net::client::{ClientConfig, Client, ClientError};
+use shardlog_net::client::{Client, ClientConfig, ClientError};
 
 use crate::Outcome;
 use crate::args::{Acks, ProduceArgs};

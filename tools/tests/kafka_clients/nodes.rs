@@ -64,11 +64,7 @@ impl Nodes {
         let owner_only = std::os::unix::fs::PermissionsExt::from_mode(0o600);
         std::fs::set_permissions(&secret, owner_only).unwrap();
         let extra = extra.iter().map(|s| (*s).to_owned()).collect();
-        let mut cluster = Nodes {
-            root,
-            nodes,
-            extra,
-        };
+        let mut cluster = Nodes { root, nodes, extra };
         let started = Instant::now();
         cluster.start_nodes(&(0..n).collect::<Vec<_>>());
         eprintln!(

@@ -111,7 +111,11 @@ pub(crate) fn may_request(shard: &Shard, session: &Session) -> bool {
 }
 
 /// The credential of `user` for `mechanism` in this shard's view of the metadata.
-pub(crate) fn credential(shard: &Shard, user: &str, mechanism: Mechanism) -> Option<ScramCredential> {
+pub(crate) fn credential(
+    shard: &Shard,
+    user: &str,
+    mechanism: Mechanism,
+) -> Option<ScramCredential> {
     let view = shard.cluster.view()?;
     let stored = view.metadata.users().get(user)?.get(mechanism.name())?;
     Some(ScramCredential {
@@ -252,7 +256,9 @@ mod tests {
     use super::*;
     use crate::scram::{ClientExchange, new_nonce};
 
-    fn lookup_of(credential: ScramCredential) -> impl Fn(&str, Mechanism) -> Option<ScramCredential> {
+    fn lookup_of(
+        credential: ScramCredential,
+    ) -> impl Fn(&str, Mechanism) -> Option<ScramCredential> {
         move |user, mechanism| {
             (user == "alice" && mechanism == credential.mechanism).then(|| credential.clone())
         }
@@ -264,8 +270,7 @@ mod tests {
         let credential = ScramCredential::generate(Mechanism::Sha512, "pw", 4096).unwrap();
         session.sasl_handshake("SCRAM-SHA-512").unwrap();
         let (client, first) =
-            ClientExchange::start(Mechanism::Sha512, "alice", "pw", &new_nonce().unwrap())
-                .unwrap();
+            ClientExchange::start(Mechanism::Sha512, "alice", "pw", &new_nonce().unwrap()).unwrap();
         let lookup = lookup_of(credential);
         let Ok(Progress::Continue(server_first)) =
             session.sasl_authenticate(&first, new_nonce, &lookup)
@@ -314,10 +319,19 @@ mod tests {
         // Garbage as a first token fails too, without a panic.
         let session = Session::new(false, None);
         session.sasl_handshake("SCRAM-SHA-256").unwrap();
-        assert!(session.sasl_authenticate(b"\xff\x00", new_nonce, &lookup).is_err());
+        assert!(
+            session
+                .sasl_authenticate(b"\xff\x00", new_nonce, &lookup)
+                .is_err()
+        );
         // A token without a handshake.
         let session = Session::new(false, None);
-        assert!(!session.sasl_authenticate(b"n,,", new_nonce, &lookup).unwrap_err().began);
+        assert!(
+            !session
+                .sasl_authenticate(b"n,,", new_nonce, &lookup)
+                .unwrap_err()
+                .began
+        );
     }
 
     #[test]

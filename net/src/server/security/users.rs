@@ -107,9 +107,7 @@ pub(crate) async fn change_here(shard: &Rc<Shard>, change: UserChange) -> Result
     };
     match service.propose(command).await {
         Ok(Ok(())) | Ok(Err(Refusal::NoChange)) => Ok(done),
-        Ok(Err(Refusal::UnknownUser)) => Err(OpError::InvalidRequest(format!(
-            "no user {user}"
-        ))),
+        Ok(Err(Refusal::UnknownUser)) => Err(OpError::InvalidRequest(format!("no user {user}"))),
         Ok(Err(refusal @ Refusal::InvalidCredential(_))) => {
             Err(OpError::InvalidRequest(refusal.to_string()))
         }
@@ -202,7 +200,9 @@ pub(crate) async fn bootstrap(shard: Rc<Shard>, user: BootstrapUser) {
                 tracing::info!(user = user.name, "bootstrap superuser created");
                 return;
             }
-            Some(e) => tracing::debug!(user = user.name, error = %e, "bootstrap superuser: retrying"),
+            Some(e) => {
+                tracing::debug!(user = user.name, error = %e, "bootstrap superuser: retrying")
+            }
         }
         glommio::timer::sleep(BOOTSTRAP_RETRY).await;
     }

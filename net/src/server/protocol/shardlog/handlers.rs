@@ -128,7 +128,11 @@ async fn begin_other(shard: &Rc<Shard>, frame: Frame, peer: &str) -> Completion 
             // Taken in `begin` (before the authentication check); here only at another
             // version, which `begin_other` refused above.
             let message = format!("{api:?} is served at version {VERSION} only");
-            done(error_reply(&header, ErrorCode::UnsupportedVersion, &message))
+            done(error_reply(
+                &header,
+                ErrorCode::UnsupportedVersion,
+                &message,
+            ))
         }
         Api::UpsertUser | Api::DeleteUser => super::sasl::user_change(shard, frame).await,
         Api::ListUsers => super::sasl::list_users(shard, &frame),

@@ -30,29 +30,51 @@ fn done(reply: Reply) -> Completion {
 
 /// A SaslHandshake or SaslAuthenticate request.
 pub(crate) fn exchange(shard: &Shard, frame: &Frame, session: &Session, peer: &str) -> Completion {
-    let header = frame.header;
-    if header.api == Api::SaslHandshake as u16 {
-        let request = match frame.decode::<SaslHandshakeRequest>() {
-            Ok(r) => r,
-            Err(e) => return done(error_reply(&header, ErrorCode::InvalidRequest, &e.to_string())),
-        };
-        let (error, message) = match session.sasl_handshake(&request.mechanism) {
-            Ok(()) => (ErrorCode::None, String::new()),
-            Err(e @ HandshakeError::Unsupported(..)) => {
-                (ErrorCode::UnsupportedSaslMechanism, e.to_string())
-            }
-            Err(e @ HandshakeError::IllegalState) => (ErrorCode::IllegalSaslState, e.to_string()),
-        };
-        let response = SaslHandshakeResponse {
-            error: error.as_u16(),
-            message,
-            mechanisms: sasl::mechanisms(session),
-        };
-        return done(reply(&header, &response, Vec::new()));
+    if frame.header.api == Api::SaslHandshake as u16 {
+        handshake(frame, session)
+    } else {
+        authenticate(shard, frame, session, peer)
     }
+}
+
+fn handshake(frame: &Frame, session: &Session) -> Completion {
+    let header = frame.header;
+    let request = match frame.decode::<SaslHandshakeRequest>() {
+        Ok(r) => r,
+        Err(e) => {
+            return done(error_reply(
+                &header,
+                ErrorCode::InvalidRequest,
+                &e.to_string(),
+            ));
+        }
+    };
+    let (error, message) = match session.sasl_handshake(&request.mechanism) {
+        Ok(()) => (ErrorCode::None, String::new()),
+        Err(e @ HandshakeError::Unsupported(..)) => {
+            (ErrorCode::UnsupportedSaslMechanism, e.to_string())
+        }
+        Err(e @ HandshakeError::IllegalState) => (ErrorCode::IllegalSaslState, e.to_string()),
+    };
+    let response = SaslHandshakeResponse {
+        error: error.as_u16(),
+        message,
+        mechanisms: sasl::mechanisms(session),
+    };
+    done(reply(&header, &response, Vec::new()))
+}
+
+fn authenticate(shard: &Shard, frame: &Frame, session: &Session, peer: &str) -> Completion {
+    let header = frame.header;
     let request = match frame.decode::<SaslAuthenticateRequest>() {
         Ok(r) => r,
-        Err(e) => return done(error_reply(&header, ErrorCode::InvalidRequest, &e.to_string())),
+        Err(e) => {
+            return done(error_reply(
+                &header,
+                ErrorCode::InvalidRequest,
+                &e.to_string(),
+            ));
+        }
     };
     let lookup = |user: &str, mechanism| sasl::credential(shard, user, mechanism);
     let response = match session.sasl_authenticate(&request.token, new_nonce, lookup) {
@@ -72,9 +94,17 @@ pub(crate) fn exchange(shard: &Shard, frame: &Frame, session: &Session, peer: &s
             }
         }
         Err(failure) => {
-            tracing::warn!(peer, mechanism = failure.mechanism, reason = failure.log, "SASL authentication failed");
+            tracing::warn!(
+                peer,
+                mechanism = failure.mechanism,
+                reason = failure.log,
+                "SASL authentication failed"
+            );
             let (error, message) = if failure.began {
-                (ErrorCode::AuthenticationFailed, failure_message(failure.mechanism))
+                (
+                    ErrorCode::AuthenticationFailed,
+                    failure_message(failure.mechanism),
+                )
             } else {
                 (ErrorCode::IllegalSaslState, failure.log)
             };
@@ -111,7 +141,13 @@ pub(crate) async fn user_change(shard: &Rc<Shard>, frame: Frame) -> Completion {
     };
     let change = match change {
         Ok(change) => change,
-        Err(e) => return done(error_reply(&header, ErrorCode::InvalidRequest, &e.to_string())),
+        Err(e) => {
+            return done(error_reply(
+                &header,
+                ErrorCode::InvalidRequest,
+                &e.to_string(),
+            ));
+        }
     };
     let pending = users::change(shard, change).await;
     async move {
@@ -133,7 +169,11 @@ pub(crate) async fn user_change(shard: &Rc<Shard>, frame: Frame) -> Completion {
 /// ListUsers.
 pub(crate) fn list_users(shard: &Shard, frame: &Frame) -> Completion {
     if let Err(e) = frame.decode::<ListUsersRequest>() {
-        return done(error_reply(&frame.header, ErrorCode::InvalidRequest, &e.to_string()));
+        return done(error_reply(
+            &frame.header,
+            ErrorCode::InvalidRequest,
+            &e.to_string(),
+        ));
     }
     let response = match users::list(shard) {
         Ok(users) => ListUsersResponse {
