@@ -85,6 +85,10 @@ pub enum ErrorCode {
     /// The coordinator could not write the commit (too few in-sync replicas of its
     /// offsets partition, a timeout, storage); retriable, nothing was committed.
     CommitFailed = 32,
+    /// Authorization is on and no ACL lets the connection's principal do this (or one
+    /// denies it); the message names the principal, operation and resource. Not
+    /// retriable: an operator must add an ACL.
+    AuthorizationFailed = 33,
 }
 
 impl ErrorCode {
@@ -117,7 +121,7 @@ impl ErrorCode {
 
 impl From<u16> for ErrorCode {
     fn from(code: u16) -> ErrorCode {
-        const ALL: [ErrorCode; 33] = [
+        const ALL: [ErrorCode; 34] = [
             ErrorCode::None,
             ErrorCode::Unknown,
             ErrorCode::UnknownTopic,
@@ -151,6 +155,7 @@ impl From<u16> for ErrorCode {
             ErrorCode::MemberIdRequired,
             ErrorCode::OffsetMetadataTooLarge,
             ErrorCode::CommitFailed,
+            ErrorCode::AuthorizationFailed,
         ];
         ALL.get(usize::from(code))
             .copied()
@@ -186,7 +191,7 @@ mod tests {
 
     #[test]
     fn numbers_roundtrip() {
-        for n in 0..33u16 {
+        for n in 0..34u16 {
             assert_eq!(ErrorCode::from(n).as_u16(), n);
         }
         assert_eq!(ErrorCode::from(999), ErrorCode::Unknown);

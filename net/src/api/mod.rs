@@ -2,6 +2,7 @@
 //! (see `frame.rs`); record batches ride in the frame's data region, untouched.
 //! Every response carries an `error` (an `ErrorCode` number, 0 for success).
 
+mod acls;
 mod controller;
 mod fetch;
 mod groups;
@@ -14,6 +15,10 @@ mod reassign;
 mod replicate;
 mod topics;
 
+pub use acls::{
+    AclBinding, AclRequest, ArchivedAclRequest, ArchivedListAclsRequest, ListAclsRequest,
+    ListAclsResponse, Operation, PatternType, Permission, ResourceType,
+};
 pub use controller::{ArchivedControllerRequest, ControllerRequest, NodeSession};
 pub use fetch::{ArchivedFetchRequest, ArchivedFetchResponse, FetchRequest, FetchResponse};
 pub use groups::{
@@ -109,6 +114,13 @@ pub enum Api {
     DrainNode = 30,
     /// Even out replica counts over the nodes (to the controller leader).
     RebalanceReplicas = 31,
+    /// Add an ACL binding (to the controller leader; a node passes it on). (50 on: 40-49
+    /// are left to authentication's apis.)
+    CreateAcl = 50,
+    /// Remove an ACL binding (to the controller leader).
+    DeleteAcl = 51,
+    /// The ACL bindings, from the answering node's view.
+    ListAcls = 52,
 }
 
 impl Api {
@@ -139,6 +151,9 @@ impl Api {
             21 => Api::ListReassignments,
             30 => Api::DrainNode,
             31 => Api::RebalanceReplicas,
+            50 => Api::CreateAcl,
+            51 => Api::DeleteAcl,
+            52 => Api::ListAcls,
             _ => return None,
         })
     }

@@ -48,6 +48,9 @@
 //! connection_reply_bytes = 67108864    # replies a client connection may owe before
 //!                                      # the server stops reading its requests
 //! log_format = "text"                  # text | json (one object per line, stable fields)
+//! # authorization (ACLs; see `shardlog acl`):
+//! authorization = "off"                # on: nothing is allowed that no ACL allows
+//! superusers = ["admin"]               # user names allowed everything (ACLs or not)
 //! ```
 
 use std::collections::BTreeMap;
@@ -144,6 +147,10 @@ pub struct FileConfig {
     pub connection_reply_bytes: Option<usize>,
     /// Log lines on stderr: `text` or `json`.
     pub log_format: Option<LogFormat>,
+    /// Whether requests are authorized against the ACLs (`on` or `off`).
+    pub authorization: Option<Switch>,
+    /// User names allowed everything.
+    pub superusers: Option<Vec<String>>,
 }
 
 impl FileConfig {
@@ -212,6 +219,8 @@ impl FileConfig {
             idle_timeout_ms: other.idle_timeout_ms.or(self.idle_timeout_ms),
             connection_reply_bytes: other.connection_reply_bytes.or(self.connection_reply_bytes),
             log_format: other.log_format.or(self.log_format),
+            authorization: other.authorization.or(self.authorization),
+            superusers: other.superusers.or(self.superusers),
         }
     }
 }
@@ -256,6 +265,47 @@ pub struct ServerConfig {
     pub connection_reply_bytes: usize,
     /// The format of the log lines on stderr. Default text.
     pub log_format: LogFormat,
+    /// Whether client requests are authorized against the ACLs. Default off.
+    pub authorization: bool,
+    /// User names (without `User:`) allowed everything, ACLs or not.
+    pub superusers: Vec<String>,
+}
+
+/// `on` or `off`, in a config file or a flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Switch {
+    /// On.
+    On,
+    /// Off.
+    Off,
+}
+
+impl std::str::FromStr for Switch {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Switch, String> {
+        match text {
+            "on" => Ok(Switch::On),
+            "off" => Ok(Switch::Off),
+            other => Err(format!("{other:?}: on or off")),
+        }
+    }
+}
+
+/// The superusers of `names` (`alice` or `User:alice`), as user names.
+fn superusers(names: &[String]) -> anyhow::Result<Vec<String>> {
+    let mut users = Vec::with_capacity(names.len());
+    for name in names.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
+        let user = name.strip_prefix("User:").unwrap_or(name);
+        let bounded =
+            (1..=shardlog_replicator::controller::acls::MAX_PRINCIPAL_NAME).contains(&user.len());
+        if !bounded || !user.bytes().all(|b| b.is_ascii_graphic()) {
+            anyhow::bail!("superuser {name:?}: 1 to 255 printable characters, no spaces");
+        }
+        users.push(user.to_owned());
+    }
+    Ok(users)
 }
 
 /// The Kafka protocol's listener (`protocol::kafka`).
@@ -599,6 +649,8 @@ impl TryFrom<FileConfig> for ServerConfig {
             tail_cache_budget_bytes,
             connection_reply_bytes,
             log_format: file.log_format.unwrap_or_default(),
+            authorization: file.authorization == Some(Switch::On),
+            superusers: superusers(file.superusers.as_deref().unwrap_or_default())?,
         })
     }
 }

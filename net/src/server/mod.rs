@@ -551,6 +551,10 @@ async fn shard_main(start: ShardStart) -> anyhow::Result<()> {
         defaults: config.engine.clone(),
         shards: config.shards,
         groups: config.groups.clone(),
+        authorizer: crate::server::security::acl::Authorizer::new(
+            config.authorization,
+            config.superusers.clone(),
+        ),
     };
     let cluster = Rc::new(cluster_node(
         &config,

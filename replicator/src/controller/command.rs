@@ -207,6 +207,19 @@ mod wire {
             /// Whether it is to be emptied.
             draining: bool,
         },
+        /// Add an ACL binding (`shardlog acl add`); refused if it breaks a bound
+        /// (`acls::AclBinding::validate`, `acls::MAX_ACLS`) or exists. (Last in the enum:
+        /// older entries keep their tags; boxed: the archived enum keeps its size.)
+        CreateAcl {
+            /// The binding.
+            binding: Box<super::super::acls::AclBinding>,
+        },
+        /// Remove the ACL binding equal to `binding` (`shardlog acl remove`); refused if
+        /// there is none. (Last in the enum: older entries keep their tags.)
+        DeleteAcl {
+            /// The binding.
+            binding: Box<super::super::acls::AclBinding>,
+        },
     }
 
     /// `ReassignPartition::throttle_bytes` meaning "the leader node's own setting".
@@ -349,6 +362,25 @@ mod tests {
         };
         let bytes = drain.encode().unwrap();
         assert_eq!(Command::decode(&bytes).unwrap(), drain);
+        let binding = crate::controller::acls::AclBinding {
+            principal: "alice".into(),
+            resource_type: crate::controller::acls::ResourceType::Topic,
+            pattern: crate::controller::acls::PatternType::Prefixed,
+            name: "logs-".into(),
+            operation: crate::controller::acls::Operation::Read,
+            permission: crate::controller::acls::Permission::Deny,
+        };
+        for acl in [
+            Command::CreateAcl {
+                binding: Box::new(binding.clone()),
+            },
+            Command::DeleteAcl {
+                binding: Box::new(binding),
+            },
+        ] {
+            let bytes = acl.encode().unwrap();
+            assert_eq!(Command::decode(&bytes).unwrap(), acl);
+        }
         assert_eq!(std::mem::size_of::<wire::ArchivedCommand>(), 32);
     }
 }

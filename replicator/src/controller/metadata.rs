@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 
 use shardlog_engine::{LeaderEpoch, PartitionId};
 
+use super::acls::{AclError, Acls};
 use super::command::{AdoptedData, Command};
 use super::reassignment::{self, Reassignment};
 use super::{failover, placement};
@@ -151,6 +152,9 @@ pub enum Refusal {
     /// The command would change nothing.
     #[error("no change")]
     NoChange,
+    /// An ACL that breaks a bound, or one too many.
+    #[error("{0}")]
+    Acl(AclError),
     /// A producer id block that does not start at the next unreserved id (another block
     /// was reserved meanwhile), or of a size out of range.
     #[error("producer id block at {proposed}: the next unreserved id is {next}")]
@@ -160,6 +164,15 @@ pub enum Refusal {
         /// The block's proposed first id.
         proposed: u64,
     },
+}
+
+impl From<AclError> for Refusal {
+    fn from(error: AclError) -> Refusal {
+        match error {
+            AclError::NoChange => Refusal::NoChange,
+            other => Refusal::Acl(other),
+        }
+    }
 }
 
 /// A change for the driver to publish (to brokers' replicas, metadata caches, clients).
@@ -204,6 +217,13 @@ pub enum MetadataChange {
         /// ISR.
         isr: Vec<NodeId>,
     },
+    /// An ACL binding was added or removed (every node authorizes with the new set).
+    AclChanged {
+        /// Added, or removed.
+        added: bool,
+        /// The binding.
+        binding: super::acls::AclBinding,
+    },
     /// Only a partition's ISR changed.
     IsrChanged {
         /// Topic name.
@@ -225,6 +245,8 @@ pub struct Metadata {
     topics_created: u64,
     /// The first producer id not yet reserved by any node (`AllocateProducerIds`).
     next_producer_id: u64,
+    /// ACL bindings (`CreateAcl`, `DeleteAcl`).
+    acls: Acls,
 }
 
 impl Metadata {
@@ -244,6 +266,12 @@ impl Metadata {
             replication_factor,
             self.topics_created,
         )
+    }
+
+    /// ACL bindings.
+    #[must_use]
+    pub fn acls(&self) -> &Acls {
+        &self.acls
     }
 
     /// Topics by name.
@@ -433,6 +461,22 @@ impl Metadata {
                 self.reassign(topic, *partition, replicas, throttle, changes)
             }
             Command::DrainNode { node, draining } => self.drain_node(NodeId(*node), *draining),
+            Command::CreateAcl { binding } => {
+                self.acls.add(binding)?;
+                changes.push(MetadataChange::AclChanged {
+                    added: true,
+                    binding: (**binding).clone(),
+                });
+                Ok(())
+            }
+            Command::DeleteAcl { binding } => {
+                self.acls.remove(binding)?;
+                changes.push(MetadataChange::AclChanged {
+                    added: false,
+                    binding: (**binding).clone(),
+                });
+                Ok(())
+            }
         }
     }
 

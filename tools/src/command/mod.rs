@@ -2,6 +2,7 @@
 //! `--group`), cluster, node, group; offline: the rest);
 //! [`run`] dispatches to them.
 
+mod acl;
 mod cluster;
 mod consume;
 mod consume_group;
@@ -31,6 +32,7 @@ pub fn run(command: Command) -> Result<Outcome, ToolError> {
         Command::Partition(args) => partition::run(args),
         Command::Group(args) => group::run(args),
         Command::Node(args) => node::run(args),
+        Command::Acl(args) => acl::run(args),
         Command::Dump(args) => dump::run(&args),
         Command::Verify(args) => verify::run(&args.dir),
         Command::Stats(args) => stats::run(&args.dir),

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 use shardlog_net::logging::LogFormat;
+use shardlog_net::server::config::Switch;
 use shardlog_net::server::{self, FileConfig, ServerConfig};
 
 /// shardlog's server: a partitioned, append-only log over the network.
@@ -173,6 +174,16 @@ struct Args {
     /// known). Default text.
     #[arg(long, env = "SHARDLOGD_LOG_FORMAT")]
     log_format: Option<LogFormat>,
+    /// Authorize client requests against the ACLs (`shardlog acl`): on, or off (every
+    /// request allowed). With it on, nothing is allowed that no ACL allows, except to
+    /// superusers; a connection that has not authenticated is `User:ANONYMOUS`.
+    /// Default off.
+    #[arg(long, env = "SHARDLOGD_AUTHORIZATION")]
+    authorization: Option<Switch>,
+    /// Users allowed everything whatever the ACLs say, comma-separated (`admin` or
+    /// `User:admin`).
+    #[arg(long, env = "SHARDLOGD_SUPERUSERS", value_delimiter = ',')]
+    superusers: Option<Vec<String>>,
 }
 
 impl Args {
@@ -222,6 +233,8 @@ impl Args {
             idle_timeout_ms: self.idle_timeout_ms,
             connection_reply_bytes: self.connection_reply_bytes,
             log_format: self.log_format,
+            authorization: self.authorization,
+            superusers: self.superusers,
         };
         ServerConfig::try_from(file.overridden_by(flags))
     }

@@ -11,6 +11,7 @@ use shardlog_replicator::NodeId;
 
 use crate::api::ControllerRequest;
 use crate::server::cluster::ClusterView;
+use crate::server::ops::acls::{self, AclChange};
 use crate::server::ops::groups::{self, GroupListing, GroupOp, GroupReply};
 use crate::server::ops::placement::{self, PlacementChange};
 use crate::server::ops::topics::{self, TopicChange};
@@ -34,6 +35,11 @@ pub(crate) enum ShardMsg {
     /// To shard 0: decommission a node or rebalance (the answer says what was done).
     Placement {
         change: PlacementChange,
+        reply: oneshot::Sender<Result<String, OpError>>,
+    },
+    /// To shard 0: add or remove an ACL (the answer says what was done).
+    Acl {
+        change: AclChange,
         reply: oneshot::Sender<Result<String, OpError>>,
     },
     /// To shard 0: a new producer id from this node's block.
@@ -96,6 +102,13 @@ pub(crate) async fn serve(shard: Rc<Shard>, inbox: flume::Receiver<ShardMsg>) {
                 let shard = shard.clone();
                 glommio::spawn_local(async move {
                     let _ = reply.send(placement::change_here(&shard, change).await);
+                })
+                .detach();
+            }
+            ShardMsg::Acl { change, reply } => {
+                let shard = shard.clone();
+                glommio::spawn_local(async move {
+                    let _ = reply.send(acls::change_here(&shard, change).await);
                 })
                 .detach();
             }

@@ -38,6 +38,8 @@ pub(crate) struct NodeInfo {
     pub(crate) shards: usize,
     /// The group coordinator's settings.
     pub(crate) groups: crate::server::groups::GroupConfig,
+    /// Whether and how client requests are authorized.
+    pub(crate) authorizer: crate::server::security::acl::Authorizer,
 }
 
 /// One shard's state.
