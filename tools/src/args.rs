@@ -8,11 +8,10 @@
 mod online;
 
 pub use online::{
-    Acks, AclArgs, AclBindingArgs, AclCommand, AclListArgs, BrokerArgs, ClusterArgs,
-    ClusterCommand, ConsumeArgs, ConsumeFrom, GroupArgs, GroupCommand, GroupNameArgs,
-    GroupResetArgs, NodeArgs, NodeCommand, OutputFormat, PartitionArgs, PartitionCommand,
-    PartitionReassignArgs, ProduceArgs, ResetTo, TopicArgs, TopicCommand, TopicCreateArgs,
-    TopicDeleteArgs, TopicNameArgs,
+    Acks, AclArgs, AclBindingArgs, AclCommand, BrokerArgs, ClusterArgs, ClusterCommand,
+    ConsumeArgs, ConsumeFrom, GroupArgs, GroupCommand, GroupNameArgs, GroupResetArgs, NodeArgs,
+    NodeCommand, OutputFormat, PartitionArgs, PartitionCommand, PartitionReassignArgs, ProduceArgs,
+    ResetTo, TopicArgs, TopicCommand, TopicCreateArgs, TopicDeleteArgs, TopicNameArgs,
 };
 
 use std::path::PathBuf;
