@@ -79,11 +79,21 @@ fn authorization_failed(why: &str) -> bool {
     why.to_ascii_lowercase().contains("authorization failed")
 }
 
-#[test]
-fn anonymous_may_read_a_but_not_write_it_nor_read_b() {
-    let dir = test_dir("acl-");
-    // Authorization off: topics, records and ACLs are set up by anyone.
-    let mut server = Shardlogd::start(dir.path(), &["--shards", "2"]).unwrap();
+/// `shardlog acl add` of ANONYMOUS's read on `a`.
+const ADD: [&str; 8] = [
+    "acl",
+    "add",
+    "--principal",
+    "User:ANONYMOUS",
+    "--operation",
+    "read",
+    "--topic",
+    "a",
+];
+
+/// With authorization off, anyone sets up topics `a` and `b`, their records, and the ACL.
+fn set_up(dir: &std::path::Path) {
+    let mut server = Shardlogd::start(dir, &["--shards", "2"]).unwrap();
     let brokers = server.brokers();
     let b = brokers.as_str();
     for topic in ["a", "b"] {
@@ -91,17 +101,7 @@ fn anonymous_may_read_a_but_not_write_it_nor_read_b() {
     }
     ok_against(b, &["produce", "--topic", "a"], "one\ntwo\n");
     ok_against(b, &["produce", "--topic", "b"], "secret\n");
-    let add = [
-        "acl",
-        "add",
-        "--principal",
-        "User:ANONYMOUS",
-        "--operation",
-        "read",
-        "--topic",
-        "a",
-    ];
-    let said = ok_against(b, &add, "");
+    let said = ok_against(b, &ADD, "");
     assert!(
         said.contains("added: User:ANONYMOUS allow read on topic a"),
         "{said}"
@@ -109,6 +109,13 @@ fn anonymous_may_read_a_but_not_write_it_nor_read_b() {
     let listed = ok_against(b, &["acl", "list"], "");
     assert_eq!(listed, "User:ANONYMOUS allow read on topic a\n");
     server.terminate().unwrap();
+}
+
+#[test]
+fn anonymous_may_read_a_but_not_write_it_nor_read_b() {
+    let dir = test_dir("acl-");
+    set_up(dir.path());
+    let add = ADD;
 
     // Authorization on, nobody a superuser: the ACL decides, after a restart.
     let mut server =

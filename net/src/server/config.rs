@@ -740,6 +740,31 @@ mod tests {
     }
 
     #[test]
+    fn authorization_is_off_by_default_and_superusers_are_user_names() {
+        let config = ServerConfig::try_from(FileConfig {
+            data_dir: Some("/d".into()),
+            ..FileConfig::default()
+        })
+        .unwrap();
+        assert!(!config.authorization);
+        assert!(config.superusers.is_empty());
+        let text = "data_dir = \"/d\"\nauthorization = \"on\"\n\
+                    superusers = [\"User:root\", \"bob\"]\n";
+        let config = ServerConfig::try_from(toml::from_str::<FileConfig>(text).unwrap()).unwrap();
+        assert!(config.authorization);
+        assert_eq!(config.superusers, ["root", "bob"]);
+        assert!(toml::from_str::<FileConfig>("authorization = \"yes\"\n").is_err());
+        for bad in ["User:", "a b", "\u{e9}t\u{e9}"] {
+            let file = FileConfig {
+                data_dir: Some("/d".into()),
+                superusers: Some(vec![bad.to_owned()]),
+                ..FileConfig::default()
+            };
+            assert!(ServerConfig::try_from(file).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn kafka_listener_defaults_and_checks() {
         let file = |kafka: FileConfig| FileConfig {
             data_dir: Some("/d".into()),

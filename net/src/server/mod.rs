@@ -55,6 +55,7 @@ use crate::peer::auth::PeerSecurity;
 use crate::testing::{ADMIN_PREFIX, KAFKA_PREFIX, READY_PREFIX};
 use cluster::controller::{ControllerService, ControllerStart};
 use cluster::{ClusterNode, adopt};
+use security::acl::Authorizer;
 use shard::{INBOX_DEPTH, NodeInfo, Shard, ShardMsg};
 
 /// Milliseconds per controller Raft tick (election after 10 ticks, heartbeats every 2).
@@ -551,10 +552,7 @@ async fn shard_main(start: ShardStart) -> anyhow::Result<()> {
         defaults: config.engine.clone(),
         shards: config.shards,
         groups: config.groups.clone(),
-        authorizer: crate::server::security::acl::Authorizer::new(
-            config.authorization,
-            config.superusers.clone(),
-        ),
+        authorizer: Authorizer::new(config.authorization, config.superusers.clone()),
     };
     let cluster = Rc::new(cluster_node(
         &config,

@@ -362,6 +362,12 @@ mod tests {
         };
         let bytes = drain.encode().unwrap();
         assert_eq!(Command::decode(&bytes).unwrap(), drain);
+        assert_eq!(std::mem::size_of::<wire::ArchivedCommand>(), 32);
+    }
+
+    /// ACL commands round trip, boxed so the archived enum keeps its size.
+    #[test]
+    fn acl_commands_round_trip() {
         let binding = crate::controller::acls::AclBinding {
             principal: "alice".into(),
             resource_type: crate::controller::acls::ResourceType::Topic,

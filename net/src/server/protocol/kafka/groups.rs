@@ -568,15 +568,9 @@ pub(crate) async fn offset_fetch(
     let pending = groups::run(shard, GroupOp::Fetch(op)).await;
     // Checked now, with this request's ACLs: which fetched topics it may see.
     let visible: Option<Vec<String>> = (body.topics.is_none() && access.is_enforced()).then(|| {
-        let committed = shard
-            .cluster
-            .view()
-            .map(|v| v.metadata.topics().keys().cloned().collect::<Vec<_>>());
-        committed
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|t| describable(t))
-            .collect()
+        let view = shard.cluster.view();
+        let topics = view.iter().flat_map(|v| v.metadata.topics().keys());
+        topics.filter(|t| describable(t)).cloned().collect()
     });
     async move {
         let reply = pending.await.map_err(|e| op_code(&e));
@@ -592,24 +586,27 @@ pub(crate) async fn offset_fetch(
                     fetched.retain(|f| visible.contains(&f.topic));
                 }
                 let mut response = offsets_fetched(fetched);
-                for (name, partitions) in hidden {
-                    let code = errors::TOPIC_AUTHORIZATION_FAILED;
-                    response.topics.push(
-                        OffsetFetchResponseTopic::default()
-                            .with_name(TopicName(str_bytes(name)))
-                            .with_partitions(
-                                (partitions.into_iter())
-                                    .map(|p| fetch_partition(p).with_error_code(code))
-                                    .collect(),
-                            ),
-                    );
-                }
+                response
+                    .topics
+                    .extend(hidden.into_iter().map(topic_refused));
                 respond(head, &response)
             }
             Err(code) => respond(head, &offset_fetch_refused(head, wanted, code)),
         }
     }
     .boxed_local()
+}
+
+/// A topic of an OffsetFetch the connection may not describe: its partitions refused.
+fn topic_refused((name, partitions): (String, Vec<i32>)) -> OffsetFetchResponseTopic {
+    let code = errors::TOPIC_AUTHORIZATION_FAILED;
+    OffsetFetchResponseTopic::default()
+        .with_name(TopicName(str_bytes(name)))
+        .with_partitions(
+            (partitions.into_iter())
+                .map(|p| fetch_partition(p).with_error_code(code))
+                .collect(),
+        )
 }
 
 fn fetch_partition(partition: i32) -> OffsetFetchResponsePartition {

@@ -43,11 +43,6 @@ pub(crate) fn check(access: &Access<'_>, api: Api, frame: &Frame) -> Result<(), 
             .check(operation, resource)
             .map_err(Refused::Unauthorized)
     };
-    let group = |operation, group: &str| {
-        access
-            .check(operation, Resource::Group(group))
-            .map_err(Refused::Unauthorized)
-    };
     match api {
         Api::CreateTopic => {
             let r = frame
@@ -87,6 +82,38 @@ pub(crate) fn check(access: &Access<'_>, api: Api, frame: &Frame) -> Result<(), 
         Api::ListReassignments | Api::ListAcls | Api::ListGroups => {
             check(Operation::Describe, Resource::Cluster)
         }
+        Api::JoinGroup
+        | Api::SyncGroup
+        | Api::Heartbeat
+        | Api::LeaveGroup
+        | Api::OffsetCommit
+        | Api::OffsetFetch
+        | Api::DescribeGroups => group_api(access, api, frame),
+        // Checked where they are decoded (`handlers`), or not at all (FindCoordinator), or
+        // refused on this listener anyway (the node-to-node apis).
+        Api::Produce
+        | Api::Fetch
+        | Api::Metadata
+        | Api::FindCoordinator
+        | Api::Replicate
+        | Api::Controller
+        | Api::AllocateProducerIds => Ok(()),
+    }
+}
+
+/// The checks of the group apis.
+fn group_api(access: &Access<'_>, api: Api, frame: &Frame) -> Result<(), Refused> {
+    let check = |operation, resource: Resource<'_>| {
+        access
+            .check(operation, resource)
+            .map_err(Refused::Unauthorized)
+    };
+    let group = |operation, group: &str| {
+        access
+            .check(operation, Resource::Group(group))
+            .map_err(Refused::Unauthorized)
+    };
+    match api {
         Api::JoinGroup => {
             let r = frame
                 .access::<ArchivedJoinGroupRequest>()
@@ -137,14 +164,6 @@ pub(crate) fn check(access: &Access<'_>, api: Api, frame: &Frame) -> Result<(), 
                 .map_err(Refused::Invalid)?;
             (r.groups.iter()).try_for_each(|g| group(Operation::Describe, g.as_str()))
         }
-        // Checked where they are decoded (`handlers`), or not at all (FindCoordinator), or
-        // refused on this listener anyway (the node-to-node apis).
-        Api::Produce
-        | Api::Fetch
-        | Api::Metadata
-        | Api::FindCoordinator
-        | Api::Replicate
-        | Api::Controller
-        | Api::AllocateProducerIds => Ok(()),
+        _ => Ok(()),
     }
 }
