@@ -3,7 +3,9 @@
 //! protocol. Until authentication lands every connection is `User:ANONYMOUS`, so the
 //! ACLs are written while authorization is off (or by a superuser) and judged after a
 //! restart with it on: ANONYMOUS allowed to read topic `a` reads it, may not write it
-//! (TOPIC_AUTHORIZATION_FAILED) and may not read `b`. The ACLs live in the controller's
+//! (TOPIC_AUTHORIZATION_FAILED) and may not read `b`; allowed to read group `readers`, it
+//! consumes in that group and not in another (GROUP_AUTHORIZATION_FAILED), by kcat and
+//! by confluent-kafka (`kafka_clients/confluent_acl.py`, in the clients' virtualenv). The ACLs live in the controller's
 //! replicated metadata: they survive a full restart and, on 3 nodes, a SIGKILL of the
 //! controller leader, after which the new leader takes ACL changes.
 //!
@@ -13,6 +15,12 @@
 mod common;
 #[path = "../../net/tests/common/mod.rs"]
 mod net_common;
+#[path = "kafka_clients/nodes.rs"]
+#[allow(dead_code)]
+mod nodes;
+#[path = "kafka_clients/script.rs"]
+#[allow(dead_code)]
+mod script;
 
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -106,9 +114,35 @@ fn set_up(dir: &std::path::Path) {
         said.contains("added: User:ANONYMOUS allow read on topic a"),
         "{said}"
     );
+    let group = [&ADD[..6], &["--group", "readers"]].concat();
+    ok_against(b, &group, "");
     let listed = ok_against(b, &["acl", "list"], "");
-    assert_eq!(listed, "User:ANONYMOUS allow read on topic a\n");
+    assert_eq!(
+        listed,
+        "User:ANONYMOUS allow read on topic a\nUser:ANONYMOUS allow read on group readers\n"
+    );
     server.terminate().unwrap();
+}
+
+/// What confluent-kafka (`kafka_clients/confluent_acl.py`) got from `bootstrap`.
+fn confluent(bootstrap: &str) -> serde_json::Value {
+    let output = Command::new("timeout")
+        .arg("120")
+        .arg(script::python())
+        .arg(script::dir().join("confluent_acl.py"))
+        .arg(bootstrap)
+        .current_dir(script::dir())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "confluent_acl.py: {}",
+        text(&output)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let line = stdout.lines().find_map(|l| l.strip_prefix("@result "));
+    serde_json::from_str(line.expect("an @result line")).unwrap()
 }
 
 #[test]
@@ -131,6 +165,34 @@ fn anonymous_may_read_a_but_not_write_it_nor_read_b() {
     let listed = String::from_utf8(kcat(&["-b", k, "-L"], "").stdout).unwrap();
     assert!(listed.contains("topic \"a\""), "{listed}");
     assert!(!listed.contains("topic \"b\""), "{listed}");
+    // Consumer groups: read on the group is needed too (kcat's balanced consumer).
+    let group = |g: &str| {
+        let args = [
+            "-b",
+            k,
+            "-G",
+            g,
+            "-e",
+            "-q",
+            "-X",
+            "auto.offset.reset=earliest",
+            "a",
+        ];
+        kcat(&args, "")
+    };
+    let joined = group("readers");
+    assert!(joined.status.success(), "{}", text(&joined));
+    assert_eq!(String::from_utf8(joined.stdout).unwrap(), "one\ntwo\n");
+    let refused = text(&group("others"));
+    assert!(refused.contains("Group authorization failed"), "{refused}");
+    // confluent-kafka gets the same codes (its group `readers` starts where kcat's
+    // commits left it: at the end).
+    let seen = confluent(k);
+    eprintln!("confluent-kafka: {seen}");
+    assert_eq!(seen["produce"], "TOPIC_AUTHORIZATION_FAILED");
+    assert_eq!(seen["create"], "TOPIC_AUTHORIZATION_FAILED");
+    assert_eq!(seen["others"]["error"], "GROUP_AUTHORIZATION_FAILED");
+    assert!(seen["readers"].get("error").is_none(), "{seen}");
 
     // The shardlog protocol, by the shipped CLI: the same answers.
     let brokers = server.brokers();
@@ -179,7 +241,8 @@ fn anonymous_may_read_a_but_not_write_it_nor_read_b() {
     let brokers = server.brokers();
     let remove = [&add[..1], &["remove"], &add[2..]].concat();
     ok_against(&brokers, &remove, "");
-    assert_eq!(ok_against(&brokers, &["acl", "list"], ""), "");
+    let left = ok_against(&brokers, &["acl", "list"], "");
+    assert_eq!(left, "User:ANONYMOUS allow read on group readers\n");
     server.terminate().unwrap();
 }
 
