@@ -114,6 +114,17 @@ fn set_up(dir: &std::path::Path) {
         said.contains("added: User:ANONYMOUS allow read on topic a"),
         "{said}"
     );
+    // A principal without `User:` is a usage error; a name the bounds refuse, the server's.
+    let unnamed = [&ADD[..3], &["alice"], &ADD[4..]].concat();
+    assert_eq!(run_against(b, &unnamed, "").status.code(), Some(2));
+    let spaced = [&ADD[..7], &["a b"]].concat();
+    let output = run_against(b, &spaced, "");
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    assert!(
+        stderr(&output).contains("invalid ACL"),
+        "{}",
+        describe(&output)
+    );
     let group = [&ADD[..6], &["--group", "readers"]].concat();
     ok_against(b, &group, "");
     let listed = ok_against(b, &["acl", "list"], "");

@@ -53,6 +53,12 @@ pub(crate) async fn change_here(shard: &Rc<Shard>, change: AclChange) -> Result<
         .controller
         .as_ref()
         .ok_or_else(|| OpError::Unknown("ACL change off shard 0".into()))?;
+    let (AclChange::Add(binding) | AclChange::Remove(binding)) = &change;
+    // Refused here rather than proposed to be refused at apply (the controller checks
+    // again: a proposal from a node of another release is not trusted either).
+    binding
+        .validate()
+        .map_err(|e| OpError::InvalidRequest(format!("invalid ACL: {e}")))?;
     if !service.is_leader() {
         return pass_to_leader(shard, change).await;
     }
