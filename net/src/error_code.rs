@@ -95,6 +95,10 @@ pub enum ErrorCode {
     UnsupportedSaslMechanism = 41,
     /// A SASL request out of turn: a token without a handshake, a second handshake.
     IllegalSaslState = 42,
+    /// Authorization is on and no ACL lets the connection's principal do this (or one
+    /// denies it); the message names the principal, operation and resource. Not
+    /// retriable: an operator must add an ACL.
+    AuthorizationFailed = 33,
 }
 
 impl ErrorCode {
@@ -133,7 +137,7 @@ impl From<u16> for ErrorCode {
             42 => return ErrorCode::IllegalSaslState,
             _ => {}
         }
-        const ALL: [ErrorCode; 33] = [
+        const ALL: [ErrorCode; 34] = [
             ErrorCode::None,
             ErrorCode::Unknown,
             ErrorCode::UnknownTopic,
@@ -167,6 +171,7 @@ impl From<u16> for ErrorCode {
             ErrorCode::MemberIdRequired,
             ErrorCode::OffsetMetadataTooLarge,
             ErrorCode::CommitFailed,
+            ErrorCode::AuthorizationFailed,
         ];
         ALL.get(usize::from(code))
             .copied()
@@ -202,7 +207,7 @@ mod tests {
 
     #[test]
     fn numbers_roundtrip() {
-        for n in 0..33u16 {
+        for n in 0..34u16 {
             assert_eq!(ErrorCode::from(n).as_u16(), n);
         }
         for n in 40..43u16 {

@@ -8,6 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use protobuf::Message as _;
 use raft::eraftpb::{Message as RaftMessage, MessageType};
 use shardlog_engine::LeaderEpoch;
+use shardlog_replicator::controller::acls::{
+    AclBinding, Operation, PatternType, Permission, Resource, ResourceType,
+};
 use shardlog_replicator::controller::raft_file::{self, Recovered};
 use shardlog_replicator::controller::{
     Action, Command, Controller, ControllerConfig, ControllerError, Metadata, MetadataChange,
@@ -1493,4 +1496,82 @@ fn an_operator_move_counts_toward_the_cap_and_a_rebalance_goes_on_within_it() {
     assert!(finish_moves(&mut c, balanced), "{:?}", spread(&c));
     assert_eq!(most.get(), 1);
     assert_eq!(c.leader_mut().unwrap().rebalance_replicas().unwrap(), 0);
+}
+
+fn acl(principal: &str, topic: &str, operation: Operation, permission: Permission) -> AclBinding {
+    AclBinding {
+        principal: principal.into(),
+        resource_type: ResourceType::Topic,
+        pattern: PatternType::Literal,
+        name: topic.into(),
+        operation,
+        permission,
+    }
+}
+
+/// ACLs are replicated metadata: every controller applies them, a duplicate or unknown
+/// one is refused the same everywhere, and they survive a controller leader's death and a
+/// restart of every controller from its file.
+#[test]
+fn acls_survive_controller_failover_and_a_full_restart() {
+    for seed in seeds(3) {
+        let mut c = Cluster::start(3, seed, 10, 3, 2);
+        let read_a = acl("alice", "a", Operation::Read, Permission::Allow);
+        let deny_b = acl("*", "b", Operation::All, Permission::Deny);
+        for binding in [&read_a, &deny_b] {
+            let add = Command::CreateAcl {
+                binding: Box::new(binding.clone()),
+            };
+            assert_eq!(c.commit(&add), Ok(()), "seed {seed}");
+        }
+        let again = Command::CreateAcl {
+            binding: Box::new(read_a.clone()),
+        };
+        assert_eq!(c.commit(&again), Err(Refusal::NoChange));
+        let invalid = Command::CreateAcl {
+            binding: Box::new(acl("", "a", Operation::Read, Permission::Allow)),
+        };
+        assert!(matches!(c.commit(&invalid), Err(Refusal::Acl(_))));
+        let absent = Command::DeleteAcl {
+            binding: Box::new(acl("bob", "a", Operation::Read, Permission::Allow)),
+        };
+        assert_eq!(c.commit(&absent), Err(Refusal::NoChange));
+        assert!(c.run_until(1000, Cluster::settled), "seed {seed}: diverged");
+        for (id, node) in &c.controllers {
+            let acls = node.metadata().acls();
+            assert_eq!(acls.len(), 2, "seed {seed}: node {id}");
+            assert!(acls.allows("alice", Operation::Describe, Resource::Topic("a")));
+            assert!(!acls.allows("alice", Operation::Read, Resource::Topic("b")));
+        }
+
+        // The controller leader dies: the next one has the ACLs and takes changes.
+        let old = c.leader().unwrap();
+        c.down.insert(old);
+        c.silent.insert(old);
+        assert!(
+            c.run_until(2000, |c| c.leader().is_some_and(|l| l != old)),
+            "seed {seed}: no new controller leader"
+        );
+        assert_eq!(c.metadata().acls().len(), 2, "seed {seed}");
+        let remove = Command::DeleteAcl {
+            binding: Box::new(deny_b.clone()),
+        };
+        assert_eq!(c.commit(&remove), Ok(()), "seed {seed}");
+        let before = c.metadata().acls().clone();
+        assert_eq!(before.iter().collect::<Vec<_>>(), vec![&read_a]);
+
+        // Every controller restarts from its file, the dead one too (it learns the
+        // removal from the others).
+        c.down.clear();
+        c.silent.clear();
+        c.restart_all(1_000_000);
+        assert!(
+            c.run_until(2000, |c| c.leader().is_some()),
+            "seed {seed}: no leader after the restart"
+        );
+        assert!(c.run_until(1000, Cluster::settled), "seed {seed}: diverged");
+        for (id, node) in &c.controllers {
+            assert_eq!(node.metadata().acls(), &before, "seed {seed}: node {id}");
+        }
+    }
 }

@@ -1,5 +1,5 @@
 //! The command line of `shardlog` (clap derive). Two kinds of subcommands:
-//! - online (`topic`, `produce`, `consume`, `cluster`, `node`, `group`; arguments in `args/online.rs`): talk
+//! - online (`topic`, `produce`, `consume`, `cluster`, `node`, `group`, `acl`; arguments in `args/online.rs`): talk
 //!   to running `shardlogd` brokers over the wire protocol;
 //! - offline (`dump`, `verify`, `stats`, `repair`, `export`, `import`): read a data
 //!   directory with plain file I/O; the ones that write (`repair --apply`, `import`) take
@@ -8,10 +8,10 @@
 mod online;
 
 pub use online::{
-    Acks, BrokerArgs, ClusterArgs, ClusterCommand, ConsumeArgs, ConsumeFrom, GroupArgs,
-    GroupCommand, GroupNameArgs, GroupResetArgs, NodeArgs, NodeCommand, OutputFormat,
-    PartitionArgs, PartitionCommand, PartitionReassignArgs, ProduceArgs, ResetTo, TopicArgs,
-    TopicCommand, TopicCreateArgs, TopicDeleteArgs, TopicNameArgs, UserArgs, UserCommand,
+    Acks, AclArgs, AclBindingArgs, AclCommand, BrokerArgs, ClusterArgs, ClusterCommand,
+    ConsumeArgs, ConsumeFrom, GroupArgs, GroupCommand, GroupNameArgs, GroupResetArgs, NodeArgs,
+    NodeCommand, OutputFormat, PartitionArgs, PartitionCommand, PartitionReassignArgs, ProduceArgs,
+    ResetTo, TopicArgs, TopicCommand, TopicCreateArgs, TopicDeleteArgs, TopicNameArgs, UserArgs, UserCommand,
 };
 
 use std::path::PathBuf;
@@ -64,6 +64,10 @@ pub enum Command {
     /// Create, delete or list SASL users (for brokers run with `--authentication sasl`).
     #[command(after_help = EXIT_CODES)]
     User(UserArgs),
+    /// Add, remove or list ACLs (who may do what to which topic, group or the cluster;
+    /// enforced by brokers running with `--authorization on`).
+    #[command(after_help = EXIT_CODES)]
+    Acl(AclArgs),
     /// List consumer groups, describe one (members, committed offsets, lag), or reset its
     /// committed offsets.
     #[command(after_help = EXIT_CODES)]

@@ -113,6 +113,11 @@ pub async fn ensure_topic(brokers: &str, topic: &str, partitions: u32) -> anyhow
     let client = Client::connect(brokers, crate::sasl::client_config())
         .await
         .with_context(|| format!("connecting to {brokers}"))?;
+    // A topic that exists is used as it is: creating it again would need the right to
+    // create topics, which a user allowed only to write it (authorization on) lacks.
+    if let Ok(count) = client.partition_count(topic).await {
+        return Ok(count);
+    }
     match client
         .create_topic(topic, partitions, 0, TopicConfig::default())
         .await

@@ -2,6 +2,7 @@
 //! (see `frame.rs`); record batches ride in the frame's data region, untouched.
 //! Every response carries an `error` (an `ErrorCode` number, 0 for success).
 
+mod acls;
 mod controller;
 mod fetch;
 mod groups;
@@ -15,6 +16,10 @@ mod replicate;
 mod topics;
 mod users;
 
+pub use acls::{
+    AclBinding, AclRequest, ArchivedAclRequest, ArchivedListAclsRequest, ListAclsRequest,
+    ListAclsResponse, Operation, PatternType, Permission, ResourceType,
+};
 pub use controller::{ArchivedControllerRequest, ControllerRequest, NodeSession};
 pub use fetch::{ArchivedFetchRequest, ArchivedFetchResponse, FetchRequest, FetchResponse};
 pub use groups::{
@@ -126,6 +131,13 @@ pub enum Api {
     DeleteUser = 43,
     /// Users and their mechanisms.
     ListUsers = 44,
+    /// Add an ACL binding (to the controller leader; a node passes it on). (50 on: 40-49
+    /// are left to authentication's apis.)
+    CreateAcl = 50,
+    /// Remove an ACL binding (to the controller leader).
+    DeleteAcl = 51,
+    /// The ACL bindings, from the answering node's view.
+    ListAcls = 52,
 }
 
 impl Api {
@@ -161,6 +173,9 @@ impl Api {
             42 => Api::UpsertUser,
             43 => Api::DeleteUser,
             44 => Api::ListUsers,
+            50 => Api::CreateAcl,
+            51 => Api::DeleteAcl,
+            52 => Api::ListAcls,
             _ => return None,
         })
     }

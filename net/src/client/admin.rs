@@ -263,7 +263,7 @@ impl Client {
     /// An admin request about no topic, sent as [`Client::admin`] sends one; the answer's
     /// message. Repeating one whose answer was lost does no harm: a drain repeated is no
     /// change, a rebalance repeated plans from the moves already started.
-    async fn admin_said<T>(&self, api: Api, request: &T) -> Result<String, ClientError>
+    pub(super) async fn admin_said<T>(&self, api: Api, request: &T) -> Result<String, ClientError>
     where
         T: crate::frame::Meta,
     {

@@ -46,6 +46,7 @@
 //! without idempotence, a failover resends each waiting request as its own check or error
 //! finds it, so batches in flight across it may land in another order.
 
+mod acls;
 mod admin;
 pub(crate) mod cache;
 pub(crate) mod connection;

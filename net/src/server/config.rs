@@ -50,8 +50,10 @@
 //! log_format = "text"                  # text | json (one object per line, stable fields)
 //! # SASL (see README "Authentication (SASL)"):
 //! authentication = "sasl"              # none (default) | sasl: clients must authenticate
-//! superusers = "admin,ops"             # users ACLs do not restrict
 //! superuser_file = "/etc/shardlog/superuser"  # user:password, created at first start
+//! # authorization (ACLs; see `shardlog acl`):
+//! authorization = "off"                # on: nothing is allowed that no ACL allows
+//! superusers = ["admin"]               # user names allowed everything (ACLs or not)
 //! ```
 
 use std::collections::BTreeMap;
@@ -150,10 +152,12 @@ pub struct FileConfig {
     pub log_format: Option<LogFormat>,
     /// Client authentication: `none` or `sasl`.
     pub authentication: Option<String>,
-    /// Superusers, comma separated.
-    pub superusers: Option<String>,
     /// A file `user:password`: the superuser created at first start.
     pub superuser_file: Option<PathBuf>,
+    /// Whether requests are authorized against the ACLs (`on` or `off`).
+    pub authorization: Option<Switch>,
+    /// User names allowed everything.
+    pub superusers: Option<Vec<String>>,
 }
 
 impl FileConfig {
@@ -223,8 +227,9 @@ impl FileConfig {
             connection_reply_bytes: other.connection_reply_bytes.or(self.connection_reply_bytes),
             log_format: other.log_format.or(self.log_format),
             authentication: other.authentication.or(self.authentication),
-            superusers: other.superusers.or(self.superusers),
             superuser_file: other.superuser_file.or(self.superuser_file),
+            authorization: other.authorization.or(self.authorization),
+            superusers: other.superusers.or(self.superusers),
         }
     }
 }
@@ -271,6 +276,8 @@ pub struct ServerConfig {
     pub log_format: LogFormat,
     /// Client authentication and the superusers.
     pub security: SecurityConfig,
+    /// Whether client requests are authorized against the ACLs. Default off.
+    pub authorization: bool,
 }
 
 /// How clients authenticate (SASL) and who is a superuser.
@@ -311,15 +318,7 @@ fn security_config(file: &FileConfig) -> anyhow::Result<SecurityConfig> {
         Some("sasl") => true,
         Some(other) => anyhow::bail!("authentication {other:?}: none or sasl"),
     };
-    let mut superusers: Vec<String> = file
-        .superusers
-        .as_deref()
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect();
+    let mut superusers = superusers(file.superusers.as_deref().unwrap_or_default())?;
     for user in &superusers {
         if !shardlog_replicator::controller::valid_user_name(user) {
             anyhow::bail!("superusers: {user:?} is not a valid user name (1-128 of A-Za-z0-9._@-)");
@@ -393,6 +392,43 @@ fn bootstrap_user(name: &str, password: &str) -> anyhow::Result<BootstrapUser> {
         name: name.to_owned(),
         password: password.to_owned(),
     })
+}
+
+/// `on` or `off`, in a config file or a flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Switch {
+    /// On.
+    On,
+    /// Off.
+    Off,
+}
+
+impl std::str::FromStr for Switch {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Switch, String> {
+        match text {
+            "on" => Ok(Switch::On),
+            "off" => Ok(Switch::Off),
+            other => Err(format!("{other:?}: on or off")),
+        }
+    }
+}
+
+/// The superusers of `names` (`alice` or `User:alice`), as user names.
+fn superusers(names: &[String]) -> anyhow::Result<Vec<String>> {
+    let mut users = Vec::with_capacity(names.len());
+    for name in names.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
+        let user = name.strip_prefix("User:").unwrap_or(name);
+        let bounded =
+            (1..=shardlog_replicator::controller::acls::MAX_PRINCIPAL_NAME).contains(&user.len());
+        if !bounded || !user.bytes().all(|b| b.is_ascii_graphic()) {
+            anyhow::bail!("superuser {name:?}: 1 to 255 printable characters, no spaces");
+        }
+        users.push(user.to_owned());
+    }
+    Ok(users)
 }
 
 /// The Kafka protocol's listener (`protocol::kafka`).
@@ -738,6 +774,7 @@ impl TryFrom<FileConfig> for ServerConfig {
             connection_reply_bytes,
             log_format: file.log_format.unwrap_or_default(),
             security,
+            authorization: file.authorization == Some(Switch::On),
         })
     }
 }
@@ -823,6 +860,31 @@ mod tests {
                 ..FileConfig::default()
             };
             assert!(ServerConfig::try_from(file).is_ok(), "{listen}");
+        }
+    }
+
+    #[test]
+    fn authorization_is_off_by_default_and_superusers_are_user_names() {
+        let config = ServerConfig::try_from(FileConfig {
+            data_dir: Some("/d".into()),
+            ..FileConfig::default()
+        })
+        .unwrap();
+        assert!(!config.authorization);
+        assert!(config.security.superusers.is_empty());
+        let text = "data_dir = \"/d\"\nauthorization = \"on\"\n\
+                    superusers = [\"User:root\", \"bob\"]\n";
+        let config = ServerConfig::try_from(toml::from_str::<FileConfig>(text).unwrap()).unwrap();
+        assert!(config.authorization);
+        assert_eq!(config.security.superusers, ["root", "bob"]);
+        assert!(toml::from_str::<FileConfig>("authorization = \"yes\"\n").is_err());
+        for bad in ["User:", "a b", "\u{e9}t\u{e9}"] {
+            let file = FileConfig {
+                data_dir: Some("/d".into()),
+                superusers: Some(vec![bad.to_owned()]),
+                ..FileConfig::default()
+            };
+            assert!(ServerConfig::try_from(file).is_err(), "{bad:?}");
         }
     }
 

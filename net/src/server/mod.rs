@@ -55,6 +55,7 @@ use crate::peer::auth::PeerSecurity;
 use crate::testing::{ADMIN_PREFIX, KAFKA_PREFIX, READY_PREFIX};
 use cluster::controller::{ControllerService, ControllerStart};
 use cluster::{ClusterNode, adopt};
+use security::acl::Authorizer;
 use shard::{INBOX_DEPTH, NodeInfo, Shard, ShardMsg};
 
 /// Milliseconds per controller Raft tick (election after 10 ticks, heartbeats every 2).
@@ -552,6 +553,7 @@ async fn shard_main(start: ShardStart) -> anyhow::Result<()> {
         shards: config.shards,
         groups: config.groups.clone(),
         security: config.security.clone(),
+        authorizer: Authorizer::new(config.authorization, config.security.superusers.clone()),
     };
     let cluster = Rc::new(cluster_node(
         &config,

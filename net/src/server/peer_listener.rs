@@ -32,7 +32,7 @@ use crate::error_code::ErrorCode;
 use crate::peer::auth::{self, PeerSecurity};
 use crate::server::ops::producer_ids;
 use crate::server::protocol::shardlog::reply::{Reply, error_reply, reply};
-use crate::server::protocol::shardlog::{handlers, placement};
+use crate::server::protocol::shardlog::{acls, handlers, placement};
 use crate::server::shard::{Shard, ShardMsg, owner_shard};
 use crate::wire::{self, Frame, ReadError};
 
@@ -152,6 +152,10 @@ async fn handle(
         Some(Api::UpsertUser | Api::DeleteUser) => {
             let completion =
                 crate::server::protocol::shardlog::sasl::user_change(shard, frame).await;
+            relay(completion, replies);
+        }
+        Some(Api::CreateAcl | Api::DeleteAcl) => {
+            let completion = acls::acl_request(shard, frame).await;
             relay(completion, replies);
         }
         Some(Api::AllocateProducerIds) => allocate_producer_ids(shard, from, frame, replies).await,

@@ -263,6 +263,11 @@ impl Cluster {
         args
     }
 
+    /// Replaces the flags every node gets after [`NODE_ARGS`] from its next start on.
+    pub fn set_extra_args(&mut self, extra_args: &[&str]) {
+        self.extra_args = extra_args.iter().map(|a| (*a).to_owned()).collect();
+    }
+
     /// Starts a node that is down again on its data.
     pub fn restart(&mut self, node: usize) {
         self.start_nodes(&[node]);

@@ -224,6 +224,19 @@ mod wire {
             /// The user name.
             user: String,
         },
+        /// Add an ACL binding (`shardlog acl add`); refused if it breaks a bound
+        /// (`acls::AclBinding::validate`, `acls::MAX_ACLS`) or exists. (Last in the enum:
+        /// older entries keep their tags; boxed: the archived enum keeps its size.)
+        CreateAcl {
+            /// The binding.
+            binding: Box<super::super::acls::AclBinding>,
+        },
+        /// Remove the ACL binding equal to `binding` (`shardlog acl remove`); refused if
+        /// there is none. (Last in the enum: older entries keep their tags.)
+        DeleteAcl {
+            /// The binding.
+            binding: Box<super::super::acls::AclBinding>,
+        },
     }
 
     /// A SASL SCRAM credential (RFC 5802): what a server needs to check a client's proof
@@ -416,6 +429,31 @@ mod tests {
         };
         let bytes = delete.encode().unwrap();
         assert_eq!(Command::decode(&bytes).unwrap(), delete);
+        assert_eq!(std::mem::size_of::<wire::ArchivedCommand>(), 32);
+    }
+
+    /// ACL commands round trip, boxed so the archived enum keeps its size.
+    #[test]
+    fn acl_commands_round_trip() {
+        let binding = crate::controller::acls::AclBinding {
+            principal: "alice".into(),
+            resource_type: crate::controller::acls::ResourceType::Topic,
+            pattern: crate::controller::acls::PatternType::Prefixed,
+            name: "logs-".into(),
+            operation: crate::controller::acls::Operation::Read,
+            permission: crate::controller::acls::Permission::Deny,
+        };
+        for acl in [
+            Command::CreateAcl {
+                binding: Box::new(binding.clone()),
+            },
+            Command::DeleteAcl {
+                binding: Box::new(binding),
+            },
+        ] {
+            let bytes = acl.encode().unwrap();
+            assert_eq!(Command::decode(&bytes).unwrap(), acl);
+        }
         assert_eq!(std::mem::size_of::<wire::ArchivedCommand>(), 32);
     }
 }

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 
 use shardlog_engine::{LeaderEpoch, PartitionId};
 
+use super::acls::{AclError, Acls};
 use super::command::{AdoptedData, Command, UserCredential};
 use super::reassignment::{self, Reassignment};
 use super::{failover, placement};
@@ -176,6 +177,9 @@ pub enum Refusal {
     /// No such user.
     #[error("unknown user")]
     UnknownUser,
+    /// An ACL that breaks a bound, or one too many.
+    #[error("{0}")]
+    Acl(AclError),
     /// A producer id block that does not start at the next unreserved id (another block
     /// was reserved meanwhile), or of a size out of range.
     #[error("producer id block at {proposed}: the next unreserved id is {next}")]
@@ -185,6 +189,15 @@ pub enum Refusal {
         /// The block's proposed first id.
         proposed: u64,
     },
+}
+
+impl From<AclError> for Refusal {
+    fn from(error: AclError) -> Refusal {
+        match error {
+            AclError::NoChange => Refusal::NoChange,
+            other => Refusal::Acl(other),
+        }
+    }
 }
 
 /// A change for the driver to publish (to brokers' replicas, metadata caches, clients).
@@ -238,6 +251,13 @@ pub enum MetadataChange {
     },
     /// A user was deleted.
     UserDeleted(String),
+    /// An ACL binding was added or removed (every node authorizes with the new set).
+    AclChanged {
+        /// Added, or removed.
+        added: bool,
+        /// The binding.
+        binding: super::acls::AclBinding,
+    },
     /// Only a partition's ISR changed.
     IsrChanged {
         /// Topic name.
@@ -261,6 +281,8 @@ pub struct Metadata {
     next_producer_id: u64,
     /// SASL users: their SCRAM credentials by mechanism name.
     users: BTreeMap<String, BTreeMap<String, UserCredential>>,
+    /// ACL bindings (`CreateAcl`, `DeleteAcl`).
+    acls: Acls,
 }
 
 impl Metadata {
@@ -280,6 +302,12 @@ impl Metadata {
             replication_factor,
             self.topics_created,
         )
+    }
+
+    /// ACL bindings.
+    #[must_use]
+    pub fn acls(&self) -> &Acls {
+        &self.acls
     }
 
     /// Topics by name.
@@ -481,6 +509,22 @@ impl Metadata {
             Command::DeleteUser { user } => {
                 self.users.remove(user).ok_or(Refusal::UnknownUser)?;
                 changes.push(MetadataChange::UserDeleted(user.clone()));
+                Ok(())
+            }
+            Command::CreateAcl { binding } => {
+                self.acls.add(binding)?;
+                changes.push(MetadataChange::AclChanged {
+                    added: true,
+                    binding: (**binding).clone(),
+                });
+                Ok(())
+            }
+            Command::DeleteAcl { binding } => {
+                self.acls.remove(binding)?;
+                changes.push(MetadataChange::AclChanged {
+                    added: false,
+                    binding: (**binding).clone(),
+                });
                 Ok(())
             }
         }

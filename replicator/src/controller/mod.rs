@@ -33,6 +33,7 @@
 //! bound, and a restart replays every entry), and membership changes (voters are fixed at
 //! start).
 
+pub mod acls;
 pub mod command;
 pub mod failover;
 pub mod heartbeat;

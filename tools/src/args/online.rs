@@ -471,3 +471,72 @@ pub struct PartitionReassignArgs {
     #[arg(long, default_value_t = 600)]
     pub timeout: u64,
 }
+
+/// Arguments of `acl`.
+#[derive(Debug, clap::Args)]
+pub struct AclArgs {
+    /// Which ACL operation.
+    #[command(subcommand)]
+    pub command: AclCommand,
+}
+
+/// The `acl` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum AclCommand {
+    /// Add an ACL: allow (or with --deny, deny) a principal an operation on a topic, a
+    /// group or the cluster. Takes effect on every broker once the controller applied
+    /// it; enforced only on brokers running with `--authorization on`.
+    #[command(after_help = EXIT_CODES)]
+    Add(AclBindingArgs),
+    /// Remove an ACL: the one with exactly these arguments.
+    #[command(after_help = EXIT_CODES)]
+    Remove(AclBindingArgs),
+    /// Print every ACL (or a principal's), one per line.
+    #[command(after_help = EXIT_CODES)]
+    List(AclListArgs),
+}
+
+/// The binding `acl add` and `acl remove` name.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("resource").required(true).args(["topic", "group", "cluster"])))]
+pub struct AclBindingArgs {
+    /// Where to connect.
+    #[command(flatten)]
+    pub brokers: BrokerArgs,
+    /// Who: `User:NAME`, or `User:*` for every user (`User:ANONYMOUS`: connections that
+    /// did not authenticate).
+    #[arg(long)]
+    pub principal: String,
+    /// What: read, write, create, delete, describe, alter or all. Read, write, delete
+    /// and alter also allow describe.
+    #[arg(long)]
+    pub operation: String,
+    /// On this topic (`*`: every topic), or with --prefix every topic starting with it.
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// On this consumer group (`*`: every group), or with --prefix every group starting
+    /// with it.
+    #[arg(long)]
+    pub group: Option<String>,
+    /// On the cluster: create (any topic), alter (reassign, decommission, rebalance,
+    /// ACLs), describe (list reassignments, groups, ACLs), write (idempotent producers).
+    #[arg(long)]
+    pub cluster: bool,
+    /// The topic or group name is a prefix.
+    #[arg(long, conflicts_with = "cluster")]
+    pub prefix: bool,
+    /// Deny instead of allow (a deny wins over every allow).
+    #[arg(long)]
+    pub deny: bool,
+}
+
+/// Arguments of `acl list`.
+#[derive(Debug, clap::Args)]
+pub struct AclListArgs {
+    /// Where to connect.
+    #[command(flatten)]
+    pub brokers: BrokerArgs,
+    /// Only this principal's ACLs (`User:NAME`).
+    #[arg(long)]
+    pub principal: Option<String>,
+}

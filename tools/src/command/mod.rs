@@ -2,6 +2,7 @@
 //! `--group`), cluster, node, group, user; offline: the rest);
 //! [`run`] dispatches to them.
 
+mod acl;
 mod cluster;
 mod consume;
 mod consume_group;
@@ -33,6 +34,7 @@ pub fn run(command: Command) -> Result<Outcome, ToolError> {
         Command::Group(args) => group::run(args),
         Command::Node(args) => node::run(args),
         Command::User(args) => user::run(args),
+        Command::Acl(args) => acl::run(args),
         Command::Dump(args) => dump::run(&args),
         Command::Verify(args) => verify::run(&args.dir),
         Command::Stats(args) => stats::run(&args.dir),

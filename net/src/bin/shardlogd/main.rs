@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 use shardlog_net::logging::LogFormat;
+use shardlog_net::server::config::Switch;
 use shardlog_net::server::{self, FileConfig, ServerConfig};
 
 /// shardlog's server: a partitioned, append-only log over the network.
@@ -178,13 +179,20 @@ struct Args {
     /// any request but ApiVersions and the SASL handshake).
     #[arg(long, env = "SHARDLOGD_AUTHENTICATION", value_parser = ["none", "sasl"])]
     authentication: Option<String>,
-    /// Users no ACL restricts, comma separated (the bootstrap superuser is one).
-    #[arg(long, env = "SHARDLOGD_SUPERUSERS")]
-    superusers: Option<String>,
     /// A file holding one line `user:password`: that user is created at start if it does
     /// not exist (else SHARDLOG_SUPERUSER and SHARDLOG_SUPERUSER_PASSWORD, if set).
     #[arg(long, env = "SHARDLOGD_SUPERUSER_FILE")]
     superuser_file: Option<PathBuf>,
+    /// Authorize client requests against the ACLs (`shardlog acl`): on, or off (every
+    /// request allowed). With it on, nothing is allowed that no ACL allows, except to
+    /// superusers; a connection that has not authenticated is `User:ANONYMOUS`.
+    /// Default off.
+    #[arg(long, env = "SHARDLOGD_AUTHORIZATION")]
+    authorization: Option<Switch>,
+    /// Users allowed everything whatever the ACLs say, comma-separated (`admin` or
+    /// `User:admin`).
+    #[arg(long, env = "SHARDLOGD_SUPERUSERS", value_delimiter = ',')]
+    superusers: Option<Vec<String>>,
 }
 
 impl Args {
@@ -235,8 +243,9 @@ impl Args {
             connection_reply_bytes: self.connection_reply_bytes,
             log_format: self.log_format,
             authentication: self.authentication,
-            superusers: self.superusers,
             superuser_file: self.superuser_file,
+            authorization: self.authorization,
+            superusers: self.superusers,
         };
         ServerConfig::try_from(file.overridden_by(flags))
     }

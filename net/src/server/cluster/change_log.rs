@@ -79,6 +79,14 @@ pub(crate) fn metadata_change(change: &MetadataChange) {
             isr = node_list(isr),
             "replicas changed"
         ),
+        MetadataChange::AclChanged { added, binding } => {
+            let acl = binding.to_string();
+            if *added {
+                tracing::info!(acl, "ACL added");
+            } else {
+                tracing::info!(acl, "ACL removed");
+            }
+        }
     }
 }
 

@@ -11,6 +11,7 @@
 //! replicas, a long poll, or the owner shard's reply. Routing, forwarding and waiting
 //! live in this module only; front ends never see a shard.
 
+pub(crate) mod acls;
 pub(crate) mod groups;
 pub(crate) mod observe;
 pub(crate) mod placement;
@@ -101,6 +102,10 @@ pub(crate) enum OpError {
     /// The node is stopping.
     #[error("the server is stopping")]
     ShuttingDown,
+    /// Authorization is on and the ACLs do not let the connection do this to a resource
+    /// of this type; the message names who, what and which.
+    #[error("{1}")]
+    Unauthorized(shardlog_replicator::controller::acls::ResourceType, String),
     /// Anything else; the message says what.
     #[error("{0}")]
     Unknown(String),
@@ -129,6 +134,7 @@ impl OpError {
             OpError::ProducerFenced(_) => ErrorCode::ProducerFenced,
             OpError::Storage(_) => ErrorCode::StorageError,
             OpError::ShuttingDown => ErrorCode::ShuttingDown,
+            OpError::Unauthorized(..) => ErrorCode::AuthorizationFailed,
             OpError::Unknown(_) => ErrorCode::Unknown,
         }
     }

@@ -1,10 +1,10 @@
-#![allow(dead_code)] // Used by TLS, SASL and ACLs, which land on this seam next.
 //! Who a client connection is. A [`Session`] belongs to one connection on one shard: its
 //! read loop and every request it begins share it. A connection starts without a
 //! principal; a client certificate (mutual TLS) or a SASL exchange gives it one.
 
 pub(crate) mod sasl;
 pub(crate) mod users;
+pub(crate) mod acl;
 
 use std::cell::RefCell;
 

@@ -11,6 +11,7 @@ use shardlog_replicator::NodeId;
 
 use crate::api::ControllerRequest;
 use crate::server::cluster::ClusterView;
+use crate::server::ops::acls::{self, AclChange};
 use crate::server::ops::groups::{self, GroupListing, GroupOp, GroupReply};
 use crate::server::ops::placement::{self, PlacementChange};
 use crate::server::ops::topics::{self, TopicChange};
@@ -39,6 +40,11 @@ pub(crate) enum ShardMsg {
     /// To shard 0: create, change or delete a SASL user (the answer says what was done).
     UserChange {
         change: crate::server::security::users::UserChange,
+        reply: oneshot::Sender<Result<String, OpError>>,
+    },
+    /// To shard 0: add or remove an ACL (the answer says what was done).
+    Acl {
+        change: AclChange,
         reply: oneshot::Sender<Result<String, OpError>>,
     },
     /// To shard 0: a new producer id from this node's block.
@@ -109,6 +115,13 @@ pub(crate) async fn serve(shard: Rc<Shard>, inbox: flume::Receiver<ShardMsg>) {
                 glommio::spawn_local(async move {
                     let change = crate::server::security::users::change_here(&shard, change);
                     let _ = reply.send(change.await);
+                })
+                .detach();
+            }
+            ShardMsg::Acl { change, reply } => {
+                let shard = shard.clone();
+                glommio::spawn_local(async move {
+                    let _ = reply.send(acls::change_here(&shard, change).await);
                 })
                 .detach();
             }

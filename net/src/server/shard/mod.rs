@@ -40,6 +40,8 @@ pub(crate) struct NodeInfo {
     pub(crate) groups: crate::server::groups::GroupConfig,
     /// Client authentication (SASL) and the superusers.
     pub(crate) security: crate::server::config::SecurityConfig,
+    /// Whether and how client requests are authorized.
+    pub(crate) authorizer: crate::server::security::acl::Authorizer,
 }
 
 /// One shard's state.

@@ -12,10 +12,13 @@ use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 use kafka_protocol::protocol::StrBytes;
 use shardlog_engine::batch::BATCH_SIZE_MAX;
 use shardlog_replicator::controller::TopicInfo;
+use shardlog_replicator::controller::acls::{Operation, Resource};
 
 use super::errors;
 use super::request::{self, Answer, Request, respond};
 use crate::server::cluster::TopicSettings;
+use crate::server::security::Session;
+use crate::server::security::acl::Access;
 use crate::server::shard::Shard;
 
 /// Kafka's resource type of a topic.
@@ -31,12 +34,15 @@ const TYPE_LIST: i8 = 7;
 /// One config: name, value, whether the topic sets it, type.
 type Entry = (&'static str, String, bool, i8);
 
-pub(crate) fn describe(shard: &Shard, request: &Request) -> Answer {
+/// Each topic needs describe on it (Kafka's DescribeConfigs operation, which its
+/// AlterConfigs implies: here describe, implied by alter).
+pub(crate) fn describe(shard: &Shard, request: &Request, session: &Session) -> Answer {
     let body: DescribeConfigsRequest = match request::decode(request) {
         Ok(body) => body,
         Err(answer) => return answer,
     };
     let view = shard.cluster.view();
+    let access = Access::new(shard, session);
     let results = body
         .resources
         .into_iter()
@@ -52,6 +58,11 @@ pub(crate) fn describe(shard: &Shard, request: &Request) -> Answer {
                     )));
             }
             let name = resource.resource_name.as_str();
+            if let Err(e) = access.check(Operation::Describe, Resource::Topic(name)) {
+                return result
+                    .with_error_code(errors::code(&e))
+                    .with_error_message(Some(StrBytes::from_string(e.to_string())));
+            }
             let Some(info) = view.as_ref().and_then(|v| v.metadata.topics().get(name)) else {
                 return result.with_error_code(errors::UNKNOWN_TOPIC_OR_PARTITION);
             };

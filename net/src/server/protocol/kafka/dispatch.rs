@@ -60,19 +60,19 @@ pub(crate) async fn begin(shard: &Rc<Shard>, frame: Bytes, session: &Rc<Session>
         }
         _ => {}
     }
-    route(shard, request).await
+    route(shard, request, session).await
 }
 
-async fn route(shard: &Rc<Shard>, request: Request) -> Begun {
+async fn route(shard: &Rc<Shard>, request: Request, session: &Rc<Session>) -> Begun {
     let api = counted_api(request.head.api_key);
     metrics::request(Protocol::Kafka, api, 0, 0);
     let latency = match api {
         metrics::Api::Produce => metrics::Latency::Produce,
         metrics::Api::Fetch => metrics::Latency::Fetch,
-        _ => return answer(shard, request).await,
+        _ => return answer(shard, request, session).await,
     };
     let started = Instant::now();
-    let begun = answer(shard, request).await;
+    let begun = answer(shard, request, session).await;
     Begun {
         completion: async move {
             let answer = begun.completion.await;
@@ -108,28 +108,31 @@ fn counted_api(key: ApiKey) -> metrics::Api {
     }
 }
 
-async fn answer(shard: &Rc<Shard>, request: Request) -> Begun {
+/// Each handler is given the connection's session: authorization (`security::acl`)
+/// judges each topic, group or cluster action by its principal.
+async fn answer(shard: &Rc<Shard>, request: Request, session: &Rc<Session>) -> Begun {
     let small = Begun::small;
+    let s = session;
     match request.head.api_key {
         ApiKey::ApiVersions => small(done(api_versions::answer(&request))),
-        ApiKey::Metadata => small(metadata::begin(shard, request).await),
-        ApiKey::Produce => small(produce::begin(shard, request).await),
-        ApiKey::Fetch => fetch::begin(shard, request).await,
-        ApiKey::ListOffsets => small(offsets::list_offsets(shard, request).await),
-        ApiKey::OffsetForLeaderEpoch => small(offsets::for_leader_epoch(shard, request).await),
-        ApiKey::InitProducerId => small(producer_ids::begin(shard, request).await),
-        ApiKey::CreateTopics => small(topics::create(shard, request).await),
-        ApiKey::DeleteTopics => small(topics::delete(shard, request).await),
-        ApiKey::DescribeConfigs => small(done(configs::describe(shard, &request))),
-        ApiKey::FindCoordinator => small(groups::find_coordinator(shard, request).await),
-        ApiKey::JoinGroup => small(groups::join(shard, request).await),
-        ApiKey::SyncGroup => small(groups::sync(shard, request).await),
-        ApiKey::Heartbeat => small(groups::heartbeat(shard, request).await),
-        ApiKey::LeaveGroup => small(groups::leave(shard, request).await),
-        ApiKey::OffsetCommit => small(groups::offset_commit(shard, request).await),
-        ApiKey::OffsetFetch => small(groups::offset_fetch(shard, request).await),
-        ApiKey::DescribeGroups => small(groups::describe(shard, request).await),
-        ApiKey::ListGroups => small(groups::list(shard, request).await),
+        ApiKey::Metadata => small(metadata::begin(shard, request, s).await),
+        ApiKey::Produce => small(produce::begin(shard, request, s).await),
+        ApiKey::Fetch => fetch::begin(shard, request, s).await,
+        ApiKey::ListOffsets => small(offsets::list_offsets(shard, request, s).await),
+        ApiKey::OffsetForLeaderEpoch => small(offsets::for_leader_epoch(shard, request, s).await),
+        ApiKey::InitProducerId => small(producer_ids::begin(shard, request, s).await),
+        ApiKey::CreateTopics => small(topics::create(shard, request, s).await),
+        ApiKey::DeleteTopics => small(topics::delete(shard, request, s).await),
+        ApiKey::DescribeConfigs => small(done(configs::describe(shard, &request, s))),
+        ApiKey::FindCoordinator => small(groups::find_coordinator(shard, request, s).await),
+        ApiKey::JoinGroup => small(groups::join(shard, request, s).await),
+        ApiKey::SyncGroup => small(groups::sync(shard, request, s).await),
+        ApiKey::Heartbeat => small(groups::heartbeat(shard, request, s).await),
+        ApiKey::LeaveGroup => small(groups::leave(shard, request, s).await),
+        ApiKey::OffsetCommit => small(groups::offset_commit(shard, request, s).await),
+        ApiKey::OffsetFetch => small(groups::offset_fetch(shard, request, s).await),
+        ApiKey::DescribeGroups => small(groups::describe(shard, request, s).await),
+        ApiKey::ListGroups => small(groups::list(shard, request, s).await),
         other => {
             // Listed in `versions::SUPPORTED` without a handler here: a bug.
             tracing::error!(api = ?other, "kafka api listed as served has no handler");

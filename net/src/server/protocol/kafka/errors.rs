@@ -3,6 +3,8 @@
 //! codes so clients refresh metadata and retry: a moved leader to NOT_LEADER_OR_FOLLOWER,
 //! an election or a node catching up to LEADER_NOT_AVAILABLE.
 
+use shardlog_replicator::controller::acls::ResourceType;
+
 use crate::server::ops::OpError;
 
 pub(crate) const NONE: i16 = 0;
@@ -19,6 +21,9 @@ pub(crate) const NOT_ENOUGH_REPLICAS: i16 = 19;
 pub(crate) const INVALID_REQUIRED_ACKS: i16 = 21;
 pub(crate) const INVALID_PARTITIONS: i16 = 37;
 pub(crate) const INVALID_REPLICATION_FACTOR: i16 = 38;
+pub(crate) const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
+pub(crate) const GROUP_AUTHORIZATION_FAILED: i16 = 30;
+pub(crate) const CLUSTER_AUTHORIZATION_FAILED: i16 = 31;
 pub(crate) const UNSUPPORTED_VERSION: i16 = 35;
 pub(crate) const TOPIC_ALREADY_EXISTS: i16 = 36;
 pub(crate) const NOT_CONTROLLER: i16 = 41;
@@ -53,7 +58,17 @@ pub(crate) fn code(error: &OpError) -> i16 {
         OpError::Storage(_) => KAFKA_STORAGE_ERROR,
         // A stopping node: its partitions move; the client finds the new leader.
         OpError::ShuttingDown => NOT_LEADER_OR_FOLLOWER,
+        OpError::Unauthorized(resource, _) => authorization_failed(*resource),
         OpError::Unknown(_) => NOT_COORDINATOR_OR_UNKNOWN,
+    }
+}
+
+/// Kafka's authorization error for a resource type.
+pub(crate) fn authorization_failed(resource: ResourceType) -> i16 {
+    match resource {
+        ResourceType::Topic => TOPIC_AUTHORIZATION_FAILED,
+        ResourceType::Group => GROUP_AUTHORIZATION_FAILED,
+        ResourceType::Cluster => CLUSTER_AUTHORIZATION_FAILED,
     }
 }
 
@@ -93,6 +108,18 @@ mod tests {
             (OpError::OutOfOrderSequence(String::new()), 45),
             (OpError::ProducerFenced(String::new()), 47),
             (OpError::Storage(String::new()), 56),
+            (
+                OpError::Unauthorized(ResourceType::Topic, String::new()),
+                29,
+            ),
+            (
+                OpError::Unauthorized(ResourceType::Group, String::new()),
+                30,
+            ),
+            (
+                OpError::Unauthorized(ResourceType::Cluster, String::new()),
+                31,
+            ),
         ];
         for (error, expected) in table {
             assert_eq!(code(&error), expected, "{error:?}");

@@ -15,6 +15,9 @@
 //!
 //! The response is encoded field by field around the records, which go out as the stored
 //! batches (`Fetched::chunks`), never copied (`request::ReplyWriter::chunks`).
+//!
+//! With authorization on, each topic needs read: a topic the connection may not read is
+//! answered TOPIC_AUTHORIZATION_FAILED on each of its partitions (checked once, here).
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -26,6 +29,8 @@ use kafka_protocol::messages::fetch_response::{LeaderIdAndEpoch, PartitionData};
 use kafka_protocol::messages::{BrokerId, FetchRequest};
 use kafka_protocol::protocol::{Encodable, StrBytes};
 
+use shardlog_replicator::controller::acls::{Operation, Resource};
+
 use super::errors;
 use super::metadata::{current_leader, epoch_check};
 use super::request::{self, Answer, Begun, Head, ReplyWriter, Request, done};
@@ -33,6 +38,8 @@ use crate::server::metrics::{self, Protocol};
 use crate::server::ops::OpError;
 use crate::server::ops::reads::{self, FETCH_BYTES_MAX, FETCH_WAIT_MAX, FetchOp, Fetched};
 use crate::server::protocol::shardlog::handlers::FETCH_RESERVE_MIN;
+use crate::server::security::Session;
+use crate::server::security::acl::Access;
 use crate::server::shard::Shard;
 
 /// The first flexible version (compact encodings, tagged fields).
@@ -49,6 +56,8 @@ struct Wanted {
     offset: i64,
     max_bytes: usize,
     current_leader_epoch: i32,
+    /// Why the connection may not read it (authorization), if it may not.
+    refused: Option<OpError>,
 }
 
 /// What one partition answers.
@@ -69,7 +78,7 @@ struct Plan {
 }
 
 /// First phase: the fetch's reply bytes are counted; the reads are its completion.
-pub(crate) async fn begin(shard: &Rc<Shard>, request: Request) -> Begun {
+pub(crate) async fn begin(shard: &Rc<Shard>, request: Request, session: &Session) -> Begun {
     let body: FetchRequest = match request::decode(&request) {
         Ok(body) => body,
         Err(answer) => return Begun::small(done(answer)),
@@ -84,9 +93,13 @@ pub(crate) async fn begin(shard: &Rc<Shard>, request: Request) -> Begun {
     let wait = Duration::from_millis(u64::try_from(body.max_wait_ms).unwrap_or(0));
     let mut topics = Vec::with_capacity(body.topics.len());
     let mut count = 0;
+    let access = Access::new(shard, session);
     for topic in body.topics {
         let name = topic.topic.0;
         let mut partitions = Vec::with_capacity(topic.partitions.len());
+        let refused = access
+            .check(Operation::Read, Resource::Topic(name.as_str()))
+            .err();
         for p in topic.partitions {
             count += 1;
             partitions.push(Wanted {
@@ -95,6 +108,7 @@ pub(crate) async fn begin(shard: &Rc<Shard>, request: Request) -> Begun {
                 offset: p.fetch_offset,
                 max_bytes: usize::try_from(p.partition_max_bytes).unwrap_or(0),
                 current_leader_epoch: p.current_leader_epoch,
+                refused: refused.clone(),
             });
         }
         topics.push((name, partitions));
@@ -183,6 +197,9 @@ async fn read_one(shard: &Rc<Shard>, wanted: &Wanted, max_bytes: usize) -> Read 
         epoch_error: None,
         fetched: Fetched::default(),
     };
+    if let Some(refused) = &wanted.refused {
+        return failed(refused.clone());
+    }
     let (Ok(partition), Ok(offset)) = (
         u32::try_from(wanted.partition),
         u64::try_from(wanted.offset),

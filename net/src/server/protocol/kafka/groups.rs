@@ -12,6 +12,14 @@
 //! and OffsetFetch from v1, the codecs' first; OffsetCommit up to 8 and OffsetFetch up to
 //! 7 (their next versions are KIP-848's and batch several groups). Static membership
 //! (`group.instance.id`, JoinGroup v5+) is refused with UNSUPPORTED_VERSION.
+//!
+//! Authorization (when on), as in Kafka: JoinGroup, SyncGroup, Heartbeat, LeaveGroup and
+//! OffsetCommit need read on the group, OffsetFetch and DescribeGroups describe on it
+//! (else GROUP_AUTHORIZATION_FAILED); OffsetCommit needs read on each topic, OffsetFetch
+//! describe (else TOPIC_AUTHORIZATION_FAILED on its partitions; a fetch of every
+//! committed offset leaves such topics out). ListGroups lists every group to those who
+//! may describe the cluster, else the groups they may describe. FindCoordinator is not
+//! checked: a coordinator's address is no secret (every broker's is in Metadata).
 
 use std::rc::Rc;
 
@@ -36,6 +44,8 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
+use shardlog_replicator::controller::acls::{Operation, Resource};
+
 use super::errors;
 use super::request::{self, Answer, Completion, Head, Request, done, respond};
 use crate::server::groups::GroupError;
@@ -44,6 +54,8 @@ use crate::server::ops::groups::{
     self, CommitOffset, FetchedOffset, GroupOp, GroupReply, HeartbeatOp, JoinGroupOp, LeaveGroupOp,
     OffsetCommitOp, OffsetFetchOp, SyncGroupOp,
 };
+use crate::server::security::Session;
+use crate::server::security::acl::Access;
 use crate::server::shard::Shard;
 
 /// Kafka's error code of a group operation's refusal.
@@ -82,14 +94,31 @@ fn str_bytes(s: String) -> StrBytes {
     StrBytes::from_string(s)
 }
 
-/// Runs `op` at its coordinator; `encode` turns the reply (or an operation error's
-/// code) into the response.
+/// GROUP_AUTHORIZATION_FAILED unless the connection may do `operation` on group `id`.
+fn group_access(
+    shard: &Shard,
+    session: &Session,
+    operation: Operation,
+    id: &str,
+) -> Result<(), i16> {
+    if Access::new(shard, session).allows(operation, Resource::Group(id)) {
+        Ok(())
+    } else {
+        Err(errors::GROUP_AUTHORIZATION_FAILED)
+    }
+}
+
+/// Runs `op` at its coordinator if the connection may read its group; `encode` turns
+/// the reply (or an error's code) into the response.
 async fn run(
     shard: &Rc<Shard>,
-    head: Head,
+    (head, session): (Head, &Session),
     op: GroupOp,
     encode: fn(Head, Result<GroupReply, i16>) -> Answer,
 ) -> Completion {
+    if let Err(code) = group_access(shard, session, Operation::Read, op.group_id()) {
+        return done(encode(head, Err(code)));
+    }
     let pending = groups::run(shard, op).await;
     async move {
         let reply = pending.await.map_err(|e| op_code(&e));
@@ -99,7 +128,11 @@ async fn run(
 }
 
 /// FindCoordinator (group keys only; v4+ several keys at once).
-pub(crate) async fn find_coordinator(shard: &Rc<Shard>, request: Request) -> Completion {
+pub(crate) async fn find_coordinator(
+    shard: &Rc<Shard>,
+    request: Request,
+    _session: &Session,
+) -> Completion {
     let body: FindCoordinatorRequest = match request::decode(&request) {
         Ok(body) => body,
         Err(answer) => return done(answer),
@@ -185,7 +218,7 @@ fn kafka_address(shard: &Shard, node_id: u32) -> Option<(String, u16)> {
 }
 
 /// JoinGroup: answered once the rebalance completes.
-pub(crate) async fn join(shard: &Rc<Shard>, request: Request) -> Completion {
+pub(crate) async fn join(shard: &Rc<Shard>, request: Request, session: &Session) -> Completion {
     let body: JoinGroupRequest = match request::decode(&request) {
         Ok(body) => body,
         Err(answer) => return done(answer),
@@ -216,7 +249,7 @@ pub(crate) async fn join(shard: &Rc<Shard>, request: Request) -> Completion {
         client_id: "member".to_owned(),
         client_host: String::new(),
     };
-    run(shard, head, GroupOp::Join(op), encode_join).await
+    run(shard, (head, session), GroupOp::Join(op), encode_join).await
 }
 
 fn encode_join(head: Head, reply: Result<GroupReply, i16>) -> Answer {
@@ -259,7 +292,7 @@ fn refused_join(error_code: i16) -> JoinGroupResponse {
 }
 
 /// SyncGroup: answered once the leader's assignments are in.
-pub(crate) async fn sync(shard: &Rc<Shard>, request: Request) -> Completion {
+pub(crate) async fn sync(shard: &Rc<Shard>, request: Request, session: &Session) -> Completion {
     let body: SyncGroupRequest = match request::decode(&request) {
         Ok(body) => body,
         Err(answer) => return done(answer),
@@ -277,7 +310,13 @@ pub(crate) async fn sync(shard: &Rc<Shard>, request: Request) -> Completion {
             .map(|a| (text(&a.member_id), a.assignment.clone()))
             .collect(),
     };
-    run(shard, request.head, GroupOp::Sync(op), encode_sync).await
+    run(
+        shard,
+        (request.head, session),
+        GroupOp::Sync(op),
+        encode_sync,
+    )
+    .await
 }
 
 fn encode_sync(head: Head, reply: Result<GroupReply, i16>) -> Answer {
@@ -294,7 +333,11 @@ fn encode_sync(head: Head, reply: Result<GroupReply, i16>) -> Answer {
 }
 
 /// Heartbeat.
-pub(crate) async fn heartbeat(shard: &Rc<Shard>, request: Request) -> Completion {
+pub(crate) async fn heartbeat(
+    shard: &Rc<Shard>,
+    request: Request,
+    session: &Session,
+) -> Completion {
     let body: HeartbeatRequest = match request::decode(&request) {
         Ok(body) => body,
         Err(answer) => return done(answer),
@@ -307,7 +350,7 @@ pub(crate) async fn heartbeat(shard: &Rc<Shard>, request: Request) -> Completion
     };
     run(
         shard,
-        request.head,
+        (request.head, session),
         GroupOp::Heartbeat(op),
         |head, reply| {
             let error_code = match reply {
@@ -326,7 +369,7 @@ pub(crate) async fn heartbeat(shard: &Rc<Shard>, request: Request) -> Completion
 }
 
 /// LeaveGroup: one member (v0-2) or several (v3+).
-pub(crate) async fn leave(shard: &Rc<Shard>, request: Request) -> Completion {
+pub(crate) async fn leave(shard: &Rc<Shard>, request: Request, session: &Session) -> Completion {
     let body: LeaveGroupRequest = match request::decode(&request) {
         Ok(body) => body,
         Err(answer) => return done(answer),
@@ -344,7 +387,7 @@ pub(crate) async fn leave(shard: &Rc<Shard>, request: Request) -> Completion {
         group_id: text(&body.group_id.0),
         members,
     };
-    run(shard, head, GroupOp::Leave(op), encode_leave).await
+    run(shard, (head, session), GroupOp::Leave(op), encode_leave).await
 }
 
 fn encode_leave(head: Head, reply: Result<GroupReply, i16>) -> Answer {
@@ -373,18 +416,32 @@ fn encode_leave(head: Head, reply: Result<GroupReply, i16>) -> Answer {
 }
 
 /// OffsetCommit (v2+): answered once the offsets are committed.
-pub(crate) async fn offset_commit(shard: &Rc<Shard>, request: Request) -> Completion {
+pub(crate) async fn offset_commit(
+    shard: &Rc<Shard>,
+    request: Request,
+    session: &Session,
+) -> Completion {
     let body: OffsetCommitRequest = match request::decode(&request) {
         Ok(body) => body,
         Err(answer) => return done(answer),
     };
     let head = request.head;
+    let access = Access::new(shard, session);
+    let group = body.group_id.0.as_str();
+    let group_refused = group_access(shard, session, Operation::Read, group).err();
     let mut offsets = Vec::new();
     let mut refused = Vec::new();
     for topic in &body.topics {
+        let readable = access.allows(Operation::Read, Resource::Topic(topic.name.0.as_str()));
         for p in &topic.partitions {
+            if !readable {
+                let code = errors::TOPIC_AUTHORIZATION_FAILED;
+                refused.push((text(&topic.name.0), p.partition_index, code));
+                continue;
+            }
             let Ok(partition) = u32::try_from(p.partition_index) else {
-                refused.push((text(&topic.name.0), p.partition_index));
+                let code = errors::UNKNOWN_TOPIC_OR_PARTITION;
+                refused.push((text(&topic.name.0), p.partition_index, code));
                 continue;
             };
             offsets.push(CommitOffset {
@@ -413,6 +470,9 @@ pub(crate) async fn offset_commit(shard: &Rc<Shard>, request: Request) -> Comple
         group_instance_id: body.group_instance_id.as_ref().map(text),
         offsets,
     };
+    if let Some(code) = group_refused {
+        return done(respond(head, &commit_response(&layout, &[], &Err(code))));
+    }
     let pending = groups::run(shard, GroupOp::Commit(op)).await;
     async move {
         let reply = pending.await.map_err(|e| op_code(&e));
@@ -424,12 +484,15 @@ pub(crate) async fn offset_commit(shard: &Rc<Shard>, request: Request) -> Comple
 /// The OffsetCommit answer: every partition of the request (`layout`) with its code.
 fn commit_response(
     layout: &[(String, Vec<i32>)],
-    refused: &[(String, i32)],
+    refused: &[(String, i32, i16)],
     reply: &Result<GroupReply, i16>,
 ) -> OffsetCommitResponse {
     let outcome = |topic: &str, partition: i32| -> i16 {
-        if refused.iter().any(|(t, p)| t == topic && *p == partition) {
-            return errors::UNKNOWN_TOPIC_OR_PARTITION;
+        let found = refused
+            .iter()
+            .find(|(t, p, _)| t == topic && *p == partition);
+        if let Some((_, _, code)) = found {
+            return *code;
         }
         match reply {
             Ok(GroupReply::Committed(Ok(outcomes))) => outcomes
@@ -462,18 +525,33 @@ fn commit_response(
 }
 
 /// OffsetFetch (v1 to v7; `topics` null from v2: every partition the group committed).
-pub(crate) async fn offset_fetch(shard: &Rc<Shard>, request: Request) -> Completion {
+pub(crate) async fn offset_fetch(
+    shard: &Rc<Shard>,
+    request: Request,
+    session: &Session,
+) -> Completion {
     let body: OffsetFetchRequest = match request::decode(&request) {
         Ok(body) => body,
         Err(answer) => return done(answer),
     };
     let head = request.head;
-    let wanted: Option<Vec<(String, Vec<i32>)>> = body.topics.as_ref().map(|topics| {
-        topics
-            .iter()
-            .map(|t| (text(&t.name.0), t.partition_indexes.clone()))
-            .collect()
-    });
+    let group = body.group_id.0.as_str();
+    if let Err(code) = group_access(shard, session, Operation::Describe, group) {
+        let wanted = body.topics.as_ref().map(|topics| {
+            let named = topics.iter();
+            named
+                .map(|t| (text(&t.name.0), t.partition_indexes.clone()))
+                .collect()
+        });
+        return done(respond(head, &offset_fetch_refused(head, wanted, code)));
+    }
+    let access = Access::new(shard, session);
+    let describable = |topic: &str| access.allows(Operation::Describe, Resource::Topic(topic));
+    // Named topics the connection may not describe are answered apart, not fetched.
+    let (hidden, wanted): (Vec<_>, Vec<_>) = (body.topics.iter().flatten())
+        .map(|t| (text(&t.name.0), t.partition_indexes.clone()))
+        .partition(|(name, _)| !describable(name));
+    let wanted: Option<Vec<(String, Vec<i32>)>> = body.topics.as_ref().map(|_| wanted);
     let partitions = wanted.as_ref().map(|topics| {
         topics
             .iter()
@@ -488,6 +566,12 @@ pub(crate) async fn offset_fetch(shard: &Rc<Shard>, request: Request) -> Complet
         partitions,
     };
     let pending = groups::run(shard, GroupOp::Fetch(op)).await;
+    // Checked now, with this request's ACLs: which fetched topics it may see.
+    let visible: Option<Vec<String>> = (body.topics.is_none() && access.is_enforced()).then(|| {
+        let view = shard.cluster.view();
+        let topics = view.iter().flat_map(|v| v.metadata.topics().keys());
+        topics.filter(|t| describable(t)).cloned().collect()
+    });
     async move {
         let reply = pending.await.map_err(|e| op_code(&e));
         let fetched = match reply {
@@ -497,11 +581,32 @@ pub(crate) async fn offset_fetch(shard: &Rc<Shard>, request: Request) -> Complet
             Err(code) => Err(code),
         };
         match fetched {
-            Ok(fetched) => respond(head, &offsets_fetched(fetched)),
+            Ok(mut fetched) => {
+                if let Some(visible) = &visible {
+                    fetched.retain(|f| visible.contains(&f.topic));
+                }
+                let mut response = offsets_fetched(fetched);
+                response
+                    .topics
+                    .extend(hidden.into_iter().map(topic_refused));
+                respond(head, &response)
+            }
             Err(code) => respond(head, &offset_fetch_refused(head, wanted, code)),
         }
     }
     .boxed_local()
+}
+
+/// A topic of an OffsetFetch the connection may not describe: its partitions refused.
+fn topic_refused((name, partitions): (String, Vec<i32>)) -> OffsetFetchResponseTopic {
+    let code = errors::TOPIC_AUTHORIZATION_FAILED;
+    OffsetFetchResponseTopic::default()
+        .with_name(TopicName(str_bytes(name)))
+        .with_partitions(
+            (partitions.into_iter())
+                .map(|p| fetch_partition(p).with_error_code(code))
+                .collect(),
+        )
 }
 
 fn fetch_partition(partition: i32) -> OffsetFetchResponsePartition {
@@ -562,7 +667,7 @@ fn offset_fetch_refused(
 }
 
 /// DescribeGroups: each group from its coordinator.
-pub(crate) async fn describe(shard: &Rc<Shard>, request: Request) -> Completion {
+pub(crate) async fn describe(shard: &Rc<Shard>, request: Request, session: &Session) -> Completion {
     let body: DescribeGroupsRequest = match request::decode(&request) {
         Ok(body) => body,
         Err(answer) => return done(answer),
@@ -571,13 +676,24 @@ pub(crate) async fn describe(shard: &Rc<Shard>, request: Request) -> Completion 
     let mut pending = Vec::with_capacity(body.groups.len());
     for group in &body.groups {
         let id = text(&group.0);
-        pending.push((id.clone(), groups::run(shard, GroupOp::Describe(id)).await));
+        let answer = match group_access(shard, session, Operation::Describe, &id) {
+            Ok(()) => Ok(groups::run(shard, GroupOp::Describe(id.clone())).await),
+            Err(code) => Err(code),
+        };
+        pending.push((id, answer));
     }
     async move {
         let mut described = Vec::with_capacity(pending.len());
         for (id, answer) in pending {
             let group = DescribedGroup::default().with_group_id(GroupId(str_bytes(id)));
-            let group = match answer.await {
+            let answer = match answer {
+                Ok(answer) => answer.await,
+                Err(code) => {
+                    described.push(group.with_error_code(code));
+                    continue;
+                }
+            };
+            let group = match answer {
                 Ok(GroupReply::Described(Ok(d))) => group
                     .with_group_state(str_bytes(d.state))
                     .with_protocol_type(str_bytes(d.protocol_type))
@@ -611,7 +727,7 @@ pub(crate) async fn describe(shard: &Rc<Shard>, request: Request) -> Completion 
 }
 
 /// ListGroups: the groups this node coordinates (v4+: filtered by state).
-pub(crate) async fn list(shard: &Rc<Shard>, request: Request) -> Completion {
+pub(crate) async fn list(shard: &Rc<Shard>, request: Request, session: &Session) -> Completion {
     let body: ListGroupsRequest = match request::decode(&request) {
         Ok(body) => body,
         Err(answer) => return done(answer),
@@ -622,11 +738,16 @@ pub(crate) async fn list(shard: &Rc<Shard>, request: Request) -> Completion {
         .iter()
         .map(|s| s.as_str().to_ascii_lowercase())
         .collect();
+    let access = Access::new(shard, session);
+    let every = access.allows(Operation::Describe, Resource::Cluster);
     let response = match groups::list(shard).await {
         Ok(listed) => ListGroupsResponse::default().with_groups(
             listed
                 .into_iter()
                 .filter(|g| filter.is_empty() || filter.contains(&g.state.to_ascii_lowercase()))
+                .filter(|g| {
+                    every || access.allows(Operation::Describe, Resource::Group(&g.group_id))
+                })
                 .map(|g| {
                     ListedGroup::default()
                         .with_group_id(GroupId(str_bytes(g.group_id)))

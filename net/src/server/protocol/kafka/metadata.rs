@@ -4,6 +4,11 @@
 //! the request names that do not exist are created first when auto-creation is on
 //! (`--kafka-auto-create-topics`, and the request allows it); one the view does not show
 //! yet is answered LEADER_NOT_AVAILABLE, which clients retry.
+//!
+//! With authorization on, as in Kafka: a request for every topic lists only the topics
+//! the connection may describe; a named topic it may not describe is answered
+//! TOPIC_AUTHORIZATION_FAILED (whether it exists or not), and is auto-created only if it
+//! may create it.
 
 use std::rc::Rc;
 
@@ -14,12 +19,16 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
+use shardlog_replicator::controller::acls::{Operation, Resource};
+
 use super::errors;
 use super::request::{self, Answer, Completion, Head, Request, done, respond};
 use super::topics::auto_create;
 use crate::api::valid_topic_name;
 use crate::server::ops::OpError;
 use crate::server::ops::topics::{self, ClusterMetadata, TopicMeta};
+use crate::server::security::Session;
+use crate::server::security::acl::Access;
 use crate::server::shard::Shard;
 
 /// The cluster id Metadata names (shardlog has one cluster per controller quorum and no
@@ -36,7 +45,11 @@ enum Wanted {
 }
 
 /// First phase: any topic creations start here; the answer is made once they are done.
-pub(crate) async fn begin(shard: &Rc<Shard>, request: Request) -> Completion {
+pub(crate) async fn begin(
+    shard: &Rc<Shard>,
+    request: Request,
+    session: &Rc<Session>,
+) -> Completion {
     let body: MetadataRequest = match request::decode(&request) {
         Ok(body) => body,
         Err(answer) => return done(answer),
@@ -56,24 +69,40 @@ pub(crate) async fn begin(shard: &Rc<Shard>, request: Request) -> Completion {
     let allowed = head.version < 4 || body.allow_auto_topic_creation;
     let creating = match &wanted {
         Wanted::Topics(names) if allowed => {
-            auto_create(shard, names.iter().flatten().map(String::as_str)).await
+            let access = Access::new(shard, session);
+            let names = (names.iter().flatten())
+                .map(String::as_str)
+                .filter(|name| access.allows(Operation::Describe, Resource::Topic(name)));
+            auto_create(shard, names, &access).await
         }
         _ => None,
     };
-    let shard = shard.clone();
+    let (shard, session) = (shard.clone(), session.clone());
     async move {
         let created = match creating {
             Some(creating) => creating.await,
             None => Vec::new(),
         };
-        answer(&shard, head, &wanted, &created)
+        answer(
+            &shard,
+            head,
+            &wanted,
+            &created,
+            &Access::new(&shard, &session),
+        )
     }
     .boxed_local()
 }
 
 /// The answer; `created` names the topics just created, which this shard's view may not
 /// show yet: those are LEADER_NOT_AVAILABLE (retriable), not unknown.
-fn answer(shard: &Shard, head: Head, wanted: &Wanted, created: &[String]) -> Answer {
+fn answer(
+    shard: &Shard,
+    head: Head,
+    wanted: &Wanted,
+    created: &[String],
+    access: &Access<'_>,
+) -> Answer {
     let names: Vec<String> = match wanted {
         Wanted::All => Vec::new(),
         Wanted::Topics(names) => names.iter().flatten().cloned().collect(),
@@ -98,10 +127,19 @@ fn answer(shard: &Shard, head: Head, wanted: &Wanted, created: &[String]) -> Ans
         .with_cluster_id(Some(StrBytes::from_static_str(CLUSTER_ID)))
         .with_controller_id(BrokerId(meta.controller.map_or(-1, signed)))
         .with_brokers(brokers(shard, &meta));
+    let listing = matches!(wanted, Wanted::All);
     response.topics = meta
         .topics
         .into_iter()
+        .filter(|meta| {
+            // Listing every topic shows only those the connection may describe.
+            !listing || access.allows(Operation::Describe, Resource::Topic(&meta.name))
+        })
         .map(|mut meta| {
+            if let Err(e) = access.check(Operation::Describe, Resource::Topic(&meta.name)) {
+                meta.partitions = Err(e);
+                return topic(meta);
+            }
             if meta.partitions == Err(OpError::UnknownTopic) {
                 if created.contains(&meta.name) {
                     meta.partitions = Err(OpError::NotAvailable("just created".into()));

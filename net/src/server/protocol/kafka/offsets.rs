@@ -9,6 +9,9 @@
 //!
 //! OffsetForLeaderEpoch: the leader's epoch history (KIP-101): the largest epoch at or
 //! below the one asked for and the offset where it ended.
+//!
+//! Both need describe on the topic (authorization on), else TOPIC_AUTHORIZATION_FAILED
+//! on each of its partitions.
 
 use std::rc::Rc;
 
@@ -26,29 +29,48 @@ use kafka_protocol::messages::{
     OffsetForLeaderEpochResponse,
 };
 
+use shardlog_replicator::controller::acls::{Operation, Resource};
+
 use super::errors;
 use super::metadata::{epoch_check, leader_epoch};
 use super::request::{self, Completion, Request, done, respond};
 use crate::server::ops::reads::{self, EpochEndOp, ListOffsetsOp, OffsetSpec};
 use crate::server::ops::{OpError, answered};
+use crate::server::security::Session;
+use crate::server::security::acl::Access;
 use crate::server::shard::Shard;
 
 /// Kafka's "earliest" and "latest" timestamps.
 const EARLIEST: i64 = -2;
 const LATEST: i64 = -1;
 
-pub(crate) async fn list_offsets(shard: &Rc<Shard>, request: Request) -> Completion {
+pub(crate) async fn list_offsets(
+    shard: &Rc<Shard>,
+    request: Request,
+    session: &Session,
+) -> Completion {
     let body: ListOffsetsRequest = match request::decode(&request) {
         Ok(body) => body,
         Err(answer) => return done(answer),
     };
     let head = request.head;
+    let access = Access::new(shard, session);
     let mut topics = Vec::with_capacity(body.topics.len());
     for topic in body.topics {
         let name = topic.name.0.as_str().to_owned();
         let mut partitions: Vec<LocalBoxFuture<'static, ListOffsetsPartitionResponse>> =
             Vec::with_capacity(topic.partitions.len());
+        let allowed = access.allows(Operation::Describe, Resource::Topic(&name));
         for p in topic.partitions {
+            if !allowed {
+                let refused = ListOffsetsPartitionResponse::default()
+                    .with_partition_index(p.partition_index)
+                    .with_timestamp(-1)
+                    .with_offset(-1)
+                    .with_error_code(errors::TOPIC_AUTHORIZATION_FAILED);
+                partitions.push(futures::future::ready(refused).boxed_local());
+                continue;
+            }
             partitions.push(list_partition(shard, head.version, &name, &p).await);
         }
         topics.push((topic.name, partitions));
@@ -116,24 +138,33 @@ async fn list_partition(
     .boxed_local()
 }
 
-pub(crate) async fn for_leader_epoch(shard: &Rc<Shard>, request: Request) -> Completion {
+pub(crate) async fn for_leader_epoch(
+    shard: &Rc<Shard>,
+    request: Request,
+    session: &Session,
+) -> Completion {
     let body: OffsetForLeaderEpochRequest = match request::decode(&request) {
         Ok(body) => body,
         Err(answer) => return done(answer),
     };
     let head = request.head;
+    let access = Access::new(shard, session);
     let mut topics = Vec::with_capacity(body.topics.len());
     for topic in body.topics {
         let name = topic.topic.0.as_str().to_owned();
         let mut partitions = Vec::with_capacity(topic.partitions.len());
+        let refusal = access
+            .check(Operation::Describe, Resource::Topic(&name))
+            .err();
         for p in topic.partitions {
             let response = EpochEndOffset::default()
                 .with_partition(p.partition)
                 .with_leader_epoch(-1)
                 .with_end_offset(-1);
-            let pending = match u32::try_from(p.partition) {
-                Err(_) => answered(Err(OpError::UnknownPartition)),
-                Ok(partition) => {
+            let pending = match (&refusal, u32::try_from(p.partition)) {
+                (Some(refusal), _) => answered(Err(refusal.clone())),
+                (None, Err(_)) => answered(Err(OpError::UnknownPartition)),
+                (None, Ok(partition)) => {
                     if let Some(code) = epoch_check(shard, &name, partition, p.current_leader_epoch)
                     {
                         partitions.push(

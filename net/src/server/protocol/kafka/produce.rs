@@ -9,6 +9,9 @@
 //! (`Acks::Leader`, the flush policy's promise); -1, once the in-sync replicas hold it.
 //! Other values get INVALID_REQUIRED_ACKS. Transactional produces are refused (no
 //! transactions). Unknown topics are created first when auto-creation is on.
+//!
+//! With authorization on, each topic needs write (else TOPIC_AUTHORIZATION_FAILED on each
+//! of its partitions, and it is not auto-created), checked once per topic.
 
 use std::rc::Rc;
 
@@ -21,6 +24,8 @@ use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse, TopicN
 use kafka_protocol::protocol::StrBytes;
 use shardlog_engine::batch::BatchHeader;
 
+use shardlog_replicator::controller::acls::{Operation, Resource};
+
 use super::errors;
 use super::metadata::current_leader;
 use super::request::{self, Answer, Completion, Head, Request, done, respond};
@@ -28,6 +33,8 @@ use super::topics::auto_create;
 use crate::server::metrics::{self, Protocol};
 use crate::server::ops::produce::{self, Acks, ProduceOp, Produced};
 use crate::server::ops::{OpError, Pending};
+use crate::server::security::Session;
+use crate::server::security::acl::Access;
 use crate::server::shard::Shard;
 
 /// The first version whose partition answers carry the new leader (KIP-951).
@@ -54,7 +61,7 @@ struct Shape {
 }
 
 /// First phase: every batch handed to its partition in request order.
-pub(crate) async fn begin(shard: &Rc<Shard>, request: Request) -> Completion {
+pub(crate) async fn begin(shard: &Rc<Shard>, request: Request, session: &Session) -> Completion {
     let head = request.head;
     let mut shape = match shape_of(&request) {
         Ok(shape) => shape,
@@ -69,8 +76,11 @@ pub(crate) async fn begin(shard: &Rc<Shard>, request: Request) -> Completion {
             BytesMut::from(&shared[..])
         }
     };
-    let names = shape.topics.iter().map(|(name, _)| name.as_str());
-    if let Some(creating) = auto_create(shard, names).await {
+    let access = Access::new(shard, session);
+    let names = (shape.topics.iter())
+        .map(|(name, _)| name.as_str())
+        .filter(|name| access.allows(Operation::Write, Resource::Topic(name)));
+    if let Some(creating) = auto_create(shard, names, &access).await {
         creating.await;
     }
     let acks = match shape.acks {
@@ -79,7 +89,7 @@ pub(crate) async fn begin(shard: &Rc<Shard>, request: Request) -> Completion {
         -1 => Some(Acks::All),
         _ => None,
     };
-    hand_over(shard, &mut shape, acks, body).await;
+    hand_over(shard, &mut shape, acks, body, &access).await;
     let shard = shard.clone();
     async move {
         let mut responses = Vec::with_capacity(shape.topics.len());
@@ -116,7 +126,13 @@ pub(crate) async fn begin(shard: &Rc<Shard>, request: Request) -> Completion {
 
 /// Hands each partition's records, split off `body` without a copy, to the partition in
 /// request order (or refuses them), filling in each partition's outcome.
-async fn hand_over(shard: &Rc<Shard>, shape: &mut Shape, acks: Option<Acks>, mut body: BytesMut) {
+async fn hand_over(
+    shard: &Rc<Shard>,
+    shape: &mut Shape,
+    acks: Option<Acks>,
+    mut body: BytesMut,
+    access: &Access<'_>,
+) {
     let refusal = if shape.transactional {
         Some(OpError::InvalidRequest(
             "transactions are not supported".into(),
@@ -128,13 +144,14 @@ async fn hand_over(shard: &Rc<Shard>, shape: &mut Shape, acks: Option<Acks>, mut
     };
     let mut consumed = 0;
     for (topic, partitions) in &mut shape.topics {
+        let denied = access.check(Operation::Write, Resource::Topic(topic)).err();
         for p in partitions {
             let records = p.range.map(|(start, len)| {
                 body.advance(start - consumed);
                 consumed = start + len;
                 body.split_to(len)
             });
-            let outcome = match (&refusal, acks, records) {
+            let outcome = match (refusal.as_ref().or(denied.as_ref()), acks, records) {
                 (Some(refusal), _, _) => refused(refusal.clone(), shape.acks),
                 (None, Some(acks), Some(records)) => {
                     partition(shard, topic, p.index, acks, records).await

@@ -8,6 +8,10 @@
 //! (the only policy: there is no compaction). Any other config is refused
 //! (INVALID_CONFIG) rather than ignored. Explicit replica assignments and
 //! `validate_only` are refused (INVALID_REQUEST).
+//!
+//! Authorization (when on): creating a topic, by request or auto-creation, needs create
+//! on the cluster or on the topic (else TOPIC_AUTHORIZATION_FAILED); deleting one needs
+//! delete on it.
 
 use std::rc::Rc;
 
@@ -21,12 +25,16 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
+use shardlog_replicator::controller::acls::{Operation, Resource};
+
 use super::errors;
 use super::request::{self, Completion, Request, done, respond};
 use crate::api::valid_topic_name;
 use crate::server::cluster::TopicSettings;
 use crate::server::ops::OpError;
 use crate::server::ops::topics::{self, NewTopic, TopicChange};
+use crate::server::security::Session;
+use crate::server::security::acl::Access;
 use crate::server::shard::Shard;
 
 /// Kafka's INVALID_CONFIG.
@@ -36,12 +44,13 @@ const INVALID_CONFIG: i16 = 40;
 const AUTO_CREATE_MAX: usize = 64;
 
 /// Creates the topics of `names` that this shard's view does not show, when the node
-/// auto-creates topics. `None` when there is none to create (the common case, and free:
+/// auto-creates topics and `access` allows their creation. `None` when there is none to create (the common case, and free:
 /// nothing is allocated); else a future that resolves once each creation is answered, to
 /// the names that exist now (created, or created meanwhile by someone else).
 pub(crate) async fn auto_create<'a>(
     shard: &Rc<Shard>,
     names: impl Iterator<Item = &'a str> + Clone,
+    access: &Access<'_>,
 ) -> Option<LocalBoxFuture<'static, Vec<String>>> {
     let kafka = &shard.node.kafka;
     let view = shard.cluster.view().filter(|_| kafka.auto_create_topics)?;
@@ -49,6 +58,7 @@ pub(crate) async fn auto_create<'a>(
         valid_topic_name(name)
             && !name.starts_with("__")
             && !view.metadata.topics().contains_key(*name)
+            && may_create(access, name)
     };
     if !names.clone().any(|name| wanted(&name)) {
         return None;
@@ -88,18 +98,28 @@ pub(crate) async fn auto_create<'a>(
     )
 }
 
+/// Whether `access` allows creating topic `name`: create on the cluster or on the topic.
+fn may_create(access: &Access<'_>, name: &str) -> bool {
+    access.allows(Operation::Create, Resource::Cluster)
+        || access.allows(Operation::Create, Resource::Topic(name))
+}
+
 /// CreateTopics: each topic created in turn (the controller leader checks and applies
 /// each), answered once all are.
-pub(crate) async fn create(shard: &Rc<Shard>, request: Request) -> Completion {
+pub(crate) async fn create(shard: &Rc<Shard>, request: Request, session: &Session) -> Completion {
     let body: CreateTopicsRequest = match request::decode(&request) {
         Ok(body) => body,
         Err(answer) => return done(answer),
     };
     let head = request.head;
+    let access = Access::new(shard, session);
     let mut results: Vec<LocalBoxFuture<'static, CreatableTopicResult>> = Vec::new();
     for topic in body.topics {
         let name = topic.name.clone();
-        let refusal = if body.validate_only {
+        let refusal = if !may_create(&access, name.0.as_str()) {
+            let e = access.refusal(Operation::Create, Resource::Topic(name.0.as_str()));
+            Some((errors::code(&e), e.to_string()))
+        } else if body.validate_only {
             Some((
                 errors::INVALID_REQUEST,
                 "validate_only is not supported".to_owned(),
@@ -222,15 +242,19 @@ fn configs(topic: &CreatableTopic) -> Result<(TopicSettings, Option<u16>), (i16,
 }
 
 /// DeleteTopics (by name; v6's topic ids are not served).
-pub(crate) async fn delete(shard: &Rc<Shard>, request: Request) -> Completion {
+pub(crate) async fn delete(shard: &Rc<Shard>, request: Request, session: &Session) -> Completion {
     let body: DeleteTopicsRequest = match request::decode(&request) {
         Ok(body) => body,
         Err(answer) => return done(answer),
     };
     let head = request.head;
+    let access = Access::new(shard, session);
     let mut results = Vec::with_capacity(body.topic_names.len());
     for name in body.topic_names {
-        let pending = topics::change(shard, TopicChange::Delete(name.0.as_str().to_owned())).await;
+        let pending = match access.check(Operation::Delete, Resource::Topic(name.0.as_str())) {
+            Ok(()) => topics::change(shard, TopicChange::Delete(name.0.as_str().to_owned())).await,
+            Err(e) => crate::server::ops::answered(Err(e)),
+        };
         results.push(async move {
             let (code, message) = match pending.await {
                 Ok(()) => (errors::NONE, None),

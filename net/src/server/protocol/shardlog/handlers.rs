@@ -15,6 +15,8 @@ use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::{LocalBoxFuture, ready};
 
+use shardlog_replicator::controller::acls::{Operation, Resource};
+
 use crate::api::{
     Acks, Api, ArchivedAcks, ArchivedFetchRequest, ArchivedListOffsetsRequest, ArchivedOffsetSpec,
     ArchivedProduceRequest, BrokerMetadata, CreateTopicRequest, DeleteTopicRequest, FetchResponse,
@@ -32,9 +34,11 @@ use crate::server::ops::reads::{self, FetchOp, ListOffsetsOp, OffsetSpec};
 use crate::server::ops::reassign;
 use crate::server::ops::topics::{self, ClusterMetadata, NewTopic, TopicChange};
 use crate::server::security::Session;
+use crate::server::security::acl::Access;
 use crate::server::shard::Shard;
 use crate::wire::Frame;
 
+use super::authorize::{self, Refused};
 use super::reply::{Reply, error_reply, reply};
 
 /// The second phase of a request: its reply, or `None` when none is owed.
@@ -86,15 +90,15 @@ pub(crate) async fn begin(
         && frame.header.version == VERSION
         && !shard.is_stopping()
     {
-        return fetch(shard, frame).await;
+        return fetch(shard, frame, session).await;
     }
     Begun {
-        completion: begin_other(shard, frame, peer).await,
+        completion: begin_other(shard, frame, peer, session).await,
         reply_bytes: REPLY_BYTES_SMALL,
     }
 }
 
-async fn begin_other(shard: &Rc<Shard>, frame: Frame, peer: &str) -> Completion {
+async fn begin_other(shard: &Rc<Shard>, frame: Frame, peer: &str, session: &Session) -> Completion {
     let header = frame.header;
     if shard.is_stopping() {
         return done(error_reply(
@@ -115,8 +119,19 @@ async fn begin_other(shard: &Rc<Shard>, frame: Frame, peer: &str) -> Completion 
             &message,
         ));
     }
+    let access = Access::new(shard, session);
+    match authorize::check(&access, api, &frame) {
+        Ok(()) => {}
+        Err(Refused::Invalid(e)) => return invalid(&header, &e),
+        Err(Refused::Unauthorized(e)) => {
+            return done(error_reply(&header, e.code(), &e.to_string()));
+        }
+    }
     match api {
-        Api::Metadata => done(metadata(shard, &frame)),
+        Api::Metadata => done(metadata(shard, &frame, &access)),
+        Api::CreateAcl | Api::DeleteAcl | Api::ListAcls => {
+            super::acls::acl_request(shard, frame).await
+        }
         Api::CreateTopic | Api::DeleteTopic | Api::ReassignPartition => {
             topic_change(shard, frame).await
         }
@@ -136,8 +151,8 @@ async fn begin_other(shard: &Rc<Shard>, frame: Frame, peer: &str) -> Completion 
         }
         Api::UpsertUser | Api::DeleteUser => super::sasl::user_change(shard, frame).await,
         Api::ListUsers => super::sasl::list_users(shard, &frame),
-        Api::Produce => produce(shard, frame).await,
-        Api::Fetch => fetch(shard, frame).await.completion,
+        Api::Produce => produce(shard, frame, &access).await,
+        Api::Fetch => fetch(shard, frame, session).await.completion,
         Api::ListOffsets => list_offsets(shard, frame).await,
         Api::InitProducerId => init_producer_id(shard, frame).await,
         Api::FindCoordinator
@@ -191,13 +206,28 @@ fn invalid(header: &FrameHeader, error: &crate::frame::FrameError) -> Completion
     ))
 }
 
-fn metadata(shard: &Shard, frame: &Frame) -> Reply {
+/// Metadata; with authorization on, a request for every topic lists only those the
+/// connection may describe, and a named one it may not describe is `AuthorizationFailed`.
+fn metadata(shard: &Shard, frame: &Frame, access: &Access<'_>) -> Reply {
     let request: MetadataRequest = match frame.decode() {
         Ok(r) => r,
         Err(e) => return error_reply(&frame.header, ErrorCode::InvalidRequest, &e.to_string()),
     };
     match topics::metadata(shard, &request.topics) {
-        Ok(meta) => reply(&frame.header, &metadata_response(meta), Vec::new()),
+        Ok(mut meta) => {
+            if access.is_enforced() {
+                let listing = request.topics.is_empty();
+                meta.topics.retain(|t| {
+                    !listing || access.allows(Operation::Describe, Resource::Topic(&t.name))
+                });
+                for t in &mut meta.topics {
+                    if let Err(e) = access.check(Operation::Describe, Resource::Topic(&t.name)) {
+                        t.partitions = Err(e);
+                    }
+                }
+            }
+            reply(&frame.header, &metadata_response(meta), Vec::new())
+        }
         Err(e) => error_reply(&frame.header, e.code(), &e.to_string()),
     }
 }
@@ -335,7 +365,7 @@ async fn init_producer_id(shard: &Rc<Shard>, frame: Frame) -> Completion {
     .boxed_local()
 }
 
-async fn produce(shard: &Rc<Shard>, frame: Frame) -> Completion {
+async fn produce(shard: &Rc<Shard>, frame: Frame, access: &Access<'_>) -> Completion {
     let header = frame.header;
     let (topic, partition, acks) = match frame.access::<ArchivedProduceRequest>() {
         Ok(r) => (
@@ -349,6 +379,19 @@ async fn produce(shard: &Rc<Shard>, frame: Frame) -> Completion {
         ),
         Err(e) => return invalid(&header, &e),
     };
+    if let Err(e) = access.check(Operation::Write, Resource::Topic(&topic)) {
+        if acks == Acks::None {
+            tracing::debug!(correlation = header.correlation, error = %e, "acks=none produce refused");
+            return ready(None).boxed_local();
+        }
+        let response = ProduceResponse {
+            error: e.code().as_u16(),
+            base_offset: 0,
+            leader_hint: None,
+            message: e.to_string(),
+        };
+        return done(reply(&header, &response, Vec::new()));
+    }
     let op = ProduceOp {
         topic,
         partition,
@@ -394,7 +437,7 @@ async fn produce(shard: &Rc<Shard>, frame: Frame) -> Completion {
     .boxed_local()
 }
 
-async fn fetch(shard: &Rc<Shard>, frame: Frame) -> Begun {
+async fn fetch(shard: &Rc<Shard>, frame: Frame, session: &Session) -> Begun {
     let header = frame.header;
     let op = match frame.access::<ArchivedFetchRequest>() {
         Ok(r) => FetchOp {
@@ -413,6 +456,13 @@ async fn fetch(shard: &Rc<Shard>, frame: Frame) -> Begun {
             };
         }
     };
+    let access = Access::new(shard, session);
+    if let Err(e) = access.check(Operation::Read, Resource::Topic(&op.topic)) {
+        return Begun {
+            completion: done(reply(&header, &fetch_error(&e), Vec::new())),
+            reply_bytes: REPLY_BYTES_SMALL,
+        };
+    }
     let reply_bytes = op.max_bytes.max(FETCH_RESERVE_MIN) + REPLY_BYTES_SMALL;
     let (from, started) = (op.offset, Instant::now());
     let pending = reads::fetch(shard, op).await;

@@ -24,6 +24,8 @@
 //! no byte received for `idle_timeout` is closed (a long poll or an acks=all produce
 //! outstanding keeps it open).
 
+pub(crate) mod acls;
+mod authorize;
 mod groups;
 pub(crate) mod handlers;
 pub(crate) mod placement;
