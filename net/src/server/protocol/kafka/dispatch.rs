@@ -1,7 +1,9 @@
 //! The dispatcher: a frame's request header picks the handler by api key, after the
 //! version is checked against the supported-versions table (`versions`). An unknown api
 //! key, a version not served (ApiVersions excepted: KIP-511) or a header that does not
-//! parse closes the connection.
+//! parse closes the connection. SaslHandshake and SaslAuthenticate run here (`sasl`), in
+//! request order; on a node that requires SASL (`--authentication sasl`) any request but
+//! those and ApiVersions closes a connection that has not authenticated, as Kafka does.
 
 use std::rc::Rc;
 use std::time::Instant;

@@ -5,7 +5,9 @@
 //! says how many reply bytes to count against the connection while the request is in
 //! flight (its `Begun::reply_bytes`): for a fetch, its capped `max_bytes` (at least
 //! `FETCH_RESERVE_MIN`), for the others a small reply; the connection settles the count to
-//! the reply's real size once it is made.
+//! the reply's real size once it is made. On a node that requires SASL, a connection that
+//! has not authenticated gets `AuthenticationFailed` for anything but the SASL apis
+//! (`sasl`).
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
