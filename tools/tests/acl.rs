@@ -156,17 +156,8 @@ fn confluent(bootstrap: &str) -> serde_json::Value {
     serde_json::from_str(line.expect("an @result line")).unwrap()
 }
 
-#[test]
-fn anonymous_may_read_a_but_not_write_it_nor_read_b() {
-    let dir = test_dir("acl-");
-    set_up(dir.path());
-    let add = ADD;
-
-    // Authorization on, nobody a superuser: the ACL decides, after a restart.
-    let mut server =
-        Shardlogd::start(dir.path(), &["--shards", "2", "--authorization", "on"]).unwrap();
-    let kafka = server.kafka_addr.to_string();
-    let k = kafka.as_str();
+/// What kcat and confluent-kafka get on Kafka listener `k` (see the test).
+fn kafka_clients_see_the_acls(k: &str) {
     assert_eq!(kcat_read(k, "a").unwrap(), "one\ntwo\n");
     let refused = kcat_write(k, "a", "three\n").unwrap_err();
     assert!(authorization_failed(&refused), "{refused}");
@@ -204,10 +195,10 @@ fn anonymous_may_read_a_but_not_write_it_nor_read_b() {
     assert_eq!(seen["create"], "TOPIC_AUTHORIZATION_FAILED");
     assert_eq!(seen["others"]["error"], "GROUP_AUTHORIZATION_FAILED");
     assert!(seen["readers"].get("error").is_none(), "{seen}");
+}
 
-    // The shardlog protocol, by the shipped CLI: the same answers.
-    let brokers = server.brokers();
-    let b = brokers.as_str();
+/// What the shipped CLI gets from the shardlog listener `b` (see the test).
+fn the_cli_sees_the_acls(b: &str) {
     let read = ok_against(b, &["consume", "--topic", "a", "--partition", "0"], "");
     assert_eq!(read, "one\ntwo\n");
     for args in [
@@ -215,7 +206,7 @@ fn anonymous_may_read_a_but_not_write_it_nor_read_b() {
         &["consume", "--topic", "b", "--partition", "0"],
         &["topic", "create", "c", "--partitions", "1"],
         &["acl", "list"],
-        &add,
+        &ADD,
     ] {
         let output = run_against(b, args, "three\n");
         assert_eq!(
@@ -231,6 +222,19 @@ fn anonymous_may_read_a_but_not_write_it_nor_read_b() {
     }
     let topics = ok_against(b, &["topic", "list"], "");
     assert_eq!(topics, "a\n");
+}
+
+#[test]
+fn anonymous_may_read_a_but_not_write_it_nor_read_b() {
+    let dir = test_dir("acl-");
+    set_up(dir.path());
+
+    // Authorization on, nobody a superuser: the ACL decides, after a restart.
+    let mut server =
+        Shardlogd::start(dir.path(), &["--shards", "2", "--authorization", "on"]).unwrap();
+    kafka_clients_see_the_acls(&server.kafka_addr.to_string());
+    // The shardlog protocol, by the shipped CLI: the same answers.
+    the_cli_sees_the_acls(&server.brokers());
     server.terminate().unwrap();
 
     // A superuser is allowed everything, ACLs or not.
@@ -250,7 +254,7 @@ fn anonymous_may_read_a_but_not_write_it_nor_read_b() {
     kcat_write(&kafka, "b", "more\n").unwrap();
     assert_eq!(kcat_read(&kafka, "b").unwrap(), "secret\nmore\n");
     let brokers = server.brokers();
-    let remove = [&add[..1], &["remove"], &add[2..]].concat();
+    let remove = [&ADD[..1], &["remove"], &ADD[2..]].concat();
     ok_against(&brokers, &remove, "");
     let left = ok_against(&brokers, &["acl", "list"], "");
     assert_eq!(left, "User:ANONYMOUS allow read on group readers\n");
