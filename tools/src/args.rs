@@ -11,7 +11,8 @@ pub use online::{
     Acks, AclArgs, AclBindingArgs, AclCommand, BrokerArgs, ClusterArgs, ClusterCommand,
     ConsumeArgs, ConsumeFrom, GroupArgs, GroupCommand, GroupNameArgs, GroupResetArgs, NodeArgs,
     NodeCommand, OutputFormat, PartitionArgs, PartitionCommand, PartitionReassignArgs, ProduceArgs,
-    ResetTo, TopicArgs, TopicCommand, TopicCreateArgs, TopicDeleteArgs, TopicNameArgs, UserArgs, UserCommand,
+    ResetTo, TopicArgs, TopicCommand, TopicCreateArgs, TopicDeleteArgs, TopicNameArgs, UserArgs,
+    UserCommand,
 };
 
 use std::path::PathBuf;

@@ -81,11 +81,8 @@ pub(crate) fn metadata_change(change: &MetadataChange) {
         ),
         MetadataChange::AclChanged { added, binding } => {
             let acl = binding.to_string();
-            if *added {
-                tracing::info!(acl, "ACL added");
-            } else {
-                tracing::info!(acl, "ACL removed");
-            }
+            let what = if *added { "ACL added" } else { "ACL removed" };
+            tracing::info!(acl, "{what}");
         }
     }
 }

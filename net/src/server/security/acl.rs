@@ -40,11 +40,6 @@ impl Authorizer {
         }
     }
 
-    /// Whether requests are checked.
-    pub(crate) fn is_enabled(&self) -> bool {
-        self.enabled
-    }
-
     /// The decision, given the ACLs (`None`: the node has no cluster view yet, so none
     /// is known and only superusers pass) and the user name.
     fn decide(

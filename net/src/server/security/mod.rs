@@ -2,9 +2,9 @@
 //! read loop and every request it begins share it. A connection starts without a
 //! principal; a client certificate (mutual TLS) or a SASL exchange gives it one.
 
+pub(crate) mod acl;
 pub(crate) mod sasl;
 pub(crate) mod users;
-pub(crate) mod acl;
 
 use std::cell::RefCell;
 
