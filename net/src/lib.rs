@@ -10,6 +10,7 @@ pub mod logging;
 pub mod peer;
 pub mod server;
 pub mod testing;
+pub mod tls_files;
 pub mod wire;
 
 pub use error_code::ErrorCode;

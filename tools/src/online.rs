@@ -50,6 +50,7 @@ where
     F: FnOnce(Client) -> Fut + Send + 'static,
     Fut: Future<Output = Result<T, ToolError>> + 'static,
 {
+    let config = brokers.client_config(config)?;
     let brokers = brokers.brokers.clone();
     on_executor(move || async move {
         let client = Client::connect(&brokers, config)

@@ -32,6 +32,7 @@ use glommio::net::{Preallocated, TcpStream};
 
 use crate::api::{Api, MetadataRequest, VERSION};
 use crate::client::ClientError;
+use crate::client::tls::ClientTls;
 use crate::frame::encode_head;
 use crate::wire::{self, Frame, Outgoing};
 
@@ -170,10 +171,31 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
-    /// Connects to `addr` and starts the reader, writer and sweeper tasks.
-    pub(crate) async fn open_with(addr: &str, options: Options) -> Result<Connection, ClientError> {
+    /// Connects to `addr` (over `tls`, if given, the handshake within the connect
+    /// timeout too) and starts the reader, writer and sweeper tasks.
+    pub(crate) async fn open_with(
+        addr: &str,
+        options: Options,
+        tls: Option<&ClientTls>,
+    ) -> Result<Connection, ClientError> {
+        let started = Instant::now();
         let stream = connect(addr, options.connect_timeout).await?;
-        Connection::over(stream, addr, options)
+        let Some(tls) = tls else {
+            return Connection::over(stream, addr, options);
+        };
+        let left = options
+            .connect_timeout
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_millis(1));
+        let handshake = std::pin::pin!(tls.handshake(stream, addr));
+        let timeout = std::pin::pin!(glommio::timer::sleep(left));
+        match futures::future::select(handshake, timeout).await {
+            futures::future::Either::Left((stream, _)) => Connection::over(stream?, addr, options),
+            futures::future::Either::Right(_) => Err(ClientError::NoBroker(format!(
+                "{addr}: no TLS handshake within {:?}",
+                options.connect_timeout
+            ))),
+        }
     }
 
     /// A connection over a stream already connected (and, between peers, authenticated)

@@ -56,8 +56,10 @@ mod idempotence;
 mod leader;
 mod metadata;
 pub mod range_assignor;
+pub mod tls;
 
 pub use group::{GroupConfig, GroupMember, Joined};
+pub use tls::{ClientTls, ClientTlsError, ClientTlsFiles};
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -115,6 +117,8 @@ pub struct ClientConfig {
     /// brokers, `InitProducerId`) and per-partition sequence numbers, so a retry after a
     /// failover is never stored twice. Off: batches go as the caller built them.
     pub idempotence: bool,
+    /// TLS to every broker ([`ClientTls::load`]); `None` (the default): plain TCP.
+    pub tls: Option<ClientTls>,
 }
 
 impl Default for ClientConfig {
@@ -131,6 +135,7 @@ impl Default for ClientConfig {
             retry_backoff: Duration::from_millis(100),
             retry_backoff_max: Duration::from_secs(1),
             idempotence: true,
+            tls: None,
         }
     }
 }
@@ -158,6 +163,15 @@ pub enum ClientError {
     /// No broker could be reached.
     #[error("no broker reachable: {0}")]
     NoBroker(String),
+    /// The TLS handshake failed: a certificate not trusted or not for the name dialled,
+    /// a client certificate the broker refused, or a broker that does not speak TLS.
+    #[error("TLS with {addr}: {reason}")]
+    Tls {
+        /// The broker dialled.
+        addr: String,
+        /// What failed.
+        reason: String,
+    },
     /// A broker that metadata named as the leader does not know the topic; retried with
     /// fresh metadata.
     #[error("stale metadata: {0}")]
@@ -207,7 +221,9 @@ impl ClientError {
             | ClientError::NoBroker(_)
             | ClientError::StaleMetadata(_)
             | ClientError::LeaderMoved { .. } => true,
-            ClientError::Protocol(_) | ClientError::NoSuchPartition { .. } => false,
+            ClientError::Protocol(_)
+            | ClientError::Tls { .. }
+            | ClientError::NoSuchPartition { .. } => false,
         }
     }
 
@@ -592,7 +608,7 @@ impl Client {
                 timeout: config.probe_timeout,
             }),
         };
-        let conn = Connection::open_with(addr, options).await?;
+        let conn = Connection::open_with(addr, options, config.tls.as_ref()).await?;
         let mut connections = self.inner.connections.borrow_mut();
         if let Some(other) = connections.get(addr)
             && !other.is_dead()

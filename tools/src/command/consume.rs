@@ -42,7 +42,7 @@ use shardlog_net::api::OffsetSpec;
 use shardlog_net::client::{Client, ClientConfig, ClientError, FetchOptions, Fetched};
 
 use crate::Outcome;
-use crate::args::{ConsumeArgs, ConsumeFrom, OutputFormat};
+use crate::args::{BrokerArgs, ConsumeArgs, ConsumeFrom, OutputFormat};
 use crate::broker_outage::{BrokerOutage, no_broker_answers};
 use crate::decompress;
 use crate::error::ToolError;
@@ -114,10 +114,12 @@ async fn consume(client: Client, args: ConsumeArgs) -> Result<Outcome, ToolError
 /// told to stop meanwhile.
 pub(super) async fn connect_retried(
     outage: &mut BrokerOutage,
-    brokers: &str,
+    brokers: &BrokerArgs,
 ) -> Result<Option<Client>, ToolError> {
+    let config = brokers.client_config(ClientConfig::default())?;
+    let brokers = &brokers.brokers;
     let connect = || async {
-        Client::connect(brokers, ClientConfig::default())
+        Client::connect(brokers, config.clone())
             .await
             .map_err(|source| ToolError::Connect {
                 brokers: brokers.to_owned(),
@@ -135,7 +137,7 @@ async fn follow(args: ConsumeArgs) -> Result<Outcome, ToolError> {
         return Ok(Outcome::Clean);
     }
     let mut outage = BrokerOutage::default();
-    let Some(client) = connect_retried(&mut outage, &args.brokers.brokers).await? else {
+    let Some(client) = connect_retried(&mut outage, &args.brokers).await? else {
         return Ok(Outcome::Clean);
     };
     let Some(cursors) = retried(&mut outage, "start", || cursors(&client, &args)).await? else {

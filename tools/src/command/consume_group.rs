@@ -53,7 +53,7 @@ pub(super) async fn consume(args: ConsumeArgs, group: String) -> Result<Outcome,
         return Ok(Outcome::Clean);
     }
     let mut outage = BrokerOutage::default();
-    let Some(client) = connect_retried(&mut outage, &args.brokers.brokers).await? else {
+    let Some(client) = connect_retried(&mut outage, &args.brokers).await? else {
         return Ok(Outcome::Clean);
     };
     let session = Duration::from_millis(u64::from(args.session_timeout_ms.get()));

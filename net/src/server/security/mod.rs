@@ -3,6 +3,8 @@
 //! read loop and every request it begins share it. A connection starts without a
 //! principal; a client certificate (mutual TLS) or a SASL exchange gives it one.
 
+pub(crate) mod tls;
+
 use std::cell::RefCell;
 
 /// An authenticated identity: the user a SASL exchange proved, or the name a client
