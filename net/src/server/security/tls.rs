@@ -261,6 +261,95 @@ mod tests {
         assert_eq!(principal_of(&cert), Some(Principal("bob.example".into())));
     }
 
+    /// A CA issuer and its certificate's PEM.
+    fn ca() -> (rcgen::Issuer<'static, rcgen::KeyPair>, String) {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "test CA");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let pem = params.self_signed(&key).unwrap().pem();
+        (rcgen::Issuer::new(params, key), pem)
+    }
+
+    /// A certificate `issuer` signs for `names` with subject CN `cn`: (cert, key) PEM.
+    fn signed(
+        issuer: &rcgen::Issuer<'static, rcgen::KeyPair>,
+        names: &[&str],
+        cn: &str,
+    ) -> (String, String) {
+        let names = names.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let mut params = rcgen::CertificateParams::new(names).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    fn write(dir: &Path, name: &str, content: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join(name);
+        std::fs::write(&path, content).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        path
+    }
+
+    /// A real handshake over loopback between the server side here and the client
+    /// library's: the principal comes from the client certificate the CA signed.
+    #[test]
+    fn a_verified_client_certificate_names_the_connection_principal() {
+        let dir = tempfile::tempdir().unwrap();
+        let (servers, servers_pem) = ca();
+        let (clients, clients_pem) = ca();
+        let (server_cert, server_key) = signed(&servers, &["localhost"], "server");
+        let (alice_cert, alice_key) = signed(&clients, &[], "alice");
+        let files = ClientTlsFiles {
+            cert: write(dir.path(), "server.pem", &server_cert),
+            key: write(dir.path(), "server.key", &server_key),
+            client_ca: Some(write(dir.path(), "clients.pem", &clients_pem)),
+            client_auth: ClientAuth::Required,
+        };
+        let listener_tls = ListenerTls::load(files).unwrap();
+        let client_tls = crate::client::ClientTls::load(&crate::client::ClientTlsFiles {
+            ca: write(dir.path(), "servers.pem", &servers_pem),
+            cert: Some(write(dir.path(), "alice.pem", &alice_cert)),
+            key: Some(write(dir.path(), "alice.key", &alice_key)),
+            server_name: None,
+        })
+        .unwrap();
+        let acceptor = listener_tls.acceptor();
+        let principal = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(1 << 20)
+            .spawn(move || async move {
+                let listener = glommio::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                let port = listener.local_addr().unwrap().port();
+                let server = glommio::spawn_local(async move {
+                    let stream = listener.accept().await.unwrap();
+                    handshake(&acceptor, stream).await.map(|(_, p)| p)
+                });
+                let stream = glommio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .unwrap();
+                // Dialled as localhost: the name the server's certificate carries.
+                let addr = format!("localhost:{port}");
+                let mut client = client_tls.handshake(stream, &addr).await.unwrap();
+                // TLS 1.3: the server checks the client's certificate after the client's
+                // side completed; a write carries the client's last flight.
+                futures::AsyncWriteExt::write_all(&mut client, b"x")
+                    .await
+                    .unwrap();
+                futures::AsyncWriteExt::flush(&mut client).await.unwrap();
+                server.await.unwrap()
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(principal.unwrap().to_string(), "User:alice");
+    }
+
     #[test]
     fn a_certificate_naming_no_one_gives_no_principal() {
         assert_eq!(principal_of(&certificate(None, &[])), None);
