@@ -1,6 +1,6 @@
 //! TLS on the client listeners (the shardlog protocol's `--listen` and the Kafka
-//! `--kafka-listen`): with `--tls-cert` and `--tls-key` both speak only TLS (1.2 or 1.3,
-//! rustls with the ring provider). With `--tls-client-ca` the server asks each client for
+//! `--kafka-listen`): with `--tls-cert` and `--tls-key` both speak only TLS (1.3, rustls
+//! with the ring provider). With `--tls-client-ca` the server asks each client for
 //! a certificate signed by that CA: `--tls-client-auth required` (the default) refuses a
 //! client without one, `optional` lets it in without a principal. A verified client
 //! certificate names the connection's principal ([`principal_of`]).
@@ -164,9 +164,12 @@ fn acceptor(files: &ClientTlsFiles) -> Result<TlsAcceptor, ListenerTlsError> {
         }
         None => builder.with_no_client_auth(),
     };
-    let config = builder
+    let mut config = builder
         .with_single_cert(chain, key)
         .map_err(config_error(&files.key))?;
+    // Our suite order (AES-128-GCM first, see `ring_provider`) over the client's: OpenSSL
+    // clients (librdkafka) list AES-256 first, which costs the server more per byte.
+    config.ignore_client_order = true;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
