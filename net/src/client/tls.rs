@@ -13,6 +13,7 @@ use futures_rustls::client::TlsStream;
 use rustls::pki_types::ServerName;
 
 use crate::client::ClientError;
+use crate::client::connection::is_tls_failure;
 use crate::tls_files::{PemError, read_certificates, read_private_key, read_roots, ring_provider};
 
 /// The files a client's TLS is made from (`--tls-ca`, `--tls-cert`, `--tls-key`).
@@ -116,10 +117,7 @@ impl ClientTls {
             }
         };
         self.connector.connect(name, stream).await.map_err(|error| {
-            let is_tls = error
-                .get_ref()
-                .is_some_and(|inner| inner.is::<rustls::Error>());
-            if is_tls {
+            if is_tls_failure(&error) {
                 ClientError::Tls {
                     addr: addr.to_owned(),
                     reason: error.to_string(),
