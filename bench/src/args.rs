@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use shardlog_engine::FlushPolicy;
+use shardlog_net::client::{ClientConfig, ClientTls, ClientTlsFiles};
 
 /// shardlog's load generator.
 #[derive(Debug, Parser)]
@@ -222,6 +223,62 @@ pub enum FromArg {
     End,
 }
 
+/// How the shardlog-protocol clients reach brokers that speak TLS (`shardlogd --tls-cert`).
+#[derive(Debug, Clone, Args)]
+pub struct TlsArgs {
+    /// Connect over TLS, trusting brokers whose certificate this CA (PEM) signed for the
+    /// host dialled.
+    #[arg(long, env = "SHARDLOG_TLS_CA", value_name = "PEM")]
+    pub tls_ca: Option<PathBuf>,
+    /// With --tls-ca: this client's certificate (PEM), for brokers that ask for one;
+    /// needs --tls-key.
+    #[arg(
+        long,
+        env = "SHARDLOG_TLS_CERT",
+        value_name = "PEM",
+        requires = "tls_ca"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(
+        long,
+        env = "SHARDLOG_TLS_KEY",
+        value_name = "PEM",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// With --tls-ca: the name the brokers' certificates must carry, instead of the host
+    /// dialled.
+    #[arg(
+        long,
+        env = "SHARDLOG_TLS_SERVER_NAME",
+        value_name = "NAME",
+        requires = "tls_ca"
+    )]
+    pub tls_server_name: Option<String>,
+}
+
+impl TlsArgs {
+    /// The client settings every connection of the run starts from: the defaults with
+    /// the SASL credentials (`crate::sasl`), and TLS when --tls-ca is given (the files
+    /// read now).
+    pub fn client_config(&self) -> anyhow::Result<ClientConfig> {
+        let Some(ca) = &self.tls_ca else {
+            return Ok(crate::sasl::client_config());
+        };
+        let files = ClientTlsFiles {
+            ca: ca.clone(),
+            cert: self.tls_cert.clone(),
+            key: self.tls_key.clone(),
+            server_name: self.tls_server_name.clone(),
+        };
+        Ok(ClientConfig {
+            tls: Some(ClientTls::load(&files)?),
+            ..crate::sasl::client_config()
+        })
+    }
+}
+
 /// `shardlog-bench produce|consume|e2e`: one option set; each workload uses what applies.
 #[derive(Debug, Clone, Args)]
 pub struct NetArgs {
@@ -240,6 +297,9 @@ pub struct NetArgs {
     /// The SASL mechanism of `--user`.
     #[arg(long, default_value = "SCRAM-SHA-256", value_parser = ["SCRAM-SHA-256", "SCRAM-SHA-512"])]
     pub sasl_mechanism: String,
+    /// TLS to the brokers (shardlog protocol only).
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// The protocol spoken: shardlog's own, or Kafka's (produce only: the same workload
     /// as Kafka Produce requests, for comparing the two front ends).
     #[arg(long, value_enum, default_value_t = Protocol::Shardlog)]

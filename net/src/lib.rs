@@ -11,6 +11,7 @@ pub mod peer;
 pub mod scram;
 pub mod server;
 pub mod testing;
+pub mod tls_files;
 pub mod wire;
 
 pub use error_code::ErrorCode;

@@ -312,6 +312,12 @@ impl Shardlogd {
         self.child.wait()
     }
 
+    /// SIGHUP: the server re-reads its TLS files (`--tls-cert`, `--tls-key`,
+    /// `--tls-client-ca`).
+    pub fn hangup(&mut self) -> std::io::Result<()> {
+        self.signal(libc::SIGHUP)
+    }
+
     /// SIGSTOP: the process stays, frozen (its sockets stay open and silent).
     pub fn pause(&mut self) -> std::io::Result<()> {
         self.signal(libc::SIGSTOP)

@@ -19,7 +19,9 @@ const REPORT_EVERY: Duration = Duration::from_secs(10);
 pub fn no_broker_answers(error: &ToolError) -> bool {
     match error {
         ToolError::Connect { source, .. } | ToolError::Request { source, .. } => {
-            is_connection_error(source)
+            // A TLS failure (an untrusted certificate, say) answers the same way each time.
+            (is_connection_error(source)
+                && !matches!(source, shardlog_net::client::ClientError::Tls { .. }))
                 || matches!(source, shardlog_net::client::ClientError::Timeout)
         }
         _ => false,

@@ -132,5 +132,8 @@ impl ToolError {
 /// Whether a client error means the brokers could not be reached (rather than an answer).
 #[must_use]
 pub fn is_connection_error(error: &ClientError) -> bool {
-    matches!(error, ClientError::Io(_) | ClientError::NoBroker(_))
+    matches!(
+        error,
+        ClientError::Io(_) | ClientError::NoBroker(_) | ClientError::Tls { .. }
+    )
 }

@@ -59,6 +59,7 @@ where
     if config.sasl.is_none() {
         config.sasl = sasl_credentials(brokers)?;
     }
+    let config = brokers.client_config(config)?;
     let brokers = brokers.brokers.clone();
     on_executor(move || async move {
         let client = Client::connect(&brokers, config)

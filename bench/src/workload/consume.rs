@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use shardlog_engine::batch::BatchHeader;
 use shardlog_engine::record::RecordIter;
 use shardlog_net::api::OffsetSpec;
-use shardlog_net::client::{Client, FetchOptions};
+use shardlog_net::client::{Client, ClientConfig, FetchOptions};
 
 use crate::args::{FromArg, NetArgs};
 use crate::net_report::{NetReport, Outcome};
@@ -39,6 +39,8 @@ pub enum Until {
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
     brokers: String,
+    /// What each consumer's client starts from (TLS, if any).
+    client: ClientConfig,
     topic: String,
     consumers: usize,
     /// Start offset of each partition.
@@ -51,9 +53,16 @@ pub struct ConsumerConfig {
 
 impl ConsumerConfig {
     /// The consumers' configuration for `args`, starting at `starts`.
-    pub fn new(args: &NetArgs, starts: Vec<u64>, until: Until, e2e: bool) -> ConsumerConfig {
+    pub fn new(
+        args: &NetArgs,
+        client: ClientConfig,
+        starts: Vec<u64>,
+        until: Until,
+        e2e: bool,
+    ) -> ConsumerConfig {
         ConsumerConfig {
             brokers: args.brokers.clone(),
+            client,
             topic: args.topic.clone(),
             consumers: args.consumers,
             starts,
@@ -69,8 +78,13 @@ impl ConsumerConfig {
 }
 
 /// Each partition's start offset: its log start or its current end.
-pub async fn start_offsets(brokers: &str, topic: &str, from: FromArg) -> anyhow::Result<Vec<u64>> {
-    let client = Client::connect(brokers, crate::sasl::client_config())
+pub async fn start_offsets(
+    brokers: &str,
+    client: ClientConfig,
+    topic: &str,
+    from: FromArg,
+) -> anyhow::Result<Vec<u64>> {
+    let client = Client::connect(brokers, client)
         .await
         .with_context(|| format!("connecting to {brokers}"))?;
     let partitions = client
@@ -97,15 +111,18 @@ pub fn run(args: NetArgs) -> anyhow::Result<Outcome> {
     if args.consumers == 0 {
         bail!("--consumers must be at least 1");
     }
+    let client = args.tls.client_config()?;
     let (brokers, topic, from) = (args.brokers.clone(), args.topic.clone(), args.from);
-    let starts = on_executor(move || async move { start_offsets(&brokers, &topic, from).await })?;
+    let base = client.clone();
+    let starts =
+        on_executor(move || async move { start_offsets(&brokers, base, &topic, from).await })?;
     let partitions = u32::try_from(starts.len())?;
     let until = match args.count {
         Some(count) => Until::Count(count),
         None => Until::Duration(Duration::from_secs_f64(args.duration)),
     };
     let run = Arc::new(Run::new(warmup(&args, args.from == FromArg::Beginning)));
-    let config = Arc::new(ConsumerConfig::new(&args, starts, until, false));
+    let config = Arc::new(ConsumerConfig::new(&args, client, starts, until, false));
     let handles = spawn_consumers(&run, &config, args.threads)?;
     start_when_ready(&run, args.consumers)?;
     let show = Show {
@@ -157,7 +174,7 @@ pub fn spawn_consumers(
 }
 
 async fn consumer(run: Arc<Run>, config: Arc<ConsumerConfig>, index: usize) -> anyhow::Result<()> {
-    let client = Client::connect(&config.brokers, crate::sasl::client_config())
+    let client = Client::connect(&config.brokers, config.client.clone())
         .await
         .with_context(|| format!("consumer {index} connecting to {}", config.brokers))?;
     let mine: Vec<u32> = (0..config.starts.len())

@@ -29,18 +29,26 @@ pub fn run(args: NetArgs) -> anyhow::Result<Outcome> {
     if args.record_size < 8 {
         bail!("e2e needs --record-size of at least 8 (each value starts with its send time)");
     }
+    let client = args.tls.client_config()?;
     let (brokers, topic, wanted) = (args.brokers.clone(), args.topic.clone(), args.partitions);
+    let base = client.clone();
     let starts = on_executor(move || async move {
-        ensure_topic(&brokers, &topic, wanted).await?;
-        start_offsets(&brokers, &topic, FromArg::End).await
+        ensure_topic(&brokers, base.clone(), &topic, wanted).await?;
+        start_offsets(&brokers, base, &topic, FromArg::End).await
     })?;
     let partitions = u32::try_from(starts.len())?;
     let run = Arc::new(Run::new(warmup(&args, false)));
     let until = Until::Produced {
         drain: Duration::from_secs_f64(args.drain),
     };
-    let consumers = Arc::new(ConsumerConfig::new(&args, starts, until, true));
-    let producers = Arc::new(ProducerConfig::new(&args, partitions, true));
+    let consumers = Arc::new(ConsumerConfig::new(
+        &args,
+        client.clone(),
+        starts,
+        until,
+        true,
+    ));
+    let producers = Arc::new(ProducerConfig::new(&args, client, partitions, true));
     let consumer_handles = spawn_consumers(&run, &consumers, 1)?;
     let producer_handles = spawn_producers(&run, &producers, args.threads)?;
     start_when_ready(&run, args.producers + args.consumers)?;

@@ -83,7 +83,7 @@ pub fn run(args: FailoverArgs) -> anyhow::Result<FailoverReport> {
         bail!("--kills must be at least 1");
     }
     on_executor(move || async move {
-        ensure_topic(&args.brokers, &args.topic, 1).await?;
+        ensure_topic(&args.brokers, ClientConfig::default(), &args.topic, 1).await?;
         // Retries every 10 ms (a failed attempt is resent at once after a metadata
         // refresh), by the client: an idempotent batch keeps its sequence across them.
         let config = ClientConfig {

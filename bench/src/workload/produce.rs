@@ -32,6 +32,8 @@ use crate::workload::progress::{Progress, Show};
 #[derive(Debug, Clone)]
 pub struct ProducerConfig {
     pub(crate) brokers: String,
+    /// What each producer's client starts from (TLS, if any).
+    pub(crate) client: ClientConfig,
     pub(crate) topic: String,
     pub(crate) partitions: u32,
     pub(crate) producers: usize,
@@ -54,13 +56,19 @@ pub struct ProducerConfig {
 
 impl ProducerConfig {
     /// The producers' configuration for `args` on a topic of `partitions` partitions.
-    pub fn new(args: &NetArgs, partitions: u32, stamp_send_time: bool) -> ProducerConfig {
+    pub fn new(
+        args: &NetArgs,
+        client: ClientConfig,
+        partitions: u32,
+        stamp_send_time: bool,
+    ) -> ProducerConfig {
         let interval = args.rate.map(|rate| {
             let per_producer = rate / args.producers as f64;
             Duration::from_secs_f64(args.batch_records as f64 / per_producer)
         });
         ProducerConfig {
             brokers: args.brokers.clone(),
+            client,
             topic: args.topic.clone(),
             partitions,
             producers: args.producers,
@@ -109,8 +117,13 @@ pub fn check_args(args: &NetArgs) -> anyhow::Result<()> {
 
 /// Creates the topic with `partitions` partitions unless it exists; returns its partition
 /// count as the brokers know it.
-pub async fn ensure_topic(brokers: &str, topic: &str, partitions: u32) -> anyhow::Result<u32> {
-    let client = Client::connect(brokers, crate::sasl::client_config())
+pub async fn ensure_topic(
+    brokers: &str,
+    client: ClientConfig,
+    topic: &str,
+    partitions: u32,
+) -> anyhow::Result<u32> {
+    let client = Client::connect(brokers, client)
         .await
         .with_context(|| format!("connecting to {brokers}"))?;
     // A topic that exists is used as it is: creating it again would need the right to
@@ -138,17 +151,22 @@ pub async fn ensure_topic(brokers: &str, topic: &str, partitions: u32) -> anyhow
 /// `shardlog-bench produce`.
 pub fn run(args: NetArgs) -> anyhow::Result<Outcome> {
     check_args(&args)?;
+    let client = args.tls.client_config()?;
+    if args.protocol == Protocol::Kafka && client.tls.is_some() {
+        bail!("--tls-ca applies to the shardlog protocol only, not --protocol kafka");
+    }
     let (brokers, topic, wanted) = (args.brokers.clone(), args.topic.clone(), args.partitions);
+    let base = client.clone();
     let partitions = match args.protocol {
         Protocol::Shardlog => {
-            on_executor(move || async move { ensure_topic(&brokers, &topic, wanted).await })?
+            on_executor(move || async move { ensure_topic(&brokers, base, &topic, wanted).await })?
         }
         Protocol::Kafka => on_executor(move || async move {
             kafka_produce::ensure_topic(&brokers, &topic, wanted).await
         })?,
     };
     let run = Arc::new(Run::new(warmup(&args, false)));
-    let config = Arc::new(ProducerConfig::new(&args, partitions, false));
+    let config = Arc::new(ProducerConfig::new(&args, client, partitions, false));
     let handles = spawn_producers(&run, &config, args.threads)?;
     start_when_ready(&run, args.producers)?;
     let show = Show {
@@ -204,7 +222,7 @@ pub fn config_batch_bytes(args: &NetArgs) -> usize {
 async fn producer(run: Arc<Run>, config: Arc<ProducerConfig>, index: usize) -> anyhow::Result<()> {
     let client_config = ClientConfig {
         idempotence: config.idempotence,
-        ..crate::sasl::client_config()
+        ..config.client.clone()
     };
     let client = Client::connect(&config.brokers, client_config)
         .await

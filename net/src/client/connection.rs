@@ -32,6 +32,7 @@ use glommio::net::{Preallocated, TcpStream};
 
 use crate::api::{Api, MetadataRequest, VERSION};
 use crate::client::ClientError;
+use crate::client::tls::ClientTls;
 use crate::frame::encode_head;
 use crate::wire::{self, Frame, Outgoing};
 
@@ -93,14 +94,21 @@ struct Shared {
 
 impl Shared {
     fn fail_all(&self, why: &str) {
+        self.fail_all_with(|| {
+            ClientError::Io(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                format!("{}: {why}", self.addr),
+            ))
+        });
+    }
+
+    /// Marks the connection dead and fails every outstanding request with `error()`.
+    fn fail_all_with(&self, error: impl Fn() -> ClientError) {
         self.dead.set(true);
         self.outgoing.close_channel();
         let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
         for (_, waiter) in waiters {
-            let _ = waiter.reply.send(Err(ClientError::Io(std::io::Error::new(
-                std::io::ErrorKind::ConnectionAborted,
-                format!("{}: {why}", self.addr),
-            ))));
+            let _ = waiter.reply.send(Err(error()));
         }
     }
 
@@ -170,10 +178,31 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
-    /// Connects to `addr` and starts the reader, writer and sweeper tasks.
-    pub(crate) async fn open_with(addr: &str, options: Options) -> Result<Connection, ClientError> {
+    /// Connects to `addr` (over `tls`, if given, the handshake within the connect
+    /// timeout too) and starts the reader, writer and sweeper tasks.
+    pub(crate) async fn open_with(
+        addr: &str,
+        options: Options,
+        tls: Option<&ClientTls>,
+    ) -> Result<Connection, ClientError> {
+        let started = Instant::now();
         let stream = connect(addr, options.connect_timeout).await?;
-        Connection::over(stream, addr, options)
+        let Some(tls) = tls else {
+            return Connection::over(stream, addr, options);
+        };
+        let left = options
+            .connect_timeout
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_millis(1));
+        let handshake = std::pin::pin!(tls.handshake(stream, addr));
+        let timeout = std::pin::pin!(glommio::timer::sleep(left));
+        match futures::future::select(handshake, timeout).await {
+            futures::future::Either::Left((stream, _)) => Connection::over(stream?, addr, options),
+            futures::future::Either::Right(_) => Err(ClientError::NoBroker(format!(
+                "{addr}: no TLS handshake within {:?}",
+                options.connect_timeout
+            ))),
+        }
     }
 
     /// A connection over a stream already connected (and, between peers, authenticated)
@@ -390,12 +419,31 @@ async fn read_loop<R: AsyncRead + Unpin>(shared: Rc<Shared>, mut reader: R) {
                 shared.fail_all("closed by the broker");
                 return;
             }
+            Err(wire::ReadError::Io(e)) if is_tls_failure(&e) => {
+                // TLS 1.3 servers check the client's certificate after the client's side
+                // of the handshake is done: the refusal arrives as an alert on the first
+                // read. It will come again on any retry, so it is no I/O error.
+                let reason = e.to_string();
+                shared.fail_all_with(|| ClientError::Tls {
+                    addr: shared.addr.clone(),
+                    reason: reason.clone(),
+                });
+                return;
+            }
             Err(e) => {
                 shared.fail_all(&e.to_string());
                 return;
             }
         }
     }
+}
+
+/// Whether an I/O error of a TLS stream is TLS refusing (a bad certificate, an alert
+/// received), rather than the socket failing.
+pub(crate) fn is_tls_failure(error: &std::io::Error) -> bool {
+    error
+        .get_ref()
+        .is_some_and(|inner| inner.is::<rustls::Error>())
 }
 
 /// Fails every request past its deadline with `Timeout`, and probes a silent broker (see

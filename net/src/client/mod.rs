@@ -58,9 +58,11 @@ mod leader;
 mod metadata;
 pub mod range_assignor;
 mod sasl;
+pub mod tls;
 
 pub use group::{GroupConfig, GroupMember, Joined};
 pub use sasl::{SaslCredentials, mechanism as sasl_mechanism};
+pub use tls::{ClientTls, ClientTlsError, ClientTlsFiles};
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -121,6 +123,8 @@ pub struct ClientConfig {
     /// SASL credentials: every connection authenticates with them before its first
     /// request. Default none (for a server without `--authentication sasl`).
     pub sasl: Option<SaslCredentials>,
+    /// TLS to every broker ([`ClientTls::load`]); `None` (the default): plain TCP.
+    pub tls: Option<ClientTls>,
 }
 
 impl Default for ClientConfig {
@@ -138,6 +142,7 @@ impl Default for ClientConfig {
             retry_backoff_max: Duration::from_secs(1),
             idempotence: true,
             sasl: None,
+            tls: None,
         }
     }
 }
@@ -165,6 +170,15 @@ pub enum ClientError {
     /// No broker could be reached.
     #[error("no broker reachable: {0}")]
     NoBroker(String),
+    /// The TLS handshake failed: a certificate not trusted or not for the name dialled,
+    /// a client certificate the broker refused, or a broker that does not speak TLS.
+    #[error("TLS with {addr}: {reason}")]
+    Tls {
+        /// The broker dialled.
+        addr: String,
+        /// What failed.
+        reason: String,
+    },
     /// A broker that metadata named as the leader does not know the topic; retried with
     /// fresh metadata.
     #[error("stale metadata: {0}")]
@@ -214,7 +228,9 @@ impl ClientError {
             | ClientError::NoBroker(_)
             | ClientError::StaleMetadata(_)
             | ClientError::LeaderMoved { .. } => true,
-            ClientError::Protocol(_) | ClientError::NoSuchPartition { .. } => false,
+            ClientError::Protocol(_)
+            | ClientError::Tls { .. }
+            | ClientError::NoSuchPartition { .. } => false,
         }
     }
 
@@ -599,7 +615,7 @@ impl Client {
                 timeout: config.probe_timeout,
             }),
         };
-        let conn = Connection::open_with(addr, options).await?;
+        let conn = Connection::open_with(addr, options, config.tls.as_ref()).await?;
         if let Some(credentials) = &config.sasl {
             let correlation = || self.next_correlation();
             let timeout = self.admin_attempt_timeout();

@@ -80,13 +80,16 @@ use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use futures_rustls::{TlsAcceptor, TlsConnector, TlsStream};
 use glommio::net::TcpStream;
 use hmac::{Hmac, KeyInit, Mac};
-use rustls::RootCertStore;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::ServerCertVerifier;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use sha2::Sha256;
+
+use crate::tls_files::{
+    PemError, read_certificates, read_file, read_private_key, read_roots, refuse_world_readable,
+    ring_provider,
+};
 
 /// How long a handshake may take, TCP connection excepted, before it fails.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -328,6 +331,29 @@ pub enum AuthError {
     /// The operating system gave no random bytes.
     #[error("no random bytes for a handshake nonce: {0}")]
     Random(#[source] getrandom::Error),
+}
+
+impl From<PemError> for AuthError {
+    fn from(error: PemError) -> AuthError {
+        match error {
+            PemError::ReadFile { what, path, source } => AuthError::ReadFile { what, path, source },
+            PemError::WorldReadable { what, path, mode } => {
+                AuthError::WorldReadable { what, path, mode }
+            }
+            PemError::Pem {
+                what,
+                path,
+                expected,
+                source,
+            } => AuthError::Pem {
+                what,
+                path,
+                expected,
+                source,
+            },
+            PemError::Anchor { path, source } => AuthError::TlsConfig { path, source },
+        }
+    }
 }
 
 /// How the nodes of a cluster prove who they are. Loaded once at start-up
@@ -578,14 +604,7 @@ const FROM_DIALER: u8 = b'D';
 impl PeerTls {
     fn load(files: &TlsFiles) -> Result<PeerTls, AuthError> {
         let chain = read_certificates("TLS certificate", &files.cert)?;
-        refuse_world_readable("TLS private key", &files.key)?;
-        let key_pem = read_file("TLS private key", &files.key)?;
-        let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|source| AuthError::Pem {
-            what: "TLS private key",
-            path: files.key.clone(),
-            expected: "PRIVATE KEY",
-            source,
-        })?;
+        let key = read_private_key("TLS private key", &files.key)?;
         let roots = Arc::new(read_roots(&files.ca)?);
         let provider = Arc::new(ring_provider());
         let config_error = |path: &Path| {
@@ -712,74 +731,6 @@ impl PeerSecurity {
             .map(|_| ())
             .map_err(own_error)
     }
-}
-
-/// rustls' *ring* provider. rustls 0.23.48 deprecates it because it has no post-quantum
-/// key exchange (X25519MLKEM768 needs the aws-lc-rs provider); we keep it so a build needs
-/// no aws-lc C/CMake build. Peer traffic then uses X25519 (or P-256/P-384) key exchange.
-#[allow(deprecated)]
-fn ring_provider() -> rustls::crypto::CryptoProvider {
-    rustls::crypto::ring::default_provider()
-}
-
-fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, AuthError> {
-    std::fs::read(path).map_err(|source| AuthError::ReadFile {
-        what,
-        path: path.to_owned(),
-        source,
-    })
-}
-
-/// Refuses a secret that every user of the machine can read: it would prove nothing.
-fn refuse_world_readable(what: &'static str, path: &Path) -> Result<(), AuthError> {
-    use std::os::unix::fs::PermissionsExt;
-    let metadata = std::fs::metadata(path).map_err(|source| AuthError::ReadFile {
-        what,
-        path: path.to_owned(),
-        source,
-    })?;
-    let mode = metadata.permissions().mode();
-    if mode & 0o004 != 0 {
-        return Err(AuthError::WorldReadable {
-            what,
-            path: path.to_owned(),
-            mode: mode & 0o7777,
-        });
-    }
-    Ok(())
-}
-
-fn read_certificates(
-    what: &'static str,
-    path: &Path,
-) -> Result<Vec<CertificateDer<'static>>, AuthError> {
-    let pem = read_file(what, path)?;
-    let pem_error = |source| AuthError::Pem {
-        what,
-        path: path.to_owned(),
-        expected: "CERTIFICATE",
-        source,
-    };
-    let certificates = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(pem_error)?;
-    if certificates.is_empty() {
-        return Err(pem_error(rustls::pki_types::pem::Error::NoItemsFound));
-    }
-    Ok(certificates)
-}
-
-fn read_roots(path: &Path) -> Result<RootCertStore, AuthError> {
-    let mut roots = RootCertStore::empty();
-    for certificate in read_certificates("TLS CA file", path)? {
-        roots
-            .add(certificate)
-            .map_err(|source| AuthError::TlsConfig {
-                path: path.to_owned(),
-                source,
-            })?;
-    }
-    Ok(roots)
 }
 
 /// A peer connection after its handshake: application bytes in and out, through TLS in

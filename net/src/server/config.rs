@@ -27,6 +27,9 @@
 //! cluster_secret_file = "/etc/shardlog/cluster.secret"   # proves a peer's identity
 //! # or mutual TLS (certificates naming `shardlog-node-<id>`, signed by the cluster CA):
 //! # peer_tls_cert = "node.pem"  peer_tls_key = "node.key"  peer_tls_ca = "ca.pem"
+//! # TLS on both client listeners (shardlog and Kafka protocols); SIGHUP re-reads the files:
+//! # tls_cert = "server.pem"  tls_key = "server.key"
+//! # tls_client_ca = "clients-ca.pem"  tls_client_auth = "required"  # or "optional"
 //! replication_factor = 3               # default of new topics: min(3, nodes)
 //! min_insync = 2                       # default of new topics: min(2, replication_factor)
 //! session_timeout_ms = 750             # a node silent this long is fenced
@@ -65,6 +68,7 @@ use shardlog_engine::{EngineConfig, FlushPolicy};
 
 use crate::logging::LogFormat;
 use crate::server::groups::GroupConfig;
+use crate::server::security::tls::{ClientAuth, ClientTlsFiles};
 
 /// The settings a config file may hold; all optional.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -118,6 +122,14 @@ pub struct FileConfig {
     pub peer_tls_key: Option<PathBuf>,
     /// The cluster CA (PEM) that signs every node's certificate.
     pub peer_tls_ca: Option<PathBuf>,
+    /// The client listeners' certificate chain (PEM): with `tls_key`, both speak TLS.
+    pub tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// The CA (PEM) client certificates must be signed by; set: clients are asked for one.
+    pub tls_client_ca: Option<PathBuf>,
+    /// Whether a client certificate is required (with `tls_client_ca`). Default required.
+    pub tls_client_auth: Option<ClientAuth>,
     /// Default replication factor of new topics.
     pub replication_factor: Option<u16>,
     /// Default `min_insync` of new topics.
@@ -204,6 +216,10 @@ impl FileConfig {
             peer_tls_cert: other.peer_tls_cert.or(self.peer_tls_cert),
             peer_tls_key: other.peer_tls_key.or(self.peer_tls_key),
             peer_tls_ca: other.peer_tls_ca.or(self.peer_tls_ca),
+            tls_cert: other.tls_cert.or(self.tls_cert),
+            tls_key: other.tls_key.or(self.tls_key),
+            tls_client_ca: other.tls_client_ca.or(self.tls_client_ca),
+            tls_client_auth: other.tls_client_auth.or(self.tls_client_auth),
             replication_factor: other.replication_factor.or(self.replication_factor),
             min_insync: other.min_insync.or(self.min_insync),
             session_timeout_ms: other.session_timeout_ms.or(self.session_timeout_ms),
@@ -278,6 +294,8 @@ pub struct ServerConfig {
     pub security: SecurityConfig,
     /// Whether client requests are authorized against the ACLs. Default off.
     pub authorization: bool,
+    /// TLS on both client listeners (`--tls-*`); `None`: plain TCP.
+    pub client_tls: Option<ClientTlsFiles>,
 }
 
 /// How clients authenticate (SASL) and who is a superuser.
@@ -726,6 +744,7 @@ impl TryFrom<FileConfig> for ServerConfig {
         let cluster = cluster_config(&file, node_id)?;
         let (groups, kafka) = (group_config(&file)?, kafka_config(&file)?);
         let engine = engine_config(&file)?;
+        let client_tls = client_tls(&file)?;
         let (listen, admin_listen) = listen_addresses(&file)?;
         let security = security_config(&file)?;
         let data_dir = file
@@ -775,8 +794,38 @@ impl TryFrom<FileConfig> for ServerConfig {
             log_format: file.log_format.unwrap_or_default(),
             security,
             authorization: file.authorization == Some(Switch::On),
+            client_tls,
         })
     }
+}
+
+/// TLS on the client listeners: certificate and key both or neither; a client CA and
+/// client auth only with them.
+fn client_tls(file: &FileConfig) -> anyhow::Result<Option<ClientTlsFiles>> {
+    let (cert, key) = match (&file.tls_cert, &file.tls_key) {
+        (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+        (None, None) => {
+            if file.tls_client_ca.is_some() || file.tls_client_auth.is_some() {
+                anyhow::bail!(
+                    "--tls-client-ca and --tls-client-auth need --tls-cert and --tls-key \
+                     (client certificates are asked for only over TLS)"
+                );
+            }
+            return Ok(None);
+        }
+        _ => anyhow::bail!("TLS on the client listeners needs both --tls-cert and --tls-key"),
+    };
+    if file.tls_client_auth.is_some() && file.tls_client_ca.is_none() {
+        anyhow::bail!(
+            "--tls-client-auth needs --tls-client-ca (the CA client certificates are checked against)"
+        );
+    }
+    Ok(Some(ClientTlsFiles {
+        cert,
+        key,
+        client_ca: file.tls_client_ca.clone(),
+        client_auth: file.tls_client_auth.unwrap_or_default(),
+    }))
 }
 
 /// The engine settings of partitions whose topic sets nothing else: the defaults with the

@@ -48,6 +48,7 @@ use shardlog_replicator::{Incarnation, NodeId};
 
 pub use config::{ClusterConfig, FileConfig, ServerConfig};
 use protocol::limits::ClientLimits;
+pub use security::tls::{ClientAuth, ClientTlsFiles, ListenerTlsError};
 
 use crate::logging;
 use crate::peer::Peers;
@@ -56,6 +57,7 @@ use crate::testing::{ADMIN_PREFIX, KAFKA_PREFIX, READY_PREFIX};
 use cluster::controller::{ControllerService, ControllerStart};
 use cluster::{ClusterNode, adopt};
 use security::acl::Authorizer;
+use security::tls::ListenerTls;
 use shard::{INBOX_DEPTH, NodeInfo, Shard, ShardMsg};
 
 /// Milliseconds per controller Raft tick (election after 10 ticks, heartbeats every 2).
@@ -88,6 +90,8 @@ struct Prepared {
     /// Where the admin HTTP listener binds (shard 0 only), if anywhere.
     admin_listen: Option<SocketAddr>,
     security: Arc<PeerSecurity>,
+    /// TLS on the client listeners, if configured; SIGHUP reloads it.
+    client_tls: Option<Arc<ListenerTls>>,
     incarnation: Incarnation,
     controller: ControllerStart,
 }
@@ -99,7 +103,7 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
     let prepared = prepare(&config)?;
     let _lock = prepared.lock;
     let started = Instant::now();
-    let signals = signal_hook::iterator::Signals::new([libc::SIGTERM, libc::SIGINT])
+    let signals = signal_hook::iterator::Signals::new([libc::SIGTERM, libc::SIGINT, libc::SIGHUP])
         .context("installing signal handlers")?;
     let (events, events_rx) = mpsc::channel();
     let (inboxes, receivers): (Vec<_>, Vec<_>) = (0..config.shards)
@@ -127,6 +131,7 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
             peer_listen: prepared.peer_listen,
             admin_listen: prepared.admin_listen,
             security: prepared.security.clone(),
+            client_tls: prepared.client_tls.clone(),
             incarnation: prepared.incarnation,
             events: events.clone(),
             controller: if id == 0 { controller.take() } else { None },
@@ -156,6 +161,7 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
         &inboxes,
         &events_rx,
         &signal_events,
+        prepared.client_tls.as_deref(),
     );
     handle.close();
     for handle in handles {
@@ -251,6 +257,12 @@ fn prepare(config: &ServerConfig) -> anyhow::Result<Prepared> {
         refuse_if_answering(admin_listen, "the admin listener (--admin-listen) on")?;
     }
     let security = peer_security(cluster)?;
+    let client_tls = config
+        .client_tls
+        .clone()
+        .map(ListenerTls::load)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("client listener TLS: {e}"))?;
     let to_adopt = adopt::scan(data_dir)?;
     if cluster.has_peers() && !to_adopt.is_empty() {
         let names: Vec<&str> = to_adopt.iter().map(|t| t.topic.name.as_str()).collect();
@@ -271,6 +283,7 @@ fn prepare(config: &ServerConfig) -> anyhow::Result<Prepared> {
         peer_listen,
         admin_listen,
         security: Arc::new(security),
+        client_tls: client_tls.map(Arc::new),
         incarnation: Incarnation(incarnation),
         controller: ControllerStart {
             raft,
@@ -409,14 +422,31 @@ fn peer_security(cluster: &ClusterConfig) -> anyhow::Result<PeerSecurity> {
     Ok(loaded)
 }
 
+/// SIGHUP: reads the client listeners' TLS files again. A failure keeps the
+/// configuration in use; either way the log says what happened.
+fn reload(client_tls: Option<&ListenerTls>) {
+    let Some(tls) = client_tls else {
+        tracing::info!("SIGHUP: no TLS on the client listeners, nothing to reload");
+        return;
+    };
+    match tls.reload() {
+        Ok(()) => tracing::info!("SIGHUP: client listener TLS reloaded; new connections use it"),
+        Err(e) => tracing::error!(
+            error = %e,
+            "SIGHUP: client listener TLS not reloaded; the previous certificate stays in use"
+        ),
+    }
+}
+
 /// Waits for every shard to be ready (then prints the ready line), forwards signals as
-/// stop messages, and collects the shards' exits.
+/// stop messages (SIGHUP reloads TLS), and collects the shards' exits.
 fn supervise(
     config: &ServerConfig,
     (bound, kafka_bound, admin_bound): (SocketAddr, SocketAddr, Option<SocketAddr>),
     inboxes: &[flume::Sender<ShardMsg>],
     events: &mpsc::Receiver<Event>,
     signals: &mpsc::Receiver<i32>,
+    client_tls: Option<&ListenerTls>,
 ) -> anyhow::Result<()> {
     let stop_all = || {
         for inbox in inboxes {
@@ -427,6 +457,10 @@ fn supervise(
     let mut failure: Option<String> = None;
     while exited < config.shards {
         if let Ok(signal) = signals.try_recv() {
+            if signal == libc::SIGHUP {
+                reload(client_tls);
+                continue;
+            }
             if stopping {
                 tracing::warn!(signal, "second signal: exiting without a clean stop");
                 std::process::exit(1);
@@ -501,6 +535,7 @@ struct ShardStart {
     peer_listen: Option<SocketAddr>,
     admin_listen: Option<SocketAddr>,
     security: Arc<PeerSecurity>,
+    client_tls: Option<Arc<ListenerTls>>,
     incarnation: Incarnation,
     events: mpsc::Sender<Event>,
     /// Shard 0: what the controller voter starts from.
@@ -525,6 +560,7 @@ async fn shard_main(start: ShardStart) -> anyhow::Result<()> {
         peer_listen,
         admin_listen,
         security,
+        client_tls,
         incarnation,
         events,
         controller,
@@ -573,7 +609,7 @@ async fn shard_main(start: ShardStart) -> anyhow::Result<()> {
         glommio::spawn_local(peer_listener::serve(shard, peer_listener, security)).detach();
     }
     spawn_ready(&shard, &events);
-    spawn_kafka_listener(&shard, kafka_listener, &client_limits);
+    spawn_kafka_listener(&shard, kafka_listener, &client_limits, client_tls.clone());
     if let Some(admin_listener) = admin {
         admin::spawn(&shard, admin_listener, client_limits.clone());
     }
@@ -581,6 +617,7 @@ async fn shard_main(start: ShardStart) -> anyhow::Result<()> {
         &shard,
         listener,
         &client_limits,
+        client_tls.as_ref(),
         protocol::shardlog::serve,
     )
     .await;
@@ -638,11 +675,13 @@ fn spawn_kafka_listener(
     shard: &Rc<Shard>,
     listener: glommio::net::TcpListener,
     limits: &Arc<ClientLimits>,
+    tls: Option<Arc<ListenerTls>>,
 ) {
     let (shard, limits) = (shard.clone(), limits.clone());
     let kafka = async move {
         let serve = protocol::kafka::serve;
-        protocol::listener::accept_until_stopped(&shard, listener, &limits, serve).await;
+        protocol::listener::accept_until_stopped(&shard, listener, &limits, tls.as_ref(), serve)
+            .await;
     };
     glommio::spawn_local(kafka).detach();
 }

@@ -6,6 +6,7 @@
 //! a small loop-mounted ext4 filesystem to fill (`small_disk.rs`).
 #![allow(dead_code, clippy::unwrap_used, clippy::indexing_slicing)]
 
+pub mod certs;
 pub mod cluster;
 pub mod handshake;
 pub mod load;

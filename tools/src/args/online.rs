@@ -4,12 +4,16 @@
 //! (or the `SHARDLOG_BROKERS` environment variable).
 
 use std::num::NonZeroU32;
+use std::path::PathBuf;
 
 use clap::builder::NonEmptyStringValueParser;
 
-use super::EXIT_CODES;
+use shardlog_net::client::{ClientConfig, ClientTls, ClientTlsFiles};
 
-/// The brokers to bootstrap from, and who to authenticate as.
+use super::EXIT_CODES;
+use crate::error::ToolError;
+
+/// The brokers to bootstrap from, and how to reach them and who to authenticate as.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BrokerArgs {
     /// Brokers to connect to: `HOST:PORT[,HOST:PORT...]`.
@@ -25,6 +29,56 @@ pub struct BrokerArgs {
     /// The SASL mechanism of `--user`.
     #[arg(long, default_value = "SCRAM-SHA-256", value_parser = ["SCRAM-SHA-256", "SCRAM-SHA-512"])]
     pub sasl_mechanism: String,
+    /// Connect over TLS, trusting brokers whose certificate this CA (PEM) signed for the
+    /// host dialled (brokers started with --tls-cert).
+    #[arg(long, env = "SHARDLOG_TLS_CA", value_name = "PEM")]
+    pub tls_ca: Option<PathBuf>,
+    /// With --tls-ca: this client's certificate (PEM), for brokers that ask for one
+    /// (shardlogd --tls-client-ca); needs --tls-key.
+    #[arg(
+        long,
+        env = "SHARDLOG_TLS_CERT",
+        value_name = "PEM",
+        requires = "tls_ca"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(
+        long,
+        env = "SHARDLOG_TLS_KEY",
+        value_name = "PEM",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// With --tls-ca: the name the brokers' certificates must carry, instead of the host
+    /// of each address dialled.
+    #[arg(
+        long,
+        env = "SHARDLOG_TLS_SERVER_NAME",
+        value_name = "NAME",
+        requires = "tls_ca"
+    )]
+    pub tls_server_name: Option<String>,
+}
+
+impl BrokerArgs {
+    /// `base` with TLS set when --tls-ca is given (the files read now).
+    pub fn client_config(&self, base: ClientConfig) -> Result<ClientConfig, ToolError> {
+        let Some(ca) = &self.tls_ca else {
+            return Ok(base);
+        };
+        let files = ClientTlsFiles {
+            ca: ca.clone(),
+            cert: self.tls_cert.clone(),
+            key: self.tls_key.clone(),
+            server_name: self.tls_server_name.clone(),
+        };
+        let tls = ClientTls::load(&files).map_err(|e| ToolError::Usage(format!("TLS: {e}")))?;
+        Ok(ClientConfig {
+            tls: Some(tls),
+            ..base
+        })
+    }
 }
 
 /// Arguments of `topic`.

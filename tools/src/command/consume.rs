@@ -42,7 +42,7 @@ use shardlog_net::api::OffsetSpec;
 use shardlog_net::client::{Client, ClientConfig, ClientError, FetchOptions, Fetched};
 
 use crate::Outcome;
-use crate::args::{ConsumeArgs, ConsumeFrom, OutputFormat};
+use crate::args::{BrokerArgs, ConsumeArgs, ConsumeFrom, OutputFormat};
 use crate::broker_outage::{BrokerOutage, no_broker_answers};
 use crate::decompress;
 use crate::error::ToolError;
@@ -114,9 +114,11 @@ async fn consume(client: Client, args: ConsumeArgs) -> Result<Outcome, ToolError
 /// told to stop meanwhile.
 pub(super) async fn connect_retried(
     outage: &mut BrokerOutage,
-    brokers: &str,
-    config: &ClientConfig,
+    brokers: &BrokerArgs,
+    config: ClientConfig,
 ) -> Result<Option<Client>, ToolError> {
+    let config = brokers.client_config(config)?;
+    let brokers = &brokers.brokers;
     let connect = || async {
         Client::connect(brokers, config.clone())
             .await
@@ -140,7 +142,7 @@ async fn follow(args: ConsumeArgs) -> Result<Outcome, ToolError> {
         ..ClientConfig::default()
     };
     let mut outage = BrokerOutage::default();
-    let Some(client) = connect_retried(&mut outage, &args.brokers.brokers, &config).await? else {
+    let Some(client) = connect_retried(&mut outage, &args.brokers, config).await? else {
         return Ok(Outcome::Clean);
     };
     let Some(cursors) = retried(&mut outage, "start", || cursors(&client, &args)).await? else {

@@ -57,7 +57,7 @@ pub(super) async fn consume(args: ConsumeArgs, group: String) -> Result<Outcome,
         ..ClientConfig::default()
     };
     let mut outage = BrokerOutage::default();
-    let Some(client) = connect_retried(&mut outage, &args.brokers.brokers, &config).await? else {
+    let Some(client) = connect_retried(&mut outage, &args.brokers, config).await? else {
         return Ok(Outcome::Clean);
     };
     let session = Duration::from_millis(u64::from(args.session_timeout_ms.get()));

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser};
 use shardlog_net::logging::LogFormat;
 use shardlog_net::server::config::Switch;
-use shardlog_net::server::{self, FileConfig, ServerConfig};
+use shardlog_net::server::{self, ClientAuth, FileConfig, ServerConfig};
 
 /// shardlog's server: a partitioned, append-only log over the network.
 #[derive(Debug, Parser)]
@@ -106,6 +106,21 @@ struct Args {
     /// The cluster CA's certificate (PEM).
     #[arg(long, env = "SHARDLOGD_PEER_TLS_CA")]
     peer_tls_ca: Option<PathBuf>,
+    /// TLS on both client listeners (--listen and --kafka-listen): this server's
+    /// certificate chain (PEM, leaf first). Needs --tls-key. SIGHUP re-reads the files.
+    #[arg(long, env = "SHARDLOGD_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert, readable by this user only.
+    #[arg(long, env = "SHARDLOGD_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// Ask TLS clients for a certificate signed by this CA (PEM); a verified certificate
+    /// names the connection's principal (its subject CN, else its first DNS name).
+    #[arg(long, env = "SHARDLOGD_TLS_CLIENT_CA")]
+    tls_client_ca: Option<PathBuf>,
+    /// With --tls-client-ca: whether a client without a certificate is refused
+    /// (required) or let in without a principal (optional). Default required.
+    #[arg(long, env = "SHARDLOGD_TLS_CLIENT_AUTH", value_enum)]
+    tls_client_auth: Option<ClientAuth>,
     /// Default replication factor of new topics. Default min(3, nodes).
     #[arg(long, env = "SHARDLOGD_REPLICATION_FACTOR")]
     replication_factor: Option<u16>,
@@ -226,6 +241,10 @@ impl Args {
             peer_tls_cert: self.peer_tls_cert,
             peer_tls_key: self.peer_tls_key,
             peer_tls_ca: self.peer_tls_ca,
+            tls_cert: self.tls_cert,
+            tls_key: self.tls_key,
+            tls_client_ca: self.tls_client_ca,
+            tls_client_auth: self.tls_client_auth,
             replication_factor: self.replication_factor,
             min_insync: self.min_insync,
             session_timeout_ms: self.session_timeout_ms,

@@ -100,13 +100,15 @@ pub(crate) enum Counter {
     ConnectionsAccepted,
     /// Client connections refused at the connection limit.
     ConnectionsRefused,
+    /// Client connections closed because their TLS handshake failed or timed out.
+    TlsHandshakesFailed,
     /// Admin HTTP requests answered.
     AdminRequests,
 }
 
 impl Counter {
     /// Every counter with its metric name and help text.
-    pub(crate) const ALL: [(Counter, &'static str, &'static str); 6] = [
+    pub(crate) const ALL: [(Counter, &'static str, &'static str); 7] = [
         (
             Counter::IsrShrinks,
             "shardlog_isr_shrinks_total",
@@ -131,6 +133,11 @@ impl Counter {
             Counter::ConnectionsRefused,
             "shardlog_connections_refused_total",
             "Client connections closed at once because the node had --max-connections open.",
+        ),
+        (
+            Counter::TlsHandshakesFailed,
+            "shardlog_tls_handshakes_failed_total",
+            "Client connections closed because their TLS handshake failed or timed out.",
         ),
         (
             Counter::AdminRequests,

@@ -1,21 +1,30 @@
 //! The accept loop both client front ends share: each accepted connection within the
 //! node's `ClientLimits` is served as its own task by the front end's `serve` until the
-//! shard is told to stop; past the limit it is closed at once.
+//! shard is told to stop; past the limit it is closed at once. With TLS on the client
+//! listeners (`security::tls`), the loop only takes the current acceptor; the handshake
+//! runs in the connection's task ([`open`]), so a slow client delays no one else.
 
 use std::cell::Cell;
 use std::future::Future;
+use std::io::{IoSlice, IoSliceMut};
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use futures::future::{Either, select};
-use futures::io::{AsyncReadExt, ReadHalf, WriteHalf};
+use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadHalf, WriteHalf};
+use futures_rustls::TlsAcceptor;
+use futures_rustls::server::TlsStream;
 use glommio::net::{Preallocated, TcpStream};
 
 use super::idle::Touching;
 use super::limits::{ClientLimits, Slot};
 use super::reply_budget::ReplyBudget;
 use crate::server::metrics::{self, Counter};
+use crate::server::security::Session;
+use crate::server::security::tls::{self, ListenerTls};
 use crate::server::shard::Shard;
 
 /// What a connection is served with.
@@ -24,55 +33,151 @@ pub(crate) struct Connection {
     pub(crate) slot: Slot,
     pub(crate) idle_timeout: Option<std::time::Duration>,
     pub(crate) budget: Rc<ReplyBudget>,
+    /// The TLS configuration current when it was accepted, if the listeners speak TLS.
+    pub(crate) tls: Option<TlsAcceptor>,
 }
 
 /// Socket receive buffer of a client connection.
 const READ_BUFFER_BYTES: usize = 64 << 10;
 
-/// A buffered client stream.
+/// A buffered client socket.
 type Buffered = TcpStream<Preallocated>;
+
+/// A client connection's byte stream: the socket itself, or TLS over it. An enum rather
+/// than a boxed trait object so the plain path costs one predictable branch per call.
+pub(crate) enum ClientStream {
+    Plain(Buffered),
+    Tls(Box<TlsStream<Buffered>>),
+}
+
+impl AsyncRead for ClientStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+
+    fn poll_read_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &mut [IoSliceMut<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_read_vectored(cx, bufs),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_read_vectored(cx, bufs),
+        }
+    }
+}
+
+impl AsyncWrite for ClientStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_close(cx),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_close(cx),
+        }
+    }
+}
 
 /// An accepted stream made ready to serve, the same for both front ends.
 pub(crate) struct Opened {
     /// The client's address, for logs.
     pub(crate) peer: String,
     /// Reads requests, noting in `active` when bytes arrive.
-    pub(crate) reader: Touching<ReadHalf<Buffered>>,
-    pub(crate) writer: WriteHalf<Buffered>,
+    pub(crate) reader: Touching<ReadHalf<ClientStream>>,
+    pub(crate) writer: WriteHalf<ClientStream>,
     /// When the connection last received bytes or sent an answer (the idle timeout).
     pub(crate) active: Rc<Cell<Instant>>,
+    /// Who the connection is: over TLS or not, and the principal its client certificate
+    /// names.
+    pub(crate) session: Rc<Session>,
 }
 
-/// Turns Nagle off (replies are gathered by the writer already) and buffers reads.
-pub(crate) fn open(stream: TcpStream) -> Opened {
+/// Turns Nagle off (replies are gathered by the writer already), buffers reads and, with
+/// `tls`, runs the TLS handshake. `None` if the handshake failed or timed out (counted,
+/// logged at debug): the connection is closed.
+pub(crate) async fn open(stream: TcpStream, tls: Option<TlsAcceptor>) -> Option<Opened> {
     let peer = stream
         .peer_addr()
         .map_or_else(|_| "?".to_owned(), |a| a.to_string());
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(%peer, error = %e, "set_nodelay");
     }
-    let (reader, writer) = stream
-        .buffered_with(Preallocated::new(READ_BUFFER_BYTES))
-        .split();
+    let buffered = stream.buffered_with(Preallocated::new(READ_BUFFER_BYTES));
+    let (stream, session) = match tls {
+        None => (ClientStream::Plain(buffered), Session::new(false, None)),
+        Some(acceptor) => match tls::handshake(&acceptor, buffered).await {
+            Ok((stream, principal)) => {
+                if let Some(principal) = &principal {
+                    tracing::debug!(%peer, %principal, "TLS client certificate");
+                }
+                (
+                    ClientStream::Tls(Box::new(stream)),
+                    Session::new(true, principal),
+                )
+            }
+            Err(e) => {
+                metrics::count(Counter::TlsHandshakesFailed);
+                tracing::debug!(%peer, error = %e, "TLS handshake failed; closing the connection");
+                return None;
+            }
+        },
+    };
+    let (reader, writer) = stream.split();
     let active = Rc::new(Cell::new(Instant::now()));
     let reader = Touching {
         inner: reader,
         active: active.clone(),
     };
-    Opened {
+    Some(Opened {
         peer,
         reader,
         writer,
         active,
-    }
+        session: Rc::new(session),
+    })
 }
 
 /// Serves each connection of `listener` with `serve`, as its own task, until the shard is
-/// told to stop.
+/// told to stop; with `tls`, each over TLS with the configuration current at its accept.
 pub(crate) async fn accept_until_stopped<F, S>(
     shard: &Rc<Shard>,
     listener: glommio::net::TcpListener,
     limits: &Arc<ClientLimits>,
+    tls: Option<&Arc<ListenerTls>>,
     serve: S,
 ) where
     S: Fn(Rc<Shard>, TcpStream, Connection) -> F,
@@ -92,6 +197,7 @@ pub(crate) async fn accept_until_stopped<F, S>(
                     slot,
                     idle_timeout: limits.idle_timeout,
                     budget: Rc::new(ReplyBudget::new(limits.reply_bytes_max)),
+                    tls: tls.map(|tls| tls.acceptor()),
                 };
                 glommio::spawn_local(serve(shard.clone(), stream, connection)).detach();
             }

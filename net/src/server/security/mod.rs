@@ -4,6 +4,7 @@
 
 pub(crate) mod acl;
 pub(crate) mod sasl;
+pub(crate) mod tls;
 pub(crate) mod users;
 
 use std::cell::RefCell;

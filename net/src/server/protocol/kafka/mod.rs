@@ -48,7 +48,6 @@ use glommio::net::TcpStream;
 use super::idle::idle_past;
 use super::listener::{Connection, Opened, open};
 use super::reply_budget::ReplyBudget;
-use crate::server::security::Session;
 use crate::server::shard::Shard;
 use request::{Answer, KafkaReply};
 
@@ -69,14 +68,18 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, connection: Conne
         slot,
         idle_timeout,
         budget,
+        tls,
     } = connection;
-    let Opened {
+    let Some(Opened {
         peer,
         mut reader,
         writer,
         active,
-    } = open(stream);
-    let session = Rc::new(Session::new(false, None));
+        session,
+    }) = open(stream, tls).await
+    else {
+        return;
+    };
     let (replies, queue) = mpsc::unbounded::<glommio::task::JoinHandle<Owed>>();
     let (closed_tx, mut closed) = oneshot::channel::<()>();
     let writer = glommio::spawn_local(write_in_order(writer, queue, budget.clone(), closed_tx));

@@ -44,7 +44,6 @@ use glommio::net::TcpStream;
 use super::idle::idle_past;
 use super::listener::{Connection, Opened, open};
 use super::reply_budget::ReplyBudget;
-use crate::server::security::Session;
 use crate::server::shard::Shard;
 use crate::wire::{self, ReadError};
 use reply::Reply;
@@ -59,14 +58,18 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, connection: Conne
         slot,
         idle_timeout,
         budget,
+        tls,
     } = connection;
-    let Opened {
+    let Some(Opened {
         peer,
         mut reader,
         writer,
         active,
-    } = open(stream);
-    let session = Rc::new(Session::new(false, None));
+        session,
+    }) = open(stream, tls).await
+    else {
+        return;
+    };
     let (replies, queue) = mpsc::unbounded::<Owed>();
     let writer = glommio::spawn_local(write_loop(writer, queue, budget.clone()));
     let permits = Rc::new(glommio::sync::Semaphore::new(IN_FLIGHT_MAX));
