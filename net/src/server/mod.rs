@@ -580,17 +580,7 @@ async fn shard_main(start: ShardStart) -> anyhow::Result<()> {
     let peer_listener = peer_listen
         .map(|addr| bind_peer_listener(id, addr))
         .transpose()?;
-    let node = NodeInfo {
-        node_id: config.cluster.node_id,
-        advertised: advertised(config.advertise.as_deref(), bound)?,
-        kafka_advertised: advertised(config.kafka.advertise.as_deref(), kafka_bound)?,
-        kafka: config.kafka.clone(),
-        defaults: config.engine.clone(),
-        shards: config.shards,
-        groups: config.groups.clone(),
-        security: config.security.clone(),
-        authorizer: Authorizer::new(config.authorization, config.security.superusers.clone()),
-    };
+    let node = node_info(&config, bound, kafka_bound)?;
     let cluster = Rc::new(cluster_node(
         &config,
         &node,
@@ -622,6 +612,26 @@ async fn shard_main(start: ShardStart) -> anyhow::Result<()> {
     )
     .await;
     drain_and_close(&shard).await
+}
+
+/// What every shard knows of its node: the addresses clients are told and the settings
+/// the front ends apply.
+fn node_info(
+    config: &ServerConfig,
+    bound: SocketAddr,
+    kafka_bound: SocketAddr,
+) -> anyhow::Result<NodeInfo> {
+    Ok(NodeInfo {
+        node_id: config.cluster.node_id,
+        advertised: advertised(config.advertise.as_deref(), bound)?,
+        kafka_advertised: advertised(config.kafka.advertise.as_deref(), kafka_bound)?,
+        kafka: config.kafka.clone(),
+        defaults: config.engine.clone(),
+        shards: config.shards,
+        groups: config.groups.clone(),
+        security: config.security.clone(),
+        authorizer: Authorizer::new(config.authorization, config.security.superusers.clone()),
+    })
 }
 
 /// Shard 0: binds the admin listener (it runs on shard 0 only, see `admin`) and tells
