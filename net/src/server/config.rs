@@ -1029,7 +1029,7 @@ mod tests {
         let owner_only = std::os::unix::fs::PermissionsExt::from_mode(0o600);
         std::fs::set_permissions(&path, owner_only).unwrap();
         let text = format!(
-            "data_dir = \"/d\"\nauthentication = \"sasl\"\nsuperusers = \"ops, audit\"\n\
+            "data_dir = \"/d\"\nauthentication = \"sasl\"\nsuperusers = [\"ops\", \"User:audit\"]\n\
              superuser_file = {:?}\n",
             path.display().to_string()
         );
@@ -1052,7 +1052,7 @@ mod tests {
         );
         for bad in [
             "authentication = \"kerberos\"",
-            "superusers = \"a,b c\"",
+            "superusers = [\"a b\"]",
             "superuser_file = \"/nonexistent/superuser\"",
         ] {
             let file: FileConfig = toml::from_str(&format!("data_dir = \"/d\"\n{bad}")).unwrap();
