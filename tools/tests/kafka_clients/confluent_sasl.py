@@ -3,8 +3,9 @@ with SCRAM-SHA-256 and with SCRAM-SHA-512 a producer writes records and a consum
 them all back; a wrong password and no credentials at all are refused (an authentication
 error, not a hang), and nothing is served to them.
 
-Usage: confluent_sasl.py BOOTSTRAP SECURITY_PROTOCOL USER PASSWORD
-(SECURITY_PROTOCOL: SASL_PLAINTEXT, or SASL_SSL once the listener has TLS.)
+Usage: confluent_sasl.py BOOTSTRAP SECURITY_PROTOCOL USER PASSWORD [CA_PEM]
+(SECURITY_PROTOCOL: SASL_PLAINTEXT, or SASL_SSL with the CA that signed the listener's
+certificate.)
 """
 
 import sys
@@ -15,6 +16,7 @@ from confluent_kafka.admin import AdminClient
 from harness import expect, log, result
 
 BOOTSTRAP, PROTOCOL, USER, PASSWORD = sys.argv[1:5]
+TLS = {"ssl.ca.location": sys.argv[5]} if len(sys.argv) > 5 else {}
 RECORDS = 50
 TIMEOUT = 30
 
@@ -26,6 +28,7 @@ def config(mechanism, user=USER, password=PASSWORD):
         "sasl.mechanisms": mechanism,
         "sasl.username": user,
         "sasl.password": password,
+        **TLS,
     }
 
 
@@ -92,5 +95,7 @@ for mechanism in ["SCRAM-SHA-256", "SCRAM-SHA-512"]:
 summary["wrong_password"] = refused(config("SCRAM-SHA-256", password=PASSWORD + "x"), "wrong password")
 summary["unknown_user"] = refused(config("SCRAM-SHA-512", user="nobody"), "unknown user")
 plain_protocol = "SSL" if PROTOCOL == "SASL_SSL" else "PLAINTEXT"
-summary["no_credentials"] = refused({"bootstrap.servers": BOOTSTRAP, "security.protocol": plain_protocol}, "no credentials")
+summary["no_credentials"] = refused(
+    {"bootstrap.servers": BOOTSTRAP, "security.protocol": plain_protocol, **TLS}, "no credentials"
+)
 result(summary)
