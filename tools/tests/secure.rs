@@ -228,7 +228,10 @@ fn sasl_ssl_mutual_tls_and_acls_with_real_clients_the_cli_and_the_bench() {
     // The CLI over TLS with SCRAM, as the superuser: topics, records, a user, ACLs.
     for topic in ["a", "b"] {
         secure.admin_ok(&["topic", "create", topic, "--partitions", "1"], "");
-        secure.admin_ok(&["produce", "--topic", topic], &format!("{topic}-1\n{topic}-2\n"));
+        secure.admin_ok(
+            &["produce", "--topic", topic],
+            &format!("{topic}-1\n{topic}-2\n"),
+        );
     }
     secure.admin_ok(&["user", "create", READER], "");
     for principal in ["User:reader", "User:alice"] {
@@ -268,7 +271,15 @@ fn sasl_ssl_mutual_tls_and_acls_with_real_clients_the_cli_and_the_bench() {
     let reader = (READER, READER_PASSWORD);
     let read = secure.shardlog(
         reader,
-        &["consume", "--topic", "a", "--from", "beginning", "--count", "2"],
+        &[
+            "consume",
+            "--topic",
+            "a",
+            "--from",
+            "beginning",
+            "--count",
+            "2",
+        ],
         "",
     );
     assert!(read.status.success(), "{}", describe(&read));
