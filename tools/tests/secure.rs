@@ -203,7 +203,14 @@ fn refused_as_unauthorized(result: Result<impl std::fmt::Debug, String>, what: &
 #[test]
 fn sasl_ssl_mutual_tls_and_acls_with_real_clients_the_cli_and_the_bench() {
     let mut secure = Secure::start();
+    confluent_kafka_over_sasl_ssl(&mut secure);
+    topics_a_reader_and_acls(&secure);
+    kcat_as_reader_alice_and_nobody(&secure);
+    cli_as_reader(&secure);
+    bench_as_admin(&secure);
+}
 
+fn confluent_kafka_over_sasl_ssl(secure: &mut Secure) {
     // confluent-kafka over SASL_SSL with both SCRAM mechanisms, as the superuser; a wrong
     // password and an unknown user get authentication errors.
     let bootstrap = secure.nodes.bootstrap();
@@ -224,7 +231,9 @@ fn sasl_ssl_mutual_tls_and_acls_with_real_clients_the_cli_and_the_bench() {
     assert_eq!(summary["SCRAM-SHA-512"], 50, "{summary}");
     assert_eq!(summary["wrong_password"]["authentication_error"], true);
     assert_eq!(summary["unknown_user"]["authentication_error"], true);
+}
 
+fn topics_a_reader_and_acls(secure: &Secure) {
     // The CLI over TLS with SCRAM, as the superuser: topics, records, a user, ACLs.
     for topic in ["a", "b"] {
         secure.admin_ok(&["topic", "create", topic, "--partitions", "1"], "");
@@ -241,7 +250,9 @@ fn sasl_ssl_mutual_tls_and_acls_with_real_clients_the_cli_and_the_bench() {
             "",
         );
     }
+}
 
+fn kcat_as_reader_alice_and_nobody(secure: &Secure) {
     // kcat over SASL_SSL as the reader: reads a, may not write it nor read b.
     let reader = Some((READER, READER_PASSWORD));
     assert_eq!(secure.kcat_read(reader, "a").unwrap(), "a-1\na-2\n");
@@ -266,7 +277,9 @@ fn sasl_ssl_mutual_tls_and_acls_with_real_clients_the_cli_and_the_bench() {
             || stderr.contains("unexpected eof while reading"),
         "{stderr}"
     );
+}
 
+fn cli_as_reader(secure: &Secure) {
     // The CLI as the reader: consumes a, is refused producing to it.
     let reader = (READER, READER_PASSWORD);
     let read = secure.shardlog(
@@ -293,7 +306,9 @@ fn sasl_ssl_mutual_tls_and_acls_with_real_clients_the_cli_and_the_bench() {
     );
     let wrong = secure.shardlog((READER, "wrong"), &["topic", "list"], "");
     assert!(!wrong.status.success(), "{}", describe(&wrong));
+}
 
+fn bench_as_admin(secure: &Secure) {
     // shardlog-bench over TLS with SCRAM, as the superuser.
     let bench = Path::new(env!("CARGO_BIN_EXE_shardlog"))
         .parent()
