@@ -1,7 +1,8 @@
 //! Everything on at once, the way the README's "Turning it all on" runs it: one
 //! `shardlogd` with TLS on both client listeners (client certificates optional),
 //! `--authentication sasl`, `--authorization on` and a bootstrap superuser from a file.
-//! Real clients over it: confluent-kafka and kcat over `SASL_SSL` with SCRAM, kcat over
+//! Real clients over it: confluent-kafka and kcat over `SASL_SSL` with SCRAM (kcat with
+//! PLAIN too, which only TLS connections are offered), kcat over
 //! mutual TLS (the certificate's user is the principal), the `shardlog` CLI and
 //! `shardlog-bench` over TLS with SCRAM. A user allowed to read topic `a` reads it and
 //! is refused writing it and reading `b`; a client without credentials is refused.
@@ -127,14 +128,22 @@ impl Secure {
 
     /// kcat's `-X` settings for SASL_SSL as `user`, or for plain TLS with alice's
     /// certificate (`None`), or for TLS with no credentials at all (`Some(("", ""))`).
+    /// A user named `plain:NAME` authenticates with PLAIN (offered over TLS only) instead
+    /// of SCRAM-SHA-256.
     fn kcat_auth(&self, user: Option<(&str, &str)>) -> Vec<String> {
         let mut settings = vec![format!("ssl.ca.location={}", self.ca)];
         match user {
             Some(("", "")) => settings.push("security.protocol=SSL".into()),
             Some((user, password)) => settings.extend([
                 "security.protocol=SASL_SSL".into(),
-                "sasl.mechanisms=SCRAM-SHA-256".into(),
-                format!("sasl.username={user}"),
+                match user.strip_prefix("plain:") {
+                    Some(_) => "sasl.mechanisms=PLAIN".into(),
+                    None => "sasl.mechanisms=SCRAM-SHA-256".into(),
+                },
+                format!(
+                    "sasl.username={}",
+                    user.strip_prefix("plain:").unwrap_or(user)
+                ),
                 format!("sasl.password={password}"),
             ]),
             None => settings.extend([
@@ -258,6 +267,10 @@ fn kcat_as_reader_alice_and_nobody(secure: &Secure) {
     assert_eq!(secure.kcat_read(reader, "a").unwrap(), "a-1\na-2\n");
     refused_as_unauthorized(secure.kcat_write(reader, "a", "nope\n"), "reader writes a");
     refused_as_unauthorized(secure.kcat_read(reader, "b"), "reader reads b");
+    // PLAIN, offered on TLS connections: the same user, the same rights.
+    let plain = Some(("plain:reader", READER_PASSWORD));
+    assert_eq!(secure.kcat_read(plain, "a").unwrap(), "a-1\na-2\n");
+    refused_as_unauthorized(secure.kcat_read(plain, "b"), "reader (PLAIN) reads b");
 
     // kcat over mutual TLS, no SASL: the certificate names User:alice, who may read a.
     assert_eq!(secure.kcat_read(None, "a").unwrap(), "a-1\na-2\n");
