@@ -8,14 +8,12 @@
 use std::rc::Rc;
 
 use bytes::Bytes;
-use futures::FutureExt;
-use futures::channel::oneshot;
 use shardlog_replicator::controller::acls::AclBinding;
 use shardlog_replicator::controller::{Command, Refusal};
 
 use crate::api::{AclRequest, Api};
 use crate::server::ops::topics::{controller_leader, leader_answer};
-use crate::server::ops::{OpError, Pending, answered};
+use crate::server::ops::{OpError, Pending, on_shard_zero};
 use crate::server::shard::{Shard, ShardMsg};
 
 /// Add or remove one binding.
@@ -27,22 +25,12 @@ pub(crate) enum AclChange {
 
 /// Runs `change` on shard 0; the answer is a sentence saying what was done.
 pub(crate) async fn change(shard: &Rc<Shard>, change: AclChange) -> Pending<String> {
-    if shard.id == 0 {
-        let shard = shard.clone();
-        return async move { change_here(&shard, change).await }.boxed_local();
-    }
-    let (tx, rx) = oneshot::channel();
-    let Some(inbox) = shard.inboxes.first() else {
-        return answered(Err(OpError::Unknown("no shard 0".into())));
-    };
-    if inbox
-        .send_async(ShardMsg::Acl { change, reply: tx })
-        .await
-        .is_err()
-    {
-        return answered(Err(OpError::ShuttingDown));
-    }
-    async move { rx.await.unwrap_or(Err(OpError::ShuttingDown)) }.boxed_local()
+    let here = |shard: Rc<Shard>, change| async move { change_here(&shard, change).await };
+    on_shard_zero(shard, change, here, |change, reply| ShardMsg::Acl {
+        change,
+        reply,
+    })
+    .await
 }
 
 /// `change` on shard 0: proposed if this node leads the controller, else passed to the

@@ -44,6 +44,33 @@ pub(crate) fn answered<T: 'static>(result: Result<T, OpError>) -> Pending<T> {
     ready(result).boxed_local()
 }
 
+/// Runs a controller change on shard 0, where the node's controller service lives: at once
+/// when `shard` is shard 0 (`here`), else sent to shard 0's inbox as `message`. The answer
+/// is a sentence saying what was done.
+pub(crate) async fn on_shard_zero<C, Here, Done>(
+    shard: &Rc<Shard>,
+    change: C,
+    here: Here,
+    message: fn(C, oneshot::Sender<Result<String, OpError>>) -> ShardMsg,
+) -> Pending<String>
+where
+    C: 'static,
+    Here: FnOnce(Rc<Shard>, C) -> Done,
+    Done: Future<Output = Result<String, OpError>> + 'static,
+{
+    if shard.id == 0 {
+        return here(shard.clone(), change).boxed_local();
+    }
+    let (tx, rx) = oneshot::channel();
+    let Some(inbox) = shard.inboxes.first() else {
+        return answered(Err(OpError::Unknown("no shard 0".into())));
+    };
+    if inbox.send_async(message(change, tx)).await.is_err() {
+        return answered(Err(OpError::ShuttingDown));
+    }
+    async move { rx.await.unwrap_or(Err(OpError::ShuttingDown)) }.boxed_local()
+}
+
 /// Why an operation failed. Each front end maps these to its own codes.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum OpError {

@@ -10,15 +10,13 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::FutureExt;
-use futures::channel::oneshot;
 use shardlog_replicator::controller::{Command, Refusal, UserCredential, valid_user_name};
 
 use crate::api::{Api, DeleteUserRequest, ListedUser, UpsertUserRequest};
 use crate::scram::{ITERATIONS_DEFAULT, Mechanism, ScramCredential};
 use crate::server::config::BootstrapUser;
 use crate::server::ops::topics::{controller_leader, leader_answer};
-use crate::server::ops::{OpError, Pending, answered};
+use crate::server::ops::{OpError, Pending, on_shard_zero};
 use crate::server::shard::{Shard, ShardMsg};
 
 /// How often the bootstrap superuser's creation is tried until it is done.
@@ -54,22 +52,12 @@ impl UserChange {
 
 /// Runs `change` on shard 0; the answer is a sentence saying what was done.
 pub(crate) async fn change(shard: &Rc<Shard>, change: UserChange) -> Pending<String> {
-    if shard.id == 0 {
-        let shard = shard.clone();
-        return async move { change_here(&shard, change).await }.boxed_local();
-    }
-    let (tx, rx) = oneshot::channel();
-    let Some(inbox) = shard.inboxes.first() else {
-        return answered(Err(OpError::Unknown("no shard 0".into())));
-    };
-    if inbox
-        .send_async(ShardMsg::UserChange { change, reply: tx })
-        .await
-        .is_err()
-    {
-        return answered(Err(OpError::ShuttingDown));
-    }
-    async move { rx.await.unwrap_or(Err(OpError::ShuttingDown)) }.boxed_local()
+    let here = |shard: Rc<Shard>, change| async move { change_here(&shard, change).await };
+    on_shard_zero(shard, change, here, |change, reply| ShardMsg::UserChange {
+        change,
+        reply,
+    })
+    .await
 }
 
 /// `change` on shard 0: proposed if this node leads the controller, else passed to the
