@@ -7,7 +7,7 @@ use std::rc::Rc;
 use futures::FutureExt;
 use futures::future::ready;
 
-use crate::api::{AclRequest, Api, ListAclsRequest, ListAclsResponse, TopicResponse};
+use crate::api::{AclRequest, Api, ListAclsRequest, ListAclsResponse};
 use crate::error_code::ErrorCode;
 use crate::server::ops::acls::{self, AclChange};
 use crate::server::shard::Shard;
@@ -44,18 +44,5 @@ pub(crate) async fn acl_request(shard: &Rc<Shard>, frame: Frame) -> Completion {
         }
     };
     let pending = acls::change(shard, change).await;
-    async move {
-        let response = match pending.await {
-            Ok(message) => TopicResponse {
-                error: ErrorCode::None.as_u16(),
-                message,
-            },
-            Err(e) => TopicResponse {
-                error: e.code().as_u16(),
-                message: e.to_string(),
-            },
-        };
-        Some(reply(&header, &response, Vec::new()))
-    }
-    .boxed_local()
+    super::reply::change_answered(header, pending)
 }

@@ -7,14 +7,14 @@ use std::rc::Rc;
 use futures::FutureExt;
 use futures::future::ready;
 
-use crate::api::{Api, DrainNodeRequest, RebalanceReplicasRequest, TopicResponse};
+use crate::api::{Api, DrainNodeRequest, RebalanceReplicasRequest};
 use crate::error_code::ErrorCode;
 use crate::server::ops::placement::{self, PlacementChange};
 use crate::server::shard::Shard;
 use crate::wire::Frame;
 
 use super::handlers::Completion;
-use super::reply::{error_reply, reply};
+use super::reply::error_reply;
 
 /// The placement request in `frame` (DrainNode or RebalanceReplicas).
 pub(crate) async fn placement_change(shard: &Rc<Shard>, frame: Frame) -> Completion {
@@ -39,18 +39,5 @@ pub(crate) async fn placement_change(shard: &Rc<Shard>, frame: Frame) -> Complet
         }
     };
     let pending = placement::change(shard, change).await;
-    async move {
-        let response = match pending.await {
-            Ok(message) => TopicResponse {
-                error: ErrorCode::None.as_u16(),
-                message,
-            },
-            Err(e) => TopicResponse {
-                error: e.code().as_u16(),
-                message: e.to_string(),
-            },
-        };
-        Some(reply(&header, &response, Vec::new()))
-    }
-    .boxed_local()
+    super::reply::change_answered(header, pending)
 }

@@ -65,3 +65,26 @@ pub(crate) fn error_reply(header: &FrameHeader, code: ErrorCode, message: &str) 
         data: Vec::new(),
     }
 }
+
+/// The reply to a controller change (a topic, placement, ACL or user change) once it is
+/// done: its sentence, or its error, as a `TopicResponse`.
+pub(crate) fn change_answered(
+    header: FrameHeader,
+    pending: crate::server::ops::Pending<String>,
+) -> futures::future::LocalBoxFuture<'static, Option<Reply>> {
+    use futures::FutureExt;
+    async move {
+        let response = match pending.await {
+            Ok(message) => crate::api::TopicResponse {
+                error: ErrorCode::None.as_u16(),
+                message,
+            },
+            Err(e) => crate::api::TopicResponse {
+                error: e.code().as_u16(),
+                message: e.to_string(),
+            },
+        };
+        Some(reply(&header, &response, Vec::new()))
+    }
+    .boxed_local()
+}

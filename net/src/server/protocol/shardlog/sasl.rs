@@ -10,8 +10,7 @@ use futures::future::ready;
 
 use crate::api::{
     Api, DeleteUserRequest, ListUsersRequest, ListUsersResponse, SaslAuthenticateRequest,
-    SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse, TopicResponse,
-    UpsertUserRequest,
+    SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse, UpsertUserRequest,
 };
 use crate::error_code::ErrorCode;
 use crate::scram::new_nonce;
@@ -150,20 +149,7 @@ pub(crate) async fn user_change(shard: &Rc<Shard>, frame: Frame) -> Completion {
         }
     };
     let pending = users::change(shard, change).await;
-    async move {
-        let response = match pending.await {
-            Ok(message) => TopicResponse {
-                error: ErrorCode::None.as_u16(),
-                message,
-            },
-            Err(e) => TopicResponse {
-                error: e.code().as_u16(),
-                message: e.to_string(),
-            },
-        };
-        Some(reply(&header, &response, Vec::new()))
-    }
-    .boxed_local()
+    super::reply::change_answered(header, pending)
 }
 
 /// ListUsers.
