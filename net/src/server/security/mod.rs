@@ -47,6 +47,11 @@ impl Session {
         self.principal.borrow().clone()
     }
 
+    /// Whether the connection proved who it is (no copy of the name: asked per request).
+    pub(crate) fn is_authenticated(&self) -> bool {
+        self.principal.borrow().is_some()
+    }
+
     /// Records who the connection proved to be.
     pub(crate) fn authenticated(&self, principal: Principal) {
         *self.principal.borrow_mut() = Some(principal);

@@ -107,7 +107,7 @@ pub(crate) fn mechanisms(session: &Session) -> Vec<String> {
 /// Whether `session` may send requests other than the handshake ones: always when the
 /// node does not require SASL, else once authenticated (by SASL or a client certificate).
 pub(crate) fn may_request(shard: &Shard, session: &Session) -> bool {
-    !shard.node.security.sasl_required || session.principal().is_some()
+    !shard.node.security.sasl_required || session.is_authenticated()
 }
 
 /// The credential of `user` for `mechanism` in this shard's view of the metadata.
@@ -154,7 +154,7 @@ impl Session {
     /// A SaslHandshake: chooses `mechanism` for the exchange that follows.
     pub(crate) fn sasl_handshake(&self, mechanism: &str) -> Result<(), HandshakeError> {
         let mut state = self.sasl.state.borrow_mut();
-        if !matches!(*state, SaslState::Idle) || self.principal().is_some() {
+        if !matches!(*state, SaslState::Idle) || self.is_authenticated() {
             return Err(HandshakeError::IllegalState);
         }
         let chosen = match Mechanism::from_name(mechanism) {
