@@ -3,9 +3,11 @@
 //! (`cluster.rs`) whose links can run through fault-injecting proxies (`proxy.rs`), the
 //! load they run and the check of the log it leaves (`load.rs`), and the controller's view
 //! of the test topic (`view.rs`); peer handshake messages made by hand (`handshake.rs`);
-//! a small loop-mounted ext4 filesystem to fill (`small_disk.rs`).
+//! a small loop-mounted ext4 filesystem to fill (`small_disk.rs`); a counting allocator
+//! (`alloc_count.rs`).
 #![allow(dead_code, clippy::unwrap_used, clippy::indexing_slicing)]
 
+pub mod alloc_count;
 pub mod certs;
 pub mod cluster;
 pub mod handshake;
