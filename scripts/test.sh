@@ -9,6 +9,9 @@ cd "$(dirname "$0")/.."
 export SHARDLOG_TEST_DIR="${SHARDLOG_TEST_DIR:-$PWD/target/shardlog-test}"
 mkdir -p "$SHARDLOG_TEST_DIR"
 jobs=2
+# A CI machine once ran out of disk mid-run: say what there was, before and after.
+df -h "$SHARDLOG_TEST_DIR" | tail -n 1
+trap 'df -h "$SHARDLOG_TEST_DIR" | tail -n 1; du -sh target 2>/dev/null || true' EXIT
 
 echo "== fmt"
 cargo fmt --all -- --check
