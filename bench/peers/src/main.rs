@@ -66,13 +66,23 @@ fn run_nats(args: &NatsArgs) -> io::Result<Checked> {
     let mut leaders = Vec::new();
     for (name, subject) in names.iter().zip(&subjects) {
         setup_connection.create_stream(name, subject, args.replicas, JETSTREAM_PATIENCE)?;
-        let (_, leader) = setup_connection.stream_state(name)?;
+        leaders.push(setup_connection.stream_state(name)?.1);
+    }
+    if args.streams > 1 && args.replicas > 1 {
+        spread_leaders(
+            &mut setup_connection,
+            &names,
+            &mut leaders,
+            &args.servers,
+            timeout,
+        )?;
+    }
+    for (name, leader) in names.iter().zip(&leaders) {
+        let leader = leader.as_deref().unwrap_or("(this server)");
         eprintln!(
-            "peers-bench: stream {name} ({subject}, R{}) leader {}",
-            args.replicas,
-            leader.as_deref().unwrap_or("(this server)")
+            "peers-bench: stream {name} (R{}) leader {leader}",
+            args.replicas
         );
-        leaders.push(leader);
     }
     // One stream: publish to its leader's server, as shardlog's client sends to the
     // partition's leader; several: their leaders differ, so to the first server.
@@ -105,6 +115,28 @@ fn run_nats(args: &NatsArgs) -> io::Result<Checked> {
         &args.load,
     );
     finish(&setup, &outcome, stored, &args.load)
+}
+
+/// Moves stream i's leader to server i (mod the servers), as shardlog spreads the
+/// leaders of a topic's partitions over the nodes. JetStream places leaders at random.
+fn spread_leaders(
+    connection: &mut nats::Connection,
+    names: &[String],
+    leaders: &mut [Option<String>],
+    servers: &[String],
+    timeout: Duration,
+) -> io::Result<()> {
+    let mut server_names = Vec::new();
+    for server in servers {
+        server_names.push(nats::Connection::open(server, timeout)?.server_name);
+    }
+    for (i, (name, leader)) in names.iter().zip(leaders.iter_mut()).enumerate() {
+        let wanted = &server_names[i % server_names.len()];
+        if leader.as_ref() != Some(wanted) {
+            *leader = connection.move_leader(name, wanted, JETSTREAM_PATIENCE)?;
+        }
+    }
+    Ok(())
 }
 
 /// A connection to the server named `leader`.

@@ -103,6 +103,36 @@ impl Connection {
         Ok(())
     }
 
+    /// Asks stream `name`'s leader to hand over to server `preferred` (NATS 2.11 and
+    /// later honour the preference), then waits up to `patience` for it to lead.
+    /// Returns the leader at the end, which is another server if that did not work.
+    pub fn move_leader(
+        &mut self,
+        name: &str,
+        preferred: &str,
+        patience: Duration,
+    ) -> io::Result<Option<String>> {
+        let deadline = Instant::now() + patience;
+        let body = format!("{{\"placement\":{{\"preferred\":\"{preferred}\"}}}}");
+        let subject = format!("$JS.API.STREAM.LEADER.STEPDOWN.{name}");
+        loop {
+            let reply = self.api(&subject, &body, API_ATTEMPT * 5)?;
+            let mut leader = self.stream_state(name)?.1;
+            // The new leader takes a moment to be elected.
+            while leader.is_none() && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(100));
+                leader = self.stream_state(name)?.1;
+            }
+            if leader.as_deref() == Some(preferred) || Instant::now() >= deadline {
+                return Ok(leader);
+            }
+            if has_error(&reply) {
+                eprintln!("peers-bench: stream {name} step-down: {}", lossy(&reply));
+                return Ok(leader);
+            }
+        }
+    }
+
     /// The stream's (stored messages, leader server name).
     pub fn stream_state(&mut self, name: &str) -> io::Result<(u64, Option<String>)> {
         let reply = self.api(&format!("$JS.API.STREAM.INFO.{name}"), "", API_ATTEMPT * 5)?;
