@@ -78,7 +78,8 @@ pub struct LoadArgs {
     /// Seconds at the start left out of the results.
     #[arg(long, default_value_t = 1.0)]
     pub warmup: f64,
-    /// Longest wait for any reply before the run fails, seconds.
+    /// Longest wait for a request to complete while any is outstanding before the run
+    /// fails, seconds.
     #[arg(long, default_value_t = 10.0)]
     pub reply_timeout: f64,
     /// Write the configuration and results as JSON to FILE (the keys of shardlog-bench's

@@ -12,7 +12,7 @@
 //! has them all.
 
 use std::io::{self, Write};
-use std::net::TcpStream;
+use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, sync_channel};
@@ -82,6 +82,9 @@ pub struct Plan {
     pub duration: Duration,
     /// Completions before this are left out of the results.
     pub warmup: Duration,
+    /// The run fails when no request completes for this long while some are
+    /// outstanding (answered pings do not count).
+    pub reply_timeout: Duration,
 }
 
 /// What one run measured.
@@ -138,6 +141,10 @@ pub fn run<E: Encoder, D: Decoder>(
     };
     let read = read_loop(input, decoder, &free, &shared, plan, start);
     shared.stop.store(true, Ordering::Release);
+    if read.is_err() {
+        // The writer may be blocked in a write to a server that stopped reading.
+        let _ = input.stream().shutdown(Shutdown::Both);
+    }
     let written = writer
         .join()
         .map_err(|_| io::Error::other("the writer thread panicked"))?;
@@ -220,7 +227,7 @@ fn read_loop<D: Decoder>(
         first_error: None,
         latency_us: latency_histogram(),
     };
-    let (mut completed, mut last_ns) = (0u64, warmup_ns);
+    let (mut completed, mut last_ns, mut progress_ns) = (0u64, warmup_ns, 0);
     loop {
         if shared.writer_finished.load(Ordering::Acquire)
             && completed == shared.sent.load(Ordering::Acquire)
@@ -228,11 +235,25 @@ fn read_loop<D: Decoder>(
             break;
         }
         let (slot, error) = match decoder.next(input, shared)? {
-            Reply::Pong => continue,
+            Reply::Pong => {
+                let stalled_ns = elapsed_ns(start).saturating_sub(progress_ns);
+                if stalled_ns > duration_ns(plan.reply_timeout) {
+                    let outstanding = shared.sent.load(Ordering::Acquire) - completed;
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "{outstanding} requests unanswered for {:?}",
+                            plan.reply_timeout
+                        ),
+                    ));
+                }
+                continue;
+            }
             Reply::Done { slot, error } => (slot, error),
         };
         assert!(slot < plan.inflight, "decoder returned slot {slot}");
         let now_ns = elapsed_ns(start);
+        progress_ns = now_ns;
         let sent_ns = shared.sent_at_ns[slot].load(Ordering::Acquire);
         completed += 1;
         // The writer may be gone (its time is up): a free slot nobody takes is fine.

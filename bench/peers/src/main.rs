@@ -193,6 +193,7 @@ fn plan(load: &LoadArgs, batch_records: usize) -> Plan {
         records_per_request: batch_records as u64,
         duration: Duration::from_secs_f64(load.duration),
         warmup: Duration::from_secs_f64(load.warmup),
+        reply_timeout: Duration::from_secs_f64(load.reply_timeout),
     }
 }
 

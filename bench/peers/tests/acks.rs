@@ -5,10 +5,11 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
+use std::time::{Duration, Instant};
 
 /// How a fake server misbehaves.
 #[derive(Clone, Copy, Default)]
@@ -23,14 +24,49 @@ struct Faults {
     garbage_at: u64,
     /// Ping the client at the n-th record (NATS; 0: never).
     ping_at: u64,
+    /// Answer no record from the n-th on (NATS; 0: never).
+    silent_from: u64,
 }
 
+/// Runs peers-bench for 1 s of load; a run still going after 60 s is killed and fails
+/// the test (a hang must fail, not stall the suite).
 fn bench(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_peers-bench"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_peers-bench"))
         .args(args)
-        .args(["--duration", "1", "--warmup", "0.2", "--reply-timeout", "5"])
-        .output()
-        .expect("peers-bench runs")
+        .args(["--duration", "1", "--warmup", "0.2", "--reply-timeout", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("peers-bench starts");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("peers-bench {args:?} still running after 60 s");
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    // The outputs are a few lines: they fit in the pipes while the child runs.
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    let _ = child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_end(&mut stdout);
+    let _ = child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_end(&mut stderr);
+    Output {
+        status,
+        stdout,
+        stderr,
+    }
 }
 
 fn text(output: &Output) -> String {
@@ -262,6 +298,9 @@ fn nats(faults: Faults, pongs: Arc<AtomicU64>) -> String {
                             let _ = out.write_all(b"-ERR 'Unknown Protocol Operation'\r\n");
                             continue;
                         }
+                        if faults.silent_from > 0 && records >= faults.silent_from {
+                            continue;
+                        }
                         if records == faults.ping_at {
                             let _ = out.write_all(b"PING\r\n");
                         }
@@ -334,6 +373,22 @@ fn nats_protocol_error_exits_two() {
     assert_eq!(output.status.code(), Some(2), "{}", text(&output));
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("Unknown Protocol Operation"),
+        "{}",
+        text(&output)
+    );
+}
+
+#[test]
+fn nats_server_that_stops_answering_fails_within_the_reply_timeout() {
+    let faults = Faults {
+        silent_from: 500,
+        ..Faults::default()
+    };
+    let address = nats(faults, Arc::default());
+    let output = bench(&["nats", "--servers", &address, "--inflight", "8"]);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("unanswered"),
         "{}",
         text(&output)
     );
