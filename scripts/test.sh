@@ -25,3 +25,10 @@ fi
 # nextest's slow-timeout (.config/nextest.toml) turns a hang into a failure.
 cargo nextest run --workspace --all-features -j "$jobs" --no-fail-fast
 cargo test --workspace --all-features --doc -j "$jobs"
+# bench/peers (peers-bench, the load generator of bench/scripts/peers.sh) is its own crate
+# outside the workspace: the commands above do not see it.
+echo "== bench/peers"
+peers=(--manifest-path bench/peers/Cargo.toml)
+cargo fmt "${peers[@]}" -- --check
+cargo clippy "${peers[@]}" --locked --all-targets --target-dir target -j "$jobs" -- -D warnings
+cargo test "${peers[@]}" --locked --target-dir target -j "$jobs"
