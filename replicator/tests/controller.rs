@@ -421,6 +421,38 @@ fn one_node_controller_elects_itself_and_creates_a_topic() {
     assert!(changes.contains(&MetadataChange::TopicCreated("t".into())));
 }
 
+/// A heartbeat taken between ticks counts from the time the driver observed when it came
+/// in, not from the last tick: a driver whose Ready loop was held up (by a Raft log fsync)
+/// would otherwise take a heartbeat that came in time as an old one, and fence its node.
+#[test]
+fn a_heartbeat_counts_from_the_observed_time_not_the_last_tick() {
+    let node = NodeId(7);
+    let config = ControllerConfig::new(node, vec![node]);
+    let session = config.session_timeout_ms;
+    let mut c = Controller::new(config, Tick(0)).expect("valid config");
+    let registered = c.register(node, "127.0.0.1:9092", 1).unwrap();
+    let mut file = Vec::new();
+    let mut settle =
+        |c: &mut Controller| -> Vec<Action> { (0..5).flat_map(|_| drive(c, &mut file)).collect() };
+    assert!(applied_proposals(&settle(&mut c)).contains(&registered));
+    c.tick(Tick(500));
+    settle(&mut c);
+    // The Ready loop is held up until `late`; a heartbeat comes in just before.
+    let came_in = Tick(session - 10);
+    c.observe_time(came_in);
+    c.heartbeat(node, 1).unwrap();
+    assert_eq!(c.heartbeat_age_ms(node), Some(0));
+    // Past a session after the last tick, within one after the heartbeat: not fenced.
+    let late = Tick(500 + session + 100);
+    c.tick(late);
+    settle(&mut c);
+    assert!(!c.metadata().nodes()[&node].fenced, "fenced at {late:?}");
+    // A session after the heartbeat with nothing since: fenced.
+    c.tick(came_in.after(session + 1));
+    settle(&mut c);
+    assert!(c.metadata().nodes()[&node].fenced);
+}
+
 #[test]
 fn three_nodes_elect_and_spread_a_topic() {
     for seed in seeds(4) {

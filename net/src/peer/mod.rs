@@ -6,7 +6,10 @@
 //!
 //! Sending never waits and never fails: a message for a node with no live connection
 //! starts (re)connecting in the background and is dropped, as is one the socket loses;
-//! the replicas resend on their timers (ships, acks, epoch queries all have them).
+//! the replicas resend on their timers (ships, acks, epoch queries all have them). So that
+//! a failover does not wait for those timers (a follower that becomes the leader had no
+//! link to the other followers, and its first ships would be dropped and resent 200 ms
+//! later), [`Peers::keep_linked`] keeps a link to every peer open ahead of need.
 
 pub mod auth;
 
@@ -32,6 +35,8 @@ use auth::PeerSecurity;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a request to a peer (`Peers::call`) may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often `Peers::keep_linked` opens the links that are down.
+const LINK_EVERY: Duration = Duration::from_millis(100);
 
 enum Link {
     Up(Connection),
@@ -167,6 +172,21 @@ impl Peers {
         reply
             .await
             .map_err(|_| ClientError::Protocol("reply channel dropped".into()))?
+    }
+
+    /// Opens the link to every peer that has none, every `LINK_EVERY`, until `stopped`.
+    pub async fn keep_linked(self: Rc<Self>, stopped: impl Fn() -> bool) {
+        while !stopped() && !self.addresses.is_empty() {
+            let mut peers: Vec<u32> = self.addresses.keys().copied().collect();
+            peers.sort_unstable();
+            for to in peers {
+                let opening = matches!(self.links.borrow().get(&to), Some(Link::Connecting));
+                if !opening && self.live_link(to).is_none() {
+                    self.connect(to);
+                }
+            }
+            glommio::timer::sleep(LINK_EVERY).await;
+        }
     }
 
     /// The connection to `to`, if one is up.

@@ -54,7 +54,7 @@ use crate::logging;
 use crate::peer::Peers;
 use crate::peer::auth::PeerSecurity;
 use crate::testing::{ADMIN_PREFIX, KAFKA_PREFIX, READY_PREFIX};
-use cluster::controller::{ControllerService, ControllerStart};
+use cluster::controller::{ControllerLane, ControllerService, ControllerStart};
 use cluster::{ClusterNode, adopt};
 use security::acl::Authorizer;
 use security::tls::ListenerTls;
@@ -94,6 +94,8 @@ struct Prepared {
     client_tls: Option<Arc<ListenerTls>>,
     incarnation: Incarnation,
     controller: ControllerStart,
+    /// Shard 0's controller lane, for every shard.
+    controller_lane: ControllerLane,
 }
 
 /// Runs the server until SIGTERM/SIGINT or a shard fails.
@@ -135,6 +137,7 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
             incarnation: prepared.incarnation,
             events: events.clone(),
             controller: if id == 0 { controller.take() } else { None },
+            controller_lane: prepared.controller_lane.clone(),
             started,
             client_limits: client_limits.clone(),
             applied: applied.clone(),
@@ -276,6 +279,7 @@ fn prepare(config: &ServerConfig) -> anyhow::Result<Prepared> {
     }
     let incarnation = identity::start(data_dir, cluster.node_id)?;
     let raft = cluster::controller::open_raft_file(data_dir, cluster.has_peers())?;
+    let (controller_lane, lane) = flume::bounded(cluster::controller::CONTROLLER_LANE_DEPTH);
     Ok(Prepared {
         lock,
         listen,
@@ -290,7 +294,9 @@ fn prepare(config: &ServerConfig) -> anyhow::Result<Prepared> {
             data_dir: data_dir.clone(),
             to_adopt,
             incarnation,
+            lane,
         },
+        controller_lane,
     })
 }
 
@@ -540,6 +546,8 @@ struct ShardStart {
     events: mpsc::Sender<Event>,
     /// Shard 0: what the controller voter starts from.
     controller: Option<ControllerStart>,
+    /// Shard 0's controller lane.
+    controller_lane: ControllerLane,
     started: Instant,
     /// The client listener's limits, shared by every shard.
     client_limits: Arc<ClientLimits>,
@@ -564,6 +572,7 @@ async fn shard_main(start: ShardStart) -> anyhow::Result<()> {
         incarnation,
         events,
         controller,
+        controller_lane,
         started,
         client_limits,
         applied,
@@ -588,7 +597,7 @@ async fn shard_main(start: ShardStart) -> anyhow::Result<()> {
         incarnation,
         controller,
         started,
-        (applied, open_outcomes),
+        (applied, open_outcomes, controller_lane),
     )?);
     let shard = Rc::new(Shard::new(id, node, inboxes, cluster));
     glommio::spawn_local(shard::serve_inbox(shard.clone(), inbox)).detach();
@@ -732,9 +741,10 @@ fn cluster_node(
     shared: (
         Arc<std::sync::atomic::AtomicU64>,
         Arc<cluster::open_outcomes::OpenOutcomes>,
+        ControllerLane,
     ),
 ) -> anyhow::Result<ClusterNode> {
-    let (applied, open_outcomes) = shared;
+    let (applied, open_outcomes, controller_lane) = shared;
     let cluster = &config.cluster;
     let peers = Peers::new(cluster.node_id, cluster.peers.clone(), security.clone());
     let mut state = ClusterNode::new(
@@ -742,8 +752,8 @@ fn cluster_node(
         peers,
         incarnation,
         started,
-        applied.clone(),
-        open_outcomes,
+        (applied.clone(), open_outcomes),
+        controller_lane,
     );
     if let Some(start) = controller {
         let voters = cluster.voters().into_iter().map(NodeId).collect();
@@ -754,8 +764,9 @@ fn cluster_node(
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         controller.auto_rebalance = cluster.auto_rebalance;
         controller.max_concurrent_moves = cluster.max_concurrent_moves;
-        // Raft ticks of 25 ms: a controller election takes 250-400 ms, well inside the
-        // session timeout, so losing the controller leader costs no more than a session.
+        // Raft ticks of 25 ms: a controller election takes 250-400 ms, and the new leader
+        // runs the dead one's session from when it last heard it, so losing the controller
+        // leader costs about a session (more only if the election takes longer).
         controller.tick_ms = CONTROLLER_TICK_MS;
         let service = ControllerService::new(
             controller,
@@ -764,7 +775,8 @@ fn cluster_node(
                 format!("{}:{}", node.kafka_advertised.0, node.kafka_advertised.1),
             ),
             start,
-            state.peers.clone(),
+            // Links of its own: a heartbeat never queues behind this shard's ships.
+            Peers::new(cluster.node_id, cluster.peers.clone(), security.clone()),
             state.now(),
             applied,
             config.shards,
@@ -793,23 +805,25 @@ fn start_cluster_tasks(shard: &Rc<Shard>, config: &ServerConfig) {
     };
     glommio::spawn_local(cluster.clone().offline_loop(
         place,
-        shard.inboxes[0].clone(),
+        cluster.controller_lane.clone(),
         stopped.clone(),
     ))
     .detach();
     glommio::spawn_local(cluster.clone().tick_loop(
-        shard.inboxes[0].clone(),
+        cluster.controller_lane.clone(),
         config.engine.flush,
         stopped.clone(),
     ))
     .detach();
+    if cluster.config.has_peers() {
+        glommio::spawn_local(cluster.peers.clone().keep_linked(stopped.clone())).detach();
+    }
     if let Some(service) = &cluster.controller {
         let clock = {
             let cluster = cluster.clone();
             move || cluster.now()
         };
-        glommio::spawn_local(service.clone().measure_free_space(stopped.clone())).detach();
-        glommio::spawn_local(service.clone().run(shard.inboxes.clone(), clock, stopped)).detach();
+        service.spawn(shard.inboxes.clone(), clock, stopped);
         if let Some(user) = config.security.bootstrap_superuser.clone() {
             let bootstrap = security::users::bootstrap(shard.clone(), user);
             glommio::spawn_local(bootstrap).detach();

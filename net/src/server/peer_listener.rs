@@ -6,7 +6,7 @@
 //! - `Replicate` (fire and forget): to the shard that owns the partition, whose replica
 //!   checks the envelope's sender;
 //! - `Controller` (fire and forget): to shard 0's controller voter, with the proven
-//!   sender;
+//!   sender, on its lane (`cluster::controller`: never behind the data path's messages);
 //! - `CreateTopic` / `DeleteTopic`: a node that does not lead the controller passes a
 //!   client's topic change to the one that does (`ops::topics`), and gets the answer;
 //! - `AllocateProducerIds`: a node asks the controller leader for a block of producer
@@ -30,6 +30,7 @@ use crate::api::{
 };
 use crate::error_code::ErrorCode;
 use crate::peer::auth::{self, PeerSecurity};
+use crate::server::cluster::controller::ControllerMsg;
 use crate::server::ops::producer_ids;
 use crate::server::protocol::shardlog::reply::{Reply, error_reply, reply};
 use crate::server::protocol::shardlog::{acls, handlers, placement};
@@ -127,16 +128,13 @@ async fn handle(
         Some(Api::Replicate) => replicate(shard, from, frame).await,
         Some(Api::Controller) => match frame.decode::<ControllerRequest>() {
             Ok(request) => {
-                let data = frame.data.freeze();
-                if let Some(inbox) = shard.inboxes.first() {
-                    let message = ShardMsg::Controller {
-                        from: Some(from),
-                        request,
-                        data,
-                    };
-                    // Fire and forget: a full inbox drops it, the sender's timers resend.
-                    let _ = inbox.try_send(message);
-                }
+                let message = ControllerMsg {
+                    from: Some(from),
+                    request,
+                    data: frame.data.freeze(),
+                };
+                // Fire and forget: a full lane drops it, the sender's timers resend.
+                let _ = shard.cluster.controller_lane.try_send(message);
             }
             Err(e) => {
                 tracing::warn!(peer = from.0, error = %e, "invalid controller message; dropped")

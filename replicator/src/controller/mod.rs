@@ -433,6 +433,13 @@ impl Controller {
         self.raw.raft.term
     }
 
+    /// The clock reads `now`: inputs from here on (a heartbeat, a registration) are taken
+    /// as of then. Unlike [`Controller::tick`], no Raft tick runs and nothing is decided,
+    /// so a driver may call it as an input arrives, between its Ready cycles.
+    pub fn observe_time(&mut self, now: Tick) {
+        self.now = self.now.max(now);
+    }
+
     /// Time passes: runs the Raft ticks due by `now` (at most one election timeout's
     /// worth after a long pause) and, on the leader, fences expired sessions and
     /// proposes preferred-leader elections.

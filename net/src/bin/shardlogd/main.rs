@@ -128,7 +128,7 @@ struct Args {
     #[arg(long, env = "SHARDLOGD_MIN_INSYNC")]
     min_insync: Option<u16>,
     /// A node whose heartbeats stop for this long is fenced and loses its leaderships, ms
-    /// (300 to 60000). Default 750.
+    /// (300 to 60000). Default 400.
     #[arg(long, env = "SHARDLOGD_SESSION_TIMEOUT_MS")]
     session_timeout_ms: Option<u64>,
     /// A follower this far behind leaves the ISR, ms. Default 10000.

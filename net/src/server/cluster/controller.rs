@@ -10,6 +10,18 @@
 //! fit, see `disk_space`). The leader sends the sessions it keeps to every other node
 //! (`shared_sessions`), so any node can show heartbeat ages.
 //!
+//! A session timeout of a few hundred milliseconds is safe only if nothing the data path
+//! does can hold a heartbeat up, so controller traffic has a lane of its own end to end:
+//! its own peer connections (`ControllerService::new` gets a `Peers` of its own, so a
+//! heartbeat never waits behind megabytes of ships in a socket or behind a ship the
+//! receiving peer listener is still handing over), its own channel to shard 0
+//! ([`ControllerMsg`], never the shard inbox that forwarded produce requests fill, where
+//! a full inbox dropped it), and its own task queue on shard 0 ([`spawn`]: latency
+//! sensitive, so a shard busy with data runs the controller's timers on time). Sending
+//! heartbeats is a timer task of its own, not a step of the Ready loop, which may wait on
+//! a Raft log fsync; and the leader records a heartbeat at the time it is received, not
+//! at the Ready loop's last clock reading.
+//!
 //! A Raft log write that fails halts this voter, not the node: it stops voting, leading
 //! and heartbeating (the other voters keep the cluster, and fence this node so its
 //! partitions get other leaders), the node keeps its shards running, and every
@@ -36,7 +48,8 @@ use futures::future::{Either, select};
 use shardlog_engine::LeaderEpoch;
 use shardlog_replicator::controller::raft_file::{self, Damage, Recovered};
 use shardlog_replicator::controller::{
-    Action, Command, Controller, ControllerConfig, ControllerError, IsrChange, ProposalId, Refusal,
+    Action, Command, Controller, ControllerConfig, ControllerError, IsrChange, MetadataChange,
+    ProposalId, Refusal,
 };
 use shardlog_replicator::{NodeId, Tick};
 
@@ -45,10 +58,22 @@ use crate::peer::Peers;
 use crate::server::cluster::producer_ids::ProducerIdBlock;
 use crate::server::cluster::shared_sessions::SharedSessions;
 use crate::server::cluster::{ClusterView, adopt};
+use crate::server::metrics::{self, Counter, Latency};
 use crate::server::shard::ShardMsg;
 
-/// How often this node heartbeats to the controller leader, ms.
-const HEARTBEAT_EVERY_MS: u64 = 100;
+/// How often this node heartbeats to the controller leader, ms: eight per default session
+/// (`session_timeout_ms` 400), so a session outlives several lost or late heartbeats.
+const HEARTBEAT_EVERY: Duration = Duration::from_millis(50);
+/// Controller messages waiting for shard 0's controller (its lane, see the module docs):
+/// a full lane drops the newest, which its sender's timers send again.
+pub(crate) const CONTROLLER_LANE_DEPTH: usize = 4096;
+/// Shares of the controller's task queue; the default queue (the data path) has 1000.
+const CONTROLLER_SHARES: usize = 1000;
+/// How soon the controller's queue runs once one of its tasks is woken.
+const CONTROLLER_LATENCY: Duration = Duration::from_millis(2);
+/// A controller timer firing later than this past its time means the shard was stalled
+/// (see `ControllerService::controller_clock`).
+const STALL_SLACK: Duration = Duration::from_millis(20);
 /// How often the controller's clock is advanced without other input.
 const TICK_EVERY: Duration = Duration::from_millis(10);
 /// How long a proposal may take to be applied.
@@ -143,7 +168,21 @@ pub(crate) struct ControllerStart {
     pub(crate) to_adopt: Vec<adopt::Adoptee>,
     /// This run's incarnation.
     pub(crate) incarnation: u64,
+    /// The receiving end of the controller's lane (see the module docs).
+    pub(crate) lane: flume::Receiver<ControllerMsg>,
 }
+
+/// A controller message for shard 0's voter, on the controller's lane: from peer `from`
+/// (proven by the peer listener), or from a shard of this node (`None`).
+pub(crate) struct ControllerMsg {
+    pub(crate) from: Option<NodeId>,
+    pub(crate) request: ControllerRequest,
+    pub(crate) data: Bytes,
+}
+
+/// Where every shard sends controller messages: shard 0's controller lane. Fire and
+/// forget: a full lane drops the message (its sender's timers send it again).
+pub(crate) type ControllerLane = flume::Sender<ControllerMsg>;
 
 /// This node's controller voter and its IO.
 pub(crate) struct ControllerService {
@@ -157,8 +196,9 @@ pub(crate) struct ControllerService {
     waiters: RefCell<HashMap<ProposalId, oneshot::Sender<Result<(), Refusal>>>>,
     kick: mpsc::UnboundedSender<()>,
     kicks: RefCell<Option<mpsc::UnboundedReceiver<()>>>,
+    /// Controller messages from peers and this node's shards (taken by `spawn`).
+    lane: RefCell<Option<flume::Receiver<ControllerMsg>>>,
     file: RefCell<Option<std::fs::File>>,
-    last_heartbeat: Cell<Option<Tick>>,
     /// This run of the node (see `server::identity`): its registration fences the
     /// previous run's session at once.
     incarnation: u64,
@@ -189,6 +229,8 @@ pub(crate) struct ControllerService {
     shared: RefCell<SharedSessions>,
     /// This node's shard count, told to the controller leader with each heartbeat.
     shards: usize,
+    /// How long this shard was stalled, ms (see `controller_clock`).
+    stalled_ms: Cell<u64>,
 }
 
 /// Why a voter is halted.
@@ -226,8 +268,8 @@ impl ControllerService {
             waiters: RefCell::new(HashMap::new()),
             kick,
             kicks: RefCell::new(Some(kicks)),
+            lane: RefCell::new(Some(start.lane)),
             file: RefCell::new(Some(file)),
-            last_heartbeat: Cell::new(None),
             incarnation: start.incarnation,
             now: Cell::new(now),
             forged: Cell::new(0),
@@ -243,6 +285,7 @@ impl ControllerService {
             free_bytes: RefCell::new(std::collections::BTreeMap::new()),
             shared: RefCell::new(SharedSessions::default()),
             shards,
+            stalled_ms: Cell::new(0),
         })
     }
 
@@ -286,7 +329,7 @@ impl ControllerService {
 
     /// Measures the data directory's free space every `FREE_SPACE_EVERY`, off the
     /// executor, until the shard stops.
-    pub(crate) async fn measure_free_space(self: Rc<Self>, stopped: impl Fn() -> bool) {
+    async fn measure_free_space(self: Rc<Self>, stopped: impl Fn() -> bool) {
         while !stopped() {
             let dir = self.data_dir.clone();
             let measured = glommio::executor()
@@ -420,14 +463,20 @@ impl ControllerService {
     }
 
     /// A controller message from peer `from` (proven by the peer listener), or from a
-    /// shard of this node (`None`). Remote input: a message naming another sender than
-    /// the proven one is dropped and counted.
-    pub(crate) fn handle(
-        self: &Rc<Self>,
-        from: Option<NodeId>,
-        request: ControllerRequest,
-        data: &Bytes,
-    ) {
+    /// shard of this node (`None`), received at `now`. Remote input: a message naming
+    /// another sender than the proven one is dropped and counted.
+    fn handle(self: &Rc<Self>, message: ControllerMsg, now: Tick) {
+        let ControllerMsg {
+            from,
+            request,
+            data,
+        } = message;
+        let data = &data;
+        // A heartbeat proves the node alive when it arrives: recorded at the Ready loop's
+        // last clock reading, one that arrived while the loop waited on an fsync would
+        // look older than it is, and could fence a node that never missed one.
+        self.now.set(self.now.get().max(now));
+        self.controller.borrow_mut().observe_time(now);
         let sender = from.unwrap_or(self.node);
         let claimed = match &request {
             ControllerRequest::Raft { from } => NodeId(*from),
@@ -638,6 +687,10 @@ impl ControllerService {
     /// node that restarted, whose previous run the registration fences at once); on the
     /// controller leader only.
     fn session(&self, node: NodeId, (address, kafka): (&str, Option<&str>), incarnation: u64) {
+        // How close this node's session came to expiring (`shardlog_heartbeat_gap_seconds`).
+        if let Some(gap) = self.controller.borrow().heartbeat_age_ms(node) {
+            metrics::latency(Latency::HeartbeatGap, Duration::from_millis(gap));
+        }
         let session =
             self.controller
                 .borrow_mut()
@@ -663,8 +716,8 @@ impl ControllerService {
         }
     }
 
-    /// Drives the controller until the shard stops: clock, heartbeats, the Ready cycle.
-    pub(crate) async fn run(
+    /// Drives the controller until the shard stops: clock, the Ready cycle.
+    async fn run(
         self: Rc<Self>,
         shards: Vec<flume::Sender<ShardMsg>>,
         clock: impl Fn() -> Tick,
@@ -688,7 +741,6 @@ impl ControllerService {
                 continue;
             }
             self.controller.borrow_mut().tick(now);
-            self.heartbeat(now);
             self.share_sessions(now);
             let ready = self.controller.borrow_mut().ready();
             let actions = match ready {
@@ -726,6 +778,54 @@ impl ControllerService {
                 published = Some((leader, rejoined));
             }
         }
+    }
+
+    /// Starts the controller's tasks on this shard (shard 0), in a task queue of their
+    /// own that the executor runs within `CONTROLLER_LATENCY` of a wake-up, however busy
+    /// the data path keeps the default queue: the Ready loop, the heartbeat timer, the
+    /// lane, and the free-space measurement.
+    pub(crate) fn spawn(
+        self: &Rc<Self>,
+        shards: Vec<flume::Sender<ShardMsg>>,
+        clock: impl Fn() -> Tick + Clone + 'static,
+        stopped: impl Fn() -> bool + Clone + 'static,
+    ) {
+        let queue = glommio::executor().create_task_queue(
+            glommio::Shares::Static(CONTROLLER_SHARES),
+            glommio::Latency::Matters(CONTROLLER_LATENCY),
+            "controller",
+        );
+        let Some(lane) = self.lane.borrow_mut().take() else {
+            return;
+        };
+        let clock = {
+            let (service, raw) = (Rc::downgrade(self), clock);
+            move || {
+                let raw = raw();
+                service
+                    .upgrade()
+                    .map_or(raw, |service| service.controller_clock(raw))
+            }
+        };
+        let spawn = |task: std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>| {
+            match glommio::spawn_local_into(task, queue) {
+                Ok(task) => {
+                    task.detach();
+                }
+                Err(e) => tracing::error!(error = %e, "starting a controller task"),
+            }
+        };
+        spawn(Box::pin(self.peers.clone().keep_linked(stopped.clone())));
+        spawn(Box::pin(self.clone().measure_free_space(stopped.clone())));
+        spawn(Box::pin(self.clone().lane_loop(
+            lane,
+            clock.clone(),
+            stopped.clone(),
+        )));
+        spawn(Box::pin(
+            self.clone().heartbeat_loop(clock.clone(), stopped.clone()),
+        ));
+        spawn(Box::pin(self.clone().run(shards, clock, stopped)));
     }
 
     /// Whether no topic waits for adoption; starts adopting once this node is live.
@@ -828,10 +928,12 @@ impl ControllerService {
                 }
                 Action::Changed(change) => {
                     super::change_log::metadata_change(&change);
+                    count_change(&change);
                     changed = true;
                 }
                 Action::ControllerLeader { leader, term } => {
                     tracing::info!(leader = leader.map(|l| l.0), term, "controller leader");
+                    metrics::count(Counter::ControllerLeaderChanges);
                     changed = true;
                 }
             }
@@ -856,7 +958,6 @@ impl ControllerService {
         });
         // Proposals waiting here are not applied by this voter any more.
         self.waiters.borrow_mut().clear();
-        self.last_heartbeat.set(None);
     }
 
     /// A halted voter restarts from its file, as a restarted node would, every
@@ -906,24 +1007,70 @@ impl ControllerService {
         }
     }
 
-    /// Heartbeats this node's session, every `HEARTBEAT_EVERY_MS`, once the node has
-    /// caught up with the controller (before, the leader it knows may be an old one).
+    /// Sends this node's heartbeats until the shard stops, every `HEARTBEAT_EVERY`,
+    /// whatever the Ready loop is waiting on.
+    /// Measures this shard's stalls (see `controller_clock`) by how late its timer fires.
+    async fn heartbeat_loop(self: Rc<Self>, clock: impl Fn() -> Tick, stopped: impl Fn() -> bool) {
+        while !stopped() {
+            let asleep = std::time::Instant::now();
+            glommio::timer::sleep(HEARTBEAT_EVERY).await;
+            let late = asleep.elapsed().saturating_sub(HEARTBEAT_EVERY);
+            if late > STALL_SLACK {
+                let stalled = u64::try_from((late - STALL_SLACK).as_millis()).unwrap_or(u64::MAX);
+                self.stalled_ms
+                    .set(self.stalled_ms.get().saturating_add(stalled));
+                metrics::count_n(Counter::ControllerStalledMs, stalled);
+                tracing::debug!(stalled_ms = stalled, "the controller's shard was stalled");
+            }
+            if self.halted.borrow().is_none() {
+                self.heartbeat(clock());
+            }
+        }
+    }
+
+    /// The controller's clock: the process clock (`raw`) less the time this shard was
+    /// stalled, that is, not running the controller's timers for longer than
+    /// `STALL_SLACK` after they were due (CPU starvation, a task that did not yield). A
+    /// voter that did not run cannot tell who went silent: the heartbeats and Raft
+    /// messages sent to it meanwhile wait unread in its sockets. So time it spent stalled
+    /// counts neither towards a node's session nor towards an election timeout; a node
+    /// that dies while the others run is fenced as soon as before.
+    fn controller_clock(&self, raw: Tick) -> Tick {
+        Tick(raw.0.saturating_sub(self.stalled_ms.get()))
+    }
+
+    /// Takes the controller messages of the lane as they come until the shard stops,
+    /// each with the time it was taken.
+    async fn lane_loop(
+        self: Rc<Self>,
+        lane: flume::Receiver<ControllerMsg>,
+        clock: impl Fn() -> Tick,
+        stopped: impl Fn() -> bool,
+    ) {
+        while let Ok(message) = lane.recv_async().await {
+            if stopped() {
+                return;
+            }
+            self.handle(message, clock());
+        }
+    }
+
+    /// Heartbeats this node's session once the node has caught up with the controller
+    /// (before, the leader it knows may be an old one).
     fn heartbeat(self: &Rc<Self>, now: Tick) {
-        let due = self
-            .last_heartbeat
-            .get()
-            .is_none_or(|at| now.since(at) >= HEARTBEAT_EVERY_MS);
-        if !due || !self.controller.borrow().caught_up() {
+        if !self.controller.borrow().caught_up() {
             return;
         }
-        self.last_heartbeat.set(Some(now));
         match self.leader() {
             Some(leader) if leader == self.node => {
+                self.controller.borrow_mut().observe_time(now);
                 let addresses = (self.address.as_str(), Some(self.kafka_address.as_str()));
                 self.session(self.node, addresses, self.incarnation);
                 self.controller
                     .borrow_mut()
                     .note_shards(self.node, self.shards);
+                // A registration it proposed goes out with the next Ready.
+                let _ = self.kick.unbounded_send(());
             }
             Some(leader) => {
                 let request = ControllerRequest::HeartbeatListening {
@@ -972,6 +1119,16 @@ impl ControllerService {
             .await;
         *self.file.borrow_mut() = Some(file);
         result
+    }
+}
+
+/// Counts the leader changes and fences the voter applies (`shardlog_leader_changes_total`,
+/// `shardlog_node_fences_total`): what a stability run must find at zero.
+fn count_change(change: &MetadataChange) {
+    match change {
+        MetadataChange::LeaderChanged { .. } => metrics::count(Counter::LeaderChanges),
+        MetadataChange::NodeFenced(_) => metrics::count(Counter::NodeFences),
+        _ => {}
     }
 }
 

@@ -114,8 +114,10 @@ pub(crate) struct ClusterNode {
     replicas: RefCell<HashMap<(String, u32), Rc<Replica>>>,
     started: Instant,
     incarnation: Incarnation,
-    /// Shard 0 only; set right after `new` (the service sends through this node's `peers`).
+    /// Shard 0 only; set right after `new` (the service has links of its own).
     pub(crate) controller: Option<Rc<controller::ControllerService>>,
+    /// Shard 0's controller lane: where this shard sends controller messages.
+    pub(crate) controller_lane: controller::ControllerLane,
     /// Replication messages dropped for naming another sender than the proven one.
     forged: std::cell::Cell<u64>,
     /// Topics (by id) whose `topic.json` this shard wrote in this run.
@@ -135,8 +137,8 @@ impl ClusterNode {
         peers: Rc<Peers>,
         incarnation: Incarnation,
         started: Instant,
-        applied: Arc<AtomicU64>,
-        open_outcomes: Arc<open_outcomes::OpenOutcomes>,
+        (applied, open_outcomes): (Arc<AtomicU64>, Arc<open_outcomes::OpenOutcomes>),
+        controller_lane: controller::ControllerLane,
     ) -> ClusterNode {
         let (view_changed, view_changes) = mpsc::unbounded();
         let (first_view, first_view_rx) = oneshot::channel();
@@ -155,6 +157,7 @@ impl ClusterNode {
             started,
             incarnation,
             controller: None,
+            controller_lane,
             forged: std::cell::Cell::new(0),
             described: RefCell::new(std::collections::HashSet::new()),
             offline: RefCell::new(HashMap::new()),

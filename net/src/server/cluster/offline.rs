@@ -35,9 +35,10 @@ use shardlog_engine::{DmaStorage, LeaderEpoch};
 use shardlog_replicator::controller::PartitionState;
 
 use crate::api::ControllerRequest;
+use crate::server::cluster::controller::{ControllerLane, ControllerMsg};
 use crate::server::cluster::replicas::{close_replica, replica_dir};
 use crate::server::cluster::{ClusterNode, Placement, Replica};
-use crate::server::shard::{ShardMsg, owner_shard};
+use crate::server::shard::owner_shard;
 
 /// The first reopen is tried this long after the stop; each failure doubles the wait.
 const REOPEN_FIRST: Duration = Duration::from_secs(1);
@@ -171,7 +172,7 @@ impl ClusterNode {
     pub(crate) async fn offline_loop(
         self: Rc<Self>,
         place: Rc<Placement>,
-        controller_inbox: flume::Sender<ShardMsg>,
+        controller_lane: ControllerLane,
         stopped: impl Fn() -> bool,
     ) {
         while !stopped() {
@@ -180,7 +181,7 @@ impl ClusterNode {
                 return;
             }
             self.find_stopped();
-            self.report(&controller_inbox);
+            self.report(&controller_lane);
             let due: Vec<(String, u32)> = self
                 .offline
                 .borrow_mut()
@@ -223,7 +224,7 @@ impl ClusterNode {
 
     /// Reports each offline replica the view still shows leading the epoch it stopped
     /// in, or in an ISR it shares (once per partition epoch, again every second).
-    fn report(&self, controller_inbox: &flume::Sender<ShardMsg>) {
+    fn report(&self, controller_lane: &ControllerLane) {
         let Some(view) = self.view() else {
             return;
         };
@@ -250,8 +251,8 @@ impl ClusterNode {
                 leader_epoch: stopped_in.0,
                 partition_epoch: state.partition_epoch,
             };
-            // A full inbox drops it: it is sent again in a second.
-            let _ = controller_inbox.try_send(ShardMsg::Controller {
+            // A full lane drops it: it is sent again in a second.
+            let _ = controller_lane.try_send(ControllerMsg {
                 from: None,
                 request,
                 data: bytes::Bytes::new(),

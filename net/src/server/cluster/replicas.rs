@@ -17,10 +17,11 @@ use shardlog_replicator::{NodeId, ReplicaConfig};
 
 use crate::api::ControllerRequest;
 use crate::peer::PartitionTransport;
+use crate::server::cluster::controller::{ControllerLane, ControllerMsg};
 use crate::server::cluster::open_outcomes::OpenOutcome;
 use crate::server::cluster::{ClusterNode, ClusterView, Replica, TopicSettings, change_log};
 use crate::server::metrics;
-use crate::server::shard::{ShardMsg, finish_log, owner_shard};
+use crate::server::shard::{finish_log, owner_shard};
 use crate::server::topic_file::{self, TopicFile};
 
 /// A replica's driver on a shard.
@@ -335,7 +336,7 @@ impl ClusterNode {
     /// upkeep (interval syncs, rolls, retention), until the shard stops.
     pub(crate) async fn tick_loop(
         self: Rc<Self>,
-        controller_inbox: flume::Sender<ShardMsg>,
+        controller_lane: ControllerLane,
         flush: FlushPolicy,
         stopped: impl Fn() -> bool,
     ) {
@@ -359,8 +360,8 @@ impl ClusterNode {
                         partition_epoch: proposal.isr_version,
                         isr: proposal.isr.iter().map(|n| n.0).collect(),
                     };
-                    // A full inbox drops it: the replica proposes again on its timer.
-                    let _ = controller_inbox.try_send(ShardMsg::Controller {
+                    // A full lane drops it: the replica proposes again on its timer.
+                    let _ = controller_lane.try_send(ControllerMsg {
                         from: None,
                         request,
                         data: bytes::Bytes::new(),

@@ -104,11 +104,19 @@ pub(crate) enum Counter {
     TlsHandshakesFailed,
     /// Admin HTTP requests answered.
     AdminRequests,
+    /// A partition leader change this node's controller voter applied.
+    LeaderChanges,
+    /// A node fence this node's controller voter applied.
+    NodeFences,
+    /// A controller leader (or term) change this node's voter saw.
+    ControllerLeaderChanges,
+    /// Milliseconds shard 0 was stalled, left out of the controller's clock.
+    ControllerStalledMs,
 }
 
 impl Counter {
     /// Every counter with its metric name and help text.
-    pub(crate) const ALL: [(Counter, &'static str, &'static str); 7] = [
+    pub(crate) const ALL: [(Counter, &'static str, &'static str); 11] = [
         (
             Counter::IsrShrinks,
             "shardlog_isr_shrinks_total",
@@ -144,6 +152,32 @@ impl Counter {
             "shardlog_admin_requests_total",
             "Requests answered by the admin HTTP listener.",
         ),
+        (
+            Counter::LeaderChanges,
+            "shardlog_leader_changes_total",
+            "Partition leader changes the controller applied, as this node's voter applied \
+             them (every voter counts the same changes; a new topic's first leaders count, \
+             and a restarted node counts its log again as it replays it).",
+        ),
+        (
+            Counter::NodeFences,
+            "shardlog_node_fences_total",
+            "Nodes fenced for a missed session (or a newer run), as this node's voter \
+             applied the fences (every voter counts the same ones).",
+        ),
+        (
+            Counter::ControllerLeaderChanges,
+            "shardlog_controller_leader_changes_total",
+            "Controller leader or Raft term changes this node's voter saw (its first \
+             leader after a start counts).",
+        ),
+        (
+            Counter::ControllerStalledMs,
+            "shardlog_controller_stalled_milliseconds_total",
+            "Time shard 0 ran the controller's timers late (CPU starvation, a task that did \
+             not yield), left out of the controller's clock: it counts neither towards \
+             sessions nor towards Raft election timeouts.",
+        ),
     ];
 
     fn index(self) -> usize {
@@ -162,11 +196,13 @@ pub(crate) enum Latency {
     Replication,
     /// One fdatasync of a segment file.
     Fdatasync,
+    /// On the controller leader: from a node's heartbeat to its next one.
+    HeartbeatGap,
 }
 
 impl Latency {
     /// Every histogram with its metric name and help text.
-    pub(crate) const ALL: [(Latency, &'static str, &'static str); 4] = [
+    pub(crate) const ALL: [(Latency, &'static str, &'static str); 5] = [
         (
             Latency::Produce,
             "shardlog_produce_latency_seconds",
@@ -186,6 +222,12 @@ impl Latency {
             Latency::Fdatasync,
             "shardlog_fdatasync_latency_seconds",
             "One fdatasync of a segment file.",
+        ),
+        (
+            Latency::HeartbeatGap,
+            "shardlog_heartbeat_gap_seconds",
+            "On the controller leader: from a node's heartbeat to its next one, as received \
+             (a gap longer than the session timeout fences the node).",
         ),
     ];
 

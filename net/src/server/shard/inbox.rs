@@ -5,11 +5,9 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use futures::channel::oneshot;
 use shardlog_replicator::NodeId;
 
-use crate::api::ControllerRequest;
 use crate::server::cluster::ClusterView;
 use crate::server::ops::acls::{self, AclChange};
 use crate::server::ops::groups::{self, GroupListing, GroupOp, GroupReply};
@@ -64,13 +62,6 @@ pub(crate) enum ShardMsg {
     /// peer listener proved to be node `from` (no reply: replication messages are fire
     /// and forget).
     Replicate { from: NodeId, frame: Frame },
-    /// To shard 0: a controller message from peer `from` (proven), or from a shard of
-    /// this node (`None`).
-    Controller {
-        from: Option<NodeId>,
-        request: ControllerRequest,
-        data: Bytes,
-    },
     /// From shard 0: the controller's newest view.
     View(Arc<ClusterView>),
     /// A group operation for a group this shard coordinates.
@@ -141,15 +132,6 @@ pub(crate) async fn serve(shard: Rc<Shard>, inbox: flume::Receiver<ShardMsg>) {
             }
             ShardMsg::Stop => shard.begin_stop(),
             ShardMsg::Replicate { from, frame } => shard.cluster.receive_frame(from, &frame),
-            ShardMsg::Controller {
-                from,
-                request,
-                data,
-            } => {
-                if let Some(service) = &shard.cluster.controller {
-                    service.handle(from, request, &data);
-                }
-            }
             ShardMsg::View(view) => shard.cluster.set_view(view),
             ShardMsg::Group { op, reply } => groups::run_forwarded(&shard, op, reply).await,
             ShardMsg::ListGroups { reply } => {
