@@ -268,9 +268,16 @@ pub(crate) struct LogState<F> {
     /// a temporary name, so a roll only renames it.
     pub(crate) next_segment: Option<F>,
     pub(crate) next_segment_creating: bool,
-    /// `tick` is preallocating the next step of the active segment: exclusive operations
-    /// wait for it (they may cut or replace the file); appends do not.
+    /// `tick` is preallocating the next step of the active segment, or writing zeros
+    /// ahead of the appends: exclusive operations wait for it (they may cut or replace
+    /// the file); appends do not.
     pub(crate) extending: bool,
+    /// Where a zero write under way in the active segment starts (`zero_fill.rs`): a
+    /// flush whose blocks reach it waits for it.
+    pub(crate) zero_filling: Option<u64>,
+    /// The active segment's base and data length when the upkeep last looked, to tell
+    /// how fast the appends move.
+    pub(crate) zero_fill_seen: Option<(Offset, u64)>,
     /// When a preallocation step last failed (the disk is full?): the next is tried a
     /// while later, and only the first failure of a run is logged.
     pub(crate) extend_failed_at: Option<Instant>,
@@ -518,6 +525,7 @@ impl<S: Storage> PartitionLog<S> {
             if !job.data.is_empty() {
                 job.data
                     .resize(job.data.len().next_multiple_of(BLOCK_SIZE), 0);
+                self.wait_zero_fill(job.start + job.data.len() as u64).await;
                 let (first, rest) = job.data.split_at(BLOCK_SIZE);
                 let chunk = self.config.write_chunk_bytes;
                 let rest_writes = rest.chunks(chunk).enumerate().map(|(i, part)| {
