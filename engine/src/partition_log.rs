@@ -213,7 +213,8 @@ impl<S: Storage> Drop for FlushInFlight<'_, S> {
 /// One flush's share of the pending bytes.
 struct FlushJob<F> {
     file: Rc<F>,
-    path: PathBuf,
+    /// The segment's base offset: its file's name, made into a path only for an error.
+    base: Offset,
     /// Block-aligned file position of `data`.
     start: u64,
     /// Ticket of the first byte of `data` that no earlier flush wrote.
@@ -536,8 +537,13 @@ impl<S: Storage> PartitionLog<S> {
                     self.wait_written(job.start_ticket).await?;
                     job.file.write_at(job.start, first).await
                 };
-                futures::future::try_join(first_write, futures::future::try_join_all(rest_writes))
-                    .await?;
+                if rest.is_empty() {
+                    // A flush of one block (a small append): no list of writes to build.
+                    first_write.await?;
+                } else {
+                    let rest_writes = futures::future::try_join_all(rest_writes);
+                    futures::future::try_join(first_write, rest_writes).await?;
+                }
                 self.mark_written(job);
             }
             if job.sync {
@@ -602,10 +608,9 @@ impl<S: Storage> PartitionLog<S> {
             data.clear(); // Only the already-written partial block: nothing to write.
         }
         let active = state.active();
-        let path = segment::segment_path(&self.dir, active.base, LOG_SUFFIX);
         FlushJob {
             file: active.file.clone(),
-            path,
+            base: active.base,
             start,
             start_ticket,
             data,
@@ -656,17 +661,17 @@ impl<S: Storage> PartitionLog<S> {
         let mut state = self.state.borrow_mut();
         state.flushes_in_flight -= 1;
         if let Err(source) = result {
+            let path = segment::segment_path(&self.dir, job.base, LOG_SUFFIX);
             let first = !state.stopped;
             state.stopped = true;
             if first {
-                state.stop_cause = Some(StopCause::of_io(&job.path, &source));
+                state.stop_cause = Some(StopCause::of_io(&path, &source));
             }
             drop(state);
             self.changed.notify_all();
             if !first {
                 return Err(Error::Stopped);
             }
-            let path = job.path;
             tracing::error!(path = %path.display(), %source, "log write or sync failed; stopping the log");
             return Err(Error::SyncFailed { path, source });
         }
