@@ -91,8 +91,10 @@ async fn read_all(log: &PartitionLog<DmaStorage>) -> Vec<(Offset, Vec<u8>)> {
     out
 }
 
-/// `struct fiemap` with room for `EXTENTS_MAX` extents (linux/fiemap.h).
+/// `struct fiemap` with room for `EXTENTS_MAX` extents (linux/fiemap.h). Some fields
+/// are only read by the kernel.
 #[repr(C)]
+#[allow(dead_code)]
 struct Fiemap {
     start: u64,
     length: u64,
@@ -105,6 +107,7 @@ struct Fiemap {
 
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
+#[allow(dead_code)]
 struct FiemapExtent {
     logical: u64,
     physical: u64,
