@@ -422,23 +422,27 @@ async fn produce(shard: &Rc<Shard>, frame: Frame, access: &Access<'_>) -> Comple
             }
             return None;
         }
-        let response = match result {
-            Ok(produced) => ProduceResponse {
-                error: ErrorCode::None.as_u16(),
-                base_offset: produced.base_offset,
-                leader_hint: None,
-                message: String::new(),
-            },
-            Err(e) => ProduceResponse {
-                error: e.code().as_u16(),
-                base_offset: 0,
-                leader_hint: e.leader_hint(),
-                message: e.to_string(),
-            },
-        };
-        Some(reply(&header, &response, Vec::new()))
+        Some(reply(&header, &produce_response(result), Vec::new()))
     }
     .boxed_local()
+}
+
+/// A produce's answer as its response.
+fn produce_response(result: Result<produce::Produced, OpError>) -> ProduceResponse {
+    match result {
+        Ok(produced) => ProduceResponse {
+            error: ErrorCode::None.as_u16(),
+            base_offset: produced.base_offset,
+            leader_hint: None,
+            message: String::new(),
+        },
+        Err(e) => ProduceResponse {
+            error: e.code().as_u16(),
+            base_offset: 0,
+            leader_hint: e.leader_hint(),
+            message: e.to_string(),
+        },
+    }
 }
 
 async fn fetch(shard: &Rc<Shard>, frame: Frame, session: &Session) -> Begun {
