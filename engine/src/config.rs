@@ -68,6 +68,12 @@ pub struct EngineConfig {
     /// past `segment_bytes`. A new segment starts with one step. Default 16 MiB; bounds
     /// 4 KiB ..= 1 GiB, a multiple of 4 KiB.
     pub preallocation_step_bytes: u64,
+    /// The upkeep (`tick`) writes zeros into the preallocated blocks up to this far past
+    /// the write position, so that appends land on written blocks: fdatasync after a
+    /// write into unwritten (fallocated) blocks also commits their conversion to the
+    /// filesystem journal, which costs about as much again. Zero turns it off. Default
+    /// 4 MiB; bounds 0 ..= 256 MiB, a multiple of 4 KiB.
+    pub zero_fill_ahead_bytes: u64,
     /// Roll the active segment once its first batch is this old (by batch timestamp,
     /// as Kafka's `log.roll.ms`), checked by `tick`. Default 7 days.
     pub segment_age: Option<Duration>,
@@ -94,6 +100,7 @@ impl Default for EngineConfig {
             flush: FlushPolicy::Always,
             segment_bytes: 128 << 20,
             preallocation_step_bytes: 16 << 20,
+            zero_fill_ahead_bytes: 4 << 20,
             segment_age: Some(7 * DAY),
             index_interval_bytes: 4096,
             retention_bytes: None,
@@ -126,6 +133,12 @@ impl EngineConfig {
             return fail(
                 "preallocation_step_bytes",
                 "4 KiB ..= 1 GiB, a multiple of 4 KiB",
+            );
+        }
+        if self.zero_fill_ahead_bytes > 256 << 20 || self.zero_fill_ahead_bytes % block != 0 {
+            return fail(
+                "zero_fill_ahead_bytes",
+                "0 ..= 256 MiB, a multiple of 4 KiB",
             );
         }
         if !(512..=1 << 20).contains(&self.index_interval_bytes) {

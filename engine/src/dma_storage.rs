@@ -126,6 +126,25 @@ impl StorageFile for DmaStorageFile {
         Ok(())
     }
 
+    async fn write_zeros(&self, pos: u64, len: usize) -> io::Result<()> {
+        assert!(
+            pos % BLOCK_SIZE as u64 == 0,
+            "unaligned write position {pos}"
+        );
+        assert!(len % BLOCK_SIZE == 0, "unaligned write length {len}");
+        // DMA buffers are not zeroed (they may hold an earlier write's bytes).
+        let mut buffer = self.file.alloc_dma_buffer(len);
+        buffer.as_bytes_mut().fill(0);
+        let written = self.file.write_at(buffer, pos).await.map_err(glommio_err)?;
+        if written != len {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                format!("short write: {written} of {len} zero bytes at {pos}"),
+            ));
+        }
+        Ok(())
+    }
+
     async fn sync_data(&self) -> io::Result<()> {
         self.file.fdatasync().await.map_err(glommio_err)
     }

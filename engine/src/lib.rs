@@ -40,6 +40,7 @@ mod storage_sim;
 pub mod sync_observer;
 pub mod tail_cache;
 pub mod time_index;
+pub mod zero_fill;
 
 pub use config::{EngineConfig, FlushPolicy};
 pub use dir_lock::DirLock;

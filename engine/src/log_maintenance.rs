@@ -19,7 +19,7 @@ use crate::storage::{OpenMode, Storage, StorageFile};
 /// The next segment's file while it waits for its roll (a `.tmp`: removed on open).
 const NEXT_SEGMENT_FILE: &str = "next-segment.log.tmp";
 /// After a failed preallocation step, the next try waits this long.
-const EXTEND_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+pub(crate) const EXTEND_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Releases the exclusive flag when an exclusive operation ends, even by error.
 pub(crate) struct Exclusive<'a, S: Storage> {
@@ -266,6 +266,8 @@ impl<S: Storage> PartitionLog<S> {
         let mut state = self.state.borrow_mut();
         state.active_mut().truncate_to(position, new_end, removed);
         state.active_mut().allocated_len = allocated;
+        // Past the cut the file was truncated and preallocated again: unwritten blocks.
+        state.active_mut().zeroed_len = segment::align_up(position);
         state.log_end = new_end;
         state.written_end = new_end;
         state.durable_end = new_end;
@@ -373,13 +375,15 @@ impl<S: Storage> PartitionLog<S> {
 
     /// Periodic upkeep, called by the owner every few milliseconds (10 ms is plenty):
     /// the background sync of `interval` and `never` (when the interval is up, or 32 MiB
-    /// are unsynced), roll by age and retention. Under `interval`, this is the only
-    /// place the interval sync happens.
+    /// are unsynced), the active segment's next preallocation step and the zeros ahead
+    /// of its appends (`zero_fill.rs`), roll by age and retention. Under `interval`,
+    /// this is the only place the interval sync happens.
     pub async fn tick(&self, now: TimestampMs) -> Result<()> {
         if self.background_sync_due() {
             self.sync().await?;
         }
         self.extend_active().await;
+        self.zero_fill_ahead().await;
         // Only once the active segment is half full and in its last step: an idle
         // partition should not hold a second file's worth of disk.
         // An exclusive operation (a reset, a truncation) may be swapping the segments

@@ -140,6 +140,8 @@ impl<S: Storage> PartitionLog<S> {
             next_segment: None,
             next_segment_creating: false,
             extending: false,
+            zero_filling: None,
+            zero_fill_seen: None,
             extend_failed_at: None,
             stats: LogStats::default(),
             snapshots: std::collections::BTreeSet::new(),
@@ -328,6 +330,9 @@ async fn recover_tail<F: StorageFile>(
     .await
     .map_err(io)?;
     segment.allocated_len = allocated;
+    // The blocks up to the cut hold batches (or the rewritten last block); past it lie
+    // fresh, unwritten preallocated blocks.
+    segment.zeroed_len = segment::align_up(stop.position);
     Ok(())
 }
 

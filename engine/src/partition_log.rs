@@ -214,7 +214,8 @@ impl<S: Storage> Drop for FlushInFlight<'_, S> {
 /// One flush's share of the pending bytes.
 struct FlushJob<F> {
     file: Rc<F>,
-    path: PathBuf,
+    /// The segment's base offset: its file's name, made into a path only for an error.
+    base: Offset,
     /// Block-aligned file position of `data`.
     start: u64,
     /// Ticket of the first byte of `data` that no earlier flush wrote.
@@ -269,9 +270,16 @@ pub(crate) struct LogState<F> {
     /// a temporary name, so a roll only renames it.
     pub(crate) next_segment: Option<F>,
     pub(crate) next_segment_creating: bool,
-    /// `tick` is preallocating the next step of the active segment: exclusive operations
-    /// wait for it (they may cut or replace the file); appends do not.
+    /// `tick` is preallocating the next step of the active segment, or writing zeros
+    /// ahead of the appends: exclusive operations wait for it (they may cut or replace
+    /// the file); appends do not.
     pub(crate) extending: bool,
+    /// Where a zero write under way in the active segment starts (`zero_fill.rs`): a
+    /// flush whose blocks reach it waits for it.
+    pub(crate) zero_filling: Option<u64>,
+    /// The active segment's base and data length when the upkeep last looked, to tell
+    /// how fast the appends move.
+    pub(crate) zero_fill_seen: Option<(Offset, u64)>,
     /// When a preallocation step last failed (the disk is full?): the next is tried a
     /// while later, and only the first failure of a run is logged.
     pub(crate) extend_failed_at: Option<Instant>,
@@ -519,6 +527,7 @@ impl<S: Storage> PartitionLog<S> {
             if !job.data.is_empty() {
                 job.data
                     .resize(job.data.len().next_multiple_of(BLOCK_SIZE), 0);
+                self.wait_zero_fill(job.start + job.data.len() as u64).await;
                 let (first, rest) = job.data.split_at(BLOCK_SIZE);
                 let chunk = self.config.write_chunk_bytes;
                 let rest_writes = rest.chunks(chunk).enumerate().map(|(i, part)| {
@@ -529,8 +538,13 @@ impl<S: Storage> PartitionLog<S> {
                     self.wait_written(job.start_ticket).await?;
                     job.file.write_at(job.start, first).await
                 };
-                futures::future::try_join(first_write, futures::future::try_join_all(rest_writes))
-                    .await?;
+                if rest.is_empty() {
+                    // A flush of one block (a small append): no list of writes to build.
+                    first_write.await?;
+                } else {
+                    let rest_writes = futures::future::try_join_all(rest_writes);
+                    futures::future::try_join(first_write, rest_writes).await?;
+                }
                 self.mark_written(job);
             }
             if job.sync {
@@ -595,10 +609,9 @@ impl<S: Storage> PartitionLog<S> {
             data.clear(); // Only the already-written partial block: nothing to write.
         }
         let active = state.active();
-        let path = segment::segment_path(&self.dir, active.base, LOG_SUFFIX);
         FlushJob {
             file: active.file.clone(),
-            path,
+            base: active.base,
             start,
             start_ticket,
             data,
@@ -649,17 +662,17 @@ impl<S: Storage> PartitionLog<S> {
         let mut state = self.state.borrow_mut();
         state.flushes_in_flight -= 1;
         if let Err(source) = result {
+            let path = segment::segment_path(&self.dir, job.base, LOG_SUFFIX);
             let first = !state.stopped;
             state.stopped = true;
             if first {
-                state.stop_cause = Some(StopCause::of_io(&job.path, &source));
+                state.stop_cause = Some(StopCause::of_io(&path, &source));
             }
             drop(state);
             self.changed.notify_all();
             if !first {
                 return Err(Error::Stopped);
             }
-            let path = job.path;
             tracing::error!(path = %path.display(), %source, "log write or sync failed; stopping the log");
             return Err(Error::SyncFailed { path, source });
         }

@@ -9,6 +9,8 @@
 //! write position a step at a time ([`preallocation_target`]), so a write rarely has to
 //! allocate blocks, and a crash leaves zeros (never stale batches) after the last batch.
 //! A write past the preallocated end extends the file itself. Sealing gives the rest back.
+//! The upkeep also writes zeros into the preallocated blocks just ahead of the writes
+//! (`zero_fill.rs`): they read as zeros either way, so recovery sees the same end.
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -110,6 +112,9 @@ pub struct Segment<F> {
     /// The file's length as last preallocated or cut by this log: where the next
     /// preallocation step starts. Writes past it extend the file without one.
     pub allocated_len: u64,
+    /// Every block of the file below it has been written (batches, or zeros by the
+    /// upkeep: `zero_fill.rs`), so writes there need no conversion of unwritten extents.
+    pub zeroed_len: u64,
     bytes_since_index: u64,
 }
 
@@ -129,6 +134,7 @@ impl<F> Segment<F> {
             record_count: 0,
             sealed: false,
             allocated_len: 0,
+            zeroed_len: 0,
             bytes_since_index: 0,
         }
     }

@@ -46,6 +46,12 @@ pub trait StorageFile: 'static {
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes>;
     /// Writes `data` at `pos`; both block-aligned.
     async fn write_at(&self, pos: u64, data: &[u8]) -> io::Result<()>;
+    /// Writes `len` zero bytes at `pos`; both block-aligned. The upkeep writes zeros into
+    /// preallocated blocks ahead of the appends, which then land on written blocks
+    /// (cheaper to fdatasync than unwritten ones); see `zero_fill.rs`.
+    async fn write_zeros(&self, pos: u64, len: usize) -> io::Result<()> {
+        self.write_at(pos, &vec![0; len]).await
+    }
     /// fdatasync: everything written so far, and the file's length, is on disk.
     async fn sync_data(&self) -> io::Result<()>;
     /// The file's length.

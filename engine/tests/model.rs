@@ -7,7 +7,8 @@
 //! scan, `OffsetOutOfRange` outside `[log_start, log_end]`, and the epoch history. With
 //! `FlushPolicy::Always` an acknowledged append survives any crash.
 //!
-//! A second property drives concurrent appenders, readers and rolls through a storage that
+//! A second property drives concurrent appenders, readers, rolls and the upkeep (preallocation
+//! steps, zeros written ahead of the appends) through a storage that
 //! yields at every call, stops them after a random number of polls, crashes, and reopens:
 //! every acknowledged batch must be there, intact, at its offset, and nothing else may be.
 //!
@@ -861,11 +862,20 @@ fn run_workload(
             }
         }
     };
+    let upkeep = async {
+        // Zeros written ahead of the appends race their flushes: a zero write landing on
+        // appended blocks would lose acknowledged batches.
+        while !done.get() {
+            log.extend_active().await;
+            log.zero_fill_ahead().await;
+            YieldTimes(2).await;
+        }
+    };
     let work = async {
         futures::future::join(futures::future::join_all(appenders), roller).await;
         done.set(true);
     };
-    poll_up_to(futures::future::join(work, reader), case.polls)
+    poll_up_to(futures::future::join3(work, reader, upkeep), case.polls)
 }
 
 /// Runs a concurrent case; see [`Concurrent`].
@@ -878,6 +888,9 @@ fn run_concurrent(case: &Concurrent) -> Result<(), TestCaseError> {
     let config = EngineConfig {
         tail_cache_bytes: 2048,
         flush: case.flush,
+        // Steps and zeros of a few blocks, so the upkeep works right at the appends' edge.
+        preallocation_step_bytes: 16 << 10,
+        zero_fill_ahead_bytes: 8 << 10,
         ..config_of(0)
     };
     let log = block_on(PartitionLog::open(storage.clone(), DIR, config.clone()))

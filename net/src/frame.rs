@@ -193,8 +193,35 @@ pub fn encode_head<T>(
 where
     T: Meta,
 {
-    let archive = rkyv::to_bytes::<rancor::Error>(meta)
-        .map_err(|e| FrameError::InvalidMessage(e.to_string()))?;
+    ARCHIVE.with(|scratch| {
+        let mut archive = scratch.take();
+        archive.clear();
+        let result = rkyv::api::high::to_bytes_in::<_, rancor::Error>(meta, archive);
+        let archive = result.map_err(|e| FrameError::InvalidMessage(e.to_string()))?;
+        let framed = frame_head(out, (api, version, correlation, flags), &archive, data_len);
+        if archive.capacity() <= ARCHIVE_KEPT_BYTES_MAX {
+            scratch.replace(archive);
+        }
+        framed
+    })
+}
+
+thread_local! {
+    /// The archive of the last meta encoded on this thread, kept for the next: every
+    /// reply encodes one, and a fresh buffer would be allocated and grown each time.
+    static ARCHIVE: std::cell::RefCell<AlignedVec> = std::cell::RefCell::new(AlignedVec::new());
+}
+
+/// The largest archive buffer kept between encodes; a larger one is freed.
+const ARCHIVE_KEPT_BYTES_MAX: usize = 64 << 10;
+
+/// Writes the fixed header and `archive` (the meta), padded, into `out`.
+fn frame_head(
+    out: &mut Vec<u8>,
+    (api, version, correlation, flags): (u16, u16, u64, u16),
+    archive: &[u8],
+    data_len: usize,
+) -> Result<(), FrameError> {
     let meta_len = archive.len();
     if meta_len > META_BYTES_MAX {
         return Err(FrameError::BadMetaLength(meta_len as u64));
@@ -208,6 +235,8 @@ where
     let meta_field =
         u32::try_from(meta_len).map_err(|_| FrameError::BadMetaLength(meta_len as u64))?;
     out.clear();
+    // One allocation for the head, rather than one per doubling as the fields go in.
+    out.reserve_exact(HEADER_SIZE + meta_len.next_multiple_of(8));
     out.extend_from_slice(&len_field.to_le_bytes());
     out.extend_from_slice(&api.to_le_bytes());
     out.extend_from_slice(&version.to_le_bytes());
@@ -215,7 +244,7 @@ where
     out.extend_from_slice(&meta_field.to_le_bytes());
     out.extend_from_slice(&flags.to_le_bytes());
     out.extend_from_slice(&[0, 0]);
-    out.extend_from_slice(&archive);
+    out.extend_from_slice(archive);
     out.resize(HEADER_SIZE + meta_len.next_multiple_of(8), 0);
     Ok(())
 }

@@ -55,8 +55,7 @@ use std::pin::pin;
 use std::rc::Rc;
 
 use bytes::BytesMut;
-use futures::StreamExt;
-use futures::channel::{mpsc, oneshot};
+use futures::channel::oneshot;
 use futures::future::{Either, select};
 use shardlog_engine::batch::BatchHeader;
 use shardlog_engine::{
@@ -66,6 +65,7 @@ use shardlog_engine::{
 use crate::config::ReplicaConfig;
 use crate::error::ProduceError;
 use crate::ids::{Incarnation, NodeId, RequestId, Tick};
+use crate::local_queue::LocalQueue;
 use crate::message::Message;
 use crate::replica::{Acks, Action, Input, Member, PartitionReplica, Produced};
 use crate::replica_snapshot::ReplicaSnapshot;
@@ -140,11 +140,12 @@ pub struct ReplicaDriver<S: Storage, T: Transport> {
     log: Rc<PartitionLog<S>>,
     transport: T,
     state: RefCell<State>,
-    queue: mpsc::UnboundedSender<Action>,
-    receiver: RefCell<Option<mpsc::UnboundedReceiver<Action>>>,
+    /// The replica's actions, performed in order by `run`.
+    queue: LocalQueue<Action>,
     /// Appends started and not yet known durable: the flusher waits for the newest.
-    flushes: mpsc::UnboundedSender<PendingAppend>,
-    flush_receiver: RefCell<Option<mpsc::UnboundedReceiver<PendingAppend>>>,
+    flushes: LocalQueue<PendingAppend>,
+    /// `run` was called (it may be only once).
+    running: Cell<bool>,
     failed: Cell<bool>,
     /// `ReplicaConfig::durable_when_acked`.
     durable_when_acked: bool,
@@ -195,8 +196,6 @@ impl<S: Storage, T: Transport> ReplicaDriver<S, T> {
         replica.recover_state(log_start, &image);
         assert_eq!(replica.log_end(), log_end, "recovered log end");
         let active_base = log.active_base();
-        let (queue, receiver) = mpsc::unbounded();
-        let (flushes, flush_receiver) = mpsc::unbounded();
         Ok(ReplicaDriver {
             log,
             transport,
@@ -211,10 +210,9 @@ impl<S: Storage, T: Transport> ReplicaDriver<S, T> {
                 reported_start: log_start,
                 scratch: Vec::new(),
             }),
-            queue,
-            receiver: RefCell::new(Some(receiver)),
-            flushes,
-            flush_receiver: RefCell::new(Some(flush_receiver)),
+            queue: LocalQueue::default(),
+            flushes: LocalQueue::default(),
+            running: Cell::new(false),
             failed: Cell::new(false),
             durable_when_acked,
             image: RefCell::new(image),
@@ -239,29 +237,23 @@ impl<S: Storage, T: Transport> ReplicaDriver<S, T> {
     /// Performs the replica's actions until [`ReplicaDriver::stop`] or a storage failure.
     /// Spawn it once, on the executor that owns the log.
     pub async fn run(&self) -> Result<(), DriverError> {
-        let mut receiver = self
-            .receiver
-            .borrow_mut()
-            .take()
-            .expect("ReplicaDriver::run called twice");
-        let mut flushes = self
-            .flush_receiver
-            .borrow_mut()
-            .take()
-            .expect("ReplicaDriver::run called twice");
+        assert!(
+            !self.running.replace(true),
+            "ReplicaDriver::run called twice"
+        );
         let actions = async {
-            while let Some(action) = receiver.next().await {
+            while let Some(action) = self.queue.pop().await {
                 self.perform(action).await?;
             }
             Ok(())
         };
         let flusher = async {
             loop {
-                let Some(mut newest) = flushes.next().await else {
+                let Some(mut newest) = self.flushes.pop().await else {
                     return Ok(());
                 };
                 // Waiting for the newest covers every append before it.
-                while let Ok(next) = flushes.try_recv() {
+                while let Some(next) = self.flushes.try_pop() {
                     newest = next;
                 }
                 self.log.append_wait(&newest).await?;
@@ -272,18 +264,20 @@ impl<S: Storage, T: Transport> ReplicaDriver<S, T> {
             // Stopped: the flusher finishes its flush (dropping it mid-flush would stop
             // the log), then what was appended becomes durable (and reported).
             Either::Left((Ok(()), flusher)) => {
-                self.flushes.close_channel();
+                self.flushes.close();
                 match flusher.await {
                     Ok(()) => self.sync_at_stop().await,
                     Err(e) => Err(e),
                 }
             }
             Either::Left((Err(e), _)) | Either::Right((Err(e), _)) => Err(e),
-            Either::Right((Ok(()), _)) => unreachable!("the driver holds the flush sender"),
+            Either::Right((Ok(()), _)) => {
+                unreachable!("the flush queue closes only once the actions end")
+            }
         };
         if let Err(source) = result {
             self.failed.set(true);
-            receiver.close();
+            self.queue.close();
             // Dropping the waiters answers their produce calls (NotLeader).
             self.state.borrow_mut().waiters.clear();
             return Err(DriverError {
@@ -296,7 +290,7 @@ impl<S: Storage, T: Transport> ReplicaDriver<S, T> {
 
     /// Ends `run` once the actions queued so far are performed.
     pub fn stop(&self) {
-        self.queue.close_channel();
+        self.queue.close();
     }
 
     /// Produces `batch` (one record batch as the client sent it); resolves with the
@@ -485,7 +479,7 @@ impl<S: Storage, T: Transport> ReplicaDriver<S, T> {
                         state.truncates_pending += 1;
                     }
                     // Fails only once stopped: the actions are dropped with the driver.
-                    let _ = self.queue.unbounded_send(action);
+                    let _ = self.queue.push(action);
                 }
             }
         }
@@ -554,7 +548,7 @@ impl<S: Storage, T: Transport> ReplicaDriver<S, T> {
                 self.report_storage();
                 if let Some(pending) = newest {
                     // The receiver lives as long as `run`, which performs this.
-                    let _ = self.flushes.unbounded_send(pending);
+                    let _ = self.flushes.push(pending);
                 }
             }
             Action::Truncate { log_end } => {

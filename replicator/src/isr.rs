@@ -47,21 +47,21 @@ pub fn shrink(
     now: Tick,
     replica_lag_ms: u64,
 ) -> Option<Vec<NodeId>> {
-    let keep: Vec<NodeId> = isr
-        .iter()
-        .copied()
-        .filter(|&node| {
-            node == leader
-                || lags.iter().any(|lag| {
-                    // A member not heard from yet (a new leader's followers) keeps its
-                    // place for `replica_lag_ms`; one that restarted leaves at once.
-                    lag.node == node
-                        && !lag.restarted
-                        && !out_of_sync(now, lag.caught_up_at, replica_lag_ms)
-                })
-        })
-        .collect();
-    (keep.len() < isr.len()).then_some(keep)
+    let stays = |node: NodeId| {
+        node == leader
+            || lags.iter().any(|lag| {
+                // A member not heard from yet (a new leader's followers) keeps its
+                // place for `replica_lag_ms`; one that restarted leaves at once.
+                lag.node == node
+                    && !lag.restarted
+                    && !out_of_sync(now, lag.caught_up_at, replica_lag_ms)
+            })
+    };
+    // Asked on every step of a leader: the usual answer ("nobody leaves") allocates nothing.
+    if isr.iter().all(|&node| stays(node)) {
+        return None;
+    }
+    Some(isr.iter().copied().filter(|&node| stays(node)).collect())
 }
 
 /// The ISR plus the followers that may join, or `None` if nobody may.
@@ -73,19 +73,21 @@ pub fn expand(
     replica_lag_ms: u64,
     join_floor: Offset,
 ) -> Option<Vec<NodeId>> {
-    let mut grown = isr.to_vec();
-    for lag in lags {
-        let joins = lag.known
+    let joins = |lag: &&Lag| {
+        lag.known
             && !lag.offline
             && !isr.contains(&lag.node)
             && lag.durable_end >= join_floor
-            && !out_of_sync(now, lag.caught_up_at, replica_lag_ms);
-        if joins {
-            grown.push(lag.node);
-        }
+            && !out_of_sync(now, lag.caught_up_at, replica_lag_ms)
+    };
+    // Asked on every step of a leader: the usual answer ("nobody joins") allocates nothing.
+    if !lags.iter().any(|lag| joins(&lag)) {
+        return None;
     }
+    let mut grown = isr.to_vec();
+    grown.extend(lags.iter().filter(joins).map(|lag| lag.node));
     grown.sort_unstable();
-    (grown.len() > isr.len()).then_some(grown)
+    Some(grown)
 }
 
 #[cfg(test)]

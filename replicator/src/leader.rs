@@ -549,12 +549,20 @@ impl Leader {
         if self.deposed {
             return;
         }
-        let mut maximal = self.isr.clone();
-        if let Some(proposal) = &self.proposal {
-            maximal.extend(proposal.isr.iter().copied());
-        }
-        maximal.sort_unstable();
-        maximal.dedup();
+        // Every Appended step of every produce comes here: the ISR, sorted and without
+        // duplicates as it is kept, is the maximal set as it stands, without a copy.
+        let merged: Vec<NodeId>;
+        let maximal: &[NodeId] = match &self.proposal {
+            None if self.isr.is_sorted_by(|a, b| a < b) => &self.isr,
+            proposal => {
+                let mut all = self.isr.clone();
+                all.extend(proposal.iter().flat_map(|p| p.isr.iter().copied()));
+                all.sort_unstable();
+                all.dedup();
+                merged = all;
+                &merged
+            }
+        };
         let durable_ends = maximal.iter().map(|node| {
             if *node == step.id {
                 step.log.durable_end

@@ -27,6 +27,7 @@ pub mod isr;
 pub mod leader;
 pub mod leader_epoch;
 pub mod local_log;
+mod local_queue;
 pub mod message;
 pub mod producer_state;
 pub mod quorum;

@@ -204,12 +204,12 @@ impl ClusterNode {
         rx
     }
 
-    /// This shard's replica of `partition` of `topic`, if it has one.
+    /// This shard's replica of `partition` of `topic`, if it has one. Looked up by
+    /// borrowed key: every produce, fetch and replication message asks, so the lookup
+    /// must not allocate the topic's name.
     pub(crate) fn replica(&self, topic: &str, partition: u32) -> Option<Rc<Replica>> {
-        self.replicas
-            .borrow()
-            .get(&(topic.to_owned(), partition))
-            .cloned()
+        let key: &dyn ReplicaKey = &(topic, partition);
+        self.replicas.borrow().get(key).cloned()
     }
 
     /// Every replica on this shard (for the admin listener's scrape).
@@ -259,11 +259,7 @@ impl ClusterNode {
             );
             return;
         }
-        let replica = self
-            .replicas
-            .borrow()
-            .get(&(topic.to_owned(), envelope.partition))
-            .cloned();
+        let replica = self.replica(topic, envelope.partition);
         match replica {
             Some(replica) => {
                 if let shardlog_replicator::message::Message::ShipAck(ack) = &envelope.message {
@@ -279,5 +275,70 @@ impl ClusterNode {
                 "no such replica here; dropped"
             ),
         }
+    }
+}
+
+/// A replica map key, owned `(String, u32)` or borrowed `(&str, u32)`, so the map is
+/// searched without building a `String` (the std `HashMap` looks up by `Borrow`).
+/// Both hash as the tuple `(topic, partition)` does: `str` and `String` hash alike.
+trait ReplicaKey {
+    fn key(&self) -> (&str, u32);
+}
+
+impl ReplicaKey for (String, u32) {
+    fn key(&self) -> (&str, u32) {
+        (self.0.as_str(), self.1)
+    }
+}
+
+impl ReplicaKey for (&str, u32) {
+    fn key(&self) -> (&str, u32) {
+        (self.0, self.1)
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn ReplicaKey + 'a> for (String, u32) {
+    fn borrow(&self) -> &(dyn ReplicaKey + 'a) {
+        self
+    }
+}
+
+impl std::hash::Hash for dyn ReplicaKey + '_ {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key().hash(state);
+    }
+}
+
+impl PartialEq for dyn ReplicaKey + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for dyn ReplicaKey + '_ {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_borrowed_key_finds_the_owned_one() {
+        let mut map: HashMap<(String, u32), u32> = HashMap::new();
+        let topics = ["orders", "payments", "a", ""];
+        for (i, topic) in (0u32..).zip(topics) {
+            for partition in 0..3 {
+                map.insert((topic.to_owned(), partition), i * 10 + partition);
+            }
+        }
+        for (i, topic) in (0u32..).zip(topics) {
+            for partition in 0..3 {
+                let key: &dyn ReplicaKey = &(topic, partition);
+                assert_eq!(map.get(key), Some(&(i * 10 + partition)));
+            }
+        }
+        let missing: &dyn ReplicaKey = &("orders", 3);
+        assert_eq!(map.get(missing), None);
+        let missing: &dyn ReplicaKey = &("order", 0);
+        assert_eq!(map.get(missing), None);
     }
 }

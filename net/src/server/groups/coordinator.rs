@@ -650,7 +650,7 @@ async fn write(
     let groups = &shard.groups;
     groups.with_loaded(partition, epoch, |loaded| loaded.writes_in_flight += 1);
     let op = ProduceOp {
-        topic: OFFSETS_TOPIC.to_owned(),
+        topic: OFFSETS_TOPIC.into(),
         partition,
         acks: Acks::All,
         batch: bytes::BytesMut::from(batch.as_slice()),

@@ -194,7 +194,7 @@ impl From<&EngineError> for OpError {
 
 /// A partition operation on its way to the shard that owns the partition.
 pub(crate) enum PartitionOp {
-    Produce(ProduceOp),
+    Produce(ProduceOp<'static>),
     Fetch(FetchOp),
     ListOffsets(ListOffsetsOp),
     EpochEnd(reads::EpochEndOp),

@@ -6,6 +6,7 @@
 //! the log as it arrived but for its base offset and leader epoch, which its CRC does not
 //! cover.
 
+use std::borrow::Cow;
 use std::rc::Rc;
 
 use bytes::BytesMut;
@@ -29,9 +30,11 @@ pub(crate) enum Acks {
     All,
 }
 
-/// One batch for one partition.
-pub(crate) struct ProduceOp {
-    pub(crate) topic: String,
+/// One batch for one partition. The topic's name is borrowed from the request while the
+/// batch is produced on the shard that read it, and owned only to cross to another
+/// shard: the usual produce allocates no name.
+pub(crate) struct ProduceOp<'a> {
+    pub(crate) topic: Cow<'a, str>,
     pub(crate) partition: u32,
     pub(crate) acks: Acks,
     /// One record batch as the client sent it: a region of the request's buffer, which
@@ -47,7 +50,7 @@ pub(crate) struct Produced {
 }
 
 /// First phase of a produce; see the module docs.
-pub(crate) async fn produce(shard: &Rc<Shard>, op: ProduceOp) -> Pending<Produced> {
+pub(crate) async fn produce(shard: &Rc<Shard>, op: ProduceOp<'_>) -> Pending<Produced> {
     if op.batch.len() > BATCH_SIZE_MAX {
         // Bigger data could never be a batch: say it is too large, naming the limit,
         // rather than let the batch check call its length "out of bounds" (damage).
@@ -63,6 +66,10 @@ pub(crate) async fn produce(shard: &Rc<Shard>, op: ProduceOp) -> Pending<Produce
             let unwrap = |reply| match reply {
                 OpReply::Produced(result) => Some(result),
                 _ => None,
+            };
+            let op = ProduceOp {
+                topic: Cow::Owned(op.topic.into_owned()),
+                ..op
             };
             return forward(shard, owner, PartitionOp::Produce(op), unwrap).await;
         }

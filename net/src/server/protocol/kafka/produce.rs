@@ -280,7 +280,7 @@ async fn partition(
             break;
         }
         let op = ProduceOp {
-            topic: topic.to_owned(),
+            topic: topic.into(),
             partition,
             acks,
             batch: records.split_to(size),

@@ -368,10 +368,12 @@ async fn init_producer_id(shard: &Rc<Shard>, frame: Frame) -> Completion {
 }
 
 async fn produce(shard: &Rc<Shard>, frame: Frame, access: &Access<'_>) -> Completion {
-    let header = frame.header;
-    let (topic, partition, acks) = match frame.access::<ArchivedProduceRequest>() {
+    let Frame { header, meta, data } = frame;
+    let request = rkyv::access::<ArchivedProduceRequest, rkyv::rancor::Error>(&meta)
+        .map_err(|e| crate::frame::FrameError::InvalidMessage(e.to_string()));
+    let (topic, partition, acks) = match request {
         Ok(r) => (
-            r.topic.as_str().to_owned(),
+            r.topic.as_str(),
             r.partition.to_native(),
             match r.acks {
                 ArchivedAcks::None => Acks::None,
@@ -381,7 +383,7 @@ async fn produce(shard: &Rc<Shard>, frame: Frame, access: &Access<'_>) -> Comple
         ),
         Err(e) => return invalid(&header, &e),
     };
-    if let Err(e) = access.check(Operation::Write, Resource::Topic(&topic)) {
+    if let Err(e) = access.check(Operation::Write, Resource::Topic(topic)) {
         if acks == Acks::None {
             tracing::debug!(correlation = header.correlation, error = %e, "acks=none produce refused");
             return ready(None).boxed_local();
@@ -395,7 +397,7 @@ async fn produce(shard: &Rc<Shard>, frame: Frame, access: &Access<'_>) -> Comple
         return done(reply(&header, &response, Vec::new()));
     }
     let op = ProduceOp {
-        topic,
+        topic: topic.into(),
         partition,
         acks: match acks {
             Acks::None => produce::Acks::None,
@@ -403,7 +405,7 @@ async fn produce(shard: &Rc<Shard>, frame: Frame, access: &Access<'_>) -> Comple
             Acks::All => produce::Acks::All,
         },
         // The reader allocated the data region alone: the batch is that buffer.
-        batch: frame.data,
+        batch: data,
     };
     let (records, bytes) = (metrics::batch_records(&op.batch), op.batch.len() as u64);
     let started = Instant::now();
@@ -420,23 +422,27 @@ async fn produce(shard: &Rc<Shard>, frame: Frame, access: &Access<'_>) -> Comple
             }
             return None;
         }
-        let response = match result {
-            Ok(produced) => ProduceResponse {
-                error: ErrorCode::None.as_u16(),
-                base_offset: produced.base_offset,
-                leader_hint: None,
-                message: String::new(),
-            },
-            Err(e) => ProduceResponse {
-                error: e.code().as_u16(),
-                base_offset: 0,
-                leader_hint: e.leader_hint(),
-                message: e.to_string(),
-            },
-        };
-        Some(reply(&header, &response, Vec::new()))
+        Some(reply(&header, &produce_response(result), Vec::new()))
     }
     .boxed_local()
+}
+
+/// A produce's answer as its response.
+fn produce_response(result: Result<produce::Produced, OpError>) -> ProduceResponse {
+    match result {
+        Ok(produced) => ProduceResponse {
+            error: ErrorCode::None.as_u16(),
+            base_offset: produced.base_offset,
+            leader_hint: None,
+            message: String::new(),
+        },
+        Err(e) => ProduceResponse {
+            error: e.code().as_u16(),
+            base_offset: 0,
+            leader_hint: e.leader_hint(),
+            message: e.to_string(),
+        },
+    }
 }
 
 async fn fetch(shard: &Rc<Shard>, frame: Frame, session: &Session) -> Begun {
