@@ -140,7 +140,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, inbox: flume::Receiver<ShardMsg>) {
                 .detach();
             }
             ShardMsg::Stop => shard.begin_stop(),
-            ShardMsg::Replicate { from, frame } => shard.cluster.receive_frame(from, &frame),
+            ShardMsg::Replicate { from, frame } => shard.cluster.receive_frame(from, frame),
             ShardMsg::Controller {
                 from,
                 request,
