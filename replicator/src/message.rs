@@ -547,7 +547,8 @@ mod tests {
             Err(DecodeError::CorruptBatch { position, .. }) if position == two.len() as u64 - stored(12, 1).len() as u64
         ));
         // One batch announced, two sent (lengths agree: the envelope lies about the count).
-        let (envelope, batches) = seal(3, NodeId(1), NodeId(2), ship_of(&[two.clone()]));
+        let (envelope, batches) =
+            seal(3, NodeId(1), NodeId(2), ship_of(std::slice::from_ref(&two)));
         let Head::Ship(head) = envelope.message else {
             panic!("not a ship")
         };
@@ -583,7 +584,7 @@ mod tests {
     #[test]
     fn a_torn_batch_is_refused_at_every_cut() {
         let two = [stored(10, 2), stored(12, 3)].concat();
-        let (envelope, _) = seal(3, NodeId(1), NodeId(2), ship_of(&[two.clone()]));
+        let (envelope, _) = seal(3, NodeId(1), NodeId(2), ship_of(std::slice::from_ref(&two)));
         let Head::Ship(head) = envelope.message else {
             panic!("not a ship")
         };

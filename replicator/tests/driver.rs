@@ -31,10 +31,13 @@ const EPOCH: LeaderEpoch = LeaderEpoch(1);
 const LEADER: NodeId = NodeId(1);
 const DIR: &str = "/p0";
 
+/// A message on the wire: sender, receiver, the envelope's archive and the data region.
+type Wired = (NodeId, NodeId, Vec<u8>, Bytes);
+
 /// The wire: a queue of encoded envelopes, and the nodes whose traffic is dropped.
 #[derive(Default)]
 struct Net {
-    queue: RefCell<VecDeque<(NodeId, NodeId, Vec<u8>, Bytes)>>,
+    queue: RefCell<VecDeque<Wired>>,
     cut: RefCell<BTreeSet<NodeId>>,
     drivers: RefCell<BTreeMap<NodeId, Rc<Driver>>>,
     start: Cell<Option<Instant>>,
