@@ -15,7 +15,15 @@
 //! 5. a `ChangeIsr` from a node that does not lead the partition: applied, the ISR would
 //!    shrink to the leader;
 //! 6. a `Ship` from a node that does not lead: appended, a follower would hold a record
-//!    the leader never wrote.
+//!    the leader never wrote;
+//! 7. a `Ship` posing as the leader whose data region disagrees with its envelope (fewer
+//!    or more bytes than announced, a batch torn by the announced length, a CRC that does
+//!    not match, more batches than announced) and an ack with data beside it: each is
+//!    refused whole and counted; a follower that appended the valid part would hold a
+//!    record the leader never wrote;
+//! 8. a `Replicate` frame of the previous version (the batches inside the envelope, the
+//!    envelope in the data region): refused with `UnsupportedVersion` before its meta is
+//!    read, and logged as a node of another release.
 //!
 //! Each forgery goes over three channels: the client port, which must answer every
 //! node-to-node api with an error reply; the peer port without credentials (the frames
@@ -49,6 +57,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use common::cluster::{CLUSTER_SECRET, Cluster, Links, high_watermark, partition};
 use common::handshake::{
     CHALLENGE, HELLO, MODE_SECRET, PROOF, VERDICT, dialer_mac, message, nonce_of,
@@ -59,12 +68,15 @@ use shardlog_engine::record::BatchBuilder;
 use shardlog_engine::{LeaderEpoch, Offset, TimestampMs, batch};
 use shardlog_net::ErrorCode;
 use shardlog_net::api::{
-    Api, ControllerRequest, ErrorResponse, MetadataResponse, ReplicateRequest, VERSION,
+    Api, ControllerRequest, ErrorResponse, MetadataResponse, REPLICATE_VERSION, ReplicateRequest,
+    VERSION,
 };
 use shardlog_net::frame::{FLAG_ERROR, FrameHeader, decode_meta};
 use shardlog_net::peer::auth::MESSAGE_BYTES;
 use shardlog_replicator::NodeId;
-use shardlog_replicator::message::{self, EpochAnswer, Fenced, Message, Ship, ShipAck};
+use shardlog_replicator::message::{
+    self, Batches, Envelope, EpochAnswer, Fenced, Head, Message, Ship, ShipAck, ShipHead,
+};
 
 /// Partitions of the topic: with three, leadership is spread over the nodes.
 const PARTITIONS: u32 = 3;
@@ -85,6 +97,10 @@ const IO_TIMEOUT: Duration = Duration::from_secs(10);
 const FORGED: &[u8] = b"forged by the test: never acknowledged";
 /// What a node logs for a peer message naming another sender than the proven one.
 const NAMES_ANOTHER: &str = "naming another node; dropped";
+/// What a node logs for a replication message it refuses as invalid.
+const INVALID: &str = "invalid replication message; dropped";
+/// What a node logs (the first time) for a replication frame of another version.
+const ANOTHER_RELEASE: &str = "replication frame of another release refused";
 /// What a node logs for a peer connection refused in the handshake.
 const HANDSHAKE_REFUSED: &str = "peer handshake refused";
 
@@ -97,13 +113,28 @@ fn correlation() -> u64 {
 
 /// A `Replicate` frame: `message` about `partition`, claiming to come from `from`.
 fn replicate(partition: u32, from: u32, to: u32, message: Message) -> Vec<u8> {
-    let envelope = message::envelope(partition, NodeId(from), NodeId(to), message);
-    let body = message::encode(&envelope).unwrap();
+    let (envelope, batches) = message::seal(partition, NodeId(from), NodeId(to), message);
+    replicate_raw(envelope, &batches.chunks().concat())
+}
+
+/// A `Replicate` frame of `envelope` with `data` as its data region, whatever the
+/// envelope says about it.
+fn replicate_raw(envelope: Envelope, data: &[u8]) -> Vec<u8> {
     let meta = ReplicateRequest {
         topic: TOPIC.to_owned(),
-        partition,
+        envelope,
     };
-    common::frame(Api::Replicate as u16, VERSION, correlation(), &meta, &body)
+    let version = REPLICATE_VERSION;
+    common::frame(Api::Replicate as u16, version, correlation(), &meta, data)
+}
+
+/// `batches` as a ship's, each counted.
+fn shipped(batches: &[Vec<u8>]) -> Batches {
+    let mut shipped = Batches::default();
+    for batch in batches {
+        shipped.push(Bytes::copy_from_slice(batch), 1);
+    }
+    shipped
 }
 
 /// A `Controller` frame.
@@ -137,6 +168,9 @@ struct Forgery {
     frames: Vec<Vec<u8>>,
     /// How many of them name a sender other than `proven`: each is dropped and logged.
     naming_another: usize,
+    /// How many of them are invalid (a ship whose data disagrees with its envelope): each
+    /// is refused and logged.
+    invalid: usize,
 }
 
 impl Forgery {
@@ -154,7 +188,13 @@ impl Forgery {
             proven,
             frames,
             naming_another,
+            invalid: 0,
         }
+    }
+
+    /// The same, `invalid` of whose frames the target refuses as invalid.
+    fn invalid(self, invalid: usize) -> Forgery {
+        Forgery { invalid, ..self }
     }
 }
 
@@ -188,6 +228,7 @@ fn forge(cluster: &mut Cluster, forgery: &Forgery, what: &str) {
     let expected = [
         (HANDSHAKE_REFUSED, 2),
         (NAMES_ANOTHER, forgery.naming_another),
+        (INVALID, forgery.invalid),
     ];
     cluster.wait_for(
         &format!("node {target} to log {what}'s refusals"),
@@ -616,7 +657,7 @@ fn epoch_answer_truncating_to_nothing_cuts_nothing() {
             prev_offset: end,
             prev_epoch: -1,
             high_watermark: 0,
-            batches: Vec::new(),
+            batches: Batches::default(),
         };
         let mut frames = vec![replicate(r.partition, from, follower, Message::Ship(ship))];
         for query_epoch in [r.epoch, r.epoch - 1, 0] {
@@ -908,7 +949,7 @@ fn ship_from_a_node_that_does_not_lead_appends_nothing() {
             prev_offset: end,
             prev_epoch: r.epoch,
             high_watermark: end + 1_000,
-            batches: forged_batch(end, r.epoch),
+            batches: shipped(&[forged_batch(end, r.epoch)]),
         };
         replicate(r.partition, from, to, Message::Ship(ship))
     };
@@ -920,4 +961,127 @@ fn ship_from_a_node_that_does_not_lead_appends_nothing() {
     forge(&mut scenario.cluster, &to_leader, "Ship to the leader");
     let expected = state_of(&scenario.before);
     scenario.finish(&expected, "Ship", &no_change);
+}
+
+/// Test 7. Ships to a follower, posing as its leader (any holder of the secret can),
+/// whose data region disagrees with the envelope; and an ack with data beside it, to the
+/// leader. Each is refused whole: the valid batch inside any of them is never appended.
+#[test]
+fn ship_whose_data_disagrees_with_its_envelope_is_refused() {
+    let mut scenario = Scenario::start();
+    let marks = quiet_high_watermarks(&mut scenario.cluster);
+    let r = roles(&scenario.before, 0);
+    let follower = r.followers[0];
+    let end = marks[&r.partition];
+    let (first, second) = (forged_batch(end, r.epoch), forged_batch(end + 1, r.epoch));
+    let head = |batches_bytes: usize, batch_count: u32| Envelope {
+        version: message::ENVELOPE_VERSION,
+        partition: r.partition,
+        from: r.leader,
+        to: follower,
+        message: Head::Ship(ShipHead {
+            leader_epoch: r.epoch,
+            prev_offset: end,
+            prev_epoch: r.epoch,
+            high_watermark: end + 1_000,
+            batches_bytes: batches_bytes as u64,
+            batch_count,
+        }),
+    };
+    let mut flipped = first.clone();
+    *flipped.last_mut().unwrap() ^= 1;
+    let both = [first.clone(), second].concat();
+    let torn = &first[..first.len() - 1];
+    let frames = vec![
+        // Fewer bytes than announced: the envelope claims a byte the frame lacks.
+        replicate_raw(head(first.len() + 1, 1), &first),
+        // More bytes than announced.
+        replicate_raw(head(first.len() - 1, 1), &first),
+        // The announced length tears the batch.
+        replicate_raw(head(torn.len(), 1), torn),
+        // A bit flipped: the CRC.
+        replicate_raw(head(flipped.len(), 1), &flipped),
+        // Two whole batches announced as one.
+        replicate_raw(head(both.len(), 1), &both),
+    ];
+    let to_follower = Forgery::new(&scenario.cluster, follower as usize, r.leader, frames, 0);
+    let to_follower = to_follower.invalid(5);
+    forge(
+        &mut scenario.cluster,
+        &to_follower,
+        "lying ships to a follower",
+    );
+    let ack = Message::ShipAck(ShipAck {
+        leader_epoch: r.epoch,
+        incarnation: incarnation(&scenario.cluster, follower as usize),
+        log_end: end,
+        durable_end: end,
+        resend: false,
+    });
+    let (envelope, _) = message::seal(r.partition, NodeId(follower), NodeId(r.leader), ack);
+    let frames = vec![replicate_raw(envelope, &first)];
+    let to_leader = Forgery::new(&scenario.cluster, r.leader as usize, follower, frames, 0);
+    forge(
+        &mut scenario.cluster,
+        &to_leader.invalid(1),
+        "an ack with data",
+    );
+    let expected = state_of(&scenario.before);
+    scenario.finish(&expected, "lying ships", &no_change);
+}
+
+/// The meta of a `Replicate` frame of version 1: the envelope (with the batches inside
+/// it) was the data region.
+#[derive(rkyv::Archive, rkyv::Serialize)]
+struct ReplicateRequestV1 {
+    topic: String,
+    partition: u32,
+}
+
+/// Test 8. A `Replicate` frame of version 1 (a node of the previous release), posing as
+/// the leader: refused with `UnsupportedVersion`, logged, never read as this version.
+#[test]
+fn replicate_frame_of_the_previous_version_is_refused() {
+    let mut scenario = Scenario::start();
+    let r = roles(&scenario.before, 0);
+    let follower = r.followers[0];
+    let note = format!("forging a version-1 frame ({})", correlation());
+    scenario.cluster.note(follower as usize, &note);
+    let meta = ReplicateRequestV1 {
+        topic: TOPIC.to_owned(),
+        partition: r.partition,
+    };
+    let frame = common::frame(Api::Replicate as u16, 1, correlation(), &meta, FORGED);
+    let peer = scenario.cluster.peer_addr(follower as usize);
+    let mut stream = handshake(&peer, follower as usize, r.leader);
+    stream.write_all(&frame).unwrap();
+    let (header, reply) = read_frame(&mut stream).expect("an error reply");
+    assert_eq!(header.flags & FLAG_ERROR, FLAG_ERROR, "not an error reply");
+    let error: ErrorResponse = decode_meta(&header, &reply).unwrap();
+    assert_eq!(
+        ErrorCode::from(error.error),
+        ErrorCode::UnsupportedVersion,
+        "{error:?}"
+    );
+    assert!(
+        error.message.contains("Replicate version 1 (supported: 2)"),
+        "{error:?}"
+    );
+    drop(stream);
+    let target = follower as usize;
+    scenario.cluster.wait_for(
+        &format!("node {target} to log the version-1 frame"),
+        WAIT_MAX,
+        |c| {
+            let lines = c.log_lines(target);
+            let start = lines.iter().rposition(|l| l.contains(&note)).unwrap_or(0);
+            if lines[start..].iter().any(|l| l.contains(ANOTHER_RELEASE)) {
+                Ok(())
+            } else {
+                Err("not yet".to_owned())
+            }
+        },
+    );
+    let expected = state_of(&scenario.before);
+    scenario.finish(&expected, "version 1", &no_change);
 }

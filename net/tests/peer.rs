@@ -1,7 +1,8 @@
 //! The replication transport: `PartitionTransport` frames each replicator message as a
 //! fire-and-forget `Replicate` frame on a connection per peer node, opened with the peer
-//! handshake (here over a cluster secret); the receiver decodes the same envelope, batch
-//! bytes untouched. A message for a node with no live link is dropped while the link
+//! handshake (here over a cluster secret); the receiver decodes the same envelope, and
+//! gets a ship's batches (sent as the separate buffers the leader's log holds them in)
+//! untouched, back to back in the frame's data region. A message for a node with no live link is dropped while the link
 //! (re)connects; the replicas' timers resend.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
@@ -17,16 +18,29 @@ use shardlog_net::peer::{self, PartitionTransport, Peers};
 use shardlog_net::wire;
 use shardlog_replicator::NodeId;
 use shardlog_replicator::driver::Transport;
-use shardlog_replicator::message::{Envelope, Message, Ship};
+use shardlog_replicator::message::{Batches, Message, Received, Ship};
 
+/// A ship of two batches, each in a buffer of its own (as a leader's tail cache holds
+/// them).
 fn ship(n: u64) -> Message {
+    let mut batches = Batches::default();
+    batches.push(common::batch(&[format!("record {n}").into_bytes()]), 1);
+    batches.push(common::batch(&[format!("and {n}").into_bytes()]), 1);
     Message::Ship(Ship {
         leader_epoch: 3,
         prev_offset: n,
         prev_epoch: 2,
         high_watermark: n,
-        batches: common::batch(&[format!("record {n}").into_bytes()]).to_vec(),
+        batches,
     })
+}
+
+/// A ship's batches, back to back.
+fn batch_bytes(message: &Message) -> Vec<u8> {
+    match message {
+        Message::Ship(ship) => ship.batches.chunks().concat(),
+        _ => Vec::new(),
+    }
 }
 
 fn security() -> Arc<PeerSecurity> {
@@ -36,7 +50,7 @@ fn security() -> Arc<PeerSecurity> {
 
 /// Node 2's peer listener on a thread of its own: takes one connection, checks the
 /// handshake, and sends every replication message it decodes to `tx`.
-fn peer_node(tx: mpsc::Sender<(String, Envelope)>) -> String {
+fn peer_node(tx: mpsc::Sender<(String, Received)>) -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap().to_string();
     drop(listener);
@@ -52,7 +66,7 @@ fn peer_node(tx: mpsc::Sender<(String, Envelope)>) -> String {
                 .unwrap();
             assert_eq!(from, 1);
             while let Ok(Some(frame)) = wire::read_frame(&mut stream).await {
-                if tx.send(peer::decode(&frame).unwrap()).is_err() {
+                if tx.send(peer::decode(frame).unwrap()).is_err() {
                     break;
                 }
             }
@@ -64,7 +78,7 @@ fn peer_node(tx: mpsc::Sender<(String, Envelope)>) -> String {
 
 #[test]
 fn messages_reach_the_peer_intact() {
-    let (tx, rx) = mpsc::channel::<(String, Envelope)>();
+    let (tx, rx) = mpsc::channel::<(String, Received)>();
     let receiver = peer_node(tx);
     let sent: Vec<Message> = (0..20).map(ship).collect();
     let to_send = sent.clone();
@@ -82,8 +96,8 @@ fn messages_reach_the_peer_intact() {
         peers.dropped()
     });
     assert_eq!(dropped, 1, "only the message before the link was dropped");
-    let received: Vec<(String, Envelope)> = rx.try_iter().collect();
-    let ships: Vec<&Envelope> = received
+    let received: Vec<(String, Received)> = rx.try_iter().collect();
+    let ships: Vec<&Received> = received
         .iter()
         .filter(|(_, e)| matches!(e.message, Message::Ship(_)))
         .map(|(_, e)| e)
@@ -95,7 +109,18 @@ fn messages_reach_the_peer_intact() {
     );
     for (envelope, message) in ships.iter().zip(&sent) {
         assert_eq!((envelope.partition, envelope.from, envelope.to), (5, 1, 2));
-        assert_eq!(&envelope.message, message, "batch bytes untouched");
+        assert_eq!(
+            batch_bytes(&envelope.message),
+            batch_bytes(message),
+            "batches untouched"
+        );
+        let (Message::Ship(got), Message::Ship(sent)) = (&envelope.message, message) else {
+            unreachable!("filtered")
+        };
+        assert_eq!(
+            (got.prev_offset, got.high_watermark, got.batches.count()),
+            (sent.prev_offset, sent.high_watermark, 2)
+        );
     }
     assert!(received.iter().all(|(topic, _)| topic == "orders"));
 }

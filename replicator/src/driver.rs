@@ -66,7 +66,7 @@ use crate::config::ReplicaConfig;
 use crate::error::ProduceError;
 use crate::ids::{Incarnation, NodeId, RequestId, Tick};
 use crate::local_queue::LocalQueue;
-use crate::message::Message;
+use crate::message::{Batches, Message};
 use crate::replica::{Acks, Action, Input, Member, PartitionReplica, Produced};
 use crate::replica_snapshot::ReplicaSnapshot;
 use crate::throttle::MoveThrottle;
@@ -667,7 +667,7 @@ impl<S: Storage, T: Transport> ReplicaDriver<S, T> {
             return Ok(());
         };
         if let Some(throttle) = &throttle {
-            throttle.spend(batches.len());
+            throttle.spend(batches.bytes());
         }
         ship.batches = batches;
         self.transport.send(to, Message::Ship(ship));
@@ -677,19 +677,20 @@ impl<S: Storage, T: Transport> ReplicaDriver<S, T> {
         Ok(())
     }
 
-    /// The stored batches of `[from, until)`, concatenated, or of its prefix that ends at
-    /// the first batch boundary at or past `bytes_max` bytes (at least one batch), with
-    /// where it ends; `None` if the log no longer holds that range (truncated meanwhile):
-    /// the replica resends on its timer.
+    /// The stored batches of `[from, until)`, or of its prefix that ends at the first
+    /// batch boundary at or past `bytes_max` bytes (at least one batch), with where it
+    /// ends; `None` if the log no longer holds that range (truncated meanwhile): the
+    /// replica resends on its timer. The batches are slices of the buffers the log's
+    /// reads returned (tail cache or disk), not copies.
     async fn read_range(
         &self,
         from: Offset,
         until: Offset,
         bytes_max: usize,
-    ) -> Result<Option<(Vec<u8>, Offset)>, EngineError> {
-        let mut out = Vec::new();
+    ) -> Result<Option<(Batches, Offset)>, EngineError> {
+        let mut out = Batches::default();
         let mut at = from;
-        while at < until && out.len() < bytes_max {
+        while at < until && out.bytes() < bytes_max {
             let read = match self.log.read(at, SHIP_READ_BYTES).await {
                 Ok(read) => read,
                 Err(EngineError::OffsetOutOfRange { .. }) => return Ok(None),
@@ -698,19 +699,47 @@ impl<S: Storage, T: Transport> ReplicaDriver<S, T> {
             if read.chunks.is_empty() {
                 return Ok(None);
             }
-            for (header, bytes) in read.batches() {
-                if header.base_offset >= until || out.len() >= bytes_max {
-                    break;
-                }
-                if header.base_offset != at {
+            for chunk in &read.chunks {
+                let Some(next) = take_run(chunk, &mut out, at, until, bytes_max) else {
                     return Ok(None);
-                }
-                out.extend_from_slice(bytes);
-                at = header.next_offset();
+                };
+                at = next;
             }
         }
         Ok((at <= until).then_some((out, at)))
     }
+}
+
+/// Adds to `out` the run of `chunk`'s batches that starts at offset `at`, below `until`,
+/// until `out` holds `bytes_max` bytes (one slice of `chunk`); returns the offset after
+/// it, or `None` if `chunk` does not continue at `at` (the log changed under the read).
+fn take_run(
+    chunk: &bytes::Bytes,
+    out: &mut Batches,
+    mut at: Offset,
+    until: Offset,
+    bytes_max: usize,
+) -> Option<Offset> {
+    let mut bytes = out.bytes();
+    let mut run: Option<(usize, usize)> = None;
+    let mut count = 0u32;
+    for (position, header) in crate::message::headers(chunk) {
+        if header.base_offset >= until || bytes >= bytes_max {
+            break;
+        }
+        if header.base_offset != at {
+            return None;
+        }
+        let end = position + header.size as usize;
+        run = Some((run.map_or(position, |(start, _)| start), end));
+        count += 1;
+        bytes += header.size as usize;
+        at = header.next_offset();
+    }
+    if let Some((start, end)) = run {
+        out.push(chunk.slice(start..end), count);
+    }
+    Some(at)
 }
 
 /// The state of the log's batches: the newest usable snapshot plus the batches after it,

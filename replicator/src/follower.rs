@@ -8,7 +8,8 @@
 //! A ship continues the log if it starts at the log end and its `prev_epoch` is the
 //! epoch of the follower's last batch; a ship starting past the log end gets a `resend`
 //! ack, one starting before it has its known prefix skipped. Every batch is validated
-//! (length, CRC, offsets, epochs) before it is appended: bytes from a peer are input.
+//! before it is appended: bytes from a peer are input. Length and CRC are checked once,
+//! when the ship is received (`message::open`); offsets and epochs here, against the log.
 //! Ships of an older epoch are answered `Fenced`.
 //!
 //! A leader whose log starts past this follower's next offset (retention deleted what it
@@ -18,12 +19,11 @@
 //! discards lies below the leader's log start, which is committed (the leader's retention
 //! stops at its high watermark) and deleted there.
 
-use shardlog_engine::batch::{self, BatchHeader};
 use shardlog_engine::{LeaderEpoch, Offset};
 
 use crate::ids::{NodeId, Tick};
 use crate::leader_epoch::Reconcile;
-use crate::message::{EpochAnswer, EpochQuery, Fenced, LogStart, Message, Ship, ShipAck};
+use crate::message::{self, EpochAnswer, EpochQuery, Fenced, LogStart, Message, Ship, ShipAck};
 use crate::replica::{Action, Step};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -175,19 +175,10 @@ impl Follower {
             let last = step.log.epochs.last_epoch();
             return self.query(step, last);
         }
-        let Some((bytes, headers)) = self.new_batches(step, ship) else {
+        if !self.continues_log(step, ship) {
             return;
-        };
-        for header in &headers {
-            step.log.appended(header);
         }
-        if !bytes.is_empty() {
-            let log_end = step.log.log_end;
-            step.actions.push(Action::Append {
-                batches: bytes::Bytes::from(bytes),
-                log_end,
-            });
-        }
+        Self::append_new(step, ship);
         step.log.raise_high_watermark(Offset(ship.high_watermark));
         self.ack(step, false);
     }
@@ -215,42 +206,55 @@ impl Follower {
         self.ack(step, false);
     }
 
-    /// The ship's batches past the log end, checked; `None` if any is corrupt or out of
-    /// place (the ship is dropped and will be sent again).
-    fn new_batches(&self, step: &Step<'_>, ship: &Ship) -> Option<(Vec<u8>, Vec<BatchHeader>)> {
+    /// Whether the ship's batches continue this log: offsets without gaps from
+    /// `prev_offset`, epochs no newer than the leader's and never falling past the log
+    /// end, and none straddling the log end. `false` drops the ship (it is sent again).
+    /// Lengths and CRCs were checked once, when the ship was received
+    /// (`message::open`); these are the checks only the log can make.
+    fn continues_log(&self, step: &Step<'_>, ship: &Ship) -> bool {
         let log_end = step.log.log_end;
         let mut expected = Offset(ship.prev_offset);
         let mut last_epoch = step.log.epochs.last_epoch();
-        let mut rest = ship.batches.as_slice();
-        let mut headers = Vec::new();
-        let mut start = None;
-        let mut position = 0usize;
-        while !rest.is_empty() {
-            let header = BatchHeader::parse(rest).ok()?;
-            let size = header.size as usize;
-            let one = rest.get(..size)?;
-            batch::validate(one).ok()?;
+        let mut count = 0u32;
+        for (_, _, header) in ship.batches.headers() {
+            count += 1;
             if header.base_offset != expected || header.leader_epoch > self.epoch {
-                return None;
+                return false;
             }
             expected = header.next_offset();
             if header.base_offset >= log_end {
                 if header.leader_epoch < last_epoch {
-                    return None;
+                    return false;
                 }
                 last_epoch = header.leader_epoch;
-                start.get_or_insert(position);
-                headers.push(header);
             } else if header.next_offset() > log_end {
-                return None;
+                return false;
             }
-            position += size;
-            rest = rest.get(size..)?;
         }
-        let bytes = start.map_or_else(Vec::new, |at| {
-            ship.batches.get(at..).unwrap_or_default().to_vec()
-        });
-        Some((bytes, headers))
+        // Every batch walked: none was cut short (a defence; `open` counted them).
+        count == ship.batches.count()
+    }
+
+    /// Appends the ship's batches past the log end (checked by `continues_log`), one
+    /// append per chunk, each a slice of the buffer the ship arrived in.
+    fn append_new(step: &mut Step<'_>, ship: &Ship) {
+        let known_end = step.log.log_end;
+        for chunk in ship.batches.chunks() {
+            let mut start = None;
+            for (at, header) in message::headers(chunk) {
+                if header.base_offset >= known_end {
+                    start.get_or_insert(at);
+                    step.log.appended(&header);
+                }
+            }
+            if let Some(at) = start {
+                let log_end = step.log.log_end;
+                step.actions.push(Action::Append {
+                    batches: chunk.slice(at..),
+                    log_end,
+                });
+            }
+        }
     }
 
     pub(crate) fn tick(&mut self, step: &mut Step<'_>) {

@@ -681,7 +681,7 @@ impl Leader {
             prev_offset: prev_offset.0,
             prev_epoch: log.epochs.epoch_before(prev_offset).0,
             high_watermark: log.high_watermark.0,
-            batches: Vec::new(),
+            batches: crate::message::Batches::default(),
         }
     }
 

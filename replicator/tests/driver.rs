@@ -14,6 +14,7 @@ use std::path::Path;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures::future::join_all;
 use glommio::{LocalExecutorBuilder, Placement};
 use shardlog_engine::record::BatchBuilder;
@@ -30,10 +31,13 @@ const EPOCH: LeaderEpoch = LeaderEpoch(1);
 const LEADER: NodeId = NodeId(1);
 const DIR: &str = "/p0";
 
+/// A message on the wire: sender, receiver, the envelope's archive and the data region.
+type Wired = (NodeId, NodeId, Vec<u8>, Bytes);
+
 /// The wire: a queue of encoded envelopes, and the nodes whose traffic is dropped.
 #[derive(Default)]
 struct Net {
-    queue: RefCell<VecDeque<(NodeId, NodeId, Vec<u8>)>>,
+    queue: RefCell<VecDeque<Wired>>,
     cut: RefCell<BTreeSet<NodeId>>,
     drivers: RefCell<BTreeMap<NodeId, Rc<Driver>>>,
     start: Cell<Option<Instant>>,
@@ -67,12 +71,14 @@ impl Transport for MemTransport {
         if self.net.cut_off(self.from, to) {
             return;
         }
-        let envelope = message::envelope(0, self.from, to, message);
+        let (envelope, batches) = message::seal(0, self.from, to, message);
         let bytes = message::encode(&envelope).unwrap().to_vec();
+        // One data region, as a socket delivers the chunks sent back to back.
+        let data = Bytes::from(batches.chunks().concat());
         self.net
             .queue
             .borrow_mut()
-            .push_back((self.from, to, bytes));
+            .push_back((self.from, to, bytes, data));
     }
 }
 
@@ -161,11 +167,11 @@ async fn pump(net: Rc<Net>) {
     while !net.stop.get() {
         let next = net.queue.borrow_mut().pop_front();
         match next {
-            Some((from, to, bytes)) => {
+            Some((from, to, bytes, data)) => {
                 if net.cut_off(from, to) {
                     continue;
                 }
-                let envelope = message::decode(&bytes).unwrap();
+                let envelope = message::open(message::decode(&bytes).unwrap(), data).unwrap();
                 assert_eq!((envelope.from, envelope.to), (from.0, to.0));
                 let driver = net.drivers.borrow().get(&to).cloned();
                 if let Some(driver) = driver {

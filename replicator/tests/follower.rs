@@ -5,13 +5,23 @@
 use shardlog_engine::batch::{self, BatchHeader};
 use shardlog_engine::record::BatchBuilder;
 use shardlog_engine::{LeaderEpoch, Offset, TimestampMs};
-use shardlog_replicator::message::{EpochAnswer, LogStart, Ship};
+use shardlog_replicator::message::{Batches, EpochAnswer, LogStart, Ship};
 use shardlog_replicator::{
     Action, Incarnation, Input, Message, NodeId, PartitionReplica, ReplicaConfig, Tick,
 };
 
 const ME: NodeId = NodeId(1);
 const LEADER: NodeId = NodeId(0);
+
+/// `batches` as one chunk, as a received ship holds them.
+fn shipped(batches: &[Vec<u8>]) -> Batches {
+    let mut shipped = Batches::default();
+    shipped.push(
+        bytes::Bytes::from(batches.concat()),
+        u32::try_from(batches.len()).unwrap(),
+    );
+    shipped
+}
 
 /// One single-record batch stored at `offset` in `epoch`.
 fn stored(offset: u64, epoch: i32) -> Vec<u8> {
@@ -87,7 +97,7 @@ fn an_epoch_led_without_appending_does_not_block_later_ships() {
         prev_offset: 2,
         prev_epoch: 2,
         high_watermark: 2,
-        batches: [stored(2, 2), stored(3, 2)].concat(),
+        batches: shipped(&[stored(2, 2), stored(3, 2)]),
     };
     let message = Message::Ship(ship);
     let appended = step(
@@ -140,7 +150,7 @@ fn an_answer_that_would_cut_committed_records_is_refused() {
         prev_offset: 2,
         prev_epoch: 2,
         high_watermark: 2,
-        batches: Vec::new(),
+        batches: Batches::default(),
     };
     step(&mut replica, received(Message::Ship(ship)));
     assert_eq!(replica.high_watermark(), Offset(2));
@@ -227,7 +237,7 @@ fn a_follower_below_the_leaders_log_start_resets_to_it() {
         prev_offset: 100,
         prev_epoch: 4,
         high_watermark: 102,
-        batches: [stored(100, 4), stored(101, 5)].concat(),
+        batches: shipped(&[stored(100, 4), stored(101, 5)]),
     };
     let actions = step(&mut replica, received(Message::Ship(ship)));
     assert!(

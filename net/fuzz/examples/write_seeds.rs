@@ -11,7 +11,7 @@ use shardlog_net::api::{
     Acks, Api, BrokerMetadata, CreateTopicRequest, DeleteTopicRequest, ErrorResponse, FetchRequest,
     FetchResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse,
     OffsetSpec, PartitionMetadata, ProduceRequest, ProduceResponse, ReplicateRequest, TopicConfig,
-    TopicMetadata, TopicResponse, VERSION,
+    REPLICATE_VERSION, TopicMetadata, TopicResponse, VERSION,
 };
 use shardlog_net::frame::{FLAG_ERROR, encode_head};
 use shardlog_replicator::NodeId;
@@ -99,22 +99,36 @@ fn main() {
     println!("seeds written to {}", dir.display());
 }
 
-/// A Replicate frame carrying a ship of `batch`, as a peer would send it.
+/// A Replicate frame carrying a ship of `batch`, as a peer would send it: the envelope
+/// in the meta, the batch as the data region.
 fn replicate(batch: &[u8]) -> Vec<u8> {
+    let mut batches = message::Batches::default();
+    batches.push(bytes::Bytes::copy_from_slice(batch), 1);
     let ship = Message::Ship(Ship {
         leader_epoch: 2,
         prev_offset: 0,
         prev_epoch: 1,
         high_watermark: 0,
-        batches: batch.to_vec(),
+        batches,
     });
-    let envelope = message::envelope(3, NodeId(1), NodeId(2), ship);
-    let body = message::encode(&envelope).expect("encode the envelope");
+    let (envelope, _) = message::seal(3, NodeId(1), NodeId(2), ship);
     let meta = ReplicateRequest {
         topic: "orders".into(),
-        partition: 3,
+        envelope,
     };
-    frame(Api::Replicate, 0, &meta, &body)
+    let mut out = Vec::new();
+    encode_head(
+        &mut out,
+        Api::Replicate as u16,
+        REPLICATE_VERSION,
+        42,
+        0,
+        &meta,
+        batch.len(),
+    )
+    .expect("encode");
+    out.extend_from_slice(batch);
+    out
 }
 
 fn frame<T>(api: Api, flags: u16, meta: &T, data: &[u8]) -> Vec<u8>

@@ -58,7 +58,7 @@ pub use reassign::{
     ArchivedListReassignmentsRequest, ArchivedReassignPartitionRequest, ListReassignmentsRequest,
     ListReassignmentsResponse, PartitionMove, ReassignPartitionRequest,
 };
-pub use replicate::{ArchivedReplicateRequest, ReplicateRequest};
+pub use replicate::{ArchivedReplicateRequest, REPLICATE_VERSION, ReplicateRequest};
 pub use topics::{
     ArchivedCreateTopicRequest, ArchivedDeleteTopicRequest, CreateTopicRequest, DeleteTopicRequest,
     TopicConfig, TopicResponse,

@@ -287,6 +287,34 @@ impl Connection {
         expect_reply: bool,
         timeout: Duration,
     ) -> Result<Option<ReplyReceiver>, ClientError> {
+        let chunks = if data.is_empty() {
+            Vec::new()
+        } else {
+            vec![data]
+        };
+        self.send_chunks_within(correlation, head, chunks, expect_reply, timeout)
+    }
+
+    /// [`Connection::send`] of a frame whose data region is `chunks`, back to back (a
+    /// ship's batches as the leader's log holds them: written as they are, never joined).
+    pub(crate) fn send_chunks(
+        &self,
+        correlation: u64,
+        head: Vec<u8>,
+        chunks: Vec<Bytes>,
+        expect_reply: bool,
+    ) -> Result<Option<ReplyReceiver>, ClientError> {
+        self.send_chunks_within(correlation, head, chunks, expect_reply, self.timeout)
+    }
+
+    fn send_chunks_within(
+        &self,
+        correlation: u64,
+        head: Vec<u8>,
+        chunks: Vec<Bytes>,
+        expect_reply: bool,
+        timeout: Duration,
+    ) -> Result<Option<ReplyReceiver>, ClientError> {
         if self.is_dead() {
             return Err(ClientError::Io(std::io::Error::new(
                 std::io::ErrorKind::NotConnected,
@@ -306,14 +334,7 @@ impl Connection {
         });
         if self
             .outgoing
-            .unbounded_send(Outgoing {
-                head,
-                data: if data.is_empty() {
-                    Vec::new()
-                } else {
-                    vec![data]
-                },
-            })
+            .unbounded_send(Outgoing { head, data: chunks })
             .is_err()
         {
             self.shared.waiters.borrow_mut().remove(&correlation);

@@ -22,9 +22,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use shardlog_replicator::NodeId;
 use shardlog_replicator::driver::Transport;
-use shardlog_replicator::message::{self, Envelope, Message};
+use shardlog_replicator::message::{self, Message, Received};
 
-use crate::api::{Api, ArchivedReplicateRequest, ReplicateRequest, VERSION};
+use crate::api::{Api, ArchivedReplicateRequest, REPLICATE_VERSION, ReplicateRequest, VERSION};
 use crate::client::ClientError;
 use crate::client::connection::{self, Connection};
 use crate::frame::{FrameError, encode_head};
@@ -88,26 +88,41 @@ impl Peers {
         self.dropped.get()
     }
 
-    /// Sends `envelope` about `topic` to node `envelope.to`, or drops it (see the module
-    /// docs). Must run on a glommio executor.
-    pub fn send(self: &Rc<Self>, topic: &str, envelope: &Envelope) {
-        let body = match message::encode(envelope) {
-            Ok(body) => body,
-            Err(e) => {
-                tracing::error!(error = %e, "encoding a replication message");
-                return;
-            }
-        };
+    /// Sends `message` about `topic`/`partition` from node `from` (this one) to node `to`,
+    /// or drops it
+    /// (see the module docs): the envelope is the frame's meta and a ship's batches its
+    /// data region, sent from the buffers the log read returned. Must run on a glommio
+    /// executor.
+    pub fn send(
+        self: &Rc<Self>,
+        topic: &str,
+        partition: u32,
+        (from, to): (NodeId, NodeId),
+        message: Message,
+    ) {
+        let (envelope, batches) = message::seal(partition, from, to, message);
         let meta = ReplicateRequest {
             topic: topic.to_owned(),
-            partition: envelope.partition,
+            envelope,
         };
-        self.send_frame(
-            envelope.to,
-            Api::Replicate,
-            &meta,
-            Bytes::copy_from_slice(&body),
-        );
+        let Some(connection) = self.link_or_connect(to.0) else {
+            return;
+        };
+        let (correlation, head) =
+            match self.head(Api::Replicate, REPLICATE_VERSION, &meta, batches.bytes()) {
+                Ok(head) => head,
+                Err(e) => {
+                    tracing::error!(error = %e, "encoding a replication message");
+                    return;
+                }
+            };
+        let chunks = batches.chunks().to_vec();
+        if connection
+            .send_chunks(correlation, head, chunks, false)
+            .is_err()
+        {
+            self.dropped.set(self.dropped.get() + 1);
+        }
     }
 
     /// Sends a fire-and-forget frame (`api`, `meta`, `data`) to node `to`, or drops it
@@ -116,15 +131,10 @@ impl Peers {
     where
         M: crate::frame::Meta,
     {
-        let connecting = matches!(self.links.borrow().get(&to), Some(Link::Connecting));
-        let Some(connection) = self.live_link(to) else {
-            self.dropped.set(self.dropped.get() + 1);
-            if !connecting {
-                self.connect(to);
-            }
+        let Some(connection) = self.link_or_connect(to) else {
             return;
         };
-        let (correlation, head) = match self.head(api, meta, data.len()) {
+        let (correlation, head) = match self.head(api, VERSION, meta, data.len()) {
             Ok(head) => head,
             Err(e) => {
                 tracing::error!(error = %e, ?api, "encoding a peer frame");
@@ -164,7 +174,7 @@ impl Peers {
             }
         };
         let (correlation, head) = self
-            .head(api, meta, data.len())
+            .head(api, VERSION, meta, data.len())
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
         let reply = connection
             .send(correlation, head, data, true)?
@@ -189,6 +199,20 @@ impl Peers {
         }
     }
 
+    /// The connection to `to`, if one is up; else `None`, the message counted as dropped
+    /// and a connection started (unless one is on its way).
+    fn link_or_connect(self: &Rc<Self>, to: u32) -> Option<Connection> {
+        let connecting = matches!(self.links.borrow().get(&to), Some(Link::Connecting));
+        let connection = self.live_link(to);
+        if connection.is_none() {
+            self.dropped.set(self.dropped.get() + 1);
+            if !connecting {
+                self.connect(to);
+            }
+        }
+        connection
+    }
+
     /// The connection to `to`, if one is up.
     fn live_link(&self, to: u32) -> Option<Connection> {
         match self.links.borrow().get(&to) {
@@ -197,8 +221,14 @@ impl Peers {
         }
     }
 
-    /// A frame head with a fresh correlation id.
-    fn head<M>(&self, api: Api, meta: &M, data_len: usize) -> Result<(u64, Vec<u8>), FrameError>
+    /// A frame head of `api` at `version` with a fresh correlation id.
+    fn head<M>(
+        &self,
+        api: Api,
+        version: u16,
+        meta: &M,
+        data_len: usize,
+    ) -> Result<(u64, Vec<u8>), FrameError>
     where
         M: crate::frame::Meta,
     {
@@ -207,7 +237,7 @@ impl Peers {
         encode_head(
             &mut head,
             api as u16,
-            VERSION,
+            version,
             correlation,
             0,
             meta,
@@ -270,18 +300,17 @@ impl Peers {
     }
 }
 
-/// Decodes a received `Replicate` frame: the topic and the validated envelope.
-pub fn decode(frame: &Frame) -> Result<(String, Envelope), FrameError> {
+/// Decodes a received `Replicate` frame (of [`REPLICATE_VERSION`]: the caller checked the
+/// header): the topic and the message, its meta validated (bytecheck) and its data
+/// checked against the envelope (lengths, batch boundaries, CRCs). The batches stay in
+/// the frame's data buffer.
+pub fn decode(frame: Frame) -> Result<(String, Received), FrameError> {
     let meta = frame.access::<ArchivedReplicateRequest>()?;
-    let envelope =
-        message::decode(&frame.data).map_err(|e| FrameError::InvalidMessage(e.to_string()))?;
-    if envelope.partition != meta.partition.to_native() {
-        return Err(FrameError::InvalidMessage(format!(
-            "envelope for partition {} in a frame for {}",
-            envelope.partition, meta.partition
-        )));
-    }
-    Ok((meta.topic.as_str().to_owned(), envelope))
+    let topic = meta.topic.as_str().to_owned();
+    let invalid = |e: message::DecodeError| FrameError::InvalidMessage(e.to_string());
+    let envelope = message::from_archived(&meta.envelope).map_err(invalid)?;
+    let received = message::open(envelope, frame.data.freeze()).map_err(invalid)?;
+    Ok((topic, received))
 }
 
 /// The replicator's transport for one partition of one topic, sent as node `from`.
@@ -320,7 +349,7 @@ impl Transport for PartitionTransport {
         if let Message::Ship(ship) = &message {
             self.ships.shipped(to.0, &ship.batches);
         }
-        let envelope = message::envelope(self.partition, self.from, to, message);
-        self.peers.send(&self.topic, &envelope);
+        self.peers
+            .send(&self.topic, self.partition, (self.from, to), message);
     }
 }

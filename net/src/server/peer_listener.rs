@@ -26,7 +26,7 @@ use shardlog_replicator::NodeId;
 
 use crate::api::{
     AllocateProducerIdsRequest, AllocateProducerIdsResponse, Api, ArchivedReplicateRequest,
-    ControllerRequest, VERSION,
+    ControllerRequest, REPLICATE_VERSION, VERSION,
 };
 use crate::error_code::ErrorCode;
 use crate::peer::auth::{self, PeerSecurity};
@@ -115,8 +115,21 @@ async fn handle(
 ) {
     let header = frame.header;
     let api = Api::from_u16(header.api);
-    if header.version != VERSION {
-        let message = format!("version {} (supported: {VERSION})", header.version);
+    let supported = if api == Some(Api::Replicate) {
+        REPLICATE_VERSION
+    } else {
+        VERSION
+    };
+    if header.version != supported {
+        let message = format!(
+            "{} version {} (supported: {supported})",
+            api.map_or_else(|| header.api.to_string(), |a| format!("{a:?}")),
+            header.version
+        );
+        if api == Some(Api::Replicate) {
+            // A node of another release: the operator needs to see it, not once per ship.
+            shard.cluster.refuse_version(from, &message);
+        }
         let _ = replies.unbounded_send(error_reply(
             &header,
             ErrorCode::UnsupportedVersion,
@@ -249,7 +262,7 @@ async fn replicate(shard: &Rc<Shard>, from: NodeId, frame: Frame) {
     let owner = match frame.access::<ArchivedReplicateRequest>() {
         Ok(meta) => owner_shard(
             meta.topic.as_str(),
-            meta.partition.to_native(),
+            meta.envelope.partition.to_native(),
             shard.node.shards,
         ),
         Err(e) => {
@@ -258,7 +271,7 @@ async fn replicate(shard: &Rc<Shard>, from: NodeId, frame: Frame) {
         }
     };
     if owner == shard.id {
-        shard.cluster.receive_frame(from, &frame);
+        shard.cluster.receive_frame(from, frame);
     } else if let Some(inbox) = shard.inboxes.get(owner) {
         // Dropped if the owner stopped: the replicas resend.
         let _ = inbox.send_async(ShardMsg::Replicate { from, frame }).await;

@@ -147,10 +147,13 @@ impl fmt::Display for Failure {
 
 #[derive(Debug)]
 enum Event {
+    /// A replication message as a peer link carries it: the envelope's archive and the
+    /// data region beside it (a ship's batches, back to back).
     Replicate {
         to: NodeId,
         from: NodeId,
         bytes: Vec<u8>,
+        data: bytes::Bytes,
     },
     Raft {
         to: NodeId,
@@ -349,7 +352,12 @@ impl Cluster {
 
     fn handle(&mut self, event: Event) -> Result<(), String> {
         match event {
-            Event::Replicate { to, from, bytes } => self.deliver(to, from, &bytes)?,
+            Event::Replicate {
+                to,
+                from,
+                bytes,
+                data,
+            } => self.deliver(to, from, &bytes, data)?,
             Event::Raft { to, from, bytes } => {
                 if let Some(node) = self.running(to, None) {
                     node.raft(from, &bytes);
@@ -493,8 +501,14 @@ impl Cluster {
     }
 
     fn send(&mut self, from: NodeId, to: NodeId, message: Message) -> Result<(), String> {
-        let envelope = message::envelope(PARTITION, from, to, message);
+        let (envelope, batches) = message::seal(PARTITION, from, to, message);
         let bytes = message::encode(&envelope).map_err(|e| e.to_string())?;
+        // One data region, as a socket delivers it (the chunks were sent back to back).
+        let data = match batches.chunks() {
+            [] => bytes::Bytes::new(),
+            [one] => one.clone(),
+            chunks => bytes::Bytes::from(chunks.concat()),
+        };
         for delay in self.network.route(&mut self.rng, from, to, false) {
             self.schedule(
                 delay,
@@ -502,21 +516,30 @@ impl Cluster {
                     to,
                     from,
                     bytes: bytes.to_vec(),
+                    data: data.clone(),
                 },
             );
         }
         Ok(())
     }
 
-    fn deliver(&mut self, to: NodeId, from: NodeId, bytes: &[u8]) -> Result<(), String> {
+    fn deliver(
+        &mut self,
+        to: NodeId,
+        from: NodeId,
+        bytes: &[u8],
+        data: bytes::Bytes,
+    ) -> Result<(), String> {
         let Some(node) = self.running(to, None) else {
             return Ok(());
         };
         let envelope = message::decode(bytes).map_err(|e| format!("undecodable envelope: {e}"))?;
-        if envelope.to != to.0 || envelope.from != from.0 || envelope.partition != PARTITION {
+        let received =
+            message::open(envelope, data).map_err(|e| format!("refused shipped data: {e}"))?;
+        if received.to != to.0 || received.from != from.0 || received.partition != PARTITION {
             return Err("misrouted envelope".to_owned());
         }
-        node.receive(from, envelope.message);
+        node.receive(from, received.message);
         Ok(())
     }
 

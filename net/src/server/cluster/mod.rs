@@ -43,6 +43,9 @@ use crate::peer::Peers;
 use crate::server::config::ClusterConfig;
 use crate::server::shard::Log;
 
+/// A peer's `Replicate` frames of another version are logged once in this many.
+const REFUSED_VERSION_LOG_EVERY: u64 = 1000;
+
 pub(crate) use replicas::{Driver, Placement};
 pub(crate) use topic_config::TopicSettings;
 
@@ -120,6 +123,12 @@ pub(crate) struct ClusterNode {
     pub(crate) controller_lane: controller::ControllerLane,
     /// Replication messages dropped for naming another sender than the proven one.
     forged: std::cell::Cell<u64>,
+    /// Replication messages refused as invalid: an archive that fails validation, another
+    /// version, or shipped data that disagrees with its envelope (lengths, batch
+    /// boundaries, CRCs).
+    refused: std::cell::Cell<u64>,
+    /// Of those, frames of another `Replicate` version (a node of another release).
+    refused_versions: std::cell::Cell<u64>,
     /// Topics (by id) whose `topic.json` this shard wrote in this run.
     described: RefCell<std::collections::HashSet<u64>>,
     /// Replicas whose log stopped or that could not be opened (see `offline`).
@@ -159,6 +168,8 @@ impl ClusterNode {
             controller: None,
             controller_lane,
             forged: std::cell::Cell::new(0),
+            refused: std::cell::Cell::new(0),
+            refused_versions: std::cell::Cell::new(0),
             described: RefCell::new(std::collections::HashSet::new()),
             offline: RefCell::new(HashMap::new()),
             open_outcomes,
@@ -229,29 +240,54 @@ impl ClusterNode {
     }
 
     /// A `Replicate` frame from peer `from` (proven by the peer listener) for a replica
-    /// on this shard: decoded (validated) and handed over, or logged and dropped. An
-    /// envelope naming another sender is forged: dropped and counted.
-    pub(crate) fn receive_frame(&self, from: NodeId, frame: &crate::wire::Frame) {
+    /// on this shard: decoded (meta validated, shipped batches checked against it) and
+    /// handed over, or logged, counted and dropped. An envelope naming another sender is
+    /// forged: dropped and counted too.
+    pub(crate) fn receive_frame(&self, from: NodeId, frame: crate::wire::Frame) {
         match crate::peer::decode(frame) {
-            Ok((_, envelope)) if envelope.from != from.0 => {
+            Ok((_, received)) if received.from != from.0 => {
                 self.forged.set(self.forged.get() + 1);
                 let dropped = self.forged.get();
                 tracing::warn!(
                     peer = from.0,
-                    claimed = envelope.from,
+                    claimed = received.from,
                     dropped,
                     "replication message naming another node; dropped"
                 );
             }
-            Ok((topic, envelope)) => self.receive(&topic, envelope),
+            Ok((topic, received)) => self.receive(&topic, received),
             Err(e) => {
-                tracing::warn!(peer = from.0, error = %e, "invalid replication message; dropped")
+                self.refused.set(self.refused.get() + 1);
+                let dropped = self.refused.get();
+                tracing::warn!(
+                    peer = from.0,
+                    error = %e,
+                    dropped,
+                    "invalid replication message; dropped"
+                );
             }
         }
     }
 
+    /// A `Replicate` frame of another version from `from` (the peer listener refused it):
+    /// counted, and logged the first time and then once in `REFUSED_VERSION_LOG_EVERY`
+    /// (a node of another release sends one per ship and ack).
+    pub(crate) fn refuse_version(&self, from: NodeId, message: &str) {
+        self.refused.set(self.refused.get() + 1);
+        let refused = self.refused_versions.get() + 1;
+        self.refused_versions.set(refused);
+        if refused % REFUSED_VERSION_LOG_EVERY == 1 {
+            tracing::warn!(
+                peer = from.0,
+                refused,
+                "replication frame of another release refused: {message}; replication \
+                 with that node stops until both run the same release"
+            );
+        }
+    }
+
     /// A replication message for a replica on this shard.
-    pub(crate) fn receive(&self, topic: &str, envelope: shardlog_replicator::Envelope) {
+    pub(crate) fn receive(&self, topic: &str, envelope: shardlog_replicator::message::Received) {
         if envelope.to != self.id.0 {
             tracing::debug!(
                 to = envelope.to,

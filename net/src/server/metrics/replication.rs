@@ -8,7 +8,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use shardlog_engine::batch::BatchHeader;
+use shardlog_replicator::message::Batches;
 
 use super::Latency;
 
@@ -31,11 +31,12 @@ impl Default for ShipTimes {
 }
 
 impl ShipTimes {
-    /// Batches (whole, back to back) were shipped to `follower`.
-    pub(crate) fn shipped(&self, follower: u32, batches: &[u8]) {
-        let Some(end) = end_offset(batches) else {
+    /// Batches were shipped to `follower`.
+    pub(crate) fn shipped(&self, follower: u32, batches: &Batches) {
+        let Some(end) = batches.end_offset() else {
             return;
         };
+        let end = end.0;
         let mut sent = self.sent.borrow_mut();
         if sent.len() == SHIPS_TRACKED {
             sent.pop_front();
@@ -54,15 +55,4 @@ impl ShipTimes {
             !covered
         });
     }
-}
-
-/// The offset after the last record of the batches, if they hold a whole header.
-fn end_offset(batches: &[u8]) -> Option<u64> {
-    let mut rest = batches;
-    let mut end = None;
-    while let Ok(header) = BatchHeader::parse(rest) {
-        end = Some(header.base_offset.0 + u64::from(header.last_offset_delta) + 1);
-        rest = rest.get(header.size as usize..)?;
-    }
-    end
 }

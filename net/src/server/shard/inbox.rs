@@ -131,7 +131,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, inbox: flume::Receiver<ShardMsg>) {
                 .detach();
             }
             ShardMsg::Stop => shard.begin_stop(),
-            ShardMsg::Replicate { from, frame } => shard.cluster.receive_frame(from, &frame),
+            ShardMsg::Replicate { from, frame } => shard.cluster.receive_frame(from, frame),
             ShardMsg::View(view) => shard.cluster.set_view(view),
             ShardMsg::Group { op, reply } => groups::run_forwarded(&shard, op, reply).await,
             ShardMsg::ListGroups { reply } => {

@@ -121,6 +121,13 @@ async fn begin_other(shard: &Rc<Shard>, frame: Frame, peer: &str, session: &Sess
         let message = format!("unknown api {}", header.api);
         return done(error_reply(&header, ErrorCode::UnknownApi, &message));
     };
+    // Whatever its version (`Replicate` has its own): the client port never serves it.
+    if matches!(
+        api,
+        Api::Replicate | Api::Controller | Api::AllocateProducerIds
+    ) {
+        return done(node_to_node(&header, api));
+    }
     if header.version != VERSION {
         let message = format!("{api:?} version {} (supported: {VERSION})", header.version);
         return done(error_reply(
@@ -167,13 +174,18 @@ async fn begin_other(shard: &Rc<Shard>, frame: Frame, peer: &str, session: &Sess
         | Api::DescribeGroups
         | Api::ListGroups => super::groups::begin(shard, api, frame, peer).await,
         Api::Replicate | Api::Controller | Api::AllocateProducerIds => {
-            let message = format!(
-                "{api:?} is a node-to-node api: nodes send it to each other's peer listener, \
-                 after a handshake that proves which node is speaking"
-            );
-            done(error_reply(&header, ErrorCode::InvalidRequest, &message))
+            done(node_to_node(&header, api))
         }
     }
+}
+
+/// The refusal of a node-to-node api on the client port.
+fn node_to_node(header: &FrameHeader, api: Api) -> Reply {
+    let message = format!(
+        "{api:?} is a node-to-node api: nodes send it to each other's peer listener, \
+         after a handshake that proves which node is speaking"
+    );
+    error_reply(header, ErrorCode::InvalidRequest, &message)
 }
 
 /// The api a request counts under in the metrics.
