@@ -11,7 +11,7 @@
 # Every voter applies the same changes, so each node counts the cluster's; the script prints
 # the largest difference over the nodes. It also prints ISR shrinks/expands (the leaders'
 # counters, summed), how long shard 0s ran the controller's timers late (left out of the
-# controller's clock, shardlog_controller_stalled_milliseconds_total) and how many
+# controller's clock, shardlog_controller_stall_seconds_sum) and how many
 # heartbeats reached the controller leader more than 100 and 250 ms after the one before
 # (shardlog_heartbeat_gap_seconds), which says how close a session came to running out. Exit 0 only if leader changes, fences and controller changes
 # are all 0.
@@ -55,7 +55,7 @@ admin_port() { echo $((CLUSTER_BASE_PORT + 300 + $1)); }
 # The value of one un-labelled sample (or the sum of a labelled family) on node $1's page.
 metric() {
     curl -fsS --max-time 5 "http://127.0.0.1:$(admin_port "$1")/metrics" |
-        awk -v name="$2" '$1 == name || index($1, name "{") == 1 { sum += $2 } END { printf "%d\n", sum }'
+        awk -v name="$2" '$1 == name || index($1, name "{") == 1 { sum += $2 } END { printf "%.3f\n", sum }'
 }
 
 # Heartbeat gaps above $2 seconds on node $1: all of them minus those within the bucket.
@@ -71,7 +71,7 @@ gaps_over() {
 readonly COUNTED=(shardlog_leader_changes_total shardlog_node_fences_total
     shardlog_controller_leader_changes_total)
 readonly SUMMED=(shardlog_isr_shrinks_total shardlog_isr_expands_total
-    shardlog_controller_stalled_milliseconds_total)
+    shardlog_controller_stall_seconds_sum)
 
 # One line per node: the counters of COUNTED and SUMMED, then the gaps over 0.1 and 0.25 s.
 snapshot() {
@@ -141,7 +141,7 @@ paste -d' ' <(echo "$before") <(echo "$after") | awk -v counted=${#COUNTED[@]} -
     END {
         printf "leader changes: %d\nnode fences: %d\ncontroller leader changes: %d\n", worst[1], worst[2], worst[3]
         printf "ISR shrinks: %d, expands: %d\n", total[counted + 1], total[counted + 2]
-        printf "controller stalls left out of its clock: %d ms (all nodes)\n", total[counted + 3]
+        printf "controller stalls left out of its clock: %.3f s (all nodes)\n", total[counted + 3]
         printf "heartbeat gaps over 100 ms: %d, over 250 ms: %d\n", total[counted + summed + 1], total[counted + summed + 2]
         exit (worst[1] + worst[2] + worst[3] > 0)
     }' || { echo "FAIL: the controller moved leaders without a fault"; exit 1; }

@@ -243,9 +243,10 @@ shardlog_produce() { # brokers partitions batch inflight
     --batch-records "$3" --inflight "$4" --producers 1 --acks all
 }
 
-# One shape: shardlog and each peer, each on fresh servers. $1 shape, $2 round.
 # Whether system $1 is among PEERS_SYSTEMS.
 want() { [[ ",$systems," == *",$1,"* ]]; }
+
+# One shape: shardlog and each peer, each on fresh servers. $1 shape, $2 round.
 
 run_node_shape() {
   local shape="$1" round="$2" batch=1 inflight=256 nats_inflight=256 sync

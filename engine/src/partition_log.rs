@@ -45,8 +45,7 @@ const FLUSHES_IN_FLIGHT_MAX: usize = 4;
 /// so that a roll's sync stays short.
 const UNSYNCED_BYTES_MAX: u64 = 32 << 20;
 
-/// The largest flush buffer kept for the next flush while the log is idle; a larger one
-/// is freed then, and kept only while appends keep coming (see `finish_flush`).
+/// The largest flush buffer kept for the next flush; a larger one is freed.
 const SPARE_BYTES_MAX: usize = 1 << 20;
 
 /// Disk reads ask for at least this much, so one read serves a few batches.
@@ -678,14 +677,8 @@ impl<S: Storage> PartitionLog<S> {
         }
         job.data.clear();
         // A buffer kept idle stays small: a node holds thousands of partitions, and one
-        // burst must not pin its write buffer's size in each of them for good. While
-        // appends keep coming (bytes beyond the partial last block are pending, or another
-        // flush is under way) the next flush reuses it, whatever its size: a fresh one
-        // would grow by doubling again, copying what it holds and faulting in new pages.
-        let busy = state.flushes_in_flight > 0 || state.pending.len() > BLOCK_SIZE;
-        if job.data.capacity() <= SPARE_BYTES_MAX
-            || (busy && job.data.capacity() <= self.config.write_buffer_bytes)
-        {
+        // burst must not pin its write buffer's size in each of them for good.
+        if job.data.capacity() <= SPARE_BYTES_MAX {
             state.spare = job.data;
         }
         self.invariants(&state);

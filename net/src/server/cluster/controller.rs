@@ -1012,18 +1012,26 @@ impl ControllerService {
     /// Measures this shard's stalls (see `controller_clock`) by how late its timer fires.
     async fn heartbeat_loop(self: Rc<Self>, clock: impl Fn() -> Tick, stopped: impl Fn() -> bool) {
         while !stopped() {
+            if self.halted.borrow().is_none() {
+                self.heartbeat(clock());
+            }
+            // Until the controller has this run registered, every tick: a node is given
+            // leaderships and replicas, and a one-node cluster creates topics, only then,
+            // and clients may ask for that as soon as the node says it is ready.
+            let pause = if self.rejoined() {
+                HEARTBEAT_EVERY
+            } else {
+                TICK_EVERY
+            };
             let asleep = std::time::Instant::now();
-            glommio::timer::sleep(HEARTBEAT_EVERY).await;
-            let late = asleep.elapsed().saturating_sub(HEARTBEAT_EVERY);
+            glommio::timer::sleep(pause).await;
+            let late = asleep.elapsed().saturating_sub(pause);
             if late > STALL_SLACK {
                 let stalled = u64::try_from((late - STALL_SLACK).as_millis()).unwrap_or(u64::MAX);
                 self.stalled_ms
                     .set(self.stalled_ms.get().saturating_add(stalled));
-                metrics::count_n(Counter::ControllerStalledMs, stalled);
+                metrics::latency(Latency::ControllerStall, late - STALL_SLACK);
                 tracing::debug!(stalled_ms = stalled, "the controller's shard was stalled");
-            }
-            if self.halted.borrow().is_none() {
-                self.heartbeat(clock());
             }
         }
     }

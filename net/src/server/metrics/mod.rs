@@ -110,13 +110,11 @@ pub(crate) enum Counter {
     NodeFences,
     /// A controller leader (or term) change this node's voter saw.
     ControllerLeaderChanges,
-    /// Milliseconds shard 0 was stalled, left out of the controller's clock.
-    ControllerStalledMs,
 }
 
 impl Counter {
     /// Every counter with its metric name and help text.
-    pub(crate) const ALL: [(Counter, &'static str, &'static str); 11] = [
+    pub(crate) const ALL: [(Counter, &'static str, &'static str); 10] = [
         (
             Counter::IsrShrinks,
             "shardlog_isr_shrinks_total",
@@ -171,13 +169,6 @@ impl Counter {
             "Controller leader or Raft term changes this node's voter saw (its first \
              leader after a start counts).",
         ),
-        (
-            Counter::ControllerStalledMs,
-            "shardlog_controller_stalled_milliseconds_total",
-            "Time shard 0 ran the controller's timers late (CPU starvation, a task that did \
-             not yield), left out of the controller's clock: it counts neither towards \
-             sessions nor towards Raft election timeouts.",
-        ),
     ];
 
     fn index(self) -> usize {
@@ -198,11 +189,13 @@ pub(crate) enum Latency {
     Fdatasync,
     /// On the controller leader: from a node's heartbeat to its next one.
     HeartbeatGap,
+    /// A stall of shard 0 left out of the controller's clock.
+    ControllerStall,
 }
 
 impl Latency {
     /// Every histogram with its metric name and help text.
-    pub(crate) const ALL: [(Latency, &'static str, &'static str); 5] = [
+    pub(crate) const ALL: [(Latency, &'static str, &'static str); 6] = [
         (
             Latency::Produce,
             "shardlog_produce_latency_seconds",
@@ -228,6 +221,13 @@ impl Latency {
             "shardlog_heartbeat_gap_seconds",
             "On the controller leader: from a node's heartbeat to its next one, as received \
              (a gap longer than the session timeout fences the node).",
+        ),
+        (
+            Latency::ControllerStall,
+            "shardlog_controller_stall_seconds",
+            "Each time shard 0 ran the controller's timers late (CPU starvation, a task that \
+             did not yield): the lateness past 20 ms, left out of the controller's clock, so \
+             it counts neither towards sessions nor towards Raft election timeouts.",
         ),
     ];
 
