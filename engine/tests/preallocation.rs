@@ -5,6 +5,9 @@
 #![cfg(test)]
 #![allow(clippy::indexing_slicing, clippy::cast_possible_truncation)]
 
+mod common;
+use common::{on_executor, test_root};
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -14,9 +17,7 @@ use bytes::BytesMut;
 use shardlog_engine::batch;
 use shardlog_engine::record::BatchBuilder;
 use shardlog_engine::segment::{LOG_SUFFIX, align_up, segment_path};
-use shardlog_engine::{
-    DmaStorage, EngineConfig, LeaderEpoch, Offset, PartitionLog, TimestampMs, warm_iopoll_probe,
-};
+use shardlog_engine::{DmaStorage, EngineConfig, LeaderEpoch, Offset, PartitionLog, TimestampMs};
 
 const STEP: u64 = 64 << 10;
 const SEGMENT_BYTES: u64 = 1 << 20;
@@ -79,37 +80,6 @@ fn file_len(path: &Path) -> u64 {
 
 fn active_data_len(log: &PartitionLog<DmaStorage>) -> u64 {
     log.segments().last().expect("active segment").data_len
-}
-
-fn test_root() -> PathBuf {
-    std::env::var_os("SHARDLOG_TEST_DIR").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/shardlog-test"),
-        PathBuf::from,
-    )
-}
-
-/// Runs `test` on a glommio executor with `dir` (created) as its directory.
-fn on_executor<F, Fut>(dir: PathBuf, test: F)
-where
-    F: FnOnce(PathBuf) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()> + 'static,
-{
-    std::fs::create_dir_all(&dir).expect("test dir");
-    if let Err(e) = shardlog_engine::preflight::preflight(&dir) {
-        panic!(
-            "glommio tests need io_uring, memlock >= 512 KiB and O_DIRECT under {}: {e}",
-            dir.display()
-        );
-    }
-    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .io_memory(1 << 20)
-        .spawn(move || async move {
-            warm_iopoll_probe(&dir).await.expect("iopoll probe");
-            test(dir).await;
-        })
-        .expect("executor")
-        .join()
-        .expect("executor thread");
 }
 
 /// The file is one step long when created, grows by steps from `tick` while appends

@@ -5,16 +5,17 @@
 #![cfg(test)]
 #![allow(clippy::indexing_slicing, clippy::cast_possible_truncation)]
 
+mod common;
+use common::{on_executor, test_root};
+
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use bytes::BytesMut;
 use shardlog_engine::batch;
 use shardlog_engine::record::BatchBuilder;
 use shardlog_engine::segment::{LOG_SUFFIX, align_up, segment_path};
-use shardlog_engine::{
-    DmaStorage, EngineConfig, LeaderEpoch, Offset, PartitionLog, TimestampMs, warm_iopoll_probe,
-};
+use shardlog_engine::{DmaStorage, EngineConfig, LeaderEpoch, Offset, PartitionLog, TimestampMs};
 
 const STEP: u64 = 4 << 20;
 const AHEAD: u64 = 1 << 20;
@@ -28,37 +29,6 @@ fn config() -> EngineConfig {
         retention_age: None,
         ..EngineConfig::default()
     }
-}
-
-fn test_root() -> PathBuf {
-    std::env::var_os("SHARDLOG_TEST_DIR").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/shardlog-test"),
-        PathBuf::from,
-    )
-}
-
-/// Runs `test` on a glommio executor with `dir` (created) as its directory.
-fn on_executor<F, Fut>(dir: PathBuf, test: F)
-where
-    F: FnOnce(PathBuf) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()> + 'static,
-{
-    std::fs::create_dir_all(&dir).expect("test dir");
-    if let Err(e) = shardlog_engine::preflight::preflight(&dir) {
-        panic!(
-            "glommio tests need io_uring, memlock >= 512 KiB and O_DIRECT under {}: {e}",
-            dir.display()
-        );
-    }
-    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .io_memory(1 << 20)
-        .spawn(move || async move {
-            warm_iopoll_probe(&dir).await.expect("iopoll probe");
-            test(dir).await;
-        })
-        .expect("executor")
-        .join()
-        .expect("executor thread");
 }
 
 async fn append(log: &PartitionLog<DmaStorage>, n: u64) -> (Offset, Vec<u8>) {
