@@ -411,23 +411,39 @@ impl Cluster {
         }
     }
 
-    /// Waits until `node` (or any running node) sees a controller leader and every node
-    /// registered and live.
+    /// Waits until the controller leader itself says it leads and sees every node
+    /// registered and live, and every running node's `/v1/ready` agrees.
+    ///
+    /// Another node's word is not enough: a node just restarted answers from the
+    /// metadata it replayed, which can still show it live while the controller has
+    /// fenced it and will move its partitions away once it hears of a new topic.
     pub fn wait_for_controller(&mut self, timeout: Duration) -> Duration {
         let n = self.len();
         let (_, took) = self.wait_for("a controller with every node live", timeout, |c| {
             let (_, meta) = c
                 .metadata_any()
                 .ok_or_else(|| "no node answers".to_owned())?;
+            let controller = meta.controller.ok_or("no controller")?;
+            let node = usize::try_from(controller).map_err(|_| "bad controller id")?;
+            let meta = c
+                .metadata(node)
+                .map_err(|e| format!("controller {controller}: {e}"))?;
             let live = meta.brokers.iter().filter(|b| b.live).count();
-            if meta.controller.is_some() && live == n {
-                Ok(())
-            } else {
-                Err(format!(
-                    "controller {:?}, {live} of {n} live",
+            if meta.controller != Some(controller) || live != n {
+                return Err(format!(
+                    "controller {controller} says controller {:?}, {live} of {n} live",
                     meta.controller
-                ))
+                ));
             }
+            // Live may still be a previous run of a restarted node: each running node
+            // says whether the controller has registered this run.
+            for node in (0..n).filter(|&node| c.states[node] == NodeState::Running) {
+                let Some(admin) = c.nodes[node].as_ref().and_then(|s| s.admin_addr) else {
+                    continue;
+                };
+                admin_ready(admin).map_err(|why| format!("node {node}: {why}"))?;
+            }
+            Ok(())
         });
         took
     }
@@ -559,4 +575,23 @@ pub fn free_ports(n: usize) -> Vec<u16> {
         }
     }
     ports
+}
+
+/// `GET /v1/ready` from a node's admin listener: `Ok` on 200, the answer otherwise.
+fn admin_ready(admin: SocketAddr) -> Result<(), String> {
+    let mut stream =
+        TcpStream::connect_timeout(&admin, METADATA_TIMEOUT).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(METADATA_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    stream
+        .write_all(b"GET /v1/ready HTTP/1.1\r\nHost: test\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    if answer.starts_with("HTTP/1.1 200") {
+        Ok(())
+    } else {
+        Err(answer.lines().last().unwrap_or("no answer").to_owned())
+    }
 }

@@ -1,6 +1,6 @@
-//! `/v1/health` (the process serves HTTP at all: 200) and `/v1/ready` (200 once every
-//! shard has the controller's view and answers; 503 with the reason otherwise), for load
-//! balancers and orchestrators.
+//! `/v1/health` (the process serves HTTP at all: 200) and `/v1/ready` (200 once the
+//! controller has this run of the node registered and every shard has its view and
+//! answers; 503 with the reason otherwise), for load balancers and orchestrators.
 
 use std::rc::Rc;
 
@@ -24,8 +24,13 @@ pub(crate) async fn ready(ctx: Rc<AdminContext>) -> Response {
 
 /// Why the node does not serve yet, if it does not.
 fn not_ready_reason(report: &observe::NodeReport) -> Option<String> {
-    if report.view.is_none() {
+    let Some(view) = report.view.as_ref() else {
         return Some("no view of the controller's metadata yet".to_owned());
+    };
+    if !view.rejoined {
+        // Until then the controller may still count a previous run of this node as live
+        // and hand it leaderships this run will be fenced out of.
+        return Some("this run is not registered with the controller yet".to_owned());
     }
     if let Some(shard) = report.missing.first() {
         return Some(format!("shard {shard} did not answer"));
@@ -59,8 +64,11 @@ mod tests {
     }
 
     #[test]
-    fn ready_only_with_a_view_and_every_shard_serving() {
-        let view = Some(Arc::new(ClusterView::default()));
+    fn ready_only_registered_with_a_view_and_every_shard_serving() {
+        let view = Some(Arc::new(ClusterView {
+            rejoined: true,
+            ..ClusterView::default()
+        }));
         let report = |view, shards, missing| NodeReport {
             shards,
             missing,
@@ -77,5 +85,8 @@ mod tests {
         );
         let behind = report(view, vec![shard(0, true), shard(1, false)], vec![]);
         assert!(not_ready_reason(&behind).is_some_and(|r| r.starts_with("shard 1")));
+        let unregistered = Some(Arc::new(ClusterView::default()));
+        let unregistered = report(unregistered, vec![shard(0, true)], vec![]);
+        assert!(not_ready_reason(&unregistered).is_some_and(|r| r.contains("registered")));
     }
 }
