@@ -13,6 +13,13 @@
 //!
 //! Under retention, (a) and (b) hold for the offsets a leader still holds: below its log
 //! start the batches were deleted, and retention never passes the high watermark.
+//!
+//! "Later leader" means one of the newest leader epoch seen so far. The cluster names the
+//! leader from the running voter that applied the most, which goes back in time when the
+//! voters ahead of it are down: a voter partitioned away (or just restarted) still shows
+//! an old epoch's leader, whose replica may still think it leads and hold uncommitted
+//! batches of that epoch above its high watermark. Such a stale leader can commit nothing
+//! (its followers fence its epoch), and (c) and (d) still check what it serves.
 
 use std::collections::BTreeMap;
 
@@ -47,6 +54,8 @@ pub struct Checker {
     new_checks: Vec<Offset>,
     verified: BTreeMap<NodeId, Offset>,
     leader_checked: Option<(NodeId, LeaderEpoch)>,
+    /// The newest leader epoch the cluster named so far.
+    newest_epoch: Option<LeaderEpoch>,
     /// Batches acknowledged under acks=all, read by consumers, leaders fully checked.
     pub counts: [u64; 3],
 }
@@ -159,6 +168,10 @@ impl Checker {
         let Some((id, epoch)) = leader else {
             return Ok(());
         };
+        if self.newest_epoch.is_some_and(|newest| epoch < newest) {
+            return Ok(());
+        }
+        self.newest_epoch = Some(epoch);
         let Some(node) = nodes
             .iter()
             .find(|n| n.id == id && n.leading == Some(epoch))
