@@ -21,7 +21,7 @@ use crate::follower::Follower;
 use crate::ids::{Incarnation, NodeId, RequestId, Tick};
 use crate::leader::Leader;
 use crate::local_log::LocalLog;
-use crate::message::{Message, Ship};
+use crate::message::{EpochQuery, Message, Ship};
 use crate::replica_snapshot::ReplicaSnapshot;
 
 /// When a producer is answered.
@@ -254,6 +254,10 @@ enum Role {
     Follower(Follower),
 }
 
+/// Epoch queries kept for a leader epoch this replica does not know yet, at most: one per
+/// sender, and senders are the partition's other replicas.
+const EARLY_QUERIES_MAX: usize = 8;
+
 /// One partition's replica on one node.
 #[derive(Debug)]
 pub struct PartitionReplica {
@@ -263,6 +267,14 @@ pub struct PartitionReplica {
     epoch: LeaderEpoch,
     log: LocalLog,
     role: Role,
+    /// Epoch queries of a leader epoch this replica has not taken yet, the latest per
+    /// sender.
+    /// The controller tells every replica of a new epoch at about the same time, so a
+    /// follower's first query can arrive before this node learns it leads that epoch;
+    /// dropped, it would be asked again only `retry_ms` later (a failover's acks waited
+    /// 200 ms for it). Answered if this replica becomes that epoch's leader, dropped once
+    /// it takes that epoch or a later one otherwise.
+    early_queries: Vec<(NodeId, EpochQuery)>,
     actions: Vec<Action>,
     now: Tick,
 }
@@ -279,6 +291,7 @@ impl PartitionReplica {
             epoch: LeaderEpoch::NONE,
             log: LocalLog::default(),
             role: Role::Unattached,
+            early_queries: Vec::new(),
             actions: Vec::new(),
             now: Tick(0),
         }
@@ -412,6 +425,7 @@ impl PartitionReplica {
             return;
         }
         self.epoch = epoch;
+        let early = take_early_queries(&mut self.early_queries, epoch);
         let (mut step, role) = self.split();
         if let Role::Leader(old) = role {
             old.step_down(&mut step);
@@ -426,6 +440,9 @@ impl PartitionReplica {
         // What its storage holds durably may already be committed (a lone replica's
         // whole log): the high watermark need not wait for the next event.
         leader.start(&mut step);
+        for (from, query) in early {
+            leader.on_message(&mut step, from, Message::EpochQuery(query));
+        }
         *role = Role::Leader(Box::new(leader));
     }
 
@@ -434,6 +451,7 @@ impl PartitionReplica {
             return;
         }
         self.epoch = epoch;
+        take_early_queries(&mut self.early_queries, epoch);
         let (mut step, role) = self.split();
         if let Role::Leader(old) = role {
             old.step_down(&mut step);
@@ -470,6 +488,12 @@ impl PartitionReplica {
     }
 
     fn received(&mut self, from: NodeId, message: Message) {
+        if let Message::EpochQuery(query) = &message
+            && self.takes_epoch(LeaderEpoch(query.leader_epoch))
+        {
+            self.keep_early_query(from, *query);
+            return;
+        }
         let (mut step, role) = self.split();
         match role {
             Role::Leader(leader) => leader.on_message(&mut step, from, message),
@@ -484,6 +508,17 @@ impl PartitionReplica {
             Role::Leader(leader) => leader.tick(&mut step),
             Role::Follower(follower) => follower.tick(&mut step),
             Role::Unattached => {}
+        }
+    }
+
+    fn keep_early_query(&mut self, from: NodeId, query: EpochQuery) {
+        if from == self.id {
+            return;
+        }
+        if let Some(kept) = self.early_queries.iter_mut().find(|(n, _)| *n == from) {
+            kept.1 = query;
+        } else if self.early_queries.len() < EARLY_QUERIES_MAX {
+            self.early_queries.push((from, query));
         }
     }
 
@@ -581,4 +616,20 @@ impl PartitionReplica {
             _ => None,
         }
     }
+}
+
+/// Removes the early queries of `epoch` and older (this replica now has that epoch) and
+/// returns those of `epoch` itself.
+fn take_early_queries(
+    early: &mut Vec<(NodeId, EpochQuery)>,
+    epoch: LeaderEpoch,
+) -> Vec<(NodeId, EpochQuery)> {
+    let (taken, kept): (Vec<_>, Vec<_>) = std::mem::take(early)
+        .into_iter()
+        .partition(|(_, q)| LeaderEpoch(q.leader_epoch) <= epoch);
+    *early = kept;
+    taken
+        .into_iter()
+        .filter(|(_, q)| LeaderEpoch(q.leader_epoch) == epoch)
+        .collect()
 }

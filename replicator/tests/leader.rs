@@ -6,7 +6,7 @@
 
 use shardlog_engine::record::BatchBuilder;
 use shardlog_engine::{LeaderEpoch, Offset, TimestampMs};
-use shardlog_replicator::message::ShipAck;
+use shardlog_replicator::message::{EpochQuery, ShipAck};
 use shardlog_replicator::{
     Acks, Action, Incarnation, Input, Member, Message, NodeId, PartitionReplica, ReplicaConfig,
     RequestId, Tick,
@@ -499,4 +499,83 @@ fn a_slow_catch_up_is_not_shipped_again_by_heartbeats() {
         "{:?}",
         h.actions
     );
+}
+
+/// A follower told of a new epoch before the leader's node asks at once; the leader
+/// answers that query when it learns it leads, not after the follower's retry timer.
+#[test]
+fn an_epoch_query_that_arrives_before_the_leadership_is_answered_when_it_comes() {
+    let mut replica = PartitionReplica::new(config(), LEADER, Incarnation(1));
+    let mut actions = Vec::new();
+    let epoch = LeaderEpoch(3);
+    let query = |leader_epoch: i32| Input::Received {
+        from: A,
+        message: Message::EpochQuery(EpochQuery {
+            leader_epoch,
+            incarnation: 1,
+            epoch: 0,
+        }),
+    };
+    // Still a follower of epoch 2: a query for epoch 3 is early, one for 4 too.
+    replica.step(
+        Tick(0),
+        Input::BecomeFollower {
+            epoch: LeaderEpoch(2),
+            leader: B,
+        },
+    );
+    replica.step(Tick(1), query(3));
+    replica.step(
+        Tick(1),
+        Input::Received {
+            from: B,
+            message: Message::EpochQuery(EpochQuery {
+                leader_epoch: 4,
+                incarnation: 1,
+                epoch: 0,
+            }),
+        },
+    );
+    replica.drain_actions(&mut actions);
+    let answers = |actions: &[Action]| -> Vec<(NodeId, i32)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send {
+                    to,
+                    message: Message::EpochAnswer(answer),
+                } => Some((*to, answer.leader_epoch)),
+                _ => None,
+            })
+            .collect()
+    };
+    assert!(answers(&actions).is_empty(), "{actions:?}");
+    actions.clear();
+    replica.step(
+        Tick(2),
+        Input::BecomeLeader {
+            epoch,
+            replicas: vec![LEADER, A, B],
+            isr: vec![LEADER, A, B],
+            isr_version: 0,
+            members: members(&[]),
+        },
+    );
+    replica.drain_actions(&mut actions);
+    // Answered at once, and only the query of the epoch it leads.
+    assert_eq!(answers(&actions), vec![(A, 3)], "{actions:?}");
+    actions.clear();
+    // The query of epoch 4 was kept for epoch 4, and A's was answered once, not again.
+    replica.step(
+        Tick(3),
+        Input::BecomeLeader {
+            epoch: LeaderEpoch(4),
+            replicas: vec![LEADER, A, B],
+            isr: vec![LEADER, A, B],
+            isr_version: 0,
+            members: members(&[]),
+        },
+    );
+    replica.drain_actions(&mut actions);
+    assert_eq!(answers(&actions), vec![(B, 4)], "{actions:?}");
 }
