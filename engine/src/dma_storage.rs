@@ -4,7 +4,9 @@
 //! Must be used from a glommio executor whose first DMA file was opened by
 //! [`warm_iopoll_probe`] (glommio#605/#670: otherwise every DMA read fails with EOPNOTSUPP).
 
+use std::cell::RefCell;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -22,6 +24,11 @@ pub struct DmaStorage;
 #[derive(Debug)]
 pub struct DmaStorageFile {
     file: DmaFile,
+    /// The same file opened again O_DSYNC, for [`StorageFile::write_durable_at`]; opened
+    /// on first use (only the active segment of a log under `flush=always` needs it).
+    /// `None` inside: it could not be opened, and durable writes fall back to a write and
+    /// an fdatasync.
+    durable: RefCell<Option<Option<Rc<DmaFile>>>>,
 }
 
 fn glommio_err(err: glommio::GlommioError<()>) -> io::Error {
@@ -51,7 +58,10 @@ impl Storage for DmaStorage {
             "device alignment {}",
             file.alignment()
         );
-        Ok(DmaStorageFile { file })
+        Ok(DmaStorageFile {
+            file,
+            durable: RefCell::new(None),
+        })
     }
 
     async fn create_dir_all(&self, path: &Path) -> io::Result<()> {
@@ -92,6 +102,24 @@ impl Storage for DmaStorage {
     }
 }
 
+impl DmaStorageFile {
+    /// Opens this file again, O_DSYNC, through `/proc/self/fd` (its path may have
+    /// changed: a segment is created under a temporary name and renamed); `None`, with a
+    /// warning, if that fails.
+    async fn open_durable(&self) -> Option<DmaFile> {
+        let path = PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd()));
+        let mut options = OpenOptions::new();
+        options.read(true).write(true).custom_flags(libc::O_DSYNC);
+        match options.dma_open(&path).await {
+            Ok(file) => Some(file),
+            Err(e) => {
+                tracing::warn!(error = %e, "no O_DSYNC descriptor; flushes fdatasync instead");
+                None
+            }
+        }
+    }
+}
+
 impl StorageFile for DmaStorageFile {
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes> {
         let result = self.file.read_at(pos, len).await.map_err(glommio_err)?;
@@ -99,31 +127,30 @@ impl StorageFile for DmaStorageFile {
     }
 
     async fn write_at(&self, pos: u64, data: &[u8]) -> io::Result<()> {
-        assert!(
-            pos % BLOCK_SIZE as u64 == 0,
-            "unaligned write position {pos}"
-        );
-        assert!(
-            data.len() % BLOCK_SIZE == 0,
-            "unaligned write length {}",
-            data.len()
-        );
-        let mut buffer = write_buffers::take(&self.file, data.len());
-        buffer.as_bytes_mut().copy_from_slice(data);
-        let buffer = Rc::new(buffer);
-        let written = self
-            .file
-            .write_rc_at(buffer.clone(), pos)
-            .await
-            .map_err(glommio_err)?;
-        write_buffers::give_back(buffer);
-        if written != data.len() {
-            return Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                format!("short write: {written} of {} bytes at {pos}", data.len()),
-            ));
+        write_block_aligned(&self.file, pos, data).await
+    }
+
+    /// One O_DSYNC write: durable when it completes, without an fdatasync after it.
+    /// io_uring hands an fdatasync to a kernel worker thread, and a log under
+    /// `flush=always` synced after every flush, per partition: on a loaded machine those
+    /// hand-offs made three partitions on a node take more CPU per record than one, and
+    /// replicated throughput fell with every partition added.
+    async fn write_durable_at(&self, pos: u64, data: &[u8]) -> io::Result<()> {
+        let durable = self.durable.borrow().clone();
+        let durable = match durable {
+            Some(durable) => durable,
+            None => {
+                let opened = self.open_durable().await.map(Rc::new);
+                self.durable.borrow_mut().get_or_insert(opened).clone()
+            }
+        };
+        match durable {
+            Some(durable) => write_block_aligned(&durable, pos, data).await,
+            None => {
+                write_block_aligned(&self.file, pos, data).await?;
+                self.sync_data().await
+            }
         }
-        Ok(())
     }
 
     async fn write_zeros(&self, pos: u64, len: usize) -> io::Result<()> {
@@ -165,7 +192,18 @@ impl StorageFile for DmaStorageFile {
     }
 
     async fn close(self) -> io::Result<()> {
-        self.file.close().await.map_err(glommio_err)
+        // A durable write still holding the O_DSYNC file closes it when it drops it.
+        let durable = self
+            .durable
+            .into_inner()
+            .flatten()
+            .and_then(|d| Rc::try_unwrap(d).ok());
+        let closed = match durable {
+            Some(durable) => durable.close().await.map_err(glommio_err),
+            None => Ok(()),
+        };
+        self.file.close().await.map_err(glommio_err)?;
+        closed
     }
 }
 
@@ -188,6 +226,34 @@ pub async fn warm_iopoll_probe(dir: &Path) -> io::Result<()> {
         .await
         .map_err(glommio_err)?;
     file.close().await.map_err(glommio_err)
+}
+
+/// Writes `data` at `pos` through `file`, both block-aligned, from a kept DMA buffer.
+async fn write_block_aligned(file: &DmaFile, pos: u64, data: &[u8]) -> io::Result<()> {
+    assert!(
+        pos % BLOCK_SIZE as u64 == 0,
+        "unaligned write position {pos}"
+    );
+    assert!(
+        data.len() % BLOCK_SIZE == 0,
+        "unaligned write length {}",
+        data.len()
+    );
+    let mut buffer = write_buffers::take(file, data.len());
+    buffer.as_bytes_mut().copy_from_slice(data);
+    let buffer = Rc::new(buffer);
+    let written = file
+        .write_rc_at(buffer.clone(), pos)
+        .await
+        .map_err(glommio_err)?;
+    write_buffers::give_back(buffer);
+    if written != data.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::WriteZero,
+            format!("short write: {written} of {} bytes at {pos}", data.len()),
+        ));
+    }
+    Ok(())
 }
 
 /// Write buffers kept for the next write, per executor thread. glommio's registered

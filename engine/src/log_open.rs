@@ -112,6 +112,10 @@ impl<S: Storage> PartitionLog<S> {
             .read_at(pending_start, tail_len)
             .await
             .map_err(Error::io(&path))?;
+        // `durable_end` starts at the log end, but what a crashed run wrote may still sit
+        // in the device's write cache; under `flush=always` no later flush fdatasyncs the
+        // active segment (its writes are O_DSYNC), so sync it once here.
+        active.file.sync_data().await.map_err(Error::io(&path))?;
         checkpoint.truncate(log_end);
         checkpoint.high_watermark = checkpoint.high_watermark.max(log_start);
         let state = LogState {

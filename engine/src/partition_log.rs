@@ -35,6 +35,7 @@ use crate::record::RecordIter;
 use crate::segment::{self, BLOCK_SIZE, LOG_SUFFIX, Segment};
 use crate::signal::Signal;
 use crate::storage::{Storage, StorageFile};
+use crate::sync_observer::SyncKind;
 use crate::tail_cache::TailCache;
 
 /// Flushes under way at once under `interval` and `never`: enough to keep the device
@@ -522,6 +523,11 @@ impl<S: Storage> PartitionLog<S> {
             job: Some(self.take_flush(sync)),
         };
         let job = in_flight.job.as_mut().expect("taken just now");
+        // Under `always` every flush syncs and flushes run one at a time, so every write
+        // is made durable by itself (O_DSYNC; see `write_durable_at`) and no fdatasync
+        // follows: the written prefix is the durable one.
+        let durable_writes = job.sync && self.config.flush == FlushPolicy::Always;
+        debug_assert!(!durable_writes || self.flushes_in_flight_max() == 1);
         let result = async {
             if !job.data.is_empty() {
                 job.data
@@ -529,20 +535,25 @@ impl<S: Storage> PartitionLog<S> {
                 self.wait_zero_fill(job.start + job.data.len() as u64).await;
                 let (first, rest) = job.data.split_at(BLOCK_SIZE);
                 let chunk = self.config.write_chunk_bytes;
+                let file: &S::File = &job.file;
                 let rest_writes = rest.chunks(chunk).enumerate().map(|(i, part)| {
                     let position = job.start + (BLOCK_SIZE + i * chunk) as u64;
-                    job.file.write_at(position, part)
+                    write_part(file, durable_writes, position, part)
                 });
                 let first_write = async {
                     self.wait_written(job.start_ticket).await?;
-                    job.file.write_at(job.start, first).await
+                    write_part(file, durable_writes, job.start, first).await
                 };
+                let started = std::time::Instant::now();
                 if rest.is_empty() {
                     // A flush of one block (a small append): no list of writes to build.
                     first_write.await?;
                 } else {
                     let rest_writes = futures::future::try_join_all(rest_writes);
                     futures::future::try_join(first_write, rest_writes).await?;
+                }
+                if durable_writes {
+                    crate::sync_observer::observe(SyncKind::DurableWrites, started.elapsed());
                 }
                 self.mark_written(job);
             }
@@ -554,9 +565,11 @@ impl<S: Storage> PartitionLog<S> {
                     let state = self.state.borrow();
                     (state.written_end, state.written_bytes)
                 };
-                let started = std::time::Instant::now();
-                job.file.sync_data().await?;
-                crate::sync_observer::observe(started.elapsed());
+                if !durable_writes {
+                    let started = std::time::Instant::now();
+                    job.file.sync_data().await?;
+                    crate::sync_observer::observe(SyncKind::Fdatasync, started.elapsed());
+                }
                 self.mark_synced(covered);
             }
             Ok(())
@@ -1117,4 +1130,18 @@ fn take_batches(
         at += size;
     }
     Ok((taken, at))
+}
+
+/// One write of a flush, durable by itself if `durable`.
+async fn write_part<F: StorageFile>(
+    file: &F,
+    durable: bool,
+    position: u64,
+    part: &[u8],
+) -> std::io::Result<()> {
+    if durable {
+        file.write_durable_at(position, part).await
+    } else {
+        file.write_at(position, part).await
+    }
 }

@@ -52,6 +52,13 @@ pub trait StorageFile: 'static {
     async fn write_zeros(&self, pos: u64, len: usize) -> io::Result<()> {
         self.write_at(pos, &vec![0; len]).await
     }
+    /// Writes `data` at `pos` (both block-aligned) and returns once it is durable, with
+    /// whatever metadata reading it back needs; what other writes left unsynced may stay
+    /// so. The default writes, then syncs.
+    async fn write_durable_at(&self, pos: u64, data: &[u8]) -> io::Result<()> {
+        self.write_at(pos, data).await?;
+        self.sync_data().await
+    }
     /// fdatasync: everything written so far, and the file's length, is on disk.
     async fn sync_data(&self) -> io::Result<()>;
     /// The file's length.

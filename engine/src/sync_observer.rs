@@ -1,24 +1,36 @@
-//! A per-thread observer of segment fdatasyncs: the server sets one on each shard's
-//! thread to feed its fdatasync latency histogram; without one a sync costs a
-//! thread-local read more. A plain function pointer, so the engine knows nothing of the
-//! server's metrics.
+//! A per-thread observer of segment syncs (fdatasyncs, and the O_DSYNC writes that
+//! replace them under `flush=always`): the server sets one on each shard's thread to feed
+//! its latency histograms; without one a sync costs a thread-local read more. A plain
+//! function pointer, so the engine knows nothing of the server's metrics.
 
 use std::cell::Cell;
 use std::time::Duration;
 
-thread_local! {
-    static OBSERVER: Cell<Option<fn(Duration)>> = const { Cell::new(None) };
+/// How a flush made its data durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncKind {
+    /// An fdatasync after the flush's writes.
+    Fdatasync,
+    /// The flush's writes themselves, O_DSYNC (`flush=always`), timed together.
+    DurableWrites,
 }
 
-/// Calls `observer` with the duration of every segment fdatasync on this thread.
-pub fn set(observer: fn(Duration)) {
+/// What the server calls with each sync.
+pub type Observer = fn(SyncKind, Duration);
+
+thread_local! {
+    static OBSERVER: Cell<Option<Observer>> = const { Cell::new(None) };
+}
+
+/// Calls `observer` with the kind and duration of every segment sync on this thread.
+pub fn set(observer: Observer) {
     OBSERVER.with(|o| o.set(Some(observer)));
 }
 
-/// Reports one fdatasync that took `took`.
-pub(crate) fn observe(took: Duration) {
+/// Reports one sync of `kind` that took `took`.
+pub(crate) fn observe(kind: SyncKind, took: Duration) {
     if let Some(observer) = OBSERVER.with(Cell::get) {
-        observer(took);
+        observer(kind, took);
     }
 }
 
@@ -31,10 +43,10 @@ mod tests {
         thread_local! {
             static SEEN: Cell<u32> = const { Cell::new(0) };
         }
-        observe(Duration::from_millis(1));
-        set(|_| SEEN.with(|s| s.set(s.get() + 1)));
-        observe(Duration::from_millis(1));
-        observe(Duration::from_millis(2));
+        observe(SyncKind::Fdatasync, Duration::from_millis(1));
+        set(|_, _| SEEN.with(|s| s.set(s.get() + 1)));
+        observe(SyncKind::Fdatasync, Duration::from_millis(1));
+        observe(SyncKind::DurableWrites, Duration::from_millis(2));
         assert_eq!(SEEN.with(Cell::get), 2);
     }
 }

@@ -93,9 +93,9 @@ fn metrics_pass_promtool_and_move_as_records_are_produced_and_fetched() {
     assert!(moved("shardlog_requests_total", fetch) >= 1.0);
     assert!(moved("shardlog_produce_latency_seconds_count", "") >= 1.0);
     assert!(moved("shardlog_fetch_latency_seconds_count", "") >= 1.0);
-    // --flush always (the default): every acknowledged append was fdatasync'ed.
-    assert!(moved("shardlog_fdatasync_latency_seconds_count", "") >= 1.0);
-    assert!(moved("shardlog_fdatasync_latency_seconds_sum", "") > 0.0);
+    // --flush always (the default): every acknowledged append was written O_DSYNC.
+    assert!(moved("shardlog_durable_write_latency_seconds_count", "") >= 1.0);
+    assert!(moved("shardlog_durable_write_latency_seconds_sum", "") > 0.0);
     // 50 records of 8 or 9 bytes went to disk, in batches with their headers.
     assert!(moved("shardlog_disk_used_bytes", "") >= 50.0 * 8.0);
     let partition = r#"topic="metered",partition="1""#;

@@ -42,6 +42,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use futures::future::{Either, select};
 use glommio::{LocalExecutorBuilder, Placement};
+use shardlog_engine::sync_observer::SyncKind;
 use shardlog_engine::{DirLock, TailCacheBudget, preflight, warm_iopoll_probe};
 use shardlog_replicator::controller::ControllerConfig;
 use shardlog_replicator::{Incarnation, NodeId};
@@ -579,7 +580,13 @@ async fn shard_main(start: ShardStart) -> anyhow::Result<()> {
         open_outcomes,
     } = start;
     // This shard's segment fdatasyncs feed its latency histogram.
-    shardlog_engine::sync_observer::set(|took| metrics::latency(metrics::Latency::Fdatasync, took));
+    shardlog_engine::sync_observer::set(|kind, took| {
+        let latency = match kind {
+            SyncKind::Fdatasync => metrics::Latency::Fdatasync,
+            SyncKind::DurableWrites => metrics::Latency::DurableWrites,
+        };
+        metrics::latency(latency, took);
+    });
     warm_iopoll_probe(&config.data_dir)
         .await
         .context("io_uring poll-ring warm-up")?;

@@ -187,6 +187,8 @@ pub(crate) enum Latency {
     Replication,
     /// One fdatasync of a segment file.
     Fdatasync,
+    /// One flush's O_DSYNC writes of a segment file (`flush=always`).
+    DurableWrites,
     /// On the controller leader: from a node's heartbeat to its next one.
     HeartbeatGap,
     /// A stall of shard 0 left out of the controller's clock.
@@ -195,7 +197,7 @@ pub(crate) enum Latency {
 
 impl Latency {
     /// Every histogram with its metric name and help text.
-    pub(crate) const ALL: [(Latency, &'static str, &'static str); 6] = [
+    pub(crate) const ALL: [(Latency, &'static str, &'static str); 7] = [
         (
             Latency::Produce,
             "shardlog_produce_latency_seconds",
@@ -215,6 +217,12 @@ impl Latency {
             Latency::Fdatasync,
             "shardlog_fdatasync_latency_seconds",
             "One fdatasync of a segment file.",
+        ),
+        (
+            Latency::DurableWrites,
+            "shardlog_durable_write_latency_seconds",
+            "Under flush=always: one flush's O_DSYNC writes of a segment file, durable when \
+             they complete (no fdatasync follows them).",
         ),
         (
             Latency::HeartbeatGap,
