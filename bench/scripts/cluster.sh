@@ -47,7 +47,8 @@ usage() {
   echo "$SYNOPSIS"
   cat <<'EOF'
 
-  start N      launch nodes 0..N-1 in the background, wait (30 s) until each is ready,
+  start N      launch nodes 0..N-1 in the background, wait (30 s) until each is ready
+               (its ready line, then /v1/ready: registered with the controller),
                print the brokers list (127.0.0.1:PORT,...) on stdout
   stop         SIGTERM every node, wait; SIGKILL what still runs after 15 s
   kill ID      SIGKILL node ID
@@ -272,7 +273,10 @@ wait_ready() {
       log="$(node_dir "$id")/log"
       # Not `grep -q`: it would exit at the match and, with more than a pipe's worth of
       # log after it, `tail` would die of SIGPIPE and fail the pipeline (pipefail).
-      if tail -c "+$((offset + 1))" "$log" | grep -F "$READY_LINE" >/dev/null; then
+      # Ready: the listeners are open (the ready line) and the controller has registered
+      # this run (/v1/ready), so a previous run no longer counts as live.
+      if tail -c "+$((offset + 1))" "$log" | grep -F "$READY_LINE" >/dev/null &&
+        admin_ready "$id"; then
         echo "cluster.sh: node $id ready on $HOST:$(node_port "$id") (pid $(node_pid "$id"))" >&2
         continue
       fi
@@ -287,6 +291,18 @@ wait_ready() {
     pending=("${still[@]+"${still[@]}"}")
     [ ${#pending[@]} -eq 0 ] || sleep 0.1
   done
+}
+
+# Whether node $1's /v1/ready answers 200 (bash's /dev/tcp: no curl needed).
+admin_ready() {
+  local status=""
+  {
+    exec 3<>"/dev/tcp/$HOST/$(admin_port "$1")" &&
+      printf 'GET /v1/ready HTTP/1.1\r\nHost: cluster.sh\r\n\r\n' >&3 &&
+      read -r -t 2 _ status _ <&3
+  } 2>/dev/null || true
+  exec 3>&-
+  [ "$status" = 200 ]
 }
 
 start_failed() {
