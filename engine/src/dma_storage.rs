@@ -4,7 +4,7 @@
 //! Must be used from a glommio executor whose first DMA file was opened by
 //! [`warm_iopoll_probe`] (glommio#605/#670: otherwise every DMA read fails with EOPNOTSUPP).
 
-use std::cell::RefCell;
+use std::cell::OnceCell;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -14,7 +14,7 @@ use bytes::Bytes;
 use glommio::io::{DmaFile, OpenOptions};
 
 use crate::segment::BLOCK_SIZE;
-use crate::storage::{OpenMode, Storage, StorageFile};
+use crate::storage::{OpenMode, Storage, StorageFile, assert_block_aligned};
 
 /// The real storage: glommio DMA files.
 #[derive(Clone, Copy, Debug, Default)]
@@ -26,9 +26,8 @@ pub struct DmaStorageFile {
     file: DmaFile,
     /// The same file opened again O_DSYNC, for [`StorageFile::write_durable_at`]; opened
     /// on first use (only the active segment of a log under `flush=always` needs it).
-    /// `None` inside: it could not be opened, and durable writes fall back to a write and
-    /// an fdatasync.
-    durable: RefCell<Option<Option<Rc<DmaFile>>>>,
+    /// Set to `None` if it could not be opened: durable writes then write and fdatasync.
+    durable: OnceCell<Option<DmaFile>>,
 }
 
 fn glommio_err(err: glommio::GlommioError<()>) -> io::Error {
@@ -60,7 +59,7 @@ impl Storage for DmaStorage {
         );
         Ok(DmaStorageFile {
             file,
-            durable: RefCell::new(None),
+            durable: OnceCell::new(),
         })
     }
 
@@ -136,16 +135,13 @@ impl StorageFile for DmaStorageFile {
     /// hand-offs made three partitions on a node take more CPU per record than one, and
     /// replicated throughput fell with every partition added.
     async fn write_durable_at(&self, pos: u64, data: &[u8]) -> io::Result<()> {
-        let durable = self.durable.borrow().clone();
-        let durable = match durable {
-            Some(durable) => durable,
-            None => {
-                let opened = self.open_durable().await.map(Rc::new);
-                self.durable.borrow_mut().get_or_insert(opened).clone()
-            }
-        };
-        match durable {
-            Some(durable) => write_block_aligned(&durable, pos, data).await,
+        if self.durable.get().is_none() {
+            let opened = self.open_durable().await;
+            // Two first writes may both have opened one: the later one's closes on drop.
+            let _ = self.durable.set(opened);
+        }
+        match self.durable.get().and_then(Option::as_ref) {
+            Some(durable) => write_block_aligned(durable, pos, data).await,
             None => {
                 write_block_aligned(&self.file, pos, data).await?;
                 self.sync_data().await
@@ -154,11 +150,7 @@ impl StorageFile for DmaStorageFile {
     }
 
     async fn write_zeros(&self, pos: u64, len: usize) -> io::Result<()> {
-        assert!(
-            pos % BLOCK_SIZE as u64 == 0,
-            "unaligned write position {pos}"
-        );
-        assert!(len % BLOCK_SIZE == 0, "unaligned write length {len}");
+        assert_block_aligned(pos, len);
         // DMA buffers are not zeroed (they may hold an earlier write's bytes).
         let mut buffer = self.file.alloc_dma_buffer(len);
         buffer.as_bytes_mut().fill(0);
@@ -192,13 +184,7 @@ impl StorageFile for DmaStorageFile {
     }
 
     async fn close(self) -> io::Result<()> {
-        // A durable write still holding the O_DSYNC file closes it when it drops it.
-        let durable = self
-            .durable
-            .into_inner()
-            .flatten()
-            .and_then(|d| Rc::try_unwrap(d).ok());
-        let closed = match durable {
+        let closed = match self.durable.into_inner().flatten() {
             Some(durable) => durable.close().await.map_err(glommio_err),
             None => Ok(()),
         };
@@ -230,15 +216,7 @@ pub async fn warm_iopoll_probe(dir: &Path) -> io::Result<()> {
 
 /// Writes `data` at `pos` through `file`, both block-aligned, from a kept DMA buffer.
 async fn write_block_aligned(file: &DmaFile, pos: u64, data: &[u8]) -> io::Result<()> {
-    assert!(
-        pos % BLOCK_SIZE as u64 == 0,
-        "unaligned write position {pos}"
-    );
-    assert!(
-        data.len() % BLOCK_SIZE == 0,
-        "unaligned write length {}",
-        data.len()
-    );
+    assert_block_aligned(pos, data.len());
     let mut buffer = write_buffers::take(file, data.len());
     buffer.as_bytes_mut().copy_from_slice(data);
     let buffer = Rc::new(buffer);

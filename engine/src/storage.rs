@@ -70,3 +70,16 @@ pub trait StorageFile: 'static {
     /// Closes the file.
     async fn close(self) -> io::Result<()>;
 }
+
+/// Panics unless a write at `pos` of `len` bytes is block-aligned: the engine only ever
+/// writes whole blocks (a local invariant, not input).
+pub(crate) fn assert_block_aligned(pos: u64, len: usize) {
+    assert!(
+        pos % crate::segment::BLOCK_SIZE as u64 == 0,
+        "unaligned write position {pos}"
+    );
+    assert!(
+        len % crate::segment::BLOCK_SIZE == 0,
+        "unaligned write length {len}"
+    );
+}

@@ -15,8 +15,7 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 
-use crate::segment::BLOCK_SIZE;
-use crate::storage::{OpenMode, Storage, StorageFile};
+use crate::storage::{OpenMode, Storage, StorageFile, assert_block_aligned};
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -324,15 +323,7 @@ impl StorageFile for SimFile {
     }
 
     async fn write_at(&self, pos: u64, data: &[u8]) -> io::Result<()> {
-        assert!(
-            pos % BLOCK_SIZE as u64 == 0,
-            "unaligned write position {pos}"
-        );
-        assert!(
-            data.len() % BLOCK_SIZE == 0,
-            "unaligned write length {}",
-            data.len()
-        );
+        assert_block_aligned(pos, data.len());
         self.push(Op::Write {
             pos,
             data: data.to_vec(),

@@ -12,7 +12,9 @@
 //! - Bytes cut by a truncation never come back after a crash.
 //! - Leftover temporary files and orphan index files are removed on open.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::PathBuf;
 
 use bytes::BytesMut;
 use futures::executor::block_on;
@@ -25,7 +27,7 @@ use shardlog_engine::record::BatchBuilder;
 use shardlog_engine::segment::{INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX, segment_path};
 use shardlog_engine::{
     DmaStorage, EngineConfig, Error, LeaderEpoch, Offset, PartitionLog, SegmentId, SimStorage,
-    Storage, TimestampMs, warm_iopoll_probe,
+    Storage, TimestampMs,
 };
 
 const DIR: &str = "/data/topic/0";
@@ -345,13 +347,6 @@ fn last_batch_cut_at_every_byte() {
 // ---------------------------------------------------------------------------------------
 // Real files.
 
-fn test_root() -> PathBuf {
-    std::env::var_os("SHARDLOG_TEST_DIR").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/shardlog-test"),
-        PathBuf::from,
-    )
-}
-
 /// Runs `test` on a glommio executor in a fresh directory under the test root; fails
 /// with the fix when io_uring, the memlock limit or O_DIRECT are missing.
 fn with_dma<F, Fut>(test: F)
@@ -359,25 +354,10 @@ where
     F: FnOnce(PathBuf) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + 'static,
 {
-    let root = test_root();
+    let root = common::test_root();
     std::fs::create_dir_all(&root).expect("test root");
-    if let Err(e) = shardlog_engine::preflight::preflight(&root) {
-        panic!(
-            "glommio tests need io_uring, memlock >= 512 KiB and O_DIRECT under {}: {e}",
-            root.display()
-        );
-    }
     let tmp = tempfile::tempdir_in(&root).expect("temp dir");
-    let dir = tmp.path().to_path_buf();
-    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .io_memory(1 << 20)
-        .spawn(move || async move {
-            warm_iopoll_probe(&dir).await.expect("iopoll probe");
-            test(dir).await;
-        })
-        .expect("executor")
-        .join()
-        .expect("executor thread");
+    common::on_executor(tmp.path().to_path_buf(), test);
     drop(tmp);
 }
 

@@ -508,8 +508,8 @@ fn an_epoch_query_that_arrives_before_the_leadership_is_answered_when_it_comes()
     let mut replica = PartitionReplica::new(config(), LEADER, Incarnation(1));
     let mut actions = Vec::new();
     let epoch = LeaderEpoch(3);
-    let query = |leader_epoch: i32| Input::Received {
-        from: A,
+    let query = |from: NodeId, leader_epoch: i32| Input::Received {
+        from,
         message: Message::EpochQuery(EpochQuery {
             leader_epoch,
             incarnation: 1,
@@ -524,18 +524,8 @@ fn an_epoch_query_that_arrives_before_the_leadership_is_answered_when_it_comes()
             leader: B,
         },
     );
-    replica.step(Tick(1), query(3));
-    replica.step(
-        Tick(1),
-        Input::Received {
-            from: B,
-            message: Message::EpochQuery(EpochQuery {
-                leader_epoch: 4,
-                incarnation: 1,
-                epoch: 0,
-            }),
-        },
-    );
+    replica.step(Tick(1), query(A, 3));
+    replica.step(Tick(1), query(B, 4));
     replica.drain_actions(&mut actions);
     let answers = |actions: &[Action]| -> Vec<(NodeId, i32)> {
         actions
