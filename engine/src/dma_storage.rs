@@ -4,7 +4,7 @@
 //! Must be used from a glommio executor whose first DMA file was opened by
 //! [`warm_iopoll_probe`] (glommio#605/#670: otherwise every DMA read fails with EOPNOTSUPP).
 
-use std::cell::OnceCell;
+use std::cell::RefCell;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -24,10 +24,20 @@ pub struct DmaStorage;
 #[derive(Debug)]
 pub struct DmaStorageFile {
     file: DmaFile,
-    /// The same file opened again O_DSYNC, for [`StorageFile::write_durable_at`]; opened
-    /// on first use (only the active segment of a log under `flush=always` needs it).
-    /// Set to `None` if it could not be opened: durable writes then write and fdatasync.
-    durable: OnceCell<Option<DmaFile>>,
+    /// The same file opened again O_DSYNC, for [`StorageFile::write_durable_at`].
+    durable: RefCell<DurableFd>,
+}
+
+/// The O_DSYNC descriptor of a [`DmaStorageFile`]: opened on first use (only the active
+/// segment of a log under `flush=always` needs one) and closed when the segment is sealed
+/// (one more descriptor per sealed segment would add up).
+#[derive(Debug)]
+enum DurableFd {
+    NotOpened,
+    /// Shared with the writes in flight, so that sealing never waits on one.
+    Open(Rc<DmaFile>),
+    /// It could not be opened: durable writes write and fdatasync.
+    None,
 }
 
 fn glommio_err(err: glommio::GlommioError<()>) -> io::Error {
@@ -59,7 +69,7 @@ impl Storage for DmaStorage {
         );
         Ok(DmaStorageFile {
             file,
-            durable: OnceCell::new(),
+            durable: RefCell::new(DurableFd::NotOpened),
         })
     }
 
@@ -102,6 +112,22 @@ impl Storage for DmaStorage {
 }
 
 impl DmaStorageFile {
+    /// The O_DSYNC descriptor, opened on first use; `None` if there is none.
+    async fn durable_fd(&self) -> Option<Rc<DmaFile>> {
+        if matches!(*self.durable.borrow(), DurableFd::NotOpened) {
+            let opened = self.open_durable().await;
+            let mut durable = self.durable.borrow_mut();
+            // Two first writes may both have opened one: the later one's closes on drop.
+            if matches!(*durable, DurableFd::NotOpened) {
+                *durable = opened.map_or(DurableFd::None, |file| DurableFd::Open(Rc::new(file)));
+            }
+        }
+        match &*self.durable.borrow() {
+            DurableFd::Open(durable) => Some(Rc::clone(durable)),
+            DurableFd::NotOpened | DurableFd::None => None,
+        }
+    }
+
     /// Opens this file again, O_DSYNC, through `/proc/self/fd` (its path may have
     /// changed: a segment is created under a temporary name and renamed); `None`, with a
     /// warning, if that fails.
@@ -135,17 +161,26 @@ impl StorageFile for DmaStorageFile {
     /// hand-offs made three partitions on a node take more CPU per record than one, and
     /// replicated throughput fell with every partition added.
     async fn write_durable_at(&self, pos: u64, data: &[u8]) -> io::Result<()> {
-        if self.durable.get().is_none() {
-            let opened = self.open_durable().await;
-            // Two first writes may both have opened one: the later one's closes on drop.
-            let _ = self.durable.set(opened);
-        }
-        match self.durable.get().and_then(Option::as_ref) {
-            Some(durable) => write_block_aligned(durable, pos, data).await,
+        match self.durable_fd().await {
+            Some(durable) => write_block_aligned(&durable, pos, data).await,
             None => {
                 write_block_aligned(&self.file, pos, data).await?;
                 self.sync_data().await
             }
+        }
+    }
+
+    async fn end_durable_writes(&self) -> io::Result<()> {
+        // Back to not opened: a truncation that cuts into a sealed segment makes it the
+        // active one again, and its next durable write opens a descriptor again.
+        let released = std::mem::replace(&mut *self.durable.borrow_mut(), DurableFd::NotOpened);
+        match released {
+            // A write still in flight holds a clone: the descriptor closes when it drops.
+            DurableFd::Open(durable) => match Rc::try_unwrap(durable) {
+                Ok(durable) => durable.close().await.map_err(glommio_err),
+                Err(_) => Ok(()),
+            },
+            DurableFd::NotOpened | DurableFd::None => Ok(()),
         }
     }
 
@@ -184,10 +219,7 @@ impl StorageFile for DmaStorageFile {
     }
 
     async fn close(self) -> io::Result<()> {
-        let closed = match self.durable.into_inner().flatten() {
-            Some(durable) => durable.close().await.map_err(glommio_err),
-            None => Ok(()),
-        };
+        let closed = self.end_durable_writes().await;
         self.file.close().await.map_err(glommio_err)?;
         closed
     }

@@ -98,6 +98,7 @@ impl<S: Storage> PartitionLog<S> {
         let path = segment::segment_path(&self.dir, sealing, LOG_SUFFIX);
         file.truncate(keep).await.map_err(Error::io(&path))?;
         file.sync_data().await.map_err(Error::io(&path))?;
+        file.end_durable_writes().await.map_err(Error::io(&path))?;
         {
             let mut state = self.state.borrow_mut();
             state.active_mut().sealed = true;

@@ -59,6 +59,12 @@ pub trait StorageFile: 'static {
         self.write_at(pos, data).await?;
         self.sync_data().await
     }
+    /// No durable write will follow (the segment is sealed): let go of what
+    /// [`write_durable_at`](Self::write_durable_at) kept open for them (a later durable
+    /// write opens it again). The default has nothing to let go.
+    async fn end_durable_writes(&self) -> io::Result<()> {
+        Ok(())
+    }
     /// fdatasync: everything written so far, and the file's length, is on disk.
     async fn sync_data(&self) -> io::Result<()>;
     /// The file's length.

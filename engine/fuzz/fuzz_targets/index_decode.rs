@@ -51,10 +51,10 @@ fuzz_target!(|data: &[u8]| {
         let _ = checkpoint.end_offset_for_epoch(LeaderEpoch(probe as i32), log_end);
         // Recovery observes the epochs of the batches it scans after loading the checkpoint.
         let mut next = checkpoint.clone();
-        if let Some(last) = next.epochs.last().copied() {
-            if let Some(epoch) = last.epoch.0.checked_add(1) {
-                next.observe_epoch(LeaderEpoch(epoch), last.start_offset.max(log_end));
-            }
+        if let Some(last) = next.epochs.last().copied()
+            && let Some(epoch) = last.epoch.0.checked_add(1)
+        {
+            next.observe_epoch(LeaderEpoch(epoch), last.start_offset.max(log_end));
         }
         next.truncate(log_end);
         assert!(next.high_watermark <= log_end);

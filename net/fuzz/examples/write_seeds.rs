@@ -10,8 +10,8 @@ use shardlog_engine::record::BatchBuilder;
 use shardlog_net::api::{
     Acks, Api, BrokerMetadata, CreateTopicRequest, DeleteTopicRequest, ErrorResponse, FetchRequest,
     FetchResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse,
-    OffsetSpec, PartitionMetadata, ProduceRequest, ProduceResponse, ReplicateRequest, TopicConfig,
-    REPLICATE_VERSION, TopicMetadata, TopicResponse, VERSION,
+    OffsetSpec, PartitionMetadata, ProduceRequest, ProduceResponse, REPLICATE_VERSION,
+    ReplicateRequest, TopicConfig, TopicMetadata, TopicResponse, VERSION,
 };
 use shardlog_net::frame::{FLAG_ERROR, encode_head};
 use shardlog_replicator::NodeId;

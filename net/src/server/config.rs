@@ -16,6 +16,7 @@
 //! flush = "always"                     # always | interval=MS | never
 //! segment_bytes = 134217728
 //! preallocation_step_bytes = 16777216  # the active segment is preallocated this much at a time
+//! zero_fill_ahead_bytes = 4194304      # zeros written ahead of the appends; 0: none
 //! retention_bytes = 10737418240        # per partition; default: none
 //! retention_ms = 604800000
 //! tail_cache_bytes = 8388608           # per partition
@@ -100,6 +101,8 @@ pub struct FileConfig {
     pub segment_bytes: Option<u64>,
     /// The active segment's preallocation step.
     pub preallocation_step_bytes: Option<u64>,
+    /// Zeros written ahead of the appends by the upkeep.
+    pub zero_fill_ahead_bytes: Option<u64>,
     /// Retention by size, per partition.
     pub retention_bytes: Option<u64>,
     /// Retention by age.
@@ -203,6 +206,7 @@ impl FileConfig {
             preallocation_step_bytes: other
                 .preallocation_step_bytes
                 .or(self.preallocation_step_bytes),
+            zero_fill_ahead_bytes: other.zero_fill_ahead_bytes.or(self.zero_fill_ahead_bytes),
             retention_bytes: other.retention_bytes.or(self.retention_bytes),
             retention_ms: other.retention_ms.or(self.retention_ms),
             tail_cache_bytes: other.tail_cache_bytes.or(self.tail_cache_bytes),
@@ -844,6 +848,9 @@ fn engine_config(file: &FileConfig) -> anyhow::Result<EngineConfig> {
     if let Some(bytes) = file.preallocation_step_bytes {
         engine.preallocation_step_bytes = bytes;
     }
+    if let Some(bytes) = file.zero_fill_ahead_bytes {
+        engine.zero_fill_ahead_bytes = bytes;
+    }
     engine.retention_bytes = file.retention_bytes.or(engine.retention_bytes);
     if let Some(ms) = file.retention_ms {
         engine.retention_age = Some(Duration::from_millis(ms));
@@ -884,6 +891,28 @@ mod tests {
             ..FileConfig::default()
         };
         assert!(ServerConfig::try_from(zero).is_err());
+    }
+
+    #[test]
+    fn zero_fill_ahead_is_set_turned_off_and_checked() {
+        let engine = |text: &str| {
+            let file: FileConfig = toml::from_str(&format!("data_dir = \"/d\"\n{text}")).unwrap();
+            ServerConfig::try_from(file).map(|config| config.engine.zero_fill_ahead_bytes)
+        };
+        assert_eq!(
+            engine("").unwrap(),
+            EngineConfig::default().zero_fill_ahead_bytes
+        );
+        assert_eq!(engine("zero_fill_ahead_bytes = 1048576").unwrap(), 1 << 20);
+        assert_eq!(engine("zero_fill_ahead_bytes = 0").unwrap(), 0);
+        assert!(
+            engine("zero_fill_ahead_bytes = 1000").is_err(),
+            "not whole blocks"
+        );
+        assert!(
+            engine("zero_fill_ahead_bytes = 536870912").is_err(),
+            "over 256 MiB"
+        );
     }
 
     #[test]

@@ -67,6 +67,11 @@ struct Args {
     /// writes (4 KiB ..= 1 GiB, a multiple of 4 KiB). Default 16 MiB.
     #[arg(long, env = "SHARDLOGD_PREALLOCATION_STEP_BYTES")]
     preallocation_step_bytes: Option<u64>,
+    /// The upkeep writes zeros this far ahead of the appends, so that a sync after an
+    /// append commits no extent conversion (0 ..= 256 MiB, a multiple of 4 KiB; 0: none).
+    /// Default 4 MiB.
+    #[arg(long, env = "SHARDLOGD_ZERO_FILL_AHEAD_BYTES")]
+    zero_fill_ahead_bytes: Option<u64>,
     /// Default retention by size, bytes per partition.
     #[arg(long, env = "SHARDLOGD_RETENTION_BYTES")]
     retention_bytes: Option<u64>,
@@ -230,6 +235,7 @@ impl Args {
             flush: self.flush,
             segment_bytes: self.segment_bytes,
             preallocation_step_bytes: self.preallocation_step_bytes,
+            zero_fill_ahead_bytes: self.zero_fill_ahead_bytes,
             retention_bytes: self.retention_bytes,
             retention_ms: self.retention_ms,
             tail_cache_bytes: self.tail_cache_bytes,
