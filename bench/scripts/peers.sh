@@ -228,13 +228,38 @@ start_redis() {
 
 # Runs the client command after `--`, writing $results/$run.{json,txt,err}; fails the
 # script on a non-zero exit (peers-bench: a refused ack or a stored count that differs).
+# The block device under OUT_DIR, as /proc/diskstats names it ("" if none is found).
+disk="$(basename "$(df --output=source "$out" | tail -n 1)")"
+grep -qE "^ *[0-9]+ +[0-9]+ $disk " /proc/diskstats || disk=""
+clk_tck="$(getconf CLK_TCK)"
+
+# {"cpu_s": busy CPU seconds of the whole machine, "disk_bytes": bytes written to the disk}
+# between two calls of `resources` $1 (start) and $2 (end).
+resources() {
+  awk '/^cpu /{print $2 + $3 + $4 + $7 + $8}' /proc/stat >"$1.cpu"
+  awk -v d="$disk" '$3 == d {print $10 * 512}' /proc/diskstats >"$1.disk"
+}
+
+# Runs a load generator; while it measures (after its warm-up) the machine's busy CPU time
+# and the disk's written bytes are sampled into $run.cost.json: what one acknowledged
+# record costs the servers and the client together (peers_table.py's second table).
 measure() {
+  local cost="$results/$run.cost"
+  (sleep "$warmup"; resources "$cost.0"; sleep "$seconds"; resources "$cost.1") &
+  local sampler=$!
   "$@" --duration "$seconds" --warmup "$warmup" --record-size 1024 --json "$results/$run.json" \
     >"$results/$run.txt" 2>"$results/$run.err" || {
     log "$run failed:"
     cat "$results/$run.err" "$results/$run.txt" >&2
     exit 1
   }
+  wait "$sampler"
+  printf '{"window_s": %s, "cpu_s": %s, "disk_bytes": %s}\n' "$seconds" \
+    "$(awk -v t="$clk_tck" 'NR == FNR {a = $1; next} {printf "%.2f", ($1 - a) / t}' \
+      "$cost.0.cpu" "$cost.1.cpu")" \
+    "$(awk 'NR == FNR {a = $1; next} {print $1 - a}' "$cost.0.disk" "$cost.1.disk" | grep . \
+      || echo null)" >"$cost.json"
+  rm -f "$cost".[01].*
   log "$run: $(sed -n 3p "$results/$run.txt" | tr -s ' ') | $(sed -n 5p "$results/$run.txt" | tr -s ' ')"
 }
 

@@ -132,3 +132,48 @@ for row in [header] + rows:
 print()
 print("ratio = shardlog / peer (rates: above 1 is shardlog faster; p50: below 1 is shardlog"
       " faster). MiB/s = records x 1 KiB.")
+
+
+def cost_of(shape, system):
+    """(CPU us per record, disk bytes written per payload byte) medians, or None."""
+    per_record, per_byte = [], []
+    for r in range(1, rounds + 1):
+        run, cost = load(f"{shape}-{system}-{r}"), load(f"{shape}-{system}-{r}.cost")
+        if not run or not cost:
+            continue
+        records = run["produce"]["records_per_s"] * cost["window_s"]
+        if records <= 0:
+            continue
+        per_record.append(cost["cpu_s"] * 1e6 / records)
+        if cost["disk_bytes"] is not None:
+            per_byte.append(cost["disk_bytes"] / (records * RECORD))
+    if not per_record:
+        return None
+    return (statistics.median(per_record),
+            statistics.median(per_byte) if per_byte else None)
+
+
+costs = []
+for shape in shapes:
+    if shape not in SHAPES:
+        continue
+    systems = [("shardlog", "shardlog")]
+    systems += NODE_PEERS if shape.startswith("node") else CLUSTER_PEERS
+    for system, name in systems:
+        cost = cost_of(shape, system)
+        if cost is None:
+            continue
+        rate = median_of(shape, system)[0]
+        disk = f"{cost[1]:.2f}" if cost[1] is not None else "-"
+        costs.append((SHAPES[shape][0] if system == "shardlog" else "", name, human(rate),
+                      f"{cost[0]:.1f}", disk))
+if costs:
+    print()
+    print("What a record costs the machine (servers and client together, sampled while each")
+    print("run measured): busy CPU time per record, and bytes written to the disk per byte of")
+    print("payload (RF=3 on one disk writes every record three times: 3.0 at the least).")
+    print()
+    header = ("shape", "system", "rec/s", "CPU us/record", "disk bytes/payload byte")
+    widths = [max(len(str(row[i])) for row in costs + [header]) for i in range(len(header))]
+    for row in [header] + costs:
+        print("  ".join(str(col).ljust(width) for col, width in zip(row, widths)).rstrip())

@@ -20,6 +20,7 @@ pub mod config;
 pub mod dir_lock;
 mod dma_storage;
 pub mod error;
+mod flush_buffers;
 pub mod ids;
 pub mod index_file;
 mod log_maintenance;

@@ -10,7 +10,7 @@ use crate::checkpoint::CHECKPOINT_FILE;
 use crate::error::{Error, Result};
 use crate::ids::{Offset, TimestampMs};
 use crate::log_open::{create_segment, step_past};
-use crate::partition_log::PartitionLog;
+use crate::partition_log::{PartitionLog, SPARE_BYTES_MAX};
 use crate::retention::{self, SegmentSummary};
 use crate::segment::{self, BLOCK_SIZE, INDEX_SUFFIX, LOG_SUFFIX, Segment, TIME_INDEX_SUFFIX};
 
@@ -71,6 +71,22 @@ impl<S: Storage> PartitionLog<S> {
         let guard = Exclusive { log: self };
         self.sync().await?;
         Ok(guard)
+    }
+
+    /// Gives back a pending buffer past `SPARE_BYTES_MAX` while the log is idle (nothing
+    /// being flushed, no more than a partial block pending): a flush left it one as large
+    /// as the flush for the appends to come. Called as the last flush ends, and by `tick`.
+    pub(crate) fn shrink_idle_buffers(&self) {
+        let mut state = self.state.borrow_mut();
+        if state.flushes_in_flight > 0
+            || state.pending.len() >= BLOCK_SIZE
+            || state.pending.capacity() <= SPARE_BYTES_MAX
+        {
+            return;
+        }
+        let mut small = Vec::with_capacity(BLOCK_SIZE);
+        small.extend_from_slice(&state.pending);
+        crate::flush_buffers::give_back(std::mem::replace(&mut state.pending, small));
     }
 
     /// Seals the active segment (if it holds anything) and starts a new one at the log end.
@@ -383,6 +399,7 @@ impl<S: Storage> PartitionLog<S> {
         if self.background_sync_due() {
             self.sync().await?;
         }
+        self.shrink_idle_buffers();
         self.extend_active().await;
         self.zero_fill_ahead().await;
         // Only once the active segment is half full and in its last step: an idle

@@ -129,7 +129,6 @@ impl<S: Storage> PartitionLog<S> {
             durable_end: log_end,
             pending: tail.to_vec(),
             pending_start,
-            spare: Vec::new(),
             flushes_in_flight: 0,
             reserved_bytes: 0,
             syncing_to: 0,

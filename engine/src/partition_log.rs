@@ -46,8 +46,9 @@ const FLUSHES_IN_FLIGHT_MAX: usize = 4;
 /// so that a roll's sync stays short.
 const UNSYNCED_BYTES_MAX: u64 = 32 << 20;
 
-/// The largest flush buffer kept for the next flush; a larger one is freed.
-const SPARE_BYTES_MAX: usize = 1 << 20;
+/// The largest pending buffer an idle log keeps (`tick` gives a larger one back): a node
+/// holds thousands of partitions, and one burst must not pin its size in each for good.
+pub(crate) const SPARE_BYTES_MAX: usize = 1 << 20;
 
 /// Disk reads ask for at least this much, so one read serves a few batches.
 const READ_SIZE_MIN: usize = 64 << 10;
@@ -243,7 +244,6 @@ pub(crate) struct LogState<F> {
     pub(crate) written_pos: u64,
     pub(crate) pending: Vec<u8>,
     pub(crate) pending_start: u64,
-    pub(crate) spare: Vec<u8>,
     /// Flushes under way. `always` runs one at a time (group commit); `interval` and
     /// `never` pipeline up to `FLUSHES_IN_FLIGHT_MAX`.
     pub(crate) flushes_in_flight: usize,
@@ -610,7 +610,9 @@ impl<S: Storage> PartitionLog<S> {
         if sync {
             state.syncing_to = state.syncing_to.max(target.1);
         }
-        let mut data = std::mem::take(&mut state.spare);
+        // The next flush likely takes as much as this one: room for it from the start,
+        // not grown by doublings.
+        let mut data = crate::flush_buffers::take(state.pending.len());
         std::mem::swap(&mut data, &mut state.pending);
         let start = state.pending_start;
         let written_len = start + data.len() as u64;
@@ -688,14 +690,10 @@ impl<S: Storage> PartitionLog<S> {
             tracing::error!(path = %path.display(), %source, "log write or sync failed; stopping the log");
             return Err(Error::SyncFailed { path, source });
         }
-        job.data.clear();
-        // A buffer kept idle stays small: a node holds thousands of partitions, and one
-        // burst must not pin its write buffer's size in each of them for good.
-        if job.data.capacity() <= SPARE_BYTES_MAX {
-            state.spare = job.data;
-        }
+        crate::flush_buffers::give_back(std::mem::take(&mut job.data));
         self.invariants(&state);
         drop(state);
+        self.shrink_idle_buffers();
         self.changed.notify_all();
         Ok(())
     }
@@ -907,6 +905,13 @@ impl<S: Storage> PartitionLog<S> {
     #[must_use]
     pub fn stats(&self) -> LogStats {
         self.state.borrow().stats
+    }
+
+    /// Bytes of memory held by the buffer appends fill (pending bytes): `tick` gives back
+    /// what an idle log holds past `SPARE_BYTES_MAX`.
+    #[must_use]
+    pub fn pending_buffer_bytes(&self) -> usize {
+        self.state.borrow().pending.capacity()
     }
 
     /// The base offset of the active segment: it moves when the log rolls.
