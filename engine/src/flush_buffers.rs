@@ -4,8 +4,9 @@
 //! Freed and reallocated per flush, a buffer of megabytes is fresh pages every time, and
 //! faulting them in cost appends of 1 MiB more CPU than copying their bytes (the engine
 //! alone wrote 40% more with the buffers kept). Kept per log, a node with thousands of
-//! partitions would hold each one's largest burst for good. So they are kept per thread
-//! (a shard's logs share them), within `KEPT_BYTES_MAX`.
+//! partitions would hold each one's largest burst for good. So buffers past 1 MiB are
+//! kept per thread (a shard's logs share them), within `KEPT_BYTES_MAX`; a log keeps one
+//! smaller buffer of its own (`LogState::spare`) for the small flushes of small appends.
 
 use std::cell::RefCell;
 

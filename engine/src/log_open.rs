@@ -128,6 +128,7 @@ impl<S: Storage> PartitionLog<S> {
             durable_bytes: 0,
             durable_end: log_end,
             pending: tail.to_vec(),
+            spare: Vec::new(),
             pending_start,
             flushes_in_flight: 0,
             reserved_bytes: 0,

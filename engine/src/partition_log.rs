@@ -244,6 +244,9 @@ pub(crate) struct LogState<F> {
     pub(crate) written_pos: u64,
     pub(crate) pending: Vec<u8>,
     pub(crate) pending_start: u64,
+    /// A flush buffer of at most `SPARE_BYTES_MAX` kept by the log for its next flush
+    /// (larger ones go back to the shard's pool, `flush_buffers.rs`).
+    pub(crate) spare: Vec<u8>,
     /// Flushes under way. `always` runs one at a time (group commit); `interval` and
     /// `never` pipeline up to `FLUSHES_IN_FLIGHT_MAX`.
     pub(crate) flushes_in_flight: usize,
@@ -612,7 +615,12 @@ impl<S: Storage> PartitionLog<S> {
         }
         // The next flush likely takes as much as this one: room for it from the start,
         // not grown by doublings.
-        let mut data = crate::flush_buffers::take(state.pending.len());
+        // A small flush's buffer is the log's own spare; a large one comes from the pool.
+        let mut data = if state.spare.capacity() >= state.pending.len() {
+            std::mem::take(&mut state.spare)
+        } else {
+            crate::flush_buffers::take(state.pending.len())
+        };
         std::mem::swap(&mut data, &mut state.pending);
         let start = state.pending_start;
         let written_len = start + data.len() as u64;
@@ -690,7 +698,12 @@ impl<S: Storage> PartitionLog<S> {
             tracing::error!(path = %path.display(), %source, "log write or sync failed; stopping the log");
             return Err(Error::SyncFailed { path, source });
         }
-        crate::flush_buffers::give_back(std::mem::take(&mut job.data));
+        let mut data = std::mem::take(&mut job.data);
+        data.clear();
+        if data.capacity() <= SPARE_BYTES_MAX && data.capacity() > state.spare.capacity() {
+            std::mem::swap(&mut data, &mut state.spare);
+        }
+        crate::flush_buffers::give_back(data);
         self.invariants(&state);
         drop(state);
         self.shrink_idle_buffers();
