@@ -46,8 +46,9 @@ const FLUSHES_IN_FLIGHT_MAX: usize = 4;
 /// so that a roll's sync stays short.
 const UNSYNCED_BYTES_MAX: u64 = 32 << 20;
 
-/// The largest pending buffer an idle log keeps (`tick` gives a larger one back): a node
-/// holds thousands of partitions, and one burst must not pin its size in each for good.
+/// The largest flush buffer a log keeps as its own spare, and the largest pending buffer
+/// an idle one keeps (a larger one goes back to the shard's pool, `flush_buffers.rs`): a
+/// node holds thousands of partitions, and one burst must not pin its size in each.
 pub(crate) const SPARE_BYTES_MAX: usize = 1 << 20;
 
 /// Disk reads ask for at least this much, so one read serves a few batches.
@@ -613,9 +614,9 @@ impl<S: Storage> PartitionLog<S> {
         if sync {
             state.syncing_to = state.syncing_to.max(target.1);
         }
-        // The next flush likely takes as much as this one: room for it from the start,
-        // not grown by doublings.
-        // A small flush's buffer is the log's own spare; a large one comes from the pool.
+        // The next flush likely takes as much as this one: a buffer with room for it
+        // (the log's own spare if that is enough, else one from the shard's pool), not
+        // one grown by doublings.
         let mut data = if state.spare.capacity() >= state.pending.len() {
             std::mem::take(&mut state.spare)
         } else {
@@ -920,8 +921,8 @@ impl<S: Storage> PartitionLog<S> {
         self.state.borrow().stats
     }
 
-    /// Bytes of memory held by the buffer appends fill (pending bytes): `tick` gives back
-    /// what an idle log holds past `SPARE_BYTES_MAX`.
+    /// Bytes of memory held by the buffer appends fill: an idle log (its last flush done,
+    /// or at `tick`) holds at most `SPARE_BYTES_MAX` of it.
     #[must_use]
     pub fn pending_buffer_bytes(&self) -> usize {
         self.state.borrow().pending.capacity()
