@@ -8,22 +8,24 @@
 #![allow(clippy::indexing_slicing)]
 
 mod common;
-use common::{on_executor, test_root};
+use common::{append_stored, on_fresh_log};
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
-use bytes::BytesMut;
-use shardlog_engine::batch;
 use shardlog_engine::record::BatchBuilder;
 use shardlog_engine::segment::{LOG_SUFFIX, segment_path};
-use shardlog_engine::{
-    DmaStorage, EngineConfig, FlushPolicy, LeaderEpoch, Offset, PartitionLog, TimestampMs,
-};
+use shardlog_engine::{DmaStorage, EngineConfig, FlushPolicy, Offset, PartitionLog, TimestampMs};
 
 /// One test at a time under `cargo test` (threads of one process): the fallback test
 /// lowers the process's descriptor limit.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 fn config() -> EngineConfig {
     EngineConfig {
@@ -40,13 +42,7 @@ fn config() -> EngineConfig {
 async fn append(log: &PartitionLog<DmaStorage>, n: u8) -> Vec<u8> {
     let mut builder = BatchBuilder::new();
     builder.push(TimestampMs(1000), None, Some(&[n; 1000]), &[]);
-    let mut bytes = builder.finish();
-    let appended = log
-        .append(BytesMut::from(&bytes[..]), LeaderEpoch(1))
-        .await
-        .expect("append");
-    batch::patch_base(&mut bytes, appended.base_offset, LeaderEpoch(1));
-    bytes
+    append_stored(log, builder.finish()).await.1
 }
 
 async fn read_all(log: &PartitionLog<DmaStorage>) -> Vec<Vec<u8>> {
@@ -73,16 +69,8 @@ fn descriptors_on(path: &Path) -> usize {
 
 #[test]
 fn sealing_closes_the_o_dsync_descriptor_and_a_truncation_reopens_it() {
-    let _one = ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    std::fs::create_dir_all(test_root()).expect("test root");
-    let tmp = tempfile::tempdir_in(test_root()).expect("temp dir");
-    on_executor(tmp.path().to_path_buf(), |dir| async move {
-        let pdir = dir.join("topic/0");
-        let log = PartitionLog::open(DmaStorage, &pdir, config())
-            .await
-            .expect("open");
+    let _one = one_at_a_time();
+    on_fresh_log(config(), |pdir, log| async move {
         let first = segment_path(&pdir, Offset(0), LOG_SUFFIX);
         let mut stored = Vec::new();
         for n in 0..3 {
@@ -126,16 +114,8 @@ fn sealing_closes_the_o_dsync_descriptor_and_a_truncation_reopens_it() {
 
 #[test]
 fn without_a_second_descriptor_appends_are_still_written_and_synced() {
-    let _one = ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    std::fs::create_dir_all(test_root()).expect("test root");
-    let tmp = tempfile::tempdir_in(test_root()).expect("temp dir");
-    on_executor(tmp.path().to_path_buf(), |dir| async move {
-        let pdir = dir.join("topic/0");
-        let log = PartitionLog::open(DmaStorage, &pdir, config())
-            .await
-            .expect("open");
+    let _one = one_at_a_time();
+    on_fresh_log(config(), |pdir, log| async move {
         let first = segment_path(&pdir, Offset(0), LOG_SUFFIX);
         let mut stored = Vec::new();
         let limit = NoMoreDescriptors::new();

@@ -6,14 +6,13 @@
 #![allow(clippy::indexing_slicing, clippy::cast_possible_truncation)]
 
 mod common;
-use common::{on_executor, test_root};
+use common::{append_stored, on_executor, on_fresh_log, test_root};
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use shardlog_engine::batch;
 use shardlog_engine::record::BatchBuilder;
 use shardlog_engine::segment::{LOG_SUFFIX, align_up, segment_path};
@@ -51,13 +50,7 @@ fn make_batch(n: u64, value_size: usize) -> Vec<u8> {
 }
 
 async fn append(log: &PartitionLog<DmaStorage>, n: u64, value_size: usize) -> (Offset, Vec<u8>) {
-    let mut bytes = make_batch(n, value_size);
-    let appended = log
-        .append(BytesMut::from(&bytes[..]), LeaderEpoch(1))
-        .await
-        .expect("append");
-    batch::patch_base(&mut bytes, appended.base_offset, LeaderEpoch(1));
-    (appended.base_offset, bytes)
+    append_stored(log, make_batch(n, value_size)).await
 }
 
 async fn read_all(log: &PartitionLog<DmaStorage>) -> Vec<(Offset, Vec<u8>)> {
@@ -87,13 +80,7 @@ fn active_data_len(log: &PartitionLog<DmaStorage>) -> u64 {
 /// segment size, and is cut back to its data when sealed.
 #[test]
 fn the_active_segment_grows_in_steps() {
-    std::fs::create_dir_all(test_root()).expect("test root");
-    let tmp = tempfile::tempdir_in(test_root()).expect("temp dir");
-    on_executor(tmp.path().to_path_buf(), |dir| async move {
-        let pdir = dir.join("topic/0");
-        let log = PartitionLog::open(DmaStorage, &pdir, config())
-            .await
-            .expect("open");
+    on_fresh_log(config(), |pdir, log| async move {
         let first = segment_path(&pdir, Offset(0), LOG_SUFFIX);
         assert_eq!(file_len(&first), STEP, "a new segment holds one step");
         // No upkeep: 200 KiB of appends run past the step and extend the file themselves.

@@ -6,16 +6,14 @@
 #![allow(clippy::indexing_slicing, clippy::cast_possible_truncation)]
 
 mod common;
-use common::{on_executor, test_root};
+use common::{append_stored, on_fresh_log};
 
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
-use bytes::BytesMut;
-use shardlog_engine::batch;
 use shardlog_engine::record::BatchBuilder;
 use shardlog_engine::segment::{LOG_SUFFIX, align_up, segment_path};
-use shardlog_engine::{DmaStorage, EngineConfig, LeaderEpoch, Offset, PartitionLog, TimestampMs};
+use shardlog_engine::{DmaStorage, EngineConfig, Offset, PartitionLog, TimestampMs};
 
 const STEP: u64 = 4 << 20;
 const AHEAD: u64 = 1 << 20;
@@ -39,13 +37,7 @@ async fn append(log: &PartitionLog<DmaStorage>, n: u64) -> (Offset, Vec<u8>) {
         Some(&[b'a' + (n % 26) as u8; 1000]),
         &[],
     );
-    let mut bytes = builder.finish();
-    let appended = log
-        .append(BytesMut::from(&bytes[..]), LeaderEpoch(1))
-        .await
-        .expect("append");
-    batch::patch_base(&mut bytes, appended.base_offset, LeaderEpoch(1));
-    (appended.base_offset, bytes)
+    append_stored(log, builder.finish()).await
 }
 
 async fn read_all(log: &PartitionLog<DmaStorage>) -> Vec<(Offset, Vec<u8>)> {
@@ -147,13 +139,7 @@ fn all_in(extents: &[(u64, u64, bool)], (from, to): (u64, u64), unwritten: bool)
 
 #[test]
 fn the_upkeep_writes_zeros_just_ahead_of_the_appends() {
-    std::fs::create_dir_all(test_root()).expect("test root");
-    let tmp = tempfile::tempdir_in(test_root()).expect("temp dir");
-    on_executor(tmp.path().to_path_buf(), |dir| async move {
-        let pdir = dir.join("topic/0");
-        let log = PartitionLog::open(DmaStorage, &pdir, config())
-            .await
-            .expect("open");
+    on_fresh_log(config(), |pdir, log| async move {
         let path = segment_path(&pdir, Offset(0), LOG_SUFFIX);
         let mut written = Vec::new();
         for n in 0..20 {
