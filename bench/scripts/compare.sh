@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Compares two builds of shardlogd in one sitting: one node, --flush always, 1 KiB
 # records, one partition, in three shapes, each run COMPARE_ROUNDS times alternating
-# between the builds (A B A B ...) so that the disk's drift hits both alike.
+# between the builds, the pair's order swapped every round (A B, B A, ...), so that the
+# disk's drift hits both alike.
 #
 #   bench/scripts/compare.sh BEFORE_BIN_DIR AFTER_BIN_DIR [OUT_DIR]
 #
@@ -9,9 +10,13 @@
 #   record-1:   1 record per request, 1 in flight (unloaded latency)
 #   batched:    100 records per request, 4 producers x 8 in flight
 #
-# Each BIN_DIR holds shardlogd and shardlog-bench. Environment: COMPARE_SECONDS (per run,
-# default 10), COMPARE_ROUNDS (default 3). Prints the median of each shape per build and
-# the ratio AFTER / BEFORE.
+# Each BIN_DIR holds shardlogd and shardlog-bench. The load comes from AFTER's
+# shardlog-bench for both servers, so that only the server differs (a 2x gap at 1 in
+# flight once came from which client ran, not from the server);
+# COMPARE_CLIENT=own gives each server its own build's client instead (for a BEFORE
+# whose protocol the newer client no longer speaks). Environment: COMPARE_SECONDS (per
+# run, default 10), COMPARE_ROUNDS (default 3), COMPARE_CLIENT (after). Prints the
+# median of each shape per build and the ratio AFTER / BEFORE.
 set -euo pipefail
 
 before="$(cd "$1" && pwd)"
@@ -19,6 +24,8 @@ after="$(cd "$2" && pwd)"
 out="${3:-target/bench-compare}"
 seconds="${COMPARE_SECONDS:-10}"
 rounds="${COMPARE_ROUNDS:-3}"
+client_from="${COMPARE_CLIENT:-after}"
+case "$client_from" in after | own) ;; *) echo "COMPARE_CLIENT: after or own" >&2; exit 2 ;; esac
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 
@@ -64,13 +71,17 @@ shape_args() {
 }
 
 for round in $(seq "$rounds"); do
+  # Odd rounds run the before build first, even rounds the after build: whichever runs
+  # second in a pair met a disk the first had just written to (A B B A ...).
+  order="before after"; [ $((round % 2)) -eq 0 ] && order="after before"
   for shape in record-256 record-1 batched; do
-    for side in before after; do
+    for side in $order; do
       bin="$before"; [ "$side" = after ] && bin="$after"
+      client="$after"; [ "$client_from" = own ] && client="$bin"
       name="$shape-$side-$round"
       start_server "$bin" "$out/$name.log"
       # shellcheck disable=SC2046
-      "$bin/shardlog-bench" produce --brokers "$brokers" --topic compare --partitions 1 \
+      "$client/shardlog-bench" produce --brokers "$brokers" --topic compare --partitions 1 \
         --record-size 1024 --duration "$seconds" $(shape_args "$shape") \
         --json "$out/$name.json" > "$out/$name.txt" 2> "$out/$name.err"
       stop_server
