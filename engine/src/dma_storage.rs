@@ -37,7 +37,7 @@ enum DurableFd {
     /// Shared with the writes in flight, so that sealing never waits on one.
     Open(Rc<DmaFile>),
     /// It could not be opened: durable writes write and fdatasync.
-    None,
+    Unavailable,
 }
 
 fn glommio_err(err: glommio::GlommioError<()>) -> io::Error {
@@ -119,12 +119,14 @@ impl DmaStorageFile {
             let mut durable = self.durable.borrow_mut();
             // Two first writes may both have opened one: the later one's closes on drop.
             if matches!(*durable, DurableFd::NotOpened) {
-                *durable = opened.map_or(DurableFd::None, |file| DurableFd::Open(Rc::new(file)));
+                *durable = opened.map_or(DurableFd::Unavailable, |file| {
+                    DurableFd::Open(Rc::new(file))
+                });
             }
         }
         match &*self.durable.borrow() {
             DurableFd::Open(durable) => Some(Rc::clone(durable)),
-            DurableFd::NotOpened | DurableFd::None => None,
+            DurableFd::NotOpened | DurableFd::Unavailable => None,
         }
     }
 
@@ -180,7 +182,7 @@ impl StorageFile for DmaStorageFile {
                 Ok(durable) => durable.close().await.map_err(glommio_err),
                 Err(_) => Ok(()),
             },
-            DurableFd::NotOpened | DurableFd::None => Ok(()),
+            DurableFd::NotOpened | DurableFd::Unavailable => Ok(()),
         }
     }
 
