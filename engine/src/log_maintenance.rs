@@ -345,27 +345,22 @@ impl<S: Storage> PartitionLog<S> {
     }
 
     async fn apply_retention_inner(&self, now: TimestampMs) -> Result<usize> {
+        // `tick` asks every few milliseconds, and nearly always there is nothing to delete:
+        // an exclusive operation pauses appends and syncs everything written, so it is
+        // taken only when a segment is due (and the answer checked again under it).
+        if self.segments_past_retention(now) == 0 {
+            return Ok(0);
+        }
         let _guard = self.exclusive().await?;
-        let doomed: Vec<Offset> = {
-            let state = self.state.borrow();
-            let summaries: Vec<SegmentSummary> = state
-                .segments
-                .values()
-                .map(|s| SegmentSummary {
-                    bytes: s.data_len,
-                    max_timestamp: s.max_timestamp,
-                    next_offset: s.next_offset,
-                })
-                .collect();
-            let count = retention::segments_to_delete(
-                &summaries,
-                self.config.retention_bytes,
-                self.config.retention_age,
-                now,
-                state.checkpoint.high_watermark,
-            );
-            state.segments.keys().take(count).copied().collect()
-        };
+        let count = self.segments_past_retention(now);
+        let doomed: Vec<Offset> = self
+            .state
+            .borrow()
+            .segments
+            .keys()
+            .take(count)
+            .copied()
+            .collect();
         for base in &doomed {
             let segment = self
                 .state
@@ -388,6 +383,27 @@ impl<S: Storage> PartitionLog<S> {
             self.delete_snapshots_below(log_start).await?;
         }
         Ok(doomed.len())
+    }
+
+    /// How many of the oldest segments retention deletes now.
+    fn segments_past_retention(&self, now: TimestampMs) -> usize {
+        let state = self.state.borrow();
+        let summaries: Vec<SegmentSummary> = state
+            .segments
+            .values()
+            .map(|s| SegmentSummary {
+                bytes: s.data_len,
+                max_timestamp: s.max_timestamp,
+                next_offset: s.next_offset,
+            })
+            .collect();
+        retention::segments_to_delete(
+            &summaries,
+            self.config.retention_bytes,
+            self.config.retention_age,
+            now,
+            state.checkpoint.high_watermark,
+        )
     }
 
     /// Periodic upkeep, called by the owner every few milliseconds (10 ms is plenty):

@@ -659,16 +659,29 @@ impl Future for YieldTimes {
 
 /// [`SimStorage`] whose every call first yields 0..=2 times, chosen by a seeded PRNG, so
 /// that concurrent tasks interleave (group commit, appends during a flush or a roll).
+/// While `fail_fdatasync` is set, fdatasyncs fail and writes do not.
 #[derive(Clone, Debug)]
 struct Yielding {
     inner: SimStorage,
     rng: Rc<Cell<u64>>,
+    fail_fdatasync: Rc<Cell<bool>>,
+}
+
+impl Yielding {
+    fn new(inner: SimStorage, seed: u64) -> Yielding {
+        Yielding {
+            inner,
+            rng: Rc::new(Cell::new(seed)),
+            fail_fdatasync: Rc::new(Cell::new(false)),
+        }
+    }
 }
 
 #[derive(Debug)]
 struct YieldingFile {
     inner: SimFile,
     rng: Rc<Cell<u64>>,
+    fail_fdatasync: Rc<Cell<bool>>,
 }
 
 async fn pause(rng: &Cell<u64>) {
@@ -684,6 +697,7 @@ impl Storage for Yielding {
         Ok(YieldingFile {
             inner,
             rng: self.rng.clone(),
+            fail_fdatasync: self.fail_fdatasync.clone(),
         })
     }
     async fn create_dir_all(&self, path: &Path) -> io::Result<()> {
@@ -719,6 +733,9 @@ impl StorageFile for YieldingFile {
     }
     async fn sync_data(&self) -> io::Result<()> {
         pause(&self.rng).await;
+        if self.fail_fdatasync.get() {
+            return Err(io::Error::other("injected fdatasync failure"));
+        }
         self.inner.sync_data().await
     }
     async fn size(&self) -> io::Result<u64> {
@@ -881,10 +898,7 @@ fn run_workload(
 /// Runs a concurrent case; see [`Concurrent`].
 fn run_concurrent(case: &Concurrent) -> Result<(), TestCaseError> {
     let sim = SimStorage::new();
-    let storage = Yielding {
-        inner: sim.clone(),
-        rng: Rc::new(Cell::new(case.seed)),
-    };
+    let storage = Yielding::new(sim.clone(), case.seed);
     let config = EngineConfig {
         tail_cache_bytes: 2048,
         flush: case.flush,
@@ -1110,10 +1124,7 @@ fn regression_crash_during_roll_keeps_epoch_history() {
 fn appends_racing_a_truncation_all_resolve() {
     for seed in 0..300u64 {
         let sim = SimStorage::new();
-        let storage = Yielding {
-            inner: sim.clone(),
-            rng: Rc::new(Cell::new(seed)),
-        };
+        let storage = Yielding::new(sim.clone(), seed);
         let config = EngineConfig {
             tail_cache_bytes: 2048,
             ..config_of(0)
@@ -1160,5 +1171,90 @@ fn appends_racing_a_truncation_all_resolve() {
         };
         block_on(check_after_crash(&log, &[], &case))
             .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    }
+}
+
+/// Six appenders keep every flush slot of a log under `flush` busy; once 50 batches are
+/// in, a sync is asked for (with fdatasyncs failing from then on if `fail_fdatasync`). The
+/// syncer is polled after the appenders, as a task woken after them would run. Returns the
+/// sync's result and how many batches were appended while it waited.
+fn a_sync_among_appends(flush: FlushPolicy, fail_fdatasync: bool) -> (Result<(), Error>, u64) {
+    const APPENDERS: u64 = 6;
+    const BATCHES_MAX: u64 = 3000;
+    let storage = Yielding::new(SimStorage::new(), 5);
+    let failing = storage.fail_fdatasync.clone();
+    let config = EngineConfig {
+        flush,
+        segment_bytes: 64 << 20,
+        write_buffer_bytes: 1 << 20,
+        ..config_of(0)
+    };
+    let log = block_on(PartitionLog::open(storage, DIR, config)).expect("open");
+    let appended = Cell::new(0u64);
+    let done = Cell::new(false);
+    let appenders = (0..APPENDERS).map(|task| {
+        let (log, appended, done) = (&log, &appended, &done);
+        async move {
+            let mut i = 0;
+            while !done.get() && appended.get() < BATCHES_MAX {
+                let batch = BytesMut::from(&task_batch(task, i, 700)[..]);
+                if log.append(batch, LeaderEpoch(1)).await.is_err() {
+                    break; // The log stopped.
+                }
+                appended.set(appended.get() + 1);
+                i += 1;
+            }
+        }
+    });
+    let syncer = async {
+        while appended.get() < 50 {
+            YieldTimes(1).await;
+        }
+        failing.set(fail_fdatasync);
+        let asked_at = appended.get();
+        let synced = log.sync().await;
+        done.set(true);
+        (synced, appended.get() - asked_at)
+    };
+    let (_, outcome) = block_on(futures::future::join(
+        futures::future::join_all(appenders),
+        syncer,
+    ));
+    outcome
+}
+
+/// Under `interval` and `never`, a sync (the background sync of `tick`, a roll's) asked for
+/// while appenders keep every flush slot busy is done once the writes under way are: it
+/// needs no slot of its own. It used to wait for one, and the appenders woken before it
+/// took each slot that freed: in `shardlog-bench engine --flush interval=5` a 5 ms
+/// interval synced about every 130 ms, and here the sync waited out 2,952 appends.
+#[test]
+fn a_sync_is_not_starved_by_appends_that_keep_the_flush_slots_busy() {
+    for flush in [
+        FlushPolicy::Interval(Duration::from_secs(3600)),
+        FlushPolicy::Never,
+    ] {
+        let (synced, appended_meanwhile) = a_sync_among_appends(flush, false);
+        synced.expect("sync");
+        assert!(
+            appended_meanwhile < 60,
+            "{flush}: {appended_meanwhile} batches were appended while one sync waited"
+        );
+    }
+}
+
+/// A sync done without a flush of its own whose fdatasync fails stops the log, as a
+/// failed flush does: the sync reports the failure and appends are refused after it.
+#[test]
+fn a_failed_fdatasync_stops_the_log_whether_or_not_a_flush_made_it() {
+    for flush in [
+        FlushPolicy::Interval(Duration::from_secs(3600)),
+        FlushPolicy::Never,
+    ] {
+        let (synced, _) = a_sync_among_appends(flush, true);
+        assert!(
+            matches!(synced, Err(Error::SyncFailed { .. })),
+            "{flush}: {synced:?}"
+        );
     }
 }

@@ -79,3 +79,43 @@ fn retention_stops_at_the_high_watermark() {
         assert!(log.log_start() <= log.high_watermark());
     });
 }
+
+/// A `tick` with nothing past retention leaves the appends alone: no exclusive operation,
+/// so no sync of what was appended. It used to take one on every tick of a log with a
+/// sealed segment (`shardlog-bench engine --flush never`: 65 a second, each pausing the
+/// appends for a sync).
+#[test]
+fn a_tick_with_nothing_to_delete_neither_pauses_nor_syncs_the_appends() {
+    block_on(async {
+        let sim = SimStorage::new();
+        let config = EngineConfig {
+            retention_age: None,
+            retention_bytes: None,
+            ..config()
+        };
+        let log = PartitionLog::open(sim.clone(), DIR, config)
+            .await
+            .expect("open");
+        for _ in 0..40 {
+            log.append(batch(), LeaderEpoch(1)).await.expect("append");
+        }
+        assert!(log.segments().len() > 1, "a sealed segment");
+        log.sync().await.expect("sync");
+        log.append(batch(), LeaderEpoch(1)).await.expect("append");
+        let (syncs, durable_end) = (sim.sync_count(), log.durable_end());
+        assert!(
+            durable_end < log.log_end(),
+            "the last batch is not synced yet"
+        );
+        for _ in 0..10 {
+            log.tick(TimestampMs(1_000_000)).await.expect("tick");
+        }
+        assert_eq!(sim.sync_count(), syncs, "fdatasyncs by the ticks");
+        assert_eq!(
+            log.durable_end(),
+            durable_end,
+            "the ticks synced the appends"
+        );
+        assert_eq!(log.segments()[0].id.0, Offset(0), "nothing was deleted");
+    });
+}
