@@ -25,6 +25,7 @@ pub(crate) mod producer_ids;
 mod replicas;
 mod shared_sessions;
 mod topic_config;
+mod upkeeps;
 
 use std::cell::RefCell;
 use std::collections::HashMap;

@@ -19,6 +19,7 @@ use crate::api::ControllerRequest;
 use crate::peer::PartitionTransport;
 use crate::server::cluster::controller::{ControllerLane, ControllerMsg};
 use crate::server::cluster::open_outcomes::OpenOutcome;
+use crate::server::cluster::upkeeps::Upkeeps;
 use crate::server::cluster::{ClusterNode, ClusterView, Replica, TopicSettings, change_log};
 use crate::server::metrics;
 use crate::server::shard::{finish_log, owner_shard};
@@ -332,59 +333,73 @@ impl ClusterNode {
         }
     }
 
-    /// Replica timers, their ISR proposals (to shard 0's controller service), and log
-    /// upkeep (interval syncs, rolls, retention), until the shard stops.
+    /// Replica timers and their ISR proposals (to shard 0's controller service), and log
+    /// upkeep (interval syncs, rolls, retention), until the shard stops. The two run side
+    /// by side, and each log's upkeep apart from the others' (`upkeeps`): a log whose
+    /// upkeep waits (a roll's sync under `never`, an interval sync behind the flushes under
+    /// way) delays neither the replica timers nor the other logs on the shard.
     pub(crate) async fn tick_loop(
         self: Rc<Self>,
         controller_lane: ControllerLane,
         flush: FlushPolicy,
         stopped: impl Fn() -> bool,
     ) {
+        let timers = async {
+            while !stopped() {
+                glommio::timer::sleep(TICK_EVERY).await;
+                self.tick_timers(&controller_lane);
+            }
+        };
+        futures::join!(timers, self.upkeep_loop(flush, &stopped));
+    }
+
+    /// Runs every replica's timers once and sends the ISR changes they propose.
+    fn tick_timers(&self, controller_lane: &ControllerLane) {
+        let now = self.now();
+        let replicas: Vec<Rc<Replica>> = self.replicas.borrow().values().cloned().collect();
+        for replica in &replicas {
+            replica.driver.tick(now);
+            for proposal in replica.driver.take_proposals() {
+                let request = ControllerRequest::ChangeIsr {
+                    topic: replica.topic.to_string(),
+                    partition: replica.partition,
+                    leader_epoch: proposal.epoch.0,
+                    partition_epoch: proposal.isr_version,
+                    isr: proposal.isr.iter().map(|n| n.0).collect(),
+                };
+                // A full lane drops it: the replica proposes again on its timer.
+                let _ = controller_lane.try_send(ControllerMsg {
+                    from: None,
+                    request,
+                    data: bytes::Bytes::new(),
+                });
+            }
+        }
+    }
+
+    /// Starts every log's upkeep once per period (a log whose last upkeep is still under
+    /// way skips the round) until the shard stops, then waits for those under way.
+    async fn upkeep_loop(&self, flush: FlushPolicy, stopped: &impl Fn() -> bool) {
         // An interval policy syncs from the upkeep: run it at least twice per interval.
-        let upkeep_every = match flush {
+        let every = match flush {
             FlushPolicy::Interval(every) => (every / 2).clamp(TICK_EVERY, LOG_UPKEEP_EVERY),
             FlushPolicy::Always | FlushPolicy::Never => LOG_UPKEEP_EVERY,
         };
-        let mut last_upkeep = Instant::now();
+        let mut upkeeps = Upkeeps::new();
+        let mut last_round = Instant::now();
         while !stopped() {
-            glommio::timer::sleep(TICK_EVERY).await;
-            let now = self.now();
-            let replicas: Vec<Rc<Replica>> = self.replicas.borrow().values().cloned().collect();
-            for replica in &replicas {
-                replica.driver.tick(now);
-                for proposal in replica.driver.take_proposals() {
-                    let request = ControllerRequest::ChangeIsr {
-                        topic: replica.topic.to_string(),
-                        partition: replica.partition,
-                        leader_epoch: proposal.epoch.0,
-                        partition_epoch: proposal.isr_version,
-                        isr: proposal.isr.iter().map(|n| n.0).collect(),
-                    };
-                    // A full lane drops it: the replica proposes again on its timer.
-                    let _ = controller_lane.try_send(ControllerMsg {
-                        from: None,
-                        request,
-                        data: bytes::Bytes::new(),
-                    });
-                }
+            upkeeps.run_until(glommio::timer::sleep(TICK_EVERY)).await;
+            if last_round.elapsed() < every {
+                continue;
             }
-            if last_upkeep.elapsed() >= upkeep_every {
-                last_upkeep = Instant::now();
-                let wall = TimestampMs::now();
-                for replica in &replicas {
-                    // A stopped log is `offline`'s: logged once there, not every upkeep.
-                    if replica.log().stop_cause().is_some() {
-                        continue;
-                    }
-                    let result = replica.log().tick(wall).await;
-                    if let Err(e) = result
-                        && replica.log().stop_cause().is_none()
-                    {
-                        tracing::error!(topic = %replica.topic, partition = replica.partition, dir = %replica.log().dir().display(), error = %e, "partition upkeep failed");
-                    }
-                }
-            }
+            last_round = Instant::now();
+            let wall = TimestampMs::now();
+            let replicas = self.replicas.borrow();
+            upkeeps.start_round(replicas.values().map(ReplicaKey::of), |key| {
+                upkeep(key, wall)
+            });
         }
+        upkeeps.finish().await;
     }
 
     /// Stops every replica and closes its log; each partition that failed to close (its
@@ -411,6 +426,46 @@ impl ClusterNode {
         }
         failed
     }
+}
+
+/// A replica as the upkeep loop keys it: by identity, so a partition closed and opened
+/// again while its old log's upkeep runs gets its own.
+#[derive(Clone)]
+struct ReplicaKey(Rc<Replica>);
+
+impl ReplicaKey {
+    fn of(replica: &Rc<Replica>) -> Self {
+        ReplicaKey(replica.clone())
+    }
+}
+
+impl PartialEq for ReplicaKey {
+    fn eq(&self, other: &Self) -> bool {
+        Rc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for ReplicaKey {}
+
+impl std::hash::Hash for ReplicaKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        Rc::as_ptr(&self.0).hash(state);
+    }
+}
+
+/// One log's upkeep; resolves to its key.
+async fn upkeep(key: ReplicaKey, wall: TimestampMs) -> ReplicaKey {
+    let replica = &key.0;
+    // A stopped log is `offline`'s: logged once there, not every upkeep.
+    if replica.log().stop_cause().is_none() {
+        let result = replica.log().tick(wall).await;
+        if let Err(e) = result
+            && replica.log().stop_cause().is_none()
+        {
+            tracing::error!(topic = %replica.topic, partition = replica.partition, dir = %replica.log().dir().display(), error = %e, "partition upkeep failed");
+        }
+    }
+    key
 }
 
 /// What a shard needs to place and open replicas.
