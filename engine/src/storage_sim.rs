@@ -59,6 +59,9 @@ struct SimFs {
     /// While set, syncs wait (see [`SimStorage::hold_syncs`]); the wakers of those waiting.
     hold_syncs: bool,
     held: Vec<std::task::Waker>,
+    /// The same for directory syncs (see [`SimStorage::hold_dir_syncs`]).
+    hold_dir_syncs: bool,
+    dir_syncs_held: Vec<std::task::Waker>,
     syncs: u64,
     writes: u64,
 }
@@ -197,6 +200,27 @@ impl SimStorage {
         !self.fs.borrow().held.is_empty()
     }
 
+    /// While `hold`, every `sync_dir` waits (a slow directory sync, as after deleting a
+    /// large file); releasing lets the waiting ones go on.
+    pub fn hold_dir_syncs(&self, hold: bool) {
+        let held = {
+            let mut fs = self.fs.borrow_mut();
+            fs.hold_dir_syncs = hold;
+            if hold {
+                Vec::new()
+            } else {
+                std::mem::take(&mut fs.dir_syncs_held)
+            }
+        };
+        held.into_iter().for_each(std::task::Waker::wake);
+    }
+
+    /// Whether a `sync_dir` is waiting on [`SimStorage::hold_dir_syncs`].
+    #[must_use]
+    pub fn dir_sync_held(&self) -> bool {
+        !self.fs.borrow().dir_syncs_held.is_empty()
+    }
+
     /// Successful `sync_data` calls so far.
     #[must_use]
     pub fn sync_count(&self) -> u64 {
@@ -283,6 +307,16 @@ impl Storage for SimStorage {
     }
 
     async fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        std::future::poll_fn(|cx| {
+            let mut fs = self.fs.borrow_mut();
+            if fs.hold_dir_syncs {
+                fs.dir_syncs_held.push(cx.waker().clone());
+                std::task::Poll::Pending
+            } else {
+                std::task::Poll::Ready(())
+            }
+        })
+        .await;
         let mut fs = self.fs.borrow_mut();
         if fs.fail_syncs {
             return Err(io::Error::other("injected sync failure"));

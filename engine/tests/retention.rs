@@ -3,10 +3,13 @@
 //! the high watermark with `set_high_watermark`; a follower that fell behind is told to
 //! restart at the leader's log start, which must therefore be committed.
 
+use std::cell::Cell;
+use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use futures::executor::block_on;
+use futures::executor::{LocalPool, block_on};
+use futures::task::LocalSpawnExt;
 use shardlog_engine::record::BatchBuilder;
 use shardlog_engine::{
     EngineConfig, FlushPolicy, LeaderEpoch, Offset, PartitionLog, SimStorage, TimestampMs,
@@ -118,4 +121,72 @@ fn a_tick_with_nothing_to_delete_syncs_nothing() {
         );
         assert_eq!(log.segments()[0].id.0, Offset(0), "nothing was deleted");
     });
+}
+
+/// Retention pauses the appends only to take the doomed segments out of the log: their
+/// files are deleted after, while appends go on. It used to delete them under its
+/// exclusive operation, and with 128 MiB segments every append of the partition waited up
+/// to 300 ms for the unlinks and the directory sync (`shardlogd`, replication factor 3,
+/// `--retention-bytes 536870912`: p99 262 ms against 12 ms without retention). Here the
+/// directory sync that ends the deletion is held, and an append under `always` must
+/// complete meanwhile.
+#[test]
+fn appends_go_on_while_retention_deletes_the_files() {
+    let sim = SimStorage::new();
+    let config = EngineConfig {
+        flush: FlushPolicy::Always,
+        ..config()
+    };
+    let log = Rc::new(block_on(PartitionLog::open(sim.clone(), DIR, config)).expect("open"));
+    block_on(async {
+        for _ in 0..40 {
+            log.append(batch(), LeaderEpoch(1)).await.expect("append");
+        }
+    });
+    log.set_high_watermark(log.log_end());
+    let sealed = log.segments().len() - 1;
+    assert!(sealed > 0, "a sealed segment");
+
+    let mut pool = LocalPool::new();
+    let deleted = Rc::new(Cell::new(None));
+    let appended = Rc::new(Cell::new(false));
+    sim.hold_dir_syncs(true);
+    let retention = {
+        let (log, deleted) = (log.clone(), deleted.clone());
+        async move { deleted.set(Some(log.apply_retention(TimestampMs(1_000_000)).await)) }
+    };
+    pool.spawner().spawn_local(retention).expect("spawn");
+    pool.run_until_stalled();
+    assert!(sim.dir_sync_held(), "retention waits in its directory sync");
+    assert_eq!(
+        log.segments().len(),
+        1,
+        "the doomed segments are out of the log"
+    );
+
+    let append = {
+        let (log, appended) = (log.clone(), appended.clone());
+        async move {
+            log.append(batch(), LeaderEpoch(1)).await.expect("append");
+            appended.set(true);
+        }
+    };
+    pool.spawner().spawn_local(append).expect("spawn");
+    pool.run_until_stalled();
+    assert!(
+        appended.get(),
+        "an append waited for retention's file deletion"
+    );
+    assert!(deleted.take().is_none(), "retention is still deleting");
+
+    sim.hold_dir_syncs(false);
+    pool.run_until_stalled();
+    let deleted = deleted.take().expect("retention ended").expect("retention");
+    assert_eq!(deleted, sealed);
+    let left: Vec<_> = sim
+        .paths()
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    assert_eq!(left.len(), 1, "segment files left: {left:?}");
 }
