@@ -246,7 +246,9 @@ fn prepare(config: &ServerConfig) -> anyhow::Result<Prepared> {
     // First, before anything reads or changes the directory: opening a partition removes
     // leftover temporary files, which would be another server's live files.
     let lock = DirLock::acquire(data_dir)?;
-    preflight::preflight(data_dir)?.warn_if_memlock_below(config.io_memory);
+    let report = preflight::preflight(data_dir)?;
+    report.warn_if_memlock_below(config.io_memory);
+    report.warn_if_online_discard();
     // Before the shards start: every thread shares the limit.
     if let Err(e) = preflight::raise_nofile_limit() {
         tracing::warn!(error = %e, "reading the open-files limit");
