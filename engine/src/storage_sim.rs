@@ -56,14 +56,41 @@ struct SimFs {
     durable_names: BTreeMap<PathBuf, Rc<RefCell<SimFileData>>>,
     dirs: std::collections::BTreeSet<PathBuf>,
     fail_syncs: bool,
-    /// While set, syncs wait (see [`SimStorage::hold_syncs`]); the wakers of those waiting.
-    hold_syncs: bool,
-    held: Vec<std::task::Waker>,
-    /// The same for directory syncs (see [`SimStorage::hold_dir_syncs`]).
-    hold_dir_syncs: bool,
-    dir_syncs_held: Vec<std::task::Waker>,
+    /// File syncs held back (see [`SimStorage::hold_syncs`]).
+    syncs_held: Hold,
+    /// Directory syncs held back (see [`SimStorage::hold_dir_syncs`]).
+    dir_syncs_held: Hold,
     syncs: u64,
     writes: u64,
+}
+
+/// Operations held back while set (a slow disk), and the wakers of those waiting.
+#[derive(Debug, Default)]
+struct Hold {
+    on: bool,
+    waiting: Vec<std::task::Waker>,
+}
+
+impl Hold {
+    /// Sets the hold; releasing it returns the waiters, to wake once the borrow is over.
+    fn set(&mut self, on: bool) -> Vec<std::task::Waker> {
+        self.on = on;
+        if on {
+            Vec::new()
+        } else {
+            std::mem::take(&mut self.waiting)
+        }
+    }
+
+    /// Ready unless held; held, it wakes `cx` on release.
+    fn poll(&mut self, cx: &std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.on {
+            self.waiting.push(cx.waker().clone());
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    }
 }
 
 /// In-memory storage that can crash. Clones share the same files.
@@ -182,43 +209,27 @@ impl SimStorage {
     /// While `hold`, every `sync_data` waits (a slow disk): a test can stop or drop what
     /// awaits a sync in flight. Releasing lets the waiting syncs go on.
     pub fn hold_syncs(&self, hold: bool) {
-        let held = {
-            let mut fs = self.fs.borrow_mut();
-            fs.hold_syncs = hold;
-            if hold {
-                Vec::new()
-            } else {
-                std::mem::take(&mut fs.held)
-            }
-        };
-        held.into_iter().for_each(std::task::Waker::wake);
+        let waiting = self.fs.borrow_mut().syncs_held.set(hold);
+        waiting.into_iter().for_each(std::task::Waker::wake);
     }
 
     /// Whether a `sync_data` is waiting on [`SimStorage::hold_syncs`].
     #[must_use]
     pub fn sync_held(&self) -> bool {
-        !self.fs.borrow().held.is_empty()
+        !self.fs.borrow().syncs_held.waiting.is_empty()
     }
 
     /// While `hold`, every `sync_dir` waits (a slow directory sync, as after deleting a
     /// large file); releasing lets the waiting ones go on.
     pub fn hold_dir_syncs(&self, hold: bool) {
-        let held = {
-            let mut fs = self.fs.borrow_mut();
-            fs.hold_dir_syncs = hold;
-            if hold {
-                Vec::new()
-            } else {
-                std::mem::take(&mut fs.dir_syncs_held)
-            }
-        };
-        held.into_iter().for_each(std::task::Waker::wake);
+        let waiting = self.fs.borrow_mut().dir_syncs_held.set(hold);
+        waiting.into_iter().for_each(std::task::Waker::wake);
     }
 
     /// Whether a `sync_dir` is waiting on [`SimStorage::hold_dir_syncs`].
     #[must_use]
     pub fn dir_sync_held(&self) -> bool {
-        !self.fs.borrow().dir_syncs_held.is_empty()
+        !self.fs.borrow().dir_syncs_held.waiting.is_empty()
     }
 
     /// Successful `sync_data` calls so far.
@@ -307,16 +318,7 @@ impl Storage for SimStorage {
     }
 
     async fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        std::future::poll_fn(|cx| {
-            let mut fs = self.fs.borrow_mut();
-            if fs.hold_dir_syncs {
-                fs.dir_syncs_held.push(cx.waker().clone());
-                std::task::Poll::Pending
-            } else {
-                std::task::Poll::Ready(())
-            }
-        })
-        .await;
+        std::future::poll_fn(|cx| self.fs.borrow_mut().dir_syncs_held.poll(cx)).await;
         let mut fs = self.fs.borrow_mut();
         if fs.fail_syncs {
             return Err(io::Error::other("injected sync failure"));
@@ -367,16 +369,7 @@ impl StorageFile for SimFile {
     }
 
     async fn sync_data(&self) -> io::Result<()> {
-        std::future::poll_fn(|cx| {
-            let mut fs = self.fs.borrow_mut();
-            if fs.hold_syncs {
-                fs.held.push(cx.waker().clone());
-                std::task::Poll::Pending
-            } else {
-                std::task::Poll::Ready(())
-            }
-        })
-        .await;
+        std::future::poll_fn(|cx| self.fs.borrow_mut().syncs_held.poll(cx)).await;
         if self.fs.borrow().fail_syncs {
             return Err(io::Error::other("injected sync failure"));
         }
