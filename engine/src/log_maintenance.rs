@@ -352,9 +352,9 @@ impl<S: Storage> PartitionLog<S> {
             return Ok(0);
         }
         // Under the exclusive operation only the segment map changes; the files go after
-        // it, while appends go on. Deleting them (the unlinks and a directory sync) can
-        // take long: on a filesystem mounted with online discard, ext4 trims the blocks in
-        // the journal commit (issue 15). Nothing else touches a doomed segment's files: it is sealed and below the high
+        // it, while appends go on: deleting them (the unlinks and a directory sync) can
+        // take long, as on a filesystem mounted with online discard (issue 15). Nothing
+        // else touches a doomed segment's files: it is sealed and below the high
         // watermark, which truncations and new segments never go under. A crash before
         // they are gone leaves segments the next open finds, and retention deletes again.
         let (doomed, log_start) = {

@@ -541,11 +541,9 @@ impl<S: Storage> PartitionLog<S> {
                 active.base,
             )
         };
-        let started = std::time::Instant::now();
-        if let Err(source) = file.sync_data().await {
+        if let Err(source) = observed_fdatasync(&*file).await {
             return Err(self.stop_on_io_failure(base, source));
         }
-        crate::sync_observer::observe(SyncKind::Fdatasync, started.elapsed());
         self.mark_synced(covered);
         self.changed.notify_all();
         Ok(())
@@ -611,9 +609,7 @@ impl<S: Storage> PartitionLog<S> {
                     (state.written_end, state.written_bytes)
                 };
                 if !durable_writes {
-                    let started = std::time::Instant::now();
-                    job.file.sync_data().await?;
-                    crate::sync_observer::observe(SyncKind::Fdatasync, started.elapsed());
+                    observed_fdatasync(&*job.file).await?;
                 }
                 self.mark_synced(covered);
             }
@@ -1214,4 +1210,12 @@ async fn write_part<F: StorageFile>(
     } else {
         file.write_at(position, part).await
     }
+}
+
+/// An fdatasync of a segment file, its time handed to the thread's sync observer.
+async fn observed_fdatasync<F: StorageFile>(file: &F) -> std::io::Result<()> {
+    let started = std::time::Instant::now();
+    file.sync_data().await?;
+    crate::sync_observer::observe(SyncKind::Fdatasync, started.elapsed());
+    Ok(())
 }

@@ -42,16 +42,16 @@ impl PreflightReport {
     }
 
     /// Warns when the data directory's filesystem discards freed blocks online: every
-    /// segment retention deletes is then trimmed inside the journal commit, and writes
-    /// that wait for that commit (every flush into fresh blocks does) stall.
+    /// segment retention deletes is then trimmed as it is freed, and appends stalled
+    /// meanwhile where it was measured (ext4, issue 15).
     pub fn warn_if_online_discard(&self) {
         if let Some(mount) = &self.online_discard {
             tracing::warn!(
                 mount = %mount.display(),
-                "the data directory's filesystem is mounted with `discard`: each segment \
-                 retention deletes is trimmed in the journal commit, and appends that wait \
-                 for it stall (0.1% of them for 160 ms and more, measured on ext4); mount \
-                 it without `discard` and trim periodically (fstrim.timer)"
+                "the data directory's filesystem is mounted with `discard`: the segments \
+                 retention deletes are trimmed as they are freed, and appends stall meanwhile \
+                 (0.1% of them for 160 ms and more, measured on ext4); mount it without \
+                 `discard` and trim periodically (fstrim.timer)"
             );
         }
     }
@@ -75,12 +75,24 @@ pub fn online_discard_mount(dir: &Path) -> Option<PathBuf> {
     discard_mount_in(&mountinfo, &dir)
 }
 
-/// [`online_discard_mount`] on the text of a mountinfo file: the mount holding `dir` is
-/// the one with the longest mount point above it (the last one listed, where mounts
-/// stack). Discard shows among the mount's own options or its superblock's (ext4 lists
-/// it there).
+/// The mount holding a directory, as `/proc/self/mountinfo` lists it.
+#[derive(Debug, PartialEq, Eq)]
+struct Mount {
+    point: PathBuf,
+    /// Mounted with online discard: among the mount's own options or its superblock's
+    /// (ext4 lists it there).
+    discard: bool,
+}
+
+/// [`online_discard_mount`] on the text of a mountinfo file.
 fn discard_mount_in(mountinfo: &str, dir: &Path) -> Option<PathBuf> {
-    let mut holding: Option<(PathBuf, bool)> = None;
+    mount_holding(mountinfo, dir).and_then(|mount| mount.discard.then_some(mount.point))
+}
+
+/// The mount holding `dir`: the one with the longest mount point above it (the last one
+/// listed, where mounts stack).
+fn mount_holding(mountinfo: &str, dir: &Path) -> Option<Mount> {
+    let mut holding: Option<Mount> = None;
     for line in mountinfo.lines() {
         // `ID PARENT MAJ:MIN ROOT POINT OPTIONS [TAGS...] - FSTYPE SOURCE SUPER_OPTIONS`
         let Some((mount, superblock)) = line.split_once(" - ") else {
@@ -91,7 +103,10 @@ fn discard_mount_in(mountinfo: &str, dir: &Path) -> Option<PathBuf> {
             continue;
         };
         let point = PathBuf::from(unescape_mountinfo(point));
-        if !dir.starts_with(&point) {
+        let deeper = holding
+            .as_ref()
+            .is_none_or(|held| point.as_os_str().len() >= held.point.as_os_str().len());
+        if !dir.starts_with(&point) || !deeper {
             continue;
         }
         let super_options = superblock.split(' ').nth(2).unwrap_or("");
@@ -99,14 +114,9 @@ fn discard_mount_in(mountinfo: &str, dir: &Path) -> Option<PathBuf> {
             .split(',')
             .chain(super_options.split(','))
             .any(|option| option == "discard");
-        let deeper = holding
-            .as_ref()
-            .is_none_or(|(held, _)| point.as_os_str().len() >= held.as_os_str().len());
-        if deeper {
-            holding = Some((point, discard));
-        }
+        holding = Some(Mount { point, discard });
     }
-    holding.and_then(|(point, discard)| discard.then_some(point))
+    holding
 }
 
 /// Undoes mountinfo's octal escapes (`\040` for a space, and so on).
@@ -345,12 +355,19 @@ mod tests {
     }
 
     #[test]
-    fn reads_this_machine_s_mounts() {
-        // Whatever the machine's options, the answer names a mount point above the dir.
-        let dir = std::env::temp_dir();
-        if let Some(mount) = online_discard_mount(&dir) {
-            assert!(dir.canonicalize().unwrap().starts_with(mount));
-        }
+    fn finds_the_mount_holding_a_directory_of_this_machine() {
+        let dir = std::env::temp_dir().canonicalize().unwrap();
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let mount = mount_holding(&mountinfo, &dir).expect("a mount holds the temp dir");
+        assert!(
+            dir.starts_with(&mount.point),
+            "{mount:?} for {}",
+            dir.display()
+        );
+        assert_eq!(
+            online_discard_mount(&dir),
+            mount.discard.then_some(mount.point)
+        );
     }
 
     #[test]

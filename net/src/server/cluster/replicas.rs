@@ -5,7 +5,7 @@
 use std::cell::{Cell, RefCell};
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use shardlog_engine::{
@@ -386,13 +386,8 @@ impl ClusterNode {
             FlushPolicy::Always | FlushPolicy::Never => LOG_UPKEEP_EVERY,
         };
         let mut upkeeps = Upkeeps::new();
-        let mut last_round = Instant::now();
         while !stopped() {
-            upkeeps.run_until(glommio::timer::sleep(TICK_EVERY)).await;
-            if last_round.elapsed() < every {
-                continue;
-            }
-            last_round = Instant::now();
+            upkeeps.run_until(glommio::timer::sleep(every)).await;
             let wall = TimestampMs::now();
             let replicas = self.replicas.borrow();
             upkeeps.start_round(replicas.values().map(ReplicaKey::of), |key| {
