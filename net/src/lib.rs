@@ -6,6 +6,7 @@ pub mod api;
 pub mod client;
 pub mod error_code;
 pub mod frame;
+pub mod local_split;
 pub mod logging;
 pub mod peer;
 pub mod scram;

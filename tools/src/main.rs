@@ -39,6 +39,11 @@ pub enum Outcome {
     ProblemsFound,
 }
 
+/// glibc's malloc took about a fifth of the CPU per small record, client and server alike
+/// (README, "Issue 15, a sixth sitting").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = args::Args::parse();
     shardlog_net::logging::init_stderr("warn");

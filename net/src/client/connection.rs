@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::channel::{mpsc, oneshot};
-use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use futures::io::{AsyncRead, AsyncWrite};
 use glommio::net::{Preallocated, TcpStream};
 
 use crate::api::{Api, MetadataRequest, VERSION};
@@ -215,7 +215,7 @@ impl Connection {
     where
         S: AsyncRead + AsyncWrite + Unpin + 'static,
     {
-        let (reader, writer) = stream.split();
+        let (reader, writer) = crate::local_split::split(stream);
         let (tx, rx) = mpsc::unbounded();
         let shared = Rc::new(Shared {
             waiters: RefCell::new(HashMap::new()),

@@ -20,7 +20,6 @@ use std::sync::Arc;
 use futures::StreamExt;
 use futures::channel::mpsc;
 use futures::future::{Either, select};
-use futures::io::AsyncReadExt;
 use glommio::net::{Preallocated, TcpListener, TcpStream};
 use shardlog_replicator::NodeId;
 
@@ -77,7 +76,7 @@ async fn connection(shard: Rc<Shard>, stream: TcpStream, security: &PeerSecurity
     };
     let from = NodeId(from);
     tracing::debug!(%address, peer = from.0, "peer connected");
-    let (mut reader, writer) = stream.split();
+    let (mut reader, writer) = crate::local_split::split(stream);
     let (replies, queue) = mpsc::unbounded::<Reply>();
     let writer = glommio::spawn_local(async move {
         let mut queue = queue;

@@ -276,6 +276,11 @@ impl Args {
     }
 }
 
+/// glibc's malloc took about a fifth of the CPU per small record, client and server alike
+/// (README, "Issue 15, a sixth sitting").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let config = match Args::parse().into_config() {
         Ok(config) => config,

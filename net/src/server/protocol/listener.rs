@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use futures::future::{Either, select};
-use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadHalf, WriteHalf};
+use futures::io::{AsyncRead, AsyncWrite};
 use futures_rustls::TlsAcceptor;
 use futures_rustls::server::TlsStream;
 use glommio::net::{Preallocated, TcpStream};
@@ -22,6 +22,7 @@ use glommio::net::{Preallocated, TcpStream};
 use super::idle::Touching;
 use super::limits::{ClientLimits, Slot};
 use super::reply_budget::ReplyBudget;
+use crate::local_split::{self, LocalReadHalf, LocalWriteHalf};
 use crate::server::metrics::{self, Counter};
 use crate::server::security::Session;
 use crate::server::security::tls::{self, ListenerTls};
@@ -117,8 +118,8 @@ pub(crate) struct Opened {
     /// The client's address, for logs.
     pub(crate) peer: String,
     /// Reads requests, noting in `active` when bytes arrive.
-    pub(crate) reader: Touching<ReadHalf<ClientStream>>,
-    pub(crate) writer: WriteHalf<ClientStream>,
+    pub(crate) reader: Touching<LocalReadHalf<ClientStream>>,
+    pub(crate) writer: LocalWriteHalf<ClientStream>,
     /// When the connection last received bytes or sent an answer (the idle timeout).
     pub(crate) active: Rc<Cell<Instant>>,
     /// Who the connection is: over TLS or not, and the principal its client certificate
@@ -156,7 +157,7 @@ pub(crate) async fn open(stream: TcpStream, tls: Option<TlsAcceptor>) -> Option<
             }
         },
     };
-    let (reader, writer) = stream.split();
+    let (reader, writer) = local_split::split(stream);
     let active = Rc::new(Cell::new(Instant::now()));
     let reader = Touching {
         inner: reader,
