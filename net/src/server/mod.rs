@@ -148,6 +148,7 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
         let handle = LocalExecutorBuilder::new(shard_placement(id, cores, config.shards))
             .name(&format!("shard-{id}"))
             .io_memory(config.io_memory)
+            .preempt_timer(config.task_quota)
             .spawn(move || shard_thread(id, start, events))
             .map_err(|e| anyhow::anyhow!("starting shard {id}: {e}"))?;
         handles.push(handle);

@@ -101,6 +101,9 @@ async fn connection(shard: Rc<Shard>, stream: TcpStream, security: &PeerSecurity
             }
         };
         handle(&shard, from, frame, &replies).await;
+        // Once the task quota is used up, lets the log's write and the replies go out
+        // before the next ship is read (`ServerConfig::task_quota`).
+        glommio::yield_if_needed().await;
     }
     drop(replies);
     writer.await;

@@ -89,6 +89,11 @@ struct Args {
     /// glommio io_memory per shard, bytes.
     #[arg(long, env = "SHARDLOGD_IO_MEMORY")]
     io_memory: Option<usize>,
+    /// How long, in microseconds, a shard runs its tasks before it submits and reaps I/O
+    /// (glommio's preempt timer), 10 to 1000000. Default 100000. Shorter sends log writes
+    /// and acknowledgements sooner at the cost of more polling: see the README.
+    #[arg(long, env = "SHARDLOGD_TASK_QUOTA_US")]
+    task_quota_us: Option<u64>,
     /// The cluster: every node's peer listener as ID=HOST:PORT,... (this one included, the
     /// same list on every node; only nodes connect there). Without it the node is a
     /// cluster of one.
@@ -241,6 +246,7 @@ impl Args {
             tail_cache_bytes: self.tail_cache_bytes,
             tail_cache_budget_bytes: self.tail_cache_budget_bytes,
             io_memory: self.io_memory,
+            task_quota_us: self.task_quota_us,
             peers: self.peers,
             peer_listen: self.peer_listen,
             cluster_secret_file: self.cluster_secret_file,
