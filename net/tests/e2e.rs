@@ -357,3 +357,37 @@ fn flush_never_is_visible_and_survives_a_clean_stop() {
         }
     });
 }
+
+/// With the shortest task quota the connection's read loop yields between requests all
+/// the time (`--task-quota-us`): 2,000 one-record requests in flight at once on one
+/// connection must still be appended in send order, each acknowledged once, and read back
+/// byte for byte.
+#[test]
+fn the_shortest_task_quota_keeps_pipelined_requests_in_order() {
+    let dir = common::data_dir();
+    let server = Shardlogd::start(dir.path(), &["--shards", "1", "--task-quota-us", "10"]).unwrap();
+    let brokers = server.brokers();
+    common::run(move || async move {
+        let client = common::connect(&brokers).await;
+        client
+            .create_topic("quota", 1, 1, TopicConfig::default())
+            .await
+            .unwrap();
+        let sends: Vec<_> = (0..2000)
+            .map(|i| {
+                let values = vec![value(0, i)];
+                client.produce("quota", 0, Acks::Leader, common::batch(&values))
+            })
+            .collect();
+        let bases = futures::future::join_all(sends).await;
+        for (i, base) in bases.into_iter().enumerate() {
+            assert_eq!(base.unwrap(), Some(i as u64), "request {i}");
+        }
+        let records = common::consume_all(&client, "quota", 0, 0).await;
+        assert_eq!(records.len(), 2000);
+        for (i, (offset, v)) in records.iter().enumerate() {
+            assert_eq!(*offset, i as u64);
+            assert_eq!(v, &value(0, i), "offset {i}");
+        }
+    });
+}
