@@ -4,14 +4,12 @@
 //! listeners (`security::tls`), the loop only takes the current acceptor; the handshake
 //! runs in the connection's task ([`open`]), so a slow client delays no one else.
 
-use std::cell::Cell;
 use std::future::Future;
 use std::io::{IoSlice, IoSliceMut};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use futures::future::{Either, select};
 use futures::io::{AsyncRead, AsyncWrite};
@@ -19,7 +17,7 @@ use futures_rustls::TlsAcceptor;
 use futures_rustls::server::TlsStream;
 use glommio::net::{Preallocated, TcpStream};
 
-use super::idle::Touching;
+use super::idle::{Activity, Touching};
 use super::limits::{ClientLimits, Slot};
 use super::reply_budget::ReplyBudget;
 use crate::local_split::{self, LocalReadHalf, LocalWriteHalf};
@@ -117,11 +115,11 @@ impl AsyncWrite for ClientStream {
 pub(crate) struct Opened {
     /// The client's address, for logs.
     pub(crate) peer: String,
-    /// Reads requests, noting in `active` when bytes arrive.
+    /// Reads requests, noting in `active` every read that brings bytes.
     pub(crate) reader: Touching<LocalReadHalf<ClientStream>>,
     pub(crate) writer: LocalWriteHalf<ClientStream>,
-    /// When the connection last received bytes or sent an answer (the idle timeout).
-    pub(crate) active: Rc<Cell<Instant>>,
+    /// The connection's signs of life: bytes received, answers sent (the idle timeout).
+    pub(crate) active: Rc<Activity>,
     /// Who the connection is: over TLS or not, and the principal its client certificate
     /// names.
     pub(crate) session: Rc<Session>,
@@ -158,10 +156,10 @@ pub(crate) async fn open(stream: TcpStream, tls: Option<TlsAcceptor>) -> Option<
         },
     };
     let (reader, writer) = local_split::split(stream);
-    let active = Rc::new(Cell::new(Instant::now()));
+    let active = Rc::new(Activity::default());
     let reader = Touching {
         inner: reader,
-        active: active.clone(),
+        activity: active.clone(),
     };
     Some(Opened {
         peer,

@@ -33,10 +33,8 @@ mod sasl;
 mod topics;
 pub(crate) mod versions;
 
-use std::cell::Cell;
 use std::rc::Rc;
 use std::task::Poll;
-use std::time::Instant;
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -45,7 +43,7 @@ use futures::future::{Either, select};
 use futures::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use glommio::net::TcpStream;
 
-use super::idle::idle_past;
+use super::idle::{Activity, idle_past};
 use super::listener::{Connection, Opened, open};
 use super::reply_budget::ReplyBudget;
 use crate::server::shard::Shard;
@@ -170,7 +168,7 @@ async fn read_frame<R: futures::io::AsyncRead + Unpin>(
 struct Task {
     shard: Rc<Shard>,
     budget: Rc<ReplyBudget>,
-    active: Rc<Cell<Instant>>,
+    active: Rc<Activity>,
     permit: glommio::sync::StaticPermit,
 }
 
@@ -191,7 +189,7 @@ impl Task {
         };
         self.budget.settle(reserved, size);
         // Idleness counts from the last answer too: a long poll is not idle time.
-        self.active.set(Instant::now());
+        self.active.note();
         drop(self.permit);
         self.shard.end_request();
         Owed { answer, size }

@@ -32,16 +32,14 @@ pub(crate) mod placement;
 pub(crate) mod reply;
 pub(crate) mod sasl;
 
-use std::cell::Cell;
 use std::rc::Rc;
-use std::time::Instant;
 
 use futures::StreamExt;
 use futures::channel::mpsc;
 use futures::future::{Either, select};
 use glommio::net::TcpStream;
 
-use super::idle::idle_past;
+use super::idle::{Activity, idle_past};
 use super::listener::{Connection, Opened, open};
 use super::reply_budget::ReplyBudget;
 use crate::server::shard::Shard;
@@ -129,7 +127,7 @@ struct Task {
     shard: Rc<Shard>,
     replies: mpsc::UnboundedSender<Owed>,
     budget: Rc<ReplyBudget>,
-    active: Rc<Cell<Instant>>,
+    active: Rc<Activity>,
     permit: glommio::sync::StaticPermit,
 }
 
@@ -150,7 +148,7 @@ impl Task {
             None => self.budget.release(reserved),
         }
         // Idleness counts from the last answer too: a long poll is not idle time.
-        self.active.set(Instant::now());
+        self.active.note();
         drop(self.permit);
         self.shard.end_request();
     }
