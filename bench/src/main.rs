@@ -22,7 +22,7 @@ use clap::Parser;
 use crate::args::NetArgs;
 use crate::net_report::Outcome;
 
-/// glibc's malloc took about a fifth of the CPU per small record, client and server alike
+/// glibc's malloc took about a fifth of the bench's CPU at one small record per request
 /// (README, "Issue 15, a sixth sitting").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

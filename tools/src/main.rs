@@ -39,8 +39,8 @@ pub enum Outcome {
     ProblemsFound,
 }
 
-/// glibc's malloc took about a fifth of the CPU per small record, client and server alike
-/// (README, "Issue 15, a sixth sitting").
+/// With glibc's malloc, `shardlog produce` of 3,000,000 lines of 200 bytes took 1.23 to
+/// 1.48 s; with mimalloc 1.08 to 1.23 s (README, "Issue 15, a sixth sitting").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

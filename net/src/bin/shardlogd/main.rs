@@ -282,7 +282,7 @@ impl Args {
     }
 }
 
-/// glibc's malloc took about a fifth of the CPU per small record, client and server alike
+/// glibc's malloc took about a fifth of a shard's CPU at one small record per request
 /// (README, "Issue 15, a sixth sitting").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
