@@ -5,6 +5,8 @@
 //! (a TOML file), then defaults. Exit codes: 0 after a clean stop, 1 when the server
 //! failed, 2 on a usage error.
 
+mod allocator;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -282,12 +284,8 @@ impl Args {
     }
 }
 
-/// glibc's malloc took about a fifth of a shard's CPU at one small record per request
-/// (README, "Issue 15, a sixth sitting").
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
+    allocator::configure();
     let config = match Args::parse().into_config() {
         Ok(config) => config,
         Err(e) => {
