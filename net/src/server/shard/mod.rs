@@ -4,6 +4,7 @@
 //! and touched by its thread only.
 
 mod inbox;
+mod turns;
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -56,6 +57,7 @@ pub(crate) struct Shard {
     pub(crate) groups: ShardGroups,
     /// Requests begun and not yet answered.
     in_flight: Cell<usize>,
+    turns: turns::Turns,
     stop: RefCell<Option<oneshot::Sender<()>>>,
     stopped: Shared<oneshot::Receiver<()>>,
 }
@@ -76,6 +78,7 @@ impl Shard {
             cluster,
             groups,
             in_flight: Cell::new(0),
+            turns: turns::Turns::default(),
             stop: RefCell::new(Some(tx)),
             stopped: rx.shared(),
         }
@@ -84,6 +87,12 @@ impl Shard {
     /// A request was begun (a stop waits for it to be answered).
     pub(crate) fn begin_request(&self) {
         self.in_flight.set(self.in_flight.get() + 1);
+    }
+
+    /// A client's request was read and begun; every 64th ends the executor's turn
+    /// ([`turns`]). Called by the read loops before they yield.
+    pub(crate) fn request_read(&self) {
+        self.turns.request_read();
     }
 
     /// A request was answered.

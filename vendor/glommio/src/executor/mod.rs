@@ -47,7 +47,7 @@ use latch::{Latch, LatchState};
 use log::warn;
 pub use placement::{CpuSet, Placement, PoolPlacement};
 use std::{
-    cell::RefCell,
+    cell::{Cell, RefCell},
     collections::{hash_map::Entry, BinaryHeap},
     fmt,
     future::Future,
@@ -1116,6 +1116,9 @@ pub struct LocalExecutor {
     id: usize,
     reactor: Rc<reactor::Reactor>,
     stall_detector: RefCell<Option<StallDetector>>,
+    // shardlog patch (vendor/README.md): asked by `ExecutorProxy::preempt_soon`, cleared
+    // when the loop polls I/O.
+    preempt_asked: Cell<bool>,
 }
 
 impl LocalExecutor {
@@ -1171,6 +1174,7 @@ impl LocalExecutor {
                 config.record_io_latencies,
                 blocking_thread,
             )?),
+            preempt_asked: Cell::new(false),
             stall_detector: RefCell::new(
                 config
                     .detect_stalls
@@ -1317,7 +1321,8 @@ impl LocalExecutor {
 
     #[inline(always)]
     pub(crate) fn need_preempt(&self) -> bool {
-        self.reactor.need_preempt()
+        // shardlog patch (vendor/README.md): or `preempt_soon` asked for it.
+        self.preempt_asked.get() || self.reactor.need_preempt()
     }
 
     /// Runs task queues until none is runnable (`false`: the caller may park) or until
@@ -1481,6 +1486,9 @@ impl LocalExecutor {
                 // requests that are latency sensitive we want them out of the
                 // ring ASAP (before we run the task queues). We will also use
                 // the opportunity to install the timer.
+                // shardlog patch (vendor/README.md): this poll is the turn's end that
+                // `preempt_soon` asked for.
+                this.preempt_asked.set(false);
                 this.parker
                     .poll_io(|| Some(this.preempt_timer_duration()))
                     .expect("Failed to poll io! This is actually pretty bad!");
@@ -2123,6 +2131,24 @@ impl ExecutorProxy {
                 .map(|ex| ex.need_preempt())
                 .unwrap_or_default()
         };
+    }
+
+    /// shardlog patch (vendor/README.md): ends the executor's turn at the next
+    /// preemption point, as an expired task quota would: the tasks running yield at
+    /// `yield_if_needed`, and the executor polls its I/O rings (submitting the I/O
+    /// queued so far) before it runs tasks again.
+    pub fn preempt_soon(&self) {
+        #[cfg(not(feature = "native-tls"))]
+        if LOCAL_EX.is_set() {
+            LOCAL_EX.with(|local_ex| local_ex.preempt_asked.set(true));
+        }
+
+        #[cfg(feature = "native-tls")]
+        unsafe {
+            if let Some(ex) = LOCAL_EX.as_ref() {
+                ex.preempt_asked.set(true);
+            }
+        }
     }
 
     /// Conditionally yields the current task queue. The scheduler may then

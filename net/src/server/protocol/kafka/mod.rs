@@ -116,8 +116,9 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, connection: Conne
         if replies.unbounded_send(handle).is_err() {
             break;
         }
-        // Once the task quota is used up, lets the log's write and the replies go out
-        // before the next request is read (`ServerConfig::task_quota`).
+        // Once the task quota is used up, or every 64 requests (`shard::turns`), lets the
+        // log's write and the replies go out before the next request is read.
+        shard.request_read();
         glommio::yield_if_needed().await;
     }
     drop(replies);

@@ -112,8 +112,9 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, connection: Conne
             permit,
         };
         glommio::spawn_local(task.complete(begun)).detach();
-        // Once the task quota is used up, lets the log's write and the replies go out
-        // before the next request is read (`ServerConfig::task_quota`).
+        // Once the task quota is used up, or every 64 requests (`shard::turns`), lets the
+        // log's write and the replies go out before the next request is read.
+        shard.request_read();
         glommio::yield_if_needed().await;
     }
     // Replies still owed go out; the writer ends when the last completion is done.
