@@ -94,15 +94,20 @@ for shape in shapes:
     peers = NODE_PEERS if shape.startswith("node") else CLUSTER_PEERS
     if shape.endswith("batched"):
         peers = [(system, BATCHED.get(system, name)) for system, name in peers]
-    for i, (system, name) in enumerate(peers):
+    # The shape's first row carries shardlog's figure, whichever peers ran (none when
+    # PEERS_SYSTEMS=shardlog).
+    first = True
+    for system, name in peers:
         theirs = median_of(shape, system)
         if theirs is None:
             continue
         value, text = cell(metric, theirs)
         ratio = f"{ours_value / value:.2f}" if ours_value and value else "-"
-        first = i == 0
         rows.append((title if first else "", metric if first else "",
                      ours_text if first else "", name, text, ratio))
+        first = False
+    if first:
+        rows.append((title, metric, ours_text, "-", "-", "-"))
     if shape.startswith("rf3"):
         rows.append(("", "", "", "Redis: no quorum-acked replication", "-", "-"))
 
