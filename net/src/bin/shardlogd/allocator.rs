@@ -3,7 +3,7 @@
 //! glibc's malloc took about a fifth of a shard's CPU at one small record per request
 //! (README, "Issue 15, a sixth sitting"). mimalloc's defaults kept more memory than glibc
 //! for a node whose tail caches churn: with 80 partitions each filling its cache, the node
-//! grew 365 to 375 MiB over a 256 MiB budget against glibc's 280 to 290 (README,
+//! grew 364 to 376 MiB through a 256 MiB budget against glibc's 275 to 293 (README,
 //! "Issue 15, a seventh sitting"). Two causes, measured apart:
 //! - transparent huge pages: mimalloc asks for them on its arenas (`MADV_HUGEPAGE`), so a
 //!   sparsely used heap is resident 2 MiB at a time. The `no_thp` feature (workspace
@@ -19,7 +19,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// How long a freed page waits before it goes back to the OS. Shorter cost throughput:
-/// 10 ms took 14% off batched produce, 0 took 23%; 100 ms was inside the spread.
+/// batched produce ran about 14% slower at 10 ms and 23% at 0 (with arena eager commit
+/// off as well); at 100 ms it stayed inside the spread.
 const PURGE_DELAY_MS: std::ffi::c_long = 100;
 
 /// Sets the allocator's options, unless the environment sets them (`MIMALLOC_PURGE_DELAY`,
