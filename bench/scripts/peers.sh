@@ -27,9 +27,9 @@
 #   fio            sequential 1 MiB O_DIRECT writes (io_uring, iodepth 8), and 4 KiB
 #                  write+fdatasync at iodepth 1 into a fresh file, on OUT_DIR's disk
 #
-# Each run gets a fresh server and data directory, deleted after it; OUT_DIR/data holds
-# the one being used (a batched shardlog run writes up to PEERS_SECONDS x its MiB/s; a
-# Redis run holds its records in memory too). OUT_DIR/results keeps each run's JSON and
+# Each run gets a fresh server and data directory, deleted after it, and starts measuring
+# after a `sync`; OUT_DIR/data holds the one being used (a batched shardlog run writes up
+# to PEERS_SECONDS x its MiB/s; a Redis run holds its records in memory too). OUT_DIR/results keeps each run's JSON and
 # output and the final table (table.txt). The table gives the median over the rounds;
 # ratio = shardlog / peer for rates, and for latency too (there, below 1 is better).
 #
@@ -245,6 +245,9 @@ resources() {
 # record costs the servers and the client together (peers_table.py's second table).
 measure() {
   local cost="$results/$run.cost"
+  # What earlier runs left unsynced (NATS without fsync, Redis, a deleted data directory)
+  # goes to the disk now, not while this run measures.
+  sync
   (sleep "$warmup"; resources "$cost.0"; sleep "$seconds"; resources "$cost.1") &
   local sampler=$!
   "$@" --duration "$seconds" --warmup "$warmup" --record-size 1024 --json "$results/$run.json" \
