@@ -115,11 +115,11 @@ impl AsyncWrite for ClientStream {
 pub(crate) struct Opened {
     /// The client's address, for logs.
     pub(crate) peer: String,
-    /// Reads requests, noting in `active` every read that brings bytes.
+    /// Reads requests, noting in `activity` every read that brings bytes.
     pub(crate) reader: Touching<LocalReadHalf<ClientStream>>,
     pub(crate) writer: LocalWriteHalf<ClientStream>,
     /// The connection's signs of life: bytes received, answers sent (the idle timeout).
-    pub(crate) active: Rc<Activity>,
+    pub(crate) activity: Rc<Activity>,
     /// Who the connection is: over TLS or not, and the principal its client certificate
     /// names.
     pub(crate) session: Rc<Session>,
@@ -156,16 +156,16 @@ pub(crate) async fn open(stream: TcpStream, tls: Option<TlsAcceptor>) -> Option<
         },
     };
     let (reader, writer) = local_split::split(stream);
-    let active = Rc::new(Activity::default());
+    let activity = Rc::new(Activity::default());
     let reader = Touching {
         inner: reader,
-        activity: active.clone(),
+        activity: activity.clone(),
     };
     Some(Opened {
         peer,
         reader,
         writer,
-        active,
+        activity,
         session: Rc::new(session),
     })
 }

@@ -72,7 +72,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, connection: Conne
         peer,
         mut reader,
         writer,
-        active,
+        activity,
         session,
     }) = open(stream, tls).await
     else {
@@ -83,7 +83,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, connection: Conne
     let writer = glommio::spawn_local(write_in_order(writer, queue, budget.clone(), closed_tx));
     let permits = Rc::new(glommio::sync::Semaphore::new(IN_FLIGHT_MAX));
     let mut stopping = shard.stopping();
-    let mut idle = std::pin::pin!(idle_past(idle_timeout, &active, &permits, IN_FLIGHT_MAX));
+    let mut idle = std::pin::pin!(idle_past(idle_timeout, &activity, &permits, IN_FLIGHT_MAX));
     loop {
         let room = std::pin::pin!(budget.room());
         if let Either::Right(_) = select(room, select(&mut stopping, &mut closed)).await {
@@ -109,7 +109,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, connection: Conne
         let task = Task {
             shard: shard.clone(),
             budget: budget.clone(),
-            active: active.clone(),
+            activity: activity.clone(),
             permit,
         };
         let handle = glommio::spawn_local(task.complete(begun)).detach();
@@ -169,7 +169,7 @@ async fn read_frame<R: futures::io::AsyncRead + Unpin>(
 struct Task {
     shard: Rc<Shard>,
     budget: Rc<ReplyBudget>,
-    active: Rc<Activity>,
+    activity: Rc<Activity>,
     permit: glommio::sync::StaticPermit,
 }
 
@@ -190,7 +190,7 @@ impl Task {
         };
         self.budget.settle(reserved, size);
         // Idleness counts from the last answer too: a long poll is not idle time.
-        self.active.note();
+        self.activity.note();
         drop(self.permit);
         self.shard.end_request();
         Owed { answer, size }

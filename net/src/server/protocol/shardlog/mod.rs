@@ -62,7 +62,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, connection: Conne
         peer,
         mut reader,
         writer,
-        active,
+        activity,
         session,
     }) = open(stream, tls).await
     else {
@@ -72,7 +72,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, connection: Conne
     let writer = glommio::spawn_local(write_loop(writer, queue, budget.clone()));
     let permits = Rc::new(glommio::sync::Semaphore::new(IN_FLIGHT_MAX));
     let mut stopping = shard.stopping();
-    let mut idle = std::pin::pin!(idle_past(idle_timeout, &active, &permits, IN_FLIGHT_MAX));
+    let mut idle = std::pin::pin!(idle_past(idle_timeout, &activity, &permits, IN_FLIGHT_MAX));
     loop {
         // Replies owed up to the budget: read nothing more until the client reads some.
         let room = std::pin::pin!(budget.room());
@@ -108,7 +108,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, connection: Conne
             shard: shard.clone(),
             replies: replies.clone(),
             budget: budget.clone(),
-            active: active.clone(),
+            activity: activity.clone(),
             permit,
         };
         glommio::spawn_local(task.complete(begun)).detach();
@@ -128,7 +128,7 @@ struct Task {
     shard: Rc<Shard>,
     replies: mpsc::UnboundedSender<Owed>,
     budget: Rc<ReplyBudget>,
-    active: Rc<Activity>,
+    activity: Rc<Activity>,
     permit: glommio::sync::StaticPermit,
 }
 
@@ -149,7 +149,7 @@ impl Task {
             None => self.budget.release(reserved),
         }
         // Idleness counts from the last answer too: a long poll is not idle time.
-        self.active.note();
+        self.activity.note();
         drop(self.permit);
         self.shard.end_request();
     }
