@@ -19,7 +19,7 @@ use crate::config::EngineConfig;
 use crate::error::{Error, Result};
 use crate::ids::Offset;
 use crate::offset_index::OffsetIndex;
-use crate::partition_log::{LogState, LogStats, PartitionLog};
+use crate::partition_log::{BatchEnd, FLUSHES_IN_FLIGHT_MAX, LogState, LogStats, PartitionLog};
 use crate::recovery::{self, Scanner, Step, StopKind};
 use crate::segment::{self, BLOCK_SIZE, INDEX_SUFFIX, LOG_SUFFIX, Segment, TIME_INDEX_SUFFIX};
 use crate::signal::Signal;
@@ -118,8 +118,9 @@ impl<S: Storage> PartitionLog<S> {
         active.file.sync_data().await.map_err(Error::io(&path))?;
         checkpoint.truncate(log_end);
         checkpoint.high_watermark = checkpoint.high_watermark.max(log_start);
+        let data_len = active.data_len;
         let state = LogState {
-            written_pos: active.data_len,
+            written_pos: data_len,
             segments,
             log_end,
             written_end: log_end,
@@ -134,6 +135,15 @@ impl<S: Storage> PartitionLog<S> {
             reserved_bytes: 0,
             syncing_to: 0,
             written_ahead: BTreeMap::new(),
+            written_seq: 0,
+            settled: BatchEnd {
+                pos: data_len,
+                next_offset: log_end,
+                ticket: 0,
+            },
+            tail_writer: None,
+            tail_writes: Vec::with_capacity(FLUSHES_IN_FLIGHT_MAX),
+            flush_seq: 0,
             exclusive: false,
             stopped: false,
             stop_cause: None,

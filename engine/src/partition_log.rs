@@ -11,7 +11,9 @@
 //! none running becomes the flusher: it takes the whole buffer, writes it as whole blocks
 //! (re-writing the partial last block), fdatasyncs if the policy says so, and wakes every
 //! waiter. Batches appended meanwhile ride the next flush: one write and one sync serve
-//! them all (group commit).
+//! them all (group commit). Under `interval` and `never` flushes overlap: one taken while
+//! others are under way leaves the partial last block to the next (`flush_extent`), and
+//! batches count as written in flush order.
 //!
 //! Invariants (checked by [`PartitionLog::invariants`] after every change):
 //! `log_start <= high_watermark <= log_end`, `durable_end <= written_end <= log_end`,
@@ -39,8 +41,9 @@ use crate::sync_observer::SyncKind;
 use crate::tail_cache::TailCache;
 
 /// Flushes under way at once under `interval` and `never`: enough to keep the device
-/// busy while the next flush's bytes are prepared.
-const FLUSHES_IN_FLIGHT_MAX: usize = 4;
+/// busy while the next flush's bytes are prepared (8 appenders of 1 MiB under `never`
+/// wrote about 3% more with 8 than with 4).
+pub(crate) const FLUSHES_IN_FLIGHT_MAX: usize = 8;
 
 /// Under `interval` and `never`, `tick` syncs once this much is appended but not synced,
 /// so that a roll's sync stays short.
@@ -220,14 +223,28 @@ struct FlushJob<F> {
     base: Offset,
     /// Block-aligned file position of `data`.
     start: u64,
-    /// Ticket of the first byte of `data` that no earlier flush wrote.
-    start_ticket: u64,
     data: Vec<u8>,
-    /// `(log_end, appended_bytes)` when the flush took the data.
+    /// What the flush completes: the offset after its last batch, and that batch's ticket.
     target: (Offset, u64),
     /// Bytes of the active segment on disk once the write lands.
     written_len: u64,
     sync: bool,
+    /// Numbers the flush, for `LogState::tail_writes`.
+    seq: u64,
+    /// The flush whose write of this flush's first block (its partial last block then)
+    /// must land before this one writes the block again.
+    after: Option<u64>,
+    /// This flush writes a partial last block, which the next flush writes again.
+    partial_tail: bool,
+}
+
+/// Where a batch ends: its byte position in the active segment, the offset after it, and
+/// its flush ticket.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BatchEnd {
+    pub(crate) pos: u64,
+    pub(crate) next_offset: Offset,
+    pub(crate) ticket: u64,
 }
 
 pub(crate) struct LogState<F> {
@@ -255,10 +272,27 @@ pub(crate) struct LogState<F> {
     pub(crate) reserved_bytes: u64,
     /// The largest ticket an fdatasync under way will cover.
     pub(crate) syncing_to: u64,
-    /// Flushes whose writes finished before an earlier flush's did, keyed by their
-    /// first byte (ticket space): `(log end, end ticket, written_len)`. Merged into
-    /// `written_*` once the prefix before them is written.
+    /// The end of the last batch that ends at or before the active segment's last block
+    /// boundary: as far as a flush that leaves the partial last block completes batches.
+    /// Its ticket tells a stale one (at most `reserved_bytes`) from a live one.
+    pub(crate) settled: BatchEnd,
+    /// The flush that last wrote (or is writing) the partial block `pending` starts with.
+    pub(crate) tail_writer: Option<u64>,
+    /// Flushes whose write of their partial last block has not landed. The next flush
+    /// writes that block again, and two writes of one block in flight may land in either
+    /// order: it waits for that write alone. (It used to wait for every earlier flush's
+    /// writes, which chained each flush behind the one before: 1 MiB appends under
+    /// `never` reached 0.37 of the disk's sequential speed.)
+    pub(crate) tail_writes: Vec<u64>,
+    /// The next flush's number.
+    pub(crate) flush_seq: u64,
+    /// Flushes whose writes finished before an earlier flush's did, by number:
+    /// `(log end, end ticket, written_len)`. Merged into `written_*` in flush order, once
+    /// every earlier flush's writes are done: a flush that leaves its partial last block
+    /// completes the batch that ends there only with the next flush's writes.
     pub(crate) written_ahead: BTreeMap<u64, (Offset, u64, u64)>,
+    /// The number of the oldest flush not yet merged into `written_*`.
+    pub(crate) written_seq: u64,
     /// A roll, truncation, retention pass or close is running: appends wait.
     pub(crate) exclusive: bool,
     pub(crate) stopped: bool,
@@ -455,6 +489,20 @@ impl<S: Storage> PartitionLog<S> {
         let active = state.active_mut();
         let position = active.data_len;
         active.track_batch(position, header, interval);
+        let end = position + u64::from(header.size);
+        if end % BLOCK_SIZE as u64 == 0 {
+            state.settled = BatchEnd {
+                pos: end,
+                next_offset: next,
+                ticket: state.appended_bytes + u64::from(header.size),
+            };
+        } else if position <= segment::align_down(end) {
+            state.settled = BatchEnd {
+                pos: position,
+                next_offset: base,
+                ticket: state.appended_bytes,
+            };
+        }
         state.pending.extend_from_slice(&bytes);
         state.cache.push(base, next, bytes);
         let written_end = state.written_end;
@@ -503,7 +551,9 @@ impl<S: Storage> PartitionLog<S> {
                     return Ok(());
                 }
                 let room = state.flushes_in_flight < self.flushes_in_flight_max();
-                let unwritten = state.appended_bytes > state.reserved_bytes;
+                // Only for a batch no flush has taken: one under way that holds it will
+                // write it, and a flush of what came later would only race that one.
+                let unwritten = state.reserved_bytes < ticket;
                 let unsynced = sync && state.syncing_to < ticket;
                 if room && (unwritten || unsynced) {
                     Step::Flush
@@ -557,9 +607,9 @@ impl<S: Storage> PartitionLog<S> {
     }
 
     /// One flush: writes what is pending as whole blocks, then syncs if `sync` or the
-    /// policy is `always`. Flushes may overlap (see `flushes_in_flight`):
-    /// a flush's first block is the previous flush's partial last block, so it is
-    /// written only once every earlier flush's writes are done; the rest goes at once.
+    /// policy is `always`. Flushes may overlap (see `flushes_in_flight`): a flush whose
+    /// first block is the previous flush's partial last block writes that block once the
+    /// previous write of it has landed (`tail_writes`); the rest goes at once.
     async fn flush_once(&self, sync: bool) -> Result<()> {
         let mut in_flight = FlushInFlight {
             log: self,
@@ -581,11 +631,27 @@ impl<S: Storage> PartitionLog<S> {
                 let file: &S::File = &job.file;
                 let rest_writes = rest.chunks(chunk).enumerate().map(|(i, part)| {
                     let position = job.start + (BLOCK_SIZE + i * chunk) as u64;
-                    write_part(file, durable_writes, position, part)
+                    (i, write_part(file, durable_writes, position, part))
                 });
+                let (seq, partial_tail) = (job.seq, job.partial_tail);
+                let last = rest.len().saturating_sub(1) / chunk;
+                let rest_writes = rest_writes.map(|(i, write)| async move {
+                    write.await?;
+                    if i == last && partial_tail {
+                        self.tail_landed(seq);
+                    }
+                    Ok::<(), std::io::Error>(())
+                });
+                let after = job.after;
                 let first_write = async {
-                    self.wait_written(job.start_ticket).await?;
-                    write_part(file, durable_writes, job.start, first).await
+                    if let Some(after) = after {
+                        self.wait_tail_landed(after).await?;
+                    }
+                    write_part(file, durable_writes, job.start, first).await?;
+                    if rest.is_empty() && partial_tail {
+                        self.tail_landed(seq);
+                    }
+                    Ok(())
                 };
                 let started = std::time::Instant::now();
                 if rest.is_empty() {
@@ -598,8 +664,9 @@ impl<S: Storage> PartitionLog<S> {
                 if durable_writes {
                     crate::sync_observer::observe(SyncKind::DurableWrites, started.elapsed());
                 }
-                self.mark_written(job);
             }
+            // Even a flush with nothing to write takes its turn in the written order.
+            self.mark_written(job);
             if job.sync {
                 // What fdatasync makes durable is what was written when it was called: the
                 // written prefix, once it reaches this flush's data.
@@ -620,6 +687,28 @@ impl<S: Storage> PartitionLog<S> {
         self.finish_flush(job, result)
     }
 
+    /// Waits until flush `seq`'s write of its partial last block has landed.
+    async fn wait_tail_landed(&self, seq: u64) -> std::io::Result<()> {
+        loop {
+            {
+                let state = self.state.borrow();
+                if state.stopped {
+                    return Err(std::io::Error::other("log stopped by an earlier failure"));
+                }
+                if !state.tail_writes.contains(&seq) {
+                    return Ok(());
+                }
+            }
+            self.changed.changed().await;
+        }
+    }
+
+    /// Flush `seq`'s partial last block is on the device: the next flush may write it again.
+    fn tail_landed(&self, seq: u64) {
+        self.state.borrow_mut().tail_writes.retain(|&s| s != seq);
+        self.changed.notify_all();
+    }
+
     /// Waits until every byte before `ticket` is written (by this or earlier flushes).
     async fn wait_written(&self, ticket: u64) -> std::io::Result<()> {
         loop {
@@ -636,18 +725,52 @@ impl<S: Storage> PartitionLog<S> {
         }
     }
 
-    /// Takes the pending bytes for one flush, keeping the partial last block pending.
+    /// What a flush taken now completes: `(target, written_len, leave_tail)`. While
+    /// other flushes are under way (`interval`, `never`), it leaves the partial last
+    /// block to the next flush and completes only the batches that end before it: had it
+    /// written the block, the next flush would write it again, and only once this write
+    /// landed (see `LogState::tail_writes`), one device round trip after another.
+    fn flush_extent(
+        state: &LogState<S::File>,
+        sync: bool,
+        others_in_flight: bool,
+    ) -> ((Offset, u64), u64, bool) {
+        let start = state.pending_start;
+        let end = start + state.pending.len() as u64;
+        let last_block = segment::align_down(end);
+        let settled = state.settled;
+        let leave_tail = !sync
+            && others_in_flight
+            && end != last_block
+            && last_block > start
+            && settled.ticket >= state.reserved_bytes
+            && settled.pos <= last_block;
+        if leave_tail {
+            debug_assert!(settled.pos > start);
+            ((settled.next_offset, settled.ticket), settled.pos, true)
+        } else {
+            ((state.log_end, state.appended_bytes), end, false)
+        }
+    }
+
+    /// Takes the pending bytes for one flush, keeping the partial last block pending
+    /// (and leaving it unwritten, see [`PartitionLog::flush_extent`]).
     fn take_flush(&self, sync: bool) -> FlushJob<S::File> {
         let mut state = self.state.borrow_mut();
         assert!(
             state.flushes_in_flight < self.flushes_in_flight_max(),
             "too many flushes"
         );
+        let others_in_flight = state.flushes_in_flight > 0;
         state.flushes_in_flight += 1;
-        let start_ticket = state.reserved_bytes;
-        let target = (state.log_end, state.appended_bytes);
-        state.reserved_bytes = state.appended_bytes;
         let sync = sync || self.config.flush == FlushPolicy::Always;
+        let start_ticket = state.reserved_bytes;
+        let start = state.pending_start;
+        let last_block = segment::align_down(start + state.pending.len() as u64);
+        // `pending` starts with the partial block an earlier flush wrote, if any.
+        let overlaps = state.pending.len() as u64 > state.appended_bytes - start_ticket;
+        let (target, written_len, leave_tail) = Self::flush_extent(&state, sync, others_in_flight);
+        state.reserved_bytes = target.1;
         if sync {
             state.syncing_to = state.syncing_to.max(target.1);
         }
@@ -660,24 +783,41 @@ impl<S: Storage> PartitionLog<S> {
             crate::flush_buffers::take(state.pending.len())
         };
         std::mem::swap(&mut data, &mut state.pending);
-        let start = state.pending_start;
-        let written_len = start + data.len() as u64;
-        let tail = data.len() % BLOCK_SIZE;
-        state.pending.extend_from_slice(&data[data.len() - tail..]);
-        state.pending_start = written_len - tail as u64;
-        if start_ticket == target.1 {
+        let kept = usize::try_from(last_block - start).expect("pending fits in memory");
+        state.pending.extend_from_slice(&data[kept..]);
+        state.pending_start = last_block;
+        if leave_tail {
+            data.truncate(kept);
+        }
+        let seq = state.flush_seq;
+        state.flush_seq += 1;
+        let nothing_new = start_ticket == state.appended_bytes;
+        let after = if overlaps && !nothing_new {
+            state.tail_writer
+        } else {
+            None
+        };
+        let partial_tail = data.len() > kept && !nothing_new;
+        if nothing_new {
             data.clear(); // Only the already-written partial block: nothing to write.
+        } else {
+            state.tail_writer = partial_tail.then_some(seq);
+            if partial_tail {
+                state.tail_writes.push(seq);
+            }
         }
         let active = state.active();
         FlushJob {
             file: active.file.clone(),
             base: active.base,
             start,
-            start_ticket,
             data,
             target,
             written_len,
             sync,
+            seq,
+            after,
+            partial_tail,
         }
     }
 
@@ -685,18 +825,21 @@ impl<S: Storage> PartitionLog<S> {
     /// over any later flush that finished first.
     fn mark_written(&self, job: &FlushJob<S::File>) {
         let mut state = self.state.borrow_mut();
-        state.stats.flushes += 1;
-        state.stats.bytes_written += job.data.len() as u64;
+        if !job.data.is_empty() {
+            state.stats.flushes += 1;
+            state.stats.bytes_written += job.data.len() as u64;
+        }
         let (end, end_ticket) = job.target;
         state
             .written_ahead
-            .insert(job.start_ticket, (end, end_ticket, job.written_len));
+            .insert(job.seq, (end, end_ticket, job.written_len));
         loop {
-            let written_bytes = state.written_bytes;
-            let Some((end, end_ticket, written_len)) = state.written_ahead.remove(&written_bytes)
-            else {
+            let next = state.written_seq;
+            let Some((end, end_ticket, written_len)) = state.written_ahead.remove(&next) else {
                 break;
             };
+            state.written_seq += 1;
+            debug_assert!(end_ticket >= state.written_bytes && written_len >= state.written_pos);
             state.written_end = end;
             state.written_bytes = end_ticket;
             state.written_pos = written_len;
@@ -721,6 +864,8 @@ impl<S: Storage> PartitionLog<S> {
     fn finish_flush(&self, mut job: FlushJob<S::File>, result: std::io::Result<()>) -> Result<()> {
         let mut state = self.state.borrow_mut();
         state.flushes_in_flight -= 1;
+        // Landed, or failed and the log stops: nothing waits on it either way.
+        state.tail_writes.retain(|&s| s != job.seq);
         if let Err(source) = result {
             drop(state);
             return Err(self.stop_on_io_failure(job.base, source));

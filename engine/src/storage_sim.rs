@@ -161,6 +161,35 @@ impl SimStorage {
         }
     }
 
+    /// A copy of this storage as a process that was killed leaves it: the OS keeps every
+    /// write and directory entry it was handed, synced or not. The copy shares nothing
+    /// with this one, so the crash this one may simulate next is not affected.
+    #[must_use]
+    pub fn after_process_kill(&self) -> SimStorage {
+        let fs = self.fs.borrow();
+        let names: BTreeMap<PathBuf, Rc<RefCell<SimFileData>>> = fs
+            .names
+            .iter()
+            .map(|(path, file)| {
+                let visible = file.borrow().visible.clone();
+                let data = SimFileData {
+                    durable: visible.clone(),
+                    visible,
+                    unsynced: Vec::new(),
+                };
+                (path.clone(), Rc::new(RefCell::new(data)))
+            })
+            .collect();
+        SimStorage {
+            fs: Rc::new(RefCell::new(SimFs {
+                durable_names: names.clone(),
+                names,
+                dirs: fs.dirs.clone(),
+                ..SimFs::default()
+            })),
+        }
+    }
+
     /// Flips one bit of a file, on disk and as seen.
     pub fn flip_bit(&self, path: &Path, pos: u64, bit: u8) -> io::Result<()> {
         let fs = self.fs.borrow();
