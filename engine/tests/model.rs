@@ -1293,3 +1293,54 @@ fn a_failed_fdatasync_stops_the_log_whether_or_not_a_flush_made_it() {
         );
     }
 }
+
+/// A one-record batch exactly `len` bytes long.
+fn batch_of_len(seed: u64, len: usize) -> Vec<u8> {
+    let overhead = make_batch(seed, &[(0, 1)]).len();
+    (len.saturating_sub(overhead + 8)..len)
+        .map(|size| make_batch(seed, &[(size, 1)]))
+        .find(|batch| batch.len() == len)
+        .expect("some value size makes a batch of that length")
+}
+
+/// Regression (a debug assertion): under `never`, a flush taken while another writes,
+/// whose pending bytes start on the block boundary where the batch before it ended, leaves
+/// its partial last block to the next flush and so completes no batch at all. The next
+/// flush completes it, in order, and a killed process keeps both batches.
+#[test]
+fn a_flush_that_completes_no_batch_keeps_the_written_order() {
+    let aligned = batch_of_len(1, 4096);
+    let long = batch_of_len(2, 3 * 4096 + 100);
+    for seed in 0..32 {
+        let sim = SimStorage::new();
+        let storage = Yielding::new(sim.clone(), seed);
+        let config = EngineConfig {
+            flush: FlushPolicy::Never,
+            ..config_of(0)
+        };
+        let log = block_on(PartitionLog::open(storage.clone(), DIR, config.clone())).unwrap();
+        let (first, second) = block_on(futures::future::join(
+            log.append(BytesMut::from(&aligned[..]), LeaderEpoch(1)),
+            async {
+                YieldTimes(1).await;
+                log.append(BytesMut::from(&long[..]), LeaderEpoch(1)).await
+            },
+        ));
+        assert_eq!(first.unwrap().base_offset, Offset(0), "seed {seed}");
+        assert_eq!(second.unwrap().base_offset, Offset(1), "seed {seed}");
+        assert_eq!(log.written_end(), Offset(2), "seed {seed}");
+        assert!(storage.overlaps.borrow().is_empty(), "seed {seed}");
+        drop(log);
+        let reopened = block_on(PartitionLog::open(sim.after_process_kill(), DIR, config)).unwrap();
+        let read = block_on(reopened.read(Offset(0), 1 << 20)).unwrap();
+        let stored: Vec<Vec<u8>> = read.batches().map(|(_, bytes)| bytes.to_vec()).collect();
+        assert_eq!(
+            stored,
+            vec![
+                patched(&aligned, Offset(0), 1),
+                patched(&long, Offset(1), 1)
+            ],
+            "seed {seed}"
+        );
+    }
+}
