@@ -29,9 +29,10 @@
 #
 # Each run gets a fresh server and data directory, deleted after it, and starts measuring
 # after a `sync`; OUT_DIR/data holds the one being used (a batched shardlog run writes up
-# to PEERS_SECONDS x its MiB/s; a Redis run holds its records in memory too). OUT_DIR/results keeps each run's JSON and
-# output and the final table (table.txt). The table gives the median over the rounds;
-# ratio = shardlog / peer for rates, and for latency too (there, below 1 is better).
+# to PEERS_SECONDS x its MiB/s; a Redis run holds its records in memory too).
+# OUT_DIR/results keeps each run's JSON and output and the final table (table.txt). The
+# table gives the median over the rounds; ratio = shardlog / peer for rates, and for
+# latency too (there, below 1 is better).
 #
 # Installs nats-server, redis-server and fio (Debian packages) when missing. NATS before
 # 2.10 cannot fsync per message (no sync_interval): if the nats-server found lacks it,
