@@ -27,6 +27,22 @@ pub fn split<S: AsyncRead + AsyncWrite + Unpin>(
     (LocalReadHalf(shared.clone()), LocalWriteHalf(shared))
 }
 
+/// The stream again, from both of its halves; `None` if they are halves of two streams.
+pub fn reunite<S>(read: LocalReadHalf<S>, write: LocalWriteHalf<S>) -> Option<S> {
+    if !Rc::ptr_eq(&read.0, &write.0) {
+        return None;
+    }
+    drop(write);
+    Rc::try_unwrap(read.0).ok().map(RefCell::into_inner)
+}
+
+impl<S> LocalReadHalf<S> {
+    /// Runs `f` on the stream (the writer half never holds it across an await).
+    pub fn with_stream<T>(&self, f: impl FnOnce(&mut S) -> T) -> T {
+        f(&mut self.0.borrow_mut())
+    }
+}
+
 impl<S: AsyncRead + Unpin> AsyncRead for LocalReadHalf<S> {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -77,6 +93,16 @@ mod tests {
     use futures::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
+
+    #[test]
+    fn reunite_gives_the_stream_back_from_its_own_halves_only() {
+        let (read, write) = split(futures::io::Cursor::new(vec![1u8, 2, 3]));
+        let (other_read, other_write) = split(futures::io::Cursor::new(Vec::new()));
+        assert!(reunite(read, other_write).is_none());
+        assert!(reunite(other_read, write).is_none());
+        let (read, write) = split(futures::io::Cursor::new(vec![1u8, 2, 3]));
+        assert_eq!(reunite(read, write).unwrap().into_inner(), [1, 2, 3]);
+    }
 
     /// A reader task parked on an empty socket must be woken by bytes that arrive while
     /// the writer half is in use: the halves keep the stream's own read and write wakers.

@@ -210,6 +210,31 @@ impl Shardlogd {
         })
     }
 
+    /// A node on `dir/data` that requires SASL (`--authentication sasl`), whose superuser
+    /// `user` with `password` is created at its first start from a `--superuser-file`
+    /// (`dir/superuser`, readable by its owner only); `args` are further flags. The
+    /// superuser exists only once the node serves: a client retries until it
+    /// authenticates.
+    pub fn start_with_superuser(
+        dir: &Path,
+        (user, password): (&str, &str),
+        args: &[&str],
+    ) -> std::io::Result<Shardlogd> {
+        use std::os::unix::fs::PermissionsExt;
+        let file = dir.join("superuser");
+        std::fs::write(&file, format!("{user}:{password}\n"))?;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
+        let file = file.display().to_string();
+        let mut all = vec!["--authentication", "sasl", "--superuser-file", &file];
+        all.extend_from_slice(args);
+        Shardlogd::launch(&Launch {
+            data_dir: &dir.join("data"),
+            listen: "127.0.0.1:0",
+            args: &all,
+            stderr: StderrTo::Echo,
+        })
+    }
+
     /// Starts `shardlogd --data-dir DATA_DIR --listen LISTEN ARGS...` and waits for its
     /// ready line.
     pub fn launch(launch: &Launch<'_>) -> std::io::Result<Shardlogd> {

@@ -161,22 +161,24 @@ pub struct Outgoing {
 const WRITE_BUFFER_BYTES: usize = 64 << 10;
 
 /// Writes every frame queued, gathering what was queued meanwhile into one flush, until
-/// the queue's senders are all gone (`Ok`) or the stream fails (`Err`; the queue is left
-/// to the caller).
+/// the queue's senders are all gone (`Ok`, the stream closed for writing) or the stream
+/// fails (`Err`; the queue is left to the caller).
 pub async fn write_queue<W: AsyncWrite + Unpin>(
     writer: W,
     queue: &mut mpsc::UnboundedReceiver<Outgoing>,
 ) -> std::io::Result<()> {
-    write_queue_noting(writer, queue, |_| ()).await
+    let mut writer = write_queue_noting(writer, queue, |_| ()).await?;
+    writer.close().await
 }
 
 /// [`write_queue`] for items that hold a frame, each handed to `written` once its bytes
 /// are in the stream (a server gives back what the reply counted against its connection).
+/// The writer comes back open, everything written: a server may hand its connection on.
 pub async fn write_queue_noting<W, T>(
     writer: W,
     queue: &mut mpsc::UnboundedReceiver<T>,
     mut written: impl FnMut(T),
-) -> std::io::Result<()>
+) -> std::io::Result<W>
 where
     W: AsyncWrite + Unpin,
     T: Borrow<Outgoing>,
@@ -195,7 +197,8 @@ where
         }
         writer.flush().await?;
     }
-    writer.close().await
+    writer.flush().await?;
+    Ok(writer.into_inner())
 }
 
 #[cfg(test)]

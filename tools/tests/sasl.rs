@@ -10,7 +10,7 @@ mod common;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use shardlog_net::testing::{Launch, Shardlogd, StderrTo, output_with_stdin};
+use shardlog_net::testing::{Shardlogd, output_with_stdin};
 
 const ADMIN_PASSWORD: &str = "admin-secret";
 
@@ -18,27 +18,9 @@ const ADMIN_PASSWORD: &str = "admin-secret";
 /// from a `--superuser-file` (`SHARDLOG_SUPERUSER`/`SHARDLOG_SUPERUSER_PASSWORD` work
 /// alike; a file keeps the test's environment untouched).
 fn start(dir: &std::path::Path) -> Shardlogd {
-    let file = dir.join("superuser");
-    std::fs::write(&file, format!("admin:{ADMIN_PASSWORD}\n")).unwrap();
-    let owner_only = std::os::unix::fs::PermissionsExt::from_mode(0o600);
-    std::fs::set_permissions(&file, owner_only).unwrap();
-    let file = file.display().to_string();
-    let data = dir.join("data");
-    let args = [
-        "--shards",
-        "2",
-        "--authentication",
-        "sasl",
-        "--superuser-file",
-        &file,
-    ];
-    let server = Shardlogd::launch(&Launch {
-        data_dir: &data,
-        listen: "127.0.0.1:0",
-        args: &args,
-        stderr: StderrTo::Echo,
-    })
-    .unwrap();
+    let server =
+        Shardlogd::start_with_superuser(dir, ("admin", ADMIN_PASSWORD), &["--shards", "2"])
+            .unwrap();
     // The superuser is created once the node serves: wait until it authenticates.
     let started = Instant::now();
     while !cli(&server, ADMIN, &["user", "list"], "").status.success() {

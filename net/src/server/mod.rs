@@ -49,6 +49,7 @@ use shardlog_replicator::{Incarnation, NodeId};
 
 pub use config::{ClusterConfig, FileConfig, ServerConfig};
 use protocol::limits::ClientLimits;
+use protocol::moving::Front;
 pub use security::tls::{ClientAuth, ClientTlsFiles, ListenerTlsError};
 
 use crate::logging;
@@ -627,7 +628,7 @@ async fn shard_main(start: ShardStart) -> anyhow::Result<()> {
         listener,
         &client_limits,
         client_tls.as_ref(),
-        protocol::shardlog::serve,
+        Front::Shardlog,
     )
     .await;
     drain_and_close(&shard).await
@@ -708,8 +709,8 @@ fn spawn_kafka_listener(
 ) {
     let (shard, limits) = (shard.clone(), limits.clone());
     let kafka = async move {
-        let serve = protocol::kafka::serve;
-        protocol::listener::accept_until_stopped(&shard, listener, &limits, tls.as_ref(), serve)
+        let tls = tls.as_ref();
+        protocol::listener::accept_until_stopped(&shard, listener, &limits, tls, Front::Kafka)
             .await;
     };
     glommio::spawn_local(kafka).detach();

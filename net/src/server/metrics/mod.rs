@@ -100,6 +100,8 @@ pub(crate) enum Counter {
     ConnectionsAccepted,
     /// Client connections refused at the connection limit.
     ConnectionsRefused,
+    /// Client connections handed to the shard that owns the partitions they use.
+    ConnectionsMoved,
     /// Client connections closed because their TLS handshake failed or timed out.
     TlsHandshakesFailed,
     /// Admin HTTP requests answered.
@@ -114,7 +116,7 @@ pub(crate) enum Counter {
 
 impl Counter {
     /// Every counter with its metric name and help text.
-    pub(crate) const ALL: [(Counter, &'static str, &'static str); 10] = [
+    pub(crate) const ALL: [(Counter, &'static str, &'static str); 11] = [
         (
             Counter::IsrShrinks,
             "shardlog_isr_shrinks_total",
@@ -139,6 +141,12 @@ impl Counter {
             Counter::ConnectionsRefused,
             "shardlog_connections_refused_total",
             "Client connections closed at once because the node had --max-connections open.",
+        ),
+        (
+            Counter::ConnectionsMoved,
+            "shardlog_connections_moved_total",
+            "Client connections handed to the shard that owns the partitions their requests \
+             name (shardlog protocol, without TLS).",
         ),
         (
             Counter::TlsHandshakesFailed,

@@ -4,7 +4,6 @@
 //! listeners (`security::tls`), the loop only takes the current acceptor; the handshake
 //! runs in the connection's task ([`open`]), so a slow client delays no one else.
 
-use std::future::Future;
 use std::io::{IoSlice, IoSliceMut};
 use std::pin::Pin;
 use std::rc::Rc;
@@ -19,6 +18,7 @@ use glommio::net::{Preallocated, TcpStream};
 
 use super::idle::{Activity, Touching};
 use super::limits::{ClientLimits, Slot};
+use super::moving::Front;
 use super::reply_budget::ReplyBudget;
 use crate::local_split::{self, LocalReadHalf, LocalWriteHalf};
 use crate::server::metrics::{self, Counter};
@@ -40,7 +40,7 @@ pub(crate) struct Connection {
 const READ_BUFFER_BYTES: usize = 64 << 10;
 
 /// A buffered client socket.
-type Buffered = TcpStream<Preallocated>;
+pub(crate) type Buffered = TcpStream<Preallocated>;
 
 /// A client connection's byte stream: the socket itself, or TLS over it. An enum rather
 /// than a boxed trait object so the plain path costs one predictable branch per call.
@@ -155,33 +155,57 @@ pub(crate) async fn open(stream: TcpStream, tls: Option<TlsAcceptor>) -> Option<
             }
         },
     };
-    let (reader, writer) = local_split::split(stream);
-    let activity = Rc::new(Activity::default());
-    let reader = Touching {
-        inner: reader,
-        activity: activity.clone(),
-    };
-    Some(Opened {
-        peer,
-        reader,
-        writer,
-        activity,
-        session: Rc::new(session),
-    })
+    Some(Opened::new(peer, stream, Rc::new(session), Rc::default()))
 }
 
-/// Serves each connection of `listener` with `serve`, as its own task, until the shard is
-/// told to stop; with `tls`, each over TLS with the configuration current at its accept.
-pub(crate) async fn accept_until_stopped<F, S>(
+impl Opened {
+    /// `stream` split for a reader and a writer task, noting reads in `activity`.
+    pub(crate) fn new(
+        peer: String,
+        stream: ClientStream,
+        session: Rc<Session>,
+        activity: Rc<Activity>,
+    ) -> Opened {
+        let (reader, writer) = local_split::split(stream);
+        let reader = Touching {
+            inner: reader,
+            activity: activity.clone(),
+        };
+        Opened {
+            peer,
+            reader,
+            writer,
+            activity,
+            session,
+        }
+    }
+}
+
+/// A socket that another shard of this node accepted and served (`moving`), made ready
+/// to serve here: Nagle is already off; reads are buffered again.
+pub(crate) fn open_moved(stream: TcpStream, session: Session) -> Opened {
+    let peer = stream
+        .peer_addr()
+        .map_or_else(|_| "?".to_owned(), |a| a.to_string());
+    let buffered = stream.buffered_with(Preallocated::new(READ_BUFFER_BYTES));
+    Opened::new(
+        peer,
+        ClientStream::Plain(buffered),
+        Rc::new(session),
+        Rc::default(),
+    )
+}
+
+/// Serves each connection of `listener` with `front`'s front end, as its own task, until
+/// the shard is told to stop; with `tls`, each over TLS with the configuration current at
+/// its accept.
+pub(crate) async fn accept_until_stopped(
     shard: &Rc<Shard>,
     listener: glommio::net::TcpListener,
     limits: &Arc<ClientLimits>,
     tls: Option<&Arc<ListenerTls>>,
-    serve: S,
-) where
-    S: Fn(Rc<Shard>, TcpStream, Connection) -> F,
-    F: Future<Output = ()> + 'static,
-{
+    front: Front,
+) {
     let mut stopping = shard.stopping();
     loop {
         match select(std::pin::pin!(listener.accept()), &mut stopping).await {
@@ -198,7 +222,8 @@ pub(crate) async fn accept_until_stopped<F, S>(
                     budget: Rc::new(ReplyBudget::new(limits.reply_bytes_max)),
                     tls: tls.map(|tls| tls.acceptor()),
                 };
-                glommio::spawn_local(serve(shard.clone(), stream, connection)).detach();
+                let serve = super::serve_accepted(front, shard.clone(), stream, connection);
+                glommio::spawn_local(serve).detach();
             }
             Either::Left((Err(e), _)) => {
                 // EMFILE and friends: back off instead of spinning.

@@ -27,6 +27,11 @@ impl ReplyBudget {
         }
     }
 
+    /// The bytes the connection may owe.
+    pub(crate) fn bytes_max(&self) -> usize {
+        self.bytes_max
+    }
+
     pub(crate) fn charge(&self, bytes: usize) {
         self.owed.set(self.owed.get() + bytes);
     }

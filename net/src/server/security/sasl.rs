@@ -151,6 +151,12 @@ impl Session {
             )
     }
 
+    /// Whether no SASL exchange is under way and none failed: the principal is then all
+    /// the connection has proven, and all that must go with it to another shard.
+    pub(crate) fn between_exchanges(&self) -> bool {
+        matches!(*self.sasl.state.borrow(), SaslState::Idle | SaslState::Done)
+    }
+
     /// A SaslHandshake: chooses `mechanism` for the exchange that follows.
     pub(crate) fn sasl_handshake(&self, mechanism: &str) -> Result<(), HandshakeError> {
         let mut state = self.sasl.state.borrow_mut();

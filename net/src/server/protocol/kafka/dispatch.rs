@@ -83,6 +83,7 @@ async fn route(shard: &Rc<Shard>, request: Request, session: &Rc<Session>) -> Be
         }
         .boxed_local(),
         reply_bytes: begun.reply_bytes,
+        owners: begun.owners,
     }
 }
 
@@ -118,7 +119,7 @@ async fn answer(shard: &Rc<Shard>, request: Request, session: &Rc<Session>) -> B
     match request.head.api_key {
         ApiKey::ApiVersions => small(done(api_versions::answer(&request))),
         ApiKey::Metadata => small(metadata::begin(shard, request, s).await),
-        ApiKey::Produce => small(produce::begin(shard, request, s).await),
+        ApiKey::Produce => produce::begin(shard, request, s).await,
         ApiKey::Fetch => fetch::begin(shard, request, s).await,
         ApiKey::ListOffsets => small(offsets::list_offsets(shard, request, s).await),
         ApiKey::OffsetForLeaderEpoch => small(offsets::for_leader_epoch(shard, request, s).await),

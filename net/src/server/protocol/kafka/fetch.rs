@@ -37,6 +37,7 @@ use super::request::{self, Answer, Begun, Head, ReplyWriter, Request, done};
 use crate::server::metrics::{self, Protocol};
 use crate::server::ops::OpError;
 use crate::server::ops::reads::{self, FETCH_BYTES_MAX, FETCH_WAIT_MAX, FetchOp, Fetched};
+use crate::server::protocol::moving::Owners;
 use crate::server::protocol::shardlog::handlers::FETCH_RESERVE_MIN;
 use crate::server::security::Session;
 use crate::server::security::acl::Access;
@@ -124,10 +125,16 @@ pub(crate) async fn begin(shard: &Rc<Shard>, request: Request, session: &Session
         min_bytes: usize::try_from(body.min_bytes).unwrap_or(0).min(max_bytes),
         deadline: Instant::now() + wait.min(FETCH_WAIT_MAX),
     };
+    let wanted = plan.topics.iter().flat_map(|(_, partitions)| partitions);
+    let owners = Owners::of(
+        wanted.filter_map(|w| Some((w.topic.as_str(), u32::try_from(w.partition).ok()?))),
+        shard.node.shards,
+    );
     let shard = shard.clone();
     Begun {
         completion: async move { serve(&shard, &plan).await }.boxed_local(),
         reply_bytes: max_bytes.max(FETCH_RESERVE_MIN) + request::REPLY_BYTES_SMALL,
+        owners,
     }
 }
 

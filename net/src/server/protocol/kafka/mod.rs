@@ -41,10 +41,10 @@ use futures::StreamExt;
 use futures::channel::{mpsc, oneshot};
 use futures::future::{Either, select};
 use futures::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
-use glommio::net::TcpStream;
 
 use super::idle::{Activity, idle_past};
-use super::listener::{Connection, Opened, open};
+use super::listener::{Connection, Opened};
+use super::moving::{self, Affinity, Ending};
 use super::reply_budget::ReplyBudget;
 use crate::server::shard::Shard;
 use request::{Answer, KafkaReply};
@@ -59,43 +59,47 @@ const WRITE_BUFFER_BYTES: usize = 64 << 10;
 /// that announces 100 MiB costs memory only as the sender sends it.
 const FRAME_FIRST_BYTES: usize = 64 << 10;
 
-/// Serves a Kafka connection until the client leaves, the stream breaks, a request
-/// closes it, it idles past `idle_timeout`, or the shard stops.
-pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, connection: Connection) {
-    let Connection {
-        slot,
-        idle_timeout,
-        budget,
-        tls,
-    } = connection;
-    let Some(Opened {
-        peer,
-        mut reader,
-        writer,
-        activity,
-        session,
-    }) = open(stream, tls).await
-    else {
-        return;
-    };
+/// Serves a Kafka connection on this shard until the client leaves, the stream breaks, a
+/// request closes it, it idles past `idle_timeout`, the shard stops, or it should move to
+/// another shard (`protocol::moving`, which calls this again wherever the connection
+/// goes).
+pub(crate) async fn serve_here(
+    shard: &Rc<Shard>,
+    mut opened: Opened,
+    connection: &Connection,
+) -> Ending {
+    let writer = opened.writer;
+    let budget = &connection.budget;
     let (replies, queue) = mpsc::unbounded::<glommio::task::JoinHandle<Owed>>();
     let (closed_tx, mut closed) = oneshot::channel::<()>();
     let writer = glommio::spawn_local(write_in_order(writer, queue, budget.clone(), closed_tx));
     let permits = Rc::new(glommio::sync::Semaphore::new(IN_FLIGHT_MAX));
     let mut stopping = shard.stopping();
-    let mut idle = std::pin::pin!(idle_past(idle_timeout, &activity, &permits, IN_FLIGHT_MAX));
+    let (mut affinity, mut moving_to) = (Affinity::default(), None);
+    // The watch holds its own handle: `activity` stays with `opened`, which may move on.
+    let watched = opened.activity.clone();
+    let idle_timeout = connection.idle_timeout;
+    let mut idle = std::pin::pin!(idle_past(idle_timeout, &watched, &permits, IN_FLIGHT_MAX));
     loop {
+        if let Some(to) = affinity.destination(shard.id)
+            && moving::may_move(&opened.session, &opened.reader.inner)
+        {
+            moving_to = moving::drained(&permits, IN_FLIGHT_MAX, &mut stopping)
+                .await
+                .then_some(to);
+            break;
+        }
         let room = std::pin::pin!(budget.room());
         if let Either::Right(_) = select(room, select(&mut stopping, &mut closed)).await {
             break;
         }
-        let read = std::pin::pin!(read_frame(&mut reader));
+        let read = std::pin::pin!(read_frame(&mut opened.reader));
         let ends = select(&mut stopping, select(idle.as_mut(), &mut closed));
         let frame = match select(read, ends).await {
             Either::Left((Ok(Some(frame)), _)) => frame,
             Either::Left((Ok(None), _)) => break,
             Either::Left((Err(e), _)) => {
-                tracing::debug!(%peer, error = %e, "kafka connection read ended");
+                tracing::debug!(peer = %opened.peer, error = %e, "kafka connection read ended");
                 break;
             }
             Either::Right(_) => break,
@@ -103,13 +107,15 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, connection: Conne
         let Ok(permit) = permits.acquire_static_permit(1).await else {
             break;
         };
+        let alone = permits.available() == IN_FLIGHT_MAX - 1;
         shard.begin_request();
-        let begun = dispatch::begin(&shard, frame, &session).await;
+        let begun = dispatch::begin(shard, frame, &opened.session).await;
+        affinity.note(begun.owners, alone);
         budget.charge(begun.reply_bytes);
         let task = Task {
             shard: shard.clone(),
             budget: budget.clone(),
-            activity: activity.clone(),
+            activity: opened.activity.clone(),
             permit,
         };
         let handle = glommio::spawn_local(task.complete(begun)).detach();
@@ -122,8 +128,13 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, connection: Conne
         glommio::yield_if_needed().await;
     }
     drop(replies);
-    writer.await;
-    drop(slot);
+    match (moving_to, writer.await) {
+        (Some(to), Some(writer)) => {
+            opened.writer = writer;
+            Ending::Moving(to, opened)
+        }
+        (_, writer) => Ending::Closed(writer),
+    }
 }
 
 /// Why a frame could not be read; the connection closes.
@@ -206,7 +217,7 @@ async fn write_in_order<W: AsyncWrite + Unpin>(
     mut queue: mpsc::UnboundedReceiver<glommio::task::JoinHandle<Owed>>,
     budget: Rc<ReplyBudget>,
     closed: oneshot::Sender<()>,
-) {
+) -> Option<W> {
     let mut out = Out {
         writer: BufWriter::with_capacity(WRITE_BUFFER_BYTES, writer),
         closed: Some(closed),
@@ -237,9 +248,8 @@ async fn write_in_order<W: AsyncWrite + Unpin>(
         }
         next = queue.try_recv().ok();
     }
-    if out.is_open() {
-        let _ = out.writer.close().await;
-    }
+    out.flush().await;
+    out.is_open().then(|| out.writer.into_inner())
 }
 
 /// The connection's write side; `closed` is taken (and signalled) once it is closed.

@@ -28,11 +28,12 @@ use shardlog_replicator::controller::acls::{Operation, Resource};
 
 use super::errors;
 use super::metadata::current_leader;
-use super::request::{self, Answer, Completion, Head, Request, done, respond};
+use super::request::{self, Answer, Begun, Head, Request, done, respond};
 use super::topics::auto_create;
 use crate::server::metrics::{self, Protocol};
 use crate::server::ops::produce::{self, Acks, ProduceOp, Produced};
 use crate::server::ops::{OpError, Pending};
+use crate::server::protocol::moving::Owners;
 use crate::server::security::Session;
 use crate::server::security::acl::Access;
 use crate::server::shard::Shard;
@@ -61,11 +62,11 @@ struct Shape {
 }
 
 /// First phase: every batch handed to its partition in request order.
-pub(crate) async fn begin(shard: &Rc<Shard>, request: Request, session: &Session) -> Completion {
+pub(crate) async fn begin(shard: &Rc<Shard>, request: Request, session: &Session) -> Begun {
     let head = request.head;
     let mut shape = match shape_of(&request) {
         Ok(shape) => shape,
-        Err(answer) => return done(answer),
+        Err(answer) => return Begun::small(done(answer)),
     };
     // The only handle on the frame's buffer now: the regions split off it without a copy.
     let body = match request.body.try_into_mut() {
@@ -90,8 +91,14 @@ pub(crate) async fn begin(shard: &Rc<Shard>, request: Request, session: &Session
         _ => None,
     };
     hand_over(shard, &mut shape, acks, body, &access).await;
+    let owners = Owners::of(
+        (shape.topics.iter())
+            .flat_map(|(topic, partitions)| partitions.iter().map(move |p| (topic, p.index)))
+            .filter_map(|(topic, index)| Some((topic.as_str(), u32::try_from(index).ok()?))),
+        shard.node.shards,
+    );
     let shard = shard.clone();
-    async move {
+    let completion = async move {
         let mut responses = Vec::with_capacity(shape.topics.len());
         for (topic, partitions) in shape.topics {
             let mut answers = Vec::with_capacity(partitions.len());
@@ -121,7 +128,11 @@ pub(crate) async fn begin(shard: &Rc<Shard>, request: Request, session: &Session
         }
         respond(head, &response)
     }
-    .boxed_local()
+    .boxed_local();
+    Begun {
+        owners,
+        ..Begun::small(completion)
+    }
 }
 
 /// Hands each partition's records, split off `body` without a copy, to the partition in

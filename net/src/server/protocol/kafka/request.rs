@@ -16,6 +16,8 @@ use futures::future::{LocalBoxFuture, ready};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
 
+use crate::server::protocol::moving::Owners;
+
 /// What identifies a request: which api, which version, which correlation id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Head {
@@ -104,6 +106,9 @@ pub(crate) fn done(answer: Answer) -> Completion {
 pub(crate) struct Begun {
     pub(crate) completion: Completion,
     pub(crate) reply_bytes: usize,
+    /// The shards that own the partitions it produces to or fetches from (where the
+    /// connection would rather be: `protocol::moving`).
+    pub(crate) owners: Owners,
 }
 
 /// Reply bytes counted for a request other than a fetch until its reply is made.
@@ -115,6 +120,7 @@ impl Begun {
         Begun {
             completion,
             reply_bytes: REPLY_BYTES_SMALL,
+            owners: Owners::None,
         }
     }
 }

@@ -35,6 +35,7 @@ use crate::server::ops::producer_ids;
 use crate::server::ops::reads::{self, FetchOp, ListOffsetsOp, OffsetSpec};
 use crate::server::ops::reassign;
 use crate::server::ops::topics::{self, ClusterMetadata, NewTopic, TopicChange};
+use crate::server::protocol::moving::Owners;
 use crate::server::security::Session;
 use crate::server::security::acl::Access;
 use crate::server::shard::Shard;
@@ -62,6 +63,25 @@ pub(crate) const FETCH_RESERVE_MIN: usize = 1 << 20;
 pub(crate) struct Begun {
     pub(crate) completion: Completion,
     pub(crate) reply_bytes: usize,
+    /// The shard that owns the partition the request names, if it names one (where the
+    /// connection would rather be: `protocol::moving`).
+    pub(crate) owners: Owners,
+}
+
+impl From<Completion> for Begun {
+    /// A request that names no partition and owes a small reply.
+    fn from(completion: Completion) -> Begun {
+        Begun {
+            completion,
+            reply_bytes: REPLY_BYTES_SMALL,
+            owners: Owners::None,
+        }
+    }
+}
+
+/// The shard of this node that owns `partition` of `topic`.
+fn owners(shard: &Shard, topic: &str, partition: u32) -> Owners {
+    Owners::of([(topic, partition)], shard.node.shards)
 }
 
 /// A SASL api past `begin`: only at a version not served, which `begin_other` refuses
@@ -85,16 +105,10 @@ pub(crate) async fn begin(
     if frame.header.version == VERSION
         && (api == Api::SaslHandshake as u16 || api == Api::SaslAuthenticate as u16)
     {
-        return Begun {
-            completion: super::sasl::exchange(shard, &frame, session, peer),
-            reply_bytes: REPLY_BYTES_SMALL,
-        };
+        return super::sasl::exchange(shard, &frame, session, peer).into();
     }
     if !crate::server::security::sasl::may_request(shard, session) {
-        return Begun {
-            completion: super::sasl::unauthenticated(&frame),
-            reply_bytes: REPLY_BYTES_SMALL,
-        };
+        return super::sasl::unauthenticated(&frame).into();
     }
     if frame.header.api == Api::Fetch as u16
         && frame.header.version == VERSION
@@ -102,49 +116,24 @@ pub(crate) async fn begin(
     {
         return fetch(shard, frame, session).await;
     }
-    Begun {
-        completion: begin_other(shard, frame, peer, session).await,
-        reply_bytes: REPLY_BYTES_SMALL,
-    }
+    begin_other(shard, frame, peer, session).await
 }
 
-async fn begin_other(shard: &Rc<Shard>, frame: Frame, peer: &str, session: &Session) -> Completion {
+async fn begin_other(shard: &Rc<Shard>, frame: Frame, peer: &str, session: &Session) -> Begun {
     let header = frame.header;
-    if shard.is_stopping() {
-        return done(error_reply(
-            &header,
-            ErrorCode::ShuttingDown,
-            "the server is stopping",
-        ));
-    }
-    let Some(api) = Api::from_u16(header.api) else {
-        let message = format!("unknown api {}", header.api);
-        return done(error_reply(&header, ErrorCode::UnknownApi, &message));
+    let api = match served_api(shard, &header) {
+        Ok(api) => api,
+        Err(refused) => return refused.into(),
     };
-    // Whatever its version (`Replicate` has its own): the client port never serves it.
-    if matches!(
-        api,
-        Api::Replicate | Api::Controller | Api::AllocateProducerIds
-    ) {
-        return done(node_to_node(&header, api));
-    }
-    if header.version != VERSION {
-        let message = format!("{api:?} version {} (supported: {VERSION})", header.version);
-        return done(error_reply(
-            &header,
-            ErrorCode::UnsupportedVersion,
-            &message,
-        ));
-    }
     let access = Access::new(shard, session);
     match authorize::check(&access, api, &frame) {
         Ok(()) => {}
-        Err(Refused::Invalid(e)) => return invalid(&header, &e),
+        Err(Refused::Invalid(e)) => return invalid(&header, &e).into(),
         Err(Refused::Unauthorized(e)) => {
-            return done(error_reply(&header, e.code(), &e.to_string()));
+            return done(error_reply(&header, e.code(), &e.to_string())).into();
         }
     }
-    match api {
+    let completion = match api {
         Api::Metadata => done(metadata(shard, &frame, &access)),
         Api::CreateAcl | Api::DeleteAcl | Api::ListAcls => {
             super::acls::acl_request(shard, frame).await
@@ -160,9 +149,9 @@ async fn begin_other(shard: &Rc<Shard>, frame: Frame, peer: &str, session: &Sess
         Api::SaslHandshake | Api::SaslAuthenticate => unreachable_sasl(&header),
         Api::UpsertUser | Api::DeleteUser => super::sasl::user_change(shard, frame).await,
         Api::ListUsers => super::sasl::list_users(shard, &frame),
-        Api::Produce => produce(shard, frame, &access).await,
-        Api::Fetch => fetch(shard, frame, session).await.completion,
-        Api::ListOffsets => list_offsets(shard, frame).await,
+        Api::Produce => return produce(shard, frame, &access).await,
+        Api::Fetch => return fetch(shard, frame, session).await,
+        Api::ListOffsets => return list_offsets(shard, frame).await,
         Api::InitProducerId => init_producer_id(shard, frame).await,
         Api::FindCoordinator
         | Api::JoinGroup
@@ -176,7 +165,39 @@ async fn begin_other(shard: &Rc<Shard>, frame: Frame, peer: &str, session: &Sess
         Api::Replicate | Api::Controller | Api::AllocateProducerIds => {
             done(node_to_node(&header, api))
         }
+    };
+    completion.into()
+}
+
+/// The api `header` asks for, if this connection serves it now; else the refusal.
+fn served_api(shard: &Shard, header: &FrameHeader) -> Result<Api, Completion> {
+    if shard.is_stopping() {
+        return Err(done(error_reply(
+            header,
+            ErrorCode::ShuttingDown,
+            "the server is stopping",
+        )));
     }
+    let Some(api) = Api::from_u16(header.api) else {
+        let message = format!("unknown api {}", header.api);
+        return Err(done(error_reply(header, ErrorCode::UnknownApi, &message)));
+    };
+    // Whatever its version (`Replicate` has its own): the client port never serves it.
+    if matches!(
+        api,
+        Api::Replicate | Api::Controller | Api::AllocateProducerIds
+    ) {
+        return Err(done(node_to_node(header, api)));
+    }
+    if header.version != VERSION {
+        let message = format!("{api:?} version {} (supported: {VERSION})", header.version);
+        return Err(done(error_reply(
+            header,
+            ErrorCode::UnsupportedVersion,
+            &message,
+        )));
+    }
+    Ok(api)
 }
 
 /// The refusal of a node-to-node api on the client port.
@@ -379,7 +400,7 @@ async fn init_producer_id(shard: &Rc<Shard>, frame: Frame) -> Completion {
     .boxed_local()
 }
 
-async fn produce(shard: &Rc<Shard>, frame: Frame, access: &Access<'_>) -> Completion {
+async fn produce(shard: &Rc<Shard>, frame: Frame, access: &Access<'_>) -> Begun {
     let Frame { header, meta, data } = frame;
     let request = rkyv::access::<ArchivedProduceRequest, rkyv::rancor::Error>(&meta)
         .map_err(|e| crate::frame::FrameError::InvalidMessage(e.to_string()));
@@ -393,12 +414,12 @@ async fn produce(shard: &Rc<Shard>, frame: Frame, access: &Access<'_>) -> Comple
                 ArchivedAcks::All => Acks::All,
             },
         ),
-        Err(e) => return invalid(&header, &e),
+        Err(e) => return invalid(&header, &e).into(),
     };
     if let Err(e) = access.check(Operation::Write, Resource::Topic(topic)) {
         if acks == Acks::None {
             tracing::debug!(correlation = header.correlation, error = %e, "acks=none produce refused");
-            return ready(None).boxed_local();
+            return ready(None).boxed_local().into();
         }
         let response = ProduceResponse {
             error: e.code().as_u16(),
@@ -406,8 +427,9 @@ async fn produce(shard: &Rc<Shard>, frame: Frame, access: &Access<'_>) -> Comple
             leader_hint: None,
             message: e.to_string(),
         };
-        return done(reply(&header, &response, Vec::new()));
+        return done(reply(&header, &response, Vec::new())).into();
     }
+    let owners = owners(shard, topic, partition);
     let op = ProduceOp {
         topic: topic.into(),
         partition,
@@ -422,7 +444,7 @@ async fn produce(shard: &Rc<Shard>, frame: Frame, access: &Access<'_>) -> Comple
     let (records, bytes) = (metrics::batch_records(&op.batch), op.batch.len() as u64);
     let started = Instant::now();
     let pending = produce::produce(shard, op).await;
-    async move {
+    let completion = async move {
         let result = pending.await;
         metrics::latency(metrics::Latency::Produce, started.elapsed());
         if result.is_ok() {
@@ -436,7 +458,12 @@ async fn produce(shard: &Rc<Shard>, frame: Frame, access: &Access<'_>) -> Comple
         }
         Some(reply(&header, &produce_response(result), Vec::new()))
     }
-    .boxed_local()
+    .boxed_local();
+    Begun {
+        completion,
+        reply_bytes: REPLY_BYTES_SMALL,
+        owners,
+    }
 }
 
 /// A produce's answer as its response.
@@ -470,20 +497,15 @@ async fn fetch(shard: &Rc<Shard>, frame: Frame, session: &Session) -> Begun {
         }
         .capped(),
         Err(e) => {
-            return Begun {
-                completion: invalid(&header, &e),
-                reply_bytes: REPLY_BYTES_SMALL,
-            };
+            return invalid(&header, &e).into();
         }
     };
     let access = Access::new(shard, session);
     if let Err(e) = access.check(Operation::Read, Resource::Topic(&op.topic)) {
-        return Begun {
-            completion: done(reply(&header, &fetch_error(&e), Vec::new())),
-            reply_bytes: REPLY_BYTES_SMALL,
-        };
+        return done(reply(&header, &fetch_error(&e), Vec::new())).into();
     }
     let reply_bytes = op.max_bytes.max(FETCH_RESERVE_MIN) + REPLY_BYTES_SMALL;
+    let owners = owners(shard, &op.topic, op.partition);
     let (from, started) = (op.offset, Instant::now());
     let pending = reads::fetch(shard, op).await;
     let completion = async move {
@@ -519,6 +541,7 @@ async fn fetch(shard: &Rc<Shard>, frame: Frame, session: &Session) -> Begun {
     Begun {
         completion,
         reply_bytes,
+        owners,
     }
 }
 
@@ -533,7 +556,7 @@ fn fetch_error(e: &OpError) -> FetchResponse {
     }
 }
 
-async fn list_offsets(shard: &Rc<Shard>, frame: Frame) -> Completion {
+async fn list_offsets(shard: &Rc<Shard>, frame: Frame) -> Begun {
     let header = frame.header;
     let op = match frame.access::<ArchivedListOffsetsRequest>() {
         Ok(r) => ListOffsetsOp {
@@ -545,10 +568,11 @@ async fn list_offsets(shard: &Rc<Shard>, frame: Frame) -> Completion {
                 ArchivedOffsetSpec::Timestamp(t) => OffsetSpec::Timestamp(t.to_native()),
             },
         },
-        Err(e) => return invalid(&header, &e),
+        Err(e) => return invalid(&header, &e).into(),
     };
+    let owners = owners(shard, &op.topic, op.partition);
     let pending = reads::list_offsets(shard, op).await;
-    async move {
+    let completion = async move {
         let meta = match pending.await {
             Ok(offset) => ListOffsetsResponse {
                 error: ErrorCode::None.as_u16(),
@@ -565,5 +589,10 @@ async fn list_offsets(shard: &Rc<Shard>, frame: Frame) -> Completion {
         };
         Some(reply(&header, &meta, Vec::new()))
     }
-    .boxed_local()
+    .boxed_local();
+    Begun {
+        completion,
+        reply_bytes: REPLY_BYTES_SMALL,
+        owners,
+    }
 }

@@ -37,78 +37,80 @@ use std::rc::Rc;
 use futures::StreamExt;
 use futures::channel::mpsc;
 use futures::future::{Either, select};
-use glommio::net::TcpStream;
+
+use std::pin::Pin;
+
+use futures::future::LocalBoxFuture;
 
 use super::idle::{Activity, idle_past};
-use super::listener::{Connection, Opened, open};
+use super::listener::{Connection, Opened};
+use super::moving::{self, Affinity, Ending};
 use super::reply_budget::ReplyBudget;
 use crate::server::shard::Shard;
-use crate::wire::{self, ReadError};
+use crate::wire::{self, Frame, ReadError};
 use reply::Reply;
 
 /// Requests begun and not yet answered, per connection.
 const IN_FLIGHT_MAX: u64 = 4096;
 
-/// Serves a connection until the client leaves, the stream breaks, it idles past
-/// `idle_timeout`, or the shard stops.
-pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, connection: Connection) {
-    let Connection {
-        slot,
-        idle_timeout,
-        budget,
-        tls,
-    } = connection;
-    let Some(Opened {
-        peer,
-        mut reader,
-        writer,
-        activity,
-        session,
-    }) = open(stream, tls).await
-    else {
-        return;
-    };
+/// Serves a connection on this shard until the client leaves, the stream breaks, it
+/// idles past `idle_timeout`, the shard stops, or it should move to another shard
+/// (`protocol::moving`, which calls this again wherever the connection goes).
+pub(crate) async fn serve_here(
+    shard: &Rc<Shard>,
+    mut opened: Opened,
+    connection: &Connection,
+) -> Ending {
+    let writer = opened.writer;
+    let budget = &connection.budget;
     let (replies, queue) = mpsc::unbounded::<Owed>();
     let writer = glommio::spawn_local(write_loop(writer, queue, budget.clone()));
     let permits = Rc::new(glommio::sync::Semaphore::new(IN_FLIGHT_MAX));
     let mut stopping = shard.stopping();
-    let mut idle = std::pin::pin!(idle_past(idle_timeout, &activity, &permits, IN_FLIGHT_MAX));
+    let mut affinity = Affinity::default();
+    let mut moving_to = None;
+    // The watch holds its own handle: `activity` stays with `opened`, which may move on.
+    let watched = opened.activity.clone();
+    let idle_timeout = connection.idle_timeout;
+    let mut idle = std::pin::pin!(idle_past(idle_timeout, &watched, &permits, IN_FLIGHT_MAX));
     loop {
+        if let Some(to) = affinity.destination(shard.id)
+            && moving::may_move(&opened.session, &opened.reader.inner)
+        {
+            moving_to = moving::drained(&permits, IN_FLIGHT_MAX, &mut stopping)
+                .await
+                .then_some(to);
+            break;
+        }
         // Replies owed up to the budget: read nothing more until the client reads some.
         let room = std::pin::pin!(budget.room());
         if let Either::Right(_) = select(room, &mut stopping).await {
             break;
         }
-        let read = std::pin::pin!(wire::read_frame(&mut reader));
-        let frame = match select(read, select(&mut stopping, idle.as_mut())).await {
-            Either::Left((Ok(Some(frame)), _)) => frame,
-            Either::Left((Ok(None), _)) => break,
-            Either::Left((Err(ReadError::Io(e)), _)) => {
-                tracing::debug!(%peer, error = %e, "connection read failed");
-                break;
-            }
-            Either::Left((Err(ReadError::Frame(e)), _)) => {
-                tracing::warn!(%peer, error = %e, "bad frame; closing the connection");
-                break;
-            }
-            Either::Right((Either::Right(_), _)) => {
-                tracing::debug!(%peer, "idle connection; closing it");
-                break;
-            }
-            Either::Right(_) => break,
+        let Some(frame) = next_frame(
+            &mut opened.reader,
+            &mut stopping,
+            idle.as_mut(),
+            &opened.peer,
+        )
+        .await
+        else {
+            break;
         };
         let Ok(permit) = permits.acquire_static_permit(1).await else {
             break;
         };
+        let alone = permits.available() == IN_FLIGHT_MAX - 1;
         shard.begin_request();
-        let begun = handlers::begin(&shard, frame, &peer, &session).await;
+        let begun = handlers::begin(shard, frame, &opened.peer, &opened.session).await;
+        affinity.note(begun.owners, alone);
         // Counted before the next read, so the next `room` sees it.
         budget.charge(begun.reply_bytes);
         let task = Task {
             shard: shard.clone(),
             replies: replies.clone(),
             budget: budget.clone(),
-            activity: activity.clone(),
+            activity: opened.activity.clone(),
             permit,
         };
         glommio::spawn_local(task.complete(begun)).detach();
@@ -119,8 +121,40 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, connection: Conne
     }
     // Replies still owed go out; the writer ends when the last completion is done.
     drop(replies);
-    writer.await;
-    drop(slot);
+    match (moving_to, writer.await) {
+        (Some(to), Some(writer)) => {
+            opened.writer = writer;
+            Ending::Moving(to, opened)
+        }
+        (_, writer) => Ending::Closed(writer),
+    }
+}
+
+/// The next frame, or `None` once the connection ends: the client left, the stream broke
+/// or brought a bad frame, the connection idled past its timeout, or the shard stops.
+async fn next_frame<R: futures::io::AsyncRead + Unpin>(
+    reader: &mut R,
+    stopping: &mut LocalBoxFuture<'static, ()>,
+    idle: Pin<&mut impl Future<Output = ()>>,
+    peer: &str,
+) -> Option<Frame> {
+    let read = std::pin::pin!(wire::read_frame(reader));
+    match select(read, select(stopping, idle)).await {
+        Either::Left((Ok(frame), _)) => frame,
+        Either::Left((Err(ReadError::Io(e)), _)) => {
+            tracing::debug!(%peer, error = %e, "connection read failed");
+            None
+        }
+        Either::Left((Err(ReadError::Frame(e)), _)) => {
+            tracing::warn!(%peer, error = %e, "bad frame; closing the connection");
+            None
+        }
+        Either::Right((Either::Right(_), _)) => {
+            tracing::debug!(%peer, "idle connection; closing it");
+            None
+        }
+        Either::Right(_) => None,
+    }
 }
 
 /// What a request's completion needs of its connection.
@@ -167,18 +201,23 @@ impl std::borrow::Borrow<wire::Outgoing> for Owed {
     }
 }
 
-/// Writes replies as they come, giving back what each counted once it is written.
+/// Writes replies as they come, giving back what each counted once it is written; the
+/// writer comes back once every reply is written, unless the stream failed.
 async fn write_loop<W: futures::io::AsyncWrite + Unpin>(
     writer: W,
     mut queue: mpsc::UnboundedReceiver<Owed>,
     budget: Rc<ReplyBudget>,
-) {
+) -> Option<W> {
     let written = |owed: Owed| budget.release(owed.size);
-    if let Err(e) = wire::write_queue_noting(writer, &mut queue, written).await {
-        tracing::debug!(error = %e, "connection write failed");
-        // Keep draining so completions never block on a dead connection.
-        while let Some(owed) = queue.next().await {
-            budget.release(owed.size);
+    match wire::write_queue_noting(writer, &mut queue, written).await {
+        Ok(writer) => Some(writer),
+        Err(e) => {
+            tracing::debug!(error = %e, "connection write failed");
+            // Keep draining so completions never block on a dead connection.
+            while let Some(owed) = queue.next().await {
+                budget.release(owed.size);
+            }
+            None
         }
     }
 }
