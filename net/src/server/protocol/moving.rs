@@ -4,10 +4,12 @@
 //! answer crosses back. Unloaded, that hop was about half of a produce's time here (p50
 //! about 122 us with it, 70 us without: README, "Issue 15, a seventh sitting").
 //!
-//! Once [`MOVE_AFTER`] partition requests in a row went to one other shard, the connection
-//! stops reading, lets what it has in flight be answered, and that shard takes its socket:
-//! from then on its requests are served where their partitions live. A client that uses
-//! partitions of several shards builds no such streak and stays where it landed.
+//! Once [`MOVE_AFTER`] partition requests in a row went to one other shard, each alone in
+//! flight on its connection, the connection stops reading, lets what it has in flight be
+//! answered, and that shard takes its socket: from then on its requests are served where
+//! their partitions live. A client that uses partitions of several shards, or keeps
+//! several requests in flight, builds no such streak and stays where it landed
+//! ([`Affinity::note`] says why).
 //!
 //! Only the socket and what the connection has proven (its SASL principal) move, so only a
 //! connection without TLS (whose state lives in the stream), between SASL exchanges, with
@@ -21,14 +23,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::future::{Either, LocalBoxFuture, select};
-use futures::io::AsyncBufRead;
+use futures::io::{AsyncBufRead, AsyncWriteExt};
 use glommio::net::TcpStream;
 
 use super::limits::Slot;
 use super::listener::{Buffered, ClientStream, Connection, Opened, open_moved};
 use super::reply_budget::ReplyBudget;
-use futures::io::AsyncWriteExt;
-
 use crate::local_split::{self, LocalReadHalf, LocalWriteHalf};
 use crate::server::metrics::{self, Counter};
 use crate::server::security::{Principal, Session};
@@ -101,6 +101,13 @@ impl Affinity {
     }
 }
 
+/// The front end that serves a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Front {
+    Shardlog,
+    Kafka,
+}
+
 /// How a front end's serving of a connection on one shard ended, every reply written.
 pub(crate) enum Ending {
     /// The connection is done; its writer if it is still sound, to close.
@@ -149,13 +156,6 @@ fn nothing_read_ahead(reader: &LocalReadHalf<ClientStream>) -> bool {
         ClientStream::Plain(plain) => matches!(read_ahead(plain), ReadAhead::Nothing),
         ClientStream::Tls(_) => false,
     })
-}
-
-/// The front end that serves a connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Front {
-    Shardlog,
-    Kafka,
 }
 
 /// Waits until none of a connection's `in_flight_max` permits is taken: every request
