@@ -50,6 +50,21 @@ pub fn output_with_stdin(
     output
 }
 
+/// The value of the unlabelled metric `name` on the metrics page of the admin listener
+/// at `admin` (`GET /metrics`).
+pub fn metric(admin: std::net::SocketAddr, name: &str) -> std::io::Result<f64> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(admin)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")?;
+    let mut page = String::new();
+    stream.read_to_string(&mut page)?;
+    page.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("no {name} on the metrics page")))
+}
+
 /// Where tests of every crate put their data: `$SHARDLOG_TEST_DIR`, else the workspace's
 /// `target/shardlog-test` (O_DIRECT needs a real filesystem, which `/tmp` may not be).
 /// Created if missing.

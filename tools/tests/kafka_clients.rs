@@ -22,12 +22,28 @@ use std::time::Duration;
 
 use nodes::Nodes;
 use script::python_script;
+use shardlog_net::testing::metric;
 
 /// A consumer group member's session timeout: short, so that a dead member's partitions
 /// move on within seconds.
 const SESSION_MS: &str = "6000";
 /// How long one script may run (its own waits are shorter).
 const SCRIPT_MAX: Duration = Duration::from_secs(200);
+
+/// One record at a time to each of two partitions in turn: the producer's connection
+/// moves to each partition's shard (3 or 4 moves over 4 turns: the first may find it
+/// there), and nothing is lost or reordered.
+#[test]
+fn confluent_kafka_producing_one_at_a_time_moves_to_each_partitions_shard() {
+    let mut nodes = Nodes::start(1);
+    let bootstrap = nodes.bootstrap();
+    let summary = python_script(&mut nodes, "confluent_moving.py", &[&bootstrap], SCRIPT_MAX);
+    eprintln!("summary: {summary}");
+    assert_eq!(summary["partition 0"], 80);
+    assert_eq!(summary["partition 1"], 80);
+    let moved = metric(nodes.admin(0), "shardlog_connections_moved_total").unwrap();
+    assert!((3.0..=4.0).contains(&moved), "{moved} moves");
+}
 
 #[test]
 fn confluent_kafka_admin_idempotent_keyed_headers_and_every_codec() {

@@ -84,6 +84,12 @@ impl Nodes {
             .join(",")
     }
 
+    /// Node `i`'s admin listener (it must be running).
+    pub fn admin(&self, i: usize) -> SocketAddr {
+        let server = self.nodes[i].server.as_ref().expect("the node runs");
+        server.admin_addr.expect("an admin listener")
+    }
+
     /// Every node's shardlog-protocol listener, comma-separated (the CLI's `--brokers`).
     pub fn brokers(&self) -> String {
         self.nodes
