@@ -59,10 +59,25 @@ pub fn metric(admin: std::net::SocketAddr, name: &str) -> std::io::Result<f64> {
     stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")?;
     let mut page = String::new();
     stream.read_to_string(&mut page)?;
-    page.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|value| value.trim().parse().ok())
+    sample(&page, name, "")
         .ok_or_else(|| std::io::Error::other(format!("no {name} on the metrics page")))
+}
+
+/// The value of the sample `name{labels}` on a metrics page (labels exactly as the page
+/// writes them, in its order; `""` for none), if the page has it.
+#[must_use]
+pub fn sample(page: &str, name: &str, labels: &str) -> Option<f64> {
+    let key = if labels.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{name}{{{labels}}}")
+    };
+    page.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        l.strip_prefix(key.as_str())?
+            .strip_prefix(' ')?
+            .parse()
+            .ok()
+    })
 }
 
 /// Where tests of every crate put their data: `$SHARDLOG_TEST_DIR`, else the workspace's

@@ -52,21 +52,8 @@ fn parse_answer(raw: &[u8]) -> Option<Answer> {
     })
 }
 
-/// The value of the sample `name{labels}` (labels exactly as the page writes them, in
-/// its order; `""` for none), if the page has it.
-pub fn sample(page: &str, name: &str, labels: &str) -> Option<f64> {
-    let key = if labels.is_empty() {
-        name.to_owned()
-    } else {
-        format!("{name}{{{labels}}}")
-    };
-    page.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
-        l.strip_prefix(key.as_str())?
-            .strip_prefix(' ')?
-            .parse()
-            .ok()
-    })
-}
+/// The value of the sample `name{labels}` on a page, if it has it.
+pub use shardlog_net::testing::sample;
 
 /// Installs promtool unless it is on the PATH; panics, naming why, when it cannot.
 pub fn ensure_promtool() {

@@ -32,15 +32,12 @@ pub(crate) mod placement;
 pub(crate) mod reply;
 pub(crate) mod sasl;
 
+use std::pin::Pin;
 use std::rc::Rc;
 
 use futures::StreamExt;
 use futures::channel::mpsc;
-use futures::future::{Either, select};
-
-use std::pin::Pin;
-
-use futures::future::LocalBoxFuture;
+use futures::future::{Either, LocalBoxFuture, select};
 
 use super::idle::{Activity, idle_past};
 use super::listener::{Connection, Opened};
