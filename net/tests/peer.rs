@@ -13,6 +13,10 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
+use futures::io::AsyncWriteExt;
+use shardlog_net::ErrorCode;
+use shardlog_net::api::{Api, ErrorResponse, VERSION};
+use shardlog_net::frame::{FLAG_ERROR, encode_head};
 use shardlog_net::peer::auth::{self, ClusterSecret, PeerSecurity};
 use shardlog_net::peer::{self, PartitionTransport, Peers};
 use shardlog_net::wire;
@@ -123,6 +127,87 @@ fn messages_reach_the_peer_intact() {
         );
     }
     assert!(received.iter().all(|(topic, _)| topic == "orders"));
+}
+
+/// Node 2 as a node of a release before `BindShard` serves its peer listener: every
+/// frame that is not `Replicate` gets an `UnknownApi` error reply; replication messages
+/// go to `tx`.
+fn peer_node_without_binding(tx: mpsc::Sender<(String, Received)>) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    drop(listener);
+    let bind = address.clone();
+    let (bound, is_bound) = mpsc::channel();
+    std::thread::spawn(move || {
+        common::run(move || async move {
+            let listener = glommio::net::TcpListener::bind(bind).unwrap();
+            bound.send(()).unwrap();
+            let stream = listener.accept().await.unwrap();
+            let (mut stream, _) = auth::accept(&security(), stream, 2, |id| id == 1)
+                .await
+                .unwrap();
+            while let Ok(Some(frame)) = wire::read_frame(&mut stream).await {
+                if frame.header.api == Api::Replicate as u16 {
+                    if tx.send(peer::decode(frame).unwrap()).is_err() {
+                        break;
+                    }
+                    continue;
+                }
+                let answer = ErrorResponse {
+                    error: ErrorCode::UnknownApi.as_u16(),
+                    message: format!("unknown api {}", frame.header.api),
+                };
+                let mut head = Vec::new();
+                let correlation = frame.header.correlation;
+                encode_head(
+                    &mut head,
+                    frame.header.api,
+                    VERSION,
+                    correlation,
+                    FLAG_ERROR,
+                    &answer,
+                    0,
+                )
+                .unwrap();
+                stream.write_all(&head).await.unwrap();
+                stream.flush().await.unwrap();
+            }
+        });
+    });
+    is_bound.recv().unwrap();
+    address
+}
+
+/// Links bound to a shard ask the peer for it first (`BindShard`) and wait for the
+/// answer; a peer of an earlier release refuses the unknown api, and the link is used
+/// all the same.
+#[test]
+fn a_bound_link_to_a_peer_that_does_not_bind_carries_every_message() {
+    let (tx, rx) = mpsc::channel::<(String, Received)>();
+    let receiver = peer_node_without_binding(tx);
+    let dropped = common::run(move || async move {
+        let peers = Peers::for_shard(1, 1, [(2, receiver)], security());
+        let transport = PartitionTransport::new(peers.clone(), "orders", 5, NodeId(1));
+        transport.send(NodeId(2), ship(99));
+        glommio::timer::sleep(Duration::from_millis(200)).await;
+        for n in 0..20 {
+            transport.send(NodeId(2), ship(n));
+        }
+        glommio::timer::sleep(Duration::from_millis(200)).await;
+        peers.dropped()
+    });
+    assert_eq!(
+        dropped, 1,
+        "only the message before the link was up was dropped"
+    );
+    let ships: Vec<u64> = rx
+        .try_iter()
+        .filter_map(|(_, received)| match received.message {
+            Message::Ship(ship) => Some(ship.prev_offset),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ships, (0..20).collect::<Vec<_>>(), "every ship, in order");
 }
 
 #[test]

@@ -8,6 +8,7 @@ mod fetch;
 mod groups;
 mod list_offsets;
 mod metadata;
+mod peer_link;
 mod placement;
 mod produce;
 mod producer_ids;
@@ -42,6 +43,7 @@ pub use metadata::{
     ArchivedMetadataRequest, ArchivedMetadataResponse, BrokerMetadata, MetadataRequest,
     MetadataResponse, PartitionMetadata, TopicMetadata,
 };
+pub use peer_link::{ArchivedBindShardRequest, BindShardRequest, BindShardResponse};
 pub use placement::{
     ArchivedDrainNodeRequest, ArchivedRebalanceReplicasRequest, DrainNodeRequest,
     RebalanceReplicasRequest,
@@ -138,6 +140,9 @@ pub enum Api {
     DeleteAcl = 51,
     /// The ACL bindings, from the answering node's view.
     ListAcls = 52,
+    /// Node to node, the first frame on a link: serve it on the dialing shard's number.
+    /// (60 on: the links' own apis.)
+    BindShard = 60,
 }
 
 impl Api {
@@ -176,6 +181,7 @@ impl Api {
             50 => Api::CreateAcl,
             51 => Api::DeleteAcl,
             52 => Api::ListAcls,
+            60 => Api::BindShard,
             _ => return None,
         })
     }

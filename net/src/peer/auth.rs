@@ -767,6 +767,14 @@ impl<S> PeerStream<S> {
         matches!(self.inner, Inner::Tls(_))
     }
 
+    /// A plain stream whose handshake was done on another shard (a link moved to the shard
+    /// it asked for, `Api::BindShard`): what that handshake proved moves with it.
+    pub(crate) fn proven_plain(stream: S) -> PeerStream<S> {
+        PeerStream {
+            inner: Inner::Plain(stream),
+        }
+    }
+
     /// The socket itself when no TLS runs over it, else the stream back.
     pub fn into_plain(self) -> Result<S, PeerStream<S>> {
         match self.inner {

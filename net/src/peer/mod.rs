@@ -24,10 +24,13 @@ use shardlog_replicator::NodeId;
 use shardlog_replicator::driver::Transport;
 use shardlog_replicator::message::{self, Message, Received};
 
-use crate::api::{Api, ArchivedReplicateRequest, REPLICATE_VERSION, ReplicateRequest, VERSION};
+use crate::api::{
+    Api, ArchivedReplicateRequest, BindShardRequest, BindShardResponse, REPLICATE_VERSION,
+    ReplicateRequest, VERSION,
+};
 use crate::client::ClientError;
 use crate::client::connection::{self, Connection};
-use crate::frame::{FrameError, encode_head};
+use crate::frame::{FLAG_ERROR, FrameError, encode_head};
 use crate::wire::Frame;
 use auth::PeerSecurity;
 
@@ -47,6 +50,9 @@ enum Link {
 pub struct Peers {
     /// This node.
     me: u32,
+    /// The shard these links belong to, which the peers are asked to serve them on
+    /// (`Api::BindShard`); `None`: wherever they land.
+    shard: Option<u32>,
     /// Every other node's peer listener.
     addresses: HashMap<u32, String>,
     /// How this node proves itself, and checks whom it reached.
@@ -66,8 +72,30 @@ impl Peers {
         addresses: impl IntoIterator<Item = (u32, String)>,
         security: Arc<PeerSecurity>,
     ) -> Rc<Peers> {
+        Peers::with_shard(me, None, addresses, security)
+    }
+
+    /// The links of shard `shard` of node `me`: each peer is asked to serve its end on its
+    /// own shard of that number, where the same partitions live.
+    #[must_use]
+    pub fn for_shard(
+        me: u32,
+        shard: u32,
+        addresses: impl IntoIterator<Item = (u32, String)>,
+        security: Arc<PeerSecurity>,
+    ) -> Rc<Peers> {
+        Peers::with_shard(me, Some(shard), addresses, security)
+    }
+
+    fn with_shard(
+        me: u32,
+        shard: Option<u32>,
+        addresses: impl IntoIterator<Item = (u32, String)>,
+        security: Arc<PeerSecurity>,
+    ) -> Rc<Peers> {
         Rc::new(Peers {
             me,
+            shard,
             addresses: addresses.into_iter().filter(|(id, _)| *id != me).collect(),
             security,
             links: RefCell::new(HashMap::new()),
@@ -288,7 +316,11 @@ impl Peers {
                 connect_timeout: CONNECT_TIMEOUT,
                 probe: None,
             };
-            Connection::over(stream, address, options)
+            let connection = Connection::over(stream, address, options)?;
+            if let Some(shard) = self.shard {
+                self.bind(&connection, to, shard).await?;
+            }
+            Ok(connection)
         };
         let timer = glommio::timer::Timer::new(CONNECT_TIMEOUT);
         match futures::future::select(std::pin::pin!(open), timer).await {
@@ -297,6 +329,33 @@ impl Peers {
                 "node {to} at {address}: no connection within {CONNECT_TIMEOUT:?}"
             ))),
         }
+    }
+}
+
+impl Peers {
+    /// Asks node `to` to serve `connection` on its shard `shard`, and waits for the answer
+    /// before anything else is sent on it (so nothing is read ahead when the link moves).
+    /// A node that does not know `BindShard` answers with an error: the link is served
+    /// where it landed there, as before.
+    async fn bind(&self, connection: &Connection, to: u32, shard: u32) -> Result<(), ClientError> {
+        let request = BindShardRequest { shard };
+        let (correlation, head) = self
+            .head(Api::BindShard, VERSION, &request, 0)
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let answer = connection
+            .send(correlation, head, Bytes::new(), true)?
+            .ok_or_else(|| ClientError::Protocol("no reply channel".into()))?
+            .await
+            .map_err(|_| ClientError::Protocol("reply channel dropped".into()))??;
+        if answer.header.flags & FLAG_ERROR == 0 {
+            let bound = answer
+                .decode::<BindShardResponse>()
+                .map_err(|e| ClientError::Protocol(e.to_string()))?;
+            tracing::debug!(peer = to, shard, served_by = bound.shard, "peer link bound");
+        } else {
+            tracing::debug!(peer = to, shard, "peer does not bind links to shards");
+        }
+        Ok(())
     }
 }
 

@@ -603,7 +603,7 @@ async fn shard_main(start: ShardStart) -> anyhow::Result<()> {
     let node = node_info(&config, bound, kafka_bound)?;
     let cluster = Rc::new(cluster_node(
         &config,
-        &node,
+        (id, &node),
         &security,
         incarnation,
         controller,
@@ -741,10 +741,10 @@ async fn drain_and_close(shard: &Shard) -> anyhow::Result<()> {
     ))
 }
 
-/// This shard's cluster state; shard 0 also runs the controller voter.
+/// Shard `shard`'s cluster state; shard 0 also runs the controller voter.
 fn cluster_node(
     config: &ServerConfig,
-    node: &NodeInfo,
+    (shard, node): (usize, &NodeInfo),
     security: &Arc<PeerSecurity>,
     incarnation: Incarnation,
     controller: Option<ControllerStart>,
@@ -757,7 +757,15 @@ fn cluster_node(
 ) -> anyhow::Result<ClusterNode> {
     let (applied, open_outcomes, controller_lane) = shared;
     let cluster = &config.cluster;
-    let peers = Peers::new(cluster.node_id, cluster.peers.clone(), security.clone());
+    // Bound to this shard's number on every peer: a partition's replicas live on the same
+    // shard number on every node (with the same shard count).
+    let shard = u32::try_from(shard).expect("shard numbers fit in u32");
+    let peers = Peers::for_shard(
+        cluster.node_id,
+        shard,
+        cluster.peers.clone(),
+        security.clone(),
+    );
     let mut state = ClusterNode::new(
         cluster.clone(),
         peers,
@@ -786,8 +794,9 @@ fn cluster_node(
                 format!("{}:{}", node.kafka_advertised.0, node.kafka_advertised.1),
             ),
             start,
-            // Links of its own: a heartbeat never queues behind this shard's ships.
-            Peers::new(cluster.node_id, cluster.peers.clone(), security.clone()),
+            // Links of its own: a heartbeat never queues behind this shard's ships. Served
+            // by shard 0 on the peers too, where their controller voter is.
+            Peers::for_shard(cluster.node_id, 0, cluster.peers.clone(), security.clone()),
             state.now(),
             applied,
             config.shards,

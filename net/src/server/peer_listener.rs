@@ -12,8 +12,15 @@
 //! - `AllocateProducerIds`: a node asks the controller leader for a block of producer
 //!   ids for itself (`ops::producer_ids`).
 //!
+//! - `BindShard` (the first frame of a link, from a dialer that waits for the answer): the
+//!   link moves to this node's shard of the dialing shard's number, which answers and
+//!   serves it, so the ships and acks of a shard's partitions arrive on the shard that
+//!   owns them here too (`api::peer_link`). A link over TLS, or naming a shard this node
+//!   lacks, stays where it landed; `Replicate` then crosses to the owner as before.
+//!
 //! Anything else is a client api: refused with an error reply.
 
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -25,12 +32,15 @@ use shardlog_replicator::NodeId;
 
 use crate::api::{
     AllocateProducerIdsRequest, AllocateProducerIdsResponse, Api, ArchivedReplicateRequest,
-    ControllerRequest, REPLICATE_VERSION, VERSION,
+    BindShardRequest, BindShardResponse, ControllerRequest, REPLICATE_VERSION, VERSION,
 };
 use crate::error_code::ErrorCode;
-use crate::peer::auth::{self, PeerSecurity};
+use crate::frame::FrameHeader;
+use crate::peer::auth::{self, PeerSecurity, PeerStream};
 use crate::server::cluster::controller::ControllerMsg;
+use crate::server::metrics::{self, Counter};
 use crate::server::ops::producer_ids;
+use crate::server::protocol::moving::{self, PlainSocket};
 use crate::server::protocol::shardlog::reply::{Reply, error_reply, reply};
 use crate::server::protocol::shardlog::{acls, handlers, placement};
 use crate::server::shard::{Shard, ShardMsg, owner_shard};
@@ -38,6 +48,9 @@ use crate::wire::{self, Frame, ReadError};
 
 /// Socket receive buffer of a peer connection.
 const READ_BUFFER_BYTES: usize = 64 << 10;
+
+/// A peer link after its handshake.
+type Link = PeerStream<TcpStream<Preallocated>>;
 
 /// Accepts peer connections until the shard stops; each is served as its own task.
 pub(crate) async fn serve(shard: Rc<Shard>, listener: TcpListener, security: Arc<PeerSecurity>) {
@@ -66,16 +79,126 @@ async fn connection(shard: Rc<Shard>, stream: TcpStream, security: &PeerSecurity
     let me = shard.node.node_id;
     let members = shard.cluster.config.voters();
     let stream = stream.buffered_with(Preallocated::new(READ_BUFFER_BYTES));
-    let (stream, from) = match auth::accept(security, stream, me, |id| members.contains(&id)).await
-    {
-        Ok(accepted) => accepted,
-        Err(e) => {
-            tracing::warn!(peer = %address, error = %e, "peer handshake refused");
+    let (mut stream, from) =
+        match auth::accept(security, stream, me, |id| members.contains(&id)).await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(peer = %address, error = %e, "peer handshake refused");
+                return;
+            }
+        };
+    let from = NodeId(from);
+    tracing::debug!(%address, peer = from.0, "peer connected");
+    let mut stopping = shard.stopping();
+    let first = match select(std::pin::pin!(wire::read_frame(&mut stream)), &mut stopping).await {
+        Either::Left((Ok(Some(frame)), _)) => frame,
+        Either::Left((Ok(None), _)) | Either::Right(_) => return,
+        Either::Left((Err(e), _)) => {
+            tracing::warn!(peer = from.0, error = %e, "bad first peer frame; closing the connection");
             return;
         }
     };
-    let from = NodeId(from);
-    tracing::debug!(%address, peer = from.0, "peer connected");
+    let first = if first.header.api == Api::BindShard as u16 && first.header.version == VERSION {
+        match bind(&shard, from, stream, &first, &address).await {
+            Bound::Here(here) => {
+                stream = here;
+                First::Bound(first.header)
+            }
+            Bound::Gone => return,
+        }
+    } else {
+        First::Frame(first)
+    };
+    serve_link(shard, from, stream, first).await;
+}
+
+/// A link's first frame, which `serve_link` answers (or serves) before reading on.
+enum First {
+    /// `BindShard`, from a dialer that waits for its answer.
+    Bound(FrameHeader),
+    /// Anything else (a dialer that does not bind).
+    Frame(Frame),
+}
+
+/// Where a link that asked for a shard is served.
+enum Bound {
+    Here(Link),
+    /// Handed to the shard it asked for, or closed.
+    Gone,
+}
+
+/// Hands the link to the shard that `request` names, if that is another shard of this
+/// node and the socket can move (no TLS, nothing read ahead); otherwise it stays.
+async fn bind(shard: &Shard, from: NodeId, stream: Link, request: &Frame, address: &str) -> Bound {
+    let to = match request.decode::<BindShardRequest>() {
+        Ok(request) => usize::try_from(request.shard).unwrap_or(usize::MAX),
+        Err(e) => {
+            tracing::warn!(peer = from.0, error = %e, "invalid BindShard; serving the link here");
+            return Bound::Here(stream);
+        }
+    };
+    if to == shard.id || to >= shard.node.shards {
+        return Bound::Here(stream);
+    }
+    let mut plain = match stream.into_plain() {
+        Ok(plain) => plain,
+        Err(tls) => return Bound::Here(tls),
+    };
+    let socket = match moving::take_plain(&mut plain, address) {
+        PlainSocket::Taken(socket) => socket,
+        PlainSocket::Stays => return Bound::Here(PeerStream::proven_plain(plain)),
+        PlainSocket::Ended => return Bound::Gone,
+    };
+    drop(plain);
+    let moved = MovedLink {
+        socket,
+        from,
+        bind: request.header,
+    };
+    if let Some(inbox) = shard.inboxes.get(to) {
+        // Dropped if that shard stopped: the dialer's bind fails and it dials again.
+        if inbox.send_async(ShardMsg::PeerLink(moved)).await.is_ok() {
+            metrics::count(Counter::PeerLinksMoved);
+            tracing::debug!(
+                peer = from.0,
+                from = shard.id,
+                to,
+                "peer link moved to its shard"
+            );
+        }
+    }
+    Bound::Gone
+}
+
+/// A peer link on its way to the shard it asked for (`Api::BindShard`).
+pub(crate) struct MovedLink {
+    /// A descriptor of the link's socket, its only one once the old stream is gone.
+    socket: OwnedFd,
+    /// The node its handshake proved.
+    from: NodeId,
+    /// The `BindShard` request, answered by the shard that serves the link.
+    bind: FrameHeader,
+}
+
+/// Serves a link handed over by another shard of this node, as its own task.
+pub(crate) fn serve_moved(shard: &Rc<Shard>, moved: MovedLink) {
+    // SAFETY: `socket` owns the descriptor of a connected TCP socket (`bind` cloned it
+    // from a glommio stream and closed that stream's own), and the stream takes it over.
+    let stream = unsafe { TcpStream::from_raw_fd(moved.socket.into_raw_fd()) };
+    let stream =
+        PeerStream::proven_plain(stream.buffered_with(Preallocated::new(READ_BUFFER_BYTES)));
+    let shard = shard.clone();
+    glommio::spawn_local(serve_link(
+        shard,
+        moved.from,
+        stream,
+        First::Bound(moved.bind),
+    ))
+    .detach();
+}
+
+/// Serves the frames of a link from node `from` until it closes or the shard stops.
+async fn serve_link(shard: Rc<Shard>, from: NodeId, stream: Link, first: First) {
     let (mut reader, writer) = crate::local_split::split(stream);
     let (replies, queue) = mpsc::unbounded::<Reply>();
     let writer = glommio::spawn_local(async move {
@@ -85,6 +208,16 @@ async fn connection(shard: Rc<Shard>, stream: TcpStream, security: &PeerSecurity
             while queue.next().await.is_some() {}
         }
     });
+    match first {
+        First::Bound(header) => {
+            let bound = BindShardResponse {
+                error: ErrorCode::None.as_u16(),
+                shard: u32::try_from(shard.id).unwrap_or(u32::MAX),
+            };
+            let _ = replies.unbounded_send(reply(&header, &bound, Vec::new()));
+        }
+        First::Frame(frame) => handle(&shard, from, frame, &replies).await,
+    }
     let mut stopping = shard.stopping();
     loop {
         let frame = match select(std::pin::pin!(wire::read_frame(&mut reader)), &mut stopping).await
@@ -275,6 +408,7 @@ async fn replicate(shard: &Rc<Shard>, from: NodeId, frame: Frame) {
     if owner == shard.id {
         shard.cluster.receive_frame(from, frame);
     } else if let Some(inbox) = shard.inboxes.get(owner) {
+        metrics::count(Counter::ReplicateForwarded);
         // Dropped if the owner stopped: the replicas resend.
         let _ = inbox.send_async(ShardMsg::Replicate { from, frame }).await;
     }

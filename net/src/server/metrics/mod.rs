@@ -102,6 +102,10 @@ pub(crate) enum Counter {
     ConnectionsRefused,
     /// Client connections handed to the shard that owns the partitions they use.
     ConnectionsMoved,
+    /// Peer links handed to the shard their dialer asked for (`BindShard`).
+    PeerLinksMoved,
+    /// Replication frames that arrived on a shard other than their partition's.
+    ReplicateForwarded,
     /// Client connections closed because their TLS handshake failed or timed out.
     TlsHandshakesFailed,
     /// Admin HTTP requests answered.
@@ -116,7 +120,7 @@ pub(crate) enum Counter {
 
 impl Counter {
     /// Every counter with its metric name and help text.
-    pub(crate) const ALL: [(Counter, &'static str, &'static str); 11] = [
+    pub(crate) const ALL: [(Counter, &'static str, &'static str); 13] = [
         (
             Counter::IsrShrinks,
             "shardlog_isr_shrinks_total",
@@ -147,6 +151,18 @@ impl Counter {
             "shardlog_connections_moved_total",
             "Client connections handed to the shard that owns the partitions their requests \
              name (shardlog protocol, without TLS).",
+        ),
+        (
+            Counter::PeerLinksMoved,
+            "shardlog_peer_links_moved_total",
+            "Links from peer nodes handed to the shard of the dialing shard's number, where \
+             the same partitions live (links without TLS).",
+        ),
+        (
+            Counter::ReplicateForwarded,
+            "shardlog_replication_messages_forwarded_total",
+            "Replication messages that arrived on a shard other than their partition's and \
+             crossed to it (a link over TLS, or between nodes of different shard counts).",
         ),
         (
             Counter::TlsHandshakesFailed,

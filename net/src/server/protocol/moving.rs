@@ -260,20 +260,40 @@ fn take_socket(mut stream: ClientStream, peer: &str) -> Taken {
     let ClientStream::Plain(plain) = &mut stream else {
         return Taken::Stays(stream);
     };
+    match take_plain(plain, peer) {
+        PlainSocket::Taken(socket) => Taken::Socket(socket),
+        PlainSocket::Stays => Taken::Stays(stream),
+        PlainSocket::Ended => Taken::Ended,
+    }
+}
+
+/// What [`take_plain`] can do with a socket.
+pub(crate) enum PlainSocket {
+    /// A descriptor of its own; the stream's closes as the stream drops.
+    Taken(OwnedFd),
+    /// Bytes are read ahead (they cannot go with the socket), or the descriptor could not
+    /// be cloned: the stream is served where it is.
+    Stays,
+    /// The other end closed its side (or the socket failed).
+    Ended,
+}
+
+/// A descriptor for the socket under `plain` (a client connection or a peer link without
+/// TLS), if nothing is read ahead: then dropping `plain` leaves the connection whole.
+pub(crate) fn take_plain(plain: &mut Buffered, peer: &str) -> PlainSocket {
     match read_ahead(plain) {
         ReadAhead::Nothing => {}
-        ReadAhead::Bytes => return Taken::Stays(stream),
-        ReadAhead::Ended => return Taken::Ended,
+        ReadAhead::Bytes => return PlainSocket::Stays,
+        ReadAhead::Ended => return PlainSocket::Ended,
     }
     // SAFETY: the descriptor is the stream's, open while `plain` is borrowed here; the
     // clone is a descriptor of its own for the same socket.
     let cloned = unsafe { BorrowedFd::borrow_raw(plain.as_raw_fd()) }.try_clone_to_owned();
     match cloned {
-        // The stream's own descriptor closes as it drops; the socket stays open.
-        Ok(socket) => Taken::Socket(socket),
+        Ok(socket) => PlainSocket::Taken(socket),
         Err(e) => {
             tracing::debug!(%peer, error = %e, "could not move a connection; serving it here");
-            Taken::Stays(stream)
+            PlainSocket::Stays
         }
     }
 }

@@ -15,6 +15,7 @@ use crate::server::ops::placement::{self, PlacementChange};
 use crate::server::ops::topics::{self, TopicChange};
 use crate::server::ops::{self, OpError, OpReply, PartitionOp};
 use crate::server::ops::{observe, producer_ids};
+use crate::server::peer_listener::{self, MovedLink};
 use crate::server::protocol::{self, moving::Moved};
 use crate::server::shard::Shard;
 use crate::wire::Frame;
@@ -81,6 +82,9 @@ pub(crate) enum ShardMsg {
     /// A client connection whose requests go to partitions this shard owns, moved here
     /// by the shard that accepted it.
     Connection(Moved),
+    /// A peer link that asked for this shard (`Api::BindShard`), moved here by the shard
+    /// that accepted it.
+    PeerLink(MovedLink),
 }
 
 /// Bounded depth of an inbox: a slow shard pushes back on the shards forwarding to it.
@@ -145,6 +149,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, inbox: flume::Receiver<ShardMsg>) {
                 let _ = reply.send(observe::report_here(&shard));
             }
             ShardMsg::Connection(moved) => protocol::serve_moved(&shard, moved),
+            ShardMsg::PeerLink(moved) => peer_listener::serve_moved(&shard, moved),
         }
     }
 }

@@ -102,7 +102,8 @@ pub(crate) fn check(access: &Access<'_>, api: Api, frame: &Frame) -> Result<(), 
         | Api::FindCoordinator
         | Api::Replicate
         | Api::Controller
-        | Api::AllocateProducerIds => Ok(()),
+        | Api::AllocateProducerIds
+        | Api::BindShard => Ok(()),
     }
 }
 

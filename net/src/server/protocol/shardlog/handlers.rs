@@ -162,7 +162,7 @@ async fn begin_other(shard: &Rc<Shard>, frame: Frame, peer: &str, session: &Sess
         | Api::OffsetFetch
         | Api::DescribeGroups
         | Api::ListGroups => super::groups::begin(shard, api, frame, peer).await,
-        Api::Replicate | Api::Controller | Api::AllocateProducerIds => {
+        Api::Replicate | Api::Controller | Api::AllocateProducerIds | Api::BindShard => {
             done(node_to_node(&header, api))
         }
     };
@@ -185,7 +185,7 @@ fn served_api(shard: &Shard, header: &FrameHeader) -> Result<Api, Completion> {
     // Whatever its version (`Replicate` has its own): the client port never serves it.
     if matches!(
         api,
-        Api::Replicate | Api::Controller | Api::AllocateProducerIds
+        Api::Replicate | Api::Controller | Api::AllocateProducerIds | Api::BindShard
     ) {
         return Err(done(node_to_node(header, api)));
     }
