@@ -627,40 +627,8 @@ impl<S: Storage> PartitionLog<S> {
                 job.data
                     .resize(job.data.len().next_multiple_of(BLOCK_SIZE), 0);
                 self.wait_zero_fill(job.start + job.data.len() as u64).await;
-                let (first, rest) = job.data.split_at(BLOCK_SIZE);
-                let chunk = self.config.write_chunk_bytes;
-                let file: &S::File = &job.file;
-                let (seq, partial_tail) = (job.seq, job.partial_tail);
-                let last = rest.len().saturating_sub(1) / chunk;
-                let rest_writes = rest.chunks(chunk).enumerate().map(|(i, part)| {
-                    let position = job.start + (BLOCK_SIZE + i * chunk) as u64;
-                    async move {
-                        write_part(file, durable_writes, position, part).await?;
-                        if i == last && partial_tail {
-                            self.tail_landed(seq);
-                        }
-                        Ok::<(), std::io::Error>(())
-                    }
-                });
-                let after = job.after;
-                let first_write = async {
-                    if let Some(after) = after {
-                        self.wait_tail_landed(after).await?;
-                    }
-                    write_part(file, durable_writes, job.start, first).await?;
-                    if rest.is_empty() && partial_tail {
-                        self.tail_landed(seq);
-                    }
-                    Ok(())
-                };
                 let started = std::time::Instant::now();
-                if rest.is_empty() {
-                    // A flush of one block (a small append): no list of writes to build.
-                    first_write.await?;
-                } else {
-                    let rest_writes = futures::future::try_join_all(rest_writes);
-                    futures::future::try_join(first_write, rest_writes).await?;
-                }
+                self.write_flush(job, durable_writes).await?;
                 if durable_writes {
                     crate::sync_observer::observe(SyncKind::DurableWrites, started.elapsed());
                 }
@@ -685,6 +653,59 @@ impl<S: Storage> PartitionLog<S> {
         .await;
         let job = in_flight.job.take().expect("finished once");
         self.finish_flush(job, result)
+    }
+
+    /// Writes a flush's blocks, in chunks of `write_chunk_bytes` issued together. A first
+    /// block that an earlier flush's write still in flight covers (`job.after`) waits for
+    /// that write and goes alone; otherwise the flush is one run of chunks (a flush of up
+    /// to a chunk is one write: under `always`, one O_DSYNC write and one device flush).
+    async fn write_flush(&self, job: &FlushJob<S::File>, durable: bool) -> std::io::Result<()> {
+        let (first, rest) = match job.after {
+            Some(_) => {
+                let (first, rest) = job.data.split_at(BLOCK_SIZE);
+                (Some(first), rest)
+            }
+            None => (None, &job.data[..]),
+        };
+        let rest_start = job.start + (job.data.len() - rest.len()) as u64;
+        let chunk = self.config.write_chunk_bytes;
+        let file: &S::File = &job.file;
+        let (seq, partial_tail) = (job.seq, job.partial_tail);
+        let last = rest.len().saturating_sub(1) / chunk;
+        let mut rest_writes = rest.chunks(chunk).enumerate().map(|(i, part)| {
+            let position = rest_start + (i * chunk) as u64;
+            async move {
+                write_part(file, durable, position, part).await?;
+                if i == last && partial_tail {
+                    self.tail_landed(seq);
+                }
+                Ok::<(), std::io::Error>(())
+            }
+        });
+        let Some(first) = first else {
+            if rest.len() <= chunk {
+                // One write (most flushes): no list of writes to build.
+                return match rest_writes.next() {
+                    Some(write) => write.await,
+                    None => Ok(()),
+                };
+            }
+            return futures::future::try_join_all(rest_writes).await.map(drop);
+        };
+        let after = job.after;
+        let first_write = async {
+            if let Some(after) = after {
+                self.wait_tail_landed(after).await?;
+            }
+            write_part(file, durable, job.start, first).await?;
+            if rest.is_empty() && partial_tail {
+                self.tail_landed(seq);
+            }
+            Ok(())
+        };
+        futures::future::try_join(first_write, futures::future::try_join_all(rest_writes))
+            .await
+            .map(drop)
     }
 
     /// Waits until flush `seq`'s write of its partial last block has landed.
@@ -793,8 +814,11 @@ impl<S: Storage> PartitionLog<S> {
         let seq = state.flush_seq;
         state.flush_seq += 1;
         let nothing_new = start_ticket == state.appended_bytes;
+        // Only a write still in flight is waited for: one that landed is on the device.
         let after = if overlaps && !nothing_new {
-            state.tail_writer
+            state
+                .tail_writer
+                .filter(|writer| state.tail_writes.contains(writer))
         } else {
             None
         };
