@@ -52,8 +52,10 @@ fn security() -> Arc<PeerSecurity> {
     Arc::new(PeerSecurity::Secret(secret))
 }
 
-/// Node 2's peer listener on a thread of its own: takes one connection, checks the
-/// handshake, and sends every replication message it decodes to `tx`.
+/// Node 2's peer listener on a thread of its own, as a node of a release before
+/// `BindShard` serves it: takes one connection, checks the handshake, sends every
+/// replication message it decodes to `tx`, and answers any other frame with an
+/// `UnknownApi` error reply.
 fn peer_node(tx: mpsc::Sender<(String, Received)>) -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap().to_string();
@@ -70,9 +72,30 @@ fn peer_node(tx: mpsc::Sender<(String, Received)>) -> String {
                 .unwrap();
             assert_eq!(from, 1);
             while let Ok(Some(frame)) = wire::read_frame(&mut stream).await {
-                if tx.send(peer::decode(frame).unwrap()).is_err() {
-                    break;
+                if frame.header.api == Api::Replicate as u16 {
+                    if tx.send(peer::decode(frame).unwrap()).is_err() {
+                        break;
+                    }
+                    continue;
                 }
+                let answer = ErrorResponse {
+                    error: ErrorCode::UnknownApi.as_u16(),
+                    message: format!("unknown api {}", frame.header.api),
+                };
+                let mut head = Vec::new();
+                let correlation = frame.header.correlation;
+                encode_head(
+                    &mut head,
+                    frame.header.api,
+                    VERSION,
+                    correlation,
+                    FLAG_ERROR,
+                    &answer,
+                    0,
+                )
+                .unwrap();
+                stream.write_all(&head).await.unwrap();
+                stream.flush().await.unwrap();
             }
         });
     });
@@ -129,62 +152,13 @@ fn messages_reach_the_peer_intact() {
     assert!(received.iter().all(|(topic, _)| topic == "orders"));
 }
 
-/// Node 2 as a node of a release before `BindShard` serves its peer listener: every
-/// frame that is not `Replicate` gets an `UnknownApi` error reply; replication messages
-/// go to `tx`.
-fn peer_node_without_binding(tx: mpsc::Sender<(String, Received)>) -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    drop(listener);
-    let bind = address.clone();
-    let (bound, is_bound) = mpsc::channel();
-    std::thread::spawn(move || {
-        common::run(move || async move {
-            let listener = glommio::net::TcpListener::bind(bind).unwrap();
-            bound.send(()).unwrap();
-            let stream = listener.accept().await.unwrap();
-            let (mut stream, _) = auth::accept(&security(), stream, 2, |id| id == 1)
-                .await
-                .unwrap();
-            while let Ok(Some(frame)) = wire::read_frame(&mut stream).await {
-                if frame.header.api == Api::Replicate as u16 {
-                    if tx.send(peer::decode(frame).unwrap()).is_err() {
-                        break;
-                    }
-                    continue;
-                }
-                let answer = ErrorResponse {
-                    error: ErrorCode::UnknownApi.as_u16(),
-                    message: format!("unknown api {}", frame.header.api),
-                };
-                let mut head = Vec::new();
-                let correlation = frame.header.correlation;
-                encode_head(
-                    &mut head,
-                    frame.header.api,
-                    VERSION,
-                    correlation,
-                    FLAG_ERROR,
-                    &answer,
-                    0,
-                )
-                .unwrap();
-                stream.write_all(&head).await.unwrap();
-                stream.flush().await.unwrap();
-            }
-        });
-    });
-    is_bound.recv().unwrap();
-    address
-}
-
 /// Links bound to a shard ask the peer for it first (`BindShard`) and wait for the
 /// answer; a peer of an earlier release refuses the unknown api, and the link is used
 /// all the same.
 #[test]
 fn a_bound_link_to_a_peer_that_does_not_bind_carries_every_message() {
     let (tx, rx) = mpsc::channel::<(String, Received)>();
-    let receiver = peer_node_without_binding(tx);
+    let receiver = peer_node(tx);
     let dropped = common::run(move || async move {
         let peers = Peers::for_shard(1, 1, [(2, receiver)], security());
         let transport = PartitionTransport::new(peers.clone(), "orders", 5, NodeId(1));
