@@ -330,9 +330,7 @@ impl Peers {
             ))),
         }
     }
-}
 
-impl Peers {
     /// Asks node `to` to serve `connection` on its shard `shard`, and waits for the answer
     /// before anything else is sent on it (so nothing is read ahead when the link moves).
     /// A node that does not know `BindShard` answers with an error: the link is served
