@@ -661,9 +661,9 @@ impl<S: Storage> PartitionLog<S> {
     /// to a chunk is one write: under `always`, one O_DSYNC write and one device flush).
     async fn write_flush(&self, job: &FlushJob<S::File>, durable: bool) -> std::io::Result<()> {
         let (first, rest) = match job.after {
-            Some(_) => {
+            Some(after) => {
                 let (first, rest) = job.data.split_at(BLOCK_SIZE);
-                (Some(first), rest)
+                (Some((after, first)), rest)
             }
             None => (None, &job.data[..]),
         };
@@ -682,7 +682,7 @@ impl<S: Storage> PartitionLog<S> {
                 Ok::<(), std::io::Error>(())
             }
         });
-        let Some(first) = first else {
+        let Some((after, first)) = first else {
             if rest.len() <= chunk {
                 // One write (most flushes): no list of writes to build.
                 return match rest_writes.next() {
@@ -692,11 +692,8 @@ impl<S: Storage> PartitionLog<S> {
             }
             return futures::future::try_join_all(rest_writes).await.map(drop);
         };
-        let after = job.after;
         let first_write = async {
-            if let Some(after) = after {
-                self.wait_tail_landed(after).await?;
-            }
+            self.wait_tail_landed(after).await?;
             write_part(file, durable, job.start, first).await?;
             if rest.is_empty() && partial_tail {
                 self.tail_landed(seq);
