@@ -24,15 +24,16 @@ use rkyv::util::AlignedVec;
 use shardlog_engine::batch::{self, BatchHeader, Compression};
 use shardlog_engine::record::RecordIter;
 use shardlog_net::api::{
-    AclRequest, AllocateProducerIdsRequest, AllocateProducerIdsResponse, Api, ControllerRequest,
-    CreateTopicRequest, DeleteTopicRequest, DeleteUserRequest, DescribeGroupsRequest,
-    DescribeGroupsResponse, DrainNodeRequest, ErrorResponse, FetchRequest, FetchResponse,
-    FindCoordinatorRequest, FindCoordinatorResponse, GroupResponse, HeartbeatRequest,
-    InitProducerIdRequest, InitProducerIdResponse, JoinGroupRequest, JoinGroupResponse,
-    LeaveGroupRequest, ListAclsRequest, ListAclsResponse, ListGroupsRequest, ListGroupsResponse,
-    ListOffsetsRequest, ListOffsetsResponse, ListReassignmentsRequest, ListReassignmentsResponse,
-    ListUsersRequest, ListUsersResponse, MetadataRequest, MetadataResponse, OffsetCommitRequest,
-    OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, ProduceRequest, ProduceResponse,
+    AclRequest, AllocateProducerIdsRequest, AllocateProducerIdsResponse, Api, BindShardRequest,
+    BindShardResponse, ControllerRequest, CreateTopicRequest, DeleteTopicRequest,
+    DeleteUserRequest, DescribeGroupsRequest, DescribeGroupsResponse, DrainNodeRequest,
+    ErrorResponse, FetchRequest, FetchResponse, FindCoordinatorRequest, FindCoordinatorResponse,
+    GroupResponse, HeartbeatRequest, InitProducerIdRequest, InitProducerIdResponse,
+    JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, ListAclsRequest, ListAclsResponse,
+    ListGroupsRequest, ListGroupsResponse, ListOffsetsRequest, ListOffsetsResponse,
+    ListReassignmentsRequest, ListReassignmentsResponse, ListUsersRequest, ListUsersResponse,
+    MetadataRequest, MetadataResponse, OffsetCommitRequest, OffsetCommitResponse,
+    OffsetFetchRequest, OffsetFetchResponse, ProduceRequest, ProduceResponse,
     ReassignPartitionRequest, RebalanceReplicasRequest, SaslAuthenticateRequest,
     SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse, SyncGroupRequest,
     SyncGroupResponse, TopicResponse, UpsertUserRequest, valid_topic_name,
@@ -98,6 +99,7 @@ fuzz_target!(|data: &[u8]| {
         Some(Api::ListUsers) => validates::<ListUsersRequest>(&header, frame),
         Some(Api::CreateAcl | Api::DeleteAcl) => validates::<AclRequest>(&header, frame),
         Some(Api::ListAcls) => validates::<ListAclsRequest>(&header, frame),
+        Some(Api::BindShard) => validates::<BindShardRequest>(&header, frame),
         None => {}
     }
     every_message(&header, frame);
@@ -173,6 +175,7 @@ fn every_message(header: &FrameHeader, frame: &[u8]) {
         ListUsersRequest,
         AclRequest,
         ListAclsRequest,
+        BindShardRequest,
         MetadataResponse,
         TopicResponse,
         ProduceResponse,
@@ -194,6 +197,7 @@ fn every_message(header: &FrameHeader, frame: &[u8]) {
         SaslHandshakeResponse,
         SaslAuthenticateResponse,
         ListAclsResponse,
+        BindShardResponse,
     );
 }
 
