@@ -58,11 +58,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::cluster::{CLUSTER_SECRET, Cluster, Links, high_watermark, partition};
+use common::cluster::{Cluster, Links, high_watermark, partition};
 use common::handshake::{
-    CHALLENGE, HELLO, MODE_SECRET, PROOF, VERDICT, dialer_mac, message, nonce_of,
+    CHALLENGE, HELLO, MODE_SECRET, PROOF, VERDICT, dialer_mac, fresh_nonce, handshake, message,
+    nonce_of, read_message,
 };
 use common::load::{Load, Outcome, Shape, TOPIC, verify, wait_acks};
+use common::read_frame;
 use common::view::{WAIT_MAX, all, describe, setup, wait_view};
 use shardlog_engine::record::BatchBuilder;
 use shardlog_engine::{LeaderEpoch, Offset, TimestampMs, batch};
@@ -71,7 +73,7 @@ use shardlog_net::api::{
     Api, ControllerRequest, ErrorResponse, MetadataResponse, REPLICATE_VERSION, ReplicateRequest,
     VERSION,
 };
-use shardlog_net::frame::{FLAG_ERROR, FrameHeader, decode_meta};
+use shardlog_net::frame::{FLAG_ERROR, decode_meta};
 use shardlog_net::peer::auth::MESSAGE_BYTES;
 use shardlog_replicator::NodeId;
 use shardlog_replicator::message::{
@@ -280,18 +282,6 @@ fn on_client_port(client: &str, frames: &[Vec<u8>]) {
     }
 }
 
-/// One frame read from `stream`: (header, whole frame); `None` at EOF.
-fn read_frame(stream: &mut TcpStream) -> Option<(FrameHeader, rkyv::util::AlignedVec<16>)> {
-    let mut len = [0u8; 4];
-    stream.read_exact(&mut len).ok()?;
-    let total = FrameHeader::frame_bytes(len).unwrap();
-    let mut frame = rkyv::util::AlignedVec::<16>::new();
-    frame.extend_from_slice(&len);
-    frame.resize(total, 0);
-    stream.read_exact(&mut frame[4..]).unwrap();
-    Some((FrameHeader::parse(&frame).unwrap(), frame))
-}
-
 /// The peer port refuses the frames sent straight away, and sent after a handshake
 /// under a wrong secret.
 fn without_credentials(forgery: &Forgery) {
@@ -358,64 +348,6 @@ fn as_node(peer: &str, target: usize, proven: u32, frames: &[Vec<u8>]) {
         answer.is_empty(),
         "fire-and-forget frames answered: {answer:?}"
     );
-}
-
-/// Connects to `target`'s peer port and completes the handshake as node `proven`.
-fn handshake(peer: &str, target: usize, proven: u32) -> TcpStream {
-    let target_id = u32::try_from(target).unwrap();
-    let mut stream = connect(peer);
-    let nonce = fresh_nonce();
-    let hello = message(HELLO, MODE_SECRET, 0, proven, target_id, nonce, [0; 32]);
-    stream.write_all(&hello).unwrap();
-    let challenge = read_message(&mut stream);
-    assert_eq!(
-        (challenge[5], challenge[7]),
-        (CHALLENGE, 0),
-        "node {target} challenges node {proven}"
-    );
-    let mac = dialer_mac(
-        CLUSTER_SECRET,
-        proven,
-        target_id,
-        &nonce,
-        &nonce_of(&challenge),
-    );
-    let proof = message(PROOF, MODE_SECRET, 0, proven, target_id, [0; 32], mac);
-    stream.write_all(&proof).unwrap();
-    let verdict = read_message(&mut stream);
-    assert_eq!(
-        (verdict[5], verdict[7]),
-        (VERDICT, 0),
-        "node {target} accepts node {proven}"
-    );
-    stream
-}
-
-fn read_message(stream: &mut TcpStream) -> Vec<u8> {
-    let mut message = vec![0; MESSAGE_BYTES];
-    stream.read_exact(&mut message).unwrap();
-    message
-}
-
-/// 32 bytes no earlier call returned (xorshift over the clock, the pid and a counter).
-fn fresh_nonce() -> [u8; 32] {
-    static CALLS: AtomicU64 = AtomicU64::new(0);
-    let clock = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    let mut x = u64::from(clock)
-        ^ (u64::from(std::process::id()) << 32)
-        ^ CALLS.fetch_add(1, Ordering::Relaxed).rotate_left(17)
-        | 1;
-    let mut nonce = [0u8; 32];
-    for chunk in nonce.chunks_mut(8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        chunk.copy_from_slice(&x.to_le_bytes());
-    }
-    nonce
 }
 
 // ---- the cluster's state ----

@@ -5,17 +5,24 @@
 //! that accepted the connection hands the socket over. So no replication message has to
 //! cross shards on arrival: `shardlog_replication_messages_forwarded_total` stays 0 on
 //! every node, while `shardlog_peer_links_moved_total` shows that links did land on the
-//! wrong shard and moved. Every acknowledged record is read back in place.
+//! wrong shard and moved. Every acknowledged record is read back in place. And the
+//! listener's side of `BindShard`, spoken by hand.
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 
 mod common;
 
 use std::collections::BTreeSet;
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use common::cluster::{Cluster, Links};
+use common::handshake::handshake;
 use common::load::{Load, Shape, TOPIC, verify, wait_acks};
-use common::view::setup_on;
+use common::read_frame;
+use common::view::{WAIT_MAX, setup_on};
+use shardlog_net::ErrorCode;
+use shardlog_net::api::{Api, BindShardRequest, BindShardResponse, ErrorResponse, VERSION};
+use shardlog_net::frame::{FLAG_ERROR, decode_meta};
 use shardlog_net::testing::metric;
 use shardlog_replicator::controller::leader_shards::owner_shard;
 
@@ -72,4 +79,66 @@ fn replication_messages_arrive_on_their_partitions_shard() {
     // landed on the wrong one is a chance of 2^-18.
     assert!(moved > 0.0, "no link had to move: the test proved nothing");
     eprintln!("test time {:?}", started.elapsed());
+}
+
+/// The peer listener's side of `BindShard`, spoken by hand as node 1 to node 0: the shard
+/// asked for answers; a shard the node lacks leaves the link where it landed; a second
+/// `BindShard` on a link is refused with a clear error and the link goes on.
+#[test]
+fn bind_shard_is_answered_by_the_shard_asked_for() {
+    let mut cluster = Cluster::start(3, Links::Direct);
+    cluster.wait_for_controller(WAIT_MAX);
+    let peer = cluster.peer_addr(0);
+    let bind = |shard: u32| {
+        let request = BindShardRequest { shard };
+        common::frame(
+            Api::BindShard as u16,
+            VERSION,
+            u64::from(shard),
+            &request,
+            &[],
+        )
+    };
+    let bound = |link: &mut std::net::TcpStream| -> BindShardResponse {
+        let (header, frame) = read_frame(link).expect("an answer");
+        assert_eq!(
+            header.flags & FLAG_ERROR,
+            0,
+            "BindShard answered without error"
+        );
+        decode_meta(&header, &frame).unwrap()
+    };
+
+    // Eight links: that each landed on the shard it asked for by chance is 2^-8.
+    for shard in (0..SHARDS as u32).cycle().take(8) {
+        let mut link = handshake(&peer, 0, 1);
+        link.write_all(&bind(shard)).unwrap();
+        assert_eq!(bound(&mut link), BindShardResponse { error: 0, shard });
+    }
+
+    let mut link = handshake(&peer, 0, 1);
+    link.write_all(&bind(7)).unwrap();
+    let landed = bound(&mut link);
+    assert!(
+        landed.shard < SHARDS as u32,
+        "served where it landed: {landed:?}"
+    );
+
+    link.write_all(&bind(0)).unwrap();
+    let (header, frame) = read_frame(&mut link).expect("an answer");
+    assert_ne!(
+        header.flags & FLAG_ERROR,
+        0,
+        "a second BindShard is refused"
+    );
+    let refused: ErrorResponse = decode_meta(&header, &frame).unwrap();
+    assert_eq!(ErrorCode::from(refused.error), ErrorCode::InvalidRequest);
+    assert!(
+        refused.message.contains("first frame"),
+        "{}",
+        refused.message
+    );
+    // The link goes on: another request is answered.
+    link.write_all(&bind(1)).unwrap();
+    assert!(read_frame(&mut link).is_some(), "the link still answers");
 }

@@ -306,7 +306,7 @@ async fn handle(
         }
         Some(Api::AllocateProducerIds) => allocate_producer_ids(shard, from, frame, replies).await,
         Some(other) => {
-            let message = format!("{other:?} is a client api: send it to the client listener");
+            let message = not_on_this_link(other);
             let _ =
                 replies.unbounded_send(error_reply(&header, ErrorCode::InvalidRequest, &message));
         }
@@ -314,6 +314,14 @@ async fn handle(
             let message = format!("unknown api {}", header.api);
             let _ = replies.unbounded_send(error_reply(&header, ErrorCode::UnknownApi, &message));
         }
+    }
+}
+
+/// Why the peer listener refuses `api` on an open link.
+fn not_on_this_link(api: Api) -> String {
+    match api {
+        Api::BindShard => "BindShard is only a link's first frame".to_owned(),
+        other => format!("{other:?} is a client api: send it to the client listener"),
     }
 }
 

@@ -1,9 +1,19 @@
 //! Peer handshake messages laid out by hand (the format is in `shardlog_net::peer::auth`'s
 //! module docs), for tests that play a dialer the real code would never be.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use shardlog_net::peer::auth::MESSAGE_BYTES;
+
+use super::cluster::CLUSTER_SECRET;
+
+/// How long a read or write on a hand-made link may block.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Message kinds.
 pub const HELLO: u8 = 1;
@@ -59,4 +69,66 @@ pub fn dialer_mac(
     mac.update(dialer_nonce);
     mac.update(listener_nonce);
     mac.finalize().into_bytes().into()
+}
+
+/// Connects to `target`'s peer port and completes the handshake as node `proven` under
+/// the test cluster's secret (a holder of the secret may claim any node id).
+pub fn handshake(peer: &str, target: usize, proven: u32) -> TcpStream {
+    let target_id = u32::try_from(target).unwrap();
+    let mut stream = TcpStream::connect(peer).unwrap();
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    let nonce = fresh_nonce();
+    let hello = message(HELLO, MODE_SECRET, 0, proven, target_id, nonce, [0; 32]);
+    stream.write_all(&hello).unwrap();
+    let challenge = read_message(&mut stream);
+    assert_eq!(
+        (challenge[5], challenge[7]),
+        (CHALLENGE, 0),
+        "node {target} challenges node {proven}"
+    );
+    let mac = dialer_mac(
+        CLUSTER_SECRET,
+        proven,
+        target_id,
+        &nonce,
+        &nonce_of(&challenge),
+    );
+    let proof = message(PROOF, MODE_SECRET, 0, proven, target_id, [0; 32], mac);
+    stream.write_all(&proof).unwrap();
+    let verdict = read_message(&mut stream);
+    assert_eq!(
+        (verdict[5], verdict[7]),
+        (VERDICT, 0),
+        "node {target} accepts node {proven}"
+    );
+    stream
+}
+
+/// One handshake message read from `stream`.
+pub fn read_message(stream: &mut TcpStream) -> Vec<u8> {
+    let mut message = vec![0; MESSAGE_BYTES];
+    stream.read_exact(&mut message).unwrap();
+    message
+}
+
+/// 32 bytes no earlier call returned (xorshift over the clock, the pid and a counter).
+pub fn fresh_nonce() -> [u8; 32] {
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let clock = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let mut x = u64::from(clock)
+        ^ (u64::from(std::process::id()) << 32)
+        ^ CALLS.fetch_add(1, Ordering::Relaxed).rotate_left(17)
+        | 1;
+    let mut nonce = [0u8; 32];
+    for chunk in nonce.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes());
+    }
+    nonce
 }

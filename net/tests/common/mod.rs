@@ -115,6 +115,23 @@ where
     out
 }
 
+/// One frame read from `stream`: (header, whole frame); `None` at EOF.
+pub fn read_frame(
+    stream: &mut std::net::TcpStream,
+) -> Option<(shardlog_net::frame::FrameHeader, rkyv::util::AlignedVec<16>)> {
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).ok()?;
+    let total = shardlog_net::frame::FrameHeader::frame_bytes(len).unwrap();
+    let mut frame = rkyv::util::AlignedVec::<16>::new();
+    frame.extend_from_slice(&len);
+    frame.resize(total, 0);
+    stream.read_exact(&mut frame[4..]).unwrap();
+    Some((
+        shardlog_net::frame::FrameHeader::parse(&frame).unwrap(),
+        frame,
+    ))
+}
+
 /// A client of `brokers` with the default settings.
 pub async fn connect(brokers: &str) -> Client {
     Client::connect(brokers, shardlog_net::client::ClientConfig::default())
