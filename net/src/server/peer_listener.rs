@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use futures::channel::mpsc;
-use futures::future::{Either, select};
+use futures::future::{Either, LocalBoxFuture, select};
 use glommio::net::{Preallocated, TcpListener, TcpStream};
 use shardlog_replicator::NodeId;
 
@@ -90,13 +90,8 @@ async fn connection(shard: Rc<Shard>, stream: TcpStream, security: &PeerSecurity
     let from = NodeId(from);
     tracing::debug!(%address, peer = from.0, "peer connected");
     let mut stopping = shard.stopping();
-    let first = match select(std::pin::pin!(wire::read_frame(&mut stream)), &mut stopping).await {
-        Either::Left((Ok(Some(frame)), _)) => frame,
-        Either::Left((Ok(None), _)) | Either::Right(_) => return,
-        Either::Left((Err(e), _)) => {
-            tracing::warn!(peer = from.0, error = %e, "bad first peer frame; closing the connection");
-            return;
-        }
+    let Some(first) = next_frame(&mut stream, &mut stopping, from).await else {
+        return;
     };
     let first = if first.header.api == Api::BindShard as u16 && first.header.version == VERSION {
         match bind(&shard, from, stream, &first, &address).await {
@@ -219,20 +214,7 @@ async fn serve_link(shard: Rc<Shard>, from: NodeId, stream: Link, first: First) 
         First::Frame(frame) => handle(&shard, from, frame, &replies).await,
     }
     let mut stopping = shard.stopping();
-    loop {
-        let frame = match select(std::pin::pin!(wire::read_frame(&mut reader)), &mut stopping).await
-        {
-            Either::Left((Ok(Some(frame)), _)) => frame,
-            Either::Left((Ok(None), _)) | Either::Right(_) => break,
-            Either::Left((Err(ReadError::Io(e)), _)) => {
-                tracing::debug!(peer = from.0, error = %e, "peer connection read failed");
-                break;
-            }
-            Either::Left((Err(ReadError::Frame(e)), _)) => {
-                tracing::warn!(peer = from.0, error = %e, "bad peer frame; closing the connection");
-                break;
-            }
-        };
+    while let Some(frame) = next_frame(&mut reader, &mut stopping, from).await {
         handle(&shard, from, frame, &replies).await;
         // Once the task quota is used up, lets the log's write and the replies go out
         // before the next ship is read (`ServerConfig::task_quota`).
@@ -240,6 +222,26 @@ async fn serve_link(shard: Rc<Shard>, from: NodeId, stream: Link, first: First) 
     }
     drop(replies);
     writer.await;
+}
+
+/// A link's next frame; `None` once it closed, failed (logged) or the shard stops.
+async fn next_frame<R: futures::io::AsyncRead + Unpin>(
+    reader: &mut R,
+    stopping: &mut LocalBoxFuture<'static, ()>,
+    from: NodeId,
+) -> Option<Frame> {
+    match select(std::pin::pin!(wire::read_frame(reader)), stopping).await {
+        Either::Left((Ok(frame), _)) => frame,
+        Either::Right(_) => None,
+        Either::Left((Err(ReadError::Io(e)), _)) => {
+            tracing::debug!(peer = from.0, error = %e, "peer connection read failed");
+            None
+        }
+        Either::Left((Err(ReadError::Frame(e)), _)) => {
+            tracing::warn!(peer = from.0, error = %e, "bad peer frame; closing the connection");
+            None
+        }
+    }
 }
 
 async fn handle(

@@ -22,7 +22,7 @@ use shardlog_net::api::{
     Api, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse, OffsetSpec,
     PartitionMetadata, VERSION,
 };
-use shardlog_net::frame::{FLAG_ERROR, FrameHeader, decode_meta};
+use shardlog_net::frame::{FLAG_ERROR, decode_meta};
 use shardlog_net::testing::{Launch, LogTail, Shardlogd, StderrTo};
 
 use super::proxy::Proxy;
@@ -534,14 +534,7 @@ where
     stream.set_read_timeout(Some(METADATA_TIMEOUT))?;
     stream.set_write_timeout(Some(METADATA_TIMEOUT))?;
     stream.write_all(&super::frame(api as u16, VERSION, 1, request, &[]))?;
-    let mut len = [0u8; 4];
-    stream.read_exact(&mut len)?;
-    let total = FrameHeader::frame_bytes(len).map_err(std::io::Error::other)?;
-    let mut frame = rkyv::util::AlignedVec::<16>::new();
-    frame.extend_from_slice(&len);
-    frame.resize(total, 0);
-    stream.read_exact(&mut frame[4..])?;
-    let header = FrameHeader::parse(&frame).map_err(std::io::Error::other)?;
+    let (header, frame) = super::read_frame(&mut stream)?;
     if header.flags & FLAG_ERROR != 0 {
         return Err(std::io::Error::other(format!(
             "{api:?} answered with an error frame"

@@ -115,21 +115,21 @@ where
     out
 }
 
-/// One frame read from `stream`: (header, whole frame); `None` at EOF.
+/// One frame read from a blocking `stream`: (header, whole frame); an error at EOF or on
+/// a frame that does not parse.
 pub fn read_frame(
     stream: &mut std::net::TcpStream,
-) -> Option<(shardlog_net::frame::FrameHeader, rkyv::util::AlignedVec<16>)> {
+) -> std::io::Result<(shardlog_net::frame::FrameHeader, rkyv::util::AlignedVec<16>)> {
+    use shardlog_net::frame::FrameHeader;
     let mut len = [0u8; 4];
-    stream.read_exact(&mut len).ok()?;
-    let total = shardlog_net::frame::FrameHeader::frame_bytes(len).unwrap();
+    stream.read_exact(&mut len)?;
+    let total = FrameHeader::frame_bytes(len).map_err(std::io::Error::other)?;
     let mut frame = rkyv::util::AlignedVec::<16>::new();
     frame.extend_from_slice(&len);
     frame.resize(total, 0);
-    stream.read_exact(&mut frame[4..]).unwrap();
-    Some((
-        shardlog_net::frame::FrameHeader::parse(&frame).unwrap(),
-        frame,
-    ))
+    stream.read_exact(&mut frame[4..])?;
+    let header = FrameHeader::parse(&frame).map_err(std::io::Error::other)?;
+    Ok((header, frame))
 }
 
 /// A client of `brokers` with the default settings.
