@@ -18,7 +18,7 @@ pub enum FlushPolicy {
     /// in the background, from [`crate::PartitionLog::tick`].
     Interval(Duration),
     /// Append resolves after the write; fdatasync on roll and close, and from
-    /// [`crate::PartitionLog::tick`] once 32 MiB are unsynced (to keep rolls short).
+    /// [`crate::PartitionLog::tick`] once 128 MiB are unsynced.
     Never,
 }
 
@@ -63,10 +63,11 @@ pub struct EngineConfig {
     /// Roll the active segment once it holds this many bytes. Default 128 MiB;
     /// bounds 64 KiB ..= 1 GiB, a multiple of 4 KiB.
     pub segment_bytes: u64,
-    /// The active segment's file is preallocated (fallocate) this much at a time, ahead
-    /// of the write position, by `tick` (Redpanda's `segment_fallocation_step`), never
-    /// past `segment_bytes`. A new segment starts with one step. Default 16 MiB; bounds
-    /// 4 KiB ..= 1 GiB, a multiple of 4 KiB.
+    /// The active segment's file is preallocated (fallocate) at least this much at a time,
+    /// ahead of the write position, by `tick` (Redpanda's `segment_fallocation_step`),
+    /// never past `segment_bytes`; a partition appended faster takes about a second of its
+    /// appends at a time (`segment::preallocation_step`). A new segment starts with one
+    /// step. Default 16 MiB; bounds 4 KiB ..= 1 GiB, a multiple of 4 KiB.
     pub preallocation_step_bytes: u64,
     /// The upkeep (`tick`) writes zeros into the preallocated blocks up to this far past
     /// the write position, so that appends land on written blocks: fdatasync after a

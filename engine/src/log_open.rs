@@ -157,6 +157,8 @@ impl<S: Storage> PartitionLog<S> {
             zero_filling: None,
             zero_fill_seen: None,
             extend_failed_at: None,
+            preallocation_step: config.preallocation_step_bytes,
+            rate_seen: None,
             stats: LogStats::default(),
             snapshots: std::collections::BTreeSet::new(),
         };

@@ -190,7 +190,7 @@ fn crash_child() {
             let preparer = async {
                 loop {
                     log.prepare_next_segment().await;
-                    log.extend_active().await;
+                    log.extend_active(TimestampMs::now()).await;
                     glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
                 }
             };

@@ -905,7 +905,7 @@ fn run_workload(
         // Zeros written ahead of the appends race their flushes: a zero write landing on
         // appended blocks would lose acknowledged batches.
         while !done.get() {
-            log.extend_active().await;
+            log.extend_active(TimestampMs::now()).await;
             log.zero_fill_ahead().await;
             YieldTimes(2).await;
         }

@@ -91,8 +91,11 @@ fn the_active_segment_grows_in_steps() {
         let data = active_data_len(&log);
         assert!(data > 3 * STEP, "{data}");
         assert_eq!(file_len(&first), align_up(data), "writes extended the file");
-        // The upkeep preallocates one step past the data.
-        log.tick(TimestampMs::now()).await.expect("tick");
+        // The upkeep preallocates one step past the data. Its clock says 100 ms pass
+        // between upkeeps: the appends below run far slower than a step a second by it,
+        // so the step stays the configured one.
+        let mut now = TimestampMs(1_000_000);
+        log.tick(now).await.expect("tick");
         assert_eq!(file_len(&first), align_up(data) + STEP);
         // With the upkeep after every append, the file stays ahead of the data by at most
         // a step and a half, grows only in steps, and never exceeds the segment.
@@ -101,7 +104,8 @@ fn the_active_segment_grows_in_steps() {
         while log.segments().len() == 1 {
             written.push(append(&log, n, 4000).await);
             n += 1;
-            log.tick(TimestampMs::now()).await.expect("tick");
+            now.0 += 100;
+            log.tick(now).await.expect("tick");
             if log.segments().len() > 1 {
                 break;
             }
@@ -139,6 +143,73 @@ fn the_active_segment_grows_in_steps() {
     });
 }
 
+/// Appends `batches` batches of 4000 bytes, numbered from `n` on.
+async fn appends(
+    log: &PartitionLog<DmaStorage>,
+    written: &mut Vec<(Offset, Vec<u8>)>,
+    n: &mut u64,
+    batches: u64,
+) {
+    for _ in 0..batches {
+        written.push(append(log, *n, 4000).await);
+        *n += 1;
+    }
+}
+
+/// A partition appended faster than a step a second preallocates about a second of its
+/// appends (here the whole segment), the next segment is prepared as long, and once the
+/// appends slow down the step is the configured one again.
+#[test]
+fn a_fast_partition_preallocates_a_second_of_its_appends() {
+    on_fresh_log(config(), |pdir, log| async move {
+        let first = segment_path(&pdir, Offset(0), LOG_SUFFIX);
+        let mut now = TimestampMs(1_000_000);
+        log.tick(now).await.expect("tick");
+        assert_eq!(file_len(&first), STEP);
+        // 200 KB in 100 ms by the upkeep's clock: 2 MB a second, more than the segment.
+        let mut written = Vec::new();
+        let mut n = 0;
+        appends(&log, &mut written, &mut n, 50).await;
+        now.0 += 100;
+        log.tick(now).await.expect("tick");
+        assert_eq!(
+            file_len(&first),
+            SEGMENT_BYTES,
+            "a second of appends is the segment"
+        );
+        // The segment fills at that rate, and the next one is prepared as long.
+        while log.segments().len() == 1 {
+            appends(&log, &mut written, &mut n, 50).await;
+            now.0 += 100;
+            log.tick(now).await.expect("tick");
+        }
+        let second = segment_path(&pdir, log.segments()[1].id.0, LOG_SUFFIX);
+        assert_eq!(
+            file_len(&second),
+            SEGMENT_BYTES,
+            "prepared at the fast rate"
+        );
+        assert_eq!(file_len(&first), align_up(log.segments()[0].data_len));
+        // Slow (one 4 KB batch per 100 ms): the step falls back, and the segment after
+        // the next roll starts with one step.
+        while log.segments().len() == 2 {
+            appends(&log, &mut written, &mut n, 1).await;
+            now.0 += 100;
+            log.tick(now).await.expect("tick");
+            assert!(file_len(&second) <= SEGMENT_BYTES);
+        }
+        let third = segment_path(&pdir, log.segments()[2].id.0, LOG_SUFFIX);
+        assert_eq!(file_len(&third), STEP, "prepared at the configured step");
+        assert!(read_all(&log).await == written);
+        log.close().await.expect("close");
+        let log = PartitionLog::open(DmaStorage, &pdir, config())
+            .await
+            .expect("reopen");
+        assert!(read_all(&log).await == written);
+        log.close().await.expect("close");
+    });
+}
+
 /// The child: appends batch after batch with the upkeep after each, printing `ACK <n>
 /// <base>` once each is acknowledged (`flush = always`), until killed.
 #[test]
@@ -154,11 +225,14 @@ fn preallocation_child() {
             .expect("child open");
         let mut out = std::io::stdout().lock();
         writeln!(out).expect("stdout");
+        // 100 ms between upkeeps by their clock: 30 KB/s, under a step a second.
+        let mut now = TimestampMs(1_000_000);
         for n in 0.. {
             let (base, _) = append(&log, n, 3000).await;
             writeln!(out, "ACK {n} {}", base.0).expect("stdout");
             out.flush().expect("stdout");
-            log.tick(TimestampMs::now()).await.expect("tick");
+            now.0 += 100;
+            log.tick(now).await.expect("tick");
         }
     });
 }

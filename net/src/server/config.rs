@@ -15,7 +15,7 @@
 //! node_id = 0
 //! flush = "always"                     # always | interval=MS | never
 //! segment_bytes = 134217728
-//! preallocation_step_bytes = 16777216  # the active segment is preallocated this much at a time
+//! preallocation_step_bytes = 16777216  # the active segment is preallocated at least this much at a time
 //! zero_fill_ahead_bytes = 4194304      # zeros written ahead of the appends; 0: none
 //! retention_bytes = 10737418240        # per partition; default: none
 //! retention_ms = 604800000

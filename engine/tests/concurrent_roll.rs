@@ -1,0 +1,92 @@
+//! Appenders that find the active segment full at the same time roll it once: one
+//! fdatasync per roll under `never`, not one per appender that waited its turn.
+#![cfg(test)]
+
+mod common;
+use common::{append_stored, on_fresh_log};
+
+use shardlog_engine::record::BatchBuilder;
+use shardlog_engine::{EngineConfig, FlushPolicy, TimestampMs};
+
+const APPENDERS: u64 = 16;
+const SEGMENT_BYTES: u64 = 64 << 10;
+/// The largest batch `make_batch` makes, with room for its headers.
+const BATCH_BYTES_MAX: u64 = 31_000;
+const BATCHES_EACH: u64 = 8;
+
+/// A batch of 2 to 30 KB: a few fill a 64 KiB segment, and appenders find it full at
+/// different points of their loops.
+fn make_batch(n: u64) -> Vec<u8> {
+    let mut builder = BatchBuilder::new();
+    let size = 2_000 + usize::try_from(n * 7919 % 28_000).expect("size");
+    let value = vec![u8::try_from(n % 251).expect("byte"); size];
+    builder.push(TimestampMs(1000), Some(&n.to_le_bytes()), Some(&value), &[]);
+    builder.finish()
+}
+
+#[test]
+fn appenders_that_find_the_segment_full_roll_it_once() {
+    let config = EngineConfig {
+        flush: FlushPolicy::Never,
+        segment_bytes: SEGMENT_BYTES,
+        preallocation_step_bytes: 16 << 10,
+        zero_fill_ahead_bytes: 16 << 10,
+        segment_age: None,
+        retention_age: None,
+        ..EngineConfig::default()
+    };
+    on_fresh_log(config, |_, log| async move {
+        let log = &log;
+        let appenders = (0..APPENDERS).map(|a| async move {
+            let mut stored = Vec::new();
+            for i in 0..BATCHES_EACH {
+                stored.push(append_stored(log, make_batch(a * BATCHES_EACH + i)).await);
+            }
+            stored
+        });
+        // The upkeep preallocates and writes zeros meanwhile, as in a server: an appender
+        // that finds the segment full while it does waits to roll, and others join it.
+        let done = std::cell::Cell::new(false);
+        let upkeep = async {
+            while !done.get() {
+                log.tick(TimestampMs(1000)).await.expect("tick");
+                glommio::timer::sleep(std::time::Duration::from_micros(200)).await;
+            }
+        };
+        let appending = async {
+            let stored = futures::future::join_all(appenders).await;
+            done.set(true);
+            stored
+        };
+        let (stored, ()) = futures::join!(appending, upkeep);
+        let stored: Vec<_> = stored.into_iter().flatten().collect();
+        let stats = log.stats();
+        let segments = log.segments();
+        assert_eq!(stats.rolls, segments.len() as u64 - 1);
+        assert!(stats.rolls >= 30, "{} rolls", stats.rolls);
+        // Each roll sealed a segment that had no room for the batch that rolled it: an
+        // appender that waited its turn to roll did not seal the next segment too.
+        let sizes: Vec<u64> = segments.iter().map(|s| s.data_len).collect();
+        let (_, sealed) = sizes.split_last().expect("the active segment");
+        assert!(
+            sealed
+                .iter()
+                .all(|&len| len + BATCH_BYTES_MAX > SEGMENT_BYTES),
+            "segments sealed before they were full: {sizes:?}"
+        );
+        // Each roll syncs what it seals once; the upkeep's background sync (past 128 MiB
+        // unsynced) never runs here.
+        assert!(
+            stats.syncs <= stats.rolls,
+            "{} fdatasyncs for {} rolls",
+            stats.syncs,
+            stats.rolls
+        );
+        for (offset, bytes) in &stored {
+            let read = log.read(*offset, 1).await.expect("read");
+            let (header, found) = read.batches().next().expect("a batch");
+            assert_eq!(header.base_offset, *offset);
+            assert!(found == &bytes[..], "batch at {offset} differs");
+        }
+    });
+}
