@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::batch::BatchHeader;
 use crate::checkpoint::CHECKPOINT_FILE;
+use crate::config::FlushPolicy;
 use crate::error::{Error, Result};
 use crate::ids::{Offset, TimestampMs};
 use crate::log_open::{create_segment, step_past};
@@ -541,7 +542,16 @@ impl<S: Storage> PartitionLog<S> {
     /// The preallocation step, measured again from the appends since the last
     /// measurement once `RATE_WINDOW_MIN_MS` has passed by the upkeep's clock (a shorter
     /// window would take a burst for a rate; a clock that went back restarts it).
+    ///
+    /// Under `always` the step stays the configured one: flushes run one at a time, so
+    /// a write past the preallocated end serializes nothing, and an O_DSYNC write that
+    /// extends the file cost less than one into preallocated (unwritten) blocks. One node,
+    /// 100 x 1 KiB per request: 793k and 643k records/s with 16 MiB steps against 591k
+    /// and 604k with 128 MiB ones (interleaved).
     fn measure_append_rate(&self, state: &mut LogState<S::File>, now: TimestampMs) -> u64 {
+        if self.config.flush == FlushPolicy::Always {
+            return self.config.preallocation_step_bytes;
+        }
         let appended = state.appended_bytes;
         match state.rate_seen {
             Some((at, seen)) if now >= at => {

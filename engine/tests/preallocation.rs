@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use shardlog_engine::batch;
 use shardlog_engine::record::BatchBuilder;
 use shardlog_engine::segment::{LOG_SUFFIX, align_up, segment_path};
-use shardlog_engine::{DmaStorage, EngineConfig, LeaderEpoch, Offset, PartitionLog, TimestampMs};
+use shardlog_engine::{
+    DmaStorage, EngineConfig, FlushPolicy, LeaderEpoch, Offset, PartitionLog, TimestampMs,
+};
 
 const STEP: u64 = 64 << 10;
 const SEGMENT_BYTES: u64 = 1 << 20;
@@ -156,12 +158,18 @@ async fn appends(
     }
 }
 
-/// A partition appended faster than a step a second preallocates about a second of its
-/// appends (here the whole segment), the next segment is prepared as long, and once the
-/// appends slow down the step is the configured one again.
+/// Under `never` (and `interval`), a partition appended faster than a step a second
+/// preallocates about a second of its appends (here the whole segment), the next segment
+/// is prepared as long, and once the appends slow down the step is the configured one
+/// again. (Under `always`, the default of `config()`, the step never changes: the test
+/// above.)
 #[test]
 fn a_fast_partition_preallocates_a_second_of_its_appends() {
-    on_fresh_log(config(), |pdir, log| async move {
+    let config = EngineConfig {
+        flush: FlushPolicy::Never,
+        ..config()
+    };
+    on_fresh_log(config.clone(), |pdir, log| async move {
         let first = segment_path(&pdir, Offset(0), LOG_SUFFIX);
         let mut now = TimestampMs(1_000_000);
         log.tick(now).await.expect("tick");
@@ -202,10 +210,27 @@ fn a_fast_partition_preallocates_a_second_of_its_appends() {
         assert_eq!(file_len(&third), STEP, "prepared at the configured step");
         assert!(read_all(&log).await == written);
         log.close().await.expect("close");
-        let log = PartitionLog::open(DmaStorage, &pdir, config())
+        let log = PartitionLog::open(DmaStorage, &pdir, config)
             .await
             .expect("reopen");
         assert!(read_all(&log).await == written);
+        log.close().await.expect("close");
+    });
+}
+
+/// Under `always` the same burst leaves the step as configured: one flush at a time, and
+/// an O_DSYNC write past the end cost less than one into preallocated blocks.
+#[test]
+fn under_always_the_step_stays_as_configured() {
+    on_fresh_log(config(), |pdir, log| async move {
+        let first = segment_path(&pdir, Offset(0), LOG_SUFFIX);
+        let mut now = TimestampMs(1_000_000);
+        log.tick(now).await.expect("tick");
+        let (mut written, mut n) = (Vec::new(), 0);
+        appends(&log, &mut written, &mut n, 50).await;
+        now.0 += 100;
+        log.tick(now).await.expect("tick");
+        assert_eq!(file_len(&first), align_up(active_data_len(&log)) + STEP);
         log.close().await.expect("close");
     });
 }
