@@ -24,6 +24,9 @@ const STEP: u64 = 64 << 10;
 const SEGMENT_BYTES: u64 = 1 << 20;
 /// Names the child's partition directory; without it `preallocation_child` does nothing.
 const CHILD_ENV: &str = "SHARDLOG_PREALLOCATION_CHILD";
+/// Set: the child runs under `never`, its upkeep 10 ms apart by its clock (300 KB/s: a
+/// step of about 300 KB, more than `STEP`).
+const CHILD_NEVER_ENV: &str = "SHARDLOG_PREALLOCATION_CHILD_NEVER";
 const CHILD_TEST: &str = "preallocation_child";
 
 fn config() -> EngineConfig {
@@ -236,27 +239,39 @@ fn under_always_the_step_stays_as_configured() {
 }
 
 /// The child: appends batch after batch with the upkeep after each, printing `ACK <n>
-/// <base>` once each is acknowledged (`flush = always`), until killed.
+/// <base>` once each is acknowledged (`flush = always`, or `never` with
+/// `CHILD_NEVER_ENV`: written, not synced), until killed.
 #[test]
 #[ignore = "the child process of sigkill_after_a_step; does nothing unless SHARDLOG_PREALLOCATION_CHILD is set"]
 fn preallocation_child() {
     let Some(dir) = std::env::var_os(CHILD_ENV).map(PathBuf::from) else {
         return;
     };
+    let never = std::env::var_os(CHILD_NEVER_ENV).is_some_and(|v| v == "1");
     let probe = dir.parent().expect("a parent").to_path_buf();
     on_executor(probe, move |_| async move {
-        let log = PartitionLog::open(DmaStorage, &dir, config())
+        let config = if never {
+            EngineConfig {
+                flush: FlushPolicy::Never,
+                ..config()
+            }
+        } else {
+            config()
+        };
+        let log = PartitionLog::open(DmaStorage, &dir, config)
             .await
             .expect("child open");
         let mut out = std::io::stdout().lock();
         writeln!(out).expect("stdout");
-        // 100 ms between upkeeps by their clock: 30 KB/s, under a step a second.
+        // 100 ms between upkeeps by their clock: 30 KB/s, under a step a second (10 ms
+        // under `never`).
+        let tick_ms = if never { 10 } else { 100 };
         let mut now = TimestampMs(1_000_000);
         for n in 0.. {
             let (base, _) = append(&log, n, 3000).await;
             writeln!(out, "ACK {n} {}", base.0).expect("stdout");
             out.flush().expect("stdout");
-            now.0 += 100;
+            now.0 += tick_ms;
             log.tick(now).await.expect("tick");
         }
     });
@@ -267,6 +282,17 @@ fn preallocation_child() {
 /// one step past its data (no more), and appends and reopens again.
 #[test]
 fn sigkill_after_a_step() {
+    sigkill_after_steps(false);
+}
+
+/// The same under `never`, whose steps follow the append rate (larger than `STEP` here):
+/// every batch acknowledged as written is there after the SIGKILL.
+#[test]
+fn sigkill_under_never_after_steps_that_follow_the_rate() {
+    sigkill_after_steps(true);
+}
+
+fn sigkill_after_steps(never: bool) {
     std::fs::create_dir_all(test_root()).expect("test root");
     let tmp = tempfile::tempdir_in(test_root()).expect("temp dir");
     let pdir = tmp.path().join("topic/0");
@@ -274,6 +300,7 @@ fn sigkill_after_a_step() {
     let mut child = Command::new(std::env::current_exe().expect("test binary"))
         .args([CHILD_TEST, "--exact", "--ignored", "--nocapture"])
         .env(CHILD_ENV, &pdir)
+        .env(CHILD_NEVER_ENV, if never { "1" } else { "" })
         .stdout(Stdio::piped())
         .spawn()
         .expect("child");
@@ -315,6 +342,13 @@ fn sigkill_after_a_step() {
             );
         }
         let data = active_data_len(&log);
+        if never {
+            // Steps that followed the rate: more ahead of the data than a fixed one keeps.
+            assert!(
+                killed_len > align_up(data) + STEP + STEP / 2,
+                "killed at {killed_len} with {data} bytes of data"
+            );
+        }
         let len = file_len(&first);
         assert_eq!(len, align_up(data) + STEP, "killed at {killed_len}");
         let (more, bytes) = append(&log, 10_000, 3000).await;
