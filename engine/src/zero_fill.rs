@@ -75,6 +75,10 @@ impl<S: Storage> PartitionLog<S> {
         }
         let advanced = {
             let mut state = self.state.borrow_mut();
+            // A reset or truncation may have the segments out across its awaits.
+            if state.exclusive || state.stopped {
+                return;
+            }
             let active = state.active();
             let (base, data_len) = (active.base, active.data_len);
             let advanced = match state.zero_fill_seen {

@@ -1,12 +1,14 @@
-//! Appenders that find the active segment full at the same time roll it once: one
-//! fdatasync per roll under `never`, not one per appender that waited its turn.
+//! The upkeep (`tick`) running beside the log's other work: appenders that find the
+//! active segment full at the same time roll it once (one fdatasync per roll under
+//! `never`, not one per appender that waited its turn), and a reset that has the segments
+//! out of the log across its awaits is left alone.
 #![cfg(test)]
 
 mod common;
 use common::{append_stored, on_fresh_log};
 
 use shardlog_engine::record::BatchBuilder;
-use shardlog_engine::{EngineConfig, FlushPolicy, TimestampMs};
+use shardlog_engine::{EngineConfig, FlushPolicy, Offset, TimestampMs};
 
 const APPENDERS: u64 = 16;
 const SEGMENT_BYTES: u64 = 64 << 10;
@@ -88,5 +90,44 @@ fn appenders_that_find_the_segment_full_roll_it_once() {
             assert_eq!(header.base_offset, *offset);
             assert!(found == &bytes[..], "batch at {offset} differs");
         }
+    });
+}
+
+/// A reset deletes every segment and creates a fresh one, with no segment in the log
+/// across those awaits. An upkeep meanwhile used to look for the active segment to write
+/// zeros ahead of it, and panicked ("a log always has an active segment"; seen once in
+/// CI, a follower resetting behind its leader's log start).
+#[test]
+fn an_upkeep_during_a_reset_leaves_the_log_alone() {
+    let config = EngineConfig {
+        flush: FlushPolicy::Never,
+        segment_bytes: SEGMENT_BYTES,
+        zero_fill_ahead_bytes: 16 << 10,
+        segment_age: None,
+        retention_age: None,
+        ..EngineConfig::default()
+    };
+    on_fresh_log(config, |_, log| async move {
+        for round in 0..20 {
+            for n in 0..4 {
+                append_stored(&log, make_batch(round * 4 + n)).await;
+            }
+            let start = Offset(log.log_end().0 + 1000);
+            let done = std::cell::Cell::new(false);
+            let upkeep = async {
+                while !done.get() {
+                    log.tick(TimestampMs(1000)).await.expect("tick");
+                    glommio::timer::sleep(std::time::Duration::from_micros(50)).await;
+                }
+            };
+            let reset = async {
+                log.reset(start).await.expect("reset");
+                done.set(true);
+            };
+            futures::join!(reset, upkeep);
+            assert_eq!((log.log_start(), log.log_end()), (start, start));
+        }
+        let (offset, _) = append_stored(&log, make_batch(1)).await;
+        assert_eq!(offset, log.log_start());
     });
 }
