@@ -7,14 +7,17 @@
 mod common;
 use common::{append_stored, on_fresh_log};
 
+use std::cell::Cell;
+use std::time::Duration;
+
 use shardlog_engine::record::BatchBuilder;
-use shardlog_engine::{EngineConfig, FlushPolicy, Offset, TimestampMs};
+use shardlog_engine::{DmaStorage, EngineConfig, FlushPolicy, Offset, PartitionLog, TimestampMs};
 
 const APPENDERS: u64 = 16;
 const SEGMENT_BYTES: u64 = 64 << 10;
 /// The largest batch `make_batch` makes, with room for its headers.
 const BATCH_BYTES_MAX: u64 = 31_000;
-const BATCHES_EACH: u64 = 8;
+const BATCHES_EACH: u64 = 24;
 
 /// A batch of 2 to 30 KB: a few fill a 64 KiB segment, and appenders find it full at
 /// different points of their loops.
@@ -24,6 +27,27 @@ fn make_batch(n: u64) -> Vec<u8> {
     let value = vec![u8::try_from(n % 251).expect("byte"); size];
     builder.push(TimestampMs(1000), Some(&n.to_le_bytes()), Some(&value), &[]);
     builder.finish()
+}
+
+/// Runs `work` with the log's upkeep every `period` beside it, until `work` is done.
+async fn with_upkeep<T>(
+    log: &PartitionLog<DmaStorage>,
+    period: Duration,
+    work: impl Future<Output = T>,
+) -> T {
+    let done = Cell::new(false);
+    let upkeep = async {
+        while !done.get() {
+            log.tick(TimestampMs(1000)).await.expect("tick");
+            glommio::timer::sleep(period).await;
+        }
+    };
+    let work = async {
+        let out = work.await;
+        done.set(true);
+        out
+    };
+    futures::join!(work, upkeep).0
 }
 
 #[test]
@@ -48,19 +72,8 @@ fn appenders_that_find_the_segment_full_roll_it_once() {
         });
         // The upkeep preallocates and writes zeros meanwhile, as in a server: an appender
         // that finds the segment full while it does waits to roll, and others join it.
-        let done = std::cell::Cell::new(false);
-        let upkeep = async {
-            while !done.get() {
-                log.tick(TimestampMs(1000)).await.expect("tick");
-                glommio::timer::sleep(std::time::Duration::from_micros(200)).await;
-            }
-        };
-        let appending = async {
-            let stored = futures::future::join_all(appenders).await;
-            done.set(true);
-            stored
-        };
-        let (stored, ()) = futures::join!(appending, upkeep);
+        let appending = futures::future::join_all(appenders);
+        let stored = with_upkeep(log, Duration::from_micros(200), appending).await;
         let stored: Vec<_> = stored.into_iter().flatten().collect();
         let stats = log.stats();
         let segments = log.segments();
@@ -113,18 +126,10 @@ fn an_upkeep_during_a_reset_leaves_the_log_alone() {
                 append_stored(&log, make_batch(round * 4 + n)).await;
             }
             let start = Offset(log.log_end().0 + 1000);
-            let done = std::cell::Cell::new(false);
-            let upkeep = async {
-                while !done.get() {
-                    log.tick(TimestampMs(1000)).await.expect("tick");
-                    glommio::timer::sleep(std::time::Duration::from_micros(50)).await;
-                }
-            };
-            let reset = async {
-                log.reset(start).await.expect("reset");
-                done.set(true);
-            };
-            futures::join!(reset, upkeep);
+            let reset = log.reset(start);
+            with_upkeep(&log, Duration::from_micros(50), reset)
+                .await
+                .expect("reset");
             assert_eq!((log.log_start(), log.log_end()), (start, start));
         }
         let (offset, _) = append_stored(&log, make_batch(1)).await;
