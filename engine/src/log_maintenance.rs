@@ -112,7 +112,7 @@ impl<S: Storage> PartitionLog<S> {
     /// joining it) roll it once. Each of them used to take its turn: an fdatasync each,
     /// and a roll of the next segment too if appends had reached it meanwhile (16
     /// appenders of 1 MiB under `never` synced 37 times a second with 5 rolls a second;
-    /// `engine/tests/concurrent_roll.rs` saw 4 KB segments sealed).
+    /// `engine/tests/upkeep_concurrency.rs` saw 4 KB segments sealed).
     pub(crate) async fn roll_segment(&self, base: Offset) -> Result<()> {
         let result = self.roll_inner(Some(base)).await;
         self.stop_on_error(result)
@@ -590,10 +590,11 @@ impl<S: Storage> PartitionLog<S> {
         Ok(segment)
     }
 
-    /// Creates and preallocates (one step, as the append rate has it) the next segment's file under a temporary name (removed on
-    /// open if a crash leaves it), off the append path, so a roll only renames it. A
-    /// failure here only warns: the roll then creates the file itself. `tick` calls it
-    /// once the active segment is half full and in its last step.
+    /// Creates and preallocates (one step, as long as the append rate has it) the next
+    /// segment's file under a temporary name (removed on open if a crash leaves it), off
+    /// the append path, so a roll only renames it. A failure here only warns: the roll
+    /// then creates the file itself. `tick` calls it once the active segment is half full
+    /// and in its last step.
     pub async fn prepare_next_segment(&self) {
         let allocated_len = {
             let mut state = self.state.borrow_mut();
