@@ -80,13 +80,7 @@ pub fn handshake(peer: &str, target: usize, proven: u32) -> TcpStream {
     stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
     let nonce = fresh_nonce();
     let hello = message(HELLO, MODE_SECRET, 0, proven, target_id, nonce, [0; 32]);
-    stream.write_all(&hello).unwrap();
-    let challenge = read_message(&mut stream);
-    assert_eq!(
-        (challenge[5], challenge[7]),
-        (CHALLENGE, 0),
-        "node {target} challenges node {proven}"
-    );
+    let challenge = exchange(&mut stream, &hello, CHALLENGE, "challenges", target, proven);
     let mac = dialer_mac(
         CLUSTER_SECRET,
         proven,
@@ -95,14 +89,28 @@ pub fn handshake(peer: &str, target: usize, proven: u32) -> TcpStream {
         &nonce_of(&challenge),
     );
     let proof = message(PROOF, MODE_SECRET, 0, proven, target_id, [0; 32], mac);
-    stream.write_all(&proof).unwrap();
-    let verdict = read_message(&mut stream);
-    assert_eq!(
-        (verdict[5], verdict[7]),
-        (VERDICT, 0),
-        "node {target} accepts node {proven}"
-    );
+    exchange(&mut stream, &proof, VERDICT, "accepts", target, proven);
     stream
+}
+
+/// Sends one handshake message and reads the answer, which must be a `kind` with status 0
+/// ("node {target} {does} node {proven}" if not).
+fn exchange(
+    stream: &mut TcpStream,
+    sent: &[u8],
+    kind: u8,
+    does: &str,
+    target: usize,
+    proven: u32,
+) -> Vec<u8> {
+    stream.write_all(sent).unwrap();
+    let answer = read_message(stream);
+    assert_eq!(
+        (answer[5], answer[7]),
+        (kind, 0),
+        "node {target} {does} node {proven}"
+    );
+    answer
 }
 
 /// One handshake message read from `stream`.
