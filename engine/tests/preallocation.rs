@@ -292,6 +292,32 @@ fn sigkill_under_never_after_steps_that_follow_the_rate() {
     sigkill_after_steps(true);
 }
 
+/// The child's acknowledgements, `(n, base)`, read until its file holds at least four
+/// steps (then at a point well inside the segment); fails if its output ends first.
+fn acks_until_four_steps(child: &mut std::process::Child, first: &Path) -> Vec<(u64, u64)> {
+    let mut acked = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let lines = BufReader::new(child.stdout.take().expect("child stdout")).lines();
+    for line in lines {
+        let line = line.expect("child line");
+        let mut words = line.split_whitespace();
+        if words.next() != Some("ACK") {
+            continue;
+        }
+        let n: u64 = words.next().and_then(|w| w.parse().ok()).expect("n");
+        let base: u64 = words.next().and_then(|w| w.parse().ok()).expect("base");
+        acked.push((n, base));
+        if file_len(first) >= 4 * STEP && acked.len() % 7 == 3 {
+            return acked;
+        }
+        assert!(Instant::now() < deadline, "the child never grew its file");
+    }
+    panic!(
+        "the child's output ended at {} bytes of file, under four steps",
+        file_len(first)
+    );
+}
+
 fn sigkill_after_steps(never: bool) {
     std::fs::create_dir_all(test_root()).expect("test root");
     let tmp = tempfile::tempdir_in(test_root()).expect("temp dir");
@@ -305,31 +331,10 @@ fn sigkill_after_steps(never: bool) {
         .spawn()
         .expect("child");
     let first = segment_path(&pdir, Offset(0), LOG_SUFFIX);
-    let mut acked: Vec<(u64, u64)> = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let lines = BufReader::new(child.stdout.take().expect("child stdout")).lines();
-    for line in lines {
-        let line = line.expect("child line");
-        let mut words = line.split_whitespace();
-        if words.next() != Some("ACK") {
-            continue;
-        }
-        let n: u64 = words.next().and_then(|w| w.parse().ok()).expect("n");
-        let base: u64 = words.next().and_then(|w| w.parse().ok()).expect("base");
-        acked.push((n, base));
-        // Kill well inside the segment once at least four steps were taken.
-        if file_len(&first) >= 4 * STEP && acked.len() % 7 == 3 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the child never grew its file");
-    }
+    let acked = acks_until_four_steps(&mut child, &first);
     child.kill().expect("SIGKILL");
     let _ = child.wait();
     let killed_len = file_len(&first);
-    assert!(
-        killed_len >= 4 * STEP,
-        "child output ended at {killed_len}, under 4 steps"
-    );
     assert!(killed_len < SEGMENT_BYTES, "preallocated the whole segment");
     on_executor(tmp.path().to_path_buf(), move |_| async move {
         let log = PartitionLog::open(DmaStorage, &pdir, config())
