@@ -287,6 +287,11 @@ impl Source {
         self.inner.borrow_mut().wakers.waiters.push(waker)
     }
 
+    // shardlog patch (vendor/README.md): submitted (or about to be) and not yet completed.
+    pub(super) fn is_pending(&self) -> bool {
+        self.inner.borrow().enqueued.is_some()
+    }
+
     pub(super) fn is_installed(&self) -> Option<bool> {
         match &self.inner.borrow().source_type {
             SourceType::ForeignNotifier(_, installed) => Some(*installed),

@@ -1221,7 +1221,10 @@ pub(crate) struct Reactor {
     latency_ring: RefCell<SleepableRing>,
     poll_ring: RefCell<PollRing>,
 
-    latency_preemption_timeout_src: Cell<Option<Source>>,
+    // shardlog patch (vendor/README.md): each armed timer with its deadline, kept armed
+    // across turns while it still serves (see `wait`).
+    latency_preemption_timeout_src: Cell<Option<(Source, Instant)>>,
+    user_wakeup_timeout_src: Cell<Option<(Source, Instant)>>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
 
     link_fd: RawFd,
@@ -1353,6 +1356,7 @@ impl Reactor {
             latency_ring: RefCell::new(latency_ring),
             poll_ring: RefCell::new(poll_ring),
             latency_preemption_timeout_src: Cell::new(None),
+            user_wakeup_timeout_src: Cell::new(None),
             throughput_preemption_timeout_src: Cell::new(None),
             blocking_thread,
             link_fd,
@@ -1814,22 +1818,25 @@ impl Reactor {
         // consume all events from the rings
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
-        // Cancel the old timer regardless of whether we can sleep:
-        // if we won't sleep, we will register the new timer with its new
-        // value.
-        //
-        // But if we will sleep, there might be a timer registered that needs
-        // to be removed otherwise we'll wake up when it expires.
-        drop(self.latency_preemption_timeout_src.take());
-
-        // Schedule the throughput-based timeout immediately: it won't matter if we end
-        // up sleeping.
-        self.throughput_preemption_timeout_src.replace(Some(
-            main_ring.prepare_throughput_preemption_timer(
-                self.ring_depth() as u32,
-                self.eventfd_src.raw(),
-            ),
-        ));
+        // shardlog patch (vendor/README.md): glommio 0.9.0 cancelled the latency timer and
+        // cancelled and re-armed the throughput timer here on every call, and armed a new
+        // latency timer below: several SQEs and `io_uring_enter`s per executor turn, most
+        // of an idle-to-busy shard's syscalls. Now an armed timer stays while it serves:
+        // the throughput timer until it fires; the preemption timer while at least half a
+        // quota is left (a turn gets between half and a whole quota, not exactly one); the
+        // wake-up for a user timer while it is not later than the user timer. A timer
+        // left armed across a sleep wakes the executor once, early, which costs a turn.
+        let throughput = self
+            .throughput_preemption_timeout_src
+            .take()
+            .filter(Source::is_pending)
+            .unwrap_or_else(|| {
+                main_ring.prepare_throughput_preemption_timer(
+                    self.ring_depth() as u32,
+                    self.eventfd_src.raw(),
+                )
+            });
+        self.throughput_preemption_timeout_src.set(Some(throughput));
 
         // This will only dispatch if we run out of sqes. Which means until
         // flush_rings! nothing is really send to the kernel...
@@ -1851,9 +1858,16 @@ impl Reactor {
             // We are about to go to sleep. It's ok to sleep, but if there
             // is a timer set, we need to make sure we wake up to handle it.
             if let Some(dur) = user_timer {
-                self.latency_preemption_timeout_src
-                    .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
-                assert!(flush_rings!(lat_ring)? > 0);
+                let due = Instant::now() + dur;
+                let armed = self
+                    .user_wakeup_timeout_src
+                    .take()
+                    .filter(|(src, deadline)| src.is_pending() && *deadline <= due);
+                let armed = armed.unwrap_or_else(|| {
+                    (lat_ring.prepare_latency_preemption_timer(dur), due)
+                });
+                self.user_wakeup_timeout_src.set(Some(armed));
+                flush_rings!(lat_ring)?;
             }
             // From this moment on the remote executors are aware that we are sleeping
             // We have to sweep the remote channels function once more because since
@@ -1880,8 +1894,17 @@ impl Reactor {
         }
 
         if let Some(preempt) = preempt_timer() {
-            self.latency_preemption_timeout_src
-                .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
+            let now = Instant::now();
+            let armed = self
+                .latency_preemption_timeout_src
+                .take()
+                .filter(|(src, deadline)| {
+                    src.is_pending() && *deadline >= now + preempt / 2 && *deadline <= now + preempt
+                });
+            let armed = armed.unwrap_or_else(|| {
+                (lat_ring.prepare_latency_preemption_timer(preempt), now + preempt)
+            });
+            self.latency_preemption_timeout_src.set(Some(armed));
             flush_rings!(lat_ring, main_ring)?;
         }
 
