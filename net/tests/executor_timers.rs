@@ -5,9 +5,11 @@
 //! executor's loop, several SQEs and `io_uring_enter`s per turn. The patched copy in
 //! `vendor/glommio` keeps an armed timer while it still serves (vendor/README.md): the
 //! preemption timer while at least half a quota is left, the wake-up for a user timer
-//! while it is not later than the user timer. These tests check the two ways that could
-//! go wrong: a sleeping executor keeping a wake-up that is later than a timer created
-//! since, and a long-running task no longer being preempted.
+//! while it is not later than the user timer; and the poll that ends a sleep for the
+//! latency ring's completions stays armed until it fires. These tests check the ways that
+//! could go wrong: a sleeping executor keeping a wake-up that is later than a timer
+//! created since, a long-running task no longer being preempted, and (both tests hang) a
+//! sleep that no timer ends.
 #![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};

@@ -1044,6 +1044,22 @@ impl SleepableRing {
         }
     }
 
+    // shardlog patch (vendor/README.md): `sleep` with the link already armed.
+    fn sleep_linked(&mut self) -> io::Result<usize> {
+        assert_eq!(
+            self.waiting_kernel_submission(),
+            0,
+            "sleeping with pending SQEs"
+        );
+        self.ring
+            .cq()
+            .wait(1)
+            .map(|_| 1)
+            .or_else(Reactor::busy_ok)
+            .or_else(Reactor::again_ok)
+            .or_else(Reactor::intr_ok)
+    }
+
     fn sleep(&mut self, link: &Source) -> io::Result<usize> {
         assert_eq!(
             self.waiting_kernel_submission(),
@@ -1215,6 +1231,11 @@ impl UringCommon for SleepableRing {
     }
 }
 
+/// shardlog patch (vendor/README.md): how much later than a user timer its armed wake-up
+/// may be and still be kept. The same timer's deadline, computed again on the next park,
+/// differs by the microseconds between two clock reads, in either direction.
+const USER_WAKEUP_SLACK: Duration = Duration::from_micros(100);
+
 pub(crate) struct Reactor {
     // FIXME: it is starting to feel we should clean this up to a Inner pattern
     main_ring: RefCell<SleepableRing>,
@@ -1226,6 +1247,9 @@ pub(crate) struct Reactor {
     latency_preemption_timeout_src: Cell<Option<(Source, Instant)>>,
     user_wakeup_timeout_src: Cell<Option<(Source, Instant)>>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
+    // shardlog patch (vendor/README.md): the main ring's poll of the latency ring, kept
+    // armed between sleeps.
+    link_rings_src: Cell<Option<Source>>,
 
     link_fd: RawFd,
 
@@ -1358,6 +1382,7 @@ impl Reactor {
             latency_preemption_timeout_src: Cell::new(None),
             user_wakeup_timeout_src: Cell::new(None),
             throughput_preemption_timeout_src: Cell::new(None),
+            link_rings_src: Cell::new(None),
             blocking_thread,
             link_fd,
             notifier,
@@ -1730,6 +1755,14 @@ impl Reactor {
     /// We may not be able to register an `SQE` at this point, so we return an
     /// Error and will just not sleep.
     fn link_rings_and_sleep(&self, ring: &mut SleepableRing) -> io::Result<()> {
+        // shardlog patch (vendor/README.md): the poll stays armed after a sleep that
+        // something else ended, and serves the next sleep (glommio 0.9.0 cancelled it and
+        // added a new one each time).
+        if let Some(link_rings) = self.link_rings_src.take().filter(Source::is_pending) {
+            let slept = ring.sleep_linked();
+            self.link_rings_src.set(Some(link_rings));
+            return slept.or_else(Self::busy_ok).map(|_| {});
+        }
         let link_rings = Source::new(
             IoRequirements::default(),
             self.link_fd,
@@ -1737,7 +1770,11 @@ impl Reactor {
             None,
             None,
         );
-        ring.sleep(&link_rings).or_else(Self::busy_ok).map(|_| {})
+        let slept = ring.sleep(&link_rings).or_else(Self::busy_ok).map(|_| {});
+        if slept.is_ok() && link_rings.is_pending() {
+            self.link_rings_src.set(Some(link_rings));
+        }
+        slept
     }
 
     pub(crate) fn poll_io(&self, woke: &mut usize) -> io::Result<()> {
@@ -1862,7 +1899,9 @@ impl Reactor {
                 let armed = self
                     .user_wakeup_timeout_src
                     .take()
-                    .filter(|(src, deadline)| src.is_pending() && *deadline <= due);
+                    .filter(|(src, deadline)| {
+                        src.is_pending() && *deadline <= due + USER_WAKEUP_SLACK
+                    });
                 let armed = armed.unwrap_or_else(|| {
                     (lat_ring.prepare_latency_preemption_timer(dur), due)
                 });
