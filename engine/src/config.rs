@@ -65,8 +65,9 @@ pub struct EngineConfig {
     pub segment_bytes: u64,
     /// The active segment's file is preallocated (fallocate) at least this much at a time,
     /// ahead of the write position, by `tick` (Redpanda's `segment_fallocation_step`),
-    /// never past `segment_bytes`; a partition appended faster takes about a second of its
-    /// appends at a time (`segment::preallocation_step`). A new segment starts with one
+    /// never past `segment_bytes`; under `interval` and `never`, a partition appended
+    /// faster takes about a second of its appends at a time (`segment::preallocation_step`;
+    /// under `always` that made produces slower, issue 15). A new segment starts with one
     /// step. Default 16 MiB; bounds 4 KiB ..= 1 GiB, a multiple of 4 KiB.
     pub preallocation_step_bytes: u64,
     /// The upkeep (`tick`) writes zeros into the preallocated blocks up to this far past

@@ -66,8 +66,9 @@ struct Args {
     #[arg(long, env = "SHARDLOGD_SEGMENT_BYTES")]
     segment_bytes: Option<u64>,
     /// The active segment's file is preallocated at least this much at a time, ahead of
-    /// the writes (4 KiB ..= 1 GiB, a multiple of 4 KiB); a partition appended faster
-    /// preallocates about a second of its appends, up to the segment size. Default 16 MiB.
+    /// the writes (4 KiB ..= 1 GiB, a multiple of 4 KiB); under `--flush interval` or
+    /// `never`, a partition appended faster preallocates about a second of its appends, up
+    /// to the segment size. Default 16 MiB.
     #[arg(long, env = "SHARDLOGD_PREALLOCATION_STEP_BYTES")]
     preallocation_step_bytes: Option<u64>,
     /// The upkeep writes zeros this far ahead of the appends, so that a sync after an
