@@ -74,10 +74,11 @@ pub const PREALLOCATION_HORIZON: Duration = Duration::from_secs(1);
 ///
 /// Why: a write past the preallocated end extends the file, and ext4 takes the inode
 /// lock exclusively for an extending O_DIRECT write; each fallocate also waits for every
-/// O_DIRECT write in flight (ext4's source; not measured apart here). With a fixed 16 MiB step, 1 MiB appends under `never` at 1.2 GB/s
-/// (the bench's upkeep every 10 ms) wrote 40% of their flushes past the end, and the
-/// device queue held a quarter of what fio keeps in it; the server's upkeep, every
-/// 100 ms, stays ahead only up to 160 MB/s.
+/// O_DIRECT write in flight (ext4's source; not measured apart here). With a fixed
+/// 16 MiB step, 1 MiB appends under `never` at 1.2 GB/s (the bench's upkeep every
+/// 10 ms) wrote 40% of their flushes past the end, and the device queue held a quarter
+/// of what fio keeps in it; the server's upkeep, every 100 ms, stays ahead only up to
+/// 160 MB/s.
 #[must_use]
 pub fn preallocation_step(advanced: u64, elapsed: Duration, step: u64, segment_bytes: u64) -> u64 {
     let per_horizon =

@@ -1861,8 +1861,9 @@ impl Reactor {
         // of an idle-to-busy shard's syscalls. Now an armed timer stays while it serves:
         // the throughput timer until it fires; the preemption timer while at least half a
         // quota is left (a turn gets between half and a whole quota, not exactly one); the
-        // wake-up for a user timer while it is not later than the user timer. A timer
-        // left armed across a sleep wakes the executor once, early, which costs a turn.
+        // wake-up for a user timer while it is not later than the user timer (give or take
+        // `USER_WAKEUP_SLACK`). A timer left armed across a sleep wakes the executor once,
+        // early, which costs a turn.
         let throughput = self
             .throughput_preemption_timeout_src
             .take()
