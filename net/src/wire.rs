@@ -87,24 +87,32 @@ pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Option<F
     Ok(Some(Frame { header, meta, data }))
 }
 
-/// What a frame buffer holds before its first bytes arrive: at most this for the meta...
+/// What the meta buffer holds before its first bytes arrive.
 const META_FIRST_BYTES: usize = 4 << 10;
-/// ...and for the data region (most batches fit).
+/// The data region's buffer is zeroed (and so, for fresh memory, backed) this far before
+/// its first bytes arrive.
 const DATA_FIRST_BYTES: usize = 64 << 10;
+/// A data region up to this long is read into one allocation of its length (most
+/// batches); a longer one grows by doubling from here.
+const DATA_WHOLE_BYTES: usize = 1 << 20;
 
 /// The next length of a buffer filled up to `filled` on its way to `len`: it doubles,
-/// so a header that announces a megabyte costs the receiver memory only as the sender
-/// sends the bytes (a stalled sender holds the first step), and a large frame takes a
-/// few reallocations, not one per read.
+/// so a header that announces a megabyte costs the receiver written memory only as the
+/// sender sends the bytes (a stalled sender holds the first step, zeroed, and for a data
+/// region up to `DATA_WHOLE_BYTES` an untouched reservation of the rest), and a large
+/// frame takes a few steps, not one per read.
 fn next_step(filled: usize, len: usize, first: usize) -> usize {
     len.min(filled.saturating_mul(2).max(first))
 }
 
-/// Reads `len` bytes, growing the buffer as they arrive (`next_step`). Each step
-/// allocates exactly (the buffer may become a cached batch: no spare capacity may ride
-/// along with it).
+/// Reads `len` bytes, zeroing the buffer step by step (`next_step`) as they arrive. Up to
+/// `DATA_WHOLE_BYTES` the buffer is allocated once, exactly: growing it from 64 KiB
+/// reallocated and copied every batch longer than that (`finish_grow`, 3 to 5% of the
+/// servers' samples under RF=3 batched: README, "Issue 15, a thirteenth sitting"). Past
+/// it, each step allocates exactly. Either way no spare capacity rides along (the buffer
+/// may become a cached batch).
 async fn read_data<R: AsyncRead + Unpin>(reader: &mut R, len: usize) -> std::io::Result<BytesMut> {
-    let mut data = Vec::new();
+    let mut data = Vec::with_capacity(len.min(DATA_WHOLE_BYTES));
     while data.len() < len {
         let filled = data.len();
         let target = next_step(filled, len, DATA_FIRST_BYTES);
@@ -112,6 +120,7 @@ async fn read_data<R: AsyncRead + Unpin>(reader: &mut R, len: usize) -> std::io:
         data.resize(target, 0);
         reader.read_exact(&mut data[filled..]).await?;
     }
+    debug_assert_eq!(data.capacity(), len, "a frame's data buffer is exact");
     Ok(BytesMut::from(Bytes::from(data)))
 }
 
@@ -216,5 +225,55 @@ mod tests {
         }
         assert_eq!(steps, [65_536, 131_072, 262_144, 300_000]);
         assert_eq!(next_step(0, 100, 4096), 100);
+    }
+
+    /// Reads `len` bytes through `read_data` from a reader that hands out at most 1000
+    /// bytes a call, checking the bytes and that the buffer holds no spare capacity.
+    fn read_exactly(len: usize) {
+        let sent: Vec<u8> = (0..len).map(|i| u8::try_from(i % 251).unwrap()).collect();
+        let mut reader = Trickle(futures::io::Cursor::new(sent.clone()));
+        let data = futures::executor::block_on(read_data(&mut reader, len)).unwrap();
+        assert_eq!(&data[..], &sent[..], "len {len}");
+        assert_eq!(data.capacity(), len, "len {len}");
+    }
+
+    struct Trickle(futures::io::Cursor<Vec<u8>>);
+
+    impl AsyncRead for Trickle {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &mut [u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            let n = buf.len().min(1000);
+            std::pin::Pin::new(&mut self.0).poll_read(cx, &mut buf[..n])
+        }
+    }
+
+    #[test]
+    fn a_data_region_is_read_into_a_buffer_of_exactly_its_length() {
+        for len in [
+            0,
+            1,
+            DATA_FIRST_BYTES - 1,
+            DATA_FIRST_BYTES,
+            DATA_FIRST_BYTES + 1,
+            100_000,
+            DATA_WHOLE_BYTES,
+            DATA_WHOLE_BYTES + 1,
+            3 * DATA_WHOLE_BYTES + 7,
+        ] {
+            read_exactly(len);
+        }
+    }
+
+    #[test]
+    fn a_data_region_cut_short_is_an_error() {
+        let mut reader = Trickle(futures::io::Cursor::new(vec![7u8; 70_000]));
+        let result = futures::executor::block_on(read_data(&mut reader, 100_000));
+        assert_eq!(
+            result.unwrap_err().kind(),
+            std::io::ErrorKind::UnexpectedEof
+        );
     }
 }
