@@ -107,9 +107,13 @@ elif ! nats_fsyncs "$nats_server"; then
 fi
 rm -rf "$data/probe" "$data/probe.conf"
 
+checkout="$(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 if [ -n "${PEERS_BIN:-}" ]; then
   bin="$(cd "$PEERS_BIN" && pwd)"
+  # The binaries carry no commit of their own: name where they came from.
+  shardlog_label="binaries in $bin (checkout $checkout)"
 else
+  shardlog_label="$checkout"
   cargo build --release -p shardlog-net -p shardlog-bench --bins >&2
   bin="$(cd "${CARGO_TARGET_DIR:-target}" && pwd)/release"
 fi
@@ -119,7 +123,7 @@ cargo build --release --locked --manifest-path bench/peers/Cargo.toml --target-d
 peers_bench="$peers_target/release/peers-bench"
 
 {
-  echo "shardlog $(git rev-parse --short HEAD 2>/dev/null || echo '?'); $("$nats_server" --version);" \
+  echo "shardlog $shardlog_label; $("$nats_server" --version);" \
     "$(redis-server --version | cut -d' ' -f1-3); $(fio --version)"
   echo "$(nproc) cores, $(uname -r), load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "$seconds s per run ($warmup s warm-up), $rounds round(s), median"
