@@ -97,10 +97,11 @@ const DATA_FIRST_BYTES: usize = 64 << 10;
 const DATA_WHOLE_BYTES: usize = 1 << 20;
 
 /// The next length of a buffer filled up to `filled` on its way to `len`: it doubles,
-/// so a header that announces a megabyte costs the receiver written memory only as the
-/// sender sends the bytes (a stalled sender holds the first step, zeroed, and for a data
-/// region up to `DATA_WHOLE_BYTES` an untouched reservation of the rest), and a large
-/// frame takes a few steps, not one per read.
+/// so a header that announces a megabyte has the receiver write memory only as the sender
+/// sends the bytes (a stalled sender holds the first step, zeroed, and for a data region
+/// up to `DATA_WHOLE_BYTES` an allocation of the rest that nothing writes until its bytes
+/// arrive: whether the system backs it before then is the allocator's affair), and a
+/// large frame takes a few steps, not one per read.
 fn next_step(filled: usize, len: usize, first: usize) -> usize {
     len.min(filled.saturating_mul(2).max(first))
 }

@@ -1044,7 +1044,8 @@ impl SleepableRing {
         }
     }
 
-    // shardlog patch (vendor/README.md): `sleep` with the link already armed.
+    // shardlog patch (vendor/README.md): `sleep` with the link already armed (`sleep`
+    // ends here once it armed one).
     fn sleep_linked(&mut self) -> io::Result<usize> {
         assert_eq!(
             self.waiting_kernel_submission(),
@@ -1103,13 +1104,7 @@ impl SleepableRing {
                 Err(io::Error::from_raw_os_error(libc::EBUSY))
             } else {
                 // The rings are linked. Goodnight!
-                self.ring
-                    .cq()
-                    .wait(1)
-                    .map(|_| 1)
-                    .or_else(Reactor::busy_ok)
-                    .or_else(Reactor::again_ok)
-                    .or_else(Reactor::intr_ok)
+                self.sleep_linked()
             }
         } else {
             // Can't link rings because we ran out of `CQE`s. Just can't sleep.
