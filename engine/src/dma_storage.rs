@@ -6,13 +6,15 @@
 
 use std::cell::RefCell;
 use std::io;
+use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use bytes::Bytes;
-use glommio::io::{DmaFile, OpenOptions};
+use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
 
+use crate::flush_buffers::FlushBuffer;
 use crate::segment::BLOCK_SIZE;
 use crate::storage::{OpenMode, Storage, StorageFile, assert_block_aligned};
 
@@ -172,6 +174,40 @@ impl StorageFile for DmaStorageFile {
         }
     }
 
+    /// Writes straight from the flush buffer: glommio holds a share of it until the
+    /// write completes, even if this future is dropped first.
+    async fn write_shared_at(
+        &self,
+        pos: u64,
+        buffer: &Rc<FlushBuffer>,
+        range: Range<usize>,
+        durable: bool,
+    ) -> io::Result<()> {
+        let Some(data) = buffer.get(range.clone()) else {
+            return Err(io::Error::other("a write past the end of its buffer"));
+        };
+        assert_block_aligned(pos, data.len());
+        assert_eq!(
+            data.as_ptr() as usize % BLOCK_SIZE,
+            0,
+            "unaligned write buffer"
+        );
+        let dma = DmaBuffer::from_owner(SharedRange {
+            buffer: Rc::clone(buffer),
+            range,
+        });
+        if !durable {
+            return write_dma(&self.file, pos, dma).await;
+        }
+        match self.durable_fd().await {
+            Some(durable) => write_dma(&durable, pos, dma).await,
+            None => {
+                write_dma(&self.file, pos, dma).await?;
+                self.sync_data().await
+            }
+        }
+    }
+
     async fn end_durable_writes(&self) -> io::Result<()> {
         // Back to not opened: a truncation that cuts into a sealed segment makes it the
         // active one again, and its next durable write opens a descriptor again.
@@ -191,14 +227,7 @@ impl StorageFile for DmaStorageFile {
         // DMA buffers are not zeroed (they may hold an earlier write's bytes).
         let mut buffer = self.file.alloc_dma_buffer(len);
         buffer.as_bytes_mut().fill(0);
-        let written = self.file.write_at(buffer, pos).await.map_err(glommio_err)?;
-        if written != len {
-            return Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                format!("short write: {written} of {len} zero bytes at {pos}"),
-            ));
-        }
-        Ok(())
+        write_dma(&self.file, pos, buffer).await
     }
 
     async fn sync_data(&self) -> io::Result<()> {
@@ -248,69 +277,38 @@ pub async fn warm_iopoll_probe(dir: &Path) -> io::Result<()> {
     file.close().await.map_err(glommio_err)
 }
 
-/// Writes `data` at `pos` through `file`, both block-aligned, from a kept DMA buffer.
-async fn write_block_aligned(file: &DmaFile, pos: u64, data: &[u8]) -> io::Result<()> {
-    assert_block_aligned(pos, data.len());
-    let mut buffer = write_buffers::take(file, data.len());
-    buffer.as_bytes_mut().copy_from_slice(data);
-    let buffer = Rc::new(buffer);
-    let written = file
-        .write_rc_at(buffer.clone(), pos)
-        .await
-        .map_err(glommio_err)?;
-    write_buffers::give_back(buffer);
-    if written != data.len() {
+/// A range of a flush buffer, as the bytes of a [`DmaBuffer`] that shares the buffer.
+struct SharedRange {
+    buffer: Rc<FlushBuffer>,
+    range: Range<usize>,
+}
+
+impl AsRef<[u8]> for SharedRange {
+    fn as_ref(&self) -> &[u8] {
+        // In bounds: `write_shared_at` checked before making this.
+        &self.buffer[self.range.clone()]
+    }
+}
+
+/// Writes all of `buffer` at `pos` through `file`.
+async fn write_dma(file: &DmaFile, pos: u64, buffer: DmaBuffer) -> io::Result<()> {
+    let len = buffer.len();
+    let written = file.write_at(buffer, pos).await.map_err(glommio_err)?;
+    if written != len {
         return Err(io::Error::new(
             io::ErrorKind::WriteZero,
-            format!("short write: {written} of {} bytes at {pos}", data.len()),
+            format!("short write: {written} of {len} bytes at {pos}"),
         ));
     }
     Ok(())
 }
 
-/// Write buffers kept for the next write, per executor thread. glommio's registered
-/// memory is small (`io_memory`), so a big write's buffer comes from the heap, and a fresh
-/// one faults its pages in on every write: a profile of 1 MiB appends under flush=never
-/// showed that and the copy into it as half the shard's CPU. Buffers are reused by exact
-/// length: a flush's writes are `write_chunk_bytes` long but for its last one.
-mod write_buffers {
-    use std::cell::RefCell;
-    use std::rc::Rc;
-
-    use glommio::io::{DmaBuffer, DmaFile};
-
-    /// At most this many bytes are kept per thread: a few flushes' writes in flight.
-    const KEPT_BYTES_MAX: usize = 8 << 20;
-    /// Writes shorter than this take a fresh buffer: small ones come from glommio's
-    /// registered memory, which costs no fault.
-    const KEPT_BYTES_MIN: usize = 64 << 10;
-
-    thread_local! {
-        static KEPT: RefCell<Vec<DmaBuffer>> = const { RefCell::new(Vec::new()) };
-    }
-
-    /// A buffer of exactly `len` bytes (contents undefined), kept or fresh.
-    pub(super) fn take(file: &DmaFile, len: usize) -> DmaBuffer {
-        let kept = KEPT.with_borrow_mut(|kept| {
-            let at = kept.iter().position(|buffer| buffer.len() == len)?;
-            Some(kept.swap_remove(at))
-        });
-        kept.unwrap_or_else(|| file.alloc_dma_buffer(len))
-    }
-
-    /// Keeps `buffer` for a later write if nothing else holds it and there is room.
-    pub(super) fn give_back(buffer: Rc<DmaBuffer>) {
-        let Ok(buffer) = Rc::try_unwrap(buffer) else {
-            return;
-        };
-        if buffer.len() < KEPT_BYTES_MIN {
-            return;
-        }
-        KEPT.with_borrow_mut(|kept| {
-            let bytes: usize = kept.iter().map(DmaBuffer::len).sum();
-            if bytes + buffer.len() <= KEPT_BYTES_MAX {
-                kept.push(buffer);
-            }
-        });
-    }
+/// Writes a copy of `data` at `pos` through `file`, both block-aligned. Only the small
+/// writes of recovery, truncation and metadata files come here: flushes write from their
+/// own buffer (`write_shared_at`).
+async fn write_block_aligned(file: &DmaFile, pos: u64, data: &[u8]) -> io::Result<()> {
+    assert_block_aligned(pos, data.len());
+    let mut buffer = file.alloc_dma_buffer(data.len());
+    buffer.as_bytes_mut().copy_from_slice(data);
+    write_dma(file, pos, buffer).await
 }

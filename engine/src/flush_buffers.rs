@@ -7,8 +7,22 @@
 //! partitions would hold each one's largest burst for good. So buffers past 1 MiB are
 //! kept per thread (a shard's logs share them), within `KEPT_BYTES_MAX`; a log keeps one
 //! smaller buffer of its own (`LogState::spare`) for the small flushes of small appends.
+//!
+//! A buffer starts on a block boundary, as O_DIRECT needs, so a flush writes straight
+//! from it ([`crate::storage::StorageFile::write_shared_at`]): an appended batch is copied
+//! once, into the buffer, and never again on its way to the disk.
 
 use std::cell::RefCell;
+
+use aligned_vec::{AVec, ConstAlign};
+
+use crate::segment::BLOCK_SIZE;
+
+/// Pending bytes of a log, and a flush's bytes: block-aligned memory.
+pub type FlushBuffer = AVec<u8, ConstAlign<BLOCK_SIZE>>;
+
+/// Zeros that pad a flush to whole blocks.
+static ZEROS: [u8; BLOCK_SIZE] = [0; BLOCK_SIZE];
 
 /// At most this many bytes of buffers are kept per thread.
 const KEPT_BYTES_MAX: usize = 8 << 20;
@@ -16,13 +30,37 @@ const KEPT_BYTES_MAX: usize = 8 << 20;
 const KEPT_BYTES_MIN: usize = 64 << 10;
 
 thread_local! {
-    static KEPT: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    static KEPT: RefCell<Vec<FlushBuffer>> = const { RefCell::new(Vec::new()) };
+}
+
+/// An empty buffer that has allocated nothing yet.
+pub(crate) fn empty() -> FlushBuffer {
+    // The argument is the alignment at run time, which `ConstAlign` ignores.
+    FlushBuffer::new(BLOCK_SIZE)
+}
+
+/// An empty buffer with room for `len` bytes.
+pub(crate) fn with_capacity(len: usize) -> FlushBuffer {
+    FlushBuffer::with_capacity(BLOCK_SIZE, len)
+}
+
+/// A buffer holding a copy of `bytes`.
+pub(crate) fn copy_of(bytes: &[u8]) -> FlushBuffer {
+    let mut buffer = with_capacity(bytes.len());
+    buffer.extend_from_slice(bytes);
+    buffer
+}
+
+/// Pads `buffer` with zeros to a whole number of blocks.
+pub(crate) fn pad_to_block(buffer: &mut FlushBuffer) {
+    let padding = buffer.len().next_multiple_of(BLOCK_SIZE) - buffer.len();
+    buffer.extend_from_slice(&ZEROS[..padding]);
 }
 
 /// An empty buffer, for about `len` bytes: the smallest kept one with room for them, else
 /// the largest kept one, else a new one (grown as appends need; a new one of `len` bytes
 /// up front held more memory per log than it saved in reallocations).
-pub(crate) fn take(len: usize) -> Vec<u8> {
+pub(crate) fn take(len: usize) -> FlushBuffer {
     KEPT.with_borrow_mut(|kept| {
         let roomy = (0..kept.len())
             .filter(|&at| kept[at].capacity() >= len)
@@ -30,17 +68,17 @@ pub(crate) fn take(len: usize) -> Vec<u8> {
         let at = roomy.or_else(|| (0..kept.len()).max_by_key(|&at| kept[at].capacity()))?;
         Some(kept.swap_remove(at))
     })
-    .unwrap_or_default()
+    .unwrap_or_else(empty)
 }
 
 /// Keeps `buffer` (emptied) for a later `take` if it is large enough and there is room.
-pub(crate) fn give_back(mut buffer: Vec<u8>) {
+pub(crate) fn give_back(mut buffer: FlushBuffer) {
     if buffer.capacity() < KEPT_BYTES_MIN {
         return;
     }
     buffer.clear();
     KEPT.with_borrow_mut(|kept| {
-        let bytes: usize = kept.iter().map(Vec::capacity).sum();
+        let bytes: usize = kept.iter().map(FlushBuffer::capacity).sum();
         if bytes + buffer.capacity() <= KEPT_BYTES_MAX {
             kept.push(buffer);
         }
@@ -50,7 +88,7 @@ pub(crate) fn give_back(mut buffer: Vec<u8>) {
 /// Bytes of buffers kept on this thread.
 #[cfg(test)]
 fn kept_bytes() -> usize {
-    KEPT.with_borrow(|kept| kept.iter().map(Vec::capacity).sum())
+    KEPT.with_borrow(|kept| kept.iter().map(FlushBuffer::capacity).sum())
 }
 
 #[cfg(test)]
@@ -64,9 +102,9 @@ mod tests {
             0,
             "nothing kept yet: a new, empty one"
         );
-        give_back(Vec::with_capacity(1000));
+        give_back(with_capacity(1000));
         assert_eq!(kept_bytes(), 0, "too small to keep");
-        let first: Vec<u8> = Vec::with_capacity(1 << 20);
+        let first = with_capacity(1 << 20);
         let address = first.as_ptr();
         give_back(first);
         let again = take(1000);
@@ -83,9 +121,10 @@ mod tests {
             "the largest kept one serves a larger take"
         );
         assert!(again.is_empty());
+        assert_eq!(again.as_ptr() as usize % BLOCK_SIZE, 0, "block-aligned");
         // Over the budget: the excess is freed, never kept.
         for _ in 0..40 {
-            give_back(Vec::with_capacity(1 << 20));
+            give_back(with_capacity(1 << 20));
         }
         assert!(kept_bytes() <= KEPT_BYTES_MAX, "{}", kept_bytes());
         assert!(

@@ -47,6 +47,7 @@ pub use config::{EngineConfig, FlushPolicy};
 pub use dir_lock::DirLock;
 pub use dma_storage::{DmaStorage, DmaStorageFile, warm_iopoll_probe};
 pub use error::{Error, Result};
+pub use flush_buffers::FlushBuffer;
 pub use ids::{LeaderEpoch, Offset, PartitionId, SegmentId, TimestampMs};
 pub use partition_log::{
     Appended, LogStats, PartitionLog, PendingAppend, ReadBatches, SegmentInfo, StopCause,

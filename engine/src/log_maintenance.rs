@@ -96,8 +96,7 @@ impl<S: Storage> PartitionLog<S> {
         {
             return;
         }
-        let mut small = Vec::with_capacity(BLOCK_SIZE);
-        small.extend_from_slice(&state.pending);
+        let small = crate::flush_buffers::copy_of(&state.pending);
         crate::flush_buffers::give_back(std::mem::replace(&mut state.pending, small));
     }
 
@@ -316,7 +315,7 @@ impl<S: Storage> PartitionLog<S> {
         state.written_end = new_end;
         state.durable_end = new_end;
         state.written_pos = position;
-        state.pending = prefix.to_vec();
+        state.pending = crate::flush_buffers::copy_of(&prefix);
         state.pending_start = keep;
         state.cache.truncate(new_end);
         state.checkpoint.truncate(new_end);

@@ -32,6 +32,7 @@ use crate::batch::{self, BatchHeader};
 use crate::checkpoint::Checkpoint;
 use crate::config::{EngineConfig, FlushPolicy};
 use crate::error::{Error, Result};
+use crate::flush_buffers::{self, FlushBuffer};
 use crate::ids::{LeaderEpoch, Offset, SegmentId, TimestampMs};
 use crate::record::RecordIter;
 use crate::segment::{self, BLOCK_SIZE, LOG_SUFFIX, Segment};
@@ -227,7 +228,7 @@ struct FlushJob<F> {
     base: Offset,
     /// Block-aligned file position of `data`.
     start: u64,
-    data: Vec<u8>,
+    data: FlushBuffer,
     /// What the flush completes: the offset after its last batch, and that batch's ticket.
     target: (Offset, u64),
     /// Bytes of the active segment on disk once the write lands.
@@ -264,11 +265,11 @@ pub(crate) struct LogState<F> {
     pub(crate) durable_end: Offset,
     /// Bytes of the active segment in the file: reads from disk stop here.
     pub(crate) written_pos: u64,
-    pub(crate) pending: Vec<u8>,
+    pub(crate) pending: FlushBuffer,
     pub(crate) pending_start: u64,
     /// A flush buffer of at most `SPARE_BYTES_MAX` kept by the log for its next flush
     /// (larger ones go back to the shard's pool, `flush_buffers.rs`).
-    pub(crate) spare: Vec<u8>,
+    pub(crate) spare: FlushBuffer,
     /// Flushes under way. `always` runs one at a time (group commit); `interval` and
     /// `never` pipeline up to `FLUSHES_IN_FLIGHT_MAX`.
     pub(crate) flushes_in_flight: usize,
@@ -639,11 +640,19 @@ impl<S: Storage> PartitionLog<S> {
         debug_assert!(!durable_writes || self.flushes_in_flight_max() == 1);
         let result = async {
             if !job.data.is_empty() {
-                job.data
-                    .resize(job.data.len().next_multiple_of(BLOCK_SIZE), 0);
+                flush_buffers::pad_to_block(&mut job.data);
                 self.wait_zero_fill(job.start + job.data.len() as u64).await;
                 let started = std::time::Instant::now();
-                self.write_flush(job, durable_writes).await?;
+                // Shared with the writes: a storage may write from it without a copy.
+                let data = Rc::new(std::mem::replace(&mut job.data, flush_buffers::empty()));
+                let written = self.write_flush(job, &data, durable_writes).await;
+                // Still shared only if a write failed and another was dropped before it
+                // landed (the log stops); that buffer is not kept for reuse.
+                match Rc::try_unwrap(data) {
+                    Ok(data) => job.data = data,
+                    Err(_) => debug_assert!(written.is_err(), "a landed write kept its buffer"),
+                }
+                written?;
                 if durable_writes {
                     crate::sync_observer::observe(SyncKind::DurableWrites, started.elapsed());
                 }
@@ -674,31 +683,36 @@ impl<S: Storage> PartitionLog<S> {
     /// block that an earlier flush's write still in flight covers (`job.after`) waits for
     /// that write and goes alone; otherwise the flush is one run of chunks (a flush of up
     /// to a chunk is one write: under `always`, one O_DSYNC write and one device flush).
-    async fn write_flush(&self, job: &FlushJob<S::File>, durable: bool) -> std::io::Result<()> {
-        let (first, rest) = match job.after {
-            Some(after) => {
-                let (first, rest) = job.data.split_at(BLOCK_SIZE);
-                (Some((after, first)), rest)
-            }
-            None => (None, &job.data[..]),
-        };
-        let rest_start = job.start + (job.data.len() - rest.len()) as u64;
+    async fn write_flush(
+        &self,
+        job: &FlushJob<S::File>,
+        data: &Rc<FlushBuffer>,
+        durable: bool,
+    ) -> std::io::Result<()> {
+        // The first block goes alone after an earlier flush's write of it.
+        let rest_from = if job.after.is_some() { BLOCK_SIZE } else { 0 };
+        let rest_len = data.len() - rest_from;
         let chunk = self.config.write_chunk_bytes;
         let file: &S::File = &job.file;
         let (seq, partial_tail) = (job.seq, job.partial_tail);
-        let last = rest.len().saturating_sub(1) / chunk;
-        let mut rest_writes = rest.chunks(chunk).enumerate().map(|(i, part)| {
-            let position = rest_start + (i * chunk) as u64;
-            async move {
-                write_part(file, durable, position, part).await?;
-                if i == last && partial_tail {
-                    self.tail_landed(seq);
-                }
-                Ok::<(), std::io::Error>(())
-            }
-        });
-        let Some((after, first)) = first else {
-            if rest.len() <= chunk {
+        let last = rest_len.saturating_sub(1) / chunk;
+        let mut rest_writes =
+            (rest_from..data.len())
+                .step_by(chunk)
+                .enumerate()
+                .map(|(i, from)| {
+                    let part = from..(from + chunk).min(data.len());
+                    async move {
+                        file.write_shared_at(job.start + from as u64, data, part, durable)
+                            .await?;
+                        if i == last && partial_tail {
+                            self.tail_landed(seq);
+                        }
+                        Ok::<(), std::io::Error>(())
+                    }
+                });
+        let Some(after) = job.after else {
+            if rest_len <= chunk {
                 // One write (most flushes): no list of writes to build.
                 return match rest_writes.next() {
                     Some(write) => write.await,
@@ -709,8 +723,9 @@ impl<S: Storage> PartitionLog<S> {
         };
         let first_write = async {
             self.wait_tail_landed(after).await?;
-            write_part(file, durable, job.start, first).await?;
-            if rest.is_empty() && partial_tail {
+            file.write_shared_at(job.start, data, 0..BLOCK_SIZE, durable)
+                .await?;
+            if rest_len == 0 && partial_tail {
                 self.tail_landed(seq);
             }
             Ok(())
@@ -812,9 +827,9 @@ impl<S: Storage> PartitionLog<S> {
         // (the log's own spare if that is enough, else one from the shard's pool), not
         // one grown by doublings.
         let mut data = if state.spare.capacity() >= state.pending.len() {
-            std::mem::take(&mut state.spare)
+            std::mem::replace(&mut state.spare, flush_buffers::empty())
         } else {
-            crate::flush_buffers::take(state.pending.len())
+            flush_buffers::take(state.pending.len())
         };
         std::mem::swap(&mut data, &mut state.pending);
         let kept = usize::try_from(last_block - start).expect("pending fits in memory");
@@ -907,12 +922,12 @@ impl<S: Storage> PartitionLog<S> {
             drop(state);
             return Err(self.stop_on_io_failure(job.base, source));
         }
-        let mut data = std::mem::take(&mut job.data);
+        let mut data = std::mem::replace(&mut job.data, flush_buffers::empty());
         data.clear();
         if data.capacity() <= SPARE_BYTES_MAX && data.capacity() > state.spare.capacity() {
             std::mem::swap(&mut data, &mut state.spare);
         }
-        crate::flush_buffers::give_back(data);
+        flush_buffers::give_back(data);
         self.invariants(&state);
         drop(state);
         self.shrink_idle_buffers();
@@ -1378,20 +1393,6 @@ fn take_batches(
         at += size;
     }
     Ok((taken, at))
-}
-
-/// One write of a flush, durable by itself if `durable`.
-async fn write_part<F: StorageFile>(
-    file: &F,
-    durable: bool,
-    position: u64,
-    part: &[u8],
-) -> std::io::Result<()> {
-    if durable {
-        file.write_durable_at(position, part).await
-    } else {
-        file.write_at(position, part).await
-    }
 }
 
 /// An fdatasync of a segment file, its time handed to the thread's sync observer.

@@ -8,9 +8,13 @@
 #![allow(async_fn_in_trait)] // Futures here are !Send by design: one shard owns the log.
 
 use std::io;
+use std::ops::Range;
 use std::path::Path;
+use std::rc::Rc;
 
 use bytes::Bytes;
+
+use crate::flush_buffers::FlushBuffer;
 
 /// How to open a file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +62,26 @@ pub trait StorageFile: 'static {
     async fn write_durable_at(&self, pos: u64, data: &[u8]) -> io::Result<()> {
         self.write_at(pos, data).await?;
         self.sync_data().await
+    }
+    /// Writes `buffer[range]` at `pos` (both block-aligned), made durable by itself as
+    /// [`write_durable_at`](Self::write_durable_at) does if `durable`. `buffer` is a log's
+    /// flush: a storage may hold it until the write lands rather than copy its bytes (the
+    /// default copies what `write_at` copies).
+    async fn write_shared_at(
+        &self,
+        pos: u64,
+        buffer: &Rc<FlushBuffer>,
+        range: Range<usize>,
+        durable: bool,
+    ) -> io::Result<()> {
+        let Some(data) = buffer.get(range) else {
+            return Err(io::Error::other("a write past the end of its buffer"));
+        };
+        if durable {
+            self.write_durable_at(pos, data).await
+        } else {
+            self.write_at(pos, data).await
+        }
     }
     /// No durable write will follow (the segment is sealed): let go of what
     /// [`write_durable_at`](Self::write_durable_at) kept open for them (a later durable

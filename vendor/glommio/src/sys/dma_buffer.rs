@@ -53,6 +53,20 @@ pub(crate) enum BufferStorage {
     Sys(SysAlloc),
     Uring(UringBuffer),
     EventFd(*mut u8),
+    // shardlog patch: memory that `owner` holds, read-only (see `DmaBuffer::from_owner`).
+    Owned(OwnedMemory),
+}
+
+// shardlog patch: the owner of a `DmaBuffer::from_owner` buffer and where its bytes are.
+pub(crate) struct OwnedMemory {
+    _owner: Box<dyn std::any::Any>,
+    data: *const u8,
+}
+
+impl std::fmt::Debug for OwnedMemory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OwnedMemory").field("data", &self.data).finish()
+    }
 }
 
 impl BufferStorage {
@@ -61,6 +75,7 @@ impl BufferStorage {
             BufferStorage::Sys(x) => x.as_ptr(),
             BufferStorage::Uring(x) => x.as_ptr(),
             BufferStorage::EventFd(x) => *x as *const u8,
+            BufferStorage::Owned(x) => x.data,
         }
     }
 
@@ -69,6 +84,7 @@ impl BufferStorage {
             BufferStorage::Sys(x) => x.as_mut_ptr(),
             BufferStorage::Uring(x) => x.as_mut_ptr(),
             BufferStorage::EventFd(x) => *x,
+            BufferStorage::Owned(_) => panic!("a DmaBuffer from_owner is read-only"),
         }
     }
 }
@@ -101,6 +117,26 @@ impl DmaBuffer {
     pub(crate) fn with_storage(size: usize, storage: BufferStorage) -> DmaBuffer {
         DmaBuffer {
             storage,
+            size,
+            trim: 0,
+        }
+    }
+
+    /// shardlog patch: a buffer over the bytes `owner` holds, kept alive as long as the
+    /// buffer (and so as long as any I/O using it), so that a write needs no copy into a
+    /// buffer of glommio's. Read-only: [`as_bytes_mut`](Self::as_bytes_mut) and
+    /// [`as_mut_ptr`](Self::as_mut_ptr) panic. The caller sees to the alignment that
+    /// O_DIRECT needs, as for any buffer it writes.
+    pub fn from_owner<T: AsRef<[u8]> + 'static>(owner: T) -> DmaBuffer {
+        // Boxed first: the bytes may live inside `owner` itself, which must not move.
+        let owner = Box::new(owner);
+        let bytes: &[u8] = (*owner).as_ref();
+        let (data, size) = (bytes.as_ptr(), bytes.len());
+        DmaBuffer {
+            storage: BufferStorage::Owned(OwnedMemory {
+                _owner: owner,
+                data,
+            }),
             size,
             trim: 0,
         }
