@@ -16,9 +16,11 @@
 //!
 //! Owned by one [`Client`](super::Client) on one executor thread (`!Send`, like it).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
+
+use foldhash::HashMap;
 
 use crate::ErrorCode;
 use crate::api::{MetadataResponse, PartitionMetadata, TopicMetadata};

@@ -18,7 +18,6 @@
 //! merely slow is not mistaken for a dead broker.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::pin::Pin;
 use std::rc::Rc;
@@ -26,6 +25,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use foldhash::HashMap;
 use futures::channel::{mpsc, oneshot};
 use futures::io::{AsyncRead, AsyncWrite};
 use glommio::net::{Preallocated, TcpStream};
@@ -218,7 +218,7 @@ impl Connection {
         let (reader, writer) = crate::local_split::split(stream);
         let (tx, rx) = mpsc::unbounded();
         let shared = Rc::new(Shared {
-            waiters: RefCell::new(HashMap::new()),
+            waiters: RefCell::new(HashMap::default()),
             dead: Cell::new(false),
             addr: addr.to_owned(),
             outgoing: tx.clone(),

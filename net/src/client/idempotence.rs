@@ -33,11 +33,12 @@
 //!   batch the caller stamped with a producer id of its own (sent as it is).
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use foldhash::HashMap;
 use futures::StreamExt;
 use futures::channel::oneshot;
 use futures::future::{Either, select};
@@ -84,7 +85,7 @@ impl Session {
         Session {
             id,
             epoch,
-            partitions: RefCell::new(HashMap::new()),
+            partitions: RefCell::new(HashMap::default()),
             clock: Cell::new(0),
             waiting: RefCell::new(Vec::new()),
         }

@@ -157,7 +157,7 @@ impl Client {
         route: &Route,
         after: Duration,
     ) -> Moved {
-        glommio::timer::sleep(after).await;
+        self.inner.checks.wait(after).await;
         loop {
             self.refresh_for_check(topic, &route.addr).await;
             let moved = self

@@ -13,7 +13,8 @@
 //! long as the pause. Three mechanisms bound that:
 //!
 //! - *Leader checks.* While a request to a partition's leader is unanswered past
-//!   `leader_check_after` (or a longer fetch's `max_wait`), the client refreshes the topic's
+//!   `leader_check_after` (or a longer fetch's `max_wait`; the checks start within one
+//!   `leader_check_every` after that, `check_clock.rs`), the client refreshes the topic's
 //!   metadata every `leader_check_every`, asking other brokers first; once the partition
 //!   has another leader or a higher leader epoch, the request is given up as
 //!   [`ClientError::LeaderMoved`] and retried at once at the new leader. If the old
@@ -49,6 +50,7 @@
 mod acls;
 mod admin;
 pub(crate) mod cache;
+mod check_clock;
 pub(crate) mod connection;
 pub mod consumer_protocol;
 mod coordinator;
@@ -65,11 +67,11 @@ pub use sasl::{SaslCredentials, mechanism as sasl_mechanism};
 pub use tls::{ClientTls, ClientTlsError, ClientTlsFiles};
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use foldhash::HashMap;
 use rkyv::api::high::HighValidator;
 use rkyv::bytecheck::CheckBytes;
 use rkyv::rancor;
@@ -99,7 +101,7 @@ pub struct ClientConfig {
     /// 300 ms.
     pub metadata_hedge_after: Duration,
     /// A request to a partition's leader unanswered this long (or a fetch's `max_wait`, if
-    /// longer) starts the leader checks. Default 1 s.
+    /// longer) starts the leader checks, within one `leader_check_every` more. Default 1 s.
     pub leader_check_after: Duration,
     /// How often a request waiting on a leader checks whether the leadership moved (one
     /// metadata refresh per topic per period, shared by its requests). Default 250 ms.
@@ -317,6 +319,8 @@ struct Inner {
     correlation: Cell<u64>,
     /// Topic -> its latest refresh for leader checks.
     refreshes: RefCell<HashMap<String, TopicRefresh>>,
+    /// When the leader checks of the requests in flight start.
+    checks: Rc<check_clock::CheckClock>,
     /// The idempotent producer session, once initialised (see `idempotence.rs`).
     producer: RefCell<Option<Rc<idempotence::Session>>>,
     /// Held while a producer id is asked for.
@@ -346,15 +350,16 @@ impl Client {
         }
         let client = Client {
             inner: Rc::new(Inner {
+                checks: check_clock::CheckClock::new(config.leader_check_every),
                 config,
                 bootstrap,
-                connections: RefCell::new(HashMap::new()),
+                connections: RefCell::new(HashMap::default()),
                 cache: RefCell::new(MetadataCache::default()),
                 correlation: Cell::new(1),
-                refreshes: RefCell::new(HashMap::new()),
+                refreshes: RefCell::new(HashMap::default()),
                 producer: RefCell::new(None),
                 producer_init: futures::lock::Mutex::new(()),
-                coordinators: RefCell::new(HashMap::new()),
+                coordinators: RefCell::new(HashMap::default()),
             }),
         };
         // A cluster that just started may still be electing its controller: retried.
