@@ -16,7 +16,7 @@ use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
 
 use crate::flush_buffers::FlushBuffer;
 use crate::segment::BLOCK_SIZE;
-use crate::storage::{OpenMode, Storage, StorageFile, assert_block_aligned};
+use crate::storage::{OpenMode, Storage, StorageFile, assert_block_aligned, shared_range};
 
 /// The real storage: glommio DMA files.
 #[derive(Clone, Copy, Debug, Default)]
@@ -114,6 +114,29 @@ impl Storage for DmaStorage {
 }
 
 impl DmaStorageFile {
+    /// Writes all of `buffer` at `pos`; if `durable`, made durable by itself (O_DSYNC, or
+    /// a write and an fdatasync where there is no O_DSYNC descriptor).
+    async fn write_dma(&self, pos: u64, buffer: DmaBuffer, durable: bool) -> io::Result<()> {
+        let durable_fd = if durable {
+            self.durable_fd().await
+        } else {
+            None
+        };
+        let file = durable_fd.as_deref().unwrap_or(&self.file);
+        let len = buffer.len();
+        let written = file.write_at(buffer, pos).await.map_err(glommio_err)?;
+        if written != len {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                format!("short write: {written} of {len} bytes at {pos}"),
+            ));
+        }
+        if durable && durable_fd.is_none() {
+            self.sync_data().await?;
+        }
+        Ok(())
+    }
+
     /// The O_DSYNC descriptor, opened on first use; `None` if there is none.
     async fn durable_fd(&self) -> Option<Rc<DmaFile>> {
         if matches!(*self.durable.borrow(), DurableFd::NotOpened) {
@@ -156,7 +179,8 @@ impl StorageFile for DmaStorageFile {
     }
 
     async fn write_at(&self, pos: u64, data: &[u8]) -> io::Result<()> {
-        write_block_aligned(&self.file, pos, data).await
+        self.write_dma(pos, copy_to_dma(&self.file, pos, data), false)
+            .await
     }
 
     /// One O_DSYNC write: durable when it completes, without an fdatasync after it.
@@ -165,13 +189,8 @@ impl StorageFile for DmaStorageFile {
     /// hand-offs made three partitions on a node take more CPU per record than one, and
     /// replicated throughput fell with every partition added.
     async fn write_durable_at(&self, pos: u64, data: &[u8]) -> io::Result<()> {
-        match self.durable_fd().await {
-            Some(durable) => write_block_aligned(&durable, pos, data).await,
-            None => {
-                write_block_aligned(&self.file, pos, data).await?;
-                self.sync_data().await
-            }
-        }
+        self.write_dma(pos, copy_to_dma(&self.file, pos, data), true)
+            .await
     }
 
     /// Writes straight from the flush buffer: glommio holds a share of it until the
@@ -183,9 +202,7 @@ impl StorageFile for DmaStorageFile {
         range: Range<usize>,
         durable: bool,
     ) -> io::Result<()> {
-        let Some(data) = buffer.get(range.clone()) else {
-            return Err(io::Error::other("a write past the end of its buffer"));
-        };
+        let data = shared_range(buffer, range.clone())?;
         assert_block_aligned(pos, data.len());
         assert_eq!(
             data.as_ptr() as usize % BLOCK_SIZE,
@@ -196,16 +213,7 @@ impl StorageFile for DmaStorageFile {
             buffer: Rc::clone(buffer),
             range,
         });
-        if !durable {
-            return write_dma(&self.file, pos, dma).await;
-        }
-        match self.durable_fd().await {
-            Some(durable) => write_dma(&durable, pos, dma).await,
-            None => {
-                write_dma(&self.file, pos, dma).await?;
-                self.sync_data().await
-            }
-        }
+        self.write_dma(pos, dma, durable).await
     }
 
     async fn end_durable_writes(&self) -> io::Result<()> {
@@ -227,7 +235,7 @@ impl StorageFile for DmaStorageFile {
         // DMA buffers are not zeroed (they may hold an earlier write's bytes).
         let mut buffer = self.file.alloc_dma_buffer(len);
         buffer.as_bytes_mut().fill(0);
-        write_dma(&self.file, pos, buffer).await
+        self.write_dma(pos, buffer, false).await
     }
 
     async fn sync_data(&self) -> io::Result<()> {
@@ -290,25 +298,12 @@ impl AsRef<[u8]> for SharedRange {
     }
 }
 
-/// Writes all of `buffer` at `pos` through `file`.
-async fn write_dma(file: &DmaFile, pos: u64, buffer: DmaBuffer) -> io::Result<()> {
-    let len = buffer.len();
-    let written = file.write_at(buffer, pos).await.map_err(glommio_err)?;
-    if written != len {
-        return Err(io::Error::new(
-            io::ErrorKind::WriteZero,
-            format!("short write: {written} of {len} bytes at {pos}"),
-        ));
-    }
-    Ok(())
-}
-
-/// Writes a copy of `data` at `pos` through `file`, both block-aligned. Only the small
-/// writes of recovery, truncation and metadata files come here: flushes write from their
-/// own buffer (`write_shared_at`).
-async fn write_block_aligned(file: &DmaFile, pos: u64, data: &[u8]) -> io::Result<()> {
+/// A DMA buffer holding a copy of `data`, to be written at `pos` (both block-aligned).
+/// Only the small writes of recovery, truncation and metadata files are copied: flushes
+/// write from their own buffer (`write_shared_at`).
+fn copy_to_dma(file: &DmaFile, pos: u64, data: &[u8]) -> DmaBuffer {
     assert_block_aligned(pos, data.len());
     let mut buffer = file.alloc_dma_buffer(data.len());
     buffer.as_bytes_mut().copy_from_slice(data);
-    write_dma(file, pos, buffer).await
+    buffer
 }

@@ -74,9 +74,7 @@ pub trait StorageFile: 'static {
         range: Range<usize>,
         durable: bool,
     ) -> io::Result<()> {
-        let Some(data) = buffer.get(range) else {
-            return Err(io::Error::other("a write past the end of its buffer"));
-        };
+        let data = shared_range(buffer, range)?;
         if durable {
             self.write_durable_at(pos, data).await
         } else {
@@ -99,6 +97,13 @@ pub trait StorageFile: 'static {
     async fn preallocate(&self, len: u64) -> io::Result<()>;
     /// Closes the file.
     async fn close(self) -> io::Result<()>;
+}
+
+/// The bytes of `buffer[range]`, or an error if the range runs past its end.
+pub(crate) fn shared_range(buffer: &FlushBuffer, range: Range<usize>) -> io::Result<&[u8]> {
+    buffer
+        .get(range)
+        .ok_or_else(|| io::Error::other("a write past the end of its buffer"))
 }
 
 /// Panics unless a write at `pos` of `len` bytes is block-aligned: the engine only ever

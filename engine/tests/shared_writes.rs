@@ -8,13 +8,14 @@
 mod common;
 
 use std::future::Future;
+use std::path::Path;
 use std::pin::pin;
 use std::rc::Rc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use shardlog_engine::segment::BLOCK_SIZE;
-use shardlog_engine::{DmaStorage, FlushBuffer, OpenMode, Storage, StorageFile};
+use shardlog_engine::{DmaStorage, DmaStorageFile, FlushBuffer, OpenMode, Storage, StorageFile};
 
 /// Three blocks, each filled with its number plus one.
 fn three_blocks() -> Rc<FlushBuffer> {
@@ -23,6 +24,18 @@ fn three_blocks() -> Rc<FlushBuffer> {
         buffer.extend_from_slice(&[block; BLOCK_SIZE]);
     }
     Rc::new(buffer)
+}
+
+/// A new file `name` in `dir` with `blocks` preallocated.
+async fn new_file(dir: &Path, name: &str, blocks: u64) -> DmaStorageFile {
+    let file = DmaStorage
+        .open(&dir.join(name), OpenMode::CreateNew)
+        .await
+        .expect("open");
+    file.preallocate(blocks * BLOCK_SIZE as u64)
+        .await
+        .expect("fallocate");
+    file
 }
 
 /// Polls `future` once; `true` if it is still pending.
@@ -42,14 +55,7 @@ fn a_flush_buffer_is_written_without_a_copy() {
     let dir = tempfile::tempdir_in(common::test_root().join(".")).expect("temp dir");
     common::on_executor(dir.path().to_path_buf(), |dir| async move {
         for durable in [false, true] {
-            let path = dir.join(format!("segment-{durable}"));
-            let file = DmaStorage
-                .open(&path, OpenMode::CreateNew)
-                .await
-                .expect("open");
-            file.preallocate(3 * BLOCK_SIZE as u64)
-                .await
-                .expect("fallocate");
+            let file = new_file(&dir, &format!("segment-{durable}"), 3).await;
             let buffer = three_blocks();
             {
                 let mut write =
@@ -79,13 +85,7 @@ fn a_flush_buffer_is_written_without_a_copy() {
 fn a_dropped_write_keeps_its_buffer_until_the_kernel_is_done() {
     let dir = tempfile::tempdir_in(common::test_root().join(".")).expect("temp dir");
     common::on_executor(dir.path().to_path_buf(), |dir| async move {
-        let file = DmaStorage
-            .open(&dir.join("segment"), OpenMode::CreateNew)
-            .await
-            .expect("open");
-        file.preallocate(3 * BLOCK_SIZE as u64)
-            .await
-            .expect("fallocate");
+        let file = new_file(&dir, "segment", 3).await;
         let buffer = three_blocks();
         {
             let mut write = pin!(file.write_shared_at(0, &buffer, 0..3 * BLOCK_SIZE, false));
@@ -118,10 +118,7 @@ fn a_dropped_write_keeps_its_buffer_until_the_kernel_is_done() {
 fn a_write_past_its_buffer_is_an_error() {
     let dir = tempfile::tempdir_in(common::test_root().join(".")).expect("temp dir");
     common::on_executor(dir.path().to_path_buf(), |dir| async move {
-        let file = DmaStorage
-            .open(&dir.join("segment"), OpenMode::CreateNew)
-            .await
-            .expect("open");
+        let file = new_file(&dir, "segment", 1).await;
         let buffer = three_blocks();
         let error = file
             .write_shared_at(0, &buffer, 2 * BLOCK_SIZE..4 * BLOCK_SIZE, false)
