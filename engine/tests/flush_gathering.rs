@@ -41,7 +41,9 @@ fn append_together(
         let mut offsets = Vec::new();
         for round in 0..rounds {
             let appends = (0..appenders).map(|a| async move {
-                append_stored(log, batch(round * appenders + a, size)).await.0
+                append_stored(log, batch(round * appenders + a, size))
+                    .await
+                    .0
             });
             offsets.extend(futures::future::join_all(appends).await);
         }
@@ -70,7 +72,10 @@ fn large_appends_made_together_flush_each_at_once() {
     // 256 KiB each: a flush of one is large enough to go at once, so the 8 appends are 8
     // flushes in flight together, not one flush that all 8 wait for.
     append_together(FlushPolicy::Never, 8, 256 << 10, 2, |flushes, offsets| {
-        assert!(flushes >= 16, "{flushes} flushes for 2 rounds of 8 large appends");
+        assert!(
+            flushes >= 16,
+            "{flushes} flushes for 2 rounds of 8 large appends"
+        );
         assert_eq!(offsets, (0..16).map(Offset).collect::<Vec<_>>());
     });
 }
