@@ -41,7 +41,6 @@ mod storage_sim;
 pub mod sync_observer;
 pub mod tail_cache;
 pub mod time_index;
-mod yield_now;
 pub mod zero_fill;
 
 pub use config::{EngineConfig, FlushPolicy};

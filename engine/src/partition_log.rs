@@ -40,7 +40,6 @@ use crate::signal::Signal;
 use crate::storage::{Storage, StorageFile};
 use crate::sync_observer::SyncKind;
 use crate::tail_cache::TailCache;
-use crate::yield_now::yield_now;
 
 /// Flushes under way at once under `interval` and `never`: enough to keep the device
 /// busy while the next flush's bytes are prepared (8 appenders of 1 MiB under `never`
@@ -607,7 +606,8 @@ impl<S: Storage> PartitionLog<S> {
             match step {
                 Step::YieldFirst => {
                     yielded = true;
-                    yield_now().await;
+                    // Pending once, waking itself (`futures_lite`'s): any executor.
+                    glommio::executor().yield_now().await;
                 }
                 Step::Flush => self.flush_once(sync).await?,
                 Step::SyncWritten => self.sync_written(ticket).await?,
